@@ -1,0 +1,3 @@
+from apollo.cli.main import main
+
+main()

@@ -1,0 +1,234 @@
+"""Streaming erasure-coded writer: bytes in, committed-ready segments out.
+
+The body is cut into batches of whole stripes. While batch N is hashed
+(MD5 + requested checksums) and encoded on worker threads and its cell
+records are appended to the k+m shard files, batch N+1 is being received:
+a two-deep pipeline with memory bounded by about three batches per upload.
+Segments are recorded as pending in the metadata store before their first
+byte is written, so a crash at any point leaves only collectable garbage.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import struct
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import crc32c
+
+from apollo import faults, limits
+from apollo.client.context import ClientContext, Damage
+from apollo.errors import InsufficientStorage
+from apollo.storage.ec import Scheme, codec_for
+from apollo.storage.node import ShardSink
+from apollo.storage.shardfile import encode_footer, encode_header
+from apollo.types import ObjectData, SegmentLayout
+
+log = logging.getLogger(__name__)
+_U32 = struct.Struct("<I")
+
+
+@dataclass
+class WriteResult:
+    size: int
+    md5_hex: str
+    data: ObjectData
+    checksums: dict[str, str] = field(default_factory=dict)  # algorithm -> base64
+
+
+@dataclass
+class _OpenSegment:
+    layout: SegmentLayout
+    sinks: list[ShardSink | None]
+    length: int = 0
+    stripes: int = 0
+
+
+def write_quorum(scheme: Scheme) -> int:
+    """Shards that must be durable before a write is acknowledged (k+1, or all if narrower)."""
+    return min(scheme.width, scheme.k + 1)
+
+
+class ObjectWriter:
+    """Writes one object (or part); call :meth:`write` once."""
+
+    def __init__(
+        self,
+        ctx: ClientContext,
+        scheme: Scheme,
+        cell_size: int,
+        identity: dict,
+        inline_max: int = limits.inline_object_bytes_max,
+        checksummers: dict | None = None,
+    ) -> None:
+        self.ctx = ctx
+        self.scheme = scheme
+        self.cell_size = cell_size
+        self.identity = identity  # bucket, key, upload: written into every shard header
+        self.inline_max = inline_max
+        self.checksummers = checksummers or {}
+        self.codec = codec_for(scheme)
+        stripe = scheme.k * cell_size
+        self.batch_bytes = max(1, limits.io_batch_bytes // stripe) * stripe
+        self.segment_bytes = max(1, limits.segment_size_bytes_max // self.batch_bytes) * self.batch_bytes
+        self._md5 = hashlib.md5()
+        self._segments: list[SegmentLayout] = []
+        self._current: _OpenSegment | None = None
+        self._size = 0
+
+    async def write(self, chunks: AsyncIterator[bytes]) -> WriteResult:
+        try:
+            return await self._write(chunks)
+        except BaseException:
+            await self._abandon()
+            raise
+
+    async def _write(self, chunks: AsyncIterator[bytes]) -> WriteResult:
+        pending: list[bytes] = []
+        pending_bytes = 0
+        in_flight: asyncio.Task | None = None
+        async for chunk in chunks:
+            if not chunk:
+                continue
+            pending.append(chunk)
+            pending_bytes += len(chunk)
+            while pending_bytes >= self.batch_bytes:
+                joined = b"".join(pending)
+                batch, rest = joined[: self.batch_bytes], joined[self.batch_bytes :]
+                pending, pending_bytes = ([rest] if rest else []), len(rest)
+                if in_flight is not None:
+                    await in_flight
+                in_flight = asyncio.ensure_future(self._process(batch))
+        if in_flight is not None:
+            await in_flight
+        tail = b"".join(pending)
+        if not self._segments and self._current is None and len(tail) <= self.inline_max:
+            await self.ctx.cpu_run(self._hash, tail)
+            self._size = len(tail)
+            return self._result(ObjectData(size=len(tail), inline=tail))
+        if tail:
+            await self._process(tail)
+        await self._finish_segment()
+        return self._result(ObjectData(size=self._size, segments=list(self._segments)))
+
+    def _result(self, data: ObjectData) -> WriteResult:
+        sums = {name: c.b64digest() for name, c in self.checksummers.items()}
+        return WriteResult(self._size, self._md5.hexdigest(), data, sums)
+
+    def _hash(self, data: bytes) -> None:
+        self._md5.update(data)
+        for checksummer in self.checksummers.values():
+            checksummer.update(data)
+
+    def _encode(self, data: bytes) -> list[list[bytes]]:
+        """Per shard, the write buffers (fragment, CRC32C) of every stripe in ``data``."""
+        stripe = self.scheme.k * self.cell_size
+        buffers: list[list[bytes]] = [[] for _ in range(self.scheme.width)]
+        view = memoryview(data)
+        for start in range(0, len(data), stripe):
+            for index, fragment in enumerate(self.codec.encode(view[start : start + stripe])):
+                buffers[index] += (fragment, _U32.pack(crc32c.crc32c(fragment)))
+        return buffers
+
+    async def _process(self, batch: bytes) -> None:
+        if self._current is None:
+            self._current = await self._open_segment()
+        segment = self._current
+        _, buffers = await asyncio.gather(self.ctx.cpu_run(self._hash, batch), self.ctx.cpu_run(self._encode, batch))
+        await asyncio.gather(*(self._append(segment, i, buffers[i]) for i in range(self.scheme.width)))
+        self._require_quorum(segment)
+        segment.length += len(batch)
+        segment.stripes += -(-len(batch) // (self.scheme.k * self.cell_size))
+        self._size += len(batch)
+        faults.point("client.write.after_batch")
+        if segment.length >= self.segment_bytes:
+            await self._finish_segment()
+
+    async def _open_segment(self) -> _OpenSegment:
+        layout = await self.ctx.meta.allocate_segment(self.scheme, self.cell_size, self._size)
+        segment = _OpenSegment(layout, [None] * self.scheme.width)
+        self._segments.append(layout)  # from here on, failures must abandon it
+
+        async def open_one(index: int) -> None:
+            drive = layout.drives[index]
+            header = encode_header({
+                **self.identity, "segment_id": layout.segment_id, "shard": index, "scheme": str(self.scheme),
+                "cell_size": self.cell_size, "pg": layout.pg, "offset": layout.offset, "drive": drive,
+            })  # fmt: skip
+            try:
+                segment.sinks[index] = await self.ctx.node(drive).open_shard(drive, layout.shard(index), header)
+            except Exception as exc:
+                await self._lose(segment, index, f"open failed: {exc}")
+
+        await asyncio.gather(*(open_one(i) for i in range(self.scheme.width)))
+        self._require_quorum(segment)
+        return segment
+
+    async def _append(self, segment: _OpenSegment, index: int, buffers: list[bytes]) -> None:
+        sink = segment.sinks[index]
+        if sink is None:
+            return
+        try:
+            await sink.append(buffers)
+        except Exception as exc:
+            await self._lose(segment, index, f"write failed: {exc}")
+
+    async def _lose(self, segment: _OpenSegment, index: int, reason: str) -> None:
+        sink, segment.sinks[index] = segment.sinks[index], None
+        if sink is not None:
+            try:
+                await sink.abort()
+            except Exception:
+                log.exception("abort of shard %d failed", index)
+        layout = segment.layout
+        await self.ctx.report(Damage(layout.segment_id, index, layout.drives[index], reason))
+
+    def _require_quorum(self, segment: _OpenSegment) -> None:
+        alive = sum(sink is not None for sink in segment.sinks)
+        if alive < write_quorum(self.scheme):
+            raise InsufficientStorage(
+                f"only {alive} of {self.scheme.width} shards writable, need {write_quorum(self.scheme)}"
+            )
+
+    async def _finish_segment(self) -> None:
+        segment, self._current = self._current, None
+        if segment is None:
+            return
+        footer = encode_footer({"segment_id": segment.layout.segment_id, "length": segment.length,
+                                "stripes": segment.stripes})  # fmt: skip
+
+        async def finish_one(index: int) -> None:
+            sink = segment.sinks[index]
+            if sink is None:
+                return
+            try:
+                await sink.finish(footer)
+            except Exception as exc:
+                await self._lose(segment, index, f"finish failed: {exc}")
+
+        await asyncio.gather(*(finish_one(i) for i in range(self.scheme.width)))
+        self._require_quorum(segment)
+        done = segment.layout
+        self._segments[-1] = SegmentLayout(
+            done.segment_id, done.offset, segment.length, done.scheme, done.cell_size, done.pg, done.drives
+        )
+
+    async def _abandon(self) -> None:
+        """Remove temp files now; finished shards are collected by GC right away."""
+        segment, self._current = self._current, None
+        if segment is not None:
+            for sink in segment.sinks:
+                if sink is not None:
+                    try:
+                        await sink.abort()
+                    except Exception:
+                        log.exception("abort failed")
+        if self._segments:
+            try:
+                await self.ctx.meta.abandon_segments([s.segment_id for s in self._segments], time.time())
+            except Exception:
+                log.exception("could not mark abandoned segments for GC")

@@ -1,0 +1,99 @@
+"""The one exception tree of the core (metadata, storage, client).
+
+No transport types here: the S3 gateway translates these through its single
+table in ``apollo.gateway.s3errors``; services translate them to HTTP statuses.
+"""
+
+from __future__ import annotations
+
+
+class ApolloError(Exception):
+    """Base of every error the core raises on purpose."""
+
+
+class NotFound(ApolloError):
+    """Something named by the caller does not exist."""
+
+
+class BucketNotFound(NotFound):
+    pass
+
+
+class ObjectNotFound(NotFound):
+    pass
+
+
+class VersionNotFound(NotFound):
+    pass
+
+
+class UploadNotFound(NotFound):
+    pass
+
+
+class Conflict(ApolloError):
+    """The request is valid but clashes with the current state."""
+
+
+class BucketExists(Conflict):
+    pass
+
+
+class BucketNotEmpty(Conflict):
+    pass
+
+
+class PreconditionFailed(Conflict):
+    """A conditional write (If-Match / If-None-Match) lost inside the commit transaction."""
+
+
+class ConditionalRequestConflict(Conflict):
+    """A concurrent conditional write to the same key is in progress."""
+
+
+class InvalidRequest(ApolloError):
+    """The caller's input is malformed or out of bounds."""
+
+
+class InvalidPart(InvalidRequest):
+    pass
+
+
+class InvalidPartOrder(InvalidRequest):
+    pass
+
+
+class EntityTooSmall(InvalidRequest):
+    pass
+
+
+class EntityTooLarge(InvalidRequest):
+    pass
+
+
+class BadDigest(InvalidRequest):
+    """The body does not match a digest or checksum the client declared."""
+
+
+class IncompleteBody(InvalidRequest):
+    """The client sent fewer bytes than it announced."""
+
+
+class StorageError(ApolloError):
+    """The storage layer could not serve the request."""
+
+
+class InsufficientFragments(StorageError):
+    """Fewer than k healthy cells of a stripe could be read: data is unavailable."""
+
+
+class ChecksumMismatch(StorageError):
+    """A cell's CRC32C did not match its bytes (bit rot or a torn write)."""
+
+
+class InsufficientStorage(StorageError):
+    """Not enough healthy drives with free space to place a new segment."""
+
+
+class DriveError(StorageError):
+    """A drive is missing, unformatted, or belongs to another deployment."""

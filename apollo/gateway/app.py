@@ -1,0 +1,115 @@
+"""build_app: the S3 gateway as an aiohttp application over an ApolloClient.
+
+Routing is one table, ``ROUTES``: (method, target, sub-resource) -> handler.
+The target is ``service`` (no bucket), ``bucket`` or ``object``; the
+sub-resource is the first query parameter that names one (``uploads``,
+``versioning``...), or ``""``. Anything not in the table answers
+NotImplemented, so unsupported APIs fail loudly instead of acting as a GET.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from apollo.client.core import ApolloClient
+from apollo.gateway import handlers_bucket as hb
+from apollo.gateway import handlers_multipart as hm
+from apollo.gateway import handlers_object as ho
+from apollo.gateway import metrics
+from apollo.gateway.keys import SecretCache
+from apollo.gateway.middleware import PIPELINE, SECRETS
+from apollo.gateway.names import split_target, validate_bucket
+from apollo.gateway.s3errors import s3error
+from apollo.gateway.state import CLIENT
+
+DOMAIN = web.AppKey("domain", str)
+READY = web.AppKey("ready", list)
+
+SUBRESOURCES = (
+    "uploads", "uploadId", "versioning", "versions", "location", "tagging", "acl", "delete", "attributes",
+    "policy", "lifecycle", "cors", "encryption", "website", "notification", "logging", "replication",
+    "object-lock", "retention", "legal-hold", "ownershipControls", "publicAccessBlock", "accelerate",
+    "requestPayment", "analytics", "metrics", "inventory", "intelligent-tiering", "select", "restore", "torrent",
+)  # fmt: skip
+
+ROUTES = {
+    ("GET", "service", ""): ("ListBuckets", hb.list_buckets),
+    ("PUT", "bucket", ""): ("CreateBucket", hb.create_bucket),
+    ("HEAD", "bucket", ""): ("HeadBucket", hb.head_bucket),
+    ("DELETE", "bucket", ""): ("DeleteBucket", hb.delete_bucket),
+    ("GET", "bucket", ""): ("ListObjects", hb.list_objects),
+    ("GET", "bucket", "location"): ("GetBucketLocation", hb.get_location),
+    ("GET", "bucket", "versioning"): ("GetBucketVersioning", hb.get_versioning),
+    ("PUT", "bucket", "versioning"): ("PutBucketVersioning", hb.put_versioning),
+    ("GET", "bucket", "versions"): ("ListObjectVersions", hb.list_versions),
+    ("GET", "bucket", "uploads"): ("ListMultipartUploads", hm.list_uploads),
+    ("GET", "bucket", "acl"): ("GetBucketAcl", hb.get_bucket_acl),
+    ("PUT", "bucket", "acl"): ("PutBucketAcl", ho.put_acl),
+    ("POST", "bucket", "delete"): ("DeleteObjects", hb.delete_objects),
+    ("PUT", "object", ""): ("PutObject", ho.put_object),
+    ("GET", "object", ""): ("GetObject", ho.get_object),
+    ("HEAD", "object", ""): ("HeadObject", ho.head_object),
+    ("DELETE", "object", ""): ("DeleteObject", ho.delete_object),
+    ("GET", "object", "tagging"): ("GetObjectTagging", ho.get_tagging),
+    ("PUT", "object", "tagging"): ("PutObjectTagging", ho.put_tagging),
+    ("DELETE", "object", "tagging"): ("DeleteObjectTagging", ho.delete_tagging),
+    ("GET", "object", "acl"): ("GetObjectAcl", ho.get_object_acl),
+    ("PUT", "object", "acl"): ("PutObjectAcl", ho.put_acl),
+    ("POST", "object", "uploads"): ("CreateMultipartUpload", hm.create_upload),
+    ("PUT", "object", "uploadId"): ("UploadPart", hm.upload_part),
+    ("POST", "object", "uploadId"): ("CompleteMultipartUpload", hm.complete_upload),
+    ("DELETE", "object", "uploadId"): ("AbortMultipartUpload", hm.abort_upload),
+    ("GET", "object", "uploadId"): ("ListParts", hm.list_parts),
+}
+
+
+def _subresource(request: web.Request) -> str:
+    for name in SUBRESOURCES:
+        if name in request.query:
+            return name
+    return ""
+
+
+async def dispatch(request: web.Request) -> web.StreamResponse:
+    if request.method == "GET" and "auth" not in request:
+        return await _public(request)
+    try:
+        bucket, key = split_target(request.raw_path, request.host, request.app[DOMAIN] or None)
+    except UnicodeDecodeError as exc:
+        raise s3error("InvalidURI", "Couldn't parse the specified URI.") from exc
+    target = "object" if key else ("bucket" if bucket else "service")
+    sub = _subresource(request)
+    if target == "object" and request.method == "PUT" and sub == "" and "x-amz-copy-source" in request.headers:
+        request["op"] = "CopyObject"
+        handler = ho.copy_object
+    else:
+        op, handler = ROUTES.get((request.method, target, sub), (None, None))
+        if handler is None:
+            request["op"] = "NotImplemented"
+            raise s3error("NotImplemented", f"{request.method} on {target} ?{sub} is not implemented")
+        request["op"] = op
+    if bucket:
+        validate_bucket(bucket)
+    return await handler(request, bucket, key)
+
+
+async def _public(request: web.Request) -> web.Response:
+    request["op"] = "Health"
+    if request.path == "/health/live":
+        return web.Response(text="ok\n")
+    if request.path == "/health/ready":
+        ready = request.app[READY]
+        return web.Response(text="ready\n") if ready and ready[0] else web.Response(status=503, text="starting\n")
+    request["op"] = "Metrics"
+    return web.Response(body=generate_latest(metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+def build_app(client: ApolloClient, domain: str | None = None) -> web.Application:
+    app = web.Application(middlewares=PIPELINE, client_max_size=1024**2, handler_args={"max_field_size": 16384})
+    app[CLIENT] = client
+    app[SECRETS] = SecretCache(client.meta.get_secret)
+    app[DOMAIN] = domain or ""
+    app[READY] = [True]
+    app.router.add_route("*", "/{tail:.*}", dispatch)
+    return app

@@ -1,0 +1,208 @@
+"""Bucket-level S3 operations: bucket lifecycle, versioning, listings, batch delete."""
+
+from __future__ import annotations
+
+import base64
+import time
+
+from aiohttp import web
+
+from apollo import limits
+from apollo.gateway.s3errors import s3error
+from apollo.gateway.state import CLIENT, OWNER, xml_response
+from apollo.gateway.xml import iso8601, parse_delete, parse_versioning
+from apollo.meta.model import ListPage
+
+
+def _max_keys(request: web.Request, name: str = "max-keys") -> int:
+    raw = request.query.get(name, str(limits.list_keys_max))
+    try:
+        value = int(raw)
+    except ValueError as exc:
+        raise s3error("InvalidArgument", f"{name} must be an integer", ArgumentName=name) from exc
+    if value < 0:
+        raise s3error("InvalidArgument", f"{name} must not be negative", ArgumentName=name)
+    return min(value, limits.list_keys_max)
+
+
+async def list_buckets(request: web.Request, bucket: str, key: str) -> web.Response:
+    buckets = await request.app[CLIENT].meta.list_buckets()
+    return xml_response("ListAllMyBucketsResult", {
+        "Owner": OWNER,
+        "Buckets": {"Bucket": [{"Name": b.name, "CreationDate": iso8601(b.created)} for b in buckets]},
+    })  # fmt: skip
+
+
+async def create_bucket(request: web.Request, bucket: str, key: str) -> web.Response:
+    await request.read()  # CreateBucketConfiguration: any region is accepted
+    await request.app[CLIENT].meta.create_bucket(bucket, time.time())
+    return web.Response(headers={"Location": f"/{bucket}"})
+
+
+async def head_bucket(request: web.Request, bucket: str, key: str) -> web.Response:
+    await request.app[CLIENT].meta.get_bucket(bucket)
+    return web.Response(headers={"x-amz-bucket-region": "us-east-1"})
+
+
+async def delete_bucket(request: web.Request, bucket: str, key: str) -> web.Response:
+    await request.app[CLIENT].meta.delete_bucket(bucket)
+    return web.Response(status=204)
+
+
+async def get_location(request: web.Request, bucket: str, key: str) -> web.Response:
+    await request.app[CLIENT].meta.get_bucket(bucket)
+    return xml_response("LocationConstraint", {})
+
+
+async def get_versioning(request: web.Request, bucket: str, key: str) -> web.Response:
+    info = await request.app[CLIENT].meta.get_bucket(bucket)
+    return xml_response("VersioningConfiguration", {"Status": info.versioning or None})
+
+
+async def put_versioning(request: web.Request, bucket: str, key: str) -> web.Response:
+    status = parse_versioning(await request.read())
+    await request.app[CLIENT].meta.set_versioning(bucket, status)
+    return web.Response()
+
+
+async def get_bucket_acl(request: web.Request, bucket: str, key: str) -> web.Response:
+    await request.app[CLIENT].meta.get_bucket(bucket)
+    return acl_response()
+
+
+def acl_response() -> web.Response:
+    grant = {"Grantee": {"ID": OWNER["ID"], "DisplayName": OWNER["DisplayName"]}, "Permission": "FULL_CONTROL"}
+    return xml_response("AccessControlPolicy", {"Owner": OWNER, "AccessControlList": {"Grant": grant}})
+
+
+def _entry(version, fetch_owner: bool, encode) -> dict:
+    entry = {
+        "Key": encode(version.key),
+        "LastModified": iso8601(version.last_modified),
+        "ETag": f'"{version.etag}"',
+        "Size": version.size,
+        "StorageClass": "STANDARD",
+    }
+    if fetch_owner:
+        entry["Owner"] = OWNER
+    return entry
+
+
+def _encoder(request: web.Request):
+    from urllib.parse import quote
+
+    encoding = request.query.get("encoding-type")
+    if encoding not in (None, "url"):
+        raise s3error("InvalidArgument", "Invalid Encoding Method specified in Request", ArgumentName="encoding-type")
+    return (lambda s: quote(s, safe="/")) if encoding == "url" else (lambda s: s), encoding
+
+
+async def list_objects(request: web.Request, bucket: str, key: str) -> web.Response:
+    query = request.query
+    v2 = query.get("list-type") == "2"
+    encode, encoding = _encoder(request)
+    prefix, delimiter = query.get("prefix", ""), query.get("delimiter", "")
+    max_keys = _max_keys(request)
+    if v2:
+        token = query.get("continuation-token")
+        after = _decode_token(token) if token is not None else query.get("start-after", "")
+    else:
+        after = query.get("marker", "")
+    page: ListPage = await request.app[CLIENT].meta.list_objects(bucket, prefix, delimiter, after, max_keys)
+    body: dict = {"Name": bucket, "Prefix": encode(prefix)}
+    fetch_owner = not v2 or query.get("fetch-owner") == "true"
+    if v2:
+        if "continuation-token" in query:
+            body["ContinuationToken"] = query["continuation-token"]
+        if "start-after" in query:
+            body["StartAfter"] = encode(query["start-after"])
+        body["KeyCount"] = len(page.entries) + len(page.prefixes)
+    else:
+        body["Marker"] = encode(after)
+    body["MaxKeys"] = max_keys
+    if delimiter:
+        body["Delimiter"] = encode(delimiter)
+    if encoding:
+        body["EncodingType"] = encoding
+    body["IsTruncated"] = page.truncated
+    if page.truncated and page.next_marker is not None:
+        if v2:
+            body["NextContinuationToken"] = _encode_token(page.next_marker)
+        elif delimiter:
+            body["NextMarker"] = encode(page.next_marker)
+    body["Contents"] = [_entry(v, fetch_owner, encode) for v in page.entries]
+    body["CommonPrefixes"] = [{"Prefix": encode(p)} for p in page.prefixes]
+    return xml_response("ListBucketResult", body)
+
+
+def _encode_token(marker: str) -> str:
+    return base64.urlsafe_b64encode(marker.encode()).decode()
+
+
+def _decode_token(token: str) -> str:
+    try:
+        return base64.urlsafe_b64decode(token.encode()).decode()
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise s3error("InvalidArgument", "The continuation token provided is incorrect",
+                      ArgumentName="continuation-token") from exc  # fmt: skip
+
+
+async def list_versions(request: web.Request, bucket: str, key: str) -> web.Response:
+    query = request.query
+    encode, encoding = _encoder(request)
+    prefix, delimiter = query.get("prefix", ""), query.get("delimiter", "")
+    key_marker, version_marker = query.get("key-marker", ""), query.get("version-id-marker", "")
+    max_keys = _max_keys(request)
+    page = await request.app[CLIENT].meta.list_versions(bucket, prefix, delimiter, key_marker, version_marker, max_keys)
+    versions, markers = [], []
+    for v in page.entries:
+        item = {"Key": encode(v.key), "VersionId": v.version_id, "IsLatest": v.is_latest,
+                "LastModified": iso8601(v.last_modified)}  # fmt: skip
+        if v.delete_marker:
+            markers.append({**item, "Owner": OWNER})
+        else:
+            versions.append({**item, "ETag": f'"{v.etag}"', "Size": v.size, "StorageClass": "STANDARD",
+                             "Owner": OWNER})  # fmt: skip
+    body = {
+        "Name": bucket, "Prefix": encode(prefix), "KeyMarker": encode(key_marker),
+        "VersionIdMarker": version_marker, "MaxKeys": max_keys,
+        "Delimiter": encode(delimiter) if delimiter else None, "EncodingType": encoding,
+        "IsTruncated": page.truncated,
+        "NextKeyMarker": encode(page.next_marker) if page.truncated and page.next_marker else None,
+        "NextVersionIdMarker": page.next_version_marker if page.truncated else None,
+        "Version": versions, "DeleteMarker": markers,
+        "CommonPrefixes": [{"Prefix": encode(p)} for p in page.prefixes],
+    }  # fmt: skip
+    return xml_response("ListVersionsResult", body)
+
+
+async def delete_objects(request: web.Request, bucket: str, key: str) -> web.Response:
+    from apollo.gateway.http import _parse_content_md5
+
+    body = await request.content.read(limits.xml_body_bytes_max + 1)
+    declared = _parse_content_md5(request.headers.get("Content-MD5"))
+    if declared is not None:
+        import hashlib
+
+        if hashlib.md5(body).hexdigest() != declared:
+            raise s3error("BadDigest")
+    objects, quiet = parse_delete(body)
+    meta = request.app[CLIENT].meta
+    await meta.get_bucket(bucket)
+    deleted, failed = [], []
+    for name, version_id in objects:
+        try:
+            result = await meta.delete_object(bucket, name, version_id, time.time())
+        except Exception as exc:  # noqa: BLE001 - reported per key, as S3 does
+            failed.append({"Key": name, "Code": "InternalError", "Message": str(exc)})
+            continue
+        if quiet:
+            continue
+        item: dict = {"Key": name}
+        if version_id:
+            item["VersionId"] = version_id
+        if result.delete_marker:
+            item["DeleteMarker"] = True
+            item["DeleteMarkerVersionId"] = result.version_id
+        deleted.append(item)
+    return xml_response("DeleteResult", {"Deleted": deleted, "Error": failed})

@@ -1,0 +1,134 @@
+"""Multipart upload operations."""
+
+from __future__ import annotations
+
+import time
+
+from aiohttp import web
+
+from apollo import limits
+from apollo.gateway.handlers_bucket import _encoder
+from apollo.gateway.handlers_object import check_copy_conditions, parse_copy_source, resolve, write_conditions
+from apollo.gateway.http import RequestBody, attrs_from_request
+from apollo.gateway.names import validate_key
+from apollo.gateway.s3errors import s3error
+from apollo.gateway.state import CLIENT, OWNER, xml_response
+from apollo.gateway.xml import iso8601, parse_complete
+
+
+def _part_number(request: web.Request) -> int:
+    try:
+        number = int(request.query["partNumber"])
+    except ValueError as exc:
+        raise s3error("InvalidArgument", "Part number must be an integer", ArgumentName="partNumber") from exc
+    if not 1 <= number <= limits.part_number_max:
+        raise s3error("InvalidArgument", "Part number must be an integer between 1 and 10000, inclusive",
+                      ArgumentName="partNumber", ArgumentValue=str(number))  # fmt: skip
+    return number
+
+
+async def create_upload(request: web.Request, bucket: str, key: str) -> web.Response:
+    validate_key(key)
+    attrs = attrs_from_request(request)
+    algorithm = request.headers.get("x-amz-checksum-algorithm", "").upper()
+    upload_id = await request.app[CLIENT].meta.create_upload(bucket, key, attrs, algorithm, time.time())
+    return xml_response("InitiateMultipartUploadResult", {"Bucket": bucket, "Key": key, "UploadId": upload_id})
+
+
+async def upload_part(request: web.Request, bucket: str, key: str) -> web.Response:
+    number = _part_number(request)
+    upload_id = request.query["uploadId"]
+    client = request.app[CLIENT]
+    if "x-amz-copy-source" in request.headers:
+        return await _upload_part_copy(request, bucket, key, upload_id, number)
+    body = RequestBody(request, limits.part_size_bytes_max)
+    result = await client.upload_part(bucket, key, upload_id, number, body.chunks(),
+                                      checksummers=body.checksummers, verify=body.verify)  # fmt: skip
+    headers = {"ETag": f'"{result.md5_hex}"'}
+    for algorithm, value in result.checksums.items():
+        headers[f"x-amz-checksum-{algorithm.lower()}"] = value
+    return web.Response(headers=headers)
+
+
+async def _upload_part_copy(request: web.Request, bucket: str, key: str, upload_id: str, number: int) -> web.Response:
+    src_bucket, src_key, src_version = parse_copy_source(request)
+    source = await resolve(request, src_bucket, src_key, src_version)
+    check_copy_conditions(request, source)
+    start, end = 0, source.size
+    spec = request.headers.get("x-amz-copy-source-range")
+    if spec is not None:
+        first, _, last = spec.removeprefix("bytes=").partition("-")
+        try:
+            start, end = int(first), int(last) + 1
+        except ValueError as exc:
+            raise s3error("InvalidArgument", "The x-amz-copy-source-range value must be of the form bytes=first-last",
+                          ArgumentName="x-amz-copy-source-range") from exc  # fmt: skip
+        if start >= end or end > source.size:
+            raise s3error("InvalidRange", ActualObjectSize=str(source.size))
+    client = request.app[CLIENT]
+    result = await client.upload_part(bucket, key, upload_id, number, client.read(source, start, end))
+    return xml_response("CopyPartResult", {"LastModified": iso8601(time.time()), "ETag": f'"{result.md5_hex}"'})
+
+
+async def complete_upload(request: web.Request, bucket: str, key: str) -> web.Response:
+    parts = parse_complete(await request.content.read(limits.xml_body_bytes_max + 1))
+    if len(parts) > limits.part_number_max:
+        raise s3error("InvalidArgument", "Too many parts", ArgumentName="Part")
+    version = await request.app[CLIENT].meta.complete_upload(
+        bucket, key, request.query["uploadId"], parts, part_size_min=limits.part_size_bytes_min,
+        now=time.time(), conditions=write_conditions(request),
+    )  # fmt: skip
+    headers = {"x-amz-version-id": version.version_id} if version.version_id != "null" else {}
+    return xml_response("CompleteMultipartUploadResult", {
+        "Location": f"/{bucket}/{key}", "Bucket": bucket, "Key": key, "ETag": f'"{version.etag}"',
+    }, headers=headers)  # fmt: skip
+
+
+async def abort_upload(request: web.Request, bucket: str, key: str) -> web.Response:
+    await request.app[CLIENT].meta.abort_upload(bucket, key, request.query["uploadId"], time.time())
+    return web.Response(status=204)
+
+
+async def list_parts(request: web.Request, bucket: str, key: str) -> web.Response:
+    upload_id = request.query["uploadId"]
+    meta = request.app[CLIENT].meta
+    await meta.get_upload(bucket, key, upload_id)
+    try:
+        marker = int(request.query.get("part-number-marker", "0"))
+        max_parts = min(int(request.query.get("max-parts", "1000")), 1000)
+    except ValueError as exc:
+        raise s3error("InvalidArgument", "part-number-marker and max-parts must be integers") from exc
+    parts, truncated = await meta.list_parts(upload_id, marker, max_parts)
+    body = {
+        "Bucket": bucket, "Key": key, "UploadId": upload_id, "Initiator": OWNER, "Owner": OWNER,
+        "StorageClass": "STANDARD", "PartNumberMarker": marker,
+        "NextPartNumberMarker": parts[-1].part_number if parts else marker, "MaxParts": max_parts,
+        "IsTruncated": truncated,
+        "Part": [{"PartNumber": p.part_number, "LastModified": iso8601(p.last_modified), "ETag": f'"{p.etag}"',
+                  "Size": p.size} for p in parts],
+    }  # fmt: skip
+    return xml_response("ListPartsResult", body)
+
+
+async def list_uploads(request: web.Request, bucket: str, key: str) -> web.Response:
+    query = request.query
+    encode, encoding = _encoder(request)
+    prefix, delimiter = query.get("prefix", ""), query.get("delimiter", "")
+    key_marker, upload_marker = query.get("key-marker", ""), query.get("upload-id-marker", "")
+    try:
+        max_uploads = min(int(query.get("max-uploads", "1000")), 1000)
+    except ValueError as exc:
+        raise s3error("InvalidArgument", "max-uploads must be an integer") from exc
+    page = await request.app[CLIENT].meta.list_uploads(bucket, prefix, delimiter, key_marker, upload_marker,
+                                                       max_uploads)  # fmt: skip
+    body = {
+        "Bucket": bucket, "KeyMarker": encode(key_marker), "UploadIdMarker": upload_marker,
+        "NextKeyMarker": encode(page.next_marker) if page.next_marker else None,
+        "NextUploadIdMarker": page.next_version_marker, "Prefix": encode(prefix),
+        "Delimiter": encode(delimiter) if delimiter else None, "MaxUploads": max_uploads,
+        "EncodingType": encoding, "IsTruncated": page.truncated,
+        "Upload": [{"Key": encode(u.key), "UploadId": u.upload_id, "Initiator": OWNER, "Owner": OWNER,
+                    "StorageClass": "STANDARD", "Initiated": iso8601(u.created)} for u in page.entries],
+        "CommonPrefixes": [{"Prefix": encode(p)} for p in page.prefixes],
+    }  # fmt: skip
+    return xml_response("ListMultipartUploadsResult", body)

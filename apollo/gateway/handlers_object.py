@@ -1,0 +1,242 @@
+"""Object-level S3 operations: PUT/GET/HEAD/DELETE, copy, tagging."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from urllib.parse import unquote
+
+from aiohttp import web
+
+from apollo import limits
+from apollo.gateway import metrics
+from apollo.gateway.handlers_bucket import acl_response
+from apollo.gateway.http import (
+    RequestBody,
+    attrs_from_request,
+    check_read_conditions,
+    object_headers,
+    parse_range,
+    parse_tag_header,
+)
+from apollo.gateway.names import validate_bucket, validate_key
+from apollo.gateway.s3errors import s3error
+from apollo.gateway.state import CLIENT, xml_response
+from apollo.gateway.xml import http_date, iso8601, parse_tagging
+from apollo.meta.model import Conditions, Version
+
+RESPONSE_OVERRIDES = {
+    "response-content-type": "Content-Type",
+    "response-content-language": "Content-Language",
+    "response-expires": "Expires",
+    "response-cache-control": "Cache-Control",
+    "response-content-disposition": "Content-Disposition",
+    "response-content-encoding": "Content-Encoding",
+}
+
+
+def write_conditions(request: web.Request) -> Conditions:
+    if_none_match = request.headers.get("If-None-Match")
+    if if_none_match is not None and if_none_match.strip() != "*":
+        raise s3error("NotImplemented", "If-None-Match on writes supports only '*'")
+    return Conditions(if_none_match_star=if_none_match is not None, if_match=request.headers.get("If-Match"))
+
+
+async def put_object(request: web.Request, bucket: str, key: str) -> web.Response:
+    validate_key(key)
+    body = RequestBody(request, limits.put_object_size_bytes_max)
+    attrs = attrs_from_request(request)
+    version, result = await request.app[CLIENT].put_object(
+        bucket, key, body.chunks(), attrs, conditions=write_conditions(request),
+        checksummers=body.checksummers, verify=body.verify,
+    )  # fmt: skip
+    headers = {"ETag": f'"{version.etag}"'}
+    if version.version_id != "null":
+        headers["x-amz-version-id"] = version.version_id
+    for algorithm, value in result.checksums.items():
+        headers[f"x-amz-checksum-{algorithm.lower()}"] = value
+    return web.Response(headers=headers)
+
+
+async def resolve(request: web.Request, bucket: str, key: str, version_id: str | None = None) -> Version:
+    """The version a read names; delete markers answer as S3 does (404, or 405 when asked by id)."""
+    version_id = version_id if version_id is not None else request.query.get("versionId")
+    version = await request.app[CLIENT].head(bucket, key, version_id)
+    if version is None:
+        if version_id is not None:
+            raise s3error("NoSuchVersion", Key=key, VersionId=version_id)
+        raise s3error("NoSuchKey", Key=key)
+    if version.delete_marker:
+        error = s3error("MethodNotAllowed" if version_id else "NoSuchKey", Key=key)
+        error.headers = {"x-amz-delete-marker": "true", "x-amz-version-id": version.version_id}
+        if version_id:
+            error.headers["Allow"] = "DELETE"
+            error.headers["Last-Modified"] = http_date(version.last_modified)
+        raise error
+    return version
+
+
+def _part_range(request: web.Request, version: Version) -> tuple[int, int] | None:
+    raw = request.query.get("partNumber")
+    if raw is None:
+        return None
+    try:
+        number = int(raw)
+    except ValueError as exc:
+        raise s3error("InvalidArgument", "Part number must be an integer", ArgumentName="partNumber") from exc
+    if number < 1 or number > limits.part_number_max:
+        raise s3error("InvalidArgument", "Part number must be between 1 and 10000", ArgumentName="partNumber")
+    sizes = version.parts or [version.size]
+    if number > len(sizes):
+        raise s3error("InvalidPart" if version.parts else "InvalidRange", "The requested partnumber is not satisfiable")
+    start = sum(sizes[: number - 1])
+    return start, start + sizes[number - 1]
+
+
+async def get_object(request: web.Request, bucket: str, key: str) -> web.StreamResponse:
+    version = await resolve(request, bucket, key)
+    check_read_conditions(request, version)
+    headers = object_headers(version, request)
+    part = _part_range(request, version)
+    span = part or parse_range(request.headers.get("Range"), version.size)
+    for param, header in RESPONSE_OVERRIDES.items():
+        if param in request.query:
+            headers[header] = request.query[param]
+    start, end = span if span else (0, version.size)
+    status = 206 if span and (part is None or version.parts) else 200
+    if status == 206:
+        headers["Content-Range"] = f"bytes {start}-{end - 1}/{version.size}"
+    headers["Content-Length"] = str(end - start)
+    if request.method == "HEAD":
+        return web.Response(status=status, headers=headers)
+    return await _stream(request, status, headers, request.app[CLIENT].read(version, start, end))
+
+
+async def _stream(request: web.Request, status: int, headers: dict, chunks: AsyncIterator[bytes]) -> web.StreamResponse:
+    response = web.StreamResponse(status=status, headers=headers)
+    iterator = aiter(chunks)
+    first = await anext(iterator, b"")  # errors before the first byte still become S3 errors
+    await response.prepare(request)
+    try:
+        if first:
+            await response.write(first)
+            metrics.bytes_out.inc(len(first))
+        async for chunk in iterator:
+            await response.write(chunk)  # waits for the socket to drain: backpressure
+            metrics.bytes_out.inc(len(chunk))
+    except ConnectionError:
+        pass  # the client went away; nothing to tell it
+    return response
+
+
+async def head_object(request: web.Request, bucket: str, key: str) -> web.StreamResponse:
+    return await get_object(request, bucket, key)
+
+
+async def delete_object(request: web.Request, bucket: str, key: str) -> web.Response:
+    result = await request.app[CLIENT].meta.delete_object(bucket, key, request.query.get("versionId"), time.time())
+    headers = {}
+    if result.delete_marker:
+        headers["x-amz-delete-marker"] = "true"
+    if result.version_id:
+        headers["x-amz-version-id"] = result.version_id
+    return web.Response(status=204, headers=headers)
+
+
+def parse_copy_source(request: web.Request) -> tuple[str, str, str | None]:
+    raw = request.headers["x-amz-copy-source"]
+    path, _, query = raw.partition("?")
+    source = unquote(path).lstrip("/")
+    bucket, _, key = source.partition("/")
+    if not bucket or not key:
+        raise s3error("InvalidArgument", "Copy Source must mention the source bucket and key: sourcebucket/sourcekey",
+                      ArgumentName="x-amz-copy-source")  # fmt: skip
+    validate_bucket(bucket)
+    version_id = query[len("versionId=") :] if query.startswith("versionId=") else None
+    return bucket, key, version_id
+
+
+def check_copy_conditions(request: web.Request, source: Version) -> None:
+    """x-amz-copy-source-if-* follow the GET rules, but every failure is a 412."""
+    from apollo.gateway.http import _etag_matches, _parse_http_date
+
+    headers = request.headers
+    modified = int(source.last_modified)
+    if_match = headers.get("x-amz-copy-source-if-match")
+    if_none_match = headers.get("x-amz-copy-source-if-none-match")
+    unmodified = _parse_http_date(headers.get("x-amz-copy-source-if-unmodified-since"))
+    modified_since = _parse_http_date(headers.get("x-amz-copy-source-if-modified-since"))
+    failed = (
+        (if_match is not None and not _etag_matches(if_match, source.etag))
+        or (if_match is None and unmodified is not None and modified > unmodified)
+        or (if_none_match is not None and _etag_matches(if_none_match, source.etag))
+        or (if_none_match is None and modified_since is not None and modified <= modified_since)
+    )
+    if failed:
+        raise s3error("PreconditionFailed", Condition="x-amz-copy-source-If")
+
+
+async def copy_object(request: web.Request, bucket: str, key: str) -> web.Response:
+    validate_key(key)
+    src_bucket, src_key, src_version = parse_copy_source(request)
+    source = await resolve(request, src_bucket, src_key, src_version)
+    check_copy_conditions(request, source)
+    directive = request.headers.get("x-amz-metadata-directive", "COPY").upper()
+    tagging_directive = request.headers.get("x-amz-tagging-directive", "COPY").upper()
+    if directive not in ("COPY", "REPLACE") or tagging_directive not in ("COPY", "REPLACE"):
+        raise s3error("InvalidArgument", "Unknown metadata directive.")
+    same = (src_bucket, src_key) == (bucket, key) and src_version in (None, source.version_id)
+    if same and directive == "COPY" and "x-amz-storage-class" not in request.headers:
+        raise s3error("InvalidRequest", "This copy request is illegal because it is trying to copy an object to itself "
+                      "without changing the object's metadata, storage class, website redirect location or "
+                      "encryption attributes.")  # fmt: skip
+    attrs = attrs_from_request(request) if directive == "REPLACE" else source.attrs
+    attrs.checksums = {}
+    attrs.tags = (
+        parse_tag_header(request.headers.get("x-amz-tagging", "")) if tagging_directive == "REPLACE"
+        else dict(source.attrs.tags)
+    )  # fmt: skip
+    client = request.app[CLIENT]
+    version, _ = await client.put_object(bucket, key, client.read(source), attrs,
+                                         conditions=write_conditions(request))  # fmt: skip
+    headers = {"x-amz-version-id": version.version_id} if version.version_id != "null" else {}
+    if source.version_id != "null":
+        headers["x-amz-copy-source-version-id"] = source.version_id
+    return xml_response("CopyObjectResult", {"LastModified": iso8601(version.last_modified),
+                                             "ETag": f'"{version.etag}"'}, headers=headers)  # fmt: skip
+
+
+async def get_tagging(request: web.Request, bucket: str, key: str) -> web.Response:
+    version = await resolve(request, bucket, key)
+    tags = [{"Key": k, "Value": v} for k, v in version.attrs.tags.items()]
+    headers = {"x-amz-version-id": version.version_id} if version.version_id != "null" else {}
+    return xml_response("Tagging", {"TagSet": {"Tag": tags}}, headers=headers)
+
+
+async def put_tagging(request: web.Request, bucket: str, key: str) -> web.Response:
+    tags = parse_tagging(await request.content.read(limits.xml_body_bytes_max + 1))
+    version_id = await request.app[CLIENT].meta.set_tags(bucket, key, request.query.get("versionId"), tags)
+    return web.Response(headers={"x-amz-version-id": version_id} if version_id != "null" else {})
+
+
+async def delete_tagging(request: web.Request, bucket: str, key: str) -> web.Response:
+    version_id = await request.app[CLIENT].meta.set_tags(bucket, key, request.query.get("versionId"), {})
+    return web.Response(status=204, headers={"x-amz-version-id": version_id} if version_id != "null" else {})
+
+
+async def get_object_acl(request: web.Request, bucket: str, key: str) -> web.Response:
+    await resolve(request, bucket, key)
+    return acl_response()
+
+
+async def put_acl(request: web.Request, bucket: str, key: str) -> web.Response:
+    """Only the canned ACL "private" exists here: everything is private to its owner."""
+    acl = request.headers.get("x-amz-acl", "private")
+    await request.read()
+    if acl != "private":
+        raise s3error("NotImplemented", f"Canned ACL {acl!r} is not supported; objects are private")
+    if key:
+        await resolve(request, bucket, key)
+    else:
+        await request.app[CLIENT].meta.get_bucket(bucket)
+    return web.Response()

@@ -1,0 +1,257 @@
+"""HTTP details of object requests: bodies, digests, ranges, conditions, headers."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import email.utils
+import hashlib
+import re
+from collections.abc import AsyncIterator
+from urllib.parse import quote
+
+import aiohttp
+from aiohttp import web
+
+from apollo import limits
+from apollo.client.writer import WriteResult
+from apollo.gateway import metrics
+from apollo.gateway.checksums import ALGORITHMS, checksum_from_headers, new_checksummer
+from apollo.gateway.chunked import AwsChunkedReader
+from apollo.gateway.s3errors import S3Error, s3error
+from apollo.gateway.xml import http_date, validate_tags
+from apollo.meta.model import ObjectAttrs, Version
+
+SYSTEM_HEADERS = ("Content-Encoding", "Content-Disposition", "Content-Language", "Cache-Control", "Expires")
+READ_CHUNK_BYTES = 1024 * 1024
+
+
+class _Sha256:
+    """x-amz-content-sha256 given as a hex digest: verified over the whole body."""
+
+    def __init__(self) -> None:
+        self._hash = hashlib.sha256()
+
+    def update(self, data: bytes) -> None:
+        self._hash.update(data)
+
+    def b64digest(self) -> str:
+        return self._hash.hexdigest()
+
+
+class RequestBody:
+    """A request body as an async iterator of chunks plus the checks to run once it is stored."""
+
+    def __init__(self, request: web.Request, size_max: int) -> None:
+        self.request = request
+        headers = request.headers
+        auth = request.get("auth")
+        self.mode = headers.get("x-amz-content-sha256", "UNSIGNED-PAYLOAD")
+        self.streaming = self.mode.startswith("STREAMING-")
+        length_header = headers.get("x-amz-decoded-content-length") if self.streaming else headers.get("Content-Length")
+        if length_header is None:
+            if request.headers.get("Transfer-Encoding", "").lower() == "chunked" and not self.streaming:
+                self.length = None
+            else:
+                raise s3error("MissingContentLength")
+        else:
+            try:
+                self.length = int(length_header)
+            except ValueError as exc:
+                raise s3error("InvalidArgument", "Content-Length must be a number") from exc
+        if self.length is not None and self.length > size_max:
+            raise s3error("EntityTooLarge", MaxSizeAllowed=str(size_max), ProposedSize=str(self.length))
+        self._auth = auth
+        self._chunked: AwsChunkedReader | None = None
+        self.checksummers: dict = {}
+        self.declared: dict[str, str | None] = {}
+        found = checksum_from_headers(headers)
+        if found is not None:
+            algorithm, expected = found
+            self.checksummers[algorithm] = new_checksummer(algorithm)
+            self.declared[algorithm] = expected
+        if re.fullmatch(r"[0-9a-f]{64}", self.mode):
+            self.checksummers["_sha256"] = _Sha256()
+        self.content_md5 = _parse_content_md5(headers.get("Content-MD5"))
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        received = 0
+        try:
+            if self.streaming:
+                self._chunked = AwsChunkedReader(self.request.content, self.mode, self._auth, self.length)
+                source = self._chunked.read_chunks()
+            else:
+                source = self.request.content.iter_chunked(READ_CHUNK_BYTES)
+            async for chunk in source:
+                received += len(chunk)
+                if self.length is not None and received > self.length:
+                    raise s3error("IncompleteBody", "The request body is longer than its declared length")
+                metrics.bytes_in.inc(len(chunk))
+                yield chunk
+        except (aiohttp.ClientPayloadError, ConnectionError, EOFError) as exc:
+            raise s3error("IncompleteBody", f"The request body ended early: {exc}") from exc
+        if self.length is not None and received != self.length:
+            raise s3error("IncompleteBody", f"Received {received} of {self.length} declared bytes")
+
+    def verify(self, result: WriteResult) -> None:
+        """Refuse the bytes (before commit) when a declared digest or checksum does not match."""
+        if self.content_md5 is not None and self.content_md5 != result.md5_hex:
+            raise s3error("BadDigest")
+        sha = result.checksums.pop("_sha256", None)
+        if sha is not None and sha != self.mode:
+            raise s3error("XAmzContentSHA256Mismatch", ClientComputedContentSHA256=self.mode,
+                          S3ComputedContentSHA256=sha)  # fmt: skip
+        trailers = self._chunked.trailers if self._chunked else {}
+        for algorithm, expected in self.declared.items():
+            expected = expected or trailers.get(f"x-amz-checksum-{algorithm.lower()}")
+            if expected is None:
+                raise s3error("InvalidRequest", f"The trailing x-amz-checksum-{algorithm.lower()} was not sent")
+            if expected != result.checksums.get(algorithm):
+                raise s3error("BadDigest", f"The {algorithm} you specified did not match the calculated checksum.")
+
+
+def _parse_content_md5(value: str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        digest = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise s3error("InvalidDigest") from exc
+    if len(digest) != 16:
+        raise s3error("InvalidDigest")
+    return digest.hex()
+
+
+def attrs_from_request(request: web.Request) -> ObjectAttrs:
+    headers = request.headers
+    user_meta = {}
+    meta_bytes = 0
+    for name, value in headers.items():
+        lower = name.lower()
+        if lower.startswith("x-amz-meta-"):
+            user_meta[lower[len("x-amz-meta-") :]] = value
+            meta_bytes += len(lower) - len("x-amz-meta-") + len(value.encode())
+    if meta_bytes > limits.user_metadata_bytes_max:
+        raise s3error("MetadataTooLarge",
+                      "Your metadata headers exceed the maximum allowed metadata size")  # fmt: skip
+    system = {name: headers[name] for name in SYSTEM_HEADERS if name in headers}
+    tags = parse_tag_header(headers.get("x-amz-tagging", ""))
+    return ObjectAttrs(headers.get("Content-Type", "binary/octet-stream"), system, user_meta, tags)
+
+
+def parse_tag_header(value: str) -> dict[str, str]:
+    from urllib.parse import parse_qsl
+
+    if not value:
+        return {}
+    tags = dict(parse_qsl(value, keep_blank_values=True))
+    validate_tags(tags)
+    return tags
+
+
+def object_headers(version: Version, request: web.Request | None = None) -> dict[str, str]:
+    headers = {
+        "ETag": f'"{version.etag}"',
+        "Last-Modified": http_date(version.last_modified),
+        "Content-Type": version.attrs.content_type or "binary/octet-stream",
+        "Accept-Ranges": "bytes",
+    }
+    headers.update(version.attrs.headers)
+    for name, value in version.attrs.user_meta.items():
+        headers[f"x-amz-meta-{name}"] = value
+    if version.version_id != "null":
+        headers["x-amz-version-id"] = version.version_id
+    if version.attrs.tags:
+        headers["x-amz-tagging-count"] = str(len(version.attrs.tags))
+    if request is not None and request.headers.get("x-amz-checksum-mode", "").upper() == "ENABLED":
+        for algorithm, value in version.attrs.checksums.items():
+            if algorithm in ALGORITHMS:
+                headers[f"x-amz-checksum-{algorithm.lower()}"] = value
+    if version.parts:
+        headers["x-amz-mp-parts-count"] = str(len(version.parts))
+    return headers
+
+
+def _parse_http_date(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return email.utils.parsedate_to_datetime(value).timestamp()
+    except (TypeError, ValueError):
+        return None
+
+
+def _etag_matches(header: str, etag: str) -> bool:
+    candidates = [c.strip().removeprefix("W/").strip('"') for c in header.split(",")]
+    return "*" in candidates or etag in candidates
+
+
+def check_read_conditions(request: web.Request, version: Version) -> None:
+    """GET/HEAD preconditions with RFC 7232 / AWS precedence (If-Match beats If-Unmodified-Since...)."""
+    headers = request.headers
+    if_match, if_none_match = headers.get("If-Match"), headers.get("If-None-Match")
+    modified = int(version.last_modified)
+    if if_match is not None:
+        if not _etag_matches(if_match, version.etag):
+            raise _precondition(version)
+    else:
+        since = _parse_http_date(headers.get("If-Unmodified-Since"))
+        if since is not None and modified > since:
+            raise _precondition(version)
+    if if_none_match is not None:
+        if _etag_matches(if_none_match, version.etag):
+            raise _not_modified(version)
+    else:
+        since = _parse_http_date(headers.get("If-Modified-Since"))
+        if since is not None and modified <= since:
+            raise _not_modified(version)
+
+
+def _precondition(version: Version) -> S3Error:
+    return s3error("PreconditionFailed", Condition="If-Match")
+
+
+def _not_modified(version: Version) -> S3Error:
+    error = s3error("NotModified")
+    error.headers = {"ETag": f'"{version.etag}"', "Last-Modified": http_date(version.last_modified)}
+    return error
+
+
+_RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)$")
+
+
+def parse_range(value: str | None, size: int) -> tuple[int, int] | None:
+    """(start, end exclusive) or None for the whole object; an unsatisfiable range raises 416.
+
+    Syntactically invalid or multi-range headers are ignored (whole object), as AWS does.
+    """
+    if value is None:
+        return None
+    match = _RANGE_RE.match(value.strip())
+    if match is None:
+        return None
+    first, last = match.groups()
+    if not first and not last:
+        return None
+    if not first:
+        suffix = int(last)
+        if suffix == 0:
+            raise _invalid_range(size)
+        return max(0, size - suffix), size
+    start = int(first)
+    end = min(int(last) + 1, size) if last else size
+    if last and int(last) < start:
+        return None
+    if start >= size:
+        raise _invalid_range(size)
+    return start, end
+
+
+def _invalid_range(size: int) -> S3Error:
+    error = s3error("InvalidRange", ActualObjectSize=str(size), RangeRequested="")
+    error.headers = {"Content-Range": f"bytes */{size}"}
+    return error
+
+
+def url_encode(value: str, enabled: bool) -> str:
+    return quote(value, safe="/") if enabled else value

@@ -1,0 +1,25 @@
+"""Access-key secrets, looked up in the metadata store and cached briefly."""
+
+from __future__ import annotations
+
+import time
+
+SECRET_TTL_S = 10.0  # a deleted key stops working within this time
+
+
+class SecretCache:
+    def __init__(self, lookup, ttl_s: float = SECRET_TTL_S) -> None:
+        self._lookup = lookup  # async (access_key) -> secret | None
+        self._ttl_s = ttl_s
+        self._cache: dict[str, tuple[float, str | None]] = {}
+
+    async def get(self, access_key: str) -> str | None:
+        now = time.monotonic()
+        hit = self._cache.get(access_key)
+        if hit is not None and now - hit[0] < self._ttl_s:
+            return hit[1]
+        secret = await self._lookup(access_key)
+        if len(self._cache) > 10_000:
+            self._cache.clear()
+        self._cache[access_key] = (now, secret)
+        return secret

@@ -1,0 +1,31 @@
+"""Prometheus metrics of the gateway and the storage engine under it."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+registry = CollectorRegistry()
+
+requests_total = Counter(
+    "apollo_s3_requests_total", "S3 requests by operation and HTTP status", ["op", "status"], registry=registry
+)
+request_seconds = Histogram(
+    "apollo_s3_request_seconds", "S3 request latency by operation", ["op"], registry=registry,
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)  # fmt: skip
+bytes_in = Counter("apollo_s3_bytes_in_total", "Request body bytes received", registry=registry)
+bytes_out = Counter("apollo_s3_bytes_out_total", "Response body bytes sent", registry=registry)
+damaged_shards = Counter(
+    "apollo_damaged_shards_total", "Shards found missing or corrupt (read from parity instead)", ["reason"],
+    registry=registry,
+)  # fmt: skip
+ec_decodes = Counter("apollo_ec_decodes_total", "Reads that had to decode from parity", registry=registry)
+drive_up = Gauge("apollo_drive_up", "1 when a drive is healthy and attached", ["drive", "path"], registry=registry)
+drive_free_bytes = Gauge("apollo_drive_free_bytes", "Free bytes on a drive's filesystem", ["drive"], registry=registry)
+gc_deleted_shards = Counter("apollo_gc_deleted_shards_total", "Shard files removed by GC", registry=registry)
+repair_backlog = Gauge("apollo_repair_backlog", "Shards waiting in the repair queue", registry=registry)
+
+
+def record_damage(damage) -> None:
+    reason = "crc" if "CRC" in damage.reason else ("missing" if "No such file" in damage.reason else "io")
+    damaged_shards.labels(reason).inc()

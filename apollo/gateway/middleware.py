@@ -1,0 +1,95 @@
+"""The gateway pipeline, outermost first: errors+request id+access log, then authentication.
+
+Order lives in ``PIPELINE`` only. Error translation is outermost so that
+every failure, including authentication's, becomes an S3 XML error with a
+request id and exactly one access-log line.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import re
+import time
+import uuid
+
+from aiohttp import web
+
+from apollo import errors
+from apollo.gateway import metrics
+from apollo.gateway.keys import SecretCache
+from apollo.gateway.s3errors import S3Error, from_core, s3error
+from apollo.gateway.sigv4 import verify_request
+from apollo.gateway.xml import error_body
+
+log = logging.getLogger("apollo.gateway")
+access_log = logging.getLogger("apollo.access")
+
+SECRETS = web.AppKey("secrets", SecretCache)
+_CREDENTIAL_RE = re.compile(r"Credential=([^/,\s]+)/")
+PUBLIC_PATHS = {"/health/live", "/health/ready", "/metrics"}
+
+
+def _error_response(request: web.Request, error: S3Error) -> web.Response:
+    request_id = request["request_id"]
+    body = b"" if request.method == "HEAD" or error.status == 304 else error_body(error, request.path, request_id)
+    headers = {"x-amz-request-id": request_id, "Content-Type": "application/xml", **error.headers}
+    return web.Response(status=error.status, body=body, headers=headers)
+
+
+@web.middleware
+async def errors_middleware(request: web.Request, handler) -> web.StreamResponse:
+    request["request_id"] = uuid.uuid4().hex[:16].upper()
+    request["op"] = "unknown"
+    started = time.perf_counter()
+    try:
+        response = await handler(request)
+    except S3Error as exc:
+        response = _error_response(request, exc)
+    except errors.ApolloError as exc:
+        response = _error_response(request, from_core(exc))
+    except web.HTTPException:
+        raise
+    except Exception:
+        log.exception("internal error on %s %s", request.method, request.path)
+        response = _error_response(request, s3error("InternalError"))
+    elapsed = time.perf_counter() - started
+    response.headers.setdefault("x-amz-request-id", request["request_id"])
+    op = request["op"]
+    metrics.requests_total.labels(op, str(response.status)).inc()
+    metrics.request_seconds.labels(op).observe(elapsed)
+    access_log.info(
+        '%s %s "%s %s" %d %s %.1fms',
+        request.remote, request["request_id"], request.method, request.raw_path[:512], response.status, op,
+        elapsed * 1000,
+    )  # fmt: skip
+    return response
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler) -> web.StreamResponse:
+    if request.path in PUBLIC_PATHS and request.method == "GET" and "Authorization" not in request.headers:
+        return await handler(request)
+    access_key = _claimed_key(request)
+    secret = await request.app[SECRETS].get(access_key) if access_key else None
+    raw_path, _, raw_query = request.raw_path.partition("?")
+    auth = verify_request(
+        request.method, raw_path, raw_query, request.headers,
+        lambda key: secret if key == access_key else None, datetime.datetime.now(datetime.UTC),
+    )  # fmt: skip
+    if auth is None:
+        raise s3error("AccessDenied", "Anonymous access is not allowed; sign requests with an access key")
+    request["auth"] = auth
+    return await handler(request)
+
+
+def _claimed_key(request: web.Request) -> str | None:
+    header = request.headers.get("Authorization", "")
+    match = _CREDENTIAL_RE.search(header)
+    if match:
+        return match.group(1)
+    credential = request.query.get("X-Amz-Credential", "")
+    return credential.split("/", 1)[0] or None
+
+
+PIPELINE = [errors_middleware, auth_middleware]

@@ -1,0 +1,60 @@
+"""Bucket and key name rules, and request addressing (path-style and virtual-host)."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from urllib.parse import unquote
+
+from apollo import limits
+from apollo.gateway.s3errors import s3error
+
+_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+
+
+def validate_bucket(name: str) -> None:
+    """AWS general-purpose bucket naming rules."""
+    bad = (
+        not _BUCKET_RE.match(name)
+        or ".." in name
+        or ".-" in name
+        or "-." in name
+        or name.startswith("xn--")
+        or name.startswith("sthree-")
+        or name.endswith("-s3alias")
+        or name.endswith("--ol-s3")
+        or _is_ip(name)
+    )
+    if bad:
+        raise s3error("InvalidBucketName", f"The specified bucket is not valid: {name}", BucketName=name)
+
+
+def _is_ip(name: str) -> bool:
+    try:
+        ipaddress.IPv4Address(name)
+        return True
+    except ValueError:
+        return False
+
+
+def validate_key(key: str) -> None:
+    size = len(key.encode("utf-8", "surrogatepass"))
+    if size > limits.key_length_bytes_max:
+        raise s3error("KeyTooLongError", MaxSizeAllowed=str(limits.key_length_bytes_max), Size=str(size))
+    if not key:
+        raise s3error("InvalidArgument", "The object key must not be empty")
+
+
+def split_target(raw_path: str, host: str, domain: str | None) -> tuple[str, str]:
+    """(bucket, key) from the raw request path and Host header; either may be empty."""
+    path = raw_path.split("?", 1)[0]
+    bucket_from_host = ""
+    if domain:
+        hostname = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+        if hostname.endswith("." + domain):
+            bucket_from_host = hostname[: -len(domain) - 1]
+    if bucket_from_host:
+        return bucket_from_host, unquote(path[1:], errors="strict") if path.startswith("/") else unquote(path)
+    trimmed = path[1:] if path.startswith("/") else path
+    bucket, _, key = trimmed.partition("/")
+    return unquote(bucket, errors="strict"), unquote(key, errors="strict")

@@ -1,0 +1,15 @@
+"""Typed application state of the gateway and small response helpers."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from apollo.client.core import ApolloClient
+from apollo.gateway.xml import render
+
+CLIENT = web.AppKey("client", ApolloClient)
+OWNER = {"ID": "apollo", "DisplayName": "apollo"}
+
+
+def xml_response(root: str, body: dict, status: int = 200, headers: dict | None = None) -> web.Response:
+    return web.Response(status=status, body=render(root, body), content_type="application/xml", headers=headers)

@@ -1,0 +1,135 @@
+"""S3 XML: building responses and parsing the few request bodies S3 defines."""
+
+from __future__ import annotations
+
+import datetime
+import xml.etree.ElementTree as ET
+from typing import Any
+
+from apollo import limits
+from apollo.gateway.s3errors import S3Error, s3error
+
+S3_NS = "http://s3.amazonaws.com/doc/2006-03-01/"
+
+
+def iso8601(ts: float) -> str:
+    """S3's XML timestamp: millisecond precision, Z suffix."""
+    moment = datetime.datetime.fromtimestamp(ts, datetime.UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def http_date(ts: float) -> str:
+    moment = datetime.datetime.fromtimestamp(int(ts), datetime.UTC)
+    return moment.strftime("%a, %d %b %Y %H:%M:%S GMT")
+
+
+def _add(parent: ET.Element, name: str, value: Any) -> None:
+    if value is None:
+        return
+    if isinstance(value, list):
+        for item in value:
+            _add(parent, name, item)
+        return
+    child = ET.SubElement(parent, name)
+    if isinstance(value, dict):
+        for sub_name, sub_value in value.items():
+            _add(child, sub_name, sub_value)
+    elif isinstance(value, bool):
+        child.text = "true" if value else "false"
+    else:
+        child.text = str(value)
+
+
+def render(root: str, body: dict[str, Any], namespace: bool = True) -> bytes:
+    """Render ``{"Name": value}`` (dicts nest, lists repeat, None is omitted) as an S3 XML document."""
+    element = ET.Element(root, {"xmlns": S3_NS} if namespace else {})
+    for name, value in body.items():
+        _add(element, name, value)
+    return b'<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(element)
+
+
+def error_body(error: S3Error, resource: str, request_id: str) -> bytes:
+    fields = {"Code": error.code, "Message": error.message, **error.fields, "Resource": resource,
+              "RequestId": request_id}  # fmt: skip
+    return render("Error", fields, namespace=False)
+
+
+def parse(body: bytes, root: str) -> ET.Element:
+    """Parse a request document whose root must be ``root``; namespaces are stripped."""
+    if len(body) > limits.xml_body_bytes_max:
+        raise s3error("MalformedXML", "The XML document is too large")
+    try:
+        element = ET.fromstring(body)
+    except ET.ParseError as exc:
+        raise s3error("MalformedXML") from exc
+    for node in element.iter():
+        if isinstance(node.tag, str) and "}" in node.tag:
+            node.tag = node.tag.split("}", 1)[1]
+    if element.tag != root:
+        raise s3error("MalformedXML", f"expected a {root} document, got {element.tag}")
+    return element
+
+
+def text(element: ET.Element, name: str, required: bool = True) -> str | None:
+    child = element.find(name)
+    if child is None:
+        if required:
+            raise s3error("MalformedXML", f"missing element {name}")
+        return None
+    return child.text or ""
+
+
+def parse_complete(body: bytes) -> list[tuple[int, str]]:
+    root = parse(body, "CompleteMultipartUpload")
+    parts = []
+    for part in root.findall("Part"):
+        number = text(part, "PartNumber")
+        try:
+            parts.append((int(number or ""), text(part, "ETag") or ""))
+        except ValueError as exc:
+            raise s3error("MalformedXML", "PartNumber must be an integer") from exc
+    if not parts:
+        raise s3error("MalformedXML", "CompleteMultipartUpload must name at least one part")
+    return parts
+
+
+def parse_delete(body: bytes) -> tuple[list[tuple[str, str | None]], bool]:
+    root = parse(body, "Delete")
+    quiet = (text(root, "Quiet", required=False) or "false").lower() == "true"
+    objects = [(text(o, "Key") or "", text(o, "VersionId", required=False)) for o in root.findall("Object")]
+    if not objects:
+        raise s3error("MalformedXML", "Delete must name at least one object")
+    if len(objects) > limits.delete_objects_keys_max:
+        raise s3error("MalformedXML", f"at most {limits.delete_objects_keys_max} keys per request")
+    return objects, quiet
+
+
+def parse_tagging(body: bytes) -> dict[str, str]:
+    root = parse(body, "Tagging")
+    tag_set = root.find("TagSet")
+    if tag_set is None:
+        raise s3error("MalformedXML", "missing TagSet")
+    tags: dict[str, str] = {}
+    for tag in tag_set.findall("Tag"):
+        key, value = text(tag, "Key") or "", text(tag, "Value") or ""
+        if key in tags:
+            raise s3error("InvalidTag", "Cannot provide multiple Tags with the same key")
+        tags[key] = value
+    validate_tags(tags)
+    return tags
+
+
+def validate_tags(tags: dict[str, str]) -> None:
+    if len(tags) > limits.tags_per_object_max:
+        raise s3error("InvalidTag", "Object tags cannot be greater than 10")
+    for key, value in tags.items():
+        if not key or len(key) > 128 or len(value) > 256:
+            raise s3error("InvalidTag", "The TagKey you have provided is invalid")
+
+
+def parse_versioning(body: bytes) -> str:
+    root = parse(body, "VersioningConfiguration")
+    status = text(root, "Status", required=False)
+    if status not in ("Enabled", "Suspended"):
+        raise s3error("MalformedXML", "Status must be Enabled or Suspended")
+    return status

@@ -1,0 +1,33 @@
+"""Every bound and default in one place; units come last in each name."""
+
+from __future__ import annotations
+
+# S3 protocol bounds (AWS documented values).
+key_length_bytes_max = 1024
+bucket_name_length_min = 3
+bucket_name_length_max = 63
+object_size_bytes_max = 5 * 1024**4  # 5 TiB, AWS's maximum object size
+put_object_size_bytes_max = 5 * 1024**3  # single PUT; larger needs multipart
+part_size_bytes_min = 5 * 1024**2
+part_size_bytes_max = 5 * 1024**3
+part_number_max = 10_000
+list_keys_max = 1000
+delete_objects_keys_max = 1000
+xml_body_bytes_max = 2 * 1024**2  # CompleteMultipartUpload with 10,000 parts fits in ~1 MiB
+user_metadata_bytes_max = 2 * 1024
+tags_per_object_max = 10
+clock_skew_s_max = 900
+
+# Storage engine geometry.
+cell_size_bytes_default = 256 * 1024
+segment_size_bytes_max = 64 * 1024**2  # one object segment = one set of k+m shard files
+io_batch_bytes = 8 * 1024**2  # data bytes handed to one encode+write or read job
+placement_groups_default = 256
+inline_object_bytes_max = 16 * 1024  # smaller objects live in the metadata row
+drive_free_bytes_min = 256 * 1024**2  # placement skips drives with less free space
+
+# Timing.
+gc_interval_s = 5.0
+gc_deleted_data_delay_s = 30.0  # in-flight readers of an overwritten version finish first
+request_body_read_timeout_s = 60.0
+shutdown_grace_s = 10.0

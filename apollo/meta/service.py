@@ -1,0 +1,103 @@
+"""The in-process metadata service: the store on its own thread, plus placement.
+
+The client library talks to this object (``MetaService``); in cluster mode a
+remote stub with the same methods takes its place. Store calls run on a
+single dedicated thread: SQLite wants one writer, and the event loop must
+never wait on a disk flush.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+from apollo import limits
+from apollo.errors import InsufficientStorage
+from apollo.meta.placement import Candidate, pg_of, rank
+from apollo.meta.store import SqlStore
+from apollo.storage.ec import Scheme
+from apollo.types import SegmentLayout
+
+PENDING_WRITE_TTL_S = 24 * 3600.0  # a live process's unfinished write is only collected after this
+
+
+def _threaded(name: str):
+    """Expose a blocking store method as a coroutine running on the metadata thread."""
+
+    async def method(self: MetaService, *args, **kwargs):
+        call = functools.partial(getattr(self.store, name), *args, **kwargs)
+        return await asyncio.get_running_loop().run_in_executor(self._executor, call)
+
+    method.__name__ = name
+    return method
+
+
+class MetaService:
+    def __init__(self, store: SqlStore, pg_count: int = limits.placement_groups_default) -> None:
+        self.store = store
+        self.pg_count = pg_count
+        self.owner = uuid.uuid4().hex[:12]  # this process's identity for pending-write GC rows
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="meta")
+        self.candidates: list[Candidate] = []
+        self.writable: set[str] = set()
+
+    def set_drives(self, candidates: list[Candidate], writable: set[str]) -> None:
+        """Called by the node manager whenever drive health or free space changes."""
+        self.candidates = candidates
+        self.writable = writable
+
+    def place(self, segment_id: str, scheme: Scheme) -> tuple[int, tuple[str, ...]]:
+        """Pick the group's drives, writable ones first; a write needs k+1 writable (k for replicas)."""
+        pg = pg_of(segment_id, self.pg_count)
+        ranked = rank(pg, self.candidates)
+        usable = [c.drive_id for c in ranked if c.drive_id in self.writable]
+        quorum = min(scheme.width, scheme.k + 1) if scheme.kind == "ec" else 1
+        if len(usable) < quorum:
+            raise InsufficientStorage(
+                f"{len(usable)} writable drives, a {scheme} write needs at least {quorum}; free space or add drives"
+            )
+        fillers = [c.drive_id for c in ranked if c.drive_id not in self.writable]
+        return pg, tuple((usable + fillers)[: scheme.width])
+
+    async def allocate_segment(self, scheme: Scheme, cell_size: int, offset: int) -> SegmentLayout:
+        """Choose drives for a new segment and record it as pending (GC'd unless committed)."""
+        segment_id = uuid.uuid4().hex
+        pg, drives = self.place(segment_id, scheme)
+        layout = SegmentLayout(segment_id, offset, 0, scheme, cell_size, pg, drives)
+        await self._run(self.store.add_pending, layout, self.owner, time.time() + PENDING_WRITE_TTL_S)
+        return layout
+
+    async def _run(self, fn, *args):
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True)
+        self.store.close()
+
+    create_bucket = _threaded("create_bucket")
+    get_bucket = _threaded("get_bucket")
+    list_buckets = _threaded("list_buckets")
+    delete_bucket = _threaded("delete_bucket")
+    set_versioning = _threaded("set_versioning")
+    commit_version = _threaded("commit_version")
+    get_version = _threaded("get_version")
+    delete_object = _threaded("delete_object")
+    set_tags = _threaded("set_tags")
+    list_objects = _threaded("list_objects")
+    list_versions = _threaded("list_versions")
+    create_upload = _threaded("create_upload")
+    get_upload = _threaded("get_upload")
+    commit_part = _threaded("commit_part")
+    list_parts = _threaded("list_parts")
+    list_uploads = _threaded("list_uploads")
+    abort_upload = _threaded("abort_upload")
+    complete_upload = _threaded("complete_upload")
+    get_secret = _threaded("get_secret")
+    report_damage = _threaded("report_damage")
+    due_garbage = _threaded("due_garbage")
+    forget_garbage = _threaded("forget_garbage")
+    release_orphans = _threaded("release_orphans")
+    abandon_segments = _threaded("abandon_segments")

@@ -1,0 +1,197 @@
+"""Multipart uploads: parts own their segments until completion re-parents them."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import uuid
+
+from apollo import errors
+from apollo.meta.listing import Cursor, walk
+from apollo.meta.model import Conditions, ListPage, ObjectAttrs, Part, Upload, Version
+from apollo.meta.sql_objects import ObjectOps, attrs_from_row, check_conditions, headers_json
+from apollo.meta.sqlbase import dumps
+from apollo.types import ObjectData, SegmentLayout
+
+
+def multipart_etag(part_etags: list[str]) -> str:
+    """S3's multipart ETag: MD5 of the concatenated binary part MD5s, dash, part count."""
+    digest = hashlib.md5(b"".join(bytes.fromhex(etag) for etag in part_etags))
+    return f"{digest.hexdigest()}-{len(part_etags)}"
+
+
+class MultipartOps(ObjectOps):
+    def create_upload(self, bucket: str, key: str, attrs: ObjectAttrs, checksum_algorithm: str, now: float) -> str:
+        upload_id = uuid.uuid4().hex + uuid.uuid4().hex[:16]
+        with self.tx() as db:
+            self._bucket_row(db, bucket)
+            db.execute(
+                "INSERT INTO uploads (upload_id, bucket, key, created, content_type, headers, tags, "
+                "checksum_algorithm) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (upload_id, bucket, key, now, attrs.content_type, headers_json(attrs), dumps(attrs.tags),
+                 checksum_algorithm),
+            )  # fmt: skip
+        return upload_id
+
+    def get_upload(self, bucket: str, key: str, upload_id: str) -> Upload:
+        self.get_bucket(bucket)
+        row = self.one("SELECT * FROM uploads WHERE upload_id = ? AND bucket = ? AND key = ?", (upload_id, bucket, key))
+        if row is None:
+            raise errors.UploadNotFound(upload_id)
+        return _upload(row)
+
+    def commit_part(
+        self, upload_id: str, part_number: int, *, size: int, etag: str, checksums: dict[str, str],
+        data: ObjectData, now: float,
+    ) -> None:  # fmt: skip
+        """Attach an uploaded part; a re-uploaded part number replaces (and frees) the old one."""
+        with self.tx() as db:
+            if db.execute("SELECT 1 FROM uploads WHERE upload_id = ?", (upload_id,)).fetchone() is None:
+                raise errors.UploadNotFound(upload_id)
+            old = db.execute(
+                "SELECT data_id FROM parts WHERE upload_id = ? AND part_number = ?", (upload_id, part_number)
+            ).fetchone()
+            if old is not None:
+                self._discard_data(db, old["data_id"], now)
+                db.execute("DELETE FROM parts WHERE upload_id = ? AND part_number = ?", (upload_id, part_number))
+            data_id = self._store_data(db, data) or uuid.uuid4().hex  # empty part: no segments
+            db.execute(
+                "INSERT INTO parts (upload_id, part_number, size, etag, last_modified, checksums, data_id) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (upload_id, part_number, size, etag, now, dumps(checksums), data_id),
+            )
+
+    def list_parts(self, upload_id: str, after: int, max_parts: int) -> tuple[list[Part], bool]:
+        rows = self.all(
+            "SELECT * FROM parts WHERE upload_id = ? AND part_number > ? ORDER BY part_number LIMIT ?",
+            (upload_id, after, max_parts + 1),
+        )
+        return [_part(r) for r in rows[:max_parts]], len(rows) > max_parts
+
+    def list_uploads(
+        self, bucket: str, prefix: str, delimiter: str, key_marker: str, upload_marker: str, max_uploads: int
+    ) -> ListPage:
+        self.get_bucket(bucket)
+
+        def fetch(cursor: Cursor, upper: str | None, limit: int) -> list[Upload]:
+            if cursor.seq is not None:  # continue inside the marker key, after its upload id
+                rows = self.all(
+                    "SELECT * FROM uploads WHERE bucket = ? AND key = ? AND upload_id > ? ORDER BY upload_id LIMIT ?",
+                    (bucket, cursor.key, upload_marker, limit),
+                )
+                cursor = Cursor(cursor.key)
+            else:
+                rows = []
+            op = ">=" if cursor.inclusive else ">"
+            bound = " AND key < ?" if upper else ""
+            rows += self.all(
+                f"SELECT * FROM uploads WHERE bucket = ? AND key {op} ?{bound} ORDER BY key, upload_id LIMIT ?",
+                (bucket, cursor.key, *((upper,) if upper else ()), limit - len(rows)),
+            )
+            return [_upload(r) for r in rows]
+
+        start = Cursor(key_marker, seq=0 if upload_marker else None)
+        uploads, prefixes, truncated = walk(
+            fetch, prefix, delimiter, start, max_uploads, cursor_after=lambda u: Cursor(u.key, seq=0)
+        )
+        page = ListPage(uploads, prefixes, truncated)
+        if truncated and uploads:
+            page.next_marker, page.next_version_marker = uploads[-1].key, uploads[-1].upload_id
+        return page
+
+    def abort_upload(self, bucket: str, key: str, upload_id: str, now: float) -> None:
+        with self.tx() as db:
+            self._upload_row(db, bucket, key, upload_id)
+            for part in db.execute("SELECT data_id FROM parts WHERE upload_id = ?", (upload_id,)).fetchall():
+                self._discard_data(db, part["data_id"], now)
+            db.execute("DELETE FROM parts WHERE upload_id = ?", (upload_id,))
+            db.execute("DELETE FROM uploads WHERE upload_id = ?", (upload_id,))
+
+    def complete_upload(
+        self, bucket: str, key: str, upload_id: str, requested: list[tuple[int, str]], *,
+        part_size_min: int, now: float, conditions: Conditions | None = None,
+    ) -> Version:  # fmt: skip
+        """Validate the part list, then publish the object in the same transaction.
+
+        :raises UploadNotFound, InvalidPart, InvalidPartOrder, EntityTooSmall, PreconditionFailed:
+        """
+        with self.tx() as db:
+            versioning = self._bucket_row(db, bucket)["versioning"]
+            upload = _upload(self._upload_row(db, bucket, key, upload_id))
+            stored = {r["part_number"]: _part(r) for r in db.execute(
+                "SELECT * FROM parts WHERE upload_id = ?", (upload_id,)).fetchall()}  # fmt: skip
+            chosen = _validate_parts(requested, stored, part_size_min)
+            latest = db.execute(
+                "SELECT * FROM versions WHERE bucket = ? AND key = ? AND is_latest = 1", (bucket, key)
+            ).fetchone()
+            check_conditions(latest, conditions or Conditions())
+            data_id = self._merge_parts(db, chosen)
+            for number, part in stored.items():
+                if number not in {p.part_number for p in chosen}:
+                    self._discard_data(db, part.data_id, now)
+            db.execute("DELETE FROM parts WHERE upload_id = ?", (upload_id,))
+            db.execute("DELETE FROM uploads WHERE upload_id = ?", (upload_id,))
+            return self._insert_version(
+                db, bucket, key, versioning, now,
+                size=sum(p.size for p in chosen), etag=multipart_etag([p.etag for p in chosen]),
+                attrs=upload.attrs, parts=[p.size for p in chosen], inline=None, data_id=data_id,
+            )  # fmt: skip
+
+    def _merge_parts(self, db: sqlite3.Connection, parts: list[Part]) -> str:
+        """Re-parent every part's segments onto one new data id, shifting offsets."""
+        data_id = uuid.uuid4().hex
+        seq = 0
+        offset = 0
+        for part in parts:
+            rows = db.execute("SELECT layout FROM segments WHERE data_id = ? ORDER BY seq", (part.data_id,)).fetchall()
+            for row in rows:
+                layout = SegmentLayout.from_json(json.loads(row["layout"]))
+                moved = {**layout.to_json(), "offset": offset + layout.offset}
+                db.execute(
+                    "INSERT INTO segments (data_id, seq, segment_id, offset_bytes, length, layout) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    (data_id, seq, layout.segment_id, moved["offset"], layout.length, dumps(moved)),
+                )
+                seq += 1
+            db.execute("DELETE FROM segments WHERE data_id = ?", (part.data_id,))
+            offset += part.size
+        return data_id
+
+    @staticmethod
+    def _upload_row(db: sqlite3.Connection, bucket: str, key: str, upload_id: str) -> sqlite3.Row:
+        row = db.execute(
+            "SELECT * FROM uploads WHERE upload_id = ? AND bucket = ? AND key = ?", (upload_id, bucket, key)
+        ).fetchone()
+        if row is None:
+            raise errors.UploadNotFound(upload_id)
+        return row
+
+
+def _validate_parts(requested: list[tuple[int, str]], stored: dict[int, Part], size_min: int) -> list[Part]:
+    if not requested:
+        raise errors.InvalidRequest("You must specify at least one part")
+    chosen: list[Part] = []
+    previous = 0
+    for number, etag in requested:
+        if number <= previous:
+            raise errors.InvalidPartOrder("The list of parts was not in ascending order.")
+        previous = number
+        part = stored.get(number)
+        if part is None or etag.strip('"') != part.etag:
+            raise errors.InvalidPart(f"part {number} was not uploaded or its ETag does not match")
+        chosen.append(part)
+    for part in chosen[:-1]:
+        if part.size < size_min:
+            raise errors.EntityTooSmall(f"part {part.part_number} is {part.size} bytes, below the {size_min} minimum")
+    return chosen
+
+
+def _upload(row: sqlite3.Row) -> Upload:
+    attrs = attrs_from_row({**dict(row), "checksums": "{}"})
+    return Upload(row["upload_id"], row["bucket"], row["key"], row["created"], attrs, row["checksum_algorithm"])
+
+
+def _part(row: sqlite3.Row) -> Part:
+    return Part(row["part_number"], row["size"], row["etag"], row["last_modified"], json.loads(row["checksums"]),
+                row["data_id"])  # fmt: skip

@@ -1,0 +1,359 @@
+"""Buckets, versions and listings: the namespace half of the SQL store."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import uuid
+
+from apollo import errors
+from apollo.meta.listing import Cursor, walk
+from apollo.meta.model import (
+    NULL_VERSION,
+    Bucket,
+    Conditions,
+    DeleteResult,
+    ListPage,
+    ObjectAttrs,
+    Version,
+)
+from apollo.meta.sqlbase import SqlBase, dumps
+from apollo.types import ObjectData, SegmentLayout
+
+_VERSION_COLUMNS = (
+    "id, bucket, key, version_id, is_latest, delete_marker, size, etag, last_modified, "
+    "content_type, headers, checksums, tags, parts, inline_data, data_id"
+)
+
+
+def new_version_id() -> str:
+    return uuid.uuid4().hex
+
+
+def attrs_from_row(row: sqlite3.Row) -> ObjectAttrs:
+    headers = json.loads(row["headers"])
+    return ObjectAttrs(
+        content_type=row["content_type"],
+        headers=headers.get("system", {}),
+        user_meta=headers.get("user", {}),
+        tags=json.loads(row["tags"]),
+        checksums=json.loads(row["checksums"]),
+    )
+
+
+def headers_json(attrs: ObjectAttrs) -> str:
+    return dumps({"system": attrs.headers, "user": attrs.user_meta})
+
+
+class ObjectOps(SqlBase):
+    gc_delay_s: float = 30.0
+
+    # buckets ---------------------------------------------------------------------------------
+
+    def create_bucket(self, name: str, now: float) -> None:
+        with self.tx() as db:
+            if db.execute("SELECT 1 FROM buckets WHERE name = ?", (name,)).fetchone():
+                raise errors.BucketExists(f"bucket {name} already exists")
+            db.execute("INSERT INTO buckets (name, created) VALUES (?, ?)", (name, now))
+
+    def get_bucket(self, name: str) -> Bucket:
+        row = self.one("SELECT name, created, versioning FROM buckets WHERE name = ?", (name,))
+        if row is None:
+            raise errors.BucketNotFound(f"bucket {name} does not exist")
+        return Bucket(row["name"], row["created"], row["versioning"])
+
+    def list_buckets(self) -> list[Bucket]:
+        rows = self.all("SELECT name, created, versioning FROM buckets ORDER BY name")
+        return [Bucket(r["name"], r["created"], r["versioning"]) for r in rows]
+
+    def delete_bucket(self, name: str) -> None:
+        with self.tx() as db:
+            self._bucket_row(db, name)
+            if (
+                db.execute("SELECT 1 FROM versions WHERE bucket = ? LIMIT 1", (name,)).fetchone()
+                or db.execute("SELECT 1 FROM uploads WHERE bucket = ? LIMIT 1", (name,)).fetchone()
+            ):
+                raise errors.BucketNotEmpty(f"bucket {name} is not empty")
+            db.execute("DELETE FROM buckets WHERE name = ?", (name,))
+
+    def set_versioning(self, name: str, status: str) -> None:
+        with self.tx() as db:
+            current = self._bucket_row(db, name)["versioning"]
+            if status == "Suspended" and current == "":
+                return  # suspending a never-versioned bucket changes nothing, as on AWS
+            db.execute("UPDATE buckets SET versioning = ? WHERE name = ?", (status, name))
+
+    @staticmethod
+    def _bucket_row(db: sqlite3.Connection, name: str) -> sqlite3.Row:
+        row = db.execute("SELECT name, versioning FROM buckets WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            raise errors.BucketNotFound(f"bucket {name} does not exist")
+        return row
+
+    # object data -----------------------------------------------------------------------------
+
+    def _store_data(self, db: sqlite3.Connection, data: ObjectData) -> str | None:
+        """Attach segments to a new data id; their pending-write GC rows go in the same transaction."""
+        if not data.segments:
+            return None
+        data_id = uuid.uuid4().hex
+        db.executemany(
+            "INSERT INTO segments (data_id, seq, segment_id, offset_bytes, length, layout) VALUES (?, ?, ?, ?, ?, ?)",
+            [
+                (data_id, seq, s.segment_id, s.offset, s.length, dumps(s.to_json()))
+                for seq, s in enumerate(data.segments)
+            ],
+        )
+        db.executemany("DELETE FROM garbage WHERE segment_id = ?", [(s.segment_id,) for s in data.segments])
+        return data_id
+
+    def _discard_data(self, db: sqlite3.Connection, data_id: str | None, now: float) -> None:
+        """Queue a data id's segments for GC after a grace period for in-flight readers."""
+        if data_id is None:
+            return
+        db.execute(
+            "INSERT INTO garbage (segment_id, layout, owner, due) "
+            "SELECT segment_id, layout, '', ? FROM segments WHERE data_id = ?",
+            (now + self.gc_delay_s, data_id),
+        )
+        db.execute("DELETE FROM segments WHERE data_id = ?", (data_id,))
+
+    def _load_data(self, row: sqlite3.Row) -> ObjectData:
+        if row["data_id"] is None:
+            return ObjectData(size=row["size"], inline=row["inline_data"] or b"")
+        segs = self.all("SELECT layout FROM segments WHERE data_id = ? ORDER BY seq", (row["data_id"],))
+        return ObjectData(size=row["size"], segments=[SegmentLayout.from_json(json.loads(s["layout"])) for s in segs])
+
+    def _version(self, row: sqlite3.Row, with_data: bool) -> Version:
+        return Version(
+            bucket=row["bucket"],
+            key=row["key"],
+            version_id=row["version_id"],
+            is_latest=bool(row["is_latest"]),
+            delete_marker=bool(row["delete_marker"]),
+            size=row["size"],
+            etag=row["etag"],
+            last_modified=row["last_modified"],
+            attrs=attrs_from_row(row),
+            parts=json.loads(row["parts"]),
+            data=self._load_data(row) if with_data and not row["delete_marker"] else None,
+            seq=row["id"],
+        )
+
+    # versions --------------------------------------------------------------------------------
+
+    def commit_version(
+        self,
+        bucket: str,
+        key: str,
+        *,
+        size: int,
+        etag: str,
+        attrs: ObjectAttrs,
+        data: ObjectData,
+        now: float,
+        parts: list[int] | None = None,
+        conditions: Conditions | None = None,
+    ) -> Version:
+        """Make a new version visible in one transaction, after checking write conditions.
+
+        :raises BucketNotFound, PreconditionFailed, ObjectNotFound: (If-Match on a missing key)
+        """
+        with self.tx() as db:
+            versioning = self._bucket_row(db, bucket)["versioning"]
+            latest = db.execute(
+                f"SELECT {_VERSION_COLUMNS} FROM versions WHERE bucket = ? AND key = ? AND is_latest = 1",
+                (bucket, key),
+            ).fetchone()
+            check_conditions(latest, conditions or Conditions())
+            data_id = self._store_data(db, data)
+            return self._insert_version(
+                db, bucket, key, versioning, now,
+                size=size, etag=etag, attrs=attrs, parts=parts or [], inline=data.inline, data_id=data_id,
+            )  # fmt: skip
+
+    def _insert_version(
+        self,
+        db: sqlite3.Connection,
+        bucket: str,
+        key: str,
+        versioning: str,
+        now: float,
+        *,
+        size: int,
+        etag: str,
+        attrs: ObjectAttrs,
+        parts: list[int],
+        inline: bytes | None,
+        data_id: str | None,
+        delete_marker: bool = False,
+    ) -> Version:
+        if versioning == "Enabled":
+            version_id = new_version_id()
+        else:
+            version_id = NULL_VERSION
+            old = db.execute(
+                "SELECT id, data_id FROM versions WHERE bucket = ? AND key = ? AND version_id = ?",
+                (bucket, key, NULL_VERSION),
+            ).fetchone()
+            if old is not None:
+                self._discard_data(db, old["data_id"], now)
+                db.execute("DELETE FROM versions WHERE id = ?", (old["id"],))
+        db.execute("UPDATE versions SET is_latest = 0 WHERE bucket = ? AND key = ? AND is_latest = 1", (bucket, key))
+        cursor = db.execute(
+            "INSERT INTO versions (bucket, key, version_id, is_latest, delete_marker, size, etag, last_modified, "
+            "content_type, headers, checksums, tags, parts, inline_data, data_id) "
+            "VALUES (?, ?, ?, 1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                bucket, key, version_id, int(delete_marker), size, etag, now, attrs.content_type,
+                headers_json(attrs), dumps(attrs.checksums), dumps(attrs.tags), dumps(parts), inline, data_id,
+            ),
+        )  # fmt: skip
+        return Version(
+            bucket, key, version_id, True, delete_marker, size, etag, now, attrs, parts, None, cursor.lastrowid or 0
+        )
+
+    def get_version(
+        self, bucket: str, key: str, version_id: str | None = None, with_data: bool = True
+    ) -> Version | None:
+        """The latest version (which may be a delete marker) or a given one; None when absent."""
+        self.get_bucket(bucket)
+        if version_id is None:
+            row = self.one(
+                f"SELECT {_VERSION_COLUMNS} FROM versions WHERE bucket = ? AND key = ? AND is_latest = 1", (bucket, key)
+            )
+        else:
+            row = self.one(
+                f"SELECT {_VERSION_COLUMNS} FROM versions WHERE bucket = ? AND key = ? AND version_id = ?",
+                (bucket, key, version_id),
+            )
+        return None if row is None else self._version(row, with_data)
+
+    def delete_object(self, bucket: str, key: str, version_id: str | None, now: float) -> DeleteResult:
+        """DELETE as S3 defines it: a delete marker on versioned buckets, removal otherwise."""
+        with self.tx() as db:
+            versioning = self._bucket_row(db, bucket)["versioning"]
+            if version_id is not None:
+                return self._delete_exact(db, bucket, key, version_id, now)
+            if versioning == "":
+                self._delete_exact(db, bucket, key, NULL_VERSION, now)
+                return DeleteResult(None, False)
+            marker = self._insert_version(
+                db, bucket, key, versioning, now,
+                size=0, etag="", attrs=ObjectAttrs(content_type=""), parts=[], inline=None, data_id=None,
+                delete_marker=True,
+            )  # fmt: skip
+            return DeleteResult(marker.version_id, True)
+
+    def _delete_exact(self, db: sqlite3.Connection, bucket: str, key: str, version_id: str, now: float) -> DeleteResult:
+        row = db.execute(
+            "SELECT id, is_latest, delete_marker, data_id FROM versions "
+            "WHERE bucket = ? AND key = ? AND version_id = ?",
+            (bucket, key, version_id),
+        ).fetchone()
+        if row is None:
+            return DeleteResult(version_id, False)
+        self._discard_data(db, row["data_id"], now)
+        db.execute("DELETE FROM versions WHERE id = ?", (row["id"],))
+        if row["is_latest"]:
+            db.execute(
+                "UPDATE versions SET is_latest = 1 WHERE id = "
+                "(SELECT MAX(id) FROM versions WHERE bucket = ? AND key = ?)",
+                (bucket, key),
+            )
+        return DeleteResult(version_id, bool(row["delete_marker"]))
+
+    def set_tags(self, bucket: str, key: str, version_id: str | None, tags: dict[str, str]) -> str:
+        """Replace a version's tag set; returns the version id it applied to.
+
+        :raises ObjectNotFound, VersionNotFound:
+        """
+        with self.tx() as db:
+            self._bucket_row(db, bucket)
+            where, args = ("version_id = ?", (version_id,)) if version_id else ("is_latest = 1", ())
+            row = db.execute(
+                f"SELECT id, version_id, delete_marker FROM versions WHERE bucket = ? AND key = ? AND {where}",
+                (bucket, key, *args),
+            ).fetchone()
+            if row is None or row["delete_marker"]:
+                raise (errors.VersionNotFound if version_id else errors.ObjectNotFound)(key)
+            db.execute("UPDATE versions SET tags = ? WHERE id = ?", (dumps(tags), row["id"]))
+            return row["version_id"]
+
+    # listings --------------------------------------------------------------------------------
+
+    def list_objects(self, bucket: str, prefix: str, delimiter: str, after: str, max_keys: int) -> ListPage:
+        self.get_bucket(bucket)
+
+        def fetch(cursor: Cursor, upper: str | None, limit: int) -> list[Version]:
+            op = ">=" if cursor.inclusive else ">"
+            bound = " AND key < ?" if upper else ""
+            args = (bucket, cursor.key, *((upper,) if upper else ()), limit)
+            sql = (
+                f"SELECT {_VERSION_COLUMNS} FROM versions WHERE bucket = ? AND is_latest = 1 "
+                f"AND key {op} ?{bound} ORDER BY key LIMIT ?"
+            )
+            return [self._version(r, False) for r in self.all(sql, args)]
+
+        rows, prefixes, truncated = walk(
+            fetch, prefix, delimiter, Cursor(after), max_keys, visible=lambda v: not v.delete_marker
+        )
+        return ListPage(rows, prefixes, truncated, _last_marker(rows, prefixes))
+
+    def list_versions(
+        self, bucket: str, prefix: str, delimiter: str, key_marker: str, version_marker: str, max_keys: int
+    ) -> ListPage:
+        self.get_bucket(bucket)
+        start = Cursor(key_marker)
+        if key_marker and version_marker:
+            row = self.one(
+                "SELECT id FROM versions WHERE bucket = ? AND key = ? AND version_id = ?",
+                (bucket, key_marker, version_marker),
+            )
+            if row is not None:
+                start = Cursor(key_marker, seq=row["id"])
+
+        def fetch(cursor: Cursor, upper: str | None, limit: int) -> list[Version]:
+            rows: list[sqlite3.Row] = []
+            if cursor.seq is not None:
+                rows = self.all(
+                    f"SELECT {_VERSION_COLUMNS} FROM versions WHERE bucket = ? AND key = ? AND id < ? "
+                    "ORDER BY id DESC LIMIT ?",
+                    (bucket, cursor.key, cursor.seq, limit),
+                )
+            if len(rows) < limit:
+                op = ">=" if cursor.inclusive else ">"
+                bound = " AND key < ?" if upper else ""
+                args = (bucket, cursor.key, *((upper,) if upper else ()), limit - len(rows))
+                rows += self.all(
+                    f"SELECT {_VERSION_COLUMNS} FROM versions WHERE bucket = ? AND key {op} ?{bound} "
+                    "ORDER BY key, id DESC LIMIT ?",
+                    args,
+                )
+            return [self._version(r, False) for r in rows]
+
+        rows, prefixes, truncated = walk(
+            fetch, prefix, delimiter, start, max_keys, cursor_after=lambda v: Cursor(v.key, seq=v.seq)
+        )
+        page = ListPage(rows, prefixes, truncated)
+        if truncated:
+            last = rows[-1] if rows and (not prefixes or rows[-1].key > prefixes[-1]) else None
+            page.next_marker = last.key if last else prefixes[-1]
+            page.next_version_marker = last.version_id if last else None
+        return page
+
+
+def _last_marker(rows: list, prefixes: list[str]) -> str | None:
+    candidates = ([rows[-1].key] if rows else []) + ([prefixes[-1]] if prefixes else [])
+    return max(candidates) if candidates else None
+
+
+def check_conditions(latest: sqlite3.Row | None, conditions: Conditions) -> None:
+    exists = latest is not None and not latest["delete_marker"]
+    if conditions.if_none_match_star and exists:
+        raise errors.PreconditionFailed("If-None-Match: * and the key exists")
+    if conditions.if_match is not None:
+        if not exists:
+            raise errors.ObjectNotFound("If-Match on a key that does not exist")
+        if conditions.if_match.strip('"') not in (latest["etag"], "*"):
+            raise errors.PreconditionFailed("If-Match does not match the current ETag")

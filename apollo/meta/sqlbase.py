@@ -1,0 +1,82 @@
+"""Connection handling for the SQL metadata store (SQLite now; the SQL is kept portable).
+
+All calls of one store run on one thread (the metadata service's executor),
+so a single connection serves them; write transactions start with
+``BEGIN IMMEDIATE`` so conditional writes are checked under the write lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+from apollo.meta.schema import DDL, SCHEMA_VERSION
+
+
+def dumps(value: object) -> str:
+    return json.dumps(value, separators=(",", ":"), sort_keys=True)
+
+
+class SqlBase:
+    """Owns the connection; mixins add the operations."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = str(path)
+        self.conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self.conn.row_factory = sqlite3.Row
+        self.conn.execute("PRAGMA journal_mode=WAL")
+        self.conn.execute("PRAGMA synchronous=FULL")  # an acknowledged commit survives power loss
+        self.conn.execute("PRAGMA busy_timeout=10000")
+        self.conn.execute("PRAGMA foreign_keys=OFF")
+        with self.tx():
+            for statement in DDL:
+                self.conn.execute(statement)
+            self.conn.execute(
+                "INSERT INTO settings (name, value) VALUES ('schema_version', ?) ON CONFLICT (name) DO NOTHING",
+                (str(SCHEMA_VERSION),),
+            )
+
+    @contextlib.contextmanager
+    def tx(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction: commits on success, rolls back on any exception."""
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.conn
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        self.conn.execute("COMMIT")
+
+    def one(self, sql: str, args: tuple = ()) -> sqlite3.Row | None:
+        return self.conn.execute(sql, args).fetchone()
+
+    def all(self, sql: str, args: tuple = ()) -> list[sqlite3.Row]:
+        return self.conn.execute(sql, args).fetchall()
+
+    def close(self) -> None:
+        self.conn.close()
+
+    # settings --------------------------------------------------------------------------------
+
+    def get_setting(self, name: str) -> str | None:
+        row = self.one("SELECT value FROM settings WHERE name = ?", (name,))
+        return None if row is None else row["value"]
+
+    def set_setting(self, name: str, value: str) -> None:
+        with self.tx() as db:
+            db.execute(
+                "INSERT INTO settings (name, value) VALUES (?, ?) "
+                "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                (name, value),
+            )
+
+    def backup(self, target: Path) -> None:
+        """Online, consistent copy of the database (SQLite backup API)."""
+        dest = sqlite3.connect(str(target))
+        try:
+            self.conn.backup(dest)
+        finally:
+            dest.close()

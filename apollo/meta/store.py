@@ -1,0 +1,20 @@
+"""The metadata store: one class composed of one mixin per concern.
+
+Call sequence of a write, as the client library drives it::
+
+    store.add_pending(layout, owner, due)        # 1) per segment, before its shards are written
+    ...shards written to drives...
+    store.commit_version(...) / commit_part(...)  # 2) one transaction: conditions, new row, pending rows gone
+    # crash between 1 and 2: the pending rows become due and GC deletes the shards
+
+Every method is blocking; the metadata service calls them on its own thread.
+"""
+
+from __future__ import annotations
+
+from apollo.meta.sql_admin import AdminOps
+from apollo.meta.sql_multipart import MultipartOps
+
+
+class SqlStore(MultipartOps, AdminOps):
+    """SQLite-backed metadata store (WAL, synchronous=FULL)."""

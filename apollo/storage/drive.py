@@ -1,0 +1,162 @@
+"""One drive: a directory with a format file, shard files and a temp area.
+
+Layout::
+
+    <root>/apollo-drive.json        identity: drive id, deployment id, format version
+    <root>/shards/<pg>/<segment>.<i> committed shard files (immutable)
+    <root>/tmp/                     shard files being written; emptied at start-up
+
+Writes go to ``tmp/``, are fsynced, then renamed into place and the directory
+is fsynced, so a shard file is either absent or complete. Everything here is
+blocking I/O; ``LocalStorageNode`` runs it on worker threads.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+from apollo import faults
+from apollo.errors import DriveError
+from apollo.types import ShardRef
+
+FORMAT_FILE = "apollo-drive.json"
+DRIVE_FORMAT_VERSION = 1
+
+
+def read_format(root: Path) -> dict | None:
+    """The drive's identity, or None when the directory carries no format file."""
+    try:
+        return json.loads((root / FORMAT_FILE).read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise DriveError(f"drive {root}: unreadable format file: {exc}") from exc
+
+
+def format_drive(root: Path, deployment_id: str) -> str:
+    """Write a new identity onto an empty directory; returns the new drive id."""
+    root.mkdir(parents=True, exist_ok=True)
+    if read_format(root) is not None:
+        raise DriveError(f"drive {root} is already formatted")
+    drive_id = uuid.uuid4().hex[:16]
+    info = {"drive_id": drive_id, "deployment_id": deployment_id, "format_version": DRIVE_FORMAT_VERSION}
+    tmp = root / (FORMAT_FILE + ".tmp")
+    with open(tmp, "w") as handle:
+        json.dump(info, handle)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, root / FORMAT_FILE)
+    _fsync_dir(root)
+    return drive_id
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class ShardFileWriter:
+    """Appends cell records to a temp file; ``finish`` makes it a committed shard file."""
+
+    def __init__(self, drive: Drive, shard: ShardRef, header: bytes) -> None:
+        self.drive = drive
+        self.shard = shard
+        self.tmp_path = drive.tmp_dir / f"{shard.segment_id}.{shard.index}.{uuid.uuid4().hex[:8]}"
+        self._fd = os.open(self.tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        self._write_all([header])
+
+    def _write_all(self, buffers: list[bytes]) -> None:
+        total = sum(len(b) for b in buffers)
+        written = os.writev(self._fd, buffers)
+        if written != total:  # short writes happen on near-full disks: finish byte by byte
+            data = b"".join(buffers)[written:]
+            while data:
+                data = data[os.write(self._fd, data) :]
+
+    def append(self, records: list[bytes]) -> None:
+        self._write_all(records)
+
+    def finish(self, footer: bytes) -> None:
+        self._write_all([footer])
+        faults.point("storage.shard.before_fsync")
+        os.fsync(self._fd)
+        os.close(self._fd)
+        self._fd = -1
+        final = self.drive.shard_path(self.shard)
+        final.parent.mkdir(exist_ok=True)
+        os.replace(self.tmp_path, final)
+        _fsync_dir(final.parent)
+
+    def abort(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+        self.tmp_path.unlink(missing_ok=True)
+
+
+class Drive:
+    """A formatted drive directory, opened after its identity has been checked."""
+
+    def __init__(self, root: Path, deployment_id: str) -> None:
+        info = read_format(root)
+        if info is None:
+            raise DriveError(f"drive {root} has no format file (wiped or never formatted)")
+        if info.get("deployment_id") != deployment_id:
+            raise DriveError(f"drive {root} belongs to another deployment ({info.get('deployment_id')})")
+        self.root = root
+        self.drive_id: str = info["drive_id"]
+        self.shards_dir = root / "shards"
+        self.tmp_dir = root / "tmp"
+        self.shards_dir.mkdir(exist_ok=True)
+        self.tmp_dir.mkdir(exist_ok=True)
+
+    def shard_path(self, shard: ShardRef) -> Path:
+        return self.shards_dir / f"{shard.pg:04x}" / f"{shard.segment_id}.{shard.index}"
+
+    def clear_tmp(self) -> int:
+        """Remove temp files of writes a previous process did not finish; returns how many."""
+        removed = 0
+        for entry in self.tmp_dir.iterdir():
+            if entry.is_dir():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
+            removed += 1
+        return removed
+
+    def open_writer(self, shard: ShardRef, header: bytes) -> ShardFileWriter:
+        return ShardFileWriter(self, shard, header)
+
+    def read(self, shard: ShardRef, offset: int, length: int) -> bytes:
+        """Read bytes of a committed shard file; a short read means a truncated file."""
+        with open(self.shard_path(shard), "rb", buffering=0) as handle:
+            return os.pread(handle.fileno(), length, offset)
+
+    def read_tail(self, shard: ShardRef, length: int) -> bytes:
+        with open(self.shard_path(shard), "rb", buffering=0) as handle:
+            size = os.fstat(handle.fileno()).st_size
+            return os.pread(handle.fileno(), min(length, size), max(0, size - length))
+
+    def delete(self, shard: ShardRef) -> bool:
+        try:
+            self.shard_path(shard).unlink()
+            return True
+        except FileNotFoundError:
+            return False
+
+    def is_healthy(self) -> bool:
+        """A drive whose format file vanished (wiped, unmounted) must not take writes."""
+        info = read_format(self.root)
+        return info is not None and info.get("drive_id") == self.drive_id
+
+    def usage(self) -> tuple[int, int]:
+        """(free bytes, total bytes) of the filesystem holding the drive."""
+        stats = os.statvfs(self.root)
+        return stats.f_bavail * stats.f_frsize, stats.f_blocks * stats.f_frsize

@@ -1,0 +1,122 @@
+"""Stripe codecs: systematic Reed-Solomon (pyeclib/ISA-L) and n-way replication.
+
+A stripe is up to ``k * cell_size`` data bytes. Encoding yields one *fragment*
+per shard; data fragment ``i`` carries bytes ``[i*f, (i+1)*f)`` of the stripe
+verbatim (systematic code), where ``f = ceil(len(stripe) / k)``. So a healthy
+read slices data fragments directly and never calls the decoder.
+
+pyeclib prefixes each fragment with a small header of its own that its decoder
+needs; we store fragments whole and know the header length, so readers can
+skip it.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+from pyeclib.ec_iface import ECDriver
+
+from apollo.errors import InsufficientFragments
+from apollo.invariant import invariant
+
+EC_BACKEND = "isa_l_rs_vand"
+
+
+@dataclass(frozen=True)
+class Scheme:
+    """Durability scheme of a segment: ``ec`` with k data + m parity, or ``rep`` with k=1 and m extra copies."""
+
+    kind: str  # "ec" or "rep"
+    k: int
+    m: int
+
+    @property
+    def width(self) -> int:
+        return self.k + self.m
+
+    def __str__(self) -> str:
+        return f"{self.k}+{self.m}" if self.kind == "ec" else f"rep{self.width}"
+
+    @classmethod
+    def parse(cls, text: str) -> Scheme:
+        """Parse ``4+2`` or ``rep3``."""
+        if text.startswith("rep"):
+            copies = int(text[3:])
+            if copies < 1:
+                raise ValueError(f"replication needs at least one copy: {text!r}")
+            return cls("rep", 1, copies - 1)
+        k_text, plus, m_text = text.partition("+")
+        if not plus:
+            raise ValueError(f"erasure code must look like K+M, got {text!r}")
+        k, m = int(k_text), int(m_text)
+        if k < 2 or m < 1 or k + m > 32:
+            raise ValueError(f"unsupported erasure code {text!r} (need k>=2, m>=1, k+m<=32)")
+        return cls("ec", k, m)
+
+
+def fragment_payload_bytes(stripe_bytes: int, k: int) -> int:
+    """Payload bytes each fragment carries for a stripe of ``stripe_bytes`` data."""
+    return -(-stripe_bytes // k)
+
+
+class StripeCodec:
+    """Encode and decode one stripe at a time; thread-safe (pyeclib releases the GIL)."""
+
+    def __init__(self, scheme: Scheme) -> None:
+        self.scheme = scheme
+        if scheme.kind == "ec":
+            self._driver: ECDriver | None = ECDriver(k=scheme.k, m=scheme.m, ec_type=EC_BACKEND)
+            self.header_bytes = len(self._driver.encode(b"x" * scheme.k)[0]) - 1
+        else:
+            self._driver = None
+            self.header_bytes = 0
+
+    def encode(self, stripe: bytes | memoryview) -> list[bytes]:
+        """Return ``k + m`` fragments; data fragments are checked to be verbatim slices."""
+        if self._driver is None:
+            copy = bytes(stripe)
+            return [copy] * self.scheme.width
+        fragments = self._driver.encode(bytes(stripe))
+        payload = fragment_payload_bytes(len(stripe), self.scheme.k)
+        invariant(len(fragments) == self.scheme.width, "encoder returned wrong fragment count")
+        invariant(len(fragments[0]) == self.header_bytes + payload, "unexpected fragment geometry")
+        last = fragments[self.scheme.k - 1]
+        tail = stripe[(self.scheme.k - 1) * payload :]
+        invariant(
+            last[self.header_bytes : self.header_bytes + len(tail)] == tail,
+            "encoder is not systematic: data fragment differs from the stripe slice",
+        )
+        return fragments
+
+    def data_from_fragment(self, fragment: bytes | memoryview) -> memoryview:
+        """The payload of a fragment (skipping the codec header)."""
+        return memoryview(fragment)[self.header_bytes :]
+
+    def decode(self, fragments: dict[int, bytes], stripe_bytes: int) -> bytes:
+        """Rebuild the stripe's data from any ``k`` fragments (indexes 0..k+m-1)."""
+        if len(fragments) < self.scheme.k:
+            raise InsufficientFragments(
+                f"only {len(fragments)} of {self.scheme.width} cells readable, need {self.scheme.k}"
+            )
+        if self._driver is None:
+            return bytes(next(iter(fragments.values())))[:stripe_bytes]
+        data = self._driver.decode(list(fragments.values()))
+        invariant(len(data) == stripe_bytes, "decoded stripe has the wrong length")
+        return data
+
+    def rebuild(self, fragments: dict[int, bytes], missing: list[int]) -> dict[int, bytes]:
+        """Recompute missing fragments (data or parity) from any ``k`` others."""
+        if len(fragments) < self.scheme.k:
+            raise InsufficientFragments(f"only {len(fragments)} cells readable, need {self.scheme.k}")
+        if self._driver is None:
+            copy = next(iter(fragments.values()))
+            return {index: copy for index in missing}
+        available = list(fragments.values())
+        return {index: self._driver.reconstruct(available, [index])[0] for index in missing}
+
+
+@functools.lru_cache(maxsize=32)
+def codec_for(scheme: Scheme) -> StripeCodec:
+    """Codecs are costly to build (ISA-L tables); share one per scheme."""
+    return StripeCodec(scheme)

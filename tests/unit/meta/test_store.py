@@ -1,0 +1,143 @@
+"""The SQL metadata store against a real SQLite database: namespace, versions, multipart, GC queue."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from apollo import errors
+from apollo.meta.model import Conditions, ObjectAttrs
+from apollo.meta.sql_multipart import multipart_etag
+from apollo.meta.store import SqlStore
+from apollo.storage.ec import Scheme
+from apollo.types import ObjectData, SegmentLayout
+
+
+@pytest.fixture
+def store(tmp_path):
+    db = SqlStore(tmp_path / "meta.db")
+    db.create_bucket("b", 1.0)
+    yield db
+    db.close()
+
+
+def put(store: SqlStore, key: str, payload: bytes = b"x", bucket: str = "b", **kw):
+    return store.commit_version(
+        bucket, key, size=len(payload), etag=f"etag-{key}", attrs=ObjectAttrs(), data=ObjectData(len(payload), inline=payload),
+        now=2.0, **kw,
+    )  # fmt: skip
+
+
+def segment(store: SqlStore, offset: int = 0, length: int = 100) -> SegmentLayout:
+    layout = SegmentLayout(f"seg{random.random()}", offset, length, Scheme.parse("4+2"), 1024, 3, tuple("abcdef"))
+    store.add_pending(layout, "owner", 1e12)
+    return layout
+
+
+def list_all(store: SqlStore, prefix: str = "", delimiter: str = "", page: int = 1):
+    keys, prefixes, marker = [], [], ""
+    while True:
+        result = store.list_objects("b", prefix, delimiter, marker, page)
+        keys += [v.key for v in result.entries]
+        prefixes += result.prefixes
+        if not result.truncated:
+            return keys, prefixes
+        marker = result.next_marker
+
+
+def test_listing_matches_a_sorted_model_for_every_page_size():
+    seed = random.randrange(2**32)
+    print("seed", seed)
+    rng = random.Random(seed)
+    db = SqlStore(":memory:")
+    db.create_bucket("b", 1.0)
+    names = {"".join(rng.choice("ab/é") for _ in range(rng.randint(1, 6))) for _ in range(120)}
+    for name in names:
+        put(db, name)
+    deleted = set(rng.sample(sorted(names), 20))
+    for name in deleted:
+        db.delete_object("b", name, None, 3.0)
+    live = sorted(names - deleted, key=lambda s: s.encode())
+    for page in (1, 2, 7, 1000):
+        assert list_all(db, page=page) == (live, [])
+        expected_prefixes = sorted({k[: k.index("/") + 1] for k in live if "/" in k}, key=str.encode)
+        keys, prefixes = list_all(db, delimiter="/", page=page)
+        assert keys == [k for k in live if "/" not in k]
+        assert prefixes == expected_prefixes
+        assert list_all(db, prefix="a", page=page)[0] == [k for k in live if k.startswith("a")]
+
+
+def test_unversioned_overwrite_queues_old_segments_for_gc(store):
+    first = segment(store)
+    store.commit_version("b", "k", size=100, etag="e1", attrs=ObjectAttrs(), data=ObjectData(100, segments=[first]),
+                         now=5.0)  # fmt: skip
+    assert store.garbage_count() == 0  # the commit consumed the pending row
+    put(store, "k", b"new")
+    assert [g.layout.segment_id for g in store.due_garbage(5.0 + store.gc_delay_s, 10)] == [first.segment_id]
+    assert store.get_version("b", "k").data.inline == b"new"
+
+
+def test_versioning_delete_marker_and_promotion(store):
+    store.set_versioning("b", "Enabled")
+    v1 = put(store, "k", b"one")
+    v2 = put(store, "k", b"two")
+    marker = store.delete_object("b", "k", None, 3.0)
+    assert marker.delete_marker and store.get_version("b", "k").delete_marker
+    assert store.list_objects("b", "", "", "", 10).entries == []
+    store.delete_object("b", "k", marker.version_id, 4.0)
+    assert store.get_version("b", "k").version_id == v2.version_id
+    store.delete_object("b", "k", v2.version_id, 5.0)
+    assert store.get_version("b", "k").data.inline == b"one"
+    assert store.get_version("b", "k", v1.version_id).is_latest
+
+
+def test_conditional_commit(store):
+    put(store, "k")
+    with pytest.raises(errors.PreconditionFailed):
+        put(store, "k", conditions=Conditions(if_none_match_star=True))
+    with pytest.raises(errors.PreconditionFailed):
+        put(store, "k", conditions=Conditions(if_match='"other"'))
+    put(store, "k", conditions=Conditions(if_match='"etag-k"'))
+    with pytest.raises(errors.ObjectNotFound):
+        put(store, "missing", conditions=Conditions(if_match="*"))
+
+
+def test_bucket_rules(store):
+    with pytest.raises(errors.BucketExists):
+        store.create_bucket("b", 2.0)
+    put(store, "k")
+    with pytest.raises(errors.BucketNotEmpty):
+        store.delete_bucket("b")
+    store.delete_object("b", "k", None, 3.0)
+    store.delete_bucket("b")
+    with pytest.raises(errors.BucketNotFound):
+        store.get_bucket("b")
+
+
+def test_multipart_complete_reparents_segments(store):
+    upload = store.create_upload("b", "big", ObjectAttrs(content_type="text/plain"), "", 1.0)
+    sizes = {1: 5 * 1024**2, 2: 5 * 1024**2, 3: 7}
+    layouts = {}
+    for number, size in sizes.items():
+        layouts[number] = segment(store, 0, size)
+        store.commit_part(upload, number, size=size, etag=f"{number:032x}", checksums={},
+                          data=ObjectData(size, segments=[layouts[number]]), now=2.0)  # fmt: skip
+    with pytest.raises(errors.InvalidPartOrder):
+        store.complete_upload("b", "big", upload, [(2, f"{2:032x}"), (1, f"{1:032x}")], part_size_min=5, now=3.0)
+    with pytest.raises(errors.InvalidPart):
+        store.complete_upload("b", "big", upload, [(1, "bad")], part_size_min=5, now=3.0)
+    with pytest.raises(errors.EntityTooSmall):
+        store.complete_upload("b", "big", upload, [(1, f"{1:032x}"), (3, f"{3:032x}")],
+                              part_size_min=10 * 1024**2, now=3.0)  # fmt: skip
+    parts = [(n, f"{n:032x}") for n in (1, 3)]  # part 2 left out: its data becomes garbage
+    version = store.complete_upload("b", "big", upload, parts, part_size_min=5 * 1024**2, now=3.0)
+    assert version.etag == multipart_etag([f"{1:032x}", f"{3:032x}"])
+    stored = store.get_version("b", "big")
+    assert [s.segment_id for s in stored.data.segments] == [layouts[1].segment_id, layouts[3].segment_id]
+    assert [s.offset for s in stored.data.segments] == [0, 5 * 1024**2]
+    assert stored.parts == [5 * 1024**2, 7] and stored.attrs.content_type == "text/plain"
+    due = store.due_garbage(1e11, 10)
+    assert [g.layout.segment_id for g in due] == [layouts[2].segment_id]
+    with pytest.raises(errors.UploadNotFound):
+        store.get_upload("b", "big", upload)
