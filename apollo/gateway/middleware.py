@@ -85,11 +85,13 @@ async def auth_middleware(request: web.Request, handler) -> web.StreamResponse:
 
 def _claimed_key(request: web.Request) -> str | None:
     header = request.headers.get("Authorization", "")
+    if header.startswith("AWS "):
+        return header[4:].strip().rpartition(":")[0] or None
     match = _CREDENTIAL_RE.search(header)
     if match:
         return match.group(1)
     credential = request.query.get("X-Amz-Credential", "")
-    return credential.split("/", 1)[0] or None
+    return credential.split("/", 1)[0] or request.query.get("AWSAccessKeyId") or None
 
 
 PIPELINE = [errors_middleware, auth_middleware]

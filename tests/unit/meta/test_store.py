@@ -24,8 +24,8 @@ def store(tmp_path):
 
 def put(store: SqlStore, key: str, payload: bytes = b"x", bucket: str = "b", **kw):
     return store.commit_version(
-        bucket, key, size=len(payload), etag=f"etag-{key}", attrs=ObjectAttrs(), data=ObjectData(len(payload), inline=payload),
-        now=2.0, **kw,
+        bucket, key, size=len(payload), etag=f"etag-{key}", attrs=ObjectAttrs(),
+        data=ObjectData(len(payload), inline=payload), now=2.0, **kw,
     )  # fmt: skip
 
 

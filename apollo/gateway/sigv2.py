@@ -1,0 +1,147 @@
+"""AWS Signature Version 2 (HMAC-SHA1), still what boto3's ``generate_presigned_url`` emits
+by default and what older tools send. Path-style addressing only: the canonical
+resource of a virtual-host request needs the bucket from the Host header."""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import email.utils
+import hashlib
+import hmac
+from collections.abc import Callable, Mapping
+from urllib.parse import unquote_plus
+
+from apollo.gateway.s3errors import s3error
+
+# Query parameters that are part of the signed resource (the list AWS and botocore use).
+SUBRESOURCES = frozenset(
+    [
+        "accelerate",
+        "acl",
+        "cors",
+        "defaultObjectAcl",
+        "delete",
+        "lifecycle",
+        "location",
+        "logging",
+        "notification",
+        "partNumber",
+        "policy",
+        "requestPayment",
+        "replication",
+        "restore",
+        "storageClass",
+        "tagging",
+        "torrent",
+        "uploadId",
+        "uploads",
+        "versionId",
+        "versioning",
+        "versions",
+        "website",
+        "select",
+        "select-type",
+        "object-lock",
+        "legal-hold",
+        "retention",
+        "analytics",
+        "metrics",
+        "inventory",
+        "response-content-type",
+        "response-content-language",
+        "response-expires",
+        "response-cache-control",
+        "response-content-disposition",
+        "response-content-encoding",
+    ]
+)
+
+
+def _string_to_sign(method: str, raw_path: str, query: dict[str, str], headers: Mapping[str, str], date: str) -> str:
+    amz = {}
+    for name, value in headers.items():
+        lower = name.lower()
+        if lower.startswith("x-amz-"):
+            amz.setdefault(lower, []).append(" ".join(value.strip().split()))
+    amz_lines = "".join(f"{name}:{','.join(values)}\n" for name, values in sorted(amz.items()))
+    resource = raw_path
+    signed_params = sorted((n, v) for n, v in query.items() if n in SUBRESOURCES)
+    if signed_params:
+        resource += "?" + "&".join(f"{n}={v}" if v else n for n, v in signed_params)
+    return "\n".join((method, headers.get("Content-MD5", ""), headers.get("Content-Type", ""), date)) + "\n" + \
+        amz_lines + resource  # fmt: skip
+
+
+def _signature(secret: str, text: str) -> str:
+    return base64.b64encode(hmac.new(secret.encode(), text.encode(), hashlib.sha1).digest()).decode()
+
+
+def secret_for(access_key: str, lookup_secret: Callable[[str], str | None]) -> str:
+    secret = lookup_secret(access_key)
+    if secret is None:
+        raise s3error("InvalidAccessKeyId", AWSAccessKeyId=access_key)
+    return secret
+
+
+def verify_header(
+    method: str, raw_path: str, raw_query: str, headers: Mapping[str, str], authorization: str,
+    lookup_secret: Callable[[str], str | None], now: datetime.datetime, max_skew_s: float,
+) -> str:  # fmt: skip
+    """Check ``Authorization: AWS key:signature``; returns the access key."""
+    access_key, sep, signature = authorization[4:].strip().rpartition(":")
+    if not sep or not access_key:
+        raise s3error("AccessDenied", "The V2 authorization header is malformed; expecting 'AWS key:signature'")
+    date = headers.get("x-amz-date") or headers.get("Date")
+    if not date:
+        raise s3error("AccessDenied", "AWS authentication requires a valid Date or x-amz-date header")
+    try:
+        when = email.utils.parsedate_to_datetime(date)
+    except (TypeError, ValueError) as exc:
+        raise s3error("AccessDenied", f"Cannot parse the request date {date!r}") from exc
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=datetime.UTC)
+    if abs((now - when).total_seconds()) > max_skew_s:
+        raise s3error("RequestTimeTooSkewed", RequestTime=date, ServerTime=now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                      MaxAllowedSkewMilliseconds=str(int(max_skew_s * 1000)))  # fmt: skip
+    date_line = "" if "x-amz-date" in headers else date
+    text = _string_to_sign(method, raw_path, _parse_query(raw_query), headers, date_line)
+    _compare(_signature(secret_for(access_key, lookup_secret), text), signature, text, access_key)
+    return access_key
+
+
+def verify_presigned(
+    method: str, raw_path: str, raw_query: str, headers: Mapping[str, str],
+    lookup_secret: Callable[[str], str | None], now: datetime.datetime,
+) -> str:  # fmt: skip
+    """Check ``?AWSAccessKeyId=..&Expires=..&Signature=..``; returns the access key."""
+    query = _parse_query(raw_query)
+    access_key, expires, signature = query.get("AWSAccessKeyId"), query.get("Expires"), query.get("Signature")
+    if not (access_key and expires and signature):
+        raise s3error("AccessDenied", "Query-string authentication requires the Signature, Expires and "
+                      "AWSAccessKeyId parameters")  # fmt: skip
+    try:
+        expires_at = int(expires)
+    except ValueError as exc:
+        raise s3error("AccessDenied", "Expires must be a number of seconds since the epoch") from exc
+    if now.timestamp() > expires_at:
+        raise s3error("AccessDenied", "Request has expired", Expires=expires,
+                      ServerTime=now.strftime("%Y-%m-%dT%H:%M:%SZ"))  # fmt: skip
+    text = _string_to_sign(method, raw_path, query, headers, expires)
+    _compare(_signature(secret_for(access_key, lookup_secret), text), signature, text, access_key)
+    return access_key
+
+
+def _parse_query(raw_query: str) -> dict[str, str]:
+    query = {}
+    for item in raw_query.split("&"):
+        if item:
+            name, _, value = item.partition("=")
+            query[unquote_plus(name)] = unquote_plus(value)
+    return query
+
+
+def _compare(expected: str, provided: str, text: str, access_key: str) -> None:
+    if not hmac.compare_digest(expected.encode(), provided.encode()):
+        raise s3error("SignatureDoesNotMatch", AWSAccessKeyId=access_key, StringToSign=text,
+                      SignatureProvided=provided)  # fmt: skip
