@@ -120,7 +120,12 @@ class Server:
             raise SystemExit(f"erasure code {self.scheme} needs {self.scheme.width} drives, have {len(config.drives)}")
         self.node = LocalStorageNode(drives)
         self.meta = MetaService(self.store)
-        ctx = ClientContext(self.meta, {d: self.node for d in self.node.drive_ids()}, on_damage=[metrics.record_damage])
+        ctx = ClientContext(
+            self.meta,
+            {d: self.node for d in self.node.drive_ids()},
+            on_damage=[metrics.record_damage],
+            on_decode=[metrics.ec_decoded_stripes.inc],
+        )
         self.known_drive_ids = [r.drive_id for r in self.store.list_drives()]
         self.client = ApolloClient(ctx, self.scheme, config.cell_size)
         if config.root_user:

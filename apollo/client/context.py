@@ -29,6 +29,7 @@ class ClientContext:
     nodes: dict[str, StorageNode]  # drive id -> node serving it
     cpu: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(4, thread_name_prefix="codec"))
     on_damage: list = field(default_factory=list)  # callbacks(Damage), e.g. metrics
+    on_decode: list = field(default_factory=list)  # callbacks(stripes decoded from parity), e.g. metrics
 
     def node(self, drive_id: str) -> StorageNode:
         node = self.nodes.get(drive_id)
@@ -38,6 +39,10 @@ class ClientContext:
 
     async def cpu_run(self, fn, *args):
         return await asyncio.get_running_loop().run_in_executor(self.cpu, fn, *args)
+
+    def decoded(self, stripes: int) -> None:
+        for callback in self.on_decode:
+            callback(stripes)
 
     async def report(self, damage: Damage) -> None:
         """Log a bad or missing shard and queue it for repair; reads carry on from parity."""

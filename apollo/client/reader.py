@@ -138,6 +138,7 @@ class SegmentReader:
                 cells[index] = await self.ctx.cpu_run(self._split, raw, s0, s1)
                 if any(c is None for c in cells[index]):
                     await self._damaged(index, "cell CRC32C mismatch")
+        self.ctx.decoded(s1 - s0)
         return await self.ctx.cpu_run(self._decode_batch, s0, s1, start, end, cells)
 
     def _decode_batch(self, s0: int, s1: int, start: int, end: int, cells: dict) -> bytes:

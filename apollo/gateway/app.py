@@ -13,10 +13,10 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from apollo.client.core import ApolloClient
+from apollo.gateway import handlers_attributes, metrics
 from apollo.gateway import handlers_bucket as hb
 from apollo.gateway import handlers_multipart as hm
 from apollo.gateway import handlers_object as ho
-from apollo.gateway import metrics
 from apollo.gateway.keys import SecretCache
 from apollo.gateway.middleware import PIPELINE, SECRETS
 from apollo.gateway.names import split_target, validate_bucket
@@ -55,6 +55,7 @@ ROUTES = {
     ("PUT", "object", "tagging"): ("PutObjectTagging", ho.put_tagging),
     ("DELETE", "object", "tagging"): ("DeleteObjectTagging", ho.delete_tagging),
     ("GET", "object", "acl"): ("GetObjectAcl", ho.get_object_acl),
+    ("GET", "object", "attributes"): ("GetObjectAttributes", handlers_attributes.get_object_attributes),
     ("PUT", "object", "acl"): ("PutObjectAcl", ho.put_acl),
     ("POST", "object", "uploads"): ("CreateMultipartUpload", hm.create_upload),
     ("PUT", "object", "uploadId"): ("UploadPart", hm.upload_part),
@@ -111,5 +112,6 @@ def build_app(client: ApolloClient, domain: str | None = None) -> web.Applicatio
     app[SECRETS] = SecretCache(client.meta.get_secret)
     app[DOMAIN] = domain or ""
     app[READY] = [True]
-    app.router.add_route("*", "/{tail:.*}", dispatch)
+    # [\s\S], not ".": keys may hold newlines and other control characters, which "." would not match.
+    app.router.add_route("*", r"/{tail:[\s\S]*}", dispatch)
     return app

@@ -19,7 +19,9 @@ damaged_shards = Counter(
     "apollo_damaged_shards_total", "Shards found missing or corrupt (read from parity instead)", ["reason"],
     registry=registry,
 )  # fmt: skip
-ec_decodes = Counter("apollo_ec_decodes_total", "Reads that had to decode from parity", registry=registry)
+ec_decoded_stripes = Counter(
+    "apollo_ec_decoded_stripes_total", "Stripes rebuilt from parity while reading", registry=registry
+)
 drive_up = Gauge("apollo_drive_up", "1 when a drive is healthy and attached", ["drive", "path"], registry=registry)
 drive_free_bytes = Gauge("apollo_drive_free_bytes", "Free bytes on a drive's filesystem", ["drive"], registry=registry)
 gc_deleted_shards = Counter("apollo_gc_deleted_shards_total", "Shard files removed by GC", registry=registry)
