@@ -107,7 +107,9 @@ async def _public(request: web.Request) -> web.Response:
 
 
 def build_app(client: ApolloClient, domain: str | None = None) -> web.Application:
-    app = web.Application(middlewares=PIPELINE, client_max_size=1024**2, handler_args={"max_field_size": 16384})
+    # auto_decompress off: Content-Encoding on a PUT is object metadata; S3 stores the body bytes as sent.
+    handler_args = {"max_field_size": 16384, "auto_decompress": False}
+    app = web.Application(middlewares=PIPELINE, client_max_size=1024**2, handler_args=handler_args)
     app[CLIENT] = client
     app[SECRETS] = SecretCache(client.meta.get_secret)
     app[DOMAIN] = domain or ""

@@ -10,7 +10,7 @@ from aiohttp import web
 from apollo import limits
 from apollo.gateway.s3errors import s3error
 from apollo.gateway.state import CLIENT, OWNER, xml_response
-from apollo.gateway.xml import iso8601, parse_delete, parse_versioning
+from apollo.gateway.xml import iso8601, parse_delete, parse_versioning, render
 from apollo.meta.model import ListPage
 
 
@@ -25,12 +25,31 @@ def _max_keys(request: web.Request, name: str = "max-keys") -> int:
     return min(value, limits.list_keys_max)
 
 
+LIST_BUCKETS_PAGE_MAX = 10_000  # AWS's max-buckets bound, and its page size when paging is asked for
+
+
 async def list_buckets(request: web.Request, bucket: str, key: str) -> web.Response:
-    buckets = await request.app[CLIENT].meta.list_buckets()
-    return xml_response("ListAllMyBucketsResult", {
+    """All buckets, or one page of them: newer SDKs send prefix / max-buckets / continuation-token."""
+    query = request.query
+    prefix = query.get("prefix", "")
+    raw_max = query.get("max-buckets", str(LIST_BUCKETS_PAGE_MAX))
+    if not raw_max.isdigit() or not 1 <= int(raw_max) <= LIST_BUCKETS_PAGE_MAX:
+        raise s3error("InvalidArgument", "max-buckets must be between 1 and 10000", ArgumentName="max-buckets",
+                      ArgumentValue=raw_max)  # fmt: skip
+    after = _decode_token(query["continuation-token"]) if query.get("continuation-token") else ""
+    buckets = sorted(await request.app[CLIENT].meta.list_buckets(), key=lambda b: b.name)
+    matching = [b for b in buckets if b.name.startswith(prefix) and b.name > after]
+    page = matching[: int(raw_max)]
+    body: dict = {
         "Owner": OWNER,
-        "Buckets": {"Bucket": [{"Name": b.name, "CreationDate": iso8601(b.created)} for b in buckets]},
-    })  # fmt: skip
+        "Buckets": {"Bucket": [{"Name": b.name, "CreationDate": iso8601(b.created), "BucketRegion": "us-east-1"}
+                               for b in page]},
+    }  # fmt: skip
+    if len(matching) > len(page):
+        body["ContinuationToken"] = _encode_token(page[-1].name)
+    if "prefix" in query:
+        body["Prefix"] = prefix
+    return xml_response("ListAllMyBucketsResult", body)
 
 
 async def create_bucket(request: web.Request, bucket: str, key: str) -> web.Response:
@@ -72,7 +91,11 @@ async def get_bucket_acl(request: web.Request, bucket: str, key: str) -> web.Res
 
 def acl_response() -> web.Response:
     grant = {"Grantee": {"ID": OWNER["ID"], "DisplayName": OWNER["DisplayName"]}, "Permission": "FULL_CONTROL"}
-    return xml_response("AccessControlPolicy", {"Owner": OWNER, "AccessControlList": {"Grant": grant}})
+    body = render("AccessControlPolicy", {"Owner": OWNER, "AccessControlList": {"Grant": grant}})
+    # AWS types every grantee with xsi:type; SDKs read it as Grantee.Type (the renderer has no attributes).
+    body = body.replace(b"<Grantee>", b'<Grantee xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" '
+                        b'xsi:type="CanonicalUser">')  # fmt: skip
+    return web.Response(body=body, content_type="application/xml")
 
 
 def _entry(version, fetch_owner: bool, encode) -> dict:
@@ -153,6 +176,14 @@ async def list_versions(request: web.Request, bucket: str, key: str) -> web.Resp
     prefix, delimiter = query.get("prefix", ""), query.get("delimiter", "")
     key_marker, version_marker = query.get("key-marker", ""), query.get("version-id-marker", "")
     max_keys = _max_keys(request)
+    if "version-id-marker" in query:  # AWS refuses a version marker it cannot place, instead of guessing
+        if not key_marker:
+            raise s3error("InvalidArgument", "A version-id marker cannot be specified without a key marker.",
+                          ArgumentName="version-id-marker", ArgumentValue=version_marker)  # fmt: skip
+        found = await request.app[CLIENT].meta.get_version(bucket, key_marker, version_marker, with_data=False)
+        if found is None:
+            raise s3error("InvalidArgument", "Invalid version id specified", ArgumentName="version-id-marker",
+                          ArgumentValue=version_marker)  # fmt: skip
     page = await request.app[CLIENT].meta.list_versions(bucket, prefix, delimiter, key_marker, version_marker, max_keys)
     versions, markers = [], []
     for v in page.entries:

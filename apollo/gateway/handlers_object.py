@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import AsyncIterator
 from urllib.parse import unquote
@@ -10,6 +11,7 @@ from aiohttp import web
 
 from apollo import limits
 from apollo.gateway import metrics
+from apollo.gateway.checksums import ALGORITHMS, new_checksummer
 from apollo.gateway.handlers_bucket import acl_response
 from apollo.gateway.http import (
     RequestBody,
@@ -58,9 +60,20 @@ async def put_object(request: web.Request, bucket: str, key: str) -> web.Respons
     return web.Response(headers=headers)
 
 
+_VERSION_ID_RE = re.compile(r"null|[0-9a-f]{32}")
+
+
+def check_version_id(version_id: str | None) -> str | None:
+    """AWS answers a version id it could never have issued with 400 InvalidArgument, not 404 NoSuchVersion."""
+    if version_id is not None and not _VERSION_ID_RE.fullmatch(version_id):
+        raise s3error("InvalidArgument", "Invalid version id specified", ArgumentName="versionId",
+                      ArgumentValue=version_id)  # fmt: skip
+    return version_id
+
+
 async def resolve(request: web.Request, bucket: str, key: str, version_id: str | None = None) -> Version:
     """The version a read names; delete markers answer as S3 does (404, or 405 when asked by id)."""
-    version_id = version_id if version_id is not None else request.query.get("versionId")
+    version_id = check_version_id(version_id if version_id is not None else request.query.get("versionId"))
     version = await request.app[CLIENT].head(bucket, key, version_id)
     if version is None:
         if version_id is not None:
@@ -88,7 +101,7 @@ def _part_range(request: web.Request, version: Version) -> tuple[int, int] | Non
         raise s3error("InvalidArgument", "Part number must be between 1 and 10000", ArgumentName="partNumber")
     sizes = version.parts or [version.size]
     if number > len(sizes):
-        raise s3error("InvalidPart" if version.parts else "InvalidRange", "The requested partnumber is not satisfiable")
+        raise s3error("InvalidPart", "The requested partnumber is not satisfiable")  # AWS: 400 for either kind
     start = sum(sizes[: number - 1])
     return start, start + sizes[number - 1]
 
@@ -136,7 +149,8 @@ async def head_object(request: web.Request, bucket: str, key: str) -> web.Stream
 
 
 async def delete_object(request: web.Request, bucket: str, key: str) -> web.Response:
-    result = await request.app[CLIENT].meta.delete_object(bucket, key, request.query.get("versionId"), time.time())
+    version_id = check_version_id(request.query.get("versionId"))
+    result = await request.app[CLIENT].meta.delete_object(bucket, key, version_id, time.time())
     headers = {}
     if result.delete_marker:
         headers["x-amz-delete-marker"] = "true"
@@ -192,6 +206,11 @@ async def copy_object(request: web.Request, bucket: str, key: str) -> web.Respon
         raise s3error("InvalidRequest", "This copy request is illegal because it is trying to copy an object to itself "
                       "without changing the object's metadata, storage class, website redirect location or "
                       "encryption attributes.")  # fmt: skip
+    # AWS keeps the source's checksum algorithm unless x-amz-checksum-algorithm names another; the value is
+    # recomputed over the copied bytes (a multipart source's checksum-of-parts cannot be reused anyway).
+    requested = request.headers.get("x-amz-checksum-algorithm", "").upper()
+    algorithms = [requested] if requested else [a for a in source.attrs.checksums if a in ALGORITHMS]
+    checksummers = {algorithm: new_checksummer(algorithm) for algorithm in algorithms}
     attrs = attrs_from_request(request) if directive == "REPLACE" else source.attrs
     attrs.checksums = {}
     attrs.tags = (
@@ -199,13 +218,15 @@ async def copy_object(request: web.Request, bucket: str, key: str) -> web.Respon
         else dict(source.attrs.tags)
     )  # fmt: skip
     client = request.app[CLIENT]
-    version, _ = await client.put_object(bucket, key, client.read(source), attrs,
-                                         conditions=write_conditions(request))  # fmt: skip
+    version, result = await client.put_object(
+        bucket, key, client.read(source), attrs, conditions=write_conditions(request), checksummers=checksummers
+    )
     headers = {"x-amz-version-id": version.version_id} if version.version_id != "null" else {}
     if source.version_id != "null":
         headers["x-amz-copy-source-version-id"] = source.version_id
-    return xml_response("CopyObjectResult", {"LastModified": iso8601(version.last_modified),
-                                             "ETag": f'"{version.etag}"'}, headers=headers)  # fmt: skip
+    body = {"LastModified": iso8601(version.last_modified), "ETag": f'"{version.etag}"'}
+    body.update({f"Checksum{algorithm}": value for algorithm, value in result.checksums.items()})
+    return xml_response("CopyObjectResult", body, headers=headers)
 
 
 async def get_tagging(request: web.Request, bucket: str, key: str) -> web.Response:

@@ -125,6 +125,8 @@ def validate_tags(tags: dict[str, str]) -> None:
     for key, value in tags.items():
         if not key or len(key) > 128 or len(value) > 256:
             raise s3error("InvalidTag", "The TagKey you have provided is invalid")
+        if key.lower().startswith("aws:"):  # the aws: namespace is reserved for system tags
+            raise s3error("InvalidTag", "Your TagKey cannot be prefixed with aws:")
 
 
 def parse_versioning(body: bytes) -> str:

@@ -1,0 +1,254 @@
+"""Bucket operations through boto3: create, list, head, delete, location, names, ACL, unsupported APIs."""
+
+from __future__ import annotations
+
+import urllib.error
+import urllib.request
+import uuid
+import xml.etree.ElementTree as ET
+
+import pytest
+from botocore.exceptions import ClientError
+
+
+def _new_name() -> str:
+    return f"test-{uuid.uuid4().hex[:12]}"
+
+
+def _error(exc_info: pytest.ExceptionInfo[ClientError]) -> tuple[str, int]:
+    response = exc_info.value.response
+    return response["Error"]["Code"], response["ResponseMetadata"]["HTTPStatusCode"]
+
+
+def test_create_bucket_appears_in_list_buckets(s3):
+    name = _new_name()
+    s3.create_bucket(Bucket=name)
+    listed = s3.list_buckets()
+    entry = next(b for b in listed["Buckets"] if b["Name"] == name)
+    assert entry["CreationDate"].tzinfo is not None
+    assert listed["Owner"]["ID"]
+
+
+def test_list_buckets_is_sorted_by_name(s3):
+    names = [f"test-sort-{uuid.uuid4().hex[:8]}-{suffix}" for suffix in ("b", "a", "c")]
+    for name in names:
+        s3.create_bucket(Bucket=name)
+    listed = [b["Name"] for b in s3.list_buckets()["Buckets"]]
+    positions = [listed.index(name) for name in sorted(names)]
+    assert positions == sorted(positions)
+
+
+def test_list_buckets_prefix_filters_and_is_echoed(s3):
+    prefix = f"test-pfx-{uuid.uuid4().hex[:8]}-"
+    names = [prefix + suffix for suffix in ("a", "b")]
+    for name in names:
+        s3.create_bucket(Bucket=name)
+    listed = s3.list_buckets(Prefix=prefix)
+    assert [b["Name"] for b in listed["Buckets"]] == names
+    assert listed["Prefix"] == prefix
+    assert "ContinuationToken" not in listed
+
+
+def test_list_buckets_pages_with_max_buckets(s3):
+    prefix = f"test-page-{uuid.uuid4().hex[:8]}-"
+    names = [f"{prefix}{n}" for n in range(5)]
+    for name in names:
+        s3.create_bucket(Bucket=name)
+    first = s3.list_buckets(Prefix=prefix, MaxBuckets=2)
+    assert [b["Name"] for b in first["Buckets"]] == names[:2]
+    second = s3.list_buckets(Prefix=prefix, MaxBuckets=2, ContinuationToken=first["ContinuationToken"])
+    assert [b["Name"] for b in second["Buckets"]] == names[2:4]
+    third = s3.list_buckets(Prefix=prefix, MaxBuckets=2, ContinuationToken=second["ContinuationToken"])
+    assert [b["Name"] for b in third["Buckets"]] == names[4:]
+    assert "ContinuationToken" not in third
+    paged = s3.get_paginator("list_buckets").paginate(Prefix=prefix, PaginationConfig={"PageSize": 2})
+    assert [b["Name"] for page in paged for b in page["Buckets"]] == names
+
+
+@pytest.mark.parametrize("max_buckets", [0, 10001])
+def test_list_buckets_max_buckets_out_of_range_is_invalid_argument(server, max_buckets):
+    unvalidated = server.s3(parameter_validation=False)
+    with pytest.raises(ClientError) as exc:
+        unvalidated.list_buckets(MaxBuckets=max_buckets)
+    assert _error(exc) == ("InvalidArgument", 400)
+
+
+def test_create_bucket_twice_is_already_owned_by_you(s3, bucket):
+    with pytest.raises(ClientError) as exc:
+        s3.create_bucket(Bucket=bucket)
+    assert _error(exc) == ("BucketAlreadyOwnedByYou", 409)
+
+
+def test_create_bucket_with_location_constraint_is_accepted(s3):
+    name = _new_name()
+    s3.create_bucket(Bucket=name, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+    s3.head_bucket(Bucket=name)
+
+
+def test_head_bucket_existing_answers_200(s3, bucket):
+    response = s3.head_bucket(Bucket=bucket)
+    assert response["ResponseMetadata"]["HTTPStatusCode"] == 200
+
+
+def test_head_bucket_missing_answers_404(s3):
+    with pytest.raises(ClientError) as exc:
+        s3.head_bucket(Bucket=_new_name())
+    # HEAD has no body: botocore reports the bare status as the code.
+    assert _error(exc) == ("404", 404)
+
+
+def test_delete_empty_bucket_then_it_is_gone(s3, bucket):
+    response = s3.delete_bucket(Bucket=bucket)
+    assert response["ResponseMetadata"]["HTTPStatusCode"] == 204
+    assert bucket not in [b["Name"] for b in s3.list_buckets()["Buckets"]]
+    with pytest.raises(ClientError) as exc:
+        s3.head_bucket(Bucket=bucket)
+    assert _error(exc) == ("404", 404)
+
+
+def test_delete_non_empty_bucket_is_bucket_not_empty(s3, bucket):
+    s3.put_object(Bucket=bucket, Key="k", Body=b"x")
+    with pytest.raises(ClientError) as exc:
+        s3.delete_bucket(Bucket=bucket)
+    assert _error(exc) == ("BucketNotEmpty", 409)
+    assert s3.get_object(Bucket=bucket, Key="k")["Body"].read() == b"x"
+
+
+def test_delete_bucket_after_its_objects_are_deleted(s3, bucket):
+    s3.put_object(Bucket=bucket, Key="k", Body=b"x")
+    s3.delete_object(Bucket=bucket, Key="k")
+    s3.delete_bucket(Bucket=bucket)
+    assert bucket not in [b["Name"] for b in s3.list_buckets()["Buckets"]]
+
+
+def test_delete_missing_bucket_is_no_such_bucket(s3):
+    with pytest.raises(ClientError) as exc:
+        s3.delete_bucket(Bucket=_new_name())
+    assert _error(exc) == ("NoSuchBucket", 404)
+
+
+def test_bucket_name_can_be_reused_after_delete(s3, bucket):
+    s3.delete_bucket(Bucket=bucket)
+    s3.create_bucket(Bucket=bucket)
+    assert s3.list_objects_v2(Bucket=bucket)["KeyCount"] == 0
+
+
+def test_object_operations_on_missing_bucket_are_no_such_bucket(s3):
+    name = _new_name()
+    with pytest.raises(ClientError) as exc:
+        s3.put_object(Bucket=name, Key="k", Body=b"x")
+    assert _error(exc) == ("NoSuchBucket", 404)
+    with pytest.raises(ClientError) as exc:
+        s3.get_object(Bucket=name, Key="k")
+    assert _error(exc) == ("NoSuchBucket", 404)
+
+
+def test_get_bucket_location_is_us_east_1(s3, bucket):
+    # us-east-1 is the empty LocationConstraint, which boto3 reports as None.
+    assert s3.get_bucket_location(Bucket=bucket)["LocationConstraint"] is None
+
+
+def test_get_bucket_location_missing_bucket(s3):
+    with pytest.raises(ClientError) as exc:
+        s3.get_bucket_location(Bucket=_new_name())
+    assert _error(exc) == ("NoSuchBucket", 404)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "ab",  # too short
+        "a" * 64,  # too long
+        "UpperCase",
+        "192.168.5.4",  # IP-address-like
+        "my..bucket",
+        "-leading-dash",
+        "trailing-dash-",
+        "under_score",
+        "dot.-dash",
+        "xn--prefix",
+    ],
+)
+def test_invalid_bucket_name_is_rejected(s3, name):
+    with pytest.raises(ClientError) as exc:
+        s3.create_bucket(Bucket=name)
+    assert _error(exc) == ("InvalidBucketName", 400)
+
+
+@pytest.mark.parametrize(
+    "make_name",
+    [
+        lambda tag: tag[:3],  # shortest allowed
+        lambda tag: ("edge-" + tag * 4)[:63],  # longest allowed
+        lambda tag: f"a.b.c.{tag}",
+        lambda tag: f"1-2-3-{tag}",
+        lambda tag: f"my.bucket-name.{tag}",
+    ],
+    ids=["3-chars", "63-chars", "dots", "digits-and-dashes", "dots-and-dashes"],
+)
+def test_valid_edge_bucket_names_are_accepted(s3, make_name):
+    name = make_name(uuid.uuid4().hex)
+    s3.create_bucket(Bucket=name)
+    s3.head_bucket(Bucket=name)
+    assert name in [b["Name"] for b in s3.list_buckets(Prefix=name)["Buckets"]]
+
+
+def test_get_bucket_acl_is_owner_full_control(s3, bucket):
+    acl = s3.get_bucket_acl(Bucket=bucket)
+    owner_id = acl["Owner"]["ID"]
+    assert owner_id
+    assert len(acl["Grants"]) == 1
+    grant = acl["Grants"][0]
+    assert grant["Permission"] == "FULL_CONTROL"
+    assert grant["Grantee"]["ID"] == owner_id
+    assert grant["Grantee"]["Type"] == "CanonicalUser"
+
+
+def test_get_bucket_acl_missing_bucket(s3):
+    with pytest.raises(ClientError) as exc:
+        s3.get_bucket_acl(Bucket=_new_name())
+    assert _error(exc) == ("NoSuchBucket", 404)
+
+
+def test_put_bucket_acl_private_is_accepted_and_public_is_not(s3, bucket):
+    s3.put_bucket_acl(Bucket=bucket, ACL="private")
+    with pytest.raises(ClientError) as exc:
+        s3.put_bucket_acl(Bucket=bucket, ACL="public-read")
+    assert _error(exc) == ("NotImplemented", 501)
+
+
+def test_unsupported_bucket_put_is_not_implemented(s3, bucket):
+    with pytest.raises(ClientError) as exc:
+        s3.put_bucket_policy(Bucket=bucket, Policy='{"Version": "2012-10-17", "Statement": []}')
+    assert _error(exc) == ("NotImplemented", 501)
+    # The server keeps serving the bucket normally afterwards.
+    s3.put_object(Bucket=bucket, Key="after", Body=b"still fine")
+    assert s3.get_object(Bucket=bucket, Key="after")["Body"].read() == b"still fine"
+
+
+def test_unsupported_bucket_get_answers_501_with_xml_error_body(s3, bucket):
+    url = s3.generate_presigned_url("get_bucket_lifecycle_configuration", Params={"Bucket": bucket})
+    with pytest.raises(urllib.error.HTTPError) as exc:
+        urllib.request.urlopen(url, timeout=10)
+    assert exc.value.code == 501
+    assert exc.value.headers["Content-Type"] == "application/xml"
+    root = ET.fromstring(exc.value.read())
+    assert root.tag == "Error"
+    assert root.findtext("Code") == "NotImplemented"
+    assert root.findtext("RequestId") == exc.value.headers["x-amz-request-id"]
+    assert s3.head_bucket(Bucket=bucket)["ResponseMetadata"]["HTTPStatusCode"] == 200
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda s3, b: s3.get_bucket_cors(Bucket=b),
+        lambda s3, b: s3.get_bucket_encryption(Bucket=b),
+        lambda s3, b: s3.get_bucket_website(Bucket=b),
+    ],
+    ids=["cors", "encryption", "website"],
+)
+def test_other_unsupported_bucket_apis_are_not_implemented(s3, bucket, call):
+    with pytest.raises(ClientError) as exc:
+        call(s3, bucket)
+    assert _error(exc) == ("NotImplemented", 501)

@@ -1,0 +1,393 @@
+"""CopyObject (directives, self-copy, copy-source conditions, large objects), object tagging and object ACLs."""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import hashlib
+import os
+import uuid
+
+import crc32c
+import pytest
+from botocore.exceptions import ClientError
+
+MIB = 1024 * 1024
+HOUR = datetime.timedelta(hours=1)
+OTHER_ETAG = '"0123456789abcdef0123456789abcdef"'
+
+
+def _error(exc_info: pytest.ExceptionInfo[ClientError]) -> tuple[str, int]:
+    response = exc_info.value.response
+    return response["Error"]["Code"], response["ResponseMetadata"]["HTTPStatusCode"]
+
+
+def _md5_etag(data: bytes) -> str:
+    return f'"{hashlib.md5(data).hexdigest()}"'
+
+
+def _get(s3, bucket: str, key: str) -> bytes:
+    return s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+
+
+def _tags(s3, bucket: str, key: str) -> dict[str, str]:
+    return {t["Key"]: t["Value"] for t in s3.get_object_tagging(Bucket=bucket, Key=key)["TagSet"]}
+
+
+@pytest.fixture
+def source(s3, bucket) -> tuple[str, bytes]:
+    """(bucket, data) of key "src" with metadata, a content type and a tag."""
+    data = b"source object bytes"
+    s3.put_object(Bucket=bucket, Key="src", Body=data, ContentType="text/plain", CacheControl="max-age=9",
+                  Metadata={"origin": "test"}, Tagging="team=storage")  # fmt: skip
+    return bucket, data
+
+
+# --- CopyObject ------------------------------------------------------------------------------------------------
+
+
+def test_copy_within_bucket_copies_data_and_metadata(s3, source):
+    bucket, data = source
+    result = s3.copy_object(Bucket=bucket, Key="dst", CopySource={"Bucket": bucket, "Key": "src"})
+    assert result["CopyObjectResult"]["ETag"] == _md5_etag(data)
+    assert result["CopyObjectResult"]["LastModified"].tzinfo is not None
+    got = s3.get_object(Bucket=bucket, Key="dst")
+    assert got["Body"].read() == data
+    assert got["ContentType"] == "text/plain"
+    assert got["CacheControl"] == "max-age=9"
+    assert got["Metadata"] == {"origin": "test"}
+    assert _tags(s3, bucket, "dst") == {"team": "storage"}
+    assert _get(s3, bucket, "src") == data  # the source is untouched
+
+
+def test_copy_to_another_bucket(s3, source):
+    bucket, data = source
+    other = f"test-{uuid.uuid4().hex[:12]}"
+    s3.create_bucket(Bucket=other)
+    s3.copy_object(Bucket=other, Key="copied", CopySource={"Bucket": bucket, "Key": "src"})
+    assert _get(s3, other, "copied") == data
+    assert s3.head_object(Bucket=other, Key="copied")["Metadata"] == {"origin": "test"}
+
+
+def test_copy_with_copy_directive_ignores_request_metadata(s3, source):
+    bucket, _ = source
+    s3.copy_object(Bucket=bucket, Key="dst", CopySource={"Bucket": bucket, "Key": "src"},
+                   MetadataDirective="COPY", Metadata={"ignored": "yes"}, ContentType="image/png")  # fmt: skip
+    head = s3.head_object(Bucket=bucket, Key="dst")
+    assert head["Metadata"] == {"origin": "test"}
+    assert head["ContentType"] == "text/plain"
+
+
+def test_copy_with_replace_directive_uses_request_metadata(s3, source):
+    bucket, data = source
+    s3.copy_object(Bucket=bucket, Key="dst", CopySource={"Bucket": bucket, "Key": "src"},
+                   MetadataDirective="REPLACE", Metadata={"fresh": "1"}, ContentType="image/png")  # fmt: skip
+    got = s3.get_object(Bucket=bucket, Key="dst")
+    assert got["Body"].read() == data
+    assert got["Metadata"] == {"fresh": "1"}
+    assert got["ContentType"] == "image/png"
+    assert "CacheControl" not in got  # REPLACE drops what the request does not repeat
+
+
+def test_copy_onto_itself_without_replace_is_invalid_request(s3, source):
+    bucket, _ = source
+    with pytest.raises(ClientError) as exc:
+        s3.copy_object(Bucket=bucket, Key="src", CopySource={"Bucket": bucket, "Key": "src"})
+    assert _error(exc) == ("InvalidRequest", 400)
+
+
+def test_copy_onto_itself_with_replace_changes_metadata_only(s3, source):
+    bucket, data = source
+    s3.copy_object(Bucket=bucket, Key="src", CopySource={"Bucket": bucket, "Key": "src"},
+                   MetadataDirective="REPLACE", Metadata={"edited": "true"}, ContentType="text/csv")  # fmt: skip
+    got = s3.get_object(Bucket=bucket, Key="src")
+    assert got["Body"].read() == data
+    assert got["Metadata"] == {"edited": "true"}
+    assert got["ContentType"] == "text/csv"
+    assert got["ETag"] == _md5_etag(data)
+
+
+def test_copy_replaces_existing_destination(s3, source):
+    bucket, data = source
+    s3.put_object(Bucket=bucket, Key="dst", Body=b"old destination contents, longer than the source", Tagging="a=b")
+    s3.copy_object(Bucket=bucket, Key="dst", CopySource={"Bucket": bucket, "Key": "src"})
+    assert _get(s3, bucket, "dst") == data
+    assert _tags(s3, bucket, "dst") == {"team": "storage"}
+
+
+def test_copy_missing_source_key_is_no_such_key(s3, bucket):
+    with pytest.raises(ClientError) as exc:
+        s3.copy_object(Bucket=bucket, Key="dst", CopySource={"Bucket": bucket, "Key": "missing"})
+    assert _error(exc) == ("NoSuchKey", 404)
+
+
+def test_copy_missing_source_bucket_is_no_such_bucket(s3, bucket):
+    missing = f"test-{uuid.uuid4().hex[:12]}"
+    with pytest.raises(ClientError) as exc:
+        s3.copy_object(Bucket=bucket, Key="dst", CopySource={"Bucket": missing, "Key": "src"})
+    assert _error(exc) == ("NoSuchBucket", 404)
+
+
+def test_copy_to_missing_destination_bucket_is_no_such_bucket(s3, source):
+    bucket, _ = source
+    with pytest.raises(ClientError) as exc:
+        s3.copy_object(Bucket=f"test-{uuid.uuid4().hex[:12]}", Key="dst", CopySource={"Bucket": bucket, "Key": "src"})
+    assert _error(exc) == ("NoSuchBucket", 404)
+
+
+@pytest.mark.parametrize("size", [0, 20 * MIB + 3], ids=["empty", "20MiB"])
+def test_copy_is_byte_exact(s3, bucket, size):
+    data = os.urandom(size)
+    s3.put_object(Bucket=bucket, Key="src", Body=data)
+    result = s3.copy_object(Bucket=bucket, Key="dst", CopySource={"Bucket": bucket, "Key": "src"})
+    assert result["CopyObjectResult"]["ETag"] == _md5_etag(data)
+    got = s3.get_object(Bucket=bucket, Key="dst")
+    assert got["ContentLength"] == size
+    assert hashlib.sha256(got["Body"].read()).digest() == hashlib.sha256(data).digest()
+
+
+@pytest.mark.parametrize("key", ["with space", "plus+sign", "ünï/日本", "q?mark#hash", "percent%25"])
+def test_copy_source_with_odd_key_names(s3, bucket, key):
+    s3.put_object(Bucket=bucket, Key=key, Body=key.encode())
+    s3.copy_object(Bucket=bucket, Key=f"copy/{key}", CopySource={"Bucket": bucket, "Key": key})
+    assert _get(s3, bucket, f"copy/{key}") == key.encode()
+
+
+def test_copy_tagging_directive_replace(s3, source):
+    bucket, _ = source
+    s3.copy_object(Bucket=bucket, Key="dst", CopySource={"Bucket": bucket, "Key": "src"},
+                   TaggingDirective="REPLACE", Tagging="stage=new&x=1")  # fmt: skip
+    assert _tags(s3, bucket, "dst") == {"stage": "new", "x": "1"}
+
+
+def test_copy_keeps_the_source_checksum_algorithm(s3, bucket):
+    data = os.urandom(50_000)
+    put = s3.put_object(Bucket=bucket, Key="src", Body=data, ChecksumAlgorithm="SHA256")
+    result = s3.copy_object(Bucket=bucket, Key="dst", CopySource={"Bucket": bucket, "Key": "src"})
+    assert result["CopyObjectResult"]["ChecksumSHA256"] == put["ChecksumSHA256"]
+    head = s3.head_object(Bucket=bucket, Key="dst", ChecksumMode="ENABLED")
+    assert head["ChecksumSHA256"] == put["ChecksumSHA256"]
+
+
+def test_copy_with_checksum_algorithm_computes_that_checksum(s3, bucket):
+    data = os.urandom(50_000)
+    s3.put_object(Bucket=bucket, Key="src", Body=data, ChecksumAlgorithm="SHA256")
+    result = s3.copy_object(Bucket=bucket, Key="dst", CopySource={"Bucket": bucket, "Key": "src"},
+                            ChecksumAlgorithm="CRC32C")  # fmt: skip
+    expected = base64.b64encode(crc32c.crc32c(data).to_bytes(4, "big")).decode()
+    assert result["CopyObjectResult"]["ChecksumCRC32C"] == expected
+    head = s3.head_object(Bucket=bucket, Key="dst", ChecksumMode="ENABLED")
+    assert head["ChecksumCRC32C"] == expected
+    assert "ChecksumSHA256" not in head
+
+
+def test_copy_if_none_match_star_refuses_an_existing_destination(s3, source):
+    bucket, data = source
+    s3.put_object(Bucket=bucket, Key="dst", Body=b"keep me")
+    with pytest.raises(ClientError) as exc:
+        s3.copy_object(Bucket=bucket, Key="dst", CopySource={"Bucket": bucket, "Key": "src"}, IfNoneMatch="*")
+    assert _error(exc) == ("PreconditionFailed", 412)
+    assert _get(s3, bucket, "dst") == b"keep me"
+    s3.copy_object(Bucket=bucket, Key="new", CopySource={"Bucket": bucket, "Key": "src"}, IfNoneMatch="*")
+    assert _get(s3, bucket, "new") == data
+
+
+def test_copy_if_match_on_the_destination(s3, source):
+    bucket, data = source
+    etag = s3.put_object(Bucket=bucket, Key="dst", Body=b"old")["ETag"]
+    with pytest.raises(ClientError) as exc:
+        s3.copy_object(Bucket=bucket, Key="dst", CopySource={"Bucket": bucket, "Key": "src"}, IfMatch=OTHER_ETAG)
+    assert _error(exc) == ("PreconditionFailed", 412)
+    s3.copy_object(Bucket=bucket, Key="dst", CopySource={"Bucket": bucket, "Key": "src"}, IfMatch=etag)
+    assert _get(s3, bucket, "dst") == data
+
+
+def test_copy_with_unknown_metadata_directive_is_invalid_argument(s3, source):
+    bucket, _ = source
+    s3.meta.events.register_first(
+        "before-sign.s3.CopyObject", lambda request, **_: request.headers.__setitem__("x-amz-metadata-directive", "X")
+    )
+    with pytest.raises(ClientError) as exc:
+        s3.copy_object(Bucket=bucket, Key="dst", CopySource={"Bucket": bucket, "Key": "src"})
+    assert _error(exc) == ("InvalidArgument", 400)
+
+
+# --- Copy-source conditions ------------------------------------------------------------------------------------
+
+
+def _source_state(s3, bucket: str) -> tuple[str, datetime.datetime]:
+    head = s3.head_object(Bucket=bucket, Key="src")
+    return head["ETag"], head["LastModified"]
+
+
+def _copy(s3, bucket: str, **conditions) -> dict:
+    return s3.copy_object(Bucket=bucket, Key="dst", CopySource={"Bucket": bucket, "Key": "src"}, **conditions)
+
+
+def _copy_fails(s3, bucket: str, **conditions) -> None:
+    with pytest.raises(ClientError) as exc:
+        _copy(s3, bucket, **conditions)
+    assert _error(exc) == ("PreconditionFailed", 412)
+    with pytest.raises(ClientError) as exc:
+        s3.head_object(Bucket=bucket, Key="dst")
+    assert _error(exc) == ("404", 404)
+
+
+def test_copy_source_if_match(s3, source):
+    bucket, data = source
+    etag, _ = _source_state(s3, bucket)
+    _copy_fails(s3, bucket, CopySourceIfMatch=OTHER_ETAG)
+    _copy(s3, bucket, CopySourceIfMatch=etag)
+    assert _get(s3, bucket, "dst") == data
+
+
+def test_copy_source_if_none_match(s3, source):
+    bucket, data = source
+    etag, _ = _source_state(s3, bucket)
+    _copy_fails(s3, bucket, CopySourceIfNoneMatch=etag)
+    _copy(s3, bucket, CopySourceIfNoneMatch=OTHER_ETAG)
+    assert _get(s3, bucket, "dst") == data
+
+
+def test_copy_source_if_modified_since(s3, source):
+    bucket, data = source
+    _, modified = _source_state(s3, bucket)
+    _copy_fails(s3, bucket, CopySourceIfModifiedSince=modified)
+    _copy(s3, bucket, CopySourceIfModifiedSince=modified - HOUR)
+    assert _get(s3, bucket, "dst") == data
+
+
+def test_copy_source_if_unmodified_since(s3, source):
+    bucket, data = source
+    _, modified = _source_state(s3, bucket)
+    _copy_fails(s3, bucket, CopySourceIfUnmodifiedSince=modified - HOUR)
+    _copy(s3, bucket, CopySourceIfUnmodifiedSince=modified)
+    assert _get(s3, bucket, "dst") == data
+
+
+def test_copy_source_if_match_true_overrides_if_unmodified_since_false(s3, source):
+    bucket, data = source
+    etag, modified = _source_state(s3, bucket)
+    _copy(s3, bucket, CopySourceIfMatch=etag, CopySourceIfUnmodifiedSince=modified - HOUR)
+    assert _get(s3, bucket, "dst") == data
+
+
+def test_copy_source_if_none_match_false_with_if_modified_since_true_fails(s3, source):
+    bucket, _ = source
+    etag, modified = _source_state(s3, bucket)
+    _copy_fails(s3, bucket, CopySourceIfNoneMatch=etag, CopySourceIfModifiedSince=modified - HOUR)
+
+
+# --- Object tagging --------------------------------------------------------------------------------------------
+
+
+def test_put_get_delete_object_tagging(s3, bucket):
+    s3.put_object(Bucket=bucket, Key="k", Body=b"x")
+    assert s3.get_object_tagging(Bucket=bucket, Key="k")["TagSet"] == []
+    tag_set = [{"Key": "project", "Value": "apollo"}, {"Key": "empty", "Value": ""}]
+    s3.put_object_tagging(Bucket=bucket, Key="k", Tagging={"TagSet": tag_set})
+    assert _tags(s3, bucket, "k") == {"project": "apollo", "empty": ""}
+    response = s3.delete_object_tagging(Bucket=bucket, Key="k")
+    assert response["ResponseMetadata"]["HTTPStatusCode"] == 204
+    assert s3.get_object_tagging(Bucket=bucket, Key="k")["TagSet"] == []
+    assert _get(s3, bucket, "k") == b"x"  # tagging never touches the data
+
+
+def test_put_object_tagging_replaces_the_whole_set(s3, bucket):
+    s3.put_object(Bucket=bucket, Key="k", Body=b"x", Tagging="a=1&b=2")
+    s3.put_object_tagging(Bucket=bucket, Key="k", Tagging={"TagSet": [{"Key": "c", "Value": "3"}]})
+    assert _tags(s3, bucket, "k") == {"c": "3"}
+
+
+def test_tagging_header_on_put_object_is_url_decoded(s3, bucket):
+    s3.put_object(Bucket=bucket, Key="k", Body=b"x", Tagging="team=storage&key%20one=v%2B1%26more&blank=")
+    assert _tags(s3, bucket, "k") == {"team": "storage", "key one": "v+1&more", "blank": ""}
+
+
+def test_tagging_count_header_on_head_and_get(s3, bucket):
+    s3.put_object(Bucket=bucket, Key="k", Body=b"x", Tagging="a=1&b=2&c=3")
+    assert s3.head_object(Bucket=bucket, Key="k")["ResponseMetadata"]["HTTPHeaders"]["x-amz-tagging-count"] == "3"
+    assert s3.get_object(Bucket=bucket, Key="k")["TagCount"] == 3
+    s3.delete_object_tagging(Bucket=bucket, Key="k")
+    assert "x-amz-tagging-count" not in s3.head_object(Bucket=bucket, Key="k")["ResponseMetadata"]["HTTPHeaders"]
+
+
+def test_overwriting_an_object_drops_its_tags(s3, bucket):
+    s3.put_object(Bucket=bucket, Key="k", Body=b"x", Tagging="a=1")
+    s3.put_object(Bucket=bucket, Key="k", Body=b"y")
+    assert s3.get_object_tagging(Bucket=bucket, Key="k")["TagSet"] == []
+
+
+def test_ten_tags_are_allowed(s3, bucket):
+    s3.put_object(Bucket=bucket, Key="k", Body=b"x")
+    tag_set = [{"Key": f"k{n}", "Value": f"v{n}"} for n in range(10)]
+    s3.put_object_tagging(Bucket=bucket, Key="k", Tagging={"TagSet": tag_set})
+    assert len(_tags(s3, bucket, "k")) == 10
+
+
+@pytest.mark.parametrize(
+    "tag_set",
+    [
+        [{"Key": f"k{n}", "Value": "v"} for n in range(11)],
+        [{"Key": "k" * 129, "Value": "v"}],
+        [{"Key": "k", "Value": "v" * 257}],
+        [{"Key": "", "Value": "v"}],
+        [{"Key": "dup", "Value": "1"}, {"Key": "dup", "Value": "2"}],
+        [{"Key": "aws:reserved", "Value": "v"}],
+    ],
+    ids=["eleven-tags", "long-key", "long-value", "empty-key", "duplicate-key", "aws-prefix"],
+)
+def test_invalid_tag_set_is_invalid_tag(server, s3, bucket, tag_set):
+    s3.put_object(Bucket=bucket, Key="k", Body=b"x", Tagging="keep=me")
+    unvalidated = server.s3(parameter_validation=False)  # boto3 itself refuses an empty key
+    with pytest.raises(ClientError) as exc:
+        unvalidated.put_object_tagging(Bucket=bucket, Key="k", Tagging={"TagSet": tag_set})
+    assert _error(exc) == ("InvalidTag", 400)
+    assert _tags(s3, bucket, "k") == {"keep": "me"}
+
+
+def test_invalid_tagging_header_on_put_object_is_invalid_tag(s3, bucket):
+    tagging = "&".join(f"k{n}=v" for n in range(11))
+    with pytest.raises(ClientError) as exc:
+        s3.put_object(Bucket=bucket, Key="k", Body=b"x", Tagging=tagging)
+    assert _error(exc) == ("InvalidTag", 400)
+    with pytest.raises(ClientError) as exc:
+        s3.head_object(Bucket=bucket, Key="k")
+    assert _error(exc) == ("404", 404)
+
+
+def test_tagging_on_missing_key_is_no_such_key(s3, bucket):
+    with pytest.raises(ClientError) as exc:
+        s3.get_object_tagging(Bucket=bucket, Key="missing")
+    assert _error(exc) == ("NoSuchKey", 404)
+    with pytest.raises(ClientError) as exc:
+        s3.put_object_tagging(Bucket=bucket, Key="missing", Tagging={"TagSet": [{"Key": "a", "Value": "b"}]})
+    assert _error(exc) == ("NoSuchKey", 404)
+
+
+# --- Object ACLs -----------------------------------------------------------------------------------------------
+
+
+def test_object_acl_private_roundtrip(s3, bucket):
+    s3.put_object(Bucket=bucket, Key="k", Body=b"x", ACL="private")
+    s3.put_object_acl(Bucket=bucket, Key="k", ACL="private")
+    acl = s3.get_object_acl(Bucket=bucket, Key="k")
+    assert [g["Permission"] for g in acl["Grants"]] == ["FULL_CONTROL"]
+    assert acl["Grants"][0]["Grantee"]["ID"] == acl["Owner"]["ID"]
+    assert acl["Grants"][0]["Grantee"]["Type"] == "CanonicalUser"
+
+
+def test_object_acl_public_read_is_not_implemented(s3, bucket):
+    s3.put_object(Bucket=bucket, Key="k", Body=b"x")
+    with pytest.raises(ClientError) as exc:
+        s3.put_object_acl(Bucket=bucket, Key="k", ACL="public-read")
+    assert _error(exc) == ("NotImplemented", 501)
+
+
+def test_object_acl_on_missing_key_is_no_such_key(s3, bucket):
+    with pytest.raises(ClientError) as exc:
+        s3.get_object_acl(Bucket=bucket, Key="missing")
+    assert _error(exc) == ("NoSuchKey", 404)
+    with pytest.raises(ClientError) as exc:
+        s3.put_object_acl(Bucket=bucket, Key="missing", ACL="private")
+    assert _error(exc) == ("NoSuchKey", 404)
