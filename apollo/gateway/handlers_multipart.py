@@ -7,6 +7,7 @@ import time
 from aiohttp import web
 
 from apollo import limits
+from apollo.gateway.checksums import ALGORITHMS
 from apollo.gateway.handlers_bucket import _encoder
 from apollo.gateway.handlers_object import check_copy_conditions, parse_copy_source, resolve, write_conditions
 from apollo.gateway.http import RequestBody, attrs_from_request
@@ -32,7 +33,9 @@ async def create_upload(request: web.Request, bucket: str, key: str) -> web.Resp
     attrs = attrs_from_request(request)
     algorithm = request.headers.get("x-amz-checksum-algorithm", "").upper()
     upload_id = await request.app[CLIENT].meta.create_upload(bucket, key, attrs, algorithm, time.time())
-    return xml_response("InitiateMultipartUploadResult", {"Bucket": bucket, "Key": key, "UploadId": upload_id})
+    headers = {"x-amz-checksum-algorithm": algorithm} if algorithm else {}  # SDKs read it back, as from AWS
+    return xml_response("InitiateMultipartUploadResult", {"Bucket": bucket, "Key": key, "UploadId": upload_id},
+                        headers=headers)  # fmt: skip
 
 
 async def upload_part(request: web.Request, bucket: str, key: str) -> web.Response:
@@ -72,6 +75,8 @@ async def _upload_part_copy(request: web.Request, bucket: str, key: str, upload_
 
 async def complete_upload(request: web.Request, bucket: str, key: str) -> web.Response:
     parts = parse_complete(await request.content.read(limits.xml_body_bytes_max + 1))
+    if not parts:
+        raise s3error("MalformedXML", "CompleteMultipartUpload must list at least one part")  # as AWS answers
     if len(parts) > limits.part_number_max:
         raise s3error("InvalidArgument", "Too many parts", ArgumentName="Part")
     version = await request.app[CLIENT].meta.complete_upload(
@@ -92,7 +97,7 @@ async def abort_upload(request: web.Request, bucket: str, key: str) -> web.Respo
 async def list_parts(request: web.Request, bucket: str, key: str) -> web.Response:
     upload_id = request.query["uploadId"]
     meta = request.app[CLIENT].meta
-    await meta.get_upload(bucket, key, upload_id)
+    upload = await meta.get_upload(bucket, key, upload_id)
     try:
         marker = int(request.query.get("part-number-marker", "0"))
         max_parts = min(int(request.query.get("max-parts", "1000")), 1000)
@@ -101,13 +106,19 @@ async def list_parts(request: web.Request, bucket: str, key: str) -> web.Respons
     parts, truncated = await meta.list_parts(upload_id, marker, max_parts)
     body = {
         "Bucket": bucket, "Key": key, "UploadId": upload_id, "Initiator": OWNER, "Owner": OWNER,
-        "StorageClass": "STANDARD", "PartNumberMarker": marker,
+        "StorageClass": "STANDARD", "ChecksumAlgorithm": upload.checksum_algorithm or None,
+        "PartNumberMarker": marker,
         "NextPartNumberMarker": parts[-1].part_number if parts else marker, "MaxParts": max_parts,
         "IsTruncated": truncated,
         "Part": [{"PartNumber": p.part_number, "LastModified": iso8601(p.last_modified), "ETag": f'"{p.etag}"',
-                  "Size": p.size} for p in parts],
+                  "Size": p.size, **_part_checksums(p.checksums)} for p in parts],
     }  # fmt: skip
     return xml_response("ListPartsResult", body)
+
+
+def _part_checksums(checksums: dict[str, str]) -> dict[str, str]:
+    """A part's stored x-amz-checksum-* values as ListParts elements (ChecksumSHA256...)."""
+    return {f"Checksum{name}": value for name, value in checksums.items() if name in ALGORITHMS}
 
 
 async def list_uploads(request: web.Request, bucket: str, key: str) -> web.Response:

@@ -54,6 +54,8 @@ def walk(
     """
     rows: list = []
     prefixes: list[str] = []
+    if max_items <= 0:
+        return rows, prefixes, False  # AWS: max-keys=0 is an empty, untruncated page (no marker to resume from)
     upper = successor(prefix) if prefix else None
     cursor = start if start.key >= prefix else Cursor(prefix, inclusive=True)
     folded = _common_prefix(cursor.key, prefix, delimiter) if not cursor.inclusive else None

@@ -23,7 +23,8 @@ def multipart_etag(part_etags: list[str]) -> str:
 
 class MultipartOps(ObjectOps):
     def create_upload(self, bucket: str, key: str, attrs: ObjectAttrs, checksum_algorithm: str, now: float) -> str:
-        upload_id = uuid.uuid4().hex + uuid.uuid4().hex[:16]
+        # Time first: AWS lists a key's uploads in initiation order, and listings sort by upload id.
+        upload_id = f"{int(now * 1_000_000):016x}" + uuid.uuid4().hex
         with self.tx() as db:
             self._bucket_row(db, bucket)
             db.execute(
@@ -96,8 +97,10 @@ class MultipartOps(ObjectOps):
             fetch, prefix, delimiter, start, max_uploads, cursor_after=lambda u: Cursor(u.key, seq=0)
         )
         page = ListPage(uploads, prefixes, truncated)
-        if truncated and uploads:
-            page.next_marker, page.next_version_marker = uploads[-1].key, uploads[-1].upload_id
+        if truncated:  # resume after whichever came last: an upload, or a common prefix (no upload id then)
+            last = uploads[-1] if uploads and (not prefixes or uploads[-1].key > prefixes[-1]) else None
+            page.next_marker = last.key if last else prefixes[-1]
+            page.next_version_marker = last.upload_id if last else None
         return page
 
     def abort_upload(self, bucket: str, key: str, upload_id: str, now: float) -> None:
