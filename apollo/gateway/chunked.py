@@ -19,6 +19,7 @@ import hmac
 from collections.abc import AsyncIterator
 
 from aiohttp import StreamReader
+from aiohttp.http_exceptions import LineTooLong
 
 from apollo.gateway.s3errors import s3error
 from apollo.gateway.sigv4 import EMPTY_SHA256, AuthContext, sign
@@ -48,11 +49,14 @@ class AwsChunkedReader:
         self._decoded_length = decoded_length
         self.trailers: dict[str, str] = {}
 
-    async def _line(self) -> str:
-        try:
-            raw = await self._stream.readuntil(b"\n")
-        except ValueError as exc:  # longer than the stream's limit
-            raise s3error("IncompleteBody", "An aws-chunked header line is too long") from exc
+    async def _line(self, eof_ok: bool = False) -> str | None:
+        """One CRLF-ended line; None at a clean end of body when ``eof_ok`` (after the final chunk)."""
+        try:  # bounded: a client sending an endless header line must not make the gateway buffer it
+            raw = await self._stream.readuntil(b"\n", max_size=LINE_BYTES_MAX)
+        except (LineTooLong, ValueError) as exc:  # LineTooLong is not a ValueError
+            raise s3error("InvalidRequest", "An aws-chunked header line is too long") from exc
+        if eof_ok and not raw:
+            return None
         if not raw.endswith(b"\n"):
             raise s3error("IncompleteBody", "The aws-chunked body ended inside a chunk header")
         if len(raw) > LINE_BYTES_MAX:
@@ -107,9 +111,9 @@ class AwsChunkedReader:
         trailer_signature = None
         canonical = []
         for _ in range(TRAILER_LINES_MAX + 1):
-            if self._stream.at_eof():
-                break
-            line = await self._line()
+            # The body may end right after the final chunk; whether EOF is already flagged when we get
+            # here depends on packet timing, so a clean EOF is read as "no more trailers", not checked first.
+            line = await self._line(eof_ok=True)
             if not line:
                 break
             name, sep, value = line.partition(":")

@@ -135,6 +135,12 @@ def attrs_from_request(request: web.Request) -> ObjectAttrs:
         raise s3error("MetadataTooLarge",
                       "Your metadata headers exceed the maximum allowed metadata size")  # fmt: skip
     system = {name: headers[name] for name in SYSTEM_HEADERS if name in headers}
+    encodings = [token.strip() for token in system.get("Content-Encoding", "").split(",")]
+    if "aws-chunked" in (token.lower() for token in encodings):  # a transfer detail, never stored (as on AWS)
+        kept = [token for token in encodings if token and token.lower() != "aws-chunked"]
+        system.pop("Content-Encoding")
+        if kept:
+            system["Content-Encoding"] = ",".join(kept)
     tags = parse_tag_header(headers.get("x-amz-tagging", ""))
     return ObjectAttrs(headers.get("Content-Type", "binary/octet-stream"), system, user_meta, tags)
 
@@ -167,8 +173,8 @@ def object_headers(version: Version, request: web.Request | None = None) -> dict
         for algorithm, value in version.attrs.checksums.items():
             if algorithm in ALGORITHMS:
                 headers[f"x-amz-checksum-{algorithm.lower()}"] = value
-    if version.parts:
-        headers["x-amz-mp-parts-count"] = str(len(version.parts))
+    if version.parts and request is not None and "partNumber" in request.query:
+        headers["x-amz-mp-parts-count"] = str(len(version.parts))  # AWS sends it only to partNumber reads
     return headers
 
 

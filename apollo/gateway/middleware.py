@@ -32,6 +32,7 @@ PUBLIC_PATHS = {"/health/live", "/health/ready", "/metrics"}
 
 def _error_response(request: web.Request, error: S3Error) -> web.Response:
     request_id = request["request_id"]
+    request["error_code"] = error.code  # for the access log: a 400 alone does not say what went wrong
     body = b"" if request.method == "HEAD" or error.status == 304 else error_body(error, request.path, request_id)
     headers = {"x-amz-request-id": request_id, "Content-Type": "application/xml", **error.headers}
     return web.Response(status=error.status, body=body, headers=headers)
@@ -60,8 +61,8 @@ async def errors_middleware(request: web.Request, handler) -> web.StreamResponse
     metrics.request_seconds.labels(op).observe(elapsed)
     access_log.info(
         '%s %s "%s %s" %d %s %.1fms',
-        request.remote, request["request_id"], request.method, request.raw_path[:512], response.status, op,
-        elapsed * 1000,
+        request.remote, request["request_id"], request.method, request.raw_path[:512], response.status,
+        f"{op} {request['error_code']}" if "error_code" in request else op, elapsed * 1000,
     )  # fmt: skip
     return response
 

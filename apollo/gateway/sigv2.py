@@ -105,8 +105,8 @@ def verify_header(
         raise s3error("RequestTimeTooSkewed", RequestTime=date, ServerTime=now.strftime("%Y-%m-%dT%H:%M:%SZ"),
                       MaxAllowedSkewMilliseconds=str(int(max_skew_s * 1000)))  # fmt: skip
     date_line = "" if "x-amz-date" in headers else date
-    text = _string_to_sign(method, raw_path, _parse_query(raw_query), headers, date_line)
-    _compare(_signature(secret_for(access_key, lookup_secret), text), signature, text, access_key)
+    _verify(secret_for(access_key, lookup_secret), method, raw_path, _parse_query(raw_query), headers, date_line,
+            signature, access_key)  # fmt: skip
     return access_key
 
 
@@ -127,9 +127,22 @@ def verify_presigned(
     if now.timestamp() > expires_at:
         raise s3error("AccessDenied", "Request has expired", Expires=expires,
                       ServerTime=now.strftime("%Y-%m-%dT%H:%M:%SZ"))  # fmt: skip
-    text = _string_to_sign(method, raw_path, query, headers, expires)
-    _compare(_signature(secret_for(access_key, lookup_secret), text), signature, text, access_key)
+    _verify(secret_for(access_key, lookup_secret), method, raw_path, query, headers, expires, signature, access_key)
     return access_key
+
+
+def _verify(secret: str, method: str, raw_path: str, query: dict[str, str], headers: Mapping[str, str], date: str,
+            signature: str, access_key: str) -> None:  # fmt: skip
+    """botocore signs a path-style bucket request (``/bucket``) as ``/bucket/`` while sending ``/bucket``,
+    and other clients sign what they send: for a bare bucket path both resources are accepted."""
+    text = _string_to_sign(method, raw_path, query, headers, date)
+    expected = _signature(secret, text)
+    bare_bucket = raw_path.count("/") == 1 and len(raw_path) > 1
+    if bare_bucket and not hmac.compare_digest(expected.encode(), signature.encode()):
+        alternative = _signature(secret, _string_to_sign(method, raw_path + "/", query, headers, date))
+        if hmac.compare_digest(alternative.encode(), signature.encode()):
+            return
+    _compare(expected, signature, text, access_key)
 
 
 def _parse_query(raw_query: str) -> dict[str, str]:

@@ -12,12 +12,13 @@ chunk signatures from them.
 from __future__ import annotations
 
 import datetime
+import email.utils
 import hashlib
 import hmac
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from urllib.parse import quote, unquote, unquote_plus
+from urllib.parse import quote, unquote_plus, unquote_to_bytes
 
 from apollo.gateway import sigv2
 from apollo.gateway.s3errors import s3error
@@ -91,7 +92,9 @@ def _canonical_headers(headers: Mapping[str, str], signed: list[str]) -> str:
 def canonical_request(
     method: str, raw_path: str, query: str, headers: Mapping[str, str], signed: list[str], payload: str
 ) -> str:
-    uri = quote(unquote(raw_path), safe="/~") or "/"
+    # Bytes, not str: a path that is not UTF-8 (%FF) must still be signed as sent, so that the request gets
+    # past authentication to the InvalidURI it deserves rather than a confusing SignatureDoesNotMatch.
+    uri = quote(unquote_to_bytes(raw_path), safe="/~") or "/"
     return "\n".join((method, uri, query, _canonical_headers(headers, signed), ";".join(signed), payload))
 
 
@@ -100,6 +103,20 @@ def _parse_time(value: str, what: str) -> datetime.datetime:
         return datetime.datetime.strptime(value, "%Y%m%dT%H%M%SZ").replace(tzinfo=datetime.UTC)
     except ValueError as exc:
         raise s3error("AccessDenied", f"{what} {value!r} is not an ISO 8601 basic-format timestamp") from exc
+
+
+def _basic_time_from_date(value: str | None) -> str | None:
+    """SigV4 accepts a ``Date`` header in place of ``x-amz-date`` (botocore signs ``Date`` when a request
+    already has one); the string to sign then carries the same instant in ISO 8601 basic format."""
+    if not value:
+        return None
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=datetime.UTC)
+    return when.astimezone(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
 
 
 def _parse_credential(credential: str, amz_date: str, *, presigned: bool) -> tuple[str, str, str]:
@@ -150,7 +167,7 @@ def _verify_header(method, raw_path, raw_query, headers, authorization, lookup_s
         raise s3error("AuthorizationHeaderMalformed",
                       "The authorization header is malformed; expecting 'AWS4-HMAC-SHA256 Credential=..., "
                       "SignedHeaders=..., Signature=...'.")  # fmt: skip
-    amz_date = headers.get("x-amz-date")
+    amz_date = headers.get("x-amz-date") or _basic_time_from_date(headers.get("Date"))
     if amz_date is None:
         raise s3error("AccessDenied", "AWS authentication requires a valid Date or x-amz-date header")
     when = _parse_time(amz_date, "x-amz-date")
