@@ -14,6 +14,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+import uuid
 import xml.etree.ElementTree as ET
 import zlib
 from urllib.parse import urlparse
@@ -238,6 +239,16 @@ def test_created_key_with_wrong_secret_does_not_match(server, bucket):
     with pytest.raises(ClientError) as exc:
         _client(server, key, DEV_SECRET_KEY).list_objects_v2(Bucket=bucket)
     assert _error(exc) == ("SignatureDoesNotMatch", 403)
+
+
+def test_key_works_at_once_even_after_a_failed_attempt_before_it_existed(server, bucket):
+    key, secret = f"AKLATE{uuid.uuid4().hex[:10].upper()}", None
+    with pytest.raises(ClientError) as exc:
+        _client(server, key, "not-yet-a-secret-at-all").list_objects_v2(Bucket=bucket)
+    assert _error(exc) == ("InvalidAccessKeyId", 403)
+    lines = dict(line.split(": ", 1) for line in _admin_key(server, "create", key).splitlines() if ": " in line)
+    secret = lines["secret key"]
+    assert _client(server, key, secret).list_objects_v2(Bucket=bucket)["KeyCount"] == 0  # no negative caching
 
 
 def test_key_deleted_before_use_is_invalid_access_key_id(server, bucket):
