@@ -92,3 +92,48 @@ def checksum_from_headers(headers: Mapping[str, str]) -> tuple[str, str | None] 
     if trailer:
         return _algorithm_of(trailer.strip()), None
     return None
+
+
+CHECKSUM_TYPES = ("COMPOSITE", "FULL_OBJECT")
+_CRC_COMBINE = {"CRC32": crt_checksums.combine_crc32, "CRC32C": crt_checksums.combine_crc32c,
+                "CRC64NVME": crt_checksums.combine_crc64nvme}  # fmt: skip
+
+
+def multipart_checksum_type(algorithm: str, requested: str | None) -> str:
+    """The checksum type of a new multipart upload, with AWS's defaults and restrictions:
+    CRC64NVME only combines as a full-object CRC; SHA digests only compose."""
+    if requested is None:
+        return "FULL_OBJECT" if algorithm == "CRC64NVME" else "COMPOSITE"
+    requested = requested.upper()
+    if requested not in CHECKSUM_TYPES:
+        raise s3error("InvalidRequest", f"Value for x-amz-checksum-type header is invalid: {requested}")
+    allowed = algorithm in _CRC_COMBINE if requested == "FULL_OBJECT" else algorithm != "CRC64NVME"
+    if not allowed:
+        raise s3error("InvalidRequest", f"The {requested} checksum type cannot be used with the "
+                      f"{algorithm.lower()} checksum algorithm.")  # fmt: skip
+    return requested
+
+
+def combine_part_checksums(algorithm: str, checksum_type: str, parts: list[tuple[str, int]]) -> str:
+    """The object checksum of a completed multipart upload from its parts' (base64 checksum, size).
+
+    FULL_OBJECT: the CRC of the whole object, combined from the part CRCs without
+    rereading data. COMPOSITE: the checksum of the concatenated part checksums,
+    suffixed with ``-<part count>``, as AWS computes it.
+    """
+    raw = [base64.b64decode(value) for value, _ in parts]
+    if checksum_type == "FULL_OBJECT":
+        combine = _CRC_COMBINE[algorithm]
+        crc = int.from_bytes(raw[0], "big")
+        for digest, (_, size) in zip(raw[1:], parts[1:], strict=True):
+            crc = combine(crc, int.from_bytes(digest, "big"), size)
+        return base64.b64encode(crc.to_bytes(_DIGEST_BYTES[algorithm], "big")).decode()
+    outer = new_checksummer(algorithm)
+    for digest in raw:
+        outer.update(digest)
+    return f"{outer.b64digest()}-{len(parts)}"
+
+
+def checksum_type_of(value: str) -> str:
+    """COMPOSITE values carry a ``-<parts>`` suffix; everything else covers the whole object."""
+    return "COMPOSITE" if "-" in value else "FULL_OBJECT"

@@ -7,7 +7,14 @@ import time
 from aiohttp import web
 
 from apollo import limits
-from apollo.gateway.checksums import ALGORITHMS
+from apollo.gateway.checksums import (
+    ALGORITHMS,
+    checksum_from_headers,
+    checksum_type_of,
+    combine_part_checksums,
+    multipart_checksum_type,
+    new_checksummer,
+)
 from apollo.gateway.handlers_bucket import _encoder
 from apollo.gateway.handlers_object import check_copy_conditions, parse_copy_source, resolve, write_conditions
 from apollo.gateway.http import RequestBody, attrs_from_request
@@ -15,6 +22,7 @@ from apollo.gateway.names import validate_key
 from apollo.gateway.s3errors import s3error
 from apollo.gateway.state import CLIENT, OWNER, xml_response
 from apollo.gateway.xml import iso8601, parse_complete
+from apollo.meta.model import Part, Upload
 
 
 def _part_number(request: web.Request) -> int:
@@ -32,8 +40,17 @@ async def create_upload(request: web.Request, bucket: str, key: str) -> web.Resp
     validate_key(key)
     attrs = attrs_from_request(request)
     algorithm = request.headers.get("x-amz-checksum-algorithm", "").upper()
-    upload_id = await request.app[CLIENT].meta.create_upload(bucket, key, attrs, algorithm, time.time())
-    headers = {"x-amz-checksum-algorithm": algorithm} if algorithm else {}  # SDKs read it back, as from AWS
+    requested_type = request.headers.get("x-amz-checksum-type")
+    if algorithm and algorithm not in ALGORITHMS:
+        raise s3error("InvalidRequest", f"Checksum algorithm {algorithm} is not supported")
+    if requested_type and not algorithm:
+        raise s3error("InvalidRequest", "x-amz-checksum-type requires x-amz-checksum-algorithm")
+    checksum_type = multipart_checksum_type(algorithm, requested_type) if algorithm else ""
+    upload_id = await request.app[CLIENT].meta.create_upload(bucket, key, attrs, algorithm, time.time(),
+                                                             checksum_type)  # fmt: skip
+    headers = {}
+    if algorithm:  # SDKs read them back, as from AWS
+        headers = {"x-amz-checksum-algorithm": algorithm, "x-amz-checksum-type": checksum_type}
     return xml_response("InitiateMultipartUploadResult", {"Bucket": bucket, "Key": key, "UploadId": upload_id},
                         headers=headers)  # fmt: skip
 
@@ -69,8 +86,12 @@ async def _upload_part_copy(request: web.Request, bucket: str, key: str, upload_
         if start >= end or end > source.size:
             raise s3error("InvalidRange", ActualObjectSize=str(source.size))
     client = request.app[CLIENT]
-    result = await client.upload_part(bucket, key, upload_id, number, client.read(source, start, end))
-    return xml_response("CopyPartResult", {"LastModified": iso8601(time.time()), "ETag": f'"{result.md5_hex}"'})
+    algorithm = (await client.meta.get_upload(bucket, key, upload_id)).checksum_algorithm
+    checksummers = {algorithm: new_checksummer(algorithm)} if algorithm else None  # so Complete can combine
+    result = await client.upload_part(bucket, key, upload_id, number, client.read(source, start, end),
+                                      checksummers=checksummers)  # fmt: skip
+    body = {"LastModified": iso8601(time.time()), "ETag": f'"{result.md5_hex}"', **_part_checksums(result.checksums)}
+    return xml_response("CopyPartResult", body)
 
 
 async def complete_upload(request: web.Request, bucket: str, key: str) -> web.Response:
@@ -79,14 +100,37 @@ async def complete_upload(request: web.Request, bucket: str, key: str) -> web.Re
         raise s3error("MalformedXML", "CompleteMultipartUpload must list at least one part")  # as AWS answers
     if len(parts) > limits.part_number_max:
         raise s3error("InvalidArgument", "Too many parts", ArgumentName="Part")
+    declared = checksum_from_headers(request.headers)
     version = await request.app[CLIENT].meta.complete_upload(
         bucket, key, request.query["uploadId"], parts, part_size_min=limits.part_size_bytes_min,
         now=time.time(), conditions=write_conditions(request),
+        checksum_of=lambda upload, chosen: _object_checksums(upload, chosen, declared),
     )  # fmt: skip
     headers = {"x-amz-version-id": version.version_id} if version.version_id != "null" else {}
-    return xml_response("CompleteMultipartUploadResult", {
-        "Location": f"/{bucket}/{key}", "Bucket": bucket, "Key": key, "ETag": f'"{version.etag}"',
-    }, headers=headers)  # fmt: skip
+    body = {"Location": f"/{bucket}/{key}", "Bucket": bucket, "Key": key, "ETag": f'"{version.etag}"',
+            **_part_checksums(version.attrs.checksums)}  # fmt: skip
+    if version.attrs.checksums:
+        body["ChecksumType"] = checksum_type_of(next(iter(version.attrs.checksums.values())))
+    return xml_response("CompleteMultipartUploadResult", body, headers=headers)
+
+
+def _object_checksums(upload: Upload, chosen: list[Part], declared: tuple[str, str | None] | None) -> dict[str, str]:
+    """The completed object's checksum, combined from its parts'; checked against one the client sent.
+
+    Parts uploaded without the upload's algorithm (older clients) leave the object without a checksum
+    rather than with a wrong one."""
+    algorithm = upload.checksum_algorithm
+    if not algorithm or any(algorithm not in part.checksums for part in chosen):
+        return {}
+    value = combine_part_checksums(algorithm, upload.checksum_type or multipart_checksum_type(algorithm, None),
+                                   [(part.checksums[algorithm], part.size) for part in chosen])  # fmt: skip
+    if (
+        declared is not None
+        and declared[1] is not None
+        and (declared[0] != algorithm or declared[1].split("-")[0] != value.split("-")[0])
+    ):
+        raise s3error("BadDigest", f"The {declared[0]} you specified did not match the calculated checksum.")
+    return {algorithm: value}
 
 
 async def abort_upload(request: web.Request, bucket: str, key: str) -> web.Response:

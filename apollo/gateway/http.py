@@ -16,7 +16,7 @@ from aiohttp import web
 from apollo import limits
 from apollo.client.writer import WriteResult
 from apollo.gateway import metrics
-from apollo.gateway.checksums import ALGORITHMS, checksum_from_headers, new_checksummer
+from apollo.gateway.checksums import ALGORITHMS, checksum_from_headers, checksum_type_of, new_checksummer
 from apollo.gateway.chunked import AwsChunkedReader
 from apollo.gateway.s3errors import S3Error, s3error
 from apollo.gateway.xml import http_date, validate_tags
@@ -173,6 +173,7 @@ def object_headers(version: Version, request: web.Request | None = None) -> dict
         for algorithm, value in version.attrs.checksums.items():
             if algorithm in ALGORITHMS:
                 headers[f"x-amz-checksum-{algorithm.lower()}"] = value
+                headers["x-amz-checksum-type"] = checksum_type_of(value)
     if version.parts and request is not None and "partNumber" in request.query:
         headers["x-amz-mp-parts-count"] = str(len(version.parts))  # AWS sends it only to partNumber reads
     return headers

@@ -74,6 +74,7 @@ class Upload:
     created: float
     attrs: ObjectAttrs
     checksum_algorithm: str = ""
+    checksum_type: str = ""  # COMPOSITE or FULL_OBJECT when an algorithm is set
 
 
 @dataclass

@@ -37,7 +37,7 @@ DDL = [
     """CREATE TABLE IF NOT EXISTS uploads (
         upload_id TEXT PRIMARY KEY, bucket TEXT NOT NULL, key TEXT NOT NULL, created REAL NOT NULL,
         content_type TEXT NOT NULL, headers TEXT NOT NULL, tags TEXT NOT NULL,
-        checksum_algorithm TEXT NOT NULL)""",
+        checksum_algorithm TEXT NOT NULL, checksum_type TEXT NOT NULL DEFAULT '')""",
     "CREATE INDEX IF NOT EXISTS uploads_by_key ON uploads (bucket, key, upload_id)",
     """CREATE TABLE IF NOT EXISTS parts (
         upload_id TEXT NOT NULL, part_number INTEGER NOT NULL, size INTEGER NOT NULL,

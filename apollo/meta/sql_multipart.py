@@ -6,6 +6,7 @@ import hashlib
 import json
 import sqlite3
 import uuid
+from collections.abc import Callable
 
 from apollo import errors
 from apollo.meta.listing import Cursor, walk
@@ -22,16 +23,18 @@ def multipart_etag(part_etags: list[str]) -> str:
 
 
 class MultipartOps(ObjectOps):
-    def create_upload(self, bucket: str, key: str, attrs: ObjectAttrs, checksum_algorithm: str, now: float) -> str:
+    def create_upload(
+        self, bucket: str, key: str, attrs: ObjectAttrs, checksum_algorithm: str, now: float, checksum_type: str = ""
+    ) -> str:
         # Time first: AWS lists a key's uploads in initiation order, and listings sort by upload id.
         upload_id = f"{int(now * 1_000_000):016x}" + uuid.uuid4().hex
         with self.tx() as db:
             self._bucket_row(db, bucket)
             db.execute(
                 "INSERT INTO uploads (upload_id, bucket, key, created, content_type, headers, tags, "
-                "checksum_algorithm) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                "checksum_algorithm, checksum_type) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (upload_id, bucket, key, now, attrs.content_type, headers_json(attrs), dumps(attrs.tags),
-                 checksum_algorithm),
+                 checksum_algorithm, checksum_type),
             )  # fmt: skip
         return upload_id
 
@@ -114,8 +117,13 @@ class MultipartOps(ObjectOps):
     def complete_upload(
         self, bucket: str, key: str, upload_id: str, requested: list[tuple[int, str]], *,
         part_size_min: int, now: float, conditions: Conditions | None = None,
+        checksum_of: Callable[[Upload, list[Part]], dict[str, str]] | None = None,
     ) -> Version:  # fmt: skip
         """Validate the part list, then publish the object in the same transaction.
+
+        ``checksum_of(upload, chosen parts)`` gives the object's checksums from its parts'
+        (the protocol layer knows how S3 combines them); it runs inside the transaction,
+        so it sees exactly the parts being published.
 
         :raises UploadNotFound, InvalidPart, InvalidPartOrder, EntityTooSmall, PreconditionFailed:
         """
@@ -129,6 +137,8 @@ class MultipartOps(ObjectOps):
                 "SELECT * FROM versions WHERE bucket = ? AND key = ? AND is_latest = 1", (bucket, key)
             ).fetchone()
             check_conditions(latest, conditions or Conditions())
+            if checksum_of is not None:
+                upload.attrs.checksums = checksum_of(upload, chosen)
             data_id = self._merge_parts(db, chosen)
             for number, part in stored.items():
                 if number not in {p.part_number for p in chosen}:
@@ -192,7 +202,8 @@ def _validate_parts(requested: list[tuple[int, str]], stored: dict[int, Part], s
 
 def _upload(row: sqlite3.Row) -> Upload:
     attrs = attrs_from_row({**dict(row), "checksums": "{}"})
-    return Upload(row["upload_id"], row["bucket"], row["key"], row["created"], attrs, row["checksum_algorithm"])
+    return Upload(row["upload_id"], row["bucket"], row["key"], row["created"], attrs, row["checksum_algorithm"],
+                  row["checksum_type"])  # fmt: skip
 
 
 def _part(row: sqlite3.Row) -> Part:

@@ -430,3 +430,70 @@ def test_list_uploads_pages_ending_on_a_common_prefix_continue_past_it(s3, bucke
     assert [u["Key"] for p in pages for u in p.get("Uploads", [])] == ["b", "d"]
     assert [c["Prefix"] for p in pages for c in p.get("CommonPrefixes", [])] == ["a/", "c/"]
     assert len(pages) == 4
+
+
+def _crc(algorithm: str, data: bytes) -> int:
+    import zlib
+
+    import crc32c
+    from awscrt import checksums
+
+    return {"CRC32": zlib.crc32, "CRC32C": crc32c.crc32c, "CRC64NVME": checksums.crc64nvme}[algorithm](data)
+
+
+@pytest.mark.parametrize(("algorithm", "width"), [("CRC32", 4), ("CRC32C", 4), ("CRC64NVME", 8)])
+def test_full_object_crc_of_a_multipart_object_equals_the_crc_of_its_bytes(s3, bucket, big_parts, algorithm, width):
+    created = s3.create_multipart_upload(Bucket=bucket, Key="full", ChecksumAlgorithm=algorithm,
+                                         ChecksumType="FULL_OBJECT")  # fmt: skip
+    assert created["ChecksumType"] == "FULL_OBJECT"
+    upload_id = created["UploadId"]
+    bodies = [big_parts[0], b"tail of the object"]
+    parts = []
+    for number, body in enumerate(bodies, start=1):
+        response = s3.upload_part(Bucket=bucket, Key="full", UploadId=upload_id, PartNumber=number, Body=body,
+                                  ChecksumAlgorithm=algorithm)  # fmt: skip
+        parts.append(
+            {"PartNumber": number, "ETag": response["ETag"], f"Checksum{algorithm}": response[f"Checksum{algorithm}"]}
+        )
+    done = _complete(s3, bucket, upload_id, parts, key="full")
+    expected = base64.b64encode(_crc(algorithm, b"".join(bodies)).to_bytes(width, "big")).decode()
+    assert done[f"Checksum{algorithm}"] == expected
+    head = s3.head_object(Bucket=bucket, Key="full", ChecksumMode="ENABLED")
+    assert head[f"Checksum{algorithm}"] == expected
+    assert head["ChecksumType"] == "FULL_OBJECT"
+
+
+def test_composite_checksum_is_the_checksum_of_part_checksums(s3, bucket, big_parts):
+    upload_id = s3.create_multipart_upload(Bucket=bucket, Key="comp", ChecksumAlgorithm="SHA256")["UploadId"]
+    bodies = [big_parts[0], b"last"]
+    parts, digests = [], []
+    for number, body in enumerate(bodies, start=1):
+        response = s3.upload_part(Bucket=bucket, Key="comp", UploadId=upload_id, PartNumber=number, Body=body,
+                                  ChecksumAlgorithm="SHA256")  # fmt: skip
+        parts.append({"PartNumber": number, "ETag": response["ETag"], "ChecksumSHA256": response["ChecksumSHA256"]})
+        digests.append(hashlib.sha256(body).digest())
+    _complete(s3, bucket, upload_id, parts, key="comp")
+    head = s3.head_object(Bucket=bucket, Key="comp", ChecksumMode="ENABLED")
+    assert head["ChecksumSHA256"] == base64.b64encode(hashlib.sha256(b"".join(digests)).digest()).decode() + "-2"
+    assert head["ChecksumType"] == "COMPOSITE"
+
+
+def test_sha_checksums_cannot_be_full_object(s3, bucket):
+    with pytest.raises(ClientError) as exc:
+        s3.create_multipart_upload(Bucket=bucket, Key="k", ChecksumAlgorithm="SHA1", ChecksumType="FULL_OBJECT")
+    assert _error(exc) == ("InvalidRequest", 400)
+
+
+def test_wrong_full_object_checksum_on_complete_is_bad_digest_and_publishes_nothing(s3, bucket):
+    upload_id = s3.create_multipart_upload(Bucket=bucket, Key="bad", ChecksumAlgorithm="CRC32C",
+                                           ChecksumType="FULL_OBJECT")["UploadId"]  # fmt: skip
+    response = s3.upload_part(Bucket=bucket, Key="bad", UploadId=upload_id, PartNumber=1, Body=b"abc",
+                              ChecksumAlgorithm="CRC32C")  # fmt: skip
+    wrong = base64.b64encode(_crc("CRC32C", b"abd").to_bytes(4, "big")).decode()
+    with pytest.raises(ClientError) as exc:
+        _complete(s3, bucket, upload_id, [{"PartNumber": 1, "ETag": response["ETag"]}], key="bad",
+                  ChecksumCRC32C=wrong, ChecksumType="FULL_OBJECT")  # fmt: skip
+    assert _error(exc) == ("BadDigest", 400)
+    with pytest.raises(ClientError) as exc:
+        s3.head_object(Bucket=bucket, Key="bad")
+    assert exc.value.response["ResponseMetadata"]["HTTPStatusCode"] == 404
