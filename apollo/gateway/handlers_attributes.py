@@ -10,26 +10,13 @@ from __future__ import annotations
 from aiohttp import web
 
 from apollo.gateway.handlers_object import resolve
-from apollo.gateway.http import check_read_conditions
+from apollo.gateway.http import check_read_conditions, count_param
 from apollo.gateway.s3errors import s3error
 from apollo.gateway.state import xml_response
 from apollo.gateway.xml import http_date
 
 ATTRIBUTES = ("ETag", "Checksum", "ObjectParts", "StorageClass", "ObjectSize")
 MAX_PARTS_DEFAULT = 1000
-
-
-def _int_header(request: web.Request, name: str, default: int) -> int:
-    raw = request.headers.get(name)
-    if raw is None:
-        return default
-    try:
-        value = int(raw)
-    except ValueError as exc:
-        raise s3error("InvalidArgument", f"{name} must be an integer", ArgumentName=name) from exc
-    if value < 0:
-        raise s3error("InvalidArgument", f"{name} must not be negative", ArgumentName=name)
-    return value
 
 
 async def get_object_attributes(request: web.Request, bucket: str, key: str) -> web.Response:
@@ -61,13 +48,14 @@ async def get_object_attributes(request: web.Request, bucket: str, key: str) -> 
 
 
 def _parts(request: web.Request, sizes: list[int]) -> dict:
-    max_parts = min(_int_header(request, "x-amz-max-parts", MAX_PARTS_DEFAULT), MAX_PARTS_DEFAULT)
-    marker = _int_header(request, "x-amz-part-number-marker", 0)
+    headers = request.headers
+    max_parts = count_param(headers.get("x-amz-max-parts"), "x-amz-max-parts", MAX_PARTS_DEFAULT, MAX_PARTS_DEFAULT)
+    marker = count_param(headers.get("x-amz-part-number-marker"), "x-amz-part-number-marker", 0)
     numbers = list(range(marker + 1, len(sizes) + 1))
     page = numbers[:max_parts]
     truncated = len(numbers) > len(page)
     return {
-        "TotalPartsCount": len(sizes),
+        "PartsCount": len(sizes),  # boto3 calls it TotalPartsCount; the XML element is PartsCount
         "PartNumberMarker": marker,
         "NextPartNumberMarker": page[-1] if page else marker,
         "MaxParts": max_parts,

@@ -8,6 +8,7 @@ import time
 from aiohttp import web
 
 from apollo import limits
+from apollo.gateway.http import count_param
 from apollo.gateway.s3errors import s3error
 from apollo.gateway.state import CLIENT, OWNER, xml_response
 from apollo.gateway.xml import iso8601, parse_delete, parse_versioning, render
@@ -15,14 +16,7 @@ from apollo.meta.model import ListPage
 
 
 def _max_keys(request: web.Request, name: str = "max-keys") -> int:
-    raw = request.query.get(name, str(limits.list_keys_max))
-    try:
-        value = int(raw)
-    except ValueError as exc:
-        raise s3error("InvalidArgument", f"{name} must be an integer", ArgumentName=name) from exc
-    if value < 0:
-        raise s3error("InvalidArgument", f"{name} must not be negative", ArgumentName=name)
-    return min(value, limits.list_keys_max)
+    return count_param(request.query.get(name), name, limits.list_keys_max, cap=limits.list_keys_max)
 
 
 LIST_BUCKETS_PAGE_MAX = 10_000  # AWS's max-buckets bound, and its page size when paging is asked for

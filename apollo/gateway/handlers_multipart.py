@@ -17,7 +17,7 @@ from apollo.gateway.checksums import (
 )
 from apollo.gateway.handlers_bucket import _encoder
 from apollo.gateway.handlers_object import check_copy_conditions, parse_copy_source, resolve, write_conditions
-from apollo.gateway.http import RequestBody, attrs_from_request
+from apollo.gateway.http import RequestBody, attrs_from_request, count_param
 from apollo.gateway.names import validate_key
 from apollo.gateway.s3errors import s3error
 from apollo.gateway.state import CLIENT, OWNER, xml_response
@@ -142,11 +142,8 @@ async def list_parts(request: web.Request, bucket: str, key: str) -> web.Respons
     upload_id = request.query["uploadId"]
     meta = request.app[CLIENT].meta
     upload = await meta.get_upload(bucket, key, upload_id)
-    try:
-        marker = int(request.query.get("part-number-marker", "0"))
-        max_parts = min(int(request.query.get("max-parts", "1000")), 1000)
-    except ValueError as exc:
-        raise s3error("InvalidArgument", "part-number-marker and max-parts must be integers") from exc
+    marker = count_param(request.query.get("part-number-marker"), "part-number-marker", 0)
+    max_parts = count_param(request.query.get("max-parts"), "max-parts", 1000, cap=1000)
     parts, truncated = await meta.list_parts(upload_id, marker, max_parts)
     body = {
         "Bucket": bucket, "Key": key, "UploadId": upload_id, "Initiator": OWNER, "Owner": OWNER,
@@ -170,10 +167,7 @@ async def list_uploads(request: web.Request, bucket: str, key: str) -> web.Respo
     encode, encoding = _encoder(request)
     prefix, delimiter = query.get("prefix", ""), query.get("delimiter", "")
     key_marker, upload_marker = query.get("key-marker", ""), query.get("upload-id-marker", "")
-    try:
-        max_uploads = min(int(query.get("max-uploads", "1000")), 1000)
-    except ValueError as exc:
-        raise s3error("InvalidArgument", "max-uploads must be an integer") from exc
+    max_uploads = count_param(query.get("max-uploads"), "max-uploads", 1000, cap=1000)
     page = await request.app[CLIENT].meta.list_uploads(bucket, prefix, delimiter, key_marker, upload_marker,
                                                        max_uploads)  # fmt: skip
     body = {

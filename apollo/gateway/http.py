@@ -110,6 +110,19 @@ class RequestBody:
                 raise s3error("BadDigest", f"The {algorithm} you specified did not match the calculated checksum.")
 
 
+def count_param(raw: str | None, name: str, default: int, cap: int | None = None) -> int:
+    """A non-negative integer query parameter or header (max-keys, max-parts...), capped like AWS caps it."""
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError as exc:
+        raise s3error("InvalidArgument", f"{name} must be an integer", ArgumentName=name) from exc
+    if value < 0:
+        raise s3error("InvalidArgument", f"{name} must not be negative", ArgumentName=name)
+    return value if cap is None else min(value, cap)
+
+
 def _parse_content_md5(value: str | None) -> str | None:
     if value is None:
         return None

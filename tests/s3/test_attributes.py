@@ -1,0 +1,58 @@
+"""GetObjectAttributes: ETag, checksum, size and part layout without the bytes."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+
+import pytest
+from botocore.exceptions import ClientError
+
+MIB5 = 5 * 1024 * 1024
+
+
+def test_attributes_of_a_plain_object(s3, bucket):
+    body = b"attributes please"
+    s3.put_object(Bucket=bucket, Key="plain", Body=body, ChecksumAlgorithm="SHA256")
+    got = s3.get_object_attributes(Bucket=bucket, Key="plain",
+                                   ObjectAttributes=["ETag", "Checksum", "ObjectSize", "StorageClass"])  # fmt: skip
+    assert got["ETag"] == hashlib.md5(body).hexdigest()
+    assert got["ObjectSize"] == len(body)
+    assert got["StorageClass"] == "STANDARD"
+    assert got["Checksum"]["ChecksumSHA256"] == base64.b64encode(hashlib.sha256(body).digest()).decode()
+    assert "ObjectParts" not in got
+    assert "LastModified" in got
+
+
+def test_only_the_requested_attributes_come_back(s3, bucket):
+    s3.put_object(Bucket=bucket, Key="k", Body=b"x")
+    got = s3.get_object_attributes(Bucket=bucket, Key="k", ObjectAttributes=["ObjectSize"])
+    assert got["ObjectSize"] == 1
+    assert "ETag" not in got and "StorageClass" not in got
+
+
+def test_object_parts_page_through_a_multipart_object(s3, bucket):
+    upload_id = s3.create_multipart_upload(Bucket=bucket, Key="mp")["UploadId"]
+    bodies = [b"a" * MIB5, b"b" * MIB5, b"tail"]
+    parts = [{"PartNumber": n, "ETag": s3.upload_part(Bucket=bucket, Key="mp", UploadId=upload_id, PartNumber=n,
+                                                      Body=body)["ETag"]}
+             for n, body in enumerate(bodies, start=1)]  # fmt: skip
+    s3.complete_multipart_upload(Bucket=bucket, Key="mp", UploadId=upload_id, MultipartUpload={"Parts": parts})
+    first = s3.get_object_attributes(Bucket=bucket, Key="mp", ObjectAttributes=["ObjectParts"], MaxParts=2)
+    assert first["ObjectParts"]["TotalPartsCount"] == 3
+    assert first["ObjectParts"]["IsTruncated"] is True
+    assert [(p["PartNumber"], p["Size"]) for p in first["ObjectParts"]["Parts"]] == [(1, MIB5), (2, MIB5)]
+    rest = s3.get_object_attributes(Bucket=bucket, Key="mp", ObjectAttributes=["ObjectParts"],
+                                    PartNumberMarker=first["ObjectParts"]["NextPartNumberMarker"])  # fmt: skip
+    assert [(p["PartNumber"], p["Size"]) for p in rest["ObjectParts"]["Parts"]] == [(3, 4)]
+    assert rest["ObjectParts"]["IsTruncated"] is False
+
+
+def test_unknown_attribute_and_missing_key(s3, bucket):
+    s3.put_object(Bucket=bucket, Key="k", Body=b"x")
+    with pytest.raises(ClientError) as exc:
+        s3.get_object_attributes(Bucket=bucket, Key="k", ObjectAttributes=["Colour"])
+    assert exc.value.response["Error"]["Code"] == "InvalidArgument"
+    with pytest.raises(ClientError) as exc:
+        s3.get_object_attributes(Bucket=bucket, Key="missing", ObjectAttributes=["ETag"])
+    assert exc.value.response["Error"]["Code"] == "NoSuchKey"
