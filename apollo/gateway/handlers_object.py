@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import time
 from collections.abc import AsyncIterator
@@ -211,8 +212,8 @@ async def copy_object(request: web.Request, bucket: str, key: str) -> web.Respon
     requested = request.headers.get("x-amz-checksum-algorithm", "").upper()
     algorithms = [requested] if requested else [a for a in source.attrs.checksums if a in ALGORITHMS]
     checksummers = {algorithm: new_checksummer(algorithm) for algorithm in algorithms}
-    attrs = attrs_from_request(request) if directive == "REPLACE" else source.attrs
-    attrs.checksums = {}
+    attrs = attrs_from_request(request) if directive == "REPLACE" else dataclasses.replace(source.attrs)
+    attrs.checksums = {}  # a copy, never the source's record: the copy gets its own checksums and tags
     attrs.tags = (
         parse_tag_header(request.headers.get("x-amz-tagging", "")) if tagging_directive == "REPLACE"
         else dict(source.attrs.tags)

@@ -42,7 +42,7 @@ class Writer(threading.Thread):
         attempt = 0
         while not self.stop.is_set():
             key = f"w{self.number}/k{attempt % 3}"
-            seed = self.number * 1_000_000 + attempt
+            seed = self.number * 1_000_000 + attempt  # seed 0 is a real seed: compare with None, never truthiness
             self.in_flight[key] = seed
             try:
                 if self.multipart:
@@ -81,7 +81,8 @@ def test_kill_minus_nine_during_uploads_keeps_every_acknowledged_write(make_serv
     assert server.tmp_files() == [], "temp files of interrupted writes survive a restart"
     for writer in writers:
         for key in set(writer.acked) | set(writer.in_flight):
-            allowed = [writer.expected(key, s) for s in (writer.acked.get(key), writer.in_flight.get(key)) if s]
+            seeds = (writer.acked.get(key), writer.in_flight.get(key))
+            allowed = [writer.expected(key, s) for s in seeds if s is not None]
             try:
                 got = s3.get_object(Bucket="crash", Key=key)["Body"].read()
             except ClientError as exc:
