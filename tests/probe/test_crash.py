@@ -15,6 +15,7 @@ import threading
 import time
 
 import pytest
+from boto3.exceptions import Boto3Error
 from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -50,7 +51,7 @@ class Writer(threading.Thread):
                     self.s3.upload_fileobj(io.BytesIO(body), self.bucket, key, Config=MULTIPART)
                 else:
                     self.s3.put_object(Bucket=self.bucket, Key=key, Body=_payload(seed))
-            except (ClientError, BotoCoreError, OSError, ValueError):
+            except (ClientError, BotoCoreError, Boto3Error, OSError, ValueError):
                 return  # the server is gone: this write stays "in flight"
             self.acked[key] = seed
             del self.in_flight[key]
