@@ -1,0 +1,109 @@
+"""The benchmark's own load generator against the real server: its SigV4 signing is accepted, its
+counts are right, a wrong secret is refused; the report never rounds a result in Apollo's favour."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+
+from apollo.testing.server import DEV_ACCESS_KEY, DEV_SECRET_KEY
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+loadgen = importlib.import_module("loadgen")
+report = importlib.import_module("report")
+
+
+def _task(server, bucket: str, op: str, secret: str = DEV_SECRET_KEY, **extra) -> dict:
+    now = time.monotonic()
+    return {"target": "apollo", "op": op, "size": 4096, "endpoint": server.endpoint, "bucket": bucket,
+            "access_key": DEV_ACCESS_KEY, "secret_key": secret, "start_at": now, "deadline": now, "warmup": False,
+            "slots": 2, "worker": 0, **extra}  # fmt: skip
+
+
+@pytest.mark.parametrize("client", ["raw", "aiohttp"])
+def test_signed_put_get_list_are_accepted_and_counted(server, s3, bucket, client):
+    put = asyncio.run(loadgen.run_task(_task(server, bucket, "populate", key_prefix="k/", populate=(0, 3),
+                                             client=client)))  # fmt: skip
+    assert (put["ops"], put["bytes"], put["errors"]) == (3, 3 * 4096, 0), put["first_error"]
+    assert s3.get_object(Bucket=bucket, Key="k/0000002")["Body"].read() == loadgen.RANDOM[:4096]
+
+    get = asyncio.run(loadgen.run_task(_task(server, bucket, "get", keys=["k/0000001"], ops_per_worker=4,
+                                             client=client)))  # fmt: skip
+    assert (get["ops"], get["bytes"], get["errors"]) == (4, 4 * 4096, 0), get["first_error"]
+
+    listing = asyncio.run(loadgen.run_task(_task(server, bucket, "list", list_prefix="k/", page=2, expected=3,
+                                                 ops_per_worker=1, slots=1, client=client)))  # fmt: skip
+    assert (listing["ops"], listing["errors"]) == (1, 0), listing["first_error"]
+
+
+def test_range_get_returns_exactly_the_range(server, bucket):
+    asyncio.run(loadgen.run_task(_task(server, bucket, "populate", size=3 * 1024 * 1024, key_prefix="big/",
+                                       populate=(0, 1), slots=1)))  # fmt: skip
+    ranged = asyncio.run(loadgen.run_task(_task(server, bucket, "range", size=65536, keys=["big/0000000"],
+                                                object_size=3 * 1024 * 1024, ops_per_worker=5)))  # fmt: skip
+    assert (ranged["ops"], ranged["bytes"], ranged["errors"]) == (5, 5 * 65536, 0), ranged["first_error"]
+
+
+def test_wrong_secret_is_refused_with_signature_mismatch(server, bucket):
+    result = asyncio.run(loadgen.run_task(_task(server, bucket, "get", secret="not-the-secret", keys=["x"],
+                                                ops_per_worker=1, slots=1)))  # fmt: skip
+    assert (result["ops"], result["errors"]) == (0, 1)
+    assert "HTTP 403" in result["first_error"] and "SignatureDoesNotMatch" in result["first_error"]
+
+
+def test_report_rounds_against_apollo():
+    row = {"measurement": "GET", "concurrency": 1, "value": 349.99, "unit": "MB/s", "baseline_name": "loopback",
+           "baseline": 1000.0, "ratio": 0.34999, "target": 0.35, "target_kind": "ratio", "errors": 0}  # fmt: skip
+    table = report.comparison_table([row])
+    assert "349.9 MB/s" in table and "34.9%" in table and "MISS (−0.1 pts)" in table
+    listing = {**row, "value": 1.9999, "unit": "s", "ratio": None, "target": 2.0, "target_kind": "max"}
+    assert "PASS (+0.000 s)" in report.comparison_table([listing]) and "2.000 s" in report.comparison_table([listing])
+
+
+def test_raw_client_reads_chunked_and_content_length_responses_on_one_connection():
+    rawhttp = importlib.import_module("rawhttp")
+    parts = [b"a" * 10, b"b" * 70000, b"c"]
+
+    async def chunked(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse()
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        for part in parts:
+            await response.write(part)
+        await response.write_eof()
+        return response
+
+    async def plain(request: web.Request) -> web.Response:
+        return web.Response(body=b"xyz")
+
+    async def scenario():
+        app = web.Application()
+        app.router.add_get("/chunked", chunked)
+        app.router.add_get("/plain", plain)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]
+        connection = rawhttp.Connection("127.0.0.1", port)
+        try:
+            first = await connection.request("GET", "/chunked", {"Host": f"127.0.0.1:{port}"}, keep_body=True)
+            protocol = connection.protocol
+            second = await connection.request("GET", "/plain", {"Host": f"127.0.0.1:{port}"}, keep_body=True)
+            missing = await connection.request("GET", "/nope", {"Host": f"127.0.0.1:{port}"})
+            return first, second, missing, protocol is connection.protocol
+        finally:
+            connection.close()
+            await runner.cleanup()
+
+    first, second, missing, same_connection = asyncio.run(scenario())
+    assert first == (200, 70011, b"".join(parts))
+    assert second == (200, 3, b"xyz")
+    assert missing[0] == 404 and b"Not Found" in missing[2]  # error bodies are always kept
+    assert same_connection
