@@ -158,7 +158,7 @@ class Server:
         released = await self.meta.release_orphans(self.meta.owner, time.time())
         if released:
             log.info("queued %d segments of interrupted writes for GC", released)
-        tasks = [asyncio.create_task(self._health_loop()), asyncio.create_task(self._gc_loop())]
+        tasks = [asyncio.create_task(loop()) for loop in (self._health_loop, self._gc_loop, self._flush_logs_loop)]
         yield
         for task in tasks:
             task.cancel()
@@ -170,6 +170,18 @@ class Server:
         while True:
             await asyncio.sleep(HEALTH_INTERVAL_S)
             await asyncio.to_thread(self._probe_drives)
+
+    @staticmethod
+    async def _flush_logs_loop() -> None:
+        """Buffered log handlers (the access log) reach the log within a second."""
+        try:
+            while True:
+                await asyncio.sleep(1.0)
+                for handler in logging.getLogger("apollo.access").handlers:
+                    handler.flush()
+        finally:
+            for handler in logging.getLogger("apollo.access").handlers:
+                handler.flush()
 
     async def _gc_loop(self) -> None:
         while True:

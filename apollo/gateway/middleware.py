@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import datetime
 import logging
+import os
 import re
 import time
-import uuid
 
 from aiohttp import web
 
@@ -40,7 +40,7 @@ def _error_response(request: web.Request, error: S3Error) -> web.Response:
 
 @web.middleware
 async def errors_middleware(request: web.Request, handler) -> web.StreamResponse:
-    request["request_id"] = uuid.uuid4().hex[:16].upper()
+    request["request_id"] = os.urandom(8).hex().upper()
     request["op"] = "unknown"
     started = time.perf_counter()
     try:

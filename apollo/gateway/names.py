@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from urllib.parse import unquote
@@ -12,6 +13,7 @@ from apollo.gateway.s3errors import s3error
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 
 
+@functools.lru_cache(maxsize=4096)  # valid names only: a raise is not cached
 def validate_bucket(name: str) -> None:
     """AWS general-purpose bucket naming rules."""
     bad = (

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime
 import email.utils
+import functools
 import hashlib
 import hmac
 import re
@@ -47,7 +48,9 @@ class AuthContext:
     presigned: bool
 
 
+@functools.lru_cache(maxsize=1024)
 def signing_key(secret: str, date: str, region: str, service: str) -> bytes:
+    """Derived once per key, day and region (four HMACs), as AWS intends: cached."""
     key = _hmac(("AWS4" + secret).encode(), date)
     for part in (region, service, "aws4_request"):
         key = _hmac(key, part)
@@ -55,11 +58,11 @@ def signing_key(secret: str, date: str, region: str, service: str) -> bytes:
 
 
 def _hmac(key: bytes, text: str) -> bytes:
-    return hmac.new(key, text.encode(), hashlib.sha256).digest()
+    return hmac.digest(key, text.encode(), "sha256")
 
 
 def sign(key: bytes, string_to_sign: str) -> str:
-    return hmac.new(key, string_to_sign.encode(), hashlib.sha256).hexdigest()
+    return hmac.digest(key, string_to_sign.encode(), "sha256").hex()  # one-shot C path: ~3x hmac.new
 
 
 def _encode(text: str) -> str:
@@ -99,8 +102,11 @@ def canonical_request(
 
 
 def _parse_time(value: str, what: str) -> datetime.datetime:
-    try:
-        return datetime.datetime.strptime(value, "%Y%m%dT%H%M%SZ").replace(tzinfo=datetime.UTC)
+    try:  # slicing instead of strptime: this runs on every request
+        if len(value) != 16 or value[8] != "T" or value[15] != "Z":
+            raise ValueError(value)
+        return datetime.datetime(int(value[:4]), int(value[4:6]), int(value[6:8]), int(value[9:11]),
+                                 int(value[11:13]), int(value[13:15]), tzinfo=datetime.UTC)  # fmt: skip
     except ValueError as exc:
         raise s3error("AccessDenied", f"{what} {value!r} is not an ISO 8601 basic-format timestamp") from exc
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import functools
 import xml.etree.ElementTree as ET
 from typing import Any
 
@@ -19,8 +20,13 @@ def iso8601(ts: float) -> str:
 
 
 def http_date(ts: float) -> str:
-    moment = datetime.datetime.fromtimestamp(int(ts), datetime.UTC)
-    return moment.strftime("%a, %d %b %Y %H:%M:%S GMT")
+    """RFC 7231 date, whole seconds."""
+    return _http_date(int(ts))
+
+
+@functools.lru_cache(maxsize=4096)  # every response carries one or two; strftime is slow
+def _http_date(second: int) -> str:
+    return datetime.datetime.fromtimestamp(second, datetime.UTC).strftime("%a, %d %b %Y %H:%M:%S GMT")
 
 
 def _add(parent: ET.Element, name: str, value: Any) -> None:

@@ -3,7 +3,9 @@
 The client library talks to this object (``MetaService``); in cluster mode a
 remote stub with the same methods takes its place. Store calls run on a
 single dedicated thread: SQLite wants one writer, and the event loop must
-never wait on a disk flush.
+never wait on a disk flush. Point lookups (one indexed row) are the exception:
+they run inline on a read-only connection, because the thread hop costs more
+than the query.
 """
 
 from __future__ import annotations
@@ -35,9 +37,20 @@ def _threaded(name: str):
     return method
 
 
+def _inline(name: str):
+    """Expose a point lookup as a coroutine that runs at once on the read-only connection."""
+
+    async def method(self: MetaService, *args, **kwargs):
+        return getattr(self.reader, name)(*args, **kwargs)
+
+    method.__name__ = name
+    return method
+
+
 class MetaService:
     def __init__(self, store: SqlStore, pg_count: int = limits.placement_groups_default) -> None:
         self.store = store
+        self.reader = store.open_reader()  # used only from the event loop thread
         self.pg_count = pg_count
         self.owner = uuid.uuid4().hex[:12]  # this process's identity for pending-write GC rows
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="meta")
@@ -75,27 +88,28 @@ class MetaService:
 
     def close(self) -> None:
         self._executor.shutdown(wait=True)
+        self.reader.close()
         self.store.close()
 
     create_bucket = _threaded("create_bucket")
-    get_bucket = _threaded("get_bucket")
+    get_bucket = _inline("get_bucket")
     list_buckets = _threaded("list_buckets")
     delete_bucket = _threaded("delete_bucket")
     set_versioning = _threaded("set_versioning")
     commit_version = _threaded("commit_version")
-    get_version = _threaded("get_version")
+    get_version = _inline("get_version")
     delete_object = _threaded("delete_object")
     set_tags = _threaded("set_tags")
     list_objects = _threaded("list_objects")
     list_versions = _threaded("list_versions")
     create_upload = _threaded("create_upload")
-    get_upload = _threaded("get_upload")
+    get_upload = _inline("get_upload")
     commit_part = _threaded("commit_part")
     list_parts = _threaded("list_parts")
     list_uploads = _threaded("list_uploads")
     abort_upload = _threaded("abort_upload")
     complete_upload = _threaded("complete_upload")
-    get_secret = _threaded("get_secret")
+    get_secret = _inline("get_secret")
     report_damage = _threaded("report_damage")
     due_garbage = _threaded("due_garbage")
     forget_garbage = _threaded("forget_garbage")

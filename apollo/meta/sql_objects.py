@@ -24,6 +24,7 @@ _VERSION_COLUMNS = (
     "id, bucket, key, version_id, is_latest, delete_marker, size, etag, last_modified, "
     "content_type, headers, checksums, tags, parts, inline_data, data_id"
 )
+_VERSION_COLUMNS_V = ", ".join(f"v.{column.strip()}" for column in _VERSION_COLUMNS.split(","))
 
 
 def new_version_id() -> str:
@@ -216,18 +217,20 @@ class ObjectOps(SqlBase):
     def get_version(
         self, bucket: str, key: str, version_id: str | None = None, with_data: bool = True
     ) -> Version | None:
-        """The latest version (which may be a delete marker) or a given one; None when absent."""
-        self.get_bucket(bucket)
-        if version_id is None:
-            row = self.one(
-                f"SELECT {_VERSION_COLUMNS} FROM versions WHERE bucket = ? AND key = ? AND is_latest = 1", (bucket, key)
-            )
-        else:
-            row = self.one(
-                f"SELECT {_VERSION_COLUMNS} FROM versions WHERE bucket = ? AND key = ? AND version_id = ?",
-                (bucket, key, version_id),
-            )
-        return None if row is None else self._version(row, with_data)
+        """The latest version (which may be a delete marker) or a given one; None when absent.
+
+        One statement checks the bucket and finds the version: this is the lookup of every GET.
+        """
+        which = "v.is_latest = 1" if version_id is None else "v.version_id = ?"
+        args = (key,) if version_id is None else (key, version_id)
+        row = self.one(
+            f"SELECT b.name AS bucket_name, {_VERSION_COLUMNS_V} FROM buckets b LEFT JOIN versions v "
+            f"ON v.bucket = b.name AND v.key = ? AND {which} WHERE b.name = ?",
+            (*args, bucket),
+        )  # fmt: skip
+        if row is None:
+            raise errors.BucketNotFound(f"bucket {bucket} does not exist")
+        return None if row["id"] is None else self._version(row, with_data)
 
     def delete_object(self, bucket: str, key: str, version_id: str | None, now: float) -> DeleteResult:
         """DELETE as S3 defines it: a delete marker on versioned buckets, removal otherwise."""

@@ -50,6 +50,21 @@ class SqlBase:
             raise
         self.conn.execute("COMMIT")
 
+    def open_reader(self) -> SqlBase:
+        """A second, read-only connection to the same database for point lookups.
+
+        WAL lets it read while the writer thread commits, and each statement sees the
+        latest commit, so lookups can run right on the event loop (tens of microseconds)
+        instead of hopping to the writer thread and back, which costs two GIL hand-offs.
+        """
+        reader = object.__new__(type(self))
+        reader.path = self.path
+        reader.conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        reader.conn.row_factory = sqlite3.Row
+        reader.conn.execute("PRAGMA query_only=1")
+        reader.conn.execute("PRAGMA busy_timeout=10000")
+        return reader
+
     def one(self, sql: str, args: tuple = ()) -> sqlite3.Row | None:
         return self.conn.execute(sql, args).fetchone()
 
