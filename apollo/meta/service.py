@@ -2,10 +2,11 @@
 
 The client library talks to this object (``MetaService``); in cluster mode a
 remote stub with the same methods takes its place. Store calls run on a
-single dedicated thread: SQLite wants one writer, and the event loop must
-never wait on a disk flush. Point lookups (one indexed row) are the exception:
-they run inline on a read-only connection, because the thread hop costs more
-than the query.
+single dedicated thread: SQLite wants one writer, the event loop must never
+wait on a disk flush, and calls that queue up share one commit
+(``groupcommit``). Point lookups (one indexed row) are the exception: they run
+inline on a read-only connection, because the thread hop costs more than the
+query.
 """
 
 from __future__ import annotations
@@ -14,10 +15,10 @@ import asyncio
 import functools
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 
 from apollo import limits
 from apollo.errors import InsufficientStorage
+from apollo.meta.groupcommit import GroupCommitExecutor
 from apollo.meta.placement import Candidate, pg_of, rank
 from apollo.meta.store import SqlStore
 from apollo.storage.ec import Scheme
@@ -53,7 +54,7 @@ class MetaService:
         self.reader = store.open_reader()  # used only from the event loop thread
         self.pg_count = pg_count
         self.owner = uuid.uuid4().hex[:12]  # this process's identity for pending-write GC rows
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="meta")
+        self._executor = GroupCommitExecutor(store)
         self.candidates: list[Candidate] = []
         self.writable: set[str] = set()
 

@@ -13,6 +13,7 @@ import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
+from apollo import faults
 from apollo.meta.schema import DDL, SCHEMA_VERSION
 
 
@@ -39,9 +40,44 @@ class SqlBase:
                 (str(SCHEMA_VERSION),),
             )
 
+    _in_batch = False
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """One transaction around several calls (group commit); each call's ``tx()`` becomes a savepoint."""
+        self.conn.execute("BEGIN IMMEDIATE")
+        self._in_batch = True
+        try:
+            yield
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        finally:
+            self._in_batch = False
+        try:
+            faults.point("meta.batch.before_commit")
+            self.conn.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.OperationalError):  # a failed COMMIT may have rolled back already
+                self.conn.execute("ROLLBACK")
+            raise
+
     @contextlib.contextmanager
     def tx(self) -> Iterator[sqlite3.Connection]:
-        """A write transaction: commits on success, rolls back on any exception."""
+        """A write transaction: commits on success, rolls back on any exception.
+
+        Inside ``batch()`` it is a savepoint instead: a failing call undoes only its own changes.
+        """
+        if self._in_batch:
+            self.conn.execute("SAVEPOINT call")
+            try:
+                yield self.conn
+            except BaseException:
+                self.conn.execute("ROLLBACK TO call")
+                self.conn.execute("RELEASE call")
+                raise
+            self.conn.execute("RELEASE call")
+            return
         self.conn.execute("BEGIN IMMEDIATE")
         try:
             yield self.conn
