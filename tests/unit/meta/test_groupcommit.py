@@ -13,14 +13,6 @@ from apollo.meta.store import SqlStore
 from apollo.types import ObjectData
 
 
-@pytest.fixture
-def store(tmp_path):
-    db = SqlStore(tmp_path / "meta.db")
-    db.create_bucket("b", 1.0)
-    yield db
-    db.close()
-
-
 def _hold_writer(executor: GroupCommitExecutor) -> threading.Event:
     """Keep the writer thread busy so the calls submitted next queue up and form one batch."""
     release, started = threading.Event(), threading.Event()

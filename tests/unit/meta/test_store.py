@@ -14,14 +14,6 @@ from apollo.storage.ec import Scheme
 from apollo.types import ObjectData, SegmentLayout
 
 
-@pytest.fixture
-def store(tmp_path):
-    db = SqlStore(tmp_path / "meta.db")
-    db.create_bucket("b", 1.0)
-    yield db
-    db.close()
-
-
 def put(store: SqlStore, key: str, payload: bytes = b"x", bucket: str = "b", **kw):
     return store.commit_version(
         bucket, key, size=len(payload), etag=f"etag-{key}", attrs=ObjectAttrs(),
