@@ -27,7 +27,7 @@ import pytest
 from botocore.auth import HmacV1QueryAuth
 from botocore.config import Config
 from botocore.exceptions import ClientError
-from rawhttp import put_signed_chunks, send
+from signed_http import put_signed_chunks, send
 
 from apollo.testing.server import DEV_ACCESS_KEY, DEV_SECRET_KEY
 

@@ -16,7 +16,7 @@ import zlib
 
 import pytest
 from botocore.exceptions import ClientError
-from rawhttp import Reply, put_signed_chunks, send, send_partial, sign
+from signed_http import Reply, put_signed_chunks, send, send_partial, sign
 
 GIB = 1024**3
 
