@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -62,6 +64,10 @@ class ServerConfig:
     root_password: str = ""
     gc_delay_s: float = limits.gc_deleted_data_delay_s
     extra: dict = field(default_factory=dict)
+    # Set by the supervisor of ``--workers N`` (apollo/workers.py); None for a single-process server.
+    worker_index: int | None = None
+    listen_fd: int | None = None
+    owner: str | None = None
 
 
 def open_store(meta_dir: Path) -> SqlStore:
@@ -101,6 +107,17 @@ def attach_drives(store: SqlStore, roots: list[Path]) -> tuple[list[Drive], list
     return attached, problems
 
 
+def recover_interrupted_writes(store: SqlStore, drives: list[Drive], live_owner: str) -> None:
+    """At start-up: temp files of unfinished writes go, and their segments' pending rows become due for GC."""
+    for drive in drives:
+        removed = drive.clear_tmp()
+        if removed:
+            log.info("drive %s: removed %d temp files of interrupted writes", drive.root, removed)
+    released = store.release_orphans(live_owner, time.time())
+    if released:
+        log.info("queued %d segments of interrupted writes for GC", released)
+
+
 class Server:
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
@@ -119,7 +136,7 @@ class Server:
         if self.scheme.width > len(config.drives):
             raise SystemExit(f"erasure code {self.scheme} needs {self.scheme.width} drives, have {len(config.drives)}")
         self.node = LocalStorageNode(drives)
-        self.meta = MetaService(self.store)
+        self.meta = MetaService(self.store, owner=config.owner)
         ctx = ClientContext(
             self.meta,
             {d: self.node for d in self.node.drive_ids()},
@@ -151,14 +168,12 @@ class Server:
         self.meta.set_drives(candidates, writable)
 
     async def _background(self, app: web.Application):
-        for drive in self.drives:
-            removed = drive.clear_tmp()
-            if removed:
-                log.info("drive %s: removed %d temp files of interrupted writes", drive.root, removed)
-        released = await self.meta.release_orphans(self.meta.owner, time.time())
-        if released:
-            log.info("queued %d segments of interrupted writes for GC", released)
-        tasks = [asyncio.create_task(loop()) for loop in (self._health_loop, self._gc_loop, self._flush_logs_loop)]
+        if self.config.worker_index is None:  # with workers, the supervisor did this before starting them
+            await asyncio.to_thread(recover_interrupted_writes, self.store, self.drives, self.meta.owner)
+        loops = [self._health_loop, self._flush_logs_loop]
+        if self.config.worker_index in (None, 0):  # one garbage collector per server
+            loops.append(self._gc_loop)
+        tasks = [asyncio.create_task(loop()) for loop in loops]
         yield
         for task in tasks:
             task.cancel()
@@ -170,6 +185,7 @@ class Server:
         while True:
             await asyncio.sleep(HEALTH_INTERVAL_S)
             await asyncio.to_thread(self._probe_drives)
+            metrics.repair_backlog.set(self.meta.reader.repair_backlog())  # one COUNT on the read connection
 
     @staticmethod
     async def _flush_logs_loop() -> None:
@@ -216,7 +232,13 @@ def run(config: ServerConfig) -> None:
     except ImportError:
         log.warning("uvloop not available; using the default asyncio loop")
     server = Server(config)
-    log.info("Apollo S3 endpoint http://%s:%d  drives=%d  scheme=%s  meta=%s", config.host, config.port,
-             len(server.drives), server.scheme, config.meta_dir)  # fmt: skip
-    web.run_app(server.app, host=config.host, port=config.port, print=None, access_log=None,
-                shutdown_timeout=limits.shutdown_grace_s)  # fmt: skip
+    if config.worker_index is None:
+        log.info("Apollo S3 endpoint http://%s:%d  drives=%d  scheme=%s  meta=%s", config.host, config.port,
+                 len(server.drives), server.scheme, config.meta_dir)  # fmt: skip
+    else:
+        log.info("worker %d (pid %d) serving", config.worker_index, os.getpid())
+    if config.listen_fd is not None:  # a worker: the supervisor's listening socket, shared by all workers
+        listen = {"sock": socket.socket(fileno=config.listen_fd)}
+    else:
+        listen = {"host": config.host, "port": config.port}
+    web.run_app(server.app, **listen, print=None, access_log=None, shutdown_timeout=limits.shutdown_grace_s)

@@ -4,7 +4,7 @@
     .venv/bin/python benchmarks/s3bench.py --quick    # smoke run: small objects, short durations
     .venv/bin/python benchmarks/s3bench.py --only small,list --duration 5 --json out.json
 
-Starts a real ``apollo server`` (6 directory drives in a temp dir beside the
+Starts a real ``apollo server`` (6 directory drives by default, in a temp dir beside the
 working directory, so on the same filesystem), a loopback aiohttp server in its
 own process, and a pool of load-generator processes (``loadgen.py``). For each
 scenario and concurrency it runs Apollo and its baselines back to back and
@@ -62,6 +62,7 @@ RSS_LIMIT_MIB = 300
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--drives", type=int, default=6, help="directory drives of the server (default 6)")
     parser.add_argument("--quick", action="store_true", help="smoke run: 64 MiB large objects, 10k keys, 3 s runs")
     parser.add_argument("--only", help=f"comma-separated scenarios out of {','.join(SCENARIOS)}")
     parser.add_argument("--duration", type=float, help="seconds per measurement (default 10, --quick 3)")
@@ -103,7 +104,7 @@ class Bench:
         self.raw_put = workdir / "raw-put"
         self.files.mkdir(parents=True)
         self.raw_put.mkdir()
-        self.server = ServerProcess(workdir / "apollo", drives=6, extra_args=args.server_arg)
+        self.server = ServerProcess(workdir / "apollo", drives=args.drives, extra_args=args.server_arg)
         self.loopback = baselines.LoopbackServer(workdir / "loopback", free_port(), args.loopback_procs)
         self.pool: loadgen.WorkerPool | None = None
         self.runs: list[dict] = []

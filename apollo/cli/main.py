@@ -77,7 +77,15 @@ def cmd_server(args: argparse.Namespace) -> None:
         drives=drives, meta_dir=meta_dir, host=host or "127.0.0.1", port=int(port),
         scheme=Scheme.parse(args.ec) if args.ec else None, cell_size=args.cell_size, domain=args.domain,
         root_user=user, root_password=password, gc_delay_s=args.gc_delay,
+        worker_index=args.worker_index, listen_fd=args.listen_fd, owner=args.owner_id,
     )  # fmt: skip
+    if args.workers < 1:
+        sys.exit("--workers must be at least 1")
+    if args.workers > 1 and args.worker_index is None:
+        from apollo.workers import run_workers
+
+        run_workers(config, sys.argv[2:], args.workers)  # argv after "apollo server"
+        return
     run(config)
 
 
@@ -117,6 +125,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="seconds before data of deleted versions is removed")  # fmt: skip
     server.add_argument("--dev", action="store_true", help="development mode: allow/print dev credentials")
     server.add_argument("--log-level", default="INFO")
+    server.add_argument("--workers", type=int, default=1,
+                        help="server processes sharing the port (one core each; see docs/benchmarks.md)")  # fmt: skip
+    for hidden in ("--worker-index", "--listen-fd"):  # set by the supervisor of --workers for its workers
+        server.add_argument(hidden, type=int, help=argparse.SUPPRESS)
+    server.add_argument("--owner-id", help=argparse.SUPPRESS)
     server.set_defaults(func=cmd_server)
     admin = sub.add_parser("admin", help="administration").add_subparsers(dest="admin", required=True)
     key = admin.add_parser("key", help="manage access keys")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+import os
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 
 registry = CollectorRegistry()
 
@@ -22,12 +24,25 @@ damaged_shards = Counter(
 ec_decoded_stripes = Counter(
     "apollo_ec_decoded_stripes_total", "Stripes rebuilt from parity while reading", registry=registry
 )
-drive_up = Gauge("apollo_drive_up", "1 when a drive is healthy and attached", ["drive", "path"], registry=registry)
-drive_free_bytes = Gauge("apollo_drive_free_bytes", "Free bytes on a drive's filesystem", ["drive"], registry=registry)
+# With --workers, every worker probes the drives; "livemin" reports a drive down if any live worker sees it down.
+drive_up = Gauge("apollo_drive_up", "1 when a drive is healthy and attached", ["drive", "path"], registry=registry,
+                 multiprocess_mode="livemin")  # fmt: skip
+drive_free_bytes = Gauge("apollo_drive_free_bytes", "Free bytes on a drive's filesystem", ["drive"],
+                         registry=registry, multiprocess_mode="livemin")  # fmt: skip
 gc_deleted_shards = Counter("apollo_gc_deleted_shards_total", "Shard files removed by GC", registry=registry)
-repair_backlog = Gauge("apollo_repair_backlog", "Shards waiting in the repair queue", registry=registry)
+repair_backlog = Gauge("apollo_repair_backlog", "Shards waiting in the repair queue", registry=registry,
+                       multiprocess_mode="livemax")  # fmt: skip
 
 
 def record_damage(damage) -> None:
     reason = "crc" if "CRC" in damage.reason else ("missing" if "No such file" in damage.reason else "io")
     damaged_shards.labels(reason).inc()
+
+
+def exposition() -> bytes:
+    """The text format for /metrics: this process's registry, or the sum over all workers of --workers N."""
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return generate_latest(registry)
+    aggregated = CollectorRegistry()
+    multiprocess.MultiProcessCollector(aggregated)
+    return generate_latest(aggregated)

@@ -49,11 +49,13 @@ def _inline(name: str):
 
 
 class MetaService:
-    def __init__(self, store: SqlStore, pg_count: int = limits.placement_groups_default) -> None:
+    def __init__(
+        self, store: SqlStore, pg_count: int = limits.placement_groups_default, owner: str | None = None
+    ) -> None:
         self.store = store
         self.reader = store.open_reader()  # used only from the event loop thread
         self.pg_count = pg_count
-        self.owner = uuid.uuid4().hex[:12]  # this process's identity for pending-write GC rows
+        self.owner = owner or uuid.uuid4().hex[:12]  # this process's identity for pending-write GC rows
         self._executor = GroupCommitExecutor(store)
         self.candidates: list[Candidate] = []
         self.writable: set[str] = set()

@@ -78,6 +78,11 @@ class AdminOps(SqlBase):
                 "UPDATE garbage SET due = ? WHERE owner <> ? AND owner <> '' AND due > ?", (now, live_owner, now)
             ).rowcount
 
+    def release_owner(self, owner: str, now: float) -> int:
+        """Make one dead process's pending writes due now (a worker that died while others live on)."""
+        with self.tx() as db:
+            return db.execute("UPDATE garbage SET due = ? WHERE owner = ? AND due > ?", (now, owner, now)).rowcount
+
     def due_garbage(self, now: float, limit: int) -> list[Garbage]:
         rows = self.all("SELECT layout, owner FROM garbage WHERE due <= ? ORDER BY due LIMIT ?", (now, limit))
         return [Garbage(SegmentLayout.from_json(json.loads(r["layout"])), r["owner"]) for r in rows]

@@ -68,7 +68,8 @@ class ShardFileWriter:
     def __init__(self, drive: Drive, shard: ShardRef, header: bytes) -> None:
         self.drive = drive
         self.shard = shard
-        self.tmp_path = drive.tmp_dir / f"{shard.segment_id}.{shard.index}.{uuid.uuid4().hex[:8]}"
+        # The pid lets a supervisor clear exactly a dead worker's files (``Drive.clear_tmp``).
+        self.tmp_path = drive.tmp_dir / f"{shard.segment_id}.{shard.index}.{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self._fd = os.open(self.tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         self._write_all([header])
 
@@ -120,10 +121,12 @@ class Drive:
     def shard_path(self, shard: ShardRef) -> Path:
         return self.shards_dir / f"{shard.pg:04x}" / f"{shard.segment_id}.{shard.index}"
 
-    def clear_tmp(self) -> int:
-        """Remove temp files of writes a previous process did not finish; returns how many."""
+    def clear_tmp(self, pid: int | None = None) -> int:
+        """Remove temp files of writes a previous process (or the dead worker ``pid``) did not finish."""
         removed = 0
         for entry in self.tmp_dir.iterdir():
+            if pid is not None and not entry.name.rpartition(".")[2].startswith(f"{pid}-"):
+                continue
             if entry.is_dir():
                 shutil.rmtree(entry, ignore_errors=True)
             else:

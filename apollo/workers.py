@@ -1,0 +1,137 @@
+"""``apollo server --workers N``: one supervisor, N server processes on one listening socket.
+
+One Python process tops out at one core for request handling (measured with
+benchmarks/multiprocess_probe.py: two processes served 1.44x the 4 KiB GETs and
+1.29x the 1 MiB GETs of one, on 2 cores). The workers share everything that is
+state: the SQLite database (WAL; conditional writes stay atomic across
+processes because every commit takes SQLite's write lock) and the drives.
+
+The supervisor does what must happen exactly once, before any worker can
+write: format and attach drives, clear temp files and release pending writes
+of the previous run. Then it binds the socket, starts the workers with the
+socket's descriptor, and watches them: a worker that dies is restarted, after
+its own temp files and pending writes are handed to GC (they carry its pid and
+owner id). Workers die with the supervisor (PR_SET_PDEATHSIG), so kill -9 of
+the supervisor is kill -9 of the server. Worker 0 runs the garbage collector.
+Metrics of all workers are aggregated through prometheus_client's
+multiprocess mode.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+
+from apollo import limits
+from apollo.server import ServerConfig, attach_drives, open_store, recover_interrupted_writes
+
+log = logging.getLogger("apollo.workers")
+RESTART_DELAY_S = 1.0
+
+
+class Supervisor:
+    def __init__(self, config: ServerConfig, argv: list[str], workers: int) -> None:
+        self.config = config
+        self.argv = argv  # the server's own command line, repeated for every worker
+        self.count = workers
+        self.metrics_dir = tempfile.mkdtemp(prefix="apollo-metrics-")
+        self.workers: dict[int, tuple[subprocess.Popen, str]] = {}  # index -> (process, owner id)
+        self.stopping = False
+
+    def prepare(self) -> list:
+        store = open_store(self.config.meta_dir)
+        try:
+            drives, problems = attach_drives(store, self.config.drives)
+            for problem in problems:
+                log.error("%s", problem)
+            if not drives:
+                raise SystemExit("no usable drives")
+            recover_interrupted_writes(store, drives, live_owner="supervisor")
+        finally:
+            store.close()
+        return drives
+
+    def run(self) -> None:
+        drives = self.prepare()
+        listener = socket.create_server((self.config.host, self.config.port), backlog=1024)
+        listener.set_inheritable(True)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._stop)
+        log.info("Apollo S3 endpoint http://%s:%d  workers=%d  drives=%d  meta=%s", self.config.host,
+                 self.config.port, self.count, len(drives), self.config.meta_dir)  # fmt: skip
+        try:
+            for index in range(self.count):
+                self._start(index, listener.fileno())
+            self._watch(drives, listener.fileno())
+        finally:
+            self._stop_all()
+            listener.close()
+            shutil.rmtree(self.metrics_dir, ignore_errors=True)
+
+    def _start(self, index: int, fd: int) -> None:
+        owner = f"w{index}-{uuid.uuid4().hex[:8]}"
+        args = [sys.executable, "-m", "apollo", "server", *self.argv, "--worker-index", str(index),
+                "--listen-fd", str(fd), "--owner-id", owner]  # fmt: skip
+        env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": self.metrics_dir}
+        process = subprocess.Popen(args, pass_fds=(fd,), env=env, preexec_fn=_die_with_parent)
+        self.workers[index] = (process, owner)
+
+    def _watch(self, drives: list, fd: int) -> None:
+        while not self.stopping:
+            time.sleep(0.2)
+            for index, (process, owner) in list(self.workers.items()):
+                if process.poll() is None or self.stopping:
+                    continue
+                log.error("worker %d (pid %d) exited with %s; restarting it", index, process.pid, process.returncode)
+                self._forget(process.pid, owner, drives)
+                time.sleep(RESTART_DELAY_S)
+                if not self.stopping:
+                    self._start(index, fd)
+
+    def _forget(self, pid: int, owner: str, drives: list) -> None:
+        """A dead worker's unfinished writes: temp files removed, pending segments due for GC."""
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(pid, self.metrics_dir)
+        for drive in drives:
+            drive.clear_tmp(pid)
+        store = open_store(self.config.meta_dir)
+        try:
+            store.release_owner(owner, time.time())
+        finally:
+            store.close()
+
+    def _stop(self, signum, _frame) -> None:
+        self.stopping = True
+
+    def _stop_all(self) -> None:
+        for process, _ in self.workers.values():
+            if process.poll() is None:
+                process.terminate()
+        deadline = time.monotonic() + limits.shutdown_grace_s + 2
+        for process, _ in self.workers.values():
+            try:
+                process.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def _die_with_parent() -> None:
+    """In the worker, before exec: the kernel kills it when the supervisor dies (even by kill -9)."""
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+
+
+def run_workers(config: ServerConfig, argv: list[str], workers: int) -> None:
+    Supervisor(config, argv, workers).run()
