@@ -62,20 +62,50 @@ class Writer(threading.Thread):
         return body + random.Random(seed).randbytes(6 * MIB) if self.multipart else body
 
 
+class Deleter(threading.Thread):
+    """PUTs a fresh key and DELETEs it, again and again: an acknowledged delete must stay deleted."""
+
+    def __init__(self, server, bucket: str) -> None:
+        super().__init__(daemon=True)
+        self.s3 = server.s3()
+        self.bucket = bucket
+        self.deleted: list[str] = []  # deletes acknowledged
+        self.present: dict[str, bytes] = {}  # acknowledged PUT, delete not acknowledged (maybe in flight)
+        self.in_flight_put: tuple[str, bytes] | None = None
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        n = 0
+        while not self.stop.is_set():
+            key, body = f"del/{n}", random.Random(n).randbytes(50_000)
+            self.in_flight_put = (key, body)
+            try:
+                self.s3.put_object(Bucket=self.bucket, Key=key, Body=body)
+                self.in_flight_put, self.present[key] = None, body
+                self.s3.delete_object(Bucket=self.bucket, Key=key)
+            except (ClientError, BotoCoreError, OSError, ValueError):
+                return
+            del self.present[key]
+            self.deleted.append(key)
+            n += 1
+
+
 @pytest.mark.parametrize("seed", [11, 12])
 def test_kill_minus_nine_during_uploads_keeps_every_acknowledged_write(make_server, seed):
     server = make_server(extra_args=["--gc-delay", "0"])
     s3 = server.s3()
     s3.create_bucket(Bucket="crash")
     writers = [Writer(server, "crash", n, multipart=(n == 0)) for n in range(4)]
-    for writer in writers:
-        writer.start()
+    deleter = Deleter(server, "crash")
+    for thread in [*writers, deleter]:
+        thread.start()
     time.sleep(random.Random(seed).uniform(1.5, 3.5))
     server.kill()
-    for writer in writers:
-        writer.stop.set()
-        writer.join(30)
+    for thread in [*writers, deleter]:
+        thread.stop.set()
+        thread.join(30)
     assert sum(len(w.acked) for w in writers) > 0, "no write finished before the kill: the test proves nothing"
+    assert deleter.deleted, "no delete finished before the kill: the test proves nothing"
 
     server.start()
     s3 = server.s3()
@@ -91,6 +121,16 @@ def test_kill_minus_nine_during_uploads_keeps_every_acknowledged_write(make_serv
                 assert key not in writer.acked, f"acknowledged {key} is gone"
                 continue
             assert any(got == body for body in allowed), f"{key}: {len(got)} bytes match no write"
+
+    for key in deleter.deleted:
+        with pytest.raises(ClientError) as gone:
+            s3.head_object(Bucket="crash", Key=key)
+        assert gone.value.response["Error"]["Code"] == "404", f"acknowledged delete of {key} undone"
+    for key, body in [*deleter.present.items(), *([deleter.in_flight_put] if deleter.in_flight_put else [])]:
+        try:  # delete (or put) in flight at the kill: the object is whole or gone
+            assert s3.get_object(Bucket="crash", Key=key)["Body"].read() == body
+        except ClientError as exc:
+            assert exc.response["Error"]["Code"] == "NoSuchKey"
 
     # Everything written (acknowledged, interrupted, overwritten) must be collectable: no orphan shard remains.
     for upload in s3.list_multipart_uploads(Bucket="crash").get("Uploads", []):

@@ -12,6 +12,7 @@ import io
 import random
 import re
 import shutil
+import sqlite3
 import urllib.request
 from collections import defaultdict
 from pathlib import Path
@@ -62,6 +63,8 @@ def test_losing_two_whole_drives_loses_nothing(make_server):
     s3 = server.s3()
     s3.create_bucket(Bucket="data")
     objects = _write_objects(s3, "data", seed=1)
+    _assert_all_exact(s3, "data", objects)
+    assert _metric(server, "apollo_ec_decoded_stripes_total") == 0  # a healthy read never decodes
     for drive in server.drives[1:3]:
         shutil.rmtree(drive)
     _assert_all_exact(s3, "data", objects)
@@ -109,6 +112,9 @@ def test_flipped_bytes_are_caught_by_cell_crc_and_read_from_parity(make_server):
     assert flipped >= 10
     _assert_all_exact(s3, "data", objects)
     assert _metric(server, "apollo_damaged_shards_total") > 0
+    with sqlite3.connect(f"file:{server.meta_dir / 'apollo.db'}?mode=ro", uri=True) as db:
+        queued = db.execute("SELECT COUNT(DISTINCT segment_id) FROM repair_queue").fetchone()[0]
+    assert queued >= 1  # every damaged shard read leaves a durable row for the repair worker
 
 
 def test_more_damage_than_parity_fails_loudly_never_returns_wrong_bytes(make_server):

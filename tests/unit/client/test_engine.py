@@ -127,3 +127,36 @@ def test_replication_scheme(engine, seed):
     for path in replicas[:2]:
         path.unlink()
     assert asyncio.run(_read(ctx, result, 0, len(data))) == data
+
+
+class _CountingNode:
+    """Wraps the real node and records every shard read: which shard index, how many bytes."""
+
+    def __init__(self, node) -> None:
+        self._node = node
+        self.reads: list[tuple[int, int]] = []
+
+    async def read(self, drive_id, shard, offset, length):
+        self.reads.append((shard.index, length))
+        return await self._node.read(drive_id, shard, offset, length)
+
+    def __getattr__(self, name):
+        return getattr(self._node, name)
+
+
+def test_a_small_range_reads_only_the_cells_holding_it_and_a_healthy_read_never_decodes(engine):
+    ctx, _ = engine
+    data = random.Random(5).randbytes(40 * CELL)  # 10 full stripes of 4 x 64 KiB
+    result = asyncio.run(_write(ctx, data))
+    counting = _CountingNode(next(iter(ctx.nodes.values())))
+    ctx.nodes = {drive: counting for drive in ctx.nodes}
+    decoded = []
+    ctx.on_decode.append(decoded.append)
+    start = 17 * CELL + 100  # inside stripe 4, data cell 1
+    assert asyncio.run(_read(ctx, result, start, start + 1000)) == data[start : start + 1000]
+    assert [index for index, _ in counting.reads] == [1]  # one data shard, no parity, no other cell
+    assert all(length <= CELL + 1024 for _, length in counting.reads)  # one cell record (codec header + CRC)
+    counting.reads.clear()
+    assert asyncio.run(_read(ctx, result, 0, len(data))) == data
+    assert {index for index, _ in counting.reads} == {0, 1, 2, 3}  # data shards only
+    assert decoded == []
