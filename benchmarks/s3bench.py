@@ -63,6 +63,7 @@ RSS_LIMIT_MIB = 300
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--drives", type=int, default=6, help="directory drives of the server (default 6)")
+    parser.add_argument("--small-size", type=int, default=4 * KiB, help="bytes of the 'small' objects (default 4 KiB)")
     parser.add_argument("--quick", action="store_true", help="smoke run: 64 MiB large objects, 10k keys, 3 s runs")
     parser.add_argument("--only", help=f"comma-separated scenarios out of {','.join(SCENARIOS)}")
     parser.add_argument("--duration", type=float, help="seconds per measurement (default 10, --quick 3)")
@@ -319,7 +320,7 @@ class Bench:
             })  # fmt: skip
 
     def run(self) -> None:
-        steps = {"small": lambda: self.object_scenario("small", 4 * KiB),
+        steps = {"small": lambda: self.object_scenario("small", self.args.small_size),
                  "medium": lambda: self.object_scenario("medium", MiB),
                  "large": lambda: self.object_scenario("large", self.args.large_size),
                  "range": self.range_scenario, "list": self.list_scenario, "rss": self.rss_scenario}  # fmt: skip
