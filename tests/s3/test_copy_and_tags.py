@@ -233,35 +233,21 @@ def _copy_fails(s3, bucket: str, **conditions) -> None:
     assert _error(exc) == ("404", 404)
 
 
-def test_copy_source_if_match(s3, source):
+# (condition, the value that fails, the value that passes), from the source's ETag and Last-Modified
+SINGLE_CONDITIONS = [
+    ("CopySourceIfMatch", lambda etag, modified: OTHER_ETAG, lambda etag, modified: etag),
+    ("CopySourceIfNoneMatch", lambda etag, modified: etag, lambda etag, modified: OTHER_ETAG),
+    ("CopySourceIfModifiedSince", lambda etag, modified: modified, lambda etag, modified: modified - HOUR),
+    ("CopySourceIfUnmodifiedSince", lambda etag, modified: modified - HOUR, lambda etag, modified: modified),
+]
+
+
+@pytest.mark.parametrize(("condition", "failing", "passing"), SINGLE_CONDITIONS, ids=[c[0] for c in SINGLE_CONDITIONS])
+def test_copy_source_condition(s3, source, condition, failing, passing):
     bucket, data = source
-    etag, _ = _source_state(s3, bucket)
-    _copy_fails(s3, bucket, CopySourceIfMatch=OTHER_ETAG)
-    _copy(s3, bucket, CopySourceIfMatch=etag)
-    assert _get(s3, bucket, "dst") == data
-
-
-def test_copy_source_if_none_match(s3, source):
-    bucket, data = source
-    etag, _ = _source_state(s3, bucket)
-    _copy_fails(s3, bucket, CopySourceIfNoneMatch=etag)
-    _copy(s3, bucket, CopySourceIfNoneMatch=OTHER_ETAG)
-    assert _get(s3, bucket, "dst") == data
-
-
-def test_copy_source_if_modified_since(s3, source):
-    bucket, data = source
-    _, modified = _source_state(s3, bucket)
-    _copy_fails(s3, bucket, CopySourceIfModifiedSince=modified)
-    _copy(s3, bucket, CopySourceIfModifiedSince=modified - HOUR)
-    assert _get(s3, bucket, "dst") == data
-
-
-def test_copy_source_if_unmodified_since(s3, source):
-    bucket, data = source
-    _, modified = _source_state(s3, bucket)
-    _copy_fails(s3, bucket, CopySourceIfUnmodifiedSince=modified - HOUR)
-    _copy(s3, bucket, CopySourceIfUnmodifiedSince=modified)
+    state = _source_state(s3, bucket)
+    _copy_fails(s3, bucket, **{condition: failing(*state)})
+    _copy(s3, bucket, **{condition: passing(*state)})
     assert _get(s3, bucket, "dst") == data
 
 
