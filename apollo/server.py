@@ -169,6 +169,7 @@ class Server:
 
     async def _background(self, app: web.Application):
         if self.config.worker_index is None:  # with workers, the supervisor did this before starting them
+            # Runs during app start-up, before the socket accepts anything: nothing else uses the store yet.
             await asyncio.to_thread(recover_interrupted_writes, self.store, self.drives, self.meta.owner)
         loops = [self._health_loop, self._flush_logs_loop]
         if self.config.worker_index in (None, 0):  # one garbage collector per server
