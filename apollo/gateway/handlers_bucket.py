@@ -8,7 +8,7 @@ import time
 from aiohttp import web
 
 from apollo import limits
-from apollo.gateway.http import count_param
+from apollo.gateway.http import count_param, read_document
 from apollo.gateway.s3errors import s3error
 from apollo.gateway.state import CLIENT, OWNER, xml_response
 from apollo.gateway.xml import iso8601, parse_delete, parse_versioning, render
@@ -47,7 +47,7 @@ async def list_buckets(request: web.Request, bucket: str, key: str) -> web.Respo
 
 
 async def create_bucket(request: web.Request, bucket: str, key: str) -> web.Response:
-    await request.read()  # CreateBucketConfiguration: any region is accepted
+    await read_document(request)  # CreateBucketConfiguration: any region is accepted
     await request.app[CLIENT].meta.create_bucket(bucket, time.time())
     return web.Response(headers={"Location": f"/{bucket}"})
 
@@ -73,7 +73,7 @@ async def get_versioning(request: web.Request, bucket: str, key: str) -> web.Res
 
 
 async def put_versioning(request: web.Request, bucket: str, key: str) -> web.Response:
-    status = parse_versioning(await request.read())
+    status = parse_versioning(await read_document(request))
     await request.app[CLIENT].meta.set_versioning(bucket, status)
     return web.Response()
 
@@ -204,7 +204,7 @@ async def list_versions(request: web.Request, bucket: str, key: str) -> web.Resp
 async def delete_objects(request: web.Request, bucket: str, key: str) -> web.Response:
     from apollo.gateway.http import _parse_content_md5
 
-    body = await request.content.read(limits.xml_body_bytes_max + 1)
+    body = await read_document(request)
     declared = _parse_content_md5(request.headers.get("Content-MD5"))
     if declared is not None:
         import hashlib

@@ -17,7 +17,7 @@ from apollo.gateway.checksums import (
 )
 from apollo.gateway.handlers_bucket import _encoder
 from apollo.gateway.handlers_object import check_copy_conditions, parse_copy_source, resolve, write_conditions
-from apollo.gateway.http import RequestBody, attrs_from_request, count_param
+from apollo.gateway.http import RequestBody, attrs_from_request, count_param, read_document
 from apollo.gateway.names import validate_key
 from apollo.gateway.s3errors import s3error
 from apollo.gateway.state import CLIENT, OWNER, xml_response
@@ -95,7 +95,7 @@ async def _upload_part_copy(request: web.Request, bucket: str, key: str, upload_
 
 
 async def complete_upload(request: web.Request, bucket: str, key: str) -> web.Response:
-    parts = parse_complete(await request.content.read(limits.xml_body_bytes_max + 1))
+    parts = parse_complete(await read_document(request))
     if not parts:
         raise s3error("MalformedXML", "CompleteMultipartUpload must list at least one part")  # as AWS answers
     if len(parts) > limits.part_number_max:

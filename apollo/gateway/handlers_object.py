@@ -21,6 +21,7 @@ from apollo.gateway.http import (
     object_headers,
     parse_range,
     parse_tag_header,
+    read_document,
 )
 from apollo.gateway.names import validate_bucket, validate_key
 from apollo.gateway.s3errors import s3error
@@ -238,7 +239,7 @@ async def get_tagging(request: web.Request, bucket: str, key: str) -> web.Respon
 
 
 async def put_tagging(request: web.Request, bucket: str, key: str) -> web.Response:
-    tags = parse_tagging(await request.content.read(limits.xml_body_bytes_max + 1))
+    tags = parse_tagging(await read_document(request))
     version_id = await request.app[CLIENT].meta.set_tags(bucket, key, request.query.get("versionId"), tags)
     return web.Response(headers={"x-amz-version-id": version_id} if version_id != "null" else {})
 
@@ -256,7 +257,7 @@ async def get_object_acl(request: web.Request, bucket: str, key: str) -> web.Res
 async def put_acl(request: web.Request, bucket: str, key: str) -> web.Response:
     """Only the canned ACL "private" exists here: everything is private to its owner."""
     acl = request.headers.get("x-amz-acl", "private")
-    await request.read()
+    await read_document(request)
     if acl != "private":
         raise s3error("NotImplemented", f"Canned ACL {acl!r} is not supported; objects are private")
     if key:

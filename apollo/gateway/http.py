@@ -110,6 +110,24 @@ class RequestBody:
                 raise s3error("BadDigest", f"The {algorithm} you specified did not match the calculated checksum.")
 
 
+async def read_document(request: web.Request) -> bytes:
+    """A whole XML request body, up to ``limits.xml_body_bytes_max``.
+
+    ``StreamReader.read(n)`` returns what has arrived so far, not n bytes: a CompleteMultipartUpload
+    of thousands of parts spans many TCP reads, so read until the end of the body.
+    """
+    chunks, size = [], 0
+    try:
+        async for chunk in request.content.iter_chunked(64 * 1024):
+            size += len(chunk)
+            if size > limits.xml_body_bytes_max:
+                raise s3error("MalformedXML", f"The XML document is larger than {limits.xml_body_bytes_max} bytes")
+            chunks.append(chunk)
+    except (aiohttp.ClientPayloadError, ConnectionError, EOFError) as exc:
+        raise s3error("IncompleteBody", f"The request body ended early: {exc}") from exc
+    return b"".join(chunks)
+
+
 def count_param(raw: str | None, name: str, default: int, cap: int | None = None) -> int:
     """A non-negative integer query parameter or header (max-keys, max-parts...), capped like AWS caps it."""
     if raw is None:

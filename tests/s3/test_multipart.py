@@ -206,6 +206,18 @@ def test_empty_part_list_is_malformed_xml(s3, bucket):
     assert _error(exc) == ("MalformedXML", 400)
 
 
+def test_complete_listing_more_than_10000_parts_is_refused_and_the_upload_survives(s3, bucket):
+    upload_id = _start(s3, bucket)
+    part = _part(s3, bucket, upload_id, 1, b"1")
+    too_many = [{"PartNumber": n, "ETag": part["ETag"]} for n in range(1, 10_002)]
+    with pytest.raises(ClientError) as exc:
+        _complete(s3, bucket, upload_id, too_many)
+    assert _error(exc) == ("InvalidArgument", 400)
+    assert [p["PartNumber"] for p in s3.list_parts(Bucket=bucket, Key="mp", UploadId=upload_id)["Parts"]] == [1]
+    _complete(s3, bucket, upload_id, [part])  # still completable
+    assert s3.get_object(Bucket=bucket, Key="mp")["Body"].read() == b"1"
+
+
 @pytest.mark.parametrize("number", [0, 10001])
 def test_part_number_out_of_range_is_invalid_argument(s3, bucket, number):
     upload_id = _start(s3, bucket)
