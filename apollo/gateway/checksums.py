@@ -68,8 +68,12 @@ def _algorithm_of(header: str) -> str:
 
 
 def _check_value(algorithm: str, value: str) -> str:
+    """A well-formed value; a COMPOSITE multipart checksum carries a ``-<parts>`` suffix after the digest."""
+    digest, _, parts = value.partition("-")
     try:
-        decoded = base64.b64decode(value, validate=True)
+        if parts and not parts.isdigit():
+            raise ValueError(value)
+        decoded = base64.b64decode(digest, validate=True)
     except ValueError as exc:
         raise s3error("InvalidRequest", f"Value for x-amz-checksum-{algorithm.lower()} header is invalid.") from exc
     if len(decoded) != _DIGEST_BYTES[algorithm]:

@@ -509,3 +509,21 @@ def test_wrong_full_object_checksum_on_complete_is_bad_digest_and_publishes_noth
     with pytest.raises(ClientError) as exc:
         s3.head_object(Bucket=bucket, Key="bad")
     assert exc.value.response["ResponseMetadata"]["HTTPStatusCode"] == 404
+
+
+def test_composite_checksum_sent_with_complete_is_compared(s3, bucket, big_parts):
+    upload_id = s3.create_multipart_upload(Bucket=bucket, Key="sent", ChecksumAlgorithm="SHA256")["UploadId"]
+    bodies = [big_parts[0], b"end"]
+    parts, digests = [], []
+    for number, body in enumerate(bodies, start=1):
+        response = s3.upload_part(Bucket=bucket, Key="sent", UploadId=upload_id, PartNumber=number, Body=body,
+                                  ChecksumAlgorithm="SHA256")  # fmt: skip
+        parts.append({"PartNumber": number, "ETag": response["ETag"], "ChecksumSHA256": response["ChecksumSHA256"]})
+        digests.append(hashlib.sha256(body).digest())
+    composite = base64.b64encode(hashlib.sha256(b"".join(digests)).digest()).decode() + "-2"
+    wrong = base64.b64encode(hashlib.sha256(b"nope").digest()).decode() + "-2"
+    with pytest.raises(ClientError) as exc:
+        _complete(s3, bucket, upload_id, parts, key="sent", ChecksumSHA256=wrong)
+    assert _error(exc) == ("BadDigest", 400)
+    done = _complete(s3, bucket, upload_id, parts, key="sent", ChecksumSHA256=composite)
+    assert done["ChecksumSHA256"] == composite
