@@ -4,9 +4,6 @@ from __future__ import annotations
 
 # S3 protocol bounds (AWS documented values).
 key_length_bytes_max = 1024
-bucket_name_length_min = 3
-bucket_name_length_max = 63
-object_size_bytes_max = 5 * 1024**4  # 5 TiB, AWS's maximum object size
 put_object_size_bytes_max = 5 * 1024**3  # single PUT; larger needs multipart
 part_size_bytes_min = 5 * 1024**2
 part_size_bytes_max = 5 * 1024**3
@@ -29,5 +26,4 @@ drive_free_bytes_min = 256 * 1024**2  # placement skips drives with less free sp
 # Timing.
 gc_interval_s = 5.0
 gc_deleted_data_delay_s = 30.0  # in-flight readers of an overwritten version finish first
-request_body_read_timeout_s = 60.0
 shutdown_grace_s = 10.0

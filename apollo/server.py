@@ -15,7 +15,7 @@ import os
 import socket
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from aiohttp import web
@@ -63,7 +63,6 @@ class ServerConfig:
     root_user: str = ""
     root_password: str = ""
     gc_delay_s: float = limits.gc_deleted_data_delay_s
-    extra: dict = field(default_factory=dict)
     # Set by the supervisor of ``--workers N`` (apollo/workers.py); None for a single-process server.
     worker_index: int | None = None
     listen_fd: int | None = None

@@ -10,7 +10,7 @@ from urllib.parse import unquote
 from apollo import limits
 from apollo.gateway.s3errors import s3error
 
-_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")  # 3 to 63 characters
 
 
 @functools.lru_cache(maxsize=4096)  # valid names only: a raise is not cached

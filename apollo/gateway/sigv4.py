@@ -21,6 +21,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from urllib.parse import quote, unquote_plus, unquote_to_bytes
 
+from apollo import limits
 from apollo.gateway import sigv2
 from apollo.gateway.s3errors import s3error
 from apollo.gateway.sigv2 import secret_for
@@ -145,7 +146,7 @@ def verify_request(
     headers: Mapping[str, str],
     lookup_secret: Callable[[str], str | None],
     now: datetime.datetime,
-    max_skew_s: float = 900,
+    max_skew_s: float = limits.clock_skew_s_max,
 ) -> AuthContext | None:
     """Check a request's SigV4 signature; None for an anonymous request. Raises S3Error."""
     authorization = headers.get("Authorization")
