@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import time
 
 from aiohttp import web
 
 from apollo import limits
-from apollo.gateway.http import count_param, read_document
+from apollo.gateway.http import count_param, parse_content_md5, read_document
 from apollo.gateway.s3errors import s3error
 from apollo.gateway.state import CLIENT, OWNER, xml_response
 from apollo.gateway.xml import iso8601, parse_delete, parse_versioning, render
@@ -202,15 +203,10 @@ async def list_versions(request: web.Request, bucket: str, key: str) -> web.Resp
 
 
 async def delete_objects(request: web.Request, bucket: str, key: str) -> web.Response:
-    from apollo.gateway.http import _parse_content_md5
-
     body = await read_document(request)
-    declared = _parse_content_md5(request.headers.get("Content-MD5"))
-    if declared is not None:
-        import hashlib
-
-        if hashlib.md5(body).hexdigest() != declared:
-            raise s3error("BadDigest")
+    declared = parse_content_md5(request.headers.get("Content-MD5"))
+    if declared is not None and hashlib.md5(body).hexdigest() != declared:
+        raise s3error("BadDigest")
     objects, quiet = parse_delete(body)
     meta = request.app[CLIENT].meta
     await meta.get_bucket(bucket)

@@ -95,9 +95,7 @@ async def _upload_part_copy(request: web.Request, bucket: str, key: str, upload_
 
 
 async def complete_upload(request: web.Request, bucket: str, key: str) -> web.Response:
-    parts = parse_complete(await read_document(request))
-    if not parts:
-        raise s3error("MalformedXML", "CompleteMultipartUpload must list at least one part")  # as AWS answers
+    parts = parse_complete(await read_document(request))  # an empty part list is MalformedXML, as on AWS
     if len(parts) > limits.part_number_max:
         raise s3error("InvalidArgument", "Too many parts", ArgumentName="Part")
     declared = checksum_from_headers(request.headers)
@@ -122,7 +120,7 @@ def _object_checksums(upload: Upload, chosen: list[Part], declared: tuple[str, s
     algorithm = upload.checksum_algorithm
     if not algorithm or any(algorithm not in part.checksums for part in chosen):
         return {}
-    value = combine_part_checksums(algorithm, upload.checksum_type or multipart_checksum_type(algorithm, None),
+    value = combine_part_checksums(algorithm, upload.checksum_type,
                                    [(part.checksums[algorithm], part.size) for part in chosen])  # fmt: skip
     if (
         declared is not None

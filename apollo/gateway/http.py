@@ -72,7 +72,7 @@ class RequestBody:
             self.declared[algorithm] = expected
         if re.fullmatch(r"[0-9a-f]{64}", self.mode):
             self.checksummers["_sha256"] = _Sha256()
-        self.content_md5 = _parse_content_md5(headers.get("Content-MD5"))
+        self.content_md5 = parse_content_md5(headers.get("Content-MD5"))
 
     async def chunks(self) -> AsyncIterator[bytes]:
         received = 0
@@ -141,7 +141,7 @@ def count_param(raw: str | None, name: str, default: int, cap: int | None = None
     return value if cap is None else min(value, cap)
 
 
-def _parse_content_md5(value: str | None) -> str | None:
+def parse_content_md5(value: str | None) -> str | None:
     if value is None:
         return None
     try:

@@ -102,10 +102,9 @@ def verify_header(
     if when.tzinfo is None:
         when = when.replace(tzinfo=datetime.UTC)
     if abs((now - when).total_seconds()) > max_skew_s:
-        raise s3error("RequestTimeTooSkewed", RequestTime=date, ServerTime=now.strftime("%Y-%m-%dT%H:%M:%SZ"),
-                      MaxAllowedSkewMilliseconds=str(int(max_skew_s * 1000)))  # fmt: skip
+        raise skew_error(date, now, max_skew_s)
     date_line = "" if "x-amz-date" in headers else date
-    _verify(secret_for(access_key, lookup_secret), method, raw_path, _parse_query(raw_query), headers, date_line,
+    _verify(secret_for(access_key, lookup_secret), method, raw_path, parse_query(raw_query), headers, date_line,
             signature, access_key)  # fmt: skip
     return access_key
 
@@ -115,7 +114,7 @@ def verify_presigned(
     lookup_secret: Callable[[str], str | None], now: datetime.datetime,
 ) -> str:  # fmt: skip
     """Check ``?AWSAccessKeyId=..&Expires=..&Signature=..``; returns the access key."""
-    query = _parse_query(raw_query)
+    query = parse_query(raw_query)
     access_key, expires, signature = query.get("AWSAccessKeyId"), query.get("Expires"), query.get("Signature")
     if not (access_key and expires and signature):
         raise s3error("AccessDenied", "Query-string authentication requires the Signature, Expires and "
@@ -145,7 +144,14 @@ def _verify(secret: str, method: str, raw_path: str, query: dict[str, str], head
     _compare(expected, signature, text, access_key)
 
 
-def _parse_query(raw_query: str) -> dict[str, str]:
+def skew_error(request_time: str, now: datetime.datetime, max_skew_s: float):
+    """RequestTimeTooSkewed, with the fields AWS returns (shared by SigV2 and SigV4)."""
+    return s3error("RequestTimeTooSkewed", RequestTime=request_time, ServerTime=now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                   MaxAllowedSkewMilliseconds=str(int(max_skew_s * 1000)))  # fmt: skip
+
+
+def parse_query(raw_query: str) -> dict[str, str]:
+    """Query parameters, decoded (``+`` is a space), the last of repeated names winning."""
     query = {}
     for item in raw_query.split("&"):
         if item:

@@ -24,7 +24,7 @@ from urllib.parse import quote, unquote_plus, unquote_to_bytes
 from apollo import limits
 from apollo.gateway import sigv2
 from apollo.gateway.s3errors import s3error
-from apollo.gateway.sigv2 import secret_for
+from apollo.gateway.sigv2 import parse_query, secret_for, skew_error
 
 ALGORITHM = "AWS4-HMAC-SHA256"
 PRESIGN_EXPIRES_MAX_S = 7 * 24 * 3600
@@ -179,8 +179,7 @@ def _verify_header(method, raw_path, raw_query, headers, authorization, lookup_s
         raise s3error("AccessDenied", "AWS authentication requires a valid Date or x-amz-date header")
     when = _parse_time(amz_date, "x-amz-date")
     if abs((now - when).total_seconds()) > max_skew_s:
-        raise s3error("RequestTimeTooSkewed", RequestTime=amz_date, ServerTime=now.strftime("%Y-%m-%dT%H:%M:%SZ"),
-                      MaxAllowedSkewMilliseconds=str(int(max_skew_s * 1000)))  # fmt: skip
+        raise skew_error(amz_date, now, max_skew_s)
     access_key, scope, region = _parse_credential(match["credential"], amz_date, presigned=False)
     signed = match["signed"].split(";")
     if "host" not in signed:
@@ -198,10 +197,7 @@ def _verify_header(method, raw_path, raw_query, headers, authorization, lookup_s
 
 
 def _verify_presigned(method, raw_path, raw_query, headers, lookup_secret, now, max_skew_s):
-    params = {}
-    for item in raw_query.split("&"):
-        name, _, value = item.partition("=")
-        params[unquote_plus(name)] = unquote_plus(value)
+    params = parse_query(raw_query)
     missing = [p for p in ("X-Amz-Algorithm", "X-Amz-Credential", "X-Amz-Date", "X-Amz-Expires",
                            "X-Amz-SignedHeaders", "X-Amz-Signature") if not params.get(p)]  # fmt: skip
     if missing:
@@ -219,8 +215,7 @@ def _verify_presigned(method, raw_path, raw_query, headers, lookup_secret, now, 
     if expires > PRESIGN_EXPIRES_MAX_S:
         raise s3error("AuthorizationQueryParametersError", "X-Amz-Expires must be less than a week (in seconds)")
     if (when - now).total_seconds() > max_skew_s:
-        raise s3error("RequestTimeTooSkewed", RequestTime=amz_date, ServerTime=now.strftime("%Y-%m-%dT%H:%M:%SZ"),
-                      MaxAllowedSkewMilliseconds=str(int(max_skew_s * 1000)))  # fmt: skip
+        raise skew_error(amz_date, now, max_skew_s)
     if (now - when).total_seconds() > expires:
         expired_at = (when + datetime.timedelta(seconds=expires)).strftime("%Y-%m-%dT%H:%M:%SZ")
         raise s3error("AccessDenied", "Request has expired", Expires=expired_at,
