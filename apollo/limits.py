@@ -26,4 +26,6 @@ drive_free_bytes_min = 256 * 1024**2  # placement skips drives with less free sp
 # Timing.
 gc_interval_s = 5.0
 gc_deleted_data_delay_s = 30.0  # in-flight readers of an overwritten version finish first
+upload_expiry_s_default = 7 * 24 * 3600.0  # like the common AbortIncompleteMultipartUpload lifecycle rule
+uploads_expired_per_pass_max = 64  # one GC pass aborts at most this many abandoned uploads, oldest first
 shutdown_grace_s = 10.0

@@ -3,8 +3,9 @@
 Start-up order: open the metadata database, check and attach drives (a
 drive whose format file is missing or foreign is refused, never reused),
 clear temp files of interrupted writes, release pending writes of dead
-processes to GC, then serve. Background tasks: drive health/free-space
-probe and garbage collection.
+processes to GC, probe the drives once, then serve. Background tasks: the
+drive probe, and on the manager process repair, scrub and drive jobs
+(``apollo.cluster``) plus garbage collection.
 """
 
 from __future__ import annotations
@@ -23,9 +24,11 @@ from aiohttp import web
 from apollo import limits
 from apollo.client.context import ClientContext
 from apollo.client.core import ApolloClient
+from apollo.cluster.drives import NODE_NAME, SERVING_STATES
+from apollo.cluster.manager import BackgroundManager
 from apollo.gateway import metrics
 from apollo.gateway.app import build_app
-from apollo.meta.placement import Candidate
+from apollo.meta.lock import MetaDirInUse, MetaDirLock
 from apollo.meta.service import MetaService
 from apollo.meta.sql_admin import DriveRecord
 from apollo.meta.store import SqlStore
@@ -34,8 +37,6 @@ from apollo.storage.ec import Scheme
 from apollo.storage.node import LocalStorageNode
 
 log = logging.getLogger("apollo.server")
-NODE_NAME = "local"
-HEALTH_INTERVAL_S = 2.0
 
 
 def default_scheme(drive_count: int) -> Scheme:
@@ -63,6 +64,8 @@ class ServerConfig:
     root_user: str = ""
     root_password: str = ""
     gc_delay_s: float = limits.gc_deleted_data_delay_s
+    drive_reserve_bytes: int = limits.drive_free_bytes_min  # placement skips drives with less free space
+    upload_expiry_s: float = limits.upload_expiry_s_default
     # Set by the supervisor of ``--workers N`` (apollo/workers.py); None for a single-process server.
     worker_index: int | None = None
     listen_fd: int | None = None
@@ -75,19 +78,27 @@ def open_store(meta_dir: Path) -> SqlStore:
 
 
 def attach_drives(store: SqlStore, roots: list[Path]) -> tuple[list[Drive], list[str]]:
-    """Open every drive; format new empty ones. Returns (attached drives, problems)."""
+    """Open every drive of the command line and every serving drive the database knows; format new empty ones.
+
+    Returns (attached drives, problems). A directory that lost its format file is never reformatted
+    here: its data is gone, and `apollo admin drive replace` says so explicitly.
+    """
     deployment = store.get_setting("deployment_id")
     if deployment is None:
         deployment = uuid.uuid4().hex
         store.set_setting("deployment_id", deployment)
-    known = {record.path: record for record in store.list_drives()}
+    records = store.list_drives()
+    by_path = {r.path: r for r in records if r.state != "retired"}
+    wanted = [root.resolve() for root in roots]
+    wanted += [Path(r.path) for r in records if r.node == NODE_NAME and r.state in SERVING_STATES
+               and Path(r.path) not in wanted]  # fmt: skip
     attached, problems = [], []
-    for root in roots:
-        path = str(root.resolve())
+    for root in wanted:
+        path = str(root)
         info = read_format(root) if root.exists() else None
-        if info is None and path in known:
-            problems.append(f"drive {path} (id {known[path].drive_id}) lost its format file: wiped or replaced; "
-                            "it will not be used until it is replaced with `apollo admin drive replace`")  # fmt: skip
+        if info is None and path in by_path:
+            problems.append(f"drive {path} (id {by_path[path].drive_id}) lost its format file: wiped or replaced; "
+                            "its data is rebuilt elsewhere; `apollo admin drive replace` formats it anew")  # fmt: skip
             continue
         if info is None:
             if root.exists() and any(root.iterdir()):
@@ -100,6 +111,10 @@ def attach_drives(store: SqlStore, roots: list[Path]) -> tuple[list[Drive], list
             drive = Drive(root, deployment)
         except Exception as exc:
             problems.append(str(exc))
+            continue
+        state = next((r.state for r in records if r.drive_id == drive.drive_id), "online")
+        if state not in SERVING_STATES:
+            problems.append(f"drive {path} (id {drive.drive_id}) is {state}; not serving it")
             continue
         store.put_drive(DriveRecord(drive.drive_id, NODE_NAME, path, "online", 1.0), time.time())
         attached.append(drive)
@@ -134,6 +149,7 @@ class Server:
                         "add drives for real durability", len(config.drives), self.scheme.width)  # fmt: skip
         if self.scheme.width > len(config.drives):
             raise SystemExit(f"erasure code {self.scheme} needs {self.scheme.width} drives, have {len(config.drives)}")
+        self.store.set_setting("scheme", str(self.scheme))  # for `apollo admin drive drain` checks
         self.node = LocalStorageNode(drives)
         self.meta = MetaService(self.store, owner=config.owner)
         ctx = ClientContext(
@@ -142,50 +158,30 @@ class Server:
             on_damage=[metrics.record_damage],
             on_decode=[metrics.ec_decoded_stripes.inc],
         )
-        self.known_drive_ids = [r.drive_id for r in self.store.list_drives()]
         self.client = ApolloClient(ctx, self.scheme, config.cell_size)
+        self.manager = BackgroundManager(
+            ctx, self.node, self.store.get_setting("deployment_id") or "",
+            manager=config.worker_index in (None, 0), reserve_bytes=config.drive_reserve_bytes,
+        )  # fmt: skip
         if config.root_user:
             self.store.put_key(config.root_user, config.root_password, time.time(), is_root=True)
         self.app = build_app(self.client, config.domain)
         self.app.cleanup_ctx.append(self._background)
-        self._probe_drives()
-
-    def _probe_drives(self) -> None:
-        """Health and free space of every drive; placement only uses healthy drives with room."""
-        candidates, writable = [], set()
-        for drive_id in self.known_drive_ids:
-            candidates.append(Candidate(drive_id, NODE_NAME))
-            drive = self.node.drives.get(drive_id)
-            healthy = drive is not None and drive.is_healthy()
-            free = drive.usage()[0] if healthy else 0
-            if healthy and free >= limits.drive_free_bytes_min:
-                writable.add(drive_id)
-            metrics.drive_up.labels(drive_id, str(drive.root) if drive else "").set(1 if healthy else 0)
-            metrics.drive_free_bytes.labels(drive_id).set(free)
-        if writable != self.meta.writable:
-            log.info("writable drives: %d of %d", len(writable), len(candidates))
-        self.meta.set_drives(candidates, writable)
 
     async def _background(self, app: web.Application):
         if self.config.worker_index is None:  # with workers, the supervisor did this before starting them
             # Runs during app start-up, before the socket accepts anything: nothing else uses the store yet.
             await asyncio.to_thread(recover_interrupted_writes, self.store, self.drives, self.meta.owner)
-        loops = [self._health_loop, self._flush_logs_loop]
+        tasks = await self.manager.start()
+        tasks.append(asyncio.create_task(self._flush_logs_loop()))
         if self.config.worker_index in (None, 0):  # one garbage collector per server
-            loops.append(self._gc_loop)
-        tasks = [asyncio.create_task(loop()) for loop in loops]
+            tasks.append(asyncio.create_task(self._gc_loop()))
         yield
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self.node.close()
         self.meta.close()
-
-    async def _health_loop(self) -> None:
-        while True:
-            await asyncio.sleep(HEALTH_INTERVAL_S)
-            await asyncio.to_thread(self._probe_drives)
-            metrics.repair_backlog.set(self.meta.reader.repair_backlog())  # one COUNT on the read connection
 
     @staticmethod
     async def _flush_logs_loop() -> None:
@@ -202,10 +198,22 @@ class Server:
     async def _gc_loop(self) -> None:
         while True:
             try:
+                await self.expire_uploads()
                 await self.collect_garbage()
             except Exception:
                 log.exception("garbage collection pass failed")
             await asyncio.sleep(limits.gc_interval_s)
+
+    async def expire_uploads(self) -> int:
+        """Abort multipart uploads abandoned for longer than ``--upload-expiry``; their parts become garbage."""
+        now = time.time()
+        expired = await self.meta.expire_uploads(
+            now - self.config.upload_expiry_s, now, limits.uploads_expired_per_pass_max
+        )
+        for upload in expired:
+            log.info("aborted multipart upload %s of %s/%s, initiated %.0f s ago (--upload-expiry)",
+                     upload.upload_id, upload.bucket, upload.key, now - upload.created)  # fmt: skip
+        return len(expired)
 
     async def collect_garbage(self) -> int:
         """Delete shard files of due garbage rows, then forget the rows."""
@@ -224,7 +232,18 @@ class Server:
         return len(batch)
 
 
+def lock_meta_dir(meta_dir: Path) -> MetaDirLock:
+    """Refuse to start beside another server (or a restore) on the same metadata directory."""
+    try:
+        return MetaDirLock(meta_dir, "an Apollo server")
+    except MetaDirInUse as exc:
+        raise SystemExit(str(exc)) from None
+
+
 def run(config: ServerConfig) -> None:
+    # Held while the process lives (the kernel drops it on exit, even after kill -9); workers run under
+    # their supervisor's.
+    lock = lock_meta_dir(config.meta_dir) if config.worker_index is None else None
     try:
         import uvloop
 
@@ -242,3 +261,5 @@ def run(config: ServerConfig) -> None:
     else:
         listen = {"host": config.host, "port": config.port}
     web.run_app(server.app, **listen, print=None, access_log=None, shutdown_timeout=limits.shutdown_grace_s)
+    if lock is not None:
+        lock.release()

@@ -31,7 +31,7 @@ import time
 import uuid
 
 from apollo import limits
-from apollo.server import ServerConfig, attach_drives, open_store, recover_interrupted_writes
+from apollo.server import ServerConfig, attach_drives, lock_meta_dir, open_store, recover_interrupted_writes
 
 log = logging.getLogger("apollo.workers")
 RESTART_DELAY_S = 1.0
@@ -60,6 +60,7 @@ class Supervisor:
         return drives
 
     def run(self) -> None:
+        lock = lock_meta_dir(self.config.meta_dir)  # the workers run under it
         drives = self.prepare()
         listener = socket.create_server((self.config.host, self.config.port), backlog=1024)
         listener.set_inheritable(True)
@@ -75,6 +76,7 @@ class Supervisor:
             self._stop_all()
             listener.close()
             shutil.rmtree(self.metrics_dir, ignore_errors=True)
+            lock.release()
 
     def _start(self, index: int, fd: int) -> None:
         owner = f"w{index}-{uuid.uuid4().hex[:8]}"

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from apollo import limits
+from apollo.cli import admin_cluster, admin_meta
 from apollo.storage.ec import Scheme
 
 DEV_USER = "apollo-dev"
@@ -32,6 +33,19 @@ def expand_braces(pattern: str) -> list[str]:
     for n in range(first, last + step, step):
         out += expand_braces(pattern[: match.start()] + str(n).zfill(width) + pattern[match.end() :])
     return out
+
+
+_SIZE = re.compile(r"\s*(\d+)\s*(?:([kmgt])(i?))?b?\s*", re.IGNORECASE)
+
+
+def parse_size(text: str) -> int:
+    """``268435456``, ``64MiB`` (binary) or ``64MB`` (decimal) -> bytes, as ``--drive-reserve`` takes them."""
+    match = _SIZE.fullmatch(text)
+    if match is None:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (examples: 268435456, 64MiB, 10GB)")
+    number, prefix, binary = match.groups()
+    power = " kmgt".index(prefix.lower()) if prefix else 0
+    return int(number) * (1024 if binary else 1000) ** power
 
 
 def _credentials(args: argparse.Namespace) -> tuple[str, str]:
@@ -77,6 +91,8 @@ def cmd_server(args: argparse.Namespace) -> None:
         drives=drives, meta_dir=meta_dir, host=host or "127.0.0.1", port=int(port),
         scheme=Scheme.parse(args.ec) if args.ec else None, cell_size=args.cell_size, domain=args.domain,
         root_user=user, root_password=password, gc_delay_s=args.gc_delay,
+        drive_reserve_bytes=args.drive_reserve,
+        upload_expiry_s=args.upload_expiry,
         worker_index=args.worker_index, listen_fd=args.listen_fd, owner=args.owner_id,
     )  # fmt: skip
     if args.workers < 1:
@@ -123,6 +139,10 @@ def build_parser() -> argparse.ArgumentParser:
     server.add_argument("--domain", help="enable virtual-host-style addressing under this domain")
     server.add_argument("--gc-delay", type=float, default=limits.gc_deleted_data_delay_s,
                         help="seconds before data of deleted versions is removed")  # fmt: skip
+    server.add_argument("--upload-expiry", type=float, default=limits.upload_expiry_s_default,
+                        help="abort multipart uploads unfinished after this many seconds (default 7 days)")  # fmt: skip
+    server.add_argument("--drive-reserve", type=parse_size, default=limits.drive_free_bytes_min, metavar="SIZE",
+                        help="free space kept on every drive: bytes, or 64MiB, 10GB (default 256MiB)")  # fmt: skip
     server.add_argument("--dev", action="store_true", help="development mode: allow/print dev credentials")
     server.add_argument("--log-level", default="INFO")
     server.add_argument("--workers", type=int, default=1,
@@ -137,6 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
     key.add_argument("access_key", nargs="?")
     key.add_argument("--meta-dir", required=True)
     key.set_defaults(func=cmd_key)
+    admin_meta.register(admin)
+    admin_cluster.register(admin)
     return parser
 
 

@@ -11,17 +11,13 @@ One batch is read ahead while the previous one is being sent.
 from __future__ import annotations
 
 import asyncio
-import struct
 from collections.abc import AsyncIterator
 
-from apollo import limits
 from apollo.client.context import ClientContext, Damage
-from apollo.errors import ApolloError, ChecksumMismatch, InsufficientFragments
-from apollo.storage.ec import StripeCodec, codec_for
-from apollo.storage.shardfile import CRC_BYTES, open_record, record_offset
+from apollo.errors import ApolloError, InsufficientFragments
+from apollo.storage.ec import StripeCodec
+from apollo.storage.geometry import ShardGeometry
 from apollo.types import ObjectData, SegmentLayout
-
-_U32 = struct.Struct("<I")
 
 
 async def read_range(ctx: ClientContext, data: ObjectData, start: int, end: int) -> AsyncIterator[bytes]:
@@ -41,9 +37,9 @@ class SegmentReader:
     def __init__(self, ctx: ClientContext, layout: SegmentLayout) -> None:
         self.ctx = ctx
         self.layout = layout
-        self.codec: StripeCodec = codec_for(layout.scheme)
-        self.full_record = self.codec.header_bytes + layout.cell_size + CRC_BYTES
-        self.batch_stripes = max(1, limits.io_batch_bytes // layout.stripe_bytes)
+        self.geometry = ShardGeometry(layout)
+        self.codec: StripeCodec = self.geometry.codec
+        self.batch_stripes = self.geometry.batch_stripes
         self._reported: set[int] = set()
 
     async def read(self, start: int, end: int) -> AsyncIterator[bytes]:
@@ -61,9 +57,6 @@ class SegmentReader:
             if ahead is not None:
                 ahead.cancel()
 
-    def _record_bytes(self, stripe: int) -> int:
-        return self.codec.header_bytes + self.layout.cell_payload(stripe) + CRC_BYTES
-
     def _needed_shards(self, s0: int, s1: int, start: int, end: int) -> list[int]:
         """Data shards holding any byte of ``[start, end)`` within stripes ``[s0, s1)``."""
         if s1 - s0 > 2:
@@ -78,8 +71,7 @@ class SegmentReader:
 
     async def _fetch(self, index: int, s0: int, s1: int) -> bytes | None:
         drive = self.layout.drives[index]
-        offset = record_offset(s0, self.full_record)
-        length = sum(self._record_bytes(s) for s in range(s0, s1))
+        offset, length = self.geometry.span(s0, s1)
         try:
             raw = await self.ctx.node(drive).read(drive, self.layout.shard(index), offset, length)
         except (OSError, ApolloError) as exc:
@@ -90,25 +82,13 @@ class SegmentReader:
             return None
         return raw
 
-    def _split(self, raw: bytes, s0: int, s1: int) -> list[memoryview | None]:
-        """Per stripe, the verified fragment of one shard (None where its CRC fails)."""
-        view, pos, out = memoryview(raw), 0, []
-        for stripe in range(s0, s1):
-            size = self._record_bytes(stripe)
-            try:
-                out.append(open_record(view[pos : pos + size]))
-            except ChecksumMismatch:
-                out.append(None)
-            pos += size
-        return out
-
     async def _read_batch(self, s0: int, s1: int, start: int, end: int) -> bytes:
         needed = self._needed_shards(s0, s1, start, end)
         raws = await asyncio.gather(*(self._fetch(i, s0, s1) for i in needed))
         cells: dict[int, list[memoryview | None]] = {}
         for index, raw in zip(needed, raws, strict=True):
             if raw is not None:
-                cells[index] = await self.ctx.cpu_run(self._split, raw, s0, s1)
+                cells[index] = await self.ctx.cpu_run(self.geometry.split, raw, s0, s1)
                 if any(c is None for c in cells[index]):
                     await self._damaged(index, "cell CRC32C mismatch")
         bad = [i for i in needed if i not in cells or any(c is None for c in cells[i])]
@@ -135,7 +115,7 @@ class SegmentReader:
         raws = await asyncio.gather(*(self._fetch(i, s0, s1) for i in others))
         for index, raw in zip(others, raws, strict=True):
             if raw is not None:
-                cells[index] = await self.ctx.cpu_run(self._split, raw, s0, s1)
+                cells[index] = await self.ctx.cpu_run(self.geometry.split, raw, s0, s1)
                 if any(c is None for c in cells[index]):
                     await self._damaged(index, "cell CRC32C mismatch")
         self.ctx.decoded(s1 - s0)

@@ -11,6 +11,7 @@ byte is written, so a crash at any point leaves only collectable garbage.
 from __future__ import annotations
 
 import asyncio
+import errno
 import hashlib
 import logging
 import struct
@@ -30,6 +31,7 @@ from apollo.types import ObjectData, SegmentLayout
 
 log = logging.getLogger(__name__)
 _U32 = struct.Struct("<I")
+_OUT_OF_SPACE = (errno.ENOSPC, errno.EDQUOT)
 
 
 @dataclass
@@ -46,6 +48,7 @@ class _OpenSegment:
     sinks: list[ShardSink | None]
     length: int = 0
     stripes: int = 0
+    lost: list[str] = field(default_factory=list)  # why each missing shard is missing, for the error message
 
 
 def write_quorum(scheme: Scheme) -> int:
@@ -135,9 +138,7 @@ class ObjectWriter:
         return buffers
 
     async def _process(self, batch: bytes) -> None:
-        if self._current is None:
-            self._current = await self._open_segment()
-        segment = self._current
+        segment = self._current or await self._open_segment()
         _, buffers = await asyncio.gather(self.ctx.cpu_run(self._hash, batch), self.ctx.cpu_run(self._encode, batch))
         await asyncio.gather(*(self._append(segment, i, buffers[i]) for i in range(self.scheme.width)))
         self._require_quorum(segment)
@@ -150,11 +151,14 @@ class ObjectWriter:
 
     async def _open_segment(self) -> _OpenSegment:
         layout = await self.ctx.meta.allocate_segment(self.scheme, self.cell_size, self._size)
-        segment = _OpenSegment(layout, [None] * self.scheme.width)
-        self._segments.append(layout)  # from here on, failures must abandon it
+        segment = self._current = _OpenSegment(layout, [None] * self.scheme.width)
+        self._segments.append(layout)  # from here on, failures must abandon it (and abort its open shards)
 
         async def open_one(index: int) -> None:
             drive = layout.drives[index]
+            if drive not in self.ctx.meta.writable:  # a filler: placement had too few writable drives
+                await self._lose(segment, index, "drive not writable (offline or below its free-space reserve)")
+                return
             header = encode_header({
                 **self.identity, "segment_id": layout.segment_id, "shard": index, "scheme": str(self.scheme),
                 "cell_size": self.cell_size, "pg": layout.pg, "offset": layout.offset, "drive": drive,
@@ -162,7 +166,7 @@ class ObjectWriter:
             try:
                 segment.sinks[index] = await self.ctx.node(drive).open_shard(drive, layout.shard(index), header)
             except Exception as exc:
-                await self._lose(segment, index, f"open failed: {exc}")
+                await self._failed(segment, index, "open", exc)
 
         await asyncio.gather(*(open_one(i) for i in range(self.scheme.width)))
         self._require_quorum(segment)
@@ -175,10 +179,20 @@ class ObjectWriter:
         try:
             await sink.append(buffers)
         except Exception as exc:
-            await self._lose(segment, index, f"write failed: {exc}")
+            await self._failed(segment, index, "write", exc)
+
+    async def _failed(self, segment: _OpenSegment, index: int, step: str, exc: Exception) -> None:
+        """A shard's open, write or finish raised. A full drive leaves placement at once: the free-space
+        probe runs only every few seconds, and a burst of writes can fill a drive before it notices."""
+        drive = segment.layout.drives[index]
+        if isinstance(exc, OSError) and exc.errno in _OUT_OF_SPACE and drive in self.ctx.meta.writable:
+            log.warning("drive %s is full: no new shards on it until a probe finds free space again", drive)
+            self.ctx.meta.set_drives(self.ctx.meta.candidates, self.ctx.meta.writable - {drive})
+        await self._lose(segment, index, f"{step} failed: {exc}")
 
     async def _lose(self, segment: _OpenSegment, index: int, reason: str) -> None:
         sink, segment.sinks[index] = segment.sinks[index], None
+        segment.lost.append(f"shard {index} on drive {segment.layout.drives[index]}: {reason}")
         if sink is not None:
             try:
                 await sink.abort()
@@ -191,7 +205,8 @@ class ObjectWriter:
         alive = sum(sink is not None for sink in segment.sinks)
         if alive < write_quorum(self.scheme):
             raise InsufficientStorage(
-                f"only {alive} of {self.scheme.width} shards writable, need {write_quorum(self.scheme)}"
+                f"only {alive} of {self.scheme.width} shards writable, need {write_quorum(self.scheme)} "
+                f"({'; '.join(segment.lost)})"
             )
 
     async def _finish_segment(self) -> None:
@@ -208,7 +223,7 @@ class ObjectWriter:
             try:
                 await sink.finish(footer)
             except Exception as exc:
-                await self._lose(segment, index, f"finish failed: {exc}")
+                await self._failed(segment, index, "finish", exc)
 
         await asyncio.gather(*(finish_one(i) for i in range(self.scheme.width)))
         self._require_quorum(segment)

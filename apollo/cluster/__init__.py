@@ -1,0 +1,1 @@
+"""Cluster management: drive lifecycle, scrub, repair and the tuning that paces them."""

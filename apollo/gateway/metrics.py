@@ -30,8 +30,23 @@ drive_up = Gauge("apollo_drive_up", "1 when a drive is healthy and attached", ["
 drive_free_bytes = Gauge("apollo_drive_free_bytes", "Free bytes on a drive's filesystem", ["drive"],
                          registry=registry, multiprocess_mode="livemin")  # fmt: skip
 gc_deleted_shards = Counter("apollo_gc_deleted_shards_total", "Shard files removed by GC", registry=registry)
+# Self-healing (apollo.cluster): gauges are set by the manager process only, hence "livemax".
 repair_backlog = Gauge("apollo_repair_backlog", "Shards waiting in the repair queue", registry=registry,
                        multiprocess_mode="livemax")  # fmt: skip
+degraded_groups = Gauge("apollo_degraded_groups", "Placement groups with a shard waiting for repair",
+                        registry=registry, multiprocess_mode="livemax")  # fmt: skip
+repaired_shards = Counter("apollo_repaired_shards_total", "Shards rebuilt or moved by the repair worker",
+                          registry=registry)  # fmt: skip
+repair_bytes = Counter("apollo_repair_bytes_total", "Bytes written by the repair worker", registry=registry)
+repair_failures = Counter("apollo_repair_failures_total", "Segment repairs that failed and were deferred",
+                          registry=registry)  # fmt: skip
+scrub_bytes = Counter("apollo_scrub_bytes_total", "Bytes read by the scrubber", registry=registry)
+scrub_errors = Counter("apollo_scrub_errors_total", "Damaged or missing shards found by the scrubber",
+                       registry=registry)  # fmt: skip
+scrub_progress = Gauge("apollo_scrub_progress_ratio", "Fraction of segments the current scrub pass has checked",
+                       registry=registry, multiprocess_mode="livemax")  # fmt: skip
+drives_by_state = Gauge("apollo_drives", "Drives by lifecycle state", ["state"], registry=registry,
+                        multiprocess_mode="livemax")  # fmt: skip
 
 
 def record_damage(damage) -> None:

@@ -51,9 +51,13 @@ async def errors_middleware(request: web.Request, handler) -> web.StreamResponse
         response = _error_response(request, from_core(exc))
     except web.HTTPException:
         raise
-    except Exception:
-        log.exception("internal error on %s %s", request.method, request.path)
-        response = _error_response(request, s3error("InternalError"))
+    except Exception as exc:  # a bug, or the environment failing (a full metadata disk): logged either way
+        error = from_core(exc)
+        if error.code == "InternalError":
+            log.exception("internal error on %s %s", request.method, request.path)
+        else:
+            log.error("%s %s failed: %s", request.method, request.path, exc)
+        response = _error_response(request, error)
     elapsed = time.perf_counter() - started
     response.headers.setdefault("x-amz-request-id", request["request_id"])
     op = request["op"]

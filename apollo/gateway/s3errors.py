@@ -3,9 +3,13 @@
 
 Handlers raise ``S3Error`` directly for protocol problems; core errors
 (``apollo.errors``) are translated by ``from_core`` using ``CORE_ERROR_TABLE``.
+So is the one environment failure a client must be told about rather than
+hidden behind InternalError: the metadata database's filesystem being full.
 """
 
 from __future__ import annotations
+
+import sqlite3
 
 from apollo import errors
 
@@ -109,9 +113,16 @@ CORE_ERROR_TABLE: list[tuple[type[errors.ApolloError], str]] = [
 ]
 
 
-def from_core(exc: errors.ApolloError) -> S3Error:
+def from_core(exc: Exception) -> S3Error:
     """Translate a core error; the first matching row wins, so subclasses come first."""
     for exc_type, code in CORE_ERROR_TABLE:
         if isinstance(exc, exc_type):
             return s3error(code, str(exc) or None)
+    if _metadata_disk_full(exc):
+        return s3error("InsufficientStorage", "The metadata database's filesystem is full.")
     return s3error("InternalError")
+
+
+def _metadata_disk_full(exc: Exception) -> bool:
+    """SQLite's "database or disk is full": the store raises it as is, and it passes once space returns."""
+    return isinstance(exc, sqlite3.Error) and exc.sqlite_errorcode == sqlite3.SQLITE_FULL

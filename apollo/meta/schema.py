@@ -7,16 +7,19 @@ Segments hang off a ``data_id`` so multipart completion can re-parent part
 segments onto the final version without copying bytes.
 """
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 DDL = [
     "CREATE TABLE IF NOT EXISTS settings (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
     """CREATE TABLE IF NOT EXISTS access_keys (
         access_key TEXT PRIMARY KEY, secret_key TEXT NOT NULL, created REAL NOT NULL,
         is_root INTEGER NOT NULL DEFAULT 0)""",
+    # state: online | offline | failed | draining | retired (apollo.cluster.drives explains each).
     """CREATE TABLE IF NOT EXISTS drives (
         drive_id TEXT PRIMARY KEY, node TEXT NOT NULL, path TEXT NOT NULL, state TEXT NOT NULL,
-        weight REAL NOT NULL DEFAULT 1, added REAL NOT NULL)""",
+        weight REAL NOT NULL DEFAULT 1, added REAL NOT NULL, replaced_by TEXT NOT NULL DEFAULT '',
+        state_since REAL NOT NULL DEFAULT 0, free_bytes INTEGER NOT NULL DEFAULT 0,
+        total_bytes INTEGER NOT NULL DEFAULT 0)""",
     """CREATE TABLE IF NOT EXISTS buckets (
         name TEXT PRIMARY KEY, created REAL NOT NULL, versioning TEXT NOT NULL DEFAULT '')""",
     """CREATE TABLE IF NOT EXISTS versions (
@@ -31,14 +34,18 @@ DDL = [
     "CREATE INDEX IF NOT EXISTS versions_latest ON versions (bucket, key) WHERE is_latest = 1",
     """CREATE TABLE IF NOT EXISTS segments (
         data_id TEXT NOT NULL, seq INTEGER NOT NULL, segment_id TEXT NOT NULL,
-        offset_bytes INTEGER NOT NULL, length INTEGER NOT NULL, layout TEXT NOT NULL,
+        offset_bytes INTEGER NOT NULL, length INTEGER NOT NULL, layout TEXT NOT NULL, pg INTEGER NOT NULL,
         PRIMARY KEY (data_id, seq))""",
     "CREATE INDEX IF NOT EXISTS segments_by_id ON segments (segment_id)",
+    # Scrub and drive evacuation walk committed segments placement group by placement group.
+    "CREATE INDEX IF NOT EXISTS segments_by_pg ON segments (pg, segment_id)",
     """CREATE TABLE IF NOT EXISTS uploads (
         upload_id TEXT PRIMARY KEY, bucket TEXT NOT NULL, key TEXT NOT NULL, created REAL NOT NULL,
         content_type TEXT NOT NULL, headers TEXT NOT NULL, tags TEXT NOT NULL,
         checksum_algorithm TEXT NOT NULL, checksum_type TEXT NOT NULL DEFAULT '')""",
     "CREATE INDEX IF NOT EXISTS uploads_by_key ON uploads (bucket, key, upload_id)",
+    # The garbage collector aborts abandoned uploads oldest first (``--upload-expiry``).
+    "CREATE INDEX IF NOT EXISTS uploads_by_age ON uploads (created)",
     """CREATE TABLE IF NOT EXISTS parts (
         upload_id TEXT NOT NULL, part_number INTEGER NOT NULL, size INTEGER NOT NULL,
         etag TEXT NOT NULL, last_modified REAL NOT NULL, checksums TEXT NOT NULL, data_id TEXT NOT NULL,
@@ -48,7 +55,31 @@ DDL = [
     """CREATE TABLE IF NOT EXISTS garbage (
         segment_id TEXT PRIMARY KEY, layout TEXT NOT NULL, owner TEXT NOT NULL, due REAL NOT NULL)""",
     "CREATE INDEX IF NOT EXISTS garbage_by_due ON garbage (due)",
+    # Durable repair queue: one row per shard to rebuild (or move, for drain), deduplicated by
+    # (segment, shard); a failed attempt is retried after ``next_try``.
     """CREATE TABLE IF NOT EXISTS repair_queue (
         segment_id TEXT NOT NULL, shard_index INTEGER NOT NULL, drive_id TEXT NOT NULL,
-        reason TEXT NOT NULL, detected REAL NOT NULL, PRIMARY KEY (segment_id, shard_index))""",
+        reason TEXT NOT NULL, detected REAL NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
+        next_try REAL NOT NULL DEFAULT 0, PRIMARY KEY (segment_id, shard_index))""",
+    "CREATE INDEX IF NOT EXISTS repair_queue_by_time ON repair_queue (next_try, detected)",
+    # Background walks over every segment of a drive (evacuate a failed drive, drain one), resumable.
+    """CREATE TABLE IF NOT EXISTS drive_jobs (
+        drive_id TEXT PRIMARY KEY, kind TEXT NOT NULL, cursor_pg INTEGER NOT NULL,
+        cursor_segment TEXT NOT NULL, queued INTEGER NOT NULL DEFAULT 0, started REAL NOT NULL,
+        finished REAL NOT NULL DEFAULT 0)""",
 ]
+
+# Upgrades of databases written by older versions: (new version, statements), applied in order
+# before the DDL above. Each step is one transaction with the schema_version update.
+MIGRATIONS: list[tuple[int, list[str]]] = [
+    (2, [
+        "ALTER TABLE segments ADD COLUMN pg INTEGER NOT NULL DEFAULT 0",
+        "UPDATE segments SET pg = CAST(json_extract(layout, '$.pg') AS INTEGER)",
+        "ALTER TABLE drives ADD COLUMN replaced_by TEXT NOT NULL DEFAULT ''",
+        "ALTER TABLE drives ADD COLUMN state_since REAL NOT NULL DEFAULT 0",
+        "ALTER TABLE drives ADD COLUMN free_bytes INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE drives ADD COLUMN total_bytes INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE repair_queue ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE repair_queue ADD COLUMN next_try REAL NOT NULL DEFAULT 0",
+    ]),
+]  # fmt: skip

@@ -6,7 +6,8 @@ single dedicated thread: SQLite wants one writer, the event loop must never
 wait on a disk flush, and calls that queue up share one commit
 (``groupcommit``). Point lookups (one indexed row) are the exception: they run
 inline on a read-only connection, because the thread hop costs more than the
-query.
+query. Reads of background work (scrub and drive walks, the repair queue) run
+on a third connection and thread, so a long scan never delays a commit.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import asyncio
 import functools
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 from apollo import limits
 from apollo.errors import InsufficientStorage
@@ -24,6 +26,7 @@ from apollo.meta.store import SqlStore
 from apollo.storage.ec import Scheme
 from apollo.types import SegmentLayout
 
+NO_DRIVE = ""  # layout slot of a shard that could not be placed (fewer drives in service than the width)
 PENDING_WRITE_TTL_S = 24 * 3600.0  # a live process's unfinished write is only collected after this
 
 
@@ -33,6 +36,17 @@ def _threaded(name: str):
     async def method(self: MetaService, *args, **kwargs):
         call = functools.partial(getattr(self.store, name), *args, **kwargs)
         return await asyncio.get_running_loop().run_in_executor(self._executor, call)
+
+    method.__name__ = name
+    return method
+
+
+def _background(name: str):
+    """Expose a read of background work as a coroutine on the background reader's own thread."""
+
+    async def method(self: MetaService, *args, **kwargs):
+        call = functools.partial(getattr(self._background_reader, name), *args, **kwargs)
+        return await asyncio.get_running_loop().run_in_executor(self._background_pool, call)
 
     method.__name__ = name
     return method
@@ -57,6 +71,8 @@ class MetaService:
         self.pg_count = pg_count
         self.owner = owner or uuid.uuid4().hex[:12]  # this process's identity for pending-write GC rows
         self._executor = GroupCommitExecutor(store)
+        self._background_reader = store.open_reader()
+        self._background_pool = ThreadPoolExecutor(1, thread_name_prefix="meta-scan")
         self.candidates: list[Candidate] = []
         self.writable: set[str] = set()
 
@@ -76,7 +92,9 @@ class MetaService:
                 f"{len(usable)} writable drives, a {scheme} write needs at least {quorum}; free space or add drives"
             )
         fillers = [c.drive_id for c in ranked if c.drive_id not in self.writable]
-        return pg, tuple((usable + fillers)[: scheme.width])
+        chosen = (usable + fillers)[: scheme.width]
+        # Too few drives in service: the missing shards get no drive; the write reports them for repair.
+        return pg, tuple(chosen + [NO_DRIVE] * (scheme.width - len(chosen)))
 
     async def allocate_segment(self, scheme: Scheme, cell_size: int, offset: int) -> SegmentLayout:
         """Choose drives for a new segment and record it as pending (GC'd unless committed)."""
@@ -91,6 +109,8 @@ class MetaService:
 
     def close(self) -> None:
         self._executor.shutdown(wait=True)
+        self._background_pool.shutdown(wait=True)
+        self._background_reader.close()
         self.reader.close()
         self.store.close()
 
@@ -111,9 +131,32 @@ class MetaService:
     list_parts = _threaded("list_parts")
     list_uploads = _threaded("list_uploads")
     abort_upload = _threaded("abort_upload")
+    expire_uploads = _threaded("expire_uploads")
     complete_upload = _threaded("complete_upload")
     get_secret = _inline("get_secret")
+    get_setting = _inline("get_setting")
+    set_setting = _threaded("set_setting")
+    settings_like = _background("settings_like")
     report_damage = _threaded("report_damage")
+    # drives and self-healing (apollo.cluster)
+    list_drives = _background("list_drives")
+    set_drive_state = _threaded("set_drive_state")
+    set_drive_usage = _threaded("set_drive_usage")
+    repair_backlog = _background("repair_backlog")
+    degraded_groups = _background("degraded_groups")
+    due_repairs = _background("due_repairs")
+    segment_layout = _background("segment_layout")
+    commit_repair = _threaded("commit_repair")
+    defer_repairs = _threaded("defer_repairs")
+    drop_repairs = _threaded("drop_repairs")
+    retry_repairs_now = _threaded("retry_repairs_now")
+    segments_after = _background("segments_after")
+    segment_count = _background("segment_count")
+    drive_jobs = _background("drive_jobs")
+    start_drive_job = _threaded("start_drive_job")
+    advance_drive_job = _threaded("advance_drive_job")
+    finish_drive_job = _threaded("finish_drive_job")
+    pending_repairs_on = _background("pending_repairs_on")
     due_garbage = _threaded("due_garbage")
     forget_garbage = _threaded("forget_garbage")
     release_orphans = _threaded("release_orphans")

@@ -1,4 +1,4 @@
-"""Access keys, drives and the durable work queues (GC, repair)."""
+"""Access keys, drives and the durable garbage queue."""
 
 from __future__ import annotations
 
@@ -16,6 +16,10 @@ class DriveRecord:
     path: str
     state: str
     weight: float
+    replaced_by: str = ""  # the drive that took this one's place (``apollo admin drive replace``)
+    state_since: float = 0.0
+    free_bytes: int = 0
+    total_bytes: int = 0
 
 
 @dataclass
@@ -50,16 +54,44 @@ class AdminOps(SqlBase):
     # drives ----------------------------------------------------------------------------------
 
     def put_drive(self, record: DriveRecord, now: float) -> None:
+        """Register a drive (or update where it is mounted); its state is only changed by ``set_drive_state``."""
         with self.tx() as db:
             db.execute(
-                "INSERT INTO drives (drive_id, node, path, state, weight, added) VALUES (?, ?, ?, ?, ?, ?) "
-                "ON CONFLICT (drive_id) DO UPDATE SET path = excluded.path, state = excluded.state",
-                (record.drive_id, record.node, record.path, record.state, record.weight, now),
+                "INSERT INTO drives (drive_id, node, path, state, weight, added, state_since) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (drive_id) DO UPDATE SET path = excluded.path",
+                (record.drive_id, record.node, record.path, record.state, record.weight, now, now),
             )
 
+    def set_drive_state(self, drive_id: str, state: str, now: float, replaced_by: str | None = None) -> bool:
+        with self.tx() as db:
+            changed = db.execute(
+                "UPDATE drives SET state = ?, state_since = ? WHERE drive_id = ? AND state <> ?",
+                (state, now, drive_id, state),
+            ).rowcount
+            if replaced_by is not None:
+                db.execute("UPDATE drives SET replaced_by = ? WHERE drive_id = ?", (replaced_by, drive_id))
+            return changed > 0
+
+    def set_drive_usage(self, usage: dict[str, tuple[int, int]]) -> None:
+        """Free and total bytes per drive, for ``apollo admin status`` and placement decisions elsewhere."""
+        with self.tx() as db:
+            db.executemany(
+                "UPDATE drives SET free_bytes = ?, total_bytes = ? WHERE drive_id = ?",
+                [(free, total, drive_id) for drive_id, (free, total) in usage.items()],
+            )
+
+    def delete_drive(self, drive_id: str) -> None:
+        with self.tx() as db:
+            db.execute("DELETE FROM drives WHERE drive_id = ?", (drive_id,))
+            db.execute("DELETE FROM drive_jobs WHERE drive_id = ?", (drive_id,))
+
     def list_drives(self) -> list[DriveRecord]:
-        rows = self.all("SELECT drive_id, node, path, state, weight FROM drives ORDER BY path")
-        return [DriveRecord(r["drive_id"], r["node"], r["path"], r["state"], r["weight"]) for r in rows]
+        rows = self.all("SELECT * FROM drives ORDER BY path, added")
+        return [
+            DriveRecord(r["drive_id"], r["node"], r["path"], r["state"], r["weight"], r["replaced_by"],
+                        r["state_since"], r["free_bytes"], r["total_bytes"])
+            for r in rows
+        ]  # fmt: skip
 
     # garbage queue ---------------------------------------------------------------------------
 
@@ -93,19 +125,6 @@ class AdminOps(SqlBase):
 
     def garbage_count(self) -> int:
         return self.one("SELECT COUNT(*) AS n FROM garbage")["n"]
-
-    # repair queue ----------------------------------------------------------------------------
-
-    def report_damage(self, segment_id: str, shard_index: int, drive_id: str, reason: str, now: float) -> None:
-        with self.tx() as db:
-            db.execute(
-                "INSERT INTO repair_queue (segment_id, shard_index, drive_id, reason, detected) "
-                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (segment_id, shard_index) DO NOTHING",
-                (segment_id, shard_index, drive_id, reason, now),
-            )
-
-    def repair_backlog(self) -> int:
-        return self.one("SELECT COUNT(*) AS n FROM repair_queue")["n"]
 
     def abandon_segments(self, segment_ids: list[str], now: float) -> None:
         """A write failed after some segments were finished: collect them now."""

@@ -109,10 +109,34 @@ class MultipartOps(ObjectOps):
     def abort_upload(self, bucket: str, key: str, upload_id: str, now: float) -> None:
         with self.tx() as db:
             self._upload_row(db, bucket, key, upload_id)
-            for part in db.execute("SELECT data_id FROM parts WHERE upload_id = ?", (upload_id,)).fetchall():
-                self._discard_data(db, part["data_id"], now)
-            db.execute("DELETE FROM parts WHERE upload_id = ?", (upload_id,))
-            db.execute("DELETE FROM uploads WHERE upload_id = ?", (upload_id,))
+            self._drop_upload(db, upload_id, now)
+
+    def expire_uploads(self, created_before: float, now: float, limit: int) -> list[Upload]:
+        """Abort up to ``limit`` uploads initiated before ``created_before``, oldest first.
+
+        One transaction per upload, re-checked inside it: an upload completed meanwhile is
+        skipped, and a part whose commit comes after the abort is refused (``commit_part``
+        looks for the upload under the same write lock), so its writer hands the segments to GC.
+        """
+        rows = self.all("SELECT upload_id FROM uploads WHERE created < ? ORDER BY created LIMIT ?",
+                        (created_before, limit))  # fmt: skip
+        expired = []
+        for row in rows:
+            with self.tx() as db:
+                upload = db.execute(
+                    "SELECT * FROM uploads WHERE upload_id = ? AND created < ?", (row["upload_id"], created_before)
+                ).fetchone()
+                if upload is not None:
+                    self._drop_upload(db, upload["upload_id"], now)
+                    expired.append(_upload(upload))
+        return expired
+
+    def _drop_upload(self, db: sqlite3.Connection, upload_id: str, now: float) -> None:
+        """The parts' segments go to the GC queue, the same path as a deleted object's."""
+        for part in db.execute("SELECT data_id FROM parts WHERE upload_id = ?", (upload_id,)).fetchall():
+            self._discard_data(db, part["data_id"], now)
+        db.execute("DELETE FROM parts WHERE upload_id = ?", (upload_id,))
+        db.execute("DELETE FROM uploads WHERE upload_id = ?", (upload_id,))
 
     def complete_upload(
         self, bucket: str, key: str, upload_id: str, requested: list[tuple[int, str]], *,
@@ -162,9 +186,9 @@ class MultipartOps(ObjectOps):
                 layout = SegmentLayout.from_json(json.loads(row["layout"]))
                 moved = {**layout.to_json(), "offset": offset + layout.offset}
                 db.execute(
-                    "INSERT INTO segments (data_id, seq, segment_id, offset_bytes, length, layout) "
-                    "VALUES (?, ?, ?, ?, ?, ?)",
-                    (data_id, seq, layout.segment_id, moved["offset"], layout.length, dumps(moved)),
+                    "INSERT INTO segments (data_id, seq, segment_id, offset_bytes, length, layout, pg) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (data_id, seq, layout.segment_id, moved["offset"], layout.length, dumps(moved), layout.pg),
                 )
                 seq += 1
             db.execute("DELETE FROM segments WHERE data_id = ?", (part.data_id,))

@@ -99,9 +99,10 @@ class ObjectOps(SqlBase):
             return None
         data_id = uuid.uuid4().hex
         db.executemany(
-            "INSERT INTO segments (data_id, seq, segment_id, offset_bytes, length, layout) VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO segments (data_id, seq, segment_id, offset_bytes, length, layout, pg) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
             [
-                (data_id, seq, s.segment_id, s.offset, s.length, dumps(s.to_json()))
+                (data_id, seq, s.segment_id, s.offset, s.length, dumps(s.to_json()), s.pg)
                 for seq, s in enumerate(data.segments)
             ],
         )

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from apollo import faults
-from apollo.meta.schema import DDL, SCHEMA_VERSION
+from apollo.meta.schema import DDL, MIGRATIONS, SCHEMA_VERSION
 
 
 def dumps(value: object) -> str:
@@ -32,28 +32,38 @@ class SqlBase:
         self.conn.execute("PRAGMA synchronous=FULL")  # an acknowledged commit survives power loss
         self.conn.execute("PRAGMA busy_timeout=10000")
         self.conn.execute("PRAGMA foreign_keys=OFF")
+        self._prepare_schema()
+
+    def _prepare_schema(self) -> None:
+        """Create a new database, or upgrade an older one step by step; refuse a newer one."""
         with self.tx():
+            has_settings = self.one("SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'settings'")
+            row = self.one("SELECT value FROM settings WHERE name = 'schema_version'") if has_settings else None
+            found = SCHEMA_VERSION if row is None else int(row["value"])
+            if found > SCHEMA_VERSION:
+                raise RuntimeError(f"metadata schema version {found} is newer than this Apollo ({SCHEMA_VERSION}): "
+                                   "upgrade Apollo, never downgrade it")  # fmt: skip
+            for version, statements in MIGRATIONS:
+                if found < version:
+                    for statement in statements:
+                        self.conn.execute(statement)
             for statement in DDL:
                 self.conn.execute(statement)
             self.conn.execute(
-                "INSERT INTO settings (name, value) VALUES ('schema_version', ?) ON CONFLICT (name) DO NOTHING",
+                "INSERT INTO settings (name, value) VALUES ('schema_version', ?) "
+                "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
                 (str(SCHEMA_VERSION),),
             )
-
-    _in_batch = False
 
     @contextlib.contextmanager
     def batch(self) -> Iterator[None]:
         """One transaction around several calls (group commit); each call's ``tx()`` becomes a savepoint."""
         self.conn.execute("BEGIN IMMEDIATE")
-        self._in_batch = True
         try:
             yield
         except BaseException:
             self.conn.execute("ROLLBACK")
             raise
-        finally:
-            self._in_batch = False
         try:
             faults.point("meta.batch.before_commit")
             self.conn.execute("COMMIT")
@@ -66,9 +76,10 @@ class SqlBase:
     def tx(self) -> Iterator[sqlite3.Connection]:
         """A write transaction: commits on success, rolls back on any exception.
 
-        Inside ``batch()`` it is a savepoint instead: a failing call undoes only its own changes.
+        Inside ``batch()`` or another ``tx()`` it is a savepoint instead: a failing call undoes
+        only its own changes.
         """
-        if self._in_batch:
+        if self.conn.in_transaction:
             self.conn.execute("SAVEPOINT call")
             try:
                 yield self.conn
@@ -124,10 +135,6 @@ class SqlBase:
                 (name, value),
             )
 
-    def backup(self, target: Path) -> None:
-        """Online, consistent copy of the database (SQLite backup API)."""
-        dest = sqlite3.connect(str(target))
-        try:
-            self.conn.backup(dest)
-        finally:
-            dest.close()
+    def settings_like(self, prefix: str) -> dict[str, str]:
+        rows = self.all("SELECT name, value FROM settings WHERE substr(name, 1, ?) = ?", (len(prefix), prefix))
+        return {r["name"]: r["value"] for r in rows}

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 from apollo.meta.sql_admin import AdminOps
 from apollo.meta.sql_multipart import MultipartOps
+from apollo.meta.sql_repair import RepairOps
 
 
-class SqlStore(MultipartOps, AdminOps):
+class SqlStore(MultipartOps, AdminOps, RepairOps):
     """SQLite-backed metadata store (WAL, synchronous=FULL)."""

@@ -71,7 +71,11 @@ class ShardFileWriter:
         # The pid lets a supervisor clear exactly a dead worker's files (``Drive.clear_tmp``).
         self.tmp_path = drive.tmp_dir / f"{shard.segment_id}.{shard.index}.{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self._fd = os.open(self.tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        self._write_all([header])
+        try:
+            self._write_all([header])
+        except BaseException:  # e.g. ENOSPC: the caller never gets a writer to abort, so clean up here
+            self.abort()
+            raise
 
     def _write_all(self, buffers: list[bytes]) -> None:
         total = sum(len(b) for b in buffers)
@@ -146,6 +150,9 @@ class Drive:
         with open(self.shard_path(shard), "rb", buffering=0) as handle:
             size = os.fstat(handle.fileno()).st_size
             return os.pread(handle.fileno(), min(length, size), max(0, size - length))
+
+    def size(self, shard: ShardRef) -> int:
+        return self.shard_path(shard).stat().st_size
 
     def delete(self, shard: ShardRef) -> bool:
         try:

@@ -56,6 +56,10 @@ class StorageNode(ABC):
     async def read_tail(self, drive_id: str, shard: ShardRef, length: int) -> bytes: ...
 
     @abstractmethod
+    async def size(self, drive_id: str, shard: ShardRef) -> int:
+        """Bytes in a committed shard file. :raises FileNotFoundError: no such shard."""
+
+    @abstractmethod
     async def delete(self, drive_id: str, shard: ShardRef) -> bool: ...
 
 
@@ -107,8 +111,19 @@ class LocalStorageNode(StorageNode):
     async def read_tail(self, drive_id: str, shard: ShardRef, length: int) -> bytes:
         return await self.run(self._drive(drive_id).read_tail, shard, length)
 
+    async def size(self, drive_id: str, shard: ShardRef) -> int:
+        return await self.run(self._drive(drive_id).size, shard)
+
     async def delete(self, drive_id: str, shard: ShardRef) -> bool:
         return await self.run(self._drive(drive_id).delete, shard)
+
+    def attach(self, drive: Drive) -> None:
+        """Serve a drive added while running (``apollo admin drive add|replace``)."""
+        self.drives[drive.drive_id] = drive
+
+    def detach(self, drive_id: str) -> bool:
+        """Stop serving a drive whose directory no longer holds it; reads of it then fail over to parity."""
+        return self.drives.pop(drive_id, None) is not None
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)

@@ -52,6 +52,12 @@ def decode_header(block: bytes) -> dict:
     return json.loads(body)
 
 
+def header_padding_is_zero(block: bytes) -> bool:
+    """The bytes after the header's JSON and CRC are zero (no CRC covers them, so scrub looks)."""
+    (length,) = _U32.unpack_from(block, 12)
+    return not any(block[16 + length + CRC_BYTES :])
+
+
 def encode_footer(info: dict) -> bytes:
     body = json.dumps(info, separators=(",", ":")).encode()
     return body + _U32.pack(len(body)) + _U32.pack(crc32c.crc32c(body)) + FOOTER_MAGIC
@@ -83,7 +89,3 @@ def open_record(record: bytes | memoryview) -> memoryview:
     if crc32c.crc32c(fragment) != expected:
         raise ChecksumMismatch("cell CRC32C mismatch")
     return fragment
-
-
-def record_offset(stripe: int, full_record_bytes: int) -> int:
-    return HEADER_BYTES + stripe * full_record_bytes

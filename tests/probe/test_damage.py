@@ -7,73 +7,34 @@ stripe, multi-stripe and multi-batch segments, and a multipart object.
 
 from __future__ import annotations
 
-import hashlib
-import io
 import random
-import re
 import shutil
 import sqlite3
 import urllib.request
-from collections import defaultdict
-from pathlib import Path
 
 import pytest
-from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import ClientError
+from support import assert_all_exact, metric, pause_repair, shards_by_segment, write_objects
 
 from apollo.storage.shardfile import HEADER_BYTES
-
-SIZES = {"empty": 0, "tiny": 100, "inline-edge": 16 * 1024 + 1, "one-mib": 1024 * 1024, "nine-mib": 9 * 1024**2 + 7}
-MULTIPART = TransferConfig(multipart_threshold=5 * 1024**2, multipart_chunksize=5 * 1024**2)
-
-
-def _write_objects(s3, bucket: str, seed: int) -> dict[str, bytes]:
-    rng = random.Random(seed)
-    objects = {name: rng.randbytes(size) for name, size in SIZES.items()}
-    for name, payload in objects.items():
-        s3.put_object(Bucket=bucket, Key=name, Body=payload)
-    objects["multipart"] = rng.randbytes(11 * 1024**2 + 3)
-    s3.upload_fileobj(io.BytesIO(objects["multipart"]), bucket, "multipart", Config=MULTIPART)
-    return objects
-
-
-def _assert_all_exact(s3, bucket: str, objects: dict[str, bytes]) -> None:
-    for name, payload in objects.items():
-        got = s3.get_object(Bucket=bucket, Key=name)["Body"].read()
-        assert hashlib.md5(got).hexdigest() == hashlib.md5(payload).hexdigest(), name
-        if len(payload) > 10:
-            part = s3.get_object(Bucket=bucket, Key=name, Range="bytes=3-9")["Body"].read()
-            assert part == payload[3:10], name
-
-
-def _metric(server, name: str) -> float:
-    text = urllib.request.urlopen(f"{server.endpoint}/metrics").read().decode()
-    return sum(float(v) for v in re.findall(rf"^{name}(?:{{[^}}]*}})? ([0-9.e+]+)$", text, re.M))
-
-
-def _shards_by_segment(server) -> dict[str, list[Path]]:
-    groups: dict[str, list[Path]] = defaultdict(list)
-    for path in server.shard_files():
-        groups[path.name.rsplit(".", 1)[0]].append(path)
-    return groups
 
 
 def test_losing_two_whole_drives_loses_nothing(make_server):
     server = make_server()
     s3 = server.s3()
     s3.create_bucket(Bucket="data")
-    objects = _write_objects(s3, "data", seed=1)
-    _assert_all_exact(s3, "data", objects)
-    assert _metric(server, "apollo_ec_decoded_stripes_total") == 0  # a healthy read never decodes
+    objects = write_objects(s3, "data", seed=1)
+    assert_all_exact(s3, "data", objects)
+    assert metric(server, "apollo_ec_decoded_stripes_total") == 0  # a healthy read never decodes
     for drive in server.drives[1:3]:
         shutil.rmtree(drive)
-    _assert_all_exact(s3, "data", objects)
-    assert _metric(server, "apollo_ec_decoded_stripes_total") > 0
-    assert _metric(server, "apollo_damaged_shards_total") > 0
+    assert_all_exact(s3, "data", objects)
+    assert metric(server, "apollo_ec_decoded_stripes_total") > 0
+    assert metric(server, "apollo_damaged_shards_total") > 0
 
     server.restart()  # the two wiped drives are refused, not reformatted and reused
     s3 = server.s3()
-    _assert_all_exact(s3, "data", objects)
+    assert_all_exact(s3, "data", objects)
     assert not (server.drives[1] / "apollo-drive.json").exists()
     with pytest.raises(ClientError) as caught:  # 4 drives left < write quorum of 5
         s3.put_object(Bucket="data", Key="new", Body=b"x" * 100_000)
@@ -96,12 +57,13 @@ def test_one_lost_drive_still_takes_writes(make_server):
 
 def test_flipped_bytes_are_caught_by_cell_crc_and_read_from_parity(make_server):
     server = make_server()
+    pause_repair(server)  # the queue rows are what this test checks; test_repair covers the rebuild
     s3 = server.s3()
     s3.create_bucket(Bucket="data")
-    objects = _write_objects(s3, "data", seed=3)
+    objects = write_objects(s3, "data", seed=3)
     rng = random.Random(3)
     flipped = 0
-    for paths in _shards_by_segment(server).values():
+    for paths in shards_by_segment(server).values():
         for path in rng.sample(paths, 2):  # m = 2 bad shards per segment at most
             raw = bytearray(path.read_bytes())
             region = (16, 64) if rng.random() < 0.2 else (HEADER_BYTES, len(raw) - 64)  # header or cell records
@@ -110,8 +72,8 @@ def test_flipped_bytes_are_caught_by_cell_crc_and_read_from_parity(make_server):
             path.write_bytes(bytes(raw))
             flipped += 1
     assert flipped >= 10
-    _assert_all_exact(s3, "data", objects)
-    assert _metric(server, "apollo_damaged_shards_total") > 0
+    assert_all_exact(s3, "data", objects)
+    assert metric(server, "apollo_damaged_shards_total") > 0
     with sqlite3.connect(f"file:{server.meta_dir / 'apollo.db'}?mode=ro", uri=True) as db:
         queued = db.execute("SELECT COUNT(DISTINCT segment_id) FROM repair_queue").fetchone()[0]
     assert queued >= 1  # every damaged shard read leaves a durable row for the repair worker
@@ -122,7 +84,7 @@ def test_more_damage_than_parity_fails_loudly_never_returns_wrong_bytes(make_ser
     s3 = server.s3()
     s3.create_bucket(Bucket="data")
     s3.put_object(Bucket="data", Key="doomed", Body=random.Random(4).randbytes(1024**2))
-    (paths,) = _shards_by_segment(server).values()
+    (paths,) = shards_by_segment(server).values()
     for path in paths[:3]:  # three of six shards of a 4+2 stripe: unrecoverable
         path.unlink()
     with pytest.raises(ClientError) as caught:

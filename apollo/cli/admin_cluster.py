@@ -1,0 +1,221 @@
+"""``apollo admin drive|status|scrub|repair``: drive lifecycle and self-healing, for operators.
+
+Every command works on the metadata directory (``--meta-dir``) while the server
+runs; the server applies changes within seconds. ``--wait`` follows the work
+with a progress bar (rate and ETA) until it is done.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from apollo.cluster import admin
+from apollo.cluster.tuning import parse_rate
+
+POLL_S = 0.5
+console = Console(width=None if sys.stdout.isatty() else 160)  # logs and pipes get whole lines
+
+
+def _store(args: argparse.Namespace):
+    from apollo.server import open_store
+
+    return open_store(Path(args.meta_dir))
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return ""
+
+
+def _when(ts: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ts)) if ts else "-"
+
+
+def _follow(description: str, poll: Callable[[], tuple[int, int, bool]], unit: str = "shards") -> None:
+    """Show a progress bar (done/total, rate, elapsed, ETA) for ``poll() -> (done, total, finished)``."""
+    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn(unit),
+               TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"),
+               TimeRemainingColumn()]  # fmt: skip
+    started = time.monotonic()
+    with Progress(*columns, console=console) as progress:
+        task = progress.add_task(description, total=None, rate="")
+        while True:
+            done, total, finished = poll()
+            rate = f"{done / max(1e-6, time.monotonic() - started):.1f} {unit}/s"
+            progress.update(task, completed=done, total=(max(total, done) or None), rate=rate)
+            if finished:
+                progress.update(task, completed=total, total=total or 1)
+                return
+            time.sleep(POLL_S)
+
+
+def _follow_drive(store, drive_id: str) -> None:
+    def poll() -> tuple[int, int, bool]:
+        job = next((j for j in store.drive_jobs(active_only=False) if j.drive_id == drive_id), None)
+        remaining = store.pending_repairs_on(drive_id)
+        total = job.queued if job else remaining
+        walked = job is None or job.finished > 0
+        return total - remaining, total, walked and remaining == 0
+
+    _follow(f"drive {drive_id}", poll)
+
+
+def cmd_drive(args: argparse.Namespace) -> None:
+    store = _store(args)
+    try:
+        if args.action == "list":
+            _print_drives(store)
+            return
+        if args.drive is None:
+            sys.exit(f"apollo admin drive {args.action}: say which drive (id or path)")
+        if args.action == "add":
+            record = admin.add_drive(store, Path(args.drive), args.weight)
+            print(f"added drive {record.drive_id} at {record.path}; the server attaches it within seconds")
+        elif args.action == "replace":
+            old, new = admin.replace_drive(store, args.drive, Path(args.new_path) if args.new_path else None)
+            how = "copied" if old.state == "draining" else "rebuilt"
+            print(f"drive {new.drive_id} at {new.path} replaces {old.drive_id}; its shards are {how} onto it")
+            if args.wait:
+                _follow_drive(store, old.drive_id)
+        elif args.action == "drain":
+            record = admin.drain_drive(store, args.drive, force=args.force)
+            print(f"draining drive {record.drive_id} ({record.path}); it is retired once empty")
+            if args.wait:
+                _follow_drive(store, record.drive_id)
+        elif args.action == "remove":
+            record = admin.remove_drive(store, args.drive)
+            print(f"removed drive {record.drive_id} ({record.path}) from the cluster map")
+    except admin.AdminError as exc:
+        sys.exit(f"error: {exc}")
+
+
+def _print_drives(store) -> None:
+    status = admin.status(store)
+    table = Table(title="drives")
+    for column in ("drive", "path", "state", "since", "used", "free", "to repair", "replaced by"):
+        table.add_column(column)
+    for d in status.drives:
+        used = f"{100 * (1 - d.free_bytes / d.total_bytes):.1f}%" if d.total_bytes else "-"
+        table.add_row(d.drive_id, d.path, d.state, _when(d.state_since), used, _size(d.free_bytes),
+                      str(status.pending_by_drive.get(d.drive_id, 0)), d.replaced_by or "")  # fmt: skip
+    console.print(table)
+
+
+def cmd_status(args: argparse.Namespace) -> None:
+    store = _store(args)
+    status = admin.status(store)
+    _print_drives(store)
+    free = sum(d.free_bytes for d in status.drives if d.state == "online")
+    total = sum(d.total_bytes for d in status.drives if d.state == "online")
+    online = sum(d.state == "online" for d in status.drives)
+    console.print(f"capacity: {_size(total - free)} used of {_size(total)} on {online} online drives; "
+                  f"{status.segments} segments")  # fmt: skip
+    repair = status.repair
+    console.print(f"repair: backlog {repair['backlog_now']} shards, {repair.get('degraded_groups', 0)} degraded "
+                  f"groups, rate {_size(repair.get('bytes_per_s', 0))}/s, {_size(repair.get('bytes_total', 0))} "
+                  f"rebuilt since start (limit {_size(status.tuning.repair_bytes_per_s)}/s)")  # fmt: skip
+    for job in status.jobs:
+        state = f"done {_when(job.finished)}" if job.finished else f"walking group {job.cursor_pg}"
+        console.print(f"drive job: {job.kind} {job.drive_id}: {job.queued} shards queued, "
+                      f"{status.pending_by_drive.get(job.drive_id, 0)} left, {state}")  # fmt: skip
+    current, last = status.scrub.get("current"), status.scrub.get("last")
+    if current:
+        console.print(f"scrub: {current['mode']} pass started {_when(current['started'])}: "
+                      f"{current['segments']}/{current['total']} segments, {_size(current['bytes'])} read, "
+                      f"{current['errors']} problems")  # fmt: skip
+    if last:
+        console.print(f"last scrub: {last['mode']} {_when(last['started'])} - {_when(last['finished'])}: "
+                      f"{last['segments']} segments, {last['shards']} shards, {_size(last['bytes'])}, "
+                      f"{last['errors']} problems")  # fmt: skip
+    console.print(f"scrub every {status.tuning.scrub_interval_s / 3600:.1f} h ({status.tuning.scrub_mode}, "
+                  f"limit {_size(status.tuning.scrub_bytes_per_s)}/s)")  # fmt: skip
+
+
+def cmd_scrub(args: argparse.Namespace) -> None:
+    store = _store(args)
+    tuning = admin.set_tuning(store, scrub_bytes_per_s=args.rate, scrub_mode=args.mode, scrub_interval_s=args.interval)
+    print(
+        f"scrub: {tuning.scrub_mode}, every {tuning.scrub_interval_s:.0f} s, limit {_size(tuning.scrub_bytes_per_s)}/s"
+    )
+    if not args.now:
+        return
+    requested = admin.request_scrub(store)
+    print("scrub pass requested")
+    if args.wait:
+
+        def poll() -> tuple[int, int, bool]:
+            state = admin.status(store).scrub
+            current, last = state.get("current") or {}, state.get("last", {})
+            if current.get("request") == requested:
+                return current["segments"], current["total"], False
+            if last.get("request") == requested:
+                return last["segments"], last["total"], True
+            return 0, 0, False
+
+        _follow("scrub", poll, unit="segments")
+        last = admin.status(store).scrub["last"]
+        print(f"scrub done: {last['segments']} segments, {last['shards']} shards, {last['errors']} problems")
+
+
+def cmd_repair(args: argparse.Namespace) -> None:
+    store = _store(args)
+    paused = None if args.pause is None else int(args.pause)
+    tuning = admin.set_tuning(store, repair_bytes_per_s=args.rate, repair_ops_per_s=args.iops,
+                              repair_parallel=args.parallel, repair_paused=paused)  # fmt: skip
+    print(f"repair: {'PAUSED, ' if tuning.repair_paused else ''}limit {_size(tuning.repair_bytes_per_s)}/s, "
+          f"{tuning.repair_ops_per_s:.0f} ops/s, {tuning.repair_parallel} segments at a time")  # fmt: skip
+    if args.wait:
+        start = store.repair_backlog()
+        if start == 0:
+            print("repair queue is empty")
+            return
+
+        def poll() -> tuple[int, int, bool]:
+            backlog = store.repair_backlog()
+            return max(0, start - backlog), start, backlog == 0
+
+        _follow("repair", poll)
+
+
+def register(admin_parsers: argparse._SubParsersAction) -> None:
+    drive = admin_parsers.add_parser("drive", help="list, add, replace, drain or remove drives")
+    drive.add_argument("action", choices=["list", "add", "replace", "drain", "remove"])
+    drive.add_argument("drive", nargs="?", help="drive id or path (add: the new empty directory)")
+    drive.add_argument("new_path", nargs="?", help="replace: the new drive's directory (default: the old path)")
+    drive.add_argument("--meta-dir", required=True)
+    drive.add_argument("--weight", type=float, default=1.0, help="add: relative share of new shards")
+    drive.add_argument("--force", action="store_true", help="drain even if too few drives would remain")
+    drive.add_argument("--wait", action="store_true", help="replace/drain: follow the work until it is done")
+    drive.set_defaults(func=cmd_drive)
+    status = admin_parsers.add_parser("status", help="drives, capacity, repair and scrub at a glance")
+    status.add_argument("--meta-dir", required=True)
+    status.set_defaults(func=cmd_status)
+    scrub = admin_parsers.add_parser("scrub", help="tune the scrubber or start a pass now")
+    scrub.add_argument("--meta-dir", required=True)
+    scrub.add_argument("--now", action="store_true", help="start a pass now")
+    scrub.add_argument("--wait", action="store_true", help="with --now: follow the pass until it ends")
+    scrub.add_argument("--rate", type=parse_rate, help="bytes read per second, e.g. 50MiB/s (0: unlimited)")
+    scrub.add_argument("--mode", choices=["deep", "shallow"])
+    scrub.add_argument("--interval", type=float, help="seconds between the starts of passes")
+    scrub.set_defaults(func=cmd_scrub)
+    repair = admin_parsers.add_parser("repair", help="tune the repair worker, or wait for the backlog to drain")
+    repair.add_argument("--meta-dir", required=True)
+    repair.add_argument("--rate", type=parse_rate, help="bytes read+written per second, e.g. 200MiB/s (0: unlimited)")
+    repair.add_argument("--iops", type=float, help="shard reads+writes per second (0: unlimited)")
+    repair.add_argument("--parallel", type=int, help="segments repaired at once")
+    repair.add_argument("--pause", dest="pause", action="store_true", default=None,
+                        help="stop rebuilding (the queue keeps filling)")  # fmt: skip
+    repair.add_argument("--resume", dest="pause", action="store_false", help="rebuild again")
+    repair.add_argument("--wait", action="store_true", help="follow the backlog until it is empty")
+    repair.set_defaults(func=cmd_repair)

@@ -1,0 +1,160 @@
+"""Operator actions on drives and background work, applied to the metadata database.
+
+The running server picks every change up on its next probe (a couple of
+seconds): a new drive row is attached and formatted drives take shards, a
+draining or failed drive is walked and its shards are queued for repair. The
+functions here only validate and record; the work itself is the server's.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from apollo.cluster.drives import NODE_NAME, SERVING_STATES
+from apollo.cluster.manager import STATUS_SETTING
+from apollo.cluster.scrub import REQUEST_SETTING, STATE_SETTING
+from apollo.cluster.tuning import SETTING_PREFIX, Tuning
+from apollo.meta.sql_admin import DriveRecord
+from apollo.meta.sql_repair import DriveJob
+from apollo.meta.store import SqlStore
+from apollo.storage.drive import format_drive, read_format
+from apollo.storage.ec import Scheme
+
+SCHEME_SETTING = "scheme"  # the server's durability scheme, recorded at start for drain checks
+
+
+class AdminError(Exception):
+    """An operator request that cannot be carried out; the message says why and what to do."""
+
+
+def find_drive(store: SqlStore, name: str) -> DriveRecord:
+    """A drive by id, or by path (the newest drive that is not retired at that path)."""
+    records = store.list_drives()
+    for record in records:
+        if record.drive_id == name:
+            return record
+    path = str(Path(name).resolve())
+    matches = [r for r in records if r.path == path and r.state != "retired"] or [r for r in records if r.path == path]
+    if not matches:
+        raise AdminError(f"no drive with id or path {name!r}; `apollo admin drive list` shows them")
+    return matches[-1]
+
+
+def _format_empty(store: SqlStore, path: Path) -> str:
+    deployment = store.get_setting("deployment_id")
+    if deployment is None:
+        raise AdminError("this metadata directory has no deployment yet: start the server once first")
+    if path.exists() and read_format(path) is not None:
+        raise AdminError(f"{path} is already an Apollo drive")
+    if path.exists() and any(path.iterdir()):
+        raise AdminError(f"{path} is not empty; give a new empty directory (a freshly mounted disk)")
+    return format_drive(path, deployment)
+
+
+def add_drive(store: SqlStore, path: Path, weight: float = 1.0) -> DriveRecord:
+    """Format an empty directory and make it a new online drive."""
+    drive_id = _format_empty(store, path)
+    record = DriveRecord(drive_id, NODE_NAME, str(path.resolve()), "online", weight)
+    store.put_drive(record, time.time())
+    return record
+
+
+def replace_drive(store: SqlStore, old_name: str, new_path: Path | None) -> tuple[DriveRecord, DriveRecord]:
+    """Put a new empty drive in place of ``old``: the old drive's shards are rebuilt (or copied) onto it."""
+    old = find_drive(store, old_name)
+    if old.state == "retired":
+        raise AdminError(f"drive {old.drive_id} is retired already; use `apollo admin drive add` for new capacity")
+    path = (new_path or Path(old.path)).resolve()
+    old_readable = str(path) != old.path and _still_formatted(old)
+    new = add_drive(store, path, old.weight)
+    now = time.time()
+    state = "draining" if old_readable else "failed"
+    store.set_drive_state(old.drive_id, state, now, replaced_by=new.drive_id)
+    store.start_drive_job(old.drive_id, "drain" if old_readable else "evacuate", now)
+    old.state, old.replaced_by = state, new.drive_id
+    return old, new
+
+
+def _still_formatted(record: DriveRecord) -> bool:
+    try:
+        info = read_format(Path(record.path))
+    except Exception:
+        return False
+    return info is not None and info.get("drive_id") == record.drive_id
+
+
+def drain_drive(store: SqlStore, name: str, force: bool = False) -> DriveRecord:
+    """Copy every shard off a drive; it is retired when nothing refers to it any more."""
+    record = find_drive(store, name)
+    if record.state not in ("online", "offline"):
+        raise AdminError(f"drive {record.drive_id} is {record.state}; only online or offline drives can be drained")
+    online = [r for r in store.list_drives() if r.state == "online" and r.drive_id != record.drive_id]
+    width = Scheme.parse(store.get_setting(SCHEME_SETTING) or "rep1").width
+    if len(online) < width and not force:
+        raise AdminError(f"draining leaves {len(online)} online drives but the {width}-wide scheme needs {width} "
+                         "distinct drives per segment; add a drive first (or --force to queue it anyway)")  # fmt: skip
+    now = time.time()
+    store.set_drive_state(record.drive_id, "draining", now)
+    store.start_drive_job(record.drive_id, "drain", now)
+    record.state = "draining"
+    return record
+
+
+def remove_drive(store: SqlStore, name: str) -> DriveRecord:
+    """Forget a drive that holds nothing the namespace needs."""
+    record = find_drive(store, name)
+    if record.state in SERVING_STATES or (record.state == "failed" and store.pending_repairs_on(record.drive_id)):
+        raise AdminError(f"drive {record.drive_id} is {record.state} and still holds shards; "
+                         "`apollo admin drive drain` it first and wait until it is retired")  # fmt: skip
+    if store.segments_after(-1, "", 1, record.drive_id):
+        raise AdminError(f"segments still refer to drive {record.drive_id}; wait for its repairs to finish")
+    store.delete_drive(record.drive_id)
+    return record
+
+
+# tuning and scrub requests --------------------------------------------------------------------
+
+
+def set_tuning(store: SqlStore, **values: object) -> Tuning:
+    for name, value in values.items():
+        if value is not None:
+            if name not in Tuning.names():
+                raise AdminError(f"unknown tuning knob {name}")
+            store.set_setting(SETTING_PREFIX + name, str(value))
+    return Tuning.load(store.settings_like(SETTING_PREFIX))
+
+
+def request_scrub(store: SqlStore) -> float:
+    now = time.time()
+    store.set_setting(REQUEST_SETTING, repr(now))
+    return now
+
+
+# status ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class Status:
+    drives: list[DriveRecord]
+    jobs: list[DriveJob]
+    pending_by_drive: dict[str, int]
+    repair: dict
+    scrub: dict
+    tuning: Tuning
+    segments: int
+
+
+def status(store: SqlStore) -> Status:
+    drives = store.list_drives()
+    return Status(
+        drives=drives,
+        jobs=store.drive_jobs(active_only=False),
+        pending_by_drive={d.drive_id: store.pending_repairs_on(d.drive_id) for d in drives},
+        repair=json.loads(store.get_setting(STATUS_SETTING) or "{}") | {"backlog_now": store.repair_backlog()},
+        scrub=json.loads(store.get_setting(STATE_SETTING) or "{}"),
+        tuning=Tuning.load(store.settings_like(SETTING_PREFIX)),
+        segments=store.segment_count(),
+    )

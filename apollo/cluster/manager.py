@@ -1,0 +1,100 @@
+"""Background managers of one server: drive probes everywhere; repair, scrub, drive jobs on the manager.
+
+Every server process runs the drive probe (it decides where that process may
+place new shards). Exactly one process per deployment is the *manager* (the
+single server, or worker 0 of ``--workers N``; in cluster mode, the meta
+instance holding the lease): it changes drive states, walks failed and draining
+drives, repairs, scrubs, rereads the tuning knobs and publishes what it is doing
+for ``apollo admin status``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+
+from apollo.client.context import ClientContext
+from apollo.cluster.drives import DriveMonitor
+from apollo.cluster.repair import RepairWorker
+from apollo.cluster.scrub import Scrubber
+from apollo.cluster.tuning import SETTING_PREFIX, Tuning
+from apollo.gateway import metrics
+from apollo.storage.node import LocalStorageNode
+
+log = logging.getLogger("apollo.manager")
+PROBE_INTERVAL_S = 2.0
+STATUS_SETTING = "status.repair"
+
+
+class BackgroundManager:
+    def __init__(
+        self, ctx: ClientContext, node: LocalStorageNode, deployment_id: str, *, manager: bool, reserve_bytes: int
+    ) -> None:
+        self.ctx = ctx
+        self.meta = ctx.meta
+        self.is_manager = manager
+        self.drives = DriveMonitor(ctx, node, deployment_id, manager=manager, reserve_bytes=reserve_bytes)
+        self.repair = RepairWorker(ctx, self.drives.view)
+        self.scrub = Scrubber(ctx, lambda: set(node.drives))
+        self.tuning = Tuning()
+        self._last_status = (time.monotonic(), 0)
+
+    async def start(self) -> list[asyncio.Task]:
+        """First probe before the server accepts requests, then the loops."""
+        await self.retune()
+        await self.drives.probe()
+        loops = [self._probe_loop()]
+        if self.is_manager:
+            loops += [self.repair.run_forever(), self.scrub.run_forever(), self._jobs_loop()]
+        return [asyncio.create_task(loop) for loop in loops]
+
+    async def retune(self) -> None:
+        settings = await self.meta.settings_like(SETTING_PREFIX)
+        try:
+            tuning = Tuning.load(settings)
+        except ValueError as exc:
+            log.error("ignoring bad tuning setting: %s", exc)
+            return
+        if tuning != self.tuning:
+            log.info("tuning: %s", tuning)
+        self.tuning = tuning
+        self.drives.offline_grace_s = tuning.drive_offline_grace_s
+        self.repair.tune(
+            tuning.repair_bytes_per_s, tuning.repair_ops_per_s, tuning.repair_parallel, bool(tuning.repair_paused)
+        )
+        self.scrub.tune(tuning.scrub_bytes_per_s, tuning.scrub_mode, tuning.scrub_interval_s)
+
+    async def _probe_loop(self) -> None:
+        while True:
+            await asyncio.sleep(PROBE_INTERVAL_S)
+            try:
+                await self.retune()
+                await self.drives.probe()
+                if self.is_manager:
+                    await self._publish_status()
+            except Exception:
+                log.exception("drive probe failed")
+
+    async def _jobs_loop(self) -> None:
+        while True:
+            try:
+                busy = await self.drives.run_jobs()
+            except Exception:
+                log.exception("drive job step failed")
+                busy = 0
+            await asyncio.sleep(0.05 if busy else PROBE_INTERVAL_S)
+
+    async def _publish_status(self) -> None:
+        backlog = await self.meta.repair_backlog()
+        degraded = await self.meta.degraded_groups()
+        metrics.repair_backlog.set(backlog)
+        metrics.degraded_groups.set(degraded)
+        now, done = time.monotonic(), self.repair.repaired_bytes
+        since, before = self._last_status
+        rate = (done - before) / max(1e-6, now - since)
+        self._last_status = (now, done)
+        status = {"updated": time.time(), "backlog": backlog, "degraded_groups": degraded,
+                  "bytes_per_s": rate, "bytes_total": done}  # fmt: skip
+        await self.meta.set_setting(STATUS_SETTING, json.dumps(status))

@@ -1,0 +1,297 @@
+"""The repair worker: turns rows of the repair queue back into full redundancy.
+
+For each segment with queued shards: look up its current layout, check the
+queued shards (a report can be stale: a transient error, or a shard already
+rebuilt), choose a target drive per bad shard (the same drive if it is still
+online, else the drive that replaced it, else the next drive of the placement
+group's ranking not already in the layout), rebuild the cells from any ``k``
+good shards (or copy the shard as is when draining a readable drive), write
+the new shard files, read them back, and commit the new layout in one
+metadata transaction. Old copies on other drives are deleted afterwards. All
+I/O is paced by byte and operation budgets that can change at run time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from apollo.client.context import ClientContext
+from apollo.cluster.ratelimit import RateLimiter
+from apollo.cluster.shardcheck import check_shard
+from apollo.errors import ApolloError, InsufficientFragments
+from apollo.gateway import metrics
+from apollo.meta.placement import rank
+from apollo.meta.sql_repair import RepairItem
+from apollo.storage.geometry import ShardGeometry
+from apollo.storage.node import ShardSink
+from apollo.storage.shardfile import (
+    HEADER_BYTES,
+    decode_footer,
+    decode_header,
+    encode_footer,
+    encode_header,
+    seal_record,
+)
+from apollo.types import SegmentLayout
+
+log = logging.getLogger("apollo.repair")
+RETRY_BASE_S = 5.0
+RETRY_MAX_S = 600.0
+FOOTER_READ_BYTES = 4096
+OFFLINE_RECHECK_S = 30.0
+MOVE_REASONS = ("drain", "rebalance")  # the shard is fine: copy it when its drive is readable
+
+
+@dataclass
+class DriveView:
+    """What the repair worker needs to know about drives right now (from the drive monitor)."""
+
+    states: dict[str, str]  # drive id -> online | offline | failed | draining | retired
+    writable: set[str]  # healthy, attached, online, with free space
+    replaced_by: dict[str, str]
+    candidates: list  # placement candidates (online drives), for ``rank``
+
+
+class RepairWorker:
+    def __init__(self, ctx: ClientContext, drives: Callable[[], DriveView]) -> None:
+        self.ctx = ctx
+        self.meta = ctx.meta
+        self.drives = drives
+        self.bytes_budget = RateLimiter(0)
+        self.ops_budget = RateLimiter(0)
+        self.parallel = 4
+        self.paused = False
+        self.repaired_bytes = 0  # rebuilt or copied bytes written, for the status rate
+
+    def tune(self, bytes_per_s: float, ops_per_s: float, parallel: int, paused: bool) -> None:
+        self.bytes_budget.rate = bytes_per_s
+        self.ops_budget.rate = ops_per_s
+        self.parallel = max(1, parallel)
+        self.paused = paused
+
+    async def run_forever(self) -> None:
+        while True:
+            try:
+                done = await self.run_once()
+            except Exception:
+                log.exception("repair pass failed")
+                done = 0
+            if not done:
+                await asyncio.sleep(1.0)
+
+    async def run_once(self) -> int:
+        """Repair the segments that are due now; returns how many were looked at."""
+        if self.paused:
+            return 0
+        due = await self.meta.due_repairs(time.time(), self.parallel * 4)
+        if not due:
+            return 0
+        gate = asyncio.Semaphore(self.parallel)
+
+        async def one(segment_id: str, items: list[RepairItem]) -> None:
+            async with gate:
+                try:
+                    await self.repair_segment(segment_id, items)
+                except Exception as exc:
+                    delay = min(RETRY_MAX_S, RETRY_BASE_S * 2 ** min(items[0].attempts, 10))
+                    log.warning("repair of segment %s failed (%s); retrying in %.0f s", segment_id, exc, delay)
+                    metrics.repair_failures.inc()
+                    await self.meta.defer_repairs(segment_id, [i.shard_index for i in items], time.time() + delay)
+
+        await asyncio.gather(*(one(s, items) for s, items in due.items()))
+        return len(due)
+
+    async def repair_segment(self, segment_id: str, items: list[RepairItem]) -> None:
+        layout, pending = await self.meta.segment_layout(segment_id)
+        if layout is None:
+            if pending:  # still being written: its layout is not final; look again later
+                await self.meta.defer_repairs(segment_id, [i.shard_index for i in items], time.time() + RETRY_BASE_S)
+            else:  # deleted meanwhile: nothing to repair
+                await self.meta.drop_repairs(segment_id)
+            return
+        view = self.drives()
+        waiting = [i.shard_index for i in items if view.states.get(layout.drives[i.shard_index]) == "offline"]
+        if waiting:  # an unreachable drive may come back; it is rebuilt once it is declared failed
+            await self.meta.defer_repairs(segment_id, waiting, time.time() + OFFLINE_RECHECK_S)
+            items = [i for i in items if i.shard_index not in waiting]
+        moving = {i.shard_index for i in items if i.reason in MOVE_REASONS}
+        bad: list[int] = []
+        for item in items:
+            index = item.shard_index
+            drive = layout.drives[index]
+            if index in moving or view.states.get(drive) != "online":
+                bad.append(index)
+                continue
+            await self.ops_budget.take(2)
+            problem = await check_shard(self.ctx, layout, index, drive, deep=True, pace=self.bytes_budget.take)
+            if problem is None:
+                log.info("segment %s shard %d on %s checks out healthy (%s): nothing to do", segment_id, index,
+                         drive, item.reason)  # fmt: skip
+            else:
+                bad.append(index)
+        healthy = [i.shard_index for i in items if i.shard_index not in bad]
+        if healthy:
+            await self.meta.drop_repairs(segment_id, healthy)
+        if not bad:
+            return
+        targets = self._choose_targets(layout, bad, view)
+        if len(targets) < len(bad):
+            raise ApolloError(f"no writable drive for shards {sorted(set(bad) - set(targets))} of group {layout.pg}")
+        copy_from = {i: layout.drives[i] for i in moving if view.states.get(layout.drives[i]) in ("online", "draining")}
+        written = await self._rebuild(layout, targets, copy_from)
+        if await self.meta.commit_repair(segment_id, layout.drives, targets):
+            metrics.repaired_shards.inc(len(targets))
+            metrics.repair_bytes.inc(written)
+            self.repaired_bytes += written
+            log.info("segment %s: rebuilt shards %s onto %s", segment_id, sorted(targets),
+                     [targets[i] for i in sorted(targets)])  # fmt: skip
+            await self._delete_old_copies(layout, targets)
+        else:
+            await self._discard_rebuilt(segment_id, layout, targets)
+
+    def _choose_targets(self, layout: SegmentLayout, bad: list[int], view: DriveView) -> dict[int, str]:
+        taken = {d for i, d in enumerate(layout.drives) if i not in bad}
+        targets: dict[int, str] = {}
+        for index in bad:
+            old = layout.drives[index]
+            replacement = view.replaced_by.get(old, "")
+            if view.states.get(old) == "online" and old in view.writable and old not in taken:
+                choice = old
+            elif replacement in view.writable and replacement not in taken:
+                choice = replacement
+            else:
+                ranked = (c.drive_id for c in rank(layout.pg, view.candidates))
+                choice = next((d for d in ranked if d in view.writable and d not in taken), "")
+            if choice:
+                targets[index] = choice
+                taken.add(choice)
+        return targets
+
+    async def _rebuild(self, layout: SegmentLayout, targets: dict[int, str], copy_from: dict[int, str]) -> int:
+        """Write shards ``targets`` (index -> drive) from the surviving ones; returns bytes written."""
+        geometry = ShardGeometry(layout)
+        sources = [i for i in range(layout.scheme.width) if i not in targets]
+        header, footer = await self._header_and_footer(layout, sources + list(copy_from))
+        sinks: dict[int, ShardSink] = {}
+        written = 0
+        try:
+            for index, drive in targets.items():
+                await self.ops_budget.take(1)
+                shard_header = encode_header({**header, "shard": index, "drive": drive})
+                sinks[index] = await self.ctx.node(drive).open_shard(drive, layout.shard(index), shard_header)
+            for s0, s1 in geometry.batches():
+                records = await self._batch_records(layout, geometry, s0, s1, sources, targets, copy_from)
+                await self.ops_budget.take(len(sinks))
+                await asyncio.gather(*(sinks[i].append(records[i]) for i in sinks))
+                batch_bytes = sum(len(r) for rs in records.values() for r in rs)
+                await self.bytes_budget.take(batch_bytes)
+                written += batch_bytes
+            await asyncio.gather(*(sink.finish(footer) for sink in sinks.values()))
+        except BaseException:
+            await asyncio.gather(*(sink.abort() for sink in sinks.values()), return_exceptions=True)
+            raise
+        for index, drive in targets.items():  # read back what was written before pointing readers at it
+            problem = await check_shard(self.ctx, layout, index, drive, deep=True, pace=self.bytes_budget.take)
+            if problem is not None:
+                moved = {i: d for i, d in targets.items() if d != layout.drives[i]}
+                await self._discard_rebuilt(layout.segment_id, layout, moved)
+                raise ApolloError(f"rebuilt shard {index} on {drive} does not verify: {problem}")
+        return written
+
+    async def _header_and_footer(self, layout: SegmentLayout, sources: list[int]) -> tuple[dict, bytes]:
+        """The header fields and the footer bytes, taken from the first shard that yields them intact."""
+        problems = []
+        for index in sources:
+            drive = layout.drives[index]
+            try:
+                node = self.ctx.node(drive)
+                header = decode_header(await node.read(drive, layout.shard(index), 0, HEADER_BYTES))
+                footer = decode_footer(await node.read_tail(drive, layout.shard(index), FOOTER_READ_BYTES))
+                return header, encode_footer(footer)
+            except (OSError, ApolloError, ValueError) as exc:
+                problems.append(f"shard {index}: {exc}")
+        raise InsufficientFragments(f"no intact shard header/footer in segment {layout.segment_id}: {problems}")
+
+    async def _read_cells(
+        self, layout: SegmentLayout, geometry: ShardGeometry, index: int, drive: str, s0: int, s1: int
+    ) -> list | None:
+        offset, length = geometry.span(s0, s1)
+        await self.ops_budget.take(1)
+        await self.bytes_budget.take(length)
+        try:
+            raw = await self.ctx.node(drive).read(drive, layout.shard(index), offset, length)
+        except (OSError, ApolloError):
+            return None
+        return await self.ctx.cpu_run(geometry.split, raw, s0, s1)
+
+    async def _batch_records(
+        self,
+        layout: SegmentLayout,
+        geometry: ShardGeometry,
+        s0: int,
+        s1: int,
+        sources: list[int],
+        targets: dict[int, str],
+        copy_from: dict[int, str],
+    ) -> dict[int, list[bytes]]:
+        """Cell records of stripes ``[s0, s1)`` for every target shard: copied where possible, else rebuilt."""
+        records: dict[int, list[bytes]] = {}
+        for index, drive in copy_from.items():
+            cells = await self._read_cells(layout, geometry, index, drive, s0, s1)
+            if cells is not None and all(c is not None for c in cells):
+                records[index] = [seal_record(c) for c in cells]
+        missing = [i for i in targets if i not in records]
+        if not missing:
+            return records
+        k = layout.scheme.k
+        cells: dict[int, list] = {}
+        for index in sources:  # data shards first; stop once every stripe has k good cells
+            got = await self._read_cells(layout, geometry, index, layout.drives[index], s0, s1)
+            if got is not None:
+                cells[index] = got
+            if all(sum(c[n] is not None for c in cells.values()) >= k for n in range(s1 - s0)):
+                break
+        rebuilt = await self.ctx.cpu_run(self._rebuild_cells, geometry, cells, missing, s1 - s0, layout)
+        records.update(rebuilt)
+        return records
+
+    @staticmethod
+    def _rebuild_cells(
+        geometry: ShardGeometry, cells: dict[int, list], missing: list[int], stripes: int, layout: SegmentLayout
+    ) -> dict[int, list[bytes]]:
+        out: dict[int, list[bytes]] = {index: [] for index in missing}
+        for n in range(stripes):
+            good = {i: bytes(c[n]) for i, c in cells.items() if c[n] is not None}
+            if len(good) < layout.scheme.k:
+                raise InsufficientFragments(
+                    f"segment {layout.segment_id}: only {len(good)} good cells in a stripe, need {layout.scheme.k}"
+                )
+            chosen = dict(list(good.items())[: layout.scheme.k])
+            for index, fragment in geometry.codec.rebuild(chosen, missing).items():
+                out[index].append(seal_record(fragment))
+        return out
+
+    async def _delete_old_copies(self, layout: SegmentLayout, targets: dict[int, str]) -> None:
+        for index, new_drive in targets.items():
+            old = layout.drives[index]
+            if old != new_drive and old in self.ctx.nodes:
+                try:
+                    await self.ctx.node(old).delete(old, layout.shard(index))
+                except (OSError, ApolloError):
+                    pass  # a failed or wiped drive: nothing left to delete
+
+    async def _discard_rebuilt(self, segment_id: str, layout: SegmentLayout, targets: dict[int, str]) -> None:
+        """The layout changed under us (deleted, or repaired elsewhere): remove what we wrote unless it is in use."""
+        current, _ = await self.meta.segment_layout(segment_id)
+        for index, drive in targets.items():
+            if current is not None and current.drives[index] == drive:
+                continue
+            try:
+                await self.ctx.node(drive).delete(drive, layout.shard(index))
+            except (OSError, ApolloError):
+                log.warning("could not remove unused rebuilt shard %d of %s on %s", index, segment_id, drive)
+        log.info("segment %s changed during repair; the rebuilt shards were discarded", segment_id)

@@ -1,0 +1,192 @@
+"""Self-healing, by doing the damage: wipe a drive under load, flip bytes, drain; then prove redundancy is back.
+
+"Back" is proven the hard way: after repair, m *other* drives are deleted and
+every object must still read byte-exact.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import sqlite3
+import threading
+
+from support import admin, assert_all_exact, metric, pause_repair, shards_by_segment, wait_until, write_objects
+
+from apollo.storage.shardfile import HEADER_BYTES
+
+
+class Workload(threading.Thread):
+    """PUTs and GETs while the damage happens; every request must succeed."""
+
+    def __init__(self, server, bucket: str, seed: int) -> None:
+        super().__init__(daemon=True)
+        self.s3 = server.s3()
+        self.bucket = bucket
+        self.rng = random.Random(seed)
+        self.acknowledged: dict[str, bytes] = {}
+        self.errors: list[str] = []
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        n = 0
+        while not self.stop.is_set():
+            key = f"load-{n % 25}"
+            payload = self.rng.randbytes(self.rng.choice([5_000, 300_000, 2_100_000]))
+            try:
+                self.s3.put_object(Bucket=self.bucket, Key=key, Body=payload)
+                self.acknowledged[key] = payload
+                probe = self.rng.choice(list(self.acknowledged))
+                if self.s3.get_object(Bucket=self.bucket, Key=probe)["Body"].read() != self.acknowledged[probe]:
+                    self.errors.append(f"wrong bytes for {probe}")
+            except Exception as exc:  # any failed request is a test failure, reported at the end
+                self.errors.append(f"{key}: {exc}")
+            n += 1
+
+    def finish(self) -> dict[str, bytes]:
+        self.stop.set()
+        self.join(60)
+        assert not self.errors, self.errors[:5]
+        return self.acknowledged
+
+
+def drives_table(server) -> dict[str, dict]:
+    with sqlite3.connect(f"file:{server.meta_dir / 'apollo.db'}?mode=ro", uri=True) as db:
+        db.row_factory = sqlite3.Row
+        return {r["path"] + "#" + r["drive_id"]: dict(r) for r in db.execute("SELECT * FROM drives")}
+
+
+def drive_state(server, drive_path) -> str:
+    """State of the drive at a path: the serving one if there is one (a replacement shares the old path)."""
+    states = [d["state"] for d in drives_table(server).values() if d["path"] == str(drive_path.resolve())]
+    serving = [s for s in states if s != "retired"]
+    return (serving or states or [""])[0]
+
+
+def queue_length(server) -> int:
+    with sqlite3.connect(f"file:{server.meta_dir / 'apollo.db'}?mode=ro", uri=True) as db:
+        return db.execute("SELECT COUNT(*) FROM repair_queue").fetchone()[0]
+
+
+def test_wiped_drive_is_detected_rebuilt_onto_its_replacement_under_load(make_server):
+    server = make_server()
+    s3 = server.s3()
+    s3.create_bucket(Bucket="data")
+    objects = write_objects(s3, "data", seed=11)
+    load = Workload(server, "data", seed=12)
+    load.start()
+    wait_until(lambda: len(load.acknowledged) >= 5, 30, "the workload to get going")
+
+    wiped = server.drives[2]
+    shutil.rmtree(wiped)
+    took = wait_until(lambda: drive_state(server, wiped) == "failed", 15, "the wiped drive to be marked failed")
+    assert took < 10, f"a wiped drive must be noticed within seconds, took {took:.1f} s"
+    # 4+2 on 6 drives: no spare drive, so its shards wait for the replacement (reads decode meanwhile).
+    wiped.mkdir()
+    replaced = admin(server, "drive", "replace", str(wiped), "--wait")
+    assert "replaces" in replaced.stdout
+    wait_until(lambda: drive_state(server, wiped) == "online" and queue_length(server) == 0, 120, "repairs")
+    acknowledged = load.finish()
+    states = sorted(d["state"] for d in drives_table(server).values())
+    assert states == ["online"] * 6 + ["retired"], states
+    assert metric(server, "apollo_repaired_shards_total") > 0
+
+    assert_all_exact(s3, "data", objects)
+    assert_all_exact(s3, "data", acknowledged)
+    for drive in (server.drives[0], server.drives[4]):  # redundancy is really back: lose m = 2 other drives
+        shutil.rmtree(drive)
+    assert_all_exact(s3, "data", objects)
+    assert_all_exact(s3, "data", acknowledged)
+
+
+def test_scrub_finds_every_flipped_shard_and_repair_restores_the_exact_bytes(make_server):
+    server = make_server()
+    pause_repair(server)
+    s3 = server.s3()
+    s3.create_bucket(Bucket="data")
+    objects = write_objects(s3, "data", seed=21)
+    rng = random.Random(21)
+    for n in range(10):
+        objects[f"small-{n}"] = rng.randbytes(rng.randint(20_000, 600_000))
+        s3.put_object(Bucket="data", Key=f"small-{n}", Body=objects[f"small-{n}"])
+    originals = {}
+    for paths in shards_by_segment(server).values():
+        for path in rng.sample(paths, rng.randint(1, 2)):  # at most m = 2 damaged shards per segment
+            raw = bytearray(path.read_bytes())
+            originals[path] = bytes(raw)
+            where = rng.choice(["header", "padding", "cells", "footer"])
+            region = {"header": (16, 64), "padding": (1024, HEADER_BYTES), "cells": (HEADER_BYTES, len(raw) - 64),
+                      "footer": (len(raw) - 40, len(raw))}[where]  # fmt: skip
+            raw[rng.randrange(*region)] ^= 1 << rng.randrange(8)
+            path.write_bytes(bytes(raw))
+    assert len(originals) >= 20
+    assert_all_exact(s3, "data", objects)  # reads stay correct (and report what they trip over)
+
+    scrub = admin(server, "scrub", "--now", "--wait")
+    found = json.loads(_setting(server, "scrub.state"))["last"]
+    assert found["errors"] == len(originals), scrub.stdout
+    assert queue_length(server) == len(originals)
+
+    admin(server, "repair", "--resume")
+    wait_until(lambda: queue_length(server) == 0, 120, "the repair queue to drain")
+    for path, original in originals.items():
+        assert path.read_bytes() == original, f"{path} was not rebuilt to its exact bytes"
+    admin(server, "scrub", "--now", "--wait")
+    assert json.loads(_setting(server, "scrub.state"))["last"]["errors"] == 0
+    assert_all_exact(s3, "data", objects)
+
+
+def test_drained_drive_is_emptied_and_retired_with_nothing_lost(make_server):
+    server = make_server(drives=7)
+    s3 = server.s3()
+    s3.create_bucket(Bucket="data")
+    objects = write_objects(s3, "data", seed=31)
+    leaving = server.drives[3]
+    assert list((leaving / "shards").rglob("*.*"))
+    admin(server, "drive", "drain", str(leaving), "--wait")
+    wait_until(lambda: drive_state(server, leaving) == "retired", 30, "the drained drive to be retired")
+    assert list((leaving / "shards").rglob("*.*")) == []  # copies removed once the new ones were committed
+    admin(server, "drive", "remove", str(leaving))
+    assert drive_state(server, leaving) == ""
+    shutil.rmtree(leaving)
+    for drive in server.drives[:2]:  # the drained data kept full redundancy
+        shutil.rmtree(drive)
+    assert_all_exact(s3, "data", objects)
+
+
+def test_scrub_resumes_where_a_killed_server_stopped(make_server):
+    server = make_server()
+    s3 = server.s3()
+    s3.create_bucket(Bucket="data")
+    write_objects(s3, "data", seed=41)
+    for n in range(60):
+        s3.put_object(Bucket="data", Key=f"more-{n}", Body=random.Random(n).randbytes(40_000))
+    admin(server, "scrub", "--rate", "1MiB/s", "--mode", "deep")
+    admin(server, "scrub", "--now")
+
+    def progressed() -> bool:
+        current = json.loads(_setting(server, "scrub.state") or "{}").get("current")
+        return bool(current and current["segments"] >= 32)
+
+    wait_until(progressed, 60, "the scrub pass to check a page of segments")
+    server.kill()
+    before = json.loads(_setting(server, "scrub.state"))["current"]
+    server.start()
+    admin(server, "scrub", "--rate", "0")
+
+    def finished() -> bool:
+        state = json.loads(_setting(server, "scrub.state"))
+        return "current" not in state and state["last"]["request"] == before["request"]
+
+    wait_until(finished, 60, "the pass to finish")
+    last = json.loads(_setting(server, "scrub.state"))["last"]
+    assert last["started"] == before["started"]  # the same pass, resumed, not a new one
+    assert last["segments"] == last["total"] > before["segments"]
+    assert f"resuming deep scrub pass at group {before['cursor_pg']}" in server.log_path.read_text()
+
+
+def _setting(server, name: str) -> str | None:
+    with sqlite3.connect(f"file:{server.meta_dir / 'apollo.db'}?mode=ro", uri=True) as db:
+        row = db.execute("SELECT value FROM settings WHERE name = ?", (name,)).fetchone()
+    return row[0] if row else None

@@ -1,0 +1,53 @@
+"""Databases written by older versions are upgraded in place; newer ones are refused."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+
+import pytest
+
+from apollo.meta.schema import SCHEMA_VERSION
+from apollo.meta.store import SqlStore
+
+# The tables version 1 had that version 2 changed, exactly as version 1 created them.
+V1_TABLES = [
+    "CREATE TABLE settings (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    """CREATE TABLE drives (drive_id TEXT PRIMARY KEY, node TEXT NOT NULL, path TEXT NOT NULL, state TEXT NOT NULL,
+        weight REAL NOT NULL DEFAULT 1, added REAL NOT NULL)""",
+    """CREATE TABLE segments (data_id TEXT NOT NULL, seq INTEGER NOT NULL, segment_id TEXT NOT NULL,
+        offset_bytes INTEGER NOT NULL, length INTEGER NOT NULL, layout TEXT NOT NULL, PRIMARY KEY (data_id, seq))""",
+    """CREATE TABLE repair_queue (segment_id TEXT NOT NULL, shard_index INTEGER NOT NULL, drive_id TEXT NOT NULL,
+        reason TEXT NOT NULL, detected REAL NOT NULL, PRIMARY KEY (segment_id, shard_index))""",
+]
+
+
+def test_version_1_database_is_upgraded_with_segment_groups_filled_in(tmp_path):
+    path = tmp_path / "v1.db"
+    with sqlite3.connect(path) as db:
+        for statement in V1_TABLES:
+            db.execute(statement)
+        db.execute("INSERT INTO settings VALUES ('schema_version', '1')")
+        db.execute("INSERT INTO drives VALUES ('d1', 'local', '/data/d1', 'online', 1, 5.0)")
+        layout = {"segment_id": "s1", "offset": 0, "length": 10, "scheme": "4+2", "cell_size": 4096, "pg": 77,
+                  "drives": ["d1"] * 6}  # fmt: skip
+        db.execute("INSERT INTO segments VALUES ('data1', 0, 's1', 0, 10, ?)", (json.dumps(layout),))
+        db.execute("INSERT INTO repair_queue VALUES ('s1', 2, 'd1', 'crc', 6.0)")
+    store = SqlStore(path)
+    try:
+        assert store.get_setting("schema_version") == str(SCHEMA_VERSION)
+        assert [s.pg for s in store.segments_after(-1, "", 10)] == [77]
+        assert store.list_drives()[0].replaced_by == ""
+        assert list(store.due_repairs(10.0, 5)) == ["s1"]
+    finally:
+        store.close()
+    SqlStore(path).close()  # opening an up-to-date database changes nothing
+
+
+def test_a_database_from_a_newer_version_is_refused(tmp_path):
+    path = tmp_path / "future.db"
+    SqlStore(path).close()
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE settings SET value = ? WHERE name = 'schema_version'", (str(SCHEMA_VERSION + 1),))
+    with pytest.raises(RuntimeError, match="newer than this Apollo"):
+        SqlStore(path)
