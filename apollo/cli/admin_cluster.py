@@ -140,32 +140,79 @@ def cmd_status(args: argparse.Namespace) -> None:
                       f"{last['errors']} problems")  # fmt: skip
     console.print(f"scrub every {status.tuning.scrub_interval_s / 3600:.1f} h ({status.tuning.scrub_mode}, "
                   f"limit {_size(status.tuning.scrub_bytes_per_s)}/s)")  # fmt: skip
+    sweep = admin.pass_state(store, "orphans").get("last")
+    if sweep:
+        console.print(f"last orphan sweep: {_when(sweep['started'])}: {sweep['files']} shard files checked, "
+                      f"{sweep['orphans']} orphans deleted")  # fmt: skip
+
+
+def _request_and_follow(store, name: str, done: str, total: Callable[[dict], int], unit: str, wait: bool) -> dict:
+    """Ask for a pass of ``name`` now; with ``wait``, follow it to the end and return its final state."""
+    requested = admin.request_pass(store, name)
+    print(f"{name} pass requested")
+    if not wait:
+        return {}
+
+    def poll() -> tuple[int, int, bool]:
+        state = admin.pass_state(store, name)
+        current, last = state.get("current") or {}, state.get("last", {})
+        if current.get("request") == requested:
+            return current[done], total(current), False
+        if last.get("request") == requested:
+            return last[done], total(last), True
+        return 0, 0, False
+
+    _follow(name, poll, unit=unit)
+    return admin.pass_state(store, name)["last"]
 
 
 def cmd_scrub(args: argparse.Namespace) -> None:
     store = _store(args)
     tuning = admin.set_tuning(store, scrub_bytes_per_s=args.rate, scrub_mode=args.mode, scrub_interval_s=args.interval)
-    print(
-        f"scrub: {tuning.scrub_mode}, every {tuning.scrub_interval_s:.0f} s, limit {_size(tuning.scrub_bytes_per_s)}/s"
-    )
-    if not args.now:
+    print(f"scrub: {tuning.scrub_mode}, every {tuning.scrub_interval_s:.0f} s, "
+          f"limit {_size(tuning.scrub_bytes_per_s)}/s")  # fmt: skip
+    if args.now:
+        last = _request_and_follow(store, "scrub", "segments", lambda s: s["total"], "segments", args.wait)
+        if last:
+            print(f"scrub done: {last['segments']} segments, {last['shards']} shards, {last['errors']} problems")
+
+
+def cmd_gc(args: argparse.Namespace) -> None:
+    store = _store(args)
+    tuning = admin.set_tuning(store, orphan_interval_s=args.interval, orphan_min_age_s=args.min_age)
+    print(f"orphan sweep: every {tuning.orphan_interval_s:.0f} s, files younger than "
+          f"{tuning.orphan_min_age_s:.0f} s are kept")  # fmt: skip
+    if args.now:
+        last = _request_and_follow(store, "orphans", "drive", lambda s: len(s["drives"]), "drives", args.wait)
+        if last:
+            print(f"orphan sweep done: {last['files']} shard files checked, {last['orphans']} orphans deleted "
+                  f"({_size(last['bytes_freed'])})")  # fmt: skip
+
+
+def cmd_rebalance(args: argparse.Namespace) -> None:
+    store = _store(args)
+    tuning = admin.set_tuning(store, rebalance_interval_s=args.interval, rebalance_tolerance=args.tolerance)
+    print(f"rebalance: every {tuning.rebalance_interval_s:.0f} s and when drives come or go, "
+          f"tolerance {100 * tuning.rebalance_tolerance:.1f}%")  # fmt: skip
+    if args.now:
+        segments = store.segment_count()
+        last = _request_and_follow(store, "rebalance", "segments", lambda _: segments, "segments", args.wait)
+        if last:
+            print(f"rebalance planned {last['moves']} moves; spread {100 * last['spread']:.1f}%")
+            _follow_backlog(store)
+
+
+def _follow_backlog(store) -> None:
+    start = store.repair_backlog()
+    if start == 0:
+        print("repair queue is empty")
         return
-    requested = admin.request_scrub(store)
-    print("scrub pass requested")
-    if args.wait:
 
-        def poll() -> tuple[int, int, bool]:
-            state = admin.status(store).scrub
-            current, last = state.get("current") or {}, state.get("last", {})
-            if current.get("request") == requested:
-                return current["segments"], current["total"], False
-            if last.get("request") == requested:
-                return last["segments"], last["total"], True
-            return 0, 0, False
+    def poll() -> tuple[int, int, bool]:
+        backlog = store.repair_backlog()
+        return max(0, start - backlog), start, backlog == 0
 
-        _follow("scrub", poll, unit="segments")
-        last = admin.status(store).scrub["last"]
-        print(f"scrub done: {last['segments']} segments, {last['shards']} shards, {last['errors']} problems")
+    _follow("repair", poll)
 
 
 def cmd_repair(args: argparse.Namespace) -> None:
@@ -176,16 +223,7 @@ def cmd_repair(args: argparse.Namespace) -> None:
     print(f"repair: {'PAUSED, ' if tuning.repair_paused else ''}limit {_size(tuning.repair_bytes_per_s)}/s, "
           f"{tuning.repair_ops_per_s:.0f} ops/s, {tuning.repair_parallel} segments at a time")  # fmt: skip
     if args.wait:
-        start = store.repair_backlog()
-        if start == 0:
-            print("repair queue is empty")
-            return
-
-        def poll() -> tuple[int, int, bool]:
-            backlog = store.repair_backlog()
-            return max(0, start - backlog), start, backlog == 0
-
-        _follow("repair", poll)
+        _follow_backlog(store)
 
 
 def register(admin_parsers: argparse._SubParsersAction) -> None:
@@ -209,6 +247,20 @@ def register(admin_parsers: argparse._SubParsersAction) -> None:
     scrub.add_argument("--mode", choices=["deep", "shallow"])
     scrub.add_argument("--interval", type=float, help="seconds between the starts of passes")
     scrub.set_defaults(func=cmd_scrub)
+    gc = admin_parsers.add_parser("gc", help="sweep the drives for orphan shard files (nothing refers to them)")
+    gc.add_argument("--meta-dir", required=True)
+    gc.add_argument("--now", action="store_true", help="start a sweep now")
+    gc.add_argument("--wait", action="store_true", help="with --now: follow the sweep until it ends")
+    gc.add_argument("--interval", type=float, help="seconds between the starts of sweeps")
+    gc.add_argument("--min-age", type=float, help="keep unreferenced files younger than this many seconds")
+    gc.set_defaults(func=cmd_gc)
+    rebalance = admin_parsers.add_parser("rebalance", help="even out drive usage by moving shards")
+    rebalance.add_argument("--meta-dir", required=True)
+    rebalance.add_argument("--now", action="store_true", help="plan a rebalance now")
+    rebalance.add_argument("--wait", action="store_true", help="with --now: follow planning and the moves")
+    rebalance.add_argument("--interval", type=float, help="seconds between the starts of passes")
+    rebalance.add_argument("--tolerance", type=float, help="allowed spread around each drive's share (0.05 = 5%%)")
+    rebalance.set_defaults(func=cmd_rebalance)
     repair = admin_parsers.add_parser("repair", help="tune the repair worker, or wait for the backlog to drain")
     repair.add_argument("--meta-dir", required=True)
     repair.add_argument("--rate", type=parse_rate, help="bytes read+written per second, e.g. 200MiB/s (0: unlimited)")

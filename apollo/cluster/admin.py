@@ -15,7 +15,7 @@ from pathlib import Path
 
 from apollo.cluster.drives import NODE_NAME, SERVING_STATES
 from apollo.cluster.manager import STATUS_SETTING
-from apollo.cluster.scrub import REQUEST_SETTING, STATE_SETTING
+from apollo.cluster.passes import request_setting, state_setting
 from apollo.cluster.tuning import SETTING_PREFIX, Tuning
 from apollo.meta.sql_admin import DriveRecord
 from apollo.meta.sql_repair import DriveJob
@@ -127,10 +127,15 @@ def set_tuning(store: SqlStore, **values: object) -> Tuning:
     return Tuning.load(store.settings_like(SETTING_PREFIX))
 
 
-def request_scrub(store: SqlStore) -> float:
+def request_pass(store: SqlStore, name: str) -> float:
+    """Ask the server for a pass of ``name`` (scrub, orphans) now; returns the request to wait for."""
     now = time.time()
-    store.set_setting(REQUEST_SETTING, repr(now))
+    store.set_setting(request_setting(name), repr(now))
     return now
+
+
+def pass_state(store: SqlStore, name: str) -> dict:
+    return json.loads(store.get_setting(state_setting(name)) or "{}")
 
 
 # status ---------------------------------------------------------------------------------------
@@ -154,7 +159,7 @@ def status(store: SqlStore) -> Status:
         jobs=store.drive_jobs(active_only=False),
         pending_by_drive={d.drive_id: store.pending_repairs_on(d.drive_id) for d in drives},
         repair=json.loads(store.get_setting(STATUS_SETTING) or "{}") | {"backlog_now": store.repair_backlog()},
-        scrub=json.loads(store.get_setting(STATE_SETTING) or "{}"),
+        scrub=pass_state(store, "scrub"),
         tuning=Tuning.load(store.settings_like(SETTING_PREFIX)),
         segments=store.segment_count(),
     )

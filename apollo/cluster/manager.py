@@ -4,8 +4,8 @@ Every server process runs the drive probe (it decides where that process may
 place new shards). Exactly one process per deployment is the *manager* (the
 single server, or worker 0 of ``--workers N``; in cluster mode, the meta
 instance holding the lease): it changes drive states, walks failed and draining
-drives, repairs, scrubs, rereads the tuning knobs and publishes what it is doing
-for ``apollo admin status``.
+drives, repairs, scrubs, rebalances, sweeps orphan shards, rereads the tuning knobs and
+publishes what it is doing for ``apollo admin status``.
 """
 
 from __future__ import annotations
@@ -17,6 +17,9 @@ import time
 
 from apollo.client.context import ClientContext
 from apollo.cluster.drives import DriveMonitor
+from apollo.cluster.orphans import OrphanSweeper
+from apollo.cluster.passes import request_setting
+from apollo.cluster.rebalance import Rebalancer
 from apollo.cluster.repair import RepairWorker
 from apollo.cluster.scrub import Scrubber
 from apollo.cluster.tuning import SETTING_PREFIX, Tuning
@@ -38,6 +41,9 @@ class BackgroundManager:
         self.drives = DriveMonitor(ctx, node, deployment_id, manager=manager, reserve_bytes=reserve_bytes)
         self.repair = RepairWorker(ctx, self.drives.view)
         self.scrub = Scrubber(ctx, lambda: set(node.drives))
+        self.orphans = OrphanSweeper(ctx.meta, node)
+        self.rebalance = Rebalancer(ctx.meta, self.drives.view)
+        self._online: set[str] = set()
         self.tuning = Tuning()
         self._last_status = (time.monotonic(), 0)
 
@@ -47,7 +53,8 @@ class BackgroundManager:
         await self.drives.probe()
         loops = [self._probe_loop()]
         if self.is_manager:
-            loops += [self.repair.run_forever(), self.scrub.run_forever(), self._jobs_loop()]
+            loops += [self.repair.run_forever(), self.scrub.run_forever(), self.orphans.run_forever(),
+                      self.rebalance.run_forever(), self._jobs_loop()]  # fmt: skip
         return [asyncio.create_task(loop) for loop in loops]
 
     async def retune(self) -> None:
@@ -65,6 +72,8 @@ class BackgroundManager:
             tuning.repair_bytes_per_s, tuning.repair_ops_per_s, tuning.repair_parallel, bool(tuning.repair_paused)
         )
         self.scrub.tune(tuning.scrub_bytes_per_s, tuning.scrub_mode, tuning.scrub_interval_s)
+        self.orphans.tune(tuning.orphan_interval_s, tuning.orphan_min_age_s)
+        self.rebalance.tune(tuning.rebalance_interval_s, tuning.rebalance_tolerance)
 
     async def _probe_loop(self) -> None:
         while True:
@@ -74,8 +83,17 @@ class BackgroundManager:
                 await self.drives.probe()
                 if self.is_manager:
                     await self._publish_status()
+                    await self._rebalance_on_change()
             except Exception:
                 log.exception("drive probe failed")
+
+    async def _rebalance_on_change(self) -> None:
+        """A drive joined or left the online set: data no longer sits where shares say it should."""
+        online = {c.drive_id for c in self.drives.view().candidates}
+        if self._online and online != self._online:
+            log.info("online drives changed (%d -> %d): rebalance requested", len(self._online), len(online))
+            await self.meta.set_setting(request_setting("rebalance"), repr(time.time()))
+        self._online = online
 
     async def _jobs_loop(self) -> None:
         while True:

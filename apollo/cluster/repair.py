@@ -118,7 +118,9 @@ class RepairWorker:
         if waiting:  # an unreachable drive may come back; it is rebuilt once it is declared failed
             await self.meta.defer_repairs(segment_id, waiting, time.time() + OFFLINE_RECHECK_S)
             items = [i for i in items if i.shard_index not in waiting]
+        items = await self._drop_stale_moves(layout, items, view)
         moving = {i.shard_index for i in items if i.reason in MOVE_REASONS}
+        planned = {i.shard_index: i.target for i in items if i.target}
         bad: list[int] = []
         for item in items:
             index = item.shard_index
@@ -138,7 +140,7 @@ class RepairWorker:
             await self.meta.drop_repairs(segment_id, healthy)
         if not bad:
             return
-        targets = self._choose_targets(layout, bad, view)
+        targets = self._choose_targets(layout, bad, view, planned)
         if len(targets) < len(bad):
             raise ApolloError(f"no writable drive for shards {sorted(set(bad) - set(targets))} of group {layout.pg}")
         copy_from = {i: layout.drives[i] for i in moving if view.states.get(layout.drives[i]) in ("online", "draining")}
@@ -153,13 +155,30 @@ class RepairWorker:
         else:
             await self._discard_rebuilt(segment_id, layout, targets)
 
-    def _choose_targets(self, layout: SegmentLayout, bad: list[int], view: DriveView) -> dict[int, str]:
+    async def _drop_stale_moves(self, layout: SegmentLayout, items: list[RepairItem], view: DriveView) -> list:
+        """Planned moves whose shard moved meanwhile, or whose target cannot take it now, are forgotten
+        (the rebalancer plans again from fresh usage); the other items go on."""
+        stale = [
+            i.shard_index for i in items
+            if i.reason == "rebalance"
+            and (layout.drives[i.shard_index] != i.drive_id or i.target not in view.writable
+                 or i.target in layout.drives)
+        ]  # fmt: skip
+        if stale:
+            await self.meta.drop_repairs(layout.segment_id, stale)
+        return [i for i in items if i.shard_index not in stale]
+
+    def _choose_targets(
+        self, layout: SegmentLayout, bad: list[int], view: DriveView, planned: dict[int, str]
+    ) -> dict[int, str]:
         taken = {d for i, d in enumerate(layout.drives) if i not in bad}
         targets: dict[int, str] = {}
         for index in bad:
             old = layout.drives[index]
             replacement = view.replaced_by.get(old, "")
-            if view.states.get(old) == "online" and old in view.writable and old not in taken:
+            if planned.get(index) in view.writable and planned[index] not in taken:
+                choice = planned[index]
+            elif view.states.get(old) == "online" and old in view.writable and old not in taken:
                 choice = old
             elif replacement in view.writable and replacement not in taken:
                 choice = replacement

@@ -22,6 +22,10 @@ class Tuning:
     scrub_bytes_per_s: float = 32 * MIB  # bytes read by scrub (deep) or shard files checked x 4 KiB (shallow)
     scrub_mode: str = "deep"  # deep: every cell CRC; shallow: presence, size and footer of every shard
     scrub_interval_s: float = 7 * 24 * 3600.0  # a new pass starts this long after the previous one started
+    orphan_interval_s: float = 24 * 3600.0  # a new orphan sweep starts this long after the previous one started
+    orphan_min_age_s: float = 3600.0  # younger unreferenced files may be writes about to commit: kept
+    rebalance_interval_s: float = 6 * 3600.0  # also runs whenever the set of online drives changes
+    rebalance_tolerance: float = 0.05  # a drive may hold up to half this fraction more or less than its share
     drive_offline_grace_s: float = 600.0  # an unreachable drive is declared failed (and rebuilt) after this
 
     @classmethod

@@ -45,6 +45,12 @@ scrub_errors = Counter("apollo_scrub_errors_total", "Damaged or missing shards f
                        registry=registry)  # fmt: skip
 scrub_progress = Gauge("apollo_scrub_progress_ratio", "Fraction of segments the current scrub pass has checked",
                        registry=registry, multiprocess_mode="livemax")  # fmt: skip
+orphan_shards_deleted = Counter("apollo_orphan_shards_deleted_total",
+                                "Shard files no metadata referred to, deleted by the orphan sweeper",
+                                registry=registry)  # fmt: skip
+journal_errors = Counter("apollo_meta_journal_errors_total",
+                         "Metadata journal appends or fsyncs that failed (the commit stood; another drive took it)",
+                         registry=registry)  # fmt: skip
 drives_by_state = Gauge("apollo_drives", "Drives by lifecycle state", ["state"], registry=registry,
                         multiprocess_mode="livemax")  # fmt: skip
 

@@ -55,12 +55,12 @@ DDL = [
     """CREATE TABLE IF NOT EXISTS garbage (
         segment_id TEXT PRIMARY KEY, layout TEXT NOT NULL, owner TEXT NOT NULL, due REAL NOT NULL)""",
     "CREATE INDEX IF NOT EXISTS garbage_by_due ON garbage (due)",
-    # Durable repair queue: one row per shard to rebuild (or move, for drain), deduplicated by
-    # (segment, shard); a failed attempt is retried after ``next_try``.
+    # Durable repair queue: one row per shard to rebuild (or move: drain, rebalance), deduplicated by
+    # (segment, shard); a failed attempt is retried after ``next_try``; ``target``: a planned destination.
     """CREATE TABLE IF NOT EXISTS repair_queue (
         segment_id TEXT NOT NULL, shard_index INTEGER NOT NULL, drive_id TEXT NOT NULL,
         reason TEXT NOT NULL, detected REAL NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
-        next_try REAL NOT NULL DEFAULT 0, PRIMARY KEY (segment_id, shard_index))""",
+        next_try REAL NOT NULL DEFAULT 0, target TEXT NOT NULL DEFAULT '', PRIMARY KEY (segment_id, shard_index))""",
     "CREATE INDEX IF NOT EXISTS repair_queue_by_time ON repair_queue (next_try, detected)",
     # Background walks over every segment of a drive (evacuate a failed drive, drain one), resumable.
     """CREATE TABLE IF NOT EXISTS drive_jobs (
@@ -81,5 +81,6 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
         "ALTER TABLE drives ADD COLUMN total_bytes INTEGER NOT NULL DEFAULT 0",
         "ALTER TABLE repair_queue ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0",
         "ALTER TABLE repair_queue ADD COLUMN next_try REAL NOT NULL DEFAULT 0",
+        "ALTER TABLE repair_queue ADD COLUMN target TEXT NOT NULL DEFAULT ''",
     ]),
 ]  # fmt: skip

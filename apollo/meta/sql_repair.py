@@ -26,6 +26,7 @@ class RepairItem:
     drive_id: str  # the drive the damaged shard is (or was) on
     reason: str
     attempts: int
+    target: str = ""  # a destination the rebalancer planned; empty: the repair worker chooses
 
 
 @dataclass
@@ -56,6 +57,18 @@ class RepairOps(SqlBase):
                 [(*item, now) for item in items],
             )
 
+    def queue_moves(self, moves: list[tuple[str, int, str, str]], now: float) -> None:
+        """Queue (segment, shard, from drive, to drive) moves of healthy shards (rebalance)."""
+        with self.tx() as db:
+            db.executemany(
+                "INSERT INTO repair_queue (segment_id, shard_index, drive_id, reason, detected, target) "
+                "VALUES (?, ?, ?, 'rebalance', ?, ?) ON CONFLICT (segment_id, shard_index) DO NOTHING",
+                [(segment, index, source, now, target) for segment, index, source, target in moves],
+            )
+
+    def queued_moves(self) -> int:
+        return self.one("SELECT COUNT(*) AS n FROM repair_queue WHERE reason = 'rebalance'")["n"]
+
     def repair_backlog(self) -> int:
         return self.one("SELECT COUNT(*) AS n FROM repair_queue")["n"]
 
@@ -79,7 +92,7 @@ class RepairOps(SqlBase):
         marks = ",".join("?" * len(chosen))
         for r in self.all(f"SELECT * FROM repair_queue WHERE segment_id IN ({marks}) ORDER BY shard_index", chosen):
             out[r["segment_id"]].append(
-                RepairItem(r["segment_id"], r["shard_index"], r["drive_id"], r["reason"], r["attempts"])
+                RepairItem(r["segment_id"], r["shard_index"], r["drive_id"], r["reason"], r["attempts"], r["target"])
             )
         return out
 
@@ -150,6 +163,20 @@ class RepairOps(SqlBase):
             args += (f'%"{drive_id}"%',)
         rows = self.all(sql + " ORDER BY pg, segment_id LIMIT ?", (*args, limit))
         return [SegmentLayout.from_json(json.loads(r["layout"])) for r in rows]
+
+    def shard_references(self, segment_ids: list[str]) -> dict[str, list[tuple[str, tuple[str, ...]]]]:
+        """Who refers to each segment: ("committed" | "pending" | "garbage", drives per shard) entries."""
+        out: dict[str, list[tuple[str, tuple[str, ...]]]] = {s: [] for s in segment_ids}
+        if not segment_ids:
+            return out
+        marks = ",".join("?" * len(segment_ids))
+        for r in self.all(f"SELECT segment_id, layout FROM segments WHERE segment_id IN ({marks})", segment_ids):
+            out[r["segment_id"]].append(("committed", tuple(json.loads(r["layout"])["drives"])))
+        rows = self.all(f"SELECT segment_id, layout, owner FROM garbage WHERE segment_id IN ({marks})", segment_ids)
+        for r in rows:
+            kind = "pending" if r["owner"] else "garbage"
+            out[r["segment_id"]].append((kind, tuple(json.loads(r["layout"])["drives"])))
+        return out
 
     def segment_count(self) -> int:
         return self.one("SELECT COUNT(*) AS n FROM segments")["n"]

@@ -11,6 +11,7 @@ import random
 import shutil
 import sqlite3
 import threading
+import time
 
 from support import admin, assert_all_exact, metric, pause_repair, shards_by_segment, wait_until, write_objects
 
@@ -183,10 +184,50 @@ def test_scrub_resumes_where_a_killed_server_stopped(make_server):
     last = json.loads(_setting(server, "scrub.state"))["last"]
     assert last["started"] == before["started"]  # the same pass, resumed, not a new one
     assert last["segments"] == last["total"] > before["segments"]
-    assert f"resuming deep scrub pass at group {before['cursor_pg']}" in server.log_path.read_text()
+    assert f"resuming the scrub pass started {time.ctime(before['started'])}: deep, at group {before['cursor_pg']}" in (
+        server.log_path.read_text()
+    )
 
 
 def _setting(server, name: str) -> str | None:
     with sqlite3.connect(f"file:{server.meta_dir / 'apollo.db'}?mode=ro", uri=True) as db:
         row = db.execute("SELECT value FROM settings WHERE name = ?", (name,)).fetchone()
     return row[0] if row else None
+
+
+def shard_bytes_by_drive(server, drives) -> list[int]:
+    return [sum(f.stat().st_size for f in (d / "shards").rglob("*.*")) for d in drives]
+
+
+def test_drain_one_and_add_two_drives_under_load_ends_balanced(make_server):
+    server = make_server(drives=7, extra_args=["--gc-delay", "0"])
+    s3 = server.s3()
+    s3.create_bucket(Bucket="data")
+    rng = random.Random(61)
+    objects = {f"obj-{n}": rng.randbytes(rng.randint(200_000, 900_000)) for n in range(160)}
+    for key, payload in objects.items():
+        s3.put_object(Bucket="data", Key=key, Body=payload)
+    load = Workload(server, "data", seed=62)
+    load.start()
+    leaving = server.drives[0]
+    admin(server, "drive", "drain", str(leaving))
+    new_drives = [server.root / "drive8", server.root / "drive9"]
+    for drive in new_drives:
+        admin(server, "drive", "add", str(drive))
+    wait_until(lambda: drive_state(server, leaving) == "retired", 120, "the drained drive to be retired")
+    acknowledged = load.finish()  # no request failed while shards moved
+    wait_until(lambda: _garbage_due(server) == 0, 30, "GC of overwritten data")
+    admin(server, "rebalance", "--now", "--wait")
+    wait_until(lambda: queue_length(server) == 0, 120, "the planned moves")
+
+    online = [d for d in server.drives[1:] + new_drives]
+    usage = shard_bytes_by_drive(server, online)
+    mean = sum(usage) / len(usage)
+    assert (max(usage) - min(usage)) / mean <= 0.10, [round(u / 1e6, 2) for u in usage]
+    assert shard_bytes_by_drive(server, [leaving]) == [0]
+    assert_all_exact(s3, "data", objects | acknowledged)
+
+
+def _garbage_due(server) -> int:
+    with sqlite3.connect(f"file:{server.meta_dir / 'apollo.db'}?mode=ro", uri=True) as db:
+        return db.execute("SELECT COUNT(*) FROM garbage WHERE owner = ''").fetchone()[0]
