@@ -43,7 +43,7 @@ class BackgroundManager:
         self.scrub = Scrubber(ctx, lambda: set(node.drives))
         self.orphans = OrphanSweeper(ctx.meta, node)
         self.rebalance = Rebalancer(ctx.meta, self.drives.view)
-        self._online: set[str] = set()
+        self._states: dict[str, str] = {}
         self.tuning = Tuning()
         self._last_status = (time.monotonic(), 0)
 
@@ -88,12 +88,12 @@ class BackgroundManager:
                 log.exception("drive probe failed")
 
     async def _rebalance_on_change(self) -> None:
-        """A drive joined or left the online set: data no longer sits where shares say it should."""
-        online = {c.drive_id for c in self.drives.view().candidates}
-        if self._online and online != self._online:
-            log.info("online drives changed (%d -> %d): rebalance requested", len(self._online), len(online))
+        """A drive joined, left or finished draining: data no longer sits where shares say it should."""
+        states = {d: r.state for d, r in self.drives.records.items()}
+        if self._states and states != self._states:
+            log.info("drive states changed: rebalance requested")
             await self.meta.set_setting(request_setting("rebalance"), repr(time.time()))
-        self._online = online
+        self._states = states
 
     async def _jobs_loop(self) -> None:
         while True:
