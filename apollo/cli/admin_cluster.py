@@ -226,6 +226,22 @@ def cmd_repair(args: argparse.Namespace) -> None:
         _follow_backlog(store)
 
 
+def cmd_tune(args: argparse.Namespace) -> None:
+    store = _store(args)
+    values = {}
+    for item in args.settings:
+        name, eq, value = item.partition("=")
+        if not eq:
+            sys.exit(f"error: expected NAME=VALUE, got {item!r}")
+        values[name] = value
+    try:
+        tuning = admin.set_tuning(store, **values)
+    except (admin.AdminError, ValueError) as exc:
+        sys.exit(f"error: {exc}")
+    for name in tuning.names():
+        print(f"{name} = {getattr(tuning, name)}")
+
+
 def register(admin_parsers: argparse._SubParsersAction) -> None:
     drive = admin_parsers.add_parser("drive", help="list, add, replace, drain or remove drives")
     drive.add_argument("action", choices=["list", "add", "replace", "drain", "remove"])
@@ -236,6 +252,10 @@ def register(admin_parsers: argparse._SubParsersAction) -> None:
     drive.add_argument("--force", action="store_true", help="drain even if too few drives would remain")
     drive.add_argument("--wait", action="store_true", help="replace/drain: follow the work until it is done")
     drive.set_defaults(func=cmd_drive)
+    tune = admin_parsers.add_parser("tune", help="show or set background-work knobs (NAME=VALUE ...)")
+    tune.add_argument("settings", nargs="*", help="e.g. drive_offline_grace_s=300 scrub_mode=shallow")
+    tune.add_argument("--meta-dir", required=True)
+    tune.set_defaults(func=cmd_tune)
     status = admin_parsers.add_parser("status", help="drives, capacity, repair and scrub at a glance")
     status.add_argument("--meta-dir", required=True)
     status.set_defaults(func=cmd_status)

@@ -119,11 +119,14 @@ def remove_drive(store: SqlStore, name: str) -> DriveRecord:
 
 
 def set_tuning(store: SqlStore, **values: object) -> Tuning:
-    for name, value in values.items():
-        if value is not None:
-            if name not in Tuning.names():
-                raise AdminError(f"unknown tuning knob {name}")
-            store.set_setting(SETTING_PREFIX + name, str(value))
+    """Validate, then store, the knobs given (None: leave as is); returns the resulting tuning."""
+    given = {name: str(value) for name, value in values.items() if value is not None}
+    unknown = sorted(set(given) - set(Tuning.names()))
+    if unknown:
+        raise AdminError(f"unknown tuning knob(s) {unknown}; known: {Tuning.names()}")
+    Tuning.load({SETTING_PREFIX + name: value for name, value in given.items()})  # raises ValueError if malformed
+    for name, value in given.items():
+        store.set_setting(SETTING_PREFIX + name, value)
     return Tuning.load(store.settings_like(SETTING_PREFIX))
 
 

@@ -123,10 +123,11 @@ class DriveMonitor:
                     self.node.attach(drive)
                     self.ctx.nodes[drive_id] = self.node
                     log.info("attached drive %s at %s", drive_id, record.path)
-                if not drive.is_healthy():
+                health = drive.probe()
+                if health == "gone":
                     raise DriveError(f"drive {record.path} lost its format file (wiped or replaced)")
-                free, total = drive.usage()
-                out[drive_id] = ("ok", free, total)
+                free, total = drive.usage() if health == "ok" else (0, 0)
+                out[drive_id] = (health, free, total)
             except DriveError:
                 # Its directory no longer holds it (a replacement may live there now): stop touching it.
                 if self.node.detach(drive_id):

@@ -161,10 +161,18 @@ class Drive:
         except FileNotFoundError:
             return False
 
-    def is_healthy(self) -> bool:
-        """A drive whose format file vanished (wiped, unmounted) must not take writes."""
-        info = read_format(self.root)
-        return info is not None and info.get("drive_id") == self.drive_id
+    def probe(self) -> str:
+        """``ok``; ``gone`` when the format file vanished or names another drive (wiped, unmounted,
+        swapped: the data is not coming back); ``unreachable`` on I/O errors (it may recover)."""
+        try:
+            info = json.loads((self.root / FORMAT_FILE).read_text())
+        except FileNotFoundError:
+            return "gone"
+        except OSError:
+            return "unreachable"
+        except ValueError:
+            return "gone"
+        return "ok" if info.get("drive_id") == self.drive_id else "gone"
 
     def usage(self) -> tuple[int, int]:
         """(free bytes, total bytes) of the filesystem holding the drive."""

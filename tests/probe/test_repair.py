@@ -231,3 +231,37 @@ def test_drain_one_and_add_two_drives_under_load_ends_balanced(make_server):
 def _garbage_due(server) -> int:
     with sqlite3.connect(f"file:{server.meta_dir / 'apollo.db'}?mode=ro", uri=True) as db:
         return db.execute("SELECT COUNT(*) FROM garbage WHERE owner = ''").fetchone()[0]
+
+
+def test_unreachable_drive_goes_offline_comes_back_and_fails_after_the_grace(make_server):
+    server = make_server(drives=7)
+    s3 = server.s3()
+    s3.create_bucket(Bucket="data")
+    objects = write_objects(s3, "data", seed=71)
+    admin(server, "tune", "drive_offline_grace_s=4")
+    drive = server.drives[1]
+    format_file = drive / "apollo-drive.json"
+    identity = format_file.read_bytes()
+
+    def break_it() -> None:  # reading the format file now fails with EISDIR: an I/O error, not a wipe
+        format_file.unlink()
+        format_file.mkdir()
+
+    def heal_it() -> None:
+        format_file.rmdir()
+        format_file.write_bytes(identity)
+
+    break_it()
+    wait_until(lambda: drive_state(server, drive) == "offline", 10, "the drive to go offline")
+    heal_it()
+    wait_until(lambda: drive_state(server, drive) == "online", 10, "the drive to come back online")
+    assert queue_length(server) == 0  # a drive that came back within the grace costs no rebuild
+
+    break_it()
+    took = wait_until(lambda: drive_state(server, drive) == "failed", 20, "the drive to be declared failed")
+    assert took >= 3, f"failed after {took:.1f} s: the 4 s grace was not honoured"
+    wait_until(lambda: drive_state(server, drive) == "retired", 60, "its shards to be rebuilt on the spare drive")
+    shutil.rmtree(drive)
+    for other in server.drives[2:4]:
+        shutil.rmtree(other)
+    assert_all_exact(s3, "data", objects)
