@@ -242,6 +242,17 @@ def cmd_tune(args: argparse.Namespace) -> None:
         print(f"{name} = {getattr(tuning, name)}")
 
 
+def _pass_parser(admin_parsers: argparse._SubParsersAction, name: str, help_text: str, func) -> argparse.ArgumentParser:
+    """A command for a periodic pass: its knobs, and --now [--wait] to run one and follow it."""
+    parser = admin_parsers.add_parser(name, help=help_text)
+    parser.add_argument("--meta-dir", required=True)
+    parser.add_argument("--now", action="store_true", help="start a pass now")
+    parser.add_argument("--wait", action="store_true", help="with --now: follow the pass until it ends")
+    parser.add_argument("--interval", type=float, help="seconds between the starts of passes")
+    parser.set_defaults(func=func)
+    return parser
+
+
 def register(admin_parsers: argparse._SubParsersAction) -> None:
     drive = admin_parsers.add_parser("drive", help="list, add, replace, drain or remove drives")
     drive.add_argument("action", choices=["list", "add", "replace", "drain", "remove"])
@@ -259,28 +270,13 @@ def register(admin_parsers: argparse._SubParsersAction) -> None:
     status = admin_parsers.add_parser("status", help="drives, capacity, repair and scrub at a glance")
     status.add_argument("--meta-dir", required=True)
     status.set_defaults(func=cmd_status)
-    scrub = admin_parsers.add_parser("scrub", help="tune the scrubber or start a pass now")
-    scrub.add_argument("--meta-dir", required=True)
-    scrub.add_argument("--now", action="store_true", help="start a pass now")
-    scrub.add_argument("--wait", action="store_true", help="with --now: follow the pass until it ends")
+    scrub = _pass_parser(admin_parsers, "scrub", "tune the scrubber or start a pass now", cmd_scrub)
     scrub.add_argument("--rate", type=parse_rate, help="bytes read per second, e.g. 50MiB/s (0: unlimited)")
     scrub.add_argument("--mode", choices=["deep", "shallow"])
-    scrub.add_argument("--interval", type=float, help="seconds between the starts of passes")
-    scrub.set_defaults(func=cmd_scrub)
-    gc = admin_parsers.add_parser("gc", help="sweep the drives for orphan shard files (nothing refers to them)")
-    gc.add_argument("--meta-dir", required=True)
-    gc.add_argument("--now", action="store_true", help="start a sweep now")
-    gc.add_argument("--wait", action="store_true", help="with --now: follow the sweep until it ends")
-    gc.add_argument("--interval", type=float, help="seconds between the starts of sweeps")
+    gc = _pass_parser(admin_parsers, "gc", "sweep the drives for orphan shard files (nothing refers to them)", cmd_gc)
     gc.add_argument("--min-age", type=float, help="keep unreferenced files younger than this many seconds")
-    gc.set_defaults(func=cmd_gc)
-    rebalance = admin_parsers.add_parser("rebalance", help="even out drive usage by moving shards")
-    rebalance.add_argument("--meta-dir", required=True)
-    rebalance.add_argument("--now", action="store_true", help="plan a rebalance now")
-    rebalance.add_argument("--wait", action="store_true", help="with --now: follow planning and the moves")
-    rebalance.add_argument("--interval", type=float, help="seconds between the starts of passes")
+    rebalance = _pass_parser(admin_parsers, "rebalance", "even out drive usage by moving shards", cmd_rebalance)
     rebalance.add_argument("--tolerance", type=float, help="allowed spread around each drive's share (0.05 = 5%%)")
-    rebalance.set_defaults(func=cmd_rebalance)
     repair = admin_parsers.add_parser("repair", help="tune the repair worker, or wait for the backlog to drain")
     repair.add_argument("--meta-dir", required=True)
     repair.add_argument("--rate", type=parse_rate, help="bytes read+written per second, e.g. 200MiB/s (0: unlimited)")

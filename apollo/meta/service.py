@@ -30,26 +30,24 @@ NO_DRIVE = ""  # layout slot of a shard that could not be placed (fewer drives i
 PENDING_WRITE_TTL_S = 24 * 3600.0  # a live process's unfinished write is only collected after this
 
 
-def _threaded(name: str):
-    """Expose a blocking store method as a coroutine running on the metadata thread."""
+def _on_thread(target: str, executor: str):
+    """Expose a blocking method of ``self.<target>`` as a coroutine run by ``self.<executor>``."""
 
-    async def method(self: MetaService, *args, **kwargs):
-        call = functools.partial(getattr(self.store, name), *args, **kwargs)
-        return await asyncio.get_running_loop().run_in_executor(self._executor, call)
+    def expose(name: str):
+        async def method(self: MetaService, *args, **kwargs):
+            call = functools.partial(getattr(getattr(self, target), name), *args, **kwargs)
+            return await asyncio.get_running_loop().run_in_executor(getattr(self, executor), call)
 
-    method.__name__ = name
-    return method
+        method.__name__ = name
+        return method
+
+    return expose
 
 
-def _background(name: str):
-    """Expose a read of background work as a coroutine on the background reader's own thread."""
-
-    async def method(self: MetaService, *args, **kwargs):
-        call = functools.partial(getattr(self._background_reader, name), *args, **kwargs)
-        return await asyncio.get_running_loop().run_in_executor(self._background_pool, call)
-
-    method.__name__ = name
-    return method
+# Writes: the metadata thread, with group commit.
+_threaded = _on_thread("store", "_executor")
+# Reads of background work: the background reader's own thread, so a long scan never delays a commit.
+_background = _on_thread("_background_reader", "_background_pool")
 
 
 def _inline(name: str):
