@@ -75,9 +75,10 @@ class DriveMonitor:
         fail, and drives that regained space must still be used again.
         """
         self.records = {r.drive_id: r for r in await self.meta.list_drives()}
-        checks = await asyncio.to_thread(self._check_all)
+        checks = await asyncio.to_thread(self._check_all, dict(self.node.drives))
+        self._attach_or_detach(checks)
         writable = set()
-        for drive_id, (health, free, _) in checks.items():
+        for drive_id, (health, free, _, _) in checks.items():
             record = self.records[drive_id]
             if health == "ok":
                 self._unreachable_since.pop(drive_id, None)
@@ -96,47 +97,54 @@ class DriveMonitor:
         for state in STATES:
             metrics.drives_by_state.labels(state).set(sum(r.state == state for r in self.records.values()))
 
-    async def _apply_transitions(self, checks: dict[str, tuple[str, int, int]], gained: bool) -> None:
+    async def _apply_transitions(self, checks: dict, gained: bool) -> None:
         now = time.time()
-        for drive_id, (health, _, _) in checks.items():
+        for drive_id, (health, _, _, _) in checks.items():
             record = self.records[drive_id]
             if health != "ok":
                 await self._on_trouble(record, health, now)
             elif record.state == "offline":
                 await self._set_state(record, "online", now, "it answers again")
-        await self.meta.set_drive_usage({d: (free, total) for d, (_, free, total) in checks.items()})
+        await self.meta.set_drive_usage({d: (free, total) for d, (_, free, total, _) in checks.items()})
         if gained:  # repairs that found no drive to rebuild onto may now find one
             await self.meta.retry_repairs_now()
 
-    def _check_all(self) -> dict[str, tuple[str, int, int]]:
-        """Per serving drive: ("ok" | "gone" | "unreachable", free bytes, total bytes). Runs on a thread."""
+    def _check_all(self, attached: dict[str, Drive]) -> dict[str, tuple[str, int, int, Drive | None]]:
+        """Per serving drive: (health, free bytes, total bytes, the drive opened if it was not attached).
+
+        Health is "ok", "gone" (no format file, or another drive's) or "unreachable" (I/O errors).
+        Runs on a thread and only does I/O; attaching and detaching happen on the event loop.
+        """
         out = {}
         for drive_id, record in self.records.items():
             if record.node != NODE_NAME or record.state not in SERVING_STATES:
                 continue
-            drive = self.node.drives.get(drive_id)
+            drive, opened = attached.get(drive_id), None
             try:
                 if drive is None:  # added while running (apollo admin drive add|replace), or missing at start
-                    drive = Drive(Path(record.path), self.deployment_id)
+                    drive = opened = Drive(Path(record.path), self.deployment_id)
                     if drive.drive_id != drive_id:
                         raise DriveError(f"{record.path} now holds drive {drive.drive_id}, not {drive_id}")
-                    self.node.attach(drive)
-                    self.ctx.nodes[drive_id] = self.node
-                    log.info("attached drive %s at %s", drive_id, record.path)
                 health = drive.probe()
-                if health == "gone":
-                    raise DriveError(f"drive {record.path} lost its format file (wiped or replaced)")
                 free, total = drive.usage() if health == "ok" else (0, 0)
-                out[drive_id] = (health, free, total)
+                out[drive_id] = (health, free, total, opened if health == "ok" else None)
             except DriveError:
-                # Its directory no longer holds it (a replacement may live there now): stop touching it.
-                if self.node.detach(drive_id):
-                    self.ctx.nodes.pop(drive_id, None)
-                    log.error("detached drive %s (%s): its format file is gone", drive_id, record.path)
-                out[drive_id] = ("gone", 0, 0)
+                out[drive_id] = ("gone", 0, 0, None)
             except OSError:
-                out[drive_id] = ("unreachable", 0, 0)
+                out[drive_id] = ("unreachable", 0, 0, None)
         return out
+
+    def _attach_or_detach(self, checks: dict[str, tuple[str, int, int, Drive | None]]) -> None:
+        for drive_id, (health, _, _, opened) in checks.items():
+            path = self.records[drive_id].path
+            if opened is not None:
+                self.node.attach(opened)
+                self.ctx.nodes[drive_id] = self.node
+                log.info("attached drive %s at %s", drive_id, path)
+            elif health == "gone" and self.node.detach(drive_id):
+                # Its directory no longer holds it (a replacement may live there now): stop touching it.
+                self.ctx.nodes.pop(drive_id, None)
+                log.error("detached drive %s (%s): its format file is gone", drive_id, path)
 
     async def _on_trouble(self, record: DriveRecord, health: str, now: float) -> None:
         if health == "gone" and record.state in ("online", "offline", "draining"):
