@@ -28,6 +28,7 @@ from apollo.storage.node import LocalStorageNode
 
 log = logging.getLogger("apollo.manager")
 PROBE_INTERVAL_S = 2.0
+JOBS_IDLE_POLL_S = 0.5  # a new drive job (a failure, a drain) starts walking within this
 STATUS_SETTING = "status.repair"
 
 
@@ -45,6 +46,8 @@ class BackgroundManager:
         self.rebalance = Rebalancer(ctx.meta, self.drives.view)
         self._states: dict[str, str] = {}
         self.tuning = Tuning()
+        for background_pass in (self.scrub, self.orphans, self.rebalance):
+            background_pass.retune = self.retune
         self._last_status = (time.monotonic(), 0)
 
     async def start(self) -> list[asyncio.Task]:
@@ -102,7 +105,7 @@ class BackgroundManager:
             except Exception:
                 log.exception("drive job step failed")
                 busy = 0
-            await asyncio.sleep(0.05 if busy else PROBE_INTERVAL_S)
+            await asyncio.sleep(0.05 if busy else JOBS_IDLE_POLL_S)
 
     async def _publish_status(self) -> None:
         backlog = await self.meta.repair_backlog()

@@ -16,6 +16,7 @@ import json
 import logging
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable
 
 from apollo.meta.service import MetaService
 
@@ -37,6 +38,8 @@ class PeriodicPass(ABC):
         self.meta = meta
         self.interval_s = interval_s
         self.state: dict = {}
+        # Rereads the knobs before a pass starts, so `apollo admin gc --min-age 0 --now` applies to that pass.
+        self.retune: Callable[[], Awaitable[None]] | None = None
 
     @abstractmethod
     async def begin(self) -> dict:
@@ -72,6 +75,8 @@ class PeriodicPass(ABC):
             due = time.time() >= last.get("started", 0.0) + self.interval_s
             if not (due or requested > last.get("request", 0.0)):
                 return False
+            if self.retune is not None:
+                await self.retune()
             current = self.state["current"] = {"started": time.time(), "request": requested, **await self.begin()}
             log.info("%s pass started: %s", self.name, self.summary(current))
         if await self.advance(current):

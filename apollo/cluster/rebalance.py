@@ -32,6 +32,7 @@ PAGE_SEGMENTS = 512
 MOVES_QUEUED_MAX = 256
 FOOTER_BYTES_TYPICAL = 100
 WALKS_MAX = 4
+REPAIR_WAIT_MAX_S = 600.0
 
 
 def shard_bytes(layout: SegmentLayout) -> int:
@@ -61,8 +62,8 @@ class Rebalancer(PeriodicPass):
 
     async def advance(self, current: dict) -> bool:
         if current["phase"] == "measure":
-            if current["segments"] == 0 and await self.meta.queued_moves():
-                await asyncio.sleep(1.0)  # measure what the previous pass's moves left, not what they will
+            if current["segments"] == 0 and await self._busy(current):
+                await asyncio.sleep(1.0)
                 return False
             return await self._measure(current)
         view = self.drives()
@@ -91,6 +92,16 @@ class Rebalancer(PeriodicPass):
         current["moves"] += len(moves)
         current["cursor_pg"], current["cursor_segment"] = page[-1].pg, page[-1].segment_id
         return False
+
+    async def _busy(self, current: dict) -> bool:
+        """Wait before measuring: for the previous pass's moves (measure what they left, not what they
+        will), and for repairs, which go first (at most ``REPAIR_WAIT_MAX_S``: one stuck repair must
+        not stop rebalancing for good)."""
+        moves = await self.meta.queued_moves()
+        if moves:
+            return True
+        waiting = time.time() - current["started"] < REPAIR_WAIT_MAX_S
+        return waiting and await self.meta.repair_backlog() > 0
 
     async def _measure(self, current: dict) -> bool:
         page = await self.meta.segments_after(current["cursor_pg"], current["cursor_segment"], PAGE_SEGMENTS)

@@ -43,6 +43,7 @@ RETRY_BASE_S = 5.0
 RETRY_MAX_S = 600.0
 FOOTER_READ_BYTES = 4096
 OFFLINE_RECHECK_S = 30.0
+IDLE_POLL_S = 0.25  # an idle worker looks at the queue this often (one indexed query)
 MOVE_REASONS = ("drain", "rebalance")  # the shard is fine: copy it when its drive is readable
 
 
@@ -81,7 +82,7 @@ class RepairWorker:
                 log.exception("repair pass failed")
                 done = 0
             if not done:
-                await asyncio.sleep(1.0)
+                await asyncio.sleep(IDLE_POLL_S)
 
     async def run_once(self) -> int:
         """Repair the segments that are due now; returns how many were looked at."""
@@ -257,24 +258,32 @@ class RepairWorker:
         targets: dict[int, str],
         copy_from: dict[int, str],
     ) -> dict[int, list[bytes]]:
-        """Cell records of stripes ``[s0, s1)`` for every target shard: copied where possible, else rebuilt."""
-        records: dict[int, list[bytes]] = {}
-        for index, drive in copy_from.items():
-            cells = await self._read_cells(layout, geometry, index, drive, s0, s1)
-            if cells is not None and all(c is not None for c in cells):
-                records[index] = [seal_record(c) for c in cells]
+        """Cell records of stripes ``[s0, s1)`` for every target shard: copied where possible, else rebuilt.
+
+        Shards being moved still read fine, so their cells also count as decode sources: a segment
+        with a lost shard and two planned moves must not run short of k sources.
+        """
+        stripes = s1 - s0
+        moved = await asyncio.gather(*(self._read_cells(layout, geometry, i, d, s0, s1) for i, d in copy_from.items()))
+        cells = {i: got for i, got in zip(copy_from, moved, strict=True) if got is not None}
+        records = {i: [seal_record(c) for c in got] for i, got in cells.items() if all(c is not None for c in got)}
         missing = [i for i in targets if i not in records]
         if not missing:
             return records
         k = layout.scheme.k
-        cells: dict[int, list] = {}
-        for index in sources:  # data shards first; stop once every stripe has k good cells
-            got = await self._read_cells(layout, geometry, index, layout.drives[index], s0, s1)
-            if got is not None:
-                cells[index] = got
-            if all(sum(c[n] is not None for c in cells.values()) >= k for n in range(s1 - s0)):
-                break
-        rebuilt = await self.ctx.cpu_run(self._rebuild_cells, geometry, cells, missing, s1 - s0, layout)
+
+        def enough() -> bool:
+            return all(sum(c[n] is not None for c in cells.values()) >= k for n in range(stripes))
+
+        pending = [i for i in sources if i not in cells]  # data shards first
+        while pending and not enough():
+            wanted = max(1, k - len(cells))  # read as many as could suffice, all at once
+            batch, pending = pending[:wanted], pending[wanted:]
+            got = await asyncio.gather(
+                *(self._read_cells(layout, geometry, i, layout.drives[i], s0, s1) for i in batch)
+            )  # fmt: skip
+            cells.update({i: g for i, g in zip(batch, got, strict=True) if g is not None})
+        rebuilt = await self.ctx.cpu_run(self._rebuild_cells, geometry, cells, missing, stripes, layout)
         records.update(rebuilt)
         return records
 
@@ -289,9 +298,11 @@ class RepairWorker:
                 raise InsufficientFragments(
                     f"segment {layout.segment_id}: only {len(good)} good cells in a stripe, need {layout.scheme.k}"
                 )
+            lost = [i for i in missing if i not in good]  # a moving shard's good cells are kept as they are
             chosen = dict(list(good.items())[: layout.scheme.k])
-            for index, fragment in geometry.codec.rebuild(chosen, missing).items():
-                out[index].append(seal_record(fragment))
+            fragments = {**{i: good[i] for i in missing if i in good}, **geometry.codec.rebuild(chosen, lost)}
+            for index in missing:
+                out[index].append(seal_record(fragments[index]))
         return out
 
     async def _delete_old_copies(self, layout: SegmentLayout, targets: dict[int, str]) -> None:
