@@ -18,6 +18,7 @@ import os
 import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from pathlib import Path
 
 from aiohttp import web
@@ -77,7 +78,7 @@ def build_app(root: Path) -> web.Application:
     return app
 
 
-def _write_all(fd: int, data: bytearray) -> None:
+def _write_all(fd: int, data: bytearray | memoryview) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view) :]
@@ -148,12 +149,35 @@ class LoopbackServer:
                 process.join()
 
 
-def write_file(path: Path, size: int, chunk: bytes) -> None:
-    """A plain file of ``size`` bytes built from repeats of ``chunk`` (never the whole body in memory)."""
+def write_file(path: Path, size: int, chunk: bytes, durable: bool = False) -> None:
+    """A plain file of ``size`` bytes built from repeats of ``chunk`` (never the whole body in memory).
+
+    ``durable`` fsyncs it, so that its write-back cannot land inside a later timed run.
+    """
     with open(path, "wb") as handle:
         left = size
         while left > 0:
             left -= handle.write(chunk[: min(left, len(chunk))])
+        if durable:
+            handle.flush()
+            os.fsync(handle.fileno())
+
+
+def rebuild_file(sources: list[Path], target: Path) -> int:
+    """The disk work of rebuilding one erasure-coded shard, without the decoding: read the ``k`` sources
+    chunk by chunk in step, write one file as long as each, fsync it. Returns the bytes written."""
+    buffer = bytearray(WRITE_BATCH)
+    view = memoryview(buffer)
+    written = 0
+    with ExitStack() as stack:
+        handles = [stack.enter_context(open(source, "rb", buffering=0)) for source in sources]
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        stack.callback(os.close, fd)
+        while got := [handle.readinto(buffer) for handle in handles][-1]:
+            _write_all(fd, view[:got])
+            written += got
+        os.fsync(fd)
+    return written
 
 
 def filesystem_of(path: Path) -> str:

@@ -44,6 +44,18 @@ def cpu_seconds(pids: list[int]) -> float:
     return total / CLOCK_TICKS
 
 
+def read_chars(pids: list[int]) -> int:
+    """Bytes ``pids`` have read by system calls so far (``rchar`` of /proc/<pid>/io: page cache hits included)."""
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/io") as handle:
+                total += next(int(line.split()[1]) for line in handle if line.startswith("rchar:"))
+        except (OSError, StopIteration):
+            pass
+    return total
+
+
 def status_kib(pid: int, name: str) -> int:
     """A ``kB`` line of /proc/<pid>/status (VmRSS, VmHWM), 0 when the process is gone."""
     try:
