@@ -150,8 +150,9 @@ class RepairWorker:
             metrics.repaired_shards.inc(len(targets))
             metrics.repair_bytes.inc(written)
             self.repaired_bytes += written
-            log.info("segment %s: rebuilt shards %s onto %s", segment_id, sorted(targets),
-                     [targets[i] for i in sorted(targets)])  # fmt: skip
+            # One line per segment is debug only: `apollo admin status` and the metrics carry the rates.
+            log.debug("segment %s: rebuilt shards %s onto %s", segment_id, sorted(targets),
+                      [targets[i] for i in sorted(targets)])  # fmt: skip
             await self._delete_old_copies(layout, targets)
         else:
             await self._discard_rebuilt(segment_id, layout, targets)
