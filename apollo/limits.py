@@ -29,3 +29,11 @@ gc_deleted_data_delay_s = 30.0  # in-flight readers of an overwritten version fi
 upload_expiry_s_default = 7 * 24 * 3600.0  # like the common AbortIncompleteMultipartUpload lifecycle rule
 uploads_expired_per_pass_max = 64  # one GC pass aborts at most this many abandoned uploads, oldest first
 shutdown_grace_s = 10.0
+
+# Metadata journal and checkpoints on the data drives (apollo.meta.journal).
+journal_copies = 3  # drives each journal record is appended to
+journal_flush_interval_s = 1.0  # appends are fsynced this often, not on the commit path
+journal_file_rotate_s = 600.0  # a journal file takes appends for this long, then a new one starts
+journal_drive_retry_s = 30.0  # a drive whose journal append failed is skipped this long
+journal_checkpoint_interval_s_default = 3600.0
+journal_checkpoints_kept = 2  # per drive; journal files are kept until the oldest of them covers them

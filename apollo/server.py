@@ -3,9 +3,10 @@
 Start-up order: open the metadata database, check and attach drives (a
 drive whose format file is missing or foreign is refused, never reused),
 clear temp files of interrupted writes, release pending writes of dead
-processes to GC, probe the drives once, then serve. Background tasks: the
-drive probe, and on the manager process repair, scrub and drive jobs
-(``apollo.cluster``) plus garbage collection.
+processes to GC, start the metadata journal, probe the drives once, then serve.
+Background tasks: the drive probe and the journal flush, and on the manager
+process repair, scrub and drive jobs (``apollo.cluster``), garbage collection
+and metadata checkpoints.
 """
 
 from __future__ import annotations
@@ -28,11 +29,12 @@ from apollo.cluster.drives import NODE_NAME, SERVING_STATES
 from apollo.cluster.manager import BackgroundManager
 from apollo.gateway import metrics
 from apollo.gateway.app import build_app
+from apollo.meta import journal
 from apollo.meta.lock import MetaDirInUse, MetaDirLock
 from apollo.meta.service import MetaService
 from apollo.meta.sql_admin import DriveRecord
 from apollo.meta.store import SqlStore
-from apollo.storage.drive import Drive, format_drive, read_format
+from apollo.storage.drive import FORMAT_FILE, Drive, format_drive, read_format
 from apollo.storage.ec import Scheme
 from apollo.storage.node import LocalStorageNode
 
@@ -66,6 +68,7 @@ class ServerConfig:
     gc_delay_s: float = limits.gc_deleted_data_delay_s
     drive_reserve_bytes: int = limits.drive_free_bytes_min  # placement skips drives with less free space
     upload_expiry_s: float = limits.upload_expiry_s_default
+    journal_checkpoint_interval_s: float = limits.journal_checkpoint_interval_s_default
     # Set by the supervisor of ``--workers N`` (apollo/workers.py); None for a single-process server.
     worker_index: int | None = None
     listen_fd: int | None = None
@@ -75,6 +78,16 @@ class ServerConfig:
 def open_store(meta_dir: Path) -> SqlStore:
     meta_dir.mkdir(parents=True, exist_ok=True)
     return SqlStore(meta_dir / "apollo.db")
+
+
+def open_admin_store(meta_dir: Path) -> SqlStore:
+    """The store of an admin command that changes the namespace (access keys): journaled like the server's."""
+    store = open_store(meta_dir)
+    drives = [(r.drive_id, Path(r.path)) for r in store.list_drives()
+              if r.node == NODE_NAME and r.state == "online" and (Path(r.path) / FORMAT_FILE).is_file()]  # fmt: skip
+    if drives:  # no drives yet: nothing to recover the namespace onto either
+        journal.enable(store, f"admin{os.getpid()}", drives)
+    return store
 
 
 def attach_drives(store: SqlStore, roots: list[Path]) -> tuple[list[Drive], list[str]]:
@@ -152,6 +165,8 @@ class Server:
         self.store.set_setting("scheme", str(self.scheme))  # for `apollo admin drive drain` checks
         self.node = LocalStorageNode(drives)
         self.meta = MetaService(self.store, owner=config.owner)
+        self.journal = journal.enable(self.store, self.meta.owner, [(d.drive_id, d.root) for d in drives],
+                                      on_error=metrics.journal_errors.inc)  # fmt: skip
         ctx = ClientContext(
             self.meta,
             {d: self.node for d in self.node.drive_ids()},
@@ -174,8 +189,10 @@ class Server:
             await asyncio.to_thread(recover_interrupted_writes, self.store, self.drives, self.meta.owner)
         tasks = await self.manager.start()
         tasks.append(asyncio.create_task(self._flush_logs_loop()))
-        if self.config.worker_index in (None, 0):  # one garbage collector per server
+        tasks.append(asyncio.create_task(self._journal_loop()))
+        if self.config.worker_index in (None, 0):  # one garbage collector and checkpointer per server
             tasks.append(asyncio.create_task(self._gc_loop()))
+            tasks.append(asyncio.create_task(self._checkpoint_loop()))
         yield
         for task in tasks:
             task.cancel()
@@ -194,6 +211,43 @@ class Server:
         finally:
             for handler in logging.getLogger("apollo.access").handlers:
                 handler.flush()
+
+    def _journal_drives(self) -> list[tuple[str, Path]]:
+        """Drives journal records may go to: writable ones as of the last probe (all attached before the first)."""
+        attached = list(self.node.drives.values())
+        writable = [d for d in attached if d.drive_id in self.manager.drives.writable]
+        return [(d.drive_id, d.root) for d in writable or attached]
+
+    async def _journal_loop(self) -> None:
+        """Follow drive health, and fsync the journal appends of the last second."""
+        while True:
+            await asyncio.sleep(limits.journal_flush_interval_s)
+            try:
+                self.journal.files.set_drives(self._journal_drives())
+                await asyncio.to_thread(self.journal.files.flush)
+            except Exception:
+                log.exception("metadata journal flush failed")
+
+    async def _checkpoint_loop(self) -> None:
+        """A checkpoint at once if a journal drive has none (a new deployment, a replaced drive), then periodically."""
+        self.journal.files.set_drives(self._journal_drives())
+        missing = any(not journal.checkpoints(root) for _, root in self.journal.files.targets())
+        wait = 0.0 if missing else self.config.journal_checkpoint_interval_s
+        while True:
+            await asyncio.sleep(wait)
+            wait = self.config.journal_checkpoint_interval_s
+            try:
+                await asyncio.to_thread(self._checkpoint)
+            except Exception:
+                log.exception("metadata checkpoint failed")
+
+    def _checkpoint(self) -> None:
+        """Runs on a thread: the copy takes as long as the database is large, and must not stall requests."""
+        roots = [root for _, root in self.journal.files.targets()]
+        result = journal.checkpoint(Path(self.store.path), roots, [d.root for d in self.node.drives.values()])
+        seqs = ", ".join(str(seq) for seq in sorted({seq for seq, _ in result.written})) or "-"
+        log.info("metadata checkpoint at journal seq %s on %d drives; removed %d old checkpoints, %d journal files",
+                 seqs, len(result.written), result.checkpoints_removed, result.journal_files_removed)  # fmt: skip
 
     async def _gc_loop(self) -> None:
         while True:

@@ -1,8 +1,9 @@
-"""``apollo admin backup-metadata`` and ``restore-metadata``: the metadata database to a file and back.
+"""``apollo admin backup-metadata``, ``restore-metadata`` and ``recover-metadata``: the metadata database
+to a file and back, and rebuilt from the drives.
 
-The database work (snapshot copy, checks, the swap) is ``apollo.meta.backup``; this module
-is the command line around it: arguments, the progress bar, the refusal while a server
-runs, and the summaries.
+The database work (snapshot copy, checks, the swap; replaying the drives' journal) is
+``apollo.meta.backup`` and ``apollo.meta.recovery``; this module is the command line
+around it: arguments, the progress bars, the refusal while a server runs, and the summaries.
 """
 
 from __future__ import annotations
@@ -38,6 +39,23 @@ server uses --meta-dir). The namespace goes back to the moment the backup was ta
 
 The current database is kept as apollo.db.before-restore-<UTC time>."""
 
+RECOVER_DESCRIPTION = """\
+Rebuild the metadata database of a stopped server from its drives alone, when
+apollo.db is lost: the newest checkpoint of the database found on any drive
+(meta-journal/checkpoint-<seq>.db), then every commit journaled after it
+(meta-journal/journal-*.jsonl, on three drives), then a check of every segment's
+shards. Give every drive directory of the deployment.
+
+Comes back: buckets, every object version and delete marker with its ETag, metadata,
+tags and checksums (small objects with their bytes), access keys, and multipart
+uploads in progress. Lost: commits of the last second before a power cut that also
+took the metadata disk (journal appends are fsynced once a second), and settings
+changed since the checkpoint (tuning knobs). Shards missing from the drives are
+reported and queued for repair.
+
+Refused while a server uses --meta-dir, or when it holds a database (--force keeps
+that one as apollo.db.before-restore-<UTC time> and recovers anyway)."""
+
 
 def register(admin: argparse._SubParsersAction) -> None:
     """Add both commands under ``apollo admin``."""
@@ -55,6 +73,12 @@ def register(admin: argparse._SubParsersAction) -> None:
     cmd.add_argument("source", type=Path, metavar="SOURCE", help="a file written by backup-metadata")
     cmd.add_argument("--meta-dir", type=Path, required=True)
     cmd.set_defaults(func=cmd_restore)
+    cmd = admin.add_parser("recover-metadata", help="rebuild a lost metadata database from the drives",
+                           description=RECOVER_DESCRIPTION, formatter_class=raw)  # fmt: skip
+    cmd.add_argument("drives", type=Path, nargs="+", metavar="DRIVE_DIR", help="every drive directory")
+    cmd.add_argument("--meta-dir", type=Path, required=True)
+    cmd.add_argument("--force", action="store_true", help="keep an existing database aside and recover anyway")
+    cmd.set_defaults(func=cmd_recover)
 
 
 def cmd_backup(args: argparse.Namespace) -> None:
@@ -99,6 +123,79 @@ def cmd_restore(args: argparse.Namespace) -> None:
     print(f"restored {args.source} to {args.meta_dir / DB_FILE} (integrity check ok, fsynced)")
     print(f"  previous database kept as {kept}" if kept else "  there was no previous database")
     _print_summary(summary, time.monotonic() - started)
+
+
+def cmd_recover(args: argparse.Namespace) -> None:
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+
+    from apollo.meta.recovery import RecoveryError, RecoveryRefused, recover
+
+    started = time.monotonic()
+    try:
+        lock = MetaDirLock(args.meta_dir, "apollo admin recover-metadata")
+    except MetaDirInUse as exc:
+        sys.exit(f"recover-metadata refused: {exc}")
+    columns = (TextColumn("{task.description:<24}"), BarColumn(), TaskProgressColumn(), TimeElapsedColumn())
+    try:
+        with Progress(*columns, console=Console(stderr=True)) as progress:
+            stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+            report = recover(args.meta_dir, args.drives, _PhaseBars(progress), stamp, args.force)
+    except RecoveryRefused as exc:
+        sys.exit(f"recover-metadata refused: {exc}")
+    except RecoveryError as exc:
+        sys.exit(f"recover-metadata failed: {exc}")
+    finally:
+        lock.release()
+    print(f"recovered {args.meta_dir / DB_FILE} from {len(report.drives)} drives (integrity check ok, fsynced)")
+    for line in _recovery_lines(report):
+        print(f"  {line}")
+    _print_summary(report.summary, time.monotonic() - started)
+    print(f"  previous database kept as {report.kept}" if report.kept else "  there was no previous database")
+    print("Not recoverable by design: commits of the last second before a power cut that also took the metadata "
+          "disk, and settings changed since the checkpoint (tuning knobs).")  # fmt: skip
+
+
+class _PhaseBars:
+    """``recovery.Progress`` as one rich bar per phase (checkpoint copy, journal, segment check)."""
+
+    def __init__(self, progress) -> None:
+        self.progress = progress
+        self.task = None
+
+    def phase(self, description: str, total: int) -> None:
+        self._finish()
+        self.task = self.progress.add_task(description, total=total or None)
+
+    def advance(self, amount: int) -> None:
+        self.progress.advance(self.task, amount)
+
+    def _finish(self) -> None:
+        if self.task is not None:
+            done = self.progress.tasks[self.task].total or 1
+            self.progress.update(self.task, total=done, completed=done)
+
+
+def _recovery_lines(report) -> list[str]:
+    lines = [f"checkpoint       {report.checkpoint} (journal seq {report.checkpoint_seq:,})" if report.checkpoint
+             else "checkpoint       none found: replaying the journal from the start"]  # fmt: skip
+    lines += [f"  not used: {why}" for why in report.rejected_checkpoints]
+    span = f" (seq {report.checkpoint_seq + 1:,} to {report.last_seq:,})" if report.replayed else ""
+    lines.append(f"journal          {report.replayed:,} commits replayed{span}; {report.already_in_checkpoint:,} "
+                 f"already in the checkpoint, {report.duplicates:,} copies from other drives skipped")  # fmt: skip
+    if report.bad_lines:
+        lines.append(f"                 {report.bad_lines:,} unreadable journal lines skipped (torn by a crash)")
+    for first, last in report.gaps:
+        lines.append(f"LOST             commits {first:,} to {last:,}: on no drive given")
+    if report.versions_without_data:
+        lines.append(f"LOST             {report.versions_without_data:,} object versions whose segment rows are gone")
+    lines += [f"repaired         {count:,} {what}" for what, count in report.fixes.items() if count]
+    lines.append(
+        f"segments         {report.segments:,} checked: {report.degraded:,} degraded (readable), "
+        f"{report.unreadable:,} unreadable; {report.missing_shards:,} missing shards queued for repair"
+    )
+    lines += [f"skipped          {why}" for why in report.skipped_drives]
+    return lines
 
 
 def _print_summary(summary: Summary, seconds: float) -> None:

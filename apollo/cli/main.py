@@ -92,11 +92,13 @@ def cmd_server(args: argparse.Namespace) -> None:
         scheme=Scheme.parse(args.ec) if args.ec else None, cell_size=args.cell_size, domain=args.domain,
         root_user=user, root_password=password, gc_delay_s=args.gc_delay,
         drive_reserve_bytes=args.drive_reserve,
-        upload_expiry_s=args.upload_expiry,
+        upload_expiry_s=args.upload_expiry, journal_checkpoint_interval_s=args.journal_checkpoint_interval,
         worker_index=args.worker_index, listen_fd=args.listen_fd, owner=args.owner_id,
     )  # fmt: skip
     if args.workers < 1:
         sys.exit("--workers must be at least 1")
+    if args.journal_checkpoint_interval <= 0:
+        sys.exit("--journal-checkpoint-interval must be positive")
     if args.workers > 1 and args.worker_index is None:
         from apollo.workers import run_workers
 
@@ -106,9 +108,9 @@ def cmd_server(args: argparse.Namespace) -> None:
 
 
 def _store(args: argparse.Namespace):
-    from apollo.server import open_store
+    from apollo.server import open_admin_store
 
-    return open_store(Path(args.meta_dir))
+    return open_admin_store(Path(args.meta_dir))
 
 
 def cmd_key(args: argparse.Namespace) -> None:
@@ -125,6 +127,7 @@ def cmd_key(args: argparse.Namespace) -> None:
         if not store.delete_key(args.access_key or ""):
             sys.exit(f"no such access key: {args.access_key}")
         print(f"deleted {args.access_key}")
+    store.close()  # fsyncs the journal of the change
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -143,6 +146,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="abort multipart uploads unfinished after this many seconds (default 7 days)")  # fmt: skip
     server.add_argument("--drive-reserve", type=parse_size, default=limits.drive_free_bytes_min, metavar="SIZE",
                         help="free space kept on every drive: bytes, or 64MiB, 10GB (default 256MiB)")  # fmt: skip
+    server.add_argument("--journal-checkpoint-interval", type=float, metavar="SECONDS",
+                        default=limits.journal_checkpoint_interval_s_default,
+                        help="copy the metadata database to the journal drives this often (default 3600)")  # fmt: skip
     server.add_argument("--dev", action="store_true", help="development mode: allow/print dev credentials")
     server.add_argument("--log-level", default="INFO")
     server.add_argument("--workers", type=int, default=1,

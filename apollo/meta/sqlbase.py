@@ -12,9 +12,13 @@ import json
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from apollo import faults
 from apollo.meta.schema import DDL, MIGRATIONS, SCHEMA_VERSION
+
+if TYPE_CHECKING:
+    from apollo.meta.journal import Journal
 
 
 def dumps(value: object) -> str:
@@ -23,6 +27,8 @@ def dumps(value: object) -> str:
 
 class SqlBase:
     """Owns the connection; mixins add the operations."""
+
+    journal: Journal | None = None  # set by ``apollo.meta.journal.enable`` on the writer (SQLite mode)
 
     def __init__(self, path: Path | str) -> None:
         self.path = str(path)
@@ -64,13 +70,7 @@ class SqlBase:
         except BaseException:
             self.conn.execute("ROLLBACK")
             raise
-        try:
-            faults.point("meta.batch.before_commit")
-            self.conn.execute("COMMIT")
-        except BaseException:
-            with contextlib.suppress(sqlite3.OperationalError):  # a failed COMMIT may have rolled back already
-                self.conn.execute("ROLLBACK")
-            raise
+        self._commit("meta.batch.before_commit")
 
     @contextlib.contextmanager
     def tx(self) -> Iterator[sqlite3.Connection]:
@@ -95,7 +95,20 @@ class SqlBase:
         except BaseException:
             self.conn.execute("ROLLBACK")
             raise
-        self.conn.execute("COMMIT")
+        self._commit("meta.tx.before_commit")
+
+    def _commit(self, fault_point: str) -> None:
+        """COMMIT the open transaction; with a journal, number its changes inside it and append them after."""
+        try:
+            sealed = self.journal.seal(self.conn) if self.journal is not None else None
+            faults.point(fault_point)
+            self.conn.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.OperationalError):  # a failed COMMIT may have rolled back already
+                self.conn.execute("ROLLBACK")
+            raise
+        if sealed is not None:
+            self.journal.publish(sealed)
 
     def open_reader(self) -> SqlBase:
         """A second, read-only connection to the same database for point lookups.
@@ -120,6 +133,8 @@ class SqlBase:
 
     def close(self) -> None:
         self.conn.close()
+        if self.journal is not None:
+            self.journal.close()
 
     # settings --------------------------------------------------------------------------------
 

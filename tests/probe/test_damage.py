@@ -8,13 +8,12 @@ stripe, multi-stripe and multi-batch segments, and a multipart object.
 from __future__ import annotations
 
 import random
-import shutil
 import sqlite3
 import urllib.request
 
 import pytest
 from botocore.exceptions import ClientError
-from support import assert_all_exact, metric, pause_repair, shards_by_segment, write_objects
+from support import assert_all_exact, metric, pause_repair, shards_by_segment, wipe, write_objects
 
 from apollo.storage.shardfile import HEADER_BYTES
 
@@ -27,7 +26,7 @@ def test_losing_two_whole_drives_loses_nothing(make_server):
     assert_all_exact(s3, "data", objects)
     assert metric(server, "apollo_ec_decoded_stripes_total") == 0  # a healthy read never decodes
     for drive in server.drives[1:3]:
-        shutil.rmtree(drive)
+        wipe(drive)
     assert_all_exact(s3, "data", objects)
     assert metric(server, "apollo_ec_decoded_stripes_total") > 0
     assert metric(server, "apollo_damaged_shards_total") > 0
@@ -48,7 +47,7 @@ def test_one_lost_drive_still_takes_writes(make_server):
     server = make_server()
     s3 = server.s3()
     s3.create_bucket(Bucket="data")
-    shutil.rmtree(server.drives[0])
+    wipe(server.drives[0])
     payload = random.Random(2).randbytes(3 * 1024**2)
     server.wait_ready(5)
     s3.put_object(Bucket="data", Key="after-loss", Body=payload)

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import json
 import random
-import shutil
 import sqlite3
 import threading
 import time
 
-from support import admin, assert_all_exact, metric, pause_repair, shards_by_segment, wait_until, write_objects
+from support import admin, assert_all_exact, metric, pause_repair, shards_by_segment, wait_until, wipe, write_objects
 
 from apollo.storage.shardfile import HEADER_BYTES
 
@@ -80,7 +79,7 @@ def test_wiped_drive_is_detected_rebuilt_onto_its_replacement_under_load(make_se
     wait_until(lambda: len(load.acknowledged) >= 5, 30, "the workload to get going")
 
     wiped = server.drives[2]
-    shutil.rmtree(wiped)
+    wipe(wiped)
     took = wait_until(lambda: drive_state(server, wiped) == "failed", 15, "the wiped drive to be marked failed")
     assert took < 10, f"a wiped drive must be noticed within seconds, took {took:.1f} s"
     # 4+2 on 6 drives: no spare drive, so its shards wait for the replacement (reads decode meanwhile).
@@ -96,7 +95,7 @@ def test_wiped_drive_is_detected_rebuilt_onto_its_replacement_under_load(make_se
     assert_all_exact(s3, "data", objects)
     assert_all_exact(s3, "data", acknowledged)
     for drive in (server.drives[0], server.drives[4]):  # redundancy is really back: lose m = 2 other drives
-        shutil.rmtree(drive)
+        wipe(drive)
     assert_all_exact(s3, "data", objects)
     assert_all_exact(s3, "data", acknowledged)
 
@@ -150,9 +149,9 @@ def test_drained_drive_is_emptied_and_retired_with_nothing_lost(make_server):
     assert list((leaving / "shards").rglob("*.*")) == []  # copies removed once the new ones were committed
     admin(server, "drive", "remove", str(leaving))
     assert drive_state(server, leaving) == ""
-    shutil.rmtree(leaving)
+    wipe(leaving)
     for drive in server.drives[:2]:  # the drained data kept full redundancy
-        shutil.rmtree(drive)
+        wipe(drive)
     assert_all_exact(s3, "data", objects)
 
 
@@ -261,7 +260,7 @@ def test_unreachable_drive_goes_offline_comes_back_and_fails_after_the_grace(mak
     took = wait_until(lambda: drive_state(server, drive) == "failed", 20, "the drive to be declared failed")
     assert took >= 3, f"failed after {took:.1f} s: the 4 s grace was not honoured"
     wait_until(lambda: drive_state(server, drive) == "retired", 60, "its shards to be rebuilt on the spare drive")
-    shutil.rmtree(drive)
+    wipe(drive)
     for other in server.drives[2:4]:
-        shutil.rmtree(other)
+        wipe(other)
     assert_all_exact(s3, "data", objects)
