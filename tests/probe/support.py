@@ -6,12 +6,15 @@ import hashlib
 import io
 import random
 import re
+import shutil
+import sqlite3
 import subprocess
 import sys
 import time
 import urllib.request
 from collections import defaultdict
 from collections.abc import Callable
+from contextlib import closing
 from pathlib import Path
 
 from boto3.s3.transfer import TransferConfig
@@ -74,3 +77,21 @@ def pause_repair(server) -> None:
     """Stop the repair worker (damage then stays put for inspection) and wait until the server applied it."""
     admin(server, "repair", "--pause")
     wait_until(lambda: "repair_paused=1" in server.log_path.read_text(), 10, "the server to pause repair")
+
+
+def query(server, sql: str, args: tuple = ()) -> list[tuple]:
+    """Rows of one statement on the server's metadata database, read-only: one consistent snapshot while the
+    server keeps writing (ask for several counts with subqueries in one statement to see them together)."""
+    with closing(sqlite3.connect(f"file:{server.meta_dir / 'apollo.db'}?mode=ro", uri=True)) as db:
+        return db.execute(sql, args).fetchall()
+
+
+def wipe(drive: Path) -> None:
+    """``rm -rf`` a drive directory while the server may still be writing into it (as a dying disk's
+    directory would be): retry until it is gone, since a file created mid-delete makes rmtree fail."""
+    for _ in range(50):
+        shutil.rmtree(drive, ignore_errors=True)
+        if not drive.exists():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"could not wipe {drive}")
