@@ -145,6 +145,13 @@ class DriveMonitor:
                 # Its directory no longer holds it (a replacement may live there now): stop touching it.
                 self.ctx.nodes.pop(drive_id, None)
                 log.error("detached drive %s (%s): its format file is gone", drive_id, path)
+        for drive_id in list(self.node.drives):
+            record = self.records.get(drive_id)
+            if record is not None and record.state not in SERVING_STATES and self.node.detach(drive_id):
+                # Failed or retired by an operator (`drive replace` before the probe saw the wipe): a
+                # replacement may already live in its directory, which must never be touched through it.
+                self.ctx.nodes.pop(drive_id, None)
+                log.info("detached drive %s (%s): it is %s", drive_id, record.path, record.state)
 
     async def _on_trouble(self, record: DriveRecord, health: str, now: float) -> None:
         if health == "gone" and record.state in ("online", "offline", "draining"):

@@ -39,8 +39,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from apollo import limits
+from apollo.errors import DriveError
 from apollo.meta import capture
 from apollo.meta.backup import BackupError, backup
+from apollo.storage.drive import read_format
 
 if TYPE_CHECKING:
     from apollo.meta.sqlbase import SqlBase
@@ -174,6 +176,12 @@ class JournalFiles:
         if current is not None and now - current.opened < self.rotate_s:
             return current.fd
         self._let_go(drive_id)
+        try:  # the directory may hold a replacement by now (a quick disk swap): never write into it
+            info = read_format(root)
+        except DriveError as exc:
+            raise OSError(str(exc)) from exc
+        if info is None or info.get("drive_id") != drive_id:
+            raise OSError(f"{root} no longer holds drive {drive_id}")
         directory = root / JOURNAL_DIR
         if not directory.is_dir():
             directory.mkdir()

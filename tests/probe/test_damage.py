@@ -8,12 +8,11 @@ stripe, multi-stripe and multi-batch segments, and a multipart object.
 from __future__ import annotations
 
 import random
-import sqlite3
 import urllib.request
 
 import pytest
 from botocore.exceptions import ClientError
-from support import assert_all_exact, metric, pause_repair, shards_by_segment, wipe, write_objects
+from support import assert_all_exact, metric, pause_repair, query, shards_by_segment, wipe, write_objects
 
 from apollo.storage.shardfile import HEADER_BYTES
 
@@ -73,8 +72,7 @@ def test_flipped_bytes_are_caught_by_cell_crc_and_read_from_parity(make_server):
     assert flipped >= 10
     assert_all_exact(s3, "data", objects)
     assert metric(server, "apollo_damaged_shards_total") > 0
-    with sqlite3.connect(f"file:{server.meta_dir / 'apollo.db'}?mode=ro", uri=True) as db:
-        queued = db.execute("SELECT COUNT(DISTINCT segment_id) FROM repair_queue").fetchone()[0]
+    queued = query(server, "SELECT COUNT(DISTINCT segment_id) FROM repair_queue")[0][0]
     assert queued >= 1  # every damaged shard read leaves a durable row for the repair worker
 
 

@@ -8,11 +8,20 @@ from __future__ import annotations
 
 import json
 import random
-import sqlite3
 import threading
 import time
 
-from support import admin, assert_all_exact, metric, pause_repair, shards_by_segment, wait_until, wipe, write_objects
+from support import (
+    admin,
+    assert_all_exact,
+    metric,
+    pause_repair,
+    query,
+    shards_by_segment,
+    wait_until,
+    wipe,
+    write_objects,
+)
 
 from apollo.storage.shardfile import HEADER_BYTES
 
@@ -51,22 +60,19 @@ class Workload(threading.Thread):
         return self.acknowledged
 
 
-def drives_table(server) -> dict[str, dict]:
-    with sqlite3.connect(f"file:{server.meta_dir / 'apollo.db'}?mode=ro", uri=True) as db:
-        db.row_factory = sqlite3.Row
-        return {r["path"] + "#" + r["drive_id"]: dict(r) for r in db.execute("SELECT * FROM drives")}
+def drive_states(server) -> list[str]:
+    return sorted(state for (state,) in query(server, "SELECT state FROM drives"))
 
 
 def drive_state(server, drive_path) -> str:
     """State of the drive at a path: the serving one if there is one (a replacement shares the old path)."""
-    states = [d["state"] for d in drives_table(server).values() if d["path"] == str(drive_path.resolve())]
+    states = [s for (s,) in query(server, "SELECT state FROM drives WHERE path = ?", (str(drive_path.resolve()),))]
     serving = [s for s in states if s != "retired"]
     return (serving or states or [""])[0]
 
 
 def queue_length(server) -> int:
-    with sqlite3.connect(f"file:{server.meta_dir / 'apollo.db'}?mode=ro", uri=True) as db:
-        return db.execute("SELECT COUNT(*) FROM repair_queue").fetchone()[0]
+    return query(server, "SELECT COUNT(*) FROM repair_queue")[0][0]
 
 
 def test_wiped_drive_is_detected_rebuilt_onto_its_replacement_under_load(make_server):
@@ -88,8 +94,7 @@ def test_wiped_drive_is_detected_rebuilt_onto_its_replacement_under_load(make_se
     assert "replaces" in replaced.stdout
     wait_until(lambda: drive_state(server, wiped) == "online" and queue_length(server) == 0, 120, "repairs")
     acknowledged = load.finish()
-    states = sorted(d["state"] for d in drives_table(server).values())
-    assert states == ["online"] * 6 + ["retired"], states
+    assert drive_states(server) == ["online"] * 6 + ["retired"], drive_states(server)
     assert metric(server, "apollo_repaired_shards_total") > 0
 
     assert_all_exact(s3, "data", objects)
@@ -189,9 +194,8 @@ def test_scrub_resumes_where_a_killed_server_stopped(make_server):
 
 
 def _setting(server, name: str) -> str | None:
-    with sqlite3.connect(f"file:{server.meta_dir / 'apollo.db'}?mode=ro", uri=True) as db:
-        row = db.execute("SELECT value FROM settings WHERE name = ?", (name,)).fetchone()
-    return row[0] if row else None
+    rows = query(server, "SELECT value FROM settings WHERE name = ?", (name,))
+    return rows[0][0] if rows else None
 
 
 def shard_bytes_by_drive(server, drives) -> list[int]:
@@ -228,8 +232,7 @@ def test_drain_one_and_add_two_drives_under_load_ends_balanced(make_server):
 
 
 def _garbage_due(server) -> int:
-    with sqlite3.connect(f"file:{server.meta_dir / 'apollo.db'}?mode=ro", uri=True) as db:
-        return db.execute("SELECT COUNT(*) FROM garbage WHERE owner = ''").fetchone()[0]
+    return query(server, "SELECT COUNT(*) FROM garbage WHERE owner = ''")[0][0]
 
 
 def test_unreachable_drive_goes_offline_comes_back_and_fails_after_the_grace(make_server):
