@@ -69,10 +69,10 @@ def backup(
     _remove_with_sidecars(partial)  # left by an interrupted backup
     try:
         summary = _copy_snapshot(source, partial, step_pages, on_progress)
-        _fsync(partial)
+        fsync_path(partial)
         summary.size_bytes = partial.stat().st_size
         os.replace(partial, dest)
-        _fsync(dest.parent)
+        fsync_path(dest.parent)
     except sqlite3.Error as exc:
         raise BackupError(f"backup of {source} failed: {exc}") from exc
     finally:
@@ -115,11 +115,11 @@ def restore(source: Path, meta_dir: Path, stamp: str) -> tuple[Summary, Path | N
     _remove_with_sidecars(staging)
     try:
         summary = _copy_snapshot(source, staging, RESTORE_STEP_PAGES, lambda _copied, _total: None)
-        _fsync(staging)
+        fsync_path(staging)
         summary.size_bytes = staging.stat().st_size
         kept = _set_aside(target, _unused_name(meta_dir / f"{DB_FILE}.before-restore-{stamp}"))
         os.replace(staging, target)
-        _fsync(meta_dir)
+        fsync_path(meta_dir)
     except sqlite3.Error as exc:
         raise BackupError(f"{source} is not a usable metadata database: {exc}") from exc
     finally:
@@ -185,7 +185,7 @@ def _remove_with_sidecars(path: Path) -> None:
         Path(f"{path}{suffix}").unlink(missing_ok=True)
 
 
-def _fsync(path: Path) -> None:
+def fsync_path(path: Path) -> None:
     """Flush a file's data, or a directory's entries (so a rename survives power loss)."""
     fd = os.open(path, os.O_RDONLY)
     try:

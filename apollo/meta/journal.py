@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING
 from apollo import limits
 from apollo.errors import DriveError
 from apollo.meta import capture
-from apollo.meta.backup import BackupError, backup
+from apollo.meta.backup import BackupError, backup, fsync_path
 from apollo.storage.drive import read_format
 
 if TYPE_CHECKING:
@@ -217,7 +217,7 @@ class JournalFiles:
                 os.close(fd)
         for directory in dirs:
             try:
-                _fsync_path(directory)
+                fsync_path(directory)
             except OSError as exc:
                 log.error("metadata journal: fsync of %s failed: %s", directory, exc)
                 self.on_error()
@@ -233,14 +233,6 @@ def _write_all(fd: int, line: bytes) -> None:
     written = os.write(fd, line)
     if written != len(line):  # a short write on a full disk would leave half a line: count it as failed
         raise OSError(f"short write ({written} of {len(line)} bytes)")
-
-
-def _fsync_path(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 # reading back (recovery, pruning) ----------------------------------------------------------
@@ -340,7 +332,7 @@ def checkpoint(
             backup(database, incoming, CHECKPOINT_STEP_PAGES, lambda _copied, _total: None, overwrite=True)
             seq = checkpoint_seq(incoming)
             os.replace(incoming, directory / f"checkpoint-{seq}.db")
-            _fsync_path(directory)
+            fsync_path(directory)
             written.append((seq, directory / f"checkpoint-{seq}.db"))
         except (BackupError, OSError, sqlite3.Error) as exc:
             log.error("metadata checkpoint on %s failed: %s", root, exc)
