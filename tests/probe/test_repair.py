@@ -125,7 +125,7 @@ def test_scrub_finds_every_flipped_shard_and_repair_restores_the_exact_bytes(mak
                       "footer": (len(raw) - 40, len(raw))}[where]  # fmt: skip
             raw[rng.randrange(*region)] ^= 1 << rng.randrange(8)
             path.write_bytes(bytes(raw))
-    assert len(originals) >= 20
+    assert len(originals) >= 16  # every one of the 16 segments has one or two damaged shards
     assert_all_exact(s3, "data", objects)  # reads stay correct (and report what they trip over)
 
     scrub = admin(server, "scrub", "--now", "--wait")
