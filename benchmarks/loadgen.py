@@ -271,6 +271,7 @@ async def run_task(task: dict) -> dict:
             return time.monotonic() < deadline
         budget[0] -= 1
         return budget[0] >= 0
+
     rng = random.Random(os.getpid() ^ time.monotonic_ns())
 
     async def one(slot: int) -> int:

@@ -74,13 +74,25 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--range-object-size", type=int, help="bytes of the range-GET object (1 GiB, quick 64 MiB)")
     parser.add_argument("--list-keys", type=int, help="keys for the LIST scenario (default 100000, quick 10000)")
     parser.add_argument("--rss-size", type=int, help="bytes of the RSS-scenario object (default 5 GiB, quick 256 MiB)")
-    parser.add_argument("--client", choices=("raw", "aiohttp"), default="raw",
-                        help="load generator HTTP client: raw (lean keep-alive protocol, default) or aiohttp")
-    parser.add_argument("--loopback-procs", type=int, default=1,
-                        help="loopback server processes (match the server's worker processes, if any)")
+    parser.add_argument(
+        "--client",
+        choices=("raw", "aiohttp"),
+        default="raw",
+        help="load generator HTTP client: raw (lean keep-alive protocol, default) or aiohttp",
+    )
+    parser.add_argument(
+        "--loopback-procs",
+        type=int,
+        default=1,
+        help="loopback server processes (match the server's worker processes, if any)",
+    )
     parser.add_argument("--dir", default=".", help="where to make the temp dir (default: the working directory)")
-    parser.add_argument("--server-arg", action="append", default=[],
-                        help="extra `apollo server` argument, repeatable: --server-arg=--cell-size=131072")
+    parser.add_argument(
+        "--server-arg",
+        action="append",
+        default=[],
+        help="extra `apollo server` argument, repeatable: --server-arg=--cell-size=131072",
+    )
     parser.add_argument("--json", help="also write every figure to this JSON file")
     args = parser.parse_args(argv)
     quick = args.quick

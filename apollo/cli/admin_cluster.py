@@ -42,8 +42,14 @@ def _when(ts: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ts)) if ts else "-"
 
 
-def _follow(description: str, poll: Callable[[], tuple[int, int, bool]], unit: str = "shards") -> None:
-    """Show a progress bar (done/total, rate, elapsed, ETA) for ``poll() -> (done, total, finished)``."""
+def _follow(
+    description: str, poll: Callable[[], tuple[int, int, bool]], unit: str = "shards", timeout: float | None = None
+) -> None:
+    """Show a progress bar (done/total, rate, elapsed, ETA) for ``poll() -> (done, total, finished)``.
+
+    Exits with status 3 after ``timeout`` seconds: a repair that cannot finish (no drive to rebuild
+    onto, too few good shards) must not hang a script forever; the work itself goes on.
+    """
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn(unit),
                TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"),
                TimeRemainingColumn()]  # fmt: skip
@@ -52,15 +58,20 @@ def _follow(description: str, poll: Callable[[], tuple[int, int, bool]], unit: s
         task = progress.add_task(description, total=None, rate="")
         while True:
             done, total, finished = poll()
-            rate = f"{done / max(1e-6, time.monotonic() - started):.1f} {unit}/s"
+            elapsed = time.monotonic() - started
+            rate = f"{done / max(1e-6, elapsed):.1f} {unit}/s"
             progress.update(task, completed=done, total=(max(total, done) or None), rate=rate)
             if finished:
                 progress.update(task, completed=total, total=total or 1)
                 return
+            if timeout is not None and elapsed > timeout:
+                progress.stop()
+                sys.exit(f"{description}: not done after {timeout:.0f} s ({done} of {total} {unit}); it goes on in "
+                         "the background: see `apollo admin status` and the server log")  # fmt: skip
             time.sleep(POLL_S)
 
 
-def _follow_drive(store, drive_id: str) -> None:
+def _follow_drive(store, drive_id: str, timeout: float | None) -> None:
     def poll() -> tuple[int, int, bool]:
         job = next((j for j in store.drive_jobs(active_only=False) if j.drive_id == drive_id), None)
         remaining = store.pending_repairs_on(drive_id)
@@ -68,7 +79,7 @@ def _follow_drive(store, drive_id: str) -> None:
         walked = job is None or job.finished > 0
         return total - remaining, total, walked and remaining == 0
 
-    _follow(f"drive {drive_id}", poll)
+    _follow(f"drive {drive_id}", poll, timeout=timeout)
 
 
 def cmd_drive(args: argparse.Namespace) -> None:
@@ -87,12 +98,12 @@ def cmd_drive(args: argparse.Namespace) -> None:
             how = "copied" if old.state == "draining" else "rebuilt"
             print(f"drive {new.drive_id} at {new.path} replaces {old.drive_id}; its shards are {how} onto it")
             if args.wait:
-                _follow_drive(store, old.drive_id)
+                _follow_drive(store, old.drive_id, args.timeout)
         elif args.action == "drain":
             record = admin.drain_drive(store, args.drive, force=args.force)
             print(f"draining drive {record.drive_id} ({record.path}); it is retired once empty")
             if args.wait:
-                _follow_drive(store, record.drive_id)
+                _follow_drive(store, record.drive_id, args.timeout)
         elif args.action == "remove":
             record = admin.remove_drive(store, args.drive)
             print(f"removed drive {record.drive_id} ({record.path}) from the cluster map")
@@ -146,11 +157,13 @@ def cmd_status(args: argparse.Namespace) -> None:
                       f"{sweep['orphans']} orphans deleted")  # fmt: skip
 
 
-def _request_and_follow(store, name: str, done: str, total: Callable[[dict], int], unit: str, wait: bool) -> dict:
+def _request_and_follow(
+    store, name: str, done: str, total: Callable[[dict], int], unit: str, args: argparse.Namespace
+) -> dict:
     """Ask for a pass of ``name`` now; with ``wait``, follow it to the end and return its final state."""
     requested = admin.request_pass(store, name)
     print(f"{name} pass requested")
-    if not wait:
+    if not args.wait:
         return {}
 
     def poll() -> tuple[int, int, bool]:
@@ -162,7 +175,7 @@ def _request_and_follow(store, name: str, done: str, total: Callable[[dict], int
             return last[done], total(last), True
         return 0, 0, False
 
-    _follow(name, poll, unit=unit)
+    _follow(name, poll, unit=unit, timeout=args.timeout)
     return admin.pass_state(store, name)["last"]
 
 
@@ -172,7 +185,7 @@ def cmd_scrub(args: argparse.Namespace) -> None:
     print(f"scrub: {tuning.scrub_mode}, every {tuning.scrub_interval_s:.0f} s, "
           f"limit {_size(tuning.scrub_bytes_per_s)}/s")  # fmt: skip
     if args.now:
-        last = _request_and_follow(store, "scrub", "segments", lambda s: s["total"], "segments", args.wait)
+        last = _request_and_follow(store, "scrub", "segments", lambda s: s["total"], "segments", args)
         if last:
             print(f"scrub done: {last['segments']} segments, {last['shards']} shards, {last['errors']} problems")
 
@@ -183,7 +196,7 @@ def cmd_gc(args: argparse.Namespace) -> None:
     print(f"orphan sweep: every {tuning.orphan_interval_s:.0f} s, files younger than "
           f"{tuning.orphan_min_age_s:.0f} s are kept")  # fmt: skip
     if args.now:
-        last = _request_and_follow(store, "orphans", "drive", lambda s: len(s["drives"]), "drives", args.wait)
+        last = _request_and_follow(store, "orphans", "drive", lambda s: len(s["drives"]), "drives", args)
         if last:
             print(f"orphan sweep done: {last['files']} shard files checked, {last['orphans']} orphans deleted "
                   f"({_size(last['bytes_freed'])})")  # fmt: skip
@@ -196,13 +209,13 @@ def cmd_rebalance(args: argparse.Namespace) -> None:
           f"tolerance {100 * tuning.rebalance_tolerance:.1f}%")  # fmt: skip
     if args.now:
         segments = store.segment_count()
-        last = _request_and_follow(store, "rebalance", "segments", lambda _: segments, "segments", args.wait)
+        last = _request_and_follow(store, "rebalance", "segments", lambda _: segments, "segments", args)
         if last:
             print(f"rebalance planned {last['moves']} moves; spread {100 * last['spread']:.1f}%")
-            _follow_backlog(store)
+            _follow_backlog(store, args.timeout)
 
 
-def _follow_backlog(store) -> None:
+def _follow_backlog(store, timeout: float | None) -> None:
     start = store.repair_backlog()
     if start == 0:
         print("repair queue is empty")
@@ -212,7 +225,7 @@ def _follow_backlog(store) -> None:
         backlog = store.repair_backlog()
         return max(0, start - backlog), start, backlog == 0
 
-    _follow("repair", poll)
+    _follow("repair", poll, timeout=timeout)
 
 
 def cmd_repair(args: argparse.Namespace) -> None:
@@ -223,7 +236,7 @@ def cmd_repair(args: argparse.Namespace) -> None:
     print(f"repair: {'PAUSED, ' if tuning.repair_paused else ''}limit {_size(tuning.repair_bytes_per_s)}/s, "
           f"{tuning.repair_ops_per_s:.0f} ops/s, {tuning.repair_parallel} segments at a time")  # fmt: skip
     if args.wait:
-        _follow_backlog(store)
+        _follow_backlog(store, args.timeout)
 
 
 def cmd_tune(args: argparse.Namespace) -> None:
@@ -248,6 +261,7 @@ def _pass_parser(admin_parsers: argparse._SubParsersAction, name: str, help_text
     parser.add_argument("--meta-dir", required=True)
     parser.add_argument("--now", action="store_true", help="start a pass now")
     parser.add_argument("--wait", action="store_true", help="with --now: follow the pass until it ends")
+    parser.add_argument("--timeout", type=float, help="with --wait: give up waiting after this many seconds")
     parser.add_argument("--interval", type=float, help="seconds between the starts of passes")
     parser.set_defaults(func=func)
     return parser
@@ -262,6 +276,7 @@ def register(admin_parsers: argparse._SubParsersAction) -> None:
     drive.add_argument("--weight", type=float, default=1.0, help="add: relative share of new shards")
     drive.add_argument("--force", action="store_true", help="drain even if too few drives would remain")
     drive.add_argument("--wait", action="store_true", help="replace/drain: follow the work until it is done")
+    drive.add_argument("--timeout", type=float, help="with --wait: give up waiting after this many seconds")
     drive.set_defaults(func=cmd_drive)
     tune = admin_parsers.add_parser("tune", help="show or set background-work knobs (NAME=VALUE ...)")
     tune.add_argument("settings", nargs="*", help="e.g. drive_offline_grace_s=300 scrub_mode=shallow")
@@ -286,4 +301,5 @@ def register(admin_parsers: argparse._SubParsersAction) -> None:
                         help="stop rebuilding (the queue keeps filling)")  # fmt: skip
     repair.add_argument("--resume", dest="pause", action="store_false", help="rebuild again")
     repair.add_argument("--wait", action="store_true", help="follow the backlog until it is empty")
+    repair.add_argument("--timeout", type=float, help="with --wait: give up waiting after this many seconds")
     repair.set_defaults(func=cmd_repair)

@@ -267,3 +267,17 @@ def test_unreachable_drive_goes_offline_comes_back_and_fails_after_the_grace(mak
     for other in server.drives[2:4]:
         wipe(other)
     assert_all_exact(s3, "data", objects)
+
+
+def test_waiting_for_a_repair_that_cannot_finish_gives_up_after_its_timeout(make_server):
+    server = make_server()  # 4+2 on 6 drives: a lost drive's shards have nowhere to go until it is replaced
+    s3 = server.s3()
+    s3.create_bucket(Bucket="data")
+    objects = write_objects(s3, "data", seed=81)
+    wipe(server.drives[0])
+    wait_until(lambda: queue_length(server) > 0, 30, "the lost drive's shards to be queued")
+    started = time.monotonic()
+    waited = admin(server, "repair", "--wait", "--timeout", "2", check=False)
+    assert waited.returncode != 0 and "not done after 2 s" in waited.stderr, waited.stdout + waited.stderr
+    assert time.monotonic() - started < 30
+    assert_all_exact(s3, "data", objects)  # meanwhile every read decodes around the lost drive

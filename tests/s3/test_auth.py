@@ -290,8 +290,9 @@ def test_boto3_default_put_sends_unsigned_trailer_and_stores_exact_bytes(server,
     # endpoint is https so that exactly the body it sends to AWS goes over this plain-HTTP test server.
     monkeypatch.setattr(botocore.httpchecksum, "urlparse", lambda url: urlparse(url)._replace(scheme="https"))
     sent = {}
-    s3.meta.events.register("before-send.s3.PutObject",
-                            lambda request, **_: sent.update((k.lower(), v) for k, v in request.headers.items()))
+    s3.meta.events.register(
+        "before-send.s3.PutObject", lambda request, **_: sent.update((k.lower(), v) for k, v in request.headers.items())
+    )
     payload = os.urandom(300_001)
     response = s3.put_object(Bucket=bucket, Key="boto3-default", Body=payload)
     assert sent["x-amz-content-sha256"] in (b"STREAMING-UNSIGNED-PAYLOAD-TRAILER", "STREAMING-UNSIGNED-PAYLOAD-TRAILER")
