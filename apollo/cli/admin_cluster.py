@@ -47,7 +47,7 @@ def _follow(
 ) -> None:
     """Show a progress bar (done/total, rate, elapsed, ETA) for ``poll() -> (done, total, finished)``.
 
-    Exits with status 3 after ``timeout`` seconds: a repair that cannot finish (no drive to rebuild
+    Exits with status 1 after ``timeout`` seconds: a repair that cannot finish (no drive to rebuild
     onto, too few good shards) must not hang a script forever; the work itself goes on.
     """
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn(unit),
