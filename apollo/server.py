@@ -190,7 +190,7 @@ class Server:
         tasks = await self.manager.start()
         tasks.append(asyncio.create_task(self._flush_logs_loop()))
         tasks.append(asyncio.create_task(self._journal_loop()))
-        if self.config.worker_index in (None, 0):  # one garbage collector and checkpointer per server
+        if self.manager.is_manager:  # one garbage collector and checkpointer per server
             tasks.append(asyncio.create_task(self._gc_loop()))
             tasks.append(asyncio.create_task(self._checkpoint_loop()))
         yield

@@ -95,3 +95,9 @@ def wipe(drive: Path) -> None:
             return
         time.sleep(0.05)
     raise AssertionError(f"could not wipe {drive}")
+
+
+def drive_state(server, drive: Path) -> str:
+    """State of the newest drive registered at a path (a replacement shares its predecessor's path)."""
+    rows = query(server, "SELECT state FROM drives WHERE path = ? ORDER BY added DESC LIMIT 1", (str(drive.resolve()),))
+    return rows[0][0] if rows else ""

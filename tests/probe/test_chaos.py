@@ -36,8 +36,7 @@ import pytest
 from boto3.exceptions import Boto3Error
 from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import BotoCoreError, ClientError
-from support import admin, assert_all_exact, pause_repair, query, wait_until, write_objects
-from support import wipe as rm_rf
+from support import admin, assert_all_exact, drive_state, pause_repair, query, wait_until, wipe, write_objects
 
 from apollo.cluster.admin import replace_drive
 from apollo.errors import ApolloError
@@ -436,12 +435,6 @@ class Damage:
         return now.settled and (self.kind == "wipe" or now.scrubbed_at > self.done_at)
 
 
-def drive_state(server, drive: Path) -> str:
-    """State of the newest drive registered at a path (a replacement shares its predecessor's path)."""
-    rows = query(server, "SELECT state FROM drives WHERE path = ? ORDER BY added DESC LIMIT 1", (str(drive.resolve()),))
-    return rows[0][0] if rows else ""
-
-
 def flip_bits(path: Path, rng: random.Random) -> bool:
     """Flip one to three bits anywhere in a shard file, in place; False if the file went away meanwhile."""
     try:
@@ -504,7 +497,7 @@ class Driver:
         quick disk swap the server's probe never sees), otherwise once the server marked it failed."""
         swap = rng.random() < 0.5
         self._note(f"wipe {drive.name}" + (", replace at once" if swap else ""))
-        rm_rf(drive)
+        wipe(drive)
         self.damage.append(Damage(drive, "wipe", time.time()))
         if not swap:
             wait_until(lambda: drive_state(self.server, drive) == "failed", 30, f"{drive.name} to be marked failed")
@@ -688,7 +681,7 @@ def _check_end_state(chaos: Chaos, workloads: list[Workload]) -> None:
         workload.verify()
     if not any(w.violations + w.errors for w in workloads):
         for drive in random.Random(SEED).sample(server.drives, M):
-            rm_rf(drive)
+            wipe(drive)
         for workload in workloads:
             workload.verify()
     problems += [problem for w in workloads for problem in w.violations + w.errors]
