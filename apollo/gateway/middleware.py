@@ -85,6 +85,8 @@ async def auth_middleware(request: web.Request, handler) -> web.StreamResponse:
     if auth is None:
         raise s3error("AccessDenied", "Anonymous access is not allowed; sign requests with an access key")
     request["auth"] = auth
+    if "%00" in request.raw_path:  # no metadata engine stores NUL in text (PostgreSQL refuses it outright)
+        raise s3error("InvalidArgument", "Object keys and request parameters must not contain the NUL character")
     return await handler(request)
 
 

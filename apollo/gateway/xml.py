@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import datetime
 import functools
+import re
 import xml.etree.ElementTree as ET
 from typing import Any
+from urllib.parse import quote
 from xml.sax.saxutils import escape
 
 from apollo import limits
@@ -60,7 +62,13 @@ def render(root: str, body: dict[str, Any], namespace: bool = True) -> bytes:
     return "".join(out).encode()
 
 
+# Characters XML 1.0 cannot carry at all, not even as character references.
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff\ud800-\udfff]")
+
+
 def error_body(error: S3Error, resource: str, request_id: str) -> bytes:
+    """The error document; characters of the resource path that XML cannot carry are percent-encoded."""
+    resource = _NOT_XML.sub(lambda match: quote(match.group(), errors="surrogatepass"), resource)
     fields = {"Code": error.code, "Message": error.message, **error.fields, "Resource": resource,
               "RequestId": request_id}  # fmt: skip
     return render("Error", fields, namespace=False)

@@ -258,6 +258,12 @@ def test_key_longer_than_1024_bytes_is_key_too_long(server, s3, bucket):
     assert (reply.status, reply.code) == (400, "KeyTooLongError")
 
 
+@pytest.mark.parametrize("target", ["/{bucket}/nul%00key", "/{bucket}?list-type=2&prefix=a%00b"])
+def test_nul_in_a_key_or_parameter_is_invalid_argument(server, bucket, target):
+    reply = send(server.port, "GET" if "?" in target else "PUT", target.format(bucket=bucket), {}, b"x")
+    assert (reply.status, reply.code) == (400, "InvalidArgument")
+
+
 def test_path_that_is_not_utf8_is_invalid_uri(server, bucket):
     reply = send(server.port, "GET", f"/{bucket}/%FF%FE")
     assert (reply.status, reply.code) == (400, "InvalidURI")
