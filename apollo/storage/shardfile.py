@@ -63,6 +63,14 @@ def encode_footer(info: dict) -> bytes:
     return body + _U32.pack(len(body)) + _U32.pack(crc32c.crc32c(body)) + FOOTER_MAGIC
 
 
+def footer_start(tail: bytes) -> int:
+    """Where the footer begins within ``tail``, the last bytes of a shard stream; -1 when it ends in none."""
+    if len(tail) < 16 or tail[-8:] != FOOTER_MAGIC:
+        return -1
+    start = len(tail) - 16 - _U32.unpack_from(tail, len(tail) - 16)[0]
+    return start if start >= 0 else -1
+
+
 def decode_footer(tail: bytes) -> dict:
     """Decode the footer from the last bytes of a shard file (at least the whole footer)."""
     if tail[-8:] != FOOTER_MAGIC:

@@ -1,0 +1,171 @@
+"""A storage node across the network, behind the same ``StorageNode`` seam as a local one.
+
+The client library cannot tell the difference: the wire errors of
+``apollo.storage.service`` come back as the exceptions ``LocalStorageNode`` raises, and
+every network failure (refused, reset, timed out) is an ``OSError``, which readers
+treat as a missing shard (decode from parity) and writers as a lost one (the write
+goes on while a quorum of shards is left).
+
+A node that hangs rather than dies (SIGSTOP, a stuck disk) is the case timeouts are
+for: every request and every step of a streamed write has one (``Timeouts``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+
+import aiohttp
+
+from apollo import tokens
+from apollo.errors import ChecksumMismatch, DriveError
+from apollo.storage.node import ShardSink, StorageNode
+from apollo.storage.service import ERRNO_HEADER, ERROR_HEADER, SIZE_HEADER, TOKEN_HEADER
+from apollo.types import ShardRef
+
+TokenSource = Callable[[str, str], str]  # (operation, segment id) -> capability token
+_WIRE_ERRORS: dict[str, Callable[[str], Exception]] = {
+    "TokenError": tokens.TokenError,
+    "FileNotFoundError": FileNotFoundError,
+    "DriveError": DriveError,
+    "BadRequest": ChecksumMismatch,
+}
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    connect_s: float = 3.0
+    request_s: float = 10.0  # a whole read, or one step (append, finish) of a write
+    queue_chunks: int = 4  # appended buffers in flight per shard write: bounds memory per stream
+
+
+def _os_error(exc: BaseException) -> OSError:
+    if isinstance(exc, TimeoutError):
+        return TimeoutError(errno.ETIMEDOUT, "storage node did not answer in time")
+    if isinstance(exc, OSError):
+        return exc
+    return ConnectionError(errno.ECONNRESET, f"storage node connection failed: {exc!r}")
+
+
+async def _raise_for(response: aiohttp.ClientResponse) -> None:
+    if response.status < 300:
+        return
+    name = response.headers.get(ERROR_HEADER, "")
+    message = f"storage node answered HTTP {response.status}"
+    if response.method != "HEAD":
+        try:
+            message = (await response.json(content_type=None)).get("message", message)
+        except (ValueError, AttributeError, aiohttp.ClientError):
+            pass
+    if name == "OSError":
+        raise OSError(getattr(errno, response.headers.get(ERRNO_HEADER, "EIO"), errno.EIO), message)
+    raise _WIRE_ERRORS.get(name, lambda text: OSError(errno.EIO, text))(message)
+
+
+class _RemoteSink(ShardSink):
+    """One shard's streamed PUT: appends feed a bounded queue that the request body drains."""
+
+    def __init__(self, node: RemoteStorageNode, url: str, token: str, header: bytes) -> None:
+        self._node = node
+        self._queue: asyncio.Queue[bytes | None] = asyncio.Queue(node.timeouts.queue_chunks)
+        self._queue.put_nowait(header)
+        self._request = asyncio.create_task(self._send(url, token))
+
+    async def _body(self) -> AsyncIterator[bytes]:
+        while (chunk := await self._queue.get()) is not None:
+            yield chunk
+
+    async def _send(self, url: str, token: str) -> None:
+        async with self._node.session.put(
+            url,
+            data=self._body(),
+            headers={TOKEN_HEADER: token},
+            timeout=aiohttp.ClientTimeout(connect=self._node.timeouts.connect_s),
+        ) as r:
+            await _raise_for(r)  # fmt: skip
+
+    async def _feed(self, item: bytes | None) -> None:
+        """Queue ``item``, unless the request fails first or the node stops reading for too long."""
+        put = asyncio.ensure_future(self._queue.put(item))
+        done, _ = await asyncio.wait({put, self._request}, timeout=self._node.timeouts.request_s,
+                                     return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
+        if put not in done:
+            put.cancel()
+            if self._request in done:
+                await self._outcome()
+            raise TimeoutError(errno.ETIMEDOUT, "storage node stopped taking shard data")
+
+    async def _outcome(self) -> None:
+        try:
+            await self._request
+        except (OSError, tokens.TokenError, FileNotFoundError, DriveError, ChecksumMismatch):
+            raise
+        except Exception as exc:
+            raise _os_error(exc) from exc
+
+    async def append(self, records: list[bytes]) -> None:
+        for record in records:
+            await self._feed(record)
+
+    async def finish(self, footer: bytes) -> None:
+        await self._feed(footer)
+        await self._feed(None)
+        try:
+            await asyncio.wait_for(asyncio.shield(self._request), self._node.timeouts.request_s)
+        except TimeoutError:
+            self._request.cancel()
+            raise TimeoutError(errno.ETIMEDOUT, "storage node did not confirm the shard in time") from None
+        await self._outcome()
+
+    async def abort(self) -> None:
+        self._request.cancel()  # the node sees the stream cut short and removes its temp file
+        await asyncio.gather(self._request, return_exceptions=True)
+
+
+class RemoteStorageNode(StorageNode):
+    def __init__(self, endpoint: str, drive_ids: list[str], token_for: TokenSource,
+                 session: aiohttp.ClientSession, timeouts: Timeouts = Timeouts()) -> None:  # fmt: skip
+        self.endpoint = endpoint.rstrip("/")
+        self._drive_ids = list(drive_ids)
+        self.token_for = token_for
+        self.session = session
+        self.timeouts = timeouts
+
+    def drive_ids(self) -> list[str]:
+        return list(self._drive_ids)
+
+    def _url(self, drive_id: str, shard: ShardRef) -> str:
+        return f"{self.endpoint}/v1/shards/{drive_id}/{shard.pg}/{shard.segment_id}/{shard.index}"
+
+    async def _call(self, method: str, drive_id: str, shard: ShardRef, op: str, params: dict | None = None,
+                    want: str = "body") -> bytes | str | int:  # fmt: skip
+        timeout = aiohttp.ClientTimeout(total=self.timeouts.request_s, connect=self.timeouts.connect_s)
+        headers = {TOKEN_HEADER: self.token_for(op, shard.segment_id)}
+        try:
+            async with self.session.request(method, self._url(drive_id, shard), params=params, headers=headers,
+                                            timeout=timeout) as response:  # fmt: skip
+                if method == "DELETE" and response.status == 404:
+                    return 0
+                await _raise_for(response)
+                if want == "size":
+                    return int(response.headers[SIZE_HEADER])
+                return await response.read() if want == "body" else 1
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise _os_error(exc) from exc
+
+    async def open_shard(self, drive_id: str, shard: ShardRef, header: bytes) -> ShardSink:
+        return _RemoteSink(self, self._url(drive_id, shard), self.token_for(tokens.WRITE, shard.segment_id), header)
+
+    async def read(self, drive_id: str, shard: ShardRef, offset: int, length: int) -> bytes:
+        return await self._call("GET", drive_id, shard, tokens.READ, {"offset": offset, "length": length})
+
+    async def read_tail(self, drive_id: str, shard: ShardRef, length: int) -> bytes:
+        return await self._call("GET", drive_id, shard, tokens.READ, {"tail": length})
+
+    async def size(self, drive_id: str, shard: ShardRef) -> int:
+        return await self._call("HEAD", drive_id, shard, tokens.READ, want="size")
+
+    async def delete(self, drive_id: str, shard: ShardRef) -> bool:
+        return bool(await self._call("DELETE", drive_id, shard, tokens.DELETE, want="status"))

@@ -1,0 +1,144 @@
+"""The storage node's HTTP face: shards of its drives, to whoever shows a capability token.
+
+One URL per shard: ``/v1/shards/{drive}/{pg}/{segment}/{index}``.
+
+- ``PUT``: the whole shard file streamed in one request (chunked): the fixed-size header,
+  the cell records, the footer. The footer ends in its own length and magic, so the node
+  finds it at the end of the stream; only a complete, well-formed stream becomes a shard
+  (fsync, rename). A client that disconnects mid-stream leaves nothing: the temp file
+  is removed.
+- ``GET ?offset=&length=`` (positional read), ``GET ?tail=N`` (the last N bytes),
+  ``HEAD`` (size in ``X-Apollo-Size``), ``DELETE``.
+
+Every request carries ``X-Apollo-Token``, checked against the keyring without calling
+the metadata service (``apollo.tokens``). Errors have one table (``_STATUS``): a status
+an ``X-Apollo-Error`` header naming the error and a JSON body with its message, which ``RemoteStorageNode`` turns
+back into the same exceptions a local node raises.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+from collections.abc import Callable
+
+from aiohttp import web
+
+from apollo import tokens
+from apollo.errors import ChecksumMismatch, DriveError
+from apollo.storage.node import LocalStorageNode
+from apollo.storage.shardfile import HEADER_BYTES, decode_footer, footer_start
+from apollo.types import ShardRef
+
+log = logging.getLogger("apollo.storage")
+TOKEN_HEADER = "X-Apollo-Token"
+SIZE_HEADER = "X-Apollo-Size"
+ERROR_HEADER = "X-Apollo-Error"
+ERRNO_HEADER = "X-Apollo-Errno"
+FOOTER_BYTES_MAX = 1 << 20
+WRITE_CHUNK_BYTES = 4 << 20  # records reach the drive in writes of about this size
+NODE = web.AppKey("node", LocalStorageNode)
+KEYRING = web.AppKey("keyring", tokens.Keyring)
+
+# Exception -> (HTTP status, wire name). The first match wins: subclasses first.
+_STATUS: list[tuple[type[BaseException], int, str]] = [
+    (tokens.TokenError, 403, "TokenError"),
+    (FileNotFoundError, 404, "FileNotFoundError"),
+    (DriveError, 503, "DriveError"),
+    (ChecksumMismatch, 400, "BadRequest"),
+    (ValueError, 400, "BadRequest"),
+]
+
+
+def _error(exc: BaseException) -> web.Response:
+    """The error as a status, ``X-Apollo-Error`` (name, also on HEAD) and a JSON body with the message."""
+    name, status, extra = "InternalError", 500, {}
+    for exc_type, code, wire_name in _STATUS:
+        if isinstance(exc, exc_type):
+            name, status = wire_name, code
+            break
+    else:
+        if isinstance(exc, OSError):  # the drive failed; the errno tells a full disk from an I/O error
+            name, extra = "OSError", {ERRNO_HEADER: errno.errorcode.get(exc.errno or errno.EIO, "EIO")}
+            status = 507 if exc.errno in (errno.ENOSPC, errno.EDQUOT) else 500
+        else:
+            log.exception("storage request failed")
+    return web.json_response({"message": str(exc) or repr(exc)}, status=status,
+                             headers={ERROR_HEADER: name, **extra})  # fmt: skip
+
+
+def _shard(request: web.Request) -> tuple[str, ShardRef]:
+    info = request.match_info
+    try:
+        return info["drive"], ShardRef(int(info["pg"]), info["segment"], int(info["index"]))
+    except ValueError:
+        raise ValueError(f"bad shard path {request.path}") from None
+
+
+def _authorize(request: web.Request, op: str, shard: ShardRef) -> None:
+    request.app[KEYRING].check(request.headers.get(TOKEN_HEADER), op, shard.segment_id)
+
+
+def _handler(op: str, serve: Callable):
+    async def handle(request: web.Request) -> web.StreamResponse:
+        try:
+            drive_id, shard = _shard(request)
+            _authorize(request, op, shard)
+            return await serve(request, request.app[NODE], drive_id, shard)
+        except Exception as exc:
+            return _error(exc)
+
+    return handle
+
+
+async def _put(request: web.Request, node: LocalStorageNode, drive_id: str, shard: ShardRef) -> web.Response:
+    header = await request.content.readexactly(HEADER_BYTES)
+    sink = await node.open_shard(drive_id, shard, header)
+    try:
+        pending = bytearray()
+        while chunk := await request.content.read(WRITE_CHUNK_BYTES):
+            pending += chunk
+            if len(pending) > WRITE_CHUNK_BYTES + FOOTER_BYTES_MAX:  # keep back a tail that may hold the footer
+                cut = len(pending) - FOOTER_BYTES_MAX
+                await sink.append([bytes(pending[:cut])])
+                del pending[:cut]
+        start = footer_start(pending)
+        if start < 0:
+            raise ValueError("shard stream does not end in a footer (a truncated upload?)")
+        decode_footer(pending[start:])  # its CRC: a damaged stream never becomes a shard
+        await sink.append([bytes(pending[:start])])
+        await sink.finish(bytes(pending[start:]))
+    except BaseException:
+        await sink.abort()  # a client gone mid-stream, a bad footer, a drive error: no shard, no temp file
+        raise
+    return web.Response(status=201)
+
+
+async def _get(request: web.Request, node: LocalStorageNode, drive_id: str, shard: ShardRef) -> web.Response:
+    query = request.query
+    if "tail" in query:
+        data = await node.read_tail(drive_id, shard, int(query["tail"]))
+    else:
+        data = await node.read(drive_id, shard, int(query.get("offset", 0)), int(query["length"]))
+    return web.Response(body=data, content_type="application/octet-stream")
+
+
+async def _head(request: web.Request, node: LocalStorageNode, drive_id: str, shard: ShardRef) -> web.Response:
+    return web.Response(headers={SIZE_HEADER: str(await node.size(drive_id, shard))})
+
+
+async def _delete(request: web.Request, node: LocalStorageNode, drive_id: str, shard: ShardRef) -> web.Response:
+    return web.Response(status=204 if await node.delete(drive_id, shard) else 404)
+
+
+def build_storage_app(node: LocalStorageNode, keyring: tokens.Keyring) -> web.Application:
+    app = web.Application(client_max_size=0)
+    app[NODE] = node
+    app[KEYRING] = keyring
+    path = "/v1/shards/{drive}/{pg}/{segment}/{index}"
+    app.router.add_put(path, _handler(tokens.WRITE, _put))
+    app.router.add_get(path, _handler(tokens.READ, _get), allow_head=False)
+    app.router.add_head(path, _handler(tokens.READ, _head))
+    app.router.add_delete(path, _handler(tokens.DELETE, _delete))
+    app.router.add_get("/health/live", lambda request: web.Response(text="ok\n"))
+    return app

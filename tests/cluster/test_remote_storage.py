@@ -1,0 +1,230 @@
+"""The client engine over six storage node processes: tokens, kill -9, SIGSTOP, interrupted streams.
+
+Every shard crosses a real socket to a real storage process, which checks its capability
+token and writes through the same drive code as the all-in-one server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import time
+import uuid
+
+import aiohttp
+import pytest
+
+from apollo import tokens
+from apollo.client.context import ClientContext
+from apollo.client.reader import read_range
+from apollo.client.writer import ObjectWriter
+from apollo.errors import InsufficientStorage
+from apollo.meta.placement import Candidate
+from apollo.meta.service import MetaService
+from apollo.meta.store import SqlStore
+from apollo.storage.ec import Scheme
+from apollo.storage.remote import RemoteStorageNode, Timeouts
+from apollo.storage.shardfile import HEADER_BYTES, encode_footer, encode_header, seal_record
+from apollo.testing.storage import StorageNodeProcess, write_keyring
+from apollo.types import ShardRef
+
+CELL = 64 * 1024
+NODES = 6
+
+
+@pytest.fixture
+def seed():
+    value = int(os.environ.get("APOLLO_TEST_SEED", random.randrange(2**32)))
+    print("APOLLO_TEST_SEED", value)
+    return value
+
+
+@pytest.fixture
+def keyring(tmp_path):
+    ring = tokens.Keyring([tokens.new_key(time.time() - 3600)])
+    write_keyring(tmp_path / "keyring.json", ring)
+    return ring
+
+
+@pytest.fixture
+def nodes(tmp_path, keyring):
+    deployment = uuid.uuid4().hex
+    started = [StorageNodeProcess(tmp_path / f"node{i}", deployment, tmp_path / "keyring.json") for i in range(NODES)]
+    for node in started:
+        node.start()
+    yield started
+    for node in started:
+        node.stop()
+
+
+class Engine:
+    """What a gateway or native client holds: metadata, and a remote node per drive."""
+
+    def __init__(self, tmp_path, nodes, keyring, timeouts: Timeouts):
+        self.meta = MetaService(SqlStore(tmp_path / "meta.db"))
+        self.session = aiohttp.ClientSession()
+        self.remotes: dict[str, RemoteStorageNode] = {}
+        candidates = []
+        for index, node in enumerate(nodes):
+            for drive_id in node.drive_ids():
+                remote = RemoteStorageNode(node.endpoint, [drive_id], self.token, self.session, timeouts)
+                self.remotes[drive_id] = remote
+                candidates.append(Candidate(drive_id, f"node{index}"))
+        self.keyring = keyring
+        self.meta.set_drives(candidates, set(self.remotes))
+        self.ctx = ClientContext(self.meta, dict(self.remotes))
+
+    def token(self, op: str, segment_id: str) -> str:
+        return self.keyring.issue(op, segment_id, tokens.TOKEN_TTL_S)
+
+    async def write(self, data: bytes):
+        async def chunks():
+            for i in range(0, len(data), 256 * 1024):
+                yield data[i : i + 256 * 1024]
+
+        writer = ObjectWriter(self.ctx, Scheme.parse("4+2"), CELL, {"bucket": "b", "key": "k"})
+        return await writer.write(chunks())
+
+    async def read(self, result, start: int = 0, end: int | None = None) -> bytes:
+        end = result.data.size if end is None else end
+        return b"".join([piece async for piece in read_range(self.ctx, result.data, start, end)])
+
+    async def close(self):
+        await self.session.close()
+        self.meta.close()
+
+
+def run(coro, limit_s: float = 120.0):
+    """Run a scenario; a hang (a timeout that never fires) fails the test instead of stalling the suite."""
+    return asyncio.run(asyncio.wait_for(coro, limit_s))
+
+
+def test_write_and_read_across_six_storage_processes(tmp_path, nodes, keyring, seed):
+    rng = random.Random(seed)
+
+    async def scenario():
+        engine = Engine(tmp_path, nodes, keyring, Timeouts())
+        try:
+            for size in (1, CELL * 4 - 1, 3 * (1 << 20) + 12345):
+                data = rng.randbytes(size)
+                result = await engine.write(data)
+                assert await engine.read(result) == data
+                start = rng.randrange(size)
+                end = rng.randrange(start, size) + 1
+                assert await engine.read(result, start, end) == data[start:end]
+        finally:
+            await engine.close()
+
+    run(scenario())
+    assert not [p for n in nodes for d in n.drives for p in (d / "tmp").iterdir()]
+
+
+def test_kill_9_of_two_nodes_during_writes_and_reads_loses_no_acknowledged_byte(tmp_path, nodes, keyring, seed):
+    """One node down: writes go on with 5 of 6 shards. Two down (m = 2): writes are refused, reads go on."""
+    rng = random.Random(seed)
+
+    async def scenario():
+        engine = Engine(tmp_path, nodes, keyring, Timeouts(connect_s=1.0, request_s=3.0))
+        acknowledged = []
+        try:
+            for n in range(8):
+                data = rng.randbytes(rng.randrange(1, 3 << 20))
+                if n == 2:
+                    nodes[1].kill()
+                if n == 5:
+                    nodes[4].kill()
+                try:
+                    acknowledged.append((await engine.write(data), data))
+                except InsufficientStorage:
+                    assert n >= 5, "one node down must not stop writes"
+                for result, expected in acknowledged:
+                    assert await engine.read(result) == expected
+            assert len(acknowledged) >= 5
+        finally:
+            await engine.close()
+
+    run(scenario())
+
+
+def test_sigstopped_node_times_out_into_degraded_reads_and_writes(tmp_path, nodes, keyring, seed):
+    rng = random.Random(seed)
+
+    async def scenario():
+        engine = Engine(tmp_path, nodes, keyring, Timeouts(connect_s=1.0, request_s=1.5))
+        try:
+            data = rng.randbytes(2 << 20)
+            before = await engine.write(data)
+            nodes[0].pause()
+            started = time.monotonic()
+            assert await engine.read(before) == data
+            during = await engine.write(data[::-1])
+            assert await engine.read(during) == data[::-1]
+            assert time.monotonic() - started < 20, "each hung request must give up after its timeout"
+        finally:
+            nodes[0].resume()
+            await engine.close()
+
+    run(scenario())
+
+
+def test_tokens_forged_expired_or_out_of_scope_are_refused(tmp_path, nodes, keyring):
+    node = nodes[0]
+    drive = node.drive_ids()[0]
+    shard = ShardRef(3, uuid.uuid4().hex, 0)
+    body = encode_header({"segment_id": shard.segment_id}) + seal_record(b"x" * 100) + encode_footer({"n": 1})
+    forged_ring = tokens.Keyring([tokens.TokenKey(keyring.by_age()[0].key_id, os.urandom(32), 0.0)])
+
+    async def attempt(token: str | None, op: str = tokens.WRITE, target: ShardRef = shard) -> None:
+        async with aiohttp.ClientSession() as session:
+            remote = RemoteStorageNode(node.endpoint, [drive], lambda o, s: token, session)
+            if op == tokens.WRITE:
+                sink = await remote.open_shard(drive, target, body[:HEADER_BYTES])
+                await sink.append([body[HEADER_BYTES:-30]])
+                await sink.finish(body[-30:])
+            else:
+                await remote.read(drive, target, 0, 10)
+
+    other = uuid.uuid4().hex
+    refusals = {
+        "missing": ("", tokens.WRITE),
+        "forged": (forged_ring.issue(tokens.WRITE, shard.segment_id, 60), tokens.WRITE),
+        "expired": (keyring.issue(tokens.WRITE, shard.segment_id, 60, now=time.time() - 120), tokens.WRITE),
+        "other segment": (keyring.issue(tokens.WRITE, other, 60), tokens.WRITE),
+        "read token for a write": (keyring.issue(tokens.READ, shard.segment_id, 60), tokens.WRITE),
+        "altered": (keyring.issue(tokens.READ, other, 60).replace(".", ".x", 2), tokens.READ),
+    }
+    for name, (token, op) in refusals.items():
+        with pytest.raises(tokens.TokenError):
+            run(attempt(token, op))
+        assert not (node.drives[0] / "shards").exists() or not list((node.drives[0] / "shards").rglob("*.0")), name
+    run(attempt(keyring.issue(tokens.WRITE, shard.segment_id, 60)))  # the genuine token works
+    run(attempt(keyring.issue(tokens.READ, shard.segment_id, 60), tokens.READ))
+    assert not list((node.drives[0] / "tmp").iterdir())
+
+
+def test_interrupted_or_truncated_shard_stream_leaves_nothing(tmp_path, nodes, keyring):
+    node = nodes[0]
+    drive = node.drive_ids()[0]
+
+    async def scenario():
+        async with aiohttp.ClientSession() as session:
+            remote = RemoteStorageNode(node.endpoint, [drive], lambda o, s: keyring.issue(o, s, 60), session)
+            shard = ShardRef(1, uuid.uuid4().hex, 2)
+            sink = await remote.open_shard(drive, shard, encode_header({"segment_id": shard.segment_id}))
+            await sink.append([seal_record(os.urandom(CELL))])
+            await sink.abort()  # the client goes away mid-stream
+            truncated = ShardRef(1, uuid.uuid4().hex, 2)
+            sink = await remote.open_shard(drive, truncated, encode_header({"segment_id": truncated.segment_id}))
+            await sink.append([seal_record(os.urandom(CELL))])
+            with pytest.raises(Exception, match="footer"):
+                await sink.finish(b"")  # a stream that ends without its footer
+            for gone in (shard, truncated):
+                with pytest.raises(FileNotFoundError):
+                    await remote.size(drive, gone)
+
+    run(scenario())
+    deadline = time.monotonic() + 5
+    while list((node.drives[0] / "tmp").iterdir()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not list((node.drives[0] / "tmp").iterdir())
