@@ -79,6 +79,10 @@ class IncompleteBody(InvalidRequest):
     """The client sent fewer bytes than it announced."""
 
 
+class MetadataUnavailable(ApolloError):
+    """The metadata database cannot be reached, or a commit's outcome is unknown: retry the request."""
+
+
 class StorageError(ApolloError):
     """The storage layer could not serve the request."""
 

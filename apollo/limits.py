@@ -37,3 +37,7 @@ journal_file_rotate_s = 600.0  # a journal file takes appends for this long, the
 journal_drive_retry_s = 30.0  # a drive whose journal append failed is skipped this long
 journal_checkpoint_interval_s_default = 3600.0
 journal_checkpoints_kept = 2  # per drive; journal files are kept until the oldest of them covers them
+
+# The manager lease (repair, GC, rebalance, scrub run on its holder): a holder that dies is replaced
+# after at most this long; renewed every third of it.
+manager_lease_ttl_s_default = 10.0

@@ -30,6 +30,7 @@ from apollo.cluster.manager import BackgroundManager
 from apollo.gateway import metrics
 from apollo.gateway.app import build_app
 from apollo.meta import journal
+from apollo.meta.location import meta_target
 from apollo.meta.lock import MetaDirInUse, MetaDirLock
 from apollo.meta.service import MetaService
 from apollo.meta.sql_admin import DriveRecord
@@ -69,20 +70,34 @@ class ServerConfig:
     drive_reserve_bytes: int = limits.drive_free_bytes_min  # placement skips drives with less free space
     upload_expiry_s: float = limits.upload_expiry_s_default
     journal_checkpoint_interval_s: float = limits.journal_checkpoint_interval_s_default
+    manager_lease_ttl_s: float = limits.manager_lease_ttl_s_default
     # Set by the supervisor of ``--workers N`` (apollo/workers.py); None for a single-process server.
     worker_index: int | None = None
     listen_fd: int | None = None
     owner: str | None = None
 
 
+def lease_holder(config: ServerConfig) -> str:
+    """This process's name for the manager lease: host, metadata directory and worker slot.
+
+    Stable across restarts, so a server (or a worker its supervisor restarts) that died holding
+    the lease takes it straight back instead of waiting out the expiry. Safe because the
+    directory's lock admits one server per directory, and the supervisor one worker per slot.
+    """
+    slot = "" if config.worker_index is None else f"#w{config.worker_index}"
+    return f"{socket.gethostname()}:{config.meta_dir.resolve()}{slot}"
+
+
 def open_store(meta_dir: Path) -> SqlStore:
     meta_dir.mkdir(parents=True, exist_ok=True)
-    return SqlStore(meta_dir / "apollo.db")
+    return SqlStore(meta_target(meta_dir))
 
 
 def open_admin_store(meta_dir: Path) -> SqlStore:
     """The store of an admin command that changes the namespace (access keys): journaled like the server's."""
     store = open_store(meta_dir)
+    if store.path is None:  # PostgreSQL: its own WAL and replication protect the namespace
+        return store
     drives = [(r.drive_id, Path(r.path)) for r in store.list_drives()
               if r.node == NODE_NAME and r.state == "online" and (Path(r.path) / FORMAT_FILE).is_file()]  # fmt: skip
     if drives:  # no drives yet: nothing to recover the namespace onto either
@@ -165,8 +180,10 @@ class Server:
         self.store.set_setting("scheme", str(self.scheme))  # for `apollo admin drive drain` checks
         self.node = LocalStorageNode(drives)
         self.meta = MetaService(self.store, owner=config.owner)
-        self.journal = journal.enable(self.store, self.meta.owner, [(d.drive_id, d.root) for d in drives],
-                                      on_error=metrics.journal_errors.inc)  # fmt: skip
+        # The drive journal protects a SQLite file; PostgreSQL has its own WAL, backups and replicas.
+        self.journal = None if self.store.path is None else journal.enable(
+            self.store, self.meta.owner, [(d.drive_id, d.root) for d in drives], on_error=metrics.journal_errors.inc
+        )  # fmt: skip
         ctx = ClientContext(
             self.meta,
             {d: self.node for d in self.node.drive_ids()},
@@ -175,9 +192,12 @@ class Server:
         )
         self.client = ApolloClient(ctx, self.scheme, config.cell_size)
         self.manager = BackgroundManager(
-            ctx, self.node, self.store.get_setting("deployment_id") or "",
-            manager=config.worker_index in (None, 0), reserve_bytes=config.drive_reserve_bytes,
+            ctx, self.node, self.store.get_setting("deployment_id") or "", holder=lease_holder(config),
+            lease_ttl_s=config.manager_lease_ttl_s, reserve_bytes=config.drive_reserve_bytes,
         )  # fmt: skip
+        self.manager.duties.append(self._gc_loop)  # one garbage collector and checkpointer per deployment
+        if self.journal is not None:
+            self.manager.duties.append(self._checkpoint_loop)
         if config.root_user:
             self.store.put_key(config.root_user, config.root_password, time.time(), is_root=True)
         self.app = build_app(self.client, config.domain)
@@ -189,11 +209,10 @@ class Server:
             await asyncio.to_thread(recover_interrupted_writes, self.store, self.drives, self.meta.owner)
         tasks = await self.manager.start()
         tasks.append(asyncio.create_task(self._flush_logs_loop()))
-        tasks.append(asyncio.create_task(self._journal_loop()))
-        if self.manager.is_manager:  # one garbage collector and checkpointer per server
-            tasks.append(asyncio.create_task(self._gc_loop()))
-            tasks.append(asyncio.create_task(self._checkpoint_loop()))
+        if self.journal is not None:
+            tasks.append(asyncio.create_task(self._journal_loop()))
         yield
+        await self.manager.stop()
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

@@ -2,19 +2,27 @@
 
 from __future__ import annotations
 
+import itertools
+import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from apollo.testing.postgres import TempPostgres, find_bindir
 from apollo.testing.server import ServerProcess
 
+_databases = itertools.count()
 
-@pytest.fixture(scope="session")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    """One server shared by the behaviour tests (each test uses its own bucket)."""
-    with ServerProcess(tmp_path_factory.mktemp("apollo")) as process:
+
+@pytest.fixture(scope="session", params=["sqlite", "postgresql"])
+def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """One server per metadata engine shared by the behaviour tests (each test uses its own bucket)."""
+    extra_args = []
+    if request.param == "postgresql":
+        extra_args = ["--meta", request.getfixturevalue("postgres").create_database(f"apollo_s3_{os.getpid()}")]
+    with ServerProcess(tmp_path_factory.mktemp("apollo"), extra_args=extra_args) as process:
         yield process
 
 
@@ -43,3 +51,31 @@ def make_server(tmp_path: Path) -> Iterator:
     yield factory
     for process in started:
         process.kill()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[TempPostgres]:
+    """One real PostgreSQL server for the session (fsync off); each test takes a database of its own.
+
+    CI installs postgresql-15 (``./run tests``) and a missing server fails there; elsewhere the
+    PostgreSQL cases are skipped with the reason.
+    """
+    if find_bindir() is None:
+        if os.environ.get("CI"):
+            pytest.fail("PostgreSQL server binaries are missing in CI: ./run tests installs postgresql-15")
+        pytest.skip("PostgreSQL server binaries not installed (apt-get install postgresql-15)")
+    with TempPostgres(durable=False) as server:
+        yield server
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def meta_target(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], str]:
+    """A factory of fresh metadata databases on each engine: a SQLite path or a PostgreSQL URL."""
+
+    def fresh() -> str:
+        number = next(_databases)
+        if request.param == "sqlite":
+            return str(tmp_path / f"meta{number}.db")
+        return request.getfixturevalue("postgres").create_database(f"apollo_test_{os.getpid()}_{number}")
+
+    return fresh

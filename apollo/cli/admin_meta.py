@@ -14,7 +14,8 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from apollo.meta.backup import DB_FILE, BackupError, Summary, backup, restore
+from apollo.meta.backup import BackupError, Summary, backup, restore
+from apollo.meta.location import DB_FILE, refuse_postgres
 from apollo.meta.lock import MetaDirInUse, MetaDirLock
 
 STEP_PAGES_DEFAULT = 1024  # 4 MiB of 4 KiB pages between progress updates
@@ -86,6 +87,7 @@ def cmd_backup(args: argparse.Namespace) -> None:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+    refuse_postgres(args.meta_dir, "backup-metadata")
     source = args.meta_dir / DB_FILE
     started = time.monotonic()
     columns = (TextColumn("copying"), BarColumn(), MofNCompleteColumn(), TextColumn("pages {task.fields[rate]}"),
@@ -108,6 +110,7 @@ def cmd_backup(args: argparse.Namespace) -> None:
 
 
 def cmd_restore(args: argparse.Namespace) -> None:
+    refuse_postgres(args.meta_dir, "restore-metadata")
     started = time.monotonic()
     try:
         lock = MetaDirLock(args.meta_dir, "apollo admin restore-metadata")
@@ -131,6 +134,7 @@ def cmd_recover(args: argparse.Namespace) -> None:
 
     from apollo.meta.recovery import RecoveryError, RecoveryRefused, recover
 
+    refuse_postgres(args.meta_dir, "recover-metadata")
     started = time.monotonic()
     try:
         lock = MetaDirLock(args.meta_dir, "apollo admin recover-metadata")

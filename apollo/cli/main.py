@@ -85,6 +85,14 @@ def cmd_server(args: argparse.Namespace) -> None:
     meta_dir = Path(args.meta_dir) if args.meta_dir else drives[0].resolve().parent / "apollo-meta"
     if any(meta_dir.resolve() == d.resolve() or d.resolve() in meta_dir.resolve().parents for d in drives):
         sys.exit("--meta-dir must not be inside a drive: losing that drive would lose the metadata")
+    if args.meta:
+        if not args.meta.startswith(("postgresql://", "postgres://")):
+            sys.exit("--meta takes a PostgreSQL URL (postgresql://user@host:port/database); "
+                     "SQLite needs no flag (--meta-dir)")  # fmt: skip
+        if args.worker_index is None:  # the supervisor wrote it for its workers
+            from apollo.meta.location import remember_meta_url
+
+            remember_meta_url(meta_dir, args.meta)
     host, _, port = args.address.rpartition(":")
     user, password = _credentials(args)
     config = ServerConfig(
@@ -93,10 +101,13 @@ def cmd_server(args: argparse.Namespace) -> None:
         root_user=user, root_password=password, gc_delay_s=args.gc_delay,
         drive_reserve_bytes=args.drive_reserve,
         upload_expiry_s=args.upload_expiry, journal_checkpoint_interval_s=args.journal_checkpoint_interval,
+        manager_lease_ttl_s=args.manager_lease,
         worker_index=args.worker_index, listen_fd=args.listen_fd, owner=args.owner_id,
     )  # fmt: skip
     if args.workers < 1:
         sys.exit("--workers must be at least 1")
+    if args.manager_lease < 1:
+        sys.exit("--manager-lease must be at least 1 second")
     if args.journal_checkpoint_interval <= 0:
         sys.exit("--journal-checkpoint-interval must be positive")
     if args.workers > 1 and args.worker_index is None:
@@ -137,6 +148,9 @@ def build_parser() -> argparse.ArgumentParser:
     server.add_argument("drives", nargs="*", help="drive directories (brace ranges like /data/d{1...6} expand)")
     server.add_argument("--address", default="127.0.0.1:9000")
     server.add_argument("--meta-dir", help="metadata directory (default: apollo-meta beside the drives)")
+    server.add_argument("--meta", metavar="URL",
+                        help="keep the metadata in PostgreSQL at this URL instead of SQLite in --meta-dir; "
+                             "remembered in --meta-dir for later starts and admin commands")  # fmt: skip
     server.add_argument("--ec", help="erasure code K+M (or repN); default follows the drive count")
     server.add_argument("--cell-size", type=int, default=limits.cell_size_bytes_default)
     server.add_argument("--domain", help="enable virtual-host-style addressing under this domain")
@@ -149,6 +163,9 @@ def build_parser() -> argparse.ArgumentParser:
     server.add_argument("--journal-checkpoint-interval", type=float, metavar="SECONDS",
                         default=limits.journal_checkpoint_interval_s_default,
                         help="copy the metadata database to the journal drives this often (default 3600)")  # fmt: skip
+    server.add_argument("--manager-lease", type=float, default=limits.manager_lease_ttl_s_default, metavar="SECONDS",
+                        help="lifetime of the manager lease: how soon another process takes over background "
+                             "work (repair, GC, rebalance) from one that died")  # fmt: skip
     server.add_argument("--dev", action="store_true", help="development mode: allow/print dev credentials")
     server.add_argument("--log-level", default="INFO")
     server.add_argument("--workers", type=int, default=1,

@@ -1,11 +1,13 @@
 """Background managers of one server: drive probes everywhere; repair, scrub, drive jobs on the manager.
 
 Every server process runs the drive probe (it decides where that process may
-place new shards). Exactly one process per deployment is the *manager* (the
-single server, or worker 0 of ``--workers N``; in cluster mode, the meta
-instance holding the lease): it changes drive states, walks failed and draining
-drives, repairs, scrubs, rebalances, sweeps orphan shards, rereads the tuning knobs and
-publishes what it is doing for ``apollo admin status``.
+place new shards). Exactly one process per deployment is the *manager*: the one
+holding the manager lease in the database (``apollo.cluster.lease``), so that a
+manager that dies hands the role to another process. The manager changes drive
+states, walks failed and draining drives, repairs, scrubs, rebalances, sweeps
+orphan shards, collects garbage, publishes what it is doing for
+``apollo admin status``; those loops start when the lease is taken and are
+cancelled when it is lost.
 """
 
 from __future__ import annotations
@@ -14,9 +16,11 @@ import asyncio
 import json
 import logging
 import time
+from collections.abc import Callable, Coroutine
 
 from apollo.client.context import ClientContext
 from apollo.cluster.drives import DriveMonitor
+from apollo.cluster.lease import LeaseKeeper
 from apollo.cluster.orphans import OrphanSweeper
 from apollo.cluster.passes import request_setting
 from apollo.cluster.rebalance import Rebalancer
@@ -32,33 +36,61 @@ JOBS_IDLE_POLL_S = 0.5  # a new drive job (a failure, a drain) starts walking wi
 STATUS_SETTING = "status.repair"
 
 
+Duty = Callable[[], Coroutine[None, None, None]]  # a manager loop: runs until cancelled
+
+
 class BackgroundManager:
     def __init__(
-        self, ctx: ClientContext, node: LocalStorageNode, deployment_id: str, *, manager: bool, reserve_bytes: int
-    ) -> None:
+        self, ctx: ClientContext, node: LocalStorageNode, deployment_id: str, *, holder: str, lease_ttl_s: float,
+        reserve_bytes: int,
+    ) -> None:  # fmt: skip
+        """``holder``: this process's name for the lease, stable across its restarts (see ``Server``)."""
         self.ctx = ctx
         self.meta = ctx.meta
-        self.is_manager = manager
-        self.drives = DriveMonitor(ctx, node, deployment_id, manager=manager, reserve_bytes=reserve_bytes)
+        self.lease = LeaseKeeper(ctx.meta, holder, lease_ttl_s)
+        self.drives = DriveMonitor(ctx, node, deployment_id, manager=False, reserve_bytes=reserve_bytes)
         self.repair = RepairWorker(ctx, self.drives.view)
         self.scrub = Scrubber(ctx, lambda: set(node.drives))
         self.orphans = OrphanSweeper(ctx.meta, node)
         self.rebalance = Rebalancer(ctx.meta, self.drives.view)
+        self.duties: list[Duty] = [self.repair.run_forever, self.scrub.run_forever, self.orphans.run_forever,
+                                   self.rebalance.run_forever, self._jobs_loop]  # fmt: skip
+        self._duty_tasks: list[asyncio.Task] = []
         self._states: dict[str, str] = {}
         self.tuning = Tuning()
         for background_pass in (self.scrub, self.orphans, self.rebalance):
             background_pass.retune = self.retune
         self._last_status = (time.monotonic(), 0)
 
+    @property
+    def is_manager(self) -> bool:
+        return self.drives.manager
+
     async def start(self) -> list[asyncio.Task]:
-        """First probe before the server accepts requests, then the loops."""
+        """Tuning, the lease and a first probe before the server accepts requests, then the loops."""
         await self.retune()
+        if await self.lease.renew():
+            await self._take_role()
         await self.drives.probe()
-        loops = [self._probe_loop()]
-        if self.is_manager:
-            loops += [self.repair.run_forever(), self.scrub.run_forever(), self.orphans.run_forever(),
-                      self.rebalance.run_forever(), self._jobs_loop()]  # fmt: skip
+        loops = [self._probe_loop(), self.lease.keep(self._take_role, self._drop_role)]
         return [asyncio.create_task(loop) for loop in loops]
+
+    async def stop(self) -> None:
+        await self._drop_role()
+        await self.lease.release()
+
+    async def _take_role(self) -> None:
+        if self.drives.manager:
+            return
+        self.drives.manager = True
+        self._duty_tasks = [asyncio.create_task(duty()) for duty in self.duties]
+
+    async def _drop_role(self) -> None:
+        self.drives.manager = False
+        tasks, self._duty_tasks = self._duty_tasks, []
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def retune(self) -> None:
         settings = await self.meta.settings_like(SETTING_PREFIX)

@@ -110,6 +110,7 @@ CORE_ERROR_TABLE: list[tuple[type[errors.ApolloError], str]] = [
     (errors.InvalidRequest, "InvalidRequest"),
     (errors.InsufficientStorage, "InsufficientStorage"),
     (errors.InsufficientFragments, "ServiceUnavailable"),
+    (errors.MetadataUnavailable, "ServiceUnavailable"),
 ]
 
 

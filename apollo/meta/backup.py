@@ -28,9 +28,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from apollo.meta.location import DB_FILE
 from apollo.meta.schema import SCHEMA_VERSION
 
-DB_FILE = "apollo.db"
 # Files SQLite keeps beside a database: they belong to it and must move (or go) with it.
 SIDECARS = ("-wal", "-journal")
 SHARED_MEMORY = "-shm"  # rebuilt from the WAL on open; never worth keeping

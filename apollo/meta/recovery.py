@@ -30,8 +30,9 @@ from typing import Protocol
 from apollo.cluster.drives import NODE_NAME
 from apollo.errors import DriveError
 from apollo.meta import journal
-from apollo.meta.backup import DB_FILE, SHARED_MEMORY, SIDECARS, BackupError, Summary, backup, restore
+from apollo.meta.backup import SHARED_MEMORY, SIDECARS, BackupError, Summary, backup, restore
 from apollo.meta.capture import Replayer
+from apollo.meta.location import DB_FILE
 from apollo.meta.sql_admin import DriveRecord
 from apollo.meta.store import SqlStore
 from apollo.storage.drive import Drive, read_format
@@ -228,11 +229,12 @@ def _repair_invariants(store: SqlStore, now: float) -> dict[str, int]:
                    f"SELECT segment_id, layout, '', ? FROM segments WHERE {unowned}", (now,))  # fmt: skip
         fixes["segments of no version or part sent to GC"] = db.execute(
             f"DELETE FROM segments WHERE {unowned}").rowcount  # fmt: skip
-        fixes["latest-version flags corrected"] = db.execute(
-            "UPDATE versions SET is_latest = (id = (SELECT MAX(v.id) FROM versions v "
-            "WHERE v.bucket = versions.bucket AND v.key = versions.key)) "
-            "WHERE is_latest IS NOT (id = (SELECT MAX(v.id) FROM versions v "
-            "WHERE v.bucket = versions.bucket AND v.key = versions.key))").rowcount  # fmt: skip
+        # Clear the wrong flags first, then set the right ones: one latest row per key is a unique index.
+        newest = "(SELECT MAX(v.id) FROM versions v WHERE v.bucket = versions.bucket AND v.key = versions.key)"
+        fixes["latest-version flags corrected"] = (
+            db.execute(f"UPDATE versions SET is_latest = 0 WHERE is_latest = 1 AND id <> {newest}").rowcount
+            + db.execute(f"UPDATE versions SET is_latest = 1 WHERE is_latest = 0 AND id = {newest}").rowcount
+        )
     return fixes
 
 

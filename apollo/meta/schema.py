@@ -3,11 +3,15 @@
 Versions of a key are ordered by ``id`` (monotonic); exactly one row per key
 has ``is_latest = 1``. Listing walks the partial index of latest versions in
 key order, so a page costs O(page + log n) whatever the bucket size.
+A unique index allows one latest row per key: on PostgreSQL, where several metadata
+processes commit at once, it is what makes one of two racing commits to a key fail
+and rerun (``apollo.meta.engine``). The foreign keys do the same for a commit racing
+the deletion of its bucket or upload; SQLite, with one writer, leaves them unchecked.
 Segments hang off a ``data_id`` so multipart completion can re-parent part
 segments onto the final version without copying bytes.
 """
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 DDL = [
     "CREATE TABLE IF NOT EXISTS settings (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
@@ -24,14 +28,14 @@ DDL = [
         name TEXT PRIMARY KEY, created REAL NOT NULL, versioning TEXT NOT NULL DEFAULT '')""",
     """CREATE TABLE IF NOT EXISTS versions (
         id INTEGER PRIMARY KEY AUTOINCREMENT,
-        bucket TEXT NOT NULL, key TEXT NOT NULL, version_id TEXT NOT NULL,
+        bucket TEXT NOT NULL REFERENCES buckets (name), key TEXT NOT NULL, version_id TEXT NOT NULL,
         is_latest INTEGER NOT NULL, delete_marker INTEGER NOT NULL,
         size INTEGER NOT NULL, etag TEXT NOT NULL, last_modified REAL NOT NULL,
         content_type TEXT NOT NULL, headers TEXT NOT NULL, checksums TEXT NOT NULL,
         tags TEXT NOT NULL, parts TEXT NOT NULL, inline_data BLOB, data_id TEXT)""",
     "CREATE UNIQUE INDEX IF NOT EXISTS versions_by_id ON versions (bucket, key, version_id)",
     "CREATE INDEX IF NOT EXISTS versions_by_age ON versions (bucket, key, id)",
-    "CREATE INDEX IF NOT EXISTS versions_latest ON versions (bucket, key) WHERE is_latest = 1",
+    "CREATE UNIQUE INDEX IF NOT EXISTS versions_latest ON versions (bucket, key) WHERE is_latest = 1",
     """CREATE TABLE IF NOT EXISTS segments (
         data_id TEXT NOT NULL, seq INTEGER NOT NULL, segment_id TEXT NOT NULL,
         offset_bytes INTEGER NOT NULL, length INTEGER NOT NULL, layout TEXT NOT NULL, pg INTEGER NOT NULL,
@@ -40,14 +44,15 @@ DDL = [
     # Scrub and drive evacuation walk committed segments placement group by placement group.
     "CREATE INDEX IF NOT EXISTS segments_by_pg ON segments (pg, segment_id)",
     """CREATE TABLE IF NOT EXISTS uploads (
-        upload_id TEXT PRIMARY KEY, bucket TEXT NOT NULL, key TEXT NOT NULL, created REAL NOT NULL,
+        upload_id TEXT PRIMARY KEY, bucket TEXT NOT NULL REFERENCES buckets (name), key TEXT NOT NULL,
+        created REAL NOT NULL,
         content_type TEXT NOT NULL, headers TEXT NOT NULL, tags TEXT NOT NULL,
         checksum_algorithm TEXT NOT NULL, checksum_type TEXT NOT NULL DEFAULT '')""",
     "CREATE INDEX IF NOT EXISTS uploads_by_key ON uploads (bucket, key, upload_id)",
     # The garbage collector aborts abandoned uploads oldest first (``--upload-expiry``).
     "CREATE INDEX IF NOT EXISTS uploads_by_age ON uploads (created)",
     """CREATE TABLE IF NOT EXISTS parts (
-        upload_id TEXT NOT NULL, part_number INTEGER NOT NULL, size INTEGER NOT NULL,
+        upload_id TEXT NOT NULL REFERENCES uploads (upload_id), part_number INTEGER NOT NULL, size INTEGER NOT NULL,
         etag TEXT NOT NULL, last_modified REAL NOT NULL, checksums TEXT NOT NULL, data_id TEXT NOT NULL,
         PRIMARY KEY (upload_id, part_number))""",
     # Durable GC queue: segments being written (due far ahead, removed by the commit)
@@ -67,6 +72,10 @@ DDL = [
         drive_id TEXT PRIMARY KEY, kind TEXT NOT NULL, cursor_pg INTEGER NOT NULL,
         cursor_segment TEXT NOT NULL, queued INTEGER NOT NULL DEFAULT 0, started REAL NOT NULL,
         finished REAL NOT NULL DEFAULT 0)""",
+    # Leases of background managers (repair, GC, rebalance...): one holder at a time, expiring on the
+    # database's clock so that a dead holder's lease passes to another process (apollo.meta.sql_leases).
+    """CREATE TABLE IF NOT EXISTS leases (
+        name TEXT PRIMARY KEY, holder TEXT NOT NULL, expires REAL NOT NULL, acquired REAL NOT NULL)""",
 ]
 
 # Upgrades of databases written by older versions: (new version, statements), applied in order
@@ -82,5 +91,8 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
         "ALTER TABLE repair_queue ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0",
         "ALTER TABLE repair_queue ADD COLUMN next_try REAL NOT NULL DEFAULT 0",
         "ALTER TABLE repair_queue ADD COLUMN target TEXT NOT NULL DEFAULT ''",
+    ]),
+    (3, [
+        "DROP INDEX IF EXISTS versions_latest",  # recreated UNIQUE by the DDL
     ]),
 ]  # fmt: skip

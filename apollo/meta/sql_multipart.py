@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sqlite3
 import uuid
 from collections.abc import Callable
 
@@ -12,7 +11,7 @@ from apollo import errors
 from apollo.meta.listing import Cursor, walk
 from apollo.meta.model import Conditions, ListPage, ObjectAttrs, Part, Upload, Version
 from apollo.meta.sql_objects import ObjectOps, attrs_from_row, check_conditions, headers_json
-from apollo.meta.sqlbase import dumps
+from apollo.meta.sqlbase import Conn, Row, dumps
 from apollo.types import ObjectData, SegmentLayout
 
 
@@ -131,7 +130,7 @@ class MultipartOps(ObjectOps):
                     expired.append(_upload(upload))
         return expired
 
-    def _drop_upload(self, db: sqlite3.Connection, upload_id: str, now: float) -> None:
+    def _drop_upload(self, db: Conn, upload_id: str, now: float) -> None:
         """The parts' segments go to the GC queue, the same path as a deleted object's."""
         for part in db.execute("SELECT data_id FROM parts WHERE upload_id = ?", (upload_id,)).fetchall():
             self._discard_data(db, part["data_id"], now)
@@ -175,7 +174,7 @@ class MultipartOps(ObjectOps):
                 attrs=upload.attrs, parts=[p.size for p in chosen], inline=None, data_id=data_id,
             )  # fmt: skip
 
-    def _merge_parts(self, db: sqlite3.Connection, parts: list[Part]) -> str:
+    def _merge_parts(self, db: Conn, parts: list[Part]) -> str:
         """Re-parent every part's segments onto one new data id, shifting offsets."""
         data_id = uuid.uuid4().hex
         seq = 0
@@ -196,7 +195,7 @@ class MultipartOps(ObjectOps):
         return data_id
 
     @staticmethod
-    def _upload_row(db: sqlite3.Connection, bucket: str, key: str, upload_id: str) -> sqlite3.Row:
+    def _upload_row(db: Conn, bucket: str, key: str, upload_id: str) -> Row:
         row = db.execute(
             "SELECT * FROM uploads WHERE upload_id = ? AND bucket = ? AND key = ?", (upload_id, bucket, key)
         ).fetchone()
@@ -224,12 +223,12 @@ def _validate_parts(requested: list[tuple[int, str]], stored: dict[int, Part], s
     return chosen
 
 
-def _upload(row: sqlite3.Row) -> Upload:
+def _upload(row: Row) -> Upload:
     attrs = attrs_from_row({**dict(row), "checksums": "{}"})
     return Upload(row["upload_id"], row["bucket"], row["key"], row["created"], attrs, row["checksum_algorithm"],
                   row["checksum_type"])  # fmt: skip
 
 
-def _part(row: sqlite3.Row) -> Part:
+def _part(row: Row) -> Part:
     return Part(row["part_number"], row["size"], row["etag"], row["last_modified"], json.loads(row["checksums"]),
                 row["data_id"])  # fmt: skip

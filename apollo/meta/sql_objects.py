@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 import uuid
 
 from apollo import errors
@@ -17,7 +16,7 @@ from apollo.meta.model import (
     ObjectAttrs,
     Version,
 )
-from apollo.meta.sqlbase import SqlBase, dumps
+from apollo.meta.sqlbase import Conn, Row, SqlBase, dumps
 from apollo.types import ObjectData, SegmentLayout
 
 _VERSION_COLUMNS = (
@@ -31,7 +30,7 @@ def new_version_id() -> str:
     return uuid.uuid4().hex
 
 
-def attrs_from_row(row: sqlite3.Row) -> ObjectAttrs:
+def attrs_from_row(row: Row) -> ObjectAttrs:
     headers = json.loads(row["headers"])
     return ObjectAttrs(
         content_type=row["content_type"],
@@ -85,7 +84,7 @@ class ObjectOps(SqlBase):
             db.execute("UPDATE buckets SET versioning = ? WHERE name = ?", (status, name))
 
     @staticmethod
-    def _bucket_row(db: sqlite3.Connection, name: str) -> sqlite3.Row:
+    def _bucket_row(db: Conn, name: str) -> Row:
         row = db.execute("SELECT name, versioning FROM buckets WHERE name = ?", (name,)).fetchone()
         if row is None:
             raise errors.BucketNotFound(f"bucket {name} does not exist")
@@ -93,7 +92,7 @@ class ObjectOps(SqlBase):
 
     # object data -----------------------------------------------------------------------------
 
-    def _store_data(self, db: sqlite3.Connection, data: ObjectData) -> str | None:
+    def _store_data(self, db: Conn, data: ObjectData) -> str | None:
         """Attach segments to a new data id; their pending-write GC rows go in the same transaction."""
         if not data.segments:
             return None
@@ -109,7 +108,7 @@ class ObjectOps(SqlBase):
         db.executemany("DELETE FROM garbage WHERE segment_id = ?", [(s.segment_id,) for s in data.segments])
         return data_id
 
-    def _discard_data(self, db: sqlite3.Connection, data_id: str | None, now: float) -> None:
+    def _discard_data(self, db: Conn, data_id: str | None, now: float) -> None:
         """Queue a data id's segments for GC after a grace period for in-flight readers."""
         if data_id is None:
             return
@@ -120,13 +119,13 @@ class ObjectOps(SqlBase):
         )
         db.execute("DELETE FROM segments WHERE data_id = ?", (data_id,))
 
-    def _load_data(self, row: sqlite3.Row) -> ObjectData:
+    def _load_data(self, row: Row) -> ObjectData:
         if row["data_id"] is None:
             return ObjectData(size=row["size"], inline=row["inline_data"] or b"")
         segs = self.all("SELECT layout FROM segments WHERE data_id = ? ORDER BY seq", (row["data_id"],))
         return ObjectData(size=row["size"], segments=[SegmentLayout.from_json(json.loads(s["layout"])) for s in segs])
 
-    def _version(self, row: sqlite3.Row, with_data: bool) -> Version:
+    def _version(self, row: Row, with_data: bool) -> Version:
         return Version(
             bucket=row["bucket"],
             key=row["key"],
@@ -176,7 +175,7 @@ class ObjectOps(SqlBase):
 
     def _insert_version(
         self,
-        db: sqlite3.Connection,
+        db: Conn,
         bucket: str,
         key: str,
         versioning: str,
@@ -202,18 +201,28 @@ class ObjectOps(SqlBase):
                 self._discard_data(db, old["data_id"], now)
                 db.execute("DELETE FROM versions WHERE id = ?", (old["id"],))
         db.execute("UPDATE versions SET is_latest = 0 WHERE bucket = ? AND key = ? AND is_latest = 1", (bucket, key))
-        cursor = db.execute(
+        row = db.execute(
             "INSERT INTO versions (bucket, key, version_id, is_latest, delete_marker, size, etag, last_modified, "
             "content_type, headers, checksums, tags, parts, inline_data, data_id) "
-            "VALUES (?, ?, ?, 1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "VALUES (?, ?, ?, 1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
             (
-                bucket, key, version_id, int(delete_marker), size, etag, now, attrs.content_type,
-                headers_json(attrs), dumps(attrs.checksums), dumps(attrs.tags), dumps(parts), inline, data_id,
+                bucket,
+                key,
+                version_id,
+                int(delete_marker),
+                size,
+                etag,
+                now,
+                attrs.content_type,
+                headers_json(attrs),
+                dumps(attrs.checksums),
+                dumps(attrs.tags),
+                dumps(parts),
+                inline,
+                data_id,
             ),
-        )  # fmt: skip
-        return Version(
-            bucket, key, version_id, True, delete_marker, size, etag, now, attrs, parts, None, cursor.lastrowid or 0
-        )
+        ).fetchall()[0]  # fmt: skip (all rows: a RETURNING statement must finish before COMMIT)
+        return Version(bucket, key, version_id, True, delete_marker, size, etag, now, attrs, parts, None, row["id"])
 
     def get_version(
         self, bucket: str, key: str, version_id: str | None = None, with_data: bool = True
@@ -249,7 +258,7 @@ class ObjectOps(SqlBase):
             )  # fmt: skip
             return DeleteResult(marker.version_id, True)
 
-    def _delete_exact(self, db: sqlite3.Connection, bucket: str, key: str, version_id: str, now: float) -> DeleteResult:
+    def _delete_exact(self, db: Conn, bucket: str, key: str, version_id: str, now: float) -> DeleteResult:
         row = db.execute(
             "SELECT id, is_latest, delete_marker, data_id FROM versions "
             "WHERE bucket = ? AND key = ? AND version_id = ?",
@@ -318,7 +327,7 @@ class ObjectOps(SqlBase):
                 start = Cursor(key_marker, seq=row["id"])
 
         def fetch(cursor: Cursor, upper: str | None, limit: int) -> list[Version]:
-            rows: list[sqlite3.Row] = []
+            rows: list[Row] = []
             if cursor.seq is not None:
                 rows = self.all(
                     f"SELECT {_VERSION_COLUMNS} FROM versions WHERE bucket = ? AND key = ? AND id < ? "
@@ -352,7 +361,7 @@ def _last_marker(rows: list, prefixes: list[str]) -> str | None:
     return max(candidates) if candidates else None
 
 
-def check_conditions(latest: sqlite3.Row | None, conditions: Conditions) -> None:
+def check_conditions(latest: Row | None, conditions: Conditions) -> None:
     exists = latest is not None and not latest["delete_marker"]
     if conditions.if_none_match_star and exists:
         raise errors.PreconditionFailed("If-None-Match: * and the key exists")

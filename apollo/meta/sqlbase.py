@@ -1,24 +1,30 @@
-"""Connection handling for the SQL metadata store (SQLite now; the SQL is kept portable).
+"""Transactions of the SQL metadata store, on either engine (``apollo.meta.engine``).
 
-All calls of one store run on one thread (the metadata service's executor),
-so a single connection serves them; write transactions start with
-``BEGIN IMMEDIATE`` so conditional writes are checked under the write lock.
+A store object may be used from several threads (PostgreSQL: the metadata service's
+pool of threads) or from one (SQLite: the single writer thread). Each thread's open
+transaction lives in a thread-local, so nested ``tx()`` calls find it and become
+savepoints; statements outside a transaction take a connection for themselves.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import sqlite3
+import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from apollo import faults
+from apollo import errors, faults
+from apollo.meta.engine import Engine, SqliteEngine, open_engine
 from apollo.meta.schema import DDL, MIGRATIONS, SCHEMA_VERSION
 
 if TYPE_CHECKING:
     from apollo.meta.journal import Journal
+
+
+Row = Any  # sqlite3.Row or psycopg's dict row: both index by column name
+Conn = Any  # sqlite3.Connection or engine.PgConnection: execute / executemany with ``?`` parameters
 
 
 def dumps(value: object) -> str:
@@ -26,24 +32,38 @@ def dumps(value: object) -> str:
 
 
 class SqlBase:
-    """Owns the connection; mixins add the operations."""
+    """Owns the engine; mixins add the operations."""
 
     journal: Journal | None = None  # set by ``apollo.meta.journal.enable`` on the writer (SQLite mode)
 
-    def __init__(self, path: Path | str) -> None:
-        self.path = str(path)
-        self.conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        self.conn.row_factory = sqlite3.Row
-        self.conn.execute("PRAGMA journal_mode=WAL")
-        self.conn.execute("PRAGMA synchronous=FULL")  # an acknowledged commit survives power loss
-        self.conn.execute("PRAGMA busy_timeout=10000")
-        self.conn.execute("PRAGMA foreign_keys=OFF")
-        self._prepare_schema()
+    def __init__(self, target: Path | str | Engine) -> None:
+        """``target``: a SQLite file path, a ``postgresql://`` URL, or an open engine."""
+        self.engine = target if isinstance(target, Engine) else open_engine(str(target))
+        self._owns_engine = True
+        self._local = threading.local()
+        self.engine.run(self._prepare_schema)
+
+    @property
+    def path(self) -> str | None:
+        """The SQLite file (journal, checkpoints and backups work on it); None on PostgreSQL."""
+        return self.engine.path if isinstance(self.engine, SqliteEngine) else None
+
+    @property
+    def conn(self) -> Any:
+        """The calling thread's open transaction; on SQLite, outside one, the store's only connection."""
+        active = getattr(self._local, "conn", None)
+        if active is not None:
+            return active
+        if isinstance(self.engine, SqliteEngine):
+            return self.engine.conn
+        raise RuntimeError("no metadata transaction is open on this thread")
 
     def _prepare_schema(self) -> None:
         """Create a new database, or upgrade an older one step by step; refuse a newer one."""
-        with self.tx():
-            has_settings = self.one("SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'settings'")
+        with self.tx() as db:
+            if self.engine.schema_lock_sql:
+                db.execute(self.engine.schema_lock_sql)
+            has_settings = self.engine.table_exists(db, "settings")
             row = self.one("SELECT value FROM settings WHERE name = 'schema_version'") if has_settings else None
             found = SCHEMA_VERSION if row is None else int(row["value"])
             if found > SCHEMA_VERSION:
@@ -52,10 +72,10 @@ class SqlBase:
             for version, statements in MIGRATIONS:
                 if found < version:
                     for statement in statements:
-                        self.conn.execute(statement)
+                        db.execute(self.engine.ddl(statement))
             for statement in DDL:
-                self.conn.execute(statement)
-            self.conn.execute(
+                db.execute(self.engine.ddl(statement))
+            db.execute(
                 "INSERT INTO settings (name, value) VALUES ('schema_version', ?) "
                 "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
                 (str(SCHEMA_VERSION),),
@@ -64,75 +84,94 @@ class SqlBase:
     @contextlib.contextmanager
     def batch(self) -> Iterator[None]:
         """One transaction around several calls (group commit); each call's ``tx()`` becomes a savepoint."""
-        self.conn.execute("BEGIN IMMEDIATE")
-        try:
+        with self._transaction("meta.batch.before_commit"):
             yield
-        except BaseException:
-            self.conn.execute("ROLLBACK")
-            raise
-        self._commit("meta.batch.before_commit")
 
     @contextlib.contextmanager
-    def tx(self) -> Iterator[sqlite3.Connection]:
+    def tx(self) -> Iterator[Any]:
         """A write transaction: commits on success, rolls back on any exception.
 
         Inside ``batch()`` or another ``tx()`` it is a savepoint instead: a failing call undoes
         only its own changes.
         """
-        if self.conn.in_transaction:
-            self.conn.execute("SAVEPOINT call")
-            try:
-                yield self.conn
-            except BaseException:
-                self.conn.execute("ROLLBACK TO call")
-                self.conn.execute("RELEASE call")
-                raise
-            self.conn.execute("RELEASE call")
+        active = getattr(self._local, "conn", None)
+        if active is None:
+            with self._transaction("meta.tx.before_commit") as conn:
+                yield conn
             return
-        self.conn.execute("BEGIN IMMEDIATE")
+        active.execute("SAVEPOINT call")
         try:
-            yield self.conn
+            yield active
         except BaseException:
-            self.conn.execute("ROLLBACK")
+            active.execute("ROLLBACK TO call")
+            active.execute("RELEASE call")
             raise
-        self._commit("meta.tx.before_commit")
+        active.execute("RELEASE call")
 
-    def _commit(self, fault_point: str) -> None:
+    @contextlib.contextmanager
+    def _transaction(self, fault_point: str) -> Iterator[Any]:
+        with self.engine.connect() as conn:
+            conn.execute(self.engine.begin_sql)
+            self._local.conn = conn
+            try:
+                try:
+                    yield conn
+                except BaseException:
+                    with contextlib.suppress(Exception):  # a dropped connection has nothing left to roll back
+                        conn.execute("ROLLBACK")
+                    raise
+                self._commit(conn, fault_point)
+            finally:
+                self._local.conn = None
+
+    def _commit(self, conn: Any, fault_point: str) -> None:
         """COMMIT the open transaction; with a journal, number its changes inside it and append them after."""
         try:
-            sealed = self.journal.seal(self.conn) if self.journal is not None else None
+            sealed = self.journal.seal(conn) if self.journal is not None else None
             faults.point(fault_point)
-            self.conn.execute("COMMIT")
         except BaseException:
-            with contextlib.suppress(sqlite3.OperationalError):  # a failed COMMIT may have rolled back already
-                self.conn.execute("ROLLBACK")
+            conn.execute("ROLLBACK")
+            raise
+        try:
+            conn.execute("COMMIT")
+        except BaseException as exc:
+            with contextlib.suppress(Exception):  # a failed COMMIT may have rolled back already
+                conn.execute("ROLLBACK")
+            if self.engine.unreachable(exc):  # sent, but did it commit? Only a fresh lookup can tell
+                raise errors.MetadataUnavailable(f"metadata commit outcome unknown: {exc}") from exc
             raise
         if sealed is not None:
             self.journal.publish(sealed)
 
     def open_reader(self) -> SqlBase:
-        """A second, read-only connection to the same database for point lookups.
-
-        WAL lets it read while the writer thread commits, and each statement sees the
-        latest commit, so lookups can run right on the event loop (tens of microseconds)
-        instead of hopping to the writer thread and back, which costs two GIL hand-offs.
-        """
+        """A store for reads on its own connection(s); see ``Engine.reader``."""
         reader = object.__new__(type(self))
-        reader.path = self.path
-        reader.conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        reader.conn.row_factory = sqlite3.Row
-        reader.conn.execute("PRAGMA query_only=1")
-        reader.conn.execute("PRAGMA busy_timeout=10000")
+        reader.engine = self.engine.reader()
+        reader._owns_engine = reader.engine is not self.engine
+        reader._local = threading.local()
         return reader
 
-    def one(self, sql: str, args: tuple = ()) -> sqlite3.Row | None:
-        return self.conn.execute(sql, args).fetchone()
+    @contextlib.contextmanager
+    def _statement(self) -> Iterator[Any]:
+        """The open transaction's connection, or one taken for a single statement."""
+        active = getattr(self._local, "conn", None)
+        if active is not None:
+            yield active
+            return
+        with self.engine.connect() as conn:
+            yield conn
 
-    def all(self, sql: str, args: tuple = ()) -> list[sqlite3.Row]:
-        return self.conn.execute(sql, args).fetchall()
+    def one(self, sql: str, args: tuple = ()) -> Any:
+        with self._statement() as conn:
+            return conn.execute(sql, args).fetchone()
+
+    def all(self, sql: str, args: tuple = ()) -> list[Any]:
+        with self._statement() as conn:
+            return conn.execute(sql, args).fetchall()
 
     def close(self) -> None:
-        self.conn.close()
+        if self._owns_engine:
+            self.engine.close()
         if self.journal is not None:
             self.journal.close()
 

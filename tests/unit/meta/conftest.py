@@ -1,4 +1,4 @@
-"""A real SQLite metadata store with one bucket, ``b``."""
+"""A real metadata store with one bucket, ``b``, on SQLite and on PostgreSQL (``meta_target``)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from apollo.meta.store import SqlStore
 
 
 @pytest.fixture
-def store(tmp_path):
-    db = SqlStore(tmp_path / "meta.db")
+def store(meta_target):
+    db = SqlStore(meta_target())
     db.create_bucket("b", 1.0)
     yield db
     db.close()

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from apollo.meta import capture, journal
-from apollo.meta.backup import DB_FILE
 from apollo.meta.groupcommit import GroupCommitExecutor
+from apollo.meta.location import DB_FILE
 from apollo.meta.model import ObjectAttrs
 from apollo.meta.recovery import RecoveryError, RecoveryRefused, recover
 from apollo.meta.store import SqlStore

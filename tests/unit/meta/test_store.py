@@ -1,4 +1,4 @@
-"""The SQL metadata store against a real SQLite database: namespace, versions, multipart, GC queue."""
+"""The SQL metadata store against real SQLite and PostgreSQL databases: namespace, versions, multipart, GC queue."""
 
 from __future__ import annotations
 
@@ -38,12 +38,11 @@ def list_all(store: SqlStore, prefix: str = "", delimiter: str = "", page: int =
         marker = result.next_marker
 
 
-def test_listing_matches_a_sorted_model_for_every_page_size():
+def test_listing_matches_a_sorted_model_for_every_page_size(store):
     seed = random.randrange(2**32)
     print("seed", seed)
     rng = random.Random(seed)
-    db = SqlStore(":memory:")
-    db.create_bucket("b", 1.0)
+    db = store
     names = {"".join(rng.choice("ab/é") for _ in range(rng.randint(1, 6))) for _ in range(120)}
     for name in names:
         put(db, name)

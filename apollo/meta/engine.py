@@ -1,0 +1,244 @@
+"""The two databases the metadata store runs on, behind one small seam.
+
+The store's SQL is written once, with ``?`` parameters and SQLite's column types; an
+``Engine`` supplies connections, the few statements that differ (starting a write
+transaction, finding a table, column types in DDL, the database clock) and the
+classification of errors: which ones mean "run the whole call again".
+
+- **SQLite** (one machine): one connection per store object, used from one thread. Writers
+  queue on ``BEGIN IMMEDIATE``, so a transaction never conflicts with another and nothing
+  needs a retry.
+- **PostgreSQL** (clusters): a psycopg 3 connection pool shared by many threads and many
+  metadata processes. Write transactions run at REPEATABLE READ: two transactions that
+  update the same row, or insert the same unique key (the one-latest-version-per-key
+  index), cannot both commit; the loser gets a serialization failure or a unique
+  violation and ``Engine.run`` runs its call again from the start, where it sees the
+  winner's commit (an If-None-Match then fails as it should). A lost connection before
+  COMMIT is retried the same way; a lost connection *during* COMMIT is not, because
+  the outcome is unknown (``MetadataUnavailable``; S3 clients retry the request).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import re
+import sqlite3
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+from apollo import errors
+
+T = TypeVar("T")
+
+RETRY_FOR_S = 30.0  # how long a call keeps retrying an unreachable database (a PostgreSQL restart, a failover)
+CONFLICT_ATTEMPTS = 20  # reruns of a call that keeps losing to concurrent transactions
+
+
+class Engine(ABC):
+    name: str
+    embedded: bool  # one writer thread with group commit; point lookups may run inline on the event loop
+    begin_sql: str
+    now_sql: str  # the database's clock in seconds since the epoch: one clock for every process of a cluster
+    schema_lock_sql: str = ""  # serializes schema creation between processes starting at once
+
+    @abstractmethod
+    def connect(self) -> contextlib.AbstractContextManager[Any]:
+        """A connection for one transaction or statement of the calling thread."""
+
+    @abstractmethod
+    def table_exists(self, conn: Any, name: str) -> bool: ...
+
+    @abstractmethod
+    def ddl(self, statement: str) -> str:
+        """A DDL statement written for SQLite, in this database's types."""
+
+    @abstractmethod
+    def conflict(self, exc: BaseException) -> bool:
+        """A concurrent transaction won: running the call again will see its result."""
+
+    @abstractmethod
+    def unreachable(self, exc: BaseException) -> bool:
+        """The database could not be reached or dropped the connection before COMMIT."""
+
+    def full(self, exc: BaseException) -> bool:
+        """The database's disk is full."""
+        return False
+
+    @abstractmethod
+    def reader(self) -> Engine:
+        """An engine for read-only connections to the same database (may be this one)."""
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    def run(self, call: Callable[[], T]) -> T:
+        """Run ``call`` (one store method), again from the start while it loses a conflict or the database is away."""
+        deadline = time.monotonic() + RETRY_FOR_S
+        delay, conflicts = 0.01, 0
+        while True:
+            try:
+                return call()
+            except Exception as exc:
+                if self.conflict(exc) and conflicts < CONFLICT_ATTEMPTS:
+                    conflicts += 1
+                    time.sleep(delay * conflicts / 4)
+                    continue
+                if self.full(exc):
+                    raise errors.InsufficientStorage(f"the metadata database's disk is full: {exc}") from exc
+                if self.unreachable(exc):
+                    if time.monotonic() < deadline:
+                        time.sleep(delay)
+                        delay = min(delay * 2, 1.0)
+                        continue
+                    raise errors.MetadataUnavailable(f"metadata database unreachable for {RETRY_FOR_S:.0f} s: "
+                                                     f"{exc}") from exc  # fmt: skip
+                raise
+
+
+class SqliteEngine(Engine):
+    name = "sqlite"
+    embedded = True
+    begin_sql = "BEGIN IMMEDIATE"
+    now_sql = "(julianday('now') - 2440587.5) * 86400.0"
+
+    def __init__(self, path: str, read_only: bool = False) -> None:
+        self.path = path
+        self.conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self.conn.row_factory = sqlite3.Row
+        if read_only:
+            self.conn.execute("PRAGMA query_only=1")
+        else:
+            self.conn.execute("PRAGMA journal_mode=WAL")
+            self.conn.execute("PRAGMA synchronous=FULL")  # an acknowledged commit survives power loss
+            self.conn.execute("PRAGMA foreign_keys=OFF")
+        self.conn.execute("PRAGMA busy_timeout=10000")
+
+    @contextlib.contextmanager
+    def connect(self) -> Iterator[sqlite3.Connection]:
+        yield self.conn
+
+    def table_exists(self, conn: sqlite3.Connection, name: str) -> bool:
+        row = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)).fetchone()
+        return row is not None
+
+    def ddl(self, statement: str) -> str:
+        return statement
+
+    def conflict(self, exc: BaseException) -> bool:
+        return False  # BEGIN IMMEDIATE serializes writers: nothing to lose
+
+    def unreachable(self, exc: BaseException) -> bool:
+        return False
+
+    def full(self, exc: BaseException) -> bool:
+        return isinstance(exc, sqlite3.Error) and exc.sqlite_errorcode == sqlite3.SQLITE_FULL
+
+    def reader(self) -> SqliteEngine:
+        """WAL lets a second connection read while the writer commits; each statement sees the latest commit."""
+        return SqliteEngine(self.path, read_only=True)
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+# SQLite's column types as PostgreSQL spells them: 64-bit integers and doubles (PostgreSQL's
+# INTEGER and REAL are 32-bit), byte strings, and text that sorts by code point (the "C"
+# collation = UTF-8 byte order, S3's listing order) whatever the database's locale.
+_PG_TYPES = [
+    (re.compile(r"\bINTEGER PRIMARY KEY AUTOINCREMENT\b"), "BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY"),
+    (re.compile(r"\bINTEGER\b"), "BIGINT"),
+    (re.compile(r"\bREAL\b"), "DOUBLE PRECISION"),
+    (re.compile(r"\bBLOB\b"), "BYTEA"),
+    (re.compile(r"\bTEXT\b"), 'TEXT COLLATE "C"'),
+]
+
+
+@functools.lru_cache(maxsize=1024)
+def _pg_sql(sql: str) -> str:
+    return sql.replace("%", "%%").replace("?", "%s")
+
+
+def _pg_args(args: tuple | list) -> tuple:
+    return tuple(int(a) if isinstance(a, bool) else a for a in args)  # flags are INTEGER columns, as in SQLite
+
+
+class PgConnection:
+    """A psycopg connection that takes the store's ``?`` SQL and parameters."""
+
+    def __init__(self, conn: Any) -> None:
+        self.raw = conn
+
+    def execute(self, sql: str, args: tuple | list = ()) -> Any:
+        return self.raw.execute(_pg_sql(sql), _pg_args(args))
+
+    def executemany(self, sql: str, rows: list) -> Any:
+        cursor = self.raw.cursor()
+        cursor.executemany(_pg_sql(sql), [_pg_args(r) for r in rows])
+        return cursor
+
+
+class PostgresEngine(Engine):
+    """A pool of connections; the metadata service runs one thread per connection (``pool_size``)."""
+
+    name = "postgresql"
+    embedded = False
+    begin_sql = "BEGIN ISOLATION LEVEL REPEATABLE READ"
+    now_sql = "EXTRACT(EPOCH FROM clock_timestamp())::DOUBLE PRECISION"
+    schema_lock_sql = "SELECT pg_advisory_xact_lock(1095782220)"  # any constant; this one spells APOL
+
+    def __init__(self, url: str, pool_size: int = 16) -> None:
+        import psycopg
+        import psycopg_pool
+        from psycopg.rows import dict_row
+
+        self._psycopg = psycopg
+        self._pool_timeout = psycopg_pool.PoolTimeout
+        self.url = url
+        self.pool_size = pool_size
+        self.pool = psycopg_pool.ConnectionPool(
+            url, min_size=1, max_size=pool_size, open=False, timeout=5.0, name="apollo-meta",
+            kwargs={"autocommit": True, "row_factory": dict_row, "connect_timeout": 5},
+        )  # fmt: skip
+        self.pool.open(wait=False)
+
+    @contextlib.contextmanager
+    def connect(self) -> Iterator[PgConnection]:
+        with self.pool.connection() as conn:  # a broken connection is discarded on return, never reused
+            yield PgConnection(conn)
+
+    def table_exists(self, conn: PgConnection, name: str) -> bool:
+        return conn.execute("SELECT to_regclass(?) IS NOT NULL AS present", (name,)).fetchone()["present"]
+
+    def ddl(self, statement: str) -> str:
+        for pattern, replacement in _PG_TYPES:
+            statement = pattern.sub(replacement, statement)
+        return statement
+
+    def conflict(self, exc: BaseException) -> bool:
+        e = self._psycopg.errors
+        return isinstance(exc, e.SerializationFailure | e.DeadlockDetected | e.UniqueViolation | e.ForeignKeyViolation)
+
+    def unreachable(self, exc: BaseException) -> bool:
+        e = self._psycopg.errors
+        if isinstance(exc, self._pool_timeout | e.AdminShutdown | e.CannotConnectNow | e.ConnectionException):
+            return True
+        return isinstance(exc, self._psycopg.OperationalError) and getattr(exc, "sqlstate", None) is None
+
+    def full(self, exc: BaseException) -> bool:
+        return isinstance(exc, self._psycopg.errors.DiskFull)
+
+    def reader(self) -> PostgresEngine:
+        return self
+
+    def close(self) -> None:
+        self.pool.close()
+
+
+def open_engine(target: str) -> Engine:
+    """``postgresql://...`` (or ``postgres://``) opens PostgreSQL; anything else is a SQLite file path."""
+    if target.startswith(("postgresql://", "postgres://")):
+        return PostgresEngine(target)
+    return SqliteEngine(target)
