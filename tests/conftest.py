@@ -79,3 +79,12 @@ def meta_target(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], 
         return request.getfixturevalue("postgres").create_database(f"apollo_test_{os.getpid()}_{number}")
 
     return fresh
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def meta_args(request: pytest.FixtureRequest) -> list[str]:
+    """``apollo server`` arguments for a fresh metadata database on each engine."""
+    if request.param == "sqlite":
+        return []
+    database = f"apollo_srv_{os.getpid()}_{next(_databases)}"
+    return ["--meta", request.getfixturevalue("postgres").create_database(database)]

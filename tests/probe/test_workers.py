@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import json
 import os
 import random
+import signal
 import threading
 import time
 import urllib.request
 from pathlib import Path
 
 from botocore.exceptions import ClientError
+
+from apollo.cluster.lease import MANAGER_LEASE
+from apollo.cluster.manager import STATUS_SETTING
+from apollo.meta.location import meta_target
+from apollo.meta.sql_leases import Lease
+from apollo.meta.store import SqlStore
 
 
 def _processes_of(server) -> list[int]:
@@ -53,8 +61,9 @@ def test_workers_share_data_and_metrics(make_server):
     assert puts and float(puts[0].split()[-1]) == 12.0  # summed over both workers
 
 
-def test_racing_conditional_creates_across_workers_have_one_winner(make_server):
-    server = make_server(extra_args=["--workers", "2"])
+def test_racing_conditional_creates_across_workers_have_one_winner(make_server, meta_args):
+    """Two processes, each with its own database connections: on PostgreSQL they really commit at once."""
+    server = make_server(extra_args=["--workers", "2", *meta_args])
     server.s3().create_bucket(Bucket="race")
     outcomes: list[str] = []
     barrier = threading.Barrier(8)
@@ -99,3 +108,52 @@ def test_a_killed_worker_is_replaced_and_the_supervisor_takes_its_workers_along(
     _wait(lambda: _processes_of(server) == [])
     server.start()
     assert server.s3().get_object(Bucket="data", Key="after")["Body"].read() == b"y" * 200_000
+
+
+def _lease(server) -> Lease | None:
+    store = SqlStore(meta_target(server.meta_dir))
+    try:
+        return next((lease for lease in store.leases() if lease.name == MANAGER_LEASE), None)
+    finally:
+        store.close()
+
+
+def _setting(server, name: str) -> str | None:
+    store = SqlStore(meta_target(server.meta_dir))
+    try:
+        return store.get_setting(name)
+    finally:
+        store.close()
+
+
+def _worker_pid(server, slot: str) -> int:
+    for pid in _workers(server):
+        args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        if args[args.index(b"--worker-index") + 1].decode() == slot:
+            return pid
+    raise AssertionError(f"no worker in slot {slot}")
+
+
+def test_a_hung_manager_hands_its_lease_to_another_worker(make_server, meta_args):
+    """SIGSTOP the lease holder: it stops renewing, the other worker takes over; woken, the old one stands down."""
+    server = make_server(extra_args=["--workers", "2", "--manager-lease", "2", *meta_args])
+    _wait(lambda: (lease := _lease(server)) is not None and lease.expires > lease.now)
+    first = _lease(server)
+    slot = first.holder.rpartition("#w")[2]
+    hung = _worker_pid(server, slot)
+    os.kill(hung, signal.SIGSTOP)
+    try:
+        _wait(lambda: (lease := _lease(server)).holder != first.holder and lease.expires > lease.now, 20)
+        taken = _lease(server)
+        assert taken.acquired >= first.expires - 0.01  # never before the hung holder's lease ran out
+        # The new manager runs the manager's loops: its status reports are newer than the takeover.
+        _wait(lambda: json.loads(_setting(server, STATUS_SETTING) or "{}").get("updated", 0) > taken.acquired, 10)
+    finally:
+        os.kill(hung, signal.SIGCONT)
+    time.sleep(3)  # the woken worker's next renewal finds the lease taken
+    assert _lease(server).holder == taken.holder
+    assert "lost the manager lease" in server.log_tail(400)
+    s3 = server.s3()
+    s3.create_bucket(Bucket="after")
+    s3.put_object(Bucket="after", Key="k", Body=b"z" * 100_000)
+    assert s3.get_object(Bucket="after", Key="k")["Body"].read() == b"z" * 100_000
