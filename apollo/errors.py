@@ -83,6 +83,18 @@ class MetadataUnavailable(ApolloError):
     """The metadata database cannot be reached, or a commit's outcome is unknown: retry the request."""
 
 
+class AccessDenied(ApolloError):
+    """A call to the metadata service without a valid signature, or beyond its key's rights."""
+
+
+class TokenError(ApolloError):
+    """A storage request whose capability token is missing, forged, expired or does not cover it."""
+
+
+class RemoteError(ApolloError):
+    """Another Apollo process failed in a way this one has no class for (a bug there: see its log)."""
+
+
 class StorageError(ApolloError):
     """The storage layer could not serve the request."""
 

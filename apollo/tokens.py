@@ -26,7 +26,7 @@ import secrets
 import time
 from dataclasses import dataclass
 
-from apollo.errors import ApolloError
+from apollo.errors import TokenError
 
 READ, WRITE, DELETE = "read", "write", "delete"
 OPS = (READ, WRITE, DELETE)
@@ -35,10 +35,6 @@ ROTATE_S = 24 * 3600.0
 PUBLISH_S = 30.0  # a new key signs nothing before storage nodes (heartbeat every few seconds) hold it
 TOKEN_TTL_S = 3600.0  # a lookup's tokens outlive any read of the version it returned
 SERVICE_TOKEN_TTL_S = 600.0
-
-
-class TokenError(ApolloError):
-    """A storage request whose token is missing, forged, expired or does not cover it."""
 
 
 @dataclass(frozen=True)

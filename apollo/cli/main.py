@@ -1,4 +1,4 @@
-"""``apollo`` command line: server and admin subcommands."""
+"""``apollo`` command line: the all-in-one server, the cluster roles and admin subcommands."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from apollo import limits
-from apollo.cli import admin_cluster, admin_meta
+from apollo.cli import admin_cluster, admin_meta, roles
 from apollo.storage.ec import Scheme
 
 DEV_USER = "apollo-dev"
@@ -174,6 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
         server.add_argument(hidden, type=int, help=argparse.SUPPRESS)
     server.add_argument("--owner-id", help=argparse.SUPPRESS)
     server.set_defaults(func=cmd_server)
+    roles.register(sub)
     admin = sub.add_parser("admin", help="administration").add_subparsers(dest="admin", required=True)
     key = admin.add_parser("key", help="manage access keys")
     key.add_argument("action", choices=["create", "list", "delete"])

@@ -17,11 +17,11 @@ from apollo.gateway import handlers_attributes, metrics
 from apollo.gateway import handlers_bucket as hb
 from apollo.gateway import handlers_multipart as hm
 from apollo.gateway import handlers_object as ho
-from apollo.gateway.keys import SecretCache
 from apollo.gateway.middleware import PIPELINE, SECRETS
 from apollo.gateway.names import split_target, validate_bucket
 from apollo.gateway.s3errors import s3error
 from apollo.gateway.state import CLIENT
+from apollo.rpc.keycache import SecretCache
 
 DOMAIN = web.AppKey("domain", str)
 READY = web.AppKey("ready", list)

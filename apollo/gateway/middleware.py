@@ -17,10 +17,10 @@ from aiohttp import web
 
 from apollo import errors
 from apollo.gateway import metrics
-from apollo.gateway.keys import SecretCache
 from apollo.gateway.s3errors import S3Error, from_core, s3error
 from apollo.gateway.sigv4 import verify_request
 from apollo.gateway.xml import error_body
+from apollo.rpc.keycache import SecretCache
 
 log = logging.getLogger("apollo.gateway")
 access_log = logging.getLogger("apollo.access")

@@ -76,6 +76,11 @@ DDL = [
     # database's clock so that a dead holder's lease passes to another process (apollo.meta.sql_leases).
     """CREATE TABLE IF NOT EXISTS leases (
         name TEXT PRIMARY KEY, holder TEXT NOT NULL, expires REAL NOT NULL, acquired REAL NOT NULL)""",
+    # Cluster mode: storage nodes (drives.node names one) and the keys capability tokens are signed with.
+    """CREATE TABLE IF NOT EXISTS nodes (
+        name TEXT PRIMARY KEY, endpoint TEXT NOT NULL, rack TEXT NOT NULL, heartbeat REAL NOT NULL,
+        registered REAL NOT NULL)""",
+    "CREATE TABLE IF NOT EXISTS token_keys (key_id TEXT PRIMARY KEY, secret BLOB NOT NULL, created REAL NOT NULL)",
 ]
 
 # Upgrades of databases written by older versions: (new version, statements), applied in order

@@ -43,6 +43,11 @@ class AdminOps(SqlBase):
         row = self.one("SELECT secret_key FROM access_keys WHERE access_key = ?", (access_key,))
         return None if row is None else row["secret_key"]
 
+    def key_rights(self, access_key: str) -> tuple[str, bool] | None:
+        """(secret, is root) of an access key: root keys may call the metadata service's service methods."""
+        row = self.one("SELECT secret_key, is_root FROM access_keys WHERE access_key = ?", (access_key,))
+        return None if row is None else (row["secret_key"], bool(row["is_root"]))
+
     def list_keys(self) -> list[tuple[str, float, bool]]:
         rows = self.all("SELECT access_key, created, is_root FROM access_keys ORDER BY access_key")
         return [(r["access_key"], r["created"], bool(r["is_root"])) for r in rows]

@@ -12,11 +12,11 @@ Every method is blocking; the metadata service calls them on its own thread.
 
 from __future__ import annotations
 
-from apollo.meta.sql_admin import AdminOps
+from apollo.meta.sql_cluster import ClusterOps
 from apollo.meta.sql_leases import LeaseOps
 from apollo.meta.sql_multipart import MultipartOps
 from apollo.meta.sql_repair import RepairOps
 
 
-class SqlStore(MultipartOps, AdminOps, RepairOps, LeaseOps):
+class SqlStore(MultipartOps, ClusterOps, RepairOps, LeaseOps):
     """The metadata store, on SQLite (one machine) or PostgreSQL (clusters): see ``apollo.meta.engine``."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
@@ -39,6 +40,9 @@ class Timeouts:
     connect_s: float = 3.0
     request_s: float = 10.0  # a whole read, or one step (append, finish) of a write
     queue_chunks: int = 4  # appended buffers in flight per shard write: bounds memory per stream
+    # After a node failed to connect or answer in time, requests to it fail at once for this long:
+    # a hung node costs one timeout, not one per stripe, and reads go straight to parity meanwhile.
+    suspect_s: float = 5.0
 
 
 def _os_error(exc: BaseException) -> OSError:
@@ -95,7 +99,7 @@ class _RemoteSink(ShardSink):
             put.cancel()
             if self._request in done:
                 await self._outcome()
-            raise TimeoutError(errno.ETIMEDOUT, "storage node stopped taking shard data")
+            raise self._suspect(TimeoutError(errno.ETIMEDOUT, "storage node stopped taking shard data"))
 
     async def _outcome(self) -> None:
         try:
@@ -103,7 +107,11 @@ class _RemoteSink(ShardSink):
         except (OSError, tokens.TokenError, FileNotFoundError, DriveError, ChecksumMismatch):
             raise
         except Exception as exc:
-            raise _os_error(exc) from exc
+            raise self._suspect(_os_error(exc)) from exc
+
+    def _suspect(self, exc: OSError) -> OSError:
+        self._node.suspect(exc)
+        return exc
 
     async def append(self, records: list[bytes]) -> None:
         for record in records:
@@ -116,7 +124,9 @@ class _RemoteSink(ShardSink):
             await asyncio.wait_for(asyncio.shield(self._request), self._node.timeouts.request_s)
         except TimeoutError:
             self._request.cancel()
-            raise TimeoutError(errno.ETIMEDOUT, "storage node did not confirm the shard in time") from None
+            raise self._suspect(
+                TimeoutError(errno.ETIMEDOUT, "storage node did not confirm the shard in time")
+            ) from None
         await self._outcome()
 
     async def abort(self) -> None:
@@ -132,6 +142,17 @@ class RemoteStorageNode(StorageNode):
         self.token_for = token_for
         self.session = session
         self.timeouts = timeouts
+        self.suspect_until = 0.0  # monotonic
+
+    def check_reachable(self) -> None:
+        if time.monotonic() < self.suspect_until:
+            raise ConnectionError(
+                errno.EHOSTDOWN, f"storage node {self.endpoint} failed moments ago; not waiting again"
+            )
+
+    def suspect(self, exc: BaseException) -> None:
+        if isinstance(exc, TimeoutError | ConnectionError | aiohttp.ClientConnectorError):
+            self.suspect_until = time.monotonic() + self.timeouts.suspect_s
 
     def drive_ids(self) -> list[str]:
         return list(self._drive_ids)
@@ -143,6 +164,7 @@ class RemoteStorageNode(StorageNode):
                     want: str = "body") -> bytes | str | int:  # fmt: skip
         timeout = aiohttp.ClientTimeout(total=self.timeouts.request_s, connect=self.timeouts.connect_s)
         headers = {TOKEN_HEADER: self.token_for(op, shard.segment_id)}
+        self.check_reachable()
         try:
             async with self.session.request(method, self._url(drive_id, shard), params=params, headers=headers,
                                             timeout=timeout) as response:  # fmt: skip
@@ -153,9 +175,12 @@ class RemoteStorageNode(StorageNode):
                     return int(response.headers[SIZE_HEADER])
                 return await response.read() if want == "body" else 1
         except (TimeoutError, aiohttp.ClientError) as exc:
-            raise _os_error(exc) from exc
+            failure = _os_error(exc)
+            self.suspect(failure)
+            raise failure from exc
 
     async def open_shard(self, drive_id: str, shard: ShardRef, header: bytes) -> ShardSink:
+        self.check_reachable()
         return _RemoteSink(self, self._url(drive_id, shard), self.token_for(tokens.WRITE, shard.segment_id), header)
 
     async def read(self, drive_id: str, shard: ShardRef, offset: int, length: int) -> bytes:

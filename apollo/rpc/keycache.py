@@ -1,4 +1,4 @@
-"""Access-key secrets, looked up in the metadata store and cached briefly."""
+"""Access-key secrets (S3 gateway) or key records (metadata RPC), looked up in the metadata store and cached."""
 
 from __future__ import annotations
 
@@ -12,11 +12,11 @@ class SecretCache:
     ``apollo admin key create`` works on its very first request."""
 
     def __init__(self, lookup, ttl_s: float = SECRET_TTL_S) -> None:
-        self._lookup = lookup  # async (access_key) -> secret | None
+        self._lookup = lookup  # async (access_key) -> secret (or any record of the key) | None
         self._ttl_s = ttl_s
-        self._cache: dict[str, tuple[float, str | None]] = {}
+        self._cache: dict[str, tuple[float, object]] = {}
 
-    async def get(self, access_key: str) -> str | None:
+    async def get(self, access_key: str):
         now = time.monotonic()
         hit = self._cache.get(access_key)
         if hit is not None and now - hit[0] < self._ttl_s:

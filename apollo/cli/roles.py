@@ -1,0 +1,101 @@
+"""``apollo meta | storage | gateway``: the roles of a cluster, each its own process.
+
+Credentials come from the environment, as for ``apollo server``: the metadata service
+creates the root key from ``APOLLO_ROOT_USER`` / ``APOLLO_ROOT_PASSWORD``; storage nodes
+and gateways sign their calls with that root key (or another root key, in
+``APOLLO_ACCESS_KEY`` / ``APOLLO_SECRET_KEY``). ``--dev`` uses the development key on all.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from apollo import limits
+
+
+def _address(text: str, default_port: int) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    return host or "127.0.0.1", int(port or default_port)
+
+
+def _service_key(args: argparse.Namespace) -> tuple[str, str]:
+    from apollo.cli.main import _credentials
+
+    access = os.environ.get("APOLLO_ACCESS_KEY", "")
+    secret = os.environ.get("APOLLO_SECRET_KEY", "")
+    return (access, secret) if access and secret else _credentials(args)
+
+
+def cmd_meta(args: argparse.Namespace) -> None:
+    from apollo.cli.main import _credentials
+    from apollo.roles.meta import MetaConfig, run
+
+    host, port = _address(args.address, 9100)
+    user, password = _credentials(args)
+    run(MetaConfig(args.database, host, port, user, password, args.drive_reserve, args.manager_lease))
+
+
+def cmd_storage(args: argparse.Namespace) -> None:
+    from apollo.cli.main import expand_braces
+    from apollo.roles.storage import StorageConfig, run
+
+    drives = [Path(p) for pattern in args.drives for p in expand_braces(pattern)]
+    host, port = _address(args.address, 9200)
+    access, secret = _service_key(args)
+    config = StorageConfig(drives, args.meta, access, secret, host, port, rack=args.rack,
+                           advertise=args.advertise or "")  # fmt: skip
+    if args.name:
+        config.name = args.name
+    run(config)
+
+
+def cmd_gateway(args: argparse.Namespace) -> None:
+    from apollo.roles.gateway import GatewayConfig, run
+    from apollo.storage.ec import Scheme
+
+    host, port = _address(args.address, 9000)
+    access, secret = _service_key(args)
+    try:
+        scheme = Scheme.parse(args.ec)
+    except ValueError as exc:
+        sys.exit(str(exc))
+    run(GatewayConfig(args.meta, access, secret, host, port, scheme, args.cell_size, args.domain))
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from apollo.cli.main import parse_size
+
+    meta = sub.add_parser("meta", help="run a metadata service of a cluster")
+    meta.add_argument("--database", required=True, help="postgresql://user@host:port/db (or a SQLite file)")
+    meta.add_argument("--address", default="127.0.0.1:9100")
+    meta.add_argument("--drive-reserve", type=parse_size, default=limits.drive_free_bytes_min, metavar="SIZE")
+    meta.add_argument("--manager-lease", type=float, default=limits.manager_lease_ttl_s_default, metavar="SECONDS")
+    meta.set_defaults(func=cmd_meta)
+
+    storage = sub.add_parser("storage", help="run a storage node of a cluster")
+    storage.add_argument("drives", nargs="+", help="drive directories (brace ranges like /data/d{1...6} expand)")
+    storage.add_argument(
+        "--meta", required=True, help="metadata service URL(s), comma-separated: http://meta1:9100,http://meta2:9100"
+    )
+    storage.add_argument("--address", default="127.0.0.1:9200")
+    storage.add_argument("--advertise", help="URL others reach this node at (default http://ADDRESS)")
+    storage.add_argument("--name", help="node name, unique in the cluster (default: the host name)")
+    storage.add_argument("--rack", default="", help="failure domain above the node: shards spread over racks")
+    storage.set_defaults(func=cmd_storage)
+
+    gateway = sub.add_parser("gateway", help="run an S3 gateway of a cluster")
+    gateway.add_argument(
+        "--meta", required=True, help="metadata service URL(s), comma-separated: http://meta1:9100,http://meta2:9100"
+    )
+    gateway.add_argument("--address", default="127.0.0.1:9000")
+    gateway.add_argument("--ec", default="4+2", help="erasure code K+M (or repN) of new objects")
+    gateway.add_argument("--cell-size", type=int, default=limits.cell_size_bytes_default)
+    gateway.add_argument("--domain", help="enable virtual-host-style addressing under this domain")
+    gateway.set_defaults(func=cmd_gateway)
+
+    for parser in (meta, storage, gateway):
+        parser.add_argument("--dev", action="store_true", help="use the development access key")
+        parser.add_argument("--log-level", default="INFO")

@@ -1,0 +1,211 @@
+"""``MetaService`` across the network: what gateways and native clients hold in cluster mode.
+
+It offers the coroutine methods the client library and the S3 gateway call on an
+in-process ``MetaService``, so neither can tell the difference, plus the cluster map:
+the placement view writers consult (``candidates``, ``writable``) and a
+``RemoteStorageNode`` per drive in ``nodes``, refreshed every ``MAP_REFRESH_S``.
+
+Capability tokens that come back with results are kept per segment and handed to the
+storage nodes (``token_for``); a root key (a gateway) also holds service tokens that
+cover every segment.
+
+Retries: a call that could not reach the metadata service at all (connection refused:
+it is restarting, or fails over) is retried for up to ``RETRY_FOR_S``. A call whose
+connection broke after it was sent is retried only if it is a read; a write then
+raises ``MetadataUnavailable``, because it may have committed (S3 clients retry it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections import OrderedDict
+
+import aiohttp
+
+from apollo import errors, tokens
+from apollo.cluster.map import ClusterMap
+from apollo.meta.placement import Candidate
+from apollo.rpc import codec, signing
+from apollo.storage.remote import RemoteStorageNode, Timeouts
+
+log = logging.getLogger("apollo.meta.remote")
+RETRY_FOR_S = 30.0
+MAP_REFRESH_S = 2.0
+# A call waits this long for its answer: more than a metadata call takes while the database is away
+# (the service retries for 30 s) before its outcome is unknown.
+CALL_TIMEOUT = aiohttp.ClientTimeout(total=60.0, connect=3.0)
+TOKENS_KEPT = 100_000
+_READS = frozenset({"get_bucket", "list_buckets", "get_version", "list_objects", "list_versions", "get_upload",
+                    "list_parts", "list_uploads", "cluster_map", "get_secret", "service_tokens"})  # fmt: skip
+
+
+def _remote(name: str):
+    async def method(self: RemoteMeta, *args, **kwargs):
+        return await self.call(name, *args, **kwargs)
+
+    method.__name__ = name
+    return method
+
+
+class RemoteMeta:
+    def __init__(self, endpoint: str, access_key: str, secret_key: str, session: aiohttp.ClientSession,
+                 storage_timeouts: Timeouts | None = None) -> None:  # fmt: skip
+        # Several metadata services (comma-separated): a call that cannot connect moves on to the next.
+        self.endpoints = [e.strip().rstrip("/") for e in endpoint.split(",") if e.strip()]
+        self._current = 0
+        self.access_key = access_key
+        self.secret_key = secret_key
+        self.session = session
+        self.storage_timeouts = storage_timeouts or Timeouts()
+        self.owner = uuid.uuid4().hex[:12]
+        self.map = ClusterMap(epoch=-1)
+        self.candidates: list[Candidate] = []
+        self.writable: set[str] = set()
+        self.nodes: dict[str, RemoteStorageNode] = {}  # drive id -> its node; updated in place
+        self._endpoints: dict[str, RemoteStorageNode] = {}
+        self._tokens: OrderedDict[tuple[str, str], str] = OrderedDict()
+        self._service_tokens: tuple[float, dict[str, str]] = (0.0, {})
+        self._refresher: asyncio.Task | None = None
+
+    # calls -----------------------------------------------------------------------------------
+
+    async def call(self, method: str, *args, **kwargs):
+        path = f"/v1/rpc/{method}"
+        body = codec.dumps({"args": list(args), "kwargs": kwargs})
+        deadline = time.monotonic() + RETRY_FOR_S
+        delay = 0.05
+        while True:
+            headers = signing.sign("POST", path, body, self.access_key, self.secret_key)
+            try:
+                async with self.session.post(self.endpoint + path, data=body, headers=headers,
+                                             timeout=CALL_TIMEOUT) as response:  # fmt: skip
+                    reply = codec.loads(await response.read())
+                break
+            except aiohttp.ClientConnectorError as exc:  # never reached the service: always safe to retry
+                failure: Exception = exc
+                self._current = (self._current + 1) % len(self.endpoints)
+            except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
+                if method not in _READS:
+                    raise errors.MetadataUnavailable(
+                        f"metadata call {method} cut off, outcome unknown: {exc!r}"
+                    ) from exc
+                failure = exc
+            if time.monotonic() > deadline:
+                raise errors.MetadataUnavailable(f"metadata services {self.endpoints} unreachable: {failure!r}")
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 1.0)
+        if "error" in reply:
+            raise codec.error_from_wire(reply["error"])
+        for segment_id, by_op in reply.get("tokens", {}).items():
+            for op, token in by_op.items():
+                self._tokens[(segment_id, op)] = token
+                self._tokens.move_to_end((segment_id, op))
+        while len(self._tokens) > TOKENS_KEPT:
+            self._tokens.popitem(last=False)
+        return reply["result"]
+
+    def token_for(self, op: str, segment_id: str) -> str:
+        token = self._tokens.get((segment_id, op))
+        if token is not None:
+            return token
+        expires, service = self._service_tokens
+        if op in service and expires > time.time():
+            return service[op]
+        raise errors.TokenError(f"no {op} token for segment {segment_id}: look the object up again")
+
+    @property
+    def endpoint(self) -> str:
+        return self.endpoints[self._current]
+
+    # the cluster map -------------------------------------------------------------------------
+
+    async def start(self, service: bool = False) -> RemoteMeta:
+        """Fetch the map (and, for a root key, service tokens), then keep both fresh."""
+        await self.refresh(service)
+        self._refresher = asyncio.create_task(self._refresh_loop(service))
+        return self
+
+    async def refresh(self, service: bool = False) -> None:
+        self.set_map(await self.call("cluster_map"))
+        if service and self._service_tokens[0] - time.time() < tokens.SERVICE_TOKEN_TTL_S / 2:
+            self._service_tokens = (time.time() + tokens.SERVICE_TOKEN_TTL_S - 5, await self.call("service_tokens"))
+
+    async def _refresh_loop(self, service: bool) -> None:
+        while True:
+            await asyncio.sleep(MAP_REFRESH_S)
+            try:
+                await self.refresh(service)
+            except Exception as exc:
+                log.warning("cluster map refresh failed: %r", exc)
+
+    def set_map(self, cluster: ClusterMap) -> None:
+        self.map = cluster
+        self.candidates = cluster.candidates()
+        self.writable = cluster.writable()
+        for node in cluster.nodes:
+            if node.endpoint not in self._endpoints:
+                self._endpoints[node.endpoint] = RemoteStorageNode(
+                    node.endpoint, [], self.token_for, self.session, self.storage_timeouts
+                )
+        for drive in cluster.drives:
+            info = cluster.node_of(drive.drive_id)
+            if info is not None:
+                self.nodes[drive.drive_id] = self._endpoints[info.endpoint]
+
+    def set_drives(self, candidates: list[Candidate], writable: set[str]) -> None:
+        """A writer found a drive full: leave it out of placement here until the next map."""
+        self.candidates = candidates
+        self.writable = writable
+
+    async def close(self) -> None:
+        if self._refresher is not None:
+            self._refresher.cancel()
+            await asyncio.gather(self._refresher, return_exceptions=True)
+
+    # what the client library and the gateway call --------------------------------------------
+
+    async def complete_upload(self, bucket: str, key: str, upload_id: str, requested: list[tuple[int, str]], *,
+                              checksum_of=None, **kwargs):  # fmt: skip
+        """``checksum_of`` runs here, on the parts as listed now: the commit names each part by its ETag,
+        so it publishes exactly the parts the checksum was combined from."""
+        checksums = None
+        if checksum_of is not None:
+            upload = await self.get_upload(bucket, key, upload_id)
+            stored = {part.part_number: part for part in await self._all_parts(upload_id)}
+            chosen = [stored[n] for n, _ in requested if n in stored]
+            if len(chosen) == len(requested):  # else the commit raises InvalidPart for us
+                checksums = checksum_of(upload, chosen)
+        return await self.call("complete_upload", bucket, key, upload_id, requested, checksums=checksums, **kwargs)
+
+    async def _all_parts(self, upload_id: str) -> list:
+        parts: list = []
+        while True:
+            page, truncated = await self.list_parts(upload_id, parts[-1].part_number if parts else 0, 1000)
+            parts += page
+            if not truncated:
+                return parts
+
+    allocate_segment = _remote("allocate_segment")
+    abandon_segments = _remote("abandon_segments")
+    create_bucket = _remote("create_bucket")
+    get_bucket = _remote("get_bucket")
+    list_buckets = _remote("list_buckets")
+    delete_bucket = _remote("delete_bucket")
+    set_versioning = _remote("set_versioning")
+    commit_version = _remote("commit_version")
+    get_version = _remote("get_version")
+    delete_object = _remote("delete_object")
+    set_tags = _remote("set_tags")
+    list_objects = _remote("list_objects")
+    list_versions = _remote("list_versions")
+    create_upload = _remote("create_upload")
+    get_upload = _remote("get_upload")
+    commit_part = _remote("commit_part")
+    list_parts = _remote("list_parts")
+    list_uploads = _remote("list_uploads")
+    abort_upload = _remote("abort_upload")
+    report_damage = _remote("report_damage")
+    get_secret = _remote("get_secret")

@@ -1,0 +1,101 @@
+"""The cluster map's rows: storage nodes, their drives' usage, the epoch, the token keys.
+
+Storage nodes register once at start (endpoint, rack, drives) and then heartbeat every
+couple of seconds with their drives' free space. Registration that changes anything
+(a new node or drive, a moved endpoint) bumps the epoch in the same transaction;
+heartbeats change only liveness and usage, which the map computes when it is read.
+"""
+
+from __future__ import annotations
+
+from apollo.cluster.map import ClusterMap, DriveInfo, NodeInfo
+from apollo.meta.sql_admin import AdminOps
+from apollo.tokens import TokenKey
+
+EPOCH_SETTING = "cluster.epoch"
+
+
+class ClusterOps(AdminOps):
+    def register_node(self, name: str, endpoint: str, rack: str, drives: list[tuple[str, str]], now: float) -> int:
+        """Record a node and its drives [(drive id, path)]; returns the epoch of the map that includes them."""
+        with self.tx() as db:
+            old = db.execute("SELECT endpoint, rack FROM nodes WHERE name = ?", (name,)).fetchone()
+            changed = old is None or (old["endpoint"], old["rack"]) != (endpoint, rack)
+            db.execute(
+                "INSERT INTO nodes (name, endpoint, rack, heartbeat, registered) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT (name) DO UPDATE SET endpoint = excluded.endpoint, rack = excluded.rack, "
+                "heartbeat = excluded.heartbeat",
+                (name, endpoint, rack, now, now),
+            )
+            for drive_id, path in drives:
+                row = db.execute("SELECT node, path FROM drives WHERE drive_id = ?", (drive_id,)).fetchone()
+                if row is None:
+                    db.execute(
+                        "INSERT INTO drives (drive_id, node, path, state, weight, added, state_since) "
+                        "VALUES (?, ?, ?, 'online', 1, ?, ?)",
+                        (drive_id, name, path, now, now),
+                    )
+                elif (row["node"], row["path"]) != (name, path):  # a disk moved to another host or mount
+                    db.execute("UPDATE drives SET node = ?, path = ? WHERE drive_id = ?", (name, path, drive_id))
+                else:
+                    continue
+                changed = True
+            return self._bump_epoch(db) if changed else self.epoch()
+
+    def _bump_epoch(self, db) -> int:
+        epoch = self.epoch() + 1
+        db.execute(
+            "INSERT INTO settings (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+            (EPOCH_SETTING, str(epoch)),
+        )
+        return epoch
+
+    def epoch(self) -> int:
+        row = self.one("SELECT value FROM settings WHERE name = ?", (EPOCH_SETTING,))
+        return 0 if row is None else int(row["value"])
+
+    def node_heartbeat(self, name: str, usage: dict[str, tuple[int, int]], now: float) -> int:
+        """A node is alive, with this free/total space per drive; returns the current epoch."""
+        with self.tx() as db:
+            if db.execute("UPDATE nodes SET heartbeat = ? WHERE name = ?", (now, name)).rowcount == 0:
+                raise LookupError(f"storage node {name} is not registered")
+            db.executemany(
+                "UPDATE drives SET free_bytes = ?, total_bytes = ? WHERE drive_id = ? AND node = ?",
+                [(free, total, drive_id, name) for drive_id, (free, total) in usage.items()],
+            )
+        return self.epoch()
+
+    def cluster_map(self, now: float, node_timeout_s: float, reserve_bytes: int) -> ClusterMap:
+        with self.tx():  # one snapshot: the epoch matches the rows
+            nodes = [
+                NodeInfo(r["name"], r["endpoint"], r["rack"], r["heartbeat"] >= now - node_timeout_s, r["heartbeat"])
+                for r in self.all("SELECT * FROM nodes ORDER BY name")
+            ]
+            alive = {n.name for n in nodes if n.alive}
+            drives = [
+                DriveInfo(r["drive_id"], r["node"], r["state"],
+                          r["state"] == "online" and r["node"] in alive and r["free_bytes"] >= reserve_bytes,
+                          r["weight"])
+                for r in self.all("SELECT * FROM drives WHERE state <> 'retired' ORDER BY drive_id")
+            ]  # fmt: skip
+            return ClusterMap(self.epoch(), nodes, drives)
+
+    # token keys ------------------------------------------------------------------------------
+
+    def token_keys(self) -> list[TokenKey]:
+        rows = self.all("SELECT key_id, secret, created FROM token_keys ORDER BY created")
+        return [TokenKey(r["key_id"], bytes(r["secret"]), r["created"]) for r in rows]
+
+    def add_token_key(self, key: TokenKey) -> None:
+        with self.tx() as db:
+            db.execute("INSERT INTO token_keys (key_id, secret, created) VALUES (?, ?, ?)",
+                       (key.key_id, key.secret, key.created))  # fmt: skip
+
+    def drop_token_keys(self, created_before: float) -> int:
+        """Forget keys no valid token can be signed with any more (keeping at least the newest)."""
+        with self.tx() as db:
+            return db.execute(
+                "DELETE FROM token_keys WHERE created < ? AND key_id <> "
+                "(SELECT key_id FROM token_keys ORDER BY created DESC LIMIT 1)",
+                (created_before,),
+            ).rowcount

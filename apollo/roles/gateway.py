@@ -1,0 +1,58 @@
+"""``apollo gateway``: the S3 front door of a cluster, itself a user of the native client.
+
+Stateless: it holds a ``RemoteMeta`` (cluster map, service tokens) and streams object
+bytes straight between S3 clients and storage nodes. Run as many as the network needs,
+behind any load balancer; conditional writes are settled in the metadata database, so
+two gateways racing on one key still have exactly one winner.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import aiohttp
+from aiohttp import web
+
+from apollo import limits
+from apollo.client.context import ClientContext
+from apollo.client.core import ApolloClient
+from apollo.gateway import metrics
+from apollo.gateway.app import build_app
+from apollo.meta.remote import RemoteMeta
+from apollo.storage.ec import Scheme
+
+log = logging.getLogger("apollo.gateway")
+
+
+@dataclass
+class GatewayConfig:
+    meta_url: str
+    access_key: str  # a root key: the gateway checks S3 signatures with the secrets the service hands it
+    secret_key: str
+    host: str = "127.0.0.1"
+    port: int = 9000
+    scheme: Scheme = Scheme.parse("4+2")
+    cell_size: int = limits.cell_size_bytes_default
+    domain: str | None = None
+
+
+async def build_gateway(config: GatewayConfig) -> web.Application:
+    """The S3 app over a remote metadata service; built inside the running event loop (``run_app`` awaits it)."""
+    session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
+    meta = await RemoteMeta(config.meta_url, config.access_key, config.secret_key, session).start(service=True)
+    ctx = ClientContext(meta, meta.nodes, on_damage=[metrics.record_damage], on_decode=[metrics.ec_decoded_stripes.inc])
+    app = build_app(ApolloClient(ctx, config.scheme, config.cell_size), config.domain)
+
+    async def close(app: web.Application) -> None:
+        await meta.close()
+        await session.close()
+
+    app.on_cleanup.append(close)
+    return app
+
+
+def run(config: GatewayConfig) -> None:
+    log.info("Apollo S3 gateway http://%s:%d  metadata %s", config.host, config.port, config.meta_url)
+    web.run_app(build_gateway(config), host=config.host, port=config.port, print=None, access_log=None,
+                shutdown_timeout=limits.shutdown_grace_s)  # fmt: skip

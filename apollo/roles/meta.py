@@ -1,0 +1,107 @@
+"""``apollo meta``: the metadata service of a cluster. Stateless: everything is in the database.
+
+Any number run side by side on one PostgreSQL database; clients and gateways may use
+any of them. Each keeps the token keyring in step with the database (a key another
+instance added verifies here within ``KEYRING_REFRESH_S``) and competes for the manager
+lease; the holder adds a new token key every ``tokens.ROTATE_S`` and drops keys no
+token can still need.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import time
+import uuid
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from apollo import limits, tokens
+from apollo.cluster.lease import LeaseKeeper
+from apollo.meta.rpc_service import MetaRpc, build_meta_app
+from apollo.meta.service import MetaService
+from apollo.meta.store import SqlStore
+
+log = logging.getLogger("apollo.meta")
+KEYRING_REFRESH_S = 5.0
+
+
+@dataclass
+class MetaConfig:
+    database: str  # postgresql:// URL (or a SQLite path, for a single metadata process)
+    host: str = "127.0.0.1"
+    port: int = 9100
+    root_user: str = ""
+    root_password: str = ""
+    drive_reserve_bytes: int = limits.drive_free_bytes_min
+    manager_lease_ttl_s: float = limits.manager_lease_ttl_s_default
+
+
+class MetaProcess:
+    def __init__(self, config: MetaConfig) -> None:
+        self.config = config
+        self.store = SqlStore(config.database)
+        if self.store.get_setting("deployment_id") is None:
+            self.store.set_setting("deployment_id", uuid.uuid4().hex)
+        if not self.store.token_keys():
+            self.store.add_token_key(tokens.new_key(time.time()))
+        if config.root_user:
+            self.store.put_key(config.root_user, config.root_password, time.time(), is_root=True)
+        self.meta = MetaService(self.store)
+        self.keyring = tokens.Keyring(self.store.token_keys())
+        self.rpc = MetaRpc(self.meta, self.keyring, config.drive_reserve_bytes)
+        holder = f"meta@{socket.gethostname()}:{config.port}"
+        self.lease = LeaseKeeper(self.meta, holder, config.manager_lease_ttl_s)
+        self.app = build_meta_app(self.rpc)
+        self.app.cleanup_ctx.append(self._background)
+
+    async def _background(self, app: web.Application):
+        tasks = [asyncio.create_task(self._keyring_loop()),
+                 asyncio.create_task(self.lease.keep(self._take_role, self._drop_role))]  # fmt: skip
+        self._duties: list[asyncio.Task] = []
+        yield
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self.lease.release()
+        self.meta.close()
+
+    async def _keyring_loop(self) -> None:
+        while True:
+            await asyncio.sleep(KEYRING_REFRESH_S)
+            try:
+                self.keyring.replace(await self.meta.token_keys())
+            except Exception as exc:
+                log.warning("token keyring refresh failed: %r", exc)
+
+    async def _take_role(self) -> None:
+        self._duties = [asyncio.create_task(self._rotate_keys_loop())]
+
+    async def _drop_role(self) -> None:
+        for task in self._duties:
+            task.cancel()
+        await asyncio.gather(*self._duties, return_exceptions=True)
+        self._duties = []
+
+    async def _rotate_keys_loop(self) -> None:
+        while True:
+            try:
+                now = time.time()
+                newest = max((k.created for k in self.keyring.by_age()), default=0.0)
+                if now - newest >= tokens.ROTATE_S:
+                    await self.meta.add_token_key(tokens.new_key(now))
+                    log.info("added a new capability token key")
+                # A key retired now may have signed a token up to TOKEN_TTL_S ago, PUBLISH_S after it was made.
+                await self.meta.drop_token_keys(now - tokens.ROTATE_S - tokens.PUBLISH_S - tokens.TOKEN_TTL_S)
+                self.keyring.replace(await self.meta.token_keys())
+            except Exception as exc:
+                log.warning("token key rotation failed: %r", exc)
+            await asyncio.sleep(60.0)
+
+
+def run(config: MetaConfig) -> None:
+    process = MetaProcess(config)
+    log.info("Apollo metadata service http://%s:%d  database=%s", config.host, config.port, process.store.engine.name)
+    web.run_app(process.app, host=config.host, port=config.port, print=None, access_log=None)

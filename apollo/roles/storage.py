@@ -1,0 +1,104 @@
+"""``apollo storage DIR...``: a storage node of a cluster.
+
+At start it asks the metadata service for the deployment, formats new empty drives for
+it, registers itself (name, endpoint, rack) with its drives, then heartbeats every
+``HEARTBEAT_S`` with each drive's free space; every heartbeat answer carries the token
+keys, so the node checks capability tokens with no call of its own. A node that
+cannot reach the metadata service keeps serving with the keys it has.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+from aiohttp import web
+
+from apollo import tokens
+from apollo.meta.remote import RemoteMeta
+from apollo.storage.drive import Drive, format_drive, read_format
+from apollo.storage.node import LocalStorageNode
+from apollo.storage.service import build_storage_app
+
+log = logging.getLogger("apollo.storage")
+HEARTBEAT_S = 2.0
+
+
+@dataclass
+class StorageConfig:
+    drives: list[Path]
+    meta_url: str
+    access_key: str
+    secret_key: str
+    host: str = "127.0.0.1"
+    port: int = 9200
+    name: str = field(default_factory=socket.gethostname)
+    rack: str = ""
+    advertise: str = ""  # the endpoint others use to reach this node; default http://host:port
+
+
+class StorageProcess:
+    def __init__(self, config: StorageConfig) -> None:
+        self.config = config
+        self.endpoint = config.advertise or f"http://{config.host}:{config.port}"
+        self.keyring = tokens.Keyring()
+        self.node = LocalStorageNode([])
+        self.app = build_storage_app(self.node, self.keyring)
+        self.app.cleanup_ctx.append(self._lifecycle)
+
+    async def _lifecycle(self, app: web.Application):
+        session = aiohttp.ClientSession()
+        meta = RemoteMeta(self.config.meta_url, self.config.access_key, self.config.secret_key, session)
+        await self._join(meta)
+        heartbeat = asyncio.create_task(self._heartbeat_loop(meta))
+        yield
+        heartbeat.cancel()
+        await asyncio.gather(heartbeat, return_exceptions=True)
+        await session.close()
+        self.node.close()
+
+    async def _join(self, meta: RemoteMeta) -> None:
+        """Register, format new empty drives for the deployment, attach them, register them, fetch keys."""
+        config = self.config
+        joined = await meta.call("register_node", config.name, self.endpoint, config.rack, [])
+        deployment = joined["deployment_id"]
+        for root in config.drives:
+            root.mkdir(parents=True, exist_ok=True)
+            if read_format(root) is None:
+                if any(root.iterdir()):
+                    raise SystemExit(f"drive {root} is not empty and not an Apollo drive; refusing to format it")
+                format_drive(root, deployment)
+                log.info("formatted new drive %s", root)
+            drive = Drive(root.resolve(), deployment)
+            removed = drive.clear_tmp()  # writes this node never finished: their clients saw them fail
+            if removed:
+                log.info("drive %s: removed %d temp files of interrupted writes", root, removed)
+            self.node.attach(drive)
+        drives = [(d.drive_id, str(d.root)) for d in self.node.drives.values()]
+        await meta.call("register_node", config.name, self.endpoint, config.rack, drives)
+        await self._heartbeat(meta)
+        log.info("storage node %s joined with %d drives at %s", config.name, len(drives), self.endpoint)
+
+    async def _heartbeat(self, meta: RemoteMeta) -> None:
+        usage = dict(zip(self.node.drives, await asyncio.gather(
+            *(asyncio.to_thread(d.usage) for d in self.node.drives.values())), strict=True))  # fmt: skip
+        answer = await meta.call("node_heartbeat", self.config.name, usage)
+        self.keyring.replace([tokens.TokenKey(k["key_id"], bytes.fromhex(k["secret"]), k["created"])
+                              for k in answer["keys"]])  # fmt: skip
+
+    async def _heartbeat_loop(self, meta: RemoteMeta) -> None:
+        while True:
+            await asyncio.sleep(HEARTBEAT_S)
+            try:
+                await self._heartbeat(meta)
+            except Exception as exc:
+                log.warning("heartbeat to the metadata service failed: %r", exc)
+
+
+def run(config: StorageConfig) -> None:
+    process = StorageProcess(config)
+    web.run_app(process.app, host=config.host, port=config.port, print=None, access_log=None)

@@ -1,0 +1,117 @@
+"""Values on the wire between Apollo processes: JSON with tags for the few types JSON lacks.
+
+Calls to the metadata service carry the same records the in-process ``MetaService``
+takes and returns (``Version``, ``SegmentLayout``, ``ListPage``...). Each registered
+dataclass travels as ``{"@": name, field: value...}``; bytes as ``{"@b": base64}``;
+tuples as ``{"@t": [...]}``; dicts whose keys are not strings as ``{"@kv": [[k, v]...]}``;
+plain dicts as ``{"@d": {...}}`` so that a user's metadata key can never pass for a tag.
+Only registered types are rebuilt: a peer cannot make the decoder construct anything else.
+
+Errors travel as ``{"type": name, "message": text}`` and are raised again on the far side
+as the same ``apollo.errors`` class, so callers handle them as in-process ones.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import json
+from typing import Any
+
+from apollo import errors
+from apollo.cluster.map import ClusterMap, DriveInfo, NodeInfo
+from apollo.meta.model import Bucket, Conditions, DeleteResult, ListPage, ObjectAttrs, Part, Upload, Version
+from apollo.meta.sql_admin import DriveRecord
+from apollo.meta.sql_leases import Lease
+from apollo.storage.ec import Scheme
+from apollo.types import ObjectData, SegmentLayout
+
+_TYPES: dict[str, type] = {
+    cls.__name__: cls
+    for cls in (
+        Bucket,
+        Conditions,
+        DeleteResult,
+        ListPage,
+        ObjectAttrs,
+        Part,
+        Upload,
+        Version,
+        ObjectData,
+        DriveRecord,
+        Lease,
+        ClusterMap,
+        NodeInfo,
+        DriveInfo,
+    )  # fmt: skip
+}
+
+
+def encode(value: Any) -> Any:
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, bytes | bytearray | memoryview):
+        return {"@b": base64.b64encode(value).decode()}
+    if isinstance(value, SegmentLayout):
+        return {"@layout": value.to_json()}
+    if isinstance(value, Scheme):
+        return {"@scheme": str(value)}
+    if isinstance(value, list):
+        return [encode(item) for item in value]
+    if isinstance(value, tuple):
+        return {"@t": [encode(item) for item in value]}
+    if isinstance(value, set | frozenset):
+        return {"@s": [encode(item) for item in sorted(value)]}
+    if isinstance(value, dict):
+        if all(isinstance(k, str) for k in value):
+            return {"@d": {k: encode(v) for k, v in value.items()}}
+        return {"@kv": [[encode(k), encode(v)] for k, v in value.items()]}
+    name = type(value).__name__
+    if dataclasses.is_dataclass(value) and _TYPES.get(name) is type(value):
+        return {"@": name, **{f.name: encode(getattr(value, f.name)) for f in dataclasses.fields(value)}}
+    raise TypeError(f"cannot send a {name} to another Apollo process")
+
+
+def decode(value: Any) -> Any:
+    if isinstance(value, list):
+        return [decode(item) for item in value]
+    if not isinstance(value, dict):
+        return value
+    if "@d" in value:
+        return {k: decode(v) for k, v in value["@d"].items()}
+    if "@b" in value:
+        return base64.b64decode(value["@b"])
+    if "@layout" in value:
+        return SegmentLayout.from_json(value["@layout"])
+    if "@scheme" in value:
+        return Scheme.parse(value["@scheme"])
+    if "@t" in value:
+        return tuple(decode(item) for item in value["@t"])
+    if "@s" in value:
+        return {decode(item) for item in value["@s"]}
+    if "@kv" in value:
+        return {decode(k): decode(v) for k, v in value["@kv"]}
+    cls = _TYPES.get(value.get("@", ""))
+    if cls is None:
+        raise ValueError(f"unknown record type on the wire: {value.get('@')!r}")
+    return cls(**{k: decode(v) for k, v in value.items() if k != "@"})
+
+
+def dumps(value: Any) -> bytes:
+    return json.dumps(encode(value), separators=(",", ":")).encode()
+
+
+def loads(body: bytes) -> Any:
+    return decode(json.loads(body))
+
+
+def error_to_wire(exc: BaseException) -> dict:
+    return {"type": type(exc).__name__, "message": str(exc)}
+
+
+def error_from_wire(error: dict) -> Exception:
+    """The same ``apollo.errors`` class; anything else (a bug on the far side) as ``RemoteError``."""
+    cls = getattr(errors, error.get("type", ""), None)
+    if isinstance(cls, type) and issubclass(cls, errors.ApolloError):
+        return cls(error.get("message", ""))
+    return errors.RemoteError(f"{error.get('type')}: {error.get('message')}")

@@ -1,0 +1,140 @@
+"""A whole cluster on one machine: metadata services, storage nodes and gateways as real processes.
+
+``apollo dev-cluster`` and the cluster tests both use it. Every process is the real
+``apollo meta | storage | gateway`` command on a loopback port; nothing is mocked.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from apollo.testing.server import DEV_ACCESS_KEY, DEV_SECRET_KEY, free_port
+
+
+class RoleProcess:
+    """One ``apollo <role>`` process: start, wait for its health endpoint, kill -9, SIGSTOP, restart."""
+
+    def __init__(self, name: str, args: list[str], port: int, log_path: Path) -> None:
+        self.name = name
+        self.args = args
+        self.port = port
+        self.log_path = log_path
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout_s: float = 30.0, ready: str = "/health/live") -> RoleProcess:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen([sys.executable, "-m", "apollo", *self.args, "--dev"], stdout=log,
+                                            stderr=subprocess.STDOUT)  # fmt: skip
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{self.name} exited with {self.process.returncode}:\n{self.log_tail()}")
+            try:
+                with urllib.request.urlopen(self.endpoint + ready, timeout=1):
+                    return self
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError(f"{self.name} not ready after {timeout_s}s:\n{self.log_tail()}")
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def kill(self) -> None:
+        if self.alive():
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait()
+
+    def pause(self) -> None:
+        self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        self.process.send_signal(signal.SIGCONT)
+
+    def stop(self) -> None:
+        if self.alive():
+            self.process.send_signal(signal.SIGCONT)
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+class LocalCluster:
+    """``metas`` metadata services on one database, ``nodes`` storage nodes of ``drives`` drives, ``gateways``."""
+
+    def __init__(self, root: Path, database: str, nodes: int = 6, drives: int = 1, metas: int = 1,
+                 gateways: int = 1, ec: str = "4+2", racks: int = 0) -> None:  # fmt: skip
+        self.root = Path(root)
+        self.metas = [RoleProcess(f"meta{i}", [], free_port(), self.root / f"meta{i}.log") for i in range(metas)]
+        for meta in self.metas:
+            meta.args = ["meta", "--database", database, "--address", f"127.0.0.1:{meta.port}"]
+        self.meta_urls = ",".join(meta.endpoint for meta in self.metas)
+        self.nodes = []
+        for i in range(nodes):
+            port = free_port()
+            drive_dirs = [str(self.root / f"node{i}" / f"drive{d}") for d in range(drives)]
+            rack = ["--rack", f"rack{i % racks}"] if racks else []
+            args = ["storage", *drive_dirs, "--meta", self.meta_urls, "--address",
+                    f"127.0.0.1:{port}", "--name", f"node{i}", *rack]  # fmt: skip
+            self.nodes.append(RoleProcess(f"node{i}", args, port, self.root / f"node{i}.log"))
+        self.gateways = []
+        for i in range(gateways):
+            port = free_port()
+            args = ["gateway", "--meta", self.meta_urls, "--address", f"127.0.0.1:{port}", "--ec", ec]
+            self.gateways.append(RoleProcess(f"gateway{i}", args, port, self.root / f"gateway{i}.log"))
+
+    @property
+    def processes(self) -> list[RoleProcess]:
+        return [*self.metas, *self.nodes, *self.gateways]
+
+    def start(self) -> LocalCluster:
+        for meta in self.metas:
+            meta.start()
+        for node in self.nodes:
+            node.start()
+        for gateway in self.gateways:
+            gateway.start(ready="/health/ready")
+        return self
+
+    def stop(self) -> None:
+        for process in reversed(self.processes):
+            process.stop()
+
+    def s3(self, gateway: int = 0, **config):
+        import boto3
+        from botocore.config import Config
+
+        return boto3.client(
+            "s3", endpoint_url=self.gateways[gateway].endpoint, aws_access_key_id=DEV_ACCESS_KEY,
+            aws_secret_access_key=DEV_SECRET_KEY, region_name="us-east-1",
+            config=Config(**{"retries": {"max_attempts": 1}, **config}),
+        )  # fmt: skip
+
+    def shard_files(self) -> list[Path]:
+        return [p for p in self.root.glob("node*/drive*/shards/**/*") if p.is_file()]
+
+    def tmp_files(self) -> list[Path]:
+        return [p for p in self.root.glob("node*/drive*/tmp/*") if p.is_file()]
+
+    def __enter__(self) -> LocalCluster:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
