@@ -82,6 +82,7 @@ class LocalCluster:
     def __init__(self, root: Path, database: str, nodes: int = 6, drives: int = 1, metas: int = 1,
                  gateways: int = 1, ec: str = "4+2", racks: int = 0) -> None:  # fmt: skip
         self.root = Path(root)
+        self.database = database
         self.metas = [RoleProcess(f"meta{i}", [], free_port(), self.root / f"meta{i}.log") for i in range(metas)]
         for meta in self.metas:
             meta.args = ["meta", "--database", database, "--address", f"127.0.0.1:{meta.port}"]
@@ -126,6 +127,12 @@ class LocalCluster:
             aws_secret_access_key=DEV_SECRET_KEY, region_name="us-east-1",
             config=Config(**{"retries": {"max_attempts": 1}, **config}),
         )  # fmt: skip
+
+    def native(self, access_key: str = DEV_ACCESS_KEY, secret_key: str = DEV_SECRET_KEY, **options):
+        """A blocking native client of this cluster (``apollo.client.Client``)."""
+        from apollo.client import Client
+
+        return Client(self.meta_urls, access_key, secret_key, **options)
 
     def shard_files(self) -> list[Path]:
         return [p for p in self.root.glob("node*/drive*/shards/**/*") if p.is_file()]

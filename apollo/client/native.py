@@ -1,0 +1,310 @@
+"""The native direct-path client: metadata from ``apollo meta``, bytes straight to and from storage nodes.
+
+No gateway in between: the client encodes and decodes erasure-coded stripes itself,
+streams every shard of a stripe to its node in parallel, and asks the metadata service
+only to begin (placement and a write token per segment), commit, and look up (layout
+and read tokens). Layouts of looked-up versions are cached by version id, so reading
+the same object again costs no metadata call.
+
+    async with AsyncClient("http://meta:9100", access_key, secret_key) as apollo:
+        await apollo.put("data", "shard-0001.tar", open("shard-0001.tar", "rb"))
+        async for key, result in apollo.batch_get("data", keys):
+            ...
+
+``Client`` offers the same calls, blocking, for code without an event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import aiohttp
+
+from apollo import errors, limits, tokens
+from apollo.client.context import ClientContext
+from apollo.client.core import ApolloClient
+from apollo.meta.model import Conditions, ObjectAttrs, Version
+from apollo.meta.remote import RemoteMeta
+from apollo.storage.ec import Scheme
+from apollo.storage.remote import Timeouts
+
+READ_CHUNK_BYTES = 4 * 1024 * 1024
+LAYOUTS_KEPT = 10_000
+LAYOUT_TTL_S = tokens.TOKEN_TTL_S / 2  # a cached layout's read tokens must still be valid when it is used
+
+Body = bytes | bytearray | memoryview | str | Path | BinaryIO | AsyncIterable[bytes] | Iterable[bytes]
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    bucket: str
+    key: str
+    size: int
+    etag: str
+    version_id: str
+    last_modified: float
+    content_type: str
+    metadata: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, version: Version) -> ObjectInfo:
+        return cls(version.bucket, version.key, version.size, version.etag, version.version_id,
+                   version.last_modified, version.attrs.content_type, dict(version.attrs.user_meta))  # fmt: skip
+
+
+async def _chunks(body: Body) -> AsyncIterator[bytes]:
+    """Any body as chunks of at most ``READ_CHUNK_BYTES``; files are read on a thread, never whole."""
+    if isinstance(body, bytes | bytearray | memoryview):
+        view = memoryview(body)
+        for start in range(0, len(view), READ_CHUNK_BYTES):
+            yield bytes(view[start : start + READ_CHUNK_BYTES])
+        return
+    if isinstance(body, str | Path):
+        with open(body, "rb") as handle:
+            async for chunk in _chunks(handle):
+                yield chunk
+        return
+    if isinstance(body, io.IOBase) or hasattr(body, "read"):
+        while chunk := await asyncio.to_thread(body.read, READ_CHUNK_BYTES):
+            yield chunk
+        return
+    if hasattr(body, "__aiter__"):
+        async for chunk in body:
+            yield chunk
+        return
+    for chunk in body:
+        yield chunk
+
+
+class AsyncClient:
+    def __init__(
+        self, meta_url: str, access_key: str, secret_key: str, *, scheme: str = "4+2",
+        cell_size: int = limits.cell_size_bytes_default, timeouts: Timeouts | None = None,
+    ) -> None:  # fmt: skip
+        """``meta_url``: one or more metadata services, comma-separated."""
+        self._meta_url = meta_url
+        self._keys = (access_key, secret_key)
+        self._scheme = Scheme.parse(scheme)
+        self._cell_size = cell_size
+        self._timeouts = timeouts
+        self._session: aiohttp.ClientSession | None = None
+        self._meta: RemoteMeta | None = None
+        self._client: ApolloClient | None = None
+        self._layouts: OrderedDict[tuple[str, str, str], tuple[float, Version]] = OrderedDict()
+
+    async def connect(self) -> AsyncClient:
+        self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
+        self._meta = RemoteMeta(self._meta_url, *self._keys, self._session, self._timeouts)
+        await self._meta.start()
+        self._client = ApolloClient(ClientContext(self._meta, self._meta.nodes), self._scheme, self._cell_size)
+        return self
+
+    async def close(self) -> None:
+        if self._meta is not None:
+            await self._meta.close()
+        if self._session is not None:
+            await self._session.close()
+        if self._client is not None:
+            self._client.ctx.cpu.shutdown(wait=False)
+
+    async def __aenter__(self) -> AsyncClient:
+        return await self.connect()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # buckets ---------------------------------------------------------------------------------
+
+    async def create_bucket(self, bucket: str) -> None:
+        await self._meta.create_bucket(bucket, time.time())
+
+    async def delete_bucket(self, bucket: str) -> None:
+        await self._meta.delete_bucket(bucket)
+
+    # writes ----------------------------------------------------------------------------------
+
+    async def put(self, bucket: str, key: str, body: Body, *, content_type: str = "application/octet-stream",
+                  metadata: dict[str, str] | None = None, if_none_match: bool = False) -> ObjectInfo:  # fmt: skip
+        """Store ``body`` (bytes, a path, a binary file, or an (async) iterable of chunks) under ``key``.
+
+        Large bodies become several segments, each in its own placement group: the client
+        spreads one object over the whole cluster with no multipart protocol.
+        :raises BucketNotFound, PreconditionFailed (``if_none_match`` and the key exists), InsufficientStorage:
+        """
+        attrs = ObjectAttrs(content_type=content_type, user_meta=dict(metadata or {}))
+        conditions = Conditions(if_none_match_star=True) if if_none_match else None
+        version, _ = await self._client.put_object(bucket, key, _chunks(body), attrs, conditions=conditions)
+        return ObjectInfo.of(version)
+
+    async def delete(self, bucket: str, key: str, version_id: str | None = None) -> None:
+        await self._meta.delete_object(bucket, key, version_id, time.time())
+        for cached in [k for k in self._layouts if k[:2] == (bucket, key)]:
+            del self._layouts[cached]
+
+    # reads -----------------------------------------------------------------------------------
+
+    async def head(self, bucket: str, key: str, version_id: str | None = None) -> ObjectInfo | None:
+        version = await self._lookup(bucket, key, version_id, fresh=version_id is None)
+        return None if version is None else ObjectInfo.of(version)
+
+    async def _lookup(self, bucket: str, key: str, version_id: str | None, fresh: bool = True) -> Version | None:
+        """The version with its layout; a given version id is immutable, so its layout is served from cache."""
+        cached = self._layouts.get((bucket, key, version_id or ""))
+        if cached is not None and not fresh and time.monotonic() - cached[0] < LAYOUT_TTL_S:
+            return cached[1]
+        version = await self._client.head(bucket, key, version_id)
+        if version is None or version.delete_marker:
+            return None
+        self._layouts[(bucket, key, version.version_id)] = (time.monotonic(), version)
+        while len(self._layouts) > LAYOUTS_KEPT:
+            self._layouts.popitem(last=False)
+        return version
+
+    async def _version(self, bucket: str, key: str, version_id: str | None) -> Version:
+        version = await self._lookup(bucket, key, version_id, fresh=version_id is None)
+        if version is None:
+            raise errors.ObjectNotFound(f"{bucket}/{key} does not exist")
+        return version
+
+    async def stream(self, bucket: str, key: str, start: int = 0, end: int | None = None,
+                     version_id: str | None = None) -> AsyncIterator[bytes]:  # fmt: skip
+        """Bytes ``[start, end)`` in order, read ahead from the data shards, with bounded memory."""
+        version = await self._version(bucket, key, version_id)
+        end = version.size if end is None else min(end, version.size)
+        async for piece in self._client.read(version, start, end):
+            yield piece
+
+    async def get(self, bucket: str, key: str, start: int = 0, end: int | None = None,
+                  version_id: str | None = None) -> bytes:  # fmt: skip
+        return b"".join([piece async for piece in self.stream(bucket, key, start, end, version_id)])
+
+    async def get_into(self, bucket: str, key: str, buffer: bytearray | memoryview, start: int = 0,
+                       version_id: str | None = None) -> int:  # fmt: skip
+        """Read into ``buffer`` (e.g. pinned host memory) from ``start``; returns the bytes written."""
+        view = memoryview(buffer).cast("B")
+        filled = 0
+        async for piece in self.stream(bucket, key, start, start + len(view), version_id):
+            view[filled : filled + len(piece)] = piece
+            filled += len(piece)
+        return filled
+
+    async def batch_get(self, bucket: str, keys: Iterable[str], concurrency: int = 16
+                        ) -> AsyncIterator[tuple[str, bytes | Exception]]:  # fmt: skip
+        """Many objects at once, yielded as each completes; a failed key yields its exception, not a stop."""
+        pending = iter(keys)
+        running: dict[asyncio.Task, str] = {}
+
+        async def fetch(key: str) -> bytes:
+            return await self.get(bucket, key)
+
+        def refill() -> None:
+            while len(running) < concurrency:
+                key = next(pending, None)
+                if key is None:
+                    return
+                running[asyncio.ensure_future(fetch(key))] = key
+
+        refill()
+        try:
+            while running:
+                done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    key = running.pop(task)
+                    yield key, task.result() if task.exception() is None else task.exception()
+                refill()
+        finally:
+            for task in running:
+                task.cancel()
+
+    async def list(self, bucket: str, prefix: str = "", delimiter: str = "", start_after: str = ""
+                   ) -> AsyncIterator[ObjectInfo | str]:  # fmt: skip
+        """Every object (and, with a delimiter, every common prefix as a ``str``) in key order, page by page."""
+        marker = start_after
+        while True:
+            page = await self._meta.list_objects(bucket, prefix, delimiter, marker, 1000)
+            entries = [ObjectInfo.of(v) for v in page.entries] + list(page.prefixes)
+            for entry in sorted(entries, key=lambda e: e if isinstance(e, str) else e.key):
+                yield entry
+            if not page.truncated:
+                return
+            marker = page.next_marker
+
+
+class Client:
+    """``AsyncClient`` for blocking code: its event loop runs on a thread of its own."""
+
+    def __init__(self, meta_url: str, access_key: str, secret_key: str, **options: Any) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="apollo-client", daemon=True)
+        self._thread.start()
+        self._async = AsyncClient(meta_url, access_key, secret_key, **options)
+        self._run(self._async.connect())
+
+    def _run(self, coroutine):
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
+
+    def close(self) -> None:
+        self._run(self._async.close())
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def create_bucket(self, bucket: str) -> None:
+        self._run(self._async.create_bucket(bucket))
+
+    def put(self, bucket: str, key: str, body: Body, **options: Any) -> ObjectInfo:
+        return self._run(self._async.put(bucket, key, body, **options))
+
+    def get(self, bucket: str, key: str, start: int = 0, end: int | None = None, **options: Any) -> bytes:
+        return self._run(self._async.get(bucket, key, start, end, **options))
+
+    def get_into(self, bucket: str, key: str, buffer: bytearray | memoryview, start: int = 0) -> int:
+        return self._run(self._async.get_into(bucket, key, buffer, start))
+
+    def stream(self, bucket: str, key: str, start: int = 0, end: int | None = None) -> Iterator[bytes]:
+        chunks = self._async.stream(bucket, key, start, end)
+        while True:
+            try:
+                yield self._run(chunks.__anext__())
+            except StopAsyncIteration:
+                return
+
+    def head(self, bucket: str, key: str, version_id: str | None = None) -> ObjectInfo | None:
+        return self._run(self._async.head(bucket, key, version_id))
+
+    def delete(self, bucket: str, key: str, version_id: str | None = None) -> None:
+        self._run(self._async.delete(bucket, key, version_id))
+
+    def list(self, bucket: str, prefix: str = "", delimiter: str = "") -> list[ObjectInfo | str]:
+        async def collect():
+            return [entry async for entry in self._async.list(bucket, prefix, delimiter)]
+
+        return self._run(collect())
+
+    def batch_get(self, bucket: str, keys: Iterable[str], concurrency: int = 16) -> Iterator[tuple[str, Any]]:
+        results = self._async.batch_get(bucket, list(keys), concurrency)
+        while True:
+            try:
+                yield self._run(results.__anext__())
+            except StopAsyncIteration:
+                return
+
+
+def from_environment(**options: Any) -> Client:
+    """A ``Client`` from ``APOLLO_META_URL``, ``APOLLO_ACCESS_KEY`` and ``APOLLO_SECRET_KEY``."""
+    return Client(os.environ["APOLLO_META_URL"], os.environ["APOLLO_ACCESS_KEY"], os.environ["APOLLO_SECRET_KEY"],
+                  **options)  # fmt: skip

@@ -1,0 +1,107 @@
+"""The native direct-path client against a cluster: every call, user keys, tokens, dead nodes."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import time
+
+import pytest
+
+from apollo import errors
+from apollo.client import AsyncClient
+from apollo.meta.remote import RemoteMeta
+from apollo.meta.store import SqlStore
+
+BUCKET = "native"
+USER, SECRET = "native-user", "native-user-secret-key"
+
+
+@pytest.fixture
+def cluster(make_cluster):
+    cluster = make_cluster(nodes=6)
+    store = SqlStore(cluster.database)
+    store.put_key(USER, SECRET, time.time())  # an ordinary key: no service rights, tokens per segment
+    store.close()
+    return cluster
+
+
+def test_every_call_of_the_blocking_client_with_an_ordinary_key(cluster, tmp_path):
+    payload = os.urandom(11 * 1024 * 1024 + 17)
+    source = tmp_path / "source.bin"
+    source.write_bytes(payload)
+    with cluster.native(USER, SECRET) as client:
+        client.create_bucket(BUCKET)
+        info = client.put(BUCKET, "from-file", source, metadata={"rank": "3"})
+        assert (info.size, info.metadata) == (len(payload), {"rank": "3"})
+        client.put(BUCKET, "from-bytes", b"small")
+        client.put(BUCKET, "from-stream", io.BytesIO(payload[:3_000_000]))
+        head = payload[:5_000_000]
+        client.put(BUCKET, "from-chunks", (head[i : i + 999_999] for i in range(0, len(head), 999_999)))
+        assert client.get(BUCKET, "from-file") == payload
+        assert client.get(BUCKET, "from-file", 5_000_000, 5_000_123) == payload[5_000_000:5_000_123]
+        assert b"".join(client.stream(BUCKET, "from-chunks")) == head
+        buffer = bytearray(1_000_000)
+        assert client.get_into(BUCKET, "from-stream", buffer, 2_000_000) == 1_000_000
+        assert bytes(buffer) == payload[2_000_000:3_000_000]
+        assert client.head(BUCKET, "from-bytes").size == 5 and client.head(BUCKET, "nothing") is None
+        assert [i.key for i in client.list(BUCKET)] == ["from-bytes", "from-chunks", "from-file", "from-stream"]
+        results = dict(client.batch_get(BUCKET, ["from-bytes", "missing", "from-stream"]))
+        assert results["from-bytes"] == b"small" and results["from-stream"] == payload[:3_000_000]
+        assert isinstance(results["missing"], errors.ObjectNotFound)
+        with pytest.raises(errors.PreconditionFailed):
+            client.put(BUCKET, "from-bytes", b"again", if_none_match=True)
+        client.delete(BUCKET, "from-file")
+        with pytest.raises(errors.ObjectNotFound):
+            client.get(BUCKET, "from-file")
+
+
+def test_batch_get_yields_in_completion_order_with_bounded_concurrency(cluster):
+    async def scenario():
+        async with AsyncClient(cluster.meta_urls, USER, SECRET) as client:
+            await client.create_bucket(BUCKET)
+            sizes = {f"k{n:02d}": (n % 4) * 1_500_000 + 10 for n in range(24)}
+            for key, size in sizes.items():
+                await client.put(BUCKET, key, key.encode() * (size // len(key)))
+            got = [(key, body) async for key, body in client.batch_get(BUCKET, list(sizes), concurrency=6)]
+            assert sorted(k for k, _ in got) == sorted(sizes)
+            assert all(body == key.encode() * (sizes[key] // len(key)) for key, body in got)
+
+    asyncio.run(scenario())
+
+
+def test_metadata_calls_need_a_valid_signature_and_service_calls_a_root_key(cluster):
+    async def scenario():
+        import aiohttp
+
+        async with aiohttp.ClientSession() as session:
+            forged = RemoteMeta(cluster.meta_urls, USER, "not-the-secret", session)
+            with pytest.raises(errors.AccessDenied, match="signature"):
+                await forged.list_buckets()
+            unknown = RemoteMeta(cluster.meta_urls, "nobody", SECRET, session)
+            with pytest.raises(errors.AccessDenied, match="unknown"):
+                await unknown.list_buckets()
+            user = RemoteMeta(cluster.meta_urls, USER, SECRET, session)
+            await user.list_buckets()
+            for service_call in ("get_secret", "service_tokens", "node_heartbeat"):
+                with pytest.raises(errors.AccessDenied):
+                    await user.call(service_call, USER)
+
+    asyncio.run(scenario())
+
+
+def test_native_reads_survive_two_dead_storage_nodes(cluster):
+    objects = {f"o{n}": os.urandom(2_500_000 + n) for n in range(5)}
+    with cluster.native(USER, SECRET) as client:
+        client.create_bucket(BUCKET)
+        for key, body in objects.items():
+            client.put(BUCKET, key, body)
+        cluster.nodes[1].kill()
+        cluster.nodes[3].kill()
+        for key, body in objects.items():
+            assert client.get(BUCKET, key) == body
+        assert dict(client.batch_get(BUCKET, list(objects))) == objects
+    s3 = cluster.s3()
+    for key, body in objects.items():
+        assert s3.get_object(Bucket=BUCKET, Key=key)["Body"].read() == body
