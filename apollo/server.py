@@ -26,6 +26,7 @@ from apollo import limits
 from apollo.client.context import ClientContext
 from apollo.client.core import ApolloClient
 from apollo.cluster.drives import NODE_NAME, SERVING_STATES
+from apollo.cluster.gc import GarbageCollector
 from apollo.cluster.manager import BackgroundManager
 from apollo.gateway import metrics
 from apollo.gateway.app import build_app
@@ -195,7 +196,9 @@ class Server:
             ctx, self.node, self.store.get_setting("deployment_id") or "", holder=lease_holder(config),
             lease_ttl_s=config.manager_lease_ttl_s, reserve_bytes=config.drive_reserve_bytes,
         )  # fmt: skip
-        self.manager.duties.append(self._gc_loop)  # one garbage collector and checkpointer per deployment
+        drives_here = lambda: dict.fromkeys(self.node.drives, self.node)  # noqa: E731 - read at each pass
+        self.gc = GarbageCollector(self.meta, drives_here, config.upload_expiry_s)
+        self.manager.duties.append(self.gc.run_forever)  # one garbage collector and checkpointer per deployment
         if self.journal is not None:
             self.manager.duties.append(self._checkpoint_loop)
         if config.root_user:
@@ -267,42 +270,6 @@ class Server:
         seqs = ", ".join(str(seq) for seq in sorted({seq for seq, _ in result.written})) or "-"
         log.info("metadata checkpoint at journal seq %s on %d drives; removed %d old checkpoints, %d journal files",
                  seqs, len(result.written), result.checkpoints_removed, result.journal_files_removed)  # fmt: skip
-
-    async def _gc_loop(self) -> None:
-        while True:
-            try:
-                await self.expire_uploads()
-                await self.collect_garbage()
-            except Exception:
-                log.exception("garbage collection pass failed")
-            await asyncio.sleep(limits.gc_interval_s)
-
-    async def expire_uploads(self) -> int:
-        """Abort multipart uploads abandoned for longer than ``--upload-expiry``; their parts become garbage."""
-        now = time.time()
-        expired = await self.meta.expire_uploads(
-            now - self.config.upload_expiry_s, now, limits.uploads_expired_per_pass_max
-        )
-        for upload in expired:
-            log.info("aborted multipart upload %s of %s/%s, initiated %.0f s ago (--upload-expiry)",
-                     upload.upload_id, upload.bucket, upload.key, now - upload.created)  # fmt: skip
-        return len(expired)
-
-    async def collect_garbage(self) -> int:
-        """Delete shard files of due garbage rows, then forget the rows."""
-        batch = await self.meta.due_garbage(time.time(), 256)
-        for item in batch:
-            layout = item.layout
-            for index, drive_id in enumerate(layout.drives):
-                if drive_id in self.node.drives:
-                    try:
-                        if await self.node.delete(drive_id, layout.shard(index)):
-                            metrics.gc_deleted_shards.inc()
-                    except OSError:
-                        log.warning("GC could not delete shard %d of %s on %s", index, layout.segment_id, drive_id)
-        if batch:
-            await self.meta.forget_garbage([item.layout.segment_id for item in batch])
-        return len(batch)
 
 
 def lock_meta_dir(meta_dir: Path) -> MetaDirLock:

@@ -35,7 +35,8 @@ def cmd_meta(args: argparse.Namespace) -> None:
 
     host, port = _address(args.address, 9100)
     user, password = _credentials(args)
-    run(MetaConfig(args.database, host, port, user, password, args.drive_reserve, args.manager_lease))
+    run(MetaConfig(args.database, host, port, user, password, args.drive_reserve, args.manager_lease, args.gc_delay,
+                   args.upload_expiry))  # fmt: skip
 
 
 def cmd_storage(args: argparse.Namespace) -> None:
@@ -73,6 +74,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     meta.add_argument("--address", default="127.0.0.1:9100")
     meta.add_argument("--drive-reserve", type=parse_size, default=limits.drive_free_bytes_min, metavar="SIZE")
     meta.add_argument("--manager-lease", type=float, default=limits.manager_lease_ttl_s_default, metavar="SECONDS")
+    meta.add_argument("--gc-delay", type=float, default=limits.gc_deleted_data_delay_s,
+                      help="seconds before data of deleted versions is removed")  # fmt: skip
+    meta.add_argument("--upload-expiry", type=float, default=limits.upload_expiry_s_default,
+                      help="abort multipart uploads unfinished after this many seconds (default 7 days)")  # fmt: skip
     meta.set_defaults(func=cmd_meta)
 
     storage = sub.add_parser("storage", help="run a storage node of a cluster")

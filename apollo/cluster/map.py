@@ -41,10 +41,6 @@ class ClusterMap:
     nodes: list[NodeInfo] = field(default_factory=list)
     drives: list[DriveInfo] = field(default_factory=list)
 
-    def node_of(self, drive_id: str) -> NodeInfo | None:
-        names = {d.drive_id: d.node for d in self.drives}
-        return next((n for n in self.nodes if n.name == names.get(drive_id)), None)
-
     def failure_domain(self, node_name: str) -> str:
         """Placement spreads a segment's shards over racks when racks are labelled, else over nodes."""
         node = next((n for n in self.nodes if n.name == node_name), None)

@@ -29,7 +29,8 @@ from apollo import errors, tokens
 from apollo.cluster.map import ClusterMap
 from apollo.meta.placement import Candidate
 from apollo.rpc import codec, signing
-from apollo.storage.remote import RemoteStorageNode, Timeouts
+from apollo.storage.directory import NodeDirectory
+from apollo.storage.remote import Timeouts
 
 log = logging.getLogger("apollo.meta.remote")
 RETRY_FOR_S = 30.0
@@ -64,8 +65,8 @@ class RemoteMeta:
         self.map = ClusterMap(epoch=-1)
         self.candidates: list[Candidate] = []
         self.writable: set[str] = set()
-        self.nodes: dict[str, RemoteStorageNode] = {}  # drive id -> its node; updated in place
-        self._endpoints: dict[str, RemoteStorageNode] = {}
+        self.directory = NodeDirectory(session, self.token_for, self.storage_timeouts)
+        self.nodes = self.directory.nodes  # drive id -> its node; updated in place
         self._tokens: OrderedDict[tuple[str, str], str] = OrderedDict()
         self._service_tokens: tuple[float, dict[str, str]] = (0.0, {})
         self._refresher: asyncio.Task | None = None
@@ -145,15 +146,7 @@ class RemoteMeta:
         self.map = cluster
         self.candidates = cluster.candidates()
         self.writable = cluster.writable()
-        for node in cluster.nodes:
-            if node.endpoint not in self._endpoints:
-                self._endpoints[node.endpoint] = RemoteStorageNode(
-                    node.endpoint, [], self.token_for, self.session, self.storage_timeouts
-                )
-        for drive in cluster.drives:
-            info = cluster.node_of(drive.drive_id)
-            if info is not None:
-                self.nodes[drive.drive_id] = self._endpoints[info.endpoint]
+        self.directory.update(cluster)
 
     def set_drives(self, candidates: list[Candidate], writable: set[str]) -> None:
         """A writer found a drive full: leave it out of placement here until the next map."""

@@ -2,9 +2,10 @@
 
 Any number run side by side on one PostgreSQL database; clients and gateways may use
 any of them. Each keeps the token keyring in step with the database (a key another
-instance added verifies here within ``KEYRING_REFRESH_S``) and competes for the manager
-lease; the holder adds a new token key every ``tokens.ROTATE_S`` and drops keys no
-token can still need.
+instance added verifies here within ``KEYRING_REFRESH_S``), follows the cluster map, and
+competes for the manager lease. The holder collects garbage on the storage nodes (with
+service tokens it signs itself), expires abandoned uploads, adds a new token key every
+``tokens.ROTATE_S`` and drops keys no token can still need.
 """
 
 from __future__ import annotations
@@ -16,16 +17,21 @@ import time
 import uuid
 from dataclasses import dataclass
 
+import aiohttp
 from aiohttp import web
 
 from apollo import limits, tokens
+from apollo.cluster.gc import GarbageCollector
 from apollo.cluster.lease import LeaseKeeper
 from apollo.meta.rpc_service import MetaRpc, build_meta_app
 from apollo.meta.service import MetaService
 from apollo.meta.store import SqlStore
+from apollo.storage.directory import NodeDirectory
+from apollo.storage.remote import Timeouts
 
 log = logging.getLogger("apollo.meta")
 KEYRING_REFRESH_S = 5.0
+MAP_REFRESH_S = 2.0
 
 
 @dataclass
@@ -37,12 +43,15 @@ class MetaConfig:
     root_password: str = ""
     drive_reserve_bytes: int = limits.drive_free_bytes_min
     manager_lease_ttl_s: float = limits.manager_lease_ttl_s_default
+    gc_delay_s: float = limits.gc_deleted_data_delay_s
+    upload_expiry_s: float = limits.upload_expiry_s_default
 
 
 class MetaProcess:
     def __init__(self, config: MetaConfig) -> None:
         self.config = config
         self.store = SqlStore(config.database)
+        self.store.gc_delay_s = config.gc_delay_s
         if self.store.get_setting("deployment_id") is None:
             self.store.set_setting("deployment_id", uuid.uuid4().hex)
         if not self.store.token_keys():
@@ -58,15 +67,31 @@ class MetaProcess:
         self.app.cleanup_ctx.append(self._background)
 
     async def _background(self, app: web.Application):
-        tasks = [asyncio.create_task(self._keyring_loop()),
-                 asyncio.create_task(self.lease.keep(self._take_role, self._drop_role))]  # fmt: skip
+        session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
+        self.directory = NodeDirectory(session, self._service_token, Timeouts())
+        self.gc = GarbageCollector(self.meta, lambda: self.directory.nodes, self.config.upload_expiry_s)
         self._duties: list[asyncio.Task] = []
+        tasks = [asyncio.create_task(loop) for loop in (
+            self._keyring_loop(), self._map_loop(), self.lease.keep(self._take_role, self._drop_role))]  # fmt: skip
         yield
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await self.lease.release()
+        await session.close()
         self.meta.close()
+
+    def _service_token(self, op: str, segment_id: str) -> str:
+        return self.keyring.issue(op, tokens.ANY_SEGMENT, tokens.SERVICE_TOKEN_TTL_S)
+
+    async def _map_loop(self) -> None:
+        """Placement and the garbage collector follow the cluster map."""
+        while True:
+            try:
+                self.directory.update(await self.rpc.cluster_map())
+            except Exception as exc:
+                log.warning("cluster map refresh failed: %r", exc)
+            await asyncio.sleep(MAP_REFRESH_S)
 
     async def _keyring_loop(self) -> None:
         while True:
@@ -77,7 +102,7 @@ class MetaProcess:
                 log.warning("token keyring refresh failed: %r", exc)
 
     async def _take_role(self) -> None:
-        self._duties = [asyncio.create_task(self._rotate_keys_loop())]
+        self._duties = [asyncio.create_task(self._rotate_keys_loop()), asyncio.create_task(self.gc.run_forever())]
 
     async def _drop_role(self) -> None:
         for task in self._duties:

@@ -79,13 +79,15 @@ class RoleProcess:
 class LocalCluster:
     """``metas`` metadata services on one database, ``nodes`` storage nodes of ``drives`` drives, ``gateways``."""
 
-    def __init__(self, root: Path, database: str, nodes: int = 6, drives: int = 1, metas: int = 1,
-                 gateways: int = 1, ec: str = "4+2", racks: int = 0) -> None:  # fmt: skip
+    def __init__(
+        self, root: Path, database: str, nodes: int = 6, drives: int = 1, metas: int = 1, gateways: int = 1,
+        ec: str = "4+2", racks: int = 0, meta_args: tuple[str, ...] = (),
+    ) -> None:  # fmt: skip
         self.root = Path(root)
         self.database = database
         self.metas = [RoleProcess(f"meta{i}", [], free_port(), self.root / f"meta{i}.log") for i in range(metas)]
         for meta in self.metas:
-            meta.args = ["meta", "--database", database, "--address", f"127.0.0.1:{meta.port}"]
+            meta.args = ["meta", "--database", database, "--address", f"127.0.0.1:{meta.port}", *meta_args]
         self.meta_urls = ",".join(meta.endpoint for meta in self.metas)
         self.nodes = []
         for i in range(nodes):

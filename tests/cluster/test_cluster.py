@@ -185,3 +185,20 @@ def test_postgres_restart_and_a_killed_meta_service_lose_nothing_acknowledged(ma
         time.sleep(2)
     assert load.reads > 0
     load.verify()
+
+
+def test_garbage_of_deleted_and_overwritten_objects_leaves_the_storage_nodes(make_cluster):
+    cluster = make_cluster(nodes=6, meta_args=("--gc-delay", "0"))
+    s3 = cluster.s3()
+    s3.create_bucket(Bucket=BUCKET)
+    for n in range(4):
+        s3.put_object(Bucket=BUCKET, Key=f"k{n}", Body=os.urandom(3_000_000))
+    written = len(cluster.shard_files())
+    assert written == 4 * 6
+    s3.delete_object(Bucket=BUCKET, Key="k0")
+    s3.put_object(Bucket=BUCKET, Key="k1", Body=os.urandom(2_000_000))  # the old k1 becomes garbage
+    deadline = time.monotonic() + 30
+    while len(cluster.shard_files()) != 3 * 6 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert len(cluster.shard_files()) == 3 * 6
+    assert s3.get_object(Bucket=BUCKET, Key="k1")["ContentLength"] == 2_000_000

@@ -1,0 +1,29 @@
+"""Which storage node serves each drive, as the cluster map says: one ``RemoteStorageNode`` per endpoint."""
+
+from __future__ import annotations
+
+import aiohttp
+
+from apollo.cluster.map import ClusterMap
+from apollo.storage.remote import RemoteStorageNode, Timeouts, TokenSource
+
+
+class NodeDirectory:
+    def __init__(self, session: aiohttp.ClientSession, token_for: TokenSource, timeouts: Timeouts) -> None:
+        self.session = session
+        self.token_for = token_for
+        self.timeouts = timeouts
+        self.nodes: dict[str, RemoteStorageNode] = {}  # drive id -> node; updated in place, callers keep the dict
+        self._by_endpoint: dict[str, RemoteStorageNode] = {}
+
+    def update(self, cluster: ClusterMap) -> None:
+        """Follow the map: a node's connections (and what it learnt about its health) survive map changes."""
+        endpoints = {node.name: node.endpoint for node in cluster.nodes}
+        for endpoint in endpoints.values():
+            if endpoint not in self._by_endpoint:
+                self._by_endpoint[endpoint] = RemoteStorageNode(endpoint, [], self.token_for, self.session,
+                                                                self.timeouts)  # fmt: skip
+        for drive in cluster.drives:
+            endpoint = endpoints.get(drive.node)
+            if endpoint is not None:
+                self.nodes[drive.drive_id] = self._by_endpoint[endpoint]
