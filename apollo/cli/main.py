@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from apollo import limits
-from apollo.cli import admin_cluster, admin_meta, roles
+from apollo.cli import admin_cluster, admin_meta, devcluster, roles
 from apollo.storage.ec import Scheme
 
 DEV_USER = "apollo-dev"
@@ -175,6 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
     server.add_argument("--owner-id", help=argparse.SUPPRESS)
     server.set_defaults(func=cmd_server)
     roles.register(sub)
+    devcluster.register(sub)
     admin = sub.add_parser("admin", help="administration").add_subparsers(dest="admin", required=True)
     key = admin.add_parser("key", help="manage access keys")
     key.add_argument("action", choices=["create", "list", "delete"])

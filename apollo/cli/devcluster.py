@@ -1,0 +1,80 @@
+"""``apollo dev-cluster``: a whole cluster on this machine in one command, stopped by Ctrl-C.
+
+With ``--postgres`` it also runs PostgreSQL from Debian's packages in a temporary
+directory; without, the metadata service keeps SQLite in the data directory. Each
+process logs to ``DATA/<name>.log``; the command prints the endpoints and credentials.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import signal
+import sys
+import time
+from pathlib import Path
+
+from apollo.testing.server import DEV_ACCESS_KEY, DEV_SECRET_KEY
+
+
+def cmd_dev_cluster(args: argparse.Namespace) -> None:
+    from apollo.testing.cluster import LocalCluster
+    from apollo.testing.postgres import TempPostgres
+
+    root = Path(args.data).resolve()
+    if args.fresh and root.exists():
+        shutil.rmtree(root)
+    root.mkdir(parents=True, exist_ok=True)
+    postgres = None
+    if args.postgres:
+        try:
+            postgres = TempPostgres(durable=True).start()
+        except RuntimeError as exc:
+            sys.exit(f"dev-cluster --postgres: {exc}")
+        database = postgres.create_database("apollo")
+    else:
+        database = str(root / "meta.db")
+    cluster = LocalCluster(root, database, nodes=args.nodes, drives=args.drives, metas=args.metas,
+                           gateways=args.gateways, ec=args.ec)  # fmt: skip
+    stop = False
+
+    def interrupt(signum, frame) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGINT, interrupt)
+    signal.signal(signal.SIGTERM, interrupt)
+    try:
+        cluster.start()
+        print(f"Apollo dev cluster in {root}  (logs: {root}/*.log)")
+        print(f"  metadata   {cluster.meta_urls}  ({'PostgreSQL ' + database if postgres else 'SQLite ' + database})")
+        for node in cluster.nodes:
+            print(f"  storage    {node.endpoint}  {node.name}")
+        for gateway in cluster.gateways:
+            print(f"  S3         {gateway.endpoint}")
+        print(f"  access key {DEV_ACCESS_KEY}  secret key {DEV_SECRET_KEY}")
+        print(f"  native     apollo.client.Client({cluster.meta_urls!r}, {DEV_ACCESS_KEY!r}, {DEV_SECRET_KEY!r})")
+        print("Ctrl-C stops everything.", flush=True)
+        while not stop:
+            dead = [p.name for p in cluster.processes if not p.alive()]
+            if dead:
+                print(f"stopped: {', '.join(dead)} (see its log)", file=sys.stderr, flush=True)
+            time.sleep(0.5)
+    finally:
+        cluster.stop()
+        if postgres is not None:
+            postgres.destroy()
+        print("dev cluster stopped")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("dev-cluster", help="run a whole local cluster (meta, storage nodes, gateway) until Ctrl-C")
+    parser.add_argument("--nodes", type=int, default=6, help="storage nodes (default 6)")
+    parser.add_argument("--drives", type=int, default=2, help="directory drives per node (default 2)")
+    parser.add_argument("--metas", type=int, default=1, help="metadata services (more need --postgres)")
+    parser.add_argument("--gateways", type=int, default=1)
+    parser.add_argument("--ec", default="4+2")
+    parser.add_argument("--postgres", action="store_true", help="metadata in a throwaway PostgreSQL server")
+    parser.add_argument("--data", default="apollo-dev-cluster", help="directory for drives and logs")
+    parser.add_argument("--fresh", action="store_true", help="delete the data directory first")
+    parser.set_defaults(func=cmd_dev_cluster)
