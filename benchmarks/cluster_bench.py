@@ -1,0 +1,241 @@
+"""Cluster benchmark: native direct-path client vs the S3 gateway, and metadata operations per second.
+
+On one machine: PostgreSQL (from Debian's packages, in a temp dir), one ``apollo meta``,
+six ``apollo storage`` processes with one directory drive each, one ``apollo gateway``.
+Every figure is measured in this run, on the same data sizes:
+
+- **baseline (loopback + disk)**: this process streams exactly the shard bytes a 4+2
+  write produces (1.5x the data) to the six storage nodes over loopback HTTP, and reads
+  back the k data shards, with no erasure coding, hashing or metadata. Reported in
+  object bytes per second, so it is the ceiling for moving that data at all.
+- **native**: ``apollo.client.AsyncClient`` in this process (it encodes, hashes, talks
+  to the nodes directly).
+- **gateway**: signed S3 requests from a lean HTTP client in this process to
+  ``apollo gateway``, which does the same work in its own process.
+
+Patterns: one 256 MiB object PUT then GET; a checkpoint (8 writers x 512 MiB at once, then
+8 readers). Then metadata lookups and commits per second, on SQLite and PostgreSQL
+(in-process ``MetaService``) and through ``apollo meta`` (RPC, PostgreSQL).
+
+    .venv/bin/python benchmarks/cluster_bench.py            # full sizes
+    .venv/bin/python benchmarks/cluster_bench.py --quick    # small sizes, a smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import aiohttp
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import loadgen  # noqa: E402
+
+from apollo.client import AsyncClient  # noqa: E402
+from apollo.meta.model import ObjectAttrs  # noqa: E402
+from apollo.meta.remote import RemoteMeta  # noqa: E402
+from apollo.meta.service import MetaService  # noqa: E402
+from apollo.meta.store import SqlStore  # noqa: E402
+from apollo.storage.shardfile import HEADER_BYTES, encode_footer  # noqa: E402
+from apollo.testing.cluster import LocalCluster  # noqa: E402
+from apollo.testing.postgres import TempPostgres  # noqa: E402
+from apollo.testing.server import DEV_ACCESS_KEY, DEV_SECRET_KEY  # noqa: E402
+from apollo.types import ObjectData, ShardRef  # noqa: E402
+
+MiB = 1024 * 1024
+K, M = 4, 2
+
+
+def _payload(size: int) -> bytes:
+    block = os.urandom(MiB)
+    return (block * (size // MiB + 1))[:size]
+
+
+async def baseline_put(meta: RemoteMeta, key: str, size: int) -> None:
+    """The shard bytes of a 4+2 write, straight to six nodes in parallel, no coding."""
+    shard_bytes = -(-size // K)
+    drives = sorted(meta.nodes)
+    chunk = b"\0" * (4 * MiB)
+
+    async def one(index: int) -> None:
+        drive = drives[index % len(drives)]
+        sink = await meta.nodes[drive].open_shard(drive, ShardRef(0, key, index), b"\0" * HEADER_BYTES)
+        left = shard_bytes
+        while left > 0:
+            await sink.append([chunk[: min(left, len(chunk))]])
+            left -= len(chunk)
+        await sink.finish(encode_footer({"n": 0}))
+
+    await asyncio.gather(*(one(i) for i in range(K + M)))
+
+
+async def baseline_get(meta: RemoteMeta, key: str, size: int) -> None:
+    shard_bytes = -(-size // K)
+    drives = sorted(meta.nodes)
+
+    async def one(index: int) -> None:
+        drive = drives[index % len(drives)]
+        offset = HEADER_BYTES
+        while offset < HEADER_BYTES + shard_bytes:
+            length = min(4 * MiB, HEADER_BYTES + shard_bytes - offset)
+            await meta.nodes[drive].read(drive, ShardRef(0, key, index), offset, length)
+            offset += length
+
+    await asyncio.gather(*(one(i) for i in range(K)))
+
+
+async def transfer_rows(cluster: LocalCluster, object_size: int, writers: int, ckpt_size: int) -> list[dict]:
+    rows = []
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+        service = RemoteMeta(cluster.meta_urls, DEV_ACCESS_KEY, DEV_SECRET_KEY, session)
+        await service.start(service=True)
+        async with AsyncClient(cluster.meta_urls, DEV_ACCESS_KEY, DEV_SECRET_KEY) as native:
+            await native.create_bucket("bench")
+            gateway = loadgen.HttpTarget({"target": "apollo", "endpoint": cluster.gateways[0].endpoint,
+                                          "access_key": DEV_ACCESS_KEY, "secret_key": DEV_SECRET_KEY,
+                                          "bucket": "bench", "size": None})  # fmt: skip
+            payloads: dict[int, bytes] = {}
+
+            async def native_put(key: str, size: int) -> None:
+                data = payloads.setdefault(size, _payload(size))
+                await native.put("bench", key, data)
+
+            async def native_get(key: str, size: int) -> None:
+                async for _ in native.stream("bench", key):
+                    pass
+
+            slots = iter(range(10_000))
+
+            async def gateway_put(key: str, size: int) -> None:
+                gateway.task["size"] = size
+                await gateway.put(next(slots), key, size)
+
+            async def gateway_get(key: str, size: int) -> None:
+                gateway.task["size"] = size
+                await gateway.get(next(slots), key)
+
+            for pattern, count, size in (("object", 1, object_size), ("checkpoint", writers, ckpt_size)):
+                for way, put, get in (
+                    ("baseline", lambda k, s: baseline_put(service, k, s),
+                     lambda k, s: baseline_get(service, k, s)),
+                    ("native", native_put, native_get),
+                    ("gateway", gateway_put, gateway_get),
+                ):  # fmt: skip
+                    keys = [f"{pattern}-{way}-{n}" for n in range(count)]
+                    start = time.perf_counter()
+                    await asyncio.gather(*(put(k, size) for k in keys))
+                    put_s = time.perf_counter() - start
+                    start = time.perf_counter()
+                    await asyncio.gather(*(get(k, size) for k in keys))
+                    get_s = time.perf_counter() - start
+                    for op, seconds in (("PUT", put_s), ("GET", get_s)):
+                        rate = round(count * size / MiB / seconds, 1)
+                        rows.append({"pattern": pattern, "way": way, "op": op, "objects": count, "size_mib": size / MiB,
+                                     "seconds": round(seconds, 3), "mib_per_s": rate})  # fmt: skip
+                        print(json.dumps(rows[-1]), flush=True)
+            await gateway.close()
+        await service.close()
+    return rows
+
+
+async def metadata_rows(database: str, label: str, seconds: float, concurrency: int, remote: str | None) -> list[dict]:
+    """Lookups (get_version) and commits (commit_version of a small inline object) per second."""
+    if remote is None:
+        meta = MetaService(SqlStore(database))
+        await meta.create_bucket("ops", time.time())
+    else:
+        session = aiohttp.ClientSession()
+        meta = RemoteMeta(remote, DEV_ACCESS_KEY, DEV_SECRET_KEY, session)
+        await meta.create_bucket("ops", time.time())
+    rows = []
+    try:
+        for op in ("commit", "lookup"):
+            done = 0
+            deadline = time.perf_counter() + seconds
+
+            async def worker(slot: int, op: str = op, deadline: float = deadline) -> None:
+                nonlocal done
+                n = 0
+                while time.perf_counter() < deadline:
+                    key = f"k{slot}-{n % 200}"
+                    if op == "commit":
+                        await meta.commit_version("ops", key, size=8, etag="e", attrs=ObjectAttrs(),
+                                                  data=ObjectData(8, inline=b"12345678"), now=time.time())  # fmt: skip
+                    else:
+                        await meta.get_version("ops", key)
+                    n += 1
+                    done += 1
+
+            started = time.perf_counter()
+            await asyncio.gather(*(worker(i) for i in range(concurrency)))
+            elapsed = time.perf_counter() - started
+            rows.append({"metadata": label, "op": op, "concurrency": concurrency, "ops": done,
+                         "ops_per_s": round(done / elapsed)})  # fmt: skip
+            print(json.dumps(rows[-1]), flush=True)
+    finally:
+        if remote is None:
+            meta.close()
+        else:
+            await session.close()
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="16 MiB objects, 2 x 16 MiB checkpoint, 1 s per op")
+    parser.add_argument("--object-mib", type=int, default=256)
+    parser.add_argument("--writers", type=int, default=8)
+    parser.add_argument("--checkpoint-mib", type=int, default=512)
+    parser.add_argument("--meta-seconds", type=float, default=5.0)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--output", help="write all rows as JSON here")
+    args = parser.parse_args()
+    if args.quick:
+        args.object_mib, args.writers, args.checkpoint_mib, args.meta_seconds = 16, 2, 16, 1.0
+    os.environ.update({"MALLOC_MMAP_THRESHOLD_": "67108864", "MALLOC_TRIM_THRESHOLD_": "134217728"})
+    print(f"config: 6 storage processes x 1 directory drive, 4+2, object {args.object_mib} MiB, checkpoint "
+          f"{args.writers} x {args.checkpoint_mib} MiB, {os.cpu_count()} cores", flush=True)  # fmt: skip
+    rows: list[dict] = []
+    with tempfile.TemporaryDirectory(prefix="apollo-cluster-bench-") as tmp, TempPostgres(durable=True) as pg:
+        with LocalCluster(Path(tmp) / "cluster", pg.create_database("bench"), nodes=6) as cluster:
+            rows += asyncio.run(transfer_rows(cluster, args.object_mib * MiB, args.writers, args.checkpoint_mib * MiB))
+            rows += asyncio.run(metadata_rows("", "apollo meta RPC, PostgreSQL", args.meta_seconds, args.concurrency,
+                                              cluster.meta_urls))  # fmt: skip
+        rows += asyncio.run(metadata_rows(str(Path(tmp) / "ops.db"), "in-process, SQLite", args.meta_seconds,
+                                          args.concurrency, None))  # fmt: skip
+        rows += asyncio.run(metadata_rows(pg.create_database("ops"), "in-process, PostgreSQL", args.meta_seconds,
+                                          args.concurrency, None))  # fmt: skip
+    summarize(rows)
+    if args.output:
+        Path(args.output).write_text(json.dumps(rows, indent=1))
+
+
+def summarize(rows: list[dict]) -> None:
+    print("\n| pattern | op | baseline MiB/s | native MiB/s | gateway MiB/s | native/gateway | native/baseline |")
+    print("|---|---|---|---|---|---|---|")
+    for pattern in ("object", "checkpoint"):
+        for op in ("PUT", "GET"):
+            speed = {r["way"]: r["mib_per_s"] for r in rows if r.get("pattern") == pattern and r["op"] == op}
+            if len(speed) == 3:
+                versus_gateway, versus_baseline = (
+                    speed["native"] / speed["gateway"],
+                    speed["native"] / speed["baseline"],
+                )
+                print(f"| {pattern} | {op} | {speed['baseline']} | {speed['native']} | {speed['gateway']} | "
+                      f"{versus_gateway:.2f}x | {versus_baseline:.0%} |")  # fmt: skip
+    print("\n| metadata | op | ops/s |")
+    print("|---|---|---|")
+    for row in rows:
+        if "metadata" in row:
+            print(f"| {row['metadata']} | {row['op']} | {row['ops_per_s']} |")
+
+
+if __name__ == "__main__":
+    main()
