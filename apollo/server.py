@@ -25,6 +25,7 @@ from aiohttp import web
 from apollo import limits
 from apollo.client.context import ClientContext
 from apollo.client.core import ApolloClient
+from apollo.client.writer import write_quorum
 from apollo.cluster.drives import NODE_NAME, SERVING_STATES
 from apollo.cluster.gc import GarbageCollector
 from apollo.cluster.manager import BackgroundManager
@@ -72,6 +73,7 @@ class ServerConfig:
     upload_expiry_s: float = limits.upload_expiry_s_default
     journal_checkpoint_interval_s: float = limits.journal_checkpoint_interval_s_default
     manager_lease_ttl_s: float = limits.manager_lease_ttl_s_default
+    write_quorum: int | None = None  # shards durable before a write is acknowledged; None: k+1
     # Set by the supervisor of ``--workers N`` (apollo/workers.py); None for a single-process server.
     worker_index: int | None = None
     listen_fd: int | None = None
@@ -191,7 +193,12 @@ class Server:
             on_damage=[metrics.record_damage],
             on_decode=[metrics.ec_decoded_stripes.inc],
         )
-        self.client = ApolloClient(ctx, self.scheme, config.cell_size)
+        try:
+            self.client = ApolloClient(
+                ctx, self.scheme, config.cell_size, write_quorum(self.scheme, config.write_quorum)
+            )
+        except ValueError as exc:
+            raise SystemExit(f"--write-quorum: {exc}") from None
         self.manager = BackgroundManager(
             ctx, self.node, self.store.get_setting("deployment_id") or "", holder=lease_holder(config),
             lease_ttl_s=config.manager_lease_ttl_s, reserve_bytes=config.drive_reserve_bytes,

@@ -101,7 +101,7 @@ def cmd_server(args: argparse.Namespace) -> None:
         root_user=user, root_password=password, gc_delay_s=args.gc_delay,
         drive_reserve_bytes=args.drive_reserve,
         upload_expiry_s=args.upload_expiry, journal_checkpoint_interval_s=args.journal_checkpoint_interval,
-        manager_lease_ttl_s=args.manager_lease,
+        manager_lease_ttl_s=args.manager_lease, write_quorum=args.write_quorum,
         worker_index=args.worker_index, listen_fd=args.listen_fd, owner=args.owner_id,
     )  # fmt: skip
     if args.workers < 1:
@@ -166,6 +166,8 @@ def build_parser() -> argparse.ArgumentParser:
     server.add_argument("--manager-lease", type=float, default=limits.manager_lease_ttl_s_default, metavar="SECONDS",
                         help="lifetime of the manager lease: how soon another process takes over background "
                              "work (repair, GC, rebalance) from one that died")  # fmt: skip
+    server.add_argument("--write-quorum", type=int, metavar="N",
+                        help="shards durable before a write is acknowledged (default and minimum k+1)")  # fmt: skip
     server.add_argument("--dev", action="store_true", help="development mode: allow/print dev credentials")
     server.add_argument("--log-level", default="INFO")
     server.add_argument("--workers", type=int, default=1,

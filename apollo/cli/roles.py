@@ -54,6 +54,7 @@ def cmd_storage(args: argparse.Namespace) -> None:
 
 
 def cmd_gateway(args: argparse.Namespace) -> None:
+    from apollo.client.writer import write_quorum
     from apollo.roles.gateway import GatewayConfig, run
     from apollo.storage.ec import Scheme
 
@@ -61,9 +62,10 @@ def cmd_gateway(args: argparse.Namespace) -> None:
     access, secret = _service_key(args)
     try:
         scheme = Scheme.parse(args.ec)
+        write_quorum(scheme, args.write_quorum)
     except ValueError as exc:
         sys.exit(str(exc))
-    run(GatewayConfig(args.meta, access, secret, host, port, scheme, args.cell_size, args.domain))
+    run(GatewayConfig(args.meta, access, secret, host, port, scheme, args.cell_size, args.domain, args.write_quorum))
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -99,6 +101,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     gateway.add_argument("--ec", default="4+2", help="erasure code K+M (or repN) of new objects")
     gateway.add_argument("--cell-size", type=int, default=limits.cell_size_bytes_default)
     gateway.add_argument("--domain", help="enable virtual-host-style addressing under this domain")
+    gateway.add_argument("--write-quorum", type=int, metavar="N",
+                         help="shards durable before a write is acknowledged (default and minimum k+1)")  # fmt: skip
     gateway.set_defaults(func=cmd_gateway)
 
     for parser in (meta, storage, gateway):

@@ -20,16 +20,20 @@ from apollo.storage.ec import Scheme
 
 
 class ApolloClient:
-    def __init__(self, ctx: ClientContext, scheme: Scheme, cell_size: int = limits.cell_size_bytes_default) -> None:
+    def __init__(self, ctx: ClientContext, scheme: Scheme, cell_size: int = limits.cell_size_bytes_default,
+                 write_quorum: int | None = None) -> None:  # fmt: skip
+        """``write_quorum``: shards that must be durable to acknowledge a write (default and minimum k+1)."""
         self.ctx = ctx
         self.meta = ctx.meta
         self.scheme = scheme
         self.cell_size = cell_size
+        self.write_quorum = write_quorum
 
     def _writer(self, identity: dict, checksummers: dict | None, inline: bool = True) -> ObjectWriter:
         return ObjectWriter(
             self.ctx, self.scheme, self.cell_size, identity,
             inline_max=limits.inline_object_bytes_max if inline else -1, checksummers=checksummers,
+            quorum=self.write_quorum,
         )  # fmt: skip
 
     async def put_object(

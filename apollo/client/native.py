@@ -32,6 +32,7 @@ import aiohttp
 from apollo import errors, limits, tokens
 from apollo.client.context import ClientContext
 from apollo.client.core import ApolloClient
+from apollo.client.writer import write_quorum as quorum_of
 from apollo.meta.model import Conditions, ObjectAttrs, Version
 from apollo.meta.remote import RemoteMeta
 from apollo.storage.ec import Scheme
@@ -89,12 +90,15 @@ class AsyncClient:
     def __init__(
         self, meta_url: str, access_key: str, secret_key: str, *, scheme: str = "4+2",
         cell_size: int = limits.cell_size_bytes_default, timeouts: Timeouts | None = None,
+        write_quorum: int | None = None,
     ) -> None:  # fmt: skip
-        """``meta_url``: one or more metadata services, comma-separated."""
+        """``meta_url``: one or more metadata services, comma-separated. ``write_quorum``: shards that must
+        be durable before a put returns (default and minimum k+1; k+m waits for every shard)."""
         self._meta_url = meta_url
         self._keys = (access_key, secret_key)
         self._scheme = Scheme.parse(scheme)
         self._cell_size = cell_size
+        self._write_quorum = quorum_of(self._scheme, write_quorum)
         self._timeouts = timeouts
         self._session: aiohttp.ClientSession | None = None
         self._meta: RemoteMeta | None = None
@@ -105,7 +109,8 @@ class AsyncClient:
         self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
         self._meta = RemoteMeta(self._meta_url, *self._keys, self._session, self._timeouts)
         await self._meta.start()
-        self._client = ApolloClient(ClientContext(self._meta, self._meta.nodes), self._scheme, self._cell_size)
+        ctx = ClientContext(self._meta, self._meta.nodes)
+        self._client = ApolloClient(ctx, self._scheme, self._cell_size, self._write_quorum)
         return self
 
     async def close(self) -> None:

@@ -51,9 +51,18 @@ class _OpenSegment:
     lost: list[str] = field(default_factory=list)  # why each missing shard is missing, for the error message
 
 
-def write_quorum(scheme: Scheme) -> int:
-    """Shards that must be durable before a write is acknowledged (k+1, or all if narrower)."""
-    return min(scheme.width, scheme.k + 1)
+def write_quorum(scheme: Scheme, requested: int | None = None) -> int:
+    """Shards that must be durable before a write is acknowledged: ``requested``, else k+1 (or all if narrower).
+
+    Never below k+1: a write acknowledged with only k shards would be lost with the next drive.
+    :raises ValueError: a requested quorum outside [k+1, k+m].
+    """
+    floor = min(scheme.width, scheme.k + 1)
+    if requested is None:
+        return floor
+    if not floor <= requested <= scheme.width:
+        raise ValueError(f"write quorum of {scheme} must be between {floor} and {scheme.width}, not {requested}")
+    return requested
 
 
 class ObjectWriter:
@@ -67,6 +76,7 @@ class ObjectWriter:
         identity: dict,
         inline_max: int = limits.inline_object_bytes_max,
         checksummers: dict | None = None,
+        quorum: int | None = None,
     ) -> None:
         self.ctx = ctx
         self.scheme = scheme
@@ -74,6 +84,7 @@ class ObjectWriter:
         self.identity = identity  # bucket, key, upload: written into every shard header
         self.inline_max = inline_max
         self.checksummers = checksummers or {}
+        self.quorum = write_quorum(scheme, quorum)
         self.codec = codec_for(scheme)
         stripe = scheme.k * cell_size
         self.batch_bytes = max(1, limits.io_batch_bytes // stripe) * stripe
@@ -203,10 +214,9 @@ class ObjectWriter:
 
     def _require_quorum(self, segment: _OpenSegment) -> None:
         alive = sum(sink is not None for sink in segment.sinks)
-        if alive < write_quorum(self.scheme):
+        if alive < self.quorum:
             raise InsufficientStorage(
-                f"only {alive} of {self.scheme.width} shards writable, need {write_quorum(self.scheme)} "
-                f"({'; '.join(segment.lost)})"
+                f"only {alive} of {self.scheme.width} shards writable, need {self.quorum} ({'; '.join(segment.lost)})"
             )
 
     async def _finish_segment(self) -> None:

@@ -3,7 +3,8 @@
 It offers the coroutine methods the client library and the S3 gateway call on an
 in-process ``MetaService``, so neither can tell the difference, plus the cluster map:
 the placement view writers consult (``candidates``, ``writable``) and a
-``RemoteStorageNode`` per drive in ``nodes``, refreshed every ``MAP_REFRESH_S``.
+``RemoteStorageNode`` per drive in ``nodes``, refreshed every ``MAP_REFRESH_S``, and at
+once when a storage node answers with a newer map epoch than the one held.
 
 Capability tokens that come back with results are kept per segment and handed to the
 storage nodes (``token_for``); a root key (a gateway) also holds service tokens that
@@ -65,11 +66,13 @@ class RemoteMeta:
         self.map = ClusterMap(epoch=-1)
         self.candidates: list[Candidate] = []
         self.writable: set[str] = set()
-        self.directory = NodeDirectory(session, self.token_for, self.storage_timeouts)
+        self.directory = NodeDirectory(session, self.token_for, self.storage_timeouts, self._saw_epoch)
         self.nodes = self.directory.nodes  # drive id -> its node; updated in place
         self._tokens: OrderedDict[tuple[str, str], str] = OrderedDict()
         self._service_tokens: tuple[float, dict[str, str]] = (0.0, {})
         self._refresher: asyncio.Task | None = None
+        self._service = False
+        self._catching_up: asyncio.Task | None = None
 
     # calls -----------------------------------------------------------------------------------
 
@@ -125,9 +128,15 @@ class RemoteMeta:
 
     async def start(self, service: bool = False) -> RemoteMeta:
         """Fetch the map (and, for a root key, service tokens), then keep both fresh."""
+        self._service = service
         await self.refresh(service)
         self._refresher = asyncio.create_task(self._refresh_loop(service))
         return self
+
+    def _saw_epoch(self, epoch: int) -> None:
+        """A storage node knows a newer map than ours: fetch it now rather than at the next refresh."""
+        if epoch > self.map.epoch and (self._catching_up is None or self._catching_up.done()):
+            self._catching_up = asyncio.ensure_future(self.refresh(self._service))
 
     async def refresh(self, service: bool = False) -> None:
         self.set_map(await self.call("cluster_map"))
@@ -154,9 +163,10 @@ class RemoteMeta:
         self.writable = writable
 
     async def close(self) -> None:
-        if self._refresher is not None:
-            self._refresher.cancel()
-            await asyncio.gather(self._refresher, return_exceptions=True)
+        tasks = [t for t in (self._refresher, self._catching_up) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     # what the client library and the gateway call --------------------------------------------
 

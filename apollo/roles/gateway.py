@@ -35,6 +35,7 @@ class GatewayConfig:
     scheme: Scheme = Scheme.parse("4+2")
     cell_size: int = limits.cell_size_bytes_default
     domain: str | None = None
+    write_quorum: int | None = None  # default k+1
 
 
 async def build_gateway(config: GatewayConfig) -> web.Application:
@@ -42,7 +43,7 @@ async def build_gateway(config: GatewayConfig) -> web.Application:
     session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
     meta = await RemoteMeta(config.meta_url, config.access_key, config.secret_key, session).start(service=True)
     ctx = ClientContext(meta, meta.nodes, on_damage=[metrics.record_damage], on_decode=[metrics.ec_decoded_stripes.inc])
-    app = build_app(ApolloClient(ctx, config.scheme, config.cell_size), config.domain)
+    app = build_app(ApolloClient(ctx, config.scheme, config.cell_size, config.write_quorum), config.domain)
 
     async def close(app: web.Application) -> None:
         await meta.close()

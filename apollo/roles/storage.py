@@ -22,7 +22,7 @@ from apollo import tokens
 from apollo.meta.remote import RemoteMeta
 from apollo.storage.drive import Drive, format_drive, read_format
 from apollo.storage.node import LocalStorageNode
-from apollo.storage.service import build_storage_app
+from apollo.storage.service import NodeState, build_storage_app
 
 log = logging.getLogger("apollo.storage")
 HEARTBEAT_S = 2.0
@@ -46,8 +46,9 @@ class StorageProcess:
         self.config = config
         self.endpoint = config.advertise or f"http://{config.host}:{config.port}"
         self.keyring = tokens.Keyring()
+        self.state = NodeState()
         self.node = LocalStorageNode([])
-        self.app = build_storage_app(self.node, self.keyring)
+        self.app = build_storage_app(self.node, self.keyring, self.state)
         self.app.cleanup_ctx.append(self._lifecycle)
 
     async def _lifecycle(self, app: web.Application):
@@ -87,6 +88,7 @@ class StorageProcess:
         usage = dict(zip(self.node.drives, await asyncio.gather(
             *(asyncio.to_thread(d.usage) for d in self.node.drives.values())), strict=True))  # fmt: skip
         answer = await meta.call("node_heartbeat", self.config.name, usage)
+        self.state.epoch = answer["epoch"]
         self.keyring.replace([tokens.TokenKey(k["key_id"], bytes.fromhex(k["secret"]), k["created"])
                               for k in answer["keys"]])  # fmt: skip
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import aiohttp
 
 from apollo.cluster.map import ClusterMap
@@ -9,10 +11,12 @@ from apollo.storage.remote import RemoteStorageNode, Timeouts, TokenSource
 
 
 class NodeDirectory:
-    def __init__(self, session: aiohttp.ClientSession, token_for: TokenSource, timeouts: Timeouts) -> None:
+    def __init__(self, session: aiohttp.ClientSession, token_for: TokenSource, timeouts: Timeouts,
+                 on_epoch: Callable[[int], None] | None = None) -> None:  # fmt: skip
         self.session = session
         self.token_for = token_for
         self.timeouts = timeouts
+        self.on_epoch = on_epoch
         self.nodes: dict[str, RemoteStorageNode] = {}  # drive id -> node; updated in place, callers keep the dict
         self._by_endpoint: dict[str, RemoteStorageNode] = {}
 
@@ -22,7 +26,7 @@ class NodeDirectory:
         for endpoint in endpoints.values():
             if endpoint not in self._by_endpoint:
                 self._by_endpoint[endpoint] = RemoteStorageNode(endpoint, [], self.token_for, self.session,
-                                                                self.timeouts)  # fmt: skip
+                                                                self.timeouts, self.on_epoch)  # fmt: skip
         for drive in cluster.drives:
             endpoint = endpoints.get(drive.node)
             if endpoint is not None:

@@ -23,7 +23,7 @@ import aiohttp
 from apollo import tokens
 from apollo.errors import ChecksumMismatch, DriveError
 from apollo.storage.node import ShardSink, StorageNode
-from apollo.storage.service import ERRNO_HEADER, ERROR_HEADER, SIZE_HEADER, TOKEN_HEADER
+from apollo.storage.service import EPOCH_HEADER, ERRNO_HEADER, ERROR_HEADER, SIZE_HEADER, TOKEN_HEADER
 from apollo.types import ShardRef
 
 TokenSource = Callable[[str, str], str]  # (operation, segment id) -> capability token
@@ -88,6 +88,7 @@ class _RemoteSink(ShardSink):
             headers={TOKEN_HEADER: token},
             timeout=aiohttp.ClientTimeout(connect=self._node.timeouts.connect_s),
         ) as r:
+            self._node.saw(r)
             await _raise_for(r)  # fmt: skip
 
     async def _feed(self, item: bytes | None) -> None:
@@ -136,13 +137,21 @@ class _RemoteSink(ShardSink):
 
 class RemoteStorageNode(StorageNode):
     def __init__(self, endpoint: str, drive_ids: list[str], token_for: TokenSource,
-                 session: aiohttp.ClientSession, timeouts: Timeouts = Timeouts()) -> None:  # fmt: skip
+                 session: aiohttp.ClientSession, timeouts: Timeouts = Timeouts(),
+                 on_epoch: Callable[[int], None] | None = None) -> None:  # fmt: skip
+        """``on_epoch(epoch)``: called with the map epoch of every answer (the owner refreshes a stale map)."""
         self.endpoint = endpoint.rstrip("/")
         self._drive_ids = list(drive_ids)
         self.token_for = token_for
         self.session = session
         self.timeouts = timeouts
         self.suspect_until = 0.0  # monotonic
+        self.on_epoch = on_epoch
+
+    def saw(self, response: aiohttp.ClientResponse) -> None:
+        epoch = response.headers.get(EPOCH_HEADER)
+        if self.on_epoch is not None and epoch is not None and epoch.isdigit():
+            self.on_epoch(int(epoch))
 
     def check_reachable(self) -> None:
         if time.monotonic() < self.suspect_until:
@@ -168,6 +177,7 @@ class RemoteStorageNode(StorageNode):
         try:
             async with self.session.request(method, self._url(drive_id, shard), params=params, headers=headers,
                                             timeout=timeout) as response:  # fmt: skip
+                self.saw(response)
                 if method == "DELETE" and response.status == 404:
                     return 0
                 await _raise_for(response)

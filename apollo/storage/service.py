@@ -10,10 +10,12 @@ One URL per shard: ``/v1/shards/{drive}/{pg}/{segment}/{index}``.
 - ``GET ?offset=&length=`` (positional read), ``GET ?tail=N`` (the last N bytes),
   ``HEAD`` (size in ``X-Apollo-Size``), ``DELETE``.
 
-Every request carries ``X-Apollo-Token``, checked against the keyring without calling
-the metadata service (``apollo.tokens``). Errors have one table (``_STATUS``): a status
-an ``X-Apollo-Error`` header naming the error and a JSON body with its message, which ``RemoteStorageNode`` turns
-back into the same exceptions a local node raises.
+Every response carries ``X-Apollo-Epoch``, the newest cluster map epoch the node has heard
+of, so a client holding an older map refreshes it. Every request carries
+``X-Apollo-Token``, checked against the keyring without calling the metadata service
+(``apollo.tokens``). Errors have one table (``_STATUS``): a status, an ``X-Apollo-Error``
+header naming the error, and a JSON body with its message, which ``RemoteStorageNode``
+turns back into the same exceptions a local node raises.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from __future__ import annotations
 import errno
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from aiohttp import web
 
@@ -34,11 +37,20 @@ log = logging.getLogger("apollo.storage")
 TOKEN_HEADER = "X-Apollo-Token"
 SIZE_HEADER = "X-Apollo-Size"
 ERROR_HEADER = "X-Apollo-Error"
+EPOCH_HEADER = "X-Apollo-Epoch"  # the cluster map epoch this node last heard of: a client with an older map refreshes
 ERRNO_HEADER = "X-Apollo-Errno"
 FOOTER_BYTES_MAX = 1 << 20
 WRITE_CHUNK_BYTES = 4 << 20  # records reach the drive in writes of about this size
 NODE = web.AppKey("node", LocalStorageNode)
 KEYRING = web.AppKey("keyring", tokens.Keyring)
+
+
+@dataclass
+class NodeState:
+    epoch: int = 0  # from the last heartbeat answer
+
+
+STATE = web.AppKey("state", NodeState)
 
 # Exception -> (HTTP status, wire name). The first match wins: subclasses first.
 _STATUS: list[tuple[type[BaseException], int, str]] = [
@@ -131,10 +143,17 @@ async def _delete(request: web.Request, node: LocalStorageNode, drive_id: str, s
     return web.Response(status=204 if await node.delete(drive_id, shard) else 404)
 
 
-def build_storage_app(node: LocalStorageNode, keyring: tokens.Keyring) -> web.Application:
+async def _stamp_epoch(request: web.Request, response: web.StreamResponse) -> None:
+    response.headers[EPOCH_HEADER] = str(request.app[STATE].epoch)
+
+
+def build_storage_app(node: LocalStorageNode, keyring: tokens.Keyring, state: NodeState | None = None
+                      ) -> web.Application:  # fmt: skip
     app = web.Application(client_max_size=0)
     app[NODE] = node
     app[KEYRING] = keyring
+    app[STATE] = state or NodeState()
+    app.on_response_prepare.append(_stamp_epoch)
     path = "/v1/shards/{drive}/{pg}/{segment}/{index}"
     app.router.add_put(path, _handler(tokens.WRITE, _put))
     app.router.add_get(path, _handler(tokens.READ, _get), allow_head=False)

@@ -89,19 +89,27 @@ class LocalCluster:
         for meta in self.metas:
             meta.args = ["meta", "--database", database, "--address", f"127.0.0.1:{meta.port}", *meta_args]
         self.meta_urls = ",".join(meta.endpoint for meta in self.metas)
-        self.nodes = []
-        for i in range(nodes):
-            port = free_port()
-            drive_dirs = [str(self.root / f"node{i}" / f"drive{d}") for d in range(drives)]
-            rack = ["--rack", f"rack{i % racks}"] if racks else []
-            args = ["storage", *drive_dirs, "--meta", self.meta_urls, "--address",
-                    f"127.0.0.1:{port}", "--name", f"node{i}", *rack]  # fmt: skip
-            self.nodes.append(RoleProcess(f"node{i}", args, port, self.root / f"node{i}.log"))
+        self.drives_per_node, self.racks = drives, racks
+        self.nodes = [self._node_process(i) for i in range(nodes)]
         self.gateways = []
         for i in range(gateways):
             port = free_port()
             args = ["gateway", "--meta", self.meta_urls, "--address", f"127.0.0.1:{port}", "--ec", ec]
             self.gateways.append(RoleProcess(f"gateway{i}", args, port, self.root / f"gateway{i}.log"))
+
+    def _node_process(self, i: int) -> RoleProcess:
+        port = free_port()
+        drive_dirs = [str(self.root / f"node{i}" / f"drive{d}") for d in range(self.drives_per_node)]
+        rack = ["--rack", f"rack{i % self.racks}"] if self.racks else []
+        args = ["storage", *drive_dirs, "--meta", self.meta_urls, "--address", f"127.0.0.1:{port}", "--name",
+                f"node{i}", *rack]  # fmt: skip
+        return RoleProcess(f"node{i}", args, port, self.root / f"node{i}.log")
+
+    def add_node(self) -> RoleProcess:
+        """Start one more storage node (a new host joining the cluster)."""
+        node = self._node_process(len(self.nodes))
+        self.nodes.append(node)
+        return node.start()
 
     @property
     def processes(self) -> list[RoleProcess]:

@@ -124,6 +124,26 @@ def test_write_needs_quorum(engine):
     assert ctx.meta.store.garbage_count() == 0
 
 
+def test_write_quorum_is_configurable_but_never_below_k_plus_1(engine):
+    ctx, _ = engine
+    ctx.meta.writable = set(list(ctx.meta.writable)[:5])  # one drive out of placement: 5 of 6 shards written
+
+    def write(quorum: int | None):
+        writer = ObjectWriter(ctx, Scheme.parse("4+2"), CELL, {"bucket": "b", "key": "k"}, quorum=quorum)
+
+        async def body():
+            yield b"x" * (1024**2)
+
+        return asyncio.run(writer.write(body()))
+
+    assert write(None).size == write(5).size == 1024**2
+    with pytest.raises(InsufficientStorage, match="need 6"):
+        write(6)  # every shard, and one drive is out
+    for bad in (4, 7):
+        with pytest.raises(ValueError, match="between 5 and 6"):
+            write(bad)
+
+
 def test_replication_scheme(engine, seed):
     ctx, roots = engine
     data = random.Random(seed).randbytes(700_001)
