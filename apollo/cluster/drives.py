@@ -1,43 +1,31 @@
-"""Drive lifecycle: attach, probe, mark, evacuate, retire.
-
-States (the ``drives`` table)::
-
-    online    healthy; takes new shards while it has free space above the reserve
-    offline   unreachable (I/O errors); no new shards, reads fall back to parity;
-              back to online when it answers, failed after ``drive_offline_grace_s``
-    failed    wiped, replaced or gone for good: every shard it held is rebuilt elsewhere
-    draining  readable but leaving (``apollo admin drive drain``): shards are copied off
-    retired   holds nothing the namespace needs; ``apollo admin drive remove`` forgets it
+"""The drives of this process: attach, probe, detach; their states change in ``apollo.cluster.lifecycle``.
 
 Every server process probes the drives it serves every couple of seconds (format
 file + free space) to decide where new shards may go. Only the manager process
-(the single server, or worker 0 of ``--workers N``) changes states and runs the
-drive jobs: resumable walks over every committed segment that queue the shards a
-failed or draining drive holds for the repair worker.
+(the holder of the manager lease) turns what the probes find into state changes
+and runs the drive jobs.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from pathlib import Path
 
 from apollo.client.context import ClientContext
+from apollo.cluster.lifecycle import DriveLifecycle
 from apollo.cluster.repair import DriveView
 from apollo.errors import DriveError
 from apollo.gateway import metrics
 from apollo.meta.placement import Candidate
 from apollo.meta.service import MetaService
 from apollo.meta.sql_admin import DriveRecord
-from apollo.meta.sql_repair import DriveJob
 from apollo.storage.drive import Drive
 from apollo.storage.node import LocalStorageNode
 
 log = logging.getLogger("apollo.drives")
 NODE_NAME = "local"
 SERVING_STATES = ("online", "offline", "draining")  # drives a server keeps attached and readable
-JOB_PAGE_SEGMENTS = 512
 STATES = ("online", "offline", "failed", "draining", "retired")
 
 
@@ -51,10 +39,9 @@ class DriveMonitor:
         self.deployment_id = deployment_id
         self.manager = manager  # only the manager changes drive states and runs drive jobs
         self.reserve_bytes = reserve_bytes
-        self.offline_grace_s = 600.0
+        self.lifecycle = DriveLifecycle(self.meta)
         self.records: dict[str, DriveRecord] = {}
         self.writable: set[str] = set()
-        self._unreachable_since: dict[str, float] = {}
 
     def view(self) -> DriveView:
         """States and writability as of the last probe, for the repair worker."""
@@ -80,10 +67,8 @@ class DriveMonitor:
         writable = set()
         for drive_id, (health, free, _, _) in checks.items():
             record = self.records[drive_id]
-            if health == "ok":
-                self._unreachable_since.pop(drive_id, None)
-                if record.state == "online" and free >= self.reserve_bytes:
-                    writable.add(drive_id)
+            if health == "ok" and record.state == "online" and free >= self.reserve_bytes:
+                writable.add(drive_id)
             metrics.drive_up.labels(drive_id, record.path).set(1 if health == "ok" else 0)
             metrics.drive_free_bytes.labels(drive_id).set(free)
         gained = writable - self.writable
@@ -98,16 +83,11 @@ class DriveMonitor:
             metrics.drives_by_state.labels(state).set(sum(r.state == state for r in self.records.values()))
 
     async def _apply_transitions(self, checks: dict, gained: bool) -> None:
-        now = time.time()
-        for drive_id, (health, _, _, _) in checks.items():
-            record = self.records[drive_id]
-            if health != "ok":
-                await self._on_trouble(record, health, now)
-            elif record.state == "offline":
-                await self._set_state(record, "online", now, "it answers again")
+        await self.lifecycle.apply(self.records, {d: health for d, (health, _, _, _) in checks.items()}, gained)
         await self.meta.set_drive_usage({d: (free, total) for d, (_, free, total, _) in checks.items()})
-        if gained:  # repairs that found no drive to rebuild onto may now find one
-            await self.meta.retry_repairs_now()
+
+    async def run_jobs(self) -> int:
+        return await self.lifecycle.run_jobs(self.records)
 
     def _check_all(self, attached: dict[str, Drive]) -> dict[str, tuple[str, int, int, Drive | None]]:
         """Per serving drive: (health, free bytes, total bytes, the drive opened if it was not attached).
@@ -152,60 +132,3 @@ class DriveMonitor:
                 # replacement may already live in its directory, which must never be touched through it.
                 self.ctx.nodes.pop(drive_id, None)
                 log.info("detached drive %s (%s): it is %s", drive_id, record.path, record.state)
-
-    async def _on_trouble(self, record: DriveRecord, health: str, now: float) -> None:
-        if health == "gone" and record.state in ("online", "offline", "draining"):
-            await self._fail(record, now, "its format file is gone: wiped, unmounted or replaced")
-        elif health == "unreachable":
-            since = self._unreachable_since.setdefault(record.drive_id, now)
-            if record.state == "online":
-                await self._set_state(record, "offline", now, "I/O errors while probing it")
-            elif record.state == "offline" and now - since >= self.offline_grace_s:
-                await self._fail(record, now, f"unreachable for {now - since:.0f} s")
-
-    async def _fail(self, record: DriveRecord, now: float, why: str) -> None:
-        await self._set_state(record, "failed", now, why)
-        await self.meta.start_drive_job(record.drive_id, "evacuate", now)
-
-    async def _set_state(self, record: DriveRecord, state: str, now: float, why: str) -> None:
-        if await self.meta.set_drive_state(record.drive_id, state, now):
-            level = logging.ERROR if state in ("offline", "failed") else logging.INFO
-            log.log(level, "drive %s (%s): %s -> %s: %s", record.drive_id, record.path, record.state, state, why)
-            record.state = state
-
-    # drive jobs (manager only) ---------------------------------------------------------------
-
-    async def run_jobs(self) -> int:
-        """Advance every drive job by one page; retire drives nothing refers to any more."""
-        now = time.time()
-        jobs = await self.meta.drive_jobs()
-        for job in jobs:
-            await self._advance(job, now)
-        busy = {job.drive_id for job in jobs}
-        for record in list(self.records.values()):
-            if record.state in ("failed", "draining") and record.drive_id not in busy:
-                await self._retire_if_empty(record, now)
-        return len(jobs)
-
-    async def _advance(self, job: DriveJob, now: float) -> None:
-        page = await self.meta.segments_after(job.cursor_pg, job.cursor_segment, JOB_PAGE_SEGMENTS, job.drive_id)
-        if not page:
-            await self.meta.finish_drive_job(job.drive_id, now)
-            log.info("drive %s: %s walk done, %d shards queued", job.drive_id, job.kind, job.queued)
-            return
-        reason = "drain" if job.kind == "drain" else "drive failed"
-        items = [
-            (layout.segment_id, index, job.drive_id, reason)
-            for layout in page
-            for index, drive in enumerate(layout.drives)
-            if drive == job.drive_id
-        ]
-        await self.meta.advance_drive_job(job, page[-1].pg, page[-1].segment_id, items, now)
-
-    async def _retire_if_empty(self, record: DriveRecord, now: float) -> None:
-        if await self.meta.pending_repairs_on(record.drive_id):
-            return
-        if await self.meta.segments_after(-1, "", 1, record.drive_id):  # committed after the walk passed it
-            await self.meta.start_drive_job(record.drive_id, "drain" if record.state == "draining" else "evacuate", now)
-            return
-        await self._set_state(record, "retired", now, "no segment refers to it any more")

@@ -102,7 +102,7 @@ class BackgroundManager:
         if tuning != self.tuning:
             log.info("tuning: %s", tuning)
         self.tuning = tuning
-        self.drives.offline_grace_s = tuning.drive_offline_grace_s
+        self.drives.lifecycle.offline_grace_s = tuning.drive_offline_grace_s
         self.repair.tune(
             tuning.repair_bytes_per_s, tuning.repair_ops_per_s, tuning.repair_parallel, bool(tuning.repair_paused)
         )
