@@ -64,8 +64,8 @@ class MetaRpc:
         self._map = None
         return {"epoch": epoch, "deployment_id": await self.meta.get_setting("deployment_id")}
 
-    async def node_heartbeat(self, name: str, usage: dict[str, tuple[int, int]]) -> dict:
-        epoch = await self.meta.node_heartbeat(name, usage, time.time())
+    async def node_heartbeat(self, name: str, drives: dict[str, tuple[str, int, int]]) -> dict:
+        epoch = await self.meta.node_heartbeat(name, drives, time.time())
         keys = [{"key_id": k.key_id, "secret": k.secret.hex(), "created": k.created} for k in self.keyring.by_age()]
         return {"epoch": epoch, "keys": keys}
 

@@ -11,7 +11,7 @@ Segments hang off a ``data_id`` so multipart completion can re-parent part
 segments onto the final version without copying bytes.
 """
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 DDL = [
     "CREATE TABLE IF NOT EXISTS settings (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
@@ -23,7 +23,7 @@ DDL = [
         drive_id TEXT PRIMARY KEY, node TEXT NOT NULL, path TEXT NOT NULL, state TEXT NOT NULL,
         weight REAL NOT NULL DEFAULT 1, added REAL NOT NULL, replaced_by TEXT NOT NULL DEFAULT '',
         state_since REAL NOT NULL DEFAULT 0, free_bytes INTEGER NOT NULL DEFAULT 0,
-        total_bytes INTEGER NOT NULL DEFAULT 0)""",
+        total_bytes INTEGER NOT NULL DEFAULT 0, health TEXT NOT NULL DEFAULT 'ok')""",
     """CREATE TABLE IF NOT EXISTS buckets (
         name TEXT PRIMARY KEY, created REAL NOT NULL, versioning TEXT NOT NULL DEFAULT '')""",
     """CREATE TABLE IF NOT EXISTS versions (
@@ -99,5 +99,9 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
     ]),
     (3, [
         "DROP INDEX IF EXISTS versions_latest",  # recreated UNIQUE by the DDL
+    ]),
+    (4, [
+        # What a storage node last reported of the drive (cluster mode): ok, gone or unreachable.
+        "ALTER TABLE drives ADD COLUMN health TEXT NOT NULL DEFAULT 'ok'",
     ]),
 ]  # fmt: skip

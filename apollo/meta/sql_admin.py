@@ -20,6 +20,7 @@ class DriveRecord:
     state_since: float = 0.0
     free_bytes: int = 0
     total_bytes: int = 0
+    health: str = "ok"  # as its storage node last reported it (cluster mode)
 
 
 @dataclass
@@ -94,7 +95,7 @@ class AdminOps(SqlBase):
         rows = self.all("SELECT * FROM drives ORDER BY path, added")
         return [
             DriveRecord(r["drive_id"], r["node"], r["path"], r["state"], r["weight"], r["replaced_by"],
-                        r["state_since"], r["free_bytes"], r["total_bytes"])
+                        r["state_since"], r["free_bytes"], r["total_bytes"], r["health"])
             for r in rows
         ]  # fmt: skip
 

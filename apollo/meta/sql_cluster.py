@@ -54,14 +54,14 @@ class ClusterOps(AdminOps):
         row = self.one("SELECT value FROM settings WHERE name = ?", (EPOCH_SETTING,))
         return 0 if row is None else int(row["value"])
 
-    def node_heartbeat(self, name: str, usage: dict[str, tuple[int, int]], now: float) -> int:
-        """A node is alive, with this free/total space per drive; returns the current epoch."""
+    def node_heartbeat(self, name: str, drives: dict[str, tuple[str, int, int]], now: float) -> int:
+        """A node is alive, with (health, free bytes, total bytes) per drive; returns the current epoch."""
         with self.tx() as db:
             if db.execute("UPDATE nodes SET heartbeat = ? WHERE name = ?", (now, name)).rowcount == 0:
                 raise LookupError(f"storage node {name} is not registered")
             db.executemany(
-                "UPDATE drives SET free_bytes = ?, total_bytes = ? WHERE drive_id = ? AND node = ?",
-                [(free, total, drive_id, name) for drive_id, (free, total) in usage.items()],
+                "UPDATE drives SET health = ?, free_bytes = ?, total_bytes = ? WHERE drive_id = ? AND node = ?",
+                [(health, free, total, drive_id, name) for drive_id, (health, free, total) in drives.items()],
             )
         return self.epoch()
 
@@ -74,8 +74,8 @@ class ClusterOps(AdminOps):
             alive = {n.name for n in nodes if n.alive}
             drives = [
                 DriveInfo(r["drive_id"], r["node"], r["state"],
-                          r["state"] == "online" and r["node"] in alive and r["free_bytes"] >= reserve_bytes,
-                          r["weight"])
+                          r["state"] == "online" and r["node"] in alive and r["health"] == "ok"
+                          and r["free_bytes"] >= reserve_bytes, r["weight"])
                 for r in self.all("SELECT * FROM drives WHERE state <> 'retired' ORDER BY drive_id")
             ]  # fmt: skip
             return ClusterMap(self.epoch(), nodes, drives)

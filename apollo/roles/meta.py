@@ -3,9 +3,11 @@
 Any number run side by side on one PostgreSQL database; clients and gateways may use
 any of them. Each keeps the token keyring in step with the database (a key another
 instance added verifies here within ``KEYRING_REFRESH_S``), follows the cluster map, and
-competes for the manager lease. The holder collects garbage on the storage nodes (with
-service tokens it signs itself), expires abandoned uploads, adds a new token key every
-``tokens.ROTATE_S`` and drops keys no token can still need.
+competes for the manager lease. The holder turns heartbeats into drive states (a node
+silent past the grace fails its drives), walks failed drives and rebuilds their shards
+on the storage nodes, collects garbage (with service tokens it signs itself), expires
+abandoned uploads, adds a new token key every ``tokens.ROTATE_S`` and drops keys no
+token can still need.
 """
 
 from __future__ import annotations
@@ -21,8 +23,12 @@ import aiohttp
 from aiohttp import web
 
 from apollo import limits, tokens
+from apollo.client.context import ClientContext
 from apollo.cluster.gc import GarbageCollector
 from apollo.cluster.lease import LeaseKeeper
+from apollo.cluster.remote_drives import ClusterDrives
+from apollo.cluster.repair import RepairWorker
+from apollo.cluster.tuning import SETTING_PREFIX, Tuning
 from apollo.meta.rpc_service import MetaRpc, build_meta_app
 from apollo.meta.service import MetaService
 from apollo.meta.store import SqlStore
@@ -32,6 +38,7 @@ from apollo.storage.remote import Timeouts
 log = logging.getLogger("apollo.meta")
 KEYRING_REFRESH_S = 5.0
 MAP_REFRESH_S = 2.0
+RETUNE_S = 2.0
 
 
 @dataclass
@@ -70,6 +77,8 @@ class MetaProcess:
         session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
         self.directory = NodeDirectory(session, self._service_token, Timeouts())
         self.gc = GarbageCollector(self.meta, lambda: self.directory.nodes, self.config.upload_expiry_s)
+        self.drives = ClusterDrives(self.meta, self.rpc.cluster_map)
+        self.repair = RepairWorker(ClientContext(self.meta, self.directory.nodes), self.drives.view)
         self._duties: list[asyncio.Task] = []
         tasks = [asyncio.create_task(loop) for loop in (
             self._keyring_loop(), self._map_loop(), self.lease.keep(self._take_role, self._drop_role))]  # fmt: skip
@@ -102,13 +111,32 @@ class MetaProcess:
                 log.warning("token keyring refresh failed: %r", exc)
 
     async def _take_role(self) -> None:
-        self._duties = [asyncio.create_task(self._rotate_keys_loop()), asyncio.create_task(self.gc.run_forever())]
+        await self._retune()
+        duties = (self._rotate_keys_loop(), self._retune_loop(), self.gc.run_forever(), self.drives.run_forever(),
+                  self.drives.jobs_forever(), self.repair.run_forever())  # fmt: skip
+        self._duties = [asyncio.create_task(duty) for duty in duties]
 
     async def _drop_role(self) -> None:
         for task in self._duties:
             task.cancel()
         await asyncio.gather(*self._duties, return_exceptions=True)
         self._duties = []
+
+    async def _retune(self) -> None:
+        """The knobs ``apollo admin tune`` sets, as the all-in-one manager reads them."""
+        try:
+            tuning = Tuning.load(await self.meta.settings_like(SETTING_PREFIX))
+        except ValueError as exc:
+            log.error("ignoring bad tuning setting: %s", exc)
+            return
+        self.drives.lifecycle.offline_grace_s = tuning.drive_offline_grace_s
+        self.repair.tune(tuning.repair_bytes_per_s, tuning.repair_ops_per_s, tuning.repair_parallel,
+                         bool(tuning.repair_paused))  # fmt: skip
+
+    async def _retune_loop(self) -> None:
+        while True:
+            await asyncio.sleep(RETUNE_S)
+            await self._retune()
 
     async def _rotate_keys_loop(self) -> None:
         while True:

@@ -85,12 +85,25 @@ class StorageProcess:
         log.info("storage node %s joined with %d drives at %s", config.name, len(drives), self.endpoint)
 
     async def _heartbeat(self, meta: RemoteMeta) -> None:
-        usage = dict(zip(self.node.drives, await asyncio.gather(
-            *(asyncio.to_thread(d.usage) for d in self.node.drives.values())), strict=True))  # fmt: skip
-        answer = await meta.call("node_heartbeat", self.config.name, usage)
+        drives = await asyncio.to_thread(self._probe)
+        answer = await meta.call("node_heartbeat", self.config.name, drives)
         self.state.epoch = answer["epoch"]
         self.keyring.replace([tokens.TokenKey(k["key_id"], bytes.fromhex(k["secret"]), k["created"])
                               for k in answer["keys"]])  # fmt: skip
+
+    def _probe(self) -> dict[str, tuple[str, int, int]]:
+        """(health, free, total) per drive; a drive whose directory no longer holds it is never touched again."""
+        report = {}
+        for drive_id, drive in list(self.node.drives.items()):
+            health = drive.probe()
+            try:
+                free, total = drive.usage() if health == "ok" else (0, 0)
+            except OSError:
+                health, free, total = "unreachable", 0, 0
+            if health == "gone" and self.node.detach(drive_id):
+                log.error("drive %s (%s): its format file is gone; no longer served", drive_id, drive.root)
+            report[drive_id] = (health, free, total)
+        return report
 
     async def _heartbeat_loop(self, meta: RemoteMeta) -> None:
         while True:

@@ -6,6 +6,7 @@ afterwards every acknowledged object must read back byte-exact.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import threading
@@ -13,6 +14,9 @@ import time
 
 import pytest
 from botocore.exceptions import ClientError
+
+from apollo.cluster.tuning import SETTING_PREFIX
+from apollo.meta.store import SqlStore
 
 BUCKET = "cluster"
 
@@ -202,3 +206,34 @@ def test_garbage_of_deleted_and_overwritten_objects_leaves_the_storage_nodes(mak
         time.sleep(0.2)
     assert len(cluster.shard_files()) == 3 * 6
     assert s3.get_object(Bucket=BUCKET, Key="k1")["ContentLength"] == 2_000_000
+
+
+def test_a_dead_node_is_rebuilt_elsewhere_and_redundancy_is_whole_again(make_cluster):
+    """kill -9 a node for good: past the grace its drive fails, its shards are rebuilt on the other nodes;
+    then two more nodes (m) may die and every object still reads back exact."""
+    cluster = make_cluster(nodes=8)
+    store = SqlStore(cluster.database)
+    store.set_setting(f"{SETTING_PREFIX}drive_offline_grace_s", "3")
+    s3 = cluster.s3(retries={"max_attempts": 3, "mode": "standard"})
+    s3.create_bucket(Bucket=BUCKET)
+    objects = {f"o{n}": os.urandom(1_500_000 + n) for n in range(10)}
+    for key, body in objects.items():
+        s3.put_object(Bucket=BUCKET, Key=key, Body=body)
+    dead = next(r for r in store.list_drives() if r.node == "node2")
+    cluster.nodes[2].kill()
+
+    def rebuilt() -> bool:
+        layouts = [json.loads(r["layout"]) for r in store.all("SELECT layout FROM segments")]
+        return store.repair_backlog() == 0 and not any(dead.drive_id in layout["drives"] for layout in layouts)
+
+    deadline = time.monotonic() + 90
+    while not rebuilt():
+        assert time.monotonic() < deadline, f"not rebuilt: backlog {store.repair_backlog()}"
+        time.sleep(0.5)
+    states = {r.drive_id: r.state for r in store.list_drives()}
+    assert states[dead.drive_id] in ("failed", "retired")
+    store.close()
+    cluster.nodes[5].kill()
+    cluster.nodes[6].kill()
+    for key, body in objects.items():
+        assert s3.get_object(Bucket=BUCKET, Key=key)["Body"].read() == body

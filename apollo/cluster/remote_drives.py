@@ -1,0 +1,73 @@
+"""A cluster's drives as the manager sees them: storage nodes' heartbeats turned into drive states.
+
+The storage nodes probe their own drives and report (health, free space) with every
+heartbeat; a node that stops heartbeating makes all its drives ``unreachable``. Those
+reports go through the same ``DriveLifecycle`` as the all-in-one server's probes: an
+unreachable drive goes offline at once and fails after ``drive_offline_grace_s``, a
+gone one fails at once, and a failed drive's shards are queued for the repair worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+from apollo.cluster.drives import SERVING_STATES
+from apollo.cluster.lifecycle import DriveLifecycle
+from apollo.cluster.map import ClusterMap
+from apollo.cluster.repair import DriveView
+from apollo.meta.sql_admin import DriveRecord
+
+log = logging.getLogger("apollo.drives")
+STEP_S = 2.0
+JOBS_IDLE_POLL_S = 0.5
+
+
+class ClusterDrives:
+    def __init__(self, meta, cluster_map: Callable[[], Awaitable[ClusterMap]]) -> None:
+        self.meta = meta
+        self.cluster_map = cluster_map
+        self.lifecycle = DriveLifecycle(meta)
+        self.map = ClusterMap(epoch=-1)
+        self.records: dict[str, DriveRecord] = {}
+        self._writable: set[str] = set()
+
+    def view(self) -> DriveView:
+        """What the repair worker needs: states, writable drives, replacements, placement candidates."""
+        return DriveView(
+            states={d: r.state for d, r in self.records.items()},
+            writable=self.map.writable(),
+            replaced_by={d: r.replaced_by for d, r in self.records.items() if r.replaced_by},
+            candidates=self.map.candidates(),
+        )
+
+    async def step(self) -> None:
+        self.map = await self.cluster_map()
+        self.records = {r.drive_id: r for r in await self.meta.list_drives()}
+        nodes = {n.name: n.alive for n in self.map.nodes}
+        health = {
+            drive_id: record.health if nodes[record.node] else "unreachable"
+            for drive_id, record in self.records.items()
+            if record.node in nodes and record.state in SERVING_STATES
+        }
+        writable = self.map.writable()
+        gained, self._writable = bool(writable - self._writable), writable
+        await self.lifecycle.apply(self.records, health, gained)
+
+    async def run_forever(self) -> None:
+        while True:
+            try:
+                await self.step()
+            except Exception:
+                log.exception("cluster drive step failed")
+            await asyncio.sleep(STEP_S)
+
+    async def jobs_forever(self) -> None:
+        while True:
+            try:
+                busy = await self.lifecycle.run_jobs(self.records) if self.records else 0
+            except Exception:
+                log.exception("drive job step failed")
+                busy = 0
+            await asyncio.sleep(0.05 if busy else JOBS_IDLE_POLL_S)
