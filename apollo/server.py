@@ -91,7 +91,10 @@ def lease_holder(config: ServerConfig) -> str:
     return f"{socket.gethostname()}:{config.meta_dir.resolve()}{slot}"
 
 
-def open_store(meta_dir: Path) -> SqlStore:
+def open_store(meta_dir: Path | None = None, database: str | None = None) -> SqlStore:
+    """The store of a metadata directory (SQLite in it, or the URL it names), or of a cluster's database URL."""
+    if database is not None:
+        return SqlStore(database)
     meta_dir.mkdir(parents=True, exist_ok=True)
     return SqlStore(meta_target(meta_dir))
 

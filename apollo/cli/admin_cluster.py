@@ -27,7 +27,16 @@ console = Console(width=None if sys.stdout.isatty() else 160)  # logs and pipes 
 def _store(args: argparse.Namespace):
     from apollo.server import open_store
 
+    if getattr(args, "database", None):
+        return open_store(database=args.database)
     return open_store(Path(args.meta_dir))
+
+
+def _where(parser: argparse.ArgumentParser) -> None:
+    """The metadata to work on: an all-in-one server's directory, or a cluster's database."""
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--meta-dir", help="the metadata directory of an all-in-one server")
+    where.add_argument("--database", help="a cluster's metadata database (postgresql://...)")
 
 
 def _size(n: float) -> str:
@@ -83,6 +92,9 @@ def _follow_drive(store, drive_id: str, timeout: float | None) -> None:
 
 
 def cmd_drive(args: argparse.Namespace) -> None:
+    if args.database and args.action != "list":
+        sys.exit("in a cluster, drives join and leave with their storage node (apollo storage DIR...); "
+                 "a dead node's drives fail and are rebuilt after drive_offline_grace_s")  # fmt: skip
     store = _store(args)
     try:
         if args.action == "list":
@@ -272,7 +284,7 @@ def register(admin_parsers: argparse._SubParsersAction) -> None:
     drive.add_argument("action", choices=["list", "add", "replace", "drain", "remove"])
     drive.add_argument("drive", nargs="?", help="drive id or path (add: the new empty directory)")
     drive.add_argument("new_path", nargs="?", help="replace: the new drive's directory (default: the old path)")
-    drive.add_argument("--meta-dir", required=True)
+    _where(drive)
     drive.add_argument("--weight", type=float, default=1.0, help="add: relative share of new shards")
     drive.add_argument("--force", action="store_true", help="drain even if too few drives would remain")
     drive.add_argument("--wait", action="store_true", help="replace/drain: follow the work until it is done")
@@ -280,10 +292,10 @@ def register(admin_parsers: argparse._SubParsersAction) -> None:
     drive.set_defaults(func=cmd_drive)
     tune = admin_parsers.add_parser("tune", help="show or set background-work knobs (NAME=VALUE ...)")
     tune.add_argument("settings", nargs="*", help="e.g. drive_offline_grace_s=300 scrub_mode=shallow")
-    tune.add_argument("--meta-dir", required=True)
+    _where(tune)
     tune.set_defaults(func=cmd_tune)
     status = admin_parsers.add_parser("status", help="drives, capacity, repair and scrub at a glance")
-    status.add_argument("--meta-dir", required=True)
+    _where(status)
     status.set_defaults(func=cmd_status)
     scrub = _pass_parser(admin_parsers, "scrub", "tune the scrubber or start a pass now", cmd_scrub)
     scrub.add_argument("--rate", type=parse_rate, help="bytes read per second, e.g. 50MiB/s (0: unlimited)")
@@ -293,7 +305,7 @@ def register(admin_parsers: argparse._SubParsersAction) -> None:
     rebalance = _pass_parser(admin_parsers, "rebalance", "even out drive usage by moving shards", cmd_rebalance)
     rebalance.add_argument("--tolerance", type=float, help="allowed spread around each drive's share (0.05 = 5%%)")
     repair = admin_parsers.add_parser("repair", help="tune the repair worker, or wait for the backlog to drain")
-    repair.add_argument("--meta-dir", required=True)
+    _where(repair)
     repair.add_argument("--rate", type=parse_rate, help="bytes read+written per second, e.g. 200MiB/s (0: unlimited)")
     repair.add_argument("--iops", type=float, help="shard reads+writes per second (0: unlimited)")
     repair.add_argument("--parallel", type=int, help="segments repaired at once")

@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import os
 import random
+import subprocess
+import sys
 import threading
 import time
 
@@ -105,6 +107,9 @@ def test_s3_through_a_gateway_spreads_shards_over_every_node(make_cluster):
     with pytest.raises(ClientError, match="NoSuchKey"):
         s3.get_object(Bucket=BUCKET, Key="big")
     assert not cluster.tmp_files()
+    status = subprocess.run([sys.executable, "-m", "apollo", "admin", "status", "--database", cluster.database],
+                            capture_output=True, text=True, check=True).stdout  # fmt: skip
+    assert "on 6 online drives" in status
 
 
 def test_kill_9_of_two_storage_nodes_under_load_loses_no_acknowledged_object(make_cluster, seed):
