@@ -242,3 +242,34 @@ def test_a_dead_node_is_rebuilt_elsewhere_and_redundancy_is_whole_again(make_clu
     cluster.nodes[6].kill()
     for key, body in objects.items():
         assert s3.get_object(Bucket=BUCKET, Key=key)["Body"].read() == body
+
+
+def test_the_manager_lease_moves_to_another_meta_service_when_its_holder_dies(make_cluster):
+    cluster = make_cluster(nodes=6, metas=2, meta_args=("--manager-lease", "2", "--gc-delay", "0"))
+    store = SqlStore(cluster.database)
+
+    def holder() -> str:
+        lease = next((lease for lease in store.leases() if lease.name == "manager"), None)
+        return lease.holder if lease is not None and lease.expires > lease.now else ""
+
+    deadline = time.monotonic() + 10
+    while not holder():
+        assert time.monotonic() < deadline, "no meta service took the manager lease"
+        time.sleep(0.2)
+    first = holder()
+    victim = next(m for m in cluster.metas if m.endpoint.rsplit(":", 1)[1] == first.rsplit(":", 1)[1])
+    victim.kill()
+    deadline = time.monotonic() + 15
+    while holder() in ("", first):
+        assert time.monotonic() < deadline, "the lease never moved"
+        time.sleep(0.2)
+    s3 = cluster.s3(retries={"max_attempts": 5, "mode": "standard"})
+    s3.create_bucket(Bucket=BUCKET)
+    s3.put_object(Bucket=BUCKET, Key="doomed", Body=os.urandom(2_000_000))
+    assert len(cluster.shard_files()) == 6
+    s3.delete_object(Bucket=BUCKET, Key="doomed")
+    deadline = time.monotonic() + 30  # the new holder's garbage collector removes the shards
+    while cluster.shard_files():
+        assert time.monotonic() < deadline, "garbage was not collected after the failover"
+        time.sleep(0.3)
+    store.close()
