@@ -29,6 +29,7 @@ from apollo.client.writer import write_quorum
 from apollo.cluster.drives import NODE_NAME, SERVING_STATES
 from apollo.cluster.gc import GarbageCollector
 from apollo.cluster.manager import BackgroundManager
+from apollo.eventloop import install_uvloop
 from apollo.gateway import metrics
 from apollo.gateway.app import build_app
 from apollo.meta import journal
@@ -294,12 +295,7 @@ def run(config: ServerConfig) -> None:
     # Held while the process lives (the kernel drops it on exit, even after kill -9); workers run under
     # their supervisor's.
     lock = lock_meta_dir(config.meta_dir) if config.worker_index is None else None
-    try:
-        import uvloop
-
-        uvloop.install()
-    except ImportError:
-        log.warning("uvloop not available; using the default asyncio loop")
+    install_uvloop()
     server = Server(config)
     if config.worker_index is None:
         log.info("Apollo S3 endpoint http://%s:%d  drives=%d  scheme=%s  meta=%s", config.host, config.port,

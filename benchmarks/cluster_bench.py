@@ -14,7 +14,9 @@ Every figure is measured in this run, on the same data sizes:
   ``apollo gateway``, which does the same work in its own process.
 
 Patterns: one 256 MiB object PUT then GET; a checkpoint (8 writers x 512 MiB at once, then
-8 readers). Then metadata lookups and commits per second, on SQLite and PostgreSQL
+8 readers). Every writer and reader is a process of its own (the ranks of a job are), started
+and connected before a common start time; a rate is the bytes moved over the time from that
+start to the last one's finish. Then metadata lookups and commits per second, on SQLite and PostgreSQL
 (in-process ``MetaService``) and through ``apollo meta`` (RPC, PostgreSQL).
 
     .venv/bin/python benchmarks/cluster_bench.py            # full sizes
@@ -25,7 +27,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import concurrent.futures
 import json
+import multiprocessing
 import os
 import sys
 import tempfile
@@ -33,11 +37,13 @@ import time
 from pathlib import Path
 
 import aiohttp
+import uvloop
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import loadgen  # noqa: E402
 
+from apollo.cli.main import MALLOC_TUNING  # noqa: E402
 from apollo.client import AsyncClient  # noqa: E402
 from apollo.meta.model import ObjectAttrs  # noqa: E402
 from apollo.meta.remote import RemoteMeta  # noqa: E402
@@ -91,57 +97,63 @@ async def baseline_get(meta: RemoteMeta, key: str, size: int) -> None:
     await asyncio.gather(*(one(i) for i in range(K)))
 
 
-async def transfer_rows(cluster: LocalCluster, object_size: int, writers: int, ckpt_size: int) -> list[dict]:
-    rows = []
+async def _move(way: str, op: str, info: dict, key: str, size: int, start_at: float) -> float:
+    """One writer or reader: connect, wait for the common start, move one object; returns when it finished."""
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
-        service = RemoteMeta(cluster.meta_urls, DEV_ACCESS_KEY, DEV_SECRET_KEY, session)
+        service = RemoteMeta(info["meta"], DEV_ACCESS_KEY, DEV_SECRET_KEY, session)
         await service.start(service=True)
-        async with AsyncClient(cluster.meta_urls, DEV_ACCESS_KEY, DEV_SECRET_KEY) as native:
-            await native.create_bucket("bench")
-            gateway = loadgen.HttpTarget({"target": "apollo", "endpoint": cluster.gateways[0].endpoint,
-                                          "access_key": DEV_ACCESS_KEY, "secret_key": DEV_SECRET_KEY,
-                                          "bucket": "bench", "size": None})  # fmt: skip
-            payloads: dict[int, bytes] = {}
-
-            async def native_put(key: str, size: int) -> None:
-                data = payloads.setdefault(size, _payload(size))
+        native = await AsyncClient(info["meta"], DEV_ACCESS_KEY, DEV_SECRET_KEY).connect()
+        gateway = loadgen.HttpTarget({"target": "apollo", "endpoint": info["gateway"], "access_key": DEV_ACCESS_KEY,
+                                      "secret_key": DEV_SECRET_KEY, "bucket": "bench", "size": size})  # fmt: skip
+        data = _payload(size) if (way, op) == ("native", "PUT") else b""
+        try:
+            await asyncio.sleep(max(0.0, start_at - time.time()))
+            if way == "baseline":
+                await (baseline_put if op == "PUT" else baseline_get)(service, key, size)
+            elif way == "native" and op == "PUT":
                 await native.put("bench", key, data)
-
-            async def native_get(key: str, size: int) -> None:
+            elif way == "native":
                 async for _ in native.stream("bench", key):
                     pass
-
-            slots = iter(range(10_000))
-
-            async def gateway_put(key: str, size: int) -> None:
-                gateway.task["size"] = size
-                await gateway.put(next(slots), key, size)
-
-            async def gateway_get(key: str, size: int) -> None:
-                gateway.task["size"] = size
-                await gateway.get(next(slots), key)
-
-            for pattern, count, size in (("object", 1, object_size), ("checkpoint", writers, ckpt_size)):
-                for way, put, get in (
-                    ("baseline", lambda k, s: baseline_put(service, k, s),
-                     lambda k, s: baseline_get(service, k, s)),
-                    ("native", native_put, native_get),
-                    ("gateway", gateway_put, gateway_get),
-                ):  # fmt: skip
-                    keys = [f"{pattern}-{way}-{n}" for n in range(count)]
-                    start = time.perf_counter()
-                    await asyncio.gather(*(put(k, size) for k in keys))
-                    put_s = time.perf_counter() - start
-                    start = time.perf_counter()
-                    await asyncio.gather(*(get(k, size) for k in keys))
-                    get_s = time.perf_counter() - start
-                    for op, seconds in (("PUT", put_s), ("GET", get_s)):
-                        rate = round(count * size / MiB / seconds, 1)
-                        rows.append({"pattern": pattern, "way": way, "op": op, "objects": count, "size_mib": size / MiB,
-                                     "seconds": round(seconds, 3), "mib_per_s": rate})  # fmt: skip
-                        print(json.dumps(rows[-1]), flush=True)
+            elif op == "PUT":
+                await gateway.put(0, key, size)
+            else:
+                await gateway.get(0, key)
+            return time.time()
+        finally:
             await gateway.close()
-        await service.close()
+            await native.close()
+            await service.close()
+
+
+def _process_main(way: str, op: str, info: dict, key: str, size: int, start_at: float) -> float:
+    uvloop.install()
+    return asyncio.run(_move(way, op, info, key, size, start_at))
+
+
+def transfer_rows(cluster: LocalCluster, object_size: int, writers: int, ckpt_size: int) -> list[dict]:
+    """Every writer and reader is a process of its own, as the ranks of a training job are."""
+    info = {"meta": cluster.meta_urls, "gateway": cluster.gateways[0].endpoint}
+
+    async def bucket() -> None:
+        async with AsyncClient(info["meta"], DEV_ACCESS_KEY, DEV_SECRET_KEY) as native:
+            await native.create_bucket("bench")
+
+    asyncio.run(bucket())
+    rows = []
+    spawn = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(max(writers, 1), mp_context=spawn) as pool:
+        for pattern, count, size in (("object", 1, object_size), ("checkpoint", writers, ckpt_size)):
+            for way in ("baseline", "native", "gateway"):
+                keys = [f"{pattern}-{way}-{n}" for n in range(count)]
+                for op in ("PUT", "GET"):
+                    start_at = time.time() + 3.0 + size / (256 * MiB)  # every process connected and ready
+                    ends = [pool.submit(_process_main, way, op, info, key, size, start_at) for key in keys]
+                    seconds = max(future.result() for future in ends) - start_at
+                    rate = round(count * size / MiB / seconds, 1)
+                    rows.append({"pattern": pattern, "way": way, "op": op, "objects": count, "size_mib": size / MiB,
+                                 "seconds": round(seconds, 3), "mib_per_s": rate})  # fmt: skip
+                    print(json.dumps(rows[-1]), flush=True)
     return rows
 
 
@@ -199,13 +211,16 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.object_mib, args.writers, args.checkpoint_mib, args.meta_seconds = 16, 2, 16, 1.0
-    os.environ.update({"MALLOC_MMAP_THRESHOLD_": "67108864", "MALLOC_TRIM_THRESHOLD_": "134217728"})
+    if not os.environ.get("MALLOC_MMAP_THRESHOLD_"):  # glibc reads them at start: the native client needs them too
+        os.environ.update(MALLOC_TUNING)
+        os.execv(sys.executable, [sys.executable, *sys.argv])
+    uvloop.install()  # as every Apollo process runs; a native client's user picks the loop
     print(f"config: 6 storage processes x 1 directory drive, 4+2, object {args.object_mib} MiB, checkpoint "
           f"{args.writers} x {args.checkpoint_mib} MiB, {os.cpu_count()} cores", flush=True)  # fmt: skip
     rows: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="apollo-cluster-bench-") as tmp, TempPostgres(durable=True) as pg:
         with LocalCluster(Path(tmp) / "cluster", pg.create_database("bench"), nodes=6) as cluster:
-            rows += asyncio.run(transfer_rows(cluster, args.object_mib * MiB, args.writers, args.checkpoint_mib * MiB))
+            rows += transfer_rows(cluster, args.object_mib * MiB, args.writers, args.checkpoint_mib * MiB)
             rows += asyncio.run(metadata_rows("", "apollo meta RPC, PostgreSQL", args.meta_seconds, args.concurrency,
                                               cluster.meta_urls))  # fmt: skip
         rows += asyncio.run(metadata_rows(str(Path(tmp) / "ops.db"), "in-process, SQLite", args.meta_seconds,

@@ -21,6 +21,12 @@ def _address(text: str, default_port: int) -> tuple[str, int]:
     return host or "127.0.0.1", int(port or default_port)
 
 
+def _ensure_malloc_tuning() -> None:
+    from apollo.cli.main import _ensure_malloc_tuning as ensure
+
+    ensure()
+
+
 def _service_key(args: argparse.Namespace) -> tuple[str, str]:
     from apollo.cli.main import _credentials
 
@@ -30,6 +36,7 @@ def _service_key(args: argparse.Namespace) -> tuple[str, str]:
 
 
 def cmd_meta(args: argparse.Namespace) -> None:
+    _ensure_malloc_tuning()
     from apollo.cli.main import _credentials
     from apollo.roles.meta import MetaConfig, run
 
@@ -40,6 +47,7 @@ def cmd_meta(args: argparse.Namespace) -> None:
 
 
 def cmd_storage(args: argparse.Namespace) -> None:
+    _ensure_malloc_tuning()
     from apollo.cli.main import expand_braces
     from apollo.roles.storage import StorageConfig, run
 
@@ -54,6 +62,7 @@ def cmd_storage(args: argparse.Namespace) -> None:
 
 
 def cmd_gateway(args: argparse.Namespace) -> None:
+    _ensure_malloc_tuning()
     from apollo.client.writer import write_quorum
     from apollo.roles.gateway import GatewayConfig, run
     from apollo.storage.ec import Scheme

@@ -17,6 +17,7 @@ from aiohttp import web
 from apollo import limits
 from apollo.client.context import ClientContext
 from apollo.client.core import ApolloClient
+from apollo.eventloop import install_uvloop
 from apollo.gateway import metrics
 from apollo.gateway.app import build_app
 from apollo.meta.remote import RemoteMeta
@@ -54,6 +55,7 @@ async def build_gateway(config: GatewayConfig) -> web.Application:
 
 
 def run(config: GatewayConfig) -> None:
+    install_uvloop()
     log.info("Apollo S3 gateway http://%s:%d  metadata %s", config.host, config.port, config.meta_url)
     web.run_app(build_gateway(config), host=config.host, port=config.port, print=None, access_log=None,
                 shutdown_timeout=limits.shutdown_grace_s)  # fmt: skip

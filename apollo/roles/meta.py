@@ -29,6 +29,7 @@ from apollo.cluster.lease import LeaseKeeper
 from apollo.cluster.remote_drives import ClusterDrives
 from apollo.cluster.repair import RepairWorker
 from apollo.cluster.tuning import SETTING_PREFIX, Tuning
+from apollo.eventloop import install_uvloop
 from apollo.meta.rpc_service import MetaRpc, build_meta_app
 from apollo.meta.service import MetaService
 from apollo.meta.store import SqlStore
@@ -155,6 +156,7 @@ class MetaProcess:
 
 
 def run(config: MetaConfig) -> None:
+    install_uvloop()
     process = MetaProcess(config)
     log.info("Apollo metadata service http://%s:%d  database=%s", config.host, config.port, process.store.engine.name)
     web.run_app(process.app, host=config.host, port=config.port, print=None, access_log=None)

@@ -19,6 +19,7 @@ import aiohttp
 from aiohttp import web
 
 from apollo import tokens
+from apollo.eventloop import install_uvloop
 from apollo.meta.remote import RemoteMeta
 from apollo.storage.drive import Drive, format_drive, read_format
 from apollo.storage.node import LocalStorageNode
@@ -115,5 +116,6 @@ class StorageProcess:
 
 
 def run(config: StorageConfig) -> None:
+    install_uvloop()
     process = StorageProcess(config)
     web.run_app(process.app, host=config.host, port=config.port, print=None, access_log=None)

@@ -115,8 +115,9 @@ class _RemoteSink(ShardSink):
         return exc
 
     async def append(self, records: list[bytes]) -> None:
-        for record in records:
-            await self._feed(record)
+        # One chunk per call: a batch of cells and their CRCs as separate chunks would cost a chunk
+        # header, a queue hop and a write per 4-byte CRC; one copy into a joined buffer costs less.
+        await self._feed(records[0] if len(records) == 1 else b"".join(records))
 
     async def finish(self, footer: bytes) -> None:
         await self._feed(footer)
