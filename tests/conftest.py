@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import random
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -88,3 +89,11 @@ def meta_args(request: pytest.FixtureRequest) -> list[str]:
         return []
     database = f"apollo_srv_{os.getpid()}_{next(_databases)}"
     return ["--meta", request.getfixturevalue("postgres").create_database(database)]
+
+
+@pytest.fixture
+def seed() -> int:
+    """This test's random seed, printed; ``APOLLO_TEST_SEED=N`` replays a failure."""
+    value = int(os.environ.get("APOLLO_TEST_SEED", random.randrange(2**32)))
+    print("APOLLO_TEST_SEED", value)
+    return value

@@ -28,6 +28,7 @@ import aiohttp
 
 from apollo import errors, tokens
 from apollo.cluster.map import ClusterMap
+from apollo.eventloop import every
 from apollo.meta.placement import Candidate
 from apollo.rpc import codec, signing
 from apollo.storage.directory import NodeDirectory
@@ -130,7 +131,9 @@ class RemoteMeta:
         """Fetch the map (and, for a root key, service tokens), then keep both fresh."""
         self._service = service
         await self.refresh(service)
-        self._refresher = asyncio.create_task(self._refresh_loop(service))
+        self._refresher = asyncio.create_task(
+            every(MAP_REFRESH_S, lambda: self.refresh(service), "cluster map refresh")
+        )
         return self
 
     def _saw_epoch(self, epoch: int) -> None:
@@ -142,14 +145,6 @@ class RemoteMeta:
         self.set_map(await self.call("cluster_map"))
         if service and self._service_tokens[0] - time.time() < tokens.SERVICE_TOKEN_TTL_S / 2:
             self._service_tokens = (time.time() + tokens.SERVICE_TOKEN_TTL_S - 5, await self.call("service_tokens"))
-
-    async def _refresh_loop(self, service: bool) -> None:
-        while True:
-            await asyncio.sleep(MAP_REFRESH_S)
-            try:
-                await self.refresh(service)
-            except Exception as exc:
-                log.warning("cluster map refresh failed: %r", exc)
 
     def set_map(self, cluster: ClusterMap) -> None:
         self.map = cluster

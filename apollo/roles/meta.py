@@ -29,7 +29,7 @@ from apollo.cluster.lease import LeaseKeeper
 from apollo.cluster.remote_drives import ClusterDrives
 from apollo.cluster.repair import RepairWorker
 from apollo.cluster.tuning import SETTING_PREFIX, Tuning
-from apollo.eventloop import install_uvloop
+from apollo.eventloop import every, install_uvloop
 from apollo.meta.rpc_service import MetaRpc, build_meta_app
 from apollo.meta.service import MetaService
 from apollo.meta.store import SqlStore
@@ -81,8 +81,10 @@ class MetaProcess:
         self.drives = ClusterDrives(self.meta, self.rpc.cluster_map)
         self.repair = RepairWorker(ClientContext(self.meta, self.directory.nodes), self.drives.view)
         self._duties: list[asyncio.Task] = []
-        tasks = [asyncio.create_task(loop) for loop in (
-            self._keyring_loop(), self._map_loop(), self.lease.keep(self._take_role, self._drop_role))]  # fmt: skip
+        loops = (every(KEYRING_REFRESH_S, self._refresh_keyring, "token keyring refresh"),
+                 every(MAP_REFRESH_S, self._follow_map, "cluster map refresh", at_once=True),
+                 self.lease.keep(self._take_role, self._drop_role))  # fmt: skip
+        tasks = [asyncio.create_task(loop) for loop in loops]
         yield
         for task in tasks:
             task.cancel()
@@ -94,26 +96,17 @@ class MetaProcess:
     def _service_token(self, op: str, segment_id: str) -> str:
         return self.keyring.issue(op, tokens.ANY_SEGMENT, tokens.SERVICE_TOKEN_TTL_S)
 
-    async def _map_loop(self) -> None:
+    async def _follow_map(self) -> None:
         """Placement and the garbage collector follow the cluster map."""
-        while True:
-            try:
-                self.directory.update(await self.rpc.cluster_map())
-            except Exception as exc:
-                log.warning("cluster map refresh failed: %r", exc)
-            await asyncio.sleep(MAP_REFRESH_S)
+        self.directory.update(await self.rpc.cluster_map())
 
-    async def _keyring_loop(self) -> None:
-        while True:
-            await asyncio.sleep(KEYRING_REFRESH_S)
-            try:
-                self.keyring.replace(await self.meta.token_keys())
-            except Exception as exc:
-                log.warning("token keyring refresh failed: %r", exc)
+    async def _refresh_keyring(self) -> None:
+        self.keyring.replace(await self.meta.token_keys())
 
     async def _take_role(self) -> None:
         await self._retune()
-        duties = (self._rotate_keys_loop(), self._retune_loop(), self.gc.run_forever(), self.drives.run_forever(),
+        duties = (self._rotate_keys_loop(), every(RETUNE_S, self._retune, "retune"), self.gc.run_forever(),
+                  self.drives.run_forever(),
                   self.drives.jobs_forever(), self.repair.run_forever())  # fmt: skip
         self._duties = [asyncio.create_task(duty) for duty in duties]
 
@@ -133,11 +126,6 @@ class MetaProcess:
         self.drives.lifecycle.offline_grace_s = tuning.drive_offline_grace_s
         self.repair.tune(tuning.repair_bytes_per_s, tuning.repair_ops_per_s, tuning.repair_parallel,
                          bool(tuning.repair_paused))  # fmt: skip
-
-    async def _retune_loop(self) -> None:
-        while True:
-            await asyncio.sleep(RETUNE_S)
-            await self._retune()
 
     async def _rotate_keys_loop(self) -> None:
         while True:

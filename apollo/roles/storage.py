@@ -19,7 +19,7 @@ import aiohttp
 from aiohttp import web
 
 from apollo import tokens
-from apollo.eventloop import install_uvloop
+from apollo.eventloop import every, install_uvloop
 from apollo.meta.remote import RemoteMeta
 from apollo.storage.drive import Drive, format_drive, read_format
 from apollo.storage.node import LocalStorageNode
@@ -56,7 +56,7 @@ class StorageProcess:
         session = aiohttp.ClientSession()
         meta = RemoteMeta(self.config.meta_url, self.config.access_key, self.config.secret_key, session)
         await self._join(meta)
-        heartbeat = asyncio.create_task(self._heartbeat_loop(meta))
+        heartbeat = asyncio.create_task(every(HEARTBEAT_S, lambda: self._heartbeat(meta), "heartbeat to meta"))
         yield
         heartbeat.cancel()
         await asyncio.gather(heartbeat, return_exceptions=True)
@@ -105,14 +105,6 @@ class StorageProcess:
                 log.error("drive %s (%s): its format file is gone; no longer served", drive_id, drive.root)
             report[drive_id] = (health, free, total)
         return report
-
-    async def _heartbeat_loop(self, meta: RemoteMeta) -> None:
-        while True:
-            await asyncio.sleep(HEARTBEAT_S)
-            try:
-                await self._heartbeat(meta)
-            except Exception as exc:
-                log.warning("heartbeat to the metadata service failed: %r", exc)
 
 
 def run(config: StorageConfig) -> None:

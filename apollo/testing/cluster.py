@@ -19,11 +19,13 @@ from apollo.testing.server import DEV_ACCESS_KEY, DEV_SECRET_KEY, free_port
 class RoleProcess:
     """One ``apollo <role>`` process: start, wait for its health endpoint, kill -9, SIGSTOP, restart."""
 
-    def __init__(self, name: str, args: list[str], port: int, log_path: Path) -> None:
+    def __init__(self, name: str, args: list[str], port: int, log_path: Path, module: str = "apollo") -> None:
+        """``python -m module *args``; the ``apollo`` command gets ``--dev`` (the development key)."""
         self.name = name
         self.args = args
         self.port = port
         self.log_path = log_path
+        self.module = module
         self.process: subprocess.Popen | None = None
 
     @property
@@ -33,7 +35,8 @@ class RoleProcess:
     def start(self, timeout_s: float = 30.0, ready: str = "/health/live") -> RoleProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen([sys.executable, "-m", "apollo", *self.args, "--dev"], stdout=log,
+            dev = ["--dev"] if self.module == "apollo" else []
+            self.process = subprocess.Popen([sys.executable, "-m", self.module, *self.args, *dev], stdout=log,
                                             stderr=subprocess.STDOUT)  # fmt: skip
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:

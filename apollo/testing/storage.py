@@ -13,14 +13,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 from apollo import tokens
+from apollo.testing.cluster import RoleProcess
 from apollo.testing.server import free_port
 
 
@@ -34,64 +30,20 @@ def read_keyring(path: Path) -> tokens.Keyring:
                            for k in json.loads(path.read_text())])  # fmt: skip
 
 
-class StorageNodeProcess:
-    """Start, kill -9, SIGSTOP/SIGCONT and restart one storage node serving ``drives`` directories."""
+class StorageNodeProcess(RoleProcess):
+    """A storage node serving ``drives`` directories, with a deployment and keyring given by the test."""
 
     def __init__(self, root: Path, deployment_id: str, keyring_file: Path, drives: int = 1) -> None:
-        self.root = Path(root)
-        self.drives = [self.root / f"drive{n}" for n in range(1, drives + 1)]
-        self.deployment_id = deployment_id
-        self.keyring_file = keyring_file
-        self.port = free_port()
-        self.log_path = self.root / "storage.log"
-        self.ids_path = self.root / "drive-ids.json"
-        self.process: subprocess.Popen | None = None
-
-    @property
-    def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        root = Path(root)
+        self.drives = [root / f"drive{n}" for n in range(1, drives + 1)]
+        self.ids_path = root / "drive-ids.json"
+        port = free_port()
+        args = ["--port", str(port), "--deployment", deployment_id, "--keyring", str(keyring_file), "--ids",
+                str(self.ids_path), *map(str, self.drives)]  # fmt: skip
+        super().__init__(root.name, args, port, root / "storage.log", module="apollo.testing.storage")
 
     def drive_ids(self) -> list[str]:
         return json.loads(self.ids_path.read_text())
-
-    def start(self, timeout_s: float = 20.0) -> StorageNodeProcess:
-        self.root.mkdir(parents=True, exist_ok=True)
-        args = [sys.executable, "-m", "apollo.testing.storage", "--port", str(self.port), "--deployment",
-                self.deployment_id, "--keyring", str(self.keyring_file), "--ids", str(self.ids_path),
-                *map(str, self.drives)]  # fmt: skip
-        with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"storage node exited with {self.process.returncode}: {self.log_path.read_text()}")
-            try:
-                with urllib.request.urlopen(f"{self.endpoint}/health/live", timeout=1):
-                    return self
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError(f"storage node not up after {timeout_s}s")
-
-    def kill(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait()
-
-    def pause(self) -> None:
-        """SIGSTOP: the node hangs (its sockets stay open, nothing answers), the case timeouts are for."""
-        self.process.send_signal(signal.SIGSTOP)
-
-    def resume(self) -> None:
-        self.process.send_signal(signal.SIGCONT)
-
-    def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.send_signal(signal.SIGCONT)
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.kill()
 
 
 def main() -> None:

@@ -78,13 +78,6 @@ class Workload:
             assert s3.get_object(Bucket=BUCKET, Key=key)["Body"].read() == body, key
 
 
-@pytest.fixture
-def seed():
-    value = int(os.environ.get("APOLLO_TEST_SEED", random.randrange(2**32)))
-    print("APOLLO_TEST_SEED", value)
-    return value
-
-
 def test_s3_through_a_gateway_spreads_shards_over_every_node(make_cluster):
     cluster = make_cluster(nodes=6)
     s3 = cluster.s3()

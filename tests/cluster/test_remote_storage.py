@@ -34,13 +34,6 @@ NODES = 6
 
 
 @pytest.fixture
-def seed():
-    value = int(os.environ.get("APOLLO_TEST_SEED", random.randrange(2**32)))
-    print("APOLLO_TEST_SEED", value)
-    return value
-
-
-@pytest.fixture
 def keyring(tmp_path):
     ring = tokens.Keyring([tokens.new_key(time.time() - 3600)])
     write_keyring(tmp_path / "keyring.json", ring)

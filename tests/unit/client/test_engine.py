@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import random
 import shutil
 
@@ -22,13 +21,6 @@ from apollo.storage.node import LocalStorageNode
 from apollo.storage.shardfile import HEADER_BYTES
 
 CELL = 64 * 1024
-
-
-@pytest.fixture
-def seed():
-    value = int(os.environ.get("APOLLO_TEST_SEED", random.randrange(2**32)))
-    print("APOLLO_TEST_SEED", value)
-    return value
 
 
 @pytest.fixture
