@@ -55,10 +55,12 @@ def cmd_dev_cluster(args: argparse.Namespace) -> None:
         print(f"  access key {DEV_ACCESS_KEY}  secret key {DEV_SECRET_KEY}")
         print(f"  native     apollo.client.Client({cluster.meta_urls!r}, {DEV_ACCESS_KEY!r}, {DEV_SECRET_KEY!r})")
         print("Ctrl-C stops everything.", flush=True)
+        reported: set[str] = set()
         while not stop:
-            dead = [p.name for p in cluster.processes if not p.alive()]
+            dead = {p.name for p in cluster.processes if not p.alive()} - reported
             if dead:
-                print(f"stopped: {', '.join(dead)} (see its log)", file=sys.stderr, flush=True)
+                print(f"stopped: {', '.join(sorted(dead))} (see its log)", file=sys.stderr, flush=True)
+                reported |= dead
             time.sleep(0.5)
     finally:
         cluster.stop()

@@ -26,7 +26,6 @@ from apollo.meta.sql_repair import DriveJob
 
 log = logging.getLogger("apollo.drives")
 JOB_PAGE_SEGMENTS = 512
-HEALTHS = ("ok", "gone", "unreachable")
 
 
 class DriveLifecycle:
@@ -36,7 +35,11 @@ class DriveLifecycle:
         self._unreachable_since: dict[str, float] = {}
 
     async def apply(self, records: dict[str, DriveRecord], health: dict[str, str], gained: bool) -> None:
-        """Turn one round of health reports into state changes; ``gained``: a drive became writable."""
+        """Turn one round of health reports into state changes; ``gained``: a drive became writable.
+
+        Health: ``ok``, ``gone`` (format file missing or another drive's), ``unreachable`` (I/O errors,
+        or not served by its node), ``silent`` (its storage node stopped heartbeating).
+        """
         now = time.time()
         for drive_id, state in health.items():
             record = records[drive_id]
@@ -52,10 +55,11 @@ class DriveLifecycle:
     async def _on_trouble(self, record: DriveRecord, health: str, now: float) -> None:
         if health == "gone" and record.state in ("online", "offline", "draining"):
             await self._fail(record, now, "its format file is gone: wiped, unmounted or replaced")
-        elif health == "unreachable":
+        elif health in ("unreachable", "silent"):
             since = self._unreachable_since.setdefault(record.drive_id, now)
             if record.state == "online":
-                await self._set_state(record, "offline", now, "I/O errors while probing it")
+                why = "its storage node stopped heartbeating" if health == "silent" else "I/O errors while probing it"
+                await self._set_state(record, "offline", now, why)
             elif record.state == "offline" and now - since >= self.offline_grace_s:
                 await self._fail(record, now, f"unreachable for {now - since:.0f} s")
 

@@ -47,7 +47,7 @@ class ClusterDrives:
         self.records = {r.drive_id: r for r in await self.meta.list_drives()}
         nodes = {n.name: n.alive for n in self.map.nodes}
         health = {
-            drive_id: record.health if nodes[record.node] else "unreachable"
+            drive_id: record.health if nodes[record.node] else "silent"
             for drive_id, record in self.records.items()
             if record.node in nodes and record.state in SERVING_STATES
         }

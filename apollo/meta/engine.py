@@ -197,6 +197,11 @@ class PostgresEngine(Engine):
         self._psycopg = psycopg
         self._pool_timeout = psycopg_pool.PoolTimeout
         self.url = url
+        try:  # one direct connection first: a wrong password or database name is said at once, not retried
+            psycopg.connect(url, connect_timeout=5).close()
+        except psycopg.Error as exc:
+            shown = re.sub(r"://([^:/@]+):[^@]*@", r"://\1:***@", url)
+            raise errors.MetadataUnavailable(f"cannot open the metadata database {shown}: {exc}") from exc
         self.pool_size = pool_size
         self.pool = psycopg_pool.ConnectionPool(
             url, min_size=1, max_size=pool_size, open=False, timeout=5.0, name="apollo-meta",

@@ -62,7 +62,8 @@ class MetaRpc:
     async def register_node(self, name: str, endpoint: str, rack: str, drives: list[tuple[str, str]]) -> dict:
         epoch = await self.meta.register_node(name, endpoint, rack, drives, time.time())
         self._map = None
-        return {"epoch": epoch, "deployment_id": await self.meta.get_setting("deployment_id")}
+        known = {r.path: r.drive_id for r in await self.meta.list_drives() if r.node == name and r.state != "retired"}
+        return {"epoch": epoch, "deployment_id": await self.meta.get_setting("deployment_id"), "drives": known}
 
     async def node_heartbeat(self, name: str, drives: dict[str, tuple[str, int, int]]) -> dict:
         epoch = await self.meta.node_heartbeat(name, drives, time.time())

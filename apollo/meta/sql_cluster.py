@@ -63,6 +63,14 @@ class ClusterOps(AdminOps):
                 "UPDATE drives SET health = ?, free_bytes = ?, total_bytes = ? WHERE drive_id = ? AND node = ?",
                 [(health, free, total, drive_id, name) for drive_id, (health, free, total) in drives.items()],
             )
+            # A drive of this node it no longer serves (taken off its command line, failed to open): unreachable,
+            # so no new shards go there and, past the grace, its shards are rebuilt elsewhere.
+            served = list(drives) or [""]
+            db.execute(
+                f"UPDATE drives SET health = 'unreachable' WHERE node = ? AND health <> 'unreachable' "
+                f"AND drive_id NOT IN ({','.join('?' * len(served))})",
+                (name, *served),
+            )
         return self.epoch()
 
     def cluster_map(self, now: float, node_timeout_s: float, reserve_bytes: int) -> ClusterMap:

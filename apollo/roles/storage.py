@@ -19,6 +19,7 @@ import aiohttp
 from aiohttp import web
 
 from apollo import tokens
+from apollo.errors import ApolloError, DriveError
 from apollo.eventloop import every, install_uvloop
 from apollo.meta.remote import RemoteMeta
 from apollo.storage.drive import Drive, format_drive, read_format
@@ -55,7 +56,11 @@ class StorageProcess:
     async def _lifecycle(self, app: web.Application):
         session = aiohttp.ClientSession()
         meta = RemoteMeta(self.config.meta_url, self.config.access_key, self.config.secret_key, session)
-        await self._join(meta)
+        try:
+            await self._join(meta)
+        except ApolloError as exc:  # a wrong key, the service unreachable for long: say so, no traceback
+            await session.close()
+            raise SystemExit(f"apollo storage: cannot join the cluster: {exc}") from None
         heartbeat = asyncio.create_task(every(HEARTBEAT_S, lambda: self._heartbeat(meta), "heartbeat to meta"))
         yield
         heartbeat.cancel()
@@ -64,18 +69,35 @@ class StorageProcess:
         self.node.close()
 
     async def _join(self, meta: RemoteMeta) -> None:
-        """Register, format new empty drives for the deployment, attach them, register them, fetch keys."""
+        """Register, format new empty drives for the deployment, attach them, register them, fetch keys.
+
+        A directory that is missing, or that the cluster knows as a drive but that lost its format file,
+        is never formatted: that is an unmounted disk (the directory is its mount point) or a wiped one,
+        and formatting would put a new drive on the wrong disk.
+        """
         config = self.config
         joined = await meta.call("register_node", config.name, self.endpoint, config.rack, [])
-        deployment = joined["deployment_id"]
+        deployment, known = joined["deployment_id"], joined["drives"]
         for root in config.drives:
-            root.mkdir(parents=True, exist_ok=True)
+            path = str(root.resolve())
+            if not root.is_dir():
+                log.error("drive %s does not exist (not mounted?); not serving it", root)
+                continue
             if read_format(root) is None:
+                if path in known:
+                    log.error("drive %s (id %s) lost its format file: unmounted or wiped; not serving it "
+                              "(its shards are rebuilt elsewhere after the offline grace)",
+                              root, known[path])  # fmt: skip
+                    continue
                 if any(root.iterdir()):
                     raise SystemExit(f"drive {root} is not empty and not an Apollo drive; refusing to format it")
                 format_drive(root, deployment)
                 log.info("formatted new drive %s", root)
-            drive = Drive(root.resolve(), deployment)
+            try:
+                drive = Drive(root.resolve(), deployment)
+            except DriveError as exc:
+                log.error("%s; not serving it", exc)
+                continue
             removed = drive.clear_tmp()  # writes this node never finished: their clients saw them fail
             if removed:
                 log.info("drive %s: removed %d temp files of interrupted writes", root, removed)

@@ -93,6 +93,7 @@ class LocalCluster:
             meta.args = ["meta", "--database", database, "--address", f"127.0.0.1:{meta.port}", *meta_args]
         self.meta_urls = ",".join(meta.endpoint for meta in self.metas)
         self.drives_per_node, self.racks = drives, racks
+        self.node_drives: dict[str, list[Path]] = {}
         self.nodes = [self._node_process(i) for i in range(nodes)]
         self.gateways = []
         for i in range(gateways):
@@ -102,17 +103,23 @@ class LocalCluster:
 
     def _node_process(self, i: int) -> RoleProcess:
         port = free_port()
-        drive_dirs = [str(self.root / f"node{i}" / f"drive{d}") for d in range(self.drives_per_node)]
+        drive_dirs = [self.root / f"node{i}" / f"drive{d}" for d in range(self.drives_per_node)]
+        self.node_drives[f"node{i}"] = drive_dirs
         rack = ["--rack", f"rack{i % self.racks}"] if self.racks else []
-        args = ["storage", *drive_dirs, "--meta", self.meta_urls, "--address", f"127.0.0.1:{port}", "--name",
+        args = ["storage", *map(str, drive_dirs), "--meta", self.meta_urls, "--address", f"127.0.0.1:{port}", "--name",
                 f"node{i}", *rack]  # fmt: skip
         return RoleProcess(f"node{i}", args, port, self.root / f"node{i}.log")
+
+    def _start_node(self, node: RoleProcess) -> RoleProcess:
+        for path in self.node_drives[node.name]:  # a real node's drives are mounted before it starts
+            path.mkdir(parents=True, exist_ok=True)
+        return node.start()
 
     def add_node(self) -> RoleProcess:
         """Start one more storage node (a new host joining the cluster)."""
         node = self._node_process(len(self.nodes))
         self.nodes.append(node)
-        return node.start()
+        return self._start_node(node)
 
     @property
     def processes(self) -> list[RoleProcess]:
@@ -122,7 +129,7 @@ class LocalCluster:
         for meta in self.metas:
             meta.start()
         for node in self.nodes:
-            node.start()
+            self._start_node(node)
         for gateway in self.gateways:
             gateway.start(ready="/health/ready")
         return self
