@@ -29,6 +29,7 @@ import argparse
 import asyncio
 import concurrent.futures
 import json
+import math
 import multiprocessing
 import os
 import sys

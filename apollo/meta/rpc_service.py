@@ -39,6 +39,7 @@ CLIENT_METHODS = frozenset({
     "commit_part", "list_parts", "list_uploads", "abort_upload", "complete_upload", "report_damage",
     "allocate_segment", "abandon_segments", "cluster_map",
 })  # fmt: skip
+OWNED_METHODS = frozenset({"allocate_segment", "abandon_segments"})
 SERVICE_METHODS = CLIENT_METHODS | {"get_secret", "register_node", "node_heartbeat", "service_tokens"}
 
 
@@ -77,9 +78,13 @@ class MetaRpc:
         """The caller combined the parts' checksums itself (it named each part by ETag, so they are the same)."""
         return await self.meta.complete_upload(*args, checksum_of=lambda upload, chosen: checksums or {}, **kwargs)
 
-    async def allocate_segment(self, *args):
+    async def allocate_segment(self, scheme, cell_size: int, offset: int, *, caller: str):
         await self.cluster_map()  # placement follows the map of the last second
-        return await self.meta.allocate_segment(*args)
+        return await self.meta.allocate_segment(scheme, cell_size, offset, owner=caller)
+
+    async def abandon_segments(self, segment_ids: list[str], now: float, *, caller: str) -> None:
+        """Only the caller's own pending writes: no key can make another's write in flight collectable."""
+        await self.meta.abandon_segments(segment_ids, now, owner=caller)
 
     def tokens_for(self, method: str, result: object) -> dict[str, dict[str, str]]:
         """{segment id: {operation: token}} for the segments ``result`` hands to the caller."""
@@ -113,8 +118,11 @@ async def _call(request: web.Request) -> web.Response:
             raise errors.AccessDenied(f"{method} is not a metadata call this key may make")
         call = codec.loads(body)
         rpc = request.app[RPC]
+        kwargs = call.get("kwargs", {})
+        if method in OWNED_METHODS:  # pending writes belong to the access key that began them
+            kwargs["caller"] = f"key:{access_key}"
         target = getattr(rpc, method, None) or getattr(rpc.meta, method)
-        result = await target(*call.get("args", []), **call.get("kwargs", {}))
+        result = await target(*call.get("args", []), **kwargs)
     except errors.ApolloError as exc:
         status = 403 if isinstance(exc, errors.AccessDenied) else 409
         return _reply({"error": codec.error_to_wire(exc)}, status)

@@ -112,12 +112,16 @@ class MetaService:
         # Too few drives in service: the missing shards get no drive; the write reports them for repair.
         return pg, tuple(chosen + [NO_DRIVE] * (scheme.width - len(chosen)))
 
-    async def allocate_segment(self, scheme: Scheme, cell_size: int, offset: int) -> SegmentLayout:
-        """Choose drives for a new segment and record it as pending (GC'd unless committed)."""
+    async def allocate_segment(self, scheme: Scheme, cell_size: int, offset: int, owner: str | None = None
+                               ) -> SegmentLayout:  # fmt: skip
+        """Choose drives for a new segment and record it as pending (GC'd unless committed).
+
+        ``owner``: whose pending write it is (default this process): only the owner may abandon it.
+        """
         segment_id = uuid.uuid4().hex
         pg, drives = self.place(segment_id, scheme)
         layout = SegmentLayout(segment_id, offset, 0, scheme, cell_size, pg, drives)
-        await self.add_pending(layout, self.owner, time.time() + PENDING_WRITE_TTL_S)
+        await self.add_pending(layout, owner or self.owner, time.time() + PENDING_WRITE_TTL_S)
         return layout
 
     def close(self) -> None:

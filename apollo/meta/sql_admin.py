@@ -132,7 +132,11 @@ class AdminOps(SqlBase):
     def garbage_count(self) -> int:
         return self.one("SELECT COUNT(*) AS n FROM garbage")["n"]
 
-    def abandon_segments(self, segment_ids: list[str], now: float) -> None:
-        """A write failed after some segments were finished: collect them now."""
+    def abandon_segments(self, segment_ids: list[str], now: float, owner: str | None = None) -> None:
+        """A write failed after some segments were finished: collect them now (only ``owner``'s, if given)."""
         with self.tx() as db:
-            db.executemany("UPDATE garbage SET due = ? WHERE segment_id = ?", [(now, s) for s in segment_ids])
+            if owner is None:
+                db.executemany("UPDATE garbage SET due = ? WHERE segment_id = ?", [(now, s) for s in segment_ids])
+            else:
+                db.executemany("UPDATE garbage SET due = ? WHERE segment_id = ? AND owner = ?",
+                               [(now, s, owner) for s in segment_ids])  # fmt: skip

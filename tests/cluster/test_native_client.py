@@ -13,6 +13,7 @@ from apollo import errors
 from apollo.client import AsyncClient
 from apollo.meta.remote import RemoteMeta
 from apollo.meta.store import SqlStore
+from apollo.storage.ec import Scheme
 
 BUCKET = "native"
 USER, SECRET = "native-user", "native-user-secret-key"
@@ -105,3 +106,26 @@ def test_native_reads_survive_two_dead_storage_nodes(cluster):
     s3 = cluster.s3()
     for key, body in objects.items():
         assert s3.get_object(Bucket=BUCKET, Key=key)["Body"].read() == body
+
+
+def test_a_key_can_abandon_only_its_own_pending_writes(cluster):
+    store = SqlStore(cluster.database)
+    store.put_key("other-user", "other-user-secret-key", time.time())
+
+    async def scenario():
+        import aiohttp
+
+        async with aiohttp.ClientSession() as session:
+            owner = await RemoteMeta(cluster.meta_urls, USER, SECRET, session).start()
+            other = RemoteMeta(cluster.meta_urls, "other-user", "other-user-secret-key", session)
+            layout = await owner.allocate_segment(Scheme.parse("4+2"), 1 << 20, 0)
+            await other.abandon_segments([layout.segment_id], time.time())
+            due = store.one("SELECT due FROM garbage WHERE segment_id = ?", (layout.segment_id,))["due"]
+            assert due > time.time() + 3600  # untouched: still a write in flight
+            await owner.abandon_segments([layout.segment_id], time.time())
+            due = store.one("SELECT due FROM garbage WHERE segment_id = ?", (layout.segment_id,))["due"]
+            assert due <= time.time()
+            await owner.close()
+
+    asyncio.run(scenario())
+    store.close()
