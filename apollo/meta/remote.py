@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import uuid
 from collections import OrderedDict
 
 import aiohttp
@@ -63,7 +62,6 @@ class RemoteMeta:
         self.secret_key = secret_key
         self.session = session
         self.storage_timeouts = storage_timeouts or Timeouts()
-        self.owner = uuid.uuid4().hex[:12]
         self.map = ClusterMap(epoch=-1)
         self.candidates: list[Candidate] = []
         self.writable: set[str] = set()

@@ -40,6 +40,7 @@ log = logging.getLogger("apollo.meta")
 KEYRING_REFRESH_S = 5.0
 MAP_REFRESH_S = 2.0
 RETUNE_S = 2.0
+KEY_ROTATION_CHECK_S = 60.0
 
 
 @dataclass
@@ -105,9 +106,14 @@ class MetaProcess:
 
     async def _take_role(self) -> None:
         await self._retune()
-        duties = (self._rotate_keys_loop(), every(RETUNE_S, self._retune, "retune"), self.gc.run_forever(),
-                  self.drives.run_forever(),
-                  self.drives.jobs_forever(), self.repair.run_forever())  # fmt: skip
+        duties = (
+            every(KEY_ROTATION_CHECK_S, self._rotate_keys, "token key rotation", at_once=True),
+            every(RETUNE_S, self._retune, "retune"),
+            self.gc.run_forever(),
+            self.drives.run_forever(),
+            self.drives.jobs_forever(),
+            self.repair.run_forever(),
+        )
         self._duties = [asyncio.create_task(duty) for duty in duties]
 
     async def _drop_role(self) -> None:
@@ -127,20 +133,15 @@ class MetaProcess:
         self.repair.tune(tuning.repair_bytes_per_s, tuning.repair_ops_per_s, tuning.repair_parallel,
                          bool(tuning.repair_paused))  # fmt: skip
 
-    async def _rotate_keys_loop(self) -> None:
-        while True:
-            try:
-                now = time.time()
-                newest = max((k.created for k in self.keyring.by_age()), default=0.0)
-                if now - newest >= tokens.ROTATE_S:
-                    await self.meta.add_token_key(tokens.new_key(now))
-                    log.info("added a new capability token key")
-                # A key retired now may have signed a token up to TOKEN_TTL_S ago, PUBLISH_S after it was made.
-                await self.meta.drop_token_keys(now - tokens.ROTATE_S - tokens.PUBLISH_S - tokens.TOKEN_TTL_S)
-                self.keyring.replace(await self.meta.token_keys())
-            except Exception as exc:
-                log.warning("token key rotation failed: %r", exc)
-            await asyncio.sleep(60.0)
+    async def _rotate_keys(self) -> None:
+        now = time.time()
+        newest = max((k.created for k in self.keyring.by_age()), default=0.0)
+        if now - newest >= tokens.ROTATE_S:
+            await self.meta.add_token_key(tokens.new_key(now))
+            log.info("added a new capability token key")
+        # A key is superseded PUBLISH_S after its successor is made, and its last tokens live TOKEN_TTL_S more.
+        await self.meta.drop_token_keys(now - tokens.ROTATE_S - tokens.PUBLISH_S - tokens.TOKEN_TTL_S)
+        self.keyring.replace(await self.meta.token_keys())
 
 
 def run(config: MetaConfig) -> None:

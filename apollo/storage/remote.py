@@ -89,7 +89,7 @@ class _RemoteSink(ShardSink):
             timeout=aiohttp.ClientTimeout(connect=self._node.timeouts.connect_s),
         ) as r:
             self._node.saw(r)
-            await _raise_for(r)  # fmt: skip
+            await _raise_for(r)
 
     async def _feed(self, item: bytes | None) -> None:
         """Queue ``item``, unless the request fails first or the node stops reading for too long."""
