@@ -119,8 +119,10 @@ def cmd_server(args: argparse.Namespace) -> None:
 
 
 def _store(args: argparse.Namespace):
-    from apollo.server import open_admin_store
+    from apollo.server import open_admin_store, open_store
 
+    if args.database:  # a cluster's database: PostgreSQL keeps the keys safe, no drive journal
+        return open_store(database=args.database)
     return open_admin_store(Path(args.meta_dir))
 
 
@@ -182,7 +184,9 @@ def build_parser() -> argparse.ArgumentParser:
     key = admin.add_parser("key", help="manage access keys")
     key.add_argument("action", choices=["create", "list", "delete"])
     key.add_argument("access_key", nargs="?")
-    key.add_argument("--meta-dir", required=True)
+    where = key.add_mutually_exclusive_group(required=True)
+    where.add_argument("--meta-dir", help="the metadata directory of an all-in-one server")
+    where.add_argument("--database", help="a cluster's metadata database (postgresql://...)")
     key.set_defaults(func=cmd_key)
     admin_meta.register(admin)
     admin_cluster.register(admin)

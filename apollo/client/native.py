@@ -106,9 +106,14 @@ class AsyncClient:
         self._layouts: OrderedDict[tuple[str, str, str], tuple[float, Version]] = OrderedDict()
 
     async def connect(self) -> AsyncClient:
+        """:raises AccessDenied: a wrong key. :raises MetadataUnavailable: no metadata service answers."""
         self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
         self._meta = RemoteMeta(self._meta_url, *self._keys, self._session, self._timeouts)
-        await self._meta.start()
+        try:
+            await self._meta.start()
+        except BaseException:
+            await self._session.close()
+            raise
         ctx = ClientContext(self._meta, self._meta.nodes)
         self._client = ApolloClient(ctx, self._scheme, self._cell_size, self._write_quorum)
         return self
@@ -252,15 +257,23 @@ class Client:
         self._thread = threading.Thread(target=self._loop.run_forever, name="apollo-client", daemon=True)
         self._thread.start()
         self._async = AsyncClient(meta_url, access_key, secret_key, **options)
-        self._run(self._async.connect())
+        try:
+            self._run(self._async.connect())
+        except BaseException:
+            self._stop_loop()
+            raise
 
     def _run(self, coroutine):
         return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
 
     def close(self) -> None:
         self._run(self._async.close())
+        self._stop_loop()
+
+    def _stop_loop(self) -> None:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join()
+        self._loop.close()
 
     def __enter__(self) -> Client:
         return self

@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 import io
 import os
+import re
+import subprocess
+import sys
 import time
 
 import pytest
@@ -129,3 +132,19 @@ def test_a_key_can_abandon_only_its_own_pending_writes(cluster):
 
     asyncio.run(scenario())
     store.close()
+
+
+def test_keys_made_with_the_admin_command_on_the_cluster_database_work(cluster):
+    made = subprocess.run([sys.executable, "-m", "apollo", "admin", "key", "create", "--database", cluster.database],
+                          capture_output=True, text=True, check=True).stdout  # fmt: skip
+    access = re.search(r"access key: (\S+)", made).group(1)
+    secret = re.search(r"secret key: (\S+)", made).group(1)
+    with cluster.native(access, secret) as client:
+        client.create_bucket("by-cli")
+        client.put("by-cli", "k", b"v")
+        assert client.get("by-cli", "k") == b"v"
+    subprocess.run([sys.executable, "-m", "apollo", "admin", "key", "delete", access, "--database", cluster.database],
+                   check=True, capture_output=True)  # fmt: skip
+    time.sleep(11)  # the metadata service's key cache forgets it within 10 s
+    with pytest.raises(errors.AccessDenied):
+        cluster.native(access, secret)
