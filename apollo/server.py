@@ -22,7 +22,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from apollo import limits
+from apollo import limits, metrics
 from apollo.client.context import ClientContext
 from apollo.client.core import ApolloClient
 from apollo.client.writer import write_quorum
@@ -30,7 +30,6 @@ from apollo.cluster.drives import NODE_NAME, SERVING_STATES
 from apollo.cluster.gc import GarbageCollector
 from apollo.cluster.manager import BackgroundManager
 from apollo.eventloop import install_uvloop
-from apollo.gateway import metrics
 from apollo.gateway.app import build_app
 from apollo.meta import journal
 from apollo.meta.location import meta_target

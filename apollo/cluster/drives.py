@@ -12,11 +12,11 @@ import asyncio
 import logging
 from pathlib import Path
 
+from apollo import metrics
 from apollo.client.context import ClientContext
 from apollo.cluster.lifecycle import DriveLifecycle
 from apollo.cluster.repair import DriveView
 from apollo.errors import DriveError
-from apollo.gateway import metrics
 from apollo.meta.placement import Candidate
 from apollo.meta.service import MetaService
 from apollo.meta.sql_admin import DriveRecord

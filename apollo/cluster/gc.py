@@ -14,8 +14,7 @@ import logging
 import time
 from collections.abc import Callable
 
-from apollo import limits
-from apollo.gateway import metrics
+from apollo import limits, metrics
 from apollo.storage.node import StorageNode
 
 log = logging.getLogger("apollo.gc")

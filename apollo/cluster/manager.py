@@ -18,6 +18,7 @@ import logging
 import time
 from collections.abc import Callable, Coroutine
 
+from apollo import metrics
 from apollo.client.context import ClientContext
 from apollo.cluster.drives import DriveMonitor
 from apollo.cluster.lease import LeaseKeeper
@@ -27,7 +28,6 @@ from apollo.cluster.rebalance import Rebalancer
 from apollo.cluster.repair import RepairWorker
 from apollo.cluster.scrub import Scrubber
 from apollo.cluster.tuning import SETTING_PREFIX, Tuning
-from apollo.gateway import metrics
 from apollo.storage.node import LocalStorageNode
 
 log = logging.getLogger("apollo.manager")
@@ -83,10 +83,12 @@ class BackgroundManager:
         if self.drives.manager:
             return
         self.drives.manager = True
+        metrics.manager_lease_held.set(1)
         self._duty_tasks = [asyncio.create_task(duty()) for duty in self.duties]
 
     async def _drop_role(self) -> None:
         self.drives.manager = False
+        metrics.manager_lease_held.set(0)
         tasks, self._duty_tasks = self._duty_tasks, []
         for task in tasks:
             task.cancel()

@@ -19,8 +19,8 @@ import logging
 import time
 from pathlib import Path
 
+from apollo import metrics
 from apollo.cluster.passes import PeriodicPass
-from apollo.gateway import metrics
 from apollo.meta.service import MetaService
 from apollo.storage.node import LocalStorageNode
 

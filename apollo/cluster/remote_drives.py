@@ -13,7 +13,8 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
-from apollo.cluster.drives import SERVING_STATES
+from apollo import metrics
+from apollo.cluster.drives import SERVING_STATES, STATES
 from apollo.cluster.lifecycle import DriveLifecycle
 from apollo.cluster.map import ClusterMap
 from apollo.cluster.repair import DriveView
@@ -54,6 +55,10 @@ class ClusterDrives:
         writable = self.map.writable()
         gained, self._writable = bool(writable - self._writable), writable
         await self.lifecycle.apply(self.records, health, gained)
+        for state in STATES:
+            metrics.drives_by_state.labels(state).set(sum(r.state == state for r in self.records.values()))
+        metrics.repair_backlog.set(await self.meta.repair_backlog())
+        metrics.degraded_groups.set(await self.meta.degraded_groups())
 
     async def run_forever(self) -> None:
         while True:

@@ -19,11 +19,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from apollo import metrics
 from apollo.client.context import ClientContext
 from apollo.cluster.ratelimit import RateLimiter
 from apollo.cluster.shardcheck import check_shard
 from apollo.errors import ApolloError, InsufficientFragments
-from apollo.gateway import metrics
 from apollo.meta.placement import rank
 from apollo.meta.sql_repair import RepairItem
 from apollo.storage.geometry import ShardGeometry

@@ -14,11 +14,11 @@ import logging
 import time
 from collections.abc import Callable
 
+from apollo import metrics
 from apollo.client.context import ClientContext
 from apollo.cluster.passes import PeriodicPass
 from apollo.cluster.ratelimit import RateLimiter
 from apollo.cluster.shardcheck import check_shard
-from apollo.gateway import metrics
 from apollo.types import SegmentLayout
 
 log = logging.getLogger("apollo.scrub")

@@ -12,8 +12,9 @@ from __future__ import annotations
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from apollo import metrics
 from apollo.client.core import ApolloClient
-from apollo.gateway import handlers_attributes, metrics
+from apollo.gateway import handlers_attributes
 from apollo.gateway import handlers_bucket as hb
 from apollo.gateway import handlers_multipart as hm
 from apollo.gateway import handlers_object as ho

@@ -10,8 +10,7 @@ from urllib.parse import unquote
 
 from aiohttp import web
 
-from apollo import limits
-from apollo.gateway import metrics
+from apollo import limits, metrics
 from apollo.gateway.checksums import ALGORITHMS, new_checksummer
 from apollo.gateway.handlers_bucket import acl_response
 from apollo.gateway.http import (

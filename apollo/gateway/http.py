@@ -13,9 +13,8 @@ from urllib.parse import quote
 import aiohttp
 from aiohttp import web
 
-from apollo import limits
+from apollo import limits, metrics
 from apollo.client.writer import WriteResult
-from apollo.gateway import metrics
 from apollo.gateway.checksums import ALGORITHMS, checksum_from_headers, checksum_type_of, new_checksummer
 from apollo.gateway.chunked import AwsChunkedReader
 from apollo.gateway.s3errors import S3Error, s3error

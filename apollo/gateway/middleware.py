@@ -15,8 +15,7 @@ import time
 
 from aiohttp import web
 
-from apollo import errors
-from apollo.gateway import metrics
+from apollo import errors, metrics
 from apollo.gateway.s3errors import S3Error, from_core, s3error
 from apollo.gateway.sigv4 import verify_request
 from apollo.gateway.xml import error_body

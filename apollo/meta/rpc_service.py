@@ -20,8 +20,9 @@ import time
 from dataclasses import dataclass, field
 
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST
 
-from apollo import errors, tokens
+from apollo import errors, metrics, tokens
 from apollo.cluster.map import ClusterMap
 from apollo.meta.service import MetaService
 from apollo.rpc import codec, signing
@@ -57,6 +58,8 @@ class MetaRpc:
         if self._map is None or now - self._map[0] > MAP_TTL_S:
             fresh = await self.meta.cluster_map(time.time(), NODE_TIMEOUT_S, self.reserve_bytes)
             self.meta.set_drives(fresh.candidates(), fresh.writable())
+            for alive in (True, False):
+                metrics.nodes_alive.labels(str(alive).lower()).set(sum(n.alive == alive for n in fresh.nodes))
             self._map = (now, fresh)
         return self._map[1]
 
@@ -108,6 +111,16 @@ def _reply(payload: dict, status: int = 200) -> web.Response:
 
 async def _call(request: web.Request) -> web.Response:
     method = request.path[len(RPC_PREFIX) :]
+    started = time.perf_counter()
+    response = await _answer(request, method)
+    if method in SERVICE_METHODS:  # not a label per made-up method name
+        outcome = "ok" if response.status == 200 else request.get("error_type", str(response.status))
+        metrics.rpc_total.labels(method, outcome).inc()
+        metrics.rpc_seconds.labels(method).observe(time.perf_counter() - started)
+    return response
+
+
+async def _answer(request: web.Request, method: str) -> web.Response:
     body = await request.read()
     try:
         access_key = signing.claimed_key(request.headers)
@@ -124,6 +137,7 @@ async def _call(request: web.Request) -> web.Response:
         target = getattr(rpc, method, None) or getattr(rpc.meta, method)
         result = await target(*call.get("args", []), **kwargs)
     except errors.ApolloError as exc:
+        request["error_type"] = type(exc).__name__
         status = 403 if isinstance(exc, errors.AccessDenied) else 409
         return _reply({"error": codec.error_to_wire(exc)}, status)
     except (ValueError, TypeError, KeyError, json.JSONDecodeError) as exc:
@@ -134,10 +148,15 @@ async def _call(request: web.Request) -> web.Response:
     return _reply({"result": result, "tokens": request.app[RPC].tokens_for(method, result)})
 
 
+async def _metrics(request: web.Request) -> web.Response:
+    return web.Response(body=metrics.exposition(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
 def build_meta_app(rpc: MetaRpc) -> web.Application:
     app = web.Application(client_max_size=64 * 1024**2)
     app[RPC] = rpc
     app[KEYS] = SecretCache(rpc.meta.key_rights)
     app.router.add_post(RPC_PREFIX + "{method}", _call)
     app.router.add_get("/health/live", lambda request: web.Response(text="ok\n"))
+    app.router.add_get("/metrics", _metrics)
     return app

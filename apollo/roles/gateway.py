@@ -14,11 +14,10 @@ from dataclasses import dataclass
 import aiohttp
 from aiohttp import web
 
-from apollo import limits
+from apollo import limits, metrics
 from apollo.client.context import ClientContext
 from apollo.client.core import ApolloClient
 from apollo.eventloop import install_uvloop
-from apollo.gateway import metrics
 from apollo.gateway.app import build_app
 from apollo.meta.remote import RemoteMeta
 from apollo.storage.ec import Scheme

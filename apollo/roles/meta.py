@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import aiohttp
 from aiohttp import web
 
-from apollo import limits, tokens
+from apollo import limits, metrics, tokens
 from apollo.client.context import ClientContext
 from apollo.cluster.gc import GarbageCollector
 from apollo.cluster.lease import LeaseKeeper
@@ -105,6 +105,7 @@ class MetaProcess:
         self.keyring.replace(await self.meta.token_keys())
 
     async def _take_role(self) -> None:
+        metrics.manager_lease_held.set(1)
         await self._retune()
         duties = (
             every(KEY_ROTATION_CHECK_S, self._rotate_keys, "token key rotation", at_once=True),
@@ -117,6 +118,7 @@ class MetaProcess:
         self._duties = [asyncio.create_task(duty) for duty in duties]
 
     async def _drop_role(self) -> None:
+        metrics.manager_lease_held.set(0)
         for task in self._duties:
             task.cancel()
         await asyncio.gather(*self._duties, return_exceptions=True)

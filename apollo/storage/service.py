@@ -26,8 +26,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST
 
-from apollo import tokens
+from apollo import metrics, tokens
 from apollo.errors import ChecksumMismatch, DriveError
 from apollo.storage.node import LocalStorageNode
 from apollo.storage.shardfile import HEADER_BYTES, decode_footer, footer_start
@@ -96,9 +97,11 @@ def _handler(op: str, serve: Callable):
         try:
             drive_id, shard = _shard(request)
             _authorize(request, op, shard)
-            return await serve(request, request.app[NODE], drive_id, shard)
+            response = await serve(request, request.app[NODE], drive_id, shard)
         except Exception as exc:
-            return _error(exc)
+            response = _error(exc)
+        metrics.shard_requests.labels(request.method, str(response.status)).inc()
+        return response
 
     return handle
 
@@ -120,6 +123,7 @@ async def _put(request: web.Request, node: LocalStorageNode, drive_id: str, shar
         decode_footer(pending[start:])  # its CRC: a damaged stream never becomes a shard
         await sink.append([bytes(pending[:start])])
         await sink.finish(bytes(pending[start:]))
+        metrics.shard_bytes.labels("written").inc(request.content.total_bytes)
     except BaseException:
         await sink.abort()  # a client gone mid-stream, a bad footer, a drive error: no shard, no temp file
         raise
@@ -132,6 +136,7 @@ async def _get(request: web.Request, node: LocalStorageNode, drive_id: str, shar
         data = await node.read_tail(drive_id, shard, int(query["tail"]))
     else:
         data = await node.read(drive_id, shard, int(query.get("offset", 0)), int(query["length"]))
+    metrics.shard_bytes.labels("read").inc(len(data))
     return web.Response(body=data, content_type="application/octet-stream")
 
 
@@ -160,4 +165,9 @@ def build_storage_app(node: LocalStorageNode, keyring: tokens.Keyring, state: No
     app.router.add_head(path, _handler(tokens.READ, _head))
     app.router.add_delete(path, _handler(tokens.DELETE, _delete))
     app.router.add_get("/health/live", lambda request: web.Response(text="ok\n"))
+    app.router.add_get("/metrics", _metrics)
     return app
+
+
+async def _metrics(request: web.Request) -> web.Response:
+    return web.Response(body=metrics.exposition(), headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 
 import pytest
 from botocore.exceptions import ClientError
@@ -103,6 +104,13 @@ def test_s3_through_a_gateway_spreads_shards_over_every_node(make_cluster):
     status = subprocess.run([sys.executable, "-m", "apollo", "admin", "status", "--database", cluster.database],
                             capture_output=True, text=True, check=True).stdout  # fmt: skip
     assert "on 6 online drives" in status
+    meta_metrics = urllib.request.urlopen(f"{cluster.metas[0].endpoint}/metrics").read().decode()
+    assert 'apollo_meta_rpc_total{method="commit_version",outcome="ok"}' in meta_metrics
+    assert "apollo_manager_lease_held 1.0" in meta_metrics
+    assert 'apollo_storage_nodes{alive="true"} 6.0' in meta_metrics
+    node_metrics = urllib.request.urlopen(f"{cluster.nodes[0].endpoint}/metrics").read().decode()
+    assert 'apollo_shard_requests_total{op="PUT",status="201"}' in node_metrics
+    assert 'apollo_shard_bytes_total{direction="written"}' in node_metrics
 
 
 def test_kill_9_of_two_storage_nodes_under_load_loses_no_acknowledged_object(make_cluster, seed):

@@ -1,4 +1,4 @@
-"""Prometheus metrics of the gateway and the storage engine under it."""
+"""Prometheus metrics of every Apollo process: S3 gateway, storage engine, self-healing, metadata RPC, storage nodes."""
 
 from __future__ import annotations
 
@@ -53,6 +53,22 @@ journal_errors = Counter("apollo_meta_journal_errors_total",
                          registry=registry)  # fmt: skip
 drives_by_state = Gauge("apollo_drives", "Drives by lifecycle state", ["state"], registry=registry,
                         multiprocess_mode="livemax")  # fmt: skip
+
+# Cluster roles.
+rpc_total = Counter("apollo_meta_rpc_total", "Metadata service calls by method and outcome", ["method", "outcome"],
+                    registry=registry)  # fmt: skip
+rpc_seconds = Histogram(
+    "apollo_meta_rpc_seconds", "Metadata service call latency by method", ["method"], registry=registry,
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)  # fmt: skip
+manager_lease_held = Gauge("apollo_manager_lease_held", "1 while this process holds the manager lease",
+                           registry=registry, multiprocess_mode="livemax")  # fmt: skip
+nodes_alive = Gauge("apollo_storage_nodes", "Storage nodes in the cluster map by liveness", ["alive"],
+                    registry=registry, multiprocess_mode="livemax")  # fmt: skip
+shard_requests = Counter("apollo_shard_requests_total", "Storage node shard requests by operation and HTTP status",
+                         ["op", "status"], registry=registry)  # fmt: skip
+shard_bytes = Counter("apollo_shard_bytes_total", "Shard bytes a storage node wrote or served", ["direction"],
+                      registry=registry)  # fmt: skip
 
 
 def record_damage(damage) -> None:
