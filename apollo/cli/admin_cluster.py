@@ -203,6 +203,9 @@ def cmd_scrub(args: argparse.Namespace) -> None:
 
 
 def cmd_gc(args: argparse.Namespace) -> None:
+    if args.database:
+        sys.exit("the orphan-shard sweep lists each drive's files, which clusters cannot do yet: only "
+                 "apollo server runs it (garbage of deleted objects is collected in clusters too)")  # fmt: skip
     store = _store(args)
     tuning = admin.set_tuning(store, orphan_interval_s=args.interval, orphan_min_age_s=args.min_age)
     print(f"orphan sweep: every {tuning.orphan_interval_s:.0f} s, files younger than "
@@ -270,7 +273,7 @@ def cmd_tune(args: argparse.Namespace) -> None:
 def _pass_parser(admin_parsers: argparse._SubParsersAction, name: str, help_text: str, func) -> argparse.ArgumentParser:
     """A command for a periodic pass: its knobs, and --now [--wait] to run one and follow it."""
     parser = admin_parsers.add_parser(name, help=help_text)
-    parser.add_argument("--meta-dir", required=True)
+    _where(parser)
     parser.add_argument("--now", action="store_true", help="start a pass now")
     parser.add_argument("--wait", action="store_true", help="with --now: follow the pass until it ends")
     parser.add_argument("--timeout", type=float, help="with --wait: give up waiting after this many seconds")

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 
 from apollo import metrics
 from apollo.cluster.drives import SERVING_STATES, STATES
 from apollo.cluster.lifecycle import DriveLifecycle
 from apollo.cluster.map import ClusterMap
+from apollo.cluster.passes import request_setting
 from apollo.cluster.repair import DriveView
 from apollo.meta.sql_admin import DriveRecord
 
@@ -33,6 +35,7 @@ class ClusterDrives:
         self.map = ClusterMap(epoch=-1)
         self.records: dict[str, DriveRecord] = {}
         self._writable: set[str] = set()
+        self._states: dict[str, str] = {}
 
     def view(self) -> DriveView:
         """What the repair worker needs: states, writable drives, replacements, placement candidates."""
@@ -55,6 +58,11 @@ class ClusterDrives:
         writable = self.map.writable()
         gained, self._writable = bool(writable - self._writable), writable
         await self.lifecycle.apply(self.records, health, gained)
+        states = {d: r.state for d, r in self.records.items()}
+        if self._states and states != self._states:  # a node joined or a drive left: data no longer sits evenly
+            log.info("drive states changed: rebalance requested")
+            await self.meta.set_setting(request_setting("rebalance"), repr(time.time()))
+        self._states = states
         for state in STATES:
             metrics.drives_by_state.labels(state).set(sum(r.state == state for r in self.records.values()))
         metrics.repair_backlog.set(await self.meta.repair_backlog())

@@ -5,9 +5,9 @@ any of them. Each keeps the token keyring in step with the database (a key anoth
 instance added verifies here within ``KEYRING_REFRESH_S``), follows the cluster map, and
 competes for the manager lease. The holder turns heartbeats into drive states (a node
 silent past the grace fails its drives), walks failed drives and rebuilds their shards
-on the storage nodes, collects garbage (with service tokens it signs itself), expires
-abandoned uploads, adds a new token key every ``tokens.ROTATE_S`` and drops keys no
-token can still need.
+on the storage nodes, scrubs and rebalances, collects garbage (all with service tokens
+it signs itself), expires abandoned uploads, adds a new token key every
+``tokens.ROTATE_S`` and drops keys no token can still need.
 """
 
 from __future__ import annotations
@@ -26,8 +26,10 @@ from apollo import limits, metrics, tokens
 from apollo.client.context import ClientContext
 from apollo.cluster.gc import GarbageCollector
 from apollo.cluster.lease import LeaseKeeper
+from apollo.cluster.rebalance import Rebalancer
 from apollo.cluster.remote_drives import ClusterDrives
 from apollo.cluster.repair import RepairWorker
+from apollo.cluster.scrub import Scrubber
 from apollo.cluster.tuning import SETTING_PREFIX, Tuning
 from apollo.eventloop import every, install_uvloop
 from apollo.meta.rpc_service import MetaRpc, build_meta_app
@@ -80,7 +82,13 @@ class MetaProcess:
         self.directory = NodeDirectory(session, self._service_token, Timeouts())
         self.gc = GarbageCollector(self.meta, lambda: self.directory.nodes, self.config.upload_expiry_s)
         self.drives = ClusterDrives(self.meta, self.rpc.cluster_map)
-        self.repair = RepairWorker(ClientContext(self.meta, self.directory.nodes), self.drives.view)
+        ctx = ClientContext(self.meta, self.directory.nodes)
+        self.repair = RepairWorker(ctx, self.drives.view)
+        # Scrub reads every shard over the network at its paced rate; a node-local scrubber would not.
+        self.scrub = Scrubber(ctx, lambda: set(self.directory.nodes))
+        self.rebalance = Rebalancer(self.meta, self.drives.view)
+        for background_pass in (self.scrub, self.rebalance):
+            background_pass.retune = self._retune
         self._duties: list[asyncio.Task] = []
         loops = (every(KEYRING_REFRESH_S, self._refresh_keyring, "token keyring refresh"),
                  every(MAP_REFRESH_S, self._follow_map, "cluster map refresh", at_once=True),
@@ -114,6 +122,8 @@ class MetaProcess:
             self.drives.run_forever(),
             self.drives.jobs_forever(),
             self.repair.run_forever(),
+            self.scrub.run_forever(),
+            self.rebalance.run_forever(),
         )
         self._duties = [asyncio.create_task(duty) for duty in duties]
 
@@ -134,6 +144,8 @@ class MetaProcess:
         self.drives.lifecycle.offline_grace_s = tuning.drive_offline_grace_s
         self.repair.tune(tuning.repair_bytes_per_s, tuning.repair_ops_per_s, tuning.repair_parallel,
                          bool(tuning.repair_paused))  # fmt: skip
+        self.scrub.tune(tuning.scrub_bytes_per_s, tuning.scrub_mode, tuning.scrub_interval_s)
+        self.rebalance.tune(tuning.rebalance_interval_s, tuning.rebalance_tolerance)
 
     async def _rotate_keys(self) -> None:
         now = time.time()

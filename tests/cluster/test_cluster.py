@@ -274,3 +274,32 @@ def test_the_manager_lease_moves_to_another_meta_service_when_its_holder_dies(ma
         assert time.monotonic() < deadline, "garbage was not collected after the failover"
         time.sleep(0.3)
     store.close()
+
+
+def test_scrub_finds_a_flipped_byte_and_repair_restores_the_shard_and_a_new_node_gets_a_share(make_cluster):
+    cluster = make_cluster(nodes=6)
+    s3 = cluster.s3()
+    s3.create_bucket(Bucket=BUCKET)
+    for n in range(12):
+        s3.put_object(Bucket=BUCKET, Key=f"o{n}", Body=os.urandom(2_000_000))
+    victim = sorted(cluster.shard_files())[0]
+    original = victim.read_bytes()
+    damaged = bytearray(original)
+    damaged[len(damaged) // 2] ^= 0x55
+    victim.write_bytes(bytes(damaged))
+    admin = [sys.executable, "-m", "apollo", "admin"]
+    scrub = subprocess.run([*admin, "scrub", "--database", cluster.database, "--now", "--wait", "--timeout", "60"],
+                           capture_output=True, text=True)  # fmt: skip
+    assert scrub.returncode == 0 and "1 problems" in scrub.stdout + scrub.stderr, scrub.stdout + scrub.stderr
+    deadline = time.monotonic() + 30
+    while victim.read_bytes() != original:  # rebuilt in place, byte for byte
+        assert time.monotonic() < deadline, "the damaged shard was not repaired"
+        time.sleep(0.3)
+
+    new = cluster.add_node()  # a new node: its drive joins, the rebalancer moves a share of shards onto it
+    deadline = time.monotonic() + 60
+    while not list((cluster.root / new.name).rglob("shards/*/*.[0-9]")):
+        assert time.monotonic() < deadline, "nothing was moved onto the new node"
+        time.sleep(0.5)
+    for n in range(12):
+        assert len(s3.get_object(Bucket=BUCKET, Key=f"o{n}")["Body"].read()) == 2_000_000
