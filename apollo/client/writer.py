@@ -17,13 +17,14 @@ import logging
 import struct
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import crc32c
 
 from apollo import faults, limits
 from apollo.client.context import ClientContext, Damage
 from apollo.errors import InsufficientStorage
+from apollo.meta.placement import rank
 from apollo.storage.ec import Scheme, codec_for
 from apollo.storage.node import ShardSink
 from apollo.storage.shardfile import encode_footer, encode_header
@@ -32,6 +33,7 @@ from apollo.types import ObjectData, SegmentLayout
 log = logging.getLogger(__name__)
 _U32 = struct.Struct("<I")
 _OUT_OF_SPACE = (errno.ENOSPC, errno.EDQUOT)
+SPARES_TRIED = 3  # per shard that could not be opened where placement put it
 
 
 @dataclass
@@ -161,27 +163,59 @@ class ObjectWriter:
             await self._finish_segment()
 
     async def _open_segment(self) -> _OpenSegment:
+        """Allocate a segment and open its k+m shards; a shard whose drive refuses goes to a spare drive.
+
+        Opening before any byte is sent is the last moment a shard can still move: a drive the
+        placement could not avoid (its node died moments ago, it just filled up) costs a spare,
+        not a lost shard, and the write keeps its full redundancy.
+        """
         layout = await self.ctx.meta.allocate_segment(self.scheme, self.cell_size, self._size)
         segment = self._current = _OpenSegment(layout, [None] * self.scheme.width)
         self._segments.append(layout)  # from here on, failures must abandon it (and abort its open shards)
-
-        async def open_one(index: int) -> None:
-            drive = layout.drives[index]
-            if drive not in self.ctx.meta.writable:  # a filler: placement had too few writable drives
-                await self._lose(segment, index, "drive not writable (offline or below its free-space reserve)")
-                return
-            header = encode_header({
-                **self.identity, "segment_id": layout.segment_id, "shard": index, "scheme": str(self.scheme),
-                "cell_size": self.cell_size, "pg": layout.pg, "offset": layout.offset, "drive": drive,
-            })  # fmt: skip
-            try:
-                segment.sinks[index] = await self.ctx.node(drive).open_shard(drive, layout.shard(index), header)
-            except Exception as exc:
-                await self._failed(segment, index, "open", exc)
-
-        await asyncio.gather(*(open_one(i) for i in range(self.scheme.width)))
+        failures = await asyncio.gather(*(self._open_shard(segment, i, layout.drives[i])
+                                          for i in range(self.scheme.width)))  # fmt: skip
+        moved = False
+        for index, failure in enumerate(failures):
+            if failure is None:
+                continue
+            for spare in self._spares(segment.layout):
+                if await self._open_shard(segment, index, spare) is None:
+                    drives = list(segment.layout.drives)
+                    drives[index] = spare
+                    segment.layout = replace(segment.layout, drives=tuple(drives))
+                    moved = True
+                    break
+            else:
+                await self._lose(segment, index, failure)
+        if moved:
+            self._segments[-1] = segment.layout
+            await self.ctx.meta.repoint_segment(segment.layout)
         self._require_quorum(segment)
         return segment
+
+    def _spares(self, layout: SegmentLayout) -> list[str]:
+        """Writable drives not in the layout, in the placement group's order, new failure domains first."""
+        used = set(layout.drives)
+        ranked = [c for c in rank(layout.pg, self.ctx.meta.candidates) if c.drive_id in self.ctx.meta.writable]
+        domains = {c.domain for c in ranked if c.drive_id in used}
+        free = [c for c in ranked if c.drive_id not in used]
+        return [c.drive_id for c in sorted(free, key=lambda c: c.domain in domains)][:SPARES_TRIED]
+
+    async def _open_shard(self, segment: _OpenSegment, index: int, drive: str) -> str | None:
+        """Open shard ``index`` on ``drive``; None on success, else why it could not be opened."""
+        if drive not in self.ctx.meta.writable:  # a filler: placement had too few writable drives
+            return "drive not writable (offline or below its free-space reserve)"
+        layout = segment.layout
+        header = encode_header({
+            **self.identity, "segment_id": layout.segment_id, "shard": index, "scheme": str(self.scheme),
+            "cell_size": self.cell_size, "pg": layout.pg, "offset": layout.offset, "drive": drive,
+        })  # fmt: skip
+        try:
+            segment.sinks[index] = await self.ctx.node(drive).open_shard(drive, layout.shard(index), header)
+        except Exception as exc:
+            self._leave_if_full(drive, exc)
+            return f"open failed on {drive}: {exc}"
+        return None
 
     async def _append(self, segment: _OpenSegment, index: int, buffers: list[bytes]) -> None:
         sink = segment.sinks[index]
@@ -193,13 +227,16 @@ class ObjectWriter:
             await self._failed(segment, index, "write", exc)
 
     async def _failed(self, segment: _OpenSegment, index: int, step: str, exc: Exception) -> None:
-        """A shard's open, write or finish raised. A full drive leaves placement at once: the free-space
-        probe runs only every few seconds, and a burst of writes can fill a drive before it notices."""
-        drive = segment.layout.drives[index]
+        """A shard's write or finish raised: it is lost to this write, and reported for repair."""
+        self._leave_if_full(segment.layout.drives[index], exc)
+        await self._lose(segment, index, f"{step} failed: {exc}")
+
+    def _leave_if_full(self, drive: str, exc: Exception) -> None:
+        """A full drive leaves placement at once: the free-space probe runs only every few seconds,
+        and a burst of writes can fill a drive before it notices."""
         if isinstance(exc, OSError) and exc.errno in _OUT_OF_SPACE and drive in self.ctx.meta.writable:
             log.warning("drive %s is full: no new shards on it until a probe finds free space again", drive)
             self.ctx.meta.set_drives(self.ctx.meta.candidates, self.ctx.meta.writable - {drive})
-        await self._lose(segment, index, f"{step} failed: {exc}")
 
     async def _lose(self, segment: _OpenSegment, index: int, reason: str) -> None:
         sink, segment.sinks[index] = segment.sinks[index], None

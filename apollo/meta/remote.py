@@ -185,6 +185,7 @@ class RemoteMeta:
                 return parts
 
     allocate_segment = _remote("allocate_segment")
+    repoint_segment = _remote("repoint_segment")
     abandon_segments = _remote("abandon_segments")
     create_bucket = _remote("create_bucket")
     get_bucket = _remote("get_bucket")

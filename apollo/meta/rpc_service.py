@@ -38,9 +38,9 @@ CLIENT_METHODS = frozenset({
     "create_bucket", "get_bucket", "list_buckets", "delete_bucket", "set_versioning", "commit_version",
     "get_version", "delete_object", "set_tags", "list_objects", "list_versions", "create_upload", "get_upload",
     "commit_part", "list_parts", "list_uploads", "abort_upload", "complete_upload", "report_damage",
-    "allocate_segment", "abandon_segments", "cluster_map",
+    "allocate_segment", "repoint_segment", "abandon_segments", "cluster_map",
 })  # fmt: skip
-OWNED_METHODS = frozenset({"allocate_segment", "abandon_segments"})
+OWNED_METHODS = frozenset({"allocate_segment", "repoint_segment", "abandon_segments"})
 SERVICE_METHODS = CLIENT_METHODS | {"get_secret", "register_node", "node_heartbeat", "service_tokens"}
 
 
@@ -84,6 +84,9 @@ class MetaRpc:
     async def allocate_segment(self, scheme, cell_size: int, offset: int, *, caller: str):
         await self.cluster_map()  # placement follows the map of the last second
         return await self.meta.allocate_segment(scheme, cell_size, offset, owner=caller)
+
+    async def repoint_segment(self, layout: SegmentLayout, *, caller: str) -> None:
+        await self.meta.repoint_segment(layout, owner=caller)
 
     async def abandon_segments(self, segment_ids: list[str], now: float, *, caller: str) -> None:
         """Only the caller's own pending writes: no key can make another's write in flight collectable."""

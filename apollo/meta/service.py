@@ -124,6 +124,10 @@ class MetaService:
         await self.add_pending(layout, owner or self.owner, time.time() + PENDING_WRITE_TTL_S)
         return layout
 
+    async def repoint_segment(self, layout: SegmentLayout, owner: str | None = None) -> None:
+        """The writer placed a shard of this pending segment on a spare drive (``layout`` is the new one)."""
+        await self.repoint_pending(layout, owner or self.owner)
+
     def close(self) -> None:
         self._executor.shutdown(wait=True)
         self._background_pool.shutdown(wait=True)
@@ -132,6 +136,7 @@ class MetaService:
         self.store.close()
 
     add_pending = _threaded("add_pending")
+    repoint_pending = _threaded("repoint_pending")
     create_bucket = _threaded("create_bucket")
     get_bucket = _inline("get_bucket")
     list_buckets = _threaded("list_buckets")

@@ -109,6 +109,17 @@ class AdminOps(SqlBase):
                 (layout.segment_id, dumps(layout.to_json()), owner, due),
             )
 
+    def repoint_pending(self, layout: SegmentLayout, owner: str) -> bool:
+        """A pending write moved a shard to a spare drive: GC of an abandoned write must find it there."""
+        with self.tx() as db:
+            return (
+                db.execute(
+                    "UPDATE garbage SET layout = ? WHERE segment_id = ? AND owner = ?",
+                    (dumps(layout.to_json()), layout.segment_id, owner),
+                ).rowcount
+                > 0
+            )
+
     def release_orphans(self, live_owner: str, now: float) -> int:
         """Make pending writes of dead processes due now; returns how many."""
         with self.tx() as db:

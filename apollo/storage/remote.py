@@ -75,11 +75,27 @@ class _RemoteSink(ShardSink):
         self._node = node
         self._queue: asyncio.Queue[bytes | None] = asyncio.Queue(node.timeouts.queue_chunks)
         self._queue.put_nowait(header)
+        self._connected = asyncio.Event()
         self._request = asyncio.create_task(self._send(url, token))
 
     async def _body(self) -> AsyncIterator[bytes]:
+        self._connected.set()  # aiohttp asks for the body once connected and the headers are sent
         while (chunk := await self._queue.get()) is not None:
             yield chunk
+
+    async def opened(self) -> None:
+        """Wait until the node has the request: a refused or hung node fails the open, not the first write,
+        so the writer can still put this shard on another drive."""
+        connected = asyncio.ensure_future(self._connected.wait())
+        done, _ = await asyncio.wait({connected, self._request}, timeout=self._node.timeouts.connect_s,
+                                     return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
+        if connected in done:
+            return
+        connected.cancel()
+        if self._request in done:
+            await self._outcome()
+        self._request.cancel()
+        raise self._suspect(TimeoutError(errno.ETIMEDOUT, "storage node did not take the connection in time"))
 
     async def _send(self, url: str, token: str) -> None:
         async with self._node.session.put(
@@ -192,7 +208,9 @@ class RemoteStorageNode(StorageNode):
 
     async def open_shard(self, drive_id: str, shard: ShardRef, header: bytes) -> ShardSink:
         self.check_reachable()
-        return _RemoteSink(self, self._url(drive_id, shard), self.token_for(tokens.WRITE, shard.segment_id), header)
+        sink = _RemoteSink(self, self._url(drive_id, shard), self.token_for(tokens.WRITE, shard.segment_id), header)
+        await sink.opened()
+        return sink
 
     async def read(self, drive_id: str, shard: ShardRef, offset: int, length: int) -> bytes:
         return await self._call("GET", drive_id, shard, tokens.READ, {"offset": offset, "length": length})

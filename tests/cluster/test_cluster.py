@@ -303,3 +303,25 @@ def test_scrub_finds_a_flipped_byte_and_repair_restores_the_shard_and_a_new_node
         time.sleep(0.5)
     for n in range(12):
         assert len(s3.get_object(Bucket=BUCKET, Key=f"o{n}")["Body"].read()) == 2_000_000
+
+
+def test_writes_right_after_nodes_die_go_to_spare_drives_at_full_redundancy(make_cluster):
+    """Before the map notices two dead nodes, placement still names their drives: the writer opens every
+    shard before sending a byte, and a refused open moves that shard to a spare drive."""
+    cluster = make_cluster(nodes=8)
+    s3 = cluster.s3()
+    s3.create_bucket(Bucket=BUCKET)
+    store = SqlStore(cluster.database)
+    dead = {r.drive_id for r in store.list_drives() if r.node in ("node1", "node4")}
+    cluster.nodes[1].kill()
+    cluster.nodes[4].kill()
+    objects = {f"o{n}": os.urandom(1_000_000 + n) for n in range(10)}
+    for key, body in objects.items():  # well inside the 6 s before the map calls the nodes dead
+        s3.put_object(Bucket=BUCKET, Key=key, Body=body)
+    layouts = [json.loads(r["layout"]) for r in store.all("SELECT layout FROM segments")]
+    assert len(layouts) == 10
+    assert not any(dead & set(layout["drives"]) for layout in layouts)  # every shard landed on a live drive
+    assert store.repair_backlog() == 0  # nothing was written at reduced redundancy
+    store.close()
+    for key, body in objects.items():
+        assert s3.get_object(Bucket=BUCKET, Key=key)["Body"].read() == body
