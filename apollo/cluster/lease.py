@@ -27,10 +27,12 @@ class LeaseKeeper:
         self.ttl_s = ttl_s
         self.name = name
         self._valid_until = 0.0  # monotonic; the role is ours before this instant
+        # Give the role up this much early: waking to stop takes the event loop a moment too.
+        self.margin_s = min(0.5, ttl_s / 10)
 
     @property
     def held(self) -> bool:
-        return time.monotonic() < self._valid_until
+        return time.monotonic() < self._valid_until - self.margin_s
 
     async def renew(self) -> bool:
         """One attempt to take or extend the lease; returns whether this process holds it now.
@@ -39,7 +41,7 @@ class LeaseKeeper:
         unreachable database must not keep the role alive past the lease.
         """
         started = time.monotonic()
-        timeout = self._valid_until - started if self.held else self.ttl_s
+        timeout = self._valid_until - self.margin_s - started if self.held else self.ttl_s
         try:
             lease = await asyncio.wait_for(self.meta.acquire_lease(self.name, self.holder, self.ttl_s), timeout)
         except Exception as exc:  # the database is away: keep the role only until the lease would run out
@@ -53,6 +55,10 @@ class LeaseKeeper:
         holding = False
         try:
             while True:
+                if holding and not self.held:  # ran out while renewals failed: stop before anyone may take over
+                    log.warning("the %s lease ran out unrenewed (holder %s): stopping its work", self.name, self.holder)
+                    holding = False
+                    await on_loss()
                 now_held = await self.renew()
                 if now_held and not holding:
                     log.info("took the %s lease (holder %s)", self.name, self.holder)
@@ -61,7 +67,10 @@ class LeaseKeeper:
                     log.warning("lost the %s lease (holder %s): stopping its work", self.name, self.holder)
                     await on_loss()
                 holding = now_held
-                await asyncio.sleep(self.ttl_s / 3)
+                wait = self.ttl_s / 3
+                if holding:  # wake no later than the role runs out
+                    wait = min(wait, max(0.0, self._valid_until - self.margin_s - time.monotonic()))
+                await asyncio.sleep(wait)
         finally:
             if holding:
                 await on_loss()

@@ -34,6 +34,10 @@ from apollo import errors
 T = TypeVar("T")
 
 RETRY_FOR_S = 30.0  # how long a call keeps retrying an unreachable database (a PostgreSQL restart, a failover)
+# A process that hangs inside a transaction (SIGSTOP, a stuck disk) must not hold its row locks, the
+# manager lease's among them, for ever: PostgreSQL ends such a transaction, and a call waiting on a
+# lock gives up and reruns rather than queueing behind it indefinitely.
+SESSION_OPTIONS = "-c idle_in_transaction_session_timeout=15000 -c lock_timeout=10000"
 CONFLICT_ATTEMPTS = 20  # reruns of a call that keeps losing to concurrent transactions
 
 
@@ -205,7 +209,7 @@ class PostgresEngine(Engine):
         self.pool_size = pool_size
         self.pool = psycopg_pool.ConnectionPool(
             url, min_size=1, max_size=pool_size, open=False, timeout=5.0, name="apollo-meta",
-            kwargs={"autocommit": True, "row_factory": dict_row, "connect_timeout": 5},
+            kwargs={"autocommit": True, "row_factory": dict_row, "connect_timeout": 5, "options": SESSION_OPTIONS},
         )  # fmt: skip
         self.pool.open(wait=False)
 
@@ -224,7 +228,14 @@ class PostgresEngine(Engine):
 
     def conflict(self, exc: BaseException) -> bool:
         e = self._psycopg.errors
-        return isinstance(exc, e.SerializationFailure | e.DeadlockDetected | e.UniqueViolation | e.ForeignKeyViolation)
+        return isinstance(
+            exc,
+            e.SerializationFailure
+            | e.DeadlockDetected
+            | e.UniqueViolation
+            | e.ForeignKeyViolation
+            | e.LockNotAvailable,
+        )
 
     def unreachable(self, exc: BaseException) -> bool:
         e = self._psycopg.errors
