@@ -136,8 +136,9 @@ def journal_seq(server) -> int:
 
 
 def newest_checkpoint_seq(server) -> int:
+    """The newest finished checkpoint (``checkpoint-new.db`` is one being written)."""
     names = [p.name for d in server.drives for p in (d / "meta-journal").glob("checkpoint-*.db")]
-    return max((int(re.fullmatch(r"checkpoint-(\d+)\.db", n)[1]) for n in names), default=-1)
+    return max((int(m[1]) for n in names if (m := re.fullmatch(r"checkpoint-(\d+)\.db", n))), default=-1)
 
 
 def test_recover_after_a_clean_stop_and_again_after_kill_9(make_server):
