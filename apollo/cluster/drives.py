@@ -86,9 +86,6 @@ class DriveMonitor:
         await self.lifecycle.apply(self.records, {d: health for d, (health, _, _, _) in checks.items()}, gained)
         await self.meta.set_drive_usage({d: (free, total) for d, (_, free, total, _) in checks.items()})
 
-    async def run_jobs(self) -> int:
-        return await self.lifecycle.run_jobs(self.records)
-
     def _check_all(self, attached: dict[str, Drive]) -> dict[str, tuple[str, int, int, Drive | None]]:
         """Per serving drive: (health, free bytes, total bytes, the drive opened if it was not attached).
 

@@ -18,14 +18,18 @@ segment that queue the shards a failed or draining drive holds for the repair wo
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+from collections.abc import Callable
 
+from apollo.cluster.passes import request_setting
 from apollo.meta.sql_admin import DriveRecord
 from apollo.meta.sql_repair import DriveJob
 
 log = logging.getLogger("apollo.drives")
 JOB_PAGE_SEGMENTS = 512
+JOBS_IDLE_POLL_S = 0.5  # a new drive job (a failure, a drain) starts walking within this
 
 
 class DriveLifecycle:
@@ -33,6 +37,7 @@ class DriveLifecycle:
         self.meta = meta
         self.offline_grace_s = 600.0
         self._unreachable_since: dict[str, float] = {}
+        self._states: dict[str, str] = {}
 
     async def apply(self, records: dict[str, DriveRecord], health: dict[str, str], gained: bool) -> None:
         """Turn one round of health reports into state changes; ``gained``: a drive became writable.
@@ -74,6 +79,24 @@ class DriveLifecycle:
             record.state = state
 
     # drive jobs (manager only) ---------------------------------------------------------------
+
+    async def rebalance_on_change(self, records: dict[str, DriveRecord]) -> None:
+        """A drive joined, left or finished draining: data no longer sits where shares say it should."""
+        states = {d: r.state for d, r in records.items()}
+        if self._states and states != self._states:
+            log.info("drive states changed: rebalance requested")
+            await self.meta.set_setting(request_setting("rebalance"), repr(time.time()))
+        self._states = states
+
+    async def jobs_forever(self, records: Callable[[], dict[str, DriveRecord]]) -> None:
+        """Advance the drive jobs: quickly while there is work, every ``JOBS_IDLE_POLL_S`` otherwise."""
+        while True:
+            try:
+                busy = await self.run_jobs(records())
+            except Exception:
+                log.exception("drive job step failed")
+                busy = 0
+            await asyncio.sleep(0.05 if busy else JOBS_IDLE_POLL_S)
 
     async def run_jobs(self, records: dict[str, DriveRecord]) -> int:
         """Advance every drive job by one page; retire drives nothing refers to any more."""

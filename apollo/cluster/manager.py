@@ -23,7 +23,6 @@ from apollo.client.context import ClientContext
 from apollo.cluster.drives import DriveMonitor
 from apollo.cluster.lease import LeaseKeeper
 from apollo.cluster.orphans import OrphanSweeper
-from apollo.cluster.passes import request_setting
 from apollo.cluster.rebalance import Rebalancer
 from apollo.cluster.repair import RepairWorker
 from apollo.cluster.scrub import Scrubber
@@ -32,7 +31,6 @@ from apollo.storage.node import LocalStorageNode
 
 log = logging.getLogger("apollo.manager")
 PROBE_INTERVAL_S = 2.0
-JOBS_IDLE_POLL_S = 0.5  # a new drive job (a failure, a drain) starts walking within this
 STATUS_SETTING = "status.repair"
 
 
@@ -54,9 +52,9 @@ class BackgroundManager:
         self.orphans = OrphanSweeper(ctx.meta, node)
         self.rebalance = Rebalancer(ctx.meta, self.drives.view)
         self.duties: list[Duty] = [self.repair.run_forever, self.scrub.run_forever, self.orphans.run_forever,
-                                   self.rebalance.run_forever, self._jobs_loop]  # fmt: skip
+                                   self.rebalance.run_forever,
+                                   lambda: self.drives.lifecycle.jobs_forever(lambda: self.drives.records)]  # fmt: skip
         self._duty_tasks: list[asyncio.Task] = []
-        self._states: dict[str, str] = {}
         self.tuning = Tuning()
         for background_pass in (self.scrub, self.orphans, self.rebalance):
             background_pass.retune = self.retune
@@ -120,26 +118,9 @@ class BackgroundManager:
                 await self.drives.probe()
                 if self.is_manager:
                     await self._publish_status()
-                    await self._rebalance_on_change()
+                    await self.drives.lifecycle.rebalance_on_change(self.drives.records)
             except Exception:
                 log.exception("drive probe failed")
-
-    async def _rebalance_on_change(self) -> None:
-        """A drive joined, left or finished draining: data no longer sits where shares say it should."""
-        states = {d: r.state for d, r in self.drives.records.items()}
-        if self._states and states != self._states:
-            log.info("drive states changed: rebalance requested")
-            await self.meta.set_setting(request_setting("rebalance"), repr(time.time()))
-        self._states = states
-
-    async def _jobs_loop(self) -> None:
-        while True:
-            try:
-                busy = await self.drives.run_jobs()
-            except Exception:
-                log.exception("drive job step failed")
-                busy = 0
-            await asyncio.sleep(0.05 if busy else JOBS_IDLE_POLL_S)
 
     async def _publish_status(self) -> None:
         backlog = await self.meta.repair_backlog()

@@ -11,20 +11,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Awaitable, Callable
 
 from apollo import metrics
 from apollo.cluster.drives import SERVING_STATES, STATES
 from apollo.cluster.lifecycle import DriveLifecycle
 from apollo.cluster.map import ClusterMap
-from apollo.cluster.passes import request_setting
 from apollo.cluster.repair import DriveView
 from apollo.meta.sql_admin import DriveRecord
 
 log = logging.getLogger("apollo.drives")
 STEP_S = 2.0
-JOBS_IDLE_POLL_S = 0.5
 
 
 class ClusterDrives:
@@ -35,7 +32,6 @@ class ClusterDrives:
         self.map = ClusterMap(epoch=-1)
         self.records: dict[str, DriveRecord] = {}
         self._writable: set[str] = set()
-        self._states: dict[str, str] = {}
 
     def view(self) -> DriveView:
         """What the repair worker needs: states, writable drives, replacements, placement candidates."""
@@ -58,11 +54,7 @@ class ClusterDrives:
         writable = self.map.writable()
         gained, self._writable = bool(writable - self._writable), writable
         await self.lifecycle.apply(self.records, health, gained)
-        states = {d: r.state for d, r in self.records.items()}
-        if self._states and states != self._states:  # a node joined or a drive left: data no longer sits evenly
-            log.info("drive states changed: rebalance requested")
-            await self.meta.set_setting(request_setting("rebalance"), repr(time.time()))
-        self._states = states
+        await self.lifecycle.rebalance_on_change(self.records)
         for state in STATES:
             metrics.drives_by_state.labels(state).set(sum(r.state == state for r in self.records.values()))
         metrics.repair_backlog.set(await self.meta.repair_backlog())
@@ -75,12 +67,3 @@ class ClusterDrives:
             except Exception:
                 log.exception("cluster drive step failed")
             await asyncio.sleep(STEP_S)
-
-    async def jobs_forever(self) -> None:
-        while True:
-            try:
-                busy = await self.lifecycle.run_jobs(self.records) if self.records else 0
-            except Exception:
-                log.exception("drive job step failed")
-                busy = 0
-            await asyncio.sleep(0.05 if busy else JOBS_IDLE_POLL_S)

@@ -120,7 +120,7 @@ class MetaProcess:
             every(RETUNE_S, self._retune, "retune"),
             self.gc.run_forever(),
             self.drives.run_forever(),
-            self.drives.jobs_forever(),
+            self.drives.lifecycle.jobs_forever(lambda: self.drives.records),
             self.repair.run_forever(),
             self.scrub.run_forever(),
             self.rebalance.run_forever(),

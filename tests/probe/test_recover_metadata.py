@@ -45,6 +45,15 @@ def lose_database(server) -> None:
         (server.meta_dir / name).unlink(missing_ok=True)
 
 
+def lose_and_recover(server) -> subprocess.CompletedProcess:
+    """Delete a stopped server's database and rebuild it from the drives; the report is printed."""
+    lose_database(server)
+    done = recover(server)
+    assert done.returncode == 0, done.stdout + done.stderr
+    print(done.stdout)
+    return done
+
+
 def create_key(server) -> tuple[str, str]:
     """An access key made the way an operator makes one: ``apollo admin key create`` beside the running server."""
     done = admin("key", "create", "--meta-dir", server.meta_dir)
@@ -152,10 +161,7 @@ def test_recover_after_a_clean_stop_and_again_after_kill_9(make_server):
     before = namespace(client)
 
     server.stop()
-    lose_database(server)
-    done = recover(server)
-    assert done.returncode == 0, done.stdout + done.stderr
-    print(done.stdout)
+    done = lose_and_recover(server)
     assert "there was no previous database" in done.stdout and "LOST" not in done.stdout
     assert "0 degraded (readable), 0 unreadable; 0 missing shards" in done.stdout
     assert "journal records" in done.stderr and "segments" in done.stderr  # the progress bars
@@ -171,9 +177,7 @@ def test_recover_after_a_clean_stop_and_again_after_kill_9(make_server):
     client.delete_object(Bucket="plain-one", Key="inline.txt")
     before = namespace(client)
     server.kill()
-    lose_database(server)
-    done = recover(server)
-    assert done.returncode == 0, done.stdout + done.stderr
+    done = lose_and_recover(server)
     assert "LOST" not in done.stdout
     server.start()
     client = server.s3()
@@ -206,10 +210,7 @@ def test_recover_from_a_checkpoint_taken_midway_plus_the_journal_after_it(make_s
         server.process.send_signal(signal.SIGCONT)
     final_seq, checkpoint_seq = journal_seq(server), newest_checkpoint_seq(server)
     server.kill()
-    lose_database(server)
-    done = recover(server)
-    assert done.returncode == 0, done.stdout + done.stderr
-    print(done.stdout)
+    done = lose_and_recover(server)
     recovered_from, replayed = recovered_counts(done.stdout)
     assert written <= recovered_from == checkpoint_seq < final_seq
     assert replayed == final_seq - checkpoint_seq
@@ -237,10 +238,7 @@ def test_recover_with_a_journal_drive_wiped(make_server):
     assert wiped in journal_drives
     shutil.rmtree(wiped)
     wiped.mkdir()
-    lose_database(server)
-    done = recover(server)
-    assert done.returncode == 0, done.stdout + done.stderr
-    print(done.stdout)
+    done = lose_and_recover(server)
     assert f"skipped          {wiped}: no drive format file" in done.stdout
     assert "LOST" not in done.stdout and " 0 unreadable" in done.stdout
     assert int(re.search(r"([\d,]+) degraded", done.stdout)[1]) > 0  # 4+2 segments that had a shard there
@@ -281,9 +279,7 @@ def test_recover_with_several_workers_merges_their_journals_in_commit_order(make
     assert workers_that_wrote() == {"w0", "w1"}  # both workers committed object writes
     before = namespace(server.s3())
     server.kill()
-    lose_database(server)
-    done = recover(server)
-    assert done.returncode == 0, done.stdout + done.stderr
+    done = lose_and_recover(server)
     assert "LOST" not in done.stdout
     server.start()
     assert namespace(server.s3()) == before
