@@ -4,20 +4,21 @@ On one machine: PostgreSQL (from Debian's packages, in a temp dir), one ``apollo
 six ``apollo storage`` processes with one directory drive each, one ``apollo gateway``.
 Every figure is measured in this run, on the same data sizes:
 
-- **baseline (loopback + disk)**: this process streams exactly the shard bytes a 4+2
-  write produces (1.5x the data) to the six storage nodes over loopback HTTP, and reads
-  back the k data shards, with no erasure coding, hashing or metadata. Reported in
-  object bytes per second, so it is the ceiling for moving that data at all.
-- **native**: ``apollo.client.AsyncClient`` in this process (it encodes, hashes, talks
-  to the nodes directly).
-- **gateway**: signed S3 requests from a lean HTTP client in this process to
-  ``apollo gateway``, which does the same work in its own process.
+- **baseline (loopback + disk)**: exactly the shard bytes a 4+2 write produces (1.5x the
+  data), in the same shard files (k+m per 64 MiB segment), streamed to the six storage
+  nodes over loopback HTTP, and the k data shards read back, with no erasure coding,
+  hashing or metadata. Reported in object bytes per second: the cost of moving that data at all.
+- **native**: ``apollo.client.AsyncClient`` (it encodes and CRCs every cell and talks to the
+  nodes directly; its ``put`` skips MD5, so the ETag is not the content's MD5).
+- **gateway**: signed S3 requests from a lean HTTP client to ``apollo gateway``, which does
+  the same work plus the MD5 an S3 ETag needs, in its own process.
 
 Patterns: one 256 MiB object PUT then GET; a checkpoint (8 writers x 512 MiB at once, then
-8 readers). Every writer and reader is a process of its own (the ranks of a job are), started
-and connected before a common start time; a rate is the bytes moved over the time from that
-start to the last one's finish. Then metadata lookups and commits per second, on SQLite and PostgreSQL
-(in-process ``MetaService``) and through ``apollo meta`` (RPC, PostgreSQL).
+8 readers). Every writer and reader is a process of its own (the ranks of a job are); all of
+them connect and make their data, then start together at a barrier; a rate is the bytes moved
+over the time from that start to the last one's finish. Then metadata lookups and commits per
+second, on SQLite and PostgreSQL (in-process ``MetaService``) and through ``apollo meta`` (RPC,
+PostgreSQL).
 
     .venv/bin/python benchmarks/cluster_bench.py            # full sizes
     .venv/bin/python benchmarks/cluster_bench.py --quick    # small sizes, a smoke run
@@ -32,6 +33,7 @@ import json
 import math
 import multiprocessing
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -44,6 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import loadgen  # noqa: E402
 
+from apollo import limits  # noqa: E402
 from apollo.cli.main import MALLOC_TUNING  # noqa: E402
 from apollo.client import AsyncClient  # noqa: E402
 from apollo.meta.model import ObjectAttrs  # noqa: E402
@@ -65,41 +68,50 @@ def _payload(size: int) -> bytes:
     return (block * (size // MiB + 1))[:size]
 
 
-async def baseline_put(meta: RemoteMeta, key: str, size: int) -> None:
-    """The shard bytes of a 4+2 write, straight to six nodes in parallel, no coding."""
-    shard_bytes = -(-size // K)
-    drives = sorted(meta.nodes)
-    chunk = b"\0" * (4 * MiB)
+SEGMENT = limits.segment_size_bytes_max  # data bytes per set of k+m shard files, as the native writer cuts them
+SHARD_CHUNK = limits.io_batch_bytes // K  # bytes per shard per append, as one encode batch gives each shard
 
-    async def one(index: int) -> None:
+
+def _segments(size: int) -> list[tuple[int, int]]:
+    """(segment number, shard bytes) of every segment of a ``size``-byte object."""
+    return [(n, -(-min(SEGMENT, size - start) // K)) for n, start in enumerate(range(0, size, SEGMENT))]
+
+
+async def baseline_put(meta: RemoteMeta, key: str, size: int) -> None:
+    """The shard bytes of a 4+2 write in the same shard files (k+m per segment, one segment after
+    another), straight to six nodes in parallel, with no coding, hashing or metadata."""
+    drives = sorted(meta.nodes)
+    chunk = os.urandom(SHARD_CHUNK)
+
+    async def one(segment: int, index: int, shard_bytes: int) -> None:
         drive = drives[index % len(drives)]
-        sink = await meta.nodes[drive].open_shard(drive, ShardRef(0, key, index), b"\0" * HEADER_BYTES)
-        left = shard_bytes
-        while left > 0:
-            await sink.append([chunk[: min(left, len(chunk))]])
-            left -= len(chunk)
+        shard = ShardRef(segment, key, index)
+        sink = await meta.nodes[drive].open_shard(drive, shard, b"\0" * HEADER_BYTES)
+        for start in range(0, shard_bytes, len(chunk)):
+            await sink.append([chunk[: shard_bytes - start]])
         await sink.finish(encode_footer({"n": 0}))
 
-    await asyncio.gather(*(one(i) for i in range(K + M)))
+    for segment, shard_bytes in _segments(size):
+        await asyncio.gather(*(one(segment, i, shard_bytes) for i in range(K + M)))
 
 
 async def baseline_get(meta: RemoteMeta, key: str, size: int) -> None:
-    shard_bytes = -(-size // K)
+    """The k data shards of every segment, read in parallel in 4 MiB pieces."""
     drives = sorted(meta.nodes)
 
-    async def one(index: int) -> None:
+    async def one(segment: int, index: int, shard_bytes: int) -> None:
         drive = drives[index % len(drives)]
-        offset = HEADER_BYTES
-        while offset < HEADER_BYTES + shard_bytes:
+        for offset in range(HEADER_BYTES, HEADER_BYTES + shard_bytes, 4 * MiB):
             length = min(4 * MiB, HEADER_BYTES + shard_bytes - offset)
-            await meta.nodes[drive].read(drive, ShardRef(0, key, index), offset, length)
-            offset += length
+            await meta.nodes[drive].read(drive, ShardRef(segment, key, index), offset, length)
 
-    await asyncio.gather(*(one(i) for i in range(K)))
+    await asyncio.gather(*(one(segment, i, shard_bytes) for segment, shard_bytes in _segments(size)
+                           for i in range(K)))  # fmt: skip
 
 
-async def _move(way: str, op: str, info: dict, key: str, size: int, start_at: float) -> float:
-    """One writer or reader: connect, wait for the common start, move one object; returns when it finished."""
+async def _move(way: str, op: str, info: dict, key: str, size: int, ready) -> tuple[float, float]:
+    """One writer or reader: connect and make its data, wait at ``ready`` (a barrier of all of them),
+    move one object; returns when it started and finished."""
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
         service = RemoteMeta(info["meta"], DEV_ACCESS_KEY, DEV_SECRET_KEY, session)
         await service.start(service=True)
@@ -108,7 +120,8 @@ async def _move(way: str, op: str, info: dict, key: str, size: int, start_at: fl
                                       "secret_key": DEV_SECRET_KEY, "bucket": "bench", "size": size})  # fmt: skip
         data = _payload(size) if (way, op) == ("native", "PUT") else b""
         try:
-            await asyncio.sleep(max(0.0, start_at - time.time()))
+            await asyncio.to_thread(ready.wait)
+            started = time.time()
             if way == "baseline":
                 await (baseline_put if op == "PUT" else baseline_get)(service, key, size)
             elif way == "native" and op == "PUT":
@@ -120,20 +133,23 @@ async def _move(way: str, op: str, info: dict, key: str, size: int, start_at: fl
                 await gateway.put(0, key, size)
             else:
                 await gateway.get(0, key)
-            return time.time()
+            return started, time.time()
         finally:
             await gateway.close()
             await native.close()
             await service.close()
 
 
-def _process_main(way: str, op: str, info: dict, key: str, size: int, start_at: float) -> float:
+def _process_main(way: str, op: str, info: dict, key: str, size: int, ready) -> tuple[float, float]:
     uvloop.install()
-    return asyncio.run(_move(way, op, info, key, size, start_at))
+    return asyncio.run(_move(way, op, info, key, size, ready))
 
 
-def transfer_rows(cluster: LocalCluster, object_size: int, writers: int, ckpt_size: int) -> list[dict]:
-    """Every writer and reader is a process of its own, as the ranks of a training job are."""
+def transfer_rows(cluster: LocalCluster, object_size: int, writers: int, ckpt_size: int, rounds: int) -> list[dict]:
+    """Every writer and reader is a process of its own, as the ranks of a training job are.
+
+    Each round measures every pattern and way once, overwriting the previous round's objects,
+    so a burst of noise on this shared machine hits one round of every way rather than all of one."""
     info = {"meta": cluster.meta_urls, "gateway": cluster.gateways[0].endpoint}
 
     async def bucket() -> None:
@@ -143,17 +159,19 @@ def transfer_rows(cluster: LocalCluster, object_size: int, writers: int, ckpt_si
     asyncio.run(bucket())
     rows = []
     spawn = multiprocessing.get_context("spawn")
-    with concurrent.futures.ProcessPoolExecutor(max(writers, 1), mp_context=spawn) as pool:
-        for pattern, count, size in (("object", 1, object_size), ("checkpoint", writers, ckpt_size)):
+    with spawn.Manager() as manager, concurrent.futures.ProcessPoolExecutor(max(writers, 1), mp_context=spawn) as pool:
+        patterns = (("object", 1, object_size), ("checkpoint", writers, ckpt_size))
+        for run, (pattern, count, size) in [(run, pattern) for run in range(rounds) for pattern in patterns]:
             for way in ("baseline", "native", "gateway"):
                 keys = [f"{pattern}-{way}-{n}" for n in range(count)]
                 for op in ("PUT", "GET"):
-                    start_at = time.time() + 3.0 + size / (256 * MiB)  # every process connected and ready
-                    ends = [pool.submit(_process_main, way, op, info, key, size, start_at) for key in keys]
-                    seconds = max(future.result() for future in ends) - start_at
+                    ready = manager.Barrier(count)  # the clock starts once every process is connected and ready
+                    runs = [pool.submit(_process_main, way, op, info, key, size, ready) for key in keys]
+                    times = [future.result() for future in runs]
+                    seconds = max(end for _, end in times) - min(start for start, _ in times)
                     rate = round(count * size / MiB / seconds, 1)
-                    rows.append({"pattern": pattern, "way": way, "op": op, "objects": count, "size_mib": size / MiB,
-                                 "seconds": round(seconds, 3), "mib_per_s": rate})  # fmt: skip
+                    rows.append({"round": run, "pattern": pattern, "way": way, "op": op, "objects": count,
+                                 "size_mib": size / MiB, "seconds": round(seconds, 3), "mib_per_s": rate})  # fmt: skip
                     print(json.dumps(rows[-1]), flush=True)
     return rows
 
@@ -208,20 +226,22 @@ def main() -> None:
     parser.add_argument("--checkpoint-mib", type=int, default=512)
     parser.add_argument("--meta-seconds", type=float, default=5.0)
     parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--rounds", type=int, default=3, help="transfer rounds; the tables show each one's median")
     parser.add_argument("--output", help="write all rows as JSON here")
     args = parser.parse_args()
     if args.quick:
-        args.object_mib, args.writers, args.checkpoint_mib, args.meta_seconds = 16, 2, 16, 1.0
+        args.object_mib, args.writers, args.checkpoint_mib, args.meta_seconds, args.rounds = 16, 2, 16, 1.0, 1
     if not os.environ.get("MALLOC_MMAP_THRESHOLD_"):  # glibc reads them at start: the native client needs them too
         os.environ.update(MALLOC_TUNING)
         os.execv(sys.executable, [sys.executable, *sys.argv])
     uvloop.install()  # as every Apollo process runs; a native client's user picks the loop
     print(f"config: 6 storage processes x 1 directory drive, 4+2, object {args.object_mib} MiB, checkpoint "
-          f"{args.writers} x {args.checkpoint_mib} MiB, {os.cpu_count()} cores", flush=True)  # fmt: skip
+          f"{args.writers} x {args.checkpoint_mib} MiB, {args.rounds} rounds, {os.cpu_count()} cores",
+          flush=True)  # fmt: skip
     rows: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="apollo-cluster-bench-") as tmp, TempPostgres(durable=True) as pg:
         with LocalCluster(Path(tmp) / "cluster", pg.create_database("bench"), nodes=6) as cluster:
-            rows += transfer_rows(cluster, args.object_mib * MiB, args.writers, args.checkpoint_mib * MiB)
+            rows += transfer_rows(cluster, args.object_mib * MiB, args.writers, args.checkpoint_mib * MiB, args.rounds)
             rows += asyncio.run(metadata_rows("", "apollo meta RPC, PostgreSQL", args.meta_seconds, args.concurrency,
                                               cluster.meta_urls))  # fmt: skip
         rows += asyncio.run(metadata_rows(str(Path(tmp) / "ops.db"), "in-process, SQLite", args.meta_seconds,
@@ -234,17 +254,21 @@ def main() -> None:
 
 
 def summarize(rows: list[dict]) -> None:
-    print("\n| pattern | op | baseline MiB/s | native MiB/s | gateway MiB/s | native/gateway | native/baseline |")
-    print("|---|---|---|---|---|---|---|")
+    """Per pattern and op, each way's median over the rounds (MiB/s), and the ratios of those medians."""
+    print("\n| pattern | op | baseline MiB/s | native MiB/s | gateway MiB/s | native/gateway | native/baseline "
+          "| rounds |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|")
     for pattern in ("object", "checkpoint"):
         for op in ("PUT", "GET"):
-            speed = {r["way"]: r["mib_per_s"] for r in rows if r.get("pattern") == pattern and r["op"] == op}
-            if len(speed) == 3:
+            runs = {way: [r["mib_per_s"] for r in rows if r.get("pattern") == pattern and r.get("way") == way
+                          and r.get("op") == op] for way in ("baseline", "native", "gateway")}  # fmt: skip
+            if all(runs.values()):
+                speed = {way: statistics.median(rates) for way, rates in runs.items()}
                 # Rounded down: a ratio is never shown better than measured.
                 versus_gateway = math.floor(speed["native"] / speed["gateway"] * 100) / 100
                 versus_baseline = math.floor(speed["native"] / speed["baseline"] * 100)
                 print(f"| {pattern} | {op} | {speed['baseline']} | {speed['native']} | {speed['gateway']} | "
-                      f"{versus_gateway:.2f}x | {versus_baseline}% |")  # fmt: skip
+                      f"{versus_gateway:.2f}x | {versus_baseline}% | {len(runs['native'])} |")  # fmt: skip
     print("\n| metadata | op | ops/s |")
     print("|---|---|---|")
     for row in rows:

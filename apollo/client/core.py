@@ -29,11 +29,12 @@ class ApolloClient:
         self.cell_size = cell_size
         self.write_quorum = write_quorum
 
-    def _writer(self, identity: dict, checksummers: dict | None, inline: bool = True) -> ObjectWriter:
+    def _writer(self, identity: dict, checksummers: dict | None, inline: bool = True, md5: bool = True
+                ) -> ObjectWriter:  # fmt: skip
         return ObjectWriter(
             self.ctx, self.scheme, self.cell_size, identity,
             inline_max=limits.inline_object_bytes_max if inline else -1, checksummers=checksummers,
-            quorum=self.write_quorum,
+            quorum=self.write_quorum, md5=md5,
         )  # fmt: skip
 
     async def put_object(
@@ -46,8 +47,11 @@ class ApolloClient:
         conditions: Conditions | None = None,
         checksummers: dict | None = None,
         verify=None,
+        md5: bool = True,
     ) -> tuple[Version, WriteResult]:
         """Stream ``body`` to drives, then commit; ``verify(result)`` may raise to refuse the bytes.
+
+        ``md5=False``: the ETag is not the content's MD5 (see :class:`ObjectWriter`).
 
         :raises BucketNotFound, PreconditionFailed, InsufficientStorage, BadDigest:
         """
@@ -56,14 +60,14 @@ class ApolloClient:
             current = await self.meta.get_version(bucket, key, with_data=False)
             if current is not None and not current.delete_marker:
                 raise errors.PreconditionFailed("If-None-Match: * and the key exists")
-        writer = self._writer({"bucket": bucket, "key": key}, checksummers)
+        writer = self._writer({"bucket": bucket, "key": key}, checksummers, md5=md5)
         result = await writer.write(body)
         try:
             if verify is not None:
                 verify(result)
             attrs.checksums.update(result.checksums)
             version = await self.meta.commit_version(
-                bucket, key, size=result.size, etag=result.md5_hex, attrs=attrs, data=result.data,
+                bucket, key, size=result.size, etag=result.etag, attrs=attrs, data=result.data,
                 now=time.time(), conditions=conditions,
             )  # fmt: skip
         except BaseException:
@@ -95,7 +99,7 @@ class ApolloClient:
             if verify is not None:
                 verify(result)
             await self.meta.commit_part(
-                upload_id, part_number, size=result.size, etag=result.md5_hex, checksums=result.checksums,
+                upload_id, part_number, size=result.size, etag=result.etag, checksums=result.checksums,
                 data=result.data, now=time.time(),
             )  # fmt: skip
         except BaseException:

@@ -38,7 +38,7 @@ from apollo.meta.remote import RemoteMeta
 from apollo.storage.ec import Scheme
 from apollo.storage.remote import Timeouts
 
-READ_CHUNK_BYTES = 4 * 1024 * 1024
+READ_CHUNK_BYTES = limits.io_batch_bytes  # a file read per encode batch: no joining
 LAYOUTS_KEPT = 10_000
 LAYOUT_TTL_S = tokens.TOKEN_TTL_S / 2  # a cached layout's read tokens must still be valid when it is used
 
@@ -62,12 +62,14 @@ class ObjectInfo:
                    version.last_modified, version.attrs.content_type, dict(version.attrs.user_meta))  # fmt: skip
 
 
-async def _chunks(body: Body) -> AsyncIterator[bytes]:
-    """Any body as chunks of at most ``READ_CHUNK_BYTES``; files are read on a thread, never whole."""
+async def _chunks(body: Body) -> AsyncIterator[bytes | memoryview]:
+    """Any body as chunks of at most ``READ_CHUNK_BYTES``; files are read on a thread, never whole.
+
+    A ``bytes`` body is never copied: the writer encodes from views of it."""
     if isinstance(body, bytes | bytearray | memoryview):
-        view = memoryview(body)
+        view = memoryview(body).cast("B")
         for start in range(0, len(view), READ_CHUNK_BYTES):
-            yield bytes(view[start : start + READ_CHUNK_BYTES])
+            yield view[start : start + READ_CHUNK_BYTES]
         return
     if isinstance(body, str | Path):
         with open(body, "rb") as handle:
@@ -107,7 +109,7 @@ class AsyncClient:
 
     async def connect(self) -> AsyncClient:
         """:raises AccessDenied: a wrong key. :raises MetadataUnavailable: no metadata service answers."""
-        self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
+        self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0), read_bufsize=4 << 20)
         self._meta = RemoteMeta(self._meta_url, *self._keys, self._session, self._timeouts)
         try:
             await self._meta.start()
@@ -143,16 +145,21 @@ class AsyncClient:
     # writes ----------------------------------------------------------------------------------
 
     async def put(self, bucket: str, key: str, body: Body, *, content_type: str = "application/octet-stream",
-                  metadata: dict[str, str] | None = None, if_none_match: bool = False) -> ObjectInfo:  # fmt: skip
+                  metadata: dict[str, str] | None = None, if_none_match: bool = False, md5: bool = False
+                  ) -> ObjectInfo:  # fmt: skip
         """Store ``body`` (bytes, a path, a binary file, or an (async) iterable of chunks) under ``key``.
 
         Large bodies become several segments, each in its own placement group: the client
         spreads one object over the whole cluster with no multipart protocol.
+        The ETag is the body's MD5 only for small objects or with ``md5=True``; otherwise it is
+        a digest of the cells' CRC32Cs ending in ``-<segments>``, which S3 tools take for a
+        multipart ETag. MD5 would be the slowest step of the write; every cell's CRC32C is
+        stored and checked on every read either way.
         :raises BucketNotFound, PreconditionFailed (``if_none_match`` and the key exists), InsufficientStorage:
         """
         attrs = ObjectAttrs(content_type=content_type, user_meta=dict(metadata or {}))
         conditions = Conditions(if_none_match_star=True) if if_none_match else None
-        version, _ = await self._client.put_object(bucket, key, _chunks(body), attrs, conditions=conditions)
+        version, _ = await self._client.put_object(bucket, key, _chunks(body), attrs, conditions=conditions, md5=md5)
         return ObjectInfo.of(version)
 
     async def delete(self, bucket: str, key: str, version_id: str | None = None) -> None:

@@ -11,6 +11,7 @@ One batch is read ahead while the previous one is being sent.
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import AsyncIterator
 
 from apollo.client.context import ClientContext, Damage
@@ -19,18 +20,37 @@ from apollo.storage.ec import StripeCodec
 from apollo.storage.geometry import ShardGeometry
 from apollo.types import ObjectData, SegmentLayout
 
+READ_AHEAD_BATCHES = 2  # batches in flight beyond the one being yielded, across segment boundaries
+
 
 async def read_range(ctx: ClientContext, data: ObjectData, start: int, end: int) -> AsyncIterator[bytes]:
-    """Yield the bytes ``[start, end)`` of an object's data in order."""
+    """Yield the bytes ``[start, end)`` of an object's data in order, a batch of stripes at a time.
+
+    The next batches, of this segment or the next, are read while one is yielded: a reader
+    never waits for a round trip to the nodes between batches, and holds at most
+    ``READ_AHEAD_BATCHES + 1`` of them.
+    """
     if data.inline is not None:
         if start < end:
             yield data.inline[start:end]
         return
-    for segment in data.segments:
-        lo, hi = max(start, segment.offset), min(end, segment.offset + segment.length)
-        if lo < hi:
-            async for piece in SegmentReader(ctx, segment).read(lo - segment.offset, hi - segment.offset):
-                yield piece
+    window: deque[asyncio.Task] = deque()
+    try:
+        for segment in data.segments:
+            lo, hi = max(start, segment.offset) - segment.offset, min(end, segment.offset + segment.length)
+            hi -= segment.offset
+            if lo >= hi:
+                continue
+            reader = SegmentReader(ctx, segment)
+            for s0, s1 in reader.batches(lo, hi):
+                window.append(asyncio.ensure_future(reader.read_batch(s0, s1, lo, hi)))
+                if len(window) > READ_AHEAD_BATCHES:
+                    yield await window.popleft()
+        while window:
+            yield await window.popleft()
+    finally:
+        for task in window:
+            task.cancel()
 
 
 class SegmentReader:
@@ -42,20 +62,10 @@ class SegmentReader:
         self.batch_stripes = self.geometry.batch_stripes
         self._reported: set[int] = set()
 
-    async def read(self, start: int, end: int) -> AsyncIterator[bytes]:
+    def batches(self, start: int, end: int) -> list[tuple[int, int]]:
+        """Stripe ranges ``[s0, s1)`` covering segment bytes ``[start, end)``, one per read batch."""
         first, last = start // self.layout.stripe_bytes, (end - 1) // self.layout.stripe_bytes
-        batches = [(s, min(s + self.batch_stripes, last + 1)) for s in range(first, last + 1, self.batch_stripes)]
-        ahead: asyncio.Task | None = None
-        try:
-            for n, (s0, s1) in enumerate(batches):
-                current = ahead or asyncio.ensure_future(self._read_batch(s0, s1, start, end))
-                ahead = None
-                if n + 1 < len(batches):
-                    ahead = asyncio.ensure_future(self._read_batch(*batches[n + 1], start, end))
-                yield await current
-        finally:
-            if ahead is not None:
-                ahead.cancel()
+        return [(s, min(s + self.batch_stripes, last + 1)) for s in range(first, last + 1, self.batch_stripes)]
 
     def _needed_shards(self, s0: int, s1: int, start: int, end: int) -> list[int]:
         """Data shards holding any byte of ``[start, end)`` within stripes ``[s0, s1)``."""
@@ -82,7 +92,8 @@ class SegmentReader:
             return None
         return raw
 
-    async def _read_batch(self, s0: int, s1: int, start: int, end: int) -> bytes:
+    async def read_batch(self, s0: int, s1: int, start: int, end: int) -> bytes:
+        """Segment bytes ``[start, end)`` within stripes ``[s0, s1)``; degraded from parity if need be."""
         needed = self._needed_shards(s0, s1, start, end)
         raws = await asyncio.gather(*(self._fetch(i, s0, s1) for i in needed))
         cells: dict[int, list[memoryview | None]] = {}

@@ -64,7 +64,7 @@ async def upload_part(request: web.Request, bucket: str, key: str) -> web.Respon
     body = RequestBody(request, limits.part_size_bytes_max)
     result = await client.upload_part(bucket, key, upload_id, number, body.chunks(),
                                       checksummers=body.checksummers, verify=body.verify)  # fmt: skip
-    headers = {"ETag": f'"{result.md5_hex}"'}
+    headers = {"ETag": f'"{result.etag}"'}
     for algorithm, value in result.checksums.items():
         headers[f"x-amz-checksum-{algorithm.lower()}"] = value
     return web.Response(headers=headers)
@@ -90,7 +90,7 @@ async def _upload_part_copy(request: web.Request, bucket: str, key: str, upload_
     checksummers = {algorithm: new_checksummer(algorithm)} if algorithm else None  # so Complete can combine
     result = await client.upload_part(bucket, key, upload_id, number, client.read(source, start, end),
                                       checksummers=checksummers)  # fmt: skip
-    body = {"LastModified": iso8601(time.time()), "ETag": f'"{result.md5_hex}"', **_part_checksums(result.checksums)}
+    body = {"LastModified": iso8601(time.time()), "ETag": f'"{result.etag}"', **_part_checksums(result.checksums)}
     return xml_response("CopyPartResult", body)
 
 

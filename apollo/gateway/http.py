@@ -94,7 +94,7 @@ class RequestBody:
 
     def verify(self, result: WriteResult) -> None:
         """Refuse the bytes (before commit) when a declared digest or checksum does not match."""
-        if self.content_md5 is not None and self.content_md5 != result.md5_hex:
+        if self.content_md5 is not None and self.content_md5 != result.etag:
             raise s3error("BadDigest")
         sha = result.checksums.pop("_sha256", None)
         if sha is not None and sha != self.mode:

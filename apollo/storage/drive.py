@@ -23,6 +23,8 @@ from apollo import faults
 from apollo.errors import DriveError
 from apollo.types import ShardRef
 
+_IOV_MAX = os.sysconf("SC_IOV_MAX")  # buffers one writev takes
+
 FORMAT_FILE = "apollo-drive.json"
 DRIVE_FORMAT_VERSION = 1
 
@@ -78,12 +80,13 @@ class ShardFileWriter:
             raise
 
     def _write_all(self, buffers: list[bytes]) -> None:
-        total = sum(len(b) for b in buffers)
-        written = os.writev(self._fd, buffers)
-        if written != total:  # short writes happen on near-full disks: finish byte by byte
-            data = b"".join(buffers)[written:]
-            while data:
-                data = data[os.write(self._fd, data) :]
+        for start in range(0, len(buffers), _IOV_MAX):  # a stream of tiny chunks must not hit EINVAL
+            group = buffers[start : start + _IOV_MAX]
+            written = os.writev(self._fd, group)
+            if written != sum(len(b) for b in group):  # short writes happen on near-full disks: finish them
+                data = memoryview(b"".join(group))[written:]
+                while data:
+                    data = data[os.write(self._fd, data) :]
 
     def append(self, records: list[bytes]) -> None:
         self._write_all(records)

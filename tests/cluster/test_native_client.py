@@ -148,3 +148,36 @@ def test_keys_made_with_the_admin_command_on_the_cluster_database_work(cluster):
     time.sleep(11)  # the metadata service's key cache forgets it within 10 s
     with pytest.raises(errors.AccessDenied):
         cluster.native(access, secret)
+
+
+def test_etag_is_the_md5_only_when_asked_or_small_and_any_buffer_is_stored_as_its_bytes(cluster, seed):
+    """MD5 is the slowest step of a write, so a large native put's ETag is a digest of its cells'
+    CRC32Cs, which S3 tools read as multipart ("-<segments>") rather than check as an MD5."""
+    import array
+    import hashlib
+    import random
+
+    rng = random.Random(seed)
+    payload = rng.randbytes(9 * 1024 * 1024 + 5)
+    with cluster.native(USER, SECRET) as client:
+        client.create_bucket(BUCKET)
+        fast = client.put(BUCKET, "fast", payload)
+        assert re.fullmatch(r"[0-9a-f]{32}-1", fast.etag) and fast.etag != hashlib.md5(payload).hexdigest()
+        assert client.put(BUCKET, "fast-again", payload).etag == fast.etag  # a function of the content
+        assert client.put(BUCKET, "md5", payload, md5=True).etag == hashlib.md5(payload).hexdigest()
+        assert client.put(BUCKET, "small", b"tiny").etag == hashlib.md5(b"tiny").hexdigest()
+        assert client.get(BUCKET, "fast") == payload
+
+        numbers = array.array("i", range(3_000_000))  # a buffer of 4-byte items: its size is in bytes
+        assert client.put(BUCKET, "ints", memoryview(numbers)).size == len(numbers) * numbers.itemsize
+        assert client.get(BUCKET, "ints") == numbers.tobytes()
+
+        def reused_buffer():  # a producer that refills one buffer: every chunk must be taken as it was
+            buffer = bytearray(3 * 1024 * 1024)
+            for start in range(0, len(payload), len(buffer)):
+                piece = payload[start : start + len(buffer)]
+                buffer[: len(piece)] = piece
+                yield memoryview(buffer)[: len(piece)]
+
+        client.put(BUCKET, "reused", reused_buffer())
+        assert client.get(BUCKET, "reused") == payload

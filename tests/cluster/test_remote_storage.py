@@ -221,3 +221,31 @@ def test_interrupted_or_truncated_shard_stream_leaves_nothing(tmp_path, nodes, k
     while list((node.drives[0] / "tmp").iterdir()) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not list((node.drives[0] / "tmp").iterdir())
+
+
+def test_a_shard_streamed_in_ragged_pieces_is_stored_byte_exact(tmp_path, nodes, keyring, seed):
+    """The node writes chunks as they arrive and holds back only the tail that may be the footer:
+    pieces from 1 byte to 300 KiB, the footer split across appends, must land byte for byte."""
+    node = nodes[0]
+    drive = node.drive_ids()[0]
+    rng = random.Random(seed)
+    shard = ShardRef(3, uuid.uuid4().hex, 1)
+    header = encode_header({"segment_id": shard.segment_id})
+    body = rng.randbytes(6 * 1024 * 1024 + 12345)
+    footer = encode_footer({"segment_id": shard.segment_id, "length": len(body)})
+    stream = body + footer[:7]  # the footer's first bytes go with the body, its rest on finish
+
+    async def scenario():
+        async with aiohttp.ClientSession() as session:
+            remote = RemoteStorageNode(node.endpoint, [drive], lambda o, s: keyring.issue(o, s, 60), session)
+            sink = await remote.open_shard(drive, shard, header)
+            offset = 0
+            while offset < len(stream):
+                step = rng.choice([1, 7, 4096, 65_537, 300 * 1024])
+                await sink.append([stream[offset : offset + step]])
+                offset += step
+            await sink.finish(footer[7:])
+            size = await remote.size(drive, shard)
+            return await remote.read(drive, shard, 0, size)
+
+    assert run(scenario()) == header + body + footer

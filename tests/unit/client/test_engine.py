@@ -60,7 +60,7 @@ def test_roundtrip_and_random_ranges(engine, seed, size):
     data = rng.randbytes(size)
     result = asyncio.run(_write(ctx, data))
     assert result.size == size
-    assert result.md5_hex == __import__("hashlib").md5(data).hexdigest()
+    assert result.etag == __import__("hashlib").md5(data).hexdigest()
     assert (result.data.inline is not None) == (size <= 16 * 1024)
     assert asyncio.run(_read(ctx, result, 0, size)) == data
     for _ in range(25):
