@@ -82,7 +82,7 @@ class ApolloClient:
     async def head(self, bucket: str, key: str, version_id: str | None = None) -> Version | None:
         return await self.meta.get_version(bucket, key, version_id)
 
-    def read(self, version: Version, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
+    def read(self, version: Version, start: int = 0, end: int | None = None) -> AsyncIterator[bytes | memoryview]:
         """Stream bytes ``[start, end)`` of a version returned by :meth:`head`."""
         invariant(version.data is not None, "read() needs a version loaded with its data")
         return read_range(self.ctx, version.data, start, version.size if end is None else end)

@@ -193,8 +193,11 @@ class AsyncClient:
         return version
 
     async def stream(self, bucket: str, key: str, start: int = 0, end: int | None = None,
-                     version_id: str | None = None) -> AsyncIterator[bytes]:  # fmt: skip
-        """Bytes ``[start, end)`` in order, read ahead from the data shards, with bounded memory."""
+                     version_id: str | None = None) -> AsyncIterator[bytes | memoryview]:  # fmt: skip
+        """Bytes ``[start, end)`` in order, read ahead from the data shards, with bounded memory.
+
+        Pieces are read-only memoryviews of the verified cells (a cell at most each), not copies;
+        ``bytes(piece)`` where a ``bytes`` is needed."""
         version = await self._version(bucket, key, version_id)
         end = version.size if end is None else min(end, version.size)
         async for piece in self._client.read(version, start, end):
@@ -300,13 +303,22 @@ class Client:
     def get_into(self, bucket: str, key: str, buffer: bytearray | memoryview, start: int = 0) -> int:
         return self._run(self._async.get_into(bucket, key, buffer, start))
 
-    def stream(self, bucket: str, key: str, start: int = 0, end: int | None = None) -> Iterator[bytes]:
-        chunks = self._async.stream(bucket, key, start, end)
-        while True:
-            try:
-                yield self._run(chunks.__anext__())
-            except StopAsyncIteration:
-                return
+    def stream(self, bucket: str, key: str, start: int = 0, end: int | None = None
+               ) -> Iterator[bytes | memoryview]:  # fmt: skip
+        """As ``AsyncClient.stream``; pieces cross from the loop's thread a batch at a time, not one by one."""
+        pieces = self._async.stream(bucket, key, start, end)
+
+        async def next_batch() -> list[bytes | memoryview]:
+            batch, size = [], 0
+            async for piece in pieces:
+                batch.append(piece)
+                size += len(piece)
+                if size >= READ_CHUNK_BYTES:
+                    break
+            return batch
+
+        while batch := self._run(next_batch()):
+            yield from batch
 
     def head(self, bucket: str, key: str, version_id: str | None = None) -> ObjectInfo | None:
         return self._run(self._async.head(bucket, key, version_id))
