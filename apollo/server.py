@@ -208,9 +208,9 @@ class Server:
         )  # fmt: skip
         drives_here = lambda: dict.fromkeys(self.node.drives, self.node)  # noqa: E731 - read at each pass
         self.gc = GarbageCollector(self.meta, drives_here, config.upload_expiry_s)
-        self.manager.duties.append(self.gc.run_forever)  # one garbage collector and checkpointer per deployment
+        self.manager.duties.add(self.gc.run_forever)  # one garbage collector and checkpointer per deployment
         if self.journal is not None:
-            self.manager.duties.append(self._checkpoint_loop)
+            self.manager.duties.add(self._checkpoint_loop)
         if config.root_user:
             self.store.put_key(config.root_user, config.root_password, time.time(), is_root=True)
         self.app = build_app(self.client, config.domain)

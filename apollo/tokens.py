@@ -9,6 +9,8 @@ locally, so the data path never calls the metadata service.
 Format: ``v1.<key id>.<base64url payload>.<base64url mac>``; the payload is compact
 JSON ``{"o": op, "s": segment id or "*", "e": expiry (unix s)}``. ``"*"`` (every
 segment) is issued only to the deployment's own services: gateways, the repair worker.
+``list`` (a drive's placement groups and shard files, for the orphan sweep) names no
+segment, so only a ``"*"`` token allows it.
 
 Keys rotate: the manager adds a key every ``ROTATE_S`` and drops keys once no token
 signed by them can still be valid. A new key is used for signing only after
@@ -28,8 +30,8 @@ from dataclasses import dataclass
 
 from apollo.errors import TokenError
 
-READ, WRITE, DELETE = "read", "write", "delete"
-OPS = (READ, WRITE, DELETE)
+READ, WRITE, DELETE, LIST = "read", "write", "delete", "list"
+OPS = (READ, WRITE, DELETE, LIST)
 ANY_SEGMENT = "*"
 ROTATE_S = 24 * 3600.0
 PUBLISH_S = 30.0  # a new key signs nothing before storage nodes (heartbeat every few seconds) hold it

@@ -1,4 +1,4 @@
-"""``apollo admin drive|status|scrub|repair``: drive lifecycle and self-healing, for operators.
+"""``apollo admin drive|node|status|scrub|repair``: drive lifecycle and self-healing, for operators.
 
 Every command works on the metadata directory (``--meta-dir``) while the server
 runs; the server applies changes within seconds. ``--wait`` follows the work
@@ -80,21 +80,28 @@ def _follow(
             time.sleep(POLL_S)
 
 
-def _follow_drive(store, drive_id: str, timeout: float | None) -> None:
-    def poll() -> tuple[int, int, bool]:
-        job = next((j for j in store.drive_jobs(active_only=False) if j.drive_id == drive_id), None)
-        remaining = store.pending_repairs_on(drive_id)
-        total = job.queued if job else remaining
-        walked = job is None or job.finished > 0
-        return total - remaining, total, walked and remaining == 0
+def _follow_drives(store, drive_ids: list[str], description: str, timeout: float | None) -> None:
+    """Until every drive's job has walked all segments and nothing is left queued on any of them."""
 
-    _follow(f"drive {drive_id}", poll, timeout=timeout)
+    def poll() -> tuple[int, int, bool]:
+        jobs = {j.drive_id: j for j in store.drive_jobs(active_only=False) if j.drive_id in drive_ids}
+        done = total = 0
+        finished = True
+        for drive_id in drive_ids:
+            job, remaining = jobs.get(drive_id), store.pending_repairs_on(drive_id)
+            queued = job.queued if job else remaining
+            done, total = done + queued - remaining, total + queued
+            finished = finished and (job is None or job.finished > 0) and remaining == 0
+        return done, total, finished
+
+    _follow(description, poll, timeout=timeout)
 
 
 def cmd_drive(args: argparse.Namespace) -> None:
-    if args.database and args.action != "list":
-        sys.exit("in a cluster, drives join and leave with their storage node (apollo storage DIR...); "
-                 "a dead node's drives fail and are rebuilt after drive_offline_grace_s")  # fmt: skip
+    if args.database and args.action in ("add", "replace"):
+        sys.exit("in a cluster, drives join with their storage node (apollo storage DIR...): start the node "
+                 "with the new directory; a dead node's drives fail and are rebuilt after "
+                 "drive_offline_grace_s")  # fmt: skip
     store = _store(args)
     try:
         if args.action == "list":
@@ -110,12 +117,12 @@ def cmd_drive(args: argparse.Namespace) -> None:
             how = "copied" if old.state == "draining" else "rebuilt"
             print(f"drive {new.drive_id} at {new.path} replaces {old.drive_id}; its shards are {how} onto it")
             if args.wait:
-                _follow_drive(store, old.drive_id, args.timeout)
+                _follow_drives(store, [old.drive_id], f"drive {old.drive_id}", args.timeout)
         elif args.action == "drain":
             record = admin.drain_drive(store, args.drive, force=args.force)
             print(f"draining drive {record.drive_id} ({record.path}); it is retired once empty")
             if args.wait:
-                _follow_drive(store, record.drive_id, args.timeout)
+                _follow_drives(store, [record.drive_id], f"drive {record.drive_id}", args.timeout)
         elif args.action == "remove":
             record = admin.remove_drive(store, args.drive)
             print(f"removed drive {record.drive_id} ({record.path}) from the cluster map")
@@ -203,9 +210,6 @@ def cmd_scrub(args: argparse.Namespace) -> None:
 
 
 def cmd_gc(args: argparse.Namespace) -> None:
-    if args.database:
-        sys.exit("the orphan-shard sweep lists each drive's files, which clusters cannot do yet: only "
-                 "apollo server runs it (garbage of deleted objects is collected in clusters too)")  # fmt: skip
     store = _store(args)
     tuning = admin.set_tuning(store, orphan_interval_s=args.interval, orphan_min_age_s=args.min_age)
     print(f"orphan sweep: every {tuning.orphan_interval_s:.0f} s, files younger than "
@@ -254,6 +258,23 @@ def cmd_repair(args: argparse.Namespace) -> None:
         _follow_backlog(store, args.timeout)
 
 
+def cmd_node(args: argparse.Namespace) -> None:
+    """Take a storage node out of a cluster for good: drain it, stop it, remove it."""
+    store = _store(args)
+    try:
+        if args.action == "drain":
+            drives = admin.drain_node(store, args.node, force=args.force)
+            print(f"draining {len(drives)} drives of {args.node}; they are retired once empty, then stop the node "
+                  f"and `apollo admin node remove {args.node}`")  # fmt: skip
+            if args.wait:
+                _follow_drives(store, [d.drive_id for d in drives], f"node {args.node}", args.timeout)
+        elif args.action == "remove":
+            drives = admin.remove_node(store, args.node)
+            print(f"removed node {args.node} and its {len(drives)} drives from the cluster map")
+    except admin.AdminError as exc:
+        sys.exit(f"error: {exc}")
+
+
 def cmd_tune(args: argparse.Namespace) -> None:
     store = _store(args)
     values = {}
@@ -293,6 +314,14 @@ def register(admin_parsers: argparse._SubParsersAction) -> None:
     drive.add_argument("--wait", action="store_true", help="replace/drain: follow the work until it is done")
     drive.add_argument("--timeout", type=float, help="with --wait: give up waiting after this many seconds")
     drive.set_defaults(func=cmd_drive)
+    node = admin_parsers.add_parser("node", help="drain a cluster's storage node, or remove a stopped, drained one")
+    node.add_argument("action", choices=["drain", "remove"])
+    node.add_argument("node", help="the node's name (apollo storage --name; `apollo admin drive list` shows it)")
+    node.add_argument("--database", required=True, help="the cluster's metadata database (postgresql://...)")
+    node.add_argument("--force", action="store_true", help="drain even if too few failure domains would remain")
+    node.add_argument("--wait", action="store_true", help="drain: follow the copying until it is done")
+    node.add_argument("--timeout", type=float, help="with --wait: give up waiting after this many seconds")
+    node.set_defaults(func=cmd_node)
     tune = admin_parsers.add_parser("tune", help="show or set background-work knobs (NAME=VALUE ...)")
     tune.add_argument("settings", nargs="*", help="e.g. drive_offline_grace_s=300 scrub_mode=shallow")
     _where(tune)

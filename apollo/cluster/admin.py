@@ -14,9 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from apollo.cluster.drives import NODE_NAME, SERVING_STATES
-from apollo.cluster.manager import STATUS_SETTING
+from apollo.cluster.duties import STATUS_SETTING
 from apollo.cluster.passes import request_setting, state_setting
 from apollo.cluster.tuning import SETTING_PREFIX, Tuning
+from apollo.meta.rpc_service import NODE_TIMEOUT_S
 from apollo.meta.sql_admin import DriveRecord
 from apollo.meta.sql_repair import DriveJob
 from apollo.meta.store import SqlStore
@@ -24,6 +25,7 @@ from apollo.storage.drive import format_drive, read_format
 from apollo.storage.ec import Scheme
 
 SCHEME_SETTING = "scheme"  # the server's durability scheme, recorded at start for drain checks
+CLUSTER_SCHEME_DEFAULT = "4+2"  # what gateways and native clients write unless told otherwise
 
 
 class AdminError(Exception):
@@ -92,7 +94,8 @@ def drain_drive(store: SqlStore, name: str, force: bool = False) -> DriveRecord:
     if record.state not in ("online", "offline"):
         raise AdminError(f"drive {record.drive_id} is {record.state}; only online or offline drives can be drained")
     online = [r for r in store.list_drives() if r.state == "online" and r.drive_id != record.drive_id]
-    width = Scheme.parse(store.get_setting(SCHEME_SETTING) or "rep1").width
+    default = "rep1" if record.node == NODE_NAME else CLUSTER_SCHEME_DEFAULT  # an all-in-one server records its own
+    width = Scheme.parse(store.get_setting(SCHEME_SETTING) or default).width
     if len(online) < width and not force:
         raise AdminError(f"draining leaves {len(online)} online drives but the {width}-wide scheme needs {width} "
                          "distinct drives per segment; add a drive first (or --force to queue it anyway)")  # fmt: skip
@@ -106,13 +109,63 @@ def drain_drive(store: SqlStore, name: str, force: bool = False) -> DriveRecord:
 def remove_drive(store: SqlStore, name: str) -> DriveRecord:
     """Forget a drive that holds nothing the namespace needs."""
     record = find_drive(store, name)
-    if record.state in SERVING_STATES or (record.state == "failed" and store.pending_repairs_on(record.drive_id)):
-        raise AdminError(f"drive {record.drive_id} is {record.state} and still holds shards; "
-                         "`apollo admin drive drain` it first and wait until it is retired")  # fmt: skip
-    if store.segments_after(-1, "", 1, record.drive_id):
-        raise AdminError(f"segments still refer to drive {record.drive_id}; wait for its repairs to finish")
+    _check_removable(store, record)
     store.delete_drive(record.drive_id)
     return record
+
+
+def _check_removable(store: SqlStore, record: DriveRecord) -> None:
+    if record.state in SERVING_STATES or (record.state == "failed" and store.pending_repairs_on(record.drive_id)):
+        raise AdminError(f"drive {record.drive_id} is {record.state} and still holds shards; "
+                         "drain it first and wait until it is retired")  # fmt: skip
+    if store.segments_after(-1, "", 1, record.drive_id):
+        raise AdminError(f"segments still refer to drive {record.drive_id}; wait for its repairs to finish")
+
+
+# storage nodes of a cluster -------------------------------------------------------------------
+
+
+def _node_drives(store: SqlStore, node: str) -> list[DriveRecord]:
+    drives = [r for r in store.list_drives() if r.node == node]
+    if not drives and node not in {n.name for n in store.cluster_map(time.time(), NODE_TIMEOUT_S, 0).nodes}:
+        raise AdminError(f"no storage node named {node!r}; `apollo admin drive list --database ...` shows them")
+    return drives
+
+
+def drain_node(store: SqlStore, node: str, force: bool = False) -> list[DriveRecord]:
+    """Copy every shard off every drive of a storage node, before the node is taken away for good.
+
+    Its drives are retired once empty; then stop the node and ``remove_node`` it. Refused when the
+    other nodes are too few failure domains for the scheme (``--force`` queues it anyway: the copies
+    wait for a place to go)."""
+    drives = [r for r in _node_drives(store, node) if r.state in ("online", "offline")]
+    if not drives:
+        raise AdminError(f"node {node} has no online or offline drive to drain")
+    cluster = store.cluster_map(time.time(), NODE_TIMEOUT_S, 0)
+    alive = {n.name for n in cluster.nodes if n.alive}
+    domains = {d.node for d in cluster.drives if d.state == "online" and d.node in alive and d.node != node}
+    width = Scheme.parse(store.get_setting(SCHEME_SETTING) or CLUSTER_SCHEME_DEFAULT).width
+    if len(domains) < width and not force:
+        raise AdminError(f"draining {node} leaves {len(domains)} live nodes with online drives, but {width}-wide "
+                         f"segments need {width} failure domains; add a node first (or --force)")  # fmt: skip
+    now = time.time()
+    for record in drives:
+        store.set_drive_state(record.drive_id, "draining", now)
+        store.start_drive_job(record.drive_id, "drain", now)
+        record.state = "draining"
+    return drives
+
+
+def remove_node(store: SqlStore, node: str) -> list[DriveRecord]:
+    """Forget a stopped storage node whose drives hold nothing the namespace needs."""
+    drives = _node_drives(store, node)
+    if any(n.name == node and n.alive for n in store.cluster_map(time.time(), NODE_TIMEOUT_S, 0).nodes):
+        raise AdminError(f"node {node} is still heartbeating: stop `apollo storage` on it first "
+                         "(it would register its drives again)")  # fmt: skip
+    for record in drives:
+        _check_removable(store, record)  # all of them before any is forgotten
+    store.delete_node(node)
+    return drives
 
 
 # tuning and scrub requests --------------------------------------------------------------------

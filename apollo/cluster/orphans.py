@@ -3,63 +3,44 @@
 Orphans come from events the durable GC queue cannot see: a database restored
 from a backup (shards written after it), a crash between a repair's write and
 its commit, an old copy a repair could not delete because its drive was away.
-A pass walks each drive's placement-group directories one at a time and asks
-the metadata, per batch, who refers to each file's segment. A file is kept if
-its segment is committed with this drive at this shard index, still being
-written (a pending GC row), or queued for GC on this drive (the collector will
-get it); anything else older than ``orphan_min_age_s`` is deleted. The age
-guard covers writes that have created a file but not yet committed (a repair
-writes its new shard before it commits the new layout).
+A pass walks each drive through the ``StorageNode`` seam, so the same code sweeps
+the all-in-one server's own drives and, on a cluster's lease holder, every drive
+of the map over the storage nodes' listing routes (service tokens). A step takes
+one page of one placement group and asks the metadata who refers to its
+segments. A file is kept if its segment is committed with this drive at this
+shard index, still being written (a pending GC row), or queued for GC on this
+drive (the collector will get it); anything else older than ``orphan_min_age_s``
+is deleted. The age guard covers writes that have created a file but not yet
+committed (a repair writes its new shard before it commits the new layout); the
+node measures it on its own clock.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
-from pathlib import Path
+from collections.abc import Callable
 
 from apollo import metrics
 from apollo.cluster.passes import PeriodicPass
+from apollo.errors import DriveError
 from apollo.meta.service import MetaService
-from apollo.storage.node import LocalStorageNode
+from apollo.storage.node import StorageNode
+from apollo.types import ShardRef
 
 log = logging.getLogger("apollo.orphans")
+PAGE_SEGMENTS = 500  # segments per step: one listing page, one metadata query
 
-
-def _list_groups(shards_dir: Path, after: str) -> list[str]:
-    return sorted(d.name for d in shards_dir.iterdir() if d.is_dir() and d.name > after)
-
-
-def _list_shards(group_dir: Path) -> list[tuple[str, int, float, int]]:
-    """(segment id, shard index, mtime, size) of every shard file in a group directory."""
-    out = []
-    for entry in group_dir.iterdir():
-        segment_id, dot, index = entry.name.rpartition(".")
-        if not dot or not index.isdigit():
-            continue
-        try:
-            stat = entry.stat()
-        except FileNotFoundError:  # deleted meanwhile (GC, repair)
-            continue
-        out.append((segment_id, int(index), stat.st_mtime, stat.st_size))
-    return out
-
-
-def _delete(path: Path) -> bool:
-    try:
-        path.unlink()
-        return True
-    except FileNotFoundError:
-        return False
+DriveNodes = Callable[[], dict[str, StorageNode]]  # drive id -> the node serving it now
 
 
 class OrphanSweeper(PeriodicPass):
     name = "orphans"
 
-    def __init__(self, meta: MetaService, node: LocalStorageNode) -> None:
+    def __init__(self, meta: MetaService, node: StorageNode | DriveNodes) -> None:
+        """``node``: a node, to sweep every drive it serves (the all-in-one server's own), or a callable
+        naming the node of each drive now (a cluster: ``lambda: directory.nodes``), read at every step."""
         super().__init__(meta, interval_s=24 * 3600.0)
-        self.node = node
+        self.nodes = _every_drive_of(node) if isinstance(node, StorageNode) else node
         self.min_age_s = 3600.0
 
     def tune(self, interval_s: float, min_age_s: float) -> None:
@@ -67,39 +48,57 @@ class OrphanSweeper(PeriodicPass):
         self.min_age_s = min_age_s
 
     async def begin(self) -> dict:
-        return {"drives": sorted(self.node.drives), "drive": 0, "group": "", "files": 0, "orphans": 0,
-                "bytes_freed": 0}  # fmt: skip
+        # pg: the group being swept (-1 before the first); after: the segment cursor in it, None once it is done
+        return {"drives": sorted(self.nodes()), "drive": 0, "pg": -1, "after": None, "files": 0, "orphans": 0,
+                "bytes_freed": 0, "skipped": 0}  # fmt: skip
 
     def summary(self, current: dict) -> str:
         return (f"{current['drive']}/{len(current['drives'])} drives, {current['files']} shard files checked, "
-                f"{current['orphans']} orphans deleted ({current['bytes_freed']} bytes)")  # fmt: skip
+                f"{current['orphans']} orphans deleted ({current['bytes_freed']} bytes), "
+                f"{current.get('skipped', 0)} drives skipped")  # fmt: skip
 
     async def advance(self, current: dict) -> bool:
-        """Sweep one placement-group directory of one drive."""
+        """Sweep one page of one placement group of one drive."""
         if current["drive"] >= len(current["drives"]):
             return True
         drive_id = current["drives"][current["drive"]]
-        drive = self.node.drives.get(drive_id)
-        groups = await asyncio.to_thread(_list_groups, drive.shards_dir, current["group"]) if drive else []
-        if not groups:
-            current["drive"] += 1
-            current["group"] = ""
-            return False
-        group_dir = drive.shards_dir / groups[0]
-        files = await asyncio.to_thread(_list_shards, group_dir)
-        references = await self.meta.shard_references(sorted({f[0] for f in files}))
-        cutoff = time.time() - self.min_age_s
-        for segment_id, index, mtime, size in files:
-            if mtime > cutoff or _referenced(references.get(segment_id, []), drive_id, index):
+        node = self.nodes().get(drive_id)
+        try:
+            drive_done = node is None or await self._sweep_page(node, drive_id, current)
+        except (OSError, DriveError) as exc:  # a node down, a drive failing: the next pass sweeps it
+            log.warning("orphan sweep skips drive %s this pass: %s", drive_id, exc)
+            current["skipped"] = current.get("skipped", 0) + 1
+            drive_done = True
+        if drive_done:
+            current.update(drive=current["drive"] + 1, pg=-1, after=None)
+        return False
+
+    async def _sweep_page(self, node: StorageNode, drive_id: str, current: dict) -> bool:
+        """True when the drive has no group left."""
+        if current.get("after") is None:  # also a pass saved by a version without page cursors: redo the drive
+            groups = await node.list_groups(drive_id, current.get("pg", -1), 1)
+            if not groups:
+                return True
+            current.update(pg=groups[0], after="")
+        pg = current["pg"]
+        files = await node.list_shards(drive_id, pg, current["after"], PAGE_SEGMENTS)
+        segments = sorted({f.segment_id for f in files})
+        references = await self.meta.shard_references(segments)
+        for file in files:
+            if file.age_s < self.min_age_s or _referenced(references.get(file.segment_id, []), drive_id, file.index):
                 continue
-            if await asyncio.to_thread(_delete, group_dir / f"{segment_id}.{index}"):
-                log.info("deleted orphan shard %d of segment %s on drive %s", index, segment_id, drive_id)
+            if await node.delete(drive_id, ShardRef(pg, file.segment_id, file.index)):
+                log.info("deleted orphan shard %d of segment %s on drive %s", file.index, file.segment_id, drive_id)
                 metrics.orphan_shards_deleted.inc()
                 current["orphans"] += 1
-                current["bytes_freed"] += size
+                current["bytes_freed"] += file.size
         current["files"] += len(files)
-        current["group"] = groups[0]
+        current["after"] = segments[-1] if len(segments) == PAGE_SEGMENTS else None
         return False
+
+
+def _every_drive_of(node: StorageNode) -> DriveNodes:
+    return lambda: dict.fromkeys(node.drive_ids(), node)
 
 
 def _referenced(references: list[tuple[str, tuple[str, ...]]], drive_id: str, index: int) -> bool:

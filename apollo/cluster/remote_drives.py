@@ -57,8 +57,6 @@ class ClusterDrives:
         await self.lifecycle.rebalance_on_change(self.records)
         for state in STATES:
             metrics.drives_by_state.labels(state).set(sum(r.state == state for r in self.records.values()))
-        metrics.repair_backlog.set(await self.meta.repair_backlog())
-        metrics.degraded_groups.set(await self.meta.degraded_groups())
 
     async def run_forever(self) -> None:
         while True:

@@ -42,6 +42,14 @@ class ClusterOps(AdminOps):
                 changed = True
             return self._bump_epoch(db) if changed else self.epoch()
 
+    def delete_node(self, name: str) -> int:
+        """Forget a storage node and its (retired) drives; returns the new epoch."""
+        with self.tx() as db:
+            db.execute("DELETE FROM drive_jobs WHERE drive_id IN (SELECT drive_id FROM drives WHERE node = ?)", (name,))
+            db.execute("DELETE FROM drives WHERE node = ?", (name,))
+            db.execute("DELETE FROM nodes WHERE name = ?", (name,))
+            return self._bump_epoch(db)
+
     def _bump_epoch(self, db) -> int:
         epoch = self.epoch() + 1
         db.execute(

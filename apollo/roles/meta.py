@@ -3,11 +3,12 @@
 Any number run side by side on one PostgreSQL database; clients and gateways may use
 any of them. Each keeps the token keyring in step with the database (a key another
 instance added verifies here within ``KEYRING_REFRESH_S``), follows the cluster map, and
-competes for the manager lease. The holder turns heartbeats into drive states (a node
+competes for the manager lease. The holder runs the duties of ``apollo.cluster.duties``
+(as the all-in-one server's manager does): it turns heartbeats into drive states (a node
 silent past the grace fails its drives), walks failed drives and rebuilds their shards
-on the storage nodes, scrubs and rebalances, collects garbage (all with service tokens
-it signs itself), expires abandoned uploads, adds a new token key every
-``tokens.ROTATE_S`` and drops keys no token can still need.
+on the storage nodes, scrubs and rebalances, publishes repair progress, collects garbage
+(all with service tokens it signs itself), expires abandoned uploads, adds a new token
+key every ``tokens.ROTATE_S`` and drops keys no token can still need.
 """
 
 from __future__ import annotations
@@ -18,19 +19,19 @@ import socket
 import time
 import uuid
 from dataclasses import dataclass
+from functools import partial
 
 import aiohttp
 from aiohttp import web
 
-from apollo import limits, metrics, tokens
+from apollo import limits, tokens
 from apollo.client.context import ClientContext
+from apollo.cluster.duties import ManagerDuties
 from apollo.cluster.gc import GarbageCollector
-from apollo.cluster.lease import LeaseKeeper
+from apollo.cluster.orphans import OrphanSweeper
 from apollo.cluster.rebalance import Rebalancer
 from apollo.cluster.remote_drives import ClusterDrives
-from apollo.cluster.repair import RepairWorker
 from apollo.cluster.scrub import Scrubber
-from apollo.cluster.tuning import SETTING_PREFIX, Tuning
 from apollo.eventloop import every, install_uvloop
 from apollo.meta.rpc_service import MetaRpc, build_meta_app
 from apollo.meta.service import MetaService
@@ -41,7 +42,6 @@ from apollo.storage.remote import Timeouts
 log = logging.getLogger("apollo.meta")
 KEYRING_REFRESH_S = 5.0
 MAP_REFRESH_S = 2.0
-RETUNE_S = 2.0
 KEY_ROTATION_CHECK_S = 60.0
 
 
@@ -72,8 +72,6 @@ class MetaProcess:
         self.meta = MetaService(self.store)
         self.keyring = tokens.Keyring(self.store.token_keys())
         self.rpc = MetaRpc(self.meta, self.keyring, config.drive_reserve_bytes)
-        holder = f"meta@{socket.gethostname()}:{config.port}"
-        self.lease = LeaseKeeper(self.meta, holder, config.manager_lease_ttl_s)
         self.app = build_meta_app(self.rpc)
         self.app.cleanup_ctx.append(self._background)
 
@@ -83,22 +81,24 @@ class MetaProcess:
         self.gc = GarbageCollector(self.meta, lambda: self.directory.nodes, self.config.upload_expiry_s)
         self.drives = ClusterDrives(self.meta, self.rpc.cluster_map)
         ctx = ClientContext(self.meta, self.directory.nodes)
-        self.repair = RepairWorker(ctx, self.drives.view)
+        holder = f"meta@{socket.gethostname()}:{self.config.port}"
+        self.duties = ManagerDuties(ctx, self.drives, holder, self.config.manager_lease_ttl_s)
         # Scrub reads every shard over the network at its paced rate; a node-local scrubber would not.
-        self.scrub = Scrubber(ctx, lambda: set(self.directory.nodes))
-        self.rebalance = Rebalancer(self.meta, self.drives.view)
-        for background_pass in (self.scrub, self.rebalance):
-            background_pass.retune = self._retune
-        self._duties: list[asyncio.Task] = []
+        self.duties.add_pass(Scrubber(ctx, lambda: set(self.directory.nodes)))
+        self.duties.add_pass(Rebalancer(self.meta, self.drives.view))
+        self.duties.add_pass(OrphanSweeper(self.meta, lambda: self.directory.nodes))  # lists drives over the network
+        self.duties.add(self.gc.run_forever)
+        self.duties.add(self.drives.run_forever)
+        self.duties.add(partial(every, KEY_ROTATION_CHECK_S, self._rotate_keys, "token key rotation", at_once=True))
         loops = (every(KEYRING_REFRESH_S, self._refresh_keyring, "token keyring refresh"),
                  every(MAP_REFRESH_S, self._follow_map, "cluster map refresh", at_once=True),
-                 self.lease.keep(self._take_role, self._drop_role))  # fmt: skip
+                 self.duties.keep())  # fmt: skip
         tasks = [asyncio.create_task(loop) for loop in loops]
         yield
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        await self.lease.release()
+        await self.duties.stop()
         await session.close()
         self.meta.close()
 
@@ -111,41 +111,6 @@ class MetaProcess:
 
     async def _refresh_keyring(self) -> None:
         self.keyring.replace(await self.meta.token_keys())
-
-    async def _take_role(self) -> None:
-        metrics.manager_lease_held.set(1)
-        await self._retune()
-        duties = (
-            every(KEY_ROTATION_CHECK_S, self._rotate_keys, "token key rotation", at_once=True),
-            every(RETUNE_S, self._retune, "retune"),
-            self.gc.run_forever(),
-            self.drives.run_forever(),
-            self.drives.lifecycle.jobs_forever(lambda: self.drives.records),
-            self.repair.run_forever(),
-            self.scrub.run_forever(),
-            self.rebalance.run_forever(),
-        )
-        self._duties = [asyncio.create_task(duty) for duty in duties]
-
-    async def _drop_role(self) -> None:
-        metrics.manager_lease_held.set(0)
-        for task in self._duties:
-            task.cancel()
-        await asyncio.gather(*self._duties, return_exceptions=True)
-        self._duties = []
-
-    async def _retune(self) -> None:
-        """The knobs ``apollo admin tune`` sets, as the all-in-one manager reads them."""
-        try:
-            tuning = Tuning.load(await self.meta.settings_like(SETTING_PREFIX))
-        except ValueError as exc:
-            log.error("ignoring bad tuning setting: %s", exc)
-            return
-        self.drives.lifecycle.offline_grace_s = tuning.drive_offline_grace_s
-        self.repair.tune(tuning.repair_bytes_per_s, tuning.repair_ops_per_s, tuning.repair_parallel,
-                         bool(tuning.repair_paused))  # fmt: skip
-        self.scrub.tune(tuning.scrub_bytes_per_s, tuning.scrub_mode, tuning.scrub_interval_s)
-        self.rebalance.tune(tuning.rebalance_interval_s, tuning.rebalance_tolerance)
 
     async def _rotate_keys(self) -> None:
         now = time.time()

@@ -125,8 +125,11 @@ class Drive:
         self.shards_dir.mkdir(exist_ok=True)
         self.tmp_dir.mkdir(exist_ok=True)
 
+    def group_dir(self, pg: int) -> Path:
+        return self.shards_dir / f"{pg:04x}"
+
     def shard_path(self, shard: ShardRef) -> Path:
-        return self.shards_dir / f"{shard.pg:04x}" / f"{shard.segment_id}.{shard.index}"
+        return self.group_dir(shard.pg) / f"{shard.segment_id}.{shard.index}"
 
     def clear_tmp(self, pid: int | None = None) -> int:
         """Remove temp files of writes a previous process (or the dead worker ``pid``) did not finish."""

@@ -8,6 +8,8 @@ Call sequence for a write (one per shard of a segment)::
     # or await sink.abort() on any failure: the temp file is removed
 
 Reads are positional (``read``) so a range GET touches only the cells it needs.
+Listing (``list_groups``, then ``list_shards`` per group) pages through a drive's
+shard files for the orphan sweep, which needs no metadata to find them.
 ``LocalStorageNode`` serves drives of this process (file I/O on threads, no
 loopback HTTP); a remote implementation speaks the same interface over the
 network in cluster mode.
@@ -16,16 +18,46 @@ network in cluster mode.
 from __future__ import annotations
 
 import asyncio
+import heapq
 import logging
+import os
+import re
+import time
 from abc import ABC, abstractmethod
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import NamedTuple
 
 from apollo.errors import DriveError
 from apollo.storage.drive import Drive, ShardFileWriter
 from apollo.types import ShardRef
 
 log = logging.getLogger(__name__)
+LIST_LIMIT_MAX = 1000  # groups, or segments, of one listing page: bounds a node's answer and what its caller holds
+_GROUP_DIR = re.compile(r"[0-9a-f]+")
+_SHARD_FILE = re.compile(r"([0-9A-Za-z_-]+)\.(0|[1-9][0-9]*)")  # files Apollo writes; anything else is left alone
+
+
+class StoredShard(NamedTuple):
+    """A committed shard file as listed. ``age_s`` is measured on the node's own clock, so clock skew
+    between hosts cannot make a fresh file look old to whoever decides to delete it."""
+
+    segment_id: str
+    index: int
+    age_s: float
+    size: int
+
+
+def check_listing(pg: int, limit: int, lowest_pg: int = 0) -> None:
+    """Checks listing arguments where they are given, so a remote node refuses them as a local one does.
+
+    :raises ValueError: a placement group below ``lowest_pg`` (-1 for the cursor before the first group),
+        a limit outside 1..``LIST_LIMIT_MAX``.
+    """
+    if pg < lowest_pg:
+        raise ValueError(f"bad placement group {pg}")
+    if not 1 <= limit <= LIST_LIMIT_MAX:
+        raise ValueError(f"listing limit {limit} is outside 1..{LIST_LIMIT_MAX}")
 
 
 class ShardSink(ABC):
@@ -61,6 +93,56 @@ class StorageNode(ABC):
 
     @abstractmethod
     async def delete(self, drive_id: str, shard: ShardRef) -> bool: ...
+
+    @abstractmethod
+    async def list_groups(self, drive_id: str, after: int = -1, limit: int = LIST_LIMIT_MAX) -> list[int]:
+        """Placement groups with a directory on the drive, ascending, the first ``limit`` after ``after``.
+
+        :raises ValueError: bad arguments (``check_listing``). :raises DriveError, OSError.
+        """
+
+    @abstractmethod
+    async def list_shards(self, drive_id: str, pg: int, after: str = "", limit: int = LIST_LIMIT_MAX
+                          ) -> list[StoredShard]:  # fmt: skip
+        """Shard files of the first ``limit`` segments after segment id ``after`` in group ``pg``, by segment id.
+
+        A page ends on a whole segment (its few shard files on this drive), so the last segment id listed
+        is the next page's cursor; a page of fewer than ``limit`` segments is the group's last (files
+        deleted while it was being listed are left out, which can end a full page early).
+        :raises ValueError: bad arguments (``check_listing``). :raises DriveError, OSError.
+        """
+
+
+def _groups_of(drive: Drive, after: int, limit: int) -> list[int]:
+    groups = []
+    with os.scandir(drive.shards_dir) as entries:
+        for entry in entries:
+            pg = int(entry.name, 16) if _GROUP_DIR.fullmatch(entry.name) else -1
+            if pg > after and drive.group_dir(pg).name == entry.name and entry.is_dir():  # only names we write
+                groups.append(pg)
+    return heapq.nsmallest(limit, groups)
+
+
+def _shards_of(drive: Drive, pg: int, after: str, limit: int) -> list[StoredShard]:
+    try:
+        names = os.listdir(drive.group_dir(pg))
+    except FileNotFoundError:
+        return []
+    files = sorted((m[1], int(m[2])) for m in map(_SHARD_FILE.fullmatch, names) if m and m[1] > after)
+    now = time.time()  # before any stat: a file written meanwhile gets a negative age, never too old a one
+    listed: list[StoredShard] = []
+    segments = 0
+    for n, (segment_id, index) in enumerate(files):
+        if n == 0 or files[n - 1][0] != segment_id:
+            if segments == limit:
+                break
+            segments += 1
+        try:
+            stat = drive.shard_path(ShardRef(pg, segment_id, index)).stat()
+        except FileNotFoundError:  # deleted meanwhile (GC, repair)
+            continue
+        listed.append(StoredShard(segment_id, index, now - stat.st_mtime, stat.st_size))
+    return listed
 
 
 class _LocalSink(ShardSink):
@@ -116,6 +198,15 @@ class LocalStorageNode(StorageNode):
 
     async def delete(self, drive_id: str, shard: ShardRef) -> bool:
         return await self.run(self._drive(drive_id).delete, shard)
+
+    async def list_groups(self, drive_id: str, after: int = -1, limit: int = LIST_LIMIT_MAX) -> list[int]:
+        check_listing(after, limit, lowest_pg=-1)
+        return await self.run(_groups_of, self._drive(drive_id), after, limit)
+
+    async def list_shards(self, drive_id: str, pg: int, after: str = "", limit: int = LIST_LIMIT_MAX
+                          ) -> list[StoredShard]:  # fmt: skip
+        check_listing(pg, limit)
+        return await self.run(_shards_of, self._drive(drive_id), pg, after, limit)
 
     def attach(self, drive: Drive) -> None:
         """Serve a drive added while running (``apollo admin drive add|replace``)."""

@@ -22,7 +22,7 @@ import aiohttp
 
 from apollo import tokens
 from apollo.errors import ChecksumMismatch, DriveError
-from apollo.storage.node import ShardSink, StorageNode
+from apollo.storage.node import LIST_LIMIT_MAX, ShardSink, StorageNode, StoredShard, check_listing
 from apollo.storage.service import EPOCH_HEADER, ERRNO_HEADER, ERROR_HEADER, SIZE_HEADER, TOKEN_HEADER
 from apollo.types import ShardRef
 
@@ -188,11 +188,15 @@ class RemoteStorageNode(StorageNode):
 
     async def _call(self, method: str, drive_id: str, shard: ShardRef, op: str, params: dict | None = None,
                     want: str = "body") -> bytes | str | int:  # fmt: skip
+        token = self.token_for(op, shard.segment_id)
+        return await self._request(method, self._url(drive_id, shard), token, params, want)
+
+    async def _request(self, method: str, url: str, token: str, params: dict | None, want: str
+                       ) -> bytes | str | int | dict:  # fmt: skip
         timeout = aiohttp.ClientTimeout(total=self.timeouts.request_s, connect=self.timeouts.connect_s)
-        headers = {TOKEN_HEADER: self.token_for(op, shard.segment_id)}
         self.check_reachable()
         try:
-            async with self.session.request(method, self._url(drive_id, shard), params=params, headers=headers,
+            async with self.session.request(method, url, params=params, headers={TOKEN_HEADER: token},
                                             timeout=timeout) as response:  # fmt: skip
                 self.saw(response)
                 if method == "DELETE" and response.status == 404:
@@ -200,6 +204,8 @@ class RemoteStorageNode(StorageNode):
                 await _raise_for(response)
                 if want == "size":
                     return int(response.headers[SIZE_HEADER])
+                if want == "json":
+                    return await response.json()
                 return await response.read() if want == "body" else 1
         except (TimeoutError, aiohttp.ClientError) as exc:
             failure = _os_error(exc)
@@ -223,3 +229,17 @@ class RemoteStorageNode(StorageNode):
 
     async def delete(self, drive_id: str, shard: ShardRef) -> bool:
         return bool(await self._call("DELETE", drive_id, shard, tokens.DELETE, want="status"))
+
+    async def _listing(self, path: str, params: dict) -> dict:
+        token = self.token_for(tokens.LIST, tokens.ANY_SEGMENT)
+        return await self._request("GET", f"{self.endpoint}/v1/shards/{path}", token, params, "json")
+
+    async def list_groups(self, drive_id: str, after: int = -1, limit: int = LIST_LIMIT_MAX) -> list[int]:
+        check_listing(after, limit, lowest_pg=-1)
+        return (await self._listing(drive_id, {"after": after, "limit": limit}))["groups"]
+
+    async def list_shards(self, drive_id: str, pg: int, after: str = "", limit: int = LIST_LIMIT_MAX
+                          ) -> list[StoredShard]:  # fmt: skip
+        check_listing(pg, limit)
+        reply = await self._listing(f"{drive_id}/{pg}", {"after": after, "limit": limit})
+        return [StoredShard(*entry) for entry in reply["shards"]]

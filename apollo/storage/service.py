@@ -10,6 +10,11 @@ One URL per shard: ``/v1/shards/{drive}/{pg}/{segment}/{index}``.
 - ``GET ?offset=&length=`` (positional read), ``GET ?tail=N`` (the last N bytes),
   ``HEAD`` (size in ``X-Apollo-Size``), ``DELETE``.
 
+Listing, for the orphan sweep, pages through a drive (``?after=&limit=``, at most
+``LIST_LIMIT_MAX`` groups or segments a page): ``GET /v1/shards/{drive}`` answers ``{"groups": [pg, ...]}``,
+``GET /v1/shards/{drive}/{pg}`` answers ``{"shards": [[segment, index, age s, size], ...]}``.
+It takes a service token (``list`` on every segment): a segment's token lists nothing.
+
 Every response carries ``X-Apollo-Epoch``, the newest cluster map epoch the node has heard
 of, so a client holding an older map refreshes it. Every request carries
 ``X-Apollo-Token``, checked against the keyring without calling the metadata service
@@ -31,7 +36,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from apollo import metrics, tokens
 from apollo.errors import ChecksumMismatch, DriveError
-from apollo.storage.node import LocalStorageNode
+from apollo.storage.node import LIST_LIMIT_MAX, LocalStorageNode
 from apollo.storage.shardfile import HEADER_BYTES, decode_footer, footer_start
 from apollo.types import ShardRef
 
@@ -157,6 +162,39 @@ async def _delete(request: web.Request, node: LocalStorageNode, drive_id: str, s
     return web.Response(status=204 if await node.delete(drive_id, shard) else 404)
 
 
+def _number(text: str, what: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"bad {what} {text!r}") from None
+
+
+def _listing(serve: Callable):
+    """A listing route: it names no segment, so only a service token (``list``, every segment) opens it."""
+
+    async def handle(request: web.Request) -> web.Response:
+        try:
+            request.app[KEYRING].check(request.headers.get(TOKEN_HEADER), tokens.LIST, tokens.ANY_SEGMENT)
+            limit = _number(request.query.get("limit", str(LIST_LIMIT_MAX)), "listing limit")
+            response = web.json_response(await serve(request, request.app[NODE], request.match_info["drive"], limit))
+        except Exception as exc:
+            response = _error(exc)
+        metrics.shard_requests.labels(request.method, str(response.status)).inc()
+        return response
+
+    return handle
+
+
+async def _list_groups(request: web.Request, node: LocalStorageNode, drive_id: str, limit: int) -> dict:
+    after = _number(request.query.get("after", "-1"), "placement group cursor")
+    return {"groups": await node.list_groups(drive_id, after, limit)}
+
+
+async def _list_shards(request: web.Request, node: LocalStorageNode, drive_id: str, limit: int) -> dict:
+    pg = _number(request.match_info["pg"], "placement group")
+    return {"shards": await node.list_shards(drive_id, pg, request.query.get("after", ""), limit)}
+
+
 async def _stamp_epoch(request: web.Request, response: web.StreamResponse) -> None:
     response.headers[EPOCH_HEADER] = str(request.app[STATE].epoch)
 
@@ -173,6 +211,8 @@ def build_storage_app(node: LocalStorageNode, keyring: tokens.Keyring, state: No
     app.router.add_get(path, _handler(tokens.READ, _get), allow_head=False)
     app.router.add_head(path, _handler(tokens.READ, _head))
     app.router.add_delete(path, _handler(tokens.DELETE, _delete))
+    app.router.add_get("/v1/shards/{drive}", _listing(_list_groups), allow_head=False)
+    app.router.add_get("/v1/shards/{drive}/{pg}", _listing(_list_shards), allow_head=False)
     app.router.add_get("/health/live", lambda request: web.Response(text="ok\n"))
     app.router.add_get("/metrics", _metrics)
     return app

@@ -13,8 +13,8 @@ from pathlib import Path
 
 from botocore.exceptions import ClientError
 
+from apollo.cluster.duties import STATUS_SETTING
 from apollo.cluster.lease import MANAGER_LEASE
-from apollo.cluster.manager import STATUS_SETTING
 from apollo.meta.location import meta_target
 from apollo.meta.sql_leases import Lease
 from apollo.meta.store import SqlStore
