@@ -5,7 +5,7 @@ stripes, checks every cell's CRC32C and slices the payload out: no decoding.
 Any failure (missing file, I/O error, CRC mismatch, short read) turns that
 batch into a degraded read: the other shards are fetched, each stripe is
 decoded from any k good cells, and the bad shard is reported for repair.
-One batch is read ahead while the previous one is being sent.
+Batches are read ahead (``READ_AHEAD_BATCHES``) while earlier ones are being consumed.
 """
 
 from __future__ import annotations
@@ -42,8 +42,8 @@ async def read_range(ctx: ClientContext, data: ObjectData, start: int, end: int
     window: deque[asyncio.Task] = deque()
     try:
         for segment in data.segments:
-            lo, hi = max(start, segment.offset) - segment.offset, min(end, segment.offset + segment.length)
-            hi -= segment.offset
+            lo = max(start, segment.offset) - segment.offset  # the range within this segment
+            hi = min(end, segment.offset + segment.length) - segment.offset
             if lo >= hi:
                 continue
             reader = SegmentReader(ctx, segment)
