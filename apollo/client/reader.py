@@ -103,16 +103,18 @@ class SegmentReader:
         """Segment bytes ``[start, end)`` within stripes ``[s0, s1)``; degraded from parity if need be."""
         needed = self._needed_shards(s0, s1, start, end)
         raws = await asyncio.gather(*(self._fetch(i, s0, s1) for i in needed))
-        cells: dict[int, list[memoryview | None]] = {}
-        for index, raw in zip(needed, raws, strict=True):
-            if raw is not None:
-                cells[index] = await self.ctx.cpu_run(self.geometry.split, raw, s0, s1)
-                if any(c is None for c in cells[index]):
-                    await self._damaged(index, "cell CRC32C mismatch")
+        cells = await self.ctx.cpu_run(self._split, dict(zip(needed, raws, strict=True)), s0, s1)
+        for index, shard_cells in cells.items():
+            if any(c is None for c in shard_cells):
+                await self._damaged(index, "cell CRC32C mismatch")
         bad = [i for i in needed if i not in cells or any(c is None for c in cells[i])]
         if bad:
             return await self._degraded(s0, s1, start, end, cells)
-        return await self.ctx.cpu_run(self._assemble, s0, s1, start, end, cells)
+        return self._assemble(s0, s1, start, end, cells)  # views only: cheaper than a hop to a thread
+
+    def _split(self, raws: dict[int, bytes | None], s0: int, s1: int) -> dict[int, list[memoryview | None]]:
+        """Every fetched shard's cells, CRC-checked (None where a cell is bad), in one worker-thread hop."""
+        return {index: self.geometry.split(raw, s0, s1) for index, raw in raws.items() if raw is not None}
 
     def _assemble(self, s0: int, s1: int, start: int, end: int, cells: dict) -> list[memoryview]:
         pieces: list[memoryview] = []
@@ -131,11 +133,11 @@ class SegmentReader:
     async def _degraded(self, s0: int, s1: int, start: int, end: int, cells: dict) -> list[bytes]:
         others = [i for i in range(self.layout.scheme.width) if i not in cells]
         raws = await asyncio.gather(*(self._fetch(i, s0, s1) for i in others))
-        for index, raw in zip(others, raws, strict=True):
-            if raw is not None:
-                cells[index] = await self.ctx.cpu_run(self.geometry.split, raw, s0, s1)
-                if any(c is None for c in cells[index]):
-                    await self._damaged(index, "cell CRC32C mismatch")
+        more = await self.ctx.cpu_run(self._split, dict(zip(others, raws, strict=True)), s0, s1)
+        for index, shard_cells in more.items():
+            cells[index] = shard_cells
+            if any(c is None for c in shard_cells):
+                await self._damaged(index, "cell CRC32C mismatch")
         self.ctx.decoded(s1 - s0)
         return await self.ctx.cpu_run(self._decode_batch, s0, s1, start, end, cells)
 
