@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import os
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
+from aiohttp import web
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
 
 registry = CollectorRegistry()
 
@@ -74,6 +83,11 @@ shard_bytes = Counter("apollo_shard_bytes_total", "Shard bytes a storage node wr
 def record_damage(damage) -> None:
     reason = "crc" if "CRC" in damage.reason else ("missing" if "No such file" in damage.reason else "io")
     damaged_shards.labels(reason).inc()
+
+
+def response() -> web.Response:
+    """A /metrics answer, for every role's app."""
+    return web.Response(body=exposition(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
 def exposition() -> bytes:

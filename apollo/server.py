@@ -206,8 +206,7 @@ class Server:
             ctx, self.node, self.store.get_setting("deployment_id") or "", holder=lease_holder(config),
             lease_ttl_s=config.manager_lease_ttl_s, reserve_bytes=config.drive_reserve_bytes,
         )  # fmt: skip
-        drives_here = lambda: dict.fromkeys(self.node.drives, self.node)  # noqa: E731 - read at each pass
-        self.gc = GarbageCollector(self.meta, drives_here, config.upload_expiry_s)
+        self.gc = GarbageCollector(self.meta, self.node.serving, config.upload_expiry_s)
         self.manager.duties.add(self.gc.run_forever)  # one garbage collector and checkpointer per deployment
         if self.journal is not None:
             self.manager.duties.add(self._checkpoint_loop)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from apollo.cluster.drives import NODE_NAME, SERVING_STATES
 from apollo.cluster.duties import STATUS_SETTING
+from apollo.cluster.map import ClusterMap
 from apollo.cluster.passes import request_setting, state_setting
 from apollo.cluster.tuning import SETTING_PREFIX, Tuning
 from apollo.meta.rpc_service import NODE_TIMEOUT_S
@@ -125,9 +126,9 @@ def _check_removable(store: SqlStore, record: DriveRecord) -> None:
 # storage nodes of a cluster -------------------------------------------------------------------
 
 
-def _node_drives(store: SqlStore, node: str) -> list[DriveRecord]:
+def _node_drives(store: SqlStore, node: str, cluster: ClusterMap) -> list[DriveRecord]:
     drives = [r for r in store.list_drives() if r.node == node]
-    if not drives and node not in {n.name for n in store.cluster_map(time.time(), NODE_TIMEOUT_S, 0).nodes}:
+    if not drives and node not in {n.name for n in cluster.nodes}:
         raise AdminError(f"no storage node named {node!r}; `apollo admin drive list --database ...` shows them")
     return drives
 
@@ -138,10 +139,10 @@ def drain_node(store: SqlStore, node: str, force: bool = False) -> list[DriveRec
     Its drives are retired once empty; then stop the node and ``remove_node`` it. Refused when the
     other nodes are too few failure domains for the scheme (``--force`` queues it anyway: the copies
     wait for a place to go)."""
-    drives = [r for r in _node_drives(store, node) if r.state in ("online", "offline")]
+    cluster = store.cluster_map(time.time(), NODE_TIMEOUT_S, 0)
+    drives = [r for r in _node_drives(store, node, cluster) if r.state in ("online", "offline")]
     if not drives:
         raise AdminError(f"node {node} has no online or offline drive to drain")
-    cluster = store.cluster_map(time.time(), NODE_TIMEOUT_S, 0)
     alive = {n.name for n in cluster.nodes if n.alive}
     domains = {d.node for d in cluster.drives if d.state == "online" and d.node in alive and d.node != node}
     width = Scheme.parse(store.get_setting(SCHEME_SETTING) or CLUSTER_SCHEME_DEFAULT).width
@@ -158,8 +159,9 @@ def drain_node(store: SqlStore, node: str, force: bool = False) -> list[DriveRec
 
 def remove_node(store: SqlStore, node: str) -> list[DriveRecord]:
     """Forget a stopped storage node whose drives hold nothing the namespace needs."""
-    drives = _node_drives(store, node)
-    if any(n.name == node and n.alive for n in store.cluster_map(time.time(), NODE_TIMEOUT_S, 0).nodes):
+    cluster = store.cluster_map(time.time(), NODE_TIMEOUT_S, 0)
+    drives = _node_drives(store, node, cluster)
+    if any(n.name == node and n.alive for n in cluster.nodes):
         raise AdminError(f"node {node} is still heartbeating: stop `apollo storage` on it first "
                          "(it would register its drives again)")  # fmt: skip
     for record in drives:

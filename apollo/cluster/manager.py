@@ -34,7 +34,7 @@ class BackgroundManager:
         self.drives = DriveMonitor(ctx, node, deployment_id, manager=False, reserve_bytes=reserve_bytes)
         self.duties = ManagerDuties(ctx, self.drives, holder, lease_ttl_s, on_change=self._set_manager)
         self.duties.add_pass(Scrubber(ctx, lambda: set(node.drives)))
-        self.duties.add_pass(OrphanSweeper(ctx.meta, node))
+        self.duties.add_pass(OrphanSweeper(ctx.meta, node.serving))
         self.duties.add_pass(Rebalancer(ctx.meta, self.drives.view))
 
     async def start(self) -> list[asyncio.Task]:

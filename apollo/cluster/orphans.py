@@ -36,11 +36,11 @@ DriveNodes = Callable[[], dict[str, StorageNode]]  # drive id -> the node servin
 class OrphanSweeper(PeriodicPass):
     name = "orphans"
 
-    def __init__(self, meta: MetaService, node: StorageNode | DriveNodes) -> None:
-        """``node``: a node, to sweep every drive it serves (the all-in-one server's own), or a callable
-        naming the node of each drive now (a cluster: ``lambda: directory.nodes``), read at every step."""
+    def __init__(self, meta: MetaService, nodes: DriveNodes) -> None:
+        """``nodes``: the node of each drive now, read at every step (``node.serving`` for the all-in-one
+        server's own drives, ``lambda: directory.nodes`` in a cluster)."""
         super().__init__(meta, interval_s=24 * 3600.0)
-        self.nodes = _every_drive_of(node) if isinstance(node, StorageNode) else node
+        self.nodes = nodes
         self.min_age_s = 3600.0
 
     def tune(self, interval_s: float, min_age_s: float) -> None:
@@ -95,10 +95,6 @@ class OrphanSweeper(PeriodicPass):
         current["files"] += len(files)
         current["after"] = segments[-1] if len(segments) == PAGE_SEGMENTS else None
         return False
-
-
-def _every_drive_of(node: StorageNode) -> DriveNodes:
-    return lambda: dict.fromkeys(node.drive_ids(), node)
 
 
 def _referenced(references: list[tuple[str, tuple[str, ...]]], drive_id: str, index: int) -> bool:

@@ -10,7 +10,6 @@ NotImplemented, so unsupported APIs fail loudly instead of acting as a GET.
 from __future__ import annotations
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST
 
 from apollo import metrics
 from apollo.client.core import ApolloClient
@@ -104,7 +103,7 @@ async def _public(request: web.Request) -> web.Response:
         ready = request.app[READY]
         return web.Response(text="ready\n") if ready and ready[0] else web.Response(status=503, text="starting\n")
     request["op"] = "Metrics"
-    return web.Response(body=metrics.exposition(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+    return metrics.response()
 
 
 def build_app(client: ApolloClient, domain: str | None = None) -> web.Application:

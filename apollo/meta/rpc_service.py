@@ -20,7 +20,6 @@ import time
 from dataclasses import dataclass, field
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST
 
 from apollo import errors, metrics, tokens
 from apollo.cluster.map import ClusterMap
@@ -151,15 +150,11 @@ async def _answer(request: web.Request, method: str) -> web.Response:
     return _reply({"result": result, "tokens": request.app[RPC].tokens_for(method, result)})
 
 
-async def _metrics(request: web.Request) -> web.Response:
-    return web.Response(body=metrics.exposition(), headers={"Content-Type": CONTENT_TYPE_LATEST})
-
-
 def build_meta_app(rpc: MetaRpc) -> web.Application:
     app = web.Application(client_max_size=64 * 1024**2)
     app[RPC] = rpc
     app[KEYS] = SecretCache(rpc.meta.key_rights)
     app.router.add_post(RPC_PREFIX + "{method}", _call)
     app.router.add_get("/health/live", lambda request: web.Response(text="ok\n"))
-    app.router.add_get("/metrics", _metrics)
+    app.router.add_get("/metrics", lambda request: metrics.response())
     return app

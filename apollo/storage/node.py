@@ -76,6 +76,11 @@ class StorageNode(ABC):
     @abstractmethod
     def drive_ids(self) -> list[str]: ...
 
+    def serving(self) -> dict[str, StorageNode]:
+        """{drive id: this node} for every drive it serves now: the drive-to-node map the garbage
+        collector and the orphan sweep take, as a cluster's node directory gives it."""
+        return dict.fromkeys(self.drive_ids(), self)
+
     @abstractmethod
     async def open_shard(self, drive_id: str, shard: ShardRef, header: bytes) -> ShardSink:
         """:raises DriveError: unknown or unhealthy drive. :raises OSError: I/O failure."""

@@ -28,11 +28,10 @@ from __future__ import annotations
 import errno
 import logging
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST
 
 from apollo import metrics, tokens
 from apollo.errors import ChecksumMismatch, DriveError
@@ -98,18 +97,29 @@ def _authorize(request: web.Request, op: str, shard: ShardRef) -> None:
     request.app[KEYRING].check(request.headers.get(TOKEN_HEADER), op, shard.segment_id)
 
 
-def _handler(op: str, serve: Callable):
+def _answered(route: Callable[[web.Request], Awaitable[web.StreamResponse]]):
+    """Every route's edge: any exception becomes its entry in the error table, and every answer is counted."""
+
     async def handle(request: web.Request) -> web.StreamResponse:
         try:
-            drive_id, shard = _shard(request)
-            _authorize(request, op, shard)
-            response = await serve(request, request.app[NODE], drive_id, shard)
+            response = await route(request)
         except Exception as exc:
             response = _error(exc)
         metrics.shard_requests.labels(request.method, str(response.status)).inc()
         return response
 
     return handle
+
+
+def _handler(op: str, serve: Callable):
+    """A shard route: a token for ``op`` on the shard's segment opens it."""
+
+    async def route(request: web.Request) -> web.StreamResponse:
+        drive_id, shard = _shard(request)
+        _authorize(request, op, shard)
+        return await serve(request, request.app[NODE], drive_id, shard)
+
+    return _answered(route)
 
 
 async def _put(request: web.Request, node: LocalStorageNode, drive_id: str, shard: ShardRef) -> web.Response:
@@ -172,17 +182,12 @@ def _number(text: str, what: str) -> int:
 def _listing(serve: Callable):
     """A listing route: it names no segment, so only a service token (``list``, every segment) opens it."""
 
-    async def handle(request: web.Request) -> web.Response:
-        try:
-            request.app[KEYRING].check(request.headers.get(TOKEN_HEADER), tokens.LIST, tokens.ANY_SEGMENT)
-            limit = _number(request.query.get("limit", str(LIST_LIMIT_MAX)), "listing limit")
-            response = web.json_response(await serve(request, request.app[NODE], request.match_info["drive"], limit))
-        except Exception as exc:
-            response = _error(exc)
-        metrics.shard_requests.labels(request.method, str(response.status)).inc()
-        return response
+    async def route(request: web.Request) -> web.Response:
+        request.app[KEYRING].check(request.headers.get(TOKEN_HEADER), tokens.LIST, tokens.ANY_SEGMENT)
+        limit = _number(request.query.get("limit", str(LIST_LIMIT_MAX)), "listing limit")
+        return web.json_response(await serve(request, request.app[NODE], request.match_info["drive"], limit))
 
-    return handle
+    return _answered(route)
 
 
 async def _list_groups(request: web.Request, node: LocalStorageNode, drive_id: str, limit: int) -> dict:
@@ -214,9 +219,5 @@ def build_storage_app(node: LocalStorageNode, keyring: tokens.Keyring, state: No
     app.router.add_get("/v1/shards/{drive}", _listing(_list_groups), allow_head=False)
     app.router.add_get("/v1/shards/{drive}/{pg}", _listing(_list_shards), allow_head=False)
     app.router.add_get("/health/live", lambda request: web.Response(text="ok\n"))
-    app.router.add_get("/metrics", _metrics)
+    app.router.add_get("/metrics", lambda request: metrics.response())
     return app
-
-
-async def _metrics(request: web.Request) -> web.Response:
-    return web.Response(body=metrics.exposition(), headers={"Content-Type": CONTENT_TYPE_LATEST})
