@@ -26,15 +26,16 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
+from pathlib import Path
 
 from apollo import limits
 from apollo.server import ServerConfig, attach_drives, lock_meta_dir, open_store, recover_interrupted_writes
 
 log = logging.getLogger("apollo.workers")
 RESTART_DELAY_S = 1.0
+METRICS_DIR = "worker-metrics"  # prometheus_client multiprocess files, one set per worker
 
 
 class Supervisor:
@@ -42,7 +43,9 @@ class Supervisor:
         self.config = config
         self.argv = argv  # the server's own command line, repeated for every worker
         self.count = workers
-        self.metrics_dir = tempfile.mkdtemp(prefix="apollo-metrics-")
+        # Under the metadata directory, which this supervisor locks: a supervisor killed with -9
+        # cannot remove it, and the next one to start clears what it left.
+        self.metrics_dir = Path(config.meta_dir) / METRICS_DIR
         self.workers: dict[int, tuple[subprocess.Popen, str]] = {}  # index -> (process, owner id)
         self.stopping = False
 
@@ -61,6 +64,8 @@ class Supervisor:
 
     def run(self) -> None:
         lock = lock_meta_dir(self.config.meta_dir)  # the workers run under it
+        shutil.rmtree(self.metrics_dir, ignore_errors=True)  # a killed predecessor's counters
+        self.metrics_dir.mkdir()
         drives = self.prepare()
         listener = socket.create_server((self.config.host, self.config.port), backlog=1024)
         listener.set_inheritable(True)
@@ -82,7 +87,7 @@ class Supervisor:
         owner = f"w{index}-{uuid.uuid4().hex[:8]}"
         args = [sys.executable, "-m", "apollo", "server", *self.argv, "--worker-index", str(index),
                 "--listen-fd", str(fd), "--owner-id", owner]  # fmt: skip
-        env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": self.metrics_dir}
+        env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(self.metrics_dir)}
         process = subprocess.Popen(args, pass_fds=(fd,), env=env, preexec_fn=_die_with_parent)
         self.workers[index] = (process, owner)
 

@@ -51,21 +51,30 @@ class LeaseKeeper:
         return self.held
 
     async def keep(self, on_gain: Callable[[], Awaitable[None]], on_loss: Callable[[], Awaitable[None]]) -> None:
-        """Renew every third of the lifetime; call ``on_gain`` when the role becomes ours, ``on_loss`` when it ends."""
+        """Renew every third of the lifetime; call ``on_gain`` when the role becomes ours, ``on_loss`` when it ends.
+
+        Runs for the life of the process: an ``on_gain`` that fails (the database dropped a
+        call while the work was being set up) is undone with ``on_loss`` and the lease handed
+        on, and the next round competes again. Were the failure to end this loop, the process
+        would never again compete for the role, and once the others died nobody would hold it.
+        """
         holding = False
         try:
             while True:
                 if holding and not self.held:  # ran out while renewals failed: stop before anyone may take over
                     log.warning("the %s lease ran out unrenewed (holder %s): stopping its work", self.name, self.holder)
                     holding = False
-                    await on_loss()
+                    await self._survive(on_loss)
                 now_held = await self.renew()
                 if now_held and not holding:
                     log.info("took the %s lease (holder %s)", self.name, self.holder)
-                    await on_gain()
+                    if not await self._survive(on_gain):
+                        await self._survive(on_loss)
+                        await self.release()
+                        now_held = False
                 elif holding and not now_held:
                     log.warning("lost the %s lease (holder %s): stopping its work", self.name, self.holder)
-                    await on_loss()
+                    await self._survive(on_loss)
                 holding = now_held
                 wait = self.ttl_s / 3
                 if holding:  # wake no later than the role runs out
@@ -74,6 +83,15 @@ class LeaseKeeper:
         finally:
             if holding:
                 await on_loss()
+
+    async def _survive(self, callback: Callable[[], Awaitable[None]]) -> bool:
+        """Run a gain or loss callback; a failure is logged and reported, never allowed to end ``keep``."""
+        try:
+            await callback()
+        except Exception:
+            log.exception("the %s lease's %s failed (holder %s)", self.name, callback.__name__, self.holder)
+            return False
+        return True
 
     async def release(self) -> None:
         """Hand the role on at once (clean shutdown) rather than after the expiry."""

@@ -18,6 +18,7 @@ from apollo.cluster.lease import MANAGER_LEASE
 from apollo.meta.location import meta_target
 from apollo.meta.sql_leases import Lease
 from apollo.meta.store import SqlStore
+from apollo.workers import METRICS_DIR
 
 
 def _processes_of(server) -> list[int]:
@@ -106,8 +107,13 @@ def test_a_killed_worker_is_replaced_and_the_supervisor_takes_its_workers_along(
 
     server.kill()  # kill -9 of the supervisor: the workers must not outlive it
     _wait(lambda: _processes_of(server) == [])
+    metrics_dir = Path(server.meta_dir) / METRICS_DIR
+    assert any(metrics_dir.iterdir()), "the killed workers' metric files should be where the next start finds them"
     server.start()
     assert server.s3().get_object(Bucket="data", Key="after")["Body"].read() == b"y" * 200_000
+    live = {str(pid) for pid in _workers(server)}
+    stale = [p.name for p in metrics_dir.iterdir() if p.stem.rsplit("_", 1)[1] not in live]
+    assert not stale, f"metric files of dead workers were not cleared at start: {stale}"
 
 
 def _lease(server) -> Lease | None:

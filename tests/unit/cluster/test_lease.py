@@ -46,3 +46,36 @@ def test_a_holder_whose_renewals_fail_stops_its_work_before_its_lease_expires(tm
     assert [kind for kind, _ in events] == ["gain", "loss"]
     held_for = events[1][1] - events[0][1]
     assert held_for <= ttl, f"work went on {held_for:.2f} s, past the {ttl} s lease"
+
+
+def test_a_holder_whose_work_fails_to_start_hands_the_lease_on_and_competes_again(tmp_path):
+    meta = MetaService(SqlStore(tmp_path / "meta.db"))
+    ttl = 0.6
+    events: list[str] = []
+
+    async def scenario() -> None:
+        keeper = LeaseKeeper(meta, "holder-a", ttl)
+
+        async def gained() -> None:
+            events.append("gain")
+            if events.count("gain") == 1:  # e.g. the database dropped the call that reads the knobs
+                lease = await meta.acquire_lease("manager", "holder-b", ttl)
+                assert lease.holder == "holder-a", "the lease should still be held while the work starts"
+                raise ConnectionError("database went away while starting the work")
+
+        async def lost() -> None:
+            events.append("loss")
+
+        task = asyncio.create_task(keeper.keep(gained, lost))
+        await asyncio.sleep(0.05)
+        assert (await meta.acquire_lease("manager", "holder-b", ttl)).holder == "holder-b", "not handed on"
+        await asyncio.sleep(ttl * 3)  # holder-b stops renewing; holder-a's next rounds take it back
+        assert not task.done(), "the keeper stopped competing for the lease"
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        meta.close()
+    assert events == ["gain", "loss", "gain", "loss"]
