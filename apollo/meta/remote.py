@@ -160,6 +160,7 @@ class RemoteMeta:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        self.directory.close()
 
     # what the client library and the gateway call --------------------------------------------
 

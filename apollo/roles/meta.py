@@ -99,6 +99,7 @@ class MetaProcess:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await self.duties.stop()
+        self.directory.close()
         await session.close()
         self.meta.close()
 

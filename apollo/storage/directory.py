@@ -31,3 +31,8 @@ class NodeDirectory:
             endpoint = endpoints.get(drive.node)
             if endpoint is not None:
                 self.nodes[drive.drive_id] = self._by_endpoint[endpoint]
+
+    def close(self) -> None:
+        """Close the nodes' kept-alive read connections (the aiohttp session is its owner's to close)."""
+        for node in self._by_endpoint.values():
+            node.close()

@@ -152,6 +152,15 @@ class Drive:
         with open(self.shard_path(shard), "rb", buffering=0) as handle:
             return os.pread(handle.fileno(), length, offset)
 
+    def open_for_sending(self, shard: ShardRef) -> tuple[int, int]:
+        """A committed shard file's descriptor and size, for ``sendfile``; the caller closes it."""
+        fd = os.open(self.shard_path(shard), os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            return fd, os.fstat(fd).st_size
+        except BaseException:
+            os.close(fd)
+            raise
+
     def read_tail(self, shard: ShardRef, length: int) -> bytes:
         with open(self.shard_path(shard), "rb", buffering=0) as handle:
             size = os.fstat(handle.fileno()).st_size

@@ -39,9 +39,9 @@ class ShardGeometry:
         count = self.layout.stripe_count
         return [(s, min(s + self.batch_stripes, count)) for s in range(0, count, self.batch_stripes)]
 
-    def split(self, raw: bytes, s0: int, s1: int) -> list[memoryview | None]:
+    def split(self, raw: bytes | bytearray, s0: int, s1: int) -> list[memoryview | None]:
         """Per stripe, the verified fragment (None where the CRC fails or the read came up short)."""
-        view, pos, out = memoryview(raw), 0, []
+        view, pos, out = memoryview(raw).toreadonly(), 0, []  # a remote read's buffer is a bytearray
         for stripe in range(s0, s1):
             size = self.record_bytes(stripe)
             try:

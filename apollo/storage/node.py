@@ -18,18 +18,21 @@ network in cluster mode.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import logging
 import os
 import re
 import time
 from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import NamedTuple
 
 from apollo.errors import DriveError
 from apollo.storage.drive import Drive, ShardFileWriter
+from apollo.storage.sendfile import send_range
 from apollo.types import ShardRef
 
 log = logging.getLogger(__name__)
@@ -86,11 +89,12 @@ class StorageNode(ABC):
         """:raises DriveError: unknown or unhealthy drive. :raises OSError: I/O failure."""
 
     @abstractmethod
-    async def read(self, drive_id: str, shard: ShardRef, offset: int, length: int) -> bytes:
-        """:raises FileNotFoundError: no such shard. :raises DriveError, OSError."""
+    async def read(self, drive_id: str, shard: ShardRef, offset: int, length: int) -> bytes | bytearray:
+        """A remote node's answer is the buffer it was received into. :raises FileNotFoundError: no such shard.
+        :raises DriveError, OSError."""
 
     @abstractmethod
-    async def read_tail(self, drive_id: str, shard: ShardRef, length: int) -> bytes: ...
+    async def read_tail(self, drive_id: str, shard: ShardRef, length: int) -> bytes | bytearray: ...
 
     @abstractmethod
     async def size(self, drive_id: str, shard: ShardRef) -> int:
@@ -197,6 +201,21 @@ class LocalStorageNode(StorageNode):
 
     async def read_tail(self, drive_id: str, shard: ShardRef, length: int) -> bytes:
         return await self.run(self._drive(drive_id).read_tail, shard, length)
+
+    @contextlib.asynccontextmanager
+    async def opened(self, drive_id: str, shard: ShardRef) -> AsyncIterator[tuple[int, int]]:
+        """``(fd, size)`` of a committed shard file, to send a range of it (``send``) and close after.
+
+        :raises FileNotFoundError: no such shard. :raises DriveError, OSError."""
+        fd, size = await self.run(self._drive(drive_id).open_for_sending, shard)
+        try:
+            yield fd, size
+        finally:
+            os.close(fd)
+
+    async def send(self, fd: int, offset: int, count: int, sock_fd: int, stall_s: float) -> None:
+        """``count`` bytes of an ``opened`` shard from ``offset`` to a socket, on a drive I/O thread."""
+        await self.run(send_range, sock_fd, fd, offset, count, stall_s)
 
     async def size(self, drive_id: str, shard: ShardRef) -> int:
         return await self.run(self._drive(drive_id).size, shard)

@@ -14,14 +14,17 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import json
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
+from urllib.parse import quote
 
 import aiohttp
 
 from apollo import tokens
 from apollo.errors import ChecksumMismatch, DriveError
+from apollo.storage.fetch import ShardFetcher
 from apollo.storage.node import LIST_LIMIT_MAX, ShardSink, StorageNode, StoredShard, check_listing
 from apollo.storage.service import EPOCH_HEADER, ERRNO_HEADER, ERROR_HEADER, SIZE_HEADER, TOKEN_HEADER
 from apollo.types import ShardRef
@@ -53,19 +56,26 @@ def _os_error(exc: BaseException) -> OSError:
     return ConnectionError(errno.ECONNRESET, f"storage node connection failed: {exc!r}")
 
 
+def _wire_error(status: int, headers: Mapping[str, str], message: str) -> Exception:
+    """The exception a node's error answer stands for (``apollo.storage.service._error``, read back)."""
+    name = headers.get(ERROR_HEADER, "")
+    if name == "OSError":
+        return OSError(getattr(errno, headers.get(ERRNO_HEADER, "EIO"), errno.EIO), message)
+    return _WIRE_ERRORS.get(name, lambda text: OSError(errno.EIO, text))(message)
+
+
+def _message(body: bytes | bytearray, status: int) -> str:
+    try:
+        return json.loads(body)["message"]
+    except (ValueError, KeyError, TypeError):
+        return f"storage node answered HTTP {status}"
+
+
 async def _raise_for(response: aiohttp.ClientResponse) -> None:
     if response.status < 300:
         return
-    name = response.headers.get(ERROR_HEADER, "")
-    message = f"storage node answered HTTP {response.status}"
-    if response.method != "HEAD":
-        try:
-            message = (await response.json(content_type=None)).get("message", message)
-        except (ValueError, AttributeError, aiohttp.ClientError):
-            pass
-    if name == "OSError":
-        raise OSError(getattr(errno, response.headers.get(ERRNO_HEADER, "EIO"), errno.EIO), message)
-    raise _WIRE_ERRORS.get(name, lambda text: OSError(errno.EIO, text))(message)
+    body = b"" if response.method == "HEAD" else await response.read()
+    raise _wire_error(response.status, response.headers, _message(body, response.status))
 
 
 class _RemoteSink(ShardSink):
@@ -104,7 +114,7 @@ class _RemoteSink(ShardSink):
             headers={TOKEN_HEADER: token},
             timeout=aiohttp.ClientTimeout(connect=self._node.timeouts.connect_s),
         ) as r:
-            self._node.saw(r)
+            self._node.saw(r.headers.get(EPOCH_HEADER))
             await _raise_for(r)
 
     async def _feed(self, item: bytes | None) -> None:
@@ -164,9 +174,10 @@ class RemoteStorageNode(StorageNode):
         self.timeouts = timeouts
         self.suspect_until = 0.0  # monotonic
         self.on_epoch = on_epoch
+        self.fetcher = ShardFetcher(self.endpoint, timeouts.connect_s)  # shard reads, copied once
 
-    def saw(self, response: aiohttp.ClientResponse) -> None:
-        epoch = response.headers.get(EPOCH_HEADER)
+    def saw(self, epoch: str | None) -> None:
+        """An answer's ``X-Apollo-Epoch``: the owner refreshes its map when it is behind."""
         if self.on_epoch is not None and epoch is not None and epoch.isdigit():
             self.on_epoch(int(epoch))
 
@@ -184,7 +195,11 @@ class RemoteStorageNode(StorageNode):
         return list(self._drive_ids)
 
     def _url(self, drive_id: str, shard: ShardRef) -> str:
-        return f"{self.endpoint}/v1/shards/{drive_id}/{shard.pg}/{shard.segment_id}/{shard.index}"
+        return f"{self.endpoint}{self._path(drive_id, shard)}"
+
+    @staticmethod
+    def _path(drive_id: str, shard: ShardRef) -> str:
+        return f"/v1/shards/{quote(drive_id, safe='')}/{shard.pg}/{shard.segment_id}/{shard.index}"
 
     async def _call(self, method: str, drive_id: str, shard: ShardRef, op: str, params: dict | None = None,
                     want: str = "body") -> bytes | str | int:  # fmt: skip
@@ -198,7 +213,7 @@ class RemoteStorageNode(StorageNode):
         try:
             async with self.session.request(method, url, params=params, headers={TOKEN_HEADER: token},
                                             timeout=timeout) as response:  # fmt: skip
-                self.saw(response)
+                self.saw(response.headers.get(EPOCH_HEADER))
                 if method == "DELETE" and response.status == 404:
                     return 0
                 await _raise_for(response)
@@ -218,11 +233,31 @@ class RemoteStorageNode(StorageNode):
         await sink.opened()
         return sink
 
-    async def read(self, drive_id: str, shard: ShardRef, offset: int, length: int) -> bytes:
-        return await self._call("GET", drive_id, shard, tokens.READ, {"offset": offset, "length": length})
+    async def read(self, drive_id: str, shard: ShardRef, offset: int, length: int) -> bytearray:
+        return await self._fetch(drive_id, shard, f"offset={offset}&length={length}", length)
 
-    async def read_tail(self, drive_id: str, shard: ShardRef, length: int) -> bytes:
-        return await self._call("GET", drive_id, shard, tokens.READ, {"tail": length})
+    async def read_tail(self, drive_id: str, shard: ShardRef, length: int) -> bytearray:
+        return await self._fetch(drive_id, shard, f"tail={length}", length)
+
+    async def _fetch(self, drive_id: str, shard: ShardRef, query: str, length: int) -> bytearray:
+        token = self.token_for(tokens.READ, shard.segment_id)
+        self.check_reachable()
+        target = f"{self._path(drive_id, shard)}?{query}"
+        try:
+            reply = await self.fetcher.get(target, {TOKEN_HEADER: token}, self.timeouts.request_s, length)
+        except OSError as exc:  # TimeoutError included
+            failure = _os_error(exc)
+            self.suspect(failure)
+            raise failure from exc
+        self.saw(reply.headers.get(EPOCH_HEADER.lower()))
+        if reply.status >= 300:
+            headers = {name: reply.headers[name.lower()] for name in (ERROR_HEADER, ERRNO_HEADER)
+                       if name.lower() in reply.headers}  # fmt: skip
+            raise _wire_error(reply.status, headers, _message(reply.body, reply.status))
+        return reply.body
+
+    def close(self) -> None:
+        self.fetcher.close()
 
     async def size(self, drive_id: str, shard: ShardRef) -> int:
         return await self._call("HEAD", drive_id, shard, tokens.READ, want="size")

@@ -25,6 +25,7 @@ from apollo.meta.service import MetaService
 from apollo.meta.store import SqlStore
 from apollo.storage.ec import Scheme
 from apollo.storage.remote import RemoteStorageNode, Timeouts
+from apollo.storage.service import TOKEN_HEADER
 from apollo.storage.shardfile import HEADER_BYTES, encode_footer, encode_header, seal_record
 from apollo.testing.storage import StorageNodeProcess, write_keyring
 from apollo.types import ShardRef
@@ -84,6 +85,8 @@ class Engine:
         return b"".join([piece async for piece in read_range(self.ctx, result.data, start, end)])
 
     async def close(self):
+        for remote in self.remotes.values():
+            remote.close()
         await self.session.close()
         self.meta.close()
 
@@ -176,7 +179,10 @@ def test_tokens_forged_expired_or_out_of_scope_are_refused(tmp_path, nodes, keyr
                 await sink.append([body[HEADER_BYTES:-30]])
                 await sink.finish(body[-30:])
             else:
-                await remote.read(drive, target, 0, 10)
+                try:
+                    await remote.read(drive, target, 0, 10)
+                finally:
+                    remote.close()
 
     other = uuid.uuid4().hex
     refusals = {
@@ -246,6 +252,56 @@ def test_a_shard_streamed_in_ragged_pieces_is_stored_byte_exact(tmp_path, nodes,
                 offset += step
             await sink.finish(footer[7:])
             size = await remote.size(drive, shard)
-            return await remote.read(drive, shard, 0, size)
+            try:
+                return await remote.read(drive, shard, 0, size)
+            finally:
+                remote.close()
 
     assert run(scenario()) == header + body + footer
+
+
+def test_large_reads_sent_from_the_file_are_exact_short_past_the_end_and_survive_a_vanishing_client(
+    tmp_path, nodes, keyring, seed
+):
+    """Reads of 64 KiB and more go from the file to the socket by sendfile, bypassing aiohttp's writer."""
+    node = nodes[0]
+    drive = node.drive_ids()[0]
+    rng = random.Random(seed)
+    shard = ShardRef(5, uuid.uuid4().hex, 0)
+    header = encode_header({"segment_id": shard.segment_id})
+    body = rng.randbytes(5 << 20)
+    footer = encode_footer({"segment_id": shard.segment_id})
+    stored = header + body + footer
+
+    async def scenario():
+        async with aiohttp.ClientSession() as session:
+            remote = RemoteStorageNode(node.endpoint, [drive], lambda o, s: keyring.issue(o, s, 60), session)
+            try:
+                sink = await remote.open_shard(drive, shard, header)
+                await sink.append([body])
+                await sink.finish(footer)
+                for offset, length in ((0, len(stored)), (12345, 3 << 20), (len(stored) - 100_000, 1 << 20)):
+                    got = await remote.read(drive, shard, offset, length)
+                    assert got == stored[offset : offset + length]  # the last one comes back short, like pread
+                url = f"{node.endpoint}/v1/shards/{drive}/{shard.pg}/{shard.segment_id}/0?offset=0&length={len(stored)}"
+                for _ in range(3):  # clients that go away after the first bytes of a 5 MiB body
+                    async with session.get(
+                        url, headers={TOKEN_HEADER: keyring.issue("read", shard.segment_id, 60)}
+                    ) as r:
+                        assert r.status == 200
+                        await r.content.readexactly(1000)
+                        r.close()
+                assert await remote.read(drive, shard, 0, len(stored)) == stored  # the node serves on
+            finally:
+                remote.close()
+
+    run(scenario())
+
+    def open_shard_files() -> list[str]:
+        fds = f"/proc/{node.process.pid}/fd"
+        return [target for fd in os.listdir(fds) if "/shards/" in (target := os.readlink(f"{fds}/{fd}"))]
+
+    deadline = time.monotonic() + 10  # a send to a vanished client ends at its EPIPE (or the stall timeout)
+    while open_shard_files() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not open_shard_files(), "shard files left open after sends"
