@@ -15,8 +15,10 @@ Every figure is measured in this run, on the same data sizes:
 
 Patterns: one 256 MiB object PUT then GET; a checkpoint (8 writers x 512 MiB at once, then
 8 readers). Every writer and reader is a process of its own (the ranks of a job are); all of
-them connect and make their data, then start together at a barrier; a rate is the bytes moved
-over the time from that start to the last one's finish. Then metadata lookups and commits per
+them connect, make their data and warm up (write and read a 128 MiB object of their own the
+same way: connections opened to every node, TCP windows grown, as in a long-running client and in the
+gateway), then start together at a barrier; a rate is the bytes moved over the time from that
+start to the last one's finish. Then metadata lookups and commits per
 second, on SQLite and PostgreSQL (in-process ``MetaService``) and through ``apollo meta`` (RPC,
 PostgreSQL).
 
@@ -70,6 +72,7 @@ def _payload(size: int) -> bytes:
 
 SEGMENT = limits.segment_size_bytes_max  # data bytes per set of k+m shard files, as the native writer cuts them
 SHARD_CHUNK = limits.io_batch_bytes // K  # bytes per shard per append, as one encode batch gives each shard
+WARM_UP_BYTES = 128 * MiB  # written and read by every process, untimed, before the clock starts: two segments
 
 
 def _segments(size: int) -> list[tuple[int, int]]:
@@ -110,18 +113,16 @@ async def baseline_get(meta: RemoteMeta, key: str, size: int) -> None:
 
 
 async def _move(way: str, op: str, info: dict, key: str, size: int, ready) -> tuple[float, float]:
-    """One writer or reader: connect and make its data, wait at ``ready`` (a barrier of all of them),
-    move one object; returns when it started and finished."""
+    """One writer or reader: connect, make its data and warm up, wait at ``ready`` (a barrier of all
+    of them), move one object; returns when it started and finished."""
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
         service = RemoteMeta(info["meta"], DEV_ACCESS_KEY, DEV_SECRET_KEY, session)
         await service.start(service=True)
         native = await AsyncClient(info["meta"], DEV_ACCESS_KEY, DEV_SECRET_KEY).connect()
         gateway = loadgen.HttpTarget({"target": "apollo", "endpoint": info["gateway"], "access_key": DEV_ACCESS_KEY,
                                       "secret_key": DEV_SECRET_KEY, "bucket": "bench", "size": size})  # fmt: skip
-        data = _payload(size) if (way, op) == ("native", "PUT") else b""
-        try:
-            await asyncio.to_thread(ready.wait)
-            started = time.time()
+
+        async def transfer(op: str, key: str, size: int, data: bytes) -> None:
             if way == "baseline":
                 await (baseline_put if op == "PUT" else baseline_get)(service, key, size)
             elif way == "native" and op == "PUT":
@@ -132,7 +133,20 @@ async def _move(way: str, op: str, info: dict, key: str, size: int, ready) -> tu
             elif op == "PUT":
                 await gateway.put(0, key, size)
             else:
+                gateway.task["size"] = size  # what the GET must return
                 await gateway.get(0, key)
+
+        data = _payload(size) if (way, op) == ("native", "PUT") else b""
+        try:
+            # A long-running client has its connections open and their TCP windows grown; a fresh one
+            # has not, and one 256 MiB GET lasts 0.2 s. So each way first writes and reads an object of
+            # its own, untimed, as the gateway's connections to the nodes already have.
+            warm = f"warm-{way}-{os.getpid()}"
+            await transfer("PUT", warm, WARM_UP_BYTES, data[:WARM_UP_BYTES] or _payload(WARM_UP_BYTES))
+            await transfer("GET", warm, WARM_UP_BYTES, b"")
+            await asyncio.to_thread(ready.wait)
+            started = time.time()
+            await transfer(op, key, size, data)
             return started, time.time()
         finally:
             await gateway.close()
@@ -141,16 +155,19 @@ async def _move(way: str, op: str, info: dict, key: str, size: int, ready) -> tu
 
 
 def _process_main(way: str, op: str, info: dict, key: str, size: int, ready) -> tuple[float, float]:
+    if info.get("client_cpus"):  # before any thread starts: threads inherit it
+        os.sched_setaffinity(0, info["client_cpus"])
     uvloop.install()
     return asyncio.run(_move(way, op, info, key, size, ready))
 
 
-def transfer_rows(cluster: LocalCluster, object_size: int, writers: int, ckpt_size: int, rounds: int) -> list[dict]:
+def transfer_rows(cluster: LocalCluster, object_size: int, writers: int, ckpt_size: int, rounds: int,
+                  client_cpus: set[int] | None = None) -> list[dict]:  # fmt: skip
     """Every writer and reader is a process of its own, as the ranks of a training job are.
 
     Each round measures every pattern and way once, overwriting the previous round's objects,
     so a burst of noise on this shared machine hits one round of every way rather than all of one."""
-    info = {"meta": cluster.meta_urls, "gateway": cluster.gateways[0].endpoint}
+    info = {"meta": cluster.meta_urls, "gateway": cluster.gateways[0].endpoint, "client_cpus": client_cpus}
 
     async def bucket() -> None:
         async with AsyncClient(info["meta"], DEV_ACCESS_KEY, DEV_SECRET_KEY) as native:
@@ -228,6 +245,9 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=3, help="transfer rounds; the tables show each one's median")
     parser.add_argument("--output", help="write all rows as JSON here")
+    parser.add_argument("--split-cpus", action="store_true",
+                        help="the cluster (PostgreSQL, meta, nodes, gateway) on CPU 0 and the writers and readers on "
+                             "CPU 1, as a client host and the storage hosts are separate machines")  # fmt: skip
     args = parser.parse_args()
     if args.quick:
         args.object_mib, args.writers, args.checkpoint_mib, args.meta_seconds, args.rounds = 16, 2, 16, 1.0, 1
@@ -235,13 +255,24 @@ def main() -> None:
         os.environ.update(MALLOC_TUNING)
         os.execv(sys.executable, [sys.executable, *sys.argv])
     uvloop.install()  # as every Apollo process runs; a native client's user picks the loop
+    all_cpus = os.sched_getaffinity(0)
+    client_cpus = None
+    if args.split_cpus:
+        if len(all_cpus) < 2:
+            raise SystemExit("--split-cpus needs two CPUs")
+        cluster_cpu, client_cpu = sorted(all_cpus)[:2]
+        client_cpus = {client_cpu}
+        os.sched_setaffinity(0, {cluster_cpu})  # PostgreSQL and every role process started below inherit it
+    placement = f"cluster on CPU {cluster_cpu}, clients on CPU {client_cpu}" if client_cpus else "all CPUs shared"
     print(f"config: 6 storage processes x 1 directory drive, 4+2, object {args.object_mib} MiB, checkpoint "
-          f"{args.writers} x {args.checkpoint_mib} MiB, {args.rounds} rounds, {os.cpu_count()} cores",
+          f"{args.writers} x {args.checkpoint_mib} MiB, {args.rounds} rounds, {os.cpu_count()} cores ({placement})",
           flush=True)  # fmt: skip
     rows: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="apollo-cluster-bench-") as tmp, TempPostgres(durable=True) as pg:
         with LocalCluster(Path(tmp) / "cluster", pg.create_database("bench"), nodes=6) as cluster:
-            rows += transfer_rows(cluster, args.object_mib * MiB, args.writers, args.checkpoint_mib * MiB, args.rounds)
+            rows += transfer_rows(cluster, args.object_mib * MiB, args.writers, args.checkpoint_mib * MiB, args.rounds,
+                                  client_cpus)  # fmt: skip
+            os.sched_setaffinity(0, all_cpus)  # the metadata clients below run where they like
             rows += asyncio.run(metadata_rows("", "apollo meta RPC, PostgreSQL", args.meta_seconds, args.concurrency,
                                               cluster.meta_urls))  # fmt: skip
         rows += asyncio.run(metadata_rows(str(Path(tmp) / "ops.db"), "in-process, SQLite", args.meta_seconds,
