@@ -36,6 +36,7 @@ from apollo.storage.sendfile import send_range
 from apollo.types import ShardRef
 
 log = logging.getLogger(__name__)
+SENDERS_MAX = 64  # shard sends in progress at once; more wait for a thread
 LIST_LIMIT_MAX = 1000  # groups, or segments, of one listing page: bounds a node's answer and what its caller holds
 _GROUP_DIR = re.compile(r"[0-9a-f]+")
 _SHARD_FILE = re.compile(r"([0-9A-Za-z_-]+)\.(0|[1-9][0-9]*)")  # files Apollo writes; anything else is left alone
@@ -175,6 +176,9 @@ class LocalStorageNode(StorageNode):
     def __init__(self, drives: list[Drive], threads: int = 16) -> None:
         self.drives = {drive.drive_id: drive for drive in drives}
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="drive-io")
+        # A send waits on the client's socket, not on the drive: threads of its own, so clients that
+        # stop reading (each held up to its stall timeout) cannot take the threads disk I/O needs.
+        self._senders = ThreadPoolExecutor(max_workers=SENDERS_MAX, thread_name_prefix="shard-send")
 
     @classmethod
     def open(cls, roots: list[Path], deployment_id: str) -> LocalStorageNode:
@@ -214,8 +218,9 @@ class LocalStorageNode(StorageNode):
             os.close(fd)
 
     async def send(self, fd: int, offset: int, count: int, sock_fd: int, stall_s: float) -> None:
-        """``count`` bytes of an ``opened`` shard from ``offset`` to a socket, on a drive I/O thread."""
-        await self.run(send_range, sock_fd, fd, offset, count, stall_s)
+        """``count`` bytes of an ``opened`` shard from ``offset`` to a socket, on a send thread."""
+        await asyncio.get_running_loop().run_in_executor(self._senders, send_range, sock_fd, fd, offset, count,
+                                                         stall_s)  # fmt: skip
 
     async def size(self, drive_id: str, shard: ShardRef) -> int:
         return await self.run(self._drive(drive_id).size, shard)
@@ -242,3 +247,4 @@ class LocalStorageNode(StorageNode):
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
+        self._senders.shutdown(wait=True)

@@ -3,9 +3,10 @@
 A read served as ``pread`` + ``write`` copies every byte twice in the node (file to a Python
 buffer, buffer to the socket): with ``perf``, those copies were a third of a storage node's
 CPU on large reads. uvloop, which every Apollo process runs, has no ``loop.sendfile``, so the
-node writes the body itself, on a drive I/O thread: the file may not be cached (a read that
-waits on the disk must not stall the event loop), and the thread waits for the socket to take
-more with ``poll`` (the socket is non-blocking: the event loop owns it).
+node writes the body itself, on a thread: the file may not be cached (a read that waits on
+the disk must not stall the event loop), and the thread waits for the socket to take more
+with ``poll`` (the socket is non-blocking: the event loop owns it). Sends have threads of
+their own (``LocalStorageNode.send``), so clients that stop reading hold only those.
 """
 
 from __future__ import annotations

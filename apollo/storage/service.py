@@ -48,7 +48,7 @@ ERRNO_HEADER = "X-Apollo-Errno"
 FOOTER_BYTES_MAX = 1 << 20
 WRITE_CHUNK_BYTES = 4 << 20  # records reach the drive in writes of about this size
 SENDFILE_BYTES = 64 << 10  # reads this large go from the file to the socket by sendfile, not through Python
-SEND_STALL_S = 30.0  # a client that takes no bytes this long loses its connection
+SEND_STALL_S = 10.0  # a client that takes no bytes this long loses its connection (as long as a client waits)
 NODE = web.AppKey("node", LocalStorageNode)
 KEYRING = web.AppKey("keyring", tokens.Keyring)
 

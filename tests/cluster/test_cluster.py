@@ -322,7 +322,10 @@ def test_writes_right_after_nodes_die_go_to_spare_drives_at_full_redundancy(make
     layouts = [json.loads(r["layout"]) for r in store.all("SELECT layout FROM segments")]
     assert len(layouts) == 10
     assert not any(dead & set(layout["drives"]) for layout in layouts)  # every shard landed on a live drive
-    assert store.repair_backlog() == 0  # nothing was written at reduced redundancy
+    # Nothing was written at reduced redundancy. (The rebalancer may queue moves of shards that went to
+    # spares, toward drives the map still counts as live: those are not repairs.)
+    missing = store.all("SELECT * FROM repair_queue WHERE reason <> 'rebalance'")
+    assert not missing, f"{missing}\n{cluster.gateways[0].log_tail()}"
     store.close()
     for key, body in objects.items():
         assert s3.get_object(Bucket=BUCKET, Key=key)["Body"].read() == body

@@ -305,3 +305,44 @@ def test_large_reads_sent_from_the_file_are_exact_short_past_the_end_and_survive
     while open_shard_files() and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not open_shard_files(), "shard files left open after sends"
+
+
+def test_clients_that_stop_reading_do_not_hold_up_the_nodes_disk_io(tmp_path, nodes, keyring, seed):
+    """More stalled sends than the node has drive I/O threads: other clients' writes and reads go on."""
+    node = nodes[0]
+    drive = node.drive_ids()[0]
+    rng = random.Random(seed)
+    big = ShardRef(6, uuid.uuid4().hex, 0)
+    body = rng.randbytes(24 << 20)  # more than loopback's socket buffers take: a send to a non-reader stalls
+
+    async def write(remote: RemoteStorageNode, shard: ShardRef, payload: bytes) -> None:
+        sink = await remote.open_shard(drive, shard, encode_header({"segment_id": shard.segment_id}))
+        await sink.append([payload])
+        await sink.finish(encode_footer({"segment_id": shard.segment_id}))
+
+    async def scenario():
+        async with aiohttp.ClientSession() as session:
+            remote = RemoteStorageNode(node.endpoint, [drive], lambda o, s: keyring.issue(o, s, 60), session)
+            stalled = []
+            try:
+                await write(remote, big, body)
+                host, port = node.endpoint.removeprefix("http://").rsplit(":", 1)
+                request = (f"GET /v1/shards/{drive}/{big.pg}/{big.segment_id}/0?offset=0&length={len(body)} "
+                           f"HTTP/1.1\r\nHost: x\r\n{TOKEN_HEADER}: {keyring.issue('read', big.segment_id, 60)}"
+                           "\r\n\r\n").encode()  # fmt: skip
+                for _ in range(20):  # the node has 16 drive I/O threads
+                    reader, writer = await asyncio.open_connection(host, int(port), limit=1)
+                    writer.write(request)
+                    stalled.append(writer)
+                await asyncio.sleep(1.0)  # every send is under way and stuck on a full socket
+                started = time.monotonic()
+                small = ShardRef(6, uuid.uuid4().hex, 1)
+                await write(remote, small, b"y" * 300_000)
+                assert len(await remote.read(drive, small, 0, 400_000)) > 300_000
+                assert time.monotonic() - started < 5, "a stalled send held up the node's disk I/O"
+            finally:
+                for writer in stalled:
+                    writer.close()
+                remote.close()
+
+    run(scenario())
