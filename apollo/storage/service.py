@@ -188,7 +188,8 @@ async def _send(request: web.Request, node: LocalStorageNode, drive_id: str, sha
             try:
                 await node.send(fd, offset, count, transport.get_extra_info("socket").fileno(), SEND_STALL_S)
             except OSError as exc:  # headers are out: all that is left is to drop the connection
-                log.warning("sending %s of shard %s to %s failed: %r", count, shard, request.remote, exc)
+                # Mostly a reader that stopped early (a cancelled read-ahead, a client gone): not the node's fault.
+                log.info("sending %s bytes of shard %s to %s failed: %r", count, shard, request.remote, exc)
                 transport.close()
                 raise ConnectionResetError(errno.ECONNRESET, "shard send failed mid-body") from exc
     metrics.shard_bytes.labels("read").inc(count)
