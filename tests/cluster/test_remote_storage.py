@@ -331,7 +331,7 @@ def test_clients_that_stop_reading_do_not_hold_up_the_nodes_disk_io(tmp_path, no
                            f"HTTP/1.1\r\nHost: x\r\n{TOKEN_HEADER}: {keyring.issue('read', big.segment_id, 60)}"
                            "\r\n\r\n").encode()  # fmt: skip
                 for _ in range(20):  # the node has 16 drive I/O threads
-                    reader, writer = await asyncio.open_connection(host, int(port), limit=1)
+                    _, writer = await asyncio.open_connection(host, int(port), limit=1)  # never read from
                     writer.write(request)
                     stalled.append(writer)
                 await asyncio.sleep(1.0)  # every send is under way and stuck on a full socket
