@@ -61,6 +61,11 @@ class Rebalancer(PeriodicPass):
                 f"spread {100 * current['spread']:.1f}%")  # fmt: skip
 
     async def advance(self, current: dict) -> bool:
+        if any(state == "offline" for state in self.drives().states.values()):
+            # A drive in its grace may come back with every shard: moving shards around it now would cost
+            # the copying the grace exists to avoid. Its return, or its failure, starts a new pass.
+            log.info("a drive is offline: rebalancing waits for it to come back or fail")
+            return True
         if current["phase"] == "measure":
             if current["segments"] == 0 and await self._busy(current):
                 await asyncio.sleep(1.0)
