@@ -11,7 +11,8 @@ queue (reason ``rebalance``, with the planned target) and the repair worker
 copies them at its paced rate; at most ``MOVES_QUEUED_MAX`` wait at a time,
 like Ceph's backfill reservations, so foreground traffic and real repairs are
 never starved. A pass runs when the set of online drives changes, on request
-(``apollo admin rebalance --now``) and every ``rebalance_interval_s``.
+(``apollo admin rebalance --now``) and every ``rebalance_interval_s``, except
+while a drive is offline within its grace.
 """
 
 from __future__ import annotations
