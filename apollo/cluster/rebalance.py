@@ -11,8 +11,7 @@ queue (reason ``rebalance``, with the planned target) and the repair worker
 copies them at its paced rate; at most ``MOVES_QUEUED_MAX`` wait at a time,
 like Ceph's backfill reservations, so foreground traffic and real repairs are
 never starved. A pass runs when the set of online drives changes, on request
-(``apollo admin rebalance --now``) and every ``rebalance_interval_s``, except
-while a drive is offline within its grace.
+(``apollo admin rebalance --now``) and every ``rebalance_interval_s``.
 """
 
 from __future__ import annotations
@@ -62,11 +61,6 @@ class Rebalancer(PeriodicPass):
                 f"spread {100 * current['spread']:.1f}%")  # fmt: skip
 
     async def advance(self, current: dict) -> bool:
-        if any(state == "offline" for state in self.drives().states.values()):
-            # A drive in its grace may come back with every shard: moving shards around it now would cost
-            # the copying the grace exists to avoid. Its return, or its failure, starts a new pass.
-            log.info("a drive is offline: rebalancing waits for it to come back or fail")
-            return True
         if current["phase"] == "measure":
             if current["segments"] == 0 and await self._busy(current):
                 await asyncio.sleep(1.0)
