@@ -7,6 +7,12 @@ normalise), query parameters decoded and re-encoded, sorted; signed headers
 trimmed with inner whitespace collapsed. The signing key and the seed
 signature are kept in ``AuthContext`` because aws-chunked bodies chain their
 chunk signatures from them.
+
+A signature covers only the headers it lists, and ``x-amz-*`` headers change
+what a request does (``x-amz-copy-source`` turns an upload into a copy), so
+every ``x-amz-*`` header on the request must be signed, as AWS requires
+(``_require_amz_headers_signed``). SigV2 needs no such check: its string to
+sign carries every ``x-amz-*`` header.
 """
 
 from __future__ import annotations
@@ -34,6 +40,14 @@ _AUTH_RE = re.compile(
     r"\s*Signature=(?P<signature>[0-9a-fA-F]+)\s*$"
 )
 _SPACES = re.compile(r"\s+")
+HEADERS_NOT_SIGNED = "There were headers present in the request which were not signed"
+# The one x-amz-* header AWS lets the user of a presigned URL add unsigned (AWS leaves it out of
+# HeadersNotSigned; LocalStack's emulation exempts it too), and clients do send
+# "x-amz-content-sha256: UNSIGNED-PAYLOAD" with presigned PUTs. It can only restrict the request: a hex value
+# is checked against the body, and its streaming modes need x-amz-decoded-content-length, which must be signed
+# (signed chunks also need an Authorization header). With an Authorization header it is the payload hash and
+# must be signed like every other x-amz-* header.
+PRESIGNED_UNSIGNED_OK = frozenset({"x-amz-content-sha256"})
 
 
 @dataclass(frozen=True)
@@ -91,6 +105,27 @@ def _canonical_headers(headers: Mapping[str, str], signed: list[str]) -> str:
             raise s3error("AccessDenied", f"Signed header {name!r} is missing from the request")
         lines.append(f"{name}:{','.join(_SPACES.sub(' ', v.strip()) for v in values)}\n")
     return "".join(lines)
+
+
+def _unsigned_amz_headers(headers: Mapping[str, str], signed: list[str], exempt: frozenset[str]) -> list[str]:
+    """The ``x-amz-*`` headers present but not in ``signed`` (lower case, first-seen order, once each).
+
+    ``x-amzn-*`` (trace ids that SDKs never sign) does not match the prefix.
+    """
+    covered = {name.lower() for name in signed} | exempt
+    unsigned: list[str] = []
+    for name in headers:
+        lower = name.lower()
+        if lower.startswith("x-amz-") and lower not in covered and lower not in unsigned:
+            unsigned.append(lower)
+    return unsigned
+
+
+def _require_amz_headers_signed(headers: Mapping[str, str], signed: list[str], *, presigned: bool) -> None:
+    """Refuse the request, as AWS does, when it carries an ``x-amz-*`` header its signature does not cover."""
+    unsigned = _unsigned_amz_headers(headers, signed, PRESIGNED_UNSIGNED_OK if presigned else frozenset())
+    if unsigned:
+        raise s3error("AccessDenied", HEADERS_NOT_SIGNED, HeadersNotSigned=", ".join(unsigned))
 
 
 def canonical_request(
@@ -184,6 +219,7 @@ def _verify_header(method, raw_path, raw_query, headers, authorization, lookup_s
     signed = match["signed"].split(";")
     if "host" not in signed:
         raise s3error("AccessDenied", "The host header must be signed")
+    _require_amz_headers_signed(headers, signed, presigned=False)
     content_sha256 = headers.get("x-amz-content-sha256")
     if content_sha256 is None:
         raise s3error("InvalidRequest", "Missing required header for this request: x-amz-content-sha256")
@@ -224,6 +260,7 @@ def _verify_presigned(method, raw_path, raw_query, headers, lookup_secret, now, 
     signed = params["X-Amz-SignedHeaders"].split(";")
     if "host" not in signed:
         raise s3error("AccessDenied", "The host header must be signed")
+    _require_amz_headers_signed(headers, signed, presigned=True)
     payload = params.get("X-Amz-Content-Sha256") or "UNSIGNED-PAYLOAD"
     query = canonical_query(raw_query, drop="X-Amz-Signature")
     canonical = canonical_request(method, raw_path, query, headers, signed, payload)
