@@ -17,6 +17,8 @@ clock_skew_s_max = 900
 
 # Storage engine geometry.
 cell_size_bytes_default = 256 * 1024
+cell_size_bytes_min = 1024  # a layout with cells outside these bounds is refused (a client names the cell size)
+cell_size_bytes_max = 16 * 1024**2
 segment_size_bytes_max = 64 * 1024**2  # one object segment = one set of k+m shard files
 io_batch_bytes = 8 * 1024**2  # data bytes handed to one encode+write or read job
 placement_groups_default = 256

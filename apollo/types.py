@@ -4,7 +4,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from apollo import ids, limits
 from apollo.storage.ec import Scheme, fragment_payload_bytes
+
+NO_DRIVE = ""  # layout slot of a shard that could not be placed (fewer drives in service than the width)
+
+
+def batch_bytes(stripe_bytes: int) -> int:
+    """Data bytes a writer encodes and sends at a time: whole stripes, about ``limits.io_batch_bytes``."""
+    return max(1, limits.io_batch_bytes // stripe_bytes) * stripe_bytes
+
+
+def segment_bytes_max(stripe_bytes: int) -> int:
+    """The longest segment a writer makes: whole batches, about ``limits.segment_size_bytes_max``."""
+    batch = batch_bytes(stripe_bytes)
+    return max(1, limits.segment_size_bytes_max // batch) * batch
 
 
 @dataclass(frozen=True)
@@ -14,6 +28,12 @@ class ShardRef:
     pg: int
     segment_id: str
     index: int
+
+    def __post_init__(self) -> None:
+        """A shard names a file on a storage node: every part is checked where the reference is made."""
+        ids.placement_group(self.pg)
+        ids.segment_id(self.segment_id)
+        ids.shard_index(self.index)
 
 
 @dataclass(frozen=True)
@@ -31,6 +51,22 @@ class SegmentLayout:
     cell_size: int
     pg: int
     drives: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        """Layouts arrive from the network and from the database: one that names a path Apollo would
+        never generate, or has an impossible geometry, is refused wherever it is built."""
+        ids.segment_id(self.segment_id)
+        ids.placement_group(self.pg)
+        for drive in self.drives:
+            if drive != NO_DRIVE:
+                ids.drive_id(drive)
+        if len(self.drives) != self.scheme.width:
+            raise ids.BadIdentifier(f"layout of a {self.scheme} segment names {len(self.drives)} drives")
+        if type(self.offset) is not int or type(self.length) is not int or self.offset < 0 or self.length < 0:
+            raise ids.BadIdentifier(f"bad segment offset {self.offset!r} or length {self.length!r}")
+        low, high = limits.cell_size_bytes_min, limits.cell_size_bytes_max
+        if type(self.cell_size) is not int or not low <= self.cell_size <= high:
+            raise ids.BadIdentifier(f"cell size {self.cell_size!r} is outside {low}..{high}")
 
     @property
     def stripe_bytes(self) -> int:

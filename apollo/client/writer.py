@@ -28,7 +28,7 @@ from apollo.meta.placement import rank
 from apollo.storage.ec import Scheme, codec_for
 from apollo.storage.node import ShardSink
 from apollo.storage.shardfile import encode_footer, encode_header
-from apollo.types import ObjectData, SegmentLayout
+from apollo.types import ObjectData, SegmentLayout, batch_bytes, segment_bytes_max
 
 log = logging.getLogger(__name__)
 _U32 = struct.Struct("<I")
@@ -91,9 +91,8 @@ class ObjectWriter:
         self.checksummers = checksummers or {}
         self.quorum = write_quorum(scheme, quorum)
         self.codec = codec_for(scheme)
-        stripe = scheme.k * cell_size
-        self.batch_bytes = max(1, limits.io_batch_bytes // stripe) * stripe
-        self.segment_bytes = max(1, limits.segment_size_bytes_max // self.batch_bytes) * self.batch_bytes
+        self.batch_bytes = batch_bytes(scheme.k * cell_size)
+        self.segment_bytes = segment_bytes_max(scheme.k * cell_size)
         self._md5 = hashlib.md5() if md5 else None
         self._cell_crcs = hashlib.md5()  # of every cell's CRC32C, in stripe order: the ETag without ``md5``
         self._segments: list[SegmentLayout] = []

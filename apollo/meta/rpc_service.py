@@ -14,18 +14,22 @@ segment ``allocate_segment`` hands out, read tokens for the segments of a versio
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from aiohttp import web
 
-from apollo import errors, metrics, tokens
+from apollo import errors, ids, limits, metrics, tokens
 from apollo.cluster.map import ClusterMap
+from apollo.meta.model import Conditions, Version
 from apollo.meta.service import MetaService
 from apollo.rpc import codec, signing
 from apollo.rpc.keycache import SecretCache
+from apollo.storage.ec import Scheme
 from apollo.types import SegmentLayout
 
 log = logging.getLogger("apollo.meta.rpc")
@@ -39,8 +43,43 @@ CLIENT_METHODS = frozenset({
     "commit_part", "list_parts", "list_uploads", "abort_upload", "complete_upload", "report_damage",
     "allocate_segment", "repoint_segment", "abandon_segments", "cluster_map",
 })  # fmt: skip
-OWNED_METHODS = frozenset({"allocate_segment", "repoint_segment", "abandon_segments"})
 SERVICE_METHODS = CLIENT_METHODS | {"get_secret", "register_node", "node_heartbeat", "service_tokens"}
+DAMAGE_REASON_CHARS_MAX = 500
+
+
+def _page_size(given: object, caller: str) -> int:
+    """A listing's page size: the caller's wish, at most S3's 1000."""
+    if given is None:
+        return limits.list_keys_max
+    if type(given) is not int or given < 0:
+        raise errors.InvalidRequest(f"bad page size {given!r}")
+    return min(given, limits.list_keys_max)
+
+
+# Arguments that are the service's to give, whatever a caller sends: its clock (a client that picks
+# ``now`` picks last_modified and skips the garbage collector's grace), its limits, and who the caller
+# is (``owner``: whose pending writes a call may commit, move or abandon). Imposed by parameter name
+# on every call whose method takes one.
+SERVER_OWNED: dict[str, Callable[[object, str], object]] = {
+    "now": lambda given, caller: time.time(),
+    "owner": lambda given, caller: caller,
+    "part_size_min": lambda given, caller: limits.part_size_bytes_min,
+    "max_keys": _page_size,
+    "max_parts": _page_size,
+    "max_uploads": _page_size,
+}
+
+
+def impose(target: Callable, args: list, kwargs: dict, caller: str) -> tuple[tuple, dict]:
+    """A remote call's arguments, bound to ``target``'s signature, with ``SERVER_OWNED`` ones replaced.
+
+    :raises TypeError: arguments the method does not take.
+    """
+    signature = inspect.signature(target)
+    bound = signature.bind_partial(*args, **kwargs)
+    for name in signature.parameters.keys() & SERVER_OWNED.keys():
+        bound.arguments[name] = SERVER_OWNED[name](bound.arguments.get(name), caller)
+    return bound.args, bound.kwargs
 
 
 @dataclass
@@ -76,20 +115,31 @@ class MetaRpc:
     async def service_tokens(self) -> dict[str, str]:
         return {op: self.keyring.issue(op, tokens.ANY_SEGMENT, tokens.SERVICE_TOKEN_TTL_S) for op in tokens.OPS}
 
-    async def complete_upload(self, *args, checksums: dict[str, str] | None = None, **kwargs):
+    async def complete_upload(self, bucket: str, key: str, upload_id: str, requested: list[tuple[int, str]], *,
+                              part_size_min: int, now: float, conditions: Conditions | None = None,
+                              checksums: dict[str, str] | None = None) -> Version:  # fmt: skip
         """The caller combined the parts' checksums itself (it named each part by ETag, so they are the same)."""
-        return await self.meta.complete_upload(*args, checksum_of=lambda upload, chosen: checksums or {}, **kwargs)
+        return await self.meta.complete_upload(
+            bucket, key, upload_id, requested, part_size_min=part_size_min, now=now, conditions=conditions,
+            checksum_of=lambda upload, chosen: checksums or {},
+        )  # fmt: skip
 
-    async def allocate_segment(self, scheme, cell_size: int, offset: int, *, caller: str):
+    async def allocate_segment(self, scheme: Scheme, cell_size: int, offset: int, *, owner: str) -> SegmentLayout:
         await self.cluster_map()  # placement follows the map of the last second
-        return await self.meta.allocate_segment(scheme, cell_size, offset, owner=caller)
+        return await self.meta.allocate_segment(scheme, cell_size, offset, owner=owner)
 
-    async def repoint_segment(self, layout: SegmentLayout, *, caller: str) -> None:
-        await self.meta.repoint_segment(layout, owner=caller)
+    async def report_damage(self, segment_id: str, shard_index: int, drive_id: str, reason: str, now: float) -> None:
+        """A reader or writer found a bad shard. Queued only for a segment that exists (committed, with that
+        shard on that drive, or still being written): a client cannot fill the repair queue with made-up work.
 
-    async def abandon_segments(self, segment_ids: list[str], now: float, *, caller: str) -> None:
-        """Only the caller's own pending writes: no key can make another's write in flight collectable."""
-        await self.meta.abandon_segments(segment_ids, now, owner=caller)
+        :raises InvalidRequest:
+        """
+        ids.shard_index(shard_index)
+        layout, pending = await self.meta.segment_layout(ids.segment_id(segment_id))
+        placed = layout is not None and shard_index < len(layout.drives) and layout.drives[shard_index] == drive_id
+        if not (placed or pending):
+            raise errors.InvalidRequest(f"no shard {shard_index} of segment {segment_id} on drive {drive_id!r}")
+        await self.meta.report_damage(segment_id, shard_index, drive_id, str(reason)[:DAMAGE_REASON_CHARS_MAX], now)
 
     def tokens_for(self, method: str, result: object) -> dict[str, dict[str, str]]:
         """{segment id: {operation: token}} for the segments ``result`` hands to the caller."""
@@ -133,14 +183,13 @@ async def _answer(request: web.Request, method: str) -> web.Response:
             raise errors.AccessDenied(f"{method} is not a metadata call this key may make")
         call = codec.loads(body)
         rpc = request.app[RPC]
-        kwargs = call.get("kwargs", {})
-        if method in OWNED_METHODS:  # pending writes belong to the access key that began them
-            kwargs["caller"] = f"key:{access_key}"
         target = getattr(rpc, method, None) or getattr(rpc.meta, method)
-        result = await target(*call.get("args", []), **kwargs)
+        # Pending writes belong to the access key that began them.
+        args, kwargs = impose(target, call.get("args", []), call.get("kwargs", {}), f"key:{access_key}")
+        result = await target(*args, **kwargs)
     except errors.ApolloError as exc:
         request["error_type"] = type(exc).__name__
-        status = 403 if isinstance(exc, errors.AccessDenied) else 409
+        status = 403 if isinstance(exc, errors.AccessDenied) else 400 if isinstance(exc, errors.InvalidRequest) else 409
         return _reply({"error": codec.error_to_wire(exc)}, status)
     except (ValueError, TypeError, KeyError, json.JSONDecodeError) as exc:
         return _reply({"error": {"type": "InvalidRequest", "message": f"bad {method} call: {exc}"}}, 400)

@@ -24,9 +24,8 @@ from apollo.meta.groupcommit import GroupCommitExecutor
 from apollo.meta.placement import Candidate, pg_of, rank
 from apollo.meta.store import SqlStore
 from apollo.storage.ec import Scheme
-from apollo.types import SegmentLayout
+from apollo.types import NO_DRIVE, SegmentLayout
 
-NO_DRIVE = ""  # layout slot of a shard that could not be placed (fewer drives in service than the width)
 PENDING_WRITE_TTL_S = 24 * 3600.0  # a live process's unfinished write is only collected after this
 
 
@@ -34,17 +33,21 @@ def _on_thread(target: str, executor: str):
     """Expose a blocking method of ``self.<target>`` as a coroutine run by ``self.<executor>``.
 
     The call runs under ``Engine.run``: on PostgreSQL, a call that lost a race to another
-    transaction, or met a database restart, runs again from the start.
+    transaction, or met a database restart, runs again from the start. The coroutine carries the
+    store method's signature, which the RPC service binds a remote caller's arguments to.
+    ``owned``: the call takes an ``owner`` (whose pending writes it may touch); an in-process
+    caller that names none is this process.
     """
 
-    def expose(name: str):
+    def expose(name: str, owned: bool = False):
         async def method(self: MetaService, *args, **kwargs):
+            if owned:
+                kwargs.setdefault("owner", self.owner)
             store = getattr(self, target)
             call = functools.partial(store.engine.run, functools.partial(getattr(store, name), *args, **kwargs))
             return await asyncio.get_running_loop().run_in_executor(getattr(self, executor), call)
 
-        method.__name__ = name
-        return method
+        return functools.wraps(getattr(SqlStore, name))(method)
 
     return expose
 
@@ -69,8 +72,7 @@ def _inline(name: str):
             return getattr(self.reader, name)(*args, **kwargs)
         return await on_thread(self, *args, **kwargs)
 
-    method.__name__ = name
-    return method
+    return functools.wraps(getattr(SqlStore, name))(method)
 
 
 class MetaService:
@@ -125,8 +127,11 @@ class MetaService:
         return layout
 
     async def repoint_segment(self, layout: SegmentLayout, owner: str | None = None) -> None:
-        """The writer placed a shard of this pending segment on a spare drive (``layout`` is the new one)."""
-        await self.repoint_pending(layout, owner or self.owner)
+        """The writer placed a shard of this pending segment on a spare drive (``layout`` is the new one).
+
+        :raises AccessDenied, InvalidRequest: (``SqlStore.repoint_pending``)
+        """
+        await self.repoint_pending(layout, owner=owner or self.owner)
 
     def close(self) -> None:
         self._executor.shutdown(wait=True)
@@ -136,13 +141,13 @@ class MetaService:
         self.store.close()
 
     add_pending = _threaded("add_pending")
-    repoint_pending = _threaded("repoint_pending")
+    repoint_pending = _threaded("repoint_pending", owned=True)
     create_bucket = _threaded("create_bucket")
     get_bucket = _inline("get_bucket")
     list_buckets = _threaded("list_buckets")
     delete_bucket = _threaded("delete_bucket")
     set_versioning = _threaded("set_versioning")
-    commit_version = _threaded("commit_version")
+    commit_version = _threaded("commit_version", owned=True)
     get_version = _inline("get_version")
     delete_object = _threaded("delete_object")
     set_tags = _threaded("set_tags")
@@ -150,7 +155,7 @@ class MetaService:
     list_versions = _threaded("list_versions")
     create_upload = _threaded("create_upload")
     get_upload = _inline("get_upload")
-    commit_part = _threaded("commit_part")
+    commit_part = _threaded("commit_part", owned=True)
     list_parts = _threaded("list_parts")
     list_uploads = _threaded("list_uploads")
     abort_upload = _threaded("abort_upload")

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+from apollo import errors
 from apollo.meta.sqlbase import SqlBase, dumps
-from apollo.types import SegmentLayout
+from apollo.types import NO_DRIVE, SegmentLayout
 
 
 @dataclass
@@ -109,16 +110,33 @@ class AdminOps(SqlBase):
                 (layout.segment_id, dumps(layout.to_json()), owner, due),
             )
 
-    def repoint_pending(self, layout: SegmentLayout, owner: str) -> bool:
-        """A pending write moved a shard to a spare drive: GC of an abandoned write must find it there."""
+    def repoint_pending(self, layout: SegmentLayout, owner: str) -> None:
+        """A pending write moved shards to spare drives: its commit, or GC of an abandoned write, finds them there.
+
+        Only drives may change, each to a drive of the cluster that the layout does not hold yet: the
+        layout a commit stores is this row's, so this is the one door through which a writer shapes it.
+
+        :raises AccessDenied: the segment is not a pending write of ``owner``.
+        :raises InvalidRequest: anything else changed, or a drive is unknown or named twice.
+        """
         with self.tx() as db:
-            return (
-                db.execute(
-                    "UPDATE garbage SET layout = ? WHERE segment_id = ? AND owner = ?",
-                    (dumps(layout.to_json()), layout.segment_id, owner),
-                ).rowcount
-                > 0
-            )
+            row = db.execute("SELECT layout, owner FROM garbage WHERE segment_id = ?", (layout.segment_id,)).fetchone()
+            if row is None or row["owner"] != owner:
+                raise errors.AccessDenied(f"segment {layout.segment_id} is not a write in progress of this caller")
+            current = SegmentLayout.from_json(json.loads(row["layout"]))
+            if replace(layout, drives=current.drives) != current:
+                raise errors.InvalidRequest("a pending write may move its shards to other drives, nothing else")
+            moved = {new for old, new in zip(current.drives, layout.drives, strict=True) if new != old}
+            placed = [drive for drive in layout.drives if drive != NO_DRIVE]
+            marks = ", ".join("?" * len(moved))
+            known = {r["drive_id"] for r in db.execute(
+                f"SELECT drive_id FROM drives WHERE state <> 'retired' AND drive_id IN ({marks})", tuple(moved)
+            ).fetchall()} if moved else set()  # fmt: skip
+            if len(set(placed)) != len(placed) or not moved <= known:
+                raise errors.InvalidRequest(f"segment {layout.segment_id}: drives {sorted(moved - known)} are "
+                                            "not drives in service, or a drive holds two shards")  # fmt: skip
+            db.execute("UPDATE garbage SET layout = ? WHERE segment_id = ?",
+                       (dumps(layout.to_json()), layout.segment_id))  # fmt: skip
 
     def release_orphans(self, live_owner: str, now: float) -> int:
         """Make pending writes of dead processes due now; returns how many."""

@@ -7,7 +7,7 @@ import json
 import uuid
 from collections.abc import Callable
 
-from apollo import errors
+from apollo import errors, limits
 from apollo.meta.listing import Cursor, walk
 from apollo.meta.model import Conditions, ListPage, ObjectAttrs, Part, Upload, Version
 from apollo.meta.sql_objects import ObjectOps, attrs_from_row, check_conditions, headers_json
@@ -46,9 +46,17 @@ class MultipartOps(ObjectOps):
 
     def commit_part(
         self, upload_id: str, part_number: int, *, size: int, etag: str, checksums: dict[str, str],
-        data: ObjectData, now: float,
+        data: ObjectData, now: float, owner: str,
     ) -> None:  # fmt: skip
-        """Attach an uploaded part; a re-uploaded part number replaces (and frees) the old one."""
+        """Attach an uploaded part; a re-uploaded part number replaces (and frees) the old one.
+
+        ``owner``: who allocated the part's segments (``_store_data`` takes only its pending writes).
+
+        :raises UploadNotFound, AccessDenied, InvalidRequest:
+        """
+        if not 1 <= part_number <= limits.part_number_max or data.inline:
+            raise errors.InvalidRequest(f"part {part_number}: parts are numbered 1..{limits.part_number_max} "
+                                        "and their data is in segments")  # fmt: skip
         with self.tx() as db:
             if db.execute("SELECT 1 FROM uploads WHERE upload_id = ?", (upload_id,)).fetchone() is None:
                 raise errors.UploadNotFound(upload_id)
@@ -58,7 +66,7 @@ class MultipartOps(ObjectOps):
             if old is not None:
                 self._discard_data(db, old["data_id"], now)
                 db.execute("DELETE FROM parts WHERE upload_id = ? AND part_number = ?", (upload_id, part_number))
-            data_id = self._store_data(db, data) or uuid.uuid4().hex  # empty part: no segments
+            data_id = self._store_data(db, data, size, etag, owner, now) or uuid.uuid4().hex  # empty part: no segments
             db.execute(
                 "INSERT INTO parts (upload_id, part_number, size, etag, last_modified, checksums, data_id) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?)",

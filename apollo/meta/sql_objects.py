@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import uuid
+from dataclasses import replace
 
-from apollo import errors
+from apollo import errors, ids, limits
 from apollo.meta.listing import Cursor, walk
 from apollo.meta.model import (
     NULL_VERSION,
@@ -17,7 +18,7 @@ from apollo.meta.model import (
     Version,
 )
 from apollo.meta.sqlbase import Conn, Row, SqlBase, dumps
-from apollo.types import ObjectData, SegmentLayout
+from apollo.types import ObjectData, SegmentLayout, segment_bytes_max
 
 _VERSION_COLUMNS = (
     "id, bucket, key, version_id, is_latest, delete_marker, size, etag, last_modified, "
@@ -92,21 +93,63 @@ class ObjectOps(SqlBase):
 
     # object data -----------------------------------------------------------------------------
 
-    def _store_data(self, db: Conn, data: ObjectData) -> str | None:
-        """Attach segments to a new data id; their pending-write GC rows go in the same transaction."""
-        if not data.segments:
+    def _store_data(self, db: Conn, data: ObjectData, size: int, etag: str, owner: str, now: float) -> str | None:
+        """Attach the writer's segments to a new data id; their pending-write GC rows go in the same
+        transaction. What is stored is the service's layout of each segment (``_claim``), not the writer's.
+
+        :raises InvalidRequest: ``size`` is not the data's size; ``etag`` is not of a form Apollo makes.
+        :raises AccessDenied: a segment that is not a pending write of ``owner``.
+        """
+        ids.etag(etag)
+        claimed = self._claim(db, data, owner, now)
+        if size != data.size or (data.inline is not None and len(data.inline) != size):
+            raise errors.InvalidRequest(f"size {size} is not the size of the data written ({data.size})")
+        if not claimed:
             return None
         data_id = uuid.uuid4().hex
         db.executemany(
             "INSERT INTO segments (data_id, seq, segment_id, offset_bytes, length, layout, pg) "
             "VALUES (?, ?, ?, ?, ?, ?, ?)",
-            [
-                (data_id, seq, s.segment_id, s.offset, s.length, dumps(s.to_json()), s.pg)
-                for seq, s in enumerate(data.segments)
-            ],
-        )
-        db.executemany("DELETE FROM garbage WHERE segment_id = ?", [(s.segment_id,) for s in data.segments])
+            [(data_id, seq, s.segment_id, s.offset, s.length, dumps(s.to_json()), s.pg)
+             for seq, s in enumerate(claimed)],
+        )  # fmt: skip
+        db.executemany("DELETE FROM garbage WHERE segment_id = ?", [(s.segment_id,) for s in claimed])
         return data_id
+
+    def _claim(self, db: Conn, data: ObjectData, owner: str, now: float) -> list[SegmentLayout]:
+        """The layouts this service allocated to ``owner`` for the segments a writer finished.
+
+        A writer names its segments and how many bytes went into each. Everything else of a
+        layout (drives, group, scheme, cell size) is what the service recorded when it allocated
+        the segment (``add_pending``; ``repoint_pending`` for a spare drive), never what the writer
+        sends: a layout made up by a client could name another tenant's shards, or a file outside
+        the drives, for readers and the garbage collector to act on. Offsets follow from the lengths.
+
+        :raises AccessDenied: a segment not allocated to ``owner``, abandoned, or expired.
+        :raises InvalidRequest: a length the segment cannot have, a segment named twice, oversized inline data.
+        """
+        if data.inline is not None and (data.segments or len(data.inline) > limits.inline_object_bytes_max):
+            raise errors.InvalidRequest("inline data is for small objects without segments")
+        if len({s.segment_id for s in data.segments}) != len(data.segments):
+            raise errors.InvalidRequest("a segment is named twice")
+        claimed: list[SegmentLayout] = []
+        offset = 0
+        for given in data.segments:
+            row = db.execute("SELECT layout, owner, due FROM garbage WHERE segment_id = ?",
+                             (given.segment_id,)).fetchone()  # fmt: skip
+            if row is None or row["owner"] != owner or row["due"] <= now:
+                raise errors.AccessDenied(
+                    f"segment {given.segment_id} is not a write in progress of this caller (never allocated "
+                    "to it, already committed, abandoned or expired)"
+                )
+            allocated = SegmentLayout.from_json(json.loads(row["layout"]))
+            if not 0 < given.length <= segment_bytes_max(allocated.stripe_bytes):
+                raise errors.InvalidRequest(f"segment {given.segment_id} cannot hold {given.length} bytes")
+            claimed.append(replace(allocated, offset=offset, length=given.length))
+            offset += given.length
+        if data.segments and offset != data.size:
+            raise errors.InvalidRequest(f"segments hold {offset} bytes, the data claims {data.size}")
+        return claimed
 
     def _discard_data(self, db: Conn, data_id: str | None, now: float) -> None:
         """Queue a data id's segments for GC after a grace period for in-flight readers."""
@@ -153,12 +196,15 @@ class ObjectOps(SqlBase):
         attrs: ObjectAttrs,
         data: ObjectData,
         now: float,
-        parts: list[int] | None = None,
+        owner: str,
         conditions: Conditions | None = None,
     ) -> Version:
         """Make a new version visible in one transaction, after checking write conditions.
 
+        ``owner``: who allocated the data's segments (``_store_data`` takes only its pending writes).
+
         :raises BucketNotFound, PreconditionFailed, ObjectNotFound: (If-Match on a missing key)
+        :raises AccessDenied, InvalidRequest: data the caller did not write, or that does not add up.
         """
         with self.tx() as db:
             versioning = self._bucket_row(db, bucket)["versioning"]
@@ -167,10 +213,10 @@ class ObjectOps(SqlBase):
                 (bucket, key),
             ).fetchone()
             check_conditions(latest, conditions or Conditions())
-            data_id = self._store_data(db, data)
+            data_id = self._store_data(db, data, size, etag, owner, now)
             return self._insert_version(
                 db, bucket, key, versioning, now,
-                size=size, etag=etag, attrs=attrs, parts=parts or [], inline=data.inline, data_id=data_id,
+                size=size, etag=etag, attrs=attrs, parts=[], inline=data.inline, data_id=data_id,
             )  # fmt: skip
 
     def _insert_version(

@@ -44,8 +44,8 @@ class Scheme:
         """Parse ``4+2`` or ``rep3``."""
         if text.startswith("rep"):
             copies = int(text[3:])
-            if copies < 1:
-                raise ValueError(f"replication needs at least one copy: {text!r}")
+            if not 1 <= copies <= 32:
+                raise ValueError(f"replication takes 1 to 32 copies: {text!r}")
             return cls("rep", 1, copies - 1)
         k_text, plus, m_text = text.partition("+")
         if not plus:

@@ -30,6 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import NamedTuple
 
+from apollo import ids
 from apollo.errors import DriveError
 from apollo.storage.drive import Drive, ShardFileWriter
 from apollo.storage.sendfile import send_range
@@ -39,7 +40,8 @@ log = logging.getLogger(__name__)
 SENDERS_MAX = 64  # shard sends in progress at once; more wait for a thread
 LIST_LIMIT_MAX = 1000  # groups, or segments, of one listing page: bounds a node's answer and what its caller holds
 _GROUP_DIR = re.compile(r"[0-9a-f]+")
-_SHARD_FILE = re.compile(r"([0-9A-Za-z_-]+)\.(0|[1-9][0-9]*)")  # files Apollo writes; anything else is left alone
+# Files Apollo writes (segment id, shard index below 32); anything else is left alone.
+_SHARD_FILE = re.compile(rf"({ids.SEGMENT_ID.pattern})\.([0-9]|[12][0-9]|3[01])")
 
 
 class StoredShard(NamedTuple):

@@ -199,7 +199,8 @@ class RemoteStorageNode(StorageNode):
 
     @staticmethod
     def _path(drive_id: str, shard: ShardRef) -> str:
-        return f"/v1/shards/{quote(drive_id, safe='')}/{shard.pg}/{shard.segment_id}/{shard.index}"
+        parts = (drive_id, str(shard.pg), shard.segment_id, str(shard.index))
+        return "/v1/shards/" + "/".join(quote(part, safe="") for part in parts)
 
     async def _call(self, method: str, drive_id: str, shard: ShardRef, op: str, params: dict | None = None,
                     want: str = "body") -> bytes | str | int:  # fmt: skip
@@ -271,10 +272,10 @@ class RemoteStorageNode(StorageNode):
 
     async def list_groups(self, drive_id: str, after: int = -1, limit: int = LIST_LIMIT_MAX) -> list[int]:
         check_listing(after, limit, lowest_pg=-1)
-        return (await self._listing(drive_id, {"after": after, "limit": limit}))["groups"]
+        return (await self._listing(quote(drive_id, safe=""), {"after": after, "limit": limit}))["groups"]
 
     async def list_shards(self, drive_id: str, pg: int, after: str = "", limit: int = LIST_LIMIT_MAX
                           ) -> list[StoredShard]:  # fmt: skip
         check_listing(pg, limit)
-        reply = await self._listing(f"{drive_id}/{pg}", {"after": after, "limit": limit})
+        reply = await self._listing(f"{quote(drive_id, safe='')}/{pg}", {"after": after, "limit": limit})
         return [StoredShard(*entry) for entry in reply["shards"]]

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from apollo import metrics, tokens
+from apollo import ids, metrics, tokens
 from apollo.errors import ChecksumMismatch, DriveError
 from apollo.storage.node import LIST_LIMIT_MAX, LocalStorageNode
 from apollo.storage.shardfile import HEADER_BYTES, decode_footer, footer_start
@@ -88,11 +88,14 @@ def _error(exc: BaseException) -> web.Response:
 
 
 def _shard(request: web.Request) -> tuple[str, ShardRef]:
+    """The drive and shard a URL names, each part held to Apollo's own format (``apollo.ids``) before
+    it reaches a file path: aiohttp has already decoded ``%2F``, so a part may hold any text at all."""
     info = request.match_info
     try:
-        return info["drive"], ShardRef(int(info["pg"]), info["segment"], int(info["index"]))
-    except ValueError:
-        raise ValueError(f"bad shard path {request.path}") from None
+        return ids.drive_id(info["drive"]), ShardRef(_number(info["pg"], "placement group"), info["segment"],
+                                                     _number(info["index"], "shard index"))  # fmt: skip
+    except ValueError as exc:
+        raise ValueError(f"bad shard path: {exc}") from None
 
 
 def _authorize(request: web.Request, op: str, shard: ShardRef) -> None:
@@ -205,10 +208,10 @@ async def _delete(request: web.Request, node: LocalStorageNode, drive_id: str, s
 
 
 def _number(text: str, what: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise ValueError(f"bad {what} {text!r}") from None
+    """A decimal number as Apollo writes one: no sign, spaces or underscores that ``int()`` would let by."""
+    if not text.isascii() or not text.isdigit() or len(text) > 12:
+        raise ValueError(f"bad {what} {text[:40]!r}")
+    return int(text)
 
 
 def _listing(serve: Callable):
@@ -217,13 +220,15 @@ def _listing(serve: Callable):
     async def route(request: web.Request) -> web.Response:
         request.app[KEYRING].check(request.headers.get(TOKEN_HEADER), tokens.LIST, tokens.ANY_SEGMENT)
         limit = _number(request.query.get("limit", str(LIST_LIMIT_MAX)), "listing limit")
-        return web.json_response(await serve(request, request.app[NODE], request.match_info["drive"], limit))
+        drive_id = ids.drive_id(request.match_info["drive"])
+        return web.json_response(await serve(request, request.app[NODE], drive_id, limit))
 
     return _answered(route)
 
 
 async def _list_groups(request: web.Request, node: LocalStorageNode, drive_id: str, limit: int) -> dict:
-    after = _number(request.query.get("after", "-1"), "placement group cursor")
+    given = request.query.get("after", "-1")
+    after = -1 if given == "-1" else _number(given, "placement group cursor")  # -1: before the first group
     return {"groups": await node.list_groups(drive_id, after, limit)}
 
 

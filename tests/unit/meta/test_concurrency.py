@@ -16,7 +16,7 @@ import pytest
 from apollo import errors
 from apollo.meta.model import Conditions, ObjectAttrs
 from apollo.meta.store import SqlStore
-from apollo.storage.ec import Scheme
+from apollo.testing.layouts import WRITER, etag, pending, segment_id
 from apollo.testing.postgres import TempPostgres, find_bindir
 from apollo.types import ObjectData, SegmentLayout
 
@@ -55,14 +55,13 @@ def stores(meta_target):
 
 
 def put(store: SqlStore, key: str, payload: bytes, **kw):
-    return store.commit_version("b", key, size=len(payload), etag=payload.hex(), attrs=ObjectAttrs(),
-                                data=ObjectData(len(payload), inline=payload), now=time.time(), **kw)  # fmt: skip
+    return store.commit_version("b", key, size=len(payload), etag=etag(payload.hex()), attrs=ObjectAttrs(),
+                                data=ObjectData(len(payload), inline=payload), now=time.time(), owner=WRITER,
+                                **kw)  # fmt: skip
 
 
 def segment(store: SqlStore, name: str) -> SegmentLayout:
-    layout = SegmentLayout(name, 0, 10, Scheme.parse("4+2"), 1024, 3, tuple("abcdef"))
-    store.add_pending(layout, "owner", 1e12)
-    return layout
+    return pending(store, name, length=10)
 
 
 def test_exactly_one_if_none_match_wins(stores):
@@ -88,15 +87,16 @@ def test_if_match_race_has_one_winner(stores):
 def test_racing_overwrites_keep_one_version_and_lose_track_of_no_segment(stores):
     layouts = [segment(stores[0], f"seg{i}") for i in range(WRITERS)]
     results = race(stores, lambda s, i: s.commit_version(
-        "b", "k", size=10, etag=f"e{i}", attrs=ObjectAttrs(), data=ObjectData(10, segments=[layouts[i]]),
-        now=time.time()))  # fmt: skip
+        "b", "k", size=10, etag=etag(f"e{i}"), attrs=ObjectAttrs(), data=ObjectData(10, segments=[layouts[i]]),
+        now=time.time(), owner=WRITER))  # fmt: skip
     assert not [r for r in results if isinstance(r, Exception)], results
     store = stores[0]
     versions = store.list_versions("b", "", "", "", "", 100).entries
     assert len(versions) == 1 and versions[0].is_latest
     live = {s.segment_id for s in store.get_version("b", "k").data.segments}
     collected = {g.layout.segment_id for g in store.due_garbage(2e12, 100)}
-    assert len(live) == 1 and live | collected == {f"seg{i}" for i in range(WRITERS)} and not live & collected
+    assert len(live) == 1 and live | collected == {segment_id(f"seg{i}") for i in range(WRITERS)}
+    assert not live & collected
 
 
 def test_versioned_racing_writes_keep_every_version_and_one_latest(stores):
@@ -116,8 +116,8 @@ def test_bucket_delete_racing_a_commit_never_orphans_a_version(stores):
         def act(store: SqlStore, index: int, name: str = name):
             if index == 0:
                 return store.delete_bucket(name)
-            return store.commit_version(name, f"k{index}", size=1, etag="e", attrs=ObjectAttrs(),
-                                        data=ObjectData(1, inline=b"x"), now=1.0)  # fmt: skip
+            return store.commit_version(name, f"k{index}", size=1, etag=etag("e"), attrs=ObjectAttrs(),
+                                        data=ObjectData(1, inline=b"x"), now=1.0, owner=WRITER)  # fmt: skip
 
         results = race(stores, act)
         orphans = stores[0].one("SELECT COUNT(*) AS n FROM versions v WHERE NOT EXISTS "
@@ -133,23 +133,24 @@ def test_complete_racing_new_parts_leaves_no_part_or_segment_behind(stores):
     store = stores[0]
     upload = store.create_upload("b", "big", ObjectAttrs(), "", 1.0)
     first = segment(store, "part1")
-    store.commit_part(upload, 1, size=10, etag="1" * 32, checksums={}, data=ObjectData(10, segments=[first]), now=1.0)
+    store.commit_part(upload, 1, size=10, etag="1" * 32, checksums={}, data=ObjectData(10, segments=[first]), now=1.0,
+                      owner=WRITER)
     late = [segment(store, f"late{i}") for i in range(WRITERS)]
 
     def act(s: SqlStore, index: int):
         if index == 0:
             return s.complete_upload("b", "big", upload, [(1, "1" * 32)], part_size_min=1, now=2.0)
         return s.commit_part(upload, index + 1, size=10, etag=f"{index:032x}", checksums={},
-                             data=ObjectData(10, segments=[late[index]]), now=2.0)  # fmt: skip
+                             data=ObjectData(10, segments=[late[index]]), now=2.0, owner=WRITER)  # fmt: skip
 
     race(stores, act)
     assert store.one("SELECT COUNT(*) AS n FROM parts")["n"] == 0
     committed = {s.segment_id for s in store.get_version("b", "big").data.segments}
-    assert committed == {"part1"}
+    assert committed == {segment_id("part1")}
     pending_or_garbage = {r["segment_id"] for r in store.all("SELECT segment_id FROM garbage")}
     in_segments = {r["segment_id"] for r in store.all("SELECT segment_id FROM segments")}
     assert in_segments == committed  # parts that lost the race were refused or sent to GC, never left dangling
-    assert {f"late{i}" for i in range(1, WRITERS)} <= pending_or_garbage
+    assert {segment_id(f"late{i}") for i in range(1, WRITERS)} <= pending_or_garbage
 
 
 def test_lease_has_one_holder_and_passes_on_expiry(stores):

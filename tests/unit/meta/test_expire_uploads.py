@@ -2,28 +2,22 @@
 
 from __future__ import annotations
 
-import uuid
-
 import pytest
 
 from apollo import errors
 from apollo.meta.model import ObjectAttrs
 from apollo.meta.store import SqlStore
-from apollo.storage.ec import Scheme
+from apollo.testing.layouts import PENDING_DUE, WRITER, pending
 from apollo.types import ObjectData, SegmentLayout
-
-PENDING_DUE = 1e12  # a pending write's GC row, far in the future until its commit removes it
 
 
 def pending_segment(store: SqlStore) -> SegmentLayout:
-    layout = SegmentLayout(uuid.uuid4().hex, 0, 100, Scheme.parse("4+2"), 1024, 3, tuple("abcdef"))
-    store.add_pending(layout, "owner", PENDING_DUE)
-    return layout
+    return pending(store)
 
 
 def commit_part(store: SqlStore, upload: str, number: int, layout: SegmentLayout, now: float) -> None:
     store.commit_part(upload, number, size=100, etag=f"{number:032x}", checksums={},
-                      data=ObjectData(100, segments=[layout]), now=now)  # fmt: skip
+                      data=ObjectData(100, segments=[layout]), now=now, owner=WRITER)  # fmt: skip
 
 
 def queued(store: SqlStore) -> dict[str, float]:

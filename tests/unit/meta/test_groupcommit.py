@@ -10,6 +10,7 @@ from apollo import errors, faults
 from apollo.meta.groupcommit import GroupCommitExecutor
 from apollo.meta.model import Conditions, ObjectAttrs
 from apollo.meta.store import SqlStore
+from apollo.testing.layouts import WRITER, etag
 from apollo.types import ObjectData
 
 
@@ -27,8 +28,9 @@ def _hold_writer(executor: GroupCommitExecutor) -> threading.Event:
 
 
 def _create(store: SqlStore, key: str, payload: bytes, **kw):
-    return store.commit_version("b", key, size=len(payload), etag=f"e-{payload.hex()}", attrs=ObjectAttrs(),
-                                data=ObjectData(len(payload), inline=payload), now=2.0, **kw)  # fmt: skip
+    return store.commit_version("b", key, size=len(payload), etag=etag(payload.hex()), attrs=ObjectAttrs(),
+                                data=ObjectData(len(payload), inline=payload), now=2.0, owner=WRITER,
+                                **kw)  # fmt: skip
 
 
 def test_queued_calls_share_one_commit_and_a_failing_one_rolls_back_alone(store):
@@ -63,7 +65,7 @@ def test_racing_conditional_creates_in_one_batch_have_one_winner(store):
     winners = [v for v in outcomes if v is not None]
     assert len(winners) == 1
     stored = store.get_version("b", "k")
-    assert stored.etag == winners[0].etag == "e-00"  # arrival order is kept: the first call wins
+    assert stored.etag == winners[0].etag == etag("00")  # arrival order is kept: the first call wins
     executor.shutdown()
 
 

@@ -17,7 +17,8 @@ from apollo.meta.model import ObjectAttrs
 from apollo.meta.recovery import RecoveryError, RecoveryRefused, recover
 from apollo.meta.store import SqlStore
 from apollo.storage.drive import format_drive
-from apollo.storage.ec import Scheme
+from apollo.testing.layouts import DRIVES, etag
+from apollo.testing.layouts import layout as made_up_layout
 from apollo.types import ObjectData, SegmentLayout
 
 DEPLOYMENT = "d" * 32
@@ -50,14 +51,14 @@ def journaled_store(tmp_path: Path, roots: list[tuple[str, Path]], rotate_s: flo
 
 
 def layout(pg: int = 7) -> SegmentLayout:
-    return SegmentLayout(f"seg{random.getrandbits(64):x}", 0, 1000, Scheme.parse("2+1"), 1024, pg, ("a", "b", "c"))
+    return made_up_layout(f"seg{random.getrandbits(64):x}", length=1000, scheme="2+1", pg=pg)
 
 
 def put(store: SqlStore, bucket: str, key: str, payload: bytes | None = None, now: float = 1732543423.1234567,
         segments: list[SegmentLayout] | None = None, **attrs):  # fmt: skip
     data = ObjectData(len(payload), inline=payload) if payload is not None else ObjectData(1000, segments=segments)
-    return store.commit_version(bucket, key, size=data.size, etag=f"etag-{key}", attrs=ObjectAttrs(**attrs),
-                                data=data, now=now)  # fmt: skip
+    return store.commit_version(bucket, key, size=data.size, etag=etag(key), attrs=ObjectAttrs(**attrs),
+                                data=data, now=now, owner="t1")  # fmt: skip
 
 
 def write_everything(store: SqlStore) -> None:
@@ -71,7 +72,7 @@ def write_everything(store: SqlStore) -> None:
     seg = layout()
     store.add_pending(seg, "t1", 1e12)
     put(store, "plain", "big", segments=[seg])
-    store.commit_repair(seg.segment_id, ("a", "b", "c"), {1: "z"})
+    store.commit_repair(seg.segment_id, DRIVES[:3], {1: DRIVES[25]})
     first = put(store, "versioned", "doc", b"one", now=10.000001)
     put(store, "versioned", "doc", b"two", now=10.000002)
     store.set_tags("versioned", "doc", first.version_id, {"old": "yes"})
@@ -83,13 +84,13 @@ def write_everything(store: SqlStore) -> None:
         part = layout()
         store.add_pending(part, "t1", 1e12)
         store.commit_part(upload, number, size=1000, etag=f"{number:032x}", checksums={},
-                          data=ObjectData(1000, segments=[part]), now=14.0)  # fmt: skip
+                          data=ObjectData(1000, segments=[part]), now=14.0, owner="t1")  # fmt: skip
     store.complete_upload("plain", "multi", upload, [(1, f"{1:032x}"), (2, f"{2:032x}")], part_size_min=0, now=15.0)
     open_upload = store.create_upload("plain", "open", ObjectAttrs(), "", 16.0)
     part = layout()
     store.add_pending(part, "t1", 1e12)
     store.commit_part(open_upload, 1, size=1000, etag="e" * 32, checksums={}, data=ObjectData(1000, segments=[part]),
-                      now=17.0)  # fmt: skip
+                      now=17.0, owner="t1")  # fmt: skip
     store.put_key("AKTEST", "secret", 18.0)
     store.put_key("AKGONE", "secret", 18.5)
     store.delete_key("AKGONE")

@@ -9,6 +9,9 @@ import pytest
 
 from apollo.meta.schema import SCHEMA_VERSION
 from apollo.meta.store import SqlStore
+from apollo.testing.layouts import DRIVES, segment_id
+
+SEGMENT, DRIVE = segment_id("s1"), DRIVES[0]
 
 # The tables version 1 had that version 2 changed, exactly as version 1 created them.
 V1_TABLES = [
@@ -28,17 +31,17 @@ def test_version_1_database_is_upgraded_with_segment_groups_filled_in(tmp_path):
         for statement in V1_TABLES:
             db.execute(statement)
         db.execute("INSERT INTO settings VALUES ('schema_version', '1')")
-        db.execute("INSERT INTO drives VALUES ('d1', 'local', '/data/d1', 'online', 1, 5.0)")
-        layout = {"segment_id": "s1", "offset": 0, "length": 10, "scheme": "4+2", "cell_size": 4096, "pg": 77,
-                  "drives": ["d1"] * 6}  # fmt: skip
-        db.execute("INSERT INTO segments VALUES ('data1', 0, 's1', 0, 10, ?)", (json.dumps(layout),))
-        db.execute("INSERT INTO repair_queue VALUES ('s1', 2, 'd1', 'crc', 6.0)")
+        db.execute("INSERT INTO drives VALUES (?, 'local', '/data/d1', 'online', 1, 5.0)", (DRIVE,))
+        layout = {"segment_id": SEGMENT, "offset": 0, "length": 10, "scheme": "4+2", "cell_size": 4096, "pg": 77,
+                  "drives": [DRIVE] * 6}  # fmt: skip
+        db.execute("INSERT INTO segments VALUES ('data1', 0, ?, 0, 10, ?)", (SEGMENT, json.dumps(layout)))
+        db.execute("INSERT INTO repair_queue VALUES (?, 2, ?, 'crc', 6.0)", (SEGMENT, DRIVE))
     store = SqlStore(path)
     try:
         assert store.get_setting("schema_version") == str(SCHEMA_VERSION)
         assert [s.pg for s in store.segments_after(-1, "", 10)] == [77]
         assert store.list_drives()[0].replaced_by == ""
-        assert list(store.due_repairs(10.0, 5)) == ["s1"]
+        assert list(store.due_repairs(10.0, 5)) == [SEGMENT]
     finally:
         store.close()
     SqlStore(path).close()  # opening an up-to-date database changes nothing

@@ -10,21 +10,19 @@ from apollo import errors
 from apollo.meta.model import Conditions, ObjectAttrs
 from apollo.meta.sql_multipart import multipart_etag
 from apollo.meta.store import SqlStore
-from apollo.storage.ec import Scheme
+from apollo.testing.layouts import WRITER, etag, pending
 from apollo.types import ObjectData, SegmentLayout
 
 
 def put(store: SqlStore, key: str, payload: bytes = b"x", bucket: str = "b", **kw):
     return store.commit_version(
-        bucket, key, size=len(payload), etag=f"etag-{key}", attrs=ObjectAttrs(),
-        data=ObjectData(len(payload), inline=payload), now=2.0, **kw,
+        bucket, key, size=len(payload), etag=etag(key), attrs=ObjectAttrs(),
+        data=ObjectData(len(payload), inline=payload), now=2.0, owner=WRITER, **kw,
     )  # fmt: skip
 
 
 def segment(store: SqlStore, offset: int = 0, length: int = 100) -> SegmentLayout:
-    layout = SegmentLayout(f"seg{random.random()}", offset, length, Scheme.parse("4+2"), 1024, 3, tuple("abcdef"))
-    store.add_pending(layout, "owner", 1e12)
-    return layout
+    return pending(store, offset=offset, length=length)
 
 
 def list_all(store: SqlStore, prefix: str = "", delimiter: str = "", page: int = 1):
@@ -61,8 +59,8 @@ def test_listing_matches_a_sorted_model_for_every_page_size(store):
 
 def test_unversioned_overwrite_queues_old_segments_for_gc(store):
     first = segment(store)
-    store.commit_version("b", "k", size=100, etag="e1", attrs=ObjectAttrs(), data=ObjectData(100, segments=[first]),
-                         now=5.0)  # fmt: skip
+    store.commit_version("b", "k", size=100, etag=etag("e1"), attrs=ObjectAttrs(),
+                         data=ObjectData(100, segments=[first]), now=5.0, owner=WRITER)  # fmt: skip
     assert store.garbage_count() == 0  # the commit consumed the pending row
     put(store, "k", b"new")
     assert [g.layout.segment_id for g in store.due_garbage(5.0 + store.gc_delay_s, 10)] == [first.segment_id]
@@ -89,7 +87,7 @@ def test_conditional_commit(store):
         put(store, "k", conditions=Conditions(if_none_match_star=True))
     with pytest.raises(errors.PreconditionFailed):
         put(store, "k", conditions=Conditions(if_match='"other"'))
-    put(store, "k", conditions=Conditions(if_match='"etag-k"'))
+    put(store, "k", conditions=Conditions(if_match=f'"{etag("k")}"'))
     with pytest.raises(errors.ObjectNotFound):
         put(store, "missing", conditions=Conditions(if_match="*"))
 
@@ -113,7 +111,7 @@ def test_multipart_complete_reparents_segments(store):
     for number, size in sizes.items():
         layouts[number] = segment(store, 0, size)
         store.commit_part(upload, number, size=size, etag=f"{number:032x}", checksums={},
-                          data=ObjectData(size, segments=[layouts[number]]), now=2.0)  # fmt: skip
+                          data=ObjectData(size, segments=[layouts[number]]), now=2.0, owner=WRITER)  # fmt: skip
     with pytest.raises(errors.InvalidPartOrder):
         store.complete_upload("b", "big", upload, [(2, f"{2:032x}"), (1, f"{1:032x}")], part_size_min=5, now=3.0)
     with pytest.raises(errors.InvalidPart):

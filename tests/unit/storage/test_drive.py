@@ -6,6 +6,7 @@ import os
 import random
 
 from apollo.storage.drive import Drive, format_drive
+from apollo.testing.layouts import segment_id
 from apollo.types import ShardRef
 
 
@@ -15,7 +16,7 @@ def test_more_pieces_than_one_writev_takes_are_written_in_order(tmp_path, seed):
     drive = Drive(tmp_path, "deployment")
     rng = random.Random(seed)
     pieces = [rng.randbytes(rng.randint(1, 9)) for _ in range(3 * os.sysconf("SC_IOV_MAX") + 5)]
-    shard = ShardRef(1, "segment", 0)
+    shard = ShardRef(1, segment_id(), 0)
     writer = drive.open_writer(shard, b"H" * 16)
     writer.append(pieces)
     writer.finish(b"footer")

@@ -1,0 +1,59 @@
+"""Formats of the identifiers that cross between processes, checked wherever one enters.
+
+A segment id becomes part of a file name on a storage node, a placement group a
+directory, a drive id picks a drive. Every one of them can arrive from a hostile
+peer (a URL path, a metadata call), so each is held to the exact form Apollo
+itself generates before it touches a path or a query: ``../`` or ``%2F`` in a
+segment id is not a strange name, it is an attack.
+
+:raises BadIdentifier: (a ``ValueError``) from every check, naming what was wrong.
+"""
+
+from __future__ import annotations
+
+import re
+
+SEGMENT_ID = re.compile(r"[0-9a-f]{32}")  # uuid4().hex (MetaService.allocate_segment)
+DRIVE_ID = re.compile(r"[0-9a-f]{16}")  # uuid4().hex[:16] (apollo.storage.drive.format_drive)
+ETAG = re.compile(r"[0-9a-f]{32}(-[0-9]{1,5})?")  # an MD5, or a digest of parts or cells and their count
+PLACEMENT_GROUPS_MAX = 1 << 20
+SHARDS_PER_SEGMENT_MAX = 32  # the widest scheme (apollo.storage.ec.Scheme)
+
+
+class BadIdentifier(ValueError):
+    """An identifier that is not of the form Apollo generates."""
+
+
+def _shown(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def segment_id(value: object) -> str:
+    if not isinstance(value, str) or not SEGMENT_ID.fullmatch(value):
+        raise BadIdentifier(f"bad segment id {_shown(value)}: expected 32 lowercase hex digits")
+    return value
+
+
+def drive_id(value: object) -> str:
+    if not isinstance(value, str) or not DRIVE_ID.fullmatch(value):
+        raise BadIdentifier(f"bad drive id {_shown(value)}: expected 16 lowercase hex digits")
+    return value
+
+
+def placement_group(value: object) -> int:
+    if type(value) is not int or not 0 <= value < PLACEMENT_GROUPS_MAX:
+        raise BadIdentifier(f"bad placement group {_shown(value)}: expected 0..{PLACEMENT_GROUPS_MAX - 1}")
+    return value
+
+
+def shard_index(value: object) -> int:
+    if type(value) is not int or not 0 <= value < SHARDS_PER_SEGMENT_MAX:
+        raise BadIdentifier(f"bad shard index {_shown(value)}: expected 0..{SHARDS_PER_SEGMENT_MAX - 1}")
+    return value
+
+
+def etag(value: object) -> str:
+    if not isinstance(value, str) or not ETAG.fullmatch(value):
+        raise BadIdentifier(f"bad ETag {_shown(value)}: expected 32 hex digits, optionally followed by -<count>")
+    return value

@@ -1,0 +1,212 @@
+"""Attacks by a native client holding an ordinary access key, on a real cluster.
+
+Each test sends what an attacker would: raw signed metadata calls whose JSON the attacker
+writes by hand (not through Apollo's own classes, which refuse to build such values), and
+shard requests with made-up paths. Before the fix, a forged layout in ``commit_version``
+read any file on a storage host, and deleting the object made the garbage collector delete
+another tenant's shards; the client also chose the timestamps the server stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from dataclasses import replace
+from urllib.parse import quote
+
+import aiohttp
+import pytest
+
+from apollo import errors, tokens
+from apollo.meta.remote import RemoteMeta
+from apollo.meta.store import SqlStore
+from apollo.rpc import codec, signing
+from apollo.storage.ec import Scheme
+
+VICTIM, VICTIM_SECRET = "victim-user", "victim-user-secret-key"
+ATTACKER, ATTACKER_SECRET = "attacker-user", "attacker-user-secret-key"
+SECRET_TEXT = b"the root password of this storage host"
+
+
+@pytest.fixture
+def cluster(make_cluster):
+    cluster = make_cluster(nodes=6)
+    store = SqlStore(cluster.database)
+    store.put_key(VICTIM, VICTIM_SECRET, time.time())
+    store.put_key(ATTACKER, ATTACKER_SECRET, time.time())
+    store.close()
+    return cluster
+
+
+async def raw_call(session: aiohttp.ClientSession, meta_url: str, method: str, args: list, kwargs: dict | None = None
+                   ) -> tuple[int, dict]:  # fmt: skip
+    """A metadata call whose body the attacker wrote in the codec's JSON, not with Apollo's records;
+    the reply comes back decoded."""
+    path = f"/v1/rpc/{method}"
+    body = json.dumps({"@d": {"args": args, "kwargs": {"@d": kwargs or {}}}}).encode()
+    headers = signing.sign("POST", path, body, ATTACKER, ATTACKER_SECRET)
+    async with session.post(meta_url.split(",")[0] + path, data=body, headers=headers) as response:
+        return response.status, codec.loads(await response.read())
+
+
+def wire_data(size: int, segments: list[dict]) -> dict:
+    """An ``ObjectData`` as the codec puts it on the wire, holding the layouts given as plain dicts."""
+    return {"@": "ObjectData", "size": size, "inline": None, "segments": [{"@layout": s} for s in segments]}
+
+
+def commit_args(bucket: str, key: str, data: dict, size: int, now: float | None = None) -> tuple[list, dict]:
+    kwargs = {"size": size, "etag": "0" * 32, "attrs": {"@": "ObjectAttrs", "content_type": "x/y"}, "data": data,
+              "now": now if now is not None else time.time()}  # fmt: skip
+    return [bucket, key], kwargs
+
+
+def test_a_layout_naming_a_file_outside_the_drives_is_refused_by_meta_and_by_the_node(cluster):
+    """Hole 1: a segment id of ``../`` steps read a file of the storage host through the shard route."""
+    store = SqlStore(cluster.database)
+    drive = next(d for d in store.list_drives() if d.node == "node0")
+    group_dir = cluster.node_drives["node0"][0] / "shards" / f"{3:04x}"
+    secret = cluster.root / "host-secret"
+    secret.with_suffix(".0").write_bytes(SECRET_TEXT)  # a file outside the drives, as the node would name it
+    traversal = os.path.relpath(secret, group_dir)  # ../../../../host-secret
+    forged = {"segment_id": traversal, "offset": 0, "length": len(SECRET_TEXT), "scheme": "rep1",
+              "cell_size": 1 << 20, "pg": 3, "drives": [drive.drive_id]}  # fmt: skip
+
+    async def scenario():
+        async with aiohttp.ClientSession() as session:
+            status, reply = await raw_call(session, cluster.meta_urls, "create_bucket", ["attacker-bucket"])
+            assert status == 200, reply
+            args, kwargs = commit_args("attacker-bucket", "stolen", wire_data(len(SECRET_TEXT), [forged]),
+                                       len(SECRET_TEXT))  # fmt: skip
+            status, reply = await raw_call(session, cluster.meta_urls, "commit_version", args, kwargs)
+            assert status == 400 and "bad segment id" in reply["error"]["message"], reply
+            status, reply = await raw_call(session, cluster.meta_urls, "get_version", ["attacker-bucket", "stolen"])
+            assert status == 200 and reply["result"] is None  # nothing was stored
+
+            # The node refuses the path itself, even with a valid token for that segment id (as if the
+            # metadata service had been fooled): aiohttp decodes %2F, so the check must come after.
+            keyring = tokens.Keyring(store.token_keys())
+            token = keyring.issue(tokens.READ, traversal, 60)
+            node = cluster.nodes[0].endpoint
+            url = f"{node}/v1/shards/{drive.drive_id}/3/{quote(traversal, safe='')}/0?offset=0&length=100"
+            async with session.get(url, headers={"X-Apollo-Token": token}) as response:
+                body = await response.read()
+                assert response.status == 400 and SECRET_TEXT not in body, body
+            lister = keyring.issue(tokens.LIST, tokens.ANY_SEGMENT, 60)
+            for bad_drive in (quote("../drive0", safe=""), "0" * 15 + "G", quote(drive.drive_id + "/..", safe="")):
+                url = f"{node}/v1/shards/{bad_drive}?limit=5"
+                async with session.get(url, headers={"X-Apollo-Token": lister}) as response:
+                    assert response.status == 400, await response.read()
+
+    asyncio.run(scenario())
+    store.close()
+
+
+def test_another_keys_segments_cannot_be_committed_so_their_deletion_cannot_destroy_them(cluster):
+    """Hole 2: commit the victim's layout, delete it, and the GC deletes the victim's shards."""
+    payload = os.urandom(3 * 1024 * 1024 + 11)
+    with cluster.native(VICTIM, VICTIM_SECRET) as victim:
+        victim.create_bucket("victim-bucket")
+        victim.put("victim-bucket", "weights", payload)
+    store = SqlStore(cluster.database)
+    layout = store.get_version("victim-bucket", "weights").data.segments[0]
+
+    async def scenario():
+        async with aiohttp.ClientSession() as session:
+            await raw_call(session, cluster.meta_urls, "create_bucket", ["attacker-bucket"])
+            args, kwargs = commit_args("attacker-bucket", "decoy", wire_data(layout.length, [layout.to_json()]),
+                                       layout.length)  # fmt: skip
+            status, reply = await raw_call(session, cluster.meta_urls, "commit_version", args, kwargs)
+            assert status == 403 and reply["error"]["type"] == "AccessDenied", reply
+            status, reply = await raw_call(session, cluster.meta_urls, "delete_object",
+                                           ["attacker-bucket", "decoy", None, 0.0])  # fmt: skip
+            assert status == 200, reply
+
+    asyncio.run(scenario())
+    assert store.one("SELECT COUNT(*) AS n FROM garbage WHERE segment_id = ?", (layout.segment_id,))["n"] == 0
+    with cluster.native(VICTIM, VICTIM_SECRET) as victim:
+        assert victim.get("victim-bucket", "weights") == payload
+    store.close()
+
+
+def test_the_stored_layout_is_the_allocated_one_and_timestamps_are_the_servers(cluster):
+    """A client commits its own segment but names other drives, a far past ``now`` and a wrong size."""
+    store = SqlStore(cluster.database)
+
+    async def scenario():
+        async with aiohttp.ClientSession() as session:
+            meta = await RemoteMeta(cluster.meta_urls, ATTACKER, ATTACKER_SECRET, session).start()
+            await meta.create_bucket("attacker-bucket", 0.0)
+            allocated = await meta.allocate_segment(Scheme.parse("4+2"), 1 << 20, 0)
+            forged = {**allocated.to_json(), "length": 4096, "offset": 777, "drives": list(reversed(allocated.drives))}
+            args, kwargs = commit_args("attacker-bucket", "k", wire_data(4096, [forged]), 4096, now=1.0)
+            kwargs["size"] = 10**12
+            status, reply = await raw_call(session, cluster.meta_urls, "commit_version", args, kwargs)
+            assert status == 400 and reply["error"]["type"] == "InvalidRequest", reply  # size must be the data's
+            kwargs["size"] = 4096
+            status, reply = await raw_call(session, cluster.meta_urls, "commit_version", args, kwargs)
+            assert status == 200, reply
+            version = reply["result"]
+            assert abs(version.last_modified - time.time()) < 60  # not 1970
+            stored = store.get_version("attacker-bucket", "k").data.segments[0]
+            assert stored.drives == allocated.drives and (stored.offset, stored.length) == (0, 4096)
+
+            # A second commit of the same segment: it is no longer a write in progress.
+            status, reply = await raw_call(session, cluster.meta_urls, "commit_version", args, kwargs)
+            assert status == 403, reply
+            # Deleting with ``now`` in 1970 would make the data due at once: the grace is the server's.
+            status, reply = await raw_call(session, cluster.meta_urls, "delete_object",
+                                           ["attacker-bucket", "k", None, 1.0])  # fmt: skip
+            assert status == 200, reply
+            due = store.one("SELECT due FROM garbage WHERE segment_id = ?", (allocated.segment_id,))["due"]
+            assert due > time.time()
+            await meta.close()
+
+    asyncio.run(scenario())
+    store.close()
+
+
+def test_a_pending_write_may_move_only_its_own_shards_to_known_drives(cluster):
+    store = SqlStore(cluster.database)
+    store.put_key("other-user", "other-user-secret-key", time.time())
+
+    async def scenario():
+        async with aiohttp.ClientSession() as session:
+            meta = await RemoteMeta(cluster.meta_urls, ATTACKER, ATTACKER_SECRET, session).start()
+            other = RemoteMeta(cluster.meta_urls, "other-user", "other-user-secret-key", session)
+            allocated = await meta.allocate_segment(Scheme.parse("4+2"), 1 << 20, 0)
+            with pytest.raises(errors.AccessDenied):
+                await other.repoint_segment(allocated)
+            unknown = allocated.drives[:5] + ("f" * 16,)
+            for forged in (
+                {**allocated.to_json(), "drives": list(unknown)},  # a drive the cluster does not have
+                {**allocated.to_json(), "pg": (allocated.pg + 1) % 256},  # another placement group
+                {**allocated.to_json(), "cell_size": 4096},
+                {**allocated.to_json(), "drives": [allocated.drives[0]] * 6},  # one drive holding every shard
+            ):
+                status, reply = await raw_call(session, cluster.meta_urls, "repoint_segment", [{"@layout": forged}])
+                assert status == 400 and reply["error"]["type"] == "InvalidRequest", (forged, reply)
+            moved = [allocated.drives[1], allocated.drives[0], *allocated.drives[2:]]  # shards 0 and 1 swapped
+            await meta.repoint_segment(replace(allocated, drives=tuple(moved)))
+            await meta.close()
+            return moved
+
+    moved = asyncio.run(scenario())
+    pending = json.loads(store.one("SELECT layout FROM garbage WHERE owner = ?", (f"key:{ATTACKER}",))["layout"])
+    assert pending["drives"] == moved
+    store.close()
+
+
+def test_damage_reports_name_real_shards_only(cluster):
+    async def scenario():
+        async with aiohttp.ClientSession() as session:
+            for args in (["../../x", 0, "0" * 16, "r", 0.0], ["0" * 32, 0, "0" * 16, "r", 0.0],
+                         ["0" * 32, 99, "0" * 16, "r", 0.0]):  # fmt: skip
+                status, reply = await raw_call(session, cluster.meta_urls, "report_damage", args)
+                assert status == 400 and reply["error"]["type"] == "InvalidRequest", reply
+
+    asyncio.run(scenario())
+    store = SqlStore(cluster.database)
+    assert store.one("SELECT COUNT(*) AS n FROM repair_queue")["n"] == 0
+    store.close()

@@ -1,0 +1,48 @@
+"""The metadata RPC's rule that clock, limits and caller identity are the service's, not the caller's."""
+
+from __future__ import annotations
+
+import inspect
+import time
+
+import pytest
+
+from apollo import errors, limits
+from apollo.meta.rpc_service import SERVICE_METHODS, MetaRpc, impose
+from apollo.meta.service import MetaService
+
+
+def target(method: str):
+    return getattr(MetaRpc, method, None) or getattr(MetaService, method)
+
+
+@pytest.mark.parametrize("method", sorted(SERVICE_METHODS))
+def test_every_remote_method_has_a_signature_the_service_can_bind(method):
+    """``impose`` finds server-owned parameters by name: a ``*args``/``**kwargs`` method would hide them."""
+    kinds = {p.kind for p in inspect.signature(target(method)).parameters.values()}
+    assert not kinds & {inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD}, method
+
+
+def test_a_callers_clock_and_identity_are_replaced():
+    args, kwargs = impose(target("delete_object"), [None, "b", "k", None, 1.0], {}, "key:attacker")
+    assert args[:4] == (None, "b", "k", None) and abs(args[4] - time.time()) < 5
+    _, kwargs = impose(target("commit_version"), [None, "b", "k"], {"now": 0.0, "owner": "key:victim"}, "key:me")
+    assert kwargs["owner"] == "key:me" and kwargs["now"] > 1e9
+    _, kwargs = impose(target("commit_version"), [None, "b", "k"], {}, "key:me")  # given or not
+    assert kwargs["owner"] == "key:me" and kwargs["now"] > 1e9
+
+
+def test_limits_are_the_services():
+    args, _ = impose(target("list_objects"), [None, "b", "", "", "", 10**9], {}, "key:me")
+    assert args[5] == limits.list_keys_max
+    args, _ = impose(target("list_objects"), [None, "b", "", "", "", 7], {}, "key:me")
+    assert args[5] == 7
+    with pytest.raises(errors.InvalidRequest):
+        impose(target("list_parts"), [None, "upload", 0, -1], {}, "key:me")
+    _, kwargs = impose(target("complete_upload"), [None, "b", "k", "u", []], {"part_size_min": 0}, "key:me")
+    assert kwargs["part_size_min"] == limits.part_size_bytes_min
+
+
+def test_arguments_a_method_does_not_take_are_refused():
+    with pytest.raises(TypeError):
+        impose(target("get_bucket"), [None, "b"], {"sql": "DROP TABLE buckets"}, "key:me")
