@@ -75,7 +75,7 @@ def test_a_layout_naming_a_file_outside_the_drives_is_refused_by_meta_and_by_the
 
     async def scenario():
         async with aiohttp.ClientSession() as session:
-            status, reply = await raw_call(session, cluster.meta_urls, "create_bucket", ["attacker-bucket"])
+            status, reply = await raw_call(session, cluster.meta_urls, "create_bucket", ["attacker-bucket", 0.0])
             assert status == 200, reply
             args, kwargs = commit_args("attacker-bucket", "stolen", wire_data(len(SECRET_TEXT), [forged]),
                                        len(SECRET_TEXT))  # fmt: skip
@@ -114,7 +114,7 @@ def test_another_keys_segments_cannot_be_committed_so_their_deletion_cannot_dest
 
     async def scenario():
         async with aiohttp.ClientSession() as session:
-            await raw_call(session, cluster.meta_urls, "create_bucket", ["attacker-bucket"])
+            await raw_call(session, cluster.meta_urls, "create_bucket", ["attacker-bucket", 0.0])
             args, kwargs = commit_args("attacker-bucket", "decoy", wire_data(layout.length, [layout.to_json()]),
                                        layout.length)  # fmt: skip
             status, reply = await raw_call(session, cluster.meta_urls, "commit_version", args, kwargs)
