@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import concurrent.futures
+import hashlib
 import json
 import math
 import multiprocessing
@@ -80,6 +81,15 @@ def _segments(size: int) -> list[tuple[int, int]]:
     return [(n, -(-min(SEGMENT, size - start) // K)) for n, start in enumerate(range(0, size, SEGMENT))]
 
 
+INLINE_ETAG = hashlib.md5(b"12345678").hexdigest()  # of the metadata benchmark's inline object
+
+
+def _segment_id(key: str) -> str:
+    """The baseline's shard files are named like the cluster's own (storage nodes accept no other names):
+    one segment id per key, the placement group telling its segments apart."""
+    return hashlib.md5(key.encode()).hexdigest()
+
+
 async def baseline_put(meta: RemoteMeta, key: str, size: int) -> None:
     """The shard bytes of a 4+2 write in the same shard files (k+m per segment, one segment after
     another), straight to six nodes in parallel, with no coding, hashing or metadata."""
@@ -88,7 +98,7 @@ async def baseline_put(meta: RemoteMeta, key: str, size: int) -> None:
 
     async def one(segment: int, index: int, shard_bytes: int) -> None:
         drive = drives[index % len(drives)]
-        shard = ShardRef(segment, key, index)
+        shard = ShardRef(segment, _segment_id(key), index)
         sink = await meta.nodes[drive].open_shard(drive, shard, b"\0" * HEADER_BYTES)
         for start in range(0, shard_bytes, len(chunk)):
             await sink.append([chunk[: shard_bytes - start]])
@@ -106,7 +116,7 @@ async def baseline_get(meta: RemoteMeta, key: str, size: int) -> None:
         drive = drives[index % len(drives)]
         for offset in range(HEADER_BYTES, HEADER_BYTES + shard_bytes, 4 * MiB):
             length = min(4 * MiB, HEADER_BYTES + shard_bytes - offset)
-            await meta.nodes[drive].read(drive, ShardRef(segment, key, index), offset, length)
+            await meta.nodes[drive].read(drive, ShardRef(segment, _segment_id(key), index), offset, length)
 
     await asyncio.gather(*(one(segment, i, shard_bytes) for segment, shard_bytes in _segments(size)
                            for i in range(K)))  # fmt: skip
@@ -214,7 +224,7 @@ async def metadata_rows(database: str, label: str, seconds: float, concurrency: 
                 while time.perf_counter() < deadline:
                     key = f"k{slot}-{n % 200}"
                     if op == "commit":
-                        await meta.commit_version("ops", key, size=8, etag="e", attrs=ObjectAttrs(),
+                        await meta.commit_version("ops", key, size=8, etag=INLINE_ETAG, attrs=ObjectAttrs(),
                                                   data=ObjectData(8, inline=b"12345678"), now=time.time())  # fmt: skip
                     else:
                         await meta.get_version("ops", key)

@@ -168,7 +168,8 @@ def test_listing_routes_take_only_a_service_list_token_and_refuse_bad_groups(mak
     for bad in ("x", "..%2F..%2Fx", "-1", "0?limit=0", f"0?limit={10**6}"):
         assert get(f"{drive_id}/{bad}", service_list) == (400, "BadRequest"), bad
     assert get(f"{drive_id}?after=x", service_list) == (400, "BadRequest")
-    assert get("no-such-drive", service_list) == (503, "DriveError")
+    assert get("no-such-drive", service_list) == (400, "BadRequest")  # not a drive id at all
+    assert get("0" * 16, service_list) == (503, "DriveError")  # a drive this node does not serve
 
 
 def test_the_lease_holder_sweeps_when_an_operator_asks(make_cluster):
