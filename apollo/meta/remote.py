@@ -12,8 +12,9 @@ cover every segment.
 
 Retries: a call that could not reach the metadata service at all (connection refused:
 it is restarting, or fails over) is retried for up to ``RETRY_FOR_S``. A call whose
-connection broke after it was sent is retried only if it is a read; a write then
-raises ``MetadataUnavailable``, because it may have committed (S3 clients retry it).
+connection broke after it was sent is retried only if ``apollo.proto.meta_api`` says a
+retry is safe (a read, an idempotent write); another write then raises
+``MetadataUnavailable``, because it may have committed (S3 clients retry it).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from apollo import errors, tokens
 from apollo.cluster.map import ClusterMap
 from apollo.eventloop import every
 from apollo.meta.placement import Candidate
+from apollo.proto import meta_api
 from apollo.rpc import codec, signing
 from apollo.storage.directory import NodeDirectory
 from apollo.storage.remote import Timeouts
@@ -40,11 +42,10 @@ MAP_REFRESH_S = 2.0
 # (the service retries for 30 s) before its outcome is unknown.
 CALL_TIMEOUT = aiohttp.ClientTimeout(total=60.0, connect=3.0)
 TOKENS_KEPT = 100_000
-_READS = frozenset({"get_bucket", "list_buckets", "get_version", "list_objects", "list_versions", "get_upload",
-                    "list_parts", "list_uploads", "cluster_map", "get_secret", "service_tokens"})  # fmt: skip
-
 
 def _remote(name: str):
+    """The stub of a remote call: the service binds the arguments to its own signature."""
+
     async def method(self: RemoteMeta, *args, **kwargs):
         return await self.call(name, *args, **kwargs)
 
@@ -91,7 +92,8 @@ class RemoteMeta:
                 failure: Exception = exc
                 self._current = (self._current + 1) % len(self.endpoints)
             except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
-                if method not in _READS:
+                declared = meta_api.REMOTE.get(method)
+                if declared is None or not declared.retry_safe:
                     raise errors.MetadataUnavailable(
                         f"metadata call {method} cut off, outcome unknown: {exc!r}"
                     ) from exc
@@ -140,9 +142,9 @@ class RemoteMeta:
             self._catching_up = asyncio.ensure_future(self.refresh(self._service))
 
     async def refresh(self, service: bool = False) -> None:
-        self.set_map(await self.call("cluster_map"))
+        self.set_map(await self.cluster_map())
         if service and self._service_tokens[0] - time.time() < tokens.SERVICE_TOKEN_TTL_S / 2:
-            self._service_tokens = (time.time() + tokens.SERVICE_TOKEN_TTL_S - 5, await self.call("service_tokens"))
+            self._service_tokens = (time.time() + tokens.SERVICE_TOKEN_TTL_S - 5, await self.service_tokens())
 
     def set_map(self, cluster: ClusterMap) -> None:
         self.map = cluster
@@ -185,25 +187,7 @@ class RemoteMeta:
             if not truncated:
                 return parts
 
-    allocate_segment = _remote("allocate_segment")
-    repoint_segment = _remote("repoint_segment")
-    abandon_segments = _remote("abandon_segments")
-    create_bucket = _remote("create_bucket")
-    get_bucket = _remote("get_bucket")
-    list_buckets = _remote("list_buckets")
-    delete_bucket = _remote("delete_bucket")
-    set_versioning = _remote("set_versioning")
-    commit_version = _remote("commit_version")
-    get_version = _remote("get_version")
-    delete_object = _remote("delete_object")
-    set_tags = _remote("set_tags")
-    list_objects = _remote("list_objects")
-    list_versions = _remote("list_versions")
-    create_upload = _remote("create_upload")
-    get_upload = _remote("get_upload")
-    commit_part = _remote("commit_part")
-    list_parts = _remote("list_parts")
-    list_uploads = _remote("list_uploads")
-    abort_upload = _remote("abort_upload")
-    report_damage = _remote("report_damage")
-    get_secret = _remote("get_secret")
+
+for _name in meta_api.REMOTE:
+    if not hasattr(RemoteMeta, _name):  # complete_upload is written out above
+        setattr(RemoteMeta, _name, _remote(_name))

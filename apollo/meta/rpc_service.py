@@ -3,9 +3,11 @@
 ``POST /v1/rpc/<method>`` with body ``{"args": [...], "kwargs": {...}}`` (``apollo.rpc.codec``)
 answers ``{"result": ..., "tokens": {segment id: token}}`` or ``{"error": {type, message}}``.
 
-Who may call what: any access key may call ``CLIENT_METHODS`` (what a native client or a
-gateway needs to read and write objects); root keys also ``SERVICE_METHODS`` (storage
-nodes registering and heartbeating, gateways fetching S3 secrets and service tokens).
+Who may call what is declared once, in ``apollo.proto.meta_api``: any access key may make the
+calls a native client or a gateway needs to read and write objects (on pending writes: only
+its own); root keys also the service calls (storage nodes registering and heartbeating,
+gateways fetching S3 secrets and service tokens). What is the service's to decide (its clock,
+its limits, who the caller is) it fills in itself (``SERVER_OWNED``).
 
 Capability tokens ride along with the results that name segments: a write token for a
 segment ``allocate_segment`` hands out, read tokens for the segments of a version
@@ -27,6 +29,7 @@ from apollo import errors, ids, limits, metrics, tokens
 from apollo.cluster.map import ClusterMap
 from apollo.meta.model import Conditions, Version
 from apollo.meta.service import MetaService
+from apollo.proto import meta_api
 from apollo.rpc import codec, signing
 from apollo.rpc.keycache import SecretCache
 from apollo.storage.ec import Scheme
@@ -36,14 +39,6 @@ log = logging.getLogger("apollo.meta.rpc")
 RPC_PREFIX = "/v1/rpc/"
 NODE_TIMEOUT_S = 6.0  # a node that missed this many seconds of heartbeats is dead: not writable
 MAP_TTL_S = 1.0
-
-CLIENT_METHODS = frozenset({
-    "create_bucket", "get_bucket", "list_buckets", "delete_bucket", "set_versioning", "commit_version",
-    "get_version", "delete_object", "set_tags", "list_objects", "list_versions", "create_upload", "get_upload",
-    "commit_part", "list_parts", "list_uploads", "abort_upload", "complete_upload", "report_damage",
-    "allocate_segment", "repoint_segment", "abandon_segments", "cluster_map",
-})  # fmt: skip
-SERVICE_METHODS = CLIENT_METHODS | {"get_secret", "register_node", "node_heartbeat", "service_tokens"}
 DAMAGE_REASON_CHARS_MAX = 500
 
 
@@ -165,7 +160,7 @@ async def _call(request: web.Request) -> web.Response:
     method = request.path[len(RPC_PREFIX) :]
     started = time.perf_counter()
     response = await _answer(request, method)
-    if method in SERVICE_METHODS:  # not a label per made-up method name
+    if method in meta_api.REMOTE:  # not a label per made-up method name
         outcome = "ok" if response.status == 200 else request.get("error_type", str(response.status))
         metrics.rpc_total.labels(method, outcome).inc()
         metrics.rpc_seconds.labels(method).observe(time.perf_counter() - started)
@@ -178,8 +173,7 @@ async def _answer(request: web.Request, method: str) -> web.Response:
         access_key = signing.claimed_key(request.headers)
         rights = await request.app[KEYS].get(access_key)
         signing.verify("POST", request.path, request.headers, body, rights[0] if rights else None)
-        allowed = SERVICE_METHODS if rights[1] else CLIENT_METHODS
-        if method not in allowed:
+        if meta_api.allowed(method, service_key=rights[1]) is None:
             raise errors.AccessDenied(f"{method} is not a metadata call this key may make")
         call = codec.loads(body)
         rpc = request.app[RPC]

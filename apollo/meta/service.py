@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import inspect
 import time
 import uuid
 from concurrent.futures import Executor, ThreadPoolExecutor
@@ -23,56 +24,66 @@ from apollo.errors import InsufficientStorage
 from apollo.meta.groupcommit import GroupCommitExecutor
 from apollo.meta.placement import Candidate, pg_of, rank
 from apollo.meta.store import SqlStore
+from apollo.proto import meta_api
+from apollo.proto.meta_api import Runs, Who
 from apollo.storage.ec import Scheme
 from apollo.types import NO_DRIVE, SegmentLayout
 
 PENDING_WRITE_TTL_S = 24 * 3600.0  # a live process's unfinished write is only collected after this
 
 
-def _on_thread(target: str, executor: str):
-    """Expose a blocking method of ``self.<target>`` as a coroutine run by ``self.<executor>``.
+def _on_thread(call: meta_api.Call, target: str, executor: str):
+    """A coroutine that runs the store method ``call.name`` of ``self.<target>`` on ``self.<executor>``.
 
     The call runs under ``Engine.run``: on PostgreSQL, a call that lost a race to another
-    transaction, or met a database restart, runs again from the start. The coroutine carries the
-    store method's signature, which the RPC service binds a remote caller's arguments to.
-    ``owned``: the call takes an ``owner`` (whose pending writes it may touch); an in-process
-    caller that names none is this process.
+    transaction, or met a database restart, runs again from the start.
     """
 
-    def expose(name: str, owned: bool = False):
-        async def method(self: MetaService, *args, **kwargs):
-            if owned:
-                kwargs.setdefault("owner", self.owner)
-            store = getattr(self, target)
-            call = functools.partial(store.engine.run, functools.partial(getattr(store, name), *args, **kwargs))
-            return await asyncio.get_running_loop().run_in_executor(getattr(self, executor), call)
+    async def method(self: MetaService, *args, **kwargs):
+        store = getattr(self, target)
+        run = functools.partial(store.engine.run, functools.partial(getattr(store, call.name), *args, **kwargs))
+        return await asyncio.get_running_loop().run_in_executor(getattr(self, executor), run)
 
-        return functools.wraps(getattr(SqlStore, name))(method)
-
-    return expose
+    return method
 
 
-# Writes: the metadata thread (SQLite, with group commit) or the pool's threads (PostgreSQL).
-_threaded = _on_thread("store", "_executor")
-# Reads of background work: the background reader's own thread, so a long scan never delays a commit.
-_background = _on_thread("_background_reader", "_background_pool")
-_lookup = _on_thread("reader", "_executor")
-
-
-def _inline(name: str):
-    """Expose a point lookup: on SQLite at once on the read-only connection, else on a pool thread.
+def _inline(call: meta_api.Call):
+    """A point lookup: on SQLite at once on the read-only connection, else on a pool thread.
 
     A SQLite lookup costs tens of microseconds, less than the two GIL hand-offs of a thread
     hop; a PostgreSQL lookup is a network round trip the event loop must not wait for.
     """
-    on_thread = _lookup(name)
+    on_thread = _on_thread(call, "reader", "_executor")
 
     async def method(self: MetaService, *args, **kwargs):
         if self.store.engine.embedded:
-            return getattr(self.reader, name)(*args, **kwargs)
+            return getattr(self.reader, call.name)(*args, **kwargs)
         return await on_thread(self, *args, **kwargs)
 
-    return functools.wraps(getattr(SqlStore, name))(method)
+    return method
+
+
+def _expose(call: meta_api.Call):
+    """The service's coroutine for a table call, carrying the store method's signature (the RPC service
+    binds a remote caller's arguments to it). A call on the caller's own pending writes that names no
+    ``owner`` is this process's."""
+    if call.runs is Runs.INLINE:
+        run = _inline(call)
+    elif call.runs is Runs.THREAD:  # the metadata thread (SQLite, group commit) or the pool (PostgreSQL)
+        run = _on_thread(call, "store", "_executor")
+    else:  # long scans on the background reader's own thread never delay a commit
+        run = _on_thread(call, "_background_reader", "_background_pool")
+    store_method = getattr(SqlStore, call.name)
+    if call.who is not Who.OWNER:
+        return functools.wraps(store_method)(run)
+    position = list(inspect.signature(store_method).parameters).index("owner") - 1  # after ``self``
+
+    async def owned(self: MetaService, *args, **kwargs):
+        if len(args) <= position:  # not given positionally
+            kwargs.setdefault("owner", self.owner)
+        return await run(self, *args, **kwargs)
+
+    return functools.wraps(store_method)(owned)
 
 
 class MetaService:
@@ -140,67 +151,7 @@ class MetaService:
         self.reader.close()
         self.store.close()
 
-    add_pending = _threaded("add_pending")
-    repoint_pending = _threaded("repoint_pending", owned=True)
-    create_bucket = _threaded("create_bucket")
-    get_bucket = _inline("get_bucket")
-    list_buckets = _threaded("list_buckets")
-    delete_bucket = _threaded("delete_bucket")
-    set_versioning = _threaded("set_versioning")
-    commit_version = _threaded("commit_version", owned=True)
-    get_version = _inline("get_version")
-    delete_object = _threaded("delete_object")
-    set_tags = _threaded("set_tags")
-    list_objects = _threaded("list_objects")
-    list_versions = _threaded("list_versions")
-    create_upload = _threaded("create_upload")
-    get_upload = _inline("get_upload")
-    commit_part = _threaded("commit_part", owned=True)
-    list_parts = _threaded("list_parts")
-    list_uploads = _threaded("list_uploads")
-    abort_upload = _threaded("abort_upload")
-    expire_uploads = _threaded("expire_uploads")
-    complete_upload = _threaded("complete_upload")
-    get_secret = _inline("get_secret")
-    get_setting = _inline("get_setting")
-    set_setting = _threaded("set_setting")
-    settings_like = _background("settings_like")
-    report_damage = _threaded("report_damage")
-    # drives and self-healing (apollo.cluster)
-    list_drives = _background("list_drives")
-    set_drive_state = _threaded("set_drive_state")
-    set_drive_usage = _threaded("set_drive_usage")
-    repair_backlog = _background("repair_backlog")
-    degraded_groups = _background("degraded_groups")
-    due_repairs = _background("due_repairs")
-    segment_layout = _background("segment_layout")
-    commit_repair = _threaded("commit_repair")
-    defer_repairs = _threaded("defer_repairs")
-    drop_repairs = _threaded("drop_repairs")
-    retry_repairs_now = _threaded("retry_repairs_now")
-    queue_moves = _threaded("queue_moves")
-    queued_moves = _background("queued_moves")
-    segments_after = _background("segments_after")
-    segment_count = _background("segment_count")
-    shard_references = _background("shard_references")
-    drive_jobs = _background("drive_jobs")
-    start_drive_job = _threaded("start_drive_job")
-    advance_drive_job = _threaded("advance_drive_job")
-    finish_drive_job = _threaded("finish_drive_job")
-    pending_repairs_on = _background("pending_repairs_on")
-    due_garbage = _threaded("due_garbage")
-    forget_garbage = _threaded("forget_garbage")
-    release_orphans = _threaded("release_orphans")
-    abandon_segments = _threaded("abandon_segments")
-    # cluster mode (apollo.meta.rpc_service)
-    key_rights = _inline("key_rights")
-    cluster_map = _threaded("cluster_map")
-    register_node = _threaded("register_node")
-    node_heartbeat = _threaded("node_heartbeat")
-    token_keys = _background("token_keys")
-    add_token_key = _threaded("add_token_key")
-    drop_token_keys = _threaded("drop_token_keys")
-    # the manager lease (apollo.cluster.lease)
-    acquire_lease = _threaded("acquire_lease")
-    release_lease = _threaded("release_lease")
-    leases = _background("leases")
+
+for _call in meta_api.CALLS.values():
+    if _call.runs in (Runs.INLINE, Runs.THREAD, Runs.BACKGROUND):
+        setattr(MetaService, _call.name, _expose(_call))

@@ -76,7 +76,7 @@ class StorageProcess:
         and formatting would put a new drive on the wrong disk.
         """
         config = self.config
-        joined = await meta.call("register_node", config.name, self.endpoint, config.rack, [])
+        joined = await meta.register_node(config.name, self.endpoint, config.rack, [])
         deployment, known = joined["deployment_id"], joined["drives"]
         for root in config.drives:
             path = str(root.resolve())
@@ -103,13 +103,13 @@ class StorageProcess:
                 log.info("drive %s: removed %d temp files of interrupted writes", root, removed)
             self.node.attach(drive)
         drives = [(d.drive_id, str(d.root)) for d in self.node.drives.values()]
-        await meta.call("register_node", config.name, self.endpoint, config.rack, drives)
+        await meta.register_node(config.name, self.endpoint, config.rack, drives)
         await self._heartbeat(meta)
         log.info("storage node %s joined with %d drives at %s", config.name, len(drives), self.endpoint)
 
     async def _heartbeat(self, meta: RemoteMeta) -> None:
         drives = await asyncio.to_thread(self._probe)
-        answer = await meta.call("node_heartbeat", self.config.name, drives)
+        answer = await meta.node_heartbeat(self.config.name, drives)
         self.state.epoch = answer["epoch"]
         self.keyring.replace([tokens.TokenKey(k["key_id"], bytes.fromhex(k["secret"]), k["created"])
                               for k in answer["keys"]])  # fmt: skip

@@ -8,15 +8,16 @@ import time
 import pytest
 
 from apollo import errors, limits
-from apollo.meta.rpc_service import SERVICE_METHODS, MetaRpc, impose
+from apollo.meta.rpc_service import MetaRpc, impose
 from apollo.meta.service import MetaService
+from apollo.proto.meta_api import REMOTE
 
 
 def target(method: str):
     return getattr(MetaRpc, method, None) or getattr(MetaService, method)
 
 
-@pytest.mark.parametrize("method", sorted(SERVICE_METHODS))
+@pytest.mark.parametrize("method", sorted(REMOTE))
 def test_every_remote_method_has_a_signature_the_service_can_bind(method):
     """``impose`` finds server-owned parameters by name: a ``*args``/``**kwargs`` method would hide them."""
     kinds = {p.kind for p in inspect.signature(target(method)).parameters.values()}
@@ -46,3 +47,21 @@ def test_limits_are_the_services():
 def test_arguments_a_method_does_not_take_are_refused():
     with pytest.raises(TypeError):
         impose(target("get_bucket"), [None, "b"], {"sql": "DROP TABLE buckets"}, "key:me")
+
+
+def test_an_owner_the_service_imposes_reaches_the_store_once_whatever_its_position(store):
+    """``abandon_segments(ids, now, owner)`` takes the owner positionally once bound: the in-process
+    service must not add its own default on top (it did: "got multiple values for argument 'owner'")."""
+    import asyncio
+
+    from apollo.testing.layouts import pending
+
+    layout = pending(store, owner="key:me")
+
+    async def scenario():
+        service = MetaService(store)
+        args, kwargs = impose(MetaService.abandon_segments, [service, [layout.segment_id], 0.0], {}, "key:me")
+        await MetaService.abandon_segments(*args, **kwargs)
+
+    asyncio.run(scenario())
+    assert store.one("SELECT due FROM garbage WHERE segment_id = ?", (layout.segment_id,))["due"] < 1e11
