@@ -44,6 +44,10 @@ repair_backlog = Gauge("apollo_repair_backlog", "Shards waiting in the repair qu
                        multiprocess_mode="livemax")  # fmt: skip
 degraded_groups = Gauge("apollo_degraded_groups", "Placement groups with a shard waiting for repair",
                         registry=registry, multiprocess_mode="livemax")  # fmt: skip
+segments_at_risk = Gauge("apollo_segments_at_risk",
+                         "Segments with more shards in one failure domain than the live domains force, as the "
+                         "rebalancer's last measurement found them (it moves them off)",
+                         registry=registry, multiprocess_mode="livemax")  # fmt: skip
 repaired_shards = Counter("apollo_repaired_shards_total", "Shards rebuilt or moved by the repair worker",
                           registry=registry)  # fmt: skip
 repair_bytes = Counter("apollo_repair_bytes_total", "Bytes written by the repair worker", registry=registry)

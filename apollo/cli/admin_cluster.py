@@ -155,6 +155,7 @@ def cmd_status(args: argparse.Namespace) -> None:
     console.print(f"repair: backlog {repair['backlog_now']} shards, {repair.get('degraded_groups', 0)} degraded "
                   f"groups, rate {_size(repair.get('bytes_per_s', 0))}/s, {_size(repair.get('bytes_total', 0))} "
                   f"rebuilt since start (limit {_size(status.tuning.repair_bytes_per_s)}/s)")  # fmt: skip
+    _print_spread(status)
     for job in status.jobs:
         state = f"done {_when(job.finished)}" if job.finished else f"walking group {job.cursor_pg}"
         console.print(f"drive job: {job.kind} {job.drive_id}: {job.queued} shards queued, "
@@ -176,6 +177,21 @@ def cmd_status(args: argparse.Namespace) -> None:
                       f"{sweep['orphans']} orphans deleted")  # fmt: skip
 
 
+def _print_spread(status: admin.Status) -> None:
+    """Segments at risk (a failure domain holds more of their shards than the live domains force), as the
+    rebalancer last counted them, and a warning when the live domains are too few for the scheme at all."""
+    at_risk, measured = status.repair.get("at_risk"), status.repair.get("at_risk_measured")
+    if at_risk is None:
+        console.print("spread: segments at risk not counted yet (the rebalancer counts them on each pass; "
+                      "`apollo admin rebalance --now` starts one)")  # fmt: skip
+    else:
+        fixing = ", being moved off their crowded domains" if at_risk else ""
+        console.print(f"spread: {at_risk} segments at risk (more shards in one failure domain than the live "
+                      f"domains force{fixing}), counted {_when(measured)}")  # fmt: skip
+    if status.shortfall:
+        console.print(f"WARNING: {status.shortfall}")
+
+
 def _request_and_follow(
     store, name: str, done: str, total: Callable[[dict], int], unit: str, args: argparse.Namespace
 ) -> dict:
@@ -186,12 +202,14 @@ def _request_and_follow(
         return {}
 
     def poll() -> tuple[int, int, bool]:
+        # A pass serving a later request (a drive came or went meanwhile, another operator asked) started
+        # after ours was written, so it serves ours too; waiting for our exact timestamp could wait forever.
         state = admin.pass_state(store, name)
         current, last = state.get("current") or {}, state.get("last", {})
-        if current.get("request") == requested:
-            return current[done], total(current), False
-        if last.get("request") == requested:
+        if last.get("request", 0.0) >= requested:
             return last[done], total(last), True
+        if current.get("request", 0.0) >= requested:
+            return current[done], total(current), False
         return 0, 0, False
 
     _follow(name, poll, unit=unit, timeout=args.timeout)

@@ -14,19 +14,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from apollo.cluster.drives import NODE_NAME, SERVING_STATES
-from apollo.cluster.duties import STATUS_SETTING
+from apollo.cluster.duties import CLUSTER_SCHEME_DEFAULT, SCHEME_SETTING, STATUS_SETTING
 from apollo.cluster.map import ClusterMap
 from apollo.cluster.passes import request_setting, state_setting
 from apollo.cluster.tuning import SETTING_PREFIX, Tuning
+from apollo.meta.placement import domain_shortfall
 from apollo.meta.rpc_service import NODE_TIMEOUT_S
 from apollo.meta.sql_admin import DriveRecord
 from apollo.meta.sql_repair import DriveJob
 from apollo.meta.store import SqlStore
 from apollo.storage.drive import format_drive, read_format
 from apollo.storage.ec import Scheme
-
-SCHEME_SETTING = "scheme"  # the server's durability scheme, recorded at start for drain checks
-CLUSTER_SCHEME_DEFAULT = "4+2"  # what gateways and native clients write unless told otherwise
 
 
 class AdminError(Exception):
@@ -90,21 +88,59 @@ def _still_formatted(record: DriveRecord) -> bool:
 
 
 def drain_drive(store: SqlStore, name: str, force: bool = False) -> DriveRecord:
-    """Copy every shard off a drive; it is retired when nothing refers to it any more."""
+    """Copy every shard off a drive; it is retired when nothing refers to it any more.
+
+    Refused (unless ``force``) when the live failure domains left would be fewer than the scheme's width:
+    see ``_refuse_too_few_domains``."""
     record = find_drive(store, name)
     if record.state not in ("online", "offline"):
         raise AdminError(f"drive {record.drive_id} is {record.state}; only online or offline drives can be drained")
-    online = [r for r in store.list_drives() if r.state == "online" and r.drive_id != record.drive_id]
-    default = "rep1" if record.node == NODE_NAME else CLUSTER_SCHEME_DEFAULT  # an all-in-one server records its own
-    width = Scheme.parse(store.get_setting(SCHEME_SETTING) or default).width
-    if len(online) < width and not force:
-        raise AdminError(f"draining leaves {len(online)} online drives but the {width}-wide scheme needs {width} "
-                         "distinct drives per segment; add a drive first (or --force to queue it anyway)")  # fmt: skip
+    _refuse_too_few_domains(store, f"draining drive {record.drive_id}", {record.drive_id}, force)
     now = time.time()
     store.set_drive_state(record.drive_id, "draining", now)
     store.start_drive_job(record.drive_id, "drain", now)
     record.state = "draining"
     return record
+
+
+def _refuse_too_few_domains(store: SqlStore, what: str, leaving: set[str], force: bool) -> None:
+    """The drain rule: refused when the live failure domains left are fewer than the scheme's width.
+
+    Fewer domains than shards means some domain holds two or more shards of a segment, so fewer than m
+    domains may fail at once (``placement.domain_shortfall`` says how many; the lease holder logs the same
+    words, docs/deploy.md "Sizing" states the rule). With ``force`` the drain goes ahead, and the copies
+    still spread as evenly as the domains left allow (4+2 over three nodes: 2,2,2), waiting where no
+    drive keeps that spread.
+    """
+    domains, unit = _live_domains(store, leaving)
+    scheme = _scheme(store, unit)
+    shortfall = domain_shortfall(scheme.width, scheme.m, domains.values(), unit)
+    if shortfall is not None and not force:
+        first = "add a drive" if unit == "drives" else "add a node"
+        raise AdminError(f"{what} leaves {shortfall}; {first} first, or --force to drain anyway (the shards then "
+                         "spread as evenly as what is left allows)")  # fmt: skip
+
+
+def _scheme(store: SqlStore, unit: str) -> Scheme:
+    """The scheme the checks assume: the one an all-in-one server records at start, else a cluster's default."""
+    return Scheme.parse(store.get_setting(SCHEME_SETTING) or ("rep1" if unit == "drives" else CLUSTER_SCHEME_DEFAULT))
+
+
+def _live_domains(store: SqlStore, leaving: set[str]) -> tuple[dict[str, int], str]:
+    """Online drives per live failure domain once ``leaving`` are gone, and what a domain is: on one server
+    each drive ("drives"); in a cluster the rack when labelled, else the node, counting live nodes only."""
+    records = store.list_drives()
+    drives = [r for r in records if r.state == "online" and r.drive_id not in leaving]
+    if all(r.node == NODE_NAME for r in records):
+        return {r.drive_id: 1 for r in drives}, "drives"
+    cluster = store.cluster_map(time.time(), NODE_TIMEOUT_S, 0)
+    alive = {n.name for n in cluster.nodes if n.alive}
+    domains: dict[str, int] = {}
+    for record in drives:
+        if record.node in alive:
+            domain = cluster.failure_domain(record.node)
+            domains[domain] = domains.get(domain, 0) + 1
+    return domains, "failure domains"
 
 
 def remove_drive(store: SqlStore, name: str) -> DriveRecord:
@@ -137,18 +173,13 @@ def drain_node(store: SqlStore, node: str, force: bool = False) -> list[DriveRec
     """Copy every shard off every drive of a storage node, before the node is taken away for good.
 
     Its drives are retired once empty; then stop the node and ``remove_node`` it. Refused when the
-    other nodes are too few failure domains for the scheme (``--force`` queues it anyway: the copies
-    wait for a place to go)."""
+    other nodes are fewer failure domains than the scheme's width (``_refuse_too_few_domains``;
+    ``--force`` drains anyway, as evenly as the domains left allow)."""
     cluster = store.cluster_map(time.time(), NODE_TIMEOUT_S, 0)
     drives = [r for r in _node_drives(store, node, cluster) if r.state in ("online", "offline")]
     if not drives:
         raise AdminError(f"node {node} has no online or offline drive to drain")
-    alive = {n.name for n in cluster.nodes if n.alive}
-    domains = {d.node for d in cluster.drives if d.state == "online" and d.node in alive and d.node != node}
-    width = Scheme.parse(store.get_setting(SCHEME_SETTING) or CLUSTER_SCHEME_DEFAULT).width
-    if len(domains) < width and not force:
-        raise AdminError(f"draining {node} leaves {len(domains)} live nodes with online drives, but {width}-wide "
-                         f"segments need {width} failure domains; add a node first (or --force)")  # fmt: skip
+    _refuse_too_few_domains(store, f"draining {node}", {r.drive_id for r in drives}, force)
     now = time.time()
     for record in drives:
         store.set_drive_state(record.drive_id, "draining", now)
@@ -208,10 +239,15 @@ class Status:
     scrub: dict
     tuning: Tuning
     segments: int
+    shortfall: str | None  # what too few live failure domains cost (``domain_shortfall``); None: enough
 
 
 def status(store: SqlStore) -> Status:
+    """Everything ``apollo admin status`` shows. The count of segments at risk (``repair["at_risk"]``) is the
+    lease holder's, from the rebalancer's last walk: counting here would scan every segment per call."""
     drives = store.list_drives()
+    domains, unit = _live_domains(store, set())
+    scheme = _scheme(store, unit)
     return Status(
         drives=drives,
         jobs=store.drive_jobs(active_only=False),
@@ -220,4 +256,5 @@ def status(store: SqlStore) -> Status:
         scrub=pass_state(store, "scrub"),
         tuning=Tuning.load(store.settings_like(SETTING_PREFIX)),
         segments=store.segment_count(),
+        shortfall=domain_shortfall(scheme.width, scheme.m, domains.values(), unit) if domains else None,
     )

@@ -30,6 +30,8 @@ STATES = ("online", "offline", "failed", "draining", "retired")
 
 
 class DriveMonitor:
+    domain_unit = "drives"  # on one server every drive is its own failure domain
+
     def __init__(
         self, ctx: ClientContext, node: LocalStorageNode, deployment_id: str, *, manager: bool, reserve_bytes: int
     ) -> None:
@@ -44,16 +46,19 @@ class DriveMonitor:
         self.writable: set[str] = set()
 
     def view(self) -> DriveView:
-        """States and writability as of the last probe, for the repair worker."""
+        """States and writability as of the last probe, for the repair worker and the rebalancer."""
         return DriveView(
             states={d: r.state for d, r in self.records.items()},
             writable=set(self.writable),
             replaced_by={d: r.replaced_by for d, r in self.records.items() if r.replaced_by},
             candidates=self._candidates(),
+            domain_of={d: d for d in self.records},
         )
 
     def _candidates(self) -> list[Candidate]:
-        return [Candidate(d, r.node, r.weight) for d, r in self.records.items() if r.state == "online"]
+        """Online drives. On one server each drive fails on its own, so each is its own failure domain:
+        the spread rule then asks one shard per drive, and the ranking is plain score order."""
+        return [Candidate(d, d, r.weight) for d, r in self.records.items() if r.state == "online"]
 
     async def probe(self) -> None:
         """Refresh states from the database, attach new drives, check every drive, publish writability.

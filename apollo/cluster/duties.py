@@ -7,7 +7,9 @@ jobs, the periodic passes the deployment has (scrub, rebalance, orphan sweep), w
 else the deployment adds (garbage collection, key rotation, ...), a reread of the knobs
 ``apollo admin tune`` sets, and a report of what repair is doing for ``apollo admin
 status`` and /metrics. They start when the lease is taken and are cancelled when it is
-lost, so a holder that dies or stalls hands all of it to the next one.
+lost, so a holder that dies or stalls hands all of it to the next one. When it takes the role, and
+whenever the live failure domains change, it says in the log whether they are fewer than the
+scheme's width (``placement.domain_shortfall``: the same words as the drain refusal).
 
 Call sequence: ``add_pass`` / ``add`` while assembling; then ``claim`` (optional: one
 attempt before serving), ``keep`` as a task for the process's life, ``stop`` at shutdown.
@@ -19,6 +21,7 @@ import asyncio
 import json
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Coroutine
 from functools import partial
 from typing import Any, Protocol
@@ -28,15 +31,20 @@ from apollo.client.context import ClientContext
 from apollo.cluster.lease import LeaseKeeper
 from apollo.cluster.lifecycle import DriveLifecycle
 from apollo.cluster.passes import PeriodicPass
+from apollo.cluster.rebalance import Rebalancer
 from apollo.cluster.repair import DriveView, RepairWorker
 from apollo.cluster.tuning import SETTING_PREFIX, Tuning
 from apollo.eventloop import every
+from apollo.meta.placement import domain_shortfall
 from apollo.meta.sql_admin import DriveRecord
+from apollo.storage.ec import Scheme
 
 log = logging.getLogger("apollo.manager")
 RETUNE_S = 2.0  # `apollo admin tune` takes effect within this
 STATUS_S = 2.0
 STATUS_SETTING = "status.repair"
+SCHEME_SETTING = "scheme"  # the all-in-one server's durability scheme, recorded at start for the spread checks
+CLUSTER_SCHEME_DEFAULT = "4+2"  # what gateways and native clients write unless told otherwise
 
 Duty = Callable[[], Coroutine[None, None, None]]  # runs until cancelled; started afresh each time the role is taken
 
@@ -53,6 +61,7 @@ class ManagedDrives(Protocol):
 
     lifecycle: DriveLifecycle
     records: dict[str, DriveRecord]
+    domain_unit: str  # what a failure domain is, for people: "drives" on one server, else "failure domains"
 
     def view(self) -> DriveView: ...
 
@@ -64,9 +73,11 @@ class ManagerDuties:
     ) -> None:  # fmt: skip
         """``holder``: this process's name for the lease; ``on_change(held)``: told when the role starts and ends."""
         self.meta = ctx.meta
+        self.drives = drives
         self.lease = LeaseKeeper(ctx.meta, holder, lease_ttl_s)
         self.lifecycle = drives.lifecycle
         self.repair = RepairWorker(ctx, drives.view)
+        self.lifecycle.repairs_writing = lambda: self.repair.writing
         self.passes: list[PeriodicPass] = []
         self.tuning = Tuning()
         self.held = False
@@ -79,6 +90,9 @@ class ManagerDuties:
         ]
         self._tasks: list[asyncio.Task] = []
         self._last_status = (time.monotonic(), 0)
+        # The domain check's findings: the last one seen, and the last one logged ("": none since taking the role).
+        self._seen: str | None = ""
+        self._shortfall: str | None = ""
 
     def add(self, duty: Duty) -> None:
         self._duties.append(duty)
@@ -112,6 +126,7 @@ class ManagerDuties:
         if self.held:  # ``claim`` took it; the first round of ``keep`` reports the same gain
             return
         self.held = True
+        self._seen = self._shortfall = ""
         self._on_change(True)
         metrics.manager_lease_held.set(1)
         await self.retune()  # the repair worker starts unlimited until tuned
@@ -145,14 +160,47 @@ class ManagerDuties:
             _PASS_KNOBS[background_pass.name](background_pass, tuning)
 
     async def publish_status(self) -> None:
-        """Repair's backlog and pace, for ``apollo admin status`` (a setting) and for /metrics."""
+        """Repair's backlog and pace and the segments at risk, for ``apollo admin status`` (a setting) and
+        /metrics; and the check of the live failure domains against the scheme."""
         backlog = await self.meta.repair_backlog()
         degraded = await self.meta.degraded_groups()
+        at_risk, measured = self.at_risk() or (None, None)
         metrics.repair_backlog.set(backlog)
         metrics.degraded_groups.set(degraded)
+        metrics.segments_at_risk.set(at_risk or 0)
         now, done = time.monotonic(), self.repair.repaired_bytes
         since, before = self._last_status
         self._last_status = (now, done)
         status = {"updated": time.time(), "backlog": backlog, "degraded_groups": degraded,
-                  "bytes_per_s": (done - before) / max(1e-6, now - since), "bytes_total": done}  # fmt: skip
+                  "bytes_per_s": (done - before) / max(1e-6, now - since), "bytes_total": done,
+                  "at_risk": at_risk, "at_risk_measured": measured}  # fmt: skip
         await self.meta.set_setting(STATUS_SETTING, json.dumps(status))
+        await self.check_domains()
+
+    def at_risk(self) -> tuple[int, float] | None:
+        """Segments at risk and when they were counted: the rebalancer's last measurement, which walks
+        every segment anyway (a count per status call would be a scan of the whole namespace)."""
+        counts = [p.at_risk() for p in self.passes if isinstance(p, Rebalancer)]
+        return next((c for c in counts if c is not None), None)
+
+    async def check_domains(self) -> None:
+        """Log, on taking the role and whenever it changes, whether the live failure domains are fewer than
+        the scheme's width (the same rule as the drain refusal and docs/deploy.md "Sizing").
+
+        A finding is logged once two checks in a row agree, so nodes joining one by one at a cluster's
+        start, or a map caught mid-change, do not log every step on the way."""
+        view = self.drives.view()
+        if not view.candidates:  # nothing known yet: before the first probe or heartbeats
+            return
+        scheme = Scheme.parse(await self.meta.get_setting(SCHEME_SETTING) or CLUSTER_SCHEME_DEFAULT)
+        sizes = Counter(c.domain for c in view.candidates).values()
+        shortfall = domain_shortfall(scheme.width, scheme.m, sizes, self.drives.domain_unit)
+        seen, self._seen = self._seen, shortfall
+        if shortfall != seen or shortfall == self._shortfall:
+            return
+        if shortfall is not None:
+            log.warning("%s segments: %s", scheme, shortfall)
+        elif self._shortfall:
+            log.info("%s segments: %d live %s, one shard of a segment in each: any %d may fail", scheme, len(sizes),
+                     self.drives.domain_unit, scheme.m)  # fmt: skip
+        self._shortfall = shortfall

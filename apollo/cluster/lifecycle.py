@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 from apollo.cluster.passes import request_setting
 from apollo.meta.sql_admin import DriveRecord
@@ -38,6 +38,8 @@ class DriveLifecycle:
         self.offline_grace_s = 600.0
         self._unreachable_since: dict[str, float] = {}
         self._states: dict[str, str] = {}
+        # Drives the repair worker is writing to right now (``RepairWorker.writing``; the same process runs both).
+        self.repairs_writing: Callable[[], Collection[str]] = tuple
 
     async def apply(self, records: dict[str, DriveRecord], health: dict[str, str], gained: bool) -> None:
         """Turn one round of health reports into state changes; ``gained``: a drive became writable.
@@ -126,9 +128,20 @@ class DriveLifecycle:
         await self.meta.advance_drive_job(job, page[-1].pg, page[-1].segment_id, items, now)
 
     async def _retire_if_empty(self, record: DriveRecord, now: float) -> None:
-        if await self.meta.pending_repairs_on(record.drive_id):
+        """Retire a failed or draining drive once nothing needs it; a retired drive is no longer served.
+
+        Drives placement and repair chose a moment before the drain began (they follow the drive states a
+        couple of seconds late) may still receive a shard: a repair writing there now, or a write in flight
+        (a pending row in the garbage queue) that may yet commit. Retired before that commit, the drive
+        would hold a committed shard nobody reads and nobody knows to rebuild; after it, the commit is
+        found below and the walk starts again. A draining drive also waits for the garbage collector to
+        delete replaced data there, which it can do only while the drive is served.
+        """
+        if await self.meta.pending_repairs_on(record.drive_id) or record.drive_id in self.repairs_writing():
             return
         if await self.meta.segments_after(-1, "", 1, record.drive_id):  # committed after the walk passed it
             await self.meta.start_drive_job(record.drive_id, "drain" if record.state == "draining" else "evacuate", now)
+            return
+        if record.state == "draining" and await self.meta.garbage_on(record.drive_id):
             return
         await self._set_state(record, "retired", now, "no segment refers to it any more")

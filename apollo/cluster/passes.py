@@ -6,7 +6,10 @@ progress lives in the ``settings`` table as JSON under ``<name>.state``
 every page, so a restarted server resumes the pass rather than starting over.
 A pass starts ``interval_s`` after the previous one started, or when an
 operator writes a new timestamp to ``<name>.requested``; the pass records the
-request it serves, so ``--wait`` knows when its request is done.
+request it serves, so ``--wait`` knows when its request is done. A pass that
+left work for a follow-up (the rebalancer, after planning moves off crowded
+failure domains, measures again once they are done) ends with ``again`` set,
+and the next pass starts at once without touching the operators' requests.
 """
 
 from __future__ import annotations
@@ -72,7 +75,7 @@ class PeriodicPass(ABC):
         if current is None:
             requested = float(await self.meta.get_setting(request_setting(self.name)) or 0)
             last = self.state.get("last", {})
-            due = time.time() >= last.get("started", 0.0) + self.interval_s
+            due = time.time() >= last.get("started", 0.0) + self.interval_s or last.get("again", False)
             if not (due or requested > last.get("request", 0.0)):
                 return False
             if self.retune is not None:

@@ -25,6 +25,8 @@ STEP_S = 2.0
 
 
 class ClusterDrives:
+    domain_unit = "failure domains"  # racks when labelled, else nodes
+
     def __init__(self, meta, cluster_map: Callable[[], Awaitable[ClusterMap]]) -> None:
         self.meta = meta
         self.cluster_map = cluster_map
@@ -34,12 +36,14 @@ class ClusterDrives:
         self._writable: set[str] = set()
 
     def view(self) -> DriveView:
-        """What the repair worker needs: states, writable drives, replacements, placement candidates."""
+        """What the repair worker and the rebalancer need: states, writable drives, replacements, placement
+        candidates and every drive's failure domain (its rack when racks are labelled, else its node)."""
         return DriveView(
             states={d: r.state for d, r in self.records.items()},
             writable=self.map.writable(),
             replaced_by={d: r.replaced_by for d, r in self.records.items() if r.replaced_by},
             candidates=self.map.candidates(),
+            domain_of={d: self.map.failure_domain(r.node) for d, r in self.records.items()},
         )
 
     async def step(self) -> None:

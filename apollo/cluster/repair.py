@@ -2,9 +2,10 @@
 
 For each segment with queued shards: look up its current layout, check the
 queued shards (a report can be stale: a transient error, or a shard already
-rebuilt), choose a target drive per bad shard (the same drive if it is still
-online, else the drive that replaced it, else the next drive of the placement
-group's ranking not already in the layout), rebuild the cells from any ``k``
+rebuilt), choose a target drive per bad shard (a move's planned target, else the
+same drive if it is still online, else the drive that replaced it, else the
+placement group's ranking; always one that keeps the segment's spread over
+failure domains legal, ``placement.FailureDomains``), rebuild the cells from any ``k``
 good shards (or copy the shard as is when draining a readable drive), write
 the new shard files, read them back, and commit the new layout in one
 metadata transaction. Old copies on other drives are deleted afterwards. All
@@ -16,15 +17,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from apollo import metrics
 from apollo.client.context import ClientContext
+from apollo.cluster.passes import request_setting
 from apollo.cluster.ratelimit import RateLimiter
 from apollo.cluster.shardcheck import check_shard
 from apollo.errors import ApolloError, InsufficientFragments
-from apollo.meta.placement import rank
+from apollo.meta.placement import Candidate, FailureDomains, rank
 from apollo.meta.sql_repair import RepairItem
 from apollo.storage.geometry import ShardGeometry
 from apollo.storage.node import ShardSink
@@ -49,12 +52,21 @@ MOVE_REASONS = ("drain", "rebalance")  # the shard is fine: copy it when its dri
 
 @dataclass
 class DriveView:
-    """What the repair worker needs to know about drives right now (from the drive monitor)."""
+    """What the repair worker and the rebalancer need to know about drives right now (from the drive monitor)."""
 
     states: dict[str, str]  # drive id -> online | offline | failed | draining | retired
     writable: set[str]  # healthy, attached, online, with free space
     replaced_by: dict[str, str]
-    candidates: list  # placement candidates (online drives), for ``rank``
+    candidates: list[Candidate]  # placement candidates (online drives, with their failure domains), for ``rank``
+    domain_of: dict[str, str] = field(default_factory=dict)  # failure domain of every known drive, online or not
+
+    def failure_domains(self) -> FailureDomains:
+        """The spread rule's view: the live domains (those of online drives) and every drive's domain."""
+        return FailureDomains.of(self.candidates, self.domain_of)
+
+    def offline(self) -> list[str]:
+        """Drives within their offline grace: they may come back with every shard they hold."""
+        return sorted(d for d, state in self.states.items() if state == "offline")
 
 
 class RepairWorker:
@@ -67,6 +79,9 @@ class RepairWorker:
         self.parallel = 4
         self.paused = False
         self.repaired_bytes = 0  # rebuilt or copied bytes written, for the status rate
+        # Drives shards are being written to right now: one must not be retired before the commit that
+        # points a segment at it (it may have started draining since it was chosen).
+        self.writing: Counter[str] = Counter()
 
     def tune(self, bytes_per_s: float, ops_per_s: float, parallel: int, paused: bool) -> None:
         self.bytes_budget.rate = bytes_per_s
@@ -141,55 +156,85 @@ class RepairWorker:
             await self.meta.drop_repairs(segment_id, healthy)
         if not bad:
             return
-        targets = self._choose_targets(layout, bad, view, planned)
+        targets = self._choose_targets(layout, bad, view, planned, lost=set(bad) - moving)
         if len(targets) < len(bad):
-            raise ApolloError(f"no writable drive for shards {sorted(set(bad) - set(targets))} of group {layout.pg}")
+            free = view.writable - set(layout.drives)
+            why = "that keeps the segment's spread over failure domains legal" if free else "outside the layout"
+            raise ApolloError(f"no writable drive {why} for shards {sorted(set(bad) - set(targets))} of group "
+                              f"{layout.pg}")  # fmt: skip
         copy_from = {i: layout.drives[i] for i in moving if view.states.get(layout.drives[i]) in ("online", "draining")}
+        self.writing.update(targets.values())
+        try:
+            committed = await self._write_and_commit(layout, targets, copy_from)
+        finally:
+            self.writing -= Counter(targets.values())
+        if committed and view.failure_domains().at_risk([targets.get(i, d) for i, d in enumerate(layout.drives)]):
+            # Rebuilt over the limit (no drive had room within it): have it counted, and moved once one has.
+            await self.meta.set_setting(request_setting("rebalance"), repr(time.time()))
+
+    async def _write_and_commit(self, layout: SegmentLayout, targets: dict[int, str], copy_from: dict[int, str]
+                                ) -> bool:  # fmt: skip
+        """Write the shards, then point the layout at them; False (and nothing left behind) when it changed."""
         written = await self._rebuild(layout, targets, copy_from)
-        if await self.meta.commit_repair(segment_id, layout.drives, targets):
-            metrics.repaired_shards.inc(len(targets))
-            metrics.repair_bytes.inc(written)
-            self.repaired_bytes += written
-            # One line per segment is debug only: `apollo admin status` and the metrics carry the rates.
-            log.debug("segment %s: rebuilt shards %s onto %s", segment_id, sorted(targets),
-                      [targets[i] for i in sorted(targets)])  # fmt: skip
-            await self._delete_old_copies(layout, targets)
-        else:
-            await self._discard_rebuilt(segment_id, layout, targets)
+        if not await self.meta.commit_repair(layout.segment_id, layout.drives, targets):
+            await self._discard_rebuilt(layout.segment_id, layout, targets)
+            return False
+        metrics.repaired_shards.inc(len(targets))
+        metrics.repair_bytes.inc(written)
+        self.repaired_bytes += written
+        # One line per segment is debug only: `apollo admin status` and the metrics carry the rates.
+        log.debug("segment %s: rebuilt shards %s onto %s", layout.segment_id, sorted(targets),
+                  [targets[i] for i in sorted(targets)])  # fmt: skip
+        await self._delete_old_copies(layout, targets)
+        return True
 
     async def _drop_stale_moves(self, layout: SegmentLayout, items: list[RepairItem], view: DriveView) -> list:
-        """Planned moves whose shard moved meanwhile, or whose target cannot take it now, are forgotten
-        (the rebalancer plans again from fresh usage); the other items go on."""
-        stale = [
-            i.shard_index for i in items
-            if i.reason == "rebalance"
-            and (layout.drives[i.shard_index] != i.drive_id or i.target not in view.writable
-                 or i.target in layout.drives)
-        ]  # fmt: skip
-        if stale:
-            await self.meta.drop_repairs(layout.segment_id, stale)
-        return [i for i in items if i.shard_index not in stale]
+        """Planned moves whose shard moved meanwhile, or whose target cannot take it now (not writable, in the
+        layout, or in a domain the move would crowd), are forgotten (the rebalancer plans again from fresh
+        usage); the other items go on."""
+        domains = view.failure_domains()
+
+        def stale(item: RepairItem) -> bool:
+            index = item.shard_index
+            return (layout.drives[index] != item.drive_id or item.target not in view.writable
+                    or item.target not in domains.targets(layout.drives, index, [item.target]))  # fmt: skip
+
+        dropped = [i.shard_index for i in items if i.reason == "rebalance" and stale(i)]
+        if dropped:
+            await self.meta.drop_repairs(layout.segment_id, dropped)
+        return [i for i in items if i.shard_index not in dropped]
 
     def _choose_targets(
-        self, layout: SegmentLayout, bad: list[int], view: DriveView, planned: dict[int, str]
+        self, layout: SegmentLayout, bad: list[int], view: DriveView, planned: dict[int, str], lost: set[int]
     ) -> dict[int, str]:
-        taken = {d for i, d in enumerate(layout.drives) if i not in bad}
+        """A writable drive per shard of ``bad``, each keeping the segment's spread legal (``FailureDomains``).
+
+        Preferred, when legal: a move's planned target, the same drive (rewrite in place), the drive that
+        replaced the old one; else the least crowded domains in the group's ranking. The ranking alone is
+        not enough: once a layout has changed (a move inside a node, a spare), its next drive can be in a
+        domain that already holds as many shards as the code can lose (3,2,1 where 2,2,2 was possible).
+        A ``lost`` shard with no legal drive goes to the least crowded domain anyway (a shard there beats
+        a missing one; the rebalancer moves it later); a shard that is only moving stays put.
+        """
+        domains = view.failure_domains()
+        drives = ["" if i in bad else d for i, d in enumerate(layout.drives)]
+        ranked = [c.drive_id for c in rank(layout.pg, view.candidates) if c.drive_id in view.writable]
         targets: dict[int, str] = {}
         for index in bad:
             old = layout.drives[index]
-            replacement = view.replaced_by.get(old, "")
-            if planned.get(index) in view.writable and planned[index] not in taken:
-                choice = planned[index]
-            elif view.states.get(old) == "online" and old in view.writable and old not in taken:
-                choice = old
-            elif replacement in view.writable and replacement not in taken:
-                choice = replacement
-            else:
-                ranked = (c.drive_id for c in rank(layout.pg, view.candidates))
-                choice = next((d for d in ranked if d in view.writable and d not in taken), "")
+            preferred = [planned.get(index, ""), old if view.states.get(old) == "online" else "",
+                         view.replaced_by.get(old, "")]  # fmt: skip
+            preferred = [d for d in preferred if d in view.writable]
+            legal = domains.targets(drives, index, preferred)
+            choice = next((d for d in preferred if d in legal), None) or domains.choose(drives, index, ranked)
+            if choice is None and index in lost:
+                choice = domains.least_crowded(drives, index, ranked)
+                if choice is not None:
+                    log.warning("segment %s shard %d: no drive keeps the spread legal; rebuilt onto %s (the "
+                                "rebalancer moves it when it can)", layout.segment_id, index, choice)  # fmt: skip
             if choice:
                 targets[index] = choice
-                taken.add(choice)
+                drives[index] = choice
         return targets
 
     async def _rebuild(self, layout: SegmentLayout, targets: dict[int, str], copy_from: dict[int, str]) -> int:

@@ -73,9 +73,12 @@ class RepairOps(SqlBase):
         return self.one("SELECT COUNT(*) AS n FROM repair_queue")["n"]
 
     def degraded_groups(self) -> int:
-        """Placement groups with at least one committed segment waiting for repair."""
+        """Placement groups with at least one committed segment waiting for repair.
+
+        Shards that are only moving (a drain, a rebalance) are whole where they are: they degrade nothing."""
         row = self.one(
-            "SELECT COUNT(DISTINCT s.pg) AS n FROM repair_queue r JOIN segments s ON s.segment_id = r.segment_id"
+            "SELECT COUNT(DISTINCT s.pg) AS n FROM repair_queue r JOIN segments s ON s.segment_id = r.segment_id "
+            "WHERE r.reason NOT IN ('drain', 'rebalance')"
         )
         return row["n"]
 
@@ -215,6 +218,14 @@ class RepairOps(SqlBase):
     def finish_drive_job(self, drive_id: str, now: float) -> None:
         with self.tx() as db:
             db.execute("UPDATE drive_jobs SET finished = ? WHERE drive_id = ?", (now, drive_id))
+
+    def garbage_on(self, drive_id: str) -> int:
+        """Segments in the garbage queue with a shard on ``drive_id``: writes still in flight (pending rows,
+        which may yet commit there) and replaced or deleted data the collector has not removed yet.
+
+        A scan of the queue (it holds in-flight writes and data younger than the GC delay, not the namespace).
+        """
+        return self.one("SELECT COUNT(*) AS n FROM garbage WHERE layout LIKE ?", (f'%"{drive_id}"%',))["n"]
 
     def pending_repairs_on(self, drive_id: str) -> int:
         """Queued shards that still live on (or were lost with) ``drive_id``."""

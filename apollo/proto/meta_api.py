@@ -110,6 +110,7 @@ CALLS: dict[str, Call] = {call.name: call for call in (
     Call("segment_count", R, _LOCAL, _BACKGROUND),
     Call("shard_references", R, _LOCAL, _BACKGROUND),
     Call("pending_repairs_on", R, _LOCAL, _BACKGROUND),
+    Call("garbage_on", R, _LOCAL, _BACKGROUND),
     # drives and drive jobs
     Call("list_drives", R, _LOCAL, _BACKGROUND),
     Call("set_drive_state", W, _LOCAL, _THREAD),

@@ -70,3 +70,63 @@ def test_node_commands_refuse_what_would_lose_redundancy_or_name_nothing(make_cl
     assert too_few.returncode != 0 and "failure domains" in too_few.stderr, too_few.stderr
     unknown = admin("node", "drain", "no-such-node", "--database", cluster.database)
     assert unknown.returncode != 0 and "no storage node named" in unknown.stderr, unknown.stderr
+
+
+def _shards_per_node(store: SqlStore) -> list[list[int]]:
+    """For every committed segment, how many of its shards each node holds (largest first)."""
+    node_of = {r.drive_id: r.node for r in store.list_drives()}
+    spreads = []
+    for row in store.all("SELECT layout FROM segments"):
+        counts: dict[str, int] = {}
+        for drive in json.loads(row["layout"])["drives"]:
+            if drive:
+                counts[node_of.get(drive, drive)] = counts.get(node_of.get(drive, drive), 0) + 1
+        spreads.append(sorted(counts.values(), reverse=True))
+    return spreads
+
+
+def test_a_forced_drain_to_three_nodes_spreads_every_segment_2_2_2_and_survives_one_more_node(make_cluster, seed):
+    """The operator's report: 4 nodes, 4+2, `node drain stor4 --force --wait`, then kill -9 one of the three
+    left; 4 of 44 objects answered `3 good cells, need 4`, because drained shards landed on nodes that
+    already held two of the segment (3,2,1). Three nodes can hold 6 shards only as 2,2,2, which loses at
+    most m = 2 with any one node; the drain must end there, and then one more node may die."""
+    cluster = make_cluster(nodes=4, drives=3)
+    rng = random.Random(seed)
+    objects = {f"o{n:02d}": rng.randbytes(rng.randint(200_000, 1_200_000)) for n in range(40)}
+    objects |= {f"small{n}": rng.randbytes(100 + n) for n in range(4)}  # inline: no shards, still must read
+    with cluster.native() as client:
+        client.create_bucket(BUCKET)
+        for key, body in objects.items():
+            client.put(BUCKET, key, body)
+    # A cluster that has run a while has rebalanced: moves inside a node leave layouts that are no longer
+    # the first drives of their group's ranking, which is what sent drained shards to crowded nodes.
+    balanced = admin("rebalance", "--database", cluster.database, "--now", "--wait", "--timeout", "120")
+    assert balanced.returncode == 0, balanced.stdout + balanced.stderr
+    store = SqlStore(cluster.database)
+    leaving = cluster.nodes[3].name
+    drives = {r.drive_id for r in store.list_drives() if r.node == leaving}
+
+    refused = admin("node", "drain", leaving, "--database", cluster.database)
+    shortfall = "3 live failure domains for 6-wide segments: up to 2 shards of a segment share one"
+    assert refused.returncode != 0 and shortfall in " ".join(refused.stderr.split()), refused.stderr
+    drained = admin("node", "drain", leaving, "--database", cluster.database, "--force", "--wait", "--timeout", "180")
+    assert drained.returncode == 0, drained.stdout + drained.stderr
+    deadline = time.monotonic() + 60
+    while {r.state for r in store.list_drives() if r.drive_id in drives} != {"retired"}:
+        assert time.monotonic() < deadline, "the drained node's drives were not retired"
+        time.sleep(0.3)
+    spreads = _shards_per_node(store)
+    assert len(spreads) == 40
+    assert all(spread == [2, 2, 2] for spread in spreads), sorted(spreads, reverse=True)
+    store.close()
+    deadline = time.monotonic() + 60  # the lease holder's rebalancer counts what is at risk after the change
+    while "spread: 0 segments at risk" not in (status := " ".join(admin("status", "--database", cluster.database)
+                                                                   .stdout.split())):  # fmt: skip
+        assert time.monotonic() < deadline, status
+        time.sleep(1)
+    assert f"WARNING: {shortfall}" in status
+
+    cluster.nodes[seed % 3].kill()  # one of the three left
+    with cluster.native() as client:
+        for key, body in objects.items():
+            assert client.get(BUCKET, key) == body, key
