@@ -24,7 +24,7 @@ import crc32c
 from apollo import faults, limits
 from apollo.client.context import ClientContext, Damage
 from apollo.errors import InsufficientStorage
-from apollo.meta.placement import rank
+from apollo.meta.placement import FailureDomains, rank, spares
 from apollo.storage.ec import Scheme, codec_for
 from apollo.storage.node import ShardSink
 from apollo.storage.shardfile import encode_footer, encode_header
@@ -208,7 +208,7 @@ class ObjectWriter:
         for index, failure in enumerate(failures):
             if failure is None:
                 continue
-            for spare in self._spares(segment.layout):
+            for spare in self._spares(segment.layout, index):
                 if await self._open_shard(segment, index, spare) is None:
                     drives = list(segment.layout.drives)
                     drives[index] = spare
@@ -223,13 +223,12 @@ class ObjectWriter:
         self._require_quorum(segment)
         return segment
 
-    def _spares(self, layout: SegmentLayout) -> list[str]:
-        """Writable drives not in the layout, in the placement group's order, new failure domains first."""
-        used = set(layout.drives)
-        ranked = [c for c in rank(layout.pg, self.ctx.meta.candidates) if c.drive_id in self.ctx.meta.writable]
-        domains = {c.domain for c in ranked if c.drive_id in used}
-        free = [c for c in ranked if c.drive_id not in used]
-        return [c.drive_id for c in sorted(free, key=lambda c: c.domain in domains)][:SPARES_TRIED]
+    def _spares(self, layout: SegmentLayout, index: int) -> list[str]:
+        """Writable drives that may take shard ``index`` instead, best first (``placement.spares``: the spread
+        rule first, the refusing drive's own domain last, over-limit domains only rather than lose it)."""
+        candidates, writable = self.ctx.meta.candidates, self.ctx.meta.writable
+        ranked = [c.drive_id for c in rank(layout.pg, candidates) if c.drive_id in writable]
+        return spares(layout.drives, index, FailureDomains.of(candidates), ranked, SPARES_TRIED)
 
     async def _open_shard(self, segment: _OpenSegment, index: int, drive: str) -> str | None:
         """Open shard ``index`` on ``drive``; None on success, else why it could not be opened."""

@@ -22,7 +22,7 @@ from concurrent.futures import Executor, ThreadPoolExecutor
 from apollo import limits
 from apollo.errors import InsufficientStorage
 from apollo.meta.groupcommit import GroupCommitExecutor
-from apollo.meta.placement import Candidate, pg_of, rank
+from apollo.meta.placement import Candidate, pg_of, place_drives
 from apollo.meta.store import SqlStore
 from apollo.proto import meta_api
 from apollo.proto.meta_api import Runs, Who
@@ -113,15 +113,13 @@ class MetaService:
     def place(self, segment_id: str, scheme: Scheme) -> tuple[int, tuple[str, ...]]:
         """Pick the group's drives, writable ones first; a write needs k+1 writable (k for replicas)."""
         pg = pg_of(segment_id, self.pg_count)
-        ranked = rank(pg, self.candidates)
-        usable = [c.drive_id for c in ranked if c.drive_id in self.writable]
+        usable = sum(c.drive_id in self.writable for c in self.candidates)
         quorum = min(scheme.width, scheme.k + 1) if scheme.kind == "ec" else 1
-        if len(usable) < quorum:
+        if usable < quorum:
             raise InsufficientStorage(
-                f"{len(usable)} writable drives, a {scheme} write needs at least {quorum}; free space or add drives"
+                f"{usable} writable drives, a {scheme} write needs at least {quorum}; free space or add drives"
             )
-        fillers = [c.drive_id for c in ranked if c.drive_id not in self.writable]
-        chosen = (usable + fillers)[: scheme.width]
+        chosen = place_drives(pg, self.candidates, self.writable, scheme.width)
         # Too few drives in service: the missing shards get no drive; the write reports them for repair.
         return pg, tuple(chosen + [NO_DRIVE] * (scheme.width - len(chosen)))
 
