@@ -50,17 +50,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import loadgen  # noqa: E402
 
 from apollo import limits  # noqa: E402
-from apollo.cli.main import MALLOC_TUNING  # noqa: E402
+from apollo.cli.common import MALLOC_TUNING  # noqa: E402
 from apollo.client import AsyncClient  # noqa: E402
-from apollo.meta.model import ObjectAttrs  # noqa: E402
-from apollo.meta.remote import RemoteMeta  # noqa: E402
+from apollo.client.remote_meta import RemoteMeta  # noqa: E402
 from apollo.meta.service import MetaService  # noqa: E402
 from apollo.meta.store import SqlStore  # noqa: E402
+from apollo.proto.layout import ObjectData, ShardRef  # noqa: E402
+from apollo.proto.records import ObjectAttrs  # noqa: E402
 from apollo.storage.shardfile import HEADER_BYTES, encode_footer  # noqa: E402
 from apollo.testing.cluster import LocalCluster  # noqa: E402
 from apollo.testing.postgres import TempPostgres  # noqa: E402
 from apollo.testing.server import DEV_ACCESS_KEY, DEV_SECRET_KEY  # noqa: E402
-from apollo.types import ObjectData, ShardRef  # noqa: E402
 
 MiB = 1024 * 1024
 K, M = 4, 2

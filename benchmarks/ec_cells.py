@@ -22,7 +22,8 @@ CELL_SIZES_KIB = (64, 128, 256, 512, 1024)
 
 
 def measure(scheme_text: str, cell_bytes: int, data_bytes: int) -> tuple[float, float]:
-    from apollo.storage.ec import Scheme, StripeCodec
+    from apollo.proto.layout import Scheme
+    from apollo.storage.ec import StripeCodec
 
     scheme = Scheme.parse(scheme_text)
     codec = StripeCodec(scheme)

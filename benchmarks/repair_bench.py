@@ -50,9 +50,9 @@ import s3bench
 
 from apollo.cluster import admin
 from apollo.cluster.tuning import SETTING_PREFIX, Tuning, parse_rate
-from apollo.meta.sql_admin import DriveRecord
-from apollo.server import open_store
-from apollo.storage.ec import Scheme
+from apollo.proto.cluster_map import DriveRecord
+from apollo.proto.layout import Scheme
+from apollo.roles.server import open_store
 
 MiB, GiB = 1024**2, 1024**3
 GET_SIZE = MiB

@@ -25,7 +25,7 @@ console = Console(width=None if sys.stdout.isatty() else 160)  # logs and pipes 
 
 
 def _store(args: argparse.Namespace):
-    from apollo.server import open_store
+    from apollo.roles.server import open_store
 
     if getattr(args, "database", None):
         return open_store(database=args.database)

@@ -2,7 +2,7 @@
 to a file and back, and rebuilt from the drives.
 
 The database work (snapshot copy, checks, the swap; replaying the drives' journal) is
-``apollo.meta.backup`` and ``apollo.meta.recovery``; this module is the command line
+``apollo.meta.backup`` and ``apollo.cluster.recovery``; this module is the command line
 around it: arguments, the progress bars, the refusal while a server runs, and the summaries.
 """
 
@@ -132,7 +132,7 @@ def cmd_recover(args: argparse.Namespace) -> None:
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
-    from apollo.meta.recovery import RecoveryError, RecoveryRefused, recover
+    from apollo.cluster.recovery import RecoveryError, RecoveryRefused, recover
 
     refuse_postgres(args.meta_dir, "recover-metadata")
     started = time.monotonic()

@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 import logging
 import logging.handlers
-import os
-import re
 import secrets
 import sys
 import time
@@ -14,71 +12,16 @@ from pathlib import Path
 
 from apollo import limits
 from apollo.cli import admin_cluster, admin_meta, devcluster, roles
-from apollo.storage.ec import Scheme
+from apollo.cli.common import credentials, ensure_malloc_tuning, expand_braces, parse_size
+from apollo.proto.layout import Scheme
 
-DEV_USER = "apollo-dev"
-DEV_PASSWORD = "apollo-dev-secret"
 DEFAULT_DATA = Path("apollo-data")
 
 
-def expand_braces(pattern: str) -> list[str]:
-    """``/data/d{1...6}`` -> six paths (MinIO-style ellipsis; ``..`` also accepted)."""
-    match = re.search(r"\{(\d+)\.\.\.?(\d+)\}", pattern)
-    if match is None:
-        return [pattern]
-    first, last = int(match.group(1)), int(match.group(2))
-    width = len(match.group(1)) if match.group(1).startswith("0") else 0
-    step = 1 if last >= first else -1
-    out = []
-    for n in range(first, last + step, step):
-        out += expand_braces(pattern[: match.start()] + str(n).zfill(width) + pattern[match.end() :])
-    return out
-
-
-_SIZE = re.compile(r"\s*(\d+)\s*(?:([kmgt])(i?))?b?\s*", re.IGNORECASE)
-
-
-def parse_size(text: str) -> int:
-    """``268435456``, ``64MiB`` (binary) or ``64MB`` (decimal) -> bytes, as ``--drive-reserve`` takes them."""
-    match = _SIZE.fullmatch(text)
-    if match is None:
-        raise argparse.ArgumentTypeError(f"not a size: {text!r} (examples: 268435456, 64MiB, 10GB)")
-    number, prefix, binary = match.groups()
-    power = " kmgt".index(prefix.lower()) if prefix else 0
-    return int(number) * (1024 if binary else 1000) ** power
-
-
-def _credentials(args: argparse.Namespace) -> tuple[str, str]:
-    user = os.environ.get("APOLLO_ROOT_USER", "")
-    password = os.environ.get("APOLLO_ROOT_PASSWORD", "")
-    if args.dev and not (user and password):
-        user, password = DEV_USER, DEV_PASSWORD
-        print(f"dev mode: access key {user}  secret key {password}", flush=True)
-        return user, password
-    weak = len(user) < 3 or len(password) < 12 or password in (DEV_PASSWORD, "minioadmin", "password")
-    if weak and not args.dev:
-        sys.exit("set APOLLO_ROOT_USER (3+ chars) and APOLLO_ROOT_PASSWORD (12+ chars, not a well-known "
-                 "default), or pass --dev for a development server")  # fmt: skip
-    return user, password
-
-
-# glibc returns every buffer above its dynamic mmap threshold to the kernel, so each EC call
-# and large bytes object pays page faults: measured up to 17x slower encoding without these.
-MALLOC_TUNING = {"MALLOC_MMAP_THRESHOLD_": "67108864", "MALLOC_TRIM_THRESHOLD_": "134217728"}
-
-
-def _ensure_malloc_tuning() -> None:
-    """Re-exec once with the glibc settings (they are read only at process start)."""
-    if all(os.environ.get(name) for name in MALLOC_TUNING):
-        return
-    env = {**os.environ, **MALLOC_TUNING}
-    os.execve(sys.executable, [sys.executable, "-m", "apollo", *sys.argv[1:]], env)
-
-
 def cmd_server(args: argparse.Namespace) -> None:
-    from apollo.server import ServerConfig, run
+    from apollo.roles.server import ServerConfig, run
 
-    _ensure_malloc_tuning()
+    ensure_malloc_tuning()
     drives = [Path(p) for pattern in args.drives for p in expand_braces(pattern)]
     if not drives:
         drives = [DEFAULT_DATA / f"drive{n}" for n in range(1, 7)]
@@ -94,7 +37,7 @@ def cmd_server(args: argparse.Namespace) -> None:
 
             remember_meta_url(meta_dir, args.meta)
     host, _, port = args.address.rpartition(":")
-    user, password = _credentials(args)
+    user, password = credentials(args)
     config = ServerConfig(
         drives=drives, meta_dir=meta_dir, host=host or "127.0.0.1", port=int(port),
         scheme=Scheme.parse(args.ec) if args.ec else None, cell_size=args.cell_size, domain=args.domain,
@@ -111,7 +54,7 @@ def cmd_server(args: argparse.Namespace) -> None:
     if args.journal_checkpoint_interval <= 0:
         sys.exit("--journal-checkpoint-interval must be positive")
     if args.workers > 1 and args.worker_index is None:
-        from apollo.workers import run_workers
+        from apollo.roles.workers import run_workers
 
         run_workers(config, sys.argv[2:], args.workers)  # argv after "apollo server"
         return
@@ -119,7 +62,7 @@ def cmd_server(args: argparse.Namespace) -> None:
 
 
 def _store(args: argparse.Namespace):
-    from apollo.server import open_admin_store, open_store
+    from apollo.roles.server import open_admin_store, open_store
 
     if args.database:  # a cluster's database: PostgreSQL keeps the keys safe, no drive journal
         return open_store(database=args.database)

@@ -14,45 +14,32 @@ import sys
 from pathlib import Path
 
 from apollo import limits
-
-
-def _address(text: str, default_port: int) -> tuple[str, int]:
-    host, _, port = text.rpartition(":")
-    return host or "127.0.0.1", int(port or default_port)
-
-
-def _ensure_malloc_tuning() -> None:
-    from apollo.cli.main import _ensure_malloc_tuning as ensure
-
-    ensure()
+from apollo.cli.common import address, credentials, ensure_malloc_tuning, expand_braces, parse_size
 
 
 def _service_key(args: argparse.Namespace) -> tuple[str, str]:
-    from apollo.cli.main import _credentials
 
     access = os.environ.get("APOLLO_ACCESS_KEY", "")
     secret = os.environ.get("APOLLO_SECRET_KEY", "")
-    return (access, secret) if access and secret else _credentials(args)
+    return (access, secret) if access and secret else credentials(args)
 
 
 def cmd_meta(args: argparse.Namespace) -> None:
-    _ensure_malloc_tuning()
-    from apollo.cli.main import _credentials
+    ensure_malloc_tuning()
     from apollo.roles.meta import MetaConfig, run
 
-    host, port = _address(args.address, 9100)
-    user, password = _credentials(args)
+    host, port = address(args.address, 9100)
+    user, password = credentials(args)
     run(MetaConfig(args.database, host, port, user, password, args.drive_reserve, args.manager_lease, args.gc_delay,
                    args.upload_expiry))  # fmt: skip
 
 
 def cmd_storage(args: argparse.Namespace) -> None:
-    _ensure_malloc_tuning()
-    from apollo.cli.main import expand_braces
+    ensure_malloc_tuning()
     from apollo.roles.storage import StorageConfig, run
 
     drives = [Path(p) for pattern in args.drives for p in expand_braces(pattern)]
-    host, port = _address(args.address, 9200)
+    host, port = address(args.address, 9200)
     access, secret = _service_key(args)
     config = StorageConfig(drives, args.meta, access, secret, host, port, rack=args.rack,
                            advertise=args.advertise or "")  # fmt: skip
@@ -62,12 +49,12 @@ def cmd_storage(args: argparse.Namespace) -> None:
 
 
 def cmd_gateway(args: argparse.Namespace) -> None:
-    _ensure_malloc_tuning()
+    ensure_malloc_tuning()
     from apollo.client.writer import write_quorum
+    from apollo.proto.layout import Scheme
     from apollo.roles.gateway import GatewayConfig, run
-    from apollo.storage.ec import Scheme
 
-    host, port = _address(args.address, 9000)
+    host, port = address(args.address, 9000)
     access, secret = _service_key(args)
     try:
         scheme = Scheme.parse(args.ec)
@@ -78,7 +65,6 @@ def cmd_gateway(args: argparse.Namespace) -> None:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from apollo.cli.main import parse_size
 
     meta = sub.add_parser("meta", help="run a metadata service of a cluster")
     meta.add_argument("--database", required=True, help="postgresql://user@host:port/db (or a SQLite file)")

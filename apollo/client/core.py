@@ -15,8 +15,8 @@ from apollo.client.context import ClientContext
 from apollo.client.reader import read_range
 from apollo.client.writer import ObjectWriter, WriteResult
 from apollo.invariant import invariant
-from apollo.meta.model import Conditions, ObjectAttrs, Version
-from apollo.storage.ec import Scheme
+from apollo.proto.layout import Scheme
+from apollo.proto.records import Conditions, ObjectAttrs, Version
 
 
 class ApolloClient:

@@ -32,11 +32,11 @@ import aiohttp
 from apollo import errors, limits, tokens
 from apollo.client.context import ClientContext
 from apollo.client.core import ApolloClient
+from apollo.client.remote_meta import RemoteMeta
+from apollo.client.remote_storage import Timeouts
 from apollo.client.writer import write_quorum as quorum_of
-from apollo.meta.model import Conditions, ObjectAttrs, Version
-from apollo.meta.remote import RemoteMeta
-from apollo.storage.ec import Scheme
-from apollo.storage.remote import Timeouts
+from apollo.proto.layout import Scheme
+from apollo.proto.records import Conditions, ObjectAttrs, Version
 
 READ_CHUNK_BYTES = limits.io_batch_bytes  # a file read per encode batch: no joining
 LAYOUTS_KEPT = 10_000

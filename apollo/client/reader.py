@@ -16,9 +16,9 @@ from collections.abc import AsyncIterator
 
 from apollo.client.context import ClientContext, Damage
 from apollo.errors import ApolloError, InsufficientFragments
+from apollo.proto.layout import ObjectData, SegmentLayout
 from apollo.storage.ec import StripeCodec
 from apollo.storage.geometry import ShardGeometry
-from apollo.types import ObjectData, SegmentLayout
 
 READ_AHEAD_BATCHES = 2  # batches in flight beyond the one being yielded, across segment boundaries
 

@@ -24,11 +24,11 @@ import crc32c
 from apollo import faults, limits
 from apollo.client.context import ClientContext, Damage
 from apollo.errors import InsufficientStorage
-from apollo.meta.placement import FailureDomains, rank, spares
-from apollo.storage.ec import Scheme, codec_for
+from apollo.proto.layout import ObjectData, Scheme, SegmentLayout, batch_bytes, segment_bytes_max
+from apollo.proto.placement import FailureDomains, rank, spares
+from apollo.storage.ec import codec_for
 from apollo.storage.node import ShardSink
 from apollo.storage.shardfile import encode_footer, encode_header
-from apollo.types import ObjectData, SegmentLayout, batch_bytes, segment_bytes_max
 
 log = logging.getLogger(__name__)
 _U32 = struct.Struct("<I")

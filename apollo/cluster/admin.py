@@ -13,18 +13,17 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from apollo.cluster.drives import NODE_NAME, SERVING_STATES
 from apollo.cluster.duties import CLUSTER_SCHEME_DEFAULT, SCHEME_SETTING, STATUS_SETTING
-from apollo.cluster.map import ClusterMap
 from apollo.cluster.passes import request_setting, state_setting
 from apollo.cluster.tuning import SETTING_PREFIX, Tuning
-from apollo.meta.placement import domain_shortfall
 from apollo.meta.rpc_service import NODE_TIMEOUT_S
-from apollo.meta.sql_admin import DriveRecord
-from apollo.meta.sql_repair import DriveJob
 from apollo.meta.store import SqlStore
-from apollo.storage.drive import format_drive, read_format
-from apollo.storage.ec import Scheme
+from apollo.proto.cluster_map import NODE_NAME, SERVING_STATES, ClusterMap, DriveRecord
+from apollo.proto.drive_format import read_format
+from apollo.proto.layout import Scheme
+from apollo.proto.placement import domain_shortfall
+from apollo.proto.records import DriveJob
+from apollo.storage.drive import format_drive
 
 
 class AdminError(Exception):

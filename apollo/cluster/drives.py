@@ -17,16 +17,13 @@ from apollo.client.context import ClientContext
 from apollo.cluster.lifecycle import DriveLifecycle
 from apollo.cluster.repair import DriveView
 from apollo.errors import DriveError
-from apollo.meta.placement import Candidate
 from apollo.meta.service import MetaService
-from apollo.meta.sql_admin import DriveRecord
+from apollo.proto.cluster_map import NODE_NAME, SERVING_STATES, DriveRecord, DriveState
+from apollo.proto.placement import Candidate
 from apollo.storage.drive import Drive
 from apollo.storage.node import LocalStorageNode
 
 log = logging.getLogger("apollo.drives")
-NODE_NAME = "local"
-SERVING_STATES = ("online", "offline", "draining")  # drives a server keeps attached and readable
-STATES = ("online", "offline", "failed", "draining", "retired")
 
 
 class DriveMonitor:
@@ -84,7 +81,7 @@ class DriveMonitor:
         if self.manager:
             await self._apply_transitions(checks, bool(gained))
             self.meta.set_drives(self._candidates(), writable)  # states may have changed
-        for state in STATES:
+        for state in DriveState:
             metrics.drives_by_state.labels(state).set(sum(r.state == state for r in self.records.values()))
 
     async def _apply_transitions(self, checks: dict, gained: bool) -> None:

@@ -35,9 +35,9 @@ from apollo.cluster.rebalance import Rebalancer
 from apollo.cluster.repair import DriveView, RepairWorker
 from apollo.cluster.tuning import SETTING_PREFIX, Tuning
 from apollo.eventloop import every
-from apollo.meta.placement import domain_shortfall
-from apollo.meta.sql_admin import DriveRecord
-from apollo.storage.ec import Scheme
+from apollo.proto.cluster_map import DriveRecord
+from apollo.proto.layout import Scheme
+from apollo.proto.placement import domain_shortfall
 
 log = logging.getLogger("apollo.manager")
 RETUNE_S = 2.0  # `apollo admin tune` takes effect within this

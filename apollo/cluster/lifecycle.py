@@ -24,8 +24,8 @@ import time
 from collections.abc import Callable, Collection
 
 from apollo.cluster.passes import request_setting
-from apollo.meta.sql_admin import DriveRecord
-from apollo.meta.sql_repair import DriveJob
+from apollo.proto.cluster_map import DriveRecord
+from apollo.proto.records import DriveJob
 
 log = logging.getLogger("apollo.drives")
 JOB_PAGE_SEGMENTS = 512

@@ -3,7 +3,7 @@
 Every server process runs the drive probe (it decides where that process may
 place new shards). Exactly one process per deployment is the *manager*: the one
 holding the manager lease, which runs the duties of ``apollo.cluster.duties``
-(repair, drive jobs, scrub, orphan sweep, rebalance, and what ``apollo.server``
+(repair, drive jobs, scrub, orphan sweep, rebalance, and what ``apollo.roles.server``
 adds: garbage collection and checkpoints) and turns what the probes find into
 drive state changes.
 """

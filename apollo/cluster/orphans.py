@@ -24,8 +24,8 @@ from apollo import metrics
 from apollo.cluster.passes import PeriodicPass
 from apollo.errors import DriveError
 from apollo.meta.service import MetaService
+from apollo.proto.layout import ShardRef
 from apollo.storage.node import StorageNode
-from apollo.types import ShardRef
 
 log = logging.getLogger("apollo.orphans")
 PAGE_SEGMENTS = 500  # segments per step: one listing page, one metadata query

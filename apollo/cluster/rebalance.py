@@ -34,10 +34,10 @@ from collections.abc import Callable
 
 from apollo.cluster.passes import PeriodicPass
 from apollo.cluster.repair import DriveView
-from apollo.meta.placement import Candidate, FailureDomains
 from apollo.meta.service import MetaService
+from apollo.proto.layout import SegmentLayout
+from apollo.proto.placement import Candidate, FailureDomains
 from apollo.storage.geometry import ShardGeometry
-from apollo.types import SegmentLayout
 
 log = logging.getLogger("apollo.rebalance")
 PAGE_SEGMENTS = 512

@@ -14,11 +14,9 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from apollo import metrics
-from apollo.cluster.drives import SERVING_STATES, STATES
 from apollo.cluster.lifecycle import DriveLifecycle
-from apollo.cluster.map import ClusterMap
 from apollo.cluster.repair import DriveView
-from apollo.meta.sql_admin import DriveRecord
+from apollo.proto.cluster_map import SERVING_STATES, ClusterMap, DriveRecord, DriveState
 
 log = logging.getLogger("apollo.drives")
 STEP_S = 2.0
@@ -59,7 +57,7 @@ class ClusterDrives:
         gained, self._writable = bool(writable - self._writable), writable
         await self.lifecycle.apply(self.records, health, gained)
         await self.lifecycle.rebalance_on_change(self.records)
-        for state in STATES:
+        for state in DriveState:
             metrics.drives_by_state.labels(state).set(sum(r.state == state for r in self.records.values()))
 
     async def run_forever(self) -> None:

@@ -27,8 +27,9 @@ from apollo.cluster.passes import request_setting
 from apollo.cluster.ratelimit import RateLimiter
 from apollo.cluster.shardcheck import check_shard
 from apollo.errors import ApolloError, InsufficientFragments
-from apollo.meta.placement import Candidate, FailureDomains, rank
-from apollo.meta.sql_repair import RepairItem
+from apollo.proto.layout import SegmentLayout
+from apollo.proto.placement import Candidate, FailureDomains, rank
+from apollo.proto.records import RepairItem
 from apollo.storage.geometry import ShardGeometry
 from apollo.storage.node import ShardSink
 from apollo.storage.shardfile import (
@@ -39,7 +40,6 @@ from apollo.storage.shardfile import (
     encode_header,
     seal_record,
 )
-from apollo.types import SegmentLayout
 
 log = logging.getLogger("apollo.repair")
 RETRY_BASE_S = 5.0

@@ -19,7 +19,7 @@ from apollo.client.context import ClientContext
 from apollo.cluster.passes import PeriodicPass
 from apollo.cluster.ratelimit import RateLimiter
 from apollo.cluster.shardcheck import check_shard
-from apollo.types import SegmentLayout
+from apollo.proto.layout import SegmentLayout
 
 log = logging.getLogger("apollo.scrub")
 PAGE_SEGMENTS = 32

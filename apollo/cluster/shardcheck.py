@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 
 from apollo.client.context import ClientContext
 from apollo.errors import ApolloError, ChecksumMismatch
+from apollo.proto.layout import SegmentLayout
 from apollo.storage.geometry import ShardGeometry
 from apollo.storage.shardfile import (
     HEADER_BYTES,
@@ -20,7 +21,6 @@ from apollo.storage.shardfile import (
     decode_header,
     header_padding_is_zero,
 )
-from apollo.types import SegmentLayout
 
 Pace = Callable[[int], Awaitable[None]]  # called with the bytes about to be read
 

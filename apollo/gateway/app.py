@@ -21,7 +21,7 @@ from apollo.gateway.middleware import PIPELINE, SECRETS
 from apollo.gateway.names import split_target, validate_bucket
 from apollo.gateway.s3errors import s3error
 from apollo.gateway.state import CLIENT
-from apollo.rpc.keycache import SecretCache
+from apollo.keycache import SecretCache
 
 DOMAIN = web.AppKey("domain", str)
 READY = web.AppKey("ready", list)

@@ -13,7 +13,7 @@ from apollo.gateway.http import count_param, parse_content_md5, read_document
 from apollo.gateway.s3errors import s3error
 from apollo.gateway.state import CLIENT, OWNER, xml_response
 from apollo.gateway.xml import iso8601, parse_delete, parse_versioning, render
-from apollo.meta.model import ListPage
+from apollo.proto.records import ListPage
 
 
 def _max_keys(request: web.Request, name: str = "max-keys") -> int:

@@ -22,7 +22,7 @@ from apollo.gateway.names import validate_key
 from apollo.gateway.s3errors import s3error
 from apollo.gateway.state import CLIENT, OWNER, xml_response
 from apollo.gateway.xml import iso8601, parse_complete
-from apollo.meta.model import Part, Upload
+from apollo.proto.records import Part, Upload
 
 
 def _part_number(request: web.Request) -> int:

@@ -26,7 +26,7 @@ from apollo.gateway.names import validate_bucket, validate_key
 from apollo.gateway.s3errors import s3error
 from apollo.gateway.state import CLIENT, xml_response
 from apollo.gateway.xml import http_date, iso8601, parse_tagging
-from apollo.meta.model import Conditions, Version
+from apollo.proto.records import Conditions, Version
 
 RESPONSE_OVERRIDES = {
     "response-content-type": "Content-Type",

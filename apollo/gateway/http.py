@@ -19,7 +19,7 @@ from apollo.gateway.checksums import ALGORITHMS, checksum_from_headers, checksum
 from apollo.gateway.chunked import AwsChunkedReader
 from apollo.gateway.s3errors import S3Error, s3error
 from apollo.gateway.xml import http_date, validate_tags
-from apollo.meta.model import ObjectAttrs, Version
+from apollo.proto.records import ObjectAttrs, Version
 
 SYSTEM_HEADERS = ("Content-Encoding", "Content-Disposition", "Content-Language", "Cache-Control", "Expires")
 READ_CHUNK_BYTES = 1024 * 1024

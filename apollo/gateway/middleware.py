@@ -19,7 +19,7 @@ from apollo import errors, metrics
 from apollo.gateway.s3errors import S3Error, from_core, s3error
 from apollo.gateway.sigv4 import verify_request
 from apollo.gateway.xml import error_body
-from apollo.rpc.keycache import SecretCache
+from apollo.keycache import SecretCache
 
 log = logging.getLogger("apollo.gateway")
 access_log = logging.getLogger("apollo.access")

@@ -21,7 +21,7 @@ Call sequence (``SqlBase`` drives the first two, the server the rest)::
 Appends are not fsynced on the commit path (a small PUT would pay a second fsync); a
 power cut that also takes the metadata disk loses at most the last second of commits.
 A journal I/O error never fails a commit: it is logged, counted, and the record goes to
-the next drive. ``apollo.meta.recovery`` reads all this back.
+the next drive. ``apollo.cluster.recovery`` reads all this back.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ from apollo import limits
 from apollo.errors import DriveError
 from apollo.meta import capture
 from apollo.meta.backup import BackupError, backup, fsync_path
-from apollo.storage.drive import read_format
+from apollo.proto.drive_format import read_format
 
 if TYPE_CHECKING:
     from apollo.meta.sqlbase import SqlBase

@@ -1,6 +1,6 @@
 """The metadata service's network face: ``MetaService`` calls over HTTP, signed with access keys.
 
-``POST /v1/rpc/<method>`` with body ``{"args": [...], "kwargs": {...}}`` (``apollo.rpc.codec``)
+``POST /v1/rpc/<method>`` with body ``{"args": [...], "kwargs": {...}}`` (``apollo.proto.codec``)
 answers ``{"result": ..., "tokens": {segment id: token}}`` or ``{"error": {type, message}}``.
 
 Who may call what is declared once, in ``apollo.proto.meta_api``: any access key may make the
@@ -26,14 +26,12 @@ from dataclasses import dataclass, field
 from aiohttp import web
 
 from apollo import errors, ids, limits, metrics, tokens
-from apollo.cluster.map import ClusterMap
-from apollo.meta.model import Conditions, Version
+from apollo.keycache import SecretCache
 from apollo.meta.service import MetaService
-from apollo.proto import meta_api
-from apollo.rpc import codec, signing
-from apollo.rpc.keycache import SecretCache
-from apollo.storage.ec import Scheme
-from apollo.types import SegmentLayout
+from apollo.proto import codec, meta_api, signing
+from apollo.proto.cluster_map import ClusterMap
+from apollo.proto.layout import Scheme, SegmentLayout
+from apollo.proto.records import Conditions, Version
 
 log = logging.getLogger("apollo.meta.rpc")
 RPC_PREFIX = "/v1/rpc/"

@@ -22,12 +22,11 @@ from concurrent.futures import Executor, ThreadPoolExecutor
 from apollo import limits
 from apollo.errors import InsufficientStorage
 from apollo.meta.groupcommit import GroupCommitExecutor
-from apollo.meta.placement import Candidate, pg_of, place_drives
 from apollo.meta.store import SqlStore
 from apollo.proto import meta_api
+from apollo.proto.layout import NO_DRIVE, Scheme, SegmentLayout
 from apollo.proto.meta_api import Runs, Who
-from apollo.storage.ec import Scheme
-from apollo.types import NO_DRIVE, SegmentLayout
+from apollo.proto.placement import Candidate, pg_of, place_drives
 
 PENDING_WRITE_TTL_S = 24 * 3600.0  # a live process's unfinished write is only collected after this
 

@@ -3,31 +3,13 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 from apollo import errors
 from apollo.meta.sqlbase import SqlBase, dumps
-from apollo.types import NO_DRIVE, SegmentLayout
-
-
-@dataclass
-class DriveRecord:
-    drive_id: str
-    node: str
-    path: str
-    state: str
-    weight: float
-    replaced_by: str = ""  # the drive that took this one's place (``apollo admin drive replace``)
-    state_since: float = 0.0
-    free_bytes: int = 0
-    total_bytes: int = 0
-    health: str = "ok"  # as its storage node last reported it (cluster mode)
-
-
-@dataclass
-class Garbage:
-    layout: SegmentLayout
-    owner: str
+from apollo.proto.cluster_map import DriveRecord
+from apollo.proto.layout import NO_DRIVE, SegmentLayout
+from apollo.proto.records import Garbage
 
 
 class AdminOps(SqlBase):

@@ -8,8 +8,8 @@ heartbeats change only liveness and usage, which the map computes when it is rea
 
 from __future__ import annotations
 
-from apollo.cluster.map import ClusterMap, DriveInfo, NodeInfo
 from apollo.meta.sql_admin import AdminOps
+from apollo.proto.cluster_map import ClusterMap, DriveInfo, NodeInfo
 from apollo.tokens import TokenKey
 
 EPOCH_SETTING = "cluster.epoch"

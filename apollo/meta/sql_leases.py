@@ -14,18 +14,8 @@ deduplicated.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from apollo.meta.sqlbase import SqlBase
-
-
-@dataclass(frozen=True)
-class Lease:
-    name: str
-    holder: str
-    expires: float  # database clock
-    acquired: float
-    now: float  # the database clock when this was read
+from apollo.proto.records import Lease
 
 
 class LeaseOps(SqlBase):

@@ -9,10 +9,10 @@ from collections.abc import Callable
 
 from apollo import errors, limits
 from apollo.meta.listing import Cursor, walk
-from apollo.meta.model import Conditions, ListPage, ObjectAttrs, Part, Upload, Version
 from apollo.meta.sql_objects import ObjectOps, attrs_from_row, check_conditions, headers_json
 from apollo.meta.sqlbase import Conn, Row, dumps
-from apollo.types import ObjectData, SegmentLayout
+from apollo.proto.layout import ObjectData, SegmentLayout
+from apollo.proto.records import Conditions, ListPage, ObjectAttrs, Part, Upload, Version
 
 
 def multipart_etag(part_etags: list[str]) -> str:

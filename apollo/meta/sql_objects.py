@@ -8,17 +8,9 @@ from dataclasses import replace
 
 from apollo import errors, ids, limits
 from apollo.meta.listing import Cursor, walk
-from apollo.meta.model import (
-    NULL_VERSION,
-    Bucket,
-    Conditions,
-    DeleteResult,
-    ListPage,
-    ObjectAttrs,
-    Version,
-)
 from apollo.meta.sqlbase import Conn, Row, SqlBase, dumps
-from apollo.types import ObjectData, SegmentLayout, segment_bytes_max
+from apollo.proto.layout import ObjectData, SegmentLayout, segment_bytes_max
+from apollo.proto.records import NULL_VERSION, Bucket, Conditions, DeleteResult, ListPage, ObjectAttrs, Version
 
 _VERSION_COLUMNS = (
     "id, bucket, key, version_id, is_latest, delete_marker, size, etag, last_modified, "

@@ -13,33 +13,10 @@ Call sequence of one repair (``apollo.cluster.repair`` drives it)::
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 
 from apollo.meta.sqlbase import SqlBase, dumps
-from apollo.types import SegmentLayout
-
-
-@dataclass
-class RepairItem:
-    segment_id: str
-    shard_index: int
-    drive_id: str  # the drive the damaged shard is (or was) on
-    reason: str
-    attempts: int
-    target: str = ""  # a destination the rebalancer planned; empty: the repair worker chooses
-
-
-@dataclass
-class DriveJob:
-    """A resumable walk over every committed segment, queueing the shards one drive holds."""
-
-    drive_id: str
-    kind: str  # "evacuate" (the drive failed: rebuild elsewhere) or "drain" (copy off, then retire)
-    cursor_pg: int
-    cursor_segment: str
-    queued: int
-    started: float
-    finished: float = 0.0  # 0 while walking; the row stays so operators can follow the repairs it queued
+from apollo.proto.layout import SegmentLayout
+from apollo.proto.records import DriveJob, RepairItem
 
 
 class RepairOps(SqlBase):

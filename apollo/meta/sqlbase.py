@@ -13,15 +13,11 @@ import json
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from apollo import errors, faults
 from apollo.meta.engine import Engine, SqliteEngine, open_engine
 from apollo.meta.schema import DDL, MIGRATIONS, SCHEMA_VERSION
-
-if TYPE_CHECKING:
-    from apollo.meta.journal import Journal
-
 
 Row = Any  # sqlite3.Row or psycopg's dict row: both index by column name
 Conn = Any  # sqlite3.Connection or engine.PgConnection: execute / executemany with ``?`` parameters
@@ -31,10 +27,22 @@ def dumps(value: object) -> str:
     return json.dumps(value, separators=(",", ":"), sort_keys=True)
 
 
+class CommitHook(Protocol):
+    """What a store's writer calls around every COMMIT (``apollo.meta.journal.Journal`` is the one there is)."""
+
+    def seal(self, conn: Any) -> Any:
+        """Inside the transaction, just before COMMIT: number its changes; what ``publish`` takes after."""
+
+    def publish(self, sealed: Any) -> None:
+        """After the COMMIT: hand the sealed changes on."""
+
+    def close(self) -> None: ...
+
+
 class SqlBase:
     """Owns the engine; mixins add the operations."""
 
-    journal: Journal | None = None  # set by ``apollo.meta.journal.enable`` on the writer (SQLite mode)
+    journal: CommitHook | None = None  # set by ``apollo.meta.journal.enable`` on the writer (SQLite mode)
 
     def __init__(self, target: Path | str | Engine) -> None:
         """``target``: a SQLite file path, a ``postgresql://`` URL, or an open engine."""

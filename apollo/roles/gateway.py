@@ -17,10 +17,10 @@ from aiohttp import web
 from apollo import limits, metrics
 from apollo.client.context import ClientContext
 from apollo.client.core import ApolloClient
+from apollo.client.remote_meta import RemoteMeta
 from apollo.eventloop import install_uvloop
 from apollo.gateway.app import build_app
-from apollo.meta.remote import RemoteMeta
-from apollo.storage.ec import Scheme
+from apollo.proto.layout import Scheme
 
 log = logging.getLogger("apollo.gateway")
 

@@ -26,6 +26,8 @@ from aiohttp import web
 
 from apollo import limits, tokens
 from apollo.client.context import ClientContext
+from apollo.client.directory import NodeDirectory
+from apollo.client.remote_storage import Timeouts
 from apollo.cluster.duties import ManagerDuties
 from apollo.cluster.gc import GarbageCollector
 from apollo.cluster.orphans import OrphanSweeper
@@ -36,8 +38,6 @@ from apollo.eventloop import every, install_uvloop
 from apollo.meta.rpc_service import MetaRpc, build_meta_app
 from apollo.meta.service import MetaService
 from apollo.meta.store import SqlStore
-from apollo.storage.directory import NodeDirectory
-from apollo.storage.remote import Timeouts
 
 log = logging.getLogger("apollo.meta")
 KEYRING_REFRESH_S = 5.0

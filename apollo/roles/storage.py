@@ -19,10 +19,11 @@ import aiohttp
 from aiohttp import web
 
 from apollo import tokens
+from apollo.client.remote_meta import RemoteMeta
 from apollo.errors import ApolloError, DriveError
 from apollo.eventloop import every, install_uvloop
-from apollo.meta.remote import RemoteMeta
-from apollo.storage.drive import Drive, format_drive, read_format
+from apollo.proto.drive_format import read_format
+from apollo.storage.drive import Drive, format_drive
 from apollo.storage.node import LocalStorageNode
 from apollo.storage.service import NodeState, build_storage_app
 

@@ -21,23 +21,10 @@ from pathlib import Path
 
 from apollo import faults
 from apollo.errors import DriveError
-from apollo.types import ShardRef
+from apollo.proto.drive_format import DRIVE_FORMAT_VERSION, FORMAT_FILE, read_format
+from apollo.proto.layout import ShardRef
 
 _IOV_MAX = os.sysconf("SC_IOV_MAX")  # buffers one writev takes
-
-FORMAT_FILE = "apollo-drive.json"
-DRIVE_FORMAT_VERSION = 1
-
-
-def read_format(root: Path) -> dict | None:
-    """The drive's identity, or None when the directory carries no format file."""
-    try:
-        return json.loads((root / FORMAT_FILE).read_text())
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError) as exc:
-        raise DriveError(f"drive {root}: unreadable format file: {exc}") from exc
-
 
 def format_drive(root: Path, deployment_id: str) -> str:
     """Write a new identity onto an empty directory; returns the new drive id."""

@@ -13,52 +13,15 @@ skip it.
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
 
 from pyeclib.ec_iface import ECDriver
 
 from apollo.errors import InsufficientFragments
 from apollo.invariant import invariant
+from apollo.proto.layout import Scheme, fragment_payload_bytes
 
 EC_BACKEND = "isa_l_rs_vand"
 _SYSTEMATIC_SAMPLE_BYTES = 4096  # of each stripe checked to reappear verbatim in its data fragment
-
-
-@dataclass(frozen=True)
-class Scheme:
-    """Durability scheme of a segment: ``ec`` with k data + m parity, or ``rep`` with k=1 and m extra copies."""
-
-    kind: str  # "ec" or "rep"
-    k: int
-    m: int
-
-    @property
-    def width(self) -> int:
-        return self.k + self.m
-
-    def __str__(self) -> str:
-        return f"{self.k}+{self.m}" if self.kind == "ec" else f"rep{self.width}"
-
-    @classmethod
-    def parse(cls, text: str) -> Scheme:
-        """Parse ``4+2`` or ``rep3``."""
-        if text.startswith("rep"):
-            copies = int(text[3:])
-            if not 1 <= copies <= 32:
-                raise ValueError(f"replication takes 1 to 32 copies: {text!r}")
-            return cls("rep", 1, copies - 1)
-        k_text, plus, m_text = text.partition("+")
-        if not plus:
-            raise ValueError(f"erasure code must look like K+M, got {text!r}")
-        k, m = int(k_text), int(m_text)
-        if k < 2 or m < 1 or k + m > 32:
-            raise ValueError(f"unsupported erasure code {text!r} (need k>=2, m>=1, k+m<=32)")
-        return cls("ec", k, m)
-
-
-def fragment_payload_bytes(stripe_bytes: int, k: int) -> int:
-    """Payload bytes each fragment carries for a stripe of ``stripe_bytes`` data."""
-    return -(-stripe_bytes // k)
 
 
 class StripeCodec:

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from apollo import limits
 from apollo.errors import ChecksumMismatch
+from apollo.proto.layout import SegmentLayout
 from apollo.storage.ec import codec_for
 from apollo.storage.shardfile import CRC_BYTES, HEADER_BYTES, open_record
-from apollo.types import SegmentLayout
 
 
 class ShardGeometry:

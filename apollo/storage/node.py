@@ -32,9 +32,9 @@ from typing import NamedTuple
 
 from apollo import ids
 from apollo.errors import DriveError
+from apollo.proto.layout import ShardRef
 from apollo.storage.drive import Drive, ShardFileWriter
 from apollo.storage.sendfile import send_range
-from apollo.types import ShardRef
 
 log = logging.getLogger(__name__)
 SENDERS_MAX = 64  # shard sends in progress at once; more wait for a thread

@@ -35,16 +35,12 @@ from aiohttp import web
 
 from apollo import ids, metrics, tokens
 from apollo.errors import ChecksumMismatch, DriveError
+from apollo.proto.layout import ShardRef
+from apollo.proto.storage_api import EPOCH_HEADER, ERRNO_HEADER, ERROR_HEADER, SIZE_HEADER, TOKEN_HEADER
 from apollo.storage.node import LIST_LIMIT_MAX, LocalStorageNode
 from apollo.storage.shardfile import HEADER_BYTES, decode_footer, footer_start
-from apollo.types import ShardRef
 
 log = logging.getLogger("apollo.storage")
-TOKEN_HEADER = "X-Apollo-Token"
-SIZE_HEADER = "X-Apollo-Size"
-ERROR_HEADER = "X-Apollo-Error"
-EPOCH_HEADER = "X-Apollo-Epoch"  # the cluster map epoch this node last heard of: a client with an older map refreshes
-ERRNO_HEADER = "X-Apollo-Errno"
 FOOTER_BYTES_MAX = 1 << 20
 WRITE_CHUNK_BYTES = 4 << 20  # records reach the drive in writes of about this size
 SENDFILE_BYTES = 64 << 10  # reads this large go from the file to the socket by sendfile, not through Python

@@ -9,8 +9,7 @@ from __future__ import annotations
 import hashlib
 import uuid
 
-from apollo.storage.ec import Scheme
-from apollo.types import SegmentLayout
+from apollo.proto.layout import Scheme, SegmentLayout
 
 DRIVES = tuple(f"{index:016x}" for index in range(1, 33))  # drive ids, enough for the widest scheme
 WRITER = "test-writer"  # the owner of the pending writes ``pending`` records

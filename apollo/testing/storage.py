@@ -49,7 +49,8 @@ class StorageNodeProcess(RoleProcess):
 def main() -> None:
     from aiohttp import web
 
-    from apollo.storage.drive import format_drive, read_format
+    from apollo.proto.drive_format import read_format
+    from apollo.storage.drive import format_drive
     from apollo.storage.node import LocalStorageNode
     from apollo.storage.service import build_storage_app
 

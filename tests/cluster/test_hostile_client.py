@@ -20,10 +20,10 @@ import aiohttp
 import pytest
 
 from apollo import errors, tokens
-from apollo.meta.remote import RemoteMeta
+from apollo.client.remote_meta import RemoteMeta
 from apollo.meta.store import SqlStore
-from apollo.rpc import codec, signing
-from apollo.storage.ec import Scheme
+from apollo.proto import codec, signing
+from apollo.proto.layout import Scheme
 
 VICTIM, VICTIM_SECRET = "victim-user", "victim-user-secret-key"
 ATTACKER, ATTACKER_SECRET = "attacker-user", "attacker-user-secret-key"

@@ -14,9 +14,9 @@ import pytest
 
 from apollo import errors
 from apollo.client import AsyncClient
-from apollo.meta.remote import RemoteMeta
+from apollo.client.remote_meta import RemoteMeta
 from apollo.meta.store import SqlStore
-from apollo.storage.ec import Scheme
+from apollo.proto.layout import Scheme
 
 BUCKET = "native"
 USER, SECRET = "native-user", "native-user-secret-key"

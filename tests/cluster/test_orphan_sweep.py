@@ -24,13 +24,13 @@ import aiohttp
 import pytest
 
 from apollo import tokens
+from apollo.client.remote_meta import RemoteMeta
 from apollo.cluster import orphans
 from apollo.cluster.orphans import OrphanSweeper
-from apollo.meta.remote import RemoteMeta
 from apollo.meta.service import MetaService
 from apollo.meta.store import SqlStore
-from apollo.storage.drive import FORMAT_FILE
-from apollo.storage.service import ERROR_HEADER, TOKEN_HEADER
+from apollo.proto.drive_format import FORMAT_FILE
+from apollo.proto.storage_api import ERROR_HEADER, TOKEN_HEADER
 from apollo.testing.server import DEV_ACCESS_KEY, DEV_SECRET_KEY
 
 BUCKET = "orphans"

@@ -18,17 +18,16 @@ import pytest
 from apollo import tokens
 from apollo.client.context import ClientContext
 from apollo.client.reader import read_range
+from apollo.client.remote_storage import RemoteStorageNode, Timeouts
 from apollo.client.writer import ObjectWriter
 from apollo.errors import InsufficientStorage
-from apollo.meta.placement import Candidate
 from apollo.meta.service import MetaService
 from apollo.meta.store import SqlStore
-from apollo.storage.ec import Scheme
-from apollo.storage.remote import RemoteStorageNode, Timeouts
-from apollo.storage.service import TOKEN_HEADER
+from apollo.proto.layout import Scheme, ShardRef
+from apollo.proto.placement import Candidate
+from apollo.proto.storage_api import TOKEN_HEADER
 from apollo.storage.shardfile import HEADER_BYTES, encode_footer, encode_header, seal_record
 from apollo.testing.storage import StorageNodeProcess, write_keyring
-from apollo.types import ShardRef
 
 CELL = 64 * 1024
 NODES = 6

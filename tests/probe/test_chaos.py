@@ -40,10 +40,10 @@ from support import admin, assert_all_exact, drive_state, pause_repair, query, w
 
 from apollo.cluster.admin import replace_drive
 from apollo.errors import ApolloError
-from apollo.server import open_store
+from apollo.proto.layout import SegmentLayout
+from apollo.roles.server import open_store
 from apollo.storage.geometry import ShardGeometry
 from apollo.storage.shardfile import HEADER_BYTES, decode_footer, decode_header, header_padding_is_zero
-from apollo.types import SegmentLayout
 
 SEED = int(os.environ.get("APOLLO_CHAOS_SEED", "20250604"))
 CHAOS_S = float(os.environ.get("APOLLO_CHAOS_SECONDS", "60"))

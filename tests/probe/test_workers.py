@@ -16,9 +16,9 @@ from botocore.exceptions import ClientError
 from apollo.cluster.duties import STATUS_SETTING
 from apollo.cluster.lease import MANAGER_LEASE
 from apollo.meta.location import meta_target
-from apollo.meta.sql_leases import Lease
 from apollo.meta.store import SqlStore
-from apollo.workers import METRICS_DIR
+from apollo.proto.records import Lease
+from apollo.roles.workers import METRICS_DIR
 
 
 def _processes_of(server) -> list[int]:

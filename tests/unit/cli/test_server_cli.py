@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from apollo.cli.main import expand_braces
-from apollo.server import default_scheme
+from apollo.cli.common import expand_braces
+from apollo.roles.server import default_scheme
 
 
 @pytest.mark.parametrize(

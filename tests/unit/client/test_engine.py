@@ -12,11 +12,11 @@ from apollo.client.context import ClientContext
 from apollo.client.reader import read_range
 from apollo.client.writer import ObjectWriter
 from apollo.errors import InsufficientFragments, InsufficientStorage
-from apollo.meta.placement import Candidate
 from apollo.meta.service import MetaService
 from apollo.meta.store import SqlStore
+from apollo.proto.layout import Scheme
+from apollo.proto.placement import Candidate
 from apollo.storage.drive import format_drive
-from apollo.storage.ec import Scheme
 from apollo.storage.node import LocalStorageNode
 from apollo.storage.shardfile import HEADER_BYTES
 

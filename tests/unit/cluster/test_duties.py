@@ -9,7 +9,6 @@ import pytest
 
 from apollo.client.context import ClientContext
 from apollo.cluster.duties import STATUS_SETTING, ManagerDuties
-from apollo.cluster.map import ClusterMap
 from apollo.cluster.passes import PeriodicPass
 from apollo.cluster.rebalance import Rebalancer
 from apollo.cluster.remote_drives import ClusterDrives
@@ -17,6 +16,7 @@ from apollo.cluster.scrub import Scrubber
 from apollo.cluster.tuning import SETTING_PREFIX
 from apollo.meta.service import MetaService
 from apollo.meta.store import SqlStore
+from apollo.proto.cluster_map import ClusterMap
 
 KNOBS = {"scrub_bytes_per_s": "1000", "scrub_mode": "shallow", "scrub_interval_s": "60",
          "rebalance_tolerance": "0.2", "rebalance_interval_s": "90", "drive_offline_grace_s": "7",

@@ -24,11 +24,10 @@ from apollo.cluster.passes import request_setting
 from apollo.cluster.rebalance import Rebalancer
 from apollo.cluster.repair import DriveView, RepairWorker
 from apollo.cluster.tuning import SETTING_PREFIX
-from apollo.meta.placement import Candidate, rank
 from apollo.meta.service import MetaService
 from apollo.meta.store import SqlStore
-from apollo.storage.ec import Scheme
-from apollo.types import SegmentLayout
+from apollo.proto.layout import Scheme, SegmentLayout
+from apollo.proto.placement import Candidate, rank
 
 NODES = {"a": 3, "b": 3, "c": 3}
 
@@ -276,8 +275,7 @@ def test_a_drain_is_refused_in_the_same_words_unless_forced(meta):
 
 
 def test_one_server_counts_its_drives_as_the_domains(tmp_path):
-    from apollo.cluster.drives import NODE_NAME
-    from apollo.meta.sql_admin import DriveRecord
+    from apollo.proto.cluster_map import NODE_NAME, DriveRecord
 
     store = SqlStore(tmp_path / "one.db")
     for n in range(6):

@@ -8,7 +8,7 @@ from collections import Counter
 
 import pytest
 
-from apollo.meta.placement import (
+from apollo.proto.placement import (
     Candidate,
     FailureDomains,
     domain_limit,

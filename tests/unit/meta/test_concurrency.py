@@ -14,11 +14,11 @@ import time
 import pytest
 
 from apollo import errors
-from apollo.meta.model import Conditions, ObjectAttrs
 from apollo.meta.store import SqlStore
+from apollo.proto.layout import ObjectData, SegmentLayout
+from apollo.proto.records import Conditions, ObjectAttrs
 from apollo.testing.layouts import WRITER, etag, pending, segment_id
 from apollo.testing.postgres import TempPostgres, find_bindir
-from apollo.types import ObjectData, SegmentLayout
 
 WRITERS = 6
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 from apollo import errors
-from apollo.meta.model import ObjectAttrs
 from apollo.meta.store import SqlStore
+from apollo.proto.layout import ObjectData, SegmentLayout
+from apollo.proto.records import ObjectAttrs
 from apollo.testing.layouts import PENDING_DUE, WRITER, pending
-from apollo.types import ObjectData, SegmentLayout
 
 
 def pending_segment(store: SqlStore) -> SegmentLayout:

@@ -8,10 +8,10 @@ import pytest
 
 from apollo import errors, faults
 from apollo.meta.groupcommit import GroupCommitExecutor
-from apollo.meta.model import Conditions, ObjectAttrs
 from apollo.meta.store import SqlStore
+from apollo.proto.layout import ObjectData
+from apollo.proto.records import Conditions, ObjectAttrs
 from apollo.testing.layouts import WRITER, etag
-from apollo.types import ObjectData
 
 
 def _hold_writer(executor: GroupCommitExecutor) -> threading.Event:

@@ -10,16 +10,16 @@ from pathlib import Path
 
 import pytest
 
+from apollo.cluster.recovery import RecoveryError, RecoveryRefused, recover
 from apollo.meta import capture, journal
 from apollo.meta.groupcommit import GroupCommitExecutor
 from apollo.meta.location import DB_FILE
-from apollo.meta.model import ObjectAttrs
-from apollo.meta.recovery import RecoveryError, RecoveryRefused, recover
 from apollo.meta.store import SqlStore
+from apollo.proto.layout import ObjectData, SegmentLayout
+from apollo.proto.records import ObjectAttrs
 from apollo.storage.drive import format_drive
 from apollo.testing.layouts import DRIVES, etag
 from apollo.testing.layouts import layout as made_up_layout
-from apollo.types import ObjectData, SegmentLayout
 
 DEPLOYMENT = "d" * 32
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import inspect
 
-from apollo.meta.remote import RemoteMeta
+from apollo.client.remote_meta import RemoteMeta
 from apollo.meta.rpc_service import MetaRpc
 from apollo.meta.service import MetaService
 from apollo.meta.store import SqlStore

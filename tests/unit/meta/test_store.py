@@ -7,11 +7,11 @@ import random
 import pytest
 
 from apollo import errors
-from apollo.meta.model import Conditions, ObjectAttrs
 from apollo.meta.sql_multipart import multipart_etag
 from apollo.meta.store import SqlStore
+from apollo.proto.layout import ObjectData, SegmentLayout
+from apollo.proto.records import Conditions, ObjectAttrs
 from apollo.testing.layouts import WRITER, etag, pending
-from apollo.types import ObjectData, SegmentLayout
 
 
 def put(store: SqlStore, key: str, payload: bytes = b"x", bucket: str = "b", **kw):

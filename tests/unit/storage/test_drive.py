@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 import random
 
+from apollo.proto.layout import ShardRef
 from apollo.storage.drive import Drive, format_drive
 from apollo.testing.layouts import segment_id
-from apollo.types import ShardRef
 
 
 def test_more_pieces_than_one_writev_takes_are_written_in_order(tmp_path, seed):

@@ -31,7 +31,7 @@ import uuid
 from pathlib import Path
 
 from apollo import limits
-from apollo.server import ServerConfig, attach_drives, lock_meta_dir, open_store, recover_interrupted_writes
+from apollo.roles.server import ServerConfig, attach_drives, lock_meta_dir, open_store, recover_interrupted_writes
 
 log = logging.getLogger("apollo.workers")
 RESTART_DELAY_S = 1.0

@@ -1,10 +1,14 @@
-"""Records the metadata store hands out and takes in."""
+"""Records the metadata service hands out and takes in: buckets, versions, uploads, and its queues' rows.
+
+Plain dataclasses that cross every layer and the network (``apollo.proto.codec`` rebuilds
+only these registered types).
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from apollo.types import ObjectData
+from apollo.proto.layout import ObjectData, SegmentLayout
 
 NULL_VERSION = "null"
 
@@ -85,3 +89,41 @@ class Part:
     last_modified: float
     checksums: dict[str, str]
     data_id: str = ""
+
+
+@dataclass
+class Garbage:
+    layout: SegmentLayout
+    owner: str
+
+
+@dataclass(frozen=True)
+class Lease:
+    name: str
+    holder: str
+    expires: float  # database clock
+    acquired: float
+    now: float  # the database clock when this was read
+
+
+@dataclass
+class RepairItem:
+    segment_id: str
+    shard_index: int
+    drive_id: str  # the drive the damaged shard is (or was) on
+    reason: str
+    attempts: int
+    target: str = ""  # a destination the rebalancer planned; empty: the repair worker chooses
+
+
+@dataclass
+class DriveJob:
+    """A resumable walk over every committed segment, queueing the shards one drive holds."""
+
+    drive_id: str
+    kind: str  # "evacuate" (the drive failed: rebuild elsewhere) or "drain" (copy off, then retire)
+    cursor_pg: int
+    cursor_segment: str
+    queued: int
+    started: float
+    finished: float = 0.0  # 0 while walking; the row stays so operators can follow the repairs it queued

@@ -12,9 +12,25 @@ elsewhere, and reads of their shards fall back to parity at once.
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass, field
 
-from apollo.meta.placement import Candidate
+from apollo.proto.placement import Candidate
+
+NODE_NAME = "local"  # the node of the all-in-one server's drives
+
+
+class DriveState(enum.StrEnum):
+    """A drive's life (``apollo.cluster.lifecycle`` moves it between states)."""
+
+    ONLINE = "online"  # in service: reads, and writes while it has room
+    OFFLINE = "offline"  # unreachable within its grace: it may come back with every shard
+    FAILED = "failed"  # gone: its shards are rebuilt elsewhere
+    DRAINING = "draining"  # readable, taking no new shards, being emptied
+    RETIRED = "retired"  # emptied (or rebuilt elsewhere): no longer served
+
+
+SERVING_STATES = (DriveState.ONLINE, DriveState.OFFLINE, DriveState.DRAINING)  # drives a server keeps attached
 
 
 @dataclass
@@ -52,3 +68,17 @@ class ClusterMap:
 
     def writable(self) -> set[str]:
         return {d.drive_id for d in self.drives if d.writable}
+
+
+@dataclass
+class DriveRecord:
+    drive_id: str
+    node: str
+    path: str
+    state: str
+    weight: float
+    replaced_by: str = ""  # the drive that took this one's place (``apollo admin drive replace``)
+    state_since: float = 0.0
+    free_bytes: int = 0
+    total_bytes: int = 0
+    health: str = "ok"  # as its storage node last reported it (cluster mode)

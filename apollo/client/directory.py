@@ -6,8 +6,8 @@ from collections.abc import Callable
 
 import aiohttp
 
-from apollo.cluster.map import ClusterMap
-from apollo.storage.remote import RemoteStorageNode, Timeouts, TokenSource
+from apollo.client.remote_storage import RemoteStorageNode, Timeouts, TokenSource
+from apollo.proto.cluster_map import ClusterMap
 
 
 class NodeDirectory:

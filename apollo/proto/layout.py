@@ -1,11 +1,53 @@
-"""Protocol types shared by the metadata service, storage nodes and clients."""
+"""How an object's bytes are laid out: durability schemes, segments, shards and their references.
+
+Shared by every layer: the metadata service allocates and stores layouts, storage nodes
+name shard files after ``ShardRef``, clients read and write by them. Every identifier in a
+``ShardRef`` or ``SegmentLayout`` is checked by format where one is built (``apollo.ids``),
+because layouts and shard references arrive from the network.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 from apollo import ids, limits
-from apollo.storage.ec import Scheme, fragment_payload_bytes
+
+
+@dataclass(frozen=True)
+class Scheme:
+    """Durability scheme of a segment: ``ec`` with k data + m parity, or ``rep`` with k=1 and m extra copies."""
+
+    kind: str  # "ec" or "rep"
+    k: int
+    m: int
+
+    @property
+    def width(self) -> int:
+        return self.k + self.m
+
+    def __str__(self) -> str:
+        return f"{self.k}+{self.m}" if self.kind == "ec" else f"rep{self.width}"
+
+    @classmethod
+    def parse(cls, text: str) -> Scheme:
+        """Parse ``4+2`` or ``rep3``."""
+        if text.startswith("rep"):
+            copies = int(text[3:])
+            if not 1 <= copies <= 32:
+                raise ValueError(f"replication takes 1 to 32 copies: {text!r}")
+            return cls("rep", 1, copies - 1)
+        k_text, plus, m_text = text.partition("+")
+        if not plus:
+            raise ValueError(f"erasure code must look like K+M, got {text!r}")
+        k, m = int(k_text), int(m_text)
+        if k < 2 or m < 1 or k + m > 32:
+            raise ValueError(f"unsupported erasure code {text!r} (need k>=2, m>=1, k+m<=32)")
+        return cls("ec", k, m)
+
+
+def fragment_payload_bytes(stripe_bytes: int, k: int) -> int:
+    """Payload bytes each fragment carries for a stripe of ``stripe_bytes`` data."""
+    return -(-stripe_bytes // k)
 
 NO_DRIVE = ""  # layout slot of a shard that could not be placed (fewer drives in service than the width)
 

@@ -23,11 +23,11 @@ from urllib.parse import quote
 import aiohttp
 
 from apollo import tokens
+from apollo.client.fetch import ShardFetcher
 from apollo.errors import ChecksumMismatch, DriveError
-from apollo.storage.fetch import ShardFetcher
+from apollo.proto.layout import ShardRef
+from apollo.proto.storage_api import EPOCH_HEADER, ERRNO_HEADER, ERROR_HEADER, SIZE_HEADER, TOKEN_HEADER
 from apollo.storage.node import LIST_LIMIT_MAX, ShardSink, StorageNode, StoredShard, check_listing
-from apollo.storage.service import EPOCH_HEADER, ERRNO_HEADER, ERROR_HEADER, SIZE_HEADER, TOKEN_HEADER
-from apollo.types import ShardRef
 
 TokenSource = Callable[[str, str], str]  # (operation, segment id) -> capability token
 _WIRE_ERRORS: dict[str, Callable[[str], Exception]] = {

@@ -27,13 +27,12 @@ from collections import OrderedDict
 import aiohttp
 
 from apollo import errors, tokens
-from apollo.cluster.map import ClusterMap
+from apollo.client.directory import NodeDirectory
+from apollo.client.remote_storage import Timeouts
 from apollo.eventloop import every
-from apollo.meta.placement import Candidate
-from apollo.proto import meta_api
-from apollo.rpc import codec, signing
-from apollo.storage.directory import NodeDirectory
-from apollo.storage.remote import Timeouts
+from apollo.proto import codec, meta_api, signing
+from apollo.proto.cluster_map import ClusterMap
+from apollo.proto.placement import Candidate
 
 log = logging.getLogger("apollo.meta.remote")
 RETRY_FOR_S = 30.0

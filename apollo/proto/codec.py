@@ -19,12 +19,9 @@ import json
 from typing import Any
 
 from apollo import errors
-from apollo.cluster.map import ClusterMap, DriveInfo, NodeInfo
-from apollo.meta.model import Bucket, Conditions, DeleteResult, ListPage, ObjectAttrs, Part, Upload, Version
-from apollo.meta.sql_admin import DriveRecord
-from apollo.meta.sql_leases import Lease
-from apollo.storage.ec import Scheme
-from apollo.types import ObjectData, SegmentLayout
+from apollo.proto.cluster_map import ClusterMap, DriveInfo, DriveRecord, NodeInfo
+from apollo.proto.layout import ObjectData, Scheme, SegmentLayout
+from apollo.proto.records import Bucket, Conditions, DeleteResult, Lease, ListPage, ObjectAttrs, Part, Upload, Version
 
 _TYPES: dict[str, type] = {
     cls.__name__: cls

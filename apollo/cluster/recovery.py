@@ -27,16 +27,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from apollo.cluster.drives import NODE_NAME
 from apollo.errors import DriveError
 from apollo.meta import journal
 from apollo.meta.backup import SHARED_MEMORY, SIDECARS, BackupError, Summary, backup, restore
 from apollo.meta.capture import Replayer
 from apollo.meta.location import DB_FILE
-from apollo.meta.sql_admin import DriveRecord
 from apollo.meta.store import SqlStore
-from apollo.storage.drive import Drive, read_format
-from apollo.types import SegmentLayout
+from apollo.proto.cluster_map import NODE_NAME, DriveRecord
+from apollo.proto.drive_format import read_format
+from apollo.proto.layout import SegmentLayout
+from apollo.storage.drive import Drive
 
 STAGING_FILE = DB_FILE + ".recovering"
 RECORDS_PER_TRANSACTION = 1000

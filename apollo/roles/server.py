@@ -26,7 +26,6 @@ from apollo import limits, metrics
 from apollo.client.context import ClientContext
 from apollo.client.core import ApolloClient
 from apollo.client.writer import write_quorum
-from apollo.cluster.drives import NODE_NAME, SERVING_STATES
 from apollo.cluster.gc import GarbageCollector
 from apollo.cluster.manager import BackgroundManager
 from apollo.eventloop import install_uvloop
@@ -35,10 +34,11 @@ from apollo.meta import journal
 from apollo.meta.location import meta_target
 from apollo.meta.lock import MetaDirInUse, MetaDirLock
 from apollo.meta.service import MetaService
-from apollo.meta.sql_admin import DriveRecord
 from apollo.meta.store import SqlStore
-from apollo.storage.drive import FORMAT_FILE, Drive, format_drive, read_format
-from apollo.storage.ec import Scheme
+from apollo.proto.cluster_map import NODE_NAME, SERVING_STATES, DriveRecord
+from apollo.proto.drive_format import FORMAT_FILE, read_format
+from apollo.proto.layout import Scheme
+from apollo.storage.drive import Drive, format_drive
 from apollo.storage.node import LocalStorageNode
 
 log = logging.getLogger("apollo.server")
