@@ -72,6 +72,13 @@ class Keyring:
     def replace(self, keys: list[TokenKey]) -> None:
         self._keys = {key.key_id: key for key in keys}
 
+    def to_json(self) -> list[dict]:
+        """The keys as JSON values: how the metadata service hands them to storage nodes."""
+        return [{"key_id": k.key_id, "secret": k.secret.hex(), "created": k.created} for k in self.by_age()]
+
+    def replace_from_json(self, keys: list[dict]) -> None:
+        self.replace([TokenKey(k["key_id"], bytes.fromhex(k["secret"]), k["created"]) for k in keys])
+
     def by_age(self) -> list[TokenKey]:
         return sorted(self._keys.values(), key=lambda k: k.created)
 

@@ -7,6 +7,8 @@ import os
 import re
 import sys
 
+from apollo import limits
+
 DEV_USER = "apollo-dev"
 DEV_PASSWORD = "apollo-dev-secret"
 
@@ -69,3 +71,31 @@ def address(text: str, default_port: int) -> tuple[str, int]:
     """``host:port``, ``:port`` or ``host:`` with the defaults filled in."""
     host, _, port = text.rpartition(":")
     return host or "127.0.0.1", int(port or default_port)
+
+
+def add_manager_flags(parser: argparse.ArgumentParser) -> None:
+    """Flags of the processes that may hold the manager lease: ``apollo server`` and ``apollo meta``."""
+    parser.add_argument("--gc-delay", type=float, default=limits.gc_deleted_data_delay_s,
+                        help="seconds before data of deleted versions is removed")  # fmt: skip
+    parser.add_argument("--upload-expiry", type=float, default=limits.upload_expiry_s_default,
+                        help="abort multipart uploads unfinished after this many seconds (default 7 days)")  # fmt: skip
+    parser.add_argument("--drive-reserve", type=parse_size, default=limits.drive_free_bytes_min, metavar="SIZE",
+                        help="free space kept on every drive: bytes, or 64MiB, 10GB (default 256MiB)")  # fmt: skip
+    parser.add_argument("--manager-lease", type=float, default=limits.manager_lease_ttl_s_default, metavar="SECONDS",
+                        help="lifetime of the manager lease: how soon another process takes over background "
+                             "work (repair, GC, rebalance) from one that died")  # fmt: skip
+
+
+def add_writer_flags(parser: argparse.ArgumentParser, ec_help: str, ec_default: str | None = None) -> None:
+    """Flags of the processes that write objects for S3 clients: ``apollo server`` and ``apollo gateway``."""
+    parser.add_argument("--ec", default=ec_default, help=ec_help)
+    parser.add_argument("--cell-size", type=int, default=limits.cell_size_bytes_default)
+    parser.add_argument("--domain", help="enable virtual-host-style addressing under this domain")
+    parser.add_argument("--write-quorum", type=int, metavar="N",
+                        help="shards durable before a write is acknowledged (default and minimum k+1)")  # fmt: skip
+
+
+def add_process_flags(parser: argparse.ArgumentParser, dev_help: str) -> None:
+    """Flags of every long-running ``apollo`` process."""
+    parser.add_argument("--dev", action="store_true", help=dev_help)
+    parser.add_argument("--log-level", default="INFO")

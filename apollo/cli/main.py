@@ -12,7 +12,14 @@ from pathlib import Path
 
 from apollo import limits
 from apollo.cli import admin_cluster, admin_meta, devcluster, roles
-from apollo.cli.common import credentials, ensure_malloc_tuning, expand_braces, parse_size
+from apollo.cli.common import (
+    add_manager_flags,
+    add_process_flags,
+    add_writer_flags,
+    credentials,
+    ensure_malloc_tuning,
+    expand_braces,
+)
 from apollo.proto.layout import Scheme
 
 DEFAULT_DATA = Path("apollo-data")
@@ -96,25 +103,12 @@ def build_parser() -> argparse.ArgumentParser:
     server.add_argument("--meta", metavar="URL",
                         help="keep the metadata in PostgreSQL at this URL instead of SQLite in --meta-dir; "
                              "remembered in --meta-dir for later starts and admin commands")  # fmt: skip
-    server.add_argument("--ec", help="erasure code K+M (or repN); default follows the drive count")
-    server.add_argument("--cell-size", type=int, default=limits.cell_size_bytes_default)
-    server.add_argument("--domain", help="enable virtual-host-style addressing under this domain")
-    server.add_argument("--gc-delay", type=float, default=limits.gc_deleted_data_delay_s,
-                        help="seconds before data of deleted versions is removed")  # fmt: skip
-    server.add_argument("--upload-expiry", type=float, default=limits.upload_expiry_s_default,
-                        help="abort multipart uploads unfinished after this many seconds (default 7 days)")  # fmt: skip
-    server.add_argument("--drive-reserve", type=parse_size, default=limits.drive_free_bytes_min, metavar="SIZE",
-                        help="free space kept on every drive: bytes, or 64MiB, 10GB (default 256MiB)")  # fmt: skip
+    add_writer_flags(server, "erasure code K+M (or repN); default follows the drive count")
+    add_manager_flags(server)
     server.add_argument("--journal-checkpoint-interval", type=float, metavar="SECONDS",
                         default=limits.journal_checkpoint_interval_s_default,
                         help="copy the metadata database to the journal drives this often (default 3600)")  # fmt: skip
-    server.add_argument("--manager-lease", type=float, default=limits.manager_lease_ttl_s_default, metavar="SECONDS",
-                        help="lifetime of the manager lease: how soon another process takes over background "
-                             "work (repair, GC, rebalance) from one that died")  # fmt: skip
-    server.add_argument("--write-quorum", type=int, metavar="N",
-                        help="shards durable before a write is acknowledged (default and minimum k+1)")  # fmt: skip
-    server.add_argument("--dev", action="store_true", help="development mode: allow/print dev credentials")
-    server.add_argument("--log-level", default="INFO")
+    add_process_flags(server, "development mode: allow/print dev credentials")
     server.add_argument("--workers", type=int, default=1,
                         help="server processes sharing the port (one core each; see docs/benchmarks.md)")  # fmt: skip
     for hidden in ("--worker-index", "--listen-fd"):  # set by the supervisor of --workers for its workers

@@ -13,8 +13,15 @@ import os
 import sys
 from pathlib import Path
 
-from apollo import limits
-from apollo.cli.common import address, credentials, ensure_malloc_tuning, expand_braces, parse_size
+from apollo.cli.common import (
+    add_manager_flags,
+    add_process_flags,
+    add_writer_flags,
+    address,
+    credentials,
+    ensure_malloc_tuning,
+    expand_braces,
+)
 
 
 def _service_key(args: argparse.Namespace) -> tuple[str, str]:
@@ -69,12 +76,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     meta = sub.add_parser("meta", help="run a metadata service of a cluster")
     meta.add_argument("--database", required=True, help="postgresql://user@host:port/db (or a SQLite file)")
     meta.add_argument("--address", default="127.0.0.1:9100")
-    meta.add_argument("--drive-reserve", type=parse_size, default=limits.drive_free_bytes_min, metavar="SIZE")
-    meta.add_argument("--manager-lease", type=float, default=limits.manager_lease_ttl_s_default, metavar="SECONDS")
-    meta.add_argument("--gc-delay", type=float, default=limits.gc_deleted_data_delay_s,
-                      help="seconds before data of deleted versions is removed")  # fmt: skip
-    meta.add_argument("--upload-expiry", type=float, default=limits.upload_expiry_s_default,
-                      help="abort multipart uploads unfinished after this many seconds (default 7 days)")  # fmt: skip
+    add_manager_flags(meta)
     meta.set_defaults(func=cmd_meta)
 
     storage = sub.add_parser("storage", help="run a storage node of a cluster")
@@ -93,13 +95,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--meta", required=True, help="metadata service URL(s), comma-separated: http://meta1:9100,http://meta2:9100"
     )
     gateway.add_argument("--address", default="127.0.0.1:9000")
-    gateway.add_argument("--ec", default="4+2", help="erasure code K+M (or repN) of new objects")
-    gateway.add_argument("--cell-size", type=int, default=limits.cell_size_bytes_default)
-    gateway.add_argument("--domain", help="enable virtual-host-style addressing under this domain")
-    gateway.add_argument("--write-quorum", type=int, metavar="N",
-                         help="shards durable before a write is acknowledged (default and minimum k+1)")  # fmt: skip
+    add_writer_flags(gateway, "erasure code K+M (or repN) of new objects", ec_default="4+2")
     gateway.set_defaults(func=cmd_gateway)
 
     for parser in (meta, storage, gateway):
-        parser.add_argument("--dev", action="store_true", help="use the development access key")
-        parser.add_argument("--log-level", default="INFO")
+        add_process_flags(parser, "use the development access key")

@@ -104,8 +104,7 @@ class DriveMonitor:
                     drive = opened = Drive(Path(record.path), self.deployment_id)
                     if drive.drive_id != drive_id:
                         raise DriveError(f"{record.path} now holds drive {drive.drive_id}, not {drive_id}")
-                health = drive.probe()
-                free, total = drive.usage() if health == "ok" else (0, 0)
+                health, free, total = drive.check()
                 out[drive_id] = (health, free, total, opened if health == "ok" else None)
             except DriveError:
                 out[drive_id] = ("gone", 0, 0, None)

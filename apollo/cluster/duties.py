@@ -22,22 +22,26 @@ import json
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from functools import partial
 from typing import Any, Protocol
 
 from apollo import metrics
 from apollo.client.context import ClientContext
+from apollo.cluster.gc import GarbageCollector
 from apollo.cluster.lease import LeaseKeeper
 from apollo.cluster.lifecycle import DriveLifecycle
+from apollo.cluster.orphans import OrphanSweeper
 from apollo.cluster.passes import PeriodicPass
 from apollo.cluster.rebalance import Rebalancer
 from apollo.cluster.repair import DriveView, RepairWorker
+from apollo.cluster.scrub import Scrubber
 from apollo.cluster.tuning import SETTING_PREFIX, Tuning
 from apollo.eventloop import every
 from apollo.proto.cluster_map import DriveRecord
 from apollo.proto.layout import Scheme
 from apollo.proto.placement import domain_shortfall
+from apollo.storage.node import StorageNode
 
 log = logging.getLogger("apollo.manager")
 RETUNE_S = 2.0  # `apollo admin tune` takes effect within this
@@ -96,6 +100,15 @@ class ManagerDuties:
 
     def add(self, duty: Duty) -> None:
         self._duties.append(duty)
+
+    def add_healing(self, ctx: ClientContext, serving: Callable[[], Mapping[str, StorageNode]],
+                    upload_expiry_s: float) -> None:  # fmt: skip
+        """What every deployment's holder runs over the drives ``serving()`` maps to their nodes (this server's
+        own, or a cluster's storage nodes): scrub, rebalance, the orphan sweep and the garbage collector."""
+        self.add_pass(Scrubber(ctx, lambda: set(serving())))
+        self.add_pass(Rebalancer(ctx.meta, self.drives.view))
+        self.add_pass(OrphanSweeper(ctx.meta, serving))
+        self.add(GarbageCollector(ctx.meta, serving, upload_expiry_s).run_forever)
 
     def add_pass(self, background_pass: PeriodicPass) -> None:
         """Run the pass while holding the role, tuned from ``Tuning`` and retuned before each pass starts.

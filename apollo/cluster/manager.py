@@ -16,9 +16,6 @@ import logging
 from apollo.client.context import ClientContext
 from apollo.cluster.drives import DriveMonitor
 from apollo.cluster.duties import ManagerDuties
-from apollo.cluster.orphans import OrphanSweeper
-from apollo.cluster.rebalance import Rebalancer
-from apollo.cluster.scrub import Scrubber
 from apollo.storage.node import LocalStorageNode
 
 log = logging.getLogger("apollo.manager")
@@ -28,14 +25,12 @@ PROBE_INTERVAL_S = 2.0
 class BackgroundManager:
     def __init__(
         self, ctx: ClientContext, node: LocalStorageNode, deployment_id: str, *, holder: str, lease_ttl_s: float,
-        reserve_bytes: int,
+        reserve_bytes: int, upload_expiry_s: float,
     ) -> None:  # fmt: skip
         """``holder``: this process's name for the lease, stable across its restarts (see ``Server``)."""
         self.drives = DriveMonitor(ctx, node, deployment_id, manager=False, reserve_bytes=reserve_bytes)
         self.duties = ManagerDuties(ctx, self.drives, holder, lease_ttl_s, on_change=self._set_manager)
-        self.duties.add_pass(Scrubber(ctx, lambda: set(node.drives)))
-        self.duties.add_pass(OrphanSweeper(ctx.meta, node.serving))
-        self.duties.add_pass(Rebalancer(ctx.meta, self.drives.view))
+        self.duties.add_healing(ctx, node.serving, upload_expiry_s)
 
     async def start(self) -> list[asyncio.Task]:
         """The lease and a first probe before the server accepts requests, then the loops."""

@@ -102,8 +102,7 @@ class MetaRpc:
 
     async def node_heartbeat(self, name: str, drives: dict[str, tuple[str, int, int]]) -> dict:
         epoch = await self.meta.node_heartbeat(name, drives, time.time())
-        keys = [{"key_id": k.key_id, "secret": k.secret.hex(), "created": k.created} for k in self.keyring.by_age()]
-        return {"epoch": epoch, "keys": keys}
+        return {"epoch": epoch, "keys": self.keyring.to_json()}
 
     async def service_tokens(self) -> dict[str, str]:
         return {op: self.keyring.issue(op, tokens.ANY_SEGMENT, tokens.SERVICE_TOKEN_TTL_S) for op in tokens.OPS}

@@ -29,11 +29,7 @@ from apollo.client.context import ClientContext
 from apollo.client.directory import NodeDirectory
 from apollo.client.remote_storage import Timeouts
 from apollo.cluster.duties import ManagerDuties
-from apollo.cluster.gc import GarbageCollector
-from apollo.cluster.orphans import OrphanSweeper
-from apollo.cluster.rebalance import Rebalancer
 from apollo.cluster.remote_drives import ClusterDrives
-from apollo.cluster.scrub import Scrubber
 from apollo.eventloop import every, install_uvloop
 from apollo.meta.rpc_service import MetaRpc, build_meta_app
 from apollo.meta.service import MetaService
@@ -78,16 +74,13 @@ class MetaProcess:
     async def _background(self, app: web.Application):
         session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
         self.directory = NodeDirectory(session, self._service_token, Timeouts())
-        self.gc = GarbageCollector(self.meta, lambda: self.directory.nodes, self.config.upload_expiry_s)
         self.drives = ClusterDrives(self.meta, self.rpc.cluster_map)
         ctx = ClientContext(self.meta, self.directory.nodes)
         holder = f"meta@{socket.gethostname()}:{self.config.port}"
         self.duties = ManagerDuties(ctx, self.drives, holder, self.config.manager_lease_ttl_s)
-        # Scrub reads every shard over the network at its paced rate; a node-local scrubber would not.
-        self.duties.add_pass(Scrubber(ctx, lambda: set(self.directory.nodes)))
-        self.duties.add_pass(Rebalancer(self.meta, self.drives.view))
-        self.duties.add_pass(OrphanSweeper(self.meta, lambda: self.directory.nodes))  # lists drives over the network
-        self.duties.add(self.gc.run_forever)
+        # Over the network: scrub reads every shard at its paced rate (a node-local scrubber would not), the
+        # orphan sweep lists the nodes' drives.
+        self.duties.add_healing(ctx, lambda: self.directory.nodes, self.config.upload_expiry_s)
         self.duties.add(self.drives.run_forever)
         self.duties.add(partial(every, KEY_ROTATION_CHECK_S, self._rotate_keys, "token key rotation", at_once=True))
         loops = (every(KEYRING_REFRESH_S, self._refresh_keyring, "token keyring refresh"),

@@ -26,7 +26,6 @@ from apollo import limits, metrics
 from apollo.client.context import ClientContext
 from apollo.client.core import ApolloClient
 from apollo.client.writer import write_quorum
-from apollo.cluster.gc import GarbageCollector
 from apollo.cluster.manager import BackgroundManager
 from apollo.eventloop import install_uvloop
 from apollo.gateway.app import build_app
@@ -36,9 +35,11 @@ from apollo.meta.lock import MetaDirInUse, MetaDirLock
 from apollo.meta.service import MetaService
 from apollo.meta.store import SqlStore
 from apollo.proto.cluster_map import NODE_NAME, SERVING_STATES, DriveRecord
-from apollo.proto.drive_format import FORMAT_FILE, read_format
+from apollo.proto.drive_format import FORMAT_FILE
 from apollo.proto.layout import Scheme
-from apollo.storage.drive import Drive, format_drive
+from apollo.storage.attach import attach_drives as open_drives
+from apollo.storage.attach import clear_interrupted
+from apollo.storage.drive import Drive
 from apollo.storage.node import LocalStorageNode
 
 log = logging.getLogger("apollo.server")
@@ -112,55 +113,36 @@ def open_admin_store(meta_dir: Path) -> SqlStore:
 
 
 def attach_drives(store: SqlStore, roots: list[Path]) -> tuple[list[Drive], list[str]]:
-    """Open every drive of the command line and every serving drive the database knows; format new empty ones.
+    """Open every drive of the command line and every serving drive the database knows, by the rules of
+    ``apollo.storage.attach`` (new empty directories are formatted, and missing ones created); record them.
 
-    Returns (attached drives, problems). A directory that lost its format file is never reformatted
-    here: its data is gone, and `apollo admin drive replace` says so explicitly.
+    Returns (attached drives, problems).
     """
     deployment = store.get_setting("deployment_id")
     if deployment is None:
         deployment = uuid.uuid4().hex
         store.set_setting("deployment_id", deployment)
     records = store.list_drives()
-    by_path = {r.path: r for r in records if r.state != "retired"}
     wanted = [root.resolve() for root in roots]
     wanted += [Path(r.path) for r in records if r.node == NODE_NAME and r.state in SERVING_STATES
                and Path(r.path) not in wanted]  # fmt: skip
-    attached, problems = [], []
-    for root in wanted:
-        path = str(root)
-        info = read_format(root) if root.exists() else None
-        if info is None and path in by_path:
-            problems.append(f"drive {path} (id {by_path[path].drive_id}) lost its format file: wiped or replaced; "
-                            "its data is rebuilt elsewhere; `apollo admin drive replace` formats it anew")  # fmt: skip
-            continue
-        if info is None:
-            if root.exists() and any(root.iterdir()):
-                problems.append(f"drive {path} is not empty and not an Apollo drive; refusing to format it")
-                continue
-            drive_id = format_drive(root, deployment)
-            store.put_drive(DriveRecord(drive_id, NODE_NAME, path, "online", 1.0), time.time())
-            log.info("formatted new drive %s as %s", path, drive_id)
-        try:
-            drive = Drive(root, deployment)
-        except Exception as exc:
-            problems.append(str(exc))
-            continue
-        state = next((r.state for r in records if r.drive_id == drive.drive_id), "online")
+    known = {r.path: r.drive_id for r in records if r.state != "retired"}
+    found = open_drives(wanted, deployment, known, create_missing=True)
+    states = {r.drive_id: r.state for r in records}
+    attached, problems = [], found.problems
+    for drive in found.drives:
+        state = states.get(drive.drive_id, "online")
         if state not in SERVING_STATES:
-            problems.append(f"drive {path} (id {drive.drive_id}) is {state}; not serving it")
+            problems.append(f"drive {drive.root} (id {drive.drive_id}) is {state}; not serving it")
             continue
-        store.put_drive(DriveRecord(drive.drive_id, NODE_NAME, path, "online", 1.0), time.time())
+        store.put_drive(DriveRecord(drive.drive_id, NODE_NAME, str(drive.root), "online", 1.0), time.time())
         attached.append(drive)
     return attached, problems
 
 
 def recover_interrupted_writes(store: SqlStore, drives: list[Drive], live_owner: str) -> None:
     """At start-up: temp files of unfinished writes go, and their segments' pending rows become due for GC."""
-    for drive in drives:
-        removed = drive.clear_tmp()
-        if removed:
-            log.info("drive %s: removed %d temp files of interrupted writes", drive.root, removed)
+    clear_interrupted(drives)
     released = store.release_orphans(live_owner, time.time())
     if released:
         log.info("queued %d segments of interrupted writes for GC", released)
@@ -205,10 +187,9 @@ class Server:
         self.manager = BackgroundManager(
             ctx, self.node, self.store.get_setting("deployment_id") or "", holder=lease_holder(config),
             lease_ttl_s=config.manager_lease_ttl_s, reserve_bytes=config.drive_reserve_bytes,
+            upload_expiry_s=config.upload_expiry_s,
         )  # fmt: skip
-        self.gc = GarbageCollector(self.meta, self.node.serving, config.upload_expiry_s)
-        self.manager.duties.add(self.gc.run_forever)  # one garbage collector and checkpointer per deployment
-        if self.journal is not None:
+        if self.journal is not None:  # one checkpointer per deployment, as one garbage collector
             self.manager.duties.add(self._checkpoint_loop)
         if config.root_user:
             self.store.put_key(config.root_user, config.root_password, time.time(), is_root=True)

@@ -20,10 +20,9 @@ from aiohttp import web
 
 from apollo import tokens
 from apollo.client.remote_meta import RemoteMeta
-from apollo.errors import ApolloError, DriveError
+from apollo.errors import ApolloError
 from apollo.eventloop import every, install_uvloop
-from apollo.proto.drive_format import read_format
-from apollo.storage.drive import Drive, format_drive
+from apollo.storage.attach import attach_drives, clear_interrupted
 from apollo.storage.node import LocalStorageNode
 from apollo.storage.service import NodeState, build_storage_app
 
@@ -70,38 +69,17 @@ class StorageProcess:
         self.node.close()
 
     async def _join(self, meta: RemoteMeta) -> None:
-        """Register, format new empty drives for the deployment, attach them, register them, fetch keys.
-
-        A directory that is missing, or that the cluster knows as a drive but that lost its format file,
-        is never formatted: that is an unmounted disk (the directory is its mount point) or a wiped one,
-        and formatting would put a new drive on the wrong disk.
-        """
+        """Register, attach the drives by the rules of ``apollo.storage.attach`` (never formatting a missing
+        directory, or one the cluster knows as a drive: an unmounted or wiped disk), register them, fetch keys."""
         config = self.config
         joined = await meta.register_node(config.name, self.endpoint, config.rack, [])
-        deployment, known = joined["deployment_id"], joined["drives"]
-        for root in config.drives:
-            path = str(root.resolve())
-            if not root.is_dir():
-                log.error("drive %s does not exist (not mounted?); not serving it", root)
-                continue
-            if read_format(root) is None:
-                if path in known:
-                    log.error("drive %s (id %s) lost its format file: unmounted or wiped; not serving it "
-                              "(its shards are rebuilt elsewhere after the offline grace)",
-                              root, known[path])  # fmt: skip
-                    continue
-                if any(root.iterdir()):
-                    raise SystemExit(f"drive {root} is not empty and not an Apollo drive; refusing to format it")
-                format_drive(root, deployment)
-                log.info("formatted new drive %s", root)
-            try:
-                drive = Drive(root.resolve(), deployment)
-            except DriveError as exc:
-                log.error("%s; not serving it", exc)
-                continue
-            removed = drive.clear_tmp()  # writes this node never finished: their clients saw them fail
-            if removed:
-                log.info("drive %s: removed %d temp files of interrupted writes", root, removed)
+        found = attach_drives(config.drives, joined["deployment_id"], joined["drives"])
+        for problem in found.problems:
+            log.error("%s", problem)
+        if found.foreign:
+            raise SystemExit(f"drive {found.foreign[0]} is not empty and not an Apollo drive; refusing to format it")
+        clear_interrupted(found.drives)
+        for drive in found.drives:
             self.node.attach(drive)
         drives = [(d.drive_id, str(d.root)) for d in self.node.drives.values()]
         await meta.register_node(config.name, self.endpoint, config.rack, drives)
@@ -112,21 +90,15 @@ class StorageProcess:
         drives = await asyncio.to_thread(self._probe)
         answer = await meta.node_heartbeat(self.config.name, drives)
         self.state.epoch = answer["epoch"]
-        self.keyring.replace([tokens.TokenKey(k["key_id"], bytes.fromhex(k["secret"]), k["created"])
-                              for k in answer["keys"]])  # fmt: skip
+        self.keyring.replace_from_json(answer["keys"])
 
     def _probe(self) -> dict[str, tuple[str, int, int]]:
         """(health, free, total) per drive; a drive whose directory no longer holds it is never touched again."""
         report = {}
         for drive_id, drive in list(self.node.drives.items()):
-            health = drive.probe()
-            try:
-                free, total = drive.usage() if health == "ok" else (0, 0)
-            except OSError:
-                health, free, total = "unreachable", 0, 0
-            if health == "gone" and self.node.detach(drive_id):
+            report[drive_id] = drive.check()
+            if report[drive_id][0] == "gone" and self.node.detach(drive_id):
                 log.error("drive %s (%s): its format file is gone; no longer served", drive_id, drive.root)
-            report[drive_id] = (health, free, total)
         return report
 
 

@@ -180,3 +180,15 @@ class Drive:
         """(free bytes, total bytes) of the filesystem holding the drive."""
         stats = os.statvfs(self.root)
         return stats.f_bavail * stats.f_frsize, stats.f_blocks * stats.f_frsize
+
+    def check(self) -> tuple[str, int, int]:
+        """(health, free bytes, total bytes): what a node reports of the drive every few seconds.
+
+        Health as ``probe`` says; the space of a drive that is not "ok" is not looked at (0, 0).
+        """
+        try:
+            health = self.probe()
+            free, total = self.usage() if health == "ok" else (0, 0)
+        except OSError:
+            return "unreachable", 0, 0
+        return health, free, total

@@ -21,13 +21,13 @@ from apollo.testing.server import free_port
 
 
 def write_keyring(path: Path, keyring: tokens.Keyring) -> None:
-    path.write_text(json.dumps([{"key_id": k.key_id, "secret": k.secret.hex(), "created": k.created}
-                                for k in keyring.by_age()]))  # fmt: skip
+    path.write_text(json.dumps(keyring.to_json()))
 
 
 def read_keyring(path: Path) -> tokens.Keyring:
-    return tokens.Keyring([tokens.TokenKey(k["key_id"], bytes.fromhex(k["secret"]), k["created"])
-                           for k in json.loads(path.read_text())])  # fmt: skip
+    keyring = tokens.Keyring()
+    keyring.replace_from_json(json.loads(path.read_text()))
+    return keyring
 
 
 class StorageNodeProcess(RoleProcess):
@@ -49,8 +49,7 @@ class StorageNodeProcess(RoleProcess):
 def main() -> None:
     from aiohttp import web
 
-    from apollo.proto.drive_format import read_format
-    from apollo.storage.drive import format_drive
+    from apollo.storage.attach import attach_drives, clear_interrupted
     from apollo.storage.node import LocalStorageNode
     from apollo.storage.service import build_storage_app
 
@@ -61,13 +60,11 @@ def main() -> None:
     parser.add_argument("--keyring", type=Path, required=True)
     parser.add_argument("--ids", type=Path, required=True)
     args = parser.parse_args()
-    for root in args.drives:
-        root.mkdir(parents=True, exist_ok=True)
-        if read_format(root) is None:
-            format_drive(root, args.deployment)
-    node = LocalStorageNode.open(args.drives, args.deployment)
-    for drive in node.drives.values():
-        drive.clear_tmp()  # writes this node never finished: their clients saw them fail
+    found = attach_drives(args.drives, args.deployment, {}, create_missing=True)
+    if found.problems:
+        raise SystemExit("; ".join(found.problems))
+    clear_interrupted(found.drives)
+    node = LocalStorageNode(found.drives)
     tmp = args.ids.with_suffix(".tmp")
     tmp.write_text(json.dumps(node.drive_ids()))
     os.replace(tmp, args.ids)
