@@ -76,7 +76,7 @@ class RemoteMeta:
     # calls -----------------------------------------------------------------------------------
 
     async def call(self, method: str, *args, **kwargs):
-        path = f"/v1/rpc/{method}"
+        path = meta_api.RPC_PREFIX + method
         body = codec.dumps({"args": list(args), "kwargs": kwargs})
         deadline = time.monotonic() + RETRY_FOR_S
         delay = 0.05

@@ -26,7 +26,14 @@ from apollo import tokens
 from apollo.client.fetch import ShardFetcher
 from apollo.errors import ChecksumMismatch, DriveError
 from apollo.proto.layout import ShardRef
-from apollo.proto.storage_api import EPOCH_HEADER, ERRNO_HEADER, ERROR_HEADER, SIZE_HEADER, TOKEN_HEADER
+from apollo.proto.storage_api import (
+    EPOCH_HEADER,
+    ERRNO_HEADER,
+    ERROR_HEADER,
+    SHARDS_PREFIX,
+    SIZE_HEADER,
+    TOKEN_HEADER,
+)
 from apollo.storage.node import LIST_LIMIT_MAX, ShardSink, StorageNode, StoredShard, check_listing
 
 TokenSource = Callable[[str, str], str]  # (operation, segment id) -> capability token
@@ -200,7 +207,7 @@ class RemoteStorageNode(StorageNode):
     @staticmethod
     def _path(drive_id: str, shard: ShardRef) -> str:
         parts = (drive_id, str(shard.pg), shard.segment_id, str(shard.index))
-        return "/v1/shards/" + "/".join(quote(part, safe="") for part in parts)
+        return SHARDS_PREFIX + "/" + "/".join(quote(part, safe="") for part in parts)
 
     async def _call(self, method: str, drive_id: str, shard: ShardRef, op: str, params: dict | None = None,
                     want: str = "body") -> bytes | str | int:  # fmt: skip
@@ -268,7 +275,7 @@ class RemoteStorageNode(StorageNode):
 
     async def _listing(self, path: str, params: dict) -> dict:
         token = self.token_for(tokens.LIST, tokens.ANY_SEGMENT)
-        return await self._request("GET", f"{self.endpoint}/v1/shards/{path}", token, params, "json")
+        return await self._request("GET", f"{self.endpoint}{SHARDS_PREFIX}/{path}", token, params, "json")
 
     async def list_groups(self, drive_id: str, after: int = -1, limit: int = LIST_LIMIT_MAX) -> list[int]:
         check_listing(after, limit, lowest_pg=-1)

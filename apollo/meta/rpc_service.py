@@ -1,6 +1,6 @@
 """The metadata service's network face: ``MetaService`` calls over HTTP, signed with access keys.
 
-``POST /v1/rpc/<method>`` with body ``{"args": [...], "kwargs": {...}}`` (``apollo.proto.codec``)
+``POST /_apollo/rpc/<method>`` with body ``{"args": [...], "kwargs": {...}}`` (``apollo.proto.codec``)
 answers ``{"result": ..., "tokens": {segment id: token}}`` or ``{"error": {type, message}}``.
 
 Who may call what is declared once, in ``apollo.proto.meta_api``: any access key may make the
@@ -34,7 +34,6 @@ from apollo.proto.layout import Scheme, SegmentLayout
 from apollo.proto.records import Conditions, Version
 
 log = logging.getLogger("apollo.meta.rpc")
-RPC_PREFIX = "/v1/rpc/"
 NODE_TIMEOUT_S = 6.0  # a node that missed this many seconds of heartbeats is dead: not writable
 MAP_TTL_S = 1.0
 DAMAGE_REASON_CHARS_MAX = 500
@@ -82,13 +81,17 @@ class MetaRpc:
     meta: MetaService
     keyring: tokens.Keyring
     reserve_bytes: int
+    # Whether placement (``MetaService.set_drives``) follows this map: in a cluster it does; the all-in-one
+    # server places by its own drive probes, where every drive is a failure domain of its own.
+    places: bool = True
     _map: tuple[float, ClusterMap] | None = field(default=None, repr=False)
 
     async def cluster_map(self) -> ClusterMap:
         now = time.monotonic()
         if self._map is None or now - self._map[0] > MAP_TTL_S:
             fresh = await self.meta.cluster_map(time.time(), NODE_TIMEOUT_S, self.reserve_bytes)
-            self.meta.set_drives(fresh.candidates(), fresh.writable())
+            if self.places:
+                self.meta.set_drives(fresh.candidates(), fresh.writable())
             for alive in (True, False):
                 metrics.nodes_alive.labels(str(alive).lower()).set(sum(n.alive == alive for n in fresh.nodes))
             self._map = (now, fresh)
@@ -154,7 +157,7 @@ def _reply(payload: dict, status: int = 200) -> web.Response:
 
 
 async def _call(request: web.Request) -> web.Response:
-    method = request.path[len(RPC_PREFIX) :]
+    method = request.path[len(meta_api.RPC_PREFIX) :]
     started = time.perf_counter()
     response = await _answer(request, method)
     if method in meta_api.REMOTE:  # not a label per made-up method name
@@ -194,7 +197,7 @@ def build_meta_app(rpc: MetaRpc) -> web.Application:
     app = web.Application(client_max_size=64 * 1024**2)
     app[RPC] = rpc
     app[KEYS] = SecretCache(rpc.meta.key_rights)
-    app.router.add_post(RPC_PREFIX + "{method}", _call)
+    app.router.add_post(meta_api.RPC_PREFIX + "{method}", _call)
     app.router.add_get("/health/live", lambda request: web.Response(text="ok\n"))
     app.router.add_get("/metrics", lambda request: metrics.response())
     return app

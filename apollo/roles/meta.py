@@ -2,7 +2,7 @@
 
 Any number run side by side on one PostgreSQL database; clients and gateways may use
 any of them. Each keeps the token keyring in step with the database (a key another
-instance added verifies here within ``KEYRING_REFRESH_S``), follows the cluster map, and
+instance added verifies here within seconds: ``apollo.cluster.keys``), follows the cluster map, and
 competes for the manager lease. The holder runs the duties of ``apollo.cluster.duties``
 (as the all-in-one server's manager does): it turns heartbeats into drive states (a node
 silent past the grace fails its drives), walks failed drives and rebuilds their shards
@@ -19,7 +19,6 @@ import socket
 import time
 import uuid
 from dataclasses import dataclass
-from functools import partial
 
 import aiohttp
 from aiohttp import web
@@ -29,6 +28,7 @@ from apollo.client.context import ClientContext
 from apollo.client.directory import NodeDirectory
 from apollo.client.remote_storage import Timeouts
 from apollo.cluster.duties import ManagerDuties
+from apollo.cluster.keys import TokenKeys, ensure_first_key
 from apollo.cluster.remote_drives import ClusterDrives
 from apollo.eventloop import every, install_uvloop
 from apollo.meta.rpc_service import MetaRpc, build_meta_app
@@ -36,9 +36,7 @@ from apollo.meta.service import MetaService
 from apollo.meta.store import SqlStore
 
 log = logging.getLogger("apollo.meta")
-KEYRING_REFRESH_S = 5.0
 MAP_REFRESH_S = 2.0
-KEY_ROTATION_CHECK_S = 60.0
 
 
 @dataclass
@@ -61,12 +59,12 @@ class MetaProcess:
         self.store.gc_delay_s = config.gc_delay_s
         if self.store.get_setting("deployment_id") is None:
             self.store.set_setting("deployment_id", uuid.uuid4().hex)
-        if not self.store.token_keys():
-            self.store.add_token_key(tokens.new_key(time.time()))
+        ensure_first_key(self.store)
         if config.root_user:
             self.store.put_key(config.root_user, config.root_password, time.time(), is_root=True)
         self.meta = MetaService(self.store)
         self.keyring = tokens.Keyring(self.store.token_keys())
+        self.keys = TokenKeys(self.meta, self.keyring)
         self.rpc = MetaRpc(self.meta, self.keyring, config.drive_reserve_bytes)
         self.app = build_meta_app(self.rpc)
         self.app.cleanup_ctx.append(self._background)
@@ -82,8 +80,8 @@ class MetaProcess:
         # orphan sweep lists the nodes' drives.
         self.duties.add_healing(ctx, lambda: self.directory.nodes, self.config.upload_expiry_s)
         self.duties.add(self.drives.run_forever)
-        self.duties.add(partial(every, KEY_ROTATION_CHECK_S, self._rotate_keys, "token key rotation", at_once=True))
-        loops = (every(KEYRING_REFRESH_S, self._refresh_keyring, "token keyring refresh"),
+        self.duties.add(self.keys.rotation_duty())
+        loops = (self.keys.refresh_forever(),
                  every(MAP_REFRESH_S, self._follow_map, "cluster map refresh", at_once=True),
                  self.duties.keep())  # fmt: skip
         tasks = [asyncio.create_task(loop) for loop in loops]
@@ -102,19 +100,6 @@ class MetaProcess:
     async def _follow_map(self) -> None:
         """Placement and the garbage collector follow the cluster map."""
         self.directory.update(await self.rpc.cluster_map())
-
-    async def _refresh_keyring(self) -> None:
-        self.keyring.replace(await self.meta.token_keys())
-
-    async def _rotate_keys(self) -> None:
-        now = time.time()
-        newest = max((k.created for k in self.keyring.by_age()), default=0.0)
-        if now - newest >= tokens.ROTATE_S:
-            await self.meta.add_token_key(tokens.new_key(now))
-            log.info("added a new capability token key")
-        # A key is superseded PUBLISH_S after its successor is made, and its last tokens live TOKEN_TTL_S more.
-        await self.meta.drop_token_keys(now - tokens.ROTATE_S - tokens.PUBLISH_S - tokens.TOKEN_TTL_S)
-        self.keyring.replace(await self.meta.token_keys())
 
 
 def run(config: MetaConfig) -> None:

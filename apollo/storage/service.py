@@ -1,6 +1,6 @@
 """The storage node's HTTP face: shards of its drives, to whoever shows a capability token.
 
-One URL per shard: ``/v1/shards/{drive}/{pg}/{segment}/{index}``.
+One URL per shard: ``/_apollo/shards/{drive}/{pg}/{segment}/{index}``.
 
 - ``PUT``: the whole shard file streamed in one request (chunked): the fixed-size header,
   the cell records, the footer. The footer ends in its own length and magic, so the node
@@ -11,8 +11,8 @@ One URL per shard: ``/v1/shards/{drive}/{pg}/{segment}/{index}``.
   ``HEAD`` (size in ``X-Apollo-Size``), ``DELETE``.
 
 Listing, for the orphan sweep, pages through a drive (``?after=&limit=``, at most
-``LIST_LIMIT_MAX`` groups or segments a page): ``GET /v1/shards/{drive}`` answers ``{"groups": [pg, ...]}``,
-``GET /v1/shards/{drive}/{pg}`` answers ``{"shards": [[segment, index, age s, size], ...]}``.
+``LIST_LIMIT_MAX`` groups or segments a page): ``GET /_apollo/shards/{drive}`` answers ``{"groups": [pg, ...]}``,
+``GET /_apollo/shards/{drive}/{pg}`` answers ``{"shards": [[segment, index, age s, size], ...]}``.
 It takes a service token (``list`` on every segment): a segment's token lists nothing.
 
 Every response carries ``X-Apollo-Epoch``, the newest cluster map epoch the node has heard
@@ -36,7 +36,14 @@ from aiohttp import web
 from apollo import ids, metrics, tokens
 from apollo.errors import ChecksumMismatch, DriveError
 from apollo.proto.layout import ShardRef
-from apollo.proto.storage_api import EPOCH_HEADER, ERRNO_HEADER, ERROR_HEADER, SIZE_HEADER, TOKEN_HEADER
+from apollo.proto.storage_api import (
+    EPOCH_HEADER,
+    ERRNO_HEADER,
+    ERROR_HEADER,
+    SHARDS_PREFIX,
+    SIZE_HEADER,
+    TOKEN_HEADER,
+)
 from apollo.storage.node import LIST_LIMIT_MAX, LocalStorageNode
 from apollo.storage.shardfile import HEADER_BYTES, decode_footer, footer_start
 
@@ -244,13 +251,13 @@ def build_storage_app(node: LocalStorageNode, keyring: tokens.Keyring, state: No
     app[KEYRING] = keyring
     app[STATE] = state or NodeState()
     app.on_response_prepare.append(_stamp_epoch)
-    path = "/v1/shards/{drive}/{pg}/{segment}/{index}"
+    path = SHARDS_PREFIX + "/{drive}/{pg}/{segment}/{index}"
     app.router.add_put(path, _handler(tokens.WRITE, _put))
     app.router.add_get(path, _handler(tokens.READ, _get), allow_head=False)
     app.router.add_head(path, _handler(tokens.READ, _head))
     app.router.add_delete(path, _handler(tokens.DELETE, _delete))
-    app.router.add_get("/v1/shards/{drive}", _listing(_list_groups), allow_head=False)
-    app.router.add_get("/v1/shards/{drive}/{pg}", _listing(_list_shards), allow_head=False)
+    app.router.add_get(SHARDS_PREFIX + "/{drive}", _listing(_list_groups), allow_head=False)
+    app.router.add_get(SHARDS_PREFIX + "/{drive}/{pg}", _listing(_list_shards), allow_head=False)
     app.router.add_get("/health/live", lambda request: web.Response(text="ok\n"))
     app.router.add_get("/metrics", lambda request: metrics.response())
     return app

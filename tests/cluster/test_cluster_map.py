@@ -8,8 +8,7 @@ import os
 import time
 from collections import Counter
 
-from apollo.client import AsyncClient
-from apollo.meta import remote
+from apollo.client import AsyncClient, remote_meta
 from apollo.meta.store import SqlStore
 from apollo.testing.server import DEV_ACCESS_KEY, DEV_SECRET_KEY
 
@@ -35,7 +34,7 @@ def test_shards_spread_over_racks_and_a_whole_rack_can_die(make_cluster):
 
 
 def test_a_node_answering_with_a_newer_epoch_makes_the_client_fetch_the_map(make_cluster, monkeypatch):
-    monkeypatch.setattr(remote, "MAP_REFRESH_S", 3600.0)  # no periodic refresh: only the epoch can trigger one
+    monkeypatch.setattr(remote_meta, "MAP_REFRESH_S", 3600.0)  # no periodic refresh: only the epoch can trigger one
     cluster = make_cluster(nodes=6)
 
     async def scenario():

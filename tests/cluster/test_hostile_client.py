@@ -44,7 +44,7 @@ async def raw_call(session: aiohttp.ClientSession, meta_url: str, method: str, a
                    ) -> tuple[int, dict]:  # fmt: skip
     """A metadata call whose body the attacker wrote in the codec's JSON, not with Apollo's records;
     the reply comes back decoded."""
-    path = f"/v1/rpc/{method}"
+    path = f"/_apollo/rpc/{method}"
     body = json.dumps({"@d": {"args": args, "kwargs": {"@d": kwargs or {}}}}).encode()
     headers = signing.sign("POST", path, body, ATTACKER, ATTACKER_SECRET)
     async with session.post(meta_url.split(",")[0] + path, data=body, headers=headers) as response:
@@ -89,13 +89,13 @@ def test_a_layout_naming_a_file_outside_the_drives_is_refused_by_meta_and_by_the
             keyring = tokens.Keyring(store.token_keys())
             token = keyring.issue(tokens.READ, traversal, 60)
             node = cluster.nodes[0].endpoint
-            url = f"{node}/v1/shards/{drive.drive_id}/3/{quote(traversal, safe='')}/0?offset=0&length=100"
+            url = f"{node}/_apollo/shards/{drive.drive_id}/3/{quote(traversal, safe='')}/0?offset=0&length=100"
             async with session.get(url, headers={"X-Apollo-Token": token}) as response:
                 body = await response.read()
                 assert response.status == 400 and SECRET_TEXT not in body, body
             lister = keyring.issue(tokens.LIST, tokens.ANY_SEGMENT, 60)
             for bad_drive in (quote("../drive0", safe=""), "0" * 15 + "G", quote(drive.drive_id + "/..", safe="")):
-                url = f"{node}/v1/shards/{bad_drive}?limit=5"
+                url = f"{node}/_apollo/shards/{bad_drive}?limit=5"
                 async with session.get(url, headers={"X-Apollo-Token": lister}) as response:
                     assert response.status == 400, await response.read()
 

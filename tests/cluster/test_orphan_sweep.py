@@ -145,7 +145,7 @@ def test_listing_routes_take_only_a_service_list_token_and_refuse_bad_groups(mak
     drive_id = _drive_id(cluster.node_drives["node0"][0])
 
     def get(path: str, token: str | None = None) -> tuple[int, str]:
-        request = urllib.request.Request(f"{node.endpoint}/v1/shards/{path}", headers={TOKEN_HEADER: token or ""})
+        request = urllib.request.Request(f"{node.endpoint}/_apollo/shards/{path}", headers={TOKEN_HEADER: token or ""})
         try:
             with urllib.request.urlopen(request, timeout=10) as response:
                 return response.status, ""

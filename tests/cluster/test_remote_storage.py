@@ -282,7 +282,8 @@ def test_large_reads_sent_from_the_file_are_exact_short_past_the_end_and_survive
                 for offset, length in ((0, len(stored)), (12345, 3 << 20), (len(stored) - 100_000, 1 << 20)):
                     got = await remote.read(drive, shard, offset, length)
                     assert got == stored[offset : offset + length]  # the last one comes back short, like pread
-                url = f"{node.endpoint}/v1/shards/{drive}/{shard.pg}/{shard.segment_id}/0?offset=0&length={len(stored)}"
+                path = f"/_apollo/shards/{drive}/{shard.pg}/{shard.segment_id}/0"
+                url = f"{node.endpoint}{path}?offset=0&length={len(stored)}"
                 for _ in range(3):  # clients that go away after the first bytes of a 5 MiB body
                     async with session.get(
                         url, headers={TOKEN_HEADER: keyring.issue("read", shard.segment_id, 60)}
@@ -326,7 +327,7 @@ def test_clients_that_stop_reading_do_not_hold_up_the_nodes_disk_io(tmp_path, no
             try:
                 await write(remote, big, body)
                 host, port = node.endpoint.removeprefix("http://").rsplit(":", 1)
-                request = (f"GET /v1/shards/{drive}/{big.pg}/{big.segment_id}/0?offset=0&length={len(body)} "
+                request = (f"GET /_apollo/shards/{drive}/{big.pg}/{big.segment_id}/0?offset=0&length={len(body)} "
                            f"HTTP/1.1\r\nHost: x\r\n{TOKEN_HEADER}: {keyring.issue('read', big.segment_id, 60)}"
                            "\r\n\r\n").encode()  # fmt: skip
                 for _ in range(20):  # the node has 16 drive I/O threads

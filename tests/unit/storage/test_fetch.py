@@ -20,7 +20,7 @@ import uvloop
 
 from apollo.client.fetch import ERROR_BODY_LIMIT, HEAD_LIMIT, Reply, ShardFetcher
 
-TARGET = "/v1/shards/d1/7/seg/0?offset=0&length=5"
+TARGET = "/_apollo/shards/d1/7/seg/0?offset=0&length=5"
 HANG_UP = object()  # in a script's writes: the node closes the connection there
 
 

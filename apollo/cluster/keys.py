@@ -1,0 +1,57 @@
+"""Capability-token keys in step with the database, for every process that issues or checks tokens.
+
+The keys live in the metadata database (``token_keys``). A deployment gets its first key when
+its first metadata-serving process starts (``ensure_first_key``); every such process follows
+the table (``TokenKeys.refresh``, so a key another process added verifies here within
+``KEYRING_REFRESH_S``); the holder of the manager lease adds a new key every
+``tokens.ROTATE_S`` and drops the keys no valid token can still be signed with
+(``TokenKeys.rotate``). Storage nodes get the keys with every heartbeat answer instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from functools import partial
+
+from apollo import tokens
+from apollo.eventloop import every
+from apollo.meta.service import MetaService
+from apollo.meta.store import SqlStore
+
+log = logging.getLogger("apollo.keys")
+KEYRING_REFRESH_S = 5.0
+KEY_ROTATION_CHECK_S = 60.0
+
+
+def ensure_first_key(store: SqlStore) -> None:
+    """At start, before serving: a deployment without a key gets one (racing starts may add two: harmless)."""
+    if not store.token_keys():
+        store.add_token_key(tokens.new_key(time.time()))
+
+
+class TokenKeys:
+    def __init__(self, meta: MetaService, keyring: tokens.Keyring) -> None:
+        self.meta = meta
+        self.keyring = keyring
+
+    async def refresh(self) -> None:
+        self.keyring.replace(await self.meta.token_keys())
+
+    def refresh_forever(self):
+        """Every process that issues or checks tokens: follow the table."""
+        return every(KEYRING_REFRESH_S, self.refresh, "token keyring refresh")
+
+    async def rotate(self) -> None:
+        now = time.time()
+        newest = max((k.created for k in self.keyring.by_age()), default=0.0)
+        if now - newest >= tokens.ROTATE_S:
+            await self.meta.add_token_key(tokens.new_key(now))
+            log.info("added a new capability token key")
+        # A key is superseded PUBLISH_S after its successor is made, and its last tokens live TOKEN_TTL_S more.
+        await self.meta.drop_token_keys(now - tokens.ROTATE_S - tokens.PUBLISH_S - tokens.TOKEN_TTL_S)
+        await self.refresh()
+
+    def rotation_duty(self):
+        """The lease holder's duty (``ManagerDuties.add``)."""
+        return partial(every, KEY_ROTATION_CHECK_S, self.rotate, "token key rotation", at_once=True)
