@@ -227,7 +227,10 @@ def cmd_scrub(args: argparse.Namespace) -> None:
             print(f"scrub done: {last['segments']} segments, {last['shards']} shards, {last['errors']} problems")
 
 
-def cmd_gc(args: argparse.Namespace) -> None:
+def cmd_sweep(args: argparse.Namespace) -> None:
+    if args.admin == "gc":
+        print("apollo admin gc is now apollo admin sweep (it sweeps orphan shard files; the garbage collector "
+              "runs on its own): the old name will go", file=sys.stderr)  # fmt: skip
     store = _store(args)
     tuning = admin.set_tuning(store, orphan_interval_s=args.interval, orphan_min_age_s=args.min_age)
     print(f"orphan sweep: every {tuning.orphan_interval_s:.0f} s, files younger than "
@@ -350,8 +353,10 @@ def register(admin_parsers: argparse._SubParsersAction) -> None:
     scrub = _pass_parser(admin_parsers, "scrub", "tune the scrubber or start a pass now", cmd_scrub)
     scrub.add_argument("--rate", type=parse_rate, help="bytes read per second, e.g. 50MiB/s (0: unlimited)")
     scrub.add_argument("--mode", choices=["deep", "shallow"])
-    gc = _pass_parser(admin_parsers, "gc", "sweep the drives for orphan shard files (nothing refers to them)", cmd_gc)
-    gc.add_argument("--min-age", type=float, help="keep unreferenced files younger than this many seconds")
+    for name, help_text in (("sweep", "sweep the drives for orphan shard files (nothing refers to them)"),
+                            ("gc", "the old name of sweep (deprecated: the garbage collector runs on its own)")):
+        sweep = _pass_parser(admin_parsers, name, help_text, cmd_sweep)
+        sweep.add_argument("--min-age", type=float, help="keep unreferenced files younger than this many seconds")
     rebalance = _pass_parser(admin_parsers, "rebalance", "even out drive usage by moving shards", cmd_rebalance)
     rebalance.add_argument("--tolerance", type=float, help="allowed spread around each drive's share (0.05 = 5%%)")
     repair = admin_parsers.add_parser("repair", help="tune the repair worker, or wait for the backlog to drain")

@@ -36,13 +36,17 @@ def cmd_server(args: argparse.Namespace) -> None:
     if any(meta_dir.resolve() == d.resolve() or d.resolve() in meta_dir.resolve().parents for d in drives):
         sys.exit("--meta-dir must not be inside a drive: losing that drive would lose the metadata")
     if args.meta:
-        if not args.meta.startswith(("postgresql://", "postgres://")):
-            sys.exit("--meta takes a PostgreSQL URL (postgresql://user@host:port/database); "
+        print("apollo server --meta is now --database (--meta names metadata services elsewhere): the old "
+              "name will go", file=sys.stderr)  # fmt: skip
+    database = args.database or args.meta
+    if database:
+        if not database.startswith(("postgresql://", "postgres://")):
+            sys.exit("--database takes a PostgreSQL URL (postgresql://user@host:port/database); "
                      "SQLite needs no flag (--meta-dir)")  # fmt: skip
         if args.worker_index is None:  # the supervisor wrote it for its workers
             from apollo.meta.location import remember_meta_url
 
-            remember_meta_url(meta_dir, args.meta)
+            remember_meta_url(meta_dir, database)
     host, _, port = args.address.rpartition(":")
     user, password = credentials(args)
     config = ServerConfig(
@@ -100,9 +104,10 @@ def build_parser() -> argparse.ArgumentParser:
     server.add_argument("drives", nargs="*", help="drive directories (brace ranges like /data/d{1...6} expand)")
     server.add_argument("--address", default="127.0.0.1:9000")
     server.add_argument("--meta-dir", help="metadata directory (default: apollo-meta beside the drives)")
-    server.add_argument("--meta", metavar="URL",
+    server.add_argument("--database", metavar="URL",
                         help="keep the metadata in PostgreSQL at this URL instead of SQLite in --meta-dir; "
                              "remembered in --meta-dir for later starts and admin commands")  # fmt: skip
+    server.add_argument("--meta", metavar="URL", help="the old name of --database (deprecated)")
     add_writer_flags(server, "erasure code K+M (or repN); default follows the drive count")
     add_manager_flags(server)
     server.add_argument("--journal-checkpoint-interval", type=float, metavar="SECONDS",
