@@ -40,6 +40,18 @@ journal_drive_retry_s = 30.0  # a drive whose journal append failed is skipped t
 journal_checkpoint_interval_s_default = 3600.0
 journal_checkpoints_kept = 2  # per drive; journal files are kept until the oldest of them covers them
 
+# Cluster membership and keys: these must agree. A node heartbeats every node_heartbeat_interval_s
+# and is dead (its drives not writable) after node_dead_after_s, a few missed heartbeats. Clients and
+# services refresh the cluster map every cluster_map_refresh_s. A new capability-token key signs nothing
+# for token_key_publish_s, long after every storage node (one heartbeat) and every metadata process
+# (keyring_refresh_s) has it.
+node_heartbeat_interval_s = 2.0
+node_dead_after_s = 6.0
+cluster_map_refresh_s = 2.0
+drive_probe_interval_s = 2.0  # the all-in-one server's drive probe, its heartbeat
+keyring_refresh_s = 5.0
+token_key_publish_s = 30.0
+
 # The manager lease (repair, GC, rebalance, scrub run on its holder): a holder that dies is replaced
 # after at most this long; renewed every third of it.
 manager_lease_ttl_s_default = 10.0

@@ -28,13 +28,14 @@ import secrets
 import time
 from dataclasses import dataclass
 
+from apollo import limits
 from apollo.errors import TokenError
 
 READ, WRITE, DELETE, LIST = "read", "write", "delete", "list"
 OPS = (READ, WRITE, DELETE, LIST)
 ANY_SEGMENT = "*"
 ROTATE_S = 24 * 3600.0
-PUBLISH_S = 30.0  # a new key signs nothing before storage nodes (heartbeat every few seconds) hold it
+PUBLISH_S = limits.token_key_publish_s  # a new key signs nothing before storage nodes and services hold it
 TOKEN_TTL_S = 3600.0  # a lookup's tokens outlive any read of the version it returned
 SERVICE_TOKEN_TTL_S = 600.0
 

@@ -26,7 +26,7 @@ from collections import OrderedDict
 
 import aiohttp
 
-from apollo import errors, tokens
+from apollo import errors, limits, tokens
 from apollo.client.directory import NodeDirectory
 from apollo.client.remote_storage import Timeouts
 from apollo.eventloop import every
@@ -36,7 +36,7 @@ from apollo.proto.placement import Candidate
 
 log = logging.getLogger("apollo.meta.remote")
 RETRY_FOR_S = 30.0
-MAP_REFRESH_S = 2.0
+MAP_REFRESH_S = limits.cluster_map_refresh_s
 # A call waits this long for its answer: more than a metadata call takes while the database is away
 # (the service retries for 30 s) before its outcome is unknown.
 CALL_TIMEOUT = aiohttp.ClientTimeout(total=60.0, connect=3.0)

@@ -13,10 +13,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from apollo import limits
 from apollo.cluster.duties import CLUSTER_SCHEME_DEFAULT, SCHEME_SETTING, STATUS_SETTING
 from apollo.cluster.passes import request_setting, state_setting
 from apollo.cluster.tuning import SETTING_PREFIX, Tuning
-from apollo.meta.rpc_service import NODE_TIMEOUT_S
 from apollo.meta.store import SqlStore
 from apollo.proto.cluster_map import NODE_NAME, SERVING_STATES, ClusterMap, DriveRecord
 from apollo.proto.drive_format import read_format
@@ -132,7 +132,7 @@ def _live_domains(store: SqlStore, leaving: set[str]) -> tuple[dict[str, int], s
     drives = [r for r in records if r.state == "online" and r.drive_id not in leaving]
     if all(r.node == NODE_NAME for r in records):
         return {r.drive_id: 1 for r in drives}, "drives"
-    cluster = store.cluster_map(time.time(), NODE_TIMEOUT_S, 0)
+    cluster = store.cluster_map(time.time(), limits.node_dead_after_s, 0)
     alive = {n.name for n in cluster.nodes if n.alive}
     domains: dict[str, int] = {}
     for record in drives:
@@ -174,7 +174,7 @@ def drain_node(store: SqlStore, node: str, force: bool = False) -> list[DriveRec
     Its drives are retired once empty; then stop the node and ``remove_node`` it. Refused when the
     other nodes are fewer failure domains than the scheme's width (``_refuse_too_few_domains``;
     ``--force`` drains anyway, as evenly as the domains left allow)."""
-    cluster = store.cluster_map(time.time(), NODE_TIMEOUT_S, 0)
+    cluster = store.cluster_map(time.time(), limits.node_dead_after_s, 0)
     drives = [r for r in _node_drives(store, node, cluster) if r.state in ("online", "offline")]
     if not drives:
         raise AdminError(f"node {node} has no online or offline drive to drain")
@@ -189,7 +189,7 @@ def drain_node(store: SqlStore, node: str, force: bool = False) -> list[DriveRec
 
 def remove_node(store: SqlStore, node: str) -> list[DriveRecord]:
     """Forget a stopped storage node whose drives hold nothing the namespace needs."""
-    cluster = store.cluster_map(time.time(), NODE_TIMEOUT_S, 0)
+    cluster = store.cluster_map(time.time(), limits.node_dead_after_s, 0)
     drives = _node_drives(store, node, cluster)
     if any(n.name == node and n.alive for n in cluster.nodes):
         raise AdminError(f"node {node} is still heartbeating: stop `apollo storage` on it first "

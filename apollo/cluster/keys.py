@@ -3,7 +3,7 @@
 The keys live in the metadata database (``token_keys``). A deployment gets its first key when
 its first metadata-serving process starts (``ensure_first_key``); every such process follows
 the table (``TokenKeys.refresh``, so a key another process added verifies here within
-``KEYRING_REFRESH_S``); the holder of the manager lease adds a new key every
+``limits.keyring_refresh_s``); the holder of the manager lease adds a new key every
 ``tokens.ROTATE_S`` and drops the keys no valid token can still be signed with
 (``TokenKeys.rotate``). Storage nodes get the keys with every heartbeat answer instead.
 """
@@ -14,13 +14,12 @@ import logging
 import time
 from functools import partial
 
-from apollo import tokens
+from apollo import limits, tokens
 from apollo.eventloop import every
 from apollo.meta.service import MetaService
 from apollo.meta.store import SqlStore
 
 log = logging.getLogger("apollo.keys")
-KEYRING_REFRESH_S = 5.0
 KEY_ROTATION_CHECK_S = 60.0
 
 
@@ -40,7 +39,7 @@ class TokenKeys:
 
     def refresh_forever(self):
         """Every process that issues or checks tokens: follow the table."""
-        return every(KEYRING_REFRESH_S, self.refresh, "token keyring refresh")
+        return every(limits.keyring_refresh_s, self.refresh, "token keyring refresh")
 
     async def rotate(self) -> None:
         now = time.time()

@@ -13,13 +13,13 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from apollo import limits
 from apollo.client.context import ClientContext
 from apollo.cluster.drives import DriveMonitor
 from apollo.cluster.duties import ManagerDuties
 from apollo.storage.node import LocalStorageNode
 
 log = logging.getLogger("apollo.manager")
-PROBE_INTERVAL_S = 2.0
 
 
 class BackgroundManager:
@@ -47,7 +47,7 @@ class BackgroundManager:
 
     async def _probe_loop(self) -> None:
         while True:
-            await asyncio.sleep(PROBE_INTERVAL_S)
+            await asyncio.sleep(limits.drive_probe_interval_s)
             try:
                 await self.drives.probe()
                 if self.duties.held:

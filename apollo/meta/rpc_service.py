@@ -34,7 +34,6 @@ from apollo.proto.layout import Scheme, SegmentLayout
 from apollo.proto.records import Conditions, Version
 
 log = logging.getLogger("apollo.meta.rpc")
-NODE_TIMEOUT_S = 6.0  # a node that missed this many seconds of heartbeats is dead: not writable
 MAP_TTL_S = 1.0
 DAMAGE_REASON_CHARS_MAX = 500
 
@@ -89,7 +88,7 @@ class MetaRpc:
     async def cluster_map(self) -> ClusterMap:
         now = time.monotonic()
         if self._map is None or now - self._map[0] > MAP_TTL_S:
-            fresh = await self.meta.cluster_map(time.time(), NODE_TIMEOUT_S, self.reserve_bytes)
+            fresh = await self.meta.cluster_map(time.time(), limits.node_dead_after_s, self.reserve_bytes)
             if self.places:
                 self.meta.set_drives(fresh.candidates(), fresh.writable())
             for alive in (True, False):

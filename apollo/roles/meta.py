@@ -36,7 +36,6 @@ from apollo.meta.service import MetaService
 from apollo.meta.store import SqlStore
 
 log = logging.getLogger("apollo.meta")
-MAP_REFRESH_S = 2.0
 
 
 @dataclass
@@ -82,7 +81,7 @@ class MetaProcess:
         self.duties.add(self.drives.run_forever)
         self.duties.add(self.keys.rotation_duty())
         loops = (self.keys.refresh_forever(),
-                 every(MAP_REFRESH_S, self._follow_map, "cluster map refresh", at_once=True),
+                 every(limits.cluster_map_refresh_s, self._follow_map, "cluster map refresh", at_once=True),
                  self.duties.keep())  # fmt: skip
         tasks = [asyncio.create_task(loop) for loop in loops]
         yield

@@ -2,7 +2,7 @@
 
 At start it asks the metadata service for the deployment, formats new empty drives for
 it, registers itself (name, endpoint, rack) with its drives, then heartbeats every
-``HEARTBEAT_S`` with each drive's free space; every heartbeat answer carries the token
+``limits.node_heartbeat_interval_s`` with each drive's free space; every heartbeat answer carries the token
 keys, so the node checks capability tokens with no call of its own. A node that
 cannot reach the metadata service keeps serving with the keys it has.
 """
@@ -18,7 +18,7 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
-from apollo import tokens
+from apollo import limits, tokens
 from apollo.client.remote_meta import RemoteMeta
 from apollo.errors import ApolloError
 from apollo.eventloop import every, install_uvloop
@@ -27,7 +27,6 @@ from apollo.storage.node import LocalStorageNode
 from apollo.storage.service import NodeState, build_storage_app
 
 log = logging.getLogger("apollo.storage")
-HEARTBEAT_S = 2.0
 
 
 @dataclass
@@ -61,7 +60,8 @@ class StorageProcess:
         except ApolloError as exc:  # a wrong key, the service unreachable for long: say so, no traceback
             await session.close()
             raise SystemExit(f"apollo storage: cannot join the cluster: {exc}") from None
-        heartbeat = asyncio.create_task(every(HEARTBEAT_S, lambda: self._heartbeat(meta), "heartbeat to meta"))
+        beat = every(limits.node_heartbeat_interval_s, lambda: self._heartbeat(meta), "heartbeat to meta")
+        heartbeat = asyncio.create_task(beat)
         yield
         heartbeat.cancel()
         await asyncio.gather(heartbeat, return_exceptions=True)
