@@ -133,3 +133,19 @@ def test_banned_apis():
             if isinstance(node, ast.Assert):
                 found.append(f"{path.name}:{node.lineno}: use apollo.invariant.invariant(), not assert")
     assert found == []
+
+
+# The front doors reach objects through the object engine (apollo/client/engine.py) only.
+FRONT_DOORS = [*sorted((ROOT / "gateway").glob("*.py")), ROOT / "client" / "native.py"]
+
+
+def test_front_doors_never_reach_the_metadata_service():
+    """No ``<anything>.meta.<name>`` in the gateway or the native client: an operation written against
+    the metadata service there would exist once per front door, beside the engine's."""
+    found = [
+        f"{path.relative_to(ROOT)}:{node.lineno}: {ast.unparse(node)}"
+        for path in FRONT_DOORS
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Attribute) and node.value.attr == "meta"
+    ]
+    assert found == []

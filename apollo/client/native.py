@@ -4,7 +4,8 @@ No gateway in between: the client encodes and decodes erasure-coded stripes itse
 streams every shard of a stripe to its node in parallel, and asks the metadata service
 only to begin (placement and a write token per segment), commit, and look up (layout
 and read tokens). Layouts of looked-up versions are cached by version id, so reading
-the same object again costs no metadata call.
+the same object again costs no metadata call. Every object operation goes through the
+``ObjectEngine``, as the S3 gateway's do: the two front doors cannot drift apart.
 
     async with AsyncClient("http://meta:9100", access_key, secret_key) as apollo:
         await apollo.put("data", "shard-0001.tar", open("shard-0001.tar", "rb"))
@@ -31,7 +32,7 @@ import aiohttp
 
 from apollo import errors, limits, tokens
 from apollo.client.context import ClientContext
-from apollo.client.core import ApolloClient
+from apollo.client.engine import ObjectEngine
 from apollo.client.remote_meta import RemoteMeta
 from apollo.client.remote_storage import Timeouts
 from apollo.client.writer import write_quorum as quorum_of
@@ -104,7 +105,7 @@ class AsyncClient:
         self._timeouts = timeouts
         self._session: aiohttp.ClientSession | None = None
         self._meta: RemoteMeta | None = None
-        self._client: ApolloClient | None = None
+        self._engine: ObjectEngine | None = None  # every object operation goes through it
         self._layouts: OrderedDict[tuple[str, str, str], tuple[float, Version]] = OrderedDict()
 
     async def connect(self) -> AsyncClient:
@@ -117,7 +118,7 @@ class AsyncClient:
             await self._session.close()
             raise
         ctx = ClientContext(self._meta, self._meta.nodes)
-        self._client = ApolloClient(ctx, self._scheme, self._cell_size, self._write_quorum)
+        self._engine = ObjectEngine(ctx, self._scheme, self._cell_size, self._write_quorum)
         return self
 
     async def close(self) -> None:
@@ -125,8 +126,8 @@ class AsyncClient:
             await self._meta.close()
         if self._session is not None:
             await self._session.close()
-        if self._client is not None:
-            self._client.ctx.cpu.shutdown(wait=False)
+        if self._engine is not None:
+            self._engine.ctx.cpu.shutdown(wait=False)
 
     async def __aenter__(self) -> AsyncClient:
         return await self.connect()
@@ -137,10 +138,10 @@ class AsyncClient:
     # buckets ---------------------------------------------------------------------------------
 
     async def create_bucket(self, bucket: str) -> None:
-        await self._meta.create_bucket(bucket, time.time())
+        await self._engine.create_bucket(bucket)
 
     async def delete_bucket(self, bucket: str) -> None:
-        await self._meta.delete_bucket(bucket)
+        await self._engine.delete_bucket(bucket)
 
     # writes ----------------------------------------------------------------------------------
 
@@ -159,11 +160,11 @@ class AsyncClient:
         """
         attrs = ObjectAttrs(content_type=content_type, user_meta=dict(metadata or {}))
         conditions = Conditions(if_none_match_star=True) if if_none_match else None
-        version, _ = await self._client.put_object(bucket, key, _chunks(body), attrs, conditions=conditions, md5=md5)
+        version, _ = await self._engine.put_object(bucket, key, _chunks(body), attrs, conditions=conditions, md5=md5)
         return ObjectInfo.of(version)
 
     async def delete(self, bucket: str, key: str, version_id: str | None = None) -> None:
-        await self._meta.delete_object(bucket, key, version_id, time.time())
+        await self._engine.delete_object(bucket, key, version_id)
         for cached in [k for k in self._layouts if k[:2] == (bucket, key)]:
             del self._layouts[cached]
 
@@ -178,7 +179,7 @@ class AsyncClient:
         cached = self._layouts.get((bucket, key, version_id or ""))
         if cached is not None and not fresh and time.monotonic() - cached[0] < LAYOUT_TTL_S:
             return cached[1]
-        version = await self._client.head(bucket, key, version_id)
+        version = await self._engine.head(bucket, key, version_id)
         if version is None or version.delete_marker:
             return None
         self._layouts[(bucket, key, version.version_id)] = (time.monotonic(), version)
@@ -200,7 +201,7 @@ class AsyncClient:
         ``bytes(piece)`` where a ``bytes`` is needed."""
         version = await self._version(bucket, key, version_id)
         end = version.size if end is None else min(end, version.size)
-        async for piece in self._client.read(version, start, end):
+        async for piece in self._engine.read(version, start, end):
             yield piece
 
     async def get(self, bucket: str, key: str, start: int = 0, end: int | None = None,
@@ -250,7 +251,7 @@ class AsyncClient:
         """Every object (and, with a delimiter, every common prefix as a ``str``) in key order, page by page."""
         marker = start_after
         while True:
-            page = await self._meta.list_objects(bucket, prefix, delimiter, marker, 1000)
+            page = await self._engine.list_objects(bucket, prefix, delimiter, marker, 1000)
             entries = [ObjectInfo.of(v) for v in page.entries] + list(page.prefixes)
             for entry in sorted(entries, key=lambda e: e if isinstance(e, str) else e.key):
                 yield entry

@@ -1,4 +1,4 @@
-"""build_app: the S3 gateway as an aiohttp application over an ApolloClient.
+"""build_app: the S3 gateway as an aiohttp application over the object engine (``ObjectEngine``).
 
 Routing is one table, ``ROUTES``: (method, target, sub-resource) -> handler.
 The target is ``service`` (no bucket), ``bucket`` or ``object``; the
@@ -12,7 +12,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from apollo import metrics
-from apollo.client.core import ApolloClient
+from apollo.client.engine import ObjectEngine
 from apollo.gateway import handlers_attributes
 from apollo.gateway import handlers_bucket as hb
 from apollo.gateway import handlers_multipart as hm
@@ -106,12 +106,12 @@ async def _public(request: web.Request) -> web.Response:
     return metrics.response()
 
 
-def build_app(client: ApolloClient, domain: str | None = None) -> web.Application:
+def build_app(client: ObjectEngine, domain: str | None = None) -> web.Application:
     # auto_decompress off: Content-Encoding on a PUT is object metadata; S3 stores the body bytes as sent.
     handler_args = {"max_field_size": 16384, "auto_decompress": False}
     app = web.Application(middlewares=PIPELINE, client_max_size=1024**2, handler_args=handler_args)
     app[CLIENT] = client
-    app[SECRETS] = SecretCache(client.meta.get_secret)
+    app[SECRETS] = SecretCache(client.get_secret)
     app[DOMAIN] = domain or ""
     app[READY] = [True]
     # [\s\S], not ".": keys may hold newlines and other control characters, which "." would not match.

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import time
 
 from aiohttp import web
 
@@ -32,7 +31,7 @@ async def list_buckets(request: web.Request, bucket: str, key: str) -> web.Respo
         raise s3error("InvalidArgument", "max-buckets must be between 1 and 10000", ArgumentName="max-buckets",
                       ArgumentValue=raw_max)  # fmt: skip
     after = _decode_token(query["continuation-token"]) if query.get("continuation-token") else ""
-    buckets = sorted(await request.app[CLIENT].meta.list_buckets(), key=lambda b: b.name)
+    buckets = sorted(await request.app[CLIENT].list_buckets(), key=lambda b: b.name)
     matching = [b for b in buckets if b.name.startswith(prefix) and b.name > after]
     page = matching[: int(raw_max)]
     body: dict = {
@@ -49,38 +48,38 @@ async def list_buckets(request: web.Request, bucket: str, key: str) -> web.Respo
 
 async def create_bucket(request: web.Request, bucket: str, key: str) -> web.Response:
     await read_document(request)  # CreateBucketConfiguration: any region is accepted
-    await request.app[CLIENT].meta.create_bucket(bucket, time.time())
+    await request.app[CLIENT].create_bucket(bucket)
     return web.Response(headers={"Location": f"/{bucket}"})
 
 
 async def head_bucket(request: web.Request, bucket: str, key: str) -> web.Response:
-    await request.app[CLIENT].meta.get_bucket(bucket)
+    await request.app[CLIENT].get_bucket(bucket)
     return web.Response(headers={"x-amz-bucket-region": "us-east-1"})
 
 
 async def delete_bucket(request: web.Request, bucket: str, key: str) -> web.Response:
-    await request.app[CLIENT].meta.delete_bucket(bucket)
+    await request.app[CLIENT].delete_bucket(bucket)
     return web.Response(status=204)
 
 
 async def get_location(request: web.Request, bucket: str, key: str) -> web.Response:
-    await request.app[CLIENT].meta.get_bucket(bucket)
+    await request.app[CLIENT].get_bucket(bucket)
     return xml_response("LocationConstraint", {})
 
 
 async def get_versioning(request: web.Request, bucket: str, key: str) -> web.Response:
-    info = await request.app[CLIENT].meta.get_bucket(bucket)
-    return xml_response("VersioningConfiguration", {"Status": info.versioning or None})
+    status = await request.app[CLIENT].get_versioning(bucket)
+    return xml_response("VersioningConfiguration", {"Status": status or None})
 
 
 async def put_versioning(request: web.Request, bucket: str, key: str) -> web.Response:
     status = parse_versioning(await read_document(request))
-    await request.app[CLIENT].meta.set_versioning(bucket, status)
+    await request.app[CLIENT].set_versioning(bucket, status)
     return web.Response()
 
 
 async def get_bucket_acl(request: web.Request, bucket: str, key: str) -> web.Response:
-    await request.app[CLIENT].meta.get_bucket(bucket)
+    await request.app[CLIENT].get_bucket(bucket)
     return acl_response()
 
 
@@ -126,7 +125,7 @@ async def list_objects(request: web.Request, bucket: str, key: str) -> web.Respo
         after = _decode_token(token) if token is not None else query.get("start-after", "")
     else:
         after = query.get("marker", "")
-    page: ListPage = await request.app[CLIENT].meta.list_objects(bucket, prefix, delimiter, after, max_keys)
+    page: ListPage = await request.app[CLIENT].list_objects(bucket, prefix, delimiter, after, max_keys)
     body: dict = {"Name": bucket, "Prefix": encode(prefix)}
     fetch_owner = not v2 or query.get("fetch-owner") == "true"
     if v2:
@@ -175,11 +174,11 @@ async def list_versions(request: web.Request, bucket: str, key: str) -> web.Resp
         if not key_marker:
             raise s3error("InvalidArgument", "A version-id marker cannot be specified without a key marker.",
                           ArgumentName="version-id-marker", ArgumentValue=version_marker)  # fmt: skip
-        found = await request.app[CLIENT].meta.get_version(bucket, key_marker, version_marker, with_data=False)
+        found = await request.app[CLIENT].head(bucket, key_marker, version_marker, with_data=False)
         if found is None:
             raise s3error("InvalidArgument", "Invalid version id specified", ArgumentName="version-id-marker",
                           ArgumentValue=version_marker)  # fmt: skip
-    page = await request.app[CLIENT].meta.list_versions(bucket, prefix, delimiter, key_marker, version_marker, max_keys)
+    page = await request.app[CLIENT].list_versions(bucket, prefix, delimiter, key_marker, version_marker, max_keys)
     versions, markers = [], []
     for v in page.entries:
         item = {"Key": encode(v.key), "VersionId": v.version_id, "IsLatest": v.is_latest,
@@ -208,14 +207,11 @@ async def delete_objects(request: web.Request, bucket: str, key: str) -> web.Res
     if declared is not None and hashlib.md5(body).hexdigest() != declared:
         raise s3error("BadDigest")
     objects, quiet = parse_delete(body)
-    meta = request.app[CLIENT].meta
-    await meta.get_bucket(bucket)
+    results = await request.app[CLIENT].delete_objects(bucket, objects)
     deleted, failed = [], []
-    for name, version_id in objects:
-        try:
-            result = await meta.delete_object(bucket, name, version_id, time.time())
-        except Exception as exc:  # noqa: BLE001 - reported per key, as S3 does
-            failed.append({"Key": name, "Code": "InternalError", "Message": str(exc)})
+    for (name, version_id), result in zip(objects, results, strict=True):
+        if isinstance(result, Exception):
+            failed.append({"Key": name, "Code": "InternalError", "Message": str(result)})
             continue
         if quiet:
             continue

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 from aiohttp import web
 
 from apollo import limits
@@ -46,8 +44,8 @@ async def create_upload(request: web.Request, bucket: str, key: str) -> web.Resp
     if requested_type and not algorithm:
         raise s3error("InvalidRequest", "x-amz-checksum-type requires x-amz-checksum-algorithm")
     checksum_type = multipart_checksum_type(algorithm, requested_type) if algorithm else ""
-    upload_id = await request.app[CLIENT].meta.create_upload(bucket, key, attrs, algorithm, time.time(),
-                                                             checksum_type)  # fmt: skip
+    upload_id = await request.app[CLIENT].create_upload(bucket, key, attrs, checksum_algorithm=algorithm,
+                                                        checksum_type=checksum_type)  # fmt: skip
     headers = {}
     if algorithm:  # SDKs read them back, as from AWS
         headers = {"x-amz-checksum-algorithm": algorithm, "x-amz-checksum-type": checksum_type}
@@ -58,14 +56,13 @@ async def create_upload(request: web.Request, bucket: str, key: str) -> web.Resp
 async def upload_part(request: web.Request, bucket: str, key: str) -> web.Response:
     number = _part_number(request)
     upload_id = request.query["uploadId"]
-    client = request.app[CLIENT]
     if "x-amz-copy-source" in request.headers:
         return await _upload_part_copy(request, bucket, key, upload_id, number)
     body = RequestBody(request, limits.part_size_bytes_max)
-    result = await client.upload_part(bucket, key, upload_id, number, body.chunks(),
-                                      checksummers=body.checksummers, verify=body.verify)  # fmt: skip
-    headers = {"ETag": f'"{result.etag}"'}
-    for algorithm, value in result.checksums.items():
+    part = await request.app[CLIENT].upload_part(bucket, key, upload_id, number, body.chunks(),
+                                                 checksummers=body.checksummers, verify=body.verify)  # fmt: skip
+    headers = {"ETag": f'"{part.etag}"'}
+    for algorithm, value in part.checksums.items():
         headers[f"x-amz-checksum-{algorithm.lower()}"] = value
     return web.Response(headers=headers)
 
@@ -85,12 +82,12 @@ async def _upload_part_copy(request: web.Request, bucket: str, key: str, upload_
                           ArgumentName="x-amz-copy-source-range") from exc  # fmt: skip
         if start >= end or end > source.size:
             raise s3error("InvalidRange", ActualObjectSize=str(source.size))
-    client = request.app[CLIENT]
-    algorithm = (await client.meta.get_upload(bucket, key, upload_id)).checksum_algorithm
+    engine = request.app[CLIENT]
+    upload = await engine.get_upload(bucket, key, upload_id)
+    algorithm = upload.checksum_algorithm
     checksummers = {algorithm: new_checksummer(algorithm)} if algorithm else None  # so Complete can combine
-    result = await client.upload_part(bucket, key, upload_id, number, client.read(source, start, end),
-                                      checksummers=checksummers)  # fmt: skip
-    body = {"LastModified": iso8601(time.time()), "ETag": f'"{result.etag}"', **_part_checksums(result.checksums)}
+    part = await engine.copy_part(source, upload, number, start, end, checksummers=checksummers)
+    body = {"LastModified": iso8601(part.last_modified), "ETag": f'"{part.etag}"', **_part_checksums(part.checksums)}
     return xml_response("CopyPartResult", body)
 
 
@@ -99,9 +96,8 @@ async def complete_upload(request: web.Request, bucket: str, key: str) -> web.Re
     if len(parts) > limits.part_number_max:
         raise s3error("InvalidArgument", "Too many parts", ArgumentName="Part")
     declared = checksum_from_headers(request.headers)
-    version = await request.app[CLIENT].meta.complete_upload(
-        bucket, key, request.query["uploadId"], parts, part_size_min=limits.part_size_bytes_min,
-        now=time.time(), conditions=write_conditions(request),
+    version = await request.app[CLIENT].complete_upload(
+        bucket, key, request.query["uploadId"], parts, conditions=write_conditions(request),
         checksum_of=lambda upload, chosen: _object_checksums(upload, chosen, declared),
     )  # fmt: skip
     headers = {"x-amz-version-id": version.version_id} if version.version_id != "null" else {}
@@ -132,17 +128,17 @@ def _object_checksums(upload: Upload, chosen: list[Part], declared: tuple[str, s
 
 
 async def abort_upload(request: web.Request, bucket: str, key: str) -> web.Response:
-    await request.app[CLIENT].meta.abort_upload(bucket, key, request.query["uploadId"], time.time())
+    await request.app[CLIENT].abort_upload(bucket, key, request.query["uploadId"])
     return web.Response(status=204)
 
 
 async def list_parts(request: web.Request, bucket: str, key: str) -> web.Response:
     upload_id = request.query["uploadId"]
-    meta = request.app[CLIENT].meta
-    upload = await meta.get_upload(bucket, key, upload_id)
+    engine = request.app[CLIENT]
+    upload = await engine.get_upload(bucket, key, upload_id)
     marker = count_param(request.query.get("part-number-marker"), "part-number-marker", 0)
     max_parts = count_param(request.query.get("max-parts"), "max-parts", 1000, cap=1000)
-    parts, truncated = await meta.list_parts(upload_id, marker, max_parts)
+    parts, truncated = await engine.list_parts(upload, marker, max_parts)
     body = {
         "Bucket": bucket, "Key": key, "UploadId": upload_id, "Initiator": OWNER, "Owner": OWNER,
         "StorageClass": "STANDARD", "ChecksumAlgorithm": upload.checksum_algorithm or None,
@@ -166,8 +162,8 @@ async def list_uploads(request: web.Request, bucket: str, key: str) -> web.Respo
     prefix, delimiter = query.get("prefix", ""), query.get("delimiter", "")
     key_marker, upload_marker = query.get("key-marker", ""), query.get("upload-id-marker", "")
     max_uploads = count_param(query.get("max-uploads"), "max-uploads", 1000, cap=1000)
-    page = await request.app[CLIENT].meta.list_uploads(bucket, prefix, delimiter, key_marker, upload_marker,
-                                                       max_uploads)  # fmt: skip
+    page = await request.app[CLIENT].list_uploads(bucket, prefix, delimiter, key_marker, upload_marker,
+                                                  max_uploads)  # fmt: skip
     body = {
         "Bucket": bucket, "KeyMarker": encode(key_marker), "UploadIdMarker": upload_marker,
         "NextKeyMarker": encode(page.next_marker) if page.next_marker else None,

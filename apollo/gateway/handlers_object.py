@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import time
 from collections.abc import AsyncIterator
 from urllib.parse import unquote
 
@@ -151,7 +150,7 @@ async def head_object(request: web.Request, bucket: str, key: str) -> web.Stream
 
 async def delete_object(request: web.Request, bucket: str, key: str) -> web.Response:
     version_id = check_version_id(request.query.get("versionId"))
-    result = await request.app[CLIENT].meta.delete_object(bucket, key, version_id, time.time())
+    result = await request.app[CLIENT].delete_object(bucket, key, version_id)
     headers = {}
     if result.delete_marker:
         headers["x-amz-delete-marker"] = "true"
@@ -218,9 +217,8 @@ async def copy_object(request: web.Request, bucket: str, key: str) -> web.Respon
         parse_tag_header(request.headers.get("x-amz-tagging", "")) if tagging_directive == "REPLACE"
         else dict(source.attrs.tags)
     )  # fmt: skip
-    client = request.app[CLIENT]
-    version, result = await client.put_object(
-        bucket, key, client.read(source), attrs, conditions=write_conditions(request), checksummers=checksummers
+    version, result = await request.app[CLIENT].copy_object(
+        source, bucket, key, attrs, conditions=write_conditions(request), checksummers=checksummers
     )
     headers = {"x-amz-version-id": version.version_id} if version.version_id != "null" else {}
     if source.version_id != "null":
@@ -239,12 +237,12 @@ async def get_tagging(request: web.Request, bucket: str, key: str) -> web.Respon
 
 async def put_tagging(request: web.Request, bucket: str, key: str) -> web.Response:
     tags = parse_tagging(await read_document(request))
-    version_id = await request.app[CLIENT].meta.set_tags(bucket, key, request.query.get("versionId"), tags)
+    version_id = await request.app[CLIENT].set_tags(bucket, key, request.query.get("versionId"), tags)
     return web.Response(headers={"x-amz-version-id": version_id} if version_id != "null" else {})
 
 
 async def delete_tagging(request: web.Request, bucket: str, key: str) -> web.Response:
-    version_id = await request.app[CLIENT].meta.set_tags(bucket, key, request.query.get("versionId"), {})
+    version_id = await request.app[CLIENT].clear_tags(bucket, key, request.query.get("versionId"))
     return web.Response(status=204, headers={"x-amz-version-id": version_id} if version_id != "null" else {})
 
 
@@ -262,5 +260,5 @@ async def put_acl(request: web.Request, bucket: str, key: str) -> web.Response:
     if key:
         await resolve(request, bucket, key)
     else:
-        await request.app[CLIENT].meta.get_bucket(bucket)
+        await request.app[CLIENT].get_bucket(bucket)
     return web.Response()

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from apollo.client.core import ApolloClient
+from apollo.client.engine import ObjectEngine
 from apollo.gateway.xml import render
 
-CLIENT = web.AppKey("client", ApolloClient)
+CLIENT = web.AppKey("client", ObjectEngine)  # the object engine: the only way handlers reach objects
 OWNER = {"ID": "apollo", "DisplayName": "apollo"}
 
 

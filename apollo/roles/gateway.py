@@ -16,7 +16,7 @@ from aiohttp import web
 
 from apollo import limits, metrics
 from apollo.client.context import ClientContext
-from apollo.client.core import ApolloClient
+from apollo.client.engine import ObjectEngine
 from apollo.client.remote_meta import RemoteMeta
 from apollo.eventloop import install_uvloop
 from apollo.gateway.app import build_app
@@ -43,7 +43,7 @@ async def build_gateway(config: GatewayConfig) -> web.Application:
     session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
     meta = await RemoteMeta(config.meta_url, config.access_key, config.secret_key, session).start(service=True)
     ctx = ClientContext(meta, meta.nodes, on_damage=[metrics.record_damage], on_decode=[metrics.ec_decoded_stripes.inc])
-    app = build_app(ApolloClient(ctx, config.scheme, config.cell_size, config.write_quorum), config.domain)
+    app = build_app(ObjectEngine(ctx, config.scheme, config.cell_size, config.write_quorum), config.domain)
 
     async def close(app: web.Application) -> None:
         await meta.close()

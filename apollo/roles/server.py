@@ -24,7 +24,7 @@ from aiohttp import web
 
 from apollo import limits, metrics
 from apollo.client.context import ClientContext
-from apollo.client.core import ApolloClient
+from apollo.client.engine import ObjectEngine
 from apollo.client.writer import write_quorum
 from apollo.cluster.manager import BackgroundManager
 from apollo.eventloop import install_uvloop
@@ -179,7 +179,7 @@ class Server:
             on_decode=[metrics.ec_decoded_stripes.inc],
         )
         try:
-            self.client = ApolloClient(
+            self.client = ObjectEngine(
                 ctx, self.scheme, config.cell_size, write_quorum(self.scheme, config.write_quorum)
             )
         except ValueError as exc:

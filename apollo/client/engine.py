@@ -1,0 +1,295 @@
+"""ObjectEngine: the one implementation of the object API, over the metadata service and the storage nodes.
+
+Both front doors are users of this class and of nothing below it: the S3 gateway's handlers
+(``apollo.gateway``) and the native client (``apollo.client.native``); ``tests/test_tidy.py``
+fails on a ``.meta.`` access in either. What an operation checks, in which order, which
+metadata calls it makes and which clock it stamps is therefore decided here, once. Methods
+take plain values and return the records of ``apollo.proto.records``; the front doors turn
+those into XML and headers, or into ``ObjectInfo``. Bytes move between the caller and the
+drives; the metadata service sees only bucket and key operations, allocate, commit and lookup.
+
+Call sequence (each step names its metadata calls; errors are ``apollo.errors`` classes)::
+
+    await engine.create_bucket(b)                      # create_bucket          BucketExists
+    version, result = await engine.put_object(b, k, chunks, attrs, conditions=c)
+        # 1) get_bucket: BucketNotFound before any byte moves
+        # 2) If-None-Match: * only: get_version, PreconditionFailed before any byte moves
+        # 3) the writer streams to the drives (allocate_segment per segment; inline when small)
+        # 4) verify(result) may refuse the bytes; 5) commit_version checks the conditions again
+        #    inside its transaction: PreconditionFailed, ObjectNotFound (If-Match on a missing key)
+        # a failure after 3) hands the written segments to GC at once (abandon_segments)
+    version = await engine.head(b, k, version_id)      # get_version: None, a delete marker, or a version
+    async for piece in engine.read(version, start, end): ...   # no metadata call; InsufficientFragments
+    await engine.delete_object(b, k, version_id)       # delete_object: a marker on a versioned bucket
+
+    upload_id = await engine.create_upload(b, k, attrs)          # create_upload       BucketNotFound
+    part = await engine.upload_part(b, k, upload_id, n, chunks)  # get_upload, allocate, commit_part
+    #   or copy_part(source, await engine.get_upload(...), n)    # the same, the upload looked up once
+    version = await engine.complete_upload(b, k, upload_id, parts)   # complete_upload: InvalidPart,
+    #   InvalidPartOrder, EntityTooSmall, PreconditionFailed; or abort_upload(b, k, upload_id)
+
+Every call on a missing bucket raises ``BucketNotFound``; on a missing upload ``UploadNotFound``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable
+
+from apollo import errors, limits
+from apollo.client.context import ClientContext
+from apollo.client.reader import read_range
+from apollo.client.writer import ObjectWriter, WriteResult
+from apollo.invariant import invariant
+from apollo.proto.layout import Scheme
+from apollo.proto.records import Bucket, Conditions, DeleteResult, ListPage, ObjectAttrs, Part, Upload, Version
+
+Body = AsyncIterator[bytes | memoryview]
+Verify = Callable[[WriteResult], None]  # raises to refuse the written bytes before they are committed
+ChecksumOf = Callable[[Upload, list[Part]], dict[str, str]]
+
+
+class ObjectEngine:
+    def __init__(self, ctx: ClientContext, scheme: Scheme, cell_size: int = limits.cell_size_bytes_default,
+                 write_quorum: int | None = None, *, clock: Callable[[], float] = time.time) -> None:  # fmt: skip
+        """``write_quorum``: shards that must be durable to acknowledge a write (default and minimum k+1).
+
+        ``clock`` stamps every record this engine writes (creation and modification times, GC due
+        times): the front doors never pass a time, so both stamp the same way."""
+        self.ctx = ctx
+        self._meta = ctx.meta
+        self.scheme = scheme
+        self.cell_size = cell_size
+        self.write_quorum = write_quorum
+        self._clock = clock
+
+    # buckets ---------------------------------------------------------------------------------
+
+    async def create_bucket(self, bucket: str) -> None:
+        """:raises BucketExists:"""
+        await self._meta.create_bucket(bucket, self._clock())
+
+    async def get_bucket(self, bucket: str) -> Bucket:
+        """:raises BucketNotFound:"""
+        return await self._meta.get_bucket(bucket)
+
+    async def list_buckets(self) -> list[Bucket]:
+        return await self._meta.list_buckets()
+
+    async def delete_bucket(self, bucket: str) -> None:
+        """:raises BucketNotFound, BucketNotEmpty: (pending multipart uploads count as content)"""
+        await self._meta.delete_bucket(bucket)
+
+    async def get_versioning(self, bucket: str) -> str:
+        """``""`` (never enabled), ``"Enabled"`` or ``"Suspended"``. :raises BucketNotFound:"""
+        return (await self._meta.get_bucket(bucket)).versioning
+
+    async def set_versioning(self, bucket: str, status: str) -> None:
+        """``status``: ``"Enabled"`` or ``"Suspended"``. :raises BucketNotFound:"""
+        await self._meta.set_versioning(bucket, status)
+
+    # objects: writes -------------------------------------------------------------------------
+
+    async def put_object(
+        self,
+        bucket: str,
+        key: str,
+        body: Body,
+        attrs: ObjectAttrs,
+        *,
+        conditions: Conditions | None = None,
+        checksummers: dict | None = None,
+        verify: Verify | None = None,
+        md5: bool = True,
+    ) -> tuple[Version, WriteResult]:
+        """Stream ``body`` to drives, then commit; ``verify(result)`` may raise to refuse the bytes.
+
+        ``md5=False``: the ETag is not the content's MD5 (see :class:`ObjectWriter`).
+
+        :raises BucketNotFound, PreconditionFailed, ObjectNotFound, InsufficientStorage, BadDigest:
+        """
+        await self._meta.get_bucket(bucket)  # fail before moving any bytes
+        if conditions and conditions.if_none_match_star:  # early only: the commit checks it for real
+            current = await self._meta.get_version(bucket, key, with_data=False)
+            if current is not None and not current.delete_marker:
+                raise errors.PreconditionFailed("If-None-Match: * and the key exists")
+        result = await self._writer({"bucket": bucket, "key": key}, checksummers, md5=md5).write(body)
+        try:
+            if verify is not None:
+                verify(result)
+            attrs.checksums.update(result.checksums)
+            version = await self._meta.commit_version(
+                bucket, key, size=result.size, etag=result.etag, attrs=attrs, data=result.data,
+                now=self._clock(), conditions=conditions,
+            )  # fmt: skip
+        except BaseException:
+            await self._release(result)
+            raise
+        return version, result
+
+    async def copy_object(
+        self, source: Version, bucket: str, key: str, attrs: ObjectAttrs, *,
+        conditions: Conditions | None = None, checksummers: dict | None = None,
+    ) -> tuple[Version, WriteResult]:  # fmt: skip
+        """A new object with ``source``'s bytes (a version from :meth:`head`, with its data) and ``attrs``.
+
+        The bytes are read and written again, so the copy shares no segment with its source and
+        either may be deleted alone. :raises: as :meth:`put_object`, and InsufficientFragments.
+        """
+        return await self.put_object(bucket, key, self.read(source), attrs, conditions=conditions,
+                                     checksummers=checksummers)  # fmt: skip
+
+    def _writer(self, identity: dict, checksummers: dict | None, inline: bool = True, md5: bool = True
+                ) -> ObjectWriter:  # fmt: skip
+        return ObjectWriter(
+            self.ctx, self.scheme, self.cell_size, identity,
+            inline_max=limits.inline_object_bytes_max if inline else -1, checksummers=checksummers,
+            quorum=self.write_quorum, md5=md5,
+        )  # fmt: skip
+
+    async def _release(self, result: WriteResult) -> None:
+        """Bytes that will never be committed: their segments become due for GC now, not at the pending TTL."""
+        if result.data.segments:
+            await self._meta.abandon_segments([s.segment_id for s in result.data.segments], self._clock())
+
+    # objects: reads, deletes, tags, listings -------------------------------------------------
+
+    async def head(self, bucket: str, key: str, version_id: str | None = None, *, with_data: bool = True
+                   ) -> Version | None:  # fmt: skip
+        """The latest version (possibly a delete marker) or the one named; None when there is none.
+
+        ``with_data=False`` leaves out the layout (and read tokens): for existence checks only.
+        :raises BucketNotFound:
+        """
+        return await self._meta.get_version(bucket, key, version_id, with_data=with_data)
+
+    def read(self, version: Version, start: int = 0, end: int | None = None) -> AsyncIterator[bytes | memoryview]:
+        """Stream bytes ``[start, end)`` of a version returned by :meth:`head`; no metadata call."""
+        invariant(version.data is not None, "read() needs a version loaded with its data")
+        return read_range(self.ctx, version.data, start, version.size if end is None else end)
+
+    async def delete_object(self, bucket: str, key: str, version_id: str | None = None) -> DeleteResult:
+        """S3's DELETE: without a version id, a delete marker on a versioned bucket and removal otherwise;
+        with one, that version (or marker) goes. :raises BucketNotFound:"""
+        return await self._meta.delete_object(bucket, key, version_id, self._clock())
+
+    async def delete_objects(self, bucket: str, objects: list[tuple[str, str | None]]
+                             ) -> list[DeleteResult | Exception]:  # fmt: skip
+        """Delete each (key, version id), in order; a key that fails gives its exception and the rest go on.
+
+        :raises BucketNotFound: before any key is deleted.
+        """
+        await self._meta.get_bucket(bucket)
+        results: list[DeleteResult | Exception] = []
+        for key, version_id in objects:
+            try:
+                results.append(await self.delete_object(bucket, key, version_id))
+            except Exception as exc:  # noqa: BLE001 - reported per key, as S3 does
+                results.append(exc)
+        return results
+
+    async def set_tags(self, bucket: str, key: str, version_id: str | None, tags: dict[str, str]) -> str:
+        """Replace the tag set of the latest version or the one named; returns the version id it applied to.
+
+        :raises BucketNotFound, ObjectNotFound, VersionNotFound:
+        """
+        return await self._meta.set_tags(bucket, key, version_id, tags)
+
+    async def clear_tags(self, bucket: str, key: str, version_id: str | None) -> str:
+        """:meth:`set_tags` with no tags."""
+        return await self.set_tags(bucket, key, version_id, {})
+
+    async def list_objects(self, bucket: str, prefix: str = "", delimiter: str = "", after: str = "",
+                           max_keys: int = limits.list_keys_max) -> ListPage:  # fmt: skip
+        """One page of the latest versions (no delete markers) after key ``after``; with a delimiter,
+        keys sharing a prefix up to it come as one of ``prefixes``. :raises BucketNotFound:"""
+        return await self._meta.list_objects(bucket, prefix, delimiter, after, max_keys)
+
+    async def list_versions(self, bucket: str, prefix: str, delimiter: str, key_marker: str, version_marker: str,
+                            max_keys: int) -> ListPage:  # fmt: skip
+        """One page of every version and delete marker, newest first within a key. :raises BucketNotFound:"""
+        return await self._meta.list_versions(bucket, prefix, delimiter, key_marker, version_marker, max_keys)
+
+    # multipart uploads -----------------------------------------------------------------------
+
+    async def create_upload(self, bucket: str, key: str, attrs: ObjectAttrs, *, checksum_algorithm: str = "",
+                            checksum_type: str = "") -> str:  # fmt: skip
+        """A new upload's id. ``checksum_algorithm``/``checksum_type``: the object checksum its parts
+        carry and how they combine (COMPOSITE or FULL_OBJECT). :raises BucketNotFound:"""
+        return await self._meta.create_upload(bucket, key, attrs, checksum_algorithm, self._clock(), checksum_type)
+
+    async def get_upload(self, bucket: str, key: str, upload_id: str) -> Upload:
+        """:raises BucketNotFound, UploadNotFound: (also for an upload of another bucket or key)"""
+        return await self._meta.get_upload(bucket, key, upload_id)
+
+    async def upload_part(
+        self, bucket: str, key: str, upload_id: str, part_number: int, body: Body,
+        *, checksummers: dict | None = None, verify: Verify | None = None,
+    ) -> Part:  # fmt: skip
+        """Stream one part to drives and attach it; a part number uploaded again replaces the old part.
+
+        :raises BucketNotFound, UploadNotFound (before any byte moves), InsufficientStorage, BadDigest:
+        """
+        upload = await self._meta.get_upload(bucket, key, upload_id)
+        return await self._write_part(upload, part_number, body, checksummers, verify)
+
+    async def copy_part(self, source: Version, upload: Upload, part_number: int, start: int = 0,
+                        end: int | None = None, *, checksummers: dict | None = None) -> Part:  # fmt: skip
+        """A part made of bytes ``[start, end)`` of ``source`` (a version from :meth:`head`, with its data).
+
+        ``upload`` is the record :meth:`get_upload` returned (its caller needed it for the checksum
+        algorithm): the upload is not looked up a second time. :raises UploadNotFound, InsufficientFragments:
+        """
+        return await self._write_part(upload, part_number, self.read(source, start, end), checksummers, None)
+
+    async def _write_part(self, upload: Upload, part_number: int, body: Body, checksummers: dict | None,
+                          verify: Verify | None) -> Part:  # fmt: skip
+        """The part as committed: its ETag, its checksums (the ones asked for) and its commit time."""
+        identity = {"bucket": upload.bucket, "key": upload.key, "upload_id": upload.upload_id, "part": part_number}
+        result = await self._writer(identity, checksummers, inline=False).write(body)
+        now = self._clock()
+        try:
+            if verify is not None:
+                verify(result)
+            await self._meta.commit_part(
+                upload.upload_id, part_number, size=result.size, etag=result.etag, checksums=result.checksums,
+                data=result.data, now=now,
+            )  # fmt: skip
+        except BaseException:
+            await self._release(result)
+            raise
+        return Part(part_number, result.size, result.etag, now, result.checksums)
+
+    async def list_parts(self, upload: Upload, after: int, max_parts: int) -> tuple[list[Part], bool]:
+        """One page of the parts of ``upload`` (as :meth:`get_upload` returned it, which checked its bucket
+        and key) numbered above ``after``, and whether more follow."""
+        return await self._meta.list_parts(upload.upload_id, after, max_parts)
+
+    async def list_uploads(self, bucket: str, prefix: str, delimiter: str, key_marker: str, upload_marker: str,
+                           max_uploads: int) -> ListPage:  # fmt: skip
+        """One page of the uploads in progress, by key then initiation. :raises BucketNotFound:"""
+        return await self._meta.list_uploads(bucket, prefix, delimiter, key_marker, upload_marker, max_uploads)
+
+    async def complete_upload(self, bucket: str, key: str, upload_id: str, parts: list[tuple[int, str]], *,
+                              conditions: Conditions | None = None, checksum_of: ChecksumOf | None = None
+                              ) -> Version:  # fmt: skip
+        """Publish the listed (part number, ETag) parts as one object, in one transaction.
+
+        ``checksum_of(upload, chosen parts)`` gives the object's checksums from its parts' (the
+        protocol layer knows how S3 combines them) and may raise to refuse the completion.
+        :raises BucketNotFound, UploadNotFound, InvalidPart, InvalidPartOrder, EntityTooSmall, PreconditionFailed:
+        """
+        return await self._meta.complete_upload(
+            bucket, key, upload_id, parts, part_size_min=limits.part_size_bytes_min, now=self._clock(),
+            conditions=conditions, checksum_of=checksum_of,
+        )  # fmt: skip
+
+    async def abort_upload(self, bucket: str, key: str, upload_id: str) -> None:
+        """Drop the upload; its parts' data goes to GC. :raises BucketNotFound, UploadNotFound:"""
+        await self._meta.abort_upload(bucket, key, upload_id, self._clock())
+
+    # access keys -----------------------------------------------------------------------------
+
+    async def get_secret(self, access_key: str) -> str | None:
+        """The secret of an access key, for checking request signatures (a gateway's root key may ask)."""
+        return await self._meta.get_secret(access_key)
