@@ -56,7 +56,7 @@ def cmd_server(args: argparse.Namespace) -> None:
         drive_reserve_bytes=args.drive_reserve,
         upload_expiry_s=args.upload_expiry, journal_checkpoint_interval_s=args.journal_checkpoint_interval,
         manager_lease_ttl_s=args.manager_lease, write_quorum=args.write_quorum,
-        worker_index=args.worker_index, listen_fd=args.listen_fd, owner=args.owner_id,
+        worker_index=args.worker_index, listen_fd=args.listen_fd, owner=args.owner_id, advertise=args.advertise,
     )  # fmt: skip
     if args.workers < 1:
         sys.exit("--workers must be at least 1")
@@ -103,6 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
     server = sub.add_parser("server", help="run the all-in-one S3 server")
     server.add_argument("drives", nargs="*", help="drive directories (brace ranges like /data/d{1...6} expand)")
     server.add_argument("--address", default="127.0.0.1:9000")
+    server.add_argument("--advertise", metavar="URL",
+                        help="URL native clients reach this server at (default http://ADDRESS)")  # fmt: skip
     server.add_argument("--meta-dir", help="metadata directory (default: apollo-meta beside the drives)")
     server.add_argument("--database", metavar="URL",
                         help="keep the metadata in PostgreSQL at this URL instead of SQLite in --meta-dir; "

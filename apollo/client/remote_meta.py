@@ -30,7 +30,7 @@ from apollo import errors, limits, tokens
 from apollo.client.directory import NodeDirectory
 from apollo.client.remote_storage import Timeouts
 from apollo.eventloop import every
-from apollo.proto import codec, meta_api, signing
+from apollo.proto import codec, meta_api, routes, signing
 from apollo.proto.cluster_map import ClusterMap
 from apollo.proto.placement import Candidate
 
@@ -76,7 +76,7 @@ class RemoteMeta:
     # calls -----------------------------------------------------------------------------------
 
     async def call(self, method: str, *args, **kwargs):
-        path = meta_api.RPC_PREFIX + method
+        path = routes.RPC_PREFIX + method
         body = codec.dumps({"args": list(args), "kwargs": kwargs})
         deadline = time.monotonic() + RETRY_FOR_S
         delay = 0.05

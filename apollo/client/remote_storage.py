@@ -26,11 +26,11 @@ from apollo import tokens
 from apollo.client.fetch import ShardFetcher
 from apollo.errors import ChecksumMismatch, DriveError
 from apollo.proto.layout import ShardRef
+from apollo.proto.routes import SHARDS_PREFIX
 from apollo.proto.storage_api import (
     EPOCH_HEADER,
     ERRNO_HEADER,
     ERROR_HEADER,
-    SHARDS_PREFIX,
     SIZE_HEADER,
     TOKEN_HEADER,
 )

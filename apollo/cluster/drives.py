@@ -41,6 +41,7 @@ class DriveMonitor:
         self.lifecycle = DriveLifecycle(self.meta)
         self.records: dict[str, DriveRecord] = {}
         self.writable: set[str] = set()
+        self.reports: dict[str, tuple[str, int, int]] = {}  # the last probe: drive -> (health, free, total)
 
     def view(self) -> DriveView:
         """States and writability as of the last probe, for the repair worker and the rebalancer."""
@@ -65,6 +66,7 @@ class DriveMonitor:
         """
         self.records = {r.drive_id: r for r in await self.meta.list_drives()}
         checks = await asyncio.to_thread(self._check_all, dict(self.node.drives))
+        self.reports = {drive_id: (health, free, total) for drive_id, (health, free, total, _) in checks.items()}
         self._attach_or_detach(checks)
         writable = set()
         for drive_id, (health, free, _, _) in checks.items():

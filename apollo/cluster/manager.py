@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 from apollo import limits
 from apollo.client.context import ClientContext
 from apollo.cluster.drives import DriveMonitor
 from apollo.cluster.duties import ManagerDuties
+from apollo.proto.cluster_map import NODE_NAME
 from apollo.storage.node import LocalStorageNode
 
 log = logging.getLogger("apollo.manager")
@@ -28,6 +30,9 @@ class BackgroundManager:
         reserve_bytes: int, upload_expiry_s: float,
     ) -> None:  # fmt: skip
         """``holder``: this process's name for the lease, stable across its restarts (see ``Server``)."""
+        # Whether each probe also keeps this server alive in the cluster map (node ``local``), where native
+        # clients find its drives.
+        self.heartbeat = False
         self.drives = DriveMonitor(ctx, node, deployment_id, manager=False, reserve_bytes=reserve_bytes)
         self.duties = ManagerDuties(ctx, self.drives, holder, lease_ttl_s, on_change=self._set_manager)
         self.duties.add_healing(ctx, node.serving, upload_expiry_s)
@@ -50,6 +55,8 @@ class BackgroundManager:
             await asyncio.sleep(limits.drive_probe_interval_s)
             try:
                 await self.drives.probe()
+                if self.heartbeat:
+                    await self.drives.meta.node_heartbeat(NODE_NAME, self.drives.reports, time.time())
                 if self.duties.held:
                     await self.drives.lifecycle.rebalance_on_change(self.drives.records)
             except Exception:

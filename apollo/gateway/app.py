@@ -9,6 +9,9 @@ NotImplemented, so unsupported APIs fail loudly instead of acting as a GET.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+
 from aiohttp import web
 
 from apollo import metrics
@@ -18,10 +21,11 @@ from apollo.gateway import handlers_bucket as hb
 from apollo.gateway import handlers_multipart as hm
 from apollo.gateway import handlers_object as ho
 from apollo.gateway.middleware import PIPELINE, SECRETS
-from apollo.gateway.names import split_target, validate_bucket
+from apollo.gateway.names import host_bucket, split_target, validate_bucket
 from apollo.gateway.s3errors import s3error
 from apollo.gateway.state import CLIENT
 from apollo.keycache import SecretCache
+from apollo.proto import routes
 
 DOMAIN = web.AppKey("domain", str)
 READY = web.AppKey("ready", list)
@@ -106,14 +110,46 @@ async def _public(request: web.Request) -> web.Response:
     return metrics.response()
 
 
-def build_app(client: ObjectEngine, domain: str | None = None) -> web.Application:
+def _s3_handler() -> routes.Handler:
+    """``dispatch`` inside the pipeline, outermost first. The pipeline wraps the S3 route rather than the
+    app, so that Apollo's own routes, which a server may serve beside S3, have their own edges."""
+    handler: routes.Handler = dispatch
+    for middleware in reversed(PIPELINE):
+        handler = functools.partial(middleware, handler=handler)
+    return handler
+
+
+def _paths_only(s3: routes.Handler) -> routes.Wrap:
+    """Apollo's routes answer path-style requests only: with virtual hosts, ``/_apollo/...`` under
+    ``bucket.domain`` is an S3 key like any other."""
+
+    def wrap(handler: routes.Handler) -> routes.Handler:
+        async def route(request: web.Request) -> web.StreamResponse:
+            if host_bucket(request.host, request.app[DOMAIN] or None):
+                return await s3(request)
+            return await handler(request)
+
+        return route
+
+    return wrap
+
+
+ApolloRoutes = Callable[[web.Application, routes.Wrap], None]  # adds Apollo's own routes to an app
+
+
+def build_app(client: ObjectEngine, domain: str | None = None, apollo_routes: ApolloRoutes | None = None
+              ) -> web.Application:  # fmt: skip
+    """The S3 app; ``apollo_routes(app, wrap)`` adds Apollo's own APIs beside it (the all-in-one server)."""
     # auto_decompress off: Content-Encoding on a PUT is object metadata; S3 stores the body bytes as sent.
     handler_args = {"max_field_size": 16384, "auto_decompress": False}
-    app = web.Application(middlewares=PIPELINE, client_max_size=1024**2, handler_args=handler_args)
+    app = web.Application(client_max_size=1024**2, handler_args=handler_args)
     app[CLIENT] = client
     app[SECRETS] = SecretCache(client.get_secret)
     app[DOMAIN] = domain or ""
     app[READY] = [True]
+    s3 = _s3_handler()
+    if apollo_routes is not None:  # before the S3 route, which matches every path
+        apollo_routes(app, _paths_only(s3))
     # [\s\S], not ".": keys may hold newlines and other control characters, which "." would not match.
-    app.router.add_route("*", r"/{tail:[\s\S]*}", dispatch)
+    app.router.add_route("*", r"/{tail:[\s\S]*}", s3)
     return app

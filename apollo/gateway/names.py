@@ -47,14 +47,18 @@ def validate_key(key: str) -> None:
         raise s3error("InvalidArgument", "The object key must not be empty")
 
 
+def host_bucket(host: str, domain: str | None) -> str:
+    """The bucket a virtual-host-style request names in its Host header (``bucket.domain``), or ""."""
+    if not domain:
+        return ""
+    hostname = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+    return hostname[: -len(domain) - 1] if hostname.endswith("." + domain) else ""
+
+
 def split_target(raw_path: str, host: str, domain: str | None) -> tuple[str, str]:
     """(bucket, key) from the raw request path and Host header; either may be empty."""
     path = raw_path.split("?", 1)[0]
-    bucket_from_host = ""
-    if domain:
-        hostname = host.rsplit(":", 1)[0] if not host.endswith("]") else host
-        if hostname.endswith("." + domain):
-            bucket_from_host = hostname[: -len(domain) - 1]
+    bucket_from_host = host_bucket(host, domain)
     if bucket_from_host:
         return bucket_from_host, unquote(path[1:], errors="strict") if path.startswith("/") else unquote(path)
     trimmed = path[1:] if path.startswith("/") else path

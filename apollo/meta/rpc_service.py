@@ -28,7 +28,7 @@ from aiohttp import web
 from apollo import errors, ids, limits, metrics, tokens
 from apollo.keycache import SecretCache
 from apollo.meta.service import MetaService
-from apollo.proto import codec, meta_api, signing
+from apollo.proto import codec, meta_api, routes, signing
 from apollo.proto.cluster_map import ClusterMap
 from apollo.proto.layout import Scheme, SegmentLayout
 from apollo.proto.records import Conditions, Version
@@ -156,7 +156,7 @@ def _reply(payload: dict, status: int = 200) -> web.Response:
 
 
 async def _call(request: web.Request) -> web.Response:
-    method = request.path[len(meta_api.RPC_PREFIX) :]
+    method = request.match_info["method"]
     started = time.perf_counter()
     response = await _answer(request, method)
     if method in meta_api.REMOTE:  # not a label per made-up method name
@@ -192,11 +192,15 @@ async def _answer(request: web.Request, method: str) -> web.Response:
     return _reply({"result": result, "tokens": request.app[RPC].tokens_for(method, result)})
 
 
-def build_meta_app(rpc: MetaRpc) -> web.Application:
-    app = web.Application(client_max_size=64 * 1024**2)
+def add_rpc_routes(app: web.Application, rpc: MetaRpc, wrap: routes.Wrap = routes.unwrapped) -> None:
+    """Serve the metadata API in ``app``, each handler inside ``wrap``."""
     app[RPC] = rpc
     app[KEYS] = SecretCache(rpc.meta.key_rights)
-    app.router.add_post(meta_api.RPC_PREFIX + "{method}", _call)
-    app.router.add_get("/health/live", lambda request: web.Response(text="ok\n"))
-    app.router.add_get("/metrics", lambda request: metrics.response())
+    app.router.add_post(routes.RPC_PREFIX + "{method}", wrap(_call))
+
+
+def build_meta_app(rpc: MetaRpc) -> web.Application:
+    """``apollo meta``'s app: the metadata API, health and metrics."""
+    app = routes.role_app(client_max_size=64 * 1024**2)
+    add_rpc_routes(app, rpc)
     return app

@@ -21,8 +21,6 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-RPC_PREFIX = "/_apollo/rpc/"  # POST RPC_PREFIX + <call name>; /_apollo/ is no S3 bucket (apollo.proto.storage_api)
-
 
 class Kind(enum.Enum):
     READ = "read"

@@ -2,9 +2,8 @@
 client stub (``apollo.client.remote_storage``): the headers each side reads.
 
 Shards are at ``/_apollo/shards/{drive}/{pg}/{segment}/{index}`` (every part quoted, and checked by
-format on arrival); listings at ``/_apollo/shards/{drive}`` and ``/_apollo/shards/{drive}/{pg}``.
-Apollo's own routes all start with ``/_apollo/``, which no S3 bucket name can (a bucket name starts
-with a letter or digit), so the all-in-one server serves them beside S3 on one port.
+format on arrival); listings at ``/_apollo/shards/{drive}`` and ``/_apollo/shards/{drive}/{pg}``
+(``apollo.proto.routes``).
 """
 
 from __future__ import annotations
@@ -14,4 +13,3 @@ SIZE_HEADER = "X-Apollo-Size"
 ERROR_HEADER = "X-Apollo-Error"
 EPOCH_HEADER = "X-Apollo-Epoch"  # the cluster map epoch this node last heard of: a client with an older map refreshes
 ERRNO_HEADER = "X-Apollo-Errno"
-SHARDS_PREFIX = "/_apollo/shards"

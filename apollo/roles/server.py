@@ -22,25 +22,29 @@ from pathlib import Path
 
 from aiohttp import web
 
-from apollo import limits, metrics
+from apollo import limits, metrics, tokens
 from apollo.client.context import ClientContext
 from apollo.client.engine import ObjectEngine
 from apollo.client.writer import write_quorum
+from apollo.cluster.keys import TokenKeys, ensure_first_key
 from apollo.cluster.manager import BackgroundManager
 from apollo.eventloop import install_uvloop
-from apollo.gateway.app import build_app
+from apollo.gateway.app import ApolloRoutes, build_app
 from apollo.meta import journal
 from apollo.meta.location import meta_target
 from apollo.meta.lock import MetaDirInUse, MetaDirLock
+from apollo.meta.rpc_service import MetaRpc, add_rpc_routes
 from apollo.meta.service import MetaService
 from apollo.meta.store import SqlStore
 from apollo.proto.cluster_map import NODE_NAME, SERVING_STATES, DriveRecord
 from apollo.proto.drive_format import FORMAT_FILE
 from apollo.proto.layout import Scheme
+from apollo.proto.routes import Wrap
 from apollo.storage.attach import attach_drives as open_drives
 from apollo.storage.attach import clear_interrupted
 from apollo.storage.drive import Drive
 from apollo.storage.node import LocalStorageNode
+from apollo.storage.service import add_shard_routes
 
 log = logging.getLogger("apollo.server")
 
@@ -79,6 +83,7 @@ class ServerConfig:
     worker_index: int | None = None
     listen_fd: int | None = None
     owner: str | None = None
+    advertise: str | None = None  # the URL native clients reach this server at; default http://<address>
 
 
 def lease_holder(config: ServerConfig) -> str:
@@ -193,14 +198,46 @@ class Server:
             self.manager.duties.add(self._checkpoint_loop)
         if config.root_user:
             self.store.put_key(config.root_user, config.root_password, time.time(), is_root=True)
-        self.app = build_app(self.client, config.domain)
+        self.app = build_app(self.client, config.domain, apollo_routes=self._native_path())
         self.app.cleanup_ctx.append(self._background)
+
+    def _native_path(self) -> ApolloRoutes:
+        """The metadata API and the drives' shards for native clients, beside S3 on the same port, as a
+        cluster's ``apollo meta`` and ``apollo storage`` serve them: ``Client(<this server's URL>, ...)``
+        works here as against a cluster, with the same capability tokens.
+
+        The cluster map names this server as node ``local`` at ``endpoint``; the drive probe keeps the
+        node alive. Placement stays the server's own (every drive a failure domain), not the map's.
+        """
+        ensure_first_key(self.store)
+        keyring = tokens.Keyring(self.store.token_keys())
+        self.keys = TokenKeys(self.meta, keyring)
+        self.manager.duties.add(self.keys.rotation_duty())
+        rpc = MetaRpc(self.meta, keyring, self.config.drive_reserve_bytes, places=False)
+        self.store.register_node(NODE_NAME, self.endpoint, "", [(d.drive_id, str(d.root)) for d in self.drives],
+                                 time.time())  # fmt: skip
+        self.manager.heartbeat = True
+
+        def add(app: web.Application, wrap: Wrap) -> None:
+            add_rpc_routes(app, rpc, wrap)
+            add_shard_routes(app, self.node, keyring, wrap=wrap)
+
+        return add
+
+    @property
+    def endpoint(self) -> str:
+        """Where native clients and other hosts reach this server: ``--advertise``, else its address."""
+        if self.config.advertise:
+            return self.config.advertise.rstrip("/")
+        host = self.config.host if self.config.host not in ("", "0.0.0.0", "::") else socket.gethostname()
+        return f"http://{host}:{self.config.port}"
 
     async def _background(self, app: web.Application):
         if self.config.worker_index is None:  # with workers, the supervisor did this before starting them
             # Runs during app start-up, before the socket accepts anything: nothing else uses the store yet.
             await asyncio.to_thread(recover_interrupted_writes, self.store, self.drives, self.meta.owner)
         tasks = await self.manager.start()
+        tasks.append(asyncio.create_task(self.keys.refresh_forever()))
         tasks.append(asyncio.create_task(self._flush_logs_loop()))
         if self.journal is not None:
             tasks.append(asyncio.create_task(self._journal_loop()))

@@ -31,6 +31,7 @@ import uuid
 from pathlib import Path
 
 from apollo import limits
+from apollo.cluster.keys import ensure_first_key
 from apollo.roles.server import ServerConfig, attach_drives, lock_meta_dir, open_store, recover_interrupted_writes
 
 log = logging.getLogger("apollo.workers")
@@ -58,6 +59,7 @@ class Supervisor:
             if not drives:
                 raise SystemExit("no usable drives")
             recover_interrupted_writes(store, drives, live_owner="supervisor")
+            ensure_first_key(store)  # before the workers: each must start with the same token keys
         finally:
             store.close()
         return drives

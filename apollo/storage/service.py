@@ -35,12 +35,12 @@ from aiohttp import web
 
 from apollo import ids, metrics, tokens
 from apollo.errors import ChecksumMismatch, DriveError
+from apollo.proto import routes
 from apollo.proto.layout import ShardRef
 from apollo.proto.storage_api import (
     EPOCH_HEADER,
     ERRNO_HEADER,
     ERROR_HEADER,
-    SHARDS_PREFIX,
     SIZE_HEADER,
     TOKEN_HEADER,
 )
@@ -241,23 +241,30 @@ async def _list_shards(request: web.Request, node: LocalStorageNode, drive_id: s
 
 
 async def _stamp_epoch(request: web.Request, response: web.StreamResponse) -> None:
-    response.headers[EPOCH_HEADER] = str(request.app[STATE].epoch)
+    if request.path.startswith(routes.SHARDS_PREFIX):  # not on health, metrics, or an S3 server's own answers
+        response.headers[EPOCH_HEADER] = str(request.app[STATE].epoch)
 
 
-def build_storage_app(node: LocalStorageNode, keyring: tokens.Keyring, state: NodeState | None = None
-                      ) -> web.Application:  # fmt: skip
-    app = web.Application(client_max_size=0)
+def add_shard_routes(app: web.Application, node: LocalStorageNode, keyring: tokens.Keyring,
+                     state: NodeState | None = None, wrap: routes.Wrap = routes.unwrapped) -> None:  # fmt: skip
+    """Serve ``node``'s shards in ``app``, each handler inside ``wrap``."""
     app[NODE] = node
     app[KEYRING] = keyring
     app[STATE] = state or NodeState()
     app.on_response_prepare.append(_stamp_epoch)
-    path = SHARDS_PREFIX + "/{drive}/{pg}/{segment}/{index}"
-    app.router.add_put(path, _handler(tokens.WRITE, _put))
-    app.router.add_get(path, _handler(tokens.READ, _get), allow_head=False)
-    app.router.add_head(path, _handler(tokens.READ, _head))
-    app.router.add_delete(path, _handler(tokens.DELETE, _delete))
-    app.router.add_get(SHARDS_PREFIX + "/{drive}", _listing(_list_groups), allow_head=False)
-    app.router.add_get(SHARDS_PREFIX + "/{drive}/{pg}", _listing(_list_shards), allow_head=False)
-    app.router.add_get("/health/live", lambda request: web.Response(text="ok\n"))
-    app.router.add_get("/metrics", lambda request: metrics.response())
+    shard = routes.SHARDS_PREFIX + "/{drive}/{pg}/{segment}/{index}"
+    app.router.add_put(shard, wrap(_handler(tokens.WRITE, _put)))
+    app.router.add_get(shard, wrap(_handler(tokens.READ, _get)), allow_head=False)
+    app.router.add_head(shard, wrap(_handler(tokens.READ, _head)))
+    app.router.add_delete(shard, wrap(_handler(tokens.DELETE, _delete)))
+    app.router.add_get(routes.SHARDS_PREFIX + "/{drive}", wrap(_listing(_list_groups)), allow_head=False)
+    app.router.add_get(routes.SHARDS_PREFIX + "/{drive}/{pg}", wrap(_listing(_list_shards)), allow_head=False)
+
+
+def build_storage_app(node: LocalStorageNode, keyring: tokens.Keyring, state: NodeState | None = None
+                      ) -> web.Application:  # fmt: skip
+    """``apollo storage``'s app: the shards of its drives, health and metrics. Shard writes stream
+    (``request.content``): no body is read whole, so the app bounds none."""
+    app = routes.role_app(client_max_size=0)
+    add_shard_routes(app, node, keyring, state)
     return app
