@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from apollo.errors import DriveError
 from apollo.meta.service import MetaService
+from apollo.proto.placement import Placement
 from apollo.storage.node import StorageNode
 
 log = logging.getLogger("apollo.client")
@@ -30,6 +31,11 @@ class ClientContext:
     cpu: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(4, thread_name_prefix="codec"))
     on_damage: list = field(default_factory=list)  # callbacks(Damage), e.g. metrics
     on_decode: list = field(default_factory=list)  # callbacks(stripes decoded from parity), e.g. metrics
+
+    @property
+    def placement(self) -> Placement:
+        """Where new shards may go: the metadata service's view (in process) or the cluster map's (remote)."""
+        return self.meta.placement
 
     def node(self, drive_id: str) -> StorageNode:
         node = self.nodes.get(drive_id)

@@ -2,7 +2,7 @@
 
 It offers the coroutine methods the client library and the S3 gateway call on an
 in-process ``MetaService``, so neither can tell the difference, plus the cluster map:
-the placement view writers consult (``candidates``, ``writable``) and a
+the placement view writers consult (``placement``) and a
 ``RemoteStorageNode`` per drive in ``nodes``, refreshed every ``MAP_REFRESH_S``, and at
 once when a storage node answers with a newer map epoch than the one held.
 
@@ -32,7 +32,7 @@ from apollo.client.remote_storage import Timeouts
 from apollo.eventloop import every
 from apollo.proto import codec, meta_api, routes, signing
 from apollo.proto.cluster_map import ClusterMap
-from apollo.proto.placement import Candidate
+from apollo.proto.placement import Placement
 
 log = logging.getLogger("apollo.meta.remote")
 RETRY_FOR_S = 30.0
@@ -63,8 +63,7 @@ class RemoteMeta:
         self.session = session
         self.storage_timeouts = storage_timeouts or Timeouts()
         self.map = ClusterMap(epoch=-1)
-        self.candidates: list[Candidate] = []
-        self.writable: set[str] = set()
+        self.placement = Placement()  # follows the cluster map; writers leave out drives they find full
         self.directory = NodeDirectory(session, self.token_for, self.storage_timeouts, self._saw_epoch)
         self.nodes = self.directory.nodes  # drive id -> its node; updated in place
         self._tokens: OrderedDict[tuple[str, str], str] = OrderedDict()
@@ -147,14 +146,8 @@ class RemoteMeta:
 
     def set_map(self, cluster: ClusterMap) -> None:
         self.map = cluster
-        self.candidates = cluster.candidates()
-        self.writable = cluster.writable()
+        self.placement.update(cluster.candidates(), cluster.writable())
         self.directory.update(cluster)
-
-    def set_drives(self, candidates: list[Candidate], writable: set[str]) -> None:
-        """A writer found a drive full: leave it out of placement here until the next map."""
-        self.candidates = candidates
-        self.writable = writable
 
     async def close(self) -> None:
         tasks = [t for t in (self._refresher, self._catching_up) if t is not None]

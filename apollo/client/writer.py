@@ -226,13 +226,13 @@ class ObjectWriter:
     def _spares(self, layout: SegmentLayout, index: int) -> list[str]:
         """Writable drives that may take shard ``index`` instead, best first (``placement.spares``: the spread
         rule first, the refusing drive's own domain last, over-limit domains only rather than lose it)."""
-        candidates, writable = self.ctx.meta.candidates, self.ctx.meta.writable
+        candidates, writable = self.ctx.placement.candidates, self.ctx.placement.writable
         ranked = [c.drive_id for c in rank(layout.pg, candidates) if c.drive_id in writable]
         return spares(layout.drives, index, FailureDomains.of(candidates), ranked, SPARES_TRIED)
 
     async def _open_shard(self, segment: _OpenSegment, index: int, drive: str) -> str | None:
         """Open shard ``index`` on ``drive``; None on success, else why it could not be opened."""
-        if drive not in self.ctx.meta.writable:  # a filler: placement had too few writable drives
+        if drive not in self.ctx.placement.writable:  # a filler: placement had too few writable drives
             return "drive not writable (offline or below its free-space reserve)"
         layout = segment.layout
         header = encode_header({
@@ -263,9 +263,9 @@ class ObjectWriter:
     def _leave_if_full(self, drive: str, exc: Exception) -> None:
         """A full drive leaves placement at once: the free-space probe runs only every few seconds,
         and a burst of writes can fill a drive before it notices."""
-        if isinstance(exc, OSError) and exc.errno in _OUT_OF_SPACE and drive in self.ctx.meta.writable:
+        if isinstance(exc, OSError) and exc.errno in _OUT_OF_SPACE and drive in self.ctx.placement.writable:
             log.warning("drive %s is full: no new shards on it until a probe finds free space again", drive)
-            self.ctx.meta.set_drives(self.ctx.meta.candidates, self.ctx.meta.writable - {drive})
+            self.ctx.placement.leave_out(drive)
 
     async def _lose(self, segment: _OpenSegment, index: int, reason: str) -> None:
         sink, segment.sinks[index] = segment.sinks[index], None

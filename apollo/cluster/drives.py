@@ -79,10 +79,10 @@ class DriveMonitor:
         if writable != self.writable:
             log.info("writable drives: %d of %d", len(writable), len(self.records))
         self.writable = writable
-        self.meta.set_drives(self._candidates(), writable)
+        self.meta.placement.update(self._candidates(), writable)
         if self.manager:
             await self._apply_transitions(checks, bool(gained))
-            self.meta.set_drives(self._candidates(), writable)  # states may have changed
+            self.meta.placement.update(self._candidates(), writable)  # states may have changed
         for state in DriveState:
             metrics.drives_by_state.labels(state).set(sum(r.state == state for r in self.records.values()))
 

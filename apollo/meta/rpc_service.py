@@ -80,7 +80,7 @@ class MetaRpc:
     meta: MetaService
     keyring: tokens.Keyring
     reserve_bytes: int
-    # Whether placement (``MetaService.set_drives``) follows this map: in a cluster it does; the all-in-one
+    # Whether placement (``MetaService.placement``) follows this map: in a cluster it does; the all-in-one
     # server places by its own drive probes, where every drive is a failure domain of its own.
     places: bool = True
     _map: tuple[float, ClusterMap] | None = field(default=None, repr=False)
@@ -90,7 +90,7 @@ class MetaRpc:
         if self._map is None or now - self._map[0] > MAP_TTL_S:
             fresh = await self.meta.cluster_map(time.time(), limits.node_dead_after_s, self.reserve_bytes)
             if self.places:
-                self.meta.set_drives(fresh.candidates(), fresh.writable())
+                self.meta.placement.update(fresh.candidates(), fresh.writable())
             for alive in (True, False):
                 metrics.nodes_alive.labels(str(alive).lower()).set(sum(n.alive == alive for n in fresh.nodes))
             self._map = (now, fresh)

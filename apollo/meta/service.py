@@ -26,7 +26,7 @@ from apollo.meta.store import SqlStore
 from apollo.proto import meta_api
 from apollo.proto.layout import NO_DRIVE, Scheme, SegmentLayout
 from apollo.proto.meta_api import Runs, Who
-from apollo.proto.placement import Candidate, pg_of, place_drives
+from apollo.proto.placement import Placement, pg_of, place_drives
 
 PENDING_WRITE_TTL_S = 24 * 3600.0  # a live process's unfinished write is only collected after this
 
@@ -87,7 +87,8 @@ def _expose(call: meta_api.Call):
 
 class MetaService:
     def __init__(
-        self, store: SqlStore, pg_count: int = limits.placement_groups_default, owner: str | None = None
+        self, store: SqlStore, pg_count: int = limits.placement_groups_default, owner: str | None = None,
+        placement: Placement | None = None,
     ) -> None:
         self.store = store
         self.reader = store.open_reader()  # used only from the event loop thread
@@ -101,24 +102,19 @@ class MetaService:
         )  # fmt: skip
         self._background_reader = store.open_reader()
         self._background_pool = ThreadPoolExecutor(1, thread_name_prefix="meta-scan")
-        self.candidates: list[Candidate] = []
-        self.writable: set[str] = set()
-
-    def set_drives(self, candidates: list[Candidate], writable: set[str]) -> None:
-        """Called by the node manager whenever drive health or free space changes."""
-        self.candidates = candidates
-        self.writable = writable
+        self.placement = placement or Placement()  # kept up to date by the drive probe or the cluster map
 
     def place(self, segment_id: str, scheme: Scheme) -> tuple[int, tuple[str, ...]]:
         """Pick the group's drives, writable ones first; a write needs k+1 writable (k for replicas)."""
         pg = pg_of(segment_id, self.pg_count)
-        usable = sum(c.drive_id in self.writable for c in self.candidates)
+        candidates, writable = self.placement.candidates, self.placement.writable
+        usable = sum(c.drive_id in writable for c in candidates)
         quorum = min(scheme.width, scheme.k + 1) if scheme.kind == "ec" else 1
         if usable < quorum:
             raise InsufficientStorage(
                 f"{usable} writable drives, a {scheme} write needs at least {quorum}; free space or add drives"
             )
-        chosen = place_drives(pg, self.candidates, self.writable, scheme.width)
+        chosen = place_drives(pg, candidates, writable, scheme.width)
         # Too few drives in service: the missing shards get no drive; the write reports them for repair.
         return pg, tuple(chosen + [NO_DRIVE] * (scheme.width - len(chosen)))
 

@@ -29,13 +29,42 @@ class Candidate:
     weight: float = 1.0
 
 
+class Placement:
+    """Where this process may put new shards: the online drives placement ranks (``candidates``) and the
+    ones that take writes now (``writable``).
+
+    Created once per process and passed to whatever places or writes (``MetaService``, ``RemoteMeta``,
+    writers). The drive probe, or the cluster map, replaces what it holds (``update``); a writer that
+    found a drive full leaves it out until then (``leave_out``). Readers get immutable snapshots, so a
+    ranking in progress never sees the sets change under it.
+    """
+
+    def __init__(self) -> None:
+        self._candidates: tuple[Candidate, ...] = ()
+        self._writable: frozenset[str] = frozenset()
+
+    @property
+    def candidates(self) -> tuple[Candidate, ...]:
+        return self._candidates
+
+    @property
+    def writable(self) -> frozenset[str]:
+        return self._writable
+
+    def update(self, candidates: Iterable[Candidate], writable: Iterable[str]) -> None:
+        self._candidates, self._writable = tuple(candidates), frozenset(writable)
+
+    def leave_out(self, drive_id: str) -> None:
+        self._writable = self._writable - {drive_id}
+
+
 def _score(pg: int, drive_id: str, weight: float) -> float:
     digest = hashlib.blake2b(f"{pg}:{drive_id}".encode(), digest_size=8).digest()
     unit = (int.from_bytes(digest, "big") + 1) / (2**64 + 1)  # in (0, 1)
     return -weight / math.log(unit)
 
 
-def rank(pg: int, candidates: list[Candidate]) -> list[Candidate]:
+def rank(pg: int, candidates: Iterable[Candidate]) -> list[Candidate]:
     """All candidates in preference order for ``pg``, spread over failure domains as evenly as possible.
 
     Round by round: the best drive of every domain, then the second best of every domain,
@@ -185,7 +214,7 @@ class FailureDomains:
         return min(free, key=lambda d: others[self.domain(d)], default=None)
 
 
-def place_drives(pg: int, candidates: list[Candidate], writable: set[str], width: int) -> list[str]:
+def place_drives(pg: int, candidates: Iterable[Candidate], writable: Collection[str], width: int) -> list[str]:
     """A new segment's drives: the writable candidates ranked among themselves, then the others as fillers.
 
     Ranking only the writable drives keeps the round-by-round spread over what can really be written:

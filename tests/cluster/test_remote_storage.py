@@ -65,7 +65,7 @@ class Engine:
                 self.remotes[drive_id] = remote
                 candidates.append(Candidate(drive_id, f"node{index}"))
         self.keyring = keyring
-        self.meta.set_drives(candidates, set(self.remotes))
+        self.meta.placement.update(candidates, self.remotes)
         self.ctx = ClientContext(self.meta, dict(self.remotes))
 
     def token(self, op: str, segment_id: str) -> str:

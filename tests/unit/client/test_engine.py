@@ -30,7 +30,7 @@ def engine(tmp_path):
         format_drive(root, "dep")
     node = LocalStorageNode.open(roots, "dep")
     meta = MetaService(SqlStore(tmp_path / "meta.db"))
-    meta.set_drives([Candidate(d, "n") for d in node.drive_ids()], set(node.drive_ids()))
+    meta.placement.update([Candidate(d, "n") for d in node.drive_ids()], node.drive_ids())
     ctx = ClientContext(meta, {d: node for d in node.drive_ids()})
     yield ctx, roots
     node.close()
@@ -109,16 +109,16 @@ def test_flipped_bytes_are_caught_by_cell_crc(engine, seed):
 
 def test_write_needs_quorum(engine):
     ctx, _ = engine
-    ctx.meta.writable = set(list(ctx.meta.writable)[:4])
+    ctx.placement.update(ctx.placement.candidates, list(ctx.placement.writable)[:4])
     with pytest.raises(InsufficientStorage):
         asyncio.run(_write(ctx, b"x" * (1024**2)))
-    ctx.meta.writable = set(ctx.nodes)
+    ctx.placement.update(ctx.placement.candidates, ctx.nodes)
     assert ctx.meta.store.garbage_count() == 0
 
 
 def test_write_quorum_is_configurable_but_never_below_k_plus_1(engine):
     ctx, _ = engine
-    ctx.meta.writable = set(list(ctx.meta.writable)[:5])  # one drive out of placement: 5 of 6 shards written
+    ctx.placement.update(ctx.placement.candidates, list(ctx.placement.writable)[:5])  # 5 of 6 shards written
 
     def write(quorum: int | None):
         writer = ObjectWriter(ctx, Scheme.parse("4+2"), CELL, {"bucket": "b", "key": "k"}, quorum=quorum)

@@ -54,7 +54,7 @@ def engine(tmp_path):
         format_drive(root, "dep")
     node = LocalStorageNode.open(roots, "dep")
     meta = MetaService(SqlStore(tmp_path / "meta.db"))
-    meta.set_drives([Candidate(d, "n") for d in node.drive_ids()], set(node.drive_ids()))
+    meta.placement.update([Candidate(d, "n") for d in node.drive_ids()], node.drive_ids())
     counting = CountingMeta(meta)
     engine = ObjectEngine(ClientContext(counting, {d: node for d in node.drive_ids()}), Scheme.parse("4+2"), CELL,
                           clock=lambda: NOW)  # fmt: skip
