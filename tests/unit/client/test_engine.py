@@ -8,33 +8,18 @@ import shutil
 
 import pytest
 
-from apollo.client.context import ClientContext
 from apollo.client.reader import read_range
 from apollo.client.writer import ObjectWriter
 from apollo.errors import InsufficientFragments, InsufficientStorage
-from apollo.meta.service import MetaService
-from apollo.meta.store import SqlStore
 from apollo.proto.layout import Scheme
-from apollo.proto.placement import Candidate
-from apollo.storage.drive import format_drive
-from apollo.storage.node import LocalStorageNode
 from apollo.storage.shardfile import HEADER_BYTES
 
 CELL = 64 * 1024
 
 
 @pytest.fixture
-def engine(tmp_path):
-    roots = [tmp_path / f"d{i}" for i in range(6)]
-    for root in roots:
-        format_drive(root, "dep")
-    node = LocalStorageNode.open(roots, "dep")
-    meta = MetaService(SqlStore(tmp_path / "meta.db"))
-    meta.placement.update([Candidate(d, "n") for d in node.drive_ids()], node.drive_ids())
-    ctx = ClientContext(meta, {d: node for d in node.drive_ids()})
-    yield ctx, roots
-    node.close()
-    meta.close()
+def engine(drives):
+    return drives
 
 
 async def _write(ctx, data: bytes, scheme: str = "4+2"):

@@ -12,12 +12,8 @@ from apollo import errors, limits
 from apollo.client.context import ClientContext
 from apollo.client.engine import ObjectEngine
 from apollo.meta.service import MetaService
-from apollo.meta.store import SqlStore
 from apollo.proto.layout import Scheme
-from apollo.proto.placement import Candidate
 from apollo.proto.records import Conditions, ObjectAttrs
-from apollo.storage.drive import format_drive
-from apollo.storage.node import LocalStorageNode
 
 CELL = 64 * 1024
 NOW = 1_700_000_000.5
@@ -48,21 +44,13 @@ class CountingMeta:
 
 
 @pytest.fixture
-def engine(tmp_path):
-    roots = [tmp_path / f"d{i}" for i in range(6)]
-    for root in roots:
-        format_drive(root, "dep")
-    node = LocalStorageNode.open(roots, "dep")
-    meta = MetaService(SqlStore(tmp_path / "meta.db"))
-    meta.placement.update([Candidate(d, "n") for d in node.drive_ids()], node.drive_ids())
-    counting = CountingMeta(meta)
-    engine = ObjectEngine(ClientContext(counting, {d: node for d in node.drive_ids()}), Scheme.parse("4+2"), CELL,
-                          clock=lambda: NOW)  # fmt: skip
+def engine(drives):
+    ctx, _ = drives
+    counting = CountingMeta(ctx.meta)
+    engine = ObjectEngine(ClientContext(counting, ctx.nodes), Scheme.parse("4+2"), CELL, clock=lambda: NOW)
     asyncio.run(engine.create_bucket("b"))
     counting.calls.clear()
-    yield engine, counting
-    node.close()
-    meta.close()
+    return engine, counting
 
 
 async def _chunks(data: bytes):
