@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import logging.handlers
+import os
 import secrets
 import sys
 import time
@@ -138,6 +139,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
+    # Everything an Apollo process writes is its own: the metadata database, its WAL, backups and
+    # checkpoints hold every secret key; shard files hold users' data (``make_private`` for old files).
+    os.umask(0o077)
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=getattr(args, "log_level", "INFO"),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")  # fmt: skip

@@ -23,6 +23,12 @@ log = logging.getLogger("apollo.keys")
 KEY_ROTATION_CHECK_S = 60.0
 
 
+def install_root_key(store: SqlStore, access_key: str, secret_key: str) -> None:
+    """At start: the root key the process was given becomes the only one (``SqlStore.set_root_key``)."""
+    for old in store.set_root_key(access_key, secret_key, time.time()):
+        log.warning("root key %s is no longer valid: %s is the root key now", old, access_key)
+
+
 def ensure_first_key(store: SqlStore) -> None:
     """At start, before serving: a deployment without a key gets one (racing starts may add two: harmless)."""
     if not store.token_keys():

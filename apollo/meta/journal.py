@@ -42,6 +42,7 @@ from apollo import limits
 from apollo.errors import DriveError
 from apollo.meta import capture
 from apollo.meta.backup import BackupError, backup, fsync_path
+from apollo.meta.location import make_private
 from apollo.proto.drive_format import read_format
 
 if TYPE_CHECKING:
@@ -95,6 +96,8 @@ def enable(
     store: SqlBase, owner: str, drives: list[tuple[str, Path]], on_error: Callable[[], None] = lambda: None
 ) -> Journal:
     """Capture ``store``'s writes from now on and journal them to ``drives`` [(drive id, root)]."""
+    for _, root in drives:
+        make_private(root / JOURNAL_DIR)  # journal files and checkpoints hold the access keys' secrets
     files = JournalFiles(owner, on_error=on_error)
     files.set_drives(drives)
     capture.install(store.conn)

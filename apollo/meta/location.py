@@ -32,6 +32,22 @@ def remember_meta_url(meta_dir: Path, url: str) -> None:
         out.write(url + "\n")
 
 
+def make_private(directory: Path) -> None:
+    """Owner-only access to ``directory`` and the files in it (0700, 0600).
+
+    The metadata database holds every secret key in clear, as do its WAL, its backups and the
+    checkpoints copied to the data drives; a retired drive must not carry them readable to all.
+    Every Apollo process creates files with umask 077 (``apollo.cli.main``); this fixes the files an
+    older version, or another tool, left readable.
+    """
+    if not directory.is_dir():
+        return
+    directory.chmod(0o700)
+    for path in directory.iterdir():
+        if path.is_file():
+            path.chmod(0o600)
+
+
 def refuse_postgres(meta_dir: Path, command: str) -> None:
     """SQLite-file tools (backup, restore, recovery from the drives) have no meaning for PostgreSQL."""
     if meta_url(meta_dir) is not None:

@@ -29,7 +29,7 @@ class MetaDirLock:
     def __init__(self, meta_dir: Path, purpose: str) -> None:
         meta_dir.mkdir(parents=True, exist_ok=True)
         path = meta_dir / LOCK_FILE
-        self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

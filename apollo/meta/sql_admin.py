@@ -32,6 +32,25 @@ class AdminOps(SqlBase):
         row = self.one("SELECT secret_key, is_root FROM access_keys WHERE access_key = ?", (access_key,))
         return None if row is None else (row["secret_key"], bool(row["is_root"]))
 
+    def set_root_key(self, access_key: str, secret_key: str, now: float) -> list[str]:
+        """Make ``access_key`` the deployment's only root key; returns the root keys it replaced.
+
+        The root key comes from the environment every start (``APOLLO_ROOT_USER``/``_PASSWORD``, or the
+        development key): a root key left from an earlier start (``--dev``, a renamed root user) would
+        stay valid as root for anyone who knows it, the well-known development secret included.
+        """
+        with self.tx() as db:
+            old = [r["access_key"] for r in db.execute(
+                "SELECT access_key FROM access_keys WHERE is_root = 1 AND access_key <> ?", (access_key,)
+            ).fetchall()]  # fmt: skip
+            db.executemany("DELETE FROM access_keys WHERE access_key = ?", [(key,) for key in old])
+            db.execute(
+                "INSERT INTO access_keys (access_key, secret_key, created, is_root) VALUES (?, ?, ?, 1) "
+                "ON CONFLICT (access_key) DO UPDATE SET secret_key = excluded.secret_key, is_root = 1",
+                (access_key, secret_key, now),
+            )
+            return old
+
     def list_keys(self) -> list[tuple[str, float, bool]]:
         rows = self.all("SELECT access_key, created, is_root FROM access_keys ORDER BY access_key")
         return [(r["access_key"], r["created"], bool(r["is_root"])) for r in rows]

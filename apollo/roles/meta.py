@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-import time
 import uuid
 from dataclasses import dataclass
 
@@ -28,7 +27,7 @@ from apollo.client.context import ClientContext
 from apollo.client.directory import NodeDirectory
 from apollo.client.remote_storage import Timeouts
 from apollo.cluster.duties import ManagerDuties
-from apollo.cluster.keys import TokenKeys, ensure_first_key
+from apollo.cluster.keys import TokenKeys, ensure_first_key, install_root_key
 from apollo.cluster.remote_drives import ClusterDrives
 from apollo.eventloop import every, install_uvloop
 from apollo.meta.rpc_service import MetaRpc, build_meta_app
@@ -60,7 +59,7 @@ class MetaProcess:
             self.store.set_setting("deployment_id", uuid.uuid4().hex)
         ensure_first_key(self.store)
         if config.root_user:
-            self.store.put_key(config.root_user, config.root_password, time.time(), is_root=True)
+            install_root_key(self.store, config.root_user, config.root_password)
         self.meta = MetaService(self.store)
         self.keyring = tokens.Keyring(self.store.token_keys())
         self.keys = TokenKeys(self.meta, self.keyring)

@@ -26,12 +26,12 @@ from apollo import limits, metrics, tokens
 from apollo.client.context import ClientContext
 from apollo.client.engine import ObjectEngine
 from apollo.client.writer import write_quorum
-from apollo.cluster.keys import TokenKeys, ensure_first_key
+from apollo.cluster.keys import TokenKeys, ensure_first_key, install_root_key
 from apollo.cluster.manager import BackgroundManager
 from apollo.eventloop import install_uvloop
 from apollo.gateway.app import ApolloRoutes, build_app
 from apollo.meta import journal
-from apollo.meta.location import meta_target
+from apollo.meta.location import make_private, meta_target
 from apollo.meta.lock import MetaDirInUse, MetaDirLock
 from apollo.meta.rpc_service import MetaRpc, add_rpc_routes
 from apollo.meta.service import MetaService
@@ -102,6 +102,7 @@ def open_store(meta_dir: Path | None = None, database: str | None = None) -> Sql
     if database is not None:
         return SqlStore(database)
     meta_dir.mkdir(parents=True, exist_ok=True)
+    make_private(meta_dir)
     return SqlStore(meta_target(meta_dir))
 
 
@@ -197,7 +198,7 @@ class Server:
         if self.journal is not None:  # one checkpointer per deployment, as one garbage collector
             self.manager.duties.add(self._checkpoint_loop)
         if config.root_user:
-            self.store.put_key(config.root_user, config.root_password, time.time(), is_root=True)
+            install_root_key(self.store, config.root_user, config.root_password)
         self.app = build_app(self.client, config.domain, apollo_routes=self._native_path())
         self.app.cleanup_ctx.append(self._background)
 

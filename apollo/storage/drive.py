@@ -59,7 +59,7 @@ class ShardFileWriter:
         self.shard = shard
         # The pid lets a supervisor clear exactly a dead worker's files (``Drive.clear_tmp``).
         self.tmp_path = drive.tmp_dir / f"{shard.segment_id}.{shard.index}.{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        self._fd = os.open(self.tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        self._fd = os.open(self.tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
             self._write_all([header])
         except BaseException:  # e.g. ENOSPC: the caller never gets a writer to abort, so clean up here
