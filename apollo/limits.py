@@ -40,6 +40,11 @@ journal_drive_retry_s = 30.0  # a drive whose journal append failed is skipped t
 journal_checkpoint_interval_s_default = 3600.0
 journal_checkpoints_kept = 2  # per drive; journal files are kept until the oldest of them covers them
 
+# The metadata API: a call's body (a commit of a 5 GiB object names ~80 segments; a complete of
+# 10,000 parts is ~0.5 MiB) arrives whole within the deadline, after its headers named a known key.
+rpc_body_bytes_max = 4 * 1024**2
+rpc_body_read_s = 10.0
+
 # Cluster membership and keys: these must agree. A node heartbeats every node_heartbeat_interval_s
 # and is dead (its drives not writable) after node_dead_after_s, a few missed heartbeats. Clients and
 # services refresh the cluster map every cluster_map_refresh_s. A new capability-token key signs nothing

@@ -16,6 +16,7 @@ segment ``allocate_segment`` hands out, read tokens for the segments of a versio
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import json
 import logging
@@ -166,11 +167,28 @@ async def _call(request: web.Request) -> web.Response:
     return response
 
 
+async def _read_body(request: web.Request, secret: str | None) -> bytes:
+    """The body of a call whose headers name a known key and a fresh date, read with a size cap and a
+    deadline: nobody may make the service hold a large or stalled body before it is authenticated, nor
+    any key a large one after (``limits.rpc_body_bytes_max``, ``limits.rpc_body_read_s``).
+
+    :raises AccessDenied, EntityTooLarge, IncompleteBody:
+    """
+    signing.check_headers(request.headers, secret)
+    size = request.content_length
+    if size is None or size > limits.rpc_body_bytes_max:
+        raise errors.EntityTooLarge(f"a metadata call's Content-Length must be at most {limits.rpc_body_bytes_max}")
+    try:
+        return await asyncio.wait_for(request.content.readexactly(size), limits.rpc_body_read_s)
+    except (TimeoutError, asyncio.IncompleteReadError) as exc:
+        raise errors.IncompleteBody(f"the call's body did not arrive in {limits.rpc_body_read_s:.0f} s") from exc
+
+
 async def _answer(request: web.Request, method: str) -> web.Response:
-    body = await request.read()
     try:
         access_key = signing.claimed_key(request.headers)
         rights = await request.app[KEYS].get(access_key)
+        body = await _read_body(request, rights[0] if rights else None)
         signing.verify("POST", request.path, request.headers, body, rights[0] if rights else None)
         if meta_api.allowed(method, service_key=rights[1]) is None:
             raise errors.AccessDenied(f"{method} is not a metadata call this key may make")
@@ -201,6 +219,6 @@ def add_rpc_routes(app: web.Application, rpc: MetaRpc, wrap: routes.Wrap = route
 
 def build_meta_app(rpc: MetaRpc) -> web.Application:
     """``apollo meta``'s app: the metadata API, health and metrics."""
-    app = routes.role_app(client_max_size=64 * 1024**2)
+    app = routes.role_app(client_max_size=limits.rpc_body_bytes_max)
     add_rpc_routes(app, rpc)
     return app
