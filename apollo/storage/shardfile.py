@@ -42,9 +42,12 @@ def encode_header(info: dict) -> bytes:
 
 
 def decode_header(block: bytes) -> dict:
-    if block[:8] != HEADER_MAGIC:
-        raise ChecksumMismatch("shard header magic missing")
+    """:raises ChecksumMismatch: any damage, a block cut short included (scrub and repair catch that alone)."""
+    if len(block) < 16 or block[:8] != HEADER_MAGIC:
+        raise ChecksumMismatch("shard header magic missing, or the header cut short")
     (length,) = _U32.unpack_from(block, 12)
+    if 16 + length + CRC_BYTES > len(block):  # a damaged length field: the CRC would be read past the block
+        raise ChecksumMismatch(f"shard header length {length} runs past its block")
     body = block[16 : 16 + length]
     (crc,) = _U32.unpack_from(block, 16 + length)
     if crc32c.crc32c(body) != crc:
@@ -72,10 +75,15 @@ def footer_start(tail: bytes) -> int:
 
 
 def decode_footer(tail: bytes) -> dict:
-    """Decode the footer from the last bytes of a shard file (at least the whole footer)."""
-    if tail[-8:] != FOOTER_MAGIC:
+    """Decode the footer from the last bytes of a shard file (at least the whole footer).
+
+    :raises ChecksumMismatch: any damage, a tail cut short included.
+    """
+    if len(tail) < 16 or tail[-8:] != FOOTER_MAGIC:
         raise ChecksumMismatch("shard footer magic missing")
     length, crc = _U32.unpack_from(tail, len(tail) - 16)[0], _U32.unpack_from(tail, len(tail) - 12)[0]
+    if length > len(tail) - 16:  # a damaged length field; sliced anyway, the start would clamp to 0
+        raise ChecksumMismatch(f"shard footer length {length} runs past the {len(tail)} bytes given")
     body = tail[len(tail) - 16 - length : len(tail) - 16]
     if crc32c.crc32c(body) != crc:
         raise ChecksumMismatch("shard footer CRC mismatch")
