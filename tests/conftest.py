@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import random
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -13,6 +12,7 @@ import pytest
 
 from apollo.testing.postgres import TempPostgres, find_bindir
 from apollo.testing.server import ServerProcess
+from apollo.testing.workload import replay_seed
 
 _databases = itertools.count()
 
@@ -94,6 +94,4 @@ def meta_args(request: pytest.FixtureRequest) -> list[str]:
 @pytest.fixture
 def seed() -> int:
     """This test's random seed, printed; ``APOLLO_TEST_SEED=N`` replays a failure."""
-    value = int(os.environ.get("APOLLO_TEST_SEED", random.randrange(2**32)))
-    print("APOLLO_TEST_SEED", value)
-    return value
+    return replay_seed()

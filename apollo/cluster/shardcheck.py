@@ -19,6 +19,7 @@ from apollo.storage.shardfile import (
     HEADER_BYTES,
     decode_footer,
     decode_header,
+    footer_start,
     header_padding_is_zero,
 )
 
@@ -49,7 +50,10 @@ async def check_shard(
         if size <= end:
             return f"truncated: {size} bytes, cell records alone need {end}"
         await pace(size - end)
-        footer = decode_footer(await node.read(drive_id, shard, end, size - end))
+        tail = await node.read(drive_id, shard, end, size - end)
+        footer = decode_footer(tail)
+        if footer_start(tail) != 0:  # the footer follows the last record at once: nothing in between
+            return f"{footer_start(tail)} stray bytes between the cell records and the footer"
         if footer.get("segment_id") != layout.segment_id or footer.get("length") != layout.length:
             return f"footer names segment {footer.get('segment_id')} length {footer.get('length')}"
         if deep:

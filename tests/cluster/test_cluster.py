@@ -9,8 +9,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import subprocess
-import sys
 import threading
 import time
 import urllib.request
@@ -20,6 +18,8 @@ from botocore.exceptions import ClientError
 
 from apollo.cluster.tuning import SETTING_PREFIX
 from apollo.meta.store import SqlStore
+from apollo.testing.admin import admin
+from apollo.testing.s3error import error_of, s3_error
 
 BUCKET = "cluster"
 
@@ -50,14 +50,14 @@ class Workload:
                 s3.put_object(Bucket=BUCKET, Key=key, Body=body)
                 self.acknowledged[key] = body
             except ClientError as exc:
-                self.failures.append(f"PUT {key}: {exc.response['Error']['Code']}")
+                self.failures.append(f"PUT {key}: {error_of(exc)[0]}")
             old = rng.choice(sorted(self.acknowledged)) if self.acknowledged else None
             if old is not None:
                 try:
                     assert s3.get_object(Bucket=BUCKET, Key=old)["Body"].read() == self.acknowledged[old], old
                     self.reads += 1
                 except ClientError as exc:
-                    self.failures.append(f"GET {old}: {exc.response['Error']['Code']}")
+                    self.failures.append(f"GET {old}: {error_of(exc)[0]}")
             n += 1
 
     def __enter__(self) -> Workload:
@@ -98,11 +98,10 @@ def test_s3_through_a_gateway_spreads_shards_over_every_node(make_cluster):
     holders = {p.relative_to(cluster.root).parts[0] for p in cluster.shard_files()}
     assert holders == {f"node{i}" for i in range(6)}
     s3.delete_object(Bucket=BUCKET, Key="big")
-    with pytest.raises(ClientError, match="NoSuchKey"):
+    with s3_error("NoSuchKey"):
         s3.get_object(Bucket=BUCKET, Key="big")
     assert not cluster.tmp_files()
-    status = subprocess.run([sys.executable, "-m", "apollo", "admin", "status", "--database", cluster.database],
-                            capture_output=True, text=True, check=True).stdout  # fmt: skip
+    status = admin("status", database=cluster.database)
     assert "on 6 online drives" in status
     meta_metrics = urllib.request.urlopen(f"{cluster.metas[0].endpoint}/metrics").read().decode()
     assert 'apollo_meta_rpc_total{method="commit_version",outcome="ok"}' in meta_metrics
@@ -164,7 +163,7 @@ def test_two_gateways_racing_conditional_puts_have_exactly_one_winner(make_clust
                 client.put_object(Bucket=BUCKET, Key=key, Body=bytes([n]) * 200_000, IfNoneMatch="*")
                 outcomes.append(n)
             except ClientError as exc:
-                outcomes.append(exc.response["Error"]["Code"])
+                outcomes.append(error_of(exc)[0])
 
         threads = [threading.Thread(target=put, args=(n,)) for n in range(8)]
         for thread in threads:
@@ -288,10 +287,8 @@ def test_scrub_finds_a_flipped_byte_and_repair_restores_the_shard_and_a_new_node
     damaged = bytearray(original)
     damaged[len(damaged) // 2] ^= 0x55
     victim.write_bytes(bytes(damaged))
-    admin = [sys.executable, "-m", "apollo", "admin"]
-    scrub = subprocess.run([*admin, "scrub", "--database", cluster.database, "--now", "--wait", "--timeout", "60"],
-                           capture_output=True, text=True)  # fmt: skip
-    assert scrub.returncode == 0 and "1 problems" in scrub.stdout + scrub.stderr, scrub.stdout + scrub.stderr
+    scrub = admin("scrub", "--now", "--wait", "--timeout", "60", database=cluster.database)
+    assert "1 problems" in scrub, scrub
     deadline = time.monotonic() + 30
     while victim.read_bytes() != original:  # rebuilt in place, byte for byte
         assert time.monotonic() < deadline, "the damaged shard was not repaired"

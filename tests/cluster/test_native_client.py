@@ -6,8 +6,6 @@ import asyncio
 import io
 import os
 import re
-import subprocess
-import sys
 import time
 
 import pytest
@@ -17,6 +15,7 @@ from apollo.client import AsyncClient
 from apollo.client.remote_meta import RemoteMeta
 from apollo.meta.store import SqlStore
 from apollo.proto.layout import Scheme
+from apollo.testing.admin import admin
 
 BUCKET = "native"
 USER, SECRET = "native-user", "native-user-secret-key"
@@ -135,16 +134,14 @@ def test_a_key_can_abandon_only_its_own_pending_writes(cluster):
 
 
 def test_keys_made_with_the_admin_command_on_the_cluster_database_work(cluster):
-    made = subprocess.run([sys.executable, "-m", "apollo", "admin", "key", "create", "--database", cluster.database],
-                          capture_output=True, text=True, check=True).stdout  # fmt: skip
+    made = admin("key", "create", database=cluster.database)
     access = re.search(r"access key: (\S+)", made).group(1)
     secret = re.search(r"secret key: (\S+)", made).group(1)
     with cluster.native(access, secret) as client:
         client.create_bucket("by-cli")
         client.put("by-cli", "k", b"v")
         assert client.get("by-cli", "k") == b"v"
-    subprocess.run([sys.executable, "-m", "apollo", "admin", "key", "delete", access, "--database", cluster.database],
-                   check=True, capture_output=True)  # fmt: skip
+    admin("key", "delete", access, database=cluster.database)
     time.sleep(11)  # the metadata service's key cache forgets it within 10 s
     with pytest.raises(errors.AccessDenied):
         cluster.native(access, secret)

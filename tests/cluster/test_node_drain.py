@@ -3,19 +3,13 @@
 from __future__ import annotations
 
 import json
-import random
-import subprocess
-import sys
 import time
 
 from apollo.meta.store import SqlStore
+from apollo.testing.admin import admin, admin_refused, run_admin
+from apollo.testing.workload import Workload
 
 BUCKET = "drain"
-ADMIN = [sys.executable, "-m", "apollo", "admin"]
-
-
-def admin(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([*ADMIN, *args], capture_output=True, text=True, timeout=180)
 
 
 def test_a_drained_node_is_removed_and_the_rest_still_survive_m_failures(make_cluster, seed):
@@ -23,20 +17,17 @@ def test_a_drained_node_is_removed_and_the_rest_still_survive_m_failures(make_cl
     the way); removing it is refused while it runs or holds shards. Afterwards two more nodes (m) die
     and every object still reads back exact: nothing was left on the removed node."""
     cluster = make_cluster(nodes=7)
-    rng = random.Random(seed)
-    objects = {f"o{n}": rng.randbytes(1_000_000 + n) for n in range(12)}
+    objects = Workload(seed)
     with cluster.native() as client:
         client.create_bucket(BUCKET)
-        for key, body in objects.items():
-            client.put(BUCKET, key, body)
+        objects.write(client, BUCKET, 12, sizes=(1_000_000, 1_000_011))
     store = SqlStore(cluster.database)
     leaving = cluster.nodes[3].name
     drives = [r.drive_id for r in store.list_drives() if r.node == leaving]
 
-    refused = admin("node", "remove", leaving, "--database", cluster.database)
-    assert refused.returncode != 0 and "still heartbeating" in refused.stderr, refused.stderr
-    drained = admin("node", "drain", leaving, "--database", cluster.database, "--wait", "--timeout", "120")
-    assert drained.returncode == 0, drained.stdout + drained.stderr
+    refused = admin_refused("node", "remove", leaving, database=cluster.database)
+    assert "still heartbeating" in refused, refused
+    admin("node", "drain", leaving, "--wait", "--timeout", "120", database=cluster.database)
 
     def states() -> set[str]:
         return {r.state for r in store.list_drives() if r.drive_id in drives}
@@ -50,7 +41,7 @@ def test_a_drained_node_is_removed_and_the_rest_still_survive_m_failures(make_cl
 
     cluster.nodes[3].kill()
     deadline = time.monotonic() + 30
-    while (removed := admin("node", "remove", leaving, "--database", cluster.database)).returncode != 0:
+    while (removed := run_admin("node", "remove", leaving, database=cluster.database)).returncode != 0:
         assert "still heartbeating" in removed.stderr and time.monotonic() < deadline, removed.stderr
         time.sleep(1)
     assert not any(r.node == leaving for r in store.list_drives())
@@ -60,16 +51,15 @@ def test_a_drained_node_is_removed_and_the_rest_still_survive_m_failures(make_cl
     cluster.nodes[0].kill()
     cluster.nodes[5].kill()
     with cluster.native() as client:
-        for key, body in objects.items():
-            assert client.get(BUCKET, key) == body
+        objects.verify(client, BUCKET)
 
 
 def test_node_commands_refuse_what_would_lose_redundancy_or_name_nothing(make_cluster):
     cluster = make_cluster(nodes=6)  # 4+2 over six nodes: draining one leaves five failure domains
-    too_few = admin("node", "drain", cluster.nodes[0].name, "--database", cluster.database)
-    assert too_few.returncode != 0 and "failure domains" in too_few.stderr, too_few.stderr
-    unknown = admin("node", "drain", "no-such-node", "--database", cluster.database)
-    assert unknown.returncode != 0 and "no storage node named" in unknown.stderr, unknown.stderr
+    too_few = admin_refused("node", "drain", cluster.nodes[0].name, database=cluster.database)
+    assert "failure domains" in too_few, too_few
+    unknown = admin_refused("node", "drain", "no-such-node", database=cluster.database)
+    assert "no storage node named" in unknown, unknown
 
 
 def _shards_per_node(store: SqlStore) -> list[list[int]]:
@@ -91,26 +81,22 @@ def test_a_forced_drain_to_three_nodes_spreads_every_segment_2_2_2_and_survives_
     already held two of the segment (3,2,1). Three nodes can hold 6 shards only as 2,2,2, which loses at
     most m = 2 with any one node; the drain must end there, and then one more node may die."""
     cluster = make_cluster(nodes=4, drives=3)
-    rng = random.Random(seed)
-    objects = {f"o{n:02d}": rng.randbytes(rng.randint(200_000, 1_200_000)) for n in range(40)}
-    objects |= {f"small{n}": rng.randbytes(100 + n) for n in range(4)}  # inline: no shards, still must read
+    objects = Workload(seed)
     with cluster.native() as client:
         client.create_bucket(BUCKET)
-        for key, body in objects.items():
-            client.put(BUCKET, key, body)
+        objects.write(client, BUCKET, 40, sizes=(200_000, 1_200_000), prefix="o")
+        objects.write(client, BUCKET, 4, sizes=(100, 103), prefix="small")  # inline: no shards, still must read
     # A cluster that has run a while has rebalanced: moves inside a node leave layouts that are no longer
     # the first drives of their group's ranking, which is what sent drained shards to crowded nodes.
-    balanced = admin("rebalance", "--database", cluster.database, "--now", "--wait", "--timeout", "120")
-    assert balanced.returncode == 0, balanced.stdout + balanced.stderr
+    admin("rebalance", "--now", "--wait", "--timeout", "120", database=cluster.database)
     store = SqlStore(cluster.database)
     leaving = cluster.nodes[3].name
     drives = {r.drive_id for r in store.list_drives() if r.node == leaving}
 
-    refused = admin("node", "drain", leaving, "--database", cluster.database)
+    refused = admin_refused("node", "drain", leaving, database=cluster.database)
     shortfall = "3 live failure domains for 6-wide segments: up to 2 shards of a segment share one"
-    assert refused.returncode != 0 and shortfall in " ".join(refused.stderr.split()), refused.stderr
-    drained = admin("node", "drain", leaving, "--database", cluster.database, "--force", "--wait", "--timeout", "180")
-    assert drained.returncode == 0, drained.stdout + drained.stderr
+    assert shortfall in " ".join(refused.split()), refused
+    admin("node", "drain", leaving, "--force", "--wait", "--timeout", "180", database=cluster.database)
     deadline = time.monotonic() + 60
     while {r.state for r in store.list_drives() if r.drive_id in drives} != {"retired"}:
         assert time.monotonic() < deadline, "the drained node's drives were not retired"
@@ -120,13 +106,11 @@ def test_a_forced_drain_to_three_nodes_spreads_every_segment_2_2_2_and_survives_
     assert all(spread == [2, 2, 2] for spread in spreads), sorted(spreads, reverse=True)
     store.close()
     deadline = time.monotonic() + 60  # the lease holder's rebalancer counts what is at risk after the change
-    while "spread: 0 segments at risk" not in (status := " ".join(admin("status", "--database", cluster.database)
-                                                                   .stdout.split())):  # fmt: skip
+    while "spread: 0 segments at risk" not in (status := " ".join(admin("status", database=cluster.database).split())):
         assert time.monotonic() < deadline, status
         time.sleep(1)
     assert f"WARNING: {shortfall}" in status
 
     cluster.nodes[seed % 3].kill()  # one of the three left
     with cluster.native() as client:
-        for key, body in objects.items():
-            assert client.get(BUCKET, key) == body, key
+        objects.verify(client, BUCKET)

@@ -12,8 +12,6 @@ import json
 import os
 import random
 import shutil
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -31,6 +29,7 @@ from apollo.meta.service import MetaService
 from apollo.meta.store import SqlStore
 from apollo.proto.drive_format import FORMAT_FILE
 from apollo.proto.storage_api import ERROR_HEADER, TOKEN_HEADER
+from apollo.testing.admin import admin
 from apollo.testing.server import DEV_ACCESS_KEY, DEV_SECRET_KEY
 
 BUCKET = "orphans"
@@ -184,10 +183,8 @@ def test_the_lease_holder_sweeps_when_an_operator_asks(make_cluster):
     orphan.parent.mkdir(parents=True, exist_ok=True)
     orphan.write_bytes(b"o" * 4096)
     _age(orphan)
-    command = [sys.executable, "-m", "apollo", "admin", "gc", "--database", cluster.database, "--min-age", "600",
-               "--now", "--wait", "--timeout", "60"]  # fmt: skip
-    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0 and "1 orphans deleted" in done.stdout, done.stdout + done.stderr
+    done = admin("gc", "--min-age", "600", "--now", "--wait", "--timeout", "60", database=cluster.database, timeout=120)
+    assert "1 orphans deleted" in done, done
     assert not orphan.exists() and set(cluster.shard_files()) == referenced
     with cluster.native() as client:
         assert client.get(BUCKET, "kept") == b"k" * 2_000_000

@@ -7,8 +7,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
-import sys
 import time
 import urllib.request
 from collections import Counter
@@ -16,17 +14,11 @@ from collections.abc import Callable
 
 from apollo.cluster.duties import STATUS_SETTING
 from apollo.meta.store import SqlStore
+from apollo.testing.admin import admin
 
 BUCKET = "status"
 OBJECT_BYTES = 1_000_000
 DATA_SHARDS = 4  # the cluster's default 4+2
-
-
-def admin(cluster, *args: str) -> str:
-    result = subprocess.run([sys.executable, "-m", "apollo", "admin", *args, "--database", cluster.database],
-                            capture_output=True, text=True, timeout=60)  # fmt: skip
-    assert result.returncode == 0, result.stdout + result.stderr
-    return result.stdout
 
 
 def wait_for(condition: Callable[[], object], timeout_s: float, what: str) -> None:
@@ -49,8 +41,9 @@ def metric(cluster, name: str) -> float | None:
 def test_the_holder_publishes_backlog_rate_and_bytes_rebuilt_after_a_node_dies(make_cluster):
     cluster = make_cluster(nodes=8)
     store = SqlStore(cluster.database)
-    admin(cluster, "tune", "drive_offline_grace_s=3")
-    admin(cluster, "repair", "--pause", "--rate", "2MiB/s")  # paced: the rebuild spans several status reports
+    admin("tune", "drive_offline_grace_s=3", database=cluster.database)
+    # Paced: the rebuild spans several status reports.
+    admin("repair", "--pause", "--rate", "2MiB/s", database=cluster.database)
     s3 = cluster.s3(retries={"max_attempts": 3, "mode": "standard"})
     s3.create_bucket(Bucket=BUCKET)
     for n in range(8):
@@ -63,10 +56,11 @@ def test_the_holder_publishes_backlog_rate_and_bytes_rebuilt_after_a_node_dies(m
     assert published(store)["degraded_groups"] > 0 and published(store)["bytes_total"] == 0
     assert metric(cluster, "apollo_repair_backlog") >= shards
     assert metric(cluster, "apollo_degraded_groups") > 0
-    degraded = re.search(r"repair: backlog (\d+) shards, (\d+) degraded groups", admin(cluster, "status"))
+    status = admin("status", database=cluster.database)
+    degraded = re.search(r"repair: backlog (\d+) shards, (\d+) degraded groups", status)
     assert degraded is not None and int(degraded.group(1)) >= shards and int(degraded.group(2)) > 0
 
-    admin(cluster, "repair", "--resume")
+    admin("repair", "--resume", database=cluster.database)
     rates: list[float] = []
 
     def rebuilt() -> bool:
@@ -78,6 +72,6 @@ def test_the_holder_publishes_backlog_rate_and_bytes_rebuilt_after_a_node_dies(m
     assert max(rates) > 0  # a report during the rebuild saw it under way
     assert published(store)["bytes_total"] >= shards * OBJECT_BYTES // DATA_SHARDS
     wait_for(lambda: metric(cluster, "apollo_repair_backlog") == 0, 10, "the backlog metric to drain")
-    line = re.search(r"rate (.+)/s, (.+) rebuilt since start", admin(cluster, "status"))
+    line = re.search(r"rate (.+)/s, (.+) rebuilt since start", admin("status", database=cluster.database))
     assert line is not None and line.group(2) != "0 B", line
     store.close()

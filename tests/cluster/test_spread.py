@@ -7,8 +7,6 @@ import json
 import random
 import re
 import shutil
-import subprocess
-import sys
 import time
 import urllib.request
 from collections import Counter
@@ -16,15 +14,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 from apollo.meta.store import SqlStore
+from apollo.testing.admin import admin
 
 BUCKET = "spread"
 
 
-def admin(cluster, *args: str) -> str:
-    result = subprocess.run([sys.executable, "-m", "apollo", "admin", *args, "--database", cluster.database],
-                            capture_output=True, text=True, timeout=120)  # fmt: skip
-    assert result.returncode == 0, result.stdout + result.stderr
-    return " ".join(result.stdout.split())  # the console's line wrapping undone
+def status(cluster) -> str:
+    """``apollo admin status``, with the console's line wrapping undone."""
+    return " ".join(admin("status", database=cluster.database, timeout=120).split())
 
 
 def wait_for(condition: Callable[[], object], timeout_s: float, what: str) -> None:
@@ -75,20 +72,21 @@ def test_a_segment_crowded_onto_one_node_is_counted_then_moved_back_to_2_2_2_and
         for key, body in objects.items():
             client.put(BUCKET, key, body)
     store = SqlStore(cluster.database)
-    admin(cluster, "repair", "--pause")  # the fix waits in the queue: status must count the segment meanwhile
+    # The fix waits in the queue: status must count the segment meanwhile.
+    admin("repair", "--pause", database=cluster.database)
     segment, node = crowd_one_segment(store)
     assert spread(store, segment) == [3, 2, 1]
 
-    admin(cluster, "rebalance", "--now")
-    wait_for(lambda: "spread: 1 segments at risk" in admin(cluster, "status"), 60, "the segment to be counted")
+    admin("rebalance", "--now", database=cluster.database)
+    wait_for(lambda: "spread: 1 segments at risk" in status(cluster), 60, "the segment to be counted")
     assert metric(cluster, "apollo_segments_at_risk") == 1
     moves = store.all("SELECT drive_id, target FROM repair_queue WHERE segment_id = ? AND reason = 'rebalance'",
                       (segment,))  # fmt: skip
     assert moves, "no move was planned for the segment at risk"
 
-    admin(cluster, "repair", "--resume")
+    admin("repair", "--resume", database=cluster.database)
     wait_for(lambda: spread(store, segment) == [2, 2, 2], 60, "the move off the crowded node")
-    wait_for(lambda: "spread: 0 segments at risk" in admin(cluster, "status"), 60, "the count to drop to 0")
+    wait_for(lambda: "spread: 0 segments at risk" in status(cluster), 60, "the count to drop to 0")
     assert metric(cluster, "apollo_segments_at_risk") == 0
     store.close()
 

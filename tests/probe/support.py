@@ -1,15 +1,14 @@
-"""What the damage tests share: a seeded object mix, byte-exact checks, metrics, the admin CLI."""
+"""What the damage tests share: metrics, shard files, waiting, the metadata database, drive states.
+
+Seeded objects and their byte-exact checks are ``apollo.testing.workload.Workload``; ``apollo admin`` is
+``apollo.testing.admin``.
+"""
 
 from __future__ import annotations
 
-import hashlib
-import io
-import random
 import re
 import shutil
 import sqlite3
-import subprocess
-import sys
 import time
 import urllib.request
 from collections import defaultdict
@@ -17,29 +16,7 @@ from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
 
-from boto3.s3.transfer import TransferConfig
-
-SIZES = {"empty": 0, "tiny": 100, "inline-edge": 16 * 1024 + 1, "one-mib": 1024 * 1024, "nine-mib": 9 * 1024**2 + 7}
-MULTIPART = TransferConfig(multipart_threshold=5 * 1024**2, multipart_chunksize=5 * 1024**2)
-
-
-def write_objects(s3, bucket: str, seed: int) -> dict[str, bytes]:
-    rng = random.Random(seed)
-    objects = {name: rng.randbytes(size) for name, size in SIZES.items()}
-    for name, payload in objects.items():
-        s3.put_object(Bucket=bucket, Key=name, Body=payload)
-    objects["multipart"] = rng.randbytes(11 * 1024**2 + 3)
-    s3.upload_fileobj(io.BytesIO(objects["multipart"]), bucket, "multipart", Config=MULTIPART)
-    return objects
-
-
-def assert_all_exact(s3, bucket: str, objects: dict[str, bytes]) -> None:
-    for name, payload in objects.items():
-        got = s3.get_object(Bucket=bucket, Key=name)["Body"].read()
-        assert hashlib.md5(got).hexdigest() == hashlib.md5(payload).hexdigest(), name
-        if len(payload) > 10:
-            part = s3.get_object(Bucket=bucket, Key=name, Range="bytes=3-9")["Body"].read()
-            assert part == payload[3:10], name
+from apollo.testing.admin import admin
 
 
 def metric(server, name: str) -> float:
@@ -54,15 +31,6 @@ def shards_by_segment(server) -> dict[str, list[Path]]:
     return groups
 
 
-def admin(server, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    """Run ``apollo admin ARGS --meta-dir <server's>`` as the operator would."""
-    result = subprocess.run([sys.executable, "-m", "apollo", "admin", *args, "--meta-dir", str(server.meta_dir)],
-                            capture_output=True, text=True, timeout=300)  # fmt: skip
-    if check and result.returncode != 0:
-        raise AssertionError(f"apollo admin {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
-    return result
-
-
 def wait_until(condition: Callable[[], object], timeout_s: float, what: str) -> float:
     """Poll until ``condition()`` is truthy; returns the seconds it took."""
     start = time.monotonic()
@@ -75,7 +43,7 @@ def wait_until(condition: Callable[[], object], timeout_s: float, what: str) -> 
 
 def pause_repair(server) -> None:
     """Stop the repair worker (damage then stays put for inspection) and wait until the server applied it."""
-    admin(server, "repair", "--pause")
+    admin("repair", "--pause", meta_dir=server.meta_dir)
     wait_until(lambda: "repair_paused=1" in server.log_path.read_text(), 10, "the server to pause repair")
 
 

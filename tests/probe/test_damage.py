@@ -10,34 +10,33 @@ from __future__ import annotations
 import random
 import urllib.request
 
-import pytest
-from botocore.exceptions import ClientError
-from support import assert_all_exact, metric, pause_repair, query, shards_by_segment, wipe, write_objects
+from support import metric, pause_repair, query, shards_by_segment, wipe
 
 from apollo.storage.shardfile import HEADER_BYTES
+from apollo.testing.s3error import s3_error
+from apollo.testing.workload import Workload
 
 
 def test_losing_two_whole_drives_loses_nothing(make_server):
     server = make_server()
     s3 = server.s3()
     s3.create_bucket(Bucket="data")
-    objects = write_objects(s3, "data", seed=1)
-    assert_all_exact(s3, "data", objects)
+    objects = Workload(1)
+    objects.write(s3, "data", 6)  # one object of each size class
+    objects.verify(s3, "data")
     assert metric(server, "apollo_ec_decoded_stripes_total") == 0  # a healthy read never decodes
     for drive in server.drives[1:3]:
         wipe(drive)
-    assert_all_exact(s3, "data", objects)
+    objects.verify(s3, "data")
     assert metric(server, "apollo_ec_decoded_stripes_total") > 0
     assert metric(server, "apollo_damaged_shards_total") > 0
 
     server.restart()  # the two wiped drives are refused, not reformatted and reused
     s3 = server.s3()
-    assert_all_exact(s3, "data", objects)
+    objects.verify(s3, "data")
     assert not (server.drives[1] / "apollo-drive.json").exists()
-    with pytest.raises(ClientError) as caught:  # 4 drives left < write quorum of 5
+    with s3_error("InsufficientStorage", 507):  # 4 drives left < write quorum of 5
         s3.put_object(Bucket="data", Key="new", Body=b"x" * 100_000)
-    assert caught.value.response["Error"]["Code"] == "InsufficientStorage"
-    assert caught.value.response["ResponseMetadata"]["HTTPStatusCode"] == 507
     assert server.tmp_files() == []
     assert "new" not in [o["Key"] for o in s3.list_objects_v2(Bucket="data").get("Contents", [])]
 
@@ -58,7 +57,8 @@ def test_flipped_bytes_are_caught_by_cell_crc_and_read_from_parity(make_server):
     pause_repair(server)  # the queue rows are what this test checks; test_repair covers the rebuild
     s3 = server.s3()
     s3.create_bucket(Bucket="data")
-    objects = write_objects(s3, "data", seed=3)
+    objects = Workload(3)
+    objects.write(s3, "data", 6)
     rng = random.Random(3)
     flipped = 0
     for paths in shards_by_segment(server).values():
@@ -70,7 +70,7 @@ def test_flipped_bytes_are_caught_by_cell_crc_and_read_from_parity(make_server):
             path.write_bytes(bytes(raw))
             flipped += 1
     assert flipped >= 10
-    assert_all_exact(s3, "data", objects)
+    objects.verify(s3, "data")
     assert metric(server, "apollo_damaged_shards_total") > 0
     queued = query(server, "SELECT COUNT(DISTINCT segment_id) FROM repair_queue")[0][0]
     assert queued >= 1  # every damaged shard read leaves a durable row for the repair worker
@@ -84,7 +84,6 @@ def test_more_damage_than_parity_fails_loudly_never_returns_wrong_bytes(make_ser
     (paths,) = shards_by_segment(server).values()
     for path in paths[:3]:  # three of six shards of a 4+2 stripe: unrecoverable
         path.unlink()
-    with pytest.raises(ClientError) as caught:
+    with s3_error(status=503):
         s3.get_object(Bucket="data", Key="doomed")["Body"].read()
-    assert caught.value.response["ResponseMetadata"]["HTTPStatusCode"] == 503
     assert urllib.request.urlopen(f"{server.endpoint}/health/ready").status == 200

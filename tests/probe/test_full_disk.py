@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 from botocore.exceptions import ClientError
 
+from apollo.testing.s3error import S3ErrorCaught, s3_error
 from apollo.testing.server import ServerProcess
 
 MIB = 1024**2
@@ -118,9 +119,8 @@ def _assert_no_tmp_files(server: ServerProcess) -> None:
     _wait_until(lambda: server.tmp_files() == [], 5, f"temp files gone: {server.tmp_files()}")
 
 
-def _assert_insufficient_storage(error: ClientError) -> None:
-    assert error.response["Error"]["Code"] == "InsufficientStorage", error.response
-    assert error.response["ResponseMetadata"]["HTTPStatusCode"] == 507
+def _assert_insufficient_storage(error: ClientError, message: str | None = None) -> None:
+    S3ErrorCaught.of(error).check("InsufficientStorage", 507, message)
 
 
 def _put(s3, key: str, body: bytes) -> ClientError | None:
@@ -145,9 +145,8 @@ def _assert_exact(s3, objects: dict[str, bytes]) -> None:
 
 
 def _assert_absent(s3, key: str) -> None:
-    with pytest.raises(ClientError) as caught:
+    with s3_error(status=404, note=key):
         s3.head_object(Bucket="data", Key=key)
-    assert caught.value.response["ResponseMetadata"]["HTTPStatusCode"] == 404, key
 
 
 def _shards_per_segment(server: ServerProcess) -> Counter:
@@ -188,8 +187,7 @@ def test_full_drives_refuse_writes_fast_and_take_them_again_when_space_is_freed(
     for attempt in range(3):
         error, elapsed = _timed_put(s3, f"late-{attempt}", rng.randbytes(2 * MIB))
         assert error is not None, "a PUT was accepted on full drives"
-        _assert_insufficient_storage(error)
-        assert "space" in error.response["Error"]["Message"], error.response["Error"]["Message"]
+        _assert_insufficient_storage(error, "space")
         assert elapsed < FAST_FAILURE_S, f"refusal took {elapsed:.2f} s"
         _assert_absent(s3, f"late-{attempt}")
 
@@ -268,10 +266,9 @@ def test_multipart_part_on_full_drives_is_507_and_the_upload_completes_after_fre
         _fill(drive.parent, leave_bytes=2 * MIB)
     _wait_for_probe(server, server.drives, below_bytes=4 * MIB)
     started = time.monotonic()
-    with pytest.raises(ClientError) as caught:
+    with s3_error("InsufficientStorage", 507):
         s3.upload_part(Bucket="data", Key="big", UploadId=upload, PartNumber=2, Body=second)
     assert time.monotonic() - started < FAST_FAILURE_S
-    _assert_insufficient_storage(caught.value)
     parts = s3.list_parts(Bucket="data", Key="big", UploadId=upload).get("Parts", [])
     assert [p["PartNumber"] for p in parts] == [1]
     _assert_no_tmp_files(server)
@@ -338,8 +335,7 @@ def test_two_drives_full_at_open_is_a_507_naming_the_cause_and_leaves_no_temp_fi
     body = random.Random(7).randbytes(MIB)
     error, elapsed = _timed_put(s3, "refused", body)
     assert error is not None, "a 4+2 write was accepted with two drives full"
-    _assert_insufficient_storage(error)
-    assert "No space left on device" in error.response["Error"]["Message"]
+    _assert_insufficient_storage(error, "No space left on device")
     assert elapsed < FAST_FAILURE_S
     _assert_absent(s3, "refused")
     _assert_no_tmp_files(server)  # the four shards opened on the other drives were aborted too
@@ -370,8 +366,7 @@ def test_a_full_metadata_disk_is_507_and_writes_resume_when_space_returns(start_
             break
         objects[key] = body
     assert refused is not None, "PUTs kept committing on a full metadata filesystem"
-    _assert_insufficient_storage(refused)
-    assert "metadata" in refused.response["Error"]["Message"]
+    _assert_insufficient_storage(refused, "metadata")
     _assert_absent(s3, key)
     _assert_exact(s3, objects)
     assert urllib.request.urlopen(f"{server.endpoint}/health/ready").status == 200

@@ -13,13 +13,9 @@ from pathlib import Path
 import pytest
 
 from apollo.meta.store import SqlStore
+from apollo.testing.admin import admin, admin_refused, run_admin
 
 MiB = 1024**2
-
-
-def admin(*args: str | Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "apollo", "admin", *map(str, args)], capture_output=True, text=True,
-                          timeout=120)  # fmt: skip
 
 
 def namespace(client, bucket: str) -> dict:
@@ -80,11 +76,9 @@ class Writer(threading.Thread):
             self.acked.append((key, body, time.monotonic()))
 
 
-def test_backup_under_writes_then_restore_brings_back_that_moment(make_server, tmp_path):
+def test_backup_under_writes_then_restore_brings_back_that_moment(make_server, tmp_path, seed):
     server = make_server()
     client = server.s3()
-    seed = random.randrange(2**32)
-    print("seed", seed)
     open_upload = write_dataset(client, random.Random(seed))
     before = {bucket: namespace(client, bucket) for bucket in ("plain", "versioned")}
 
@@ -94,11 +88,11 @@ def test_backup_under_writes_then_restore_brings_back_that_moment(make_server, t
     while len(writer.acked) < 200:  # a database of some size first
         time.sleep(0.05)
     backup_started = time.monotonic()
-    done = admin("backup-metadata", "--meta-dir", server.meta_dir, tmp_path / "meta.bak", "--step-pages", "1")
+    done = run_admin("backup-metadata", "--meta-dir", server.meta_dir, tmp_path / "meta.bak", "--step-pages", "1",
+                     timeout=120, check=True)  # fmt: skip
     backup_ended = time.monotonic()
     writer.stop.set()
     writer.join(30)
-    assert done.returncode == 0, done.stderr
     assert "integrity check ok" in done.stdout and "buckets          2" in done.stdout
     assert "uploads          1 in progress" in done.stdout
     assert "pages" in done.stderr  # the progress bar
@@ -111,11 +105,11 @@ def test_backup_under_writes_then_restore_brings_back_that_moment(make_server, t
     client.delete_object(Bucket="plain", Key="inline.txt")
 
     # While the server runs: no restore, no second backup onto the first.
-    refused = admin("restore-metadata", "--meta-dir", server.meta_dir, tmp_path / "meta.bak")
-    assert refused.returncode != 0 and "in use by an Apollo server" in refused.stderr
+    refused = admin_refused("restore-metadata", "--meta-dir", server.meta_dir, tmp_path / "meta.bak")
+    assert "in use by an Apollo server" in refused, refused
     backup_bytes = (tmp_path / "meta.bak").read_bytes()
-    again = admin("backup-metadata", "--meta-dir", server.meta_dir, tmp_path / "meta.bak")
-    assert again.returncode != 0 and "exists; pass --force" in again.stderr
+    again = admin_refused("backup-metadata", "--meta-dir", server.meta_dir, tmp_path / "meta.bak")
+    assert "exists; pass --force" in again, again
     assert (tmp_path / "meta.bak").read_bytes() == backup_bytes
 
     # Lose the database, restore the backup, start again.
@@ -123,8 +117,7 @@ def test_backup_under_writes_then_restore_brings_back_that_moment(make_server, t
     for name in ("apollo.db", "apollo.db-wal", "apollo.db-shm"):
         (server.meta_dir / name).unlink(missing_ok=True)
     restored = admin("restore-metadata", "--meta-dir", server.meta_dir, tmp_path / "meta.bak")
-    assert restored.returncode == 0, restored.stderr
-    assert "there was no previous database" in restored.stdout
+    assert "there was no previous database" in restored, restored
     server.start()
     client = server.s3()
 
@@ -153,8 +146,7 @@ def test_backup_under_writes_then_restore_brings_back_that_moment(make_server, t
 def test_a_second_server_and_a_restore_are_refused_while_a_server_runs(make_server, tmp_path, workers):
     server = make_server(extra_args=["--workers", str(workers)])
     server.s3().create_bucket(Bucket="kept")
-    backup = admin("backup-metadata", "--meta-dir", server.meta_dir, tmp_path / "meta.bak")
-    assert backup.returncode == 0, backup.stderr
+    admin("backup-metadata", "--meta-dir", server.meta_dir, tmp_path / "meta.bak")
 
     second = subprocess.Popen(
         [sys.executable, "-m", "apollo", "server", *map(str, server.drives), "--meta-dir", str(server.meta_dir),
@@ -166,8 +158,8 @@ def test_a_second_server_and_a_restore_are_refused_while_a_server_runs(make_serv
         second.kill()
     assert second.returncode != 0
     assert f"metadata directory {server.meta_dir} is in use by an Apollo server" in output
-    refused = admin("restore-metadata", "--meta-dir", server.meta_dir, tmp_path / "meta.bak")
-    assert refused.returncode != 0 and "in use by an Apollo server" in refused.stderr
+    refused = admin_refused("restore-metadata", "--meta-dir", server.meta_dir, tmp_path / "meta.bak")
+    assert "in use by an Apollo server" in refused, refused
     server.s3().put_object(Bucket="kept", Key="still-serving", Body=b"yes")  # the first one was not disturbed
 
     # kill -9 drops the lock too, and leaves a WAL behind: the restore keeps it with the database it replaces
@@ -175,9 +167,8 @@ def test_a_second_server_and_a_restore_are_refused_while_a_server_runs(make_serv
     server.kill()
     assert (server.meta_dir / "apollo.db-wal").stat().st_size > 0
     restored = admin("restore-metadata", "--meta-dir", server.meta_dir, tmp_path / "meta.bak")
-    assert restored.returncode == 0, restored.stderr
     [kept] = server.meta_dir.glob("apollo.db.before-restore-*[0-9Z]")
-    assert f"previous database kept as {kept}" in restored.stdout
+    assert f"previous database kept as {kept}" in restored, restored
     with sqlite3.connect(kept) as conn:
         assert conn.execute("SELECT COUNT(*) FROM versions WHERE key = 'still-serving'").fetchone()[0] == 1
     server.start()
@@ -186,8 +177,7 @@ def test_a_second_server_and_a_restore_are_refused_while_a_server_runs(make_serv
 
     # Undo: the set-aside database, read with its WAL, is itself a backup.
     server.stop()
-    undone = admin("restore-metadata", "--meta-dir", server.meta_dir, kept)
-    assert undone.returncode == 0, undone.stderr
+    admin("restore-metadata", "--meta-dir", server.meta_dir, kept)
     server.start()
     assert server.s3().get_object(Bucket="kept", Key="still-serving")["Body"].read() == b"yes"
 
@@ -221,9 +211,8 @@ def test_restore_refuses_a_bad_source_and_changes_nothing(tmp_path, make_source,
     current = (meta_dir / "apollo.db").read_bytes()
     source = tmp_path / "source.db"
     make_source(source)
-    done = admin("restore-metadata", "--meta-dir", meta_dir, source)
-    assert done.returncode != 0
-    assert message in done.stderr, done.stderr
+    refused = admin_refused("restore-metadata", "--meta-dir", meta_dir, source)
+    assert message in refused, refused
     assert sorted(p.name for p in meta_dir.iterdir()) == ["apollo.db", "apollo.lock"]
     assert (meta_dir / "apollo.db").read_bytes() == current
 
@@ -232,6 +221,6 @@ def test_a_failed_backup_leaves_no_file(tmp_path):
     meta_dir = tmp_path / "meta"
     meta_dir.mkdir()
     _not_apollo(meta_dir / "apollo.db")
-    done = admin("backup-metadata", "--meta-dir", meta_dir, tmp_path / "meta.bak")
-    assert done.returncode != 0 and "not an Apollo metadata database" in done.stderr
+    refused = admin_refused("backup-metadata", "--meta-dir", meta_dir, tmp_path / "meta.bak")
+    assert "not an Apollo metadata database" in refused, refused
     assert sorted(p.name for p in tmp_path.iterdir()) == ["meta"]

@@ -5,14 +5,16 @@ from __future__ import annotations
 import shutil
 import uuid
 
-from support import admin, assert_all_exact, write_objects
+from apollo.testing.admin import admin
+from apollo.testing.workload import Workload
 
 
 def test_sweep_deletes_unreferenced_and_misplaced_shards_and_keeps_the_rest(make_server):
     server = make_server(drives=7)
     s3 = server.s3()
     s3.create_bucket(Bucket="data")
-    objects = write_objects(s3, "data", seed=51)
+    objects = Workload(51)
+    objects.write(s3, "data", 6)
     referenced = set(server.shard_files())
     sample = sorted(referenced)[0]
     stray = sample.parent / f"{uuid.uuid4().hex}.3"  # a segment the metadata never heard of
@@ -22,11 +24,11 @@ def test_sweep_deletes_unreferenced_and_misplaced_shards_and_keeps_the_rest(make
     misplaced.parent.mkdir(parents=True, exist_ok=True)
     shutil.copy(sample, misplaced)
 
-    young = admin(server, "gc", "--now", "--wait")  # default minimum age: fresh files are kept
-    assert "0 orphans deleted" in young.stdout, young.stdout
+    young = admin("gc", "--now", "--wait", meta_dir=server.meta_dir)  # default minimum age: fresh files are kept
+    assert "0 orphans deleted" in young, young
     assert stray.exists() and misplaced.exists()
 
-    swept = admin(server, "gc", "--now", "--wait", "--min-age", "0")
-    assert "2 orphans deleted" in swept.stdout, swept.stdout
+    swept = admin("gc", "--now", "--wait", "--min-age", "0", meta_dir=server.meta_dir)
+    assert "2 orphans deleted" in swept, swept
     assert set(server.shard_files()) == referenced
-    assert_all_exact(s3, "data", objects)
+    objects.verify(s3, "data")

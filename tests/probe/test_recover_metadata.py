@@ -16,28 +16,24 @@ import shutil
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import boto3
-import pytest
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
-from botocore.exceptions import ClientError
+
+from apollo.testing.admin import admin, admin_refused, run_admin
+from apollo.testing.s3error import s3_error
 
 MiB = 1024**2
 MULTIPART = TransferConfig(multipart_threshold=5 * MiB, multipart_chunksize=5 * MiB)
 
 
-def admin(*args: str | Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "apollo", "admin", *map(str, args)], capture_output=True, text=True,
-                          timeout=300)  # fmt: skip
-
-
-def recover(server, *extra: str) -> subprocess.CompletedProcess:
-    return admin("recover-metadata", "--meta-dir", server.meta_dir, *extra, *server.drives)
+def recover_args(server, *extra: str) -> tuple:
+    """``apollo admin recover-metadata`` over the server's metadata directory and drives."""
+    return ("recover-metadata", "--meta-dir", server.meta_dir, *extra, *server.drives)
 
 
 def lose_database(server) -> None:
@@ -48,17 +44,15 @@ def lose_database(server) -> None:
 def lose_and_recover(server) -> subprocess.CompletedProcess:
     """Delete a stopped server's database and rebuild it from the drives; the report is printed."""
     lose_database(server)
-    done = recover(server)
-    assert done.returncode == 0, done.stdout + done.stderr
+    done = run_admin(*recover_args(server), check=True)  # the report on stdout, progress bars on stderr
     print(done.stdout)
     return done
 
 
 def create_key(server) -> tuple[str, str]:
     """An access key made the way an operator makes one: ``apollo admin key create`` beside the running server."""
-    done = admin("key", "create", "--meta-dir", server.meta_dir)
-    assert done.returncode == 0, done.stderr
-    return re.search(r"access key: (\S+)", done.stdout)[1], re.search(r"secret key: (\S+)", done.stdout)[1]
+    done = admin("key", "create", meta_dir=server.meta_dir)
+    return re.search(r"access key: (\S+)", done)[1], re.search(r"secret key: (\S+)", done)[1]
 
 
 def client_with(server, access: str, secret: str):
@@ -120,9 +114,8 @@ def namespace(client) -> dict:
 
 def assert_deleted_stays_deleted(client, gone: list[tuple[str, str, str | None]]) -> None:
     for bucket, key, version in gone:
-        with pytest.raises(ClientError) as error:
+        with s3_error(("NoSuchKey", "NoSuchVersion")):
             client.get_object(Bucket=bucket, Key=key, **({"VersionId": version} if version else {}))
-        assert error.value.response["Error"]["Code"] in ("NoSuchKey", "NoSuchVersion")
 
 
 def complete_open_upload(client, bucket: str, key: str, upload: str) -> None:
@@ -150,11 +143,9 @@ def newest_checkpoint_seq(server) -> int:
     return max((int(m[1]) for n in names if (m := re.fullmatch(r"checkpoint-(\d+)\.db", n))), default=-1)
 
 
-def test_recover_after_a_clean_stop_and_again_after_kill_9(make_server):
+def test_recover_after_a_clean_stop_and_again_after_kill_9(make_server, seed):
     server = make_server()
     client = server.s3()
-    seed = random.randrange(2**32)
-    print("seed", seed)
     rng = random.Random(seed)
     access, secret = create_key(server)
     first = write_dataset(client, rng, "one")
@@ -288,17 +279,16 @@ def test_recover_with_several_workers_merges_their_journals_in_commit_order(make
 def test_recover_refuses_a_running_server_and_an_existing_database(make_server):
     server = make_server()
     server.s3().create_bucket(Bucket="kept")
-    running = recover(server)
-    assert running.returncode != 0 and "in use by an Apollo server" in running.stderr
+    running = admin_refused(*recover_args(server))
+    assert "in use by an Apollo server" in running, running
     server.stop()
-    present = recover(server)
-    assert present.returncode != 0 and "apollo.db exists" in present.stderr and "--force" in present.stderr
-    forced = recover(server, "--force")
-    assert forced.returncode == 0, forced.stderr
-    kept = re.search(r"previous database kept as (\S+)", forced.stdout)[1]
+    present = admin_refused(*recover_args(server))
+    assert "apollo.db exists" in present and "--force" in present, present
+    forced = admin(*recover_args(server, "--force"))
+    kept = re.search(r"previous database kept as (\S+)", forced)[1]
     assert Path(kept).is_file()
-    nothing = admin("recover-metadata", "--meta-dir", server.root / "elsewhere", server.root / "not-a-drive")
-    assert nothing.returncode != 0 and "none of the given directories is an Apollo drive" in nothing.stderr
+    nothing = admin_refused("recover-metadata", "--meta-dir", server.root / "elsewhere", server.root / "not-a-drive")
+    assert "none of the given directories is an Apollo drive" in nothing, nothing
     assert not (server.root / "elsewhere" / "apollo.db").exists()
     server.start()
     assert [b["Name"] for b in server.s3().list_buckets()["Buckets"]] == ["kept"]

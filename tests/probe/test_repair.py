@@ -11,23 +11,14 @@ import random
 import threading
 import time
 
-from support import (
-    admin,
-    assert_all_exact,
-    drive_state,
-    metric,
-    pause_repair,
-    query,
-    shards_by_segment,
-    wait_until,
-    wipe,
-    write_objects,
-)
+from support import drive_state, metric, pause_repair, query, shards_by_segment, wait_until, wipe
 
 from apollo.storage.shardfile import HEADER_BYTES
+from apollo.testing.admin import admin, admin_refused
+from apollo.testing.workload import Workload
 
 
-class Workload(threading.Thread):
+class Load(threading.Thread):
     """PUTs and GETs while the damage happens; every request must succeed."""
 
     def __init__(self, server, bucket: str, seed: int) -> None:
@@ -35,7 +26,7 @@ class Workload(threading.Thread):
         self.s3 = server.s3()
         self.bucket = bucket
         self.rng = random.Random(seed)
-        self.acknowledged: dict[str, bytes] = {}
+        self.acknowledged = Workload(seed)  # what the store acknowledged, checked byte for byte
         self.errors: list[str] = []
         self.stop = threading.Event()
 
@@ -43,18 +34,16 @@ class Workload(threading.Thread):
         n = 0
         while not self.stop.is_set():
             key = f"load-{n % 25}"
-            payload = self.rng.randbytes(self.rng.choice([5_000, 300_000, 2_100_000]))
             try:
-                self.s3.put_object(Bucket=self.bucket, Key=key, Body=payload)
-                self.acknowledged[key] = payload
-                probe = self.rng.choice(list(self.acknowledged))
-                if self.s3.get_object(Bucket=self.bucket, Key=probe)["Body"].read() != self.acknowledged[probe]:
-                    self.errors.append(f"wrong bytes for {probe}")
+                self.acknowledged.put(self.s3, self.bucket, key, self.rng.choice([5_000, 300_000, 2_100_000]))
+                probe = self.rng.choice(self.acknowledged.keys(self.bucket))
+                if (wrong := self.acknowledged.check(self.s3, self.bucket, probe, ranges=False)) is not None:
+                    self.errors.append(wrong)
             except Exception as exc:  # any failed request is a test failure, reported at the end
                 self.errors.append(f"{key}: {exc}")
             n += 1
 
-    def finish(self) -> dict[str, bytes]:
+    def finish(self) -> Workload:
         self.stop.set()
         self.join(60)
         assert not self.errors, self.errors[:5]
@@ -73,8 +62,9 @@ def test_wiped_drive_is_detected_rebuilt_onto_its_replacement_under_load(make_se
     server = make_server()
     s3 = server.s3()
     s3.create_bucket(Bucket="data")
-    objects = write_objects(s3, "data", seed=11)
-    load = Workload(server, "data", seed=12)
+    objects = Workload(11)
+    objects.write(s3, "data", 6)
+    load = Load(server, "data", seed=12)
     load.start()
     wait_until(lambda: len(load.acknowledged) >= 5, 30, "the workload to get going")
 
@@ -84,19 +74,19 @@ def test_wiped_drive_is_detected_rebuilt_onto_its_replacement_under_load(make_se
     assert took < 10, f"a wiped drive must be noticed within seconds, took {took:.1f} s"
     # 4+2 on 6 drives: no spare drive, so its shards wait for the replacement (reads decode meanwhile).
     wiped.mkdir()
-    replaced = admin(server, "drive", "replace", str(wiped), "--wait")
-    assert "replaces" in replaced.stdout
+    replaced = admin("drive", "replace", str(wiped), "--wait", meta_dir=server.meta_dir)
+    assert "replaces" in replaced
     wait_until(lambda: "retired" in drive_states(server) and queue_length(server) == 0, 120, "repairs")
     acknowledged = load.finish()
     assert drive_states(server) == ["online"] * 6 + ["retired"], drive_states(server)
     assert metric(server, "apollo_repaired_shards_total") > 0
 
-    assert_all_exact(s3, "data", objects)
-    assert_all_exact(s3, "data", acknowledged)
+    objects.verify(s3, "data")
+    acknowledged.verify(s3, "data")
     for drive in (server.drives[0], server.drives[4]):  # redundancy is really back: lose m = 2 other drives
         wipe(drive)
-    assert_all_exact(s3, "data", objects)
-    assert_all_exact(s3, "data", acknowledged)
+    objects.verify(s3, "data")
+    acknowledged.verify(s3, "data")
 
 
 def test_scrub_finds_every_flipped_shard_and_repair_restores_the_exact_bytes(make_server):
@@ -104,11 +94,10 @@ def test_scrub_finds_every_flipped_shard_and_repair_restores_the_exact_bytes(mak
     pause_repair(server)
     s3 = server.s3()
     s3.create_bucket(Bucket="data")
-    objects = write_objects(s3, "data", seed=21)
+    objects = Workload(21)
+    objects.write(s3, "data", 6)
+    objects.write(s3, "data", 10, sizes=(20_000, 600_000), prefix="small-")
     rng = random.Random(21)
-    for n in range(10):
-        objects[f"small-{n}"] = rng.randbytes(rng.randint(20_000, 600_000))
-        s3.put_object(Bucket="data", Key=f"small-{n}", Body=objects[f"small-{n}"])
     originals = {}
     for paths in shards_by_segment(server).values():
         for path in rng.sample(paths, rng.randint(1, 2)):  # at most m = 2 damaged shards per segment
@@ -120,49 +109,50 @@ def test_scrub_finds_every_flipped_shard_and_repair_restores_the_exact_bytes(mak
             raw[rng.randrange(*region)] ^= 1 << rng.randrange(8)
             path.write_bytes(bytes(raw))
     assert len(originals) >= 16  # every one of the 16 segments has one or two damaged shards
-    assert_all_exact(s3, "data", objects)  # reads stay correct (and report what they trip over)
+    objects.verify(s3, "data")  # reads stay correct (and report what they trip over)
 
-    scrub = admin(server, "scrub", "--now", "--wait")
+    scrub = admin("scrub", "--now", "--wait", meta_dir=server.meta_dir)
     found = json.loads(_setting(server, "scrub.state"))["last"]
-    assert found["errors"] == len(originals), scrub.stdout
+    assert found["errors"] == len(originals), scrub
     assert queue_length(server) == len(originals)
 
-    admin(server, "repair", "--resume")
+    admin("repair", "--resume", meta_dir=server.meta_dir)
     wait_until(lambda: queue_length(server) == 0, 120, "the repair queue to drain")
     for path, original in originals.items():
         assert path.read_bytes() == original, f"{path} was not rebuilt to its exact bytes"
-    admin(server, "scrub", "--now", "--wait")
+    admin("scrub", "--now", "--wait", meta_dir=server.meta_dir)
     assert json.loads(_setting(server, "scrub.state"))["last"]["errors"] == 0
-    assert_all_exact(s3, "data", objects)
+    objects.verify(s3, "data")
 
 
 def test_drained_drive_is_emptied_and_retired_with_nothing_lost(make_server):
     server = make_server(drives=7)
     s3 = server.s3()
     s3.create_bucket(Bucket="data")
-    objects = write_objects(s3, "data", seed=31)
+    objects = Workload(31)
+    objects.write(s3, "data", 6)
     leaving = server.drives[3]
     assert list((leaving / "shards").rglob("*.*"))
-    admin(server, "drive", "drain", str(leaving), "--wait")
+    admin("drive", "drain", str(leaving), "--wait", meta_dir=server.meta_dir)
     wait_until(lambda: drive_state(server, leaving) == "retired", 30, "the drained drive to be retired")
     assert list((leaving / "shards").rglob("*.*")) == []  # copies removed once the new ones were committed
-    admin(server, "drive", "remove", str(leaving))
+    admin("drive", "remove", str(leaving), meta_dir=server.meta_dir)
     assert drive_state(server, leaving) == ""
     wipe(leaving)
     for drive in server.drives[:2]:  # the drained data kept full redundancy
         wipe(drive)
-    assert_all_exact(s3, "data", objects)
+    objects.verify(s3, "data")
 
 
 def test_scrub_resumes_where_a_killed_server_stopped(make_server):
     server = make_server()
     s3 = server.s3()
     s3.create_bucket(Bucket="data")
-    write_objects(s3, "data", seed=41)
+    Workload(41).write(s3, "data", 6)
     for n in range(60):
         s3.put_object(Bucket="data", Key=f"more-{n}", Body=random.Random(n).randbytes(40_000))
-    admin(server, "scrub", "--rate", "1MiB/s", "--mode", "deep")
-    admin(server, "scrub", "--now")
+    admin("scrub", "--rate", "1MiB/s", "--mode", "deep", meta_dir=server.meta_dir)
+    admin("scrub", "--now", meta_dir=server.meta_dir)
 
     def progressed() -> bool:
         current = json.loads(_setting(server, "scrub.state") or "{}").get("current")
@@ -172,7 +162,7 @@ def test_scrub_resumes_where_a_killed_server_stopped(make_server):
     server.kill()
     before = json.loads(_setting(server, "scrub.state"))["current"]
     server.start()
-    admin(server, "scrub", "--rate", "0")
+    admin("scrub", "--rate", "0", meta_dir=server.meta_dir)
 
     def finished() -> bool:
         state = json.loads(_setting(server, "scrub.state"))
@@ -204,21 +194,19 @@ def test_drain_one_and_add_two_drives_under_load_ends_balanced(make_server):
     server = make_server(drives=7, extra_args=["--gc-delay", "0"])
     s3 = server.s3()
     s3.create_bucket(Bucket="data")
-    rng = random.Random(61)
-    objects = {f"obj-{n}": rng.randbytes(rng.randint(200_000, 900_000)) for n in range(160)}
-    for key, payload in objects.items():
-        s3.put_object(Bucket="data", Key=key, Body=payload)
-    load = Workload(server, "data", seed=62)
+    objects = Workload(61)
+    objects.write(s3, "data", 160, sizes=(200_000, 900_000))
+    load = Load(server, "data", seed=62)
     load.start()
     leaving = server.drives[0]
-    admin(server, "drive", "drain", str(leaving))
+    admin("drive", "drain", str(leaving), meta_dir=server.meta_dir)
     new_drives = [server.root / "drive8", server.root / "drive9"]
     for drive in new_drives:
-        admin(server, "drive", "add", str(drive))
+        admin("drive", "add", str(drive), meta_dir=server.meta_dir)
     wait_until(lambda: drive_state(server, leaving) == "retired", 120, "the drained drive to be retired")
     acknowledged = load.finish()  # no request failed while shards moved
     wait_until(lambda: _garbage_due(server) == 0, 30, "GC of overwritten data")
-    admin(server, "rebalance", "--now", "--wait")
+    admin("rebalance", "--now", "--wait", meta_dir=server.meta_dir)
     wait_until(lambda: queue_length(server) == 0, 120, "the planned moves")
 
     online = [d for d in server.drives[1:] + new_drives]
@@ -226,7 +214,8 @@ def test_drain_one_and_add_two_drives_under_load_ends_balanced(make_server):
     mean = sum(usage) / len(usage)
     assert (max(usage) - min(usage)) / mean <= 0.10, [round(u / 1e6, 2) for u in usage]
     assert shard_bytes_by_drive(server, [leaving]) == [0]
-    assert_all_exact(s3, "data", objects | acknowledged)
+    objects.verify(s3, "data")
+    acknowledged.verify(s3, "data")
 
 
 def _garbage_due(server) -> int:
@@ -237,8 +226,9 @@ def test_unreachable_drive_goes_offline_comes_back_and_fails_after_the_grace(mak
     server = make_server(drives=7)
     s3 = server.s3()
     s3.create_bucket(Bucket="data")
-    objects = write_objects(s3, "data", seed=71)
-    admin(server, "tune", "drive_offline_grace_s=4")
+    objects = Workload(71)
+    objects.write(s3, "data", 6)
+    admin("tune", "drive_offline_grace_s=4", meta_dir=server.meta_dir)
     drive = server.drives[1]
     format_file = drive / "apollo-drive.json"
     identity = format_file.read_bytes()
@@ -253,7 +243,8 @@ def test_unreachable_drive_goes_offline_comes_back_and_fails_after_the_grace(mak
 
     break_it()
     wait_until(lambda: drive_state(server, drive) == "offline", 10, "the drive to go offline")
-    admin(server, "rebalance", "--now")  # a pass while it is offline waits for it, planning nothing around it
+    # A pass while it is offline waits for it, planning nothing around it.
+    admin("rebalance", "--now", meta_dir=server.meta_dir)
     requested = float(_setting(server, "rebalance.requested"))
     wait_until(lambda: rebalance_state(server).get("current", {}).get("waiting"), 10, "the pass to wait")
     assert queue_length(server) == 0
@@ -273,26 +264,27 @@ def test_unreachable_drive_goes_offline_comes_back_and_fails_after_the_grace(mak
     wipe(drive)
     for other in server.drives[2:4]:
         wipe(other)
-    assert_all_exact(s3, "data", objects)
+    objects.verify(s3, "data")
 
 
 def test_waiting_for_a_repair_that_cannot_finish_gives_up_after_its_timeout(make_server):
     server = make_server()  # 4+2 on 6 drives: a lost drive's shards have nowhere to go until it is replaced
     s3 = server.s3()
     s3.create_bucket(Bucket="data")
-    objects = write_objects(s3, "data", seed=81)
+    objects = Workload(81)
+    objects.write(s3, "data", 6)
     wipe(server.drives[0])
     wait_until(lambda: queue_length(server) > 0, 30, "the lost drive's shards to be queued")
     started = time.monotonic()
-    waited = admin(server, "repair", "--wait", "--timeout", "2", check=False)
-    assert waited.returncode != 0 and "not done after 2 s" in waited.stderr, waited.stdout + waited.stderr
+    waited = admin_refused("repair", "--wait", "--timeout", "2", meta_dir=server.meta_dir)
+    assert "not done after 2 s" in waited, waited
     assert time.monotonic() - started < 30
-    assert_all_exact(s3, "data", objects)  # meanwhile every read decodes around the lost drive
+    objects.verify(s3, "data")  # meanwhile every read decodes around the lost drive
     # The manager says what five drives for six shards cost, in the words `drive drain` would refuse with.
     shortfall = ("5 live drives for 6-wide segments: each holds one shard of a segment and 1 finds no drive, so only "
                  "1 of them may fail at once, not 2 (surviving any 2 takes 6 drives)")  # fmt: skip
     wait_until(lambda: f"WARNING apollo.manager: 4+2 segments: {shortfall}" in server.log_path.read_text(), 10,
                "the manager's warning")  # fmt: skip
-    assert f"WARNING: {shortfall}" in " ".join(admin(server, "status").stdout.split())
-    refused = admin(server, "drive", "drain", str(server.drives[1]), check=False)
-    assert refused.returncode != 0 and "leaves 4 live drives for 6-wide segments" in refused.stderr, refused.stderr
+    assert f"WARNING: {shortfall}" in " ".join(admin("status", meta_dir=server.meta_dir).split())
+    refused = admin_refused("drive", "drain", str(server.drives[1]), meta_dir=server.meta_dir)
+    assert "leaves 4 live drives for 6-wide segments" in refused, refused

@@ -19,6 +19,7 @@ from apollo.meta.location import meta_target
 from apollo.meta.store import SqlStore
 from apollo.proto.records import Lease
 from apollo.roles.workers import METRICS_DIR
+from apollo.testing.s3error import error_of
 
 
 def _processes_of(server) -> list[int]:
@@ -77,7 +78,7 @@ def test_racing_conditional_creates_across_workers_have_one_winner(make_server, 
             client.put_object(Bucket="race", Key="once", Body=bytes([n]) * 100_000, IfNoneMatch="*")
             outcomes.append(f"won {n}")
         except ClientError as exc:
-            outcomes.append(exc.response["Error"]["Code"])
+            outcomes.append(error_of(exc)[0])
 
     threads = [threading.Thread(target=create, args=(n,)) for n in range(8)]
     for thread in threads:

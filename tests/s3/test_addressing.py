@@ -11,8 +11,8 @@ from urllib.parse import urlsplit, urlunsplit
 import boto3
 import pytest
 from botocore.config import Config
-from botocore.exceptions import ClientError
 
+from apollo.testing.s3error import s3_error
 from apollo.testing.server import DEV_ACCESS_KEY, DEV_SECRET_KEY, ServerProcess
 
 DOMAIN = "apollo.test"
@@ -52,6 +52,5 @@ def test_virtual_host_requests_reach_the_bucket_in_the_host_header(vhost_server)
 
 
 def test_virtual_host_with_a_missing_bucket_is_no_such_bucket(vhost_server):
-    with pytest.raises(ClientError) as exc:
+    with s3_error("NoSuchBucket"):
         _virtual_client(vhost_server).get_object(Bucket="no-such-bucket-here", Key="k")
-    assert exc.value.response["Error"]["Code"] == "NoSuchBucket"

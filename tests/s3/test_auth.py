@@ -9,8 +9,6 @@ import datetime
 import hashlib
 import http.client
 import os
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -29,17 +27,14 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 from signed_http import put_signed_chunks, send
 
+from apollo.testing.admin import admin
+from apollo.testing.s3error import error_of, s3_error
 from apollo.testing.server import DEV_ACCESS_KEY, DEV_SECRET_KEY
 
 
 def _client(server, key: str = DEV_ACCESS_KEY, secret: str = DEV_SECRET_KEY, **config):
     return boto3.client("s3", endpoint_url=server.endpoint, aws_access_key_id=key, aws_secret_access_key=secret,
                         region_name="us-east-1", config=Config(retries={"max_attempts": 1}, **config))  # fmt: skip
-
-
-def _error(exc_info: pytest.ExceptionInfo[ClientError]) -> tuple[str, int]:
-    response = exc_info.value.response
-    return response["Error"]["Code"], response["ResponseMetadata"]["HTTPStatusCode"]
 
 
 def _urlopen(url: str, method: str = "GET", data: bytes | None = None, headers: dict | None = None):
@@ -68,9 +63,9 @@ def _crc32(data: bytes) -> str:
 
 
 def _absent(s3, bucket: str, key: str) -> bool:
-    with pytest.raises(ClientError) as exc:
+    with s3_error("404", 404):
         s3.head_object(Bucket=bucket, Key=key)
-    return _error(exc) == ("404", 404)
+    return True
 
 
 def _no_temp_files_left(server, timeout_s: float = 5.0) -> bool:
@@ -86,21 +81,18 @@ def _no_temp_files_left(server, timeout_s: float = 5.0) -> bool:
 
 
 def test_wrong_secret_is_signature_does_not_match(server, bucket):
-    with pytest.raises(ClientError) as exc:
+    with s3_error("SignatureDoesNotMatch", 403):
         _client(server, secret="not-the-secret").list_objects_v2(Bucket=bucket)
-    assert _error(exc) == ("SignatureDoesNotMatch", 403)
 
 
 def test_unknown_access_key_is_invalid_access_key_id(server, bucket):
-    with pytest.raises(ClientError) as exc:
+    with s3_error("InvalidAccessKeyId", 403):
         _client(server, key="AKNOSUCHKEY0000000").list_objects_v2(Bucket=bucket)
-    assert _error(exc) == ("InvalidAccessKeyId", 403)
 
 
 def test_wrong_secret_cannot_write(server, s3, bucket):
-    with pytest.raises(ClientError) as exc:
+    with s3_error("SignatureDoesNotMatch", 403):
         _client(server, secret="not-the-secret").put_object(Bucket=bucket, Key="k", Body=b"data")
-    assert _error(exc) == ("SignatureDoesNotMatch", 403)
     assert _absent(s3, bucket, "k")
 
 
@@ -201,10 +193,9 @@ def test_expired_sigv2_presigned_url_is_access_denied(server, s3, bucket, monkey
 @pytest.mark.parametrize("minutes", [-20, 20])
 def test_request_signed_20_minutes_off_is_request_time_too_skewed(server, bucket, monkeypatch, minutes):
     _sign_at(monkeypatch, datetime.datetime.now(datetime.UTC) + datetime.timedelta(minutes=minutes))
-    with pytest.raises(ClientError) as exc:
+    with s3_error("RequestTimeTooSkewed", 403) as exc:
         _client(server).list_objects_v2(Bucket=bucket)
-    assert _error(exc) == ("RequestTimeTooSkewed", 403)
-    assert exc.value.response["Error"]["MaxAllowedSkewMilliseconds"] == "900000"
+    assert exc.fields["MaxAllowedSkewMilliseconds"] == "900000"
 
 
 def test_request_signed_10_minutes_off_is_accepted(server, bucket, monkeypatch):
@@ -216,9 +207,7 @@ def test_request_signed_10_minutes_off_is_accepted(server, bucket, monkeypatch):
 
 
 def _admin_key(server, *args: str) -> str:
-    done = subprocess.run([sys.executable, "-m", "apollo", "admin", "key", *args, "--meta-dir", str(server.meta_dir)],
-                          capture_output=True, text=True, timeout=60, check=True)  # fmt: skip
-    return done.stdout
+    return admin("key", *args, meta_dir=server.meta_dir, timeout=60)
 
 
 def _create_key(server) -> tuple[str, str]:
@@ -236,16 +225,14 @@ def test_created_key_works_and_is_listed(server, bucket):
 
 def test_created_key_with_wrong_secret_does_not_match(server, bucket):
     key, _ = _create_key(server)
-    with pytest.raises(ClientError) as exc:
+    with s3_error("SignatureDoesNotMatch", 403):
         _client(server, key, DEV_SECRET_KEY).list_objects_v2(Bucket=bucket)
-    assert _error(exc) == ("SignatureDoesNotMatch", 403)
 
 
 def test_key_works_at_once_even_after_a_failed_attempt_before_it_existed(server, bucket):
     key, secret = f"AKLATE{uuid.uuid4().hex[:10].upper()}", None
-    with pytest.raises(ClientError) as exc:
+    with s3_error("InvalidAccessKeyId", 403):
         _client(server, key, "not-yet-a-secret-at-all").list_objects_v2(Bucket=bucket)
-    assert _error(exc) == ("InvalidAccessKeyId", 403)
     lines = dict(line.split(": ", 1) for line in _admin_key(server, "create", key).splitlines() if ": " in line)
     secret = lines["secret key"]
     assert _client(server, key, secret).list_objects_v2(Bucket=bucket)["KeyCount"] == 0  # no negative caching
@@ -254,9 +241,8 @@ def test_key_works_at_once_even_after_a_failed_attempt_before_it_existed(server,
 def test_key_deleted_before_use_is_invalid_access_key_id(server, bucket):
     key, secret = _create_key(server)
     _admin_key(server, "delete", key)
-    with pytest.raises(ClientError) as exc:
+    with s3_error("InvalidAccessKeyId", 403):
         _client(server, key, secret).list_objects_v2(Bucket=bucket)
-    assert _error(exc) == ("InvalidAccessKeyId", 403)
 
 
 def test_deleted_key_stops_working_within_the_cache_lifetime(server, bucket):
@@ -269,7 +255,7 @@ def test_deleted_key_stops_working_within_the_cache_lifetime(server, bucket):
         try:
             client.list_objects_v2(Bucket=bucket)
         except ClientError as exc:
-            assert exc.response["Error"]["Code"] == "InvalidAccessKeyId"
+            assert error_of(exc)[0] == "InvalidAccessKeyId"
             break
         assert time.monotonic() < deadline, "a deleted key still works after 15 s"
         time.sleep(0.25)

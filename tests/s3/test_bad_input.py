@@ -18,6 +18,8 @@ import pytest
 from botocore.exceptions import ClientError
 from signed_http import Reply, put_signed_chunks, send, send_partial, sign
 
+from apollo.testing.s3error import error_of
+
 GIB = 1024**3
 
 
@@ -25,7 +27,7 @@ def _absent(s3, bucket: str, key: str) -> bool:
     try:
         s3.head_object(Bucket=bucket, Key=key)
     except ClientError as exc:
-        return exc.response["ResponseMetadata"]["HTTPStatusCode"] == 404
+        return error_of(exc)[1] == 404
     return False
 
 

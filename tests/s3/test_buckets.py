@@ -8,16 +8,12 @@ import uuid
 import xml.etree.ElementTree as ET
 
 import pytest
-from botocore.exceptions import ClientError
+
+from apollo.testing.s3error import s3_error
 
 
 def _new_name() -> str:
     return f"test-{uuid.uuid4().hex[:12]}"
-
-
-def _error(exc_info: pytest.ExceptionInfo[ClientError]) -> tuple[str, int]:
-    response = exc_info.value.response
-    return response["Error"]["Code"], response["ResponseMetadata"]["HTTPStatusCode"]
 
 
 def test_create_bucket_appears_in_list_buckets(s3):
@@ -68,15 +64,13 @@ def test_list_buckets_pages_with_max_buckets(s3):
 @pytest.mark.parametrize("max_buckets", [0, 10001])
 def test_list_buckets_max_buckets_out_of_range_is_invalid_argument(server, max_buckets):
     unvalidated = server.s3(parameter_validation=False)
-    with pytest.raises(ClientError) as exc:
+    with s3_error("InvalidArgument", 400):
         unvalidated.list_buckets(MaxBuckets=max_buckets)
-    assert _error(exc) == ("InvalidArgument", 400)
 
 
 def test_create_bucket_twice_is_already_owned_by_you(s3, bucket):
-    with pytest.raises(ClientError) as exc:
+    with s3_error("BucketAlreadyOwnedByYou", 409):
         s3.create_bucket(Bucket=bucket)
-    assert _error(exc) == ("BucketAlreadyOwnedByYou", 409)
 
 
 def test_create_bucket_with_location_constraint_is_accepted(s3):
@@ -91,26 +85,23 @@ def test_head_bucket_existing_answers_200(s3, bucket):
 
 
 def test_head_bucket_missing_answers_404(s3):
-    with pytest.raises(ClientError) as exc:
-        s3.head_bucket(Bucket=_new_name())
     # HEAD has no body: botocore reports the bare status as the code.
-    assert _error(exc) == ("404", 404)
+    with s3_error("404", 404):
+        s3.head_bucket(Bucket=_new_name())
 
 
 def test_delete_empty_bucket_then_it_is_gone(s3, bucket):
     response = s3.delete_bucket(Bucket=bucket)
     assert response["ResponseMetadata"]["HTTPStatusCode"] == 204
     assert bucket not in [b["Name"] for b in s3.list_buckets()["Buckets"]]
-    with pytest.raises(ClientError) as exc:
+    with s3_error("404", 404):
         s3.head_bucket(Bucket=bucket)
-    assert _error(exc) == ("404", 404)
 
 
 def test_delete_non_empty_bucket_is_bucket_not_empty(s3, bucket):
     s3.put_object(Bucket=bucket, Key="k", Body=b"x")
-    with pytest.raises(ClientError) as exc:
+    with s3_error("BucketNotEmpty", 409):
         s3.delete_bucket(Bucket=bucket)
-    assert _error(exc) == ("BucketNotEmpty", 409)
     assert s3.get_object(Bucket=bucket, Key="k")["Body"].read() == b"x"
 
 
@@ -122,9 +113,8 @@ def test_delete_bucket_after_its_objects_are_deleted(s3, bucket):
 
 
 def test_delete_missing_bucket_is_no_such_bucket(s3):
-    with pytest.raises(ClientError) as exc:
+    with s3_error("NoSuchBucket", 404):
         s3.delete_bucket(Bucket=_new_name())
-    assert _error(exc) == ("NoSuchBucket", 404)
 
 
 def test_bucket_name_can_be_reused_after_delete(s3, bucket):
@@ -135,12 +125,10 @@ def test_bucket_name_can_be_reused_after_delete(s3, bucket):
 
 def test_object_operations_on_missing_bucket_are_no_such_bucket(s3):
     name = _new_name()
-    with pytest.raises(ClientError) as exc:
+    with s3_error("NoSuchBucket", 404):
         s3.put_object(Bucket=name, Key="k", Body=b"x")
-    assert _error(exc) == ("NoSuchBucket", 404)
-    with pytest.raises(ClientError) as exc:
+    with s3_error("NoSuchBucket", 404):
         s3.get_object(Bucket=name, Key="k")
-    assert _error(exc) == ("NoSuchBucket", 404)
 
 
 def test_get_bucket_location_is_us_east_1(s3, bucket):
@@ -149,9 +137,8 @@ def test_get_bucket_location_is_us_east_1(s3, bucket):
 
 
 def test_get_bucket_location_missing_bucket(s3):
-    with pytest.raises(ClientError) as exc:
+    with s3_error("NoSuchBucket", 404):
         s3.get_bucket_location(Bucket=_new_name())
-    assert _error(exc) == ("NoSuchBucket", 404)
 
 
 @pytest.mark.parametrize(
@@ -170,9 +157,8 @@ def test_get_bucket_location_missing_bucket(s3):
     ],
 )
 def test_invalid_bucket_name_is_rejected(s3, name):
-    with pytest.raises(ClientError) as exc:
+    with s3_error("InvalidBucketName", 400):
         s3.create_bucket(Bucket=name)
-    assert _error(exc) == ("InvalidBucketName", 400)
 
 
 @pytest.mark.parametrize(
@@ -205,22 +191,19 @@ def test_get_bucket_acl_is_owner_full_control(s3, bucket):
 
 
 def test_get_bucket_acl_missing_bucket(s3):
-    with pytest.raises(ClientError) as exc:
+    with s3_error("NoSuchBucket", 404):
         s3.get_bucket_acl(Bucket=_new_name())
-    assert _error(exc) == ("NoSuchBucket", 404)
 
 
 def test_put_bucket_acl_private_is_accepted_and_public_is_not(s3, bucket):
     s3.put_bucket_acl(Bucket=bucket, ACL="private")
-    with pytest.raises(ClientError) as exc:
+    with s3_error("NotImplemented", 501):
         s3.put_bucket_acl(Bucket=bucket, ACL="public-read")
-    assert _error(exc) == ("NotImplemented", 501)
 
 
 def test_unsupported_bucket_put_is_not_implemented(s3, bucket):
-    with pytest.raises(ClientError) as exc:
+    with s3_error("NotImplemented", 501):
         s3.put_bucket_policy(Bucket=bucket, Policy='{"Version": "2012-10-17", "Statement": []}')
-    assert _error(exc) == ("NotImplemented", 501)
     # The server keeps serving the bucket normally afterwards.
     s3.put_object(Bucket=bucket, Key="after", Body=b"still fine")
     assert s3.get_object(Bucket=bucket, Key="after")["Body"].read() == b"still fine"
@@ -249,6 +232,5 @@ def test_unsupported_bucket_get_answers_501_with_xml_error_body(s3, bucket):
     ids=["cors", "encryption", "website"],
 )
 def test_other_unsupported_bucket_apis_are_not_implemented(s3, bucket, call):
-    with pytest.raises(ClientError) as exc:
+    with s3_error("NotImplemented", 501):
         call(s3, bucket)
-    assert _error(exc) == ("NotImplemented", 501)

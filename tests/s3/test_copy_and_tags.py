@@ -10,16 +10,12 @@ import uuid
 
 import crc32c
 import pytest
-from botocore.exceptions import ClientError
+
+from apollo.testing.s3error import s3_error
 
 MIB = 1024 * 1024
 HOUR = datetime.timedelta(hours=1)
 OTHER_ETAG = '"0123456789abcdef0123456789abcdef"'
-
-
-def _error(exc_info: pytest.ExceptionInfo[ClientError]) -> tuple[str, int]:
-    response = exc_info.value.response
-    return response["Error"]["Code"], response["ResponseMetadata"]["HTTPStatusCode"]
 
 
 def _md5_etag(data: bytes) -> str:
@@ -91,9 +87,8 @@ def test_copy_with_replace_directive_uses_request_metadata(s3, source):
 
 def test_copy_onto_itself_without_replace_is_invalid_request(s3, source):
     bucket, _ = source
-    with pytest.raises(ClientError) as exc:
+    with s3_error("InvalidRequest", 400):
         s3.copy_object(Bucket=bucket, Key="src", CopySource={"Bucket": bucket, "Key": "src"})
-    assert _error(exc) == ("InvalidRequest", 400)
 
 
 def test_copy_onto_itself_with_replace_changes_metadata_only(s3, source):
@@ -116,23 +111,20 @@ def test_copy_replaces_existing_destination(s3, source):
 
 
 def test_copy_missing_source_key_is_no_such_key(s3, bucket):
-    with pytest.raises(ClientError) as exc:
+    with s3_error("NoSuchKey", 404):
         s3.copy_object(Bucket=bucket, Key="dst", CopySource={"Bucket": bucket, "Key": "missing"})
-    assert _error(exc) == ("NoSuchKey", 404)
 
 
 def test_copy_missing_source_bucket_is_no_such_bucket(s3, bucket):
     missing = f"test-{uuid.uuid4().hex[:12]}"
-    with pytest.raises(ClientError) as exc:
+    with s3_error("NoSuchBucket", 404):
         s3.copy_object(Bucket=bucket, Key="dst", CopySource={"Bucket": missing, "Key": "src"})
-    assert _error(exc) == ("NoSuchBucket", 404)
 
 
 def test_copy_to_missing_destination_bucket_is_no_such_bucket(s3, source):
     bucket, _ = source
-    with pytest.raises(ClientError) as exc:
+    with s3_error("NoSuchBucket", 404):
         s3.copy_object(Bucket=f"test-{uuid.uuid4().hex[:12]}", Key="dst", CopySource={"Bucket": bucket, "Key": "src"})
-    assert _error(exc) == ("NoSuchBucket", 404)
 
 
 @pytest.mark.parametrize("size", [0, 20 * MIB + 3], ids=["empty", "20MiB"])
@@ -184,9 +176,8 @@ def test_copy_with_checksum_algorithm_computes_that_checksum(s3, bucket):
 def test_copy_if_none_match_star_refuses_an_existing_destination(s3, source):
     bucket, data = source
     s3.put_object(Bucket=bucket, Key="dst", Body=b"keep me")
-    with pytest.raises(ClientError) as exc:
+    with s3_error("PreconditionFailed", 412):
         s3.copy_object(Bucket=bucket, Key="dst", CopySource={"Bucket": bucket, "Key": "src"}, IfNoneMatch="*")
-    assert _error(exc) == ("PreconditionFailed", 412)
     assert _get(s3, bucket, "dst") == b"keep me"
     s3.copy_object(Bucket=bucket, Key="new", CopySource={"Bucket": bucket, "Key": "src"}, IfNoneMatch="*")
     assert _get(s3, bucket, "new") == data
@@ -195,9 +186,8 @@ def test_copy_if_none_match_star_refuses_an_existing_destination(s3, source):
 def test_copy_if_match_on_the_destination(s3, source):
     bucket, data = source
     etag = s3.put_object(Bucket=bucket, Key="dst", Body=b"old")["ETag"]
-    with pytest.raises(ClientError) as exc:
+    with s3_error("PreconditionFailed", 412):
         s3.copy_object(Bucket=bucket, Key="dst", CopySource={"Bucket": bucket, "Key": "src"}, IfMatch=OTHER_ETAG)
-    assert _error(exc) == ("PreconditionFailed", 412)
     s3.copy_object(Bucket=bucket, Key="dst", CopySource={"Bucket": bucket, "Key": "src"}, IfMatch=etag)
     assert _get(s3, bucket, "dst") == data
 
@@ -207,9 +197,8 @@ def test_copy_with_unknown_metadata_directive_is_invalid_argument(s3, source):
     s3.meta.events.register_first(
         "before-sign.s3.CopyObject", lambda request, **_: request.headers.__setitem__("x-amz-metadata-directive", "X")
     )
-    with pytest.raises(ClientError) as exc:
+    with s3_error("InvalidArgument", 400):
         s3.copy_object(Bucket=bucket, Key="dst", CopySource={"Bucket": bucket, "Key": "src"})
-    assert _error(exc) == ("InvalidArgument", 400)
 
 
 # --- Copy-source conditions ------------------------------------------------------------------------------------
@@ -225,12 +214,10 @@ def _copy(s3, bucket: str, **conditions) -> dict:
 
 
 def _copy_fails(s3, bucket: str, **conditions) -> None:
-    with pytest.raises(ClientError) as exc:
+    with s3_error("PreconditionFailed", 412):
         _copy(s3, bucket, **conditions)
-    assert _error(exc) == ("PreconditionFailed", 412)
-    with pytest.raises(ClientError) as exc:
+    with s3_error("404", 404):
         s3.head_object(Bucket=bucket, Key="dst")
-    assert _error(exc) == ("404", 404)
 
 
 # (condition, the value that fails, the value that passes), from the source's ETag and Last-Modified
@@ -326,29 +313,24 @@ def test_ten_tags_are_allowed(s3, bucket):
 def test_invalid_tag_set_is_invalid_tag(server, s3, bucket, tag_set):
     s3.put_object(Bucket=bucket, Key="k", Body=b"x", Tagging="keep=me")
     unvalidated = server.s3(parameter_validation=False)  # boto3 itself refuses an empty key
-    with pytest.raises(ClientError) as exc:
+    with s3_error("InvalidTag", 400):
         unvalidated.put_object_tagging(Bucket=bucket, Key="k", Tagging={"TagSet": tag_set})
-    assert _error(exc) == ("InvalidTag", 400)
     assert _tags(s3, bucket, "k") == {"keep": "me"}
 
 
 def test_invalid_tagging_header_on_put_object_is_invalid_tag(s3, bucket):
     tagging = "&".join(f"k{n}=v" for n in range(11))
-    with pytest.raises(ClientError) as exc:
+    with s3_error("InvalidTag", 400):
         s3.put_object(Bucket=bucket, Key="k", Body=b"x", Tagging=tagging)
-    assert _error(exc) == ("InvalidTag", 400)
-    with pytest.raises(ClientError) as exc:
+    with s3_error("404", 404):
         s3.head_object(Bucket=bucket, Key="k")
-    assert _error(exc) == ("404", 404)
 
 
 def test_tagging_on_missing_key_is_no_such_key(s3, bucket):
-    with pytest.raises(ClientError) as exc:
+    with s3_error("NoSuchKey", 404):
         s3.get_object_tagging(Bucket=bucket, Key="missing")
-    assert _error(exc) == ("NoSuchKey", 404)
-    with pytest.raises(ClientError) as exc:
+    with s3_error("NoSuchKey", 404):
         s3.put_object_tagging(Bucket=bucket, Key="missing", Tagging={"TagSet": [{"Key": "a", "Value": "b"}]})
-    assert _error(exc) == ("NoSuchKey", 404)
 
 
 # --- Object ACLs -----------------------------------------------------------------------------------------------
@@ -365,15 +347,12 @@ def test_object_acl_private_roundtrip(s3, bucket):
 
 def test_object_acl_public_read_is_not_implemented(s3, bucket):
     s3.put_object(Bucket=bucket, Key="k", Body=b"x")
-    with pytest.raises(ClientError) as exc:
+    with s3_error("NotImplemented", 501):
         s3.put_object_acl(Bucket=bucket, Key="k", ACL="public-read")
-    assert _error(exc) == ("NotImplemented", 501)
 
 
 def test_object_acl_on_missing_key_is_no_such_key(s3, bucket):
-    with pytest.raises(ClientError) as exc:
+    with s3_error("NoSuchKey", 404):
         s3.get_object_acl(Bucket=bucket, Key="missing")
-    assert _error(exc) == ("NoSuchKey", 404)
-    with pytest.raises(ClientError) as exc:
+    with s3_error("NoSuchKey", 404):
         s3.put_object_acl(Bucket=bucket, Key="missing", ACL="private")
-    assert _error(exc) == ("NoSuchKey", 404)

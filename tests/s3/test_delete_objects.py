@@ -4,13 +4,7 @@ from __future__ import annotations
 
 import uuid
 
-import pytest
-from botocore.exceptions import ClientError
-
-
-def _error(exc_info: pytest.ExceptionInfo[ClientError]) -> tuple[str, int]:
-    response = exc_info.value.response
-    return response["Error"]["Code"], response["ResponseMetadata"]["HTTPStatusCode"]
+from apollo.testing.s3error import s3_error
 
 
 def _delete(s3, bucket: str, objects: list[dict], quiet: bool = False) -> dict:
@@ -54,22 +48,19 @@ def test_exactly_1000_keys_is_accepted(s3, bucket):
 
 def test_more_than_1000_keys_is_malformed_xml(s3, bucket):
     s3.put_object(Bucket=bucket, Key="k0", Body=b"x")
-    with pytest.raises(ClientError) as exc:
+    with s3_error("MalformedXML", 400):
         _delete(s3, bucket, [{"Key": f"k{n}"} for n in range(1001)])
-    assert _error(exc) == ("MalformedXML", 400)
     assert _keys(s3, bucket) == ["k0"]  # nothing was deleted
 
 
 def test_empty_object_list_is_malformed_xml(s3, bucket):
-    with pytest.raises(ClientError) as exc:
+    with s3_error("MalformedXML", 400):
         _delete(s3, bucket, [])
-    assert _error(exc) == ("MalformedXML", 400)
 
 
 def test_delete_objects_in_missing_bucket_is_no_such_bucket(s3):
-    with pytest.raises(ClientError) as exc:
+    with s3_error("NoSuchBucket", 404):
         _delete(s3, f"missing-{uuid.uuid4().hex[:12]}", [{"Key": "a"}])
-    assert _error(exc) == ("NoSuchBucket", 404)
 
 
 def test_versioned_batch_delete_creates_delete_markers(s3, bucket):

@@ -14,14 +14,10 @@ import time
 import uuid
 
 import pytest
-from botocore.exceptions import ClientError
+
+from apollo.testing.s3error import s3_error
 
 MIB5 = 5 * 1024 * 1024
-
-
-def _error(exc_info: pytest.ExceptionInfo[ClientError]) -> tuple[str, int]:
-    response = exc_info.value.response
-    return response["Error"]["Code"], response["ResponseMetadata"]["HTTPStatusCode"]
 
 
 def _md5(data: bytes) -> str:
@@ -106,9 +102,8 @@ def test_head_by_part_number_reports_range_and_parts_count(s3, completed, big_pa
 
 def test_part_number_beyond_the_parts_is_invalid_part(s3, completed):
     bucket, key, _ = completed
-    with pytest.raises(ClientError) as exc:
+    with s3_error("InvalidPart", 400):
         s3.get_object(Bucket=bucket, Key=key, PartNumber=4)
-    assert _error(exc) == ("InvalidPart", 400)
 
 
 def test_part_number_on_a_plain_object(s3, bucket):
@@ -116,9 +111,8 @@ def test_part_number_on_a_plain_object(s3, bucket):
     got = s3.get_object(Bucket=bucket, Key="plain", PartNumber=1)
     assert got["Body"].read() == b"0123456789"
     assert "PartsCount" not in got
-    with pytest.raises(ClientError) as exc:
+    with s3_error("InvalidPart", 400):
         s3.get_object(Bucket=bucket, Key="plain", PartNumber=2)
-    assert _error(exc) == ("InvalidPart", 400)
 
 
 def test_completed_upload_leaves_the_uploads_list(s3, completed):
@@ -139,9 +133,8 @@ def test_complete_may_skip_uploaded_part_numbers(s3, bucket):
     one = _part(s3, bucket, upload_id, 1, b"one")
     _part(s3, bucket, upload_id, 2, b"two")
     three = _part(s3, bucket, upload_id, 3, b"three")
-    with pytest.raises(ClientError) as exc:  # a small part may only be the last one
+    with s3_error("EntityTooSmall", 400):  # a small part may only be the last one
         _complete(s3, bucket, upload_id, [one, three])
-    assert _error(exc) == ("EntityTooSmall", 400)
     _complete(s3, bucket, upload_id, [three])
     assert s3.get_object(Bucket=bucket, Key="mp")["Body"].read() == b"three"
 
@@ -150,9 +143,8 @@ def test_complete_twice_is_no_such_upload(s3, bucket):
     upload_id = _start(s3, bucket)
     parts = [_part(s3, bucket, upload_id, 1, b"x")]
     _complete(s3, bucket, upload_id, parts)
-    with pytest.raises(ClientError) as exc:
+    with s3_error("NoSuchUpload", 404):
         _complete(s3, bucket, upload_id, parts)
-    assert _error(exc) == ("NoSuchUpload", 404)
 
 
 def test_complete_in_versioned_bucket_returns_a_version_id(s3, bucket):
@@ -168,51 +160,45 @@ def test_complete_in_versioned_bucket_returns_a_version_id(s3, bucket):
 def test_small_part_that_is_not_last_is_entity_too_small(s3, bucket):
     upload_id = _start(s3, bucket)
     parts = [_part(s3, bucket, upload_id, 1, b"a" * 1024), _part(s3, bucket, upload_id, 2, b"b")]
-    with pytest.raises(ClientError) as exc:
+    with s3_error("EntityTooSmall", 400):
         _complete(s3, bucket, upload_id, parts)
-    assert _error(exc) == ("EntityTooSmall", 400)
     assert s3.list_parts(Bucket=bucket, Key="mp", UploadId=upload_id)["Parts"][0]["Size"] == 1024  # still open
 
 
 def test_wrong_part_etag_is_invalid_part(s3, bucket):
     upload_id = _start(s3, bucket)
     _part(s3, bucket, upload_id, 1, b"x")
-    with pytest.raises(ClientError) as exc:
+    with s3_error("InvalidPart", 400):
         _complete(s3, bucket, upload_id, [{"PartNumber": 1, "ETag": f'"{_md5(b"other")}"'}])
-    assert _error(exc) == ("InvalidPart", 400)
 
 
 def test_never_uploaded_part_is_invalid_part(s3, bucket):
     upload_id = _start(s3, bucket)
     part = _part(s3, bucket, upload_id, 1, b"x")
-    with pytest.raises(ClientError) as exc:
+    with s3_error("InvalidPart", 400):
         _complete(s3, bucket, upload_id, [{**part, "PartNumber": 2}])
-    assert _error(exc) == ("InvalidPart", 400)
 
 
 def test_unordered_parts_are_invalid_part_order(s3, bucket):
     upload_id = _start(s3, bucket)
     one, two = _part(s3, bucket, upload_id, 1, b"1"), _part(s3, bucket, upload_id, 2, b"2")
-    with pytest.raises(ClientError) as exc:
+    with s3_error("InvalidPartOrder", 400):
         _complete(s3, bucket, upload_id, [two, one])
-    assert _error(exc) == ("InvalidPartOrder", 400)
 
 
 def test_empty_part_list_is_malformed_xml(s3, bucket):
     upload_id = _start(s3, bucket)
     _part(s3, bucket, upload_id, 1, b"1")
-    with pytest.raises(ClientError) as exc:
+    with s3_error("MalformedXML", 400):
         _complete(s3, bucket, upload_id, [])
-    assert _error(exc) == ("MalformedXML", 400)
 
 
 def test_complete_listing_more_than_10000_parts_is_refused_and_the_upload_survives(s3, bucket):
     upload_id = _start(s3, bucket)
     part = _part(s3, bucket, upload_id, 1, b"1")
     too_many = [{"PartNumber": n, "ETag": part["ETag"]} for n in range(1, 10_002)]
-    with pytest.raises(ClientError) as exc:
+    with s3_error("InvalidArgument", 400):
         _complete(s3, bucket, upload_id, too_many)
-    assert _error(exc) == ("InvalidArgument", 400)
     assert [p["PartNumber"] for p in s3.list_parts(Bucket=bucket, Key="mp", UploadId=upload_id)["Parts"]] == [1]
     _complete(s3, bucket, upload_id, [part])  # still completable
     assert s3.get_object(Bucket=bucket, Key="mp")["Body"].read() == b"1"
@@ -221,9 +207,8 @@ def test_complete_listing_more_than_10000_parts_is_refused_and_the_upload_surviv
 @pytest.mark.parametrize("number", [0, 10001])
 def test_part_number_out_of_range_is_invalid_argument(s3, bucket, number):
     upload_id = _start(s3, bucket)
-    with pytest.raises(ClientError) as exc:
+    with s3_error("InvalidArgument", 400):
         s3.upload_part(Bucket=bucket, Key="mp", UploadId=upload_id, PartNumber=number, Body=b"x")
-    assert _error(exc) == ("InvalidArgument", 400)
 
 
 def test_unknown_upload_id_is_no_such_upload(s3, bucket):
@@ -235,22 +220,19 @@ def test_unknown_upload_id_is_no_such_upload(s3, bucket):
         lambda: s3.abort_multipart_upload(Bucket=bucket, Key="mp", UploadId=missing),
     ]
     for call in calls:
-        with pytest.raises(ClientError) as exc:
+        with s3_error("NoSuchUpload", 404):
             call()
-        assert _error(exc) == ("NoSuchUpload", 404)
 
 
 def test_upload_id_of_another_key_is_no_such_upload(s3, bucket):
     upload_id = _start(s3, bucket, key="one")
-    with pytest.raises(ClientError) as exc:
+    with s3_error("NoSuchUpload", 404):
         s3.list_parts(Bucket=bucket, Key="two", UploadId=upload_id)
-    assert _error(exc) == ("NoSuchUpload", 404)
 
 
 def test_create_upload_in_missing_bucket_is_no_such_bucket(s3):
-    with pytest.raises(ClientError) as exc:
+    with s3_error("NoSuchBucket", 404):
         _start(s3, f"missing-{uuid.uuid4().hex[:12]}")
-    assert _error(exc) == ("NoSuchBucket", 404)
 
 
 # re-upload, abort -------------------------------------------------------------------------------
@@ -262,9 +244,8 @@ def test_reuploading_a_part_number_replaces_it(s3, bucket):
     new = _part(s3, bucket, upload_id, 1, b"second!")
     listed = s3.list_parts(Bucket=bucket, Key="mp", UploadId=upload_id)["Parts"]
     assert [(p["PartNumber"], p["ETag"], p["Size"]) for p in listed] == [(1, new["ETag"], 7)]
-    with pytest.raises(ClientError) as exc:
+    with s3_error("InvalidPart", 400):
         _complete(s3, bucket, upload_id, [old])
-    assert _error(exc) == ("InvalidPart", 400)
     _complete(s3, bucket, upload_id, [new])
     assert s3.get_object(Bucket=bucket, Key="mp")["Body"].read() == b"second!"
 
@@ -275,12 +256,10 @@ def test_abort_removes_the_upload(s3, bucket):
     response = s3.abort_multipart_upload(Bucket=bucket, Key="mp", UploadId=upload_id)
     assert response["ResponseMetadata"]["HTTPStatusCode"] == 204
     assert "Uploads" not in s3.list_multipart_uploads(Bucket=bucket)
-    with pytest.raises(ClientError) as exc:
+    with s3_error("NoSuchUpload", 404):
         s3.list_parts(Bucket=bucket, Key="mp", UploadId=upload_id)
-    assert _error(exc) == ("NoSuchUpload", 404)
-    with pytest.raises(ClientError) as exc:
+    with s3_error(status=404):
         s3.head_object(Bucket=bucket, Key="mp")
-    assert _error(exc)[1] == 404
     s3.delete_bucket(Bucket=bucket)  # nothing left behind that keeps the bucket busy
 
 
@@ -300,9 +279,8 @@ def test_aborted_part_data_is_collected(make_server):
 
 def test_bucket_with_an_open_upload_is_not_empty(s3, bucket):
     _start(s3, bucket)
-    with pytest.raises(ClientError) as exc:
+    with s3_error("BucketNotEmpty", 409):
         s3.delete_bucket(Bucket=bucket)
-    assert _error(exc) == ("BucketNotEmpty", 409)
 
 
 # ListParts / ListMultipartUploads ---------------------------------------------------------------
@@ -369,9 +347,8 @@ def test_upload_part_copy_with_source_range(s3, bucket):
                                  CopySourceRange="bytes=1000-60999")  # fmt: skip
     assert copied["CopyPartResult"]["ETag"] == f'"{_md5(source[1000:61000])}"'
     tail = _part(s3, bucket, upload_id, 2, b"tail")
-    with pytest.raises(ClientError) as exc:  # the copied part is 60,000 bytes: too small unless last
+    with s3_error("EntityTooSmall", 400):  # the copied part is 60,000 bytes: too small unless last
         _complete(s3, bucket, upload_id, [{"PartNumber": 1, "ETag": copied["CopyPartResult"]["ETag"]}, tail])
-    assert _error(exc) == ("EntityTooSmall", 400)
     _complete(s3, bucket, upload_id, [{"PartNumber": 1, "ETag": copied["CopyPartResult"]["ETag"]}])
     assert s3.get_object(Bucket=bucket, Key="mp")["Body"].read() == source[1000:61000]
 
@@ -388,19 +365,17 @@ def test_upload_part_copy_of_whole_object(s3, bucket):
 def test_upload_part_copy_range_beyond_source_is_invalid_range(s3, bucket):
     s3.put_object(Bucket=bucket, Key="src", Body=b"0123456789")
     upload_id = _start(s3, bucket)
-    with pytest.raises(ClientError) as exc:
+    with s3_error("InvalidRange", 416):
         s3.upload_part_copy(Bucket=bucket, Key="mp", UploadId=upload_id, PartNumber=1,
                             CopySource={"Bucket": bucket, "Key": "src"}, CopySourceRange="bytes=5-10")  # fmt: skip
-    assert _error(exc) == ("InvalidRange", 416)
 
 
 def test_complete_with_if_none_match_on_existing_key_is_precondition_failed(s3, bucket):
     s3.put_object(Bucket=bucket, Key="mp", Body=b"existing")
     upload_id = _start(s3, bucket)
     parts = [_part(s3, bucket, upload_id, 1, b"new")]
-    with pytest.raises(ClientError) as exc:
+    with s3_error("PreconditionFailed", 412):
         _complete(s3, bucket, upload_id, parts, IfNoneMatch="*")
-    assert _error(exc) == ("PreconditionFailed", 412)
     assert s3.get_object(Bucket=bucket, Key="mp")["Body"].read() == b"existing"
 
 
@@ -420,9 +395,8 @@ def test_part_checksum_is_verified_and_returned(s3, bucket):
                               ChecksumAlgorithm="SHA256")  # fmt: skip
     assert response["ChecksumSHA256"] == base64.b64encode(hashlib.sha256(body).digest()).decode()
     wrong = base64.b64encode(hashlib.sha256(b"other").digest()).decode()
-    with pytest.raises(ClientError) as exc:
+    with s3_error("BadDigest", 400):
         s3.upload_part(Bucket=bucket, Key="mp", UploadId=upload_id, PartNumber=2, Body=body, ChecksumSHA256=wrong)
-    assert _error(exc) == ("BadDigest", 400)
     listed = s3.list_parts(Bucket=bucket, Key="mp", UploadId=upload_id)
     assert listed["ChecksumAlgorithm"] == "SHA256"
     assert [(p["PartNumber"], p["ChecksumSHA256"]) for p in listed["Parts"]] == [(1, response["ChecksumSHA256"])]
@@ -491,9 +465,8 @@ def test_composite_checksum_is_the_checksum_of_part_checksums(s3, bucket, big_pa
 
 
 def test_sha_checksums_cannot_be_full_object(s3, bucket):
-    with pytest.raises(ClientError) as exc:
+    with s3_error("InvalidRequest", 400):
         s3.create_multipart_upload(Bucket=bucket, Key="k", ChecksumAlgorithm="SHA1", ChecksumType="FULL_OBJECT")
-    assert _error(exc) == ("InvalidRequest", 400)
 
 
 def test_wrong_full_object_checksum_on_complete_is_bad_digest_and_publishes_nothing(s3, bucket):
@@ -502,13 +475,11 @@ def test_wrong_full_object_checksum_on_complete_is_bad_digest_and_publishes_noth
     response = s3.upload_part(Bucket=bucket, Key="bad", UploadId=upload_id, PartNumber=1, Body=b"abc",
                               ChecksumAlgorithm="CRC32C")  # fmt: skip
     wrong = base64.b64encode(_crc("CRC32C", b"abd").to_bytes(4, "big")).decode()
-    with pytest.raises(ClientError) as exc:
+    with s3_error("BadDigest", 400):
         _complete(s3, bucket, upload_id, [{"PartNumber": 1, "ETag": response["ETag"]}], key="bad",
                   ChecksumCRC32C=wrong, ChecksumType="FULL_OBJECT")  # fmt: skip
-    assert _error(exc) == ("BadDigest", 400)
-    with pytest.raises(ClientError) as exc:
+    with s3_error(status=404):
         s3.head_object(Bucket=bucket, Key="bad")
-    assert exc.value.response["ResponseMetadata"]["HTTPStatusCode"] == 404
 
 
 def test_composite_checksum_sent_with_complete_is_compared(s3, bucket, big_parts):
@@ -522,8 +493,7 @@ def test_composite_checksum_sent_with_complete_is_compared(s3, bucket, big_parts
         digests.append(hashlib.sha256(body).digest())
     composite = base64.b64encode(hashlib.sha256(b"".join(digests)).digest()).decode() + "-2"
     wrong = base64.b64encode(hashlib.sha256(b"nope").digest()).decode() + "-2"
-    with pytest.raises(ClientError) as exc:
+    with s3_error("BadDigest", 400):
         _complete(s3, bucket, upload_id, parts, key="sent", ChecksumSHA256=wrong)
-    assert _error(exc) == ("BadDigest", 400)
     done = _complete(s3, bucket, upload_id, parts, key="sent", ChecksumSHA256=composite)
     assert done["ChecksumSHA256"] == composite

@@ -21,9 +21,9 @@ from botocore.auth import HmacV1Auth, S3SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.config import Config
 from botocore.credentials import Credentials
-from botocore.exceptions import ClientError
 from signed_http import REGION, Reply, send, sign
 
+from apollo.testing.s3error import s3_error
 from apollo.testing.server import DEV_ACCESS_KEY, DEV_SECRET_KEY
 
 NOT_SIGNED = "There were headers present in the request which were not signed"
@@ -88,9 +88,9 @@ def _assert_signature_does_not_match(reply: Reply) -> None:
 
 
 def _absent(s3, bucket: str, key: str) -> bool:
-    with pytest.raises(ClientError) as exc:
+    with s3_error(status=404):
         s3.head_object(Bucket=bucket, Key=key)
-    return exc.value.response["ResponseMetadata"]["HTTPStatusCode"] == 404
+    return True
 
 
 @pytest.fixture

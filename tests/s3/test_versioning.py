@@ -6,16 +6,8 @@ import hashlib
 import uuid
 
 import pytest
-from botocore.exceptions import ClientError
 
-
-def _error(exc_info: pytest.ExceptionInfo[ClientError]) -> tuple[str, int]:
-    response = exc_info.value.response
-    return response["Error"]["Code"], response["ResponseMetadata"]["HTTPStatusCode"]
-
-
-def _headers(exc_info: pytest.ExceptionInfo[ClientError]) -> dict[str, str]:
-    return exc_info.value.response["ResponseMetadata"]["HTTPHeaders"]
+from apollo.testing.s3error import s3_error
 
 
 def _etag(body: bytes) -> str:
@@ -63,16 +55,14 @@ def test_versioning_can_be_enabled_then_suspended(s3, bucket):
 
 
 def test_invalid_versioning_status_is_malformed_xml(s3, bucket):
-    with pytest.raises(ClientError) as exc:
+    with s3_error("MalformedXML", 400):
         _enable(s3, bucket, "On")
-    assert _error(exc) == ("MalformedXML", 400)
     assert "Status" not in s3.get_bucket_versioning(Bucket=bucket)
 
 
 def test_versioning_of_missing_bucket_is_no_such_bucket(s3):
-    with pytest.raises(ClientError) as exc:
+    with s3_error("NoSuchBucket", 404):
         s3.get_bucket_versioning(Bucket=f"missing-{uuid.uuid4().hex[:12]}")
-    assert _error(exc) == ("NoSuchBucket", 404)
 
 
 # versions ---------------------------------------------------------------------------------------
@@ -122,23 +112,19 @@ def test_delete_of_an_older_version_keeps_the_latest(s3, versioned):
 
 def test_unknown_version_id_is_no_such_version(s3, versioned):
     _put(s3, versioned, "k", b"x")
-    with pytest.raises(ClientError) as exc:
+    with s3_error("NoSuchVersion", 404):
         s3.get_object(Bucket=versioned, Key="k", VersionId=uuid.uuid4().hex)
-    assert _error(exc) == ("NoSuchVersion", 404)
-    with pytest.raises(ClientError) as exc:
+    with s3_error(status=404):
         s3.head_object(Bucket=versioned, Key="k", VersionId=uuid.uuid4().hex)
-    assert _error(exc)[1] == 404
 
 
 @pytest.mark.parametrize("version_id", ["not-a-version", "", "A" * 32])
 def test_malformed_version_id_is_invalid_argument(s3, versioned, version_id):
     _put(s3, versioned, "k", b"x")
-    with pytest.raises(ClientError) as exc:
+    with s3_error("InvalidArgument", 400):
         s3.get_object(Bucket=versioned, Key="k", VersionId=version_id)
-    assert _error(exc) == ("InvalidArgument", 400)
-    with pytest.raises(ClientError) as exc:
+    with s3_error("InvalidArgument", 400):
         s3.delete_object(Bucket=versioned, Key="k", VersionId=version_id)
-    assert _error(exc) == ("InvalidArgument", 400)
     assert s3.get_object(Bucket=versioned, Key="k")["Body"].read() == b"x"
 
 
@@ -158,25 +144,22 @@ def test_delete_without_version_creates_a_delete_marker(s3, versioned):
 def test_get_after_delete_marker_is_no_such_key_with_marker_headers(s3, versioned):
     _put(s3, versioned, "k", b"x")
     marker = s3.delete_object(Bucket=versioned, Key="k")["VersionId"]
-    with pytest.raises(ClientError) as exc:
+    with s3_error("NoSuchKey", 404) as exc:
         s3.get_object(Bucket=versioned, Key="k")
-    assert _error(exc) == ("NoSuchKey", 404)
-    assert _headers(exc)["x-amz-delete-marker"] == "true"
-    assert _headers(exc)["x-amz-version-id"] == marker
-    with pytest.raises(ClientError) as exc:
+    assert exc.headers["x-amz-delete-marker"] == "true"
+    assert exc.headers["x-amz-version-id"] == marker
+    with s3_error(status=404) as exc:
         s3.head_object(Bucket=versioned, Key="k")
-    assert _error(exc)[1] == 404
-    assert _headers(exc)["x-amz-delete-marker"] == "true"
+    assert exc.headers["x-amz-delete-marker"] == "true"
 
 
 def test_get_by_delete_marker_id_is_method_not_allowed(s3, versioned):
     _put(s3, versioned, "k", b"x")
     marker = s3.delete_object(Bucket=versioned, Key="k")["VersionId"]
-    with pytest.raises(ClientError) as exc:
+    with s3_error("MethodNotAllowed", 405) as exc:
         s3.get_object(Bucket=versioned, Key="k", VersionId=marker)
-    assert _error(exc) == ("MethodNotAllowed", 405)
-    assert _headers(exc)["x-amz-delete-marker"] == "true"
-    assert _headers(exc)["allow"] == "DELETE"
+    assert exc.headers["x-amz-delete-marker"] == "true"
+    assert exc.headers["allow"] == "DELETE"
 
 
 def test_older_version_is_still_readable_behind_a_delete_marker(s3, versioned):
@@ -265,9 +248,8 @@ def test_list_versions_prefix_and_delimiter(s3, versioned):
 
 
 def test_list_versions_of_missing_bucket_is_no_such_bucket(s3):
-    with pytest.raises(ClientError) as exc:
+    with s3_error("NoSuchBucket", 404):
         s3.list_object_versions(Bucket=f"missing-{uuid.uuid4().hex[:12]}")
-    assert _error(exc) == ("NoSuchBucket", 404)
 
 
 # suspended and unversioned buckets --------------------------------------------------------------
@@ -317,16 +299,14 @@ def test_versions_written_before_enabling_keep_version_null(s3, bucket):
 
 def test_version_id_marker_without_key_marker_is_invalid_argument(s3, versioned):
     vid = _put(s3, versioned, "k", b"x")
-    with pytest.raises(ClientError) as exc:
+    with s3_error("InvalidArgument", 400):
         s3.list_object_versions(Bucket=versioned, VersionIdMarker=vid)
-    assert _error(exc) == ("InvalidArgument", 400)
 
 
 def test_unknown_version_id_marker_is_invalid_argument(s3, versioned):
     _put(s3, versioned, "k", b"x")
-    with pytest.raises(ClientError) as exc:
+    with s3_error("InvalidArgument", 400):
         s3.list_object_versions(Bucket=versioned, KeyMarker="k", VersionIdMarker=uuid.uuid4().hex)
-    assert _error(exc) == ("InvalidArgument", 400)
 
 
 def test_prefix_holding_only_delete_markers_is_not_listed(s3, versioned):

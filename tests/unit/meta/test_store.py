@@ -36,9 +36,7 @@ def list_all(store: SqlStore, prefix: str = "", delimiter: str = "", page: int =
         marker = result.next_marker
 
 
-def test_listing_matches_a_sorted_model_for_every_page_size(store):
-    seed = random.randrange(2**32)
-    print("seed", seed)
+def test_listing_matches_a_sorted_model_for_every_page_size(store, seed):
     rng = random.Random(seed)
     db = store
     names = {"".join(rng.choice("ab/é") for _ in range(rng.randint(1, 6))) for _ in range(120)}

@@ -1,0 +1,147 @@
+"""The RPC codec (``apollo.proto.codec``): every registered record survives the wire unchanged, user data that
+looks like a tag stays data, and nothing but a registered type is ever built from what a peer sends."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+
+from apollo import errors
+from apollo.ids import BadIdentifier
+from apollo.proto import codec
+from apollo.proto.cluster_map import ClusterMap, DriveInfo, DriveRecord, NodeInfo
+from apollo.proto.layout import ObjectData, Scheme
+from apollo.proto.records import (
+    Bucket,
+    Conditions,
+    DeleteResult,
+    Garbage,
+    Lease,
+    ListPage,
+    ObjectAttrs,
+    Part,
+    RepairItem,
+    Upload,
+    Version,
+)
+from apollo.testing.layouts import layout
+
+TAGS_AS_DATA = {"@": "Version", "@b": "AAAA", "@d": {"x": 1}, "@layout": "x", "@t": [1], "@s": [], "@kv": []}
+ATTRS = ObjectAttrs("text/plain", {"cache-control": "no-cache"}, {"owner": "ana", "@": "Bucket", "@b": "aGk="},
+                    {"team": "ml"}, {"CRC32C": "4waSgw=="})  # fmt: skip
+SEGMENT = layout("codec", length=5000, scheme="4+2")
+VERSION = Version("b", "k/ü", "v1", True, False, 5000, "0" * 32, 1.7e9 + 0.123, ATTRS, [5 * 1024**2, 3],
+                  ObjectData(5000, None, [SEGMENT]), seq=7)  # fmt: skip
+
+# One sample of every registered record type; the test below fails when a type is registered without one.
+SAMPLES = {
+    "Bucket": Bucket("b", 1.7e9, "Enabled"),
+    "Conditions": Conditions(if_none_match_star=True, if_match='"abc"'),
+    "DeleteResult": DeleteResult(None, True),
+    "ListPage": ListPage([VERSION, dataclasses.replace(VERSION, key="k2", data=None)], ["dir/"], True, "k2", None),
+    "ObjectAttrs": ATTRS,
+    "Part": Part(3, 5 * 1024**2, "1" * 32, 1.7e9, {"SHA256": "x" * 44}, "data-id"),
+    "Upload": Upload("u1", "b", "k", 1.7e9, ATTRS, "CRC32", "COMPOSITE"),
+    "Version": VERSION,
+    "ObjectData": ObjectData(11, b"\x00inline\xff\x01", []),
+    "DriveRecord": DriveRecord("0" * 15 + "1", "node1", "/mnt/d1", "online", 2.0, "", 1.0, 10, 20, "ok"),
+    "Lease": Lease("manager", "holder#w1", 1.5, 0.5, 1.0),
+    "ClusterMap": ClusterMap(
+        3, [NodeInfo("n1", "http://n1:9200", "r1", True, 1.0)], [DriveInfo("0" * 15 + "1", "n1", "online", True, 0.5)]
+    ),
+    "NodeInfo": NodeInfo("n1", "http://n1:9200", "", False, 0.0),
+    "DriveInfo": DriveInfo("0" * 15 + "2", "n1", "draining", False),
+}
+
+
+def wire(value):
+    """Through the wire as the RPC layers send it: bytes of JSON, then back."""
+    return codec.loads(codec.dumps(value))
+
+
+def test_every_registered_type_has_a_sample_here():
+    assert set(codec._TYPES) == set(SAMPLES)
+    assert all(type(sample).__name__ == name for name, sample in SAMPLES.items())
+
+
+@pytest.mark.parametrize("name", sorted(SAMPLES))
+def test_every_registered_record_round_trips_unchanged(name):
+    sample = SAMPLES[name]
+    back = wire(sample)
+    assert type(back) is type(sample)
+    assert back == sample
+
+
+def test_plain_values_round_trip_with_their_python_types():
+    value = {"none": None, "yes": True, "int": 2**62, "float": 0.1, "text": "ü\x00", "bytes": b"\x00\xff",
+             "list": [1, [2, b"3"]], "tuple": (1, "2", (3,)), "set": {"a", "b"}, "frozen": frozenset({1, 2}),
+             "int keys": {1: "a", 2: (b"b",)}, "tuple keys": {(1, 2): "x"}, "scheme": Scheme.parse("rep3"),
+             "layout": SEGMENT}  # fmt: skip
+    back = wire(value)
+    assert back == {**value, "frozen": {1, 2}}
+    assert type(back["tuple"]) is tuple and type(back["tuple"][2]) is tuple and type(back["set"]) is set
+    assert wire(bytearray(b"ab")) == b"ab" and wire(memoryview(b"cd")) == b"cd"
+
+
+def test_a_user_s_dict_that_looks_like_a_tag_stays_a_dict():
+    assert wire(TAGS_AS_DATA) == TAGS_AS_DATA
+    for key, value in TAGS_AS_DATA.items():
+        assert wire({key: value}) == {key: value}
+    attrs = wire(ATTRS)
+    assert attrs.user_meta == {"owner": "ana", "@": "Bucket", "@b": "aGk="}  # not a Bucket, not bytes
+
+
+def test_a_record_s_fields_are_tagged_on_the_wire():
+    sent = json.loads(codec.dumps(Bucket("b", 1.0, "")))
+    assert sent == {"@": "Bucket", "name": "b", "created": 1.0, "versioning": ""}
+
+
+@pytest.mark.parametrize("name", ["Garbage", "RepairItem", "Path", "os.system", "", "__class__"])
+def test_a_peer_cannot_have_an_unregistered_type_built(name):
+    with pytest.raises(ValueError, match="unknown record type"):
+        codec.loads(json.dumps({"@": name, "args": []}).encode())
+
+
+def test_an_untagged_dict_from_a_peer_is_refused():
+    with pytest.raises(ValueError, match="unknown record type"):
+        codec.loads(b'{"bucket": "b"}')
+
+
+def test_a_registered_type_with_fields_it_does_not_have_is_refused():
+    with pytest.raises(TypeError):
+        codec.loads(b'{"@": "Bucket", "name": "b", "created": 1, "versioning": "", "__init__": 1}')
+
+
+def test_a_layout_naming_a_path_apollo_would_never_generate_is_refused():
+    bad = {**SEGMENT.to_json(), "segment_id": "../../etc/passwd"}
+    with pytest.raises(BadIdentifier):
+        codec.loads(json.dumps({"@layout": bad}).encode())
+
+
+def test_only_registered_records_may_be_sent():
+    for unregistered in (Garbage(SEGMENT, "w"), RepairItem("s", 0, "d", "r", 0), object(), ValueError("x")):
+        with pytest.raises(TypeError, match="cannot send"):
+            codec.dumps(unregistered)
+
+    @dataclasses.dataclass
+    class Bucket:  # same name as a registered record, another class
+        name: str
+
+    with pytest.raises(TypeError, match="cannot send"):
+        codec.dumps(Bucket("b"))
+
+
+def test_errors_come_back_as_the_same_apollo_error_class():
+    for exc in (errors.ObjectNotFound("no key k"), errors.PreconditionFailed("etag"), errors.ApolloError("x")):
+        back = codec.error_from_wire(json.loads(json.dumps(codec.error_to_wire(exc))))
+        assert type(back) is type(exc) and str(back) == str(exc)
+
+
+@pytest.mark.parametrize("name", ["KeyError", "SystemExit", "annotations", "", "RemoteErrorX", "NotApollo"])
+def test_anything_but_an_apollo_error_comes_back_as_a_remote_error(name, monkeypatch):
+    monkeypatch.setattr(errors, "NotApollo", KeyError, raising=False)  # a class the module holds, not ours
+    back = codec.error_from_wire({"type": name, "message": "boom"})
+    assert type(back) is errors.RemoteError
+    assert str(back) == f"{name}: boom"

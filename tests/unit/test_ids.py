@@ -1,0 +1,70 @@
+"""Identifier checks (``apollo.ids``): exactly the forms Apollo generates pass; a path, an encoded slash, a
+bool for an int or a near miss is refused with a ``BadIdentifier`` (a ValueError) naming what was wrong."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from apollo import ids
+from apollo.ids import BadIdentifier
+
+SEGMENT = uuid.uuid4().hex
+DRIVE = uuid.uuid4().hex[:16]
+
+
+def test_generated_identifiers_pass_unchanged():
+    assert ids.segment_id(SEGMENT) is SEGMENT
+    assert ids.drive_id(DRIVE) is DRIVE
+    assert ids.placement_group(0) == 0 and ids.placement_group(ids.PLACEMENT_GROUPS_MAX - 1) == (1 << 20) - 1
+    assert ids.shard_index(0) == 0 and ids.shard_index(ids.SHARDS_PER_SEGMENT_MAX - 1) == 31
+    assert ids.etag("d41d8cd98f00b204e9800998ecf8427e") == "d41d8cd98f00b204e9800998ecf8427e"
+    assert ids.etag("d41d8cd98f00b204e9800998ecf8427e-10000") == "d41d8cd98f00b204e9800998ecf8427e-10000"
+
+
+HOSTILE = ["../" * 10 + "etc/pw", "..%2F..%2Fshards", "/" + "a" * 31, "a" * 31 + "/", "", " " + "a" * 31]
+
+
+@pytest.mark.parametrize("value", [
+    *HOSTILE, SEGMENT.upper(), SEGMENT[:-1], SEGMENT + "0", SEGMENT[:-1] + "g", SEGMENT + "\n", "０" * 32,
+    SEGMENT.encode(), None, int(SEGMENT, 16), str(uuid.uuid4()),
+])  # fmt: skip
+def test_anything_but_32_lowercase_hex_digits_is_not_a_segment_id(value):
+    with pytest.raises(BadIdentifier, match="bad segment id"):
+        ids.segment_id(value)
+
+
+@pytest.mark.parametrize("value", [*HOSTILE, DRIVE.upper(), DRIVE[:-1], DRIVE + "0", SEGMENT, DRIVE + "\n", None])
+def test_anything_but_16_lowercase_hex_digits_is_not_a_drive_id(value):
+    with pytest.raises(BadIdentifier, match="bad drive id"):
+        ids.drive_id(value)
+
+
+@pytest.mark.parametrize("value", [-1, 1 << 20, True, False, 1.0, "3", None])
+def test_placement_groups_are_ints_within_bounds(value):
+    with pytest.raises(BadIdentifier, match="bad placement group"):
+        ids.placement_group(value)
+
+
+@pytest.mark.parametrize("value", [-1, 32, True, 2.0, "0", None])
+def test_shard_indexes_are_ints_within_the_widest_scheme(value):
+    with pytest.raises(BadIdentifier, match="bad shard index"):
+        ids.shard_index(value)
+
+
+@pytest.mark.parametrize("value", [
+    '"d41d8cd98f00b204e9800998ecf8427e"', "D41D8CD98F00B204E9800998ECF8427E", "d41d8cd98f00b204e9800998ecf8427e-",
+    "d41d8cd98f00b204e9800998ecf8427e-123456", "d41d8cd98f00b204e9800998ecf8427e-1-2", "d41d8cd98f00b204", None,
+])  # fmt: skip
+def test_etags_are_an_md5_optionally_with_a_count(value):
+    with pytest.raises(BadIdentifier, match="bad ETag"):
+        ids.etag(value)
+
+
+def test_the_refusal_is_a_value_error_showing_a_long_value_cut_short():
+    with pytest.raises(ValueError) as caught:
+        ids.segment_id("x" * 1000)
+    message = str(caught.value)
+    assert "x" * 76 + "..." in message and "x" * 80 not in message
+    assert message.endswith("expected 32 lowercase hex digits")
