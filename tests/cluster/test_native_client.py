@@ -1,4 +1,6 @@
-"""The native direct-path client against a cluster: every call, user keys, tokens, dead nodes."""
+"""The native direct-path client against a cluster and against ``apollo server``: every call, user keys,
+tokens, dead nodes. The same tests run on both (``target``): the all-in-one server serves the metadata API
+and its drives' shards as a cluster's roles do."""
 
 from __future__ import annotations
 
@@ -7,27 +9,51 @@ import io
 import os
 import re
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import pytest
 
 from apollo import errors
-from apollo.client import AsyncClient
+from apollo.client import AsyncClient, Client
 from apollo.client.remote_meta import RemoteMeta
+from apollo.meta.location import DB_FILE
 from apollo.meta.store import SqlStore
 from apollo.proto.layout import Scheme
 from apollo.testing.admin import admin
+from apollo.testing.cluster import LocalCluster
 
 BUCKET = "native"
 USER, SECRET = "native-user", "native-user-secret-key"
 
 
-@pytest.fixture
-def cluster(make_cluster):
-    cluster = make_cluster(nodes=6)
-    store = SqlStore(cluster.database)
+@dataclass
+class Target:
+    """What the tests need of a deployment, whichever kind it is."""
+
+    meta_urls: str  # what the native client is given
+    database: str  # what SqlStore opens
+    where: dict  # how `apollo admin` finds the metadata: database=... or meta_dir=...
+    native: Callable[..., Client]
+    s3: Callable[[], Any]
+    cluster: LocalCluster | None = None  # its storage nodes, on a cluster
+
+
+@pytest.fixture(params=["cluster", "server"])
+def cluster(request, make_cluster, make_server) -> Target:
+    if request.param == "cluster":
+        deployment = make_cluster(nodes=6)
+        target = Target(deployment.meta_urls, deployment.database, {"database": deployment.database},
+                        deployment.native, deployment.s3, deployment)  # fmt: skip
+    else:
+        server = make_server()
+        target = Target(server.endpoint, str(server.meta_dir / DB_FILE), {"meta_dir": server.meta_dir},
+                        lambda *keys, **options: Client(server.endpoint, *keys, **options), server.s3)  # fmt: skip
+    store = SqlStore(target.database)
     store.put_key(USER, SECRET, time.time())  # an ordinary key: no service rights, tokens per segment
     store.close()
-    return cluster
+    return target
 
 
 def test_every_call_of_the_blocking_client_with_an_ordinary_key(cluster, tmp_path):
@@ -95,13 +121,15 @@ def test_metadata_calls_need_a_valid_signature_and_service_calls_a_root_key(clus
 
 
 def test_native_reads_survive_two_dead_storage_nodes(cluster):
+    if cluster.cluster is None:
+        pytest.skip("the all-in-one server has no storage nodes to lose (tests/probe/test_damage.py loses drives)")
     objects = {f"o{n}": os.urandom(2_500_000 + n) for n in range(5)}
     with cluster.native(USER, SECRET) as client:
         client.create_bucket(BUCKET)
         for key, body in objects.items():
             client.put(BUCKET, key, body)
-        cluster.nodes[1].kill()
-        cluster.nodes[3].kill()
+        cluster.cluster.nodes[1].kill()
+        cluster.cluster.nodes[3].kill()
         for key, body in objects.items():
             assert client.get(BUCKET, key) == body
         assert dict(client.batch_get(BUCKET, list(objects))) == objects
@@ -133,15 +161,15 @@ def test_a_key_can_abandon_only_its_own_pending_writes(cluster):
     store.close()
 
 
-def test_keys_made_with_the_admin_command_on_the_cluster_database_work(cluster):
-    made = admin("key", "create", database=cluster.database)
+def test_keys_made_with_the_admin_command_work_and_deleted_ones_stop(cluster):
+    made = admin("key", "create", **cluster.where)
     access = re.search(r"access key: (\S+)", made).group(1)
     secret = re.search(r"secret key: (\S+)", made).group(1)
     with cluster.native(access, secret) as client:
         client.create_bucket("by-cli")
         client.put("by-cli", "k", b"v")
         assert client.get("by-cli", "k") == b"v"
-    admin("key", "delete", access, database=cluster.database)
+    admin("key", "delete", access, **cluster.where)
     time.sleep(11)  # the metadata service's key cache forgets it within 10 s
     with pytest.raises(errors.AccessDenied):
         cluster.native(access, secret)
