@@ -41,7 +41,7 @@ class PeriodicPass(ABC):
         self.meta = meta
         self.interval_s = interval_s
         self.state: dict = {}
-        # Rereads the knobs before a pass starts, so `apollo admin gc --min-age 0 --now` applies to that pass.
+        # Rereads the knobs before a pass starts, so `apollo admin sweep --min-age 0 --now` applies to that pass.
         self.retune: Callable[[], Awaitable[None]] | None = None
 
     @abstractmethod

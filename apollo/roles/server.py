@@ -79,7 +79,7 @@ class ServerConfig:
     journal_checkpoint_interval_s: float = limits.journal_checkpoint_interval_s_default
     manager_lease_ttl_s: float = limits.manager_lease_ttl_s_default
     write_quorum: int | None = None  # shards durable before a write is acknowledged; None: k+1
-    # Set by the supervisor of ``--workers N`` (apollo/workers.py); None for a single-process server.
+    # Set by the supervisor of ``--workers N`` (apollo/roles/workers.py); None for a single-process server.
     worker_index: int | None = None
     listen_fd: int | None = None
     owner: str | None = None
