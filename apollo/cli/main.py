@@ -145,22 +145,7 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=getattr(args, "log_level", "INFO"),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")  # fmt: skip
-    _buffer_access_log()
     args.func(args)
-
-
-ACCESS_LOG_BUFFER_RECORDS = 256
-
-
-def _buffer_access_log() -> None:
-    """One access-log line per request, written in batches: a write per request cost ~6% of a small GET.
-    The server flushes the buffer every second (``Server._flush_logs_loop``)."""
-    access = logging.getLogger("apollo.access")
-    root_handlers = logging.getLogger().handlers
-    if root_handlers:
-        buffered = logging.handlers.MemoryHandler(ACCESS_LOG_BUFFER_RECORDS, logging.WARNING, root_handlers[0])
-        access.addHandler(buffered)
-        access.propagate = False
 
 
 if __name__ == "__main__":

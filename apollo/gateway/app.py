@@ -16,7 +16,7 @@ from aiohttp import web
 
 from apollo import metrics
 from apollo.client.engine import ObjectEngine
-from apollo.gateway import handlers_attributes
+from apollo.gateway import accesslog, handlers_attributes
 from apollo.gateway import handlers_bucket as hb
 from apollo.gateway import handlers_multipart as hm
 from apollo.gateway import handlers_object as ho
@@ -147,6 +147,8 @@ def build_app(client: ObjectEngine, domain: str | None = None, apollo_routes: Ap
     app[SECRETS] = SecretCache(client.get_secret)
     app[DOMAIN] = domain or ""
     app[READY] = [True]
+    accesslog.buffer_lines()
+    app.cleanup_ctx.append(accesslog.flushing)
     s3 = _s3_handler()
     if apollo_routes is not None:  # before the S3 route, which matches every path
         apollo_routes(app, _paths_only(s3))

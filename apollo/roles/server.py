@@ -239,7 +239,6 @@ class Server:
             await asyncio.to_thread(recover_interrupted_writes, self.store, self.drives, self.meta.owner)
         tasks = await self.manager.start()
         tasks.append(asyncio.create_task(self.keys.refresh_forever()))
-        tasks.append(asyncio.create_task(self._flush_logs_loop()))
         if self.journal is not None:
             tasks.append(asyncio.create_task(self._journal_loop()))
         yield
@@ -249,18 +248,6 @@ class Server:
         await asyncio.gather(*tasks, return_exceptions=True)
         self.node.close()
         self.meta.close()
-
-    @staticmethod
-    async def _flush_logs_loop() -> None:
-        """Buffered log handlers (the access log) reach the log within a second."""
-        try:
-            while True:
-                await asyncio.sleep(1.0)
-                for handler in logging.getLogger("apollo.access").handlers:
-                    handler.flush()
-        finally:
-            for handler in logging.getLogger("apollo.access").handlers:
-                handler.flush()
 
     def _journal_drives(self) -> list[tuple[str, Path]]:
         """Drives journal records may go to: writable ones as of the last probe (all attached before the first)."""
