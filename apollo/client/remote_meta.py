@@ -20,9 +20,11 @@ retry is safe (a read, an idempotent write); another write then raises
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 
 import aiohttp
 
@@ -40,6 +42,10 @@ MAP_REFRESH_S = limits.cluster_map_refresh_s
 # A call waits this long for its answer: more than a metadata call takes while the database is away
 # (the service retries for 30 s) before its outcome is unknown.
 CALL_TIMEOUT = aiohttp.ClientTimeout(total=60.0, connect=3.0)
+# The map refresh (every MAP_REFRESH_S) is the services' health check: it tries each once within this.
+# When none answers, an outage starts: calls fail at once, instead of hanging a minute each, until one does.
+OUTAGE_TIMEOUT = aiohttp.ClientTimeout(total=3.0, connect=1.0)
+UNAVAILABLE = "the metadata service is unavailable; retry later"  # what callers see: no URL, no traceback
 TOKENS_KEPT = 100_000
 
 def _remote(name: str):
@@ -71,19 +77,33 @@ class RemoteMeta:
         self._refresher: asyncio.Task | None = None
         self._service = False
         self._catching_up: asyncio.Task | None = None
+        self.outage_since: float | None = None  # monotonic; set while no metadata service answers
+        self.on_availability: Callable[[bool], None] = lambda available: None  # told as an outage starts, ends
 
     # calls -----------------------------------------------------------------------------------
 
     async def call(self, method: str, *args, **kwargs):
+        """:raises MetadataUnavailable: at once during an outage (the map refresh probes the services every
+        ``MAP_REFRESH_S`` and ends it), after ``RETRY_FOR_S`` of retries when no service answers, or when a
+        write was cut off after it was sent (its outcome unknown); the message names no internals."""
+        if self.outage_since is not None:
+            raise errors.MetadataUnavailable(UNAVAILABLE)
+        return await self._send(method, args, kwargs, patient=True)
+
+    async def _send(self, method: str, args: tuple, kwargs: dict, *, patient: bool):
+        """``patient``: retry unreachable services for ``RETRY_FOR_S``; else try each once, briefly."""
         path = routes.RPC_PREFIX + method
         body = codec.dumps({"args": list(args), "kwargs": kwargs})
-        deadline = time.monotonic() + RETRY_FOR_S
+        outage = not patient
+        deadline = time.monotonic() + (0.0 if outage else RETRY_FOR_S)
+        tries_left = len(self.endpoints) if outage else None
         delay = 0.05
         while True:
             headers = signing.sign("POST", path, body, self.access_key, self.secret_key)
             try:
+                timeout = OUTAGE_TIMEOUT if outage else CALL_TIMEOUT
                 async with self.session.post(self.endpoint + path, data=body, headers=headers,
-                                             timeout=CALL_TIMEOUT) as response:  # fmt: skip
+                                             timeout=timeout) as response:  # fmt: skip
                     reply = codec.loads(await response.read())
                 break
             except aiohttp.ClientConnectorError as exc:  # never reached the service: always safe to retry
@@ -92,13 +112,16 @@ class RemoteMeta:
             except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
                 declared = meta_api.REMOTE.get(method)
                 if declared is None or not declared.retry_safe:
-                    raise errors.MetadataUnavailable(
-                        f"metadata call {method} cut off, outcome unknown: {exc!r}"
-                    ) from exc
+                    log.warning("metadata call %s to %s cut off, outcome unknown: %r", method, self.endpoint, exc)
+                    raise errors.MetadataUnavailable(UNAVAILABLE) from exc
                 failure = exc
-            if time.monotonic() > deadline:
-                raise errors.MetadataUnavailable(f"metadata services {self.endpoints} unreachable: {failure!r}")
-            await asyncio.sleep(delay)
+                self._current = (self._current + 1) % len(self.endpoints)
+            if tries_left is not None:
+                tries_left -= 1
+            if time.monotonic() > deadline and not tries_left:
+                log.debug("metadata call %s failed: services %s unreachable: %r", method, self.endpoints, failure)
+                raise errors.MetadataUnavailable(UNAVAILABLE) from failure
+            await asyncio.sleep(0 if outage else delay)
             delay = min(delay * 2, 1.0)
         if "error" in reply:
             raise codec.error_from_wire(reply["error"])
@@ -128,21 +151,45 @@ class RemoteMeta:
     async def start(self, service: bool = False) -> RemoteMeta:
         """Fetch the map (and, for a root key, service tokens), then keep both fresh."""
         self._service = service
-        await self.refresh(service)
-        self._refresher = asyncio.create_task(
-            every(MAP_REFRESH_S, lambda: self.refresh(service), "cluster map refresh")
-        )
+        await self.refresh(service, patient=True)
+        self._refresher = asyncio.create_task(every(MAP_REFRESH_S, self._check, "cluster map refresh"))
         return self
+
+    async def _check(self) -> None:
+        """The periodic refresh: an outage is logged once by ``refresh``, not at every failed check."""
+        with contextlib.suppress(errors.MetadataUnavailable):
+            await self.refresh(self._service)
 
     def _saw_epoch(self, epoch: int) -> None:
         """A storage node knows a newer map than ours: fetch it now rather than at the next refresh."""
         if epoch > self.map.epoch and (self._catching_up is None or self._catching_up.done()):
-            self._catching_up = asyncio.ensure_future(self.refresh(self._service))
+            self._catching_up = asyncio.ensure_future(self._check())
 
-    async def refresh(self, service: bool = False) -> None:
-        self.set_map(await self.cluster_map())
-        if service and self._service_tokens[0] - time.time() < tokens.SERVICE_TOKEN_TTL_S / 2:
-            self._service_tokens = (time.time() + tokens.SERVICE_TOKEN_TTL_S - 5, await self.service_tokens())
+    async def refresh(self, service: bool = False, patient: bool = False) -> None:
+        """Fetch the map (and service tokens when due). It doubles as the health check of the metadata
+        services, so it tries each once unless ``patient`` (at start): within seconds of losing every
+        service, requests fail fast and readiness says so; one log line when none answers any more, one
+        when one does again.
+
+        :raises MetadataUnavailable:
+        """
+        try:
+            cluster = await self._send("cluster_map", (), {}, patient=patient)
+            if service and self._service_tokens[0] - time.time() < tokens.SERVICE_TOKEN_TTL_S / 2:
+                self._service_tokens = (time.time() + tokens.SERVICE_TOKEN_TTL_S - 5, await self.service_tokens())
+        except errors.MetadataUnavailable:
+            if self.outage_since is None:
+                self.outage_since = time.monotonic()
+                log.error("metadata services %s unreachable: requests fail at once until one answers",
+                          ", ".join(self.endpoints))  # fmt: skip
+                self.on_availability(False)
+            raise
+        if self.outage_since is not None:
+            log.warning("metadata service %s answers again after %.0f s", self.endpoint,
+                        time.monotonic() - self.outage_since)  # fmt: skip
+            self.outage_since = None
+            self.on_availability(True)
+        self.set_map(cluster)
 
     def set_map(self, cluster: ClusterMap) -> None:
         self.map = cluster

@@ -1,7 +1,8 @@
 """``apollo gateway``: the S3 front door of a cluster, itself a user of the native client.
 
 Stateless: it holds a ``RemoteMeta`` (cluster map, service tokens) and streams object
-bytes straight between S3 clients and storage nodes. Run as many as the network needs,
+bytes straight between S3 clients and storage nodes. While no metadata service answers,
+``/health/ready`` answers 503 and requests fail at once with 503 ServiceUnavailable. Run as many as the network needs,
 behind any load balancer; conditional writes are settled in the metadata database, so
 two gateways racing on one key still have exactly one winner.
 """
@@ -19,7 +20,7 @@ from apollo.client.context import ClientContext
 from apollo.client.engine import ObjectEngine
 from apollo.client.remote_meta import RemoteMeta
 from apollo.eventloop import install_uvloop
-from apollo.gateway.app import build_app
+from apollo.gateway.app import READY, build_app
 from apollo.proto.layout import Scheme
 
 log = logging.getLogger("apollo.gateway")
@@ -44,6 +45,8 @@ async def build_gateway(config: GatewayConfig) -> web.Application:
     meta = await RemoteMeta(config.meta_url, config.access_key, config.secret_key, session).start(service=True)
     ctx = ClientContext(meta, meta.nodes, on_damage=[metrics.record_damage], on_decode=[metrics.ec_decoded_stripes.inc])
     app = build_app(ObjectEngine(ctx, config.scheme, config.cell_size, config.write_quorum), config.domain)
+    # Not ready while no metadata service answers: load balancers send S3 clients to another gateway.
+    meta.on_availability = lambda available: app[READY].__setitem__(0, available)
 
     async def close(app: web.Application) -> None:
         await meta.close()
