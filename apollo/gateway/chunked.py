@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 from collections.abc import AsyncIterator
 
 from aiohttp import StreamReader
@@ -31,6 +32,9 @@ MODES = (SIGNED, SIGNED_TRAILER, UNSIGNED_TRAILER)
 PIECE_BYTES = 1024 * 1024
 LINE_BYTES_MAX = 4096
 TRAILER_LINES_MAX = 16
+# A chunk size is hex digits and nothing else: int(text, 16) would also take "0x", signs, underscores and
+# surrounding spaces. 16 digits hold any 64-bit size; the declared decoded length bounds it further.
+_CHUNK_SIZE = re.compile(r"[0-9a-fA-F]{1,16}")
 
 
 class AwsChunkedReader:
@@ -47,6 +51,7 @@ class AwsChunkedReader:
         self._auth = auth
         self._previous = auth.seed_signature if auth else ""
         self._decoded_length = decoded_length
+        self._declared = 0  # bytes the chunk headers so far announced
         self.trailers: dict[str, str] = {}
 
     async def _line(self, eof_ok: bool = False) -> str | None:
@@ -84,12 +89,15 @@ class AwsChunkedReader:
             await self._read_trailers()
 
     def _parse_header(self, line: str) -> tuple[int, str | None]:
+        """(size, chunk signature) of a chunk header line. A chunk that would take the body past its declared
+        decoded length (itself at most the object or part size limit) is refused here, before its bytes
+        are read, not after they were streamed into a write."""
         size_text, _, extension = line.partition(";")
-        try:
-            size = int(size_text.strip(), 16)
-        except ValueError as exc:
-            raise s3error("IncompleteBody", f"Malformed aws-chunked chunk header {line[:80]!r}") from exc
-        if size < 0 or (self._decoded_length is not None and size > self._decoded_length):
+        if not _CHUNK_SIZE.fullmatch(size_text):
+            raise s3error("IncompleteBody", f"Malformed aws-chunked chunk header {line[:80]!r}")
+        size = int(size_text, 16)
+        self._declared += size
+        if self._decoded_length is not None and self._declared > self._decoded_length:
             raise s3error("IncompleteBody", "An aws-chunked chunk is larger than the declared decoded length")
         signature = None
         if extension.startswith("chunk-signature="):

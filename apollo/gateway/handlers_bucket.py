@@ -8,8 +8,9 @@ import hashlib
 from aiohttp import web
 
 from apollo import limits
-from apollo.gateway.http import count_param, parse_content_md5, read_document
-from apollo.gateway.s3errors import s3error
+from apollo.gateway.http import count_param, parse_content_md5, plain_int, read_document
+from apollo.gateway.names import check_version_id, validate_key
+from apollo.gateway.s3errors import S3Error, s3error, to_s3_error
 from apollo.gateway.state import CLIENT, OWNER, xml_response
 from apollo.gateway.xml import iso8601, parse_delete, parse_versioning, render
 from apollo.proto.records import ListPage
@@ -27,13 +28,14 @@ async def list_buckets(request: web.Request, bucket: str, key: str) -> web.Respo
     query = request.query
     prefix = query.get("prefix", "")
     raw_max = query.get("max-buckets", str(LIST_BUCKETS_PAGE_MAX))
-    if not raw_max.isdigit() or not 1 <= int(raw_max) <= LIST_BUCKETS_PAGE_MAX:
+    max_buckets = plain_int(raw_max)  # not str.isdigit(): it takes "²", which int() then refuses (a 500)
+    if max_buckets is None or not 1 <= max_buckets <= LIST_BUCKETS_PAGE_MAX:
         raise s3error("InvalidArgument", "max-buckets must be between 1 and 10000", ArgumentName="max-buckets",
                       ArgumentValue=raw_max)  # fmt: skip
     after = _decode_token(query["continuation-token"]) if query.get("continuation-token") else ""
     buckets = sorted(await request.app[CLIENT].list_buckets(), key=lambda b: b.name)
     matching = [b for b in buckets if b.name.startswith(prefix) and b.name > after]
-    page = matching[: int(raw_max)]
+    page = matching[:max_buckets]
     body: dict = {
         "Owner": OWNER,
         "Buckets": {"Bucket": [{"Name": b.name, "CreationDate": iso8601(b.created), "BucketRegion": "us-east-1"}
@@ -145,7 +147,9 @@ async def list_objects(request: web.Request, bucket: str, key: str) -> web.Respo
     if page.truncated and page.next_marker is not None:
         if v2:
             body["NextContinuationToken"] = _encode_token(page.next_marker)
-        elif delimiter:
+        elif delimiter or not page.entries or page.next_marker != page.entries[-1].key:
+            # v1 clients resume after the last Key when NextMarker is absent (AWS sends it only with a
+            # delimiter); a page that stopped elsewhere (past rows it does not show) must say where.
             body["NextMarker"] = encode(page.next_marker)
     body["Contents"] = [_entry(v, fetch_owner, encode) for v in page.entries]
     body["CommonPrefixes"] = [{"Prefix": encode(p)} for p in page.prefixes]
@@ -201,17 +205,42 @@ async def list_versions(request: web.Request, bucket: str, key: str) -> web.Resp
     return xml_response("ListVersionsResult", body)
 
 
+def _refusal(key: str, version_id: str | None) -> S3Error | None:
+    """Why one entry of a DeleteObjects names nothing that could exist, or None: the key rules PutObject
+    applies (at most 1024 bytes of UTF-8, not empty, no NUL) and the version ids this gateway issues.
+    S3 answers for every key of the request in its own ``<Error>`` (the DeleteObjects reference: "For each
+    key, Amazon S3 performs a delete action and returns the result of that delete, success, or failure";
+    MinIO does so for keys and version ids it refuses), so a bad entry does not fail the others."""
+    try:
+        validate_key(key)
+        check_version_id(version_id)
+    except S3Error as exc:
+        return exc
+    return None
+
+
+def _failure(name: str, version_id: str | None, error: S3Error) -> dict:
+    entry = {"Key": name, "Code": error.code, "Message": error.message}
+    return {**entry, "VersionId": version_id} if version_id else entry
+
+
 async def delete_objects(request: web.Request, bucket: str, key: str) -> web.Response:
     body = await read_document(request)
     declared = parse_content_md5(request.headers.get("Content-MD5"))
     if declared is not None and hashlib.md5(body).hexdigest() != declared:
         raise s3error("BadDigest")
     objects, quiet = parse_delete(body)
-    results = await request.app[CLIENT].delete_objects(bucket, objects)
+    refused = [_refusal(name, version_id) for name, version_id in objects]
+    valid = [entry for entry, refusal in zip(objects, refused, strict=True) if refusal is None]
+    outcomes = iter(await request.app[CLIENT].delete_objects(bucket, valid))
     deleted, failed = [], []
-    for (name, version_id), result in zip(objects, results, strict=True):
+    for (name, version_id), refusal in zip(objects, refused, strict=True):
+        result = refusal or next(outcomes)
+        if isinstance(result, S3Error):
+            failed.append(_failure(name, version_id, result))
+            continue
         if isinstance(result, Exception):
-            failed.append({"Key": name, "Code": "InternalError", "Message": str(result)})
+            failed.append(_failure(name, version_id, to_s3_error(result, f"DeleteObjects of {name!r}")))
             continue
         if quiet:
             continue

@@ -15,23 +15,12 @@ from apollo.gateway.checksums import (
 )
 from apollo.gateway.handlers_bucket import _encoder
 from apollo.gateway.handlers_object import check_copy_conditions, parse_copy_source, resolve, write_conditions
-from apollo.gateway.http import RequestBody, attrs_from_request, count_param, read_document
-from apollo.gateway.names import validate_key
+from apollo.gateway.http import RequestBody, attrs_from_request, count_param, plain_int, read_document
+from apollo.gateway.names import part_number, validate_key
 from apollo.gateway.s3errors import s3error
 from apollo.gateway.state import CLIENT, OWNER, xml_response
 from apollo.gateway.xml import iso8601, parse_complete
 from apollo.proto.records import Part, Upload
-
-
-def _part_number(request: web.Request) -> int:
-    try:
-        number = int(request.query["partNumber"])
-    except ValueError as exc:
-        raise s3error("InvalidArgument", "Part number must be an integer", ArgumentName="partNumber") from exc
-    if not 1 <= number <= limits.part_number_max:
-        raise s3error("InvalidArgument", "Part number must be an integer between 1 and 10000, inclusive",
-                      ArgumentName="partNumber", ArgumentValue=str(number))  # fmt: skip
-    return number
 
 
 async def create_upload(request: web.Request, bucket: str, key: str) -> web.Response:
@@ -54,7 +43,7 @@ async def create_upload(request: web.Request, bucket: str, key: str) -> web.Resp
 
 
 async def upload_part(request: web.Request, bucket: str, key: str) -> web.Response:
-    number = _part_number(request)
+    number = part_number(request.query["partNumber"])
     upload_id = request.query["uploadId"]
     if "x-amz-copy-source" in request.headers:
         return await _upload_part_copy(request, bucket, key, upload_id, number)
@@ -75,11 +64,11 @@ async def _upload_part_copy(request: web.Request, bucket: str, key: str, upload_
     spec = request.headers.get("x-amz-copy-source-range")
     if spec is not None:
         first, _, last = spec.removeprefix("bytes=").partition("-")
-        try:
-            start, end = int(first), int(last) + 1
-        except ValueError as exc:
+        first_byte, last_byte = plain_int(first), plain_int(last)
+        if first_byte is None or last_byte is None:
             raise s3error("InvalidArgument", "The x-amz-copy-source-range value must be of the form bytes=first-last",
-                          ArgumentName="x-amz-copy-source-range") from exc  # fmt: skip
+                          ArgumentName="x-amz-copy-source-range")  # fmt: skip
+        start, end = first_byte, last_byte + 1
         if start >= end or end > source.size:
             raise s3error("InvalidRange", ActualObjectSize=str(source.size))
     engine = request.app[CLIENT]

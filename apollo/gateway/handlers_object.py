@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from urllib.parse import unquote
 
 from aiohttp import web
@@ -21,7 +21,7 @@ from apollo.gateway.http import (
     parse_tag_header,
     read_document,
 )
-from apollo.gateway.names import validate_bucket, validate_key
+from apollo.gateway.names import check_version_id, part_number, validate_bucket, validate_key
 from apollo.gateway.s3errors import s3error
 from apollo.gateway.state import CLIENT, xml_response
 from apollo.gateway.xml import http_date, iso8601, parse_tagging
@@ -60,17 +60,6 @@ async def put_object(request: web.Request, bucket: str, key: str) -> web.Respons
     return web.Response(headers=headers)
 
 
-_VERSION_ID_RE = re.compile(r"null|[0-9a-f]{32}")
-
-
-def check_version_id(version_id: str | None) -> str | None:
-    """AWS answers a version id it could never have issued with 400 InvalidArgument, not 404 NoSuchVersion."""
-    if version_id is not None and not _VERSION_ID_RE.fullmatch(version_id):
-        raise s3error("InvalidArgument", "Invalid version id specified", ArgumentName="versionId",
-                      ArgumentValue=version_id)  # fmt: skip
-    return version_id
-
-
 async def resolve(request: web.Request, bucket: str, key: str, version_id: str | None = None) -> Version:
     """The version a read names; delete markers answer as S3 does (404, or 405 when asked by id)."""
     version_id = check_version_id(version_id if version_id is not None else request.query.get("versionId"))
@@ -93,12 +82,7 @@ def _part_range(request: web.Request, version: Version) -> tuple[int, int] | Non
     raw = request.query.get("partNumber")
     if raw is None:
         return None
-    try:
-        number = int(raw)
-    except ValueError as exc:
-        raise s3error("InvalidArgument", "Part number must be an integer", ArgumentName="partNumber") from exc
-    if number < 1 or number > limits.part_number_max:
-        raise s3error("InvalidArgument", "Part number must be between 1 and 10000", ArgumentName="partNumber")
+    number = part_number(raw)
     sizes = version.parts or [version.size]
     if number > len(sizes):
         raise s3error("InvalidPart", "The requested partnumber is not satisfiable")  # AWS: 400 for either kind
@@ -106,15 +90,33 @@ def _part_range(request: web.Request, version: Version) -> tuple[int, int] | Non
     return start, start + sizes[number - 1]
 
 
+# Characters a header value cannot carry: CR and LF would end it (and let the rest pose as further headers),
+# the other controls are not field content either (RFC 9110 5.5). HTAB is allowed.
+_NOT_HEADER_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+def response_overrides(query: Mapping[str, str]) -> dict[str, str]:
+    """The response headers the ``response-*`` query parameters ask for, refused (400 InvalidArgument) when a
+    value is no valid header value: it would be a header injection, and aiohttp refuses to send it (500)."""
+    headers = {}
+    for param, header in RESPONSE_OVERRIDES.items():
+        value = query.get(param)
+        if value is None:
+            continue
+        if _NOT_HEADER_VALUE.search(value):
+            raise s3error("InvalidArgument", f"{param} must not contain control characters", ArgumentName=param)
+        headers[header] = value
+    return headers
+
+
 async def get_object(request: web.Request, bucket: str, key: str) -> web.StreamResponse:
+    overrides = response_overrides(request.query)
     version = await resolve(request, bucket, key)
     check_read_conditions(request, version)
     headers = object_headers(version, request)
     part = _part_range(request, version)
     span = part or parse_range(request.headers.get("Range"), version.size)
-    for param, header in RESPONSE_OVERRIDES.items():
-        if param in request.query:
-            headers[header] = request.query[param]
+    headers.update(overrides)
     if span:  # a stored checksum covers the whole object only; AWS omits it for ranges and parts
         headers = {k: v for k, v in headers.items() if not k.startswith("x-amz-checksum-")}
     start, end = span if span else (0, version.size)
@@ -168,6 +170,7 @@ def parse_copy_source(request: web.Request) -> tuple[str, str, str | None]:
         raise s3error("InvalidArgument", "Copy Source must mention the source bucket and key: sourcebucket/sourcekey",
                       ArgumentName="x-amz-copy-source")  # fmt: skip
     validate_bucket(bucket)
+    validate_key(key)  # the source key follows the key rules too: a NUL would reach the metadata engine
     version_id = query[len("versionId=") :] if query.startswith("versionId=") else None
     return bucket, key, version_id
 

@@ -38,29 +38,74 @@ class _Sha256:
         return self._hash.hexdigest()
 
 
+_HEX_SHA256 = re.compile(r"[0-9a-fA-F]{64}")
+_DIGITS = re.compile(r"[0-9]{1,19}")  # int() would also take " 1", "+1", "1_0" and non-ASCII digits
+
+
+def plain_int(text: str) -> int | None:
+    """The value of a string of ASCII digits (at most 19: any S3 number fits), else None.
+
+    Python's ``int()`` is more lenient than HTTP and S3 are: it takes signs, spaces, underscores and other
+    scripts' digits, so ``int()`` alone would let such values through as numbers."""
+    return int(text) if _DIGITS.fullmatch(text) else None
+
+
+def content_sha256(request: web.Request) -> str:
+    """The payload hash the request's signature commits to: the ``x-amz-content-sha256`` header, or the
+    ``X-Amz-Content-Sha256`` a SigV4 presigned URL signs in its query.
+
+    On a presigned URL the header is not signed (AWS lets it through unsigned, see
+    ``sigv4.PRESIGNED_UNSIGNED_OK``), so it may repeat a signed hash but never replace it: otherwise an
+    ``UNSIGNED-PAYLOAD`` header would switch off the check the URL's signer asked for.
+    """
+    header = request.headers.get("x-amz-content-sha256")
+    auth = request.get("auth")
+    signed = auth.content_sha256 if auth is not None and auth.presigned else None
+    if signed is None or not _HEX_SHA256.fullmatch(signed):
+        return header or "UNSIGNED-PAYLOAD"
+    if header is not None and header.lower() != signed.lower():
+        raise s3error("InvalidRequest", "The x-amz-content-sha256 header does not match the X-Amz-Content-Sha256 "
+                      "the presigned URL signs")  # fmt: skip
+    return signed
+
+
+def _sha256_to_verify(mode: str) -> str | None:
+    """The lowercase hex digest a body must hash to, when the payload hash is a digest (either case: an
+    uppercase one is a digest too, not a reason to skip the check)."""
+    return mode.lower() if _HEX_SHA256.fullmatch(mode) else None
+
+
+def sha256_mismatch(expected: str, computed: str) -> S3Error:
+    return s3error("XAmzContentSHA256Mismatch", ClientComputedContentSHA256=expected,
+                   S3ComputedContentSHA256=computed)  # fmt: skip
+
+
+def _declared_length(request: web.Request, streaming: bool) -> int:
+    """The body's size as the request declares it, before any byte is read: Content-Length, or the decoded
+    length of an aws-chunked body. A PUT must declare it (AWS answers 411 MissingContentLength): a
+    ``Transfer-Encoding: chunked`` body of unknown size could otherwise run past every size limit."""
+    name = "x-amz-decoded-content-length" if streaming else "Content-Length"
+    raw = request.headers.get(name)
+    if raw is None:
+        raise s3error("MissingContentLength")
+    length = plain_int(raw)
+    if length is None:
+        raise s3error("InvalidArgument", f"{name} must be a non-negative integer", ArgumentName=name)
+    return length
+
+
 class RequestBody:
     """A request body as an async iterator of chunks plus the checks to run once it is stored."""
 
     def __init__(self, request: web.Request, size_max: int) -> None:
         self.request = request
         headers = request.headers
-        auth = request.get("auth")
-        self.mode = headers.get("x-amz-content-sha256", "UNSIGNED-PAYLOAD")
+        self.mode = content_sha256(request)
         self.streaming = self.mode.startswith("STREAMING-")
-        length_header = headers.get("x-amz-decoded-content-length") if self.streaming else headers.get("Content-Length")
-        if length_header is None:
-            if request.headers.get("Transfer-Encoding", "").lower() == "chunked" and not self.streaming:
-                self.length = None
-            else:
-                raise s3error("MissingContentLength")
-        else:
-            try:
-                self.length = int(length_header)
-            except ValueError as exc:
-                raise s3error("InvalidArgument", "Content-Length must be a number") from exc
-        if self.length is not None and self.length > size_max:
+        self.length = _declared_length(request, self.streaming)
+        if self.length > size_max:
             raise s3error("EntityTooLarge", MaxSizeAllowed=str(size_max), ProposedSize=str(self.length))
-        self._auth = auth
+        self._auth = request.get("auth")
         self._chunked: AwsChunkedReader | None = None
         self.checksummers: dict = {}
         self.declared: dict[str, str | None] = {}
@@ -69,7 +114,8 @@ class RequestBody:
             algorithm, expected = found
             self.checksummers[algorithm] = new_checksummer(algorithm)
             self.declared[algorithm] = expected
-        if re.fullmatch(r"[0-9a-f]{64}", self.mode):
+        self._sha256 = _sha256_to_verify(self.mode)
+        if self._sha256 is not None:
             self.checksummers["_sha256"] = _Sha256()
         self.content_md5 = parse_content_md5(headers.get("Content-MD5"))
 
@@ -83,13 +129,13 @@ class RequestBody:
                 source = self.request.content.iter_chunked(READ_CHUNK_BYTES)
             async for chunk in source:
                 received += len(chunk)
-                if self.length is not None and received > self.length:
+                if received > self.length:
                     raise s3error("IncompleteBody", "The request body is longer than its declared length")
                 metrics.bytes_in.inc(len(chunk))
                 yield chunk
         except (aiohttp.ClientPayloadError, ConnectionError, EOFError) as exc:
             raise s3error("IncompleteBody", f"The request body ended early: {exc}") from exc
-        if self.length is not None and received != self.length:
+        if received != self.length:
             raise s3error("IncompleteBody", f"Received {received} of {self.length} declared bytes")
 
     def verify(self, result: WriteResult) -> None:
@@ -97,9 +143,8 @@ class RequestBody:
         if self.content_md5 is not None and self.content_md5 != result.etag:
             raise s3error("BadDigest")
         sha = result.checksums.pop("_sha256", None)
-        if sha is not None and sha != self.mode:
-            raise s3error("XAmzContentSHA256Mismatch", ClientComputedContentSHA256=self.mode,
-                          S3ComputedContentSHA256=sha)  # fmt: skip
+        if sha is not None and sha != self._sha256:
+            raise sha256_mismatch(self.mode, sha)
         trailers = self._chunked.trailers if self._chunked else {}
         for algorithm, expected in self.declared.items():
             expected = expected or trailers.get(f"x-amz-checksum-{algorithm.lower()}")
@@ -110,11 +155,13 @@ class RequestBody:
 
 
 async def read_document(request: web.Request) -> bytes:
-    """A whole XML request body, up to ``limits.xml_body_bytes_max``.
+    """A whole XML request body, up to ``limits.xml_body_bytes_max``, checked against the payload hash the
+    signature covers (a DeleteObjects body swapped in transit must not delete other keys).
 
     ``StreamReader.read(n)`` returns what has arrived so far, not n bytes: a CompleteMultipartUpload
     of thousands of parts spans many TCP reads, so read until the end of the body.
     """
+    expected = _sha256_to_verify(content_sha256(request))
     chunks, size = [], 0
     try:
         async for chunk in request.content.iter_chunked(64 * 1024):
@@ -124,19 +171,26 @@ async def read_document(request: web.Request) -> bytes:
             chunks.append(chunk)
     except (aiohttp.ClientPayloadError, ConnectionError, EOFError) as exc:
         raise s3error("IncompleteBody", f"The request body ended early: {exc}") from exc
-    return b"".join(chunks)
+    body = b"".join(chunks)
+    if expected is not None and (computed := hashlib.sha256(body).hexdigest()) != expected:
+        raise sha256_mismatch(expected, computed)
+    return body
+
+
+INT32_MAX = 2**31 - 1  # S3 reads max-keys, max-parts... as 32-bit integers
 
 
 def count_param(raw: str | None, name: str, default: int, cap: int | None = None) -> int:
-    """A non-negative integer query parameter or header (max-keys, max-parts...), capped like AWS caps it."""
+    """A non-negative integer query parameter or header (max-keys, max-parts...), capped like AWS caps it.
+
+    AWS refuses anything but an integer in 0..2147483647 with 400 InvalidArgument ("Argument maxKeys must be
+    an integer between 0 and 2147483647"); larger values are not capped silently."""
     if raw is None:
         return default
-    try:
-        value = int(raw)
-    except ValueError as exc:
-        raise s3error("InvalidArgument", f"{name} must be an integer", ArgumentName=name) from exc
-    if value < 0:
-        raise s3error("InvalidArgument", f"{name} must not be negative", ArgumentName=name)
+    value = plain_int(raw)
+    if value is None or value > INT32_MAX:
+        raise s3error("InvalidArgument", f"Argument {name} must be an integer between 0 and {INT32_MAX}",
+                      ArgumentName=name, ArgumentValue=raw)  # fmt: skip
     return value if cap is None else min(value, cap)
 
 
@@ -254,7 +308,7 @@ def _not_modified(version: Version) -> S3Error:
     return error
 
 
-_RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)$")
+_RANGE_RE = re.compile(r"^bytes=([0-9]{0,19})-([0-9]{0,19})$")  # ASCII digits (\d takes any script's), int-sized
 
 
 def parse_range(value: str | None, size: int) -> tuple[int, int] | None:

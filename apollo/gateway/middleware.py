@@ -15,13 +15,12 @@ import time
 
 from aiohttp import web
 
-from apollo import errors, metrics
-from apollo.gateway.s3errors import S3Error, from_core, s3error
+from apollo import metrics
+from apollo.gateway.s3errors import S3Error, s3error, to_s3_error
 from apollo.gateway.sigv4 import verify_request
 from apollo.gateway.xml import error_body
 from apollo.keycache import SecretCache
 
-log = logging.getLogger("apollo.gateway")
 access_log = logging.getLogger("apollo.access")
 
 SECRETS = web.AppKey("secrets", SecretCache)
@@ -46,17 +45,10 @@ async def errors_middleware(request: web.Request, handler) -> web.StreamResponse
         response = await handler(request)
     except S3Error as exc:
         response = _error_response(request, exc)
-    except errors.ApolloError as exc:
-        response = _error_response(request, from_core(exc))
     except web.HTTPException:
         raise
-    except Exception as exc:  # a bug, or the environment failing (a full metadata disk): logged either way
-        error = from_core(exc)
-        if error.code == "InternalError":
-            log.exception("internal error on %s %s", request.method, request.path)
-        else:
-            log.error("%s %s failed: %s", request.method, request.path, exc)
-        response = _error_response(request, error)
+    except Exception as exc:  # core errors; a bug, or the environment failing (a full metadata disk)
+        response = _error_response(request, to_s3_error(exc, f"{request.method} {request.path}"))
     elapsed = time.perf_counter() - started
     response.headers.setdefault("x-amz-request-id", request["request_id"])
     op = request["op"]

@@ -40,11 +40,26 @@ def _is_ip(name: str) -> bool:
 
 
 def validate_key(key: str) -> None:
+    """A key a write may name: 1 to 1024 bytes of UTF-8, no NUL (which no metadata engine stores in text;
+    a NUL in a request path is refused before this, but a DeleteObjects key arrives in XML)."""
     size = len(key.encode("utf-8", "surrogatepass"))
     if size > limits.key_length_bytes_max:
         raise s3error("KeyTooLongError", MaxSizeAllowed=str(limits.key_length_bytes_max), Size=str(size))
     if not key:
         raise s3error("InvalidArgument", "The object key must not be empty")
+    if "\x00" in key:
+        raise s3error("InvalidArgument", "Object keys must not contain the NUL character")
+
+
+_VERSION_ID_RE = re.compile(r"null|[0-9a-f]{32}")
+
+
+def check_version_id(version_id: str | None) -> str | None:
+    """AWS answers a version id it could never have issued with 400 InvalidArgument, not 404 NoSuchVersion."""
+    if version_id is not None and not _VERSION_ID_RE.fullmatch(version_id):
+        raise s3error("InvalidArgument", "Invalid version id specified", ArgumentName="versionId",
+                      ArgumentValue=version_id)  # fmt: skip
+    return version_id
 
 
 def host_bucket(host: str, domain: str | None) -> str:
@@ -64,3 +79,12 @@ def split_target(raw_path: str, host: str, domain: str | None) -> tuple[str, str
     trimmed = path[1:] if path.startswith("/") else path
     bucket, _, key = trimmed.partition("/")
     return unquote(bucket, errors="strict"), unquote(key, errors="strict")
+
+
+def part_number(raw: str) -> int:
+    """A ``partNumber`` query parameter: ASCII digits naming 1..10000, else 400 InvalidArgument as on AWS."""
+    number = int(raw) if raw.isascii() and raw.isdigit() and len(raw) <= 5 else 0
+    if not 1 <= number <= limits.part_number_max:
+        raise s3error("InvalidArgument", "Part number must be an integer between 1 and 10000, inclusive",
+                      ArgumentName="partNumber", ArgumentValue=raw)  # fmt: skip
+    return number

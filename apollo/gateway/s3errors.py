@@ -5,13 +5,26 @@ Handlers raise ``S3Error`` directly for protocol problems; core errors
 (``apollo.errors``) are translated by ``from_core`` using ``CORE_ERROR_TABLE``.
 So is the one environment failure a client must be told about rather than
 hidden behind InternalError: the metadata database's filesystem being full.
+
+A client reads the core's own message for errors of its request (4xx). A
+server-side failure (5xx) answers with fixed words (``SERVER_MESSAGES``) or
+AWS's generic message, never the core's text: that names drive paths, segments
+and service endpoints (an OSError from a drive carries its absolute path),
+which are no business of a client; ``to_s3_error`` logs it instead. One
+exception: a 507 says why the write was refused (how many drives are writable,
+which shard ran out of space, the metadata filesystem), as operations.md
+promises, with file names, paths and URLs taken out (``scrub``).
 """
 
 from __future__ import annotations
 
+import logging
+import re
 import sqlite3
 
 from apollo import errors
+
+log = logging.getLogger("apollo.gateway")
 
 
 class S3Error(Exception):
@@ -114,14 +127,56 @@ CORE_ERROR_TABLE: list[tuple[type[errors.ApolloError], str]] = [
 ]
 
 
+# Server-side errors whose cause the client is told (scrubbed): a refused write it should not simply retry.
+CAUSE_SHOWN = frozenset({"InsufficientStorage"})
+# The words other server-side core errors answer with: what happened, nothing of the deployment in them.
+SERVER_MESSAGES: dict[type[errors.ApolloError], str] = {
+    errors.InsufficientFragments: "Too few of the object's shards can be read right now; retry later.",
+    errors.MetadataUnavailable: "The metadata service is unavailable; retry later.",
+}
+# What a message must not show: the file name an OSError appends ("[Errno 28] No space left on device:
+# '/mnt/disk3/tmp/...'"), internal URLs, and any other absolute path.
+_OSERROR_FILES = re.compile(r"""(\[Errno \d+\] [^:\]]+): (?:'[^']*'|"[^"]*")(?: -> (?:'[^']*'|"[^"]*"))?""")
+_URLS = re.compile(r"""\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s'",;)]*""")
+_PATHS = re.compile(r"""(?<![\w.~-])/[^\s'",;)]+""")
+
+
+def scrub(text: str) -> str:
+    """``text`` without file names, URLs and absolute paths; the cause ("No space left on device") stays."""
+    text = _OSERROR_FILES.sub(r"\1", text)
+    return _PATHS.sub("<path>", _URLS.sub("<url>", text))
+
+
+def _core_message(code: str, exc: Exception) -> str | None:
+    """The message a client sees for a core error of ``code``, or None for AWS's default."""
+    text = str(exc)
+    if S3_CODES[code][0] < 500:
+        return text or None
+    if code in CAUSE_SHOWN:
+        return scrub(text) or None
+    return next((message for kind, message in SERVER_MESSAGES.items() if isinstance(exc, kind)), None)
+
+
 def from_core(exc: Exception) -> S3Error:
-    """Translate a core error; the first matching row wins, so subclasses come first."""
+    """Translate a core error; the first matching row wins, so subclasses come first. A server error's
+    message holds nothing of the deployment (see the module docstring)."""
     for exc_type, code in CORE_ERROR_TABLE:
         if isinstance(exc, exc_type):
-            return s3error(code, str(exc) or None)
+            return s3error(code, _core_message(code, exc))
     if _metadata_disk_full(exc):
         return s3error("InsufficientStorage", "The metadata database's filesystem is full.")
     return s3error("InternalError")
+
+
+def to_s3_error(exc: Exception, context: str) -> S3Error:
+    """``from_core``, logging what a server-side failure does not tell the client: the traceback of a bug
+    (InternalError), the core's message otherwise. ``context`` says what failed ("PUT /bucket/key")."""
+    error = from_core(exc)
+    if error.code == "InternalError":
+        log.error("internal error on %s", context, exc_info=exc)
+    elif error.status >= 500:
+        log.error("%s failed: %s", context, exc)
+    return error
 
 
 def _metadata_disk_full(exc: Exception) -> bool:

@@ -12,7 +12,11 @@ import hmac
 from collections.abc import Callable, Mapping
 from urllib.parse import unquote_plus
 
+from apollo import limits
 from apollo.gateway.s3errors import s3error
+
+# How far ahead a presigned URL may expire: SigV4's hard limit (X-Amz-Expires), applied to SigV2's Expires too.
+PRESIGN_EXPIRES_MAX_S = 7 * 24 * 3600
 
 # Query parameters that are part of the signed resource (the list AWS and botocore use).
 SUBRESOURCES = frozenset(
@@ -112,6 +116,7 @@ def verify_header(
 def verify_presigned(
     method: str, raw_path: str, raw_query: str, headers: Mapping[str, str],
     lookup_secret: Callable[[str], str | None], now: datetime.datetime,
+    max_skew_s: float = limits.clock_skew_s_max,
 ) -> str:  # fmt: skip
     """Check ``?AWSAccessKeyId=..&Expires=..&Signature=..``; returns the access key."""
     query = parse_query(raw_query)
@@ -119,15 +124,29 @@ def verify_presigned(
     if not (access_key and expires and signature):
         raise s3error("AccessDenied", "Query-string authentication requires the Signature, Expires and "
                       "AWSAccessKeyId parameters")  # fmt: skip
-    try:
-        expires_at = int(expires)
-    except ValueError as exc:
-        raise s3error("AccessDenied", "Expires must be a number of seconds since the epoch") from exc
+    _check_expires(expires, now, max_skew_s)
+    _verify(secret_for(access_key, lookup_secret), method, raw_path, query, headers, expires, signature, access_key)
+    return access_key
+
+
+def _check_expires(expires: str, now: datetime.datetime, max_skew_s: float) -> None:
+    """``Expires`` (seconds since the epoch) must be in the future, and at most 7 days away.
+
+    AWS puts no upper bound on a SigV2 expiry (nor does MinIO): a URL signed to expire in 2126 works there
+    for a century, and cannot be revoked short of deleting the key. Apollo caps it like SigV4's
+    X-Amz-Expires, with the same 400 AuthorizationQueryParametersError, allowing the client's clock to be
+    ``max_skew_s`` ahead as for any signed request.
+    """
+    if not (expires.isascii() and expires.isdigit()):
+        raise s3error("AccessDenied", "Expires must be a number of seconds since the epoch")
+    expires_at = int(expires)
     if now.timestamp() > expires_at:
         raise s3error("AccessDenied", "Request has expired", Expires=expires,
                       ServerTime=now.strftime("%Y-%m-%dT%H:%M:%SZ"))  # fmt: skip
-    _verify(secret_for(access_key, lookup_secret), method, raw_path, query, headers, expires, signature, access_key)
-    return access_key
+    if expires_at - now.timestamp() > PRESIGN_EXPIRES_MAX_S + max_skew_s:
+        raise s3error("AuthorizationQueryParametersError",
+                      f"Expires must be at most a week ({PRESIGN_EXPIRES_MAX_S} seconds) from now",
+                      Expires=expires, ServerTime=now.strftime("%Y-%m-%dT%H:%M:%SZ"))  # fmt: skip
 
 
 def _verify(secret: str, method: str, raw_path: str, query: dict[str, str], headers: Mapping[str, str], date: str,

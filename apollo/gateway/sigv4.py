@@ -30,10 +30,9 @@ from urllib.parse import quote, unquote_plus, unquote_to_bytes
 from apollo import limits
 from apollo.gateway import sigv2
 from apollo.gateway.s3errors import s3error
-from apollo.gateway.sigv2 import parse_query, secret_for, skew_error
+from apollo.gateway.sigv2 import PRESIGN_EXPIRES_MAX_S, parse_query, secret_for, skew_error
 
 ALGORITHM = "AWS4-HMAC-SHA256"
-PRESIGN_EXPIRES_MAX_S = 7 * 24 * 3600
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 _AUTH_RE = re.compile(
     r"AWS4-HMAC-SHA256\s+Credential=(?P<credential>[^,\s]+)\s*,\s*SignedHeaders=(?P<signed>[^,\s]+)\s*,"
@@ -198,7 +197,7 @@ def verify_request(
     if query_has_sig:
         return _verify_presigned(method, raw_path, raw_query, headers, lookup_secret, now, max_skew_s)
     if query_has_v2:
-        key = sigv2.verify_presigned(method, raw_path, raw_query, headers, lookup_secret, now)
+        key = sigv2.verify_presigned(method, raw_path, raw_query, headers, lookup_secret, now, max_skew_s)
         return AuthContext(key, b"", "", "", "", "UNSIGNED-PAYLOAD", presigned=True)
     return None
 
