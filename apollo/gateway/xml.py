@@ -67,12 +67,17 @@ def render(root: str, body: dict[str, Any], namespace: bool = True) -> bytes:
 _NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff\ud800-\udfff]")
 
 
+def _xml_safe(text: str) -> str:
+    """Characters XML 1.0 cannot carry (control characters in a key, lone surrogates), percent-encoded."""
+    return _NOT_XML.sub(lambda match: quote(match.group(), errors="surrogatepass"), text)
+
+
 def error_body(error: S3Error, resource: str, request_id: str) -> bytes:
-    """The error document; characters of the resource path that XML cannot carry are percent-encoded."""
-    resource = _NOT_XML.sub(lambda match: quote(match.group(), errors="surrogatepass"), resource)
+    """The error document. Any field may echo the client's key or path, so each is made XML-safe."""
     fields = {"Code": error.code, "Message": error.message, **error.fields, "Resource": resource,
               "RequestId": request_id}  # fmt: skip
-    return render("Error", fields, namespace=False)
+    return render("Error", {name: _xml_safe(value) if isinstance(value, str) else value
+                            for name, value in fields.items()}, namespace=False)  # fmt: skip
 
 
 def _doctype_found(*_: object) -> None:
