@@ -9,6 +9,7 @@ part_size_bytes_min = 5 * 1024**2
 part_size_bytes_max = 5 * 1024**3
 part_number_max = 10_000
 list_keys_max = 1000
+list_hidden_rows_max = 10_000  # delete markers one listing page steps over before it ends, truncated
 delete_objects_keys_max = 1000
 xml_body_bytes_max = 2 * 1024**2  # CompleteMultipartUpload with 10,000 parts fits in ~1 MiB
 user_metadata_bytes_max = 2 * 1024

@@ -103,7 +103,7 @@ class MultipartOps(ObjectOps):
             return [_upload(r) for r in rows]
 
         start = Cursor(key_marker, seq=0 if upload_marker else None)
-        uploads, prefixes, truncated = walk(
+        uploads, prefixes, truncated, _ = walk(  # every upload is listed: none hidden
             fetch, prefix, delimiter, start, max_uploads, cursor_after=lambda u: Cursor(u.key, seq=0)
         )
         page = ListPage(uploads, prefixes, truncated)

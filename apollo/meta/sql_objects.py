@@ -346,10 +346,10 @@ class ObjectOps(SqlBase):
             )
             return [self._version(r, False) for r in self.all(sql, args)]
 
-        rows, prefixes, truncated = walk(
+        rows, prefixes, truncated, stopped_at = walk(
             fetch, prefix, delimiter, Cursor(after), max_keys, visible=lambda v: not v.delete_marker
         )
-        return ListPage(rows, prefixes, truncated, _last_marker(rows, prefixes))
+        return ListPage(rows, prefixes, truncated, stopped_at or _last_marker(rows, prefixes))
 
     def list_versions(
         self, bucket: str, prefix: str, delimiter: str, key_marker: str, version_marker: str, max_keys: int
@@ -383,7 +383,7 @@ class ObjectOps(SqlBase):
                 )
             return [self._version(r, False) for r in rows]
 
-        rows, prefixes, truncated = walk(
+        rows, prefixes, truncated, _ = walk(  # every version and marker is listed: none hidden
             fetch, prefix, delimiter, start, max_keys, cursor_after=lambda v: Cursor(v.key, seq=v.seq)
         )
         page = ListPage(rows, prefixes, truncated)

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from apollo import errors
+from apollo import errors, limits
 from apollo.meta.sql_multipart import multipart_etag
 from apollo.meta.store import SqlStore
 from apollo.proto.layout import ObjectData, SegmentLayout
@@ -128,3 +128,23 @@ def test_multipart_complete_reparents_segments(store):
     assert [g.layout.segment_id for g in due] == [layouts[2].segment_id]
     with pytest.raises(errors.UploadNotFound):
         store.get_upload("b", "big", upload)
+
+
+def test_a_listing_page_steps_over_a_bounded_number_of_delete_markers(store, monkeypatch):
+    """A bucket of delete markers answers short truncated pages that say where to resume, not one scan."""
+    monkeypatch.setattr(limits, "list_hidden_rows_max", 10)
+    store.set_versioning("b", "Enabled")
+    for n in range(35):
+        put(store, f"gone{n:02d}")
+        store.delete_object("b", f"gone{n:02d}", None, 3.0)
+    put(store, "kept")
+    pages, after, keys = 0, "", []
+    while True:
+        page = store.list_objects("b", "", "", after, 5)
+        pages += 1
+        keys += [v.key for v in page.entries]
+        if not page.truncated:
+            break
+        assert page.next_marker > after  # always progress
+        after = page.next_marker
+    assert keys == ["kept"] and pages == 4  # 35 markers at 10 a page, then the visible key
