@@ -35,22 +35,26 @@ def refused(client) -> str:
 
 
 def test_the_dev_key_and_a_renamed_root_user_stop_working(tmp_path):
-    dev = ServerProcess(tmp_path).start()  # --dev, no root credentials in the environment: apollo-dev is root
-    s3_as(dev, DEV_ACCESS_KEY, DEV_SECRET_KEY).create_bucket(Bucket="kept")
-    dev.stop()
+    started: list[ServerProcess] = []
 
-    real = ServerProcess(tmp_path, env={"APOLLO_ROOT_USER": REAL_USER, "APOLLO_ROOT_PASSWORD": REAL_PASSWORD})
-    real.port = dev.port
-    real.start()
-    assert refused(s3_as(real, DEV_ACCESS_KEY, DEV_SECRET_KEY)) == "InvalidAccessKeyId"
-    assert [b["Name"] for b in s3_as(real, REAL_USER, REAL_PASSWORD).list_buckets()["Buckets"]] == ["kept"]
-    real.stop()
+    def start(env: dict[str, str] | None = None) -> ServerProcess:  # one deployment, started again and again
+        for server in started:
+            server.stop()
+        started.append(ServerProcess(tmp_path, env=env).start())
+        return started[-1]
 
-    renamed = ServerProcess(tmp_path, env={"APOLLO_ROOT_USER": "operator", "APOLLO_ROOT_PASSWORD": REAL_PASSWORD})
-    renamed.start()
-    assert refused(s3_as(renamed, REAL_USER, REAL_PASSWORD)) == "InvalidAccessKeyId"
-    assert s3_as(renamed, "operator", REAL_PASSWORD).list_buckets()["Buckets"][0]["Name"] == "kept"
-    renamed.stop()
+    try:
+        dev = start()  # --dev, no root credentials in the environment: apollo-dev is root
+        s3_as(dev, DEV_ACCESS_KEY, DEV_SECRET_KEY).create_bucket(Bucket="kept")
+        real = start({"APOLLO_ROOT_USER": REAL_USER, "APOLLO_ROOT_PASSWORD": REAL_PASSWORD})
+        assert refused(s3_as(real, DEV_ACCESS_KEY, DEV_SECRET_KEY)) == "InvalidAccessKeyId"
+        assert [b["Name"] for b in s3_as(real, REAL_USER, REAL_PASSWORD).list_buckets()["Buckets"]] == ["kept"]
+        renamed = start({"APOLLO_ROOT_USER": "operator", "APOLLO_ROOT_PASSWORD": REAL_PASSWORD})
+        assert refused(s3_as(renamed, REAL_USER, REAL_PASSWORD)) == "InvalidAccessKeyId"
+        assert s3_as(renamed, "operator", REAL_PASSWORD).list_buckets()["Buckets"][0]["Name"] == "kept"
+    finally:
+        for server in started:
+            server.kill()
 
 
 def _mode(path: Path) -> int:
