@@ -6,12 +6,9 @@ the requests to 127.0.0.1 with that Host header instead of relying on DNS.
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit, urlunsplit
-
-import boto3
 import pytest
-from botocore.config import Config
 
+from apollo.testing.s3calls import virtual_host_s3
 from apollo.testing.s3error import s3_error
 from apollo.testing.server import DEV_ACCESS_KEY, DEV_SECRET_KEY, ServerProcess
 
@@ -25,17 +22,7 @@ def vhost_server(tmp_path_factory):
 
 
 def _virtual_client(server):
-    s3 = boto3.client("s3", endpoint_url=f"http://{DOMAIN}:{server.port}", aws_access_key_id=DEV_ACCESS_KEY,
-                      aws_secret_access_key=DEV_SECRET_KEY, region_name="us-east-1",
-                      config=Config(s3={"addressing_style": "virtual"}, retries={"max_attempts": 1}))  # fmt: skip
-
-    def to_loopback(request, **_):
-        parts = urlsplit(request.url)
-        request.headers["Host"] = parts.netloc
-        request.url = urlunsplit(parts._replace(netloc=f"127.0.0.1:{server.port}"))
-
-    s3.meta.events.register("before-send.s3", to_loopback)
-    return s3
+    return virtual_host_s3(server.port, DOMAIN, DEV_ACCESS_KEY, DEV_SECRET_KEY)
 
 
 def test_virtual_host_requests_reach_the_bucket_in_the_host_header(vhost_server):

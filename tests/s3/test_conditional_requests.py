@@ -4,29 +4,17 @@ HEAD) and conditional writes (If-None-Match: * and If-Match on PUT), racing writ
 from __future__ import annotations
 
 import datetime
-import hashlib
 import os
 import threading
 
 import pytest
 from botocore.exceptions import ClientError
 
+from apollo.testing.s3calls import get_bytes, md5_etag, put_bytes
 from apollo.testing.s3error import error_of, s3_error
 
 KIB = 1024
 MIB = 1024 * KIB
-
-
-def _md5_etag(data: bytes) -> str:
-    return f'"{hashlib.md5(data).hexdigest()}"'
-
-
-def _put(s3, bucket: str, key: str, data: bytes, **kwargs) -> dict:
-    return s3.put_object(Bucket=bucket, Key=key, Body=data, **kwargs)
-
-
-def _get(s3, bucket: str, key: str, **kwargs) -> bytes:
-    return s3.get_object(Bucket=bucket, Key=key, **kwargs)["Body"].read()
 
 
 # --- Conditional GET / HEAD ------------------------------------------------------------------------------------
@@ -35,7 +23,7 @@ def _get(s3, bucket: str, key: str, **kwargs) -> bytes:
 @pytest.fixture
 def stored(s3, bucket) -> tuple[str, str, datetime.datetime]:
     """(bucket, etag, last_modified) of key "c"."""
-    _put(s3, bucket, "c", b"conditional")
+    put_bytes(s3, bucket, "c", b"conditional")
     head = s3.head_object(Bucket=bucket, Key="c")
     return bucket, head["ETag"], head["LastModified"]
 
@@ -45,9 +33,9 @@ HOUR = datetime.timedelta(hours=1)
 
 def test_if_match_right_etag_returns_object(s3, stored):
     bucket, etag, _ = stored
-    assert _get(s3, bucket, "c", IfMatch=etag) == b"conditional"
-    assert _get(s3, bucket, "c", IfMatch=f'"nope", {etag}') == b"conditional"
-    assert _get(s3, bucket, "c", IfMatch="*") == b"conditional"
+    assert get_bytes(s3, bucket, "c", IfMatch=etag) == b"conditional"
+    assert get_bytes(s3, bucket, "c", IfMatch=f'"nope", {etag}') == b"conditional"
+    assert get_bytes(s3, bucket, "c", IfMatch="*") == b"conditional"
 
 
 def test_if_match_wrong_etag_is_412(s3, stored):
@@ -69,12 +57,12 @@ def test_if_none_match_same_etag_is_304_not_modified(s3, stored):
 
 def test_if_none_match_other_etag_returns_object(s3, stored):
     bucket, _, _ = stored
-    assert _get(s3, bucket, "c", IfNoneMatch='"0123456789abcdef0123456789abcdef"') == b"conditional"
+    assert get_bytes(s3, bucket, "c", IfNoneMatch='"0123456789abcdef0123456789abcdef"') == b"conditional"
 
 
 def test_if_modified_since(s3, stored):
     bucket, _, modified = stored
-    assert _get(s3, bucket, "c", IfModifiedSince=modified - HOUR) == b"conditional"
+    assert get_bytes(s3, bucket, "c", IfModifiedSince=modified - HOUR) == b"conditional"
     for since in (modified, modified + HOUR):
         with s3_error("304", 304):
             s3.get_object(Bucket=bucket, Key="c", IfModifiedSince=since)
@@ -82,15 +70,15 @@ def test_if_modified_since(s3, stored):
 
 def test_if_unmodified_since(s3, stored):
     bucket, _, modified = stored
-    assert _get(s3, bucket, "c", IfUnmodifiedSince=modified) == b"conditional"
-    assert _get(s3, bucket, "c", IfUnmodifiedSince=modified + HOUR) == b"conditional"
+    assert get_bytes(s3, bucket, "c", IfUnmodifiedSince=modified) == b"conditional"
+    assert get_bytes(s3, bucket, "c", IfUnmodifiedSince=modified + HOUR) == b"conditional"
     with s3_error("PreconditionFailed", 412):
         s3.get_object(Bucket=bucket, Key="c", IfUnmodifiedSince=modified - HOUR)
 
 
 def test_if_match_true_overrides_if_unmodified_since_false(s3, stored):
     bucket, etag, modified = stored
-    assert _get(s3, bucket, "c", IfMatch=etag, IfUnmodifiedSince=modified - HOUR) == b"conditional"
+    assert get_bytes(s3, bucket, "c", IfMatch=etag, IfUnmodifiedSince=modified - HOUR) == b"conditional"
 
 
 def test_if_none_match_false_with_if_modified_since_true_is_304(s3, stored):
@@ -108,7 +96,7 @@ def test_if_match_failure_wins_over_if_none_match(s3, stored):
 def test_unparseable_if_modified_since_is_ignored(s3, stored):
     bucket, _, _ = stored
     s3.meta.events.register_first("before-sign.s3.GetObject", _set_header("If-Modified-Since", "not a date"))
-    assert _get(s3, bucket, "c") == b"conditional"
+    assert get_bytes(s3, bucket, "c") == b"conditional"
 
 
 def _set_header(name: str, value: str):
@@ -122,42 +110,42 @@ def _set_header(name: str, value: str):
 
 
 def test_put_if_none_match_star_on_new_key_succeeds(s3, bucket):
-    _put(s3, bucket, "new", b"created", IfNoneMatch="*")
-    assert _get(s3, bucket, "new") == b"created"
+    put_bytes(s3, bucket, "new", b"created", IfNoneMatch="*")
+    assert get_bytes(s3, bucket, "new") == b"created"
 
 
 def test_put_if_none_match_star_on_existing_key_is_412(s3, bucket):
-    _put(s3, bucket, "k", b"original")
+    put_bytes(s3, bucket, "k", b"original")
     with s3_error("PreconditionFailed", 412):
-        _put(s3, bucket, "k", b"replacement", IfNoneMatch="*")
-    assert _get(s3, bucket, "k") == b"original"
+        put_bytes(s3, bucket, "k", b"replacement", IfNoneMatch="*")
+    assert get_bytes(s3, bucket, "k") == b"original"
 
 
 def test_put_if_none_match_star_after_delete_succeeds(s3, bucket):
-    _put(s3, bucket, "k", b"original")
+    put_bytes(s3, bucket, "k", b"original")
     s3.delete_object(Bucket=bucket, Key="k")
-    _put(s3, bucket, "k", b"again", IfNoneMatch="*")
-    assert _get(s3, bucket, "k") == b"again"
+    put_bytes(s3, bucket, "k", b"again", IfNoneMatch="*")
+    assert get_bytes(s3, bucket, "k") == b"again"
 
 
 def test_put_if_match_right_etag_replaces(s3, bucket):
-    etag = _put(s3, bucket, "k", b"v1")["ETag"]
-    put = _put(s3, bucket, "k", b"v2", IfMatch=etag)
-    assert put["ETag"] == _md5_etag(b"v2")
-    assert _get(s3, bucket, "k") == b"v2"
+    etag = put_bytes(s3, bucket, "k", b"v1")["ETag"]
+    put = put_bytes(s3, bucket, "k", b"v2", IfMatch=etag)
+    assert put["ETag"] == md5_etag(b"v2")
+    assert get_bytes(s3, bucket, "k") == b"v2"
 
 
 def test_put_if_match_wrong_etag_is_412(s3, bucket):
-    _put(s3, bucket, "k", b"v1")
+    put_bytes(s3, bucket, "k", b"v1")
     with s3_error("PreconditionFailed", 412):
-        _put(s3, bucket, "k", b"v2", IfMatch=_md5_etag(b"something else"))
-    assert _get(s3, bucket, "k") == b"v1"
+        put_bytes(s3, bucket, "k", b"v2", IfMatch=md5_etag(b"something else"))
+    assert get_bytes(s3, bucket, "k") == b"v1"
 
 
 def test_put_if_match_on_missing_key_is_no_such_key(s3, bucket):
     # AWS: "If the object doesn't exist, Amazon S3 returns 404 Not Found" for a conditional overwrite.
     with s3_error("NoSuchKey", 404):
-        _put(s3, bucket, "missing", b"v", IfMatch=_md5_etag(b"v"))
+        put_bytes(s3, bucket, "missing", b"v", IfMatch=md5_etag(b"v"))
 
 
 def _race(server, bucket: str, size: int, **conditions) -> None:
@@ -190,7 +178,7 @@ def _race(server, bucket: str, size: int, **conditions) -> None:
     assert len(outcomes) == writers
     assert len(winners) == 1, outcomes
     assert losers <= {(412, "PreconditionFailed"), (409, "ConditionalRequestConflict")}, outcomes
-    assert _get(clients[0], bucket, "race") == payloads[winners[0]]
+    assert get_bytes(clients[0], bucket, "race") == payloads[winners[0]]
 
 
 @pytest.mark.parametrize("size", [64 * KIB, 3 * MIB], ids=["64KiB", "3MiB"])
@@ -199,5 +187,5 @@ def test_racing_if_none_match_puts_have_exactly_one_winner(server, bucket, size)
 
 
 def test_racing_if_match_puts_have_exactly_one_winner(server, s3, bucket):
-    etag = _put(s3, bucket, "race", b"the version everyone read")["ETag"]
+    etag = put_bytes(s3, bucket, "race", b"the version everyone read")["ETag"]
     _race(server, bucket, 64 * KIB, IfMatch=etag)

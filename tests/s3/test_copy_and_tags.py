@@ -11,19 +11,12 @@ import uuid
 import crc32c
 import pytest
 
+from apollo.testing.s3calls import get_bytes, md5_etag
 from apollo.testing.s3error import s3_error
 
 MIB = 1024 * 1024
 HOUR = datetime.timedelta(hours=1)
 OTHER_ETAG = '"0123456789abcdef0123456789abcdef"'
-
-
-def _md5_etag(data: bytes) -> str:
-    return f'"{hashlib.md5(data).hexdigest()}"'
-
-
-def _get(s3, bucket: str, key: str) -> bytes:
-    return s3.get_object(Bucket=bucket, Key=key)["Body"].read()
 
 
 def _tags(s3, bucket: str, key: str) -> dict[str, str]:
@@ -45,7 +38,7 @@ def source(s3, bucket) -> tuple[str, bytes]:
 def test_copy_within_bucket_copies_data_and_metadata(s3, source):
     bucket, data = source
     result = s3.copy_object(Bucket=bucket, Key="dst", CopySource={"Bucket": bucket, "Key": "src"})
-    assert result["CopyObjectResult"]["ETag"] == _md5_etag(data)
+    assert result["CopyObjectResult"]["ETag"] == md5_etag(data)
     assert result["CopyObjectResult"]["LastModified"].tzinfo is not None
     got = s3.get_object(Bucket=bucket, Key="dst")
     assert got["Body"].read() == data
@@ -53,7 +46,7 @@ def test_copy_within_bucket_copies_data_and_metadata(s3, source):
     assert got["CacheControl"] == "max-age=9"
     assert got["Metadata"] == {"origin": "test"}
     assert _tags(s3, bucket, "dst") == {"team": "storage"}
-    assert _get(s3, bucket, "src") == data  # the source is untouched
+    assert get_bytes(s3, bucket, "src") == data  # the source is untouched
 
 
 def test_copy_to_another_bucket(s3, source):
@@ -61,7 +54,7 @@ def test_copy_to_another_bucket(s3, source):
     other = f"test-{uuid.uuid4().hex[:12]}"
     s3.create_bucket(Bucket=other)
     s3.copy_object(Bucket=other, Key="copied", CopySource={"Bucket": bucket, "Key": "src"})
-    assert _get(s3, other, "copied") == data
+    assert get_bytes(s3, other, "copied") == data
     assert s3.head_object(Bucket=other, Key="copied")["Metadata"] == {"origin": "test"}
 
 
@@ -99,14 +92,14 @@ def test_copy_onto_itself_with_replace_changes_metadata_only(s3, source):
     assert got["Body"].read() == data
     assert got["Metadata"] == {"edited": "true"}
     assert got["ContentType"] == "text/csv"
-    assert got["ETag"] == _md5_etag(data)
+    assert got["ETag"] == md5_etag(data)
 
 
 def test_copy_replaces_existing_destination(s3, source):
     bucket, data = source
     s3.put_object(Bucket=bucket, Key="dst", Body=b"old destination contents, longer than the source", Tagging="a=b")
     s3.copy_object(Bucket=bucket, Key="dst", CopySource={"Bucket": bucket, "Key": "src"})
-    assert _get(s3, bucket, "dst") == data
+    assert get_bytes(s3, bucket, "dst") == data
     assert _tags(s3, bucket, "dst") == {"team": "storage"}
 
 
@@ -132,7 +125,7 @@ def test_copy_is_byte_exact(s3, bucket, size):
     data = os.urandom(size)
     s3.put_object(Bucket=bucket, Key="src", Body=data)
     result = s3.copy_object(Bucket=bucket, Key="dst", CopySource={"Bucket": bucket, "Key": "src"})
-    assert result["CopyObjectResult"]["ETag"] == _md5_etag(data)
+    assert result["CopyObjectResult"]["ETag"] == md5_etag(data)
     got = s3.get_object(Bucket=bucket, Key="dst")
     assert got["ContentLength"] == size
     assert hashlib.sha256(got["Body"].read()).digest() == hashlib.sha256(data).digest()
@@ -142,7 +135,7 @@ def test_copy_is_byte_exact(s3, bucket, size):
 def test_copy_source_with_odd_key_names(s3, bucket, key):
     s3.put_object(Bucket=bucket, Key=key, Body=key.encode())
     s3.copy_object(Bucket=bucket, Key=f"copy/{key}", CopySource={"Bucket": bucket, "Key": key})
-    assert _get(s3, bucket, f"copy/{key}") == key.encode()
+    assert get_bytes(s3, bucket, f"copy/{key}") == key.encode()
 
 
 def test_copy_tagging_directive_replace(s3, source):
@@ -178,9 +171,9 @@ def test_copy_if_none_match_star_refuses_an_existing_destination(s3, source):
     s3.put_object(Bucket=bucket, Key="dst", Body=b"keep me")
     with s3_error("PreconditionFailed", 412):
         s3.copy_object(Bucket=bucket, Key="dst", CopySource={"Bucket": bucket, "Key": "src"}, IfNoneMatch="*")
-    assert _get(s3, bucket, "dst") == b"keep me"
+    assert get_bytes(s3, bucket, "dst") == b"keep me"
     s3.copy_object(Bucket=bucket, Key="new", CopySource={"Bucket": bucket, "Key": "src"}, IfNoneMatch="*")
-    assert _get(s3, bucket, "new") == data
+    assert get_bytes(s3, bucket, "new") == data
 
 
 def test_copy_if_match_on_the_destination(s3, source):
@@ -189,7 +182,7 @@ def test_copy_if_match_on_the_destination(s3, source):
     with s3_error("PreconditionFailed", 412):
         s3.copy_object(Bucket=bucket, Key="dst", CopySource={"Bucket": bucket, "Key": "src"}, IfMatch=OTHER_ETAG)
     s3.copy_object(Bucket=bucket, Key="dst", CopySource={"Bucket": bucket, "Key": "src"}, IfMatch=etag)
-    assert _get(s3, bucket, "dst") == data
+    assert get_bytes(s3, bucket, "dst") == data
 
 
 def test_copy_with_unknown_metadata_directive_is_invalid_argument(s3, source):
@@ -235,14 +228,14 @@ def test_copy_source_condition(s3, source, condition, failing, passing):
     state = _source_state(s3, bucket)
     _copy_fails(s3, bucket, **{condition: failing(*state)})
     _copy(s3, bucket, **{condition: passing(*state)})
-    assert _get(s3, bucket, "dst") == data
+    assert get_bytes(s3, bucket, "dst") == data
 
 
 def test_copy_source_if_match_true_overrides_if_unmodified_since_false(s3, source):
     bucket, data = source
     etag, modified = _source_state(s3, bucket)
     _copy(s3, bucket, CopySourceIfMatch=etag, CopySourceIfUnmodifiedSince=modified - HOUR)
-    assert _get(s3, bucket, "dst") == data
+    assert get_bytes(s3, bucket, "dst") == data
 
 
 def test_copy_source_if_none_match_false_with_if_modified_since_true_fails(s3, source):
@@ -263,7 +256,7 @@ def test_put_get_delete_object_tagging(s3, bucket):
     response = s3.delete_object_tagging(Bucket=bucket, Key="k")
     assert response["ResponseMetadata"]["HTTPStatusCode"] == 204
     assert s3.get_object_tagging(Bucket=bucket, Key="k")["TagSet"] == []
-    assert _get(s3, bucket, "k") == b"x"  # tagging never touches the data
+    assert get_bytes(s3, bucket, "k") == b"x"  # tagging never touches the data
 
 
 def test_put_object_tagging_replaces_the_whole_set(s3, bucket):

@@ -6,15 +6,13 @@ from __future__ import annotations
 import os
 import urllib.error
 import urllib.request
-from urllib.parse import urlsplit, urlunsplit
 
-import boto3
 import pytest
-from botocore.config import Config
 
 from apollo import errors
 from apollo.client import Client
 from apollo.proto import codec
+from apollo.testing.s3calls import virtual_host_s3
 from apollo.testing.server import DEV_ACCESS_KEY, DEV_SECRET_KEY, ServerProcess
 
 DOMAIN = "apollo.test"
@@ -69,16 +67,7 @@ def vhost_server(tmp_path_factory):
 
 def test_with_virtual_hosts_a_key_under_apollo_is_an_ordinary_key(vhost_server):
     """``bucket.domain/_apollo/rpc/x`` names the key ``_apollo/rpc/x``, not Apollo's metadata API."""
-    s3 = boto3.client("s3", endpoint_url=f"http://{DOMAIN}:{vhost_server.port}", aws_access_key_id=DEV_ACCESS_KEY,
-                      aws_secret_access_key=DEV_SECRET_KEY, region_name="us-east-1",
-                      config=Config(s3={"addressing_style": "virtual"}, retries={"max_attempts": 1}))  # fmt: skip
-
-    def to_loopback(request, **_):
-        parts = urlsplit(request.url)
-        request.headers["Host"] = parts.netloc
-        request.url = urlunsplit(parts._replace(netloc=f"127.0.0.1:{vhost_server.port}"))
-
-    s3.meta.events.register("before-send.s3", to_loopback)
+    s3 = virtual_host_s3(vhost_server.port, DOMAIN, DEV_ACCESS_KEY, DEV_SECRET_KEY)
     s3.create_bucket(Bucket="vhost-native")
     for key in ("_apollo/rpc/list_buckets", "_apollo/shards/0000000000000000/0/x/0"):
         s3.put_object(Bucket="vhost-native", Key=key, Body=key.encode())

@@ -13,25 +13,10 @@ import crc32c
 import pytest
 from awscrt import checksums as crt_checksums
 
+from apollo.testing.s3calls import get_bytes, md5_etag, put_bytes, response_headers
 from apollo.testing.s3error import s3_error
 
 KIB = 1024
-
-
-def _headers(response: dict) -> dict[str, str]:
-    return response["ResponseMetadata"]["HTTPHeaders"]
-
-
-def _md5_etag(data: bytes) -> str:
-    return f'"{hashlib.md5(data).hexdigest()}"'
-
-
-def _put(s3, bucket: str, key: str, data: bytes, **kwargs) -> dict:
-    return s3.put_object(Bucket=bucket, Key=key, Body=data, **kwargs)
-
-
-def _get(s3, bucket: str, key: str, **kwargs) -> bytes:
-    return s3.get_object(Bucket=bucket, Key=key, **kwargs)["Body"].read()
 
 
 # --- Content-MD5 and additional checksums ----------------------------------------------------------------------
@@ -40,30 +25,30 @@ def _get(s3, bucket: str, key: str, **kwargs) -> bytes:
 def test_put_with_correct_content_md5_succeeds(s3, bucket):
     data = b"digest me"
     md5 = base64.b64encode(hashlib.md5(data).digest()).decode()
-    assert _put(s3, bucket, "k", data, ContentMD5=md5)["ETag"] == _md5_etag(data)
+    assert put_bytes(s3, bucket, "k", data, ContentMD5=md5)["ETag"] == md5_etag(data)
 
 
 def test_put_with_wrong_content_md5_is_bad_digest_and_stores_nothing(s3, bucket):
     wrong = base64.b64encode(hashlib.md5(b"other").digest()).decode()
     with s3_error("BadDigest", 400):
-        _put(s3, bucket, "k", b"digest me", ContentMD5=wrong)
+        put_bytes(s3, bucket, "k", b"digest me", ContentMD5=wrong)
     with s3_error("404", 404):
         s3.head_object(Bucket=bucket, Key="k")
 
 
 def test_failed_overwrite_keeps_the_previous_object(s3, bucket):
     original = os.urandom(300 * KIB)
-    _put(s3, bucket, "k", original)
+    put_bytes(s3, bucket, "k", original)
     wrong = base64.b64encode(hashlib.md5(b"other").digest()).decode()
     with s3_error("BadDigest", 400):
-        _put(s3, bucket, "k", os.urandom(200 * KIB), ContentMD5=wrong)
-    assert _get(s3, bucket, "k") == original
+        put_bytes(s3, bucket, "k", os.urandom(200 * KIB), ContentMD5=wrong)
+    assert get_bytes(s3, bucket, "k") == original
 
 
 @pytest.mark.parametrize("value", ["not base64!", base64.b64encode(b"short").decode()], ids=["garbage", "wrong-len"])
 def test_put_with_malformed_content_md5_is_invalid_digest(s3, bucket, value):
     with s3_error("InvalidDigest", 400):
-        _put(s3, bucket, "k", b"digest me", ContentMD5=value)
+        put_bytes(s3, bucket, "k", b"digest me", ContentMD5=value)
 
 
 def _checksum(algorithm: str, data: bytes) -> str:
@@ -82,7 +67,7 @@ def _checksum(algorithm: str, data: bytes) -> str:
 def test_checksum_algorithm_is_stored_and_returned_with_checksum_mode(s3, bucket, algorithm):
     data = os.urandom(100 * KIB + 7)
     expected = _checksum(algorithm, data)
-    put = _put(s3, bucket, "k", data, ChecksumAlgorithm=algorithm)
+    put = put_bytes(s3, bucket, "k", data, ChecksumAlgorithm=algorithm)
     assert put[f"Checksum{algorithm}"] == expected
     head = s3.head_object(Bucket=bucket, Key="k", ChecksumMode="ENABLED")
     assert head[f"Checksum{algorithm}"] == expected
@@ -92,15 +77,15 @@ def test_checksum_algorithm_is_stored_and_returned_with_checksum_mode(s3, bucket
 
 
 def test_checksum_is_not_returned_without_checksum_mode(s3, bucket):
-    _put(s3, bucket, "k", b"data", ChecksumAlgorithm="SHA256")
-    headers = _headers(s3.head_object(Bucket=bucket, Key="k"))
+    put_bytes(s3, bucket, "k", b"data", ChecksumAlgorithm="SHA256")
+    headers = response_headers(s3.head_object(Bucket=bucket, Key="k"))
     assert not [name for name in headers if name.startswith("x-amz-checksum-")]
 
 
 def test_wrong_explicit_checksum_is_bad_digest(s3, bucket):
     wrong = _checksum("SHA256", b"something else")
     with s3_error("BadDigest", 400):
-        _put(s3, bucket, "k", b"data", ChecksumSHA256=wrong)
+        put_bytes(s3, bucket, "k", b"data", ChecksumSHA256=wrong)
     with s3_error(status=404):
         s3.head_object(Bucket=bucket, Key="k")
 
@@ -124,7 +109,7 @@ def test_aws_chunked_is_dropped_from_the_stored_content_encoding(s3, bucket, enc
     )
     data = gzip.compress(os.urandom(1000))
     extra = {"ContentEncoding": encoding} if encoding else {}
-    put = _put(s3, bucket, "k", data, ChecksumAlgorithm="SHA256", **extra)
+    put = put_bytes(s3, bucket, "k", data, ChecksumAlgorithm="SHA256", **extra)
     assert sent == [b"gzip,aws-chunked" if encoding else b"aws-chunked"]  # the trailer path was really taken
     assert put["ChecksumSHA256"] == _checksum("SHA256", data)
     got = s3.get_object(Bucket=bucket, Key="k")

@@ -7,18 +7,11 @@ import os
 
 import pytest
 
+from apollo.testing.s3calls import put_bytes, response_headers
 from apollo.testing.s3error import s3_error
 
 KIB = 1024
 MIB = 1024 * KIB
-
-
-def _headers(response: dict) -> dict[str, str]:
-    return response["ResponseMetadata"]["HTTPHeaders"]
-
-
-def _put(s3, bucket: str, key: str, data: bytes, **kwargs) -> dict:
-    return s3.put_object(Bucket=bucket, Key=key, Body=data, **kwargs)
 
 
 # --- Range GET -------------------------------------------------------------------------------------------------
@@ -28,7 +21,7 @@ RANGE_DATA = bytes(range(256)) * 40  # 10240 bytes, every offset recognisable
 
 @pytest.fixture
 def ranged(s3, bucket) -> str:
-    _put(s3, bucket, "r", RANGE_DATA)
+    put_bytes(s3, bucket, "r", RANGE_DATA)
     return bucket
 
 
@@ -49,12 +42,12 @@ def test_range_get_returns_206_with_content_range(s3, ranged, header, start, end
     assert response["Body"].read() == RANGE_DATA[start : end + 1]
     assert response["ContentRange"] == f"bytes {start}-{end}/{len(RANGE_DATA)}"
     assert response["ContentLength"] == end - start + 1
-    assert _headers(response)["content-length"] == str(end - start + 1)
+    assert response_headers(response)["content-length"] == str(end - start + 1)
 
 
 def test_range_get_on_multi_batch_object_crosses_batch_boundary(s3, bucket):
     data = os.urandom(17 * MIB)
-    _put(s3, bucket, "big", data)
+    put_bytes(s3, bucket, "big", data)
     start, end = 8 * MIB - 1000, 16 * MIB + 1000
     response = s3.get_object(Bucket=bucket, Key="big", Range=f"bytes={start}-{end}")
     assert response["Body"].read() == data[start : end + 1]
@@ -63,7 +56,7 @@ def test_range_get_on_multi_batch_object_crosses_batch_boundary(s3, bucket):
 
 def test_many_ranges_across_erasure_cells_are_exact(s3, bucket):
     data = os.urandom(3 * MIB + 777)
-    _put(s3, bucket, "cells", data)
+    put_bytes(s3, bucket, "cells", data)
     cell = 256 * KIB
     spans = [(0, cell - 1), (cell - 1, cell), (cell - 10, 3 * cell + 10), (5 * cell + 1, len(data) - 2),
              (len(data) - 1, len(data) - 1), (1, 2 * MIB)]  # fmt: skip
@@ -87,7 +80,7 @@ def test_unsatisfiable_range_is_416_invalid_range(s3, ranged, header):
 
 
 def test_any_range_on_empty_object_is_416(s3, bucket):
-    _put(s3, bucket, "empty", b"")
+    put_bytes(s3, bucket, "empty", b"")
     with s3_error("InvalidRange", 416) as exc:
         s3.get_object(Bucket=bucket, Key="empty", Range="bytes=0-0")
     assert exc.headers["content-range"] == "bytes */0"
@@ -105,14 +98,14 @@ def test_invalid_or_multi_range_returns_whole_object(s3, ranged, header):
 
 
 def test_response_header_overrides_on_get(s3, bucket):
-    _put(s3, bucket, "k", b"data", ContentType="text/plain", CacheControl="no-cache")
+    put_bytes(s3, bucket, "k", b"data", ContentType="text/plain", CacheControl="no-cache")
     response = s3.get_object(
         Bucket=bucket, Key="k",
         ResponseContentType="application/json", ResponseContentLanguage="fr",
         ResponseExpires=datetime.datetime(2031, 5, 6, 7, 8, 9, tzinfo=datetime.UTC),
         ResponseCacheControl="max-age=5", ResponseContentDisposition="inline", ResponseContentEncoding="gzip",
     )  # fmt: skip
-    headers = _headers(response)
+    headers = response_headers(response)
     assert response["Body"].read() == b"data"
     assert headers["content-type"] == "application/json"
     assert headers["content-language"] == "fr"

@@ -7,32 +7,16 @@ from __future__ import annotations
 
 import datetime
 import gzip
-import hashlib
 import os
 import uuid
 
 import pytest
 
+from apollo.testing.s3calls import get_bytes, md5_etag, put_bytes, response_headers
 from apollo.testing.s3error import s3_error
 
 KIB = 1024
 MIB = 1024 * KIB
-
-
-def _headers(response: dict) -> dict[str, str]:
-    return response["ResponseMetadata"]["HTTPHeaders"]
-
-
-def _md5_etag(data: bytes) -> str:
-    return f'"{hashlib.md5(data).hexdigest()}"'
-
-
-def _put(s3, bucket: str, key: str, data: bytes, **kwargs) -> dict:
-    return s3.put_object(Bucket=bucket, Key=key, Body=data, **kwargs)
-
-
-def _get(s3, bucket: str, key: str, **kwargs) -> bytes:
-    return s3.get_object(Bucket=bucket, Key=key, **kwargs)["Body"].read()
 
 
 # --- PUT / GET / HEAD / DELETE ---------------------------------------------------------------------------------
@@ -45,27 +29,27 @@ def _get(s3, bucket: str, key: str, **kwargs) -> bytes:
 )
 def test_put_get_head_roundtrip_is_byte_exact(s3, bucket, size):
     data = os.urandom(size)
-    put = _put(s3, bucket, "obj", data)
-    assert put["ETag"] == _md5_etag(data)
+    put = put_bytes(s3, bucket, "obj", data)
+    assert put["ETag"] == md5_etag(data)
     got = s3.get_object(Bucket=bucket, Key="obj")
     assert got["Body"].read() == data
     assert got["ContentLength"] == size
-    assert got["ETag"] == _md5_etag(data)
+    assert got["ETag"] == md5_etag(data)
     head = s3.head_object(Bucket=bucket, Key="obj")
     assert head["ContentLength"] == size
-    assert head["ETag"] == _md5_etag(data)
-    assert _headers(head)["accept-ranges"] == "bytes"
+    assert head["ETag"] == md5_etag(data)
+    assert response_headers(head)["accept-ranges"] == "bytes"
 
 
 def test_default_content_type_is_binary_octet_stream(s3, bucket):
     # boto3 sends no Content-Type of its own for a bytes body.
-    _put(s3, bucket, "k", b"data")
+    put_bytes(s3, bucket, "k", b"data")
     assert s3.head_object(Bucket=bucket, Key="k")["ContentType"] == "binary/octet-stream"
 
 
 def test_last_modified_is_now_with_second_precision(s3, bucket):
     before = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
-    _put(s3, bucket, "k", b"data")
+    put_bytes(s3, bucket, "k", b"data")
     modified = s3.head_object(Bucket=bucket, Key="k")["LastModified"]
     after = datetime.datetime.now(datetime.UTC)
     assert before - datetime.timedelta(seconds=1) <= modified <= after
@@ -74,14 +58,14 @@ def test_last_modified_is_now_with_second_precision(s3, bucket):
 
 def test_system_headers_and_user_metadata_roundtrip(s3, bucket):
     expires = datetime.datetime(2030, 1, 2, 3, 4, 5, tzinfo=datetime.UTC)
-    _put(
+    put_bytes(
         s3, bucket, "doc.txt", b"hello",
         ContentType="text/plain; charset=utf-8", ContentEncoding="identity", ContentLanguage="en-GB",
         ContentDisposition='attachment; filename="doc.txt"', CacheControl="max-age=60", Expires=expires,
         Metadata={"Color": "blue", "x-y": "1 2 3"},
     )  # fmt: skip
     for response in (s3.get_object(Bucket=bucket, Key="doc.txt"), s3.head_object(Bucket=bucket, Key="doc.txt")):
-        headers = _headers(response)
+        headers = response_headers(response)
         assert response["ContentType"] == "text/plain; charset=utf-8"
         assert response["ContentEncoding"] == "identity"
         assert response["ContentLanguage"] == "en-GB"
@@ -95,8 +79,8 @@ def test_system_headers_and_user_metadata_roundtrip(s3, bucket):
 def test_content_encoding_is_metadata_and_the_body_is_stored_verbatim(s3, bucket, encoding):
     # S3 never decodes a body: a gzip'd upload is stored and served gzip'd, whatever Content-Encoding says.
     data = gzip.compress(b"compressible " * 1000)
-    put = _put(s3, bucket, "k", data, ContentEncoding=encoding)
-    assert put["ETag"] == _md5_etag(data)
+    put = put_bytes(s3, bucket, "k", data, ContentEncoding=encoding)
+    assert put["ETag"] == md5_etag(data)
     got = s3.get_object(Bucket=bucket, Key="k")
     assert got["ContentEncoding"] == encoding
     assert got["Body"].read() == data
@@ -104,18 +88,18 @@ def test_content_encoding_is_metadata_and_the_body_is_stored_verbatim(s3, bucket
 
 def test_user_metadata_over_2_kib_is_metadata_too_large(s3, bucket):
     with s3_error("MetadataTooLarge", 400):
-        _put(s3, bucket, "k", b"x", Metadata={"big": "v" * 2100})
+        put_bytes(s3, bucket, "k", b"x", Metadata={"big": "v" * 2100})
 
 
 def test_overwrite_replaces_data_and_metadata(s3, bucket):
-    _put(s3, bucket, "k", b"first version, longer", Metadata={"a": "1"}, ContentType="text/plain")
+    put_bytes(s3, bucket, "k", b"first version, longer", Metadata={"a": "1"}, ContentType="text/plain")
     second = os.urandom(40 * KIB)
-    _put(s3, bucket, "k", second, Metadata={"b": "2"})
+    put_bytes(s3, bucket, "k", second, Metadata={"b": "2"})
     got = s3.get_object(Bucket=bucket, Key="k")
     assert got["Body"].read() == second
     assert got["Metadata"] == {"b": "2"}
     assert got["ContentType"] == "binary/octet-stream"
-    assert got["ETag"] == _md5_etag(second)
+    assert got["ETag"] == md5_etag(second)
 
 
 def test_get_missing_key_is_no_such_key(s3, bucket):
@@ -130,7 +114,7 @@ def test_head_missing_key_is_404(s3, bucket):
 
 
 def test_delete_object_then_get_is_no_such_key(s3, bucket):
-    _put(s3, bucket, "k", b"x")
+    put_bytes(s3, bucket, "k", b"x")
     assert s3.delete_object(Bucket=bucket, Key="k")["ResponseMetadata"]["HTTPStatusCode"] == 204
     with s3_error("NoSuchKey", 404):
         s3.get_object(Bucket=bucket, Key="k")
@@ -143,10 +127,10 @@ def test_delete_missing_key_is_204(s3, bucket):
 
 def test_delete_large_object_then_recreate(s3, bucket):
     data = os.urandom(9 * MIB)
-    _put(s3, bucket, "big", data)
+    put_bytes(s3, bucket, "big", data)
     s3.delete_object(Bucket=bucket, Key="big")
-    _put(s3, bucket, "big", b"small now")
-    assert _get(s3, bucket, "big") == b"small now"
+    put_bytes(s3, bucket, "big", b"small now")
+    assert get_bytes(s3, bucket, "big") == b"small now"
 
 
 def test_object_calls_on_missing_bucket_are_no_such_bucket(s3):
@@ -158,10 +142,10 @@ def test_object_calls_on_missing_bucket_are_no_such_bucket(s3):
 
 
 def test_unsupported_object_api_is_not_implemented(s3, bucket):
-    _put(s3, bucket, "k", b"x")
+    put_bytes(s3, bucket, "k", b"x")
     with s3_error("NotImplemented", 501):
         s3.get_object_retention(Bucket=bucket, Key="k")
-    assert _get(s3, bucket, "k") == b"x"
+    assert get_bytes(s3, bucket, "k") == b"x"
 
 
 # --- Key names -------------------------------------------------------------------------------------------------
@@ -190,8 +174,8 @@ ODD_KEYS = [
 @pytest.mark.parametrize("key", ODD_KEYS)
 def test_odd_key_names_roundtrip(s3, bucket, key):
     data = key.encode() + b"!"
-    _put(s3, bucket, key, data)
-    assert _get(s3, bucket, key) == data
+    put_bytes(s3, bucket, key, data)
+    assert get_bytes(s3, bucket, key) == data
     assert s3.head_object(Bucket=bucket, Key=key)["ContentLength"] == len(data)
     listed = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]]
     assert listed == [key]
@@ -201,7 +185,7 @@ def test_odd_key_names_roundtrip(s3, bucket, key):
 
 def test_all_odd_keys_list_together_in_byte_order(s3, bucket):
     for key in ODD_KEYS:
-        _put(s3, bucket, key, b"x")
+        put_bytes(s3, bucket, key, b"x")
     listed = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]]
     assert listed == sorted(ODD_KEYS, key=lambda k: k.encode())
 
@@ -209,12 +193,12 @@ def test_all_odd_keys_list_together_in_byte_order(s3, bucket):
 def test_key_of_1024_bytes_is_accepted(s3, bucket):
     key = "k" * 1021 + "é" + "z"  # 1024 bytes of UTF-8 in 1023 characters
     assert len(key.encode()) == 1024
-    _put(s3, bucket, key, b"long")
-    assert _get(s3, bucket, key) == b"long"
+    put_bytes(s3, bucket, key, b"long")
+    assert get_bytes(s3, bucket, key) == b"long"
     assert [o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]] == [key]
 
 
 def test_key_of_1025_bytes_is_key_too_long(s3, bucket):
     with s3_error("KeyTooLongError", 400):
-        _put(s3, bucket, "k" * 1023 + "é", b"long")
+        put_bytes(s3, bucket, "k" * 1023 + "é", b"long")
     assert s3.list_objects_v2(Bucket=bucket)["KeyCount"] == 0
