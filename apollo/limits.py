@@ -11,6 +11,9 @@ part_number_max = 10_000
 list_keys_max = 1000
 list_hidden_rows_max = 10_000  # delete markers one listing page steps over before it ends, truncated
 delete_objects_keys_max = 1000
+# Not an AWS limit: each open upload is a metadata row that any key with write access can add, and nothing
+# else removes before --upload-expiry; a checkpoint of thousands of ranks stays far below it.
+open_uploads_per_bucket_max = 100_000
 xml_body_bytes_max = 2 * 1024**2  # CompleteMultipartUpload with 10,000 parts fits in ~1 MiB
 user_metadata_bytes_max = 2 * 1024
 tags_per_object_max = 10
@@ -40,6 +43,11 @@ journal_file_rotate_s = 600.0  # a journal file takes appends for this long, the
 journal_drive_retry_s = 30.0  # a drive whose journal append failed is skipped this long
 journal_checkpoint_interval_s_default = 3600.0
 journal_checkpoints_kept = 2  # per drive; journal files are kept until the oldest of them covers them
+
+# Peers that stop sending or reading: a request body that brings no byte, or a response the client takes
+# no byte of, for this long loses its connection and whatever it held (read-ahead, a file descriptor).
+s3_client_stall_s_default = 20.0  # apollo server/gateway --client-timeout; AWS answers RequestTimeout after ~20 s
+shard_client_stall_s = 10.0  # storage nodes: native clients and gateways, which give up on a node sooner
 
 # The metadata API: a call's body (a commit of a 5 GiB object names ~80 segments; a complete of
 # 10,000 parts is ~0.5 MiB) arrives whole within the deadline, after its headers named a known key.

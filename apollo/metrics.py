@@ -26,6 +26,9 @@ request_seconds = Histogram(
 )  # fmt: skip
 bytes_in = Counter("apollo_s3_bytes_in_total", "Request body bytes received", registry=registry)
 bytes_out = Counter("apollo_s3_bytes_out_total", "Response body bytes sent", registry=registry)
+stalled_peers = Counter("apollo_stalled_connections_total",
+                        "Connections cut because the peer sent or took no byte for the stall timeout",
+                        ["direction"], registry=registry)  # fmt: skip
 damaged_shards = Counter(
     "apollo_damaged_shards_total", "Shards found missing or corrupt (read from parity instead)", ["reason"],
     registry=registry,
@@ -34,7 +37,8 @@ ec_decoded_stripes = Counter(
     "apollo_ec_decoded_stripes_total", "Stripes rebuilt from parity while reading", registry=registry
 )
 # With --workers, every worker probes the drives; "livemin" reports a drive down if any live worker sees it down.
-drive_up = Gauge("apollo_drive_up", "1 when a drive is healthy and attached", ["drive", "path"], registry=registry,
+# /metrics answers anyone, so drives are named by id only: `apollo admin status` maps ids to paths.
+drive_up = Gauge("apollo_drive_up", "1 when a drive is healthy and attached", ["drive"], registry=registry,
                  multiprocess_mode="livemin")  # fmt: skip
 drive_free_bytes = Gauge("apollo_drive_free_bytes", "Free bytes on a drive's filesystem", ["drive"],
                          registry=registry, multiprocess_mode="livemin")  # fmt: skip

@@ -93,6 +93,9 @@ def add_writer_flags(parser: argparse.ArgumentParser, ec_help: str, ec_default: 
     parser.add_argument("--domain", help="enable virtual-host-style addressing under this domain")
     parser.add_argument("--write-quorum", type=int, metavar="N",
                         help="shards durable before a write is acknowledged (default and minimum k+1)")  # fmt: skip
+    parser.add_argument("--client-timeout", type=float, default=limits.s3_client_stall_s_default, metavar="SECONDS",
+                        help="cut off a client that sends no byte of its request body, or takes no byte of a "
+                             "response, for this long (default 20)")  # fmt: skip
 
 
 def add_process_flags(parser: argparse.ArgumentParser, dev_help: str) -> None:

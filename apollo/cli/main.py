@@ -31,6 +31,7 @@ def cmd_server(args: argparse.Namespace) -> None:
 
     ensure_malloc_tuning()
     drives = [Path(p) for pattern in args.drives for p in expand_braces(pattern)]
+    create_missing = args.dev or not drives  # a missing directory elsewhere is a disk that did not mount
     if not drives:
         drives = [DEFAULT_DATA / f"drive{n}" for n in range(1, 7)]
     meta_dir = Path(args.meta_dir) if args.meta_dir else drives[0].resolve().parent / "apollo-meta"
@@ -56,7 +57,8 @@ def cmd_server(args: argparse.Namespace) -> None:
         root_user=user, root_password=password, gc_delay_s=args.gc_delay,
         drive_reserve_bytes=args.drive_reserve,
         upload_expiry_s=args.upload_expiry, journal_checkpoint_interval_s=args.journal_checkpoint_interval,
-        manager_lease_ttl_s=args.manager_lease, write_quorum=args.write_quorum,
+        manager_lease_ttl_s=args.manager_lease, write_quorum=args.write_quorum, client_stall_s=args.client_timeout,
+        create_missing_drives=create_missing,
         worker_index=args.worker_index, listen_fd=args.listen_fd, owner=args.owner_id, advertise=args.advertise,
     )  # fmt: skip
     if args.workers < 1:

@@ -68,7 +68,8 @@ def cmd_gateway(args: argparse.Namespace) -> None:
         write_quorum(scheme, args.write_quorum)
     except ValueError as exc:
         sys.exit(str(exc))
-    run(GatewayConfig(args.meta, access, secret, host, port, scheme, args.cell_size, args.domain, args.write_quorum))
+    run(GatewayConfig(args.meta, access, secret, host, port, scheme, args.cell_size, args.domain, args.write_quorum,
+                      args.client_timeout))  # fmt: skip
 
 
 def register(sub: argparse._SubParsersAction) -> None:

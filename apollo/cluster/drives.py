@@ -73,7 +73,7 @@ class DriveMonitor:
             record = self.records[drive_id]
             if health == "ok" and record.state == "online" and free >= self.reserve_bytes:
                 writable.add(drive_id)
-            metrics.drive_up.labels(drive_id, record.path).set(1 if health == "ok" else 0)
+            metrics.drive_up.labels(drive_id).set(1 if health == "ok" else 0)
             metrics.drive_free_bytes.labels(drive_id).set(free)
         gained = writable - self.writable
         if writable != self.writable:

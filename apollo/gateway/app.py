@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 from aiohttp import web
 
-from apollo import metrics
+from apollo import limits, metrics
 from apollo.client.engine import ObjectEngine
 from apollo.gateway import accesslog, handlers_attributes
 from apollo.gateway import handlers_bucket as hb
@@ -23,7 +23,7 @@ from apollo.gateway import handlers_object as ho
 from apollo.gateway.middleware import PIPELINE, SECRETS
 from apollo.gateway.names import host_bucket, split_target, validate_bucket
 from apollo.gateway.s3errors import s3error
-from apollo.gateway.state import CLIENT
+from apollo.gateway.state import CLIENT, CLIENT_STALL_S
 from apollo.keycache import SecretCache
 from apollo.proto import routes
 
@@ -137,8 +137,8 @@ def _paths_only(s3: routes.Handler) -> routes.Wrap:
 ApolloRoutes = Callable[[web.Application, routes.Wrap], None]  # adds Apollo's own routes to an app
 
 
-def build_app(client: ObjectEngine, domain: str | None = None, apollo_routes: ApolloRoutes | None = None
-              ) -> web.Application:  # fmt: skip
+def build_app(client: ObjectEngine, domain: str | None = None, apollo_routes: ApolloRoutes | None = None,
+              client_stall_s: float = limits.s3_client_stall_s_default) -> web.Application:  # fmt: skip
     """The S3 app; ``apollo_routes(app, wrap)`` adds Apollo's own APIs beside it (the all-in-one server)."""
     # auto_decompress off: Content-Encoding on a PUT is object metadata; S3 stores the body bytes as sent.
     handler_args = {"max_field_size": 16384, "auto_decompress": False}
@@ -147,6 +147,7 @@ def build_app(client: ObjectEngine, domain: str | None = None, apollo_routes: Ap
     app[SECRETS] = SecretCache(client.get_secret)
     app[DOMAIN] = domain or ""
     app[READY] = [True]
+    app[CLIENT_STALL_S] = client_stall_s
     accesslog.buffer_lines()
     app.cleanup_ctx.append(accesslog.flushing)
     s3 = _s3_handler()

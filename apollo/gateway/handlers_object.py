@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import re
 from collections.abc import AsyncIterator, Mapping
@@ -20,6 +21,7 @@ from apollo.gateway.http import (
     parse_range,
     parse_tag_header,
     read_document,
+    stall_guard,
 )
 from apollo.gateway.names import check_version_id, part_number, validate_bucket, validate_key
 from apollo.gateway.s3errors import s3error
@@ -131,18 +133,19 @@ async def get_object(request: web.Request, bucket: str, key: str) -> web.StreamR
 
 async def _stream(request: web.Request, status: int, headers: dict, chunks: AsyncIterator[bytes]) -> web.StreamResponse:
     response = web.StreamResponse(status=status, headers=headers)
-    iterator = aiter(chunks)
-    first = await anext(iterator, b"")  # errors before the first byte still become S3 errors
-    await response.prepare(request)
-    try:
-        if first:
-            await response.write(first)
-            metrics.bytes_out.inc(len(first))
-        async for chunk in iterator:
-            await response.write(chunk)  # waits for the socket to drain: backpressure
-            metrics.bytes_out.inc(len(chunk))
-    except ConnectionError:
-        pass  # the client went away; nothing to tell it
+    async with contextlib.aclosing(aiter(chunks)) as iterator:  # closed at once: it holds read-ahead
+        first = await anext(iterator, b"")  # errors before the first byte still become S3 errors
+        await response.prepare(request)
+        with stall_guard(request, "send") as guard:
+            try:
+                if first:
+                    await guard.wait(response.write(first))
+                    metrics.bytes_out.inc(len(first))
+                async for chunk in iterator:
+                    await guard.wait(response.write(chunk))  # waits for the socket to drain: backpressure
+                    metrics.bytes_out.inc(len(chunk))
+            except ConnectionError:
+                pass  # the client went away, or stopped reading and was cut off; nothing to tell it
     return response
 
 

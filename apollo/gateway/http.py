@@ -15,9 +15,11 @@ from aiohttp import web
 
 from apollo import limits, metrics
 from apollo.client.writer import WriteResult
+from apollo.eventloop import StallGuard
 from apollo.gateway.checksums import ALGORITHMS, checksum_from_headers, checksum_type_of, new_checksummer
 from apollo.gateway.chunked import AwsChunkedReader
 from apollo.gateway.s3errors import S3Error, s3error
+from apollo.gateway.state import CLIENT_STALL_S
 from apollo.gateway.xml import http_date, validate_tags
 from apollo.proto.records import ObjectAttrs, Version
 
@@ -121,20 +123,21 @@ class RequestBody:
 
     async def chunks(self) -> AsyncIterator[bytes]:
         received = 0
-        try:
-            if self.streaming:
-                self._chunked = AwsChunkedReader(self.request.content, self.mode, self._auth, self.length)
-                source = self._chunked.read_chunks()
-            else:
-                source = self.request.content.iter_chunked(READ_CHUNK_BYTES)
-            async for chunk in source:
-                received += len(chunk)
-                if received > self.length:
-                    raise s3error("IncompleteBody", "The request body is longer than its declared length")
-                metrics.bytes_in.inc(len(chunk))
-                yield chunk
-        except (aiohttp.ClientPayloadError, ConnectionError, EOFError) as exc:
-            raise s3error("IncompleteBody", f"The request body ended early: {exc}") from exc
+        if self.streaming:
+            self._chunked = AwsChunkedReader(self.request.content, self.mode, self._auth, self.length)
+            source = self._chunked.read_chunks()
+        else:
+            source = self.request.content.iter_chunked(READ_CHUNK_BYTES)
+        with stall_guard(self.request, "receive") as guard:
+            try:
+                async for chunk in guard.each(source):
+                    received += len(chunk)
+                    if received > self.length:
+                        raise s3error("IncompleteBody", "The request body is longer than its declared length")
+                    metrics.bytes_in.inc(len(chunk))
+                    yield chunk
+            except (aiohttp.ClientPayloadError, ConnectionError, EOFError) as exc:
+                raise _ended_early(guard, exc) from exc
         if received != self.length:
             raise s3error("IncompleteBody", f"Received {received} of {self.length} declared bytes")
 
@@ -154,6 +157,19 @@ class RequestBody:
                 raise s3error("BadDigest", f"The {algorithm} you specified did not match the calculated checksum.")
 
 
+def stall_guard(request: web.Request, direction: str) -> StallGuard:
+    """A guard on this request's connection for the client's stall timeout (``--client-timeout``)."""
+    return StallGuard(request.transport, request.app[CLIENT_STALL_S], direction)
+
+
+def _ended_early(guard: StallGuard, exc: BaseException) -> S3Error:
+    """The error of a body cut short: by the client, or by us because it stopped sending (logged and counted
+    as RequestTimeout, though the cut connection cannot carry the answer)."""
+    if guard.stalled:
+        return s3error("RequestTimeout")
+    return s3error("IncompleteBody", f"The request body ended early: {exc}")
+
+
 async def read_document(request: web.Request) -> bytes:
     """A whole XML request body, up to ``limits.xml_body_bytes_max``, checked against the payload hash the
     signature covers (a DeleteObjects body swapped in transit must not delete other keys).
@@ -163,14 +179,15 @@ async def read_document(request: web.Request) -> bytes:
     """
     expected = _sha256_to_verify(content_sha256(request))
     chunks, size = [], 0
-    try:
-        async for chunk in request.content.iter_chunked(64 * 1024):
-            size += len(chunk)
-            if size > limits.xml_body_bytes_max:
-                raise s3error("MalformedXML", f"The XML document is larger than {limits.xml_body_bytes_max} bytes")
-            chunks.append(chunk)
-    except (aiohttp.ClientPayloadError, ConnectionError, EOFError) as exc:
-        raise s3error("IncompleteBody", f"The request body ended early: {exc}") from exc
+    with stall_guard(request, "receive") as guard:
+        try:
+            async for chunk in guard.each(request.content.iter_chunked(64 * 1024)):
+                size += len(chunk)
+                if size > limits.xml_body_bytes_max:
+                    raise s3error("MalformedXML", f"The XML document is larger than {limits.xml_body_bytes_max} bytes")
+                chunks.append(chunk)
+        except (aiohttp.ClientPayloadError, ConnectionError, EOFError) as exc:
+            raise _ended_early(guard, exc) from exc
     body = b"".join(chunks)
     if expected is not None and (computed := hashlib.sha256(body).hexdigest()) != expected:
         raise sha256_mismatch(expected, computed)

@@ -29,6 +29,16 @@ class MultipartOps(ObjectOps):
         upload_id = f"{int(now * 1_000_000):016x}" + uuid.uuid4().hex
         with self.tx() as db:
             self._bucket_row(db, bucket)
+            cap = limits.open_uploads_per_bucket_max
+            # The index (bucket, key, upload_id) answers this; it reads at most ``cap`` entries, and only a
+            # bucket near its cap has that many.
+            open_now = db.execute(
+                "SELECT count(*) AS n FROM (SELECT 1 FROM uploads WHERE bucket = ? LIMIT ?) AS open_uploads",
+                (bucket, cap),
+            ).fetchone()["n"]
+            if open_now >= cap:
+                raise errors.InvalidRequest(f"This bucket has {cap} multipart uploads in progress, the most it "
+                                            "may have: complete or abort some first")  # fmt: skip
             db.execute(
                 "INSERT INTO uploads (upload_id, bucket, key, created, content_type, headers, tags, "
                 "checksum_algorithm, checksum_type) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",

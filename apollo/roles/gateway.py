@@ -37,6 +37,7 @@ class GatewayConfig:
     cell_size: int = limits.cell_size_bytes_default
     domain: str | None = None
     write_quorum: int | None = None  # default k+1
+    client_stall_s: float = limits.s3_client_stall_s_default
 
 
 async def build_gateway(config: GatewayConfig) -> web.Application:
@@ -44,7 +45,8 @@ async def build_gateway(config: GatewayConfig) -> web.Application:
     session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
     meta = await RemoteMeta(config.meta_url, config.access_key, config.secret_key, session).start(service=True)
     ctx = ClientContext(meta, meta.nodes, on_damage=[metrics.record_damage], on_decode=[metrics.ec_decoded_stripes.inc])
-    app = build_app(ObjectEngine(ctx, config.scheme, config.cell_size, config.write_quorum), config.domain)
+    engine = ObjectEngine(ctx, config.scheme, config.cell_size, config.write_quorum)
+    app = build_app(engine, config.domain, client_stall_s=config.client_stall_s)
     # Not ready while no metadata service answers: load balancers send S3 clients to another gateway.
     meta.on_availability = lambda available: app[READY].__setitem__(0, available)
 

@@ -79,6 +79,8 @@ class ServerConfig:
     journal_checkpoint_interval_s: float = limits.journal_checkpoint_interval_s_default
     manager_lease_ttl_s: float = limits.manager_lease_ttl_s_default
     write_quorum: int | None = None  # shards durable before a write is acknowledged; None: k+1
+    client_stall_s: float = limits.s3_client_stall_s_default
+    create_missing_drives: bool = False  # --dev, or no drives named: the default ./apollo-data/drive*
     # Set by the supervisor of ``--workers N`` (apollo/roles/workers.py); None for a single-process server.
     worker_index: int | None = None
     listen_fd: int | None = None
@@ -199,7 +201,8 @@ class Server:
             self.manager.duties.add(self._checkpoint_loop)
         if config.root_user:
             install_root_key(self.store, config.root_user, config.root_password)
-        self.app = build_app(self.client, config.domain, apollo_routes=self._native_path())
+        self.app = build_app(self.client, config.domain, apollo_routes=self._native_path(),
+                             client_stall_s=config.client_stall_s)  # fmt: skip
         self.app.cleanup_ctx.append(self._background)
 
     def _native_path(self) -> ApolloRoutes:

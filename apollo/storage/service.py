@@ -33,8 +33,9 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from apollo import ids, metrics, tokens
+from apollo import ids, limits, metrics, tokens
 from apollo.errors import ChecksumMismatch, DriveError
+from apollo.eventloop import StallGuard
 from apollo.proto import routes
 from apollo.proto.layout import ShardRef
 from apollo.proto.storage_api import (
@@ -51,7 +52,6 @@ log = logging.getLogger("apollo.storage")
 FOOTER_BYTES_MAX = 1 << 20
 WRITE_CHUNK_BYTES = 4 << 20  # records reach the drive in writes of about this size
 SENDFILE_BYTES = 64 << 10  # reads this large go from the file to the socket by sendfile, not through Python
-SEND_STALL_S = 10.0  # a client that takes no bytes this long loses its connection (as long as a client waits)
 NODE = web.AppKey("node", LocalStorageNode)
 KEYRING = web.AppKey("keyring", tokens.Keyring)
 
@@ -131,34 +131,35 @@ def _handler(op: str, serve: Callable):
 
 
 async def _put(request: web.Request, node: LocalStorageNode, drive_id: str, shard: ShardRef) -> web.Response:
-    header = await request.content.readexactly(HEADER_BYTES)
-    sink = await node.open_shard(drive_id, shard, header)
-    try:
-        # Chunks go to the drive as they came off the socket (one writev, no joining): the bulk of
-        # a node's CPU is moving bytes, so it copies them once. The last FOOTER_BYTES_MAX are held
-        # back, since the footer can only be found once the stream has ended.
-        held: deque[bytes] = deque()
-        held_bytes = 0
-        while chunk := await request.content.readany():
-            held.append(chunk)
-            held_bytes += len(chunk)
-            if held_bytes >= WRITE_CHUNK_BYTES + FOOTER_BYTES_MAX:
-                ready = []
-                while held_bytes - len(held[0]) >= FOOTER_BYTES_MAX:
-                    ready.append(held.popleft())
-                    held_bytes -= len(ready[-1])
-                await sink.append(ready)
-        tail = b"".join(held)
-        start = footer_start(tail)
-        if start < 0:
-            raise ValueError("shard stream does not end in a footer (a truncated upload?)")
-        decode_footer(tail[start:])  # its CRC: a damaged stream never becomes a shard
-        await sink.append([tail[:start]])
-        await sink.finish(tail[start:])
-        metrics.shard_bytes.labels("written").inc(request.content.total_bytes)
-    except BaseException:
-        await sink.abort()  # a client gone mid-stream, a bad footer, a drive error: no shard, no temp file
-        raise
+    with StallGuard(request.transport, limits.shard_client_stall_s, "receive") as guard:
+        header = await guard.wait(request.content.readexactly(HEADER_BYTES))
+        sink = await node.open_shard(drive_id, shard, header)
+        try:
+            # Chunks go to the drive as they came off the socket (one writev, no joining): the bulk of
+            # a node's CPU is moving bytes, so it copies them once. The last FOOTER_BYTES_MAX are held
+            # back, since the footer can only be found once the stream has ended.
+            held: deque[bytes] = deque()
+            held_bytes = 0
+            async for chunk in guard.each(request.content.iter_any()):
+                held.append(chunk)
+                held_bytes += len(chunk)
+                if held_bytes >= WRITE_CHUNK_BYTES + FOOTER_BYTES_MAX:
+                    ready = []
+                    while held_bytes - len(held[0]) >= FOOTER_BYTES_MAX:
+                        ready.append(held.popleft())
+                        held_bytes -= len(ready[-1])
+                    await sink.append(ready)
+            tail = b"".join(held)
+            start = footer_start(tail)
+            if start < 0:
+                raise ValueError("shard stream does not end in a footer (a truncated upload?)")
+            decode_footer(tail[start:])  # its CRC: a damaged stream never becomes a shard
+            await sink.append([tail[:start]])
+            await sink.finish(tail[start:])
+            metrics.shard_bytes.labels("written").inc(request.content.total_bytes)
+        except BaseException:
+            await sink.abort()  # a client gone or stalled mid-stream, a bad footer, a drive error: no shard
+            raise
     return web.Response(status=201)
 
 
@@ -192,7 +193,8 @@ async def _send(request: web.Request, node: LocalStorageNode, drive_id: str, sha
             await response.write(await node.read(drive_id, shard, offset, count))
         else:
             try:
-                await node.send(fd, offset, count, transport.get_extra_info("socket").fileno(), SEND_STALL_S)
+                sock_fd = transport.get_extra_info("socket").fileno()
+                await node.send(fd, offset, count, sock_fd, limits.shard_client_stall_s)
             except OSError as exc:  # headers are out: all that is left is to drop the connection
                 # Mostly a reader that stopped early (a cancelled read-ahead, a client gone): not the node's fault.
                 log.info("sending %s bytes of shard %s to %s failed: %r", count, shard, request.remote, exc)

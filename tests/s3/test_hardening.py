@@ -16,6 +16,7 @@ import hmac
 import http.client
 import os
 import shutil
+import urllib.request
 import xml.etree.ElementTree as ET
 from urllib.parse import quote
 
@@ -345,6 +346,13 @@ def test_drive_error_on_read_does_not_reveal_internals(make_server):
     assert str(server.root) not in reply.body.decode(errors="replace")
     assert "segment" not in _message(reply) and "stripe" not in _message(reply)
 
+
+
+def test_public_metrics_do_not_reveal_drive_paths(server):
+    """``/metrics`` answers without a signature: drives appear by id, never by path."""
+    text = urllib.request.urlopen(f"{server.endpoint}/metrics", timeout=10).read().decode()
+    assert "apollo_drive_up{" in text
+    assert str(server.root) not in text and "path=" not in text
 
 # --- request parameters out of range -------------------------------------------------------------------
 
