@@ -104,7 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="apollo", description="Apollo Storage")
     sub = parser.add_subparsers(dest="command", required=True)
     server = sub.add_parser("server", help="run the all-in-one S3 server")
-    server.add_argument("drives", nargs="*", help="drive directories (brace ranges like /data/d{1...6} expand)")
+    server.add_argument("drives", nargs="*",
+                        help="drive directories (brace ranges like /data/d{1...6} expand); each must exist (a "
+                             "missing one is a disk that did not mount), except with --dev")  # fmt: skip
     server.add_argument("--address", default="127.0.0.1:9000")
     server.add_argument("--advertise", metavar="URL",
                         help="URL native clients reach this server at (default http://ADDRESS)")  # fmt: skip

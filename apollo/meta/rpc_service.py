@@ -101,7 +101,8 @@ class MetaRpc:
         epoch = await self.meta.register_node(name, endpoint, rack, drives, time.time())
         self._map = None
         known = {r.path: r.drive_id for r in await self.meta.list_drives() if r.node == name and r.state != "retired"}
-        return {"epoch": epoch, "deployment_id": await self.meta.get_setting("deployment_id"), "drives": known}
+        return {"epoch": epoch, "deployment_id": await self.meta.get_setting("deployment_id"), "drives": known,
+                "removed": sorted(await self.meta.removed_drive_ids())}  # fmt: skip
 
     async def node_heartbeat(self, name: str, drives: dict[str, tuple[str, int, int]]) -> dict:
         epoch = await self.meta.node_heartbeat(name, drives, time.time())

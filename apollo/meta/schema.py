@@ -81,6 +81,10 @@ DDL = [
         name TEXT PRIMARY KEY, endpoint TEXT NOT NULL, rack TEXT NOT NULL, heartbeat REAL NOT NULL,
         registered REAL NOT NULL)""",
     "CREATE TABLE IF NOT EXISTS token_keys (key_id TEXT PRIMARY KEY, secret BLOB NOT NULL, created REAL NOT NULL)",
+    # Drives `apollo admin drive remove` (or `node remove`) took out: their format file still names the
+    # deployment, and a start that finds one on its command line must not take it back.
+    """CREATE TABLE IF NOT EXISTS removed_drives (
+        drive_id TEXT PRIMARY KEY, node TEXT NOT NULL, path TEXT NOT NULL, removed REAL NOT NULL)""",
 ]
 
 # Upgrades of databases written by older versions: (new version, statements), applied in order

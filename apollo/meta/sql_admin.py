@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import replace
 
 from apollo import errors
@@ -89,9 +90,22 @@ class AdminOps(SqlBase):
             )
 
     def delete_drive(self, drive_id: str) -> None:
+        """Take a drive out of the deployment for good (``removed_drive_ids`` remembers it)."""
         with self.tx() as db:
+            self._remember_removed(db, "drive_id = ?", drive_id)
             db.execute("DELETE FROM drives WHERE drive_id = ?", (drive_id,))
             db.execute("DELETE FROM drive_jobs WHERE drive_id = ?", (drive_id,))
+
+    def _remember_removed(self, db, where: str, value: str) -> None:
+        db.execute(
+            "INSERT INTO removed_drives (drive_id, node, path, removed) SELECT drive_id, node, path, ? FROM drives "
+            f"WHERE {where} ON CONFLICT (drive_id) DO UPDATE SET removed = excluded.removed",
+            (time.time(), value),
+        )  # fmt: skip
+
+    def removed_drive_ids(self) -> set[str]:
+        """Drives removed from the deployment: never attached or registered again (a wiped disk gets a new id)."""
+        return {row["drive_id"] for row in self.all("SELECT drive_id FROM removed_drives")}
 
     def list_drives(self) -> list[DriveRecord]:
         rows = self.all("SELECT * FROM drives ORDER BY path, added")

@@ -28,6 +28,8 @@ class ClusterOps(AdminOps):
                 (name, endpoint, rack, now, now),
             )
             for drive_id, path in drives:
+                if db.execute("SELECT 1 FROM removed_drives WHERE drive_id = ?", (drive_id,)).fetchone():
+                    continue  # removed from the deployment: the node still has the disk, the map never again
                 row = db.execute("SELECT node, path FROM drives WHERE drive_id = ?", (drive_id,)).fetchone()
                 if row is None:
                     db.execute(
@@ -46,6 +48,7 @@ class ClusterOps(AdminOps):
         """Forget a storage node and its (retired) drives; returns the new epoch."""
         with self.tx() as db:
             db.execute("DELETE FROM drive_jobs WHERE drive_id IN (SELECT drive_id FROM drives WHERE node = ?)", (name,))
+            self._remember_removed(db, "node = ?", name)
             db.execute("DELETE FROM drives WHERE node = ?", (name,))
             db.execute("DELETE FROM nodes WHERE name = ?", (name,))
             return self._bump_epoch(db)

@@ -113,6 +113,7 @@ CALLS: dict[str, Call] = {call.name: call for call in (
     Call("garbage_on", R, _LOCAL, _BACKGROUND),
     # drives and drive jobs
     Call("list_drives", R, _LOCAL, _BACKGROUND),
+    Call("removed_drive_ids", R, _LOCAL, _BACKGROUND),
     Call("set_drive_state", W, _LOCAL, _THREAD),
     Call("set_drive_usage", W, _LOCAL, _THREAD),
     Call("drive_jobs", R, _LOCAL, _BACKGROUND),

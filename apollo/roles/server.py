@@ -120,9 +120,16 @@ def open_admin_store(meta_dir: Path) -> SqlStore:
     return store
 
 
-def attach_drives(store: SqlStore, roots: list[Path]) -> tuple[list[Drive], list[str]]:
+def attach_drives(store: SqlStore, roots: list[Path], create_missing: bool = False) -> tuple[list[Drive], list[str]]:
     """Open every drive of the command line and every serving drive the database knows, by the rules of
-    ``apollo.storage.attach`` (new empty directories are formatted, and missing ones created); record them.
+    ``apollo.storage.attach``; record them.
+
+    The database is the list of drives: an empty directory on the command line joins it as a new drive,
+    ``apollo admin drive add`` adds one while the server runs, and only ``drive remove`` (after a drain)
+    takes one out, for good, even if it stays on the command line. A drive the database serves that the
+    command line does not name is still served, with a warning: the command line should say what the
+    server uses. Missing directories are created only when ``create_missing`` (a development server's
+    default drives); otherwise a missing mount point is an unmounted disk, never to be formatted.
 
     Returns (attached drives, problems).
     """
@@ -132,10 +139,14 @@ def attach_drives(store: SqlStore, roots: list[Path]) -> tuple[list[Drive], list
         store.set_setting("deployment_id", deployment)
     records = store.list_drives()
     wanted = [root.resolve() for root in roots]
-    wanted += [Path(r.path) for r in records if r.node == NODE_NAME and r.state in SERVING_STATES
+    unnamed = [Path(r.path) for r in records if r.node == NODE_NAME and r.state in SERVING_STATES
                and Path(r.path) not in wanted]  # fmt: skip
+    for path in unnamed:
+        log.warning("drive %s is in use but not on the command line (added with `apollo admin drive add`?): "
+                    "add it there, or drain and remove it", path)  # fmt: skip
     known = {r.path: r.drive_id for r in records if r.state != "retired"}
-    found = open_drives(wanted, deployment, known, create_missing=True)
+    found = open_drives(wanted + unnamed, deployment, known, create_missing=create_missing,
+                        removed=store.removed_drive_ids())  # fmt: skip
     states = {r.drive_id: r.state for r in records}
     attached, problems = [], found.problems
     for drive in found.drives:
@@ -161,7 +172,7 @@ class Server:
         self.config = config
         self.store = open_store(config.meta_dir)
         self.store.gc_delay_s = config.gc_delay_s
-        drives, problems = attach_drives(self.store, config.drives)
+        drives, problems = attach_drives(self.store, config.drives, config.create_missing_drives)
         for problem in problems:
             log.error("%s", problem)
         if not drives:

@@ -73,7 +73,7 @@ class StorageProcess:
         directory, or one the cluster knows as a drive: an unmounted or wiped disk), register them, fetch keys."""
         config = self.config
         joined = await meta.register_node(config.name, self.endpoint, config.rack, [])
-        found = attach_drives(config.drives, joined["deployment_id"], joined["drives"])
+        found = attach_drives(config.drives, joined["deployment_id"], joined["drives"], removed=joined["removed"])
         for problem in found.problems:
             log.error("%s", problem)
         if found.foreign:

@@ -53,7 +53,7 @@ class Supervisor:
     def prepare(self) -> list:
         store = open_store(self.config.meta_dir)
         try:
-            drives, problems = attach_drives(store, self.config.drives)
+            drives, problems = attach_drives(store, self.config.drives, self.config.create_missing_drives)
             for problem in problems:
                 log.error("%s", problem)
             if not drives:

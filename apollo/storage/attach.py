@@ -12,7 +12,10 @@ and never formatted:
   formatting it would put a new drive where the old one's shards are expected
   (``apollo admin drive replace`` formats it explicitly);
 - a directory that is not empty and not an Apollo drive (another program's data);
-- a drive of another deployment.
+- a drive of another deployment;
+- a drive removed from this deployment (``apollo admin drive remove``): its format file still
+  names the deployment, but the operator took it out, and a restart with the same command
+  line must not bring it back.
 
 Temp files of writes a previous process did not finish are removed once the drives are
 attached (``clear_interrupted``): their clients saw those writes fail.
@@ -21,7 +24,7 @@ attached (``clear_interrupted``): their clients saw those writes fail.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,9 +43,10 @@ class Attached:
     foreign: list[Path] = field(default_factory=list)  # refused as another program's data (some callers stop)
 
 
-def attach_drives(roots: list[Path], deployment_id: str, known: Mapping[str, str], *, create_missing: bool = False
-                  ) -> Attached:  # fmt: skip
-    """Open the drives in ``roots``; ``known``: path -> drive id of every drive the deployment has."""
+def attach_drives(roots: list[Path], deployment_id: str, known: Mapping[str, str], *, create_missing: bool = False,
+                  removed: Collection[str] = ()) -> Attached:  # fmt: skip
+    """Open the drives in ``roots``; ``known``: path -> drive id of every drive the deployment has;
+    ``removed``: ids of drives removed from it."""
     out = Attached()
     for root in roots:
         root = root.resolve()
@@ -65,6 +69,12 @@ def attach_drives(roots: list[Path], deployment_id: str, known: Mapping[str, str
                     continue
                 format_drive(root, deployment_id)
             drive = Drive(root, deployment_id)
+            if drive.drive_id in removed:
+                out.problems.append(
+                    f"drive {path} (id {drive.drive_id}) was removed from the deployment (`apollo admin drive "
+                    "remove`); not serving it: take it off the command line, or wipe it to add the disk anew"
+                )  # fmt: skip
+                continue
         except (DriveError, OSError) as exc:
             out.problems.append(f"drive {path}: {exc}; not serving it")
             continue

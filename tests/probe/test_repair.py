@@ -202,6 +202,7 @@ def test_drain_one_and_add_two_drives_under_load_ends_balanced(make_server):
     admin("drive", "drain", str(leaving), meta_dir=server.meta_dir)
     new_drives = [server.root / "drive8", server.root / "drive9"]
     for drive in new_drives:
+        drive.mkdir()  # the new disks are mounted
         admin("drive", "add", str(drive), meta_dir=server.meta_dir)
     wait_until(lambda: drive_state(server, leaving) == "retired", 120, "the drained drive to be retired")
     acknowledged = load.finish()  # no request failed while shards moved

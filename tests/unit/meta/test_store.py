@@ -148,3 +148,27 @@ def test_a_listing_page_steps_over_a_bounded_number_of_delete_markers(store, mon
         assert page.next_marker > after  # always progress
         after = page.next_marker
     assert keys == ["kept"] and pages == 4  # 35 markers at 10 a page, then the visible key
+
+
+def test_open_uploads_per_bucket_are_capped(store, monkeypatch):
+    monkeypatch.setattr(limits, "open_uploads_per_bucket_max", 3)
+    store.create_bucket("other", 1.0)
+    uploads = [store.create_upload("b", f"k{n}", ObjectAttrs(), "", 1.0) for n in range(3)]
+    with pytest.raises(errors.InvalidRequest, match="3 multipart uploads in progress"):
+        store.create_upload("b", "one-more", ObjectAttrs(), "", 1.0)
+    store.create_upload("other", "k", ObjectAttrs(), "", 1.0)  # per bucket
+    store.abort_upload("b", "k0", uploads[0], 2.0)
+    store.create_upload("b", "one-more", ObjectAttrs(), "", 1.0)  # room again
+
+
+def test_a_removed_drive_is_never_registered_again(store):
+    drive, other = "a" * 16, "b" * 16
+    store.register_node("n1", "http://n1:9100", "", [(drive, "/d1"), (other, "/d2")], 1.0)
+    store.delete_drive(drive)
+    epoch = store.register_node("n1", "http://n1:9100", "", [(drive, "/d1"), (other, "/d2")], 2.0)
+    assert [d.drive_id for d in store.list_drives()] == [other]
+    assert store.removed_drive_ids() == {drive}
+    store.delete_node("n1")  # its drives are remembered too
+    assert store.removed_drive_ids() == {drive, other}
+    assert store.register_node("n1", "http://n1:9100", "", [(other, "/d2")], 3.0) > epoch
+    assert store.list_drives() == []
