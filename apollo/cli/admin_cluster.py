@@ -2,7 +2,8 @@
 
 Every command works on the metadata directory (``--meta-dir``) while the server
 runs; the server applies changes within seconds. ``--wait`` follows the work
-with a progress bar (rate and ETA) until it is done.
+with a progress bar (rate and ETA) until it is done. Drive paths take the brace
+ranges ``apollo server`` takes (``/mnt/disk{7...9}``), expanded by the same function.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from apollo import errors
+from apollo.cli.common import expand_braces
 from apollo.cluster import admin
 from apollo.cluster.tuning import parse_rate
 
@@ -25,11 +28,16 @@ console = Console(width=None if sys.stdout.isatty() else 160)  # logs and pipes 
 
 
 def _store(args: argparse.Namespace):
+    """The metadata store, or exit with one line saying why it cannot be opened (a PostgreSQL server that
+    asks for a password nobody gave: PGPASSWORD) rather than a page of connection-pool traceback."""
     from apollo.roles.server import open_store
 
-    if getattr(args, "database", None):
-        return open_store(database=args.database)
-    return open_store(Path(args.meta_dir))
+    try:
+        if getattr(args, "database", None):
+            return open_store(database=args.database)
+        return open_store(Path(args.meta_dir))
+    except errors.MetadataUnavailable as exc:
+        sys.exit(f"error: {exc}")
 
 
 def _where(parser: argparse.ArgumentParser) -> None:
@@ -52,17 +60,23 @@ def _when(ts: float) -> str:
 
 
 def _follow(
-    description: str, poll: Callable[[], tuple[int, int, bool]], unit: str = "shards", timeout: float | None = None
+    description: str,
+    poll: Callable[[], tuple[int, int, bool]],
+    unit: str = "shards",
+    timeout: float | None = None,
+    since: float | None = None,
 ) -> None:
     """Show a progress bar (done/total, rate, elapsed, ETA) for ``poll() -> (done, total, finished)``.
 
-    Exits with status 1 after ``timeout`` seconds: a repair that cannot finish (no drive to rebuild
-    onto, too few good shards) must not hang a script forever; the work itself goes on.
+    Exits with status 1 after ``timeout`` seconds (counted from ``since``, a ``time.monotonic()``, when one wait
+    is shown as several bars): a repair that cannot finish (no drive to rebuild onto, too few good shards) must
+    not hang a script forever; the work itself goes on.
     """
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn(unit),
                TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"),
                TimeRemainingColumn()]  # fmt: skip
     started = time.monotonic()
+    since = started if since is None else since
     with Progress(*columns, console=console) as progress:
         task = progress.add_task(description, total=None, rate="")
         while True:
@@ -73,7 +87,7 @@ def _follow(
             if finished:
                 progress.update(task, completed=total, total=total or 1)
                 return
-            if timeout is not None and elapsed > timeout:
+            if timeout is not None and time.monotonic() - since > timeout:
                 progress.stop()
                 sys.exit(f"{description}: not done after {timeout:.0f} s ({done} of {total} {unit}); it goes on in "
                          "the background: see `apollo admin status` and the server log")  # fmt: skip
@@ -81,9 +95,15 @@ def _follow(
 
 
 def _follow_drives(store, drive_ids: list[str], description: str, timeout: float | None) -> None:
-    """Until every drive's job has walked all segments and nothing is left queued on any of them."""
+    """Until every drive's shards are copied off (or rebuilt elsewhere), then until every drive is retired.
 
-    def poll() -> tuple[int, int, bool]:
+    The copies end a few seconds before the drive is retired (the lease holder retires it on its next look,
+    after writes in flight and its deleted data are settled), and only a retired drive may be removed: a
+    ``--wait`` that returned at the last copy made the documented "drain, stop, remove" fail at remove.
+    """
+    started = time.monotonic()
+
+    def copied() -> tuple[int, int, bool]:
         jobs = {j.drive_id: j for j in store.drive_jobs(active_only=False) if j.drive_id in drive_ids}
         done = total = 0
         finished = True
@@ -94,7 +114,20 @@ def _follow_drives(store, drive_ids: list[str], description: str, timeout: float
             finished = finished and (job is None or job.finished > 0) and remaining == 0
         return done, total, finished
 
-    _follow(description, poll, timeout=timeout)
+    def retired() -> tuple[int, int, bool]:
+        left = len(admin.unretired(store, drive_ids))
+        return len(drive_ids) - left, len(drive_ids), left == 0
+
+    _follow(description, copied, timeout=timeout, since=started)
+    _follow(f"{description}: retiring", retired, unit="drives", timeout=timeout, since=started)
+
+
+def _one(pattern: str, what: str) -> str:
+    """The single drive a brace pattern names, for the commands that take exactly one."""
+    names = expand_braces(pattern)
+    if len(names) != 1:
+        sys.exit(f"error: {what} takes one drive, and {pattern!r} names {len(names)}")
+    return names[0]
 
 
 def cmd_drive(args: argparse.Namespace) -> None:
@@ -109,23 +142,27 @@ def cmd_drive(args: argparse.Namespace) -> None:
             return
         if args.drive is None:
             sys.exit(f"apollo admin drive {args.action}: say which drive (id or path)")
+        names = expand_braces(args.drive)  # as `apollo server` expands its drive list
         if args.action == "add":
-            record = admin.add_drive(store, Path(args.drive), args.weight)
-            print(f"added drive {record.drive_id} at {record.path}; the server attaches it within seconds")
+            for record in admin.add_drives(store, [Path(name) for name in names], args.weight):
+                print(f"added drive {record.drive_id} at {record.path}; the server attaches it within seconds")
         elif args.action == "replace":
-            old, new = admin.replace_drive(store, args.drive, Path(args.new_path) if args.new_path else None)
+            new_path = Path(_one(args.new_path, "replace")) if args.new_path else None
+            old, new = admin.replace_drive(store, _one(args.drive, "replace"), new_path)
             how = "copied" if old.state == "draining" else "rebuilt"
             print(f"drive {new.drive_id} at {new.path} replaces {old.drive_id}; its shards are {how} onto it")
             if args.wait:
                 _follow_drives(store, [old.drive_id], f"drive {old.drive_id}", args.timeout)
         elif args.action == "drain":
-            record = admin.drain_drive(store, args.drive, force=args.force)
-            print(f"draining drive {record.drive_id} ({record.path}); it is retired once empty")
+            records = admin.drain_drives(store, names, force=args.force)
+            for record in records:
+                print(f"draining drive {record.drive_id} ({record.path}); it is retired once empty")
             if args.wait:
-                _follow_drives(store, [record.drive_id], f"drive {record.drive_id}", args.timeout)
+                what = f"drive {records[0].drive_id}" if len(records) == 1 else f"{len(records)} drives"
+                _follow_drives(store, [r.drive_id for r in records], what, args.timeout)
         elif args.action == "remove":
-            record = admin.remove_drive(store, args.drive)
-            print(f"removed drive {record.drive_id} ({record.path}) from the cluster map")
+            for record in admin.remove_drives(store, names):
+                print(f"removed drive {record.drive_id} ({record.path}) from the cluster map")
     except admin.AdminError as exc:
         sys.exit(f"error: {exc}")
 
@@ -289,6 +326,8 @@ def cmd_node(args: argparse.Namespace) -> None:
                   f"and `apollo admin node remove {args.node}`")  # fmt: skip
             if args.wait:
                 _follow_drives(store, [d.drive_id for d in drives], f"node {args.node}", args.timeout)
+                print(f"every drive of {args.node} is retired: stop `apollo storage` on it, then "
+                      f"`apollo admin node remove {args.node}`")  # fmt: skip
         elif args.action == "remove":
             drives = admin.remove_node(store, args.node)
             print(f"removed node {args.node} and its {len(drives)} drives from the cluster map")
@@ -327,12 +366,13 @@ def _pass_parser(admin_parsers: argparse._SubParsersAction, name: str, help_text
 def register(admin_parsers: argparse._SubParsersAction) -> None:
     drive = admin_parsers.add_parser("drive", help="list, add, replace, drain or remove drives")
     drive.add_argument("action", choices=["list", "add", "replace", "drain", "remove"])
-    drive.add_argument("drive", nargs="?", help="drive id or path (add: the new empty directory)")
+    drive.add_argument("drive", nargs="?", help="drive id or path (add: the new empty directory); brace ranges "
+                       "like /mnt/disk{7...9} expand")  # fmt: skip
     drive.add_argument("new_path", nargs="?", help="replace: the new drive's directory (default: the old path)")
     _where(drive)
     drive.add_argument("--weight", type=float, default=1.0, help="add: relative share of new shards")
     drive.add_argument("--force", action="store_true", help="drain even if too few drives would remain")
-    drive.add_argument("--wait", action="store_true", help="replace/drain: follow the work until it is done")
+    drive.add_argument("--wait", action="store_true", help="replace/drain: follow the work until the drive is retired")
     drive.add_argument("--timeout", type=float, help="with --wait: give up waiting after this many seconds")
     drive.set_defaults(func=cmd_drive)
     node = admin_parsers.add_parser("node", help="drain a cluster's storage node, or remove a stopped, drained one")
@@ -340,7 +380,8 @@ def register(admin_parsers: argparse._SubParsersAction) -> None:
     node.add_argument("node", help="the node's name (apollo storage --name; `apollo admin drive list` shows it)")
     node.add_argument("--database", required=True, help="the cluster's metadata database (postgresql://...)")
     node.add_argument("--force", action="store_true", help="drain even if too few failure domains would remain")
-    node.add_argument("--wait", action="store_true", help="drain: follow the copying until it is done")
+    node.add_argument("--wait", action="store_true",
+                      help="drain: follow the copying until every drive of the node is retired")  # fmt: skip
     node.add_argument("--timeout", type=float, help="with --wait: give up waiting after this many seconds")
     node.set_defaults(func=cmd_node)
     tune = admin_parsers.add_parser("tune", help="show or set background-work knobs (NAME=VALUE ...)")

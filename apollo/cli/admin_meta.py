@@ -13,10 +13,16 @@ import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from apollo.cli.common import expand_braces
 from apollo.meta.backup import BackupError, Summary, backup, restore
 from apollo.meta.location import DB_FILE, refuse_postgres
 from apollo.meta.lock import MetaDirInUse, MetaDirLock
+
+if TYPE_CHECKING:  # imported where used: `apollo server` starts without them
+    from apollo.cluster.admin import UnlistedDrive
+    from apollo.cluster.recovery import Report
 
 STEP_PAGES_DEFAULT = 1024  # 4 MiB of 4 KiB pages between progress updates
 
@@ -45,7 +51,9 @@ Rebuild the metadata database of a stopped server from its drives alone, when
 apollo.db is lost: the newest checkpoint of the database found on any drive
 (meta-journal/checkpoint-<seq>.db), then every commit journaled after it
 (meta-journal/journal-*.jsonl, on three drives), then a check of every segment's
-shards. Give every drive directory of the deployment.
+shards. Give every drive directory of the deployment (brace ranges like
+/srv/apollo/drive{1...6} expand); drives the recovered metadata knows that were
+not given are named at the end (NOT GIVEN), to recover again with them.
 
 Comes back: buckets, every object version and delete marker with its ETag, metadata,
 tags and checksums (small objects with their bytes), access keys, and multipart
@@ -76,7 +84,8 @@ def register(admin: argparse._SubParsersAction) -> None:
     cmd.set_defaults(func=cmd_restore)
     cmd = admin.add_parser("recover-metadata", help="rebuild a lost metadata database from the drives",
                            description=RECOVER_DESCRIPTION, formatter_class=raw)  # fmt: skip
-    cmd.add_argument("drives", type=Path, nargs="+", metavar="DRIVE_DIR", help="every drive directory")
+    cmd.add_argument("drives", nargs="+", metavar="DRIVE_DIR",
+                     help="every drive directory (brace ranges like drive{1...6} expand)")  # fmt: skip
     cmd.add_argument("--meta-dir", type=Path, required=True)
     cmd.add_argument("--force", action="store_true", help="keep an existing database aside and recover anyway")
     cmd.set_defaults(func=cmd_recover)
@@ -135,6 +144,7 @@ def cmd_recover(args: argparse.Namespace) -> None:
     from apollo.cluster.recovery import RecoveryError, RecoveryRefused, recover
 
     refuse_postgres(args.meta_dir, "recover-metadata")
+    drives = [Path(p) for pattern in args.drives for p in expand_braces(pattern)]  # as `apollo server` does
     started = time.monotonic()
     try:
         lock = MetaDirLock(args.meta_dir, "apollo admin recover-metadata")
@@ -144,7 +154,8 @@ def cmd_recover(args: argparse.Namespace) -> None:
     try:
         with Progress(*columns, console=Console(stderr=True)) as progress:
             stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-            report = recover(args.meta_dir, args.drives, _PhaseBars(progress), stamp, args.force)
+            report = recover(args.meta_dir, drives, _PhaseBars(progress), stamp, args.force)
+        unlisted = _not_given(args.meta_dir, report, drives)
     except RecoveryRefused as exc:
         sys.exit(f"recover-metadata refused: {exc}")
     except RecoveryError as exc:
@@ -152,12 +163,40 @@ def cmd_recover(args: argparse.Namespace) -> None:
     finally:
         lock.release()
     print(f"recovered {args.meta_dir / DB_FILE} from {len(report.drives)} drives (integrity check ok, fsynced)")
-    for line in _recovery_lines(report):
+    for line in _recovery_lines(report) + _not_given_lines(unlisted):
         print(f"  {line}")
     _print_summary(report.summary, time.monotonic() - started)
     print(f"  previous database kept as {report.kept}" if report.kept else "  there was no previous database")
     print("Not recoverable by design: commits of the last second before a power cut that also took the metadata "
           "disk, and settings changed since the checkpoint (tuning knobs).")  # fmt: skip
+    if unlisted:
+        print(f"{len(unlisted)} drive(s) the recovered metadata knows were not given (NOT GIVEN above): if they "
+              "still exist, recover again with every drive, these included (--force keeps this result aside), so "
+              "that their journal copies, checkpoints and shards are read, not rebuilt from parity.")  # fmt: skip
+        paths = [d.path for d in unlisted if d.path]
+        if paths:
+            print(f"  add to the command line: {' '.join(paths)}")
+
+
+def _not_given(meta_dir: Path, report: Report, drives: list[Path]) -> list[UnlistedDrive]:
+    """The drives the recovered database knows that were not on the command line (``admin.drives_not_given``)."""
+    from apollo.cluster.admin import drives_not_given
+    from apollo.roles.server import open_store
+
+    store = open_store(meta_dir)
+    try:
+        return drives_not_given(store, report.drives.keys(), drives)
+    finally:
+        store.close()
+
+
+def _not_given_lines(unlisted: list[UnlistedDrive]) -> list[str]:
+    lines = []
+    for drive in unlisted:
+        where = f"at {drive.path} ({drive.state} at the checkpoint)" if drive.path else "(its path is not recorded)"
+        lines.append(f"NOT GIVEN        drive {drive.drive_id} {where}: {drive.missing_shards:,} of its shards "
+                     "were not found and are queued for repair")  # fmt: skip
+    return lines
 
 
 class _PhaseBars:

@@ -21,6 +21,7 @@ from apollo.cli.common import (
     ensure_malloc_tuning,
     expand_braces,
 )
+from apollo.errors import MetadataUnavailable
 from apollo.proto.layout import Scheme
 
 DEFAULT_DATA = Path("apollo-data")
@@ -149,7 +150,10 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=getattr(args, "log_level", "INFO"),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")  # fmt: skip
-    args.func(args)
+    try:
+        args.func(args)
+    except MetadataUnavailable as exc:  # the database refused or is away: one line saying so, not a traceback
+        sys.exit(f"apollo {args.command}: {exc}")
 
 
 if __name__ == "__main__":

@@ -33,12 +33,16 @@ def _service_key(args: argparse.Namespace) -> tuple[str, str]:
 
 def cmd_meta(args: argparse.Namespace) -> None:
     ensure_malloc_tuning()
+    from apollo.errors import MetadataUnavailable
     from apollo.roles.meta import MetaConfig, run
 
     host, port = address(args.address, 9100)
     user, password = credentials(args)
-    run(MetaConfig(args.database, host, port, user, password, args.drive_reserve, args.manager_lease, args.gc_delay,
-                   args.upload_expiry))  # fmt: skip
+    try:
+        run(MetaConfig(args.database, host, port, user, password, args.drive_reserve, args.manager_lease,
+                       args.gc_delay, args.upload_expiry))  # fmt: skip
+    except MetadataUnavailable as exc:  # the database refused or is away at start: one line, not a traceback
+        sys.exit(f"apollo meta: {exc}")
 
 
 def cmd_storage(args: argparse.Namespace) -> None:

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
 from apollo import limits
 from apollo.cluster.duties import CLUSTER_SCHEME_DEFAULT, SCHEME_SETTING, STATUS_SETTING
 from apollo.cluster.passes import request_setting, state_setting
+from apollo.cluster.recovery import MISSING_REASON
 from apollo.cluster.tuning import SETTING_PREFIX, Tuning
 from apollo.meta.store import SqlStore
 from apollo.proto.cluster_map import NODE_NAME, SERVING_STATES, ClusterMap, DriveRecord
@@ -43,23 +45,42 @@ def find_drive(store: SqlStore, name: str) -> DriveRecord:
     return matches[-1]
 
 
-def _format_empty(store: SqlStore, path: Path) -> str:
+def _check_empty(store: SqlStore, path: Path) -> str:
+    """The deployment a new drive at ``path`` joins; refused unless ``path`` is an empty directory."""
     deployment = store.get_setting("deployment_id")
     if deployment is None:
         raise AdminError("this metadata directory has no deployment yet: start the server once first")
-    if path.exists() and read_format(path) is not None:
+    if not path.is_dir():  # a disk that did not mount: formatting would write to the filesystem below
+        raise AdminError(f"{path} does not exist: mount the disk there first (or mkdir it, for a directory drive)")
+    if read_format(path) is not None:
         raise AdminError(f"{path} is already an Apollo drive")
-    if path.exists() and any(path.iterdir()):
+    if any(path.iterdir()):
         raise AdminError(f"{path} is not empty; give a new empty directory (a freshly mounted disk)")
-    return format_drive(path, deployment)
+    return deployment
 
 
 def add_drive(store: SqlStore, path: Path, weight: float = 1.0) -> DriveRecord:
     """Format an empty directory and make it a new online drive."""
-    drive_id = _format_empty(store, path)
-    record = DriveRecord(drive_id, NODE_NAME, str(path.resolve()), "online", weight)
-    store.put_drive(record, time.time())
-    return record
+    return add_drives(store, [path], weight)[0]
+
+
+def add_drives(store: SqlStore, paths: list[Path], weight: float = 1.0) -> list[DriveRecord]:
+    """Format empty directories and make them new online drives: all of them, or (refused) none.
+
+    Every path is checked before the first is formatted, so that ``/mnt/disk{7...9}`` with one
+    non-empty disk does not leave the operator with two drives added and one to retry."""
+    resolved = [path.resolve() for path in paths]
+    if len(set(resolved)) < len(resolved):
+        raise AdminError("the same directory is given twice")
+    deployment = ""
+    for path in resolved:
+        deployment = _check_empty(store, path)
+    records = []
+    for path in resolved:
+        record = DriveRecord(format_drive(path, deployment), NODE_NAME, str(path), "online", weight)
+        store.put_drive(record, time.time())
+        records.append(record)
+    return records
 
 
 def replace_drive(store: SqlStore, old_name: str, new_path: Path | None) -> tuple[DriveRecord, DriveRecord]:
@@ -87,19 +108,29 @@ def _still_formatted(record: DriveRecord) -> bool:
 
 
 def drain_drive(store: SqlStore, name: str, force: bool = False) -> DriveRecord:
-    """Copy every shard off a drive; it is retired when nothing refers to it any more.
+    """Copy every shard off a drive; it is retired when nothing refers to it any more (see ``drain_drives``)."""
+    return drain_drives(store, [name], force)[0]
 
-    Refused (unless ``force``) when the live failure domains left would be fewer than the scheme's width:
-    see ``_refuse_too_few_domains``."""
-    record = find_drive(store, name)
-    if record.state not in ("online", "offline"):
-        raise AdminError(f"drive {record.drive_id} is {record.state}; only online or offline drives can be drained")
-    _refuse_too_few_domains(store, f"draining drive {record.drive_id}", {record.drive_id}, force)
+
+def drain_drives(store: SqlStore, names: list[str], force: bool = False) -> list[DriveRecord]:
+    """Copy every shard off the drives named; each is retired when nothing refers to it any more.
+
+    All of them or (refused) none: refused (unless ``force``) when the live failure domains left once
+    all of them are gone would be fewer than the scheme's width (``_refuse_too_few_domains``)."""
+    records = list({r.drive_id: r for r in (find_drive(store, name) for name in names)}.values())
+    for record in records:
+        if record.state not in ("online", "offline"):
+            raise AdminError(f"drive {record.drive_id} is {record.state}; only online or offline drives can be "
+                             "drained")  # fmt: skip
+    what = ", ".join(r.drive_id for r in records)
+    _refuse_too_few_domains(store, f"draining drive{'s' if len(records) > 1 else ''} {what}",
+                            {r.drive_id for r in records}, force)  # fmt: skip
     now = time.time()
-    store.set_drive_state(record.drive_id, "draining", now)
-    store.start_drive_job(record.drive_id, "drain", now)
-    record.state = "draining"
-    return record
+    for record in records:
+        store.set_drive_state(record.drive_id, "draining", now)
+        store.start_drive_job(record.drive_id, "drain", now)
+        record.state = "draining"
+    return records
 
 
 def _refuse_too_few_domains(store: SqlStore, what: str, leaving: set[str], force: bool) -> None:
@@ -144,10 +175,27 @@ def _live_domains(store: SqlStore, leaving: set[str]) -> tuple[dict[str, int], s
 
 def remove_drive(store: SqlStore, name: str) -> DriveRecord:
     """Forget a drive that holds nothing the namespace needs."""
-    record = find_drive(store, name)
-    _check_removable(store, record)
-    store.delete_drive(record.drive_id)
-    return record
+    return remove_drives(store, [name])[0]
+
+
+def remove_drives(store: SqlStore, names: list[str]) -> list[DriveRecord]:
+    """Forget drives that hold nothing the namespace needs: all of them, or (refused) none."""
+    records = list({r.drive_id: r for r in (find_drive(store, name) for name in names)}.values())
+    for record in records:
+        _check_removable(store, record)
+    for record in records:
+        store.delete_drive(record.drive_id)
+    return records
+
+
+def unretired(store: SqlStore, drive_ids: list[str]) -> list[DriveRecord]:
+    """Those of ``drive_ids`` the cluster map still holds in another state than retired, as ``status`` reads them.
+
+    A drained or failed drive may be removed only once retired: its shards copied or rebuilt elsewhere,
+    no queued or running copy, no write in flight and no uncollected garbage on it
+    (``DriveLifecycle._retire_if_empty``); until then ``remove_drive`` and ``remove_node`` refuse."""
+    wanted = set(drive_ids)
+    return [r for r in store.list_drives() if r.drive_id in wanted and r.state != "retired"]
 
 
 def _check_removable(store: SqlStore, record: DriveRecord) -> None:
@@ -173,18 +221,25 @@ def drain_node(store: SqlStore, node: str, force: bool = False) -> list[DriveRec
 
     Its drives are retired once empty; then stop the node and ``remove_node`` it. Refused when the
     other nodes are fewer failure domains than the scheme's width (``_refuse_too_few_domains``;
-    ``--force`` drains anyway, as evenly as the domains left allow)."""
+    ``--force`` drains anyway, as evenly as the domains left allow). Returns every drive of the node
+    that is draining, those a drain begun earlier started included: ``drain --wait`` run again (an
+    interrupted wait, or as ``remove_node`` advises) follows that drain rather than refusing."""
     cluster = store.cluster_map(time.time(), limits.node_dead_after_s, 0)
-    drives = [r for r in _node_drives(store, node, cluster) if r.state in ("online", "offline")]
-    if not drives:
-        raise AdminError(f"node {node} has no online or offline drive to drain")
-    _refuse_too_few_domains(store, f"draining {node}", {r.drive_id for r in drives}, force)
+    drives = _node_drives(store, node, cluster)
+    starting = [r for r in drives if r.state in ("online", "offline")]
+    if drives and all(r.state == "retired" for r in drives):
+        raise AdminError(f"every drive of {node} is retired already: stop `apollo storage` on it, then "
+                         f"`apollo admin node remove {node}`")  # fmt: skip
+    if not starting and not any(r.state == "draining" for r in drives):
+        raise AdminError(f"node {node} has no online, offline or draining drive to drain")
+    if starting:
+        _refuse_too_few_domains(store, f"draining {node}", {r.drive_id for r in starting}, force)
     now = time.time()
-    for record in drives:
+    for record in starting:
         store.set_drive_state(record.drive_id, "draining", now)
         store.start_drive_job(record.drive_id, "drain", now)
         record.state = "draining"
-    return drives
+    return [r for r in drives if r.state == "draining"]
 
 
 def remove_node(store: SqlStore, node: str) -> list[DriveRecord]:
@@ -194,10 +249,63 @@ def remove_node(store: SqlStore, node: str) -> list[DriveRecord]:
     if any(n.name == node and n.alive for n in cluster.nodes):
         raise AdminError(f"node {node} is still heartbeating: stop `apollo storage` on it first "
                          "(it would register its drives again)")  # fmt: skip
-    for record in drives:
-        _check_removable(store, record)  # all of them before any is forgotten
+    waiting = []
+    for record in drives:  # all of them before any is forgotten
+        try:
+            _check_removable(store, record)
+        except AdminError:
+            waiting.append(record)
+    if waiting:
+        raise AdminError(_not_removable_yet(store, node, drives, waiting))
     store.delete_node(node)
     return drives
+
+
+def _not_removable_yet(store: SqlStore, node: str, drives: list[DriveRecord], waiting: list[DriveRecord]) -> str:
+    """What keeps a stopped node's drives in the map, and what the operator waits for before trying again."""
+    states = ", ".join(f"{r.drive_id} {r.state}" for r in waiting)
+    head = f"node {node} cannot be removed yet: {len(waiting)} of its {len(drives)} drives are not retired ({states})"
+    if any(r.state in ("online", "offline") for r in waiting):
+        return (f"{head}; drain it first: `apollo admin node drain {node} --wait` while it runs, then stop it and "
+                f"run `apollo admin node remove {node}` again")  # fmt: skip
+    left = sum(store.pending_repairs_on(r.drive_id) for r in waiting)
+    return (f"{head}; {left} of their shards are still queued to be copied or rebuilt elsewhere, and a drive is "
+            "retired only once nothing refers to it (copies done, writes in flight committed or collected, "
+            f"deleted data collected). Wait for that with `apollo admin node drain {node} --wait` (or until "
+            f"`apollo admin status` shows them retired), then run `apollo admin node remove {node}` again")  # fmt: skip
+
+
+# after a metadata recovery ---------------------------------------------------------------------
+
+
+@dataclass
+class UnlistedDrive:
+    """A drive the recovered metadata knows that recovery did not read (``drives_not_given``)."""
+
+    drive_id: str
+    path: str  # "" when no drive row names it: added after the checkpoint recovery started from
+    state: str  # as of that checkpoint ("" with no row)
+    missing_shards: int  # shards of it recovery did not find, queued for repair
+
+
+def drives_not_given(store: SqlStore, read: Collection[str], given: list[Path]) -> list[UnlistedDrive]:
+    """Drives a recovered database knows (its drive rows, and the drives its segments' shards are on) that were
+    neither read nor given: directories left off the command line of ``recover-metadata``.
+
+    Recovery reads only the drives it is given: a forgotten one's journal copies and checkpoints go unread and
+    its shards are queued to be rebuilt from parity, though they are still on it. Drives given but unreadable
+    (wiped) are reported as skipped, so they are left out here.
+    """
+    given_paths = {str(path.resolve()) for path in given}
+    queued = "SELECT drive_id, COUNT(*) AS n FROM repair_queue WHERE reason = ? GROUP BY drive_id"
+    missing = {row["drive_id"]: row["n"] for row in store.all(queued, (MISSING_REASON,))}
+    records = store.list_drives()
+    found = [UnlistedDrive(r.drive_id, r.path, r.state, missing.get(r.drive_id, 0)) for r in records
+             if r.drive_id not in read and r.state != "retired" and r.path not in given_paths]  # fmt: skip
+    rows = {r.drive_id for r in records}
+    found += [UnlistedDrive(drive_id, "", "", n) for drive_id, n in sorted(missing.items())
+              if drive_id not in read and drive_id not in rows]  # fmt: skip
+    return found
 
 
 # tuning and scrub requests --------------------------------------------------------------------

@@ -184,6 +184,19 @@ class PgConnection:
         return cursor
 
 
+def _cannot_open(url: str, exc: Exception) -> str:
+    """One line (libpq's messages span several) saying why, and for a password the server asked for and
+    nobody gave, where it goes: the roles and admin commands print it instead of a traceback."""
+    shown = re.sub(r"://([^:/@]+):[^@]*@", r"://\1:***@", url)
+    why = " ".join(str(exc).split())
+    if "no password supplied" in why:
+        why = ("the server asks for a password and none was given: set PGPASSWORD (or put the password in "
+               "~/.pgpass, or in the URL: postgresql://USER:PASSWORD@HOST:PORT/DATABASE)")  # fmt: skip
+    elif "password authentication failed" in why:
+        why += ": check PGPASSWORD (or the password in ~/.pgpass, or in the URL)"
+    return f"cannot open the metadata database {shown}: {why}"
+
+
 class PostgresEngine(Engine):
     """A pool of connections; the metadata service runs one thread per connection (``pool_size``)."""
 
@@ -204,8 +217,7 @@ class PostgresEngine(Engine):
         try:  # one direct connection first: a wrong password or database name is said at once, not retried
             psycopg.connect(url, connect_timeout=5).close()
         except psycopg.Error as exc:
-            shown = re.sub(r"://([^:/@]+):[^@]*@", r"://\1:***@", url)
-            raise errors.MetadataUnavailable(f"cannot open the metadata database {shown}: {exc}") from exc
+            raise errors.MetadataUnavailable(_cannot_open(url, exc)) from exc
         self.pool_size = pool_size
         self.pool = psycopg_pool.ConnectionPool(
             url, min_size=1, max_size=pool_size, open=False, timeout=5.0, name="apollo-meta",
