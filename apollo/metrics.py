@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import platform
 
 from aiohttp import web
 from prometheus_client import (
@@ -15,7 +16,15 @@ from prometheus_client import (
     multiprocess,
 )
 
+from apollo import __version__
+
 registry = CollectorRegistry()
+
+# What the process runs, so a dashboard shows how far a rolling upgrade got and which version a problem
+# started with: one series, always 1 (the Prometheus convention for build facts; the labels carry the news).
+build_info = Gauge("apollo_build_info", "Apollo and Python versions of this process (always 1)",
+                   ["version", "python"], registry=registry, multiprocess_mode="livemax")  # fmt: skip
+build_info.labels(__version__, platform.python_version()).set(1)
 
 requests_total = Counter(
     "apollo_s3_requests_total", "S3 requests by operation and HTTP status", ["op", "status"], registry=registry

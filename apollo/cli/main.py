@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from apollo import limits
+from apollo import __version__, limits
 from apollo.cli import admin_cluster, admin_meta, devcluster, roles
 from apollo.cli.common import (
     add_manager_flags,
@@ -103,6 +103,7 @@ def cmd_key(args: argparse.Namespace) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="apollo", description="Apollo Storage")
+    parser.add_argument("--version", action="version", version=f"apollo {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     server = sub.add_parser("server", help="run the all-in-one S3 server")
     server.add_argument("drives", nargs="*",

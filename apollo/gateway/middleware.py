@@ -2,13 +2,13 @@
 
 Order lives in ``PIPELINE`` only. Error translation is outermost so that
 every failure, including authentication's, becomes an S3 XML error with a
-request id and exactly one access-log line.
+request id and exactly one access-log line (format: ``accesslog``). Health
+checks and metric scrapes pass through both layers untouched.
 """
 
 from __future__ import annotations
 
 import datetime
-import logging
 import os
 import re
 import time
@@ -16,12 +16,11 @@ import time
 from aiohttp import web
 
 from apollo import metrics
+from apollo.gateway import accesslog
 from apollo.gateway.s3errors import S3Error, s3error, to_s3_error
 from apollo.gateway.sigv4 import verify_request
 from apollo.gateway.xml import error_body
 from apollo.keycache import SecretCache
-
-access_log = logging.getLogger("apollo.access")
 
 SECRETS = web.AppKey("secrets", SecretCache)
 _CREDENTIAL_RE = re.compile(r"Credential=([^/,\s]+)/")
@@ -38,6 +37,8 @@ def _error_response(request: web.Request, error: S3Error) -> web.Response:
 
 @web.middleware
 async def errors_middleware(request: web.Request, handler) -> web.StreamResponse:
+    if is_public(request):  # health checks and scrapes: no S3 traffic, not to be counted or logged as such
+        return await handler(request)
     request["request_id"] = os.urandom(8).hex().upper()
     request["op"] = "unknown"
     started = time.perf_counter()
@@ -49,24 +50,40 @@ async def errors_middleware(request: web.Request, handler) -> web.StreamResponse
         raise
     except Exception as exc:  # core errors; a bug, or the environment failing (a full metadata disk)
         response = _error_response(request, to_s3_error(exc, f"{request.method} {request.path}"))
-    elapsed = time.perf_counter() - started
     response.headers.setdefault("x-amz-request-id", request["request_id"])
+    bytes_out = await _send(request, response)
+    elapsed = time.perf_counter() - started
     op = request["op"]
     metrics.requests_total.labels(op, str(response.status)).inc()
     metrics.request_seconds.labels(op).observe(elapsed)
-    access_log.info(
-        '%s %s "%s %s" %d %s %.1fms',
-        request.remote, request["request_id"], request.method, request.raw_path[:512], response.status,
-        f"{op} {request['error_code']}" if "error_code" in request else op, elapsed * 1000,
-    )  # fmt: skip
+    accesslog.write(request, response.status, bytes_out, elapsed)
     return response
+
+
+async def _send(request: web.Request, response: web.StreamResponse) -> int:
+    """Finish the answer here, as aiohttp would right after: the access log then has the bytes that went out.
+
+    Returns the bytes written to the connection for it (a 100 Continue, status line, headers and body).
+    """
+    try:
+        await response.prepare(request)  # nothing to do for an answer its handler streamed
+        await response.write_eof()
+    except ConnectionError:
+        pass  # the client went away; aiohttp drops the connection when it tries again
+    return request.writer.output_size
+
+
+def is_public(request: web.Request) -> bool:
+    """An unsigned GET of a health or metrics path: answered without authentication, and no S3 request."""
+    return request.path in PUBLIC_PATHS and request.method == "GET" and "Authorization" not in request.headers
 
 
 @web.middleware
 async def auth_middleware(request: web.Request, handler) -> web.StreamResponse:
-    if request.path in PUBLIC_PATHS and request.method == "GET" and "Authorization" not in request.headers:
+    if is_public(request):
         return await handler(request)
     access_key = _claimed_key(request)
+    request["access_key"] = access_key  # the access log names it, also when the signature turns out wrong
     secret = await request.app[SECRETS].get(access_key) if access_key else None
     raw_path, _, raw_query = request.raw_path.partition("?")
     auth = verify_request(
@@ -74,8 +91,10 @@ async def auth_middleware(request: web.Request, handler) -> web.StreamResponse:
         lambda key: secret if key == access_key else None, datetime.datetime.now(datetime.UTC),
     )  # fmt: skip
     if auth is None:
+        request["access_key"] = None  # anonymous, whatever a stray query parameter claimed
         raise s3error("AccessDenied", "Anonymous access is not allowed; sign requests with an access key")
     request["auth"] = auth
+    request["access_key"] = auth.access_key
     if "%00" in request.raw_path:  # no metadata engine stores NUL in text (PostgreSQL refuses it outright)
         raise s3error("InvalidArgument", "Object keys and request parameters must not contain the NUL character")
     return await handler(request)

@@ -15,13 +15,14 @@ from dataclasses import dataclass
 import aiohttp
 from aiohttp import web
 
-from apollo import limits, metrics
+from apollo import __version__, limits, metrics
 from apollo.client.context import ClientContext
 from apollo.client.engine import ObjectEngine
 from apollo.client.remote_meta import RemoteMeta
 from apollo.eventloop import install_uvloop
 from apollo.gateway.app import READY, build_app
 from apollo.proto.layout import Scheme
+from apollo.roles import log_shutdown
 
 log = logging.getLogger("apollo.gateway")
 
@@ -55,11 +56,12 @@ async def build_gateway(config: GatewayConfig) -> web.Application:
         await session.close()
 
     app.on_cleanup.append(close)
+    log_shutdown(app, log, "gateway")
     return app
 
 
 def run(config: GatewayConfig) -> None:
     install_uvloop()
-    log.info("Apollo S3 gateway http://%s:%d  metadata %s", config.host, config.port, config.meta_url)
+    log.info("Apollo %s S3 gateway http://%s:%d  metadata %s", __version__, config.host, config.port, config.meta_url)
     web.run_app(build_gateway(config), host=config.host, port=config.port, print=None, access_log=None,
                 shutdown_timeout=limits.shutdown_grace_s)  # fmt: skip

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import aiohttp
 from aiohttp import web
 
-from apollo import limits, tokens
+from apollo import __version__, limits, tokens
 from apollo.client.context import ClientContext
 from apollo.client.directory import NodeDirectory
 from apollo.client.remote_storage import Timeouts
@@ -33,6 +33,7 @@ from apollo.eventloop import every, install_uvloop
 from apollo.meta.rpc_service import MetaRpc, build_meta_app
 from apollo.meta.service import MetaService
 from apollo.meta.store import SqlStore
+from apollo.roles import log_shutdown
 
 log = logging.getLogger("apollo.meta")
 
@@ -103,5 +104,7 @@ class MetaProcess:
 def run(config: MetaConfig) -> None:
     install_uvloop()
     process = MetaProcess(config)
-    log.info("Apollo metadata service http://%s:%d  database=%s", config.host, config.port, process.store.engine.name)
+    log.info("Apollo %s metadata service http://%s:%d  database=%s", __version__, config.host, config.port,
+             process.store.engine.name)  # fmt: skip
+    log_shutdown(process.app, log, "metadata service")
     web.run_app(process.app, host=config.host, port=config.port, print=None, access_log=None)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from apollo import limits, metrics, tokens
+from apollo import __version__, limits, metrics, tokens
 from apollo.client.context import ClientContext
 from apollo.client.engine import ObjectEngine
 from apollo.client.writer import write_quorum
@@ -40,6 +40,7 @@ from apollo.proto.cluster_map import NODE_NAME, SERVING_STATES, DriveRecord
 from apollo.proto.drive_format import FORMAT_FILE
 from apollo.proto.layout import Scheme
 from apollo.proto.routes import Wrap
+from apollo.roles import log_shutdown
 from apollo.storage.attach import attach_drives as open_drives
 from apollo.storage.attach import clear_interrupted
 from apollo.storage.drive import Drive
@@ -316,10 +317,12 @@ def run(config: ServerConfig) -> None:
     install_uvloop()
     server = Server(config)
     if config.worker_index is None:
-        log.info("Apollo S3 endpoint http://%s:%d  drives=%d  scheme=%s  meta=%s", config.host, config.port,
-                 len(server.drives), server.scheme, config.meta_dir)  # fmt: skip
+        log.info("Apollo %s S3 endpoint http://%s:%d  drives=%d  scheme=%s  meta=%s", __version__, config.host,
+                 config.port, len(server.drives), server.scheme, config.meta_dir)  # fmt: skip
+        log_shutdown(server.app, log, "server")
     else:
-        log.info("worker %d (pid %d) serving", config.worker_index, os.getpid())
+        log.info("Apollo %s worker %d (pid %d) serving", __version__, config.worker_index, os.getpid())
+        log_shutdown(server.app, log, f"worker {config.worker_index}")
     if config.listen_fd is not None:  # a worker: the supervisor's listening socket, shared by all workers
         listen = {"sock": socket.socket(fileno=config.listen_fd)}
     else:

@@ -18,10 +18,11 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
-from apollo import limits, tokens
+from apollo import __version__, limits, tokens
 from apollo.client.remote_meta import RemoteMeta
 from apollo.errors import ApolloError
 from apollo.eventloop import every, install_uvloop
+from apollo.roles import log_shutdown
 from apollo.storage.attach import attach_drives, clear_interrupted
 from apollo.storage.node import LocalStorageNode
 from apollo.storage.service import NodeState, build_storage_app
@@ -105,4 +106,7 @@ class StorageProcess:
 def run(config: StorageConfig) -> None:
     install_uvloop()
     process = StorageProcess(config)
+    log.info("Apollo %s storage node %s http://%s:%d  drives=%d  metadata %s", __version__, config.name, config.host,
+             config.port, len(config.drives), config.meta_url)  # fmt: skip
+    log_shutdown(process.app, log, f"storage node {config.name}")
     web.run_app(process.app, host=config.host, port=config.port, print=None, access_log=None)

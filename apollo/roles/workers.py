@@ -30,11 +30,11 @@ import time
 import uuid
 from pathlib import Path
 
-from apollo import limits
+from apollo import __version__, limits
 from apollo.cluster.keys import ensure_first_key
 from apollo.roles.server import ServerConfig, attach_drives, lock_meta_dir, open_store, recover_interrupted_writes
 
-log = logging.getLogger("apollo.workers")
+log = logging.getLogger("apollo.server")  # the supervisor is the server, as operators see it
 RESTART_DELAY_S = 1.0
 METRICS_DIR = "worker-metrics"  # prometheus_client multiprocess files, one set per worker
 
@@ -73,17 +73,20 @@ class Supervisor:
         listener.set_inheritable(True)
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._stop)
-        log.info("Apollo S3 endpoint http://%s:%d  workers=%d  drives=%d  meta=%s", self.config.host,
+        log.info("Apollo %s S3 endpoint http://%s:%d  workers=%d  drives=%d  meta=%s", __version__, self.config.host,
                  self.config.port, self.count, len(drives), self.config.meta_dir)  # fmt: skip
         try:
             for index in range(self.count):
                 self._start(index, listener.fileno())
             self._watch(drives, listener.fileno())
         finally:
+            log.info("server shutting down: stopping %d workers", len(self.workers))
+            started = time.monotonic()
             self._stop_all()
             listener.close()
             shutil.rmtree(self.metrics_dir, ignore_errors=True)
             lock.release()
+            log.info("server shut down in %.1f s", time.monotonic() - started)
 
     def _start(self, index: int, fd: int) -> None:
         owner = f"w{index}-{uuid.uuid4().hex[:8]}"

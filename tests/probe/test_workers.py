@@ -99,7 +99,8 @@ def test_a_killed_worker_is_replaced_and_the_supervisor_takes_its_workers_along(
     s3.put_object(Bucket="data", Key="before", Body=b"x" * 200_000)
     victim = _workers(server)[0]
     os.kill(victim, 9)
-    _wait(lambda: len(_workers(server)) == 2 and victim not in _workers(server))
+    # One snapshot per check: two could see the victim alive in the first and gone (a zombie) in the second.
+    _wait(lambda: len(workers := _workers(server)) == 2 and victim not in workers)
     server.wait_ready(15)
     s3 = server.s3()
     s3.put_object(Bucket="data", Key="after", Body=b"y" * 200_000)
