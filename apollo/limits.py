@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 # S3 protocol bounds (AWS documented values).
 key_length_bytes_max = 1024
 put_object_size_bytes_max = 5 * 1024**3  # single PUT; larger needs multipart
@@ -48,6 +50,9 @@ journal_checkpoints_kept = 2  # per drive; journal files are kept until the olde
 # no byte of, for this long loses its connection and whatever it held (read-ahead, a file descriptor).
 s3_client_stall_s_default = 20.0  # apollo server/gateway --client-timeout; AWS answers RequestTimeout after ~20 s
 shard_client_stall_s = 10.0  # storage nodes: native clients and gateways, which give up on a node sooner
+# S3 requests in flight in one process (apollo/gateway/admission.py): beyond them, 503 SlowDown at once.
+s3_requests_per_key_max_default = 256  # --max-requests-per-key: one key's job cannot take every slot
+s3_requests_max_default = 1024  # --max-requests
 
 # The metadata API: a call's body (a commit of a 5 GiB object names ~80 segments; a complete of
 # 10,000 parts is ~0.5 MiB) arrives whole within the deadline, after its headers named a known key.
@@ -69,3 +74,13 @@ token_key_publish_s = 30.0
 # The manager lease (repair, GC, rebalance, scrub run on its holder): a holder that dies is replaced
 # after at most this long; renewed every third of it.
 manager_lease_ttl_s_default = 10.0
+
+
+@dataclass(frozen=True)
+class ClientLimits:
+    """What S3 clients may hold of one process: ``--client-timeout``, ``--max-requests-per-key`` and
+    ``--max-requests`` of ``apollo server`` and ``apollo gateway``."""
+
+    stall_s: float = s3_client_stall_s_default
+    requests_per_key_max: int = s3_requests_per_key_max_default
+    requests_max: int = s3_requests_max_default

@@ -35,6 +35,9 @@ request_seconds = Histogram(
 )  # fmt: skip
 bytes_in = Counter("apollo_s3_bytes_in_total", "Request body bytes received", registry=registry)
 bytes_out = Counter("apollo_s3_bytes_out_total", "Response body bytes sent", registry=registry)
+refused_requests = Counter("apollo_s3_refused_requests_total",
+                           "S3 requests answered 503 SlowDown at once: the limit of requests in flight of their "
+                           "access key or of the process was reached", ["limit"], registry=registry)  # fmt: skip
 stalled_peers = Counter("apollo_stalled_connections_total",
                         "Connections cut because the peer sent or took no byte for the stall timeout",
                         ["direction"], registry=registry)  # fmt: skip
@@ -51,6 +54,9 @@ drive_up = Gauge("apollo_drive_up", "1 when a drive is healthy and attached", ["
                  multiprocess_mode="livemin")  # fmt: skip
 drive_free_bytes = Gauge("apollo_drive_free_bytes", "Free bytes on a drive's filesystem", ["drive"],
                          registry=registry, multiprocess_mode="livemin")  # fmt: skip
+# With the free bytes, the fraction left, which is what a "nearly full" alert needs (0 while a drive is not "ok").
+drive_total_bytes = Gauge("apollo_drive_total_bytes", "Size in bytes of a drive's filesystem", ["drive"],
+                          registry=registry, multiprocess_mode="livemin")  # fmt: skip
 gc_deleted_shards = Counter("apollo_gc_deleted_shards_total", "Shard files removed by GC", registry=registry)
 # Self-healing (apollo.cluster): gauges are set by the manager process only, hence "livemax".
 repair_backlog = Gauge("apollo_repair_backlog", "Shards waiting in the repair queue", registry=registry,
@@ -71,6 +77,11 @@ scrub_errors = Counter("apollo_scrub_errors_total", "Damaged or missing shards f
                        registry=registry)  # fmt: skip
 scrub_progress = Gauge("apollo_scrub_progress_ratio", "Fraction of segments the current scrub pass has checked",
                        registry=registry, multiprocess_mode="livemax")  # fmt: skip
+# A pass starts one interval after the previous one started; a pass still running past that time is behind
+# schedule (too slow a rate for the data), and so is a scrubber that stopped starting passes.
+scrub_due = Gauge("apollo_scrub_next_pass_due_timestamp_seconds",
+                  "When the next scrub pass is due to start (Unix time): the current or last pass's start plus the "
+                  "scrub interval", registry=registry, multiprocess_mode="livemax")  # fmt: skip
 orphan_shards_deleted = Counter("apollo_orphan_shards_deleted_total",
                                 "Shard files no metadata referred to, deleted by the orphan sweeper",
                                 registry=registry)  # fmt: skip
@@ -87,6 +98,9 @@ rpc_seconds = Histogram(
     "apollo_meta_rpc_seconds", "Metadata service call latency by method", ["method"], registry=registry,
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )  # fmt: skip
+# A gateway serves nothing while no metadata service answers: "livemin", so one worker cut off shows.
+meta_reachable = Gauge("apollo_meta_reachable", "1 while this gateway reaches a metadata service, 0 during an outage",
+                       registry=registry, multiprocess_mode="livemin")  # fmt: skip
 manager_lease_held = Gauge("apollo_manager_lease_held", "1 while this process holds the manager lease",
                            registry=registry, multiprocess_mode="livemax")  # fmt: skip
 nodes_alive = Gauge("apollo_storage_nodes", "Storage nodes in the cluster map by liveness", ["alive"],

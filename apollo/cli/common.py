@@ -96,6 +96,19 @@ def add_writer_flags(parser: argparse.ArgumentParser, ec_help: str, ec_default: 
     parser.add_argument("--client-timeout", type=float, default=limits.s3_client_stall_s_default, metavar="SECONDS",
                         help="cut off a client that sends no byte of its request body, or takes no byte of a "
                              "response, for this long (default 20)")  # fmt: skip
+    parser.add_argument("--max-requests-per-key", type=int, default=limits.s3_requests_per_key_max_default,
+                        metavar="N", help="S3 requests one access key may have in progress on this process; "
+                                          "more are answered 503 SlowDown (default 256)")  # fmt: skip
+    parser.add_argument("--max-requests", type=int, default=limits.s3_requests_max_default, metavar="N",
+                        help="S3 requests in progress on this process; more are answered 503 SlowDown "
+                             "(default 1024)")  # fmt: skip
+
+
+def client_limits(args: argparse.Namespace) -> limits.ClientLimits:
+    """The flags of ``add_writer_flags`` that bound what clients may hold."""
+    if args.client_timeout <= 0 or args.max_requests_per_key < 1 or args.max_requests < 1:
+        sys.exit("--client-timeout must be positive, --max-requests-per-key and --max-requests at least 1")
+    return limits.ClientLimits(args.client_timeout, args.max_requests_per_key, args.max_requests)
 
 
 def add_process_flags(parser: argparse.ArgumentParser, dev_help: str) -> None:

@@ -17,6 +17,7 @@ from apollo.cli.common import (
     add_manager_flags,
     add_process_flags,
     add_writer_flags,
+    client_limits,
     credentials,
     ensure_malloc_tuning,
     expand_braces,
@@ -58,7 +59,7 @@ def cmd_server(args: argparse.Namespace) -> None:
         root_user=user, root_password=password, gc_delay_s=args.gc_delay,
         drive_reserve_bytes=args.drive_reserve,
         upload_expiry_s=args.upload_expiry, journal_checkpoint_interval_s=args.journal_checkpoint_interval,
-        manager_lease_ttl_s=args.manager_lease, write_quorum=args.write_quorum, client_stall_s=args.client_timeout,
+        manager_lease_ttl_s=args.manager_lease, write_quorum=args.write_quorum, client_limits=client_limits(args),
         create_missing_drives=create_missing,
         worker_index=args.worker_index, listen_fd=args.listen_fd, owner=args.owner_id, advertise=args.advertise,
     )  # fmt: skip

@@ -18,6 +18,7 @@ from apollo.cli.common import (
     add_process_flags,
     add_writer_flags,
     address,
+    client_limits,
     credentials,
     ensure_malloc_tuning,
     expand_braces,
@@ -73,7 +74,7 @@ def cmd_gateway(args: argparse.Namespace) -> None:
     except ValueError as exc:
         sys.exit(str(exc))
     run(GatewayConfig(args.meta, access, secret, host, port, scheme, args.cell_size, args.domain, args.write_quorum,
-                      args.client_timeout))  # fmt: skip
+                      client_limits(args)))  # fmt: skip
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -69,12 +69,13 @@ class DriveMonitor:
         self.reports = {drive_id: (health, free, total) for drive_id, (health, free, total, _) in checks.items()}
         self._attach_or_detach(checks)
         writable = set()
-        for drive_id, (health, free, _, _) in checks.items():
+        for drive_id, (health, free, total, _) in checks.items():
             record = self.records[drive_id]
             if health == "ok" and record.state == "online" and free >= self.reserve_bytes:
                 writable.add(drive_id)
             metrics.drive_up.labels(drive_id).set(1 if health == "ok" else 0)
             metrics.drive_free_bytes.labels(drive_id).set(free)
+            metrics.drive_total_bytes.labels(drive_id).set(total)
         gained = writable - self.writable
         if writable != self.writable:
             log.info("writable drives: %d of %d", len(writable), len(self.records))

@@ -45,6 +45,15 @@ class Scrubber(PeriodicPass):
         return (f"{c['mode']}, at group {c['cursor_pg']}, {c['segments']}/{c['total']} segments, {c['shards']} "
                 f"shards, {c['bytes']} bytes read, {c['errors']} problems")  # fmt: skip
 
+    async def step(self) -> bool:
+        """A step of the pass, then when the next pass is due: a pass still running after that (or none
+        starting) is behind schedule, which the progress ratio alone does not show."""
+        busy = await super().step()
+        started = (self.state.get("current") or self.state.get("last") or {}).get("started")
+        if started is not None:
+            metrics.scrub_due.set(started + self.interval_s)
+        return busy
+
     async def begin(self) -> dict:
         return {"mode": self.mode, "cursor_pg": -1, "cursor_segment": "", "total": await self.meta.segment_count(),
                 "segments": 0, "shards": 0, "bytes": 0, "errors": 0}  # fmt: skip

@@ -20,6 +20,7 @@ from apollo.gateway import accesslog, handlers_attributes
 from apollo.gateway import handlers_bucket as hb
 from apollo.gateway import handlers_multipart as hm
 from apollo.gateway import handlers_object as ho
+from apollo.gateway.admission import ADMISSION, Admission
 from apollo.gateway.middleware import PIPELINE, SECRETS
 from apollo.gateway.names import host_bucket, split_target, validate_bucket
 from apollo.gateway.s3errors import s3error
@@ -138,7 +139,7 @@ ApolloRoutes = Callable[[web.Application, routes.Wrap], None]  # adds Apollo's o
 
 
 def build_app(client: ObjectEngine, domain: str | None = None, apollo_routes: ApolloRoutes | None = None,
-              client_stall_s: float = limits.s3_client_stall_s_default) -> web.Application:  # fmt: skip
+              client_limits: limits.ClientLimits | None = None) -> web.Application:  # fmt: skip
     """The S3 app; ``apollo_routes(app, wrap)`` adds Apollo's own APIs beside it (the all-in-one server)."""
     # auto_decompress off: Content-Encoding on a PUT is object metadata; S3 stores the body bytes as sent.
     handler_args = {"max_field_size": 16384, "auto_decompress": False}
@@ -147,7 +148,9 @@ def build_app(client: ObjectEngine, domain: str | None = None, apollo_routes: Ap
     app[SECRETS] = SecretCache(client.get_secret)
     app[DOMAIN] = domain or ""
     app[READY] = [True]
-    app[CLIENT_STALL_S] = client_stall_s
+    client_limits = client_limits or limits.ClientLimits()
+    app[CLIENT_STALL_S] = client_limits.stall_s
+    app[ADMISSION] = Admission(client_limits.requests_per_key_max, client_limits.requests_max)
     accesslog.buffer_lines()
     app.cleanup_ctx.append(accesslog.flushing)
     s3 = _s3_handler()

@@ -17,6 +17,7 @@ from aiohttp import web
 
 from apollo import metrics
 from apollo.gateway import accesslog
+from apollo.gateway.admission import admission_middleware
 from apollo.gateway.s3errors import S3Error, s3error, to_s3_error
 from apollo.gateway.sigv4 import verify_request
 from apollo.gateway.xml import error_body
@@ -111,4 +112,4 @@ def _claimed_key(request: web.Request) -> str | None:
     return credential.split("/", 1)[0] or request.query.get("AWSAccessKeyId") or None
 
 
-PIPELINE = [errors_middleware, auth_middleware]
+PIPELINE = [errors_middleware, auth_middleware, admission_middleware]

@@ -9,6 +9,7 @@ from apollo.gateway.xml import render
 
 CLIENT = web.AppKey("client", ObjectEngine)  # the object engine: the only way handlers reach objects
 CLIENT_STALL_S = web.AppKey("client_stall_s", float)  # a client that sends or reads nothing this long is cut off
+
 OWNER = {"ID": "apollo", "DisplayName": "apollo"}
 
 

@@ -10,7 +10,7 @@ two gateways racing on one key still have exactly one winner.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import aiohttp
 from aiohttp import web
@@ -38,7 +38,7 @@ class GatewayConfig:
     cell_size: int = limits.cell_size_bytes_default
     domain: str | None = None
     write_quorum: int | None = None  # default k+1
-    client_stall_s: float = limits.s3_client_stall_s_default
+    client_limits: limits.ClientLimits = field(default_factory=limits.ClientLimits)
 
 
 async def build_gateway(config: GatewayConfig) -> web.Application:
@@ -47,9 +47,16 @@ async def build_gateway(config: GatewayConfig) -> web.Application:
     meta = await RemoteMeta(config.meta_url, config.access_key, config.secret_key, session).start(service=True)
     ctx = ClientContext(meta, meta.nodes, on_damage=[metrics.record_damage], on_decode=[metrics.ec_decoded_stripes.inc])
     engine = ObjectEngine(ctx, config.scheme, config.cell_size, config.write_quorum)
-    app = build_app(engine, config.domain, client_stall_s=config.client_stall_s)
-    # Not ready while no metadata service answers: load balancers send S3 clients to another gateway.
-    meta.on_availability = lambda available: app[READY].__setitem__(0, available)
+    app = build_app(engine, config.domain, client_limits=config.client_limits)
+    # Not ready while no metadata service answers: load balancers send S3 clients to another gateway, and
+    # apollo_meta_reachable tells the operator (readiness alone looks like a gateway problem).
+    metrics.meta_reachable.set(1)  # start() returned: a service answered
+
+    def availability(available: bool) -> None:
+        app[READY][0] = available
+        metrics.meta_reachable.set(1 if available else 0)
+
+    meta.on_availability = availability
 
     async def close(app: web.Application) -> None:
         await meta.close()

@@ -17,7 +17,7 @@ import os
 import socket
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from aiohttp import web
@@ -80,7 +80,7 @@ class ServerConfig:
     journal_checkpoint_interval_s: float = limits.journal_checkpoint_interval_s_default
     manager_lease_ttl_s: float = limits.manager_lease_ttl_s_default
     write_quorum: int | None = None  # shards durable before a write is acknowledged; None: k+1
-    client_stall_s: float = limits.s3_client_stall_s_default
+    client_limits: limits.ClientLimits = field(default_factory=limits.ClientLimits)
     create_missing_drives: bool = False  # --dev, or no drives named: the default ./apollo-data/drive*
     # Set by the supervisor of ``--workers N`` (apollo/roles/workers.py); None for a single-process server.
     worker_index: int | None = None
@@ -214,7 +214,7 @@ class Server:
         if config.root_user:
             install_root_key(self.store, config.root_user, config.root_password)
         self.app = build_app(self.client, config.domain, apollo_routes=self._native_path(),
-                             client_stall_s=config.client_stall_s)  # fmt: skip
+                             client_limits=config.client_limits)  # fmt: skip
         self.app.cleanup_ctx.append(self._background)
 
     def _native_path(self) -> ApolloRoutes:

@@ -18,7 +18,7 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
-from apollo import __version__, limits, tokens
+from apollo import __version__, limits, metrics, tokens
 from apollo.client.remote_meta import RemoteMeta
 from apollo.errors import ApolloError
 from apollo.eventloop import every, install_uvloop
@@ -94,10 +94,14 @@ class StorageProcess:
         self.keyring.replace_from_json(answer["keys"])
 
     def _probe(self) -> dict[str, tuple[str, int, int]]:
-        """(health, free, total) per drive; a drive whose directory no longer holds it is never touched again."""
+        """(health, free, total) per drive; a drive whose directory no longer holds it is never touched again.
+        /metrics shows the same per drive, as the all-in-one server's probe does (the "nearly full" alert)."""
         report = {}
         for drive_id, drive in list(self.node.drives.items()):
-            report[drive_id] = drive.check()
+            health, free, total = report[drive_id] = drive.check()
+            metrics.drive_up.labels(drive_id).set(1 if health == "ok" else 0)
+            metrics.drive_free_bytes.labels(drive_id).set(free)
+            metrics.drive_total_bytes.labels(drive_id).set(total)
             if report[drive_id][0] == "gone" and self.node.detach(drive_id):
                 log.error("drive %s (%s): its format file is gone; no longer served", drive_id, drive.root)
         return report
