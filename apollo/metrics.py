@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import time
 
 from aiohttp import web
 from prometheus_client import (
@@ -25,6 +26,10 @@ registry = CollectorRegistry()
 build_info = Gauge("apollo_build_info", "Apollo and Python versions of this process (always 1)",
                    ["version", "python"], registry=registry, multiprocess_mode="livemax")  # fmt: skip
 build_info.labels(__version__, platform.python_version()).set(1)
+# The uptime `apollo admin status` prints; with --workers, the oldest live worker's.
+start_time = Gauge("apollo_start_time_seconds", "When this process started (unix seconds)", registry=registry,
+                   multiprocess_mode="livemin")  # fmt: skip
+start_time.set(time.time())
 
 requests_total = Counter(
     "apollo_s3_requests_total", "S3 requests by operation and HTTP status", ["op", "status"], registry=registry

@@ -22,6 +22,7 @@ from apollo import errors
 from apollo.cli.common import expand_braces
 from apollo.cluster import admin
 from apollo.cluster.tuning import parse_rate
+from apollo.proto.cluster_map import NODE_NAME
 
 POLL_S = 0.5
 console = Console(width=None if sys.stdout.isatty() else 160)  # logs and pipes get whole lines
@@ -167,26 +168,57 @@ def cmd_drive(args: argparse.Namespace) -> None:
         sys.exit(f"error: {exc}")
 
 
-def _print_drives(store) -> None:
-    status = admin.status(store)
+def _print_drives(store, status: admin.Status | None = None) -> None:
+    """The drive table; in a cluster with the node (and rack, when racks are labelled) of each drive, since
+    every host has its /mnt/disk1."""
+    status = status or admin.status(store)
+    racks = {n.name: n.rack for n in status.nodes}
+    where = ["node", "rack"] if any(racks.values()) else ["node"] if status.clustered else []
     table = Table(title="drives")
-    for column in ("drive", "path", "state", "since", "used", "free", "to repair", "replaced by"):
+    for column in ("drive", *where, "path", "state", "since", "used", "free", "to repair", "replaced by"):
         table.add_column(column)
     for d in status.drives:
         used = f"{100 * (1 - d.free_bytes / d.total_bytes):.1f}%" if d.total_bytes else "-"
-        table.add_row(d.drive_id, d.path, d.state, _when(d.state_since), used, _size(d.free_bytes),
+        located = [d.node, racks.get(d.node, "")][: len(where)]
+        table.add_row(d.drive_id, *located, d.path, d.state, _when(d.state_since), used, _size(d.free_bytes),
                       str(status.pending_by_drive.get(d.drive_id, 0)), d.replaced_by or "")  # fmt: skip
     console.print(table)
+
+
+def _print_processes(status: admin.Status) -> None:
+    """One line per server (all-in-one) or storage node: does it answer, which version, since when."""
+    for node in status.nodes:
+        found = admin.probe(node.endpoint)
+        name = "server" if node.name == NODE_NAME else f"node {node.name}"
+        if not found.answering:
+            console.print(f"{name} {node.endpoint}: NOT ANSWERING ({found.error}); last heartbeat "
+                          f"{_when(node.heartbeat)}")  # fmt: skip
+            continue
+        up = f", up {_duration(time.time() - found.started)}" if found.started else ""
+        console.print(f"{name} {node.endpoint}: answering, Apollo {found.version or '?'}{up}")
+    if not status.nodes:
+        console.print("server: none has registered yet (start `apollo server`)")
+
+
+def _duration(seconds: float) -> str:
+    minutes = int(seconds // 60)
+    if minutes < 60:
+        return f"{minutes} min" if minutes else f"{int(seconds)} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min" if hours < 48 else f"{hours // 24} days {hours % 24} h"
 
 
 def cmd_status(args: argparse.Namespace) -> None:
     store = _store(args)
     status = admin.status(store)
-    _print_drives(store)
-    free = sum(d.free_bytes for d in status.drives if d.state == "online")
-    total = sum(d.total_bytes for d in status.drives if d.state == "online")
-    online = sum(d.state == "online" for d in status.drives)
-    console.print(f"capacity: {_size(total - free)} used of {_size(total)} on {online} online drives; "
+    _print_processes(status)
+    versions, logical = store.stored_totals()
+    console.print(f"stored: {versions} objects (versions, delete markers not counted), {_size(logical)}; "
+                  f"scheme {status.scheme}")  # fmt: skip
+    _print_drives(store, status)
+    used, total, online, filesystems = status.capacity()
+    shared = f" (on {filesystems} filesystems, each counted once)" if filesystems < online else ""
+    console.print(f"capacity: {_size(used)} used of {_size(total)} on {online} online drives{shared}; "
                   f"{status.segments} segments")  # fmt: skip
     repair = status.repair
     console.print(f"repair: backlog {repair['backlog_now']} shards, {repair.get('degraded_groups', 0)} degraded "
@@ -194,7 +226,8 @@ def cmd_status(args: argparse.Namespace) -> None:
                   f"rebuilt since start (limit {_size(status.tuning.repair_bytes_per_s)}/s)")  # fmt: skip
     _print_spread(status)
     for job in status.jobs:
-        state = f"done {_when(job.finished)}" if job.finished else f"walking group {job.cursor_pg}"
+        walking = f"walking group {job.cursor_pg}" if job.cursor_pg >= 0 else "starting its walk"
+        state = f"done {_when(job.finished)}" if job.finished else walking
         console.print(f"drive job: {job.kind} {job.drive_id}: {job.queued} shards queued, "
                       f"{status.pending_by_drive.get(job.drive_id, 0)} left, {state}")  # fmt: skip
     current, last = status.scrub.get("current"), status.scrub.get("last")
@@ -208,10 +241,19 @@ def cmd_status(args: argparse.Namespace) -> None:
                       f"{last['errors']} problems")  # fmt: skip
     console.print(f"scrub every {status.tuning.scrub_interval_s / 3600:.1f} h ({status.tuning.scrub_mode}, "
                   f"limit {_size(status.tuning.scrub_bytes_per_s)}/s)")  # fmt: skip
+    shard_bytes = round(logical * status.scheme.width / status.scheme.k)  # what a deep pass reads
+    hours, behind = status.scrub_projection(shard_bytes)
+    if behind:
+        interval_h = status.tuning.scrub_interval_s / 3600
+        console.print(f"WARNING: a scrub pass reads about {_size(shard_bytes)} of shards: {hours:.1f} h at "
+                      f"{_size(status.tuning.scrub_bytes_per_s)}/s, longer than the {interval_h:.1f} h interval; "
+                      "raise the rate (`apollo admin scrub --rate ...`) or the interval")  # fmt: skip
     sweep = admin.pass_state(store, "orphans").get("last")
     if sweep:
         console.print(f"last orphan sweep: {_when(sweep['started'])}: {sweep['files']} shard files checked, "
                       f"{sweep['orphans']} orphans deleted")  # fmt: skip
+    for step in status.next_steps():
+        console.print(f"NEXT: {step}")
 
 
 def _print_spread(status: admin.Status) -> None:

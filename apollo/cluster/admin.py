@@ -9,7 +9,10 @@ functions here only validate and record; the work itself is the server's.
 from __future__ import annotations
 
 import json
+import os
+import re
 import time
+import urllib.request
 from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +23,7 @@ from apollo.cluster.passes import request_setting, state_setting
 from apollo.cluster.recovery import MISSING_REASON
 from apollo.cluster.tuning import SETTING_PREFIX, Tuning
 from apollo.meta.store import SqlStore
-from apollo.proto.cluster_map import NODE_NAME, SERVING_STATES, ClusterMap, DriveRecord
+from apollo.proto.cluster_map import NODE_NAME, SERVING_STATES, ClusterMap, DriveRecord, NodeInfo
 from apollo.proto.drive_format import read_format
 from apollo.proto.layout import Scheme
 from apollo.proto.placement import domain_shortfall
@@ -347,6 +350,55 @@ class Status:
     tuning: Tuning
     segments: int
     shortfall: str | None  # what too few live failure domains cost (``domain_shortfall``); None: enough
+    scheme: Scheme
+    nodes: list[NodeInfo]  # the all-in-one server is one node, NODE_NAME
+
+    @property
+    def clustered(self) -> bool:
+        return any(d.node != NODE_NAME for d in self.drives)
+
+    def next_steps(self) -> list[str]:
+        """What an operator does about what the status shows: a failed drive, repair that cannot proceed."""
+        steps = []
+        for d in self.drives:
+            if d.state != "failed" or d.replaced_by:
+                continue
+            if self.clustered:
+                steps.append(f"drive {d.drive_id} ({d.node}:{d.path}) failed: its shards are rebuilt elsewhere; "
+                             f"replace the disk, and once the drive shows retired restart `apollo storage` on "
+                             f"{d.node} with the new empty disk at {d.path}")  # fmt: skip
+            else:
+                steps.append(f"drive {d.drive_id} ({d.path}) failed: replace it: mount a new disk at {d.path}, "
+                             f"then `apollo admin drive replace {d.path} --wait`")  # fmt: skip
+        online = sum(d.state == "online" for d in self.drives)
+        if self.repair.get("backlog_now") and online <= self.scheme.width:
+            steps.append(f"repair is waiting: {online} online drives for {self.scheme.width}-wide segments leave "
+                         "no spare drive to rebuild onto (every online drive already holds a shard of each "
+                         "segment); reads decode from parity meanwhile. Replace the failed drive or add "
+                         "one")  # fmt: skip
+        return steps
+
+    def capacity(self) -> tuple[int, int, int, int]:
+        """(used, total bytes, online drives, filesystems they are on). Directory drives that share a
+        filesystem each report its usage: on one server the admin command can see the drives' paths and
+        counts each filesystem once; a cluster's remote paths count once per drive."""
+        online = [d for d in self.drives if d.state == "online"]
+        seen: dict[object, DriveRecord] = {}
+        for d in online:
+            try:
+                where: object = os.stat(d.path).st_dev if not self.clustered else d.drive_id
+            except OSError:
+                where = d.drive_id
+            seen.setdefault(where, d)
+        used = sum(d.total_bytes - d.free_bytes for d in seen.values())
+        return used, sum(d.total_bytes for d in seen.values()), len(online), len(seen)
+
+    def scrub_projection(self, stored_bytes: int) -> tuple[float, bool]:
+        """Hours a scrub pass over ``stored_bytes`` of shards takes at the scrub rate, and whether that is
+        longer than the scrub interval (passes would run back to back and still fall behind)."""
+        rate = self.tuning.scrub_bytes_per_s
+        hours = stored_bytes / rate / 3600 if rate > 0 else 0.0
+        return hours, hours * 3600 > self.tuning.scrub_interval_s
 
 
 def status(store: SqlStore) -> Status:
@@ -364,4 +416,30 @@ def status(store: SqlStore) -> Status:
         tuning=Tuning.load(store.settings_like(SETTING_PREFIX)),
         segments=store.segment_count(),
         shortfall=domain_shortfall(scheme.width, scheme.m, domains.values(), unit) if domains else None,
+        scheme=scheme,
+        nodes=store.cluster_map(time.time(), limits.node_dead_after_s, 0).nodes,
     )
+
+
+@dataclass
+class ProcessProbe:
+    """What an Apollo process says of itself on its /metrics: whether it answers, its version and start."""
+
+    endpoint: str
+    answering: bool
+    version: str = ""
+    started: float | None = None
+    error: str = ""
+
+
+def probe(endpoint: str, timeout_s: float = 3.0) -> ProcessProbe:
+    """Ask the process at ``endpoint`` (unauthenticated /metrics: no key needed, none revealed)."""
+    try:
+        with urllib.request.urlopen(f"{endpoint}/metrics", timeout=timeout_s) as answer:
+            text = answer.read().decode()
+    except (OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        return ProcessProbe(endpoint, False, error=str(reason))
+    version = re.search(r'^apollo_build_info\{[^}]*version="([^"]*)"', text, re.MULTILINE)
+    started = re.search(r"^apollo_start_time_seconds(?:\{[^}]*\})? (\S+)$", text, re.MULTILINE)
+    return ProcessProbe(endpoint, True, version[1] if version else "", float(started[1]) if started else None)

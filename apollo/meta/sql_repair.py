@@ -161,6 +161,12 @@ class RepairOps(SqlBase):
     def segment_count(self) -> int:
         return self.one("SELECT COUNT(*) AS n FROM segments")["n"]
 
+    def stored_totals(self) -> tuple[int, int]:
+        """(object versions, their logical bytes), delete markers left out: what `apollo admin status` shows.
+        A scan of the versions table, for an operator's command, not a request path."""
+        row = self.one("SELECT COUNT(*) AS n, COALESCE(SUM(size), 0) AS bytes FROM versions WHERE delete_marker = 0")
+        return row["n"], int(row["bytes"])
+
     # drive jobs ------------------------------------------------------------------------------
 
     def start_drive_job(self, drive_id: str, kind: str, now: float) -> None:
