@@ -15,7 +15,6 @@ that is not committed, and a failed signature aborts that write.
 from __future__ import annotations
 
 import hashlib
-import hmac
 import re
 from collections.abc import AsyncIterator
 
@@ -23,7 +22,7 @@ from aiohttp import StreamReader
 from aiohttp.http_exceptions import LineTooLong
 
 from apollo.gateway.s3errors import s3error
-from apollo.gateway.sigv4 import EMPTY_SHA256, AuthContext, sign
+from apollo.gateway.sigv4 import EMPTY_SHA256, AuthContext, sign, signature_matches
 
 SIGNED = "STREAMING-AWS4-HMAC-SHA256-PAYLOAD"
 SIGNED_TRAILER = "STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER"
@@ -111,7 +110,7 @@ class AwsChunkedReader:
         text = "\n".join(("AWS4-HMAC-SHA256-PAYLOAD", auth.amz_date, auth.scope, self._previous, EMPTY_SHA256,
                           chunk_sha256))  # fmt: skip
         expected = sign(auth.signing_key, text)
-        if not hmac.compare_digest(expected, (signature or "").lower()):
+        if not signature_matches(expected, signature or ""):  # a latin-1 line may carry non-ASCII
             raise s3error("SignatureDoesNotMatch", "A chunk signature of the aws-chunked body does not match")
         self._previous = expected
 
@@ -139,5 +138,5 @@ class AwsChunkedReader:
             auth = self._auth
             text = "\n".join(("AWS4-HMAC-SHA256-TRAILER", auth.amz_date, auth.scope, self._previous,
                               hashlib.sha256("".join(canonical).encode()).hexdigest()))  # fmt: skip
-            if not hmac.compare_digest(sign(auth.signing_key, text), (trailer_signature or "").lower()):
+            if not signature_matches(sign(auth.signing_key, text), trailer_signature or ""):
                 raise s3error("SignatureDoesNotMatch", "The trailer signature of the aws-chunked body does not match")

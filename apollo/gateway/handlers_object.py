@@ -167,7 +167,11 @@ async def delete_object(request: web.Request, bucket: str, key: str) -> web.Resp
 def parse_copy_source(request: web.Request) -> tuple[str, str, str | None]:
     raw = request.headers["x-amz-copy-source"]
     path, _, query = raw.partition("?")
-    source = unquote(path).lstrip("/")
+    try:  # strict: with the default errors="replace", %FF would name the key U+FFFD
+        source = unquote(path, errors="strict").lstrip("/")
+    except UnicodeDecodeError as exc:
+        raise s3error("InvalidArgument", "Copy Source must be UTF-8 once percent-decoded",
+                      ArgumentName="x-amz-copy-source") from exc  # fmt: skip
     bucket, _, key = source.partition("/")
     if not bucket or not key:
         raise s3error("InvalidArgument", "Copy Source must mention the source bucket and key: sourcebucket/sourcekey",

@@ -10,14 +10,14 @@ from urllib.parse import unquote
 from apollo import limits
 from apollo.gateway.s3errors import s3error
 
-_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")  # 3 to 63 characters
+_BUCKET_RE = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")  # 3 to 63 characters (fullmatch: "$" takes "abc\n")
 
 
 @functools.lru_cache(maxsize=4096)  # valid names only: a raise is not cached
 def validate_bucket(name: str) -> None:
     """AWS general-purpose bucket naming rules."""
     bad = (
-        not _BUCKET_RE.match(name)
+        not _BUCKET_RE.fullmatch(name)
         or ".." in name
         or ".-" in name
         or "-." in name
@@ -49,6 +49,11 @@ def validate_key(key: str) -> None:
         raise s3error("InvalidArgument", "The object key must not be empty")
     if "\x00" in key:
         raise s3error("InvalidArgument", "Object keys must not contain the NUL character")
+    if not key.isascii():  # a non-UTF-8 byte in a header (x-amz-copy-source) arrives as a lone surrogate
+        try:
+            key.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise s3error("InvalidArgument", "Object keys must be UTF-8") from exc
 
 
 _VERSION_ID_RE = re.compile(r"null|[0-9a-f]{32}")

@@ -77,8 +77,14 @@ def _string_to_sign(method: str, raw_path: str, query: dict[str, str], headers: 
         amz_lines + resource  # fmt: skip
 
 
+def wire_bytes(text: str) -> bytes:
+    """The bytes the client sent: aiohttp hands a header's non-UTF-8 bytes over as lone surrogates
+    (``surrogateescape``), which a plain ``encode()`` refuses with a UnicodeEncodeError (a 500)."""
+    return text.encode("utf-8", "surrogateescape")
+
+
 def _signature(secret: str, text: str) -> str:
-    return base64.b64encode(hmac.new(secret.encode(), text.encode(), hashlib.sha1).digest()).decode()
+    return base64.b64encode(hmac.new(secret.encode(), wire_bytes(text), hashlib.sha1).digest()).decode()
 
 
 def secret_for(access_key: str, lookup_secret: Callable[[str], str | None]) -> str:
@@ -139,7 +145,7 @@ def _check_expires(expires: str, now: datetime.datetime, max_skew_s: float) -> N
     """
     if not (expires.isascii() and expires.isdigit()):
         raise s3error("AccessDenied", "Expires must be a number of seconds since the epoch")
-    expires_at = int(expires)
+    expires_at = int(expires) if len(expires) <= 19 else 10**19  # int() refuses 4300+ digits; any 20 are too far
     if now.timestamp() > expires_at:
         raise s3error("AccessDenied", "Request has expired", Expires=expires,
                       ServerTime=now.strftime("%Y-%m-%dT%H:%M:%SZ"))  # fmt: skip
@@ -156,9 +162,9 @@ def _verify(secret: str, method: str, raw_path: str, query: dict[str, str], head
     text = _string_to_sign(method, raw_path, query, headers, date)
     expected = _signature(secret, text)
     bare_bucket = raw_path.count("/") == 1 and len(raw_path) > 1
-    if bare_bucket and not hmac.compare_digest(expected.encode(), signature.encode()):
+    if bare_bucket and not hmac.compare_digest(expected.encode(), wire_bytes(signature)):
         alternative = _signature(secret, _string_to_sign(method, raw_path + "/", query, headers, date))
-        if hmac.compare_digest(alternative.encode(), signature.encode()):
+        if hmac.compare_digest(alternative.encode(), wire_bytes(signature)):
             return
     _compare(expected, signature, text, access_key)
 
@@ -180,6 +186,6 @@ def parse_query(raw_query: str) -> dict[str, str]:
 
 
 def _compare(expected: str, provided: str, text: str, access_key: str) -> None:
-    if not hmac.compare_digest(expected.encode(), provided.encode()):
+    if not hmac.compare_digest(expected.encode(), wire_bytes(provided)):
         raise s3error("SignatureDoesNotMatch", AWSAccessKeyId=access_key, StringToSign=text,
                       SignatureProvided=provided)  # fmt: skip

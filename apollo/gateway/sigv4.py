@@ -30,7 +30,7 @@ from urllib.parse import quote, unquote_plus, unquote_to_bytes
 from apollo import limits
 from apollo.gateway import sigv2
 from apollo.gateway.s3errors import s3error
-from apollo.gateway.sigv2 import PRESIGN_EXPIRES_MAX_S, parse_query, secret_for, skew_error
+from apollo.gateway.sigv2 import PRESIGN_EXPIRES_MAX_S, parse_query, secret_for, skew_error, wire_bytes
 
 ALGORITHM = "AWS4-HMAC-SHA256"
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
@@ -72,11 +72,16 @@ def signing_key(secret: str, date: str, region: str, service: str) -> bytes:
 
 
 def _hmac(key: bytes, text: str) -> bytes:
-    return hmac.digest(key, text.encode(), "sha256")
+    return hmac.digest(key, wire_bytes(text), "sha256")
 
 
 def sign(key: bytes, string_to_sign: str) -> str:
-    return hmac.digest(key, string_to_sign.encode(), "sha256").hex()  # one-shot C path: ~3x hmac.new
+    return hmac.digest(key, wire_bytes(string_to_sign), "sha256").hex()  # one-shot C path: ~3x hmac.new
+
+
+def signature_matches(expected: str, provided: str) -> bool:
+    """``provided`` (hex, either case) is ``expected``; compare_digest raises TypeError on a non-ASCII str."""
+    return provided.isascii() and hmac.compare_digest(expected, provided.lower())
 
 
 def _encode(text: str) -> str:
@@ -136,9 +141,12 @@ def canonical_request(
     return "\n".join((method, uri, query, _canonical_headers(headers, signed), ";".join(signed), payload))
 
 
+_BASIC_TIME = re.compile(r"[0-9]{8}T[0-9]{6}Z")  # ASCII digits: int() alone would take "+5" or "٥" as 5
+
+
 def _parse_time(value: str, what: str) -> datetime.datetime:
     try:  # slicing instead of strptime: this runs on every request
-        if len(value) != 16 or value[8] != "T" or value[15] != "Z":
+        if not _BASIC_TIME.fullmatch(value):
             raise ValueError(value)
         return datetime.datetime(int(value[:4]), int(value[4:6]), int(value[6:8]), int(value[9:11]),
                                  int(value[11:13]), int(value[13:15]), tzinfo=datetime.UTC)  # fmt: skip
@@ -153,11 +161,11 @@ def _basic_time_from_date(value: str | None) -> str | None:
         return None
     try:
         when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=datetime.UTC)
+        return when.astimezone(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
+    except (TypeError, ValueError, OverflowError):  # OverflowError: "31 Dec 9999 23:00 -0200" is past year 9999
         return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=datetime.UTC)
-    return when.astimezone(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
 
 
 def _parse_credential(credential: str, amz_date: str, *, presigned: bool) -> tuple[str, str, str]:
@@ -226,7 +234,7 @@ def _verify_header(method, raw_path, raw_query, headers, authorization, lookup_s
     canonical = canonical_request(method, raw_path, canonical_query(raw_query), headers, signed, payload)
     key = signing_key(secret_for(access_key, lookup_secret), amz_date[:8], region, "s3")
     expected = sign(key, _string_to_sign(amz_date, scope, canonical))
-    if not hmac.compare_digest(expected, match["signature"].lower()):
+    if not signature_matches(expected, match["signature"]):
         raise _mismatch(canonical, _string_to_sign(amz_date, scope, canonical), access_key, match["signature"])
     return AuthContext(access_key, key, amz_date, scope, expected, content_sha256, presigned=False)
 
@@ -266,13 +274,13 @@ def _verify_presigned(method, raw_path, raw_query, headers, lookup_secret, now, 
     key = signing_key(secret_for(access_key, lookup_secret), amz_date[:8], region, "s3")
     string_to_sign = _string_to_sign(amz_date, scope, canonical)
     expected = sign(key, string_to_sign)
-    if not hmac.compare_digest(expected, params["X-Amz-Signature"].lower()):
+    if not signature_matches(expected, params["X-Amz-Signature"]):
         raise _mismatch(canonical, string_to_sign, access_key, params["X-Amz-Signature"])
     return AuthContext(access_key, key, amz_date, scope, expected, payload, presigned=True)
 
 
 def _string_to_sign(amz_date: str, scope: str, canonical: str) -> str:
-    return "\n".join((ALGORITHM, amz_date, scope, hashlib.sha256(canonical.encode()).hexdigest()))
+    return "\n".join((ALGORITHM, amz_date, scope, hashlib.sha256(wire_bytes(canonical)).hexdigest()))
 
 
 def _mismatch(canonical: str, string_to_sign: str, access_key: str, signature: str):

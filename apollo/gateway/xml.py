@@ -33,6 +33,9 @@ def _http_date(second: int) -> str:
     return datetime.datetime.fromtimestamp(second, datetime.UTC).strftime("%a, %d %b %Y %H:%M:%S GMT")
 
 
+_CR = {"\r": "&#13;"}  # a raw CR reaches the client as LF (XML end-of-line handling): a key "a\rb" read as "a\nb"
+
+
 def _add(out: list[str], name: str, value: Any) -> None:
     if value is None:
         return
@@ -46,7 +49,7 @@ def _add(out: list[str], name: str, value: Any) -> None:
             _add(out, sub_name, sub_value)
         out.append(f"</{name}>")
         return
-    text = ("true" if value else "false") if isinstance(value, bool) else escape(str(value))
+    text = ("true" if value else "false") if isinstance(value, bool) else escape(str(value), _CR)
     out.append(f"<{name}>{text}</{name}>" if text else f"<{name} />")
 
 
@@ -100,7 +103,7 @@ def refuse_doctype(body: bytes) -> None:
     scanner.EntityDeclHandler = _doctype_found  # only possible inside a DTD; refused in its own right anyway
     try:
         scanner.Parse(body, True)
-    except expat.ExpatError as exc:
+    except (expat.ExpatError, ValueError, LookupError) as exc:  # encoding="shift_jis" (multi-byte), "n" (unknown)
         raise s3error("MalformedXML") from exc
 
 
@@ -130,15 +133,17 @@ def text(element: ET.Element, name: str, required: bool = True) -> str | None:
     return child.text or ""
 
 
+_DIGITS = re.compile(r"[0-9]{1,19}")
+
+
 def parse_complete(body: bytes) -> list[tuple[int, str]]:
     root = parse(body, "CompleteMultipartUpload")
     parts = []
     for part in root.findall("Part"):
-        number = text(part, "PartNumber")
-        try:
-            parts.append((int(number or ""), text(part, "ETag") or ""))
-        except ValueError as exc:
-            raise s3error("MalformedXML", "PartNumber must be an integer") from exc
+        number = (text(part, "PartNumber") or "").strip()
+        if not _DIGITS.fullmatch(number):  # int() would also take "+1", "1_0" and other scripts' digits
+            raise s3error("MalformedXML", "PartNumber must be an integer")
+        parts.append((int(number), text(part, "ETag") or ""))
     if not parts:
         raise s3error("MalformedXML", "CompleteMultipartUpload must name at least one part")
     return parts

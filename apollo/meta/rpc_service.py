@@ -194,6 +194,9 @@ async def _answer(request: web.Request, method: str) -> web.Response:
         if meta_api.allowed(method, service_key=rights[1]) is None:
             raise errors.AccessDenied(f"{method} is not a metadata call this key may make")
         call = codec.loads(body)
+        if not (isinstance(call, dict) and isinstance(call.get("args", []), list)
+                and isinstance(call.get("kwargs", {}), dict)):  # else a 500 (AttributeError) below
+            raise TypeError("a call is {args: [...], kwargs: {...}}")
         rpc = request.app[RPC]
         target = getattr(rpc, method, None) or getattr(rpc.meta, method)
         # Pending writes belong to the access key that began them.

@@ -70,28 +70,38 @@ def encode(value: Any) -> Any:
 
 
 def decode(value: Any) -> Any:
+    """:raises ValueError, TypeError, KeyError: a value ``encode`` would not have sent (a 400 to the caller)."""
     if isinstance(value, list):
         return [decode(item) for item in value]
     if not isinstance(value, dict):
         return value
     if "@d" in value:
-        return {k: decode(v) for k, v in value["@d"].items()}
+        return {k: decode(v) for k, v in _tagged(value, "@d", dict).items()}
     if "@b" in value:
-        return base64.b64decode(value["@b"])
+        return base64.b64decode(_tagged(value, "@b", str), validate=True)
     if "@layout" in value:
-        return SegmentLayout.from_json(value["@layout"])
+        layout = _tagged(value, "@layout", dict)
+        _tagged(layout, "scheme", str)
+        return SegmentLayout.from_json(layout)
     if "@scheme" in value:
-        return Scheme.parse(value["@scheme"])
+        return Scheme.parse(_tagged(value, "@scheme", str))
     if "@t" in value:
-        return tuple(decode(item) for item in value["@t"])
+        return tuple(decode(item) for item in _tagged(value, "@t", list))
     if "@s" in value:
-        return {decode(item) for item in value["@s"]}
+        return {decode(item) for item in _tagged(value, "@s", list)}
     if "@kv" in value:
-        return {decode(k): decode(v) for k, v in value["@kv"]}
+        return {decode(k): decode(v) for k, v in _tagged(value, "@kv", list)}
     cls = _TYPES.get(value.get("@", ""))
     if cls is None:
         raise ValueError(f"unknown record type on the wire: {value.get('@')!r}")
     return cls(**{k: decode(v) for k, v in value.items() if k != "@"})
+
+
+def _tagged(value: dict, tag: str, kind: type) -> Any:
+    """The payload of ``tag``, of the JSON type ``encode`` gives it (a str's items are not a tuple's)."""
+    if not isinstance(value[tag], kind):
+        raise TypeError(f"{tag} on the wire must be a {kind.__name__}, not {type(value[tag]).__name__}")
+    return value[tag]
 
 
 def dumps(value: Any) -> bytes:
@@ -99,7 +109,11 @@ def dumps(value: Any) -> bytes:
 
 
 def loads(body: bytes) -> Any:
-    return decode(json.loads(body))
+    """:raises ValueError, TypeError, KeyError: a body ``dumps`` would not have sent."""
+    try:
+        return decode(json.loads(body))
+    except RecursionError as exc:  # "[[[[..." nested deeper than the interpreter's stack: a bad call, not a 500
+        raise ValueError("a value on the wire is nested too deeply") from exc
 
 
 def error_to_wire(exc: BaseException) -> dict:

@@ -7,6 +7,8 @@ from __future__ import annotations
 import socket
 import time
 
+import pytest
+
 from apollo import limits
 from apollo.proto import routes, signing
 from apollo.testing.server import DEV_ACCESS_KEY, DEV_SECRET_KEY
@@ -54,3 +56,11 @@ def test_a_stalled_body_is_given_up_after_the_deadline(server):
     assert limits.rpc_body_read_s - 1 < time.monotonic() - started < limits.rpc_body_read_s + 10
     # The same call, sent whole, works: the deadline is for stalled bodies only.
     assert _status(_send_head(server, headers, body)) == 200
+
+
+@pytest.mark.parametrize("body", [b"[]", b'{"@t": []}', b'{"@d": {"args": {}, "kwargs": {"@d": {}}}}',
+                                  b'{"@d": {"args": [], "kwargs": []}}', b"7"])  # fmt: skip
+def test_a_signed_call_that_is_not_args_and_kwargs_is_a_bad_request(server, body):
+    """Found by the codec's property tests: a body that decodes to something other than a call was a 500."""
+    headers = {**signing.sign("POST", PATH, body, DEV_ACCESS_KEY, DEV_SECRET_KEY), "Content-Length": str(len(body))}
+    assert _status(_send_head(server, headers, body)) == 400
