@@ -112,6 +112,13 @@ nodes_alive = Gauge("apollo_storage_nodes", "Storage nodes in the cluster map by
                     registry=registry, multiprocess_mode="livemax")  # fmt: skip
 shard_requests = Counter("apollo_shard_requests_total", "Storage node shard requests by operation and HTTP status",
                          ["op", "status"], registry=registry)  # fmt: skip
+# Per drive on the process that has it (a storage node, the all-in-one server): which disk is busy or slow.
+drive_io_bytes = Counter("apollo_drive_io_bytes_total", "Bytes read from or written to a drive's shard files",
+                         ["drive", "op"], registry=registry)  # fmt: skip
+drive_io_seconds = Histogram(
+    "apollo_drive_io_seconds", "Time of one read or write of a drive's shard files (a send counts as a read)",
+    ["drive", "op"], registry=registry, buckets=(0.0005, 0.002, 0.01, 0.05, 0.25, 1, 5),
+)  # fmt: skip
 shard_bytes = Counter("apollo_shard_bytes_total", "Shard bytes a storage node wrote or served", ["direction"],
                       registry=registry)  # fmt: skip
 
@@ -119,6 +126,43 @@ shard_bytes = Counter("apollo_shard_bytes_total", "Shard bytes a storage node wr
 def record_damage(damage) -> None:
     reason = "crc" if "CRC" in damage.reason else ("missing" if "No such file" in damage.reason else "io")
     damaged_shards.labels(reason).inc()
+
+
+# What each cluster role exports: the metrics whose values it knows (family names, without _total). A storage
+# node's "repair backlog 0" would claim a fact it knows nothing about; the all-in-one server owns them all.
+_EVERY_ROLE = {"apollo_build_info", "apollo_start_time_seconds", "apollo_stalled_connections"}
+_READERS = {"apollo_damaged_shards", "apollo_ec_decoded_stripes"}  # whoever reads objects: gateways, repair
+OWNED_BY_ROLE: dict[str, frozenset[str]] = {
+    "gateway": frozenset(_EVERY_ROLE | _READERS | {
+        "apollo_s3_requests", "apollo_s3_request_seconds", "apollo_s3_bytes_in", "apollo_s3_bytes_out",
+        "apollo_s3_refused_requests", "apollo_meta_reachable"}),
+    "storage": frozenset(_EVERY_ROLE | {
+        "apollo_shard_requests", "apollo_shard_bytes", "apollo_drive_up", "apollo_drive_free_bytes",
+        "apollo_drive_total_bytes", "apollo_drive_io_bytes", "apollo_drive_io_seconds"}),
+    "meta": frozenset(_EVERY_ROLE | _READERS | {
+        "apollo_meta_rpc", "apollo_meta_rpc_seconds", "apollo_manager_lease_held", "apollo_storage_nodes",
+        "apollo_drives", "apollo_repair_backlog", "apollo_degraded_groups", "apollo_segments_at_risk",
+        "apollo_repaired_shards", "apollo_repair_bytes", "apollo_repair_failures", "apollo_scrub_bytes",
+        "apollo_scrub_errors", "apollo_scrub_progress_ratio", "apollo_scrub_next_pass_due_timestamp_seconds",
+        "apollo_orphan_shards_deleted", "apollo_gc_deleted_shards"}),
+}  # fmt: skip
+_owned: frozenset[str] | None = None  # None: every metric (the all-in-one server)
+
+
+def serve_role(role: str) -> None:
+    """Export only what ``role`` owns (``OWNED_BY_ROLE``); called once by a cluster role at start."""
+    global _owned
+    _owned = OWNED_BY_ROLE[role]
+
+
+class _Owned:
+    """The registry, less the families this process does not own (``generate_latest`` only calls collect)."""
+
+    def __init__(self, source: CollectorRegistry, owned: frozenset[str]) -> None:
+        self.source, self.owned = source, owned
+
+    def collect(self):
+        return (family for family in self.source.collect() if family.name in self.owned)
 
 
 def response() -> web.Response:
@@ -129,7 +173,7 @@ def response() -> web.Response:
 def exposition() -> bytes:
     """The text format for /metrics: this process's registry, or the sum over all workers of --workers N."""
     if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        return generate_latest(registry)
+        return generate_latest(registry if _owned is None else _Owned(registry, _owned))
     aggregated = CollectorRegistry()
     multiprocess.MultiProcessCollector(aggregated)
     return generate_latest(aggregated)

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import aiohttp
 from aiohttp import web
 
-from apollo import __version__, limits, tokens
+from apollo import __version__, limits, metrics, tokens
 from apollo.client.context import ClientContext
 from apollo.client.directory import NodeDirectory
 from apollo.client.remote_storage import Timeouts
@@ -103,6 +103,7 @@ class MetaProcess:
 
 def run(config: MetaConfig) -> None:
     install_uvloop()
+    metrics.serve_role("meta")
     process = MetaProcess(config)
     log.info("Apollo %s metadata service http://%s:%d  database=%s", __version__, config.host, config.port,
              process.store.engine.name)  # fmt: skip

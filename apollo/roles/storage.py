@@ -109,6 +109,7 @@ class StorageProcess:
 
 def run(config: StorageConfig) -> None:
     install_uvloop()
+    metrics.serve_role("storage")
     process = StorageProcess(config)
     log.info("Apollo %s storage node %s http://%s:%d  drives=%d  metadata %s", __version__, config.name, config.host,
              config.port, len(config.drives), config.meta_url)  # fmt: skip

@@ -30,7 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import NamedTuple
 
-from apollo import ids
+from apollo import ids, metrics
 from apollo.errors import DriveError
 from apollo.proto.layout import ShardRef
 from apollo.storage.drive import Drive, ShardFileWriter
@@ -158,15 +158,20 @@ def _shards_of(drive: Drive, pg: int, after: str, limit: int) -> list[StoredShar
 
 
 class _LocalSink(ShardSink):
-    def __init__(self, node: LocalStorageNode, writer: ShardFileWriter) -> None:
+    def __init__(self, node: LocalStorageNode, drive_id: str, writer: ShardFileWriter) -> None:
         self._node = node
+        self._drive_id = drive_id
         self._writer = writer
 
     async def append(self, records: list[bytes]) -> None:
+        started = time.perf_counter()
         await self._node.run(self._writer.append, records)
+        _count_io(self._drive_id, "write", sum(len(r) for r in records), started)
 
     async def finish(self, footer: bytes) -> None:
-        await self._node.run(self._writer.finish, footer)
+        started = time.perf_counter()
+        await self._node.run(self._writer.finish, footer)  # the footer, fsync and rename: a drive's slowest step
+        _count_io(self._drive_id, "write", len(footer), started)
 
     async def abort(self) -> None:
         await self._node.run(self._writer.abort)
@@ -200,13 +205,19 @@ class LocalStorageNode(StorageNode):
 
     async def open_shard(self, drive_id: str, shard: ShardRef, header: bytes) -> ShardSink:
         writer = await self.run(self._drive(drive_id).open_writer, shard, header)
-        return _LocalSink(self, writer)
+        return _LocalSink(self, drive_id, writer)
 
     async def read(self, drive_id: str, shard: ShardRef, offset: int, length: int) -> bytes:
-        return await self.run(self._drive(drive_id).read, shard, offset, length)
+        started = time.perf_counter()
+        data = await self.run(self._drive(drive_id).read, shard, offset, length)
+        _count_io(drive_id, "read", len(data), started)
+        return data
 
     async def read_tail(self, drive_id: str, shard: ShardRef, length: int) -> bytes:
-        return await self.run(self._drive(drive_id).read_tail, shard, length)
+        started = time.perf_counter()
+        data = await self.run(self._drive(drive_id).read_tail, shard, length)
+        _count_io(drive_id, "read", len(data), started)
+        return data
 
     @contextlib.asynccontextmanager
     async def opened(self, drive_id: str, shard: ShardRef) -> AsyncIterator[tuple[int, int]]:
@@ -219,10 +230,13 @@ class LocalStorageNode(StorageNode):
         finally:
             os.close(fd)
 
-    async def send(self, fd: int, offset: int, count: int, sock_fd: int, stall_s: float) -> None:
-        """``count`` bytes of an ``opened`` shard from ``offset`` to a socket, on a send thread."""
+    async def send(self, drive_id: str, fd: int, offset: int, count: int, sock_fd: int, stall_s: float) -> None:
+        """``count`` bytes of an ``opened`` shard from ``offset`` to a socket, on a send thread. Its time counts
+        as the drive's, though a slow reader makes it longer: a send is a read the kernel does for us."""
+        started = time.perf_counter()
         await asyncio.get_running_loop().run_in_executor(self._senders, send_range, sock_fd, fd, offset, count,
                                                          stall_s)  # fmt: skip
+        _count_io(drive_id, "read", count, started)
 
     async def size(self, drive_id: str, shard: ShardRef) -> int:
         return await self.run(self._drive(drive_id).size, shard)
@@ -250,3 +264,9 @@ class LocalStorageNode(StorageNode):
     def close(self) -> None:
         self._pool.shutdown(wait=True)
         self._senders.shutdown(wait=True)
+
+
+def _count_io(drive_id: str, op: str, size: int, started: float) -> None:
+    """One read or write of a drive, for its I/O metrics (rates, sizes and latency per drive)."""
+    metrics.drive_io_bytes.labels(drive_id, op).inc(size)
+    metrics.drive_io_seconds.labels(drive_id, op).observe(time.perf_counter() - started)

@@ -194,7 +194,7 @@ async def _send(request: web.Request, node: LocalStorageNode, drive_id: str, sha
         else:
             try:
                 sock_fd = transport.get_extra_info("socket").fileno()
-                await node.send(fd, offset, count, sock_fd, limits.shard_client_stall_s)
+                await node.send(drive_id, fd, offset, count, sock_fd, limits.shard_client_stall_s)
             except OSError as exc:  # headers are out: all that is left is to drop the connection
                 # Mostly a reader that stopped early (a cancelled read-ahead, a client gone): not the node's fault.
                 log.info("sending %s bytes of shard %s to %s failed: %r", count, shard, request.remote, exc)
