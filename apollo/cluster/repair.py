@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -69,6 +70,19 @@ class DriveView:
         return sorted(d for d, state in self.states.items() if state == "offline")
 
 
+_DETAILS = re.compile(r"\b[0-9a-f]{16,32}\b|\d+")  # ids and numbers: what differs between segments of one cause
+
+
+def _log_failures(failed: dict[str, list[tuple[str, str, float]]]) -> None:
+    """One line per cause a pass's repairs failed of, not one per segment per retry: a missing spare drive
+    fails every segment the same way, and thousands of lines would hide the one thing to do."""
+    for reason, segments in sorted(failed.items(), key=lambda item: -len(item[1])):
+        delays = [delay for _, _, delay in segments]
+        segment, example, _ = segments[0]
+        log.warning("repair of %d segment(s) failed: %s (e.g. segment %s: %s); retrying in %.0f-%.0f s",
+                    len(segments), reason, segment, example, min(delays), max(delays))  # fmt: skip
+
+
 class RepairWorker:
     def __init__(self, ctx: ClientContext, drives: Callable[[], DriveView]) -> None:
         self.ctx = ctx
@@ -107,6 +121,7 @@ class RepairWorker:
         if not due:
             return 0
         gate = asyncio.Semaphore(self.parallel)
+        failed: dict[str, list[tuple[str, str, float]]] = {}  # reason -> [(segment, message, retry delay)]
 
         async def one(segment_id: str, items: list[RepairItem]) -> None:
             async with gate:
@@ -114,11 +129,14 @@ class RepairWorker:
                     await self.repair_segment(segment_id, items)
                 except Exception as exc:
                     delay = min(RETRY_MAX_S, RETRY_BASE_S * 2 ** min(items[0].attempts, 10))
-                    log.warning("repair of segment %s failed (%s); retrying in %.0f s", segment_id, exc, delay)
+                    log.debug("repair of segment %s failed (%s); retrying in %.0f s", segment_id, exc, delay)
+                    reason = _DETAILS.sub("#", str(exc))  # the same cause for every group and shard
+                    failed.setdefault(reason, []).append((segment_id, str(exc), delay))
                     metrics.repair_failures.inc()
                     await self.meta.defer_repairs(segment_id, [i.shard_index for i in items], time.time() + delay)
 
         await asyncio.gather(*(one(s, items) for s, items in due.items()))
+        _log_failures(failed)
         return len(due)
 
     async def repair_segment(self, segment_id: str, items: list[RepairItem]) -> None:

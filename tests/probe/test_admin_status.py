@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 
 from support import drive_state, query, wait_until
 
@@ -41,3 +42,19 @@ def test_status_says_who_answers_what_is_stored_and_what_to_do_next(make_server)
     assert f"server {server.endpoint}: NOT ANSWERING" in out and "last heartbeat" in out, out
     assert "WARNING: a scrub pass reads about" in out and "longer than the 168.0 h interval" in out, out
 
+
+
+def test_repairs_failing_for_one_cause_log_one_line_per_pass_not_one_per_segment(make_server):
+    """With no spare drive every segment's repair fails the same way; the log said so once per segment and
+    retry (58 lines for 30 segments in 12 s), hiding the one thing to do."""
+    server = make_server(drives=6)
+    s3 = server.s3()
+    s3.create_bucket(Bucket="data")
+    for n in range(30):
+        s3.put_object(Bucket="data", Key=f"k{n}", Body=os.urandom(200_000))
+    shutil.rmtree(server.drives[2])
+    wait_until(lambda: "repair of" in server.log_tail(500), 30, "a failed repair to be logged")
+    time.sleep(7)  # every segment is retried 5 s later: a second pass over all 30
+    lines = [line for line in server.log_tail(2000).splitlines() if "WARNING apollo.repair: repair of" in line]
+    assert 0 < len(lines) <= 8, "\n".join(lines)  # one per cause and pass (a pass takes 16 segments)
+    assert "segment(s) failed: no writable drive outside the layout" in lines[0], lines[0]
