@@ -300,8 +300,7 @@ def drives_not_given(store: SqlStore, read: Collection[str], given: list[Path]) 
     (wiped) are reported as skipped, so they are left out here.
     """
     given_paths = {str(path.resolve()) for path in given}
-    queued = "SELECT drive_id, COUNT(*) AS n FROM repair_queue WHERE reason = ? GROUP BY drive_id"
-    missing = {row["drive_id"]: row["n"] for row in store.all(queued, (MISSING_REASON,))}
+    missing = store.queued_repairs_by_drive(MISSING_REASON)
     records = store.list_drives()
     found = [UnlistedDrive(r.drive_id, r.path, r.state, missing.get(r.drive_id, 0)) for r in records
              if r.drive_id not in read and r.state != "retired" and r.path not in given_paths]  # fmt: skip

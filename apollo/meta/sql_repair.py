@@ -161,6 +161,12 @@ class RepairOps(SqlBase):
     def segment_count(self) -> int:
         return self.one("SELECT COUNT(*) AS n FROM segments")["n"]
 
+    def queued_repairs_by_drive(self, reason: str) -> dict[str, int]:
+        """Shards queued for repair with ``reason``, per drive they are (or were) on."""
+        query = "SELECT drive_id, COUNT(*) AS n FROM repair_queue WHERE reason = ? GROUP BY drive_id"
+        rows = self.all(query, (reason,))
+        return {row["drive_id"]: row["n"] for row in rows}
+
     def stored_totals(self) -> tuple[int, int]:
         """(object versions, their logical bytes), delete markers left out: what `apollo admin status` shows.
         A scan of the versions table, for an operator's command, not a request path."""
