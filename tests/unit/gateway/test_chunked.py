@@ -15,13 +15,12 @@ import hmac
 import zlib
 
 import pytest
-from aiohttp import StreamReader
-from aiohttp.base_protocol import BaseProtocol
 from multidict import CIMultiDict
 
 from apollo.gateway.chunked import SIGNED, SIGNED_TRAILER, UNSIGNED_TRAILER, AwsChunkedReader
 from apollo.gateway.s3errors import S3Error
 from apollo.gateway.sigv4 import AuthContext, verify_request
+from apollo.testing.streams import body_stream
 
 AWS_SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
 AWS_DATE = "20130524T000000Z"
@@ -91,23 +90,9 @@ def crc32_b64(data: bytes) -> str:
     return base64.b64encode(zlib.crc32(data).to_bytes(4, "big")).decode()
 
 
-class _Protocol(BaseProtocol):
-    """A connection with no socket: always connected, and nothing to pause when the test feeds ahead."""
-
-    @property
-    def connected(self) -> bool:
-        return True
-
-    def pause_reading(self) -> None:
-        pass
-
-    def resume_reading(self, resume_parser: bool = True) -> None:
-        pass
-
-
 async def _decode_async(body: bytes, mode: str, auth, decoded_length, piece: int) -> tuple[bytes, dict, list[int]]:
     loop = asyncio.get_running_loop()
-    stream = StreamReader(_Protocol(loop), 2**16, loop=loop)
+    stream = body_stream(loop)
 
     async def feed() -> None:  # the body arrives in network-sized pieces, not at once
         for start in range(0, len(body), piece):

@@ -7,14 +7,13 @@ from __future__ import annotations
 import asyncio
 import hashlib
 
-from aiohttp import StreamReader
-from aiohttp.base_protocol import BaseProtocol
 from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
 from apollo.gateway.chunked import SIGNED, SIGNED_TRAILER, UNSIGNED_TRAILER, AwsChunkedReader
 from apollo.gateway.s3errors import S3Error
 from apollo.gateway.sigv4 import EMPTY_SHA256, AuthContext, sign, signing_key
+from apollo.testing.streams import body_stream
 
 DATE, SCOPE = "20240524T120000Z", "20240524/us-east-1/s3/aws4_request"
 KEY = signing_key("secret", "20240524", "us-east-1", "s3")
@@ -22,22 +21,10 @@ AUTH = AuthContext("AKID", KEY, DATE, SCOPE, "ab" * 32, SIGNED, presigned=False)
 REFUSED = (S3Error, EOFError)  # asyncio.IncompleteReadError is an EOFError: RequestBody makes it IncompleteBody
 
 
-class _Protocol(BaseProtocol):
-    @property
-    def connected(self) -> bool:
-        return True
-
-    def pause_reading(self) -> None:
-        pass
-
-    def resume_reading(self, resume_parser: bool = True) -> None:
-        pass
-
-
 def decode(body: bytes, mode: str, decoded_length: int | None = None) -> tuple[bytes, dict]:
     async def run():
         loop = asyncio.get_running_loop()
-        stream = StreamReader(_Protocol(loop), 2**16, loop=loop)
+        stream = body_stream(loop)
         stream.feed_data(body)
         stream.feed_eof()
         reader = AwsChunkedReader(stream, mode, None if mode == UNSIGNED_TRAILER else AUTH, decoded_length)
