@@ -26,8 +26,10 @@ from apollo import __version__, limits, metrics, tokens
 from apollo.client.context import ClientContext
 from apollo.client.engine import ObjectEngine
 from apollo.client.writer import write_quorum
+from apollo.cluster import admin
 from apollo.cluster.keys import TokenKeys, ensure_first_key, install_root_key
 from apollo.cluster.manager import BackgroundManager
+from apollo.console import add_console_routes
 from apollo.eventloop import install_uvloop
 from apollo.gateway.app import ApolloRoutes, build_app
 from apollo.meta import journal
@@ -237,6 +239,15 @@ class Server:
         def add(app: web.Application, wrap: Wrap) -> None:
             add_rpc_routes(app, rpc, wrap)
             add_shard_routes(app, self.node, keyring, wrap=wrap)
+            # The console's overview is `apollo admin status`; on SQLite through its own connection, as the command's.
+            status_store = self.store if self.store.path is None else SqlStore(self.store.path)
+            add_console_routes(app, wrap, self.client, lambda: admin.status(status_store))
+            if status_store is not self.store:
+
+                async def close_status_store(app: web.Application) -> None:
+                    status_store.close()
+
+                app.on_cleanup.append(close_status_store)
 
         return add
 

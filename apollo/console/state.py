@@ -1,0 +1,108 @@
+"""What the console's handlers share: the object engine, the status source, sessions and the key lookup.
+
+The console is a front door (docs/architecture.md): it reaches objects only through the
+``ObjectEngine`` the S3 handlers use, and cluster state only through the ``status`` callable its host
+hands it. The all-in-one server passes ``apollo.cluster.admin.status`` bound to a read-only store,
+the very function ``apollo admin status`` calls, so the page and the command cannot disagree and no
+SQL is written twice; the console itself imports neither ``cluster`` nor ``meta``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from apollo.client.engine import ObjectEngine
+from apollo.console.render import PREFIX
+from apollo.console.sessions import LoginThrottle, Session, Sessions
+from apollo.keycache import SecretCache
+
+if TYPE_CHECKING:
+    from apollo.cluster.admin import Status
+
+SESSION_COOKIE = "apollo_console"
+LOGIN_COOKIE = "apollo_console_login"  # the login form's CSRF token, before there is a session
+STATUS_TTL_S = 1.0  # many open overview tabs cost one status read a second, not one each
+StatusSource = Callable[[], "Status"]  # blocking: runs on the console's own thread
+
+
+@dataclass
+class Snapshot:
+    """What the overview shows, read on the console's thread: the status and what its methods compute
+    from the drives' paths (``capacity`` stats each drive's filesystem, which a hung disk could stall)."""
+
+    status: Status
+    capacity: tuple[int, int, int, int]  # used, total bytes, online drives, filesystems (Status.capacity)
+    next_steps: list[str]
+
+
+class Console:
+    """One per server process; its handlers are bound to it (``apollo.console.app``)."""
+
+    def __init__(self, engine: ObjectEngine, status: StatusSource) -> None:
+        self.engine = engine
+        self._status = status
+        self.sessions = Sessions()
+        self.throttle = LoginThrottle()
+        self.secrets = SecretCache(engine.get_secret)  # the lookup S3 signatures use, with its own cache
+        # One thread: the status source's store connection is used by one thread at a time, and a slow
+        # status read (it counts segments) never takes the event loop or the metadata writer with it.
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="console-status")
+        self._status_lock = asyncio.Lock()
+        self._status_cache: tuple[float, Snapshot] | None = None
+
+    def _snapshot(self) -> Snapshot:
+        status = self._status()
+        return Snapshot(status, status.capacity(), status.next_steps())
+
+    async def status(self) -> Snapshot:
+        async with self._status_lock:
+            now = time.monotonic()
+            if self._status_cache is None or now - self._status_cache[0] >= STATUS_TTL_S:
+                snapshot = await asyncio.get_running_loop().run_in_executor(self._executor, self._snapshot)
+                self._status_cache = (time.monotonic(), snapshot)
+            return self._status_cache[1]
+
+    async def check_pair(self, access_key: str, secret_key: str) -> bytes | None:
+        """The digest of the secret when ``secret_key`` is ``access_key``'s, else None (either part wrong)."""
+        known = await self.secrets.get(access_key) if access_key else None
+        digest = _digest(secret_key)
+        if not isinstance(known, str) or not hmac.compare_digest(_digest(known), digest):
+            return None
+        return digest
+
+    async def session(self, request: web.Request) -> Session | None:
+        """The request's live session: its cookie names one, it has not expired, and its key still has the
+        secret it logged in with (a deleted or rotated key ends every console session within the cache's
+        10 s, as it ends S3 access)."""
+        session = self.sessions.get(request.cookies.get(SESSION_COOKIE))
+        if session is None:
+            return None
+        known = await self.secrets.get(session.access_key)
+        if not isinstance(known, str) or not hmac.compare_digest(_digest(known), session.secret_digest):
+            self.sessions.close(session.session_id)
+            return None
+        return session
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _digest(secret: str) -> bytes:
+    """Sessions keep this, not the secret; compared at a fixed length, whatever the secrets' lengths."""
+    return hashlib.sha256(secret.encode()).digest()
+
+
+def cookie_flags(request: web.Request, max_age_s: float) -> dict[str, Any]:
+    """HttpOnly (no script reads it), SameSite=Strict (no other site's page sends it), Secure over HTTPS,
+    scoped to the console's path."""
+    return {"path": PREFIX, "httponly": True, "samesite": "Strict", "secure": request.secure,
+            "max_age": int(max_age_s)}  # fmt: skip

@@ -1,0 +1,196 @@
+"""The console's pages: overview, buckets, a bucket's objects, download and upload.
+
+Objects go through the ``ObjectEngine`` the S3 handlers use (listing, head + read, put_object), so
+what the console shows and writes is exactly what S3 clients see; the overview renders the
+``Status`` of ``apollo admin status`` (``Console.status``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from urllib.parse import quote
+
+from aiohttp import BodyPartReader, web
+
+from apollo import errors, limits
+from apollo.console.render import SECURITY_HEADERS, esc, page, redirect, size, table, template, url, when
+from apollo.console.sessions import Session
+from apollo.console.state import Console
+from apollo.proto.records import ObjectAttrs
+
+LIST_PAGE_KEYS = 100  # objects per listing page: a browser table stays quick to render
+FORM_FIELD_BYTES_MAX = 4096  # the upload form's text fields (token, prefix, name) before the file
+UPLOAD_CHUNK_BYTES = 1024 * 1024
+
+
+def _state(state: str) -> str:
+    return f'<span class="state-{esc(state)}">{esc(state)}</span>'
+
+
+async def overview(console: Console, request: web.Request, session: Session) -> web.StreamResponse:
+    """The figures of ``apollo admin status``, in its words where it has them."""
+    snapshot = await console.status()
+    status, repair = snapshot.status, snapshot.status.repair
+    used, total, online, filesystems = snapshot.capacity
+    shared = f" (on {filesystems} filesystems, each counted once)" if filesystems < online else ""
+    drives = [[f"<code>{esc(d.drive_id)}</code>", esc(d.path), _state(d.state), esc(when(d.state_since)),
+               _used(d.total_bytes, d.free_bytes), f'<span class="num">{esc(size(d.free_bytes))}</span>',
+               esc(status.pending_by_drive.get(d.drive_id, 0)), esc(d.replaced_by or "")]
+              for d in status.drives]  # fmt: skip
+    jobs = [[esc(job.kind), f"<code>{esc(job.drive_id)}</code>", esc(job.queued),
+             esc(status.pending_by_drive.get(job.drive_id, 0)),
+             esc(f"done {when(job.finished)}" if job.finished else f"walking group {job.cursor_pg}")]
+            for job in status.jobs]  # fmt: skip
+    at_risk = repair.get("at_risk")
+    warnings = f'<p class="warning" id="shortfall">{esc(status.shortfall)}</p>' if status.shortfall else ""
+    warnings += "".join(f'<p class="warning next-step">{esc(step)}</p>' for step in snapshot.next_steps)
+    body = template("overview.html").substitute(
+        warnings=warnings, scheme=esc(status.scheme),
+        capacity=esc(f"{size(used)} used of {size(total)} on {online} online drives{shared}"),
+        segments=esc(status.segments), backlog=esc(repair.get("backlog_now", 0)),
+        degraded=esc(repair.get("degraded_groups", 0)),
+        at_risk=esc("not counted yet (the rebalancer counts them on each pass)" if at_risk is None else at_risk),
+        rate=esc(f"{size(repair.get('bytes_per_s', 0))}/s (limit {size(status.tuning.repair_bytes_per_s)}/s)"),
+        drives=table(["drive", "path", "state", "since", "used", "free", "to repair", "replaced by"], drives),
+        jobs=table(["job", "drive", "queued", "left", "progress"], jobs, "no drive jobs"),
+        scrub=_scrub(status.scrub), now=esc(when(time.time())),
+    )  # fmt: skip
+    return page("Overview", body, session.csrf, session.access_key)
+
+
+def _used(total: int, free: int) -> str:
+    if not total:
+        return "-"
+    return esc(f"{size(total - free)} ({100 * (1 - free / total):.1f}%)")
+
+
+def _scrub(scrub: dict) -> str:
+    lines = []
+    if current := scrub.get("current"):
+        lines.append(f"{current['mode']} pass started {when(current['started'])}: {current['segments']}/"
+                     f"{current['total']} segments, {size(current['bytes'])} read, {current['errors']} problems")
+    if last := scrub.get("last"):
+        lines.append(f"last {last['mode']} pass {when(last['started'])} - {when(last['finished'])}: "
+                     f"{last['segments']} segments, {size(last['bytes'])}, {last['errors']} problems")
+    return "".join(f"<p>{esc(line)}</p>" for line in lines) or '<p class="empty">no scrub pass yet</p>'
+
+
+async def buckets(console: Console, request: web.Request, session: Session) -> web.StreamResponse:
+    rows = [[f'<a href="{esc(url("/buckets/" + quote(b.name)))}">{esc(b.name)}</a>', esc(when(b.created)),
+             esc(b.versioning or "off")] for b in await console.engine.list_buckets()]  # fmt: skip
+    body = table(["bucket", "created", "versioning"], rows, "no buckets yet (create one with any S3 client)")
+    return page("Buckets", body, session.csrf, session.access_key)
+
+
+async def objects(console: Console, request: web.Request, session: Session) -> web.StreamResponse:
+    """One page of keys under ``prefix``, folders (common prefixes at ``/``) first; ``after`` pages on."""
+    bucket = request.match_info["bucket"]
+    prefix, after = request.query.get("prefix", ""), request.query.get("after", "")
+    listing = await console.engine.list_objects(bucket, prefix, "/", after, LIST_PAGE_KEYS)
+    base = "/buckets/" + quote(bucket)
+    rows = [[f'<a class="folder" href="{esc(url(base, prefix=p))}">{esc(p[len(prefix):])}</a>', "", "", ""]
+            for p in listing.prefixes]  # fmt: skip
+    rows += [[esc(v.key[len(prefix):]), f'<span class="num">{esc(size(v.size))}</span>', esc(when(v.last_modified)),
+              f'<a class="download" href="{esc(url(base + "/download", key=v.key))}">download</a>']
+             for v in listing.entries]  # fmt: skip
+    more = ""
+    if listing.truncated and listing.next_marker:
+        following = url(base, prefix=prefix, after=listing.next_marker)
+        more = f'<p><a id="next-page" href="{esc(following)}">next page</a></p>'
+    crumbs, upto = [f'<a href="{esc(url(base))}">{esc(bucket)}</a>'], ""
+    for part in prefix.split("/")[:-1]:
+        upto += part + "/"
+        crumbs.append(f'/ <a href="{esc(url(base, prefix=upto))}">{esc(part)}</a>')
+    uploaded = request.query.get("uploaded", "")
+    message = f'<p class="info" id="uploaded">Uploaded {esc(uploaded)}.</p>' if uploaded else ""
+    body = template("objects.html").substitute(
+        message=message, crumbs=" ".join(crumbs), listing=table(["name", "size", "last modified", ""], rows, "empty"),
+        more=more, upload=esc(url(base + "/upload")), csrf=esc(session.csrf), prefix=esc(prefix),
+        prefix_shown=esc(prefix or "the bucket's top"),
+    )  # fmt: skip
+    return page(f"Bucket {bucket}", body, session.csrf, session.access_key)
+
+
+async def download(console: Console, request: web.Request, session: Session) -> web.StreamResponse:
+    """The latest version of ``key``, streamed through the object engine (degraded reads included).
+
+    Always an attachment of type application/octet-stream, never the stored content type: an HTML
+    object rendered on the console's origin could act with the viewer's session.
+    """
+    bucket, key = request.match_info["bucket"], request.query.get("key", "")
+    version = await console.engine.head(bucket, key) if key else None
+    if version is None or version.delete_marker:
+        raise errors.ObjectNotFound(f"no object {key!r} in bucket {bucket!r}")
+    name = key.rsplit("/", 1)[-1] or "download"
+    fallback = "".join(c if c.isascii() and c.isprintable() and c not in '"\\' else "_" for c in name)
+    headers = {**SECURITY_HEADERS, "Content-Security-Policy": "sandbox; default-src 'none'",
+               "Content-Type": "application/octet-stream", "Content-Length": str(version.size), "ETag": version.etag,
+               "Content-Disposition": f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(name, safe='')}"}
+    response = web.StreamResponse(headers=headers)
+    async with contextlib.aclosing(aiter(console.engine.read(version))) as chunks:
+        first = await anext(chunks, b"")  # a read that fails at once still gets an error page
+        await response.prepare(request)
+        try:
+            if first:
+                await response.write(first)
+            async for chunk in chunks:
+                await response.write(chunk)
+        except ConnectionError:
+            pass  # the browser went away; nothing to tell it
+    return response
+
+
+async def upload(console: Console, request: web.Request, session: Session) -> web.StreamResponse:
+    """A multipart form: ``csrf``, ``prefix`` and ``key`` fields, then ``file``, streamed into put_object.
+
+    The token is checked before a byte of the file is read: the form puts its fields before the file,
+    as browsers send them in document order, and a file before a valid token is refused (403).
+    """
+    bucket = request.match_info["bucket"]
+    if not request.content_type.startswith("multipart/"):
+        form = await request.post()
+        if not session.csrf_matches(str(form.get("csrf", ""))):
+            raise web.HTTPForbidden(text="Missing or wrong CSRF token: reload the page and try again.")
+        raise web.HTTPBadRequest(text="Upload with the form: it sends multipart/form-data.")
+    reader = await request.multipart()
+    fields: dict[str, str] = {}
+    while (part := await reader.next()) is not None:
+        if not isinstance(part, BodyPartReader):
+            raise web.HTTPBadRequest(text="Nested multipart bodies are not accepted.")
+        if part.name != "file":
+            value = await part.read_chunk(FORM_FIELD_BYTES_MAX + 1)
+            if len(value) > FORM_FIELD_BYTES_MAX or await part.read_chunk(1):
+                raise web.HTTPRequestEntityTooLarge(FORM_FIELD_BYTES_MAX, len(value))
+            fields[part.name or ""] = value.decode("utf-8", "replace")
+            continue
+        if not session.csrf_matches(fields.get("csrf")):
+            raise web.HTTPForbidden(text="Missing or wrong CSRF token: reload the page and try again.")
+        prefix = fields.get("prefix", "")
+        key = prefix + (fields.get("key", "").strip() or part.filename or "")
+        _check_key(key, prefix)
+        attrs = ObjectAttrs(content_type=part.headers.get("Content-Type") or "application/octet-stream")
+        await console.engine.put_object(bucket, key, _limited(part), attrs)
+        raise redirect(url("/buckets/" + quote(bucket), prefix=prefix, uploaded=key))
+    if not session.csrf_matches(fields.get("csrf")):
+        raise web.HTTPForbidden(text="Missing or wrong CSRF token: reload the page and try again.")
+    raise web.HTTPBadRequest(text="The form sent no file.")
+
+
+def _check_key(key: str, prefix: str) -> None:
+    """The names S3 would accept: non-empty, at most 1024 bytes of UTF-8, no NUL (see gateway/names.py)."""
+    if key == prefix:
+        raise errors.InvalidRequest("Name the object, or choose a file")
+    if "\0" in key or len(key.encode()) > limits.key_length_bytes_max:
+        raise errors.InvalidRequest(f"Object names are at most {limits.key_length_bytes_max} bytes, without NUL")
+
+
+async def _limited(part: BodyPartReader) -> AsyncIterator[bytes]:
+    """The file's bytes, refused past the single-PUT limit (put_object then releases what it wrote)."""
+    received = 0
+    while chunk := await part.read_chunk(UPLOAD_CHUNK_BYTES):
+        received += len(chunk)
+        if received > limits.put_object_size_bytes_max:
+            raise errors.EntityTooLarge(f"a console upload is at most {size(limits.put_object_size_bytes_max)}")
+        yield chunk

@@ -1,0 +1,119 @@
+"""The console over plain HTTP (no browser): login, session cookie, CSRF, the throttle, listings, transfers."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+from console_support import CONSOLE, Browserless, multipart
+
+from apollo.testing.server import DEV_ACCESS_KEY, ServerProcess
+
+
+def test_pages_redirect_to_the_login_form_without_a_session(console_server: ServerProcess):
+    client = Browserless(console_server.endpoint)
+    for path in ("/", "/buckets", "/buckets/any?prefix=a%2F"):
+        answer = client.request(CONSOLE + path)
+        assert answer.status == 303, answer
+        assert answer.header("Location").startswith(CONSOLE + "/login?next=")
+    assert client.request(CONSOLE).header("Location") == CONSOLE + "/"
+    login = client.request(CONSOLE + "/login")
+    assert login.status == 200 and 'name="secret_key"' in login.body
+    assert login.header("X-Frame-Options") == "DENY" and "frame-ancestors 'none'" in login.header(
+        "Content-Security-Policy")
+
+
+def test_a_wrong_pair_is_refused_without_saying_which_part(console_server: ServerProcess):
+    client = Browserless(console_server.endpoint)
+    for key, secret in ((DEV_ACCESS_KEY, "not-the-secret"), ("no-such-key", "whatever")):
+        started = time.monotonic()
+        answer = client.login(key, secret)
+        assert answer.status == 401
+        assert "Access key or secret key is wrong." in answer.body
+        assert time.monotonic() - started >= 0.4  # every failure answers late
+        assert not any(c.startswith("apollo_console=") for c in answer.cookies())
+    assert client.request(CONSOLE + "/").status == 303  # still not logged in
+
+
+def test_session_cookie_flags_and_logout(console_server: ServerProcess):
+    client = Browserless(console_server.endpoint)
+    answer = client.login()
+    assert answer.status == 303 and answer.header("Location") == CONSOLE + "/"
+    (cookie,) = [c for c in answer.cookies() if c.startswith("apollo_console=")]
+    flags = [flag.strip().lower() for flag in cookie.split(";")]
+    assert "httponly" in flags and "samesite=strict" in flags and f"path={CONSOLE}".lower() in flags
+    assert "max-age=43200" in flags
+    assert "secure" not in flags  # served over http here; over https the flag is set
+    assert len(cookie.split(";")[0].split("=", 1)[1]) >= 40  # 256 random bits
+    overview = client.request(CONSOLE + "/")
+    assert overview.status == 200 and "Drives" in overview.body and DEV_ACCESS_KEY in overview.body
+    assert client.request(CONSOLE + "/logout", {"csrf": overview.csrf()}).status == 303
+    assert client.request(CONSOLE + "/").status == 303  # the session is gone server-side
+
+
+def test_posts_without_the_csrf_token_are_403(console_server: ServerProcess):
+    client = Browserless(console_server.endpoint)
+    assert client.request(CONSOLE + "/login", {"access_key": DEV_ACCESS_KEY, "secret_key": "x"}).status == 403
+    assert client.request(CONSOLE + "/logout", {}).status == 403  # no session either
+    client.login()
+    bucket = f"csrf-{uuid.uuid4().hex[:8]}"
+    console_server.s3().create_bucket(Bucket=bucket)
+    assert client.request(CONSOLE + "/logout", {}).status == 403
+    assert client.request(CONSOLE + "/logout", {"csrf": "forged"}).status == 403
+    body, headers = multipart([("file", ("a.txt", b"hello")), ("csrf", "late")])
+    assert client.request(f"{CONSOLE}/buckets/{bucket}/upload", body, headers).status == 403
+    body, headers = multipart([("csrf", "forged"), ("file", ("a.txt", b"hello"))])
+    assert client.request(f"{CONSOLE}/buckets/{bucket}/upload", body, headers).status == 403
+    assert client.request(f"{CONSOLE}/buckets/{bucket}/upload", {"prefix": ""}).status == 403
+    assert console_server.s3().list_objects_v2(Bucket=bucket).get("KeyCount") == 0
+    assert client.request(CONSOLE + "/").status == 200  # still logged in
+
+
+def test_upload_list_and_download_through_the_engine(console_server: ServerProcess):
+    client = Browserless(console_server.endpoint)
+    client.login()
+    s3 = console_server.s3()
+    bucket = f"files-{uuid.uuid4().hex[:8]}"
+    s3.create_bucket(Bucket=bucket)
+    s3.put_object(Bucket=bucket, Key="dir/<i>x.txt", Body=b"x")
+    page = client.request(f"{CONSOLE}/buckets/{bucket}")
+    assert "dir/" in page.body and "<i>" not in page.body
+    data = bytes(range(256)) * 4096 + b"tail"  # 1 MiB and a bit: more than one EC stripe
+    body, headers = multipart([("csrf", page.csrf()), ("prefix", "dir/"), ("key", ""), ("file", ("blob.bin", data))])
+    answer = client.request(f"{CONSOLE}/buckets/{bucket}/upload", body, headers)
+    assert answer.status == 303, answer.body
+    assert s3.get_object(Bucket=bucket, Key="dir/blob.bin")["Body"].read() == data
+    listing = client.request(f"{CONSOLE}/buckets/{bucket}?prefix=dir%2F")
+    assert "blob.bin" in listing.body and "&lt;i&gt;x.txt" in listing.body
+    download = client.request(f"{CONSOLE}/buckets/{bucket}/download?key=dir%2Fblob.bin")
+    assert download.status == 200 and download.header("Content-Type") == "application/octet-stream"
+    assert download.header("Content-Disposition").startswith('attachment; filename="blob.bin"')
+    assert client.fetch(f"{CONSOLE}/buckets/{bucket}/download?key=dir%2Fblob.bin") == data
+    missing = client.request(f"{CONSOLE}/buckets/{bucket}/download?key=nope")
+    assert missing.status == 404
+
+
+def test_listing_pages_on(console_server: ServerProcess):
+    client = Browserless(console_server.endpoint)
+    client.login()
+    s3 = console_server.s3()
+    bucket = f"many-{uuid.uuid4().hex[:8]}"
+    s3.create_bucket(Bucket=bucket)
+    for n in range(105):
+        s3.put_object(Bucket=bucket, Key=f"k{n:03d}", Body=b"")
+    first = client.request(f"{CONSOLE}/buckets/{bucket}")
+    assert "k000" in first.body and "k099" in first.body and "k100" not in first.body
+    assert 'id="next-page"' in first.body
+    second = client.request(f"{CONSOLE}/buckets/{bucket}?after=k099")
+    assert "k100" in second.body and "k104" in second.body and "k099" not in second.body
+    assert 'id="next-page"' not in second.body
+    assert client.request(f"{CONSOLE}/buckets/no-such-bucket").status == 404
+
+
+def test_failed_logins_are_capped_per_address(tmp_path):
+    with ServerProcess(tmp_path / "throttled") as server:
+        client = Browserless(server.endpoint)
+        for _ in range(5):
+            assert client.login(DEV_ACCESS_KEY, "wrong").status == 401
+        capped = client.login()  # the right pair, but this address must wait out the minute first
+        assert capped.status == 429 and "Too many failed logins" in capped.body
