@@ -143,6 +143,17 @@ class AsyncClient:
     async def delete_bucket(self, bucket: str) -> None:
         await self._engine.delete_bucket(bucket)
 
+    async def list_buckets(self) -> list[str]:
+        """Every bucket's name, sorted."""
+        return sorted(b.name for b in await self._engine.list_buckets())
+
+    async def bucket_exists(self, bucket: str) -> bool:
+        try:
+            await self._engine.get_bucket(bucket)
+        except errors.BucketNotFound:
+            return False
+        return True
+
     # writes ----------------------------------------------------------------------------------
 
     async def put(self, bucket: str, key: str, body: Body, *, content_type: str = "application/octet-stream",
@@ -165,8 +176,66 @@ class AsyncClient:
 
     async def delete(self, bucket: str, key: str, version_id: str | None = None) -> None:
         await self._engine.delete_object(bucket, key, version_id)
-        for cached in [k for k in self._layouts if k[:2] == (bucket, key)]:
+        self._forget(bucket, [key])
+
+    async def delete_many(self, bucket: str, keys: Iterable[str]) -> list[Exception | None]:
+        """Delete the latest version of each key, in order (a missing key is no error, as in S3).
+
+        One result per key: None, or the exception that key raised while the others went on.
+        :raises BucketNotFound: before any key is deleted.
+        """
+        keys = list(keys)
+        results = await self._engine.delete_objects(bucket, [(key, None) for key in keys])
+        self._forget(bucket, keys)
+        return [r if isinstance(r, Exception) else None for r in results]
+
+    def _forget(self, bucket: str, keys: list[str]) -> None:
+        """Drop cached layouts of deleted keys: their segments go to GC."""
+        gone = set(keys)
+        for cached in [k for k in self._layouts if k[0] == bucket and k[1] in gone]:
             del self._layouts[cached]
+
+    async def copy(self, bucket: str, key: str, dest_bucket: str, dest_key: str) -> ObjectInfo:
+        """A new object ``dest_bucket/dest_key`` with the bytes, content type and metadata of ``bucket/key``.
+
+        The bytes move between the storage nodes and this process only (no local file, no gateway),
+        and the copy shares no segment with its source (``ObjectEngine.copy_object``), so either may be
+        deleted alone. :raises ObjectNotFound, BucketNotFound, InsufficientFragments:
+        """
+        source = await self._version(bucket, key, None)
+        attrs = ObjectAttrs(content_type=source.attrs.content_type, headers=dict(source.attrs.headers),
+                            user_meta=dict(source.attrs.user_meta))  # fmt: skip
+        version, _ = await self._engine.copy_object(source, dest_bucket, dest_key, attrs)
+        return ObjectInfo.of(version)
+
+    # multipart uploads: an object written in parts that appears only at complete_upload ----------
+
+    async def create_upload(self, bucket: str, key: str, *, content_type: str = "application/octet-stream",
+                            metadata: dict[str, str] | None = None) -> str:  # fmt: skip
+        """A new upload's id: parts of at least ``limits.part_size_bytes_min`` (the last may be smaller)
+        become one object at :meth:`complete_upload`; nothing is visible before. :raises BucketNotFound:"""
+        attrs = ObjectAttrs(content_type=content_type, user_meta=dict(metadata or {}))
+        return await self._engine.create_upload(bucket, key, attrs)
+
+    async def upload_part(self, bucket: str, key: str, upload_id: str, part_number: int, body: Body) -> str:
+        """Stream one part to the drives; returns its ETag for :meth:`complete_upload`.
+
+        :raises UploadNotFound, InsufficientStorage:"""
+        part = await self._engine.upload_part(bucket, key, upload_id, part_number, _chunks(body))
+        return part.etag
+
+    async def complete_upload(self, bucket: str, key: str, upload_id: str, parts: list[tuple[int, str]]
+                              ) -> ObjectInfo:  # fmt: skip
+        """Publish the (part number, ETag) parts as one object, in one metadata transaction.
+
+        :raises UploadNotFound, InvalidPart, InvalidPartOrder, EntityTooSmall:"""
+        version = await self._engine.complete_upload(bucket, key, upload_id, parts)
+        self._forget(bucket, [key])
+        return ObjectInfo.of(version)
+
+    async def abort_upload(self, bucket: str, key: str, upload_id: str) -> None:
+        """Drop the upload; its parts go to GC. :raises UploadNotFound:"""
+        await self._engine.abort_upload(bucket, key, upload_id)
 
     # reads -----------------------------------------------------------------------------------
 
