@@ -32,6 +32,7 @@ import os
 import random
 import re
 import signal
+import ssl
 import time
 import traceback
 from collections import deque
@@ -120,8 +121,10 @@ class HttpTarget:
         self.signer = Signer(task["access_key"], task["secret_key"], self.host) if self.kind == "apollo" else None
         self.connections: dict[int, rawhttp.Connection] = {}
         self.session: aiohttp.ClientSession | None = None
+        # https (``s3bench.py --tls``): verified against the benchmark's throwaway CA, as a real client would.
+        self.ssl = ssl.create_default_context(cafile=task.get("ca_file")) if self.base.startswith("https") else None
         if task.get("client", "raw") == "aiohttp":
-            connector = aiohttp.TCPConnector(limit=0)
+            connector = aiohttp.TCPConnector(limit=0, ssl=self.ssl if self.ssl else True)
             timeout = aiohttp.ClientTimeout(total=None, sock_read=300)
             skip = ("Content-Type", "Accept-Encoding", "User-Agent")
             self.session = aiohttp.ClientSession(connector=connector, timeout=timeout, auto_decompress=False,
@@ -146,7 +149,7 @@ class HttpTarget:
             connection = self.connections.get(slot)
             if connection is None:
                 host, _, port = self.host.rpartition(":")
-                connection = self.connections[slot] = rawhttp.Connection(host, int(port))
+                connection = self.connections[slot] = rawhttp.Connection(host, int(port), self.ssl)
             return await connection.request(method, target, extra, data, keep_body)
         url = URL(self.base + target, encoded=True)
         async with self.session.request(method, url, headers=extra, data=data if data != b"" else None) as response:

@@ -9,12 +9,14 @@ copied into Python objects, so large GETs run at memory speed.
 
 Supports what the benchmark needs: Content-Length and chunked responses,
 request bodies as bytes or an async iterator of buffers (written with flow
-control), reconnect after ``Connection: close``.
+control), reconnect after ``Connection: close``, and TLS (``ssl=``, for
+``s3bench.py --tls``: the event loop's TLS transport under the same protocol).
 """
 
 from __future__ import annotations
 
 import asyncio
+import ssl as ssl_module
 
 RECV_BUFFER = 1024 * 1024
 
@@ -156,8 +158,8 @@ class _Protocol(asyncio.BufferedProtocol):
 class Connection:
     """One keep-alive connection; ``request`` sends one request and waits for its whole response."""
 
-    def __init__(self, host: str, port: int) -> None:
-        self.host, self.port = host, port
+    def __init__(self, host: str, port: int, ssl: ssl_module.SSLContext | None = None) -> None:
+        self.host, self.port, self.ssl = host, port, ssl
         self.protocol: _Protocol | None = None
 
     async def request(self, method: str, target: str, headers: dict[str, str], body=b"",
@@ -165,7 +167,7 @@ class Connection:
         """(status, body bytes received, body if kept or the status is not 2xx)."""
         if self.protocol is None or self.protocol.closed:
             loop = asyncio.get_running_loop()
-            _, self.protocol = await loop.create_connection(_Protocol, self.host, self.port)
+            _, self.protocol = await loop.create_connection(_Protocol, self.host, self.port, ssl=self.ssl)
         protocol = self.protocol
         waiter = asyncio.get_running_loop().create_future()
         protocol._reset(waiter)

@@ -339,6 +339,7 @@ class RepairBench(s3bench.Bench):
     def get_scenario(self) -> None:
         """GET p99 healthy, degraded with repair paused, and while repair runs at its limit."""
         spare = self.server.root / "drive-spare"
+        spare.mkdir()  # the new disk, mounted: `drive add` never creates the directory
         self.admin("drive", "add", str(spare))
         _wait(lambda: self.drive_record(spare).free_bytes > 0, 30, "the server to attach the added drive")
         self.tune("repair", "--rate", f"{self.args.repair_rate:.0f}", "--iops", f"{Tuning().repair_ops_per_s:g}",

@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/s3bench.py            # the full run (tens of minutes, ~25 GB of disk)
     .venv/bin/python benchmarks/s3bench.py --quick    # smoke run: small objects, short durations
     .venv/bin/python benchmarks/s3bench.py --only small,list --duration 5 --json out.json
+    .venv/bin/python benchmarks/s3bench.py --tls ...   # the same, with Apollo serving HTTPS (--certs)
 
 Starts a real ``apollo server`` (6 directory drives by default, in a temp dir beside the
 working directory, so on the same filesystem), a loopback aiohttp server in its
@@ -27,6 +28,8 @@ import platform
 import re
 import shutil
 import signal
+import socket
+import ssl
 import sys
 import tempfile
 import time
@@ -39,7 +42,7 @@ import procstat
 import report
 
 from apollo import limits
-from apollo.testing.server import DEV_ACCESS_KEY, DEV_SECRET_KEY, ServerProcess, free_port
+from apollo.testing.server import DEV_ACCESS_KEY, DEV_SECRET_KEY, ServerProcess, ThrowawayCA, free_port
 
 KiB, MiB, GiB = 1024, 1024**2, 1024**3
 SCENARIOS = ("small", "medium", "large", "range", "list", "rss")
@@ -93,6 +96,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=[],
         help="extra `apollo server` argument, repeatable: --server-arg=--cell-size=131072",
     )
+    parser.add_argument("--tls", action="store_true",
+                        help="Apollo serves HTTPS (--certs, a throwaway CA's ECDSA P-256 certificate) and the load "
+                             "generator verifies it; baselines stay plain HTTP")  # fmt: skip
     parser.add_argument("--json", help="also write every figure to this JSON file")
     args = parser.parse_args(argv)
     quick = args.quick
@@ -117,7 +123,11 @@ class Bench:
         self.raw_put = workdir / "raw-put"
         self.files.mkdir(parents=True)
         self.raw_put.mkdir()
-        self.server = ServerProcess(workdir / "apollo", drives=args.drives, extra_args=args.server_arg)
+        tls = {}
+        if getattr(args, "tls", False):  # repair_bench.py builds a Bench from arguments of its own
+            ca = ThrowawayCA.create(workdir / "tls")
+            tls = {"certs": ca.issue(workdir / "tls" / "certs", name="s3bench"), "ca_file": ca.cert}
+        self.server = ServerProcess(workdir / "apollo", drives=args.drives, extra_args=args.server_arg, **tls)
         self.loopback = baselines.LoopbackServer(workdir / "loopback", free_port(), args.loopback_procs)
         self.pool: loadgen.WorkerPool | None = None
         self.runs: list[dict] = []
@@ -152,7 +162,7 @@ class Bench:
         signer = loadgen.Signer(DEV_ACCESS_KEY, DEV_SECRET_KEY, f"127.0.0.1:{self.server.port}")
         _, headers = signer.sign(method, path)
         request = urllib.request.Request(f"{self.server.endpoint}{path}", method=method, headers=headers)
-        with urllib.request.urlopen(request, timeout=60) as response:
+        with urllib.request.urlopen(request, timeout=60, context=self.server.ssl_context()) as response:
             response.read()
 
     def check_alive(self) -> None:
@@ -207,6 +217,8 @@ class Bench:
                 "endpoint": self.server.endpoint if target == "apollo" else self.loopback.endpoint, "bucket": BUCKET,
                 "access_key": DEV_ACCESS_KEY, "secret_key": DEV_SECRET_KEY, "client": self.args.client,
                 "warmup": False, **extra}  # fmt: skip
+        if target == "apollo" and self.server.ca_file:
+            task["ca_file"] = str(self.server.ca_file)
         if target == "disk":
             task["dir"] = str(self.raw_put if op == "put" else self.files)
         return task
@@ -350,6 +362,7 @@ class Bench:
             "EC scheme": match.group(1) if match else "?",
             "cell size": report.size_label(int(cell)) if cell else report.size_label(limits.cell_size_bytes_default),
             "extra server args": " ".join(self.args.server_arg) or "none",
+            "TLS (Apollo only)": self._tls_description(),
             "loopback baseline server": f"{self.args.loopback_procs} aiohttp+uvloop process(es)",
             "CPU": f"{self.cores} × {_cpu_model()}",
             "memory": f"{os.sysconf('SC_PHYS_PAGES') * os.sysconf('SC_PAGE_SIZE') / GiB:.1f} GiB",
@@ -363,6 +376,19 @@ class Bench:
                      f"{report.size_label(self.args.range_object_size)}, LIST {self.args.list_keys} keys, "
                      f"RSS object {report.size_label(self.args.rss_size)}",
         }  # fmt: skip
+
+    def _tls_description(self) -> str:
+        """What one handshake with the server negotiates, or "off": the figures depend on the cipher."""
+        if not self.server.certs:
+            return "off (plain HTTP)"
+        with _tls_probe(self.server) as tls:
+            return f"{tls.version()} {tls.cipher()[0]}, ECDSA P-256 certificate, keep-alive connections"
+
+
+def _tls_probe(server: ServerProcess) -> ssl.SSLSocket:
+    """One verified TLS connection to the server, handshake done."""
+    raw = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+    return server.ssl_context().wrap_socket(raw, server_hostname="127.0.0.1")
 
 
 def _option(args: list[str], name: str) -> str | None:

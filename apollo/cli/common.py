@@ -6,6 +6,7 @@ import argparse
 import os
 import re
 import sys
+from pathlib import Path
 
 from apollo import limits
 
@@ -109,6 +110,14 @@ def client_limits(args: argparse.Namespace) -> limits.ClientLimits:
     if args.client_timeout <= 0 or args.max_requests_per_key < 1 or args.max_requests < 1:
         sys.exit("--client-timeout must be positive, --max-requests-per-key and --max-requests at least 1")
     return limits.ClientLimits(args.client_timeout, args.max_requests_per_key, args.max_requests)
+
+
+def add_certs_flag(parser: argparse.ArgumentParser) -> None:
+    """``--certs`` of the S3 front doors, ``apollo server`` and ``apollo gateway`` (MinIO's layout)."""
+    parser.add_argument("--certs", type=Path, metavar="DIR",
+                        help="serve HTTPS only, with DIR/public.crt (certificate, then any chain) and "
+                             "DIR/private.key (PEM, unencrypted); reloaded on SIGHUP and when the files "
+                             "change")  # fmt: skip
 
 
 def add_process_flags(parser: argparse.ArgumentParser, dev_help: str) -> None:

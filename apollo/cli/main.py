@@ -14,6 +14,7 @@ from pathlib import Path
 from apollo import __version__, limits
 from apollo.cli import admin_cluster, admin_meta, devcluster, roles
 from apollo.cli.common import (
+    add_certs_flag,
     add_manager_flags,
     add_process_flags,
     add_writer_flags,
@@ -62,6 +63,7 @@ def cmd_server(args: argparse.Namespace) -> None:
         manager_lease_ttl_s=args.manager_lease, write_quorum=args.write_quorum, client_limits=client_limits(args),
         create_missing_drives=create_missing,
         worker_index=args.worker_index, listen_fd=args.listen_fd, owner=args.owner_id, advertise=args.advertise,
+        certs=args.certs,
     )  # fmt: skip
     if args.workers < 1:
         sys.exit("--workers must be at least 1")
@@ -112,7 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "missing one is a disk that did not mount), except with --dev")  # fmt: skip
     server.add_argument("--address", default="127.0.0.1:9000")
     server.add_argument("--advertise", metavar="URL",
-                        help="URL native clients reach this server at (default http://ADDRESS)")  # fmt: skip
+                        help="URL native clients reach this server at (default http://ADDRESS, "
+                             "https:// with --certs)")  # fmt: skip
+    add_certs_flag(server)
     server.add_argument("--meta-dir", help="metadata directory (default: apollo-meta beside the drives)")
     server.add_argument("--database", metavar="URL",
                         help="keep the metadata in PostgreSQL at this URL instead of SQLite in --meta-dir; "

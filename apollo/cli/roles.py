@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from apollo.cli.common import (
+    add_certs_flag,
     add_manager_flags,
     add_process_flags,
     add_writer_flags,
@@ -74,7 +75,7 @@ def cmd_gateway(args: argparse.Namespace) -> None:
     except ValueError as exc:
         sys.exit(str(exc))
     run(GatewayConfig(args.meta, access, secret, host, port, scheme, args.cell_size, args.domain, args.write_quorum,
-                      client_limits(args)))  # fmt: skip
+                      client_limits(args), certs=args.certs))  # fmt: skip
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -102,6 +103,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     gateway.add_argument("--address", default="127.0.0.1:9000")
     add_writer_flags(gateway, "erasure code K+M (or repN) of new objects", ec_default="4+2")
+    add_certs_flag(gateway)
     gateway.set_defaults(func=cmd_gateway)
 
     for parser in (meta, storage, gateway):

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import socket
+import ssl
 from typing import NamedTuple
 from urllib.parse import urlsplit
 
@@ -146,9 +147,12 @@ class ShardFetcher:
 
     def __init__(self, endpoint: str, connect_timeout_s: float) -> None:
         url = urlsplit(endpoint)
-        if url.scheme != "http" or not url.hostname:
-            raise ValueError(f"storage node endpoint {endpoint!r}: only http://host:port is spoken")
-        self.host, self.port = url.hostname, url.port or 80
+        if url.scheme not in ("http", "https") or not url.hostname:
+            raise ValueError(f"storage node endpoint {endpoint!r}: only http(s)://host:port is spoken")
+        self.host, self.port = url.hostname, url.port or (443 if url.scheme == "https" else 80)
+        # An ``apollo server --certs`` serves its shards over HTTPS. Verified like aiohttp's default (the
+        # system's CAs, or the file SSL_CERT_FILE names), so both paths of the native client trust the same.
+        self.ssl = ssl.create_default_context() if url.scheme == "https" else None
         self.connect_timeout_s = connect_timeout_s
         self._idle: list[_Exchange] = []
         self._open: set[_Exchange] = set()
@@ -176,7 +180,7 @@ class ShardFetcher:
     async def _connect(self) -> _Exchange:
         loop = asyncio.get_running_loop()
         transport, exchange = await asyncio.wait_for(
-            loop.create_connection(_Exchange, self.host, self.port), self.connect_timeout_s
+            loop.create_connection(_Exchange, self.host, self.port, ssl=self.ssl), self.connect_timeout_s
         )
         transport.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._open.add(exchange)

@@ -10,7 +10,9 @@ two gateways racing on one key still have exactly one winner.
 from __future__ import annotations
 
 import logging
+import signal
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import aiohttp
 from aiohttp import web
@@ -23,6 +25,7 @@ from apollo.eventloop import install_uvloop
 from apollo.gateway.app import READY, build_app
 from apollo.proto.layout import Scheme
 from apollo.roles import log_shutdown
+from apollo.roles.tls import ServingCerts, serving_certs
 
 log = logging.getLogger("apollo.gateway")
 
@@ -39,9 +42,10 @@ class GatewayConfig:
     domain: str | None = None
     write_quorum: int | None = None  # default k+1
     client_limits: limits.ClientLimits = field(default_factory=limits.ClientLimits)
+    certs: Path | None = None  # --certs: serve S3 over HTTPS only (DIR/public.crt, DIR/private.key)
 
 
-async def build_gateway(config: GatewayConfig) -> web.Application:
+async def build_gateway(config: GatewayConfig, certs: ServingCerts | None = None) -> web.Application:
     """The S3 app over a remote metadata service; built inside the running event loop (``run_app`` awaits it)."""
     session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
     meta = await RemoteMeta(config.meta_url, config.access_key, config.secret_key, session).start(service=True)
@@ -63,12 +67,20 @@ async def build_gateway(config: GatewayConfig) -> web.Application:
         await session.close()
 
     app.on_cleanup.append(close)
+    if certs is not None:
+        certs.install(app)
     log_shutdown(app, log, "gateway")
     return app
 
 
 def run(config: GatewayConfig) -> None:
+    certs = None
+    if config.certs:
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)  # a reload once the event loop runs; never an exit
+        certs = serving_certs(config.certs, log, "apollo gateway")  # a bad pair: one line, exit 1
     install_uvloop()
-    log.info("Apollo %s S3 gateway http://%s:%d  metadata %s", __version__, config.host, config.port, config.meta_url)
-    web.run_app(build_gateway(config), host=config.host, port=config.port, print=None, access_log=None,
-                shutdown_timeout=limits.shutdown_grace_s)  # fmt: skip
+    metrics.serve_role("gateway")
+    log.info("Apollo %s S3 gateway %s://%s:%d  metadata %s", __version__, "https" if certs else "http", config.host,
+             config.port, config.meta_url)  # fmt: skip
+    web.run_app(build_gateway(config, certs), host=config.host, port=config.port, print=None, access_log=None,
+                shutdown_timeout=limits.shutdown_grace_s, ssl_context=certs.context if certs else None)  # fmt: skip

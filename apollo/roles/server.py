@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import signal
 import socket
 import time
 import uuid
@@ -43,6 +44,7 @@ from apollo.proto.drive_format import FORMAT_FILE
 from apollo.proto.layout import Scheme
 from apollo.proto.routes import Wrap
 from apollo.roles import log_shutdown
+from apollo.roles.tls import serving_certs
 from apollo.storage.attach import attach_drives as open_drives
 from apollo.storage.attach import clear_interrupted
 from apollo.storage.drive import Drive
@@ -88,7 +90,8 @@ class ServerConfig:
     worker_index: int | None = None
     listen_fd: int | None = None
     owner: str | None = None
-    advertise: str | None = None  # the URL native clients reach this server at; default http://<address>
+    advertise: str | None = None  # the URL native clients reach this server at; default http(s)://<address>
+    certs: Path | None = None  # --certs: serve HTTPS only, with DIR/public.crt and DIR/private.key
 
 
 def lease_holder(config: ServerConfig) -> str:
@@ -257,7 +260,7 @@ class Server:
         if self.config.advertise:
             return self.config.advertise.rstrip("/")
         host = self.config.host if self.config.host not in ("", "0.0.0.0", "::") else socket.gethostname()
-        return f"http://{host}:{self.config.port}"
+        return f"{url_scheme(self.config)}://{host}:{self.config.port}"
 
     async def _background(self, app: web.Application):
         if self.config.worker_index is None:  # with workers, the supervisor did this before starting them
@@ -313,6 +316,11 @@ class Server:
                  seqs, len(result.written), result.checkpoints_removed, result.journal_files_removed)  # fmt: skip
 
 
+def url_scheme(config: ServerConfig) -> str:
+    """``https`` with ``--certs``: the port then speaks nothing else, so banners and the advertised URL say so."""
+    return "https" if config.certs else "http"
+
+
 def lock_meta_dir(meta_dir: Path) -> MetaDirLock:
     """Refuse to start beside another server (or a restore) on the same metadata directory."""
     try:
@@ -322,14 +330,22 @@ def lock_meta_dir(meta_dir: Path) -> MetaDirLock:
 
 
 def run(config: ServerConfig) -> None:
+    certs = None
+    if config.certs:
+        # Until the event loop takes SIGHUP over (a reload), one sent early must not end the process.
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        # First: a bad pair is one line and exit 1 before the database or a drive is touched.
+        certs = serving_certs(config.certs, log, "apollo server")
     # Held while the process lives (the kernel drops it on exit, even after kill -9); workers run under
     # their supervisor's.
     lock = lock_meta_dir(config.meta_dir) if config.worker_index is None else None
     install_uvloop()
     server = Server(config)
+    if certs is not None:
+        certs.install(server.app)
     if config.worker_index is None:
-        log.info("Apollo %s S3 endpoint http://%s:%d  drives=%d  scheme=%s  meta=%s", __version__, config.host,
-                 config.port, len(server.drives), server.scheme, config.meta_dir)  # fmt: skip
+        log.info("Apollo %s S3 endpoint %s://%s:%d  drives=%d  scheme=%s  meta=%s", __version__, url_scheme(config),
+                 config.host, config.port, len(server.drives), server.scheme, config.meta_dir)  # fmt: skip
         log_shutdown(server.app, log, "server")
     else:
         log.info("Apollo %s worker %d (pid %d) serving", __version__, config.worker_index, os.getpid())
@@ -338,6 +354,7 @@ def run(config: ServerConfig) -> None:
         listen = {"sock": socket.socket(fileno=config.listen_fd)}
     else:
         listen = {"host": config.host, "port": config.port}
-    web.run_app(server.app, **listen, print=None, access_log=None, shutdown_timeout=limits.shutdown_grace_s)
+    web.run_app(server.app, **listen, print=None, access_log=None, shutdown_timeout=limits.shutdown_grace_s,
+                ssl_context=certs.context if certs else None)  # fmt: skip
     if lock is not None:
         lock.release()

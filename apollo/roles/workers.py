@@ -13,6 +13,10 @@ socket's descriptor, and watches them: a worker that dies is restarted, after
 its own temp files and pending writes are handed to GC (they carry its pid and
 owner id). Workers die with the supervisor (PR_SET_PDEATHSIG), so kill -9 of
 the supervisor is kill -9 of the server. Worker 0 runs the garbage collector.
+With ``--certs``, each worker serves TLS with its own context and watches the
+certificate files itself; the supervisor checks the pair once before any
+worker starts and passes SIGHUP on to every worker, so ``kill -HUP`` of the
+server's pid reloads all of them.
 Metrics of all workers are aggregated through prometheus_client's
 multiprocess mode.
 """
@@ -28,11 +32,20 @@ import subprocess
 import sys
 import time
 import uuid
+from functools import partial
 from pathlib import Path
 
 from apollo import __version__, limits
 from apollo.cluster.keys import ensure_first_key
-from apollo.roles.server import ServerConfig, attach_drives, lock_meta_dir, open_store, recover_interrupted_writes
+from apollo.roles.server import (
+    ServerConfig,
+    attach_drives,
+    lock_meta_dir,
+    open_store,
+    recover_interrupted_writes,
+    url_scheme,
+)
+from apollo.roles.tls import serving_certs
 
 log = logging.getLogger("apollo.server")  # the supervisor is the server, as operators see it
 RESTART_DELAY_S = 1.0
@@ -65,6 +78,10 @@ class Supervisor:
         return drives
 
     def run(self) -> None:
+        if self.config.certs:
+            # Checked here, once: a worker that exits on a bad pair would be restarted forever.
+            serving_certs(self.config.certs, log, "apollo server")
+            signal.signal(signal.SIGHUP, self._forward_hup)
         lock = lock_meta_dir(self.config.meta_dir)  # the workers run under it
         shutil.rmtree(self.metrics_dir, ignore_errors=True)  # a killed predecessor's counters
         self.metrics_dir.mkdir()
@@ -73,8 +90,9 @@ class Supervisor:
         listener.set_inheritable(True)
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._stop)
-        log.info("Apollo %s S3 endpoint http://%s:%d  workers=%d  drives=%d  meta=%s", __version__, self.config.host,
-                 self.config.port, self.count, len(drives), self.config.meta_dir)  # fmt: skip
+        log.info("Apollo %s S3 endpoint %s://%s:%d  workers=%d  drives=%d  meta=%s", __version__,
+                 url_scheme(self.config), self.config.host, self.config.port, self.count, len(drives),
+                 self.config.meta_dir)  # fmt: skip
         try:
             for index in range(self.count):
                 self._start(index, listener.fileno())
@@ -93,7 +111,8 @@ class Supervisor:
         args = [sys.executable, "-m", "apollo", "server", *self.argv, "--worker-index", str(index),
                 "--listen-fd", str(fd), "--owner-id", owner]  # fmt: skip
         env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(self.metrics_dir)}
-        process = subprocess.Popen(args, pass_fds=(fd,), env=env, preexec_fn=_die_with_parent)
+        before_exec = partial(_die_with_parent, ignore_hup=self.config.certs is not None)
+        process = subprocess.Popen(args, pass_fds=(fd,), env=env, preexec_fn=before_exec)
         self.workers[index] = (process, owner)
 
     def _watch(self, drives: list, fd: int) -> None:
@@ -124,6 +143,13 @@ class Supervisor:
     def _stop(self, signum, _frame) -> None:
         self.stopping = True
 
+    def _forward_hup(self, signum, _frame) -> None:
+        """SIGHUP to the server means "reload the TLS certificate": every worker holds its own context."""
+        log.info("SIGHUP: workers reload the TLS certificate")
+        for process, _ in list(self.workers.values()):
+            if process.poll() is None:
+                process.send_signal(signal.SIGHUP)
+
     def _stop_all(self) -> None:
         for process, _ in self.workers.values():
             if process.poll() is None:
@@ -137,10 +163,16 @@ class Supervisor:
                 process.wait()
 
 
-def _die_with_parent() -> None:
-    """In the worker, before exec: the kernel kills it when the supervisor dies (even by kill -9)."""
+def _die_with_parent(ignore_hup: bool = False) -> None:
+    """In the worker, before exec: the kernel kills it when the supervisor dies (even by kill -9).
+
+    ``ignore_hup`` (with ``--certs``): a SIGHUP forwarded while the worker is still starting, before its
+    event loop handles it as a reload, must not kill it; an ignored signal stays ignored across exec.
+    """
     import ctypes
 
+    if ignore_hup:
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
     pr_set_pdeathsig = 1
     ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
 

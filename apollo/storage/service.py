@@ -169,7 +169,10 @@ async def _get(request: web.Request, node: LocalStorageNode, drive_id: str, shar
         data = await node.read_tail(drive_id, shard, int(query["tail"]))
     else:
         offset, length = int(query.get("offset", 0)), int(query["length"])
-        if length >= SENDFILE_BYTES and offset >= 0 and request.transport is not None:
+        # Never sendfile under TLS (``apollo server --certs``): the kernel would put the file's bytes on the
+        # socket beside OpenSSL, in clear, and break the stream; the body then goes through the TLS transport.
+        plain = request.transport is not None and request.transport.get_extra_info("sslcontext") is None
+        if length >= SENDFILE_BYTES and offset >= 0 and plain:
             return await _send(request, node, drive_id, shard, offset, length)
         data = await node.read(drive_id, shard, offset, length)
     metrics.shard_bytes.labels("read").inc(len(data))

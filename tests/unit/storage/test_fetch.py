@@ -255,10 +255,12 @@ def test_closed_port_is_refused_promptly(run):
     run(scenario)
 
 
-@pytest.mark.parametrize("endpoint", ["https://x:1", "http://:1"])
-def test_only_plain_http_endpoints_are_accepted(endpoint):
+@pytest.mark.parametrize("endpoint", ["ftp://x:1", "http://:1", "https://:1"])
+def test_only_http_and_https_endpoints_are_accepted(endpoint):
+    """https is an ``apollo server --certs`` (tests/s3/test_tls.py reads shards through it)."""
     with pytest.raises(ValueError):
         ShardFetcher(endpoint, 1.0)
+    assert ShardFetcher("https://x:1", 1.0).ssl is not None
 
 
 def test_close_closes_idle_connections(run):
