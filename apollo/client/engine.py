@@ -88,6 +88,11 @@ class ObjectEngine:
         """``status``: ``"Enabled"`` or ``"Suspended"``. :raises BucketNotFound:"""
         await self._meta.set_versioning(bucket, status)
 
+    async def set_bucket_policy(self, bucket: str, policy: str) -> None:
+        """``policy``: a document ``apollo.proto.policy`` accepted for this bucket; "" removes it.
+        :raises BucketNotFound:"""
+        await self._meta.set_bucket_policy(bucket, policy)
+
     # objects: writes -------------------------------------------------------------------------
 
     async def put_object(
@@ -293,3 +298,7 @@ class ObjectEngine:
     async def get_secret(self, access_key: str) -> str | None:
         """The secret of an access key, for checking request signatures (a gateway's root key may ask)."""
         return await self._meta.get_secret(access_key)
+
+    async def key_rights(self, access_key: str) -> tuple[str, bool] | None:
+        """(secret, whether it is a root key) of an access key; None when unknown."""
+        return await self._meta.key_rights(access_key)

@@ -55,9 +55,9 @@ ADMISSION = web.AppKey("admission", Admission)
 
 @web.middleware
 async def admission_middleware(request: web.Request, handler) -> web.StreamResponse:
-    """After authentication: the key is the one the signature proved. Health checks pass (no key)."""
-    access_key = request.get("access_key")
-    if access_key is None:
+    """After authentication: the key is the one the signature proved; anonymous requests (where a bucket
+    policy allows them) share one share, under no key name. Health checks and scrapes pass."""
+    if "auth" not in request:
         return await handler(request)
-    with request.app[ADMISSION].admit(access_key):
+    with request.app[ADMISSION].admit(request.get("access_key") or ""):
         return await handler(request)

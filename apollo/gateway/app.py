@@ -21,6 +21,7 @@ from apollo.gateway import handlers_bucket as hb
 from apollo.gateway import handlers_multipart as hm
 from apollo.gateway import handlers_object as ho
 from apollo.gateway.admission import ADMISSION, Admission
+from apollo.gateway.authorize import POLICIES, BucketPolicies, authorize
 from apollo.gateway.middleware import PIPELINE, SECRETS
 from apollo.gateway.names import host_bucket, split_target, validate_bucket
 from apollo.gateway.s3errors import s3error
@@ -49,6 +50,9 @@ ROUTES = {
     ("PUT", "bucket", "versioning"): ("PutBucketVersioning", hb.put_versioning),
     ("GET", "bucket", "versions"): ("ListObjectVersions", hb.list_versions),
     ("GET", "bucket", "uploads"): ("ListMultipartUploads", hm.list_uploads),
+    ("GET", "bucket", "policy"): ("GetBucketPolicy", hb.get_policy),
+    ("PUT", "bucket", "policy"): ("PutBucketPolicy", hb.put_policy),
+    ("DELETE", "bucket", "policy"): ("DeleteBucketPolicy", hb.delete_policy),
     ("GET", "bucket", "acl"): ("GetBucketAcl", hb.get_bucket_acl),
     ("PUT", "bucket", "acl"): ("PutBucketAcl", ho.put_acl),
     ("POST", "bucket", "delete"): ("DeleteObjects", hb.delete_objects),
@@ -86,9 +90,11 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
         raise s3error("InvalidURI", "Couldn't parse the specified URI.") from exc
     target = "object" if key else ("bucket" if bucket else "service")
     sub = _subresource(request)
+    copy_source = None
     if target == "object" and request.method == "PUT" and sub == "" and "x-amz-copy-source" in request.headers:
         request["op"] = "CopyObject"
         handler = ho.copy_object
+        copy_source = ho.parse_copy_source(request)
     else:
         op, handler = ROUTES.get((request.method, target, sub), (None, None))
         if handler is None:
@@ -97,6 +103,11 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
         request["op"] = op
     if bucket:
         validate_bucket(bucket)
+    if request["op"] == "UploadPart" and "x-amz-copy-source" in request.headers:
+        copy_source = ho.parse_copy_source(request)
+        await authorize(request, "UploadPartCopy", bucket, key, copy_source)
+    else:
+        await authorize(request, request["op"], bucket, key, copy_source)
     return await handler(request, bucket, key)
 
 
@@ -145,12 +156,13 @@ def build_app(client: ObjectEngine, domain: str | None = None, apollo_routes: Ap
     handler_args = {"max_field_size": 16384, "auto_decompress": False}
     app = web.Application(client_max_size=1024**2, handler_args=handler_args)
     app[CLIENT] = client
-    app[SECRETS] = SecretCache(client.get_secret)
+    app[SECRETS] = SecretCache(client.key_rights)
     app[DOMAIN] = domain or ""
     app[READY] = [True]
     client_limits = client_limits or limits.ClientLimits()
     app[CLIENT_STALL_S] = client_limits.stall_s
     app[ADMISSION] = Admission(client_limits.requests_per_key_max, client_limits.requests_max)
+    app[POLICIES] = BucketPolicies(client)
     accesslog.buffer_lines()
     app.cleanup_ctx.append(accesslog.flushing)
     s3 = _s3_handler()

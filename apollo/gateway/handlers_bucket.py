@@ -8,12 +8,15 @@ import hashlib
 from aiohttp import web
 
 from apollo import limits
+from apollo.gateway.authorize import POLICIES, check
 from apollo.gateway.http import count_param, parse_content_md5, plain_int, read_document
 from apollo.gateway.names import check_version_id, validate_key
 from apollo.gateway.s3errors import S3Error, s3error, to_s3_error
 from apollo.gateway.state import CLIENT, OWNER, xml_response
 from apollo.gateway.xml import iso8601, parse_delete, parse_versioning, render
+from apollo.proto.policy import PolicyError, parse_policy
 from apollo.proto.records import ListPage
+from apollo.proto.s3_actions import required
 
 
 def _max_keys(request: web.Request, name: str = "max-keys") -> int:
@@ -78,6 +81,32 @@ async def put_versioning(request: web.Request, bucket: str, key: str) -> web.Res
     status = parse_versioning(await read_document(request))
     await request.app[CLIENT].set_versioning(bucket, status)
     return web.Response()
+
+
+async def get_policy(request: web.Request, bucket: str, key: str) -> web.Response:
+    policy = (await request.app[CLIENT].get_bucket(bucket)).policy
+    if not policy:
+        raise s3error("NoSuchBucketPolicy", BucketName=bucket)
+    return web.Response(text=policy, content_type="application/json")
+
+
+async def put_policy(request: web.Request, bucket: str, key: str) -> web.Response:
+    """Stored as sent, once ``apollo.proto.policy`` accepts it for this bucket (AWS's grammar and limits)."""
+    document = await read_document(request)
+    try:
+        parse_policy(document, kind="bucket", bucket=bucket)
+        text = document.decode("utf-8")
+    except (PolicyError, UnicodeDecodeError) as exc:
+        raise s3error("MalformedPolicy", str(exc)) from exc
+    await request.app[CLIENT].set_bucket_policy(bucket, text)
+    request.app[POLICIES].forget(bucket)
+    return web.Response(status=204)
+
+
+async def delete_policy(request: web.Request, bucket: str, key: str) -> web.Response:
+    await request.app[CLIENT].set_bucket_policy(bucket, "")
+    request.app[POLICIES].forget(bucket)
+    return web.Response(status=204)
 
 
 async def get_bucket_acl(request: web.Request, bucket: str, key: str) -> web.Response:
@@ -205,6 +234,16 @@ async def list_versions(request: web.Request, bucket: str, key: str) -> web.Resp
     return xml_response("ListVersionsResult", body)
 
 
+async def _denied(request: web.Request, bucket: str, key: str, version_id: str | None) -> S3Error | None:
+    """A key of a DeleteObjects the bucket policy does not let this caller delete: S3 checks s3:DeleteObject
+    per key and answers AccessDenied for that key alone."""
+    try:
+        await check(request, required("DeleteObjects", bucket, key, version_id))
+    except S3Error as exc:
+        return exc
+    return None
+
+
 def _refusal(key: str, version_id: str | None) -> S3Error | None:
     """Why one entry of a DeleteObjects names nothing that could exist, or None: the key rules PutObject
     applies (at most 1024 bytes of UTF-8, not empty, no NUL) and the version ids this gateway issues.
@@ -230,7 +269,8 @@ async def delete_objects(request: web.Request, bucket: str, key: str) -> web.Res
     if declared is not None and hashlib.md5(body).hexdigest() != declared:
         raise s3error("BadDigest")
     objects, quiet = parse_delete(body)
-    refused = [_refusal(name, version_id) for name, version_id in objects]
+    refused = [_refusal(name, version_id) or await _denied(request, bucket, name, version_id)
+               for name, version_id in objects]  # fmt: skip
     valid = [entry for entry, refusal in zip(objects, refused, strict=True) if refusal is None]
     outcomes = iter(await request.app[CLIENT].delete_objects(bucket, valid))
     deleted, failed = [], []

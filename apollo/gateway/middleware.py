@@ -18,6 +18,7 @@ from aiohttp import web
 from apollo import metrics
 from apollo.gateway import accesslog
 from apollo.gateway.admission import admission_middleware
+from apollo.gateway.http import content_sha256
 from apollo.gateway.s3errors import S3Error, s3error, to_s3_error
 from apollo.gateway.sigv4 import verify_request
 from apollo.gateway.xml import error_body
@@ -85,17 +86,21 @@ async def auth_middleware(request: web.Request, handler) -> web.StreamResponse:
         return await handler(request)
     access_key = _claimed_key(request)
     request["access_key"] = access_key  # the access log names it, also when the signature turns out wrong
-    secret = await request.app[SECRETS].get(access_key) if access_key else None
+    rights = await request.app[SECRETS].get(access_key) if access_key else None  # (secret, is root)
+    secret = rights[0] if rights else None
     raw_path, _, raw_query = request.raw_path.partition("?")
     auth = verify_request(
         request.method, raw_path, raw_query, request.headers,
         lambda key: secret if key == access_key else None, datetime.datetime.now(datetime.UTC),
     )  # fmt: skip
-    if auth is None:
-        request["access_key"] = None  # anonymous, whatever a stray query parameter claimed
-        raise s3error("AccessDenied", "Anonymous access is not allowed; sign requests with an access key")
     request["auth"] = auth
-    request["access_key"] = auth.access_key
+    if auth is None:  # anonymous: only what a bucket policy grants to "*" (apollo.gateway.authorize)
+        request["access_key"] = None  # whatever a stray query parameter claimed
+        if content_sha256(request).startswith("STREAMING-AWS4-"):
+            raise s3error("AccessDenied", "A signed aws-chunked body needs a signed request")
+    else:
+        request["access_key"] = auth.access_key
+        request["is_root"] = bool(rights and rights[1])
     if "%00" in request.raw_path:  # no metadata engine stores NUL in text (PostgreSQL refuses it outright)
         raise s3error("InvalidArgument", "Object keys and request parameters must not contain the NUL character")
     return await handler(request)

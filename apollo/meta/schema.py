@@ -11,7 +11,7 @@ Segments hang off a ``data_id`` so multipart completion can re-parent part
 segments onto the final version without copying bytes.
 """
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 DDL = [
     "CREATE TABLE IF NOT EXISTS settings (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
@@ -25,7 +25,8 @@ DDL = [
         state_since REAL NOT NULL DEFAULT 0, free_bytes INTEGER NOT NULL DEFAULT 0,
         total_bytes INTEGER NOT NULL DEFAULT 0, health TEXT NOT NULL DEFAULT 'ok')""",
     """CREATE TABLE IF NOT EXISTS buckets (
-        name TEXT PRIMARY KEY, created REAL NOT NULL, versioning TEXT NOT NULL DEFAULT '')""",
+        name TEXT PRIMARY KEY, created REAL NOT NULL, versioning TEXT NOT NULL DEFAULT '',
+        policy TEXT NOT NULL DEFAULT '')""",
     """CREATE TABLE IF NOT EXISTS versions (
         id INTEGER PRIMARY KEY AUTOINCREMENT,
         bucket TEXT NOT NULL REFERENCES buckets (name), key TEXT NOT NULL, version_id TEXT NOT NULL,
@@ -107,5 +108,9 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
     (4, [
         # What a storage node last reported of the drive (cluster mode): ok, gone or unreachable.
         "ALTER TABLE drives ADD COLUMN health TEXT NOT NULL DEFAULT 'ok'",
+    ]),
+    (5, [
+        # The bucket policy document (PutBucketPolicy), as the owner sent it; '' when none.
+        "ALTER TABLE buckets ADD COLUMN policy TEXT NOT NULL DEFAULT ''",
     ]),
 ]  # fmt: skip

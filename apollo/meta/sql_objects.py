@@ -50,14 +50,20 @@ class ObjectOps(SqlBase):
             db.execute("INSERT INTO buckets (name, created) VALUES (?, ?)", (name, now))
 
     def get_bucket(self, name: str) -> Bucket:
-        row = self.one("SELECT name, created, versioning FROM buckets WHERE name = ?", (name,))
+        row = self.one("SELECT name, created, versioning, policy FROM buckets WHERE name = ?", (name,))
         if row is None:
             raise errors.BucketNotFound(f"bucket {name} does not exist")
-        return Bucket(row["name"], row["created"], row["versioning"])
+        return Bucket(row["name"], row["created"], row["versioning"], row["policy"])
 
     def list_buckets(self) -> list[Bucket]:
-        rows = self.all("SELECT name, created, versioning FROM buckets ORDER BY name")
-        return [Bucket(r["name"], r["created"], r["versioning"]) for r in rows]
+        rows = self.all("SELECT name, created, versioning, policy FROM buckets ORDER BY name")
+        return [Bucket(r["name"], r["created"], r["versioning"], r["policy"]) for r in rows]
+
+    def set_bucket_policy(self, name: str, policy: str) -> None:
+        """Store a bucket policy already validated by the caller (``apollo.proto.policy``); "" removes it."""
+        with self.tx() as db:
+            self._bucket_row(db, name)
+            db.execute("UPDATE buckets SET policy = ? WHERE name = ?", (policy, name))
 
     def delete_bucket(self, name: str) -> None:
         with self.tx() as db:

@@ -74,6 +74,7 @@ CALLS: dict[str, Call] = {call.name: call for call in (
     Call("get_bucket", R, _KEY, _INLINE),
     Call("list_buckets", R, _KEY, _THREAD),
     Call("delete_bucket", W, _KEY, _THREAD),
+    Call("set_bucket_policy", W, _KEY, _THREAD, idempotent=True),
     Call("set_versioning", W, _KEY, _THREAD, idempotent=True),
     # objects
     Call("allocate_segment", W, _OWNER, _CUSTOM),
@@ -130,7 +131,7 @@ CALLS: dict[str, Call] = {call.name: call for call in (
     Call("get_setting", R, _LOCAL, _INLINE),
     Call("set_setting", W, _LOCAL, _THREAD),
     Call("settings_like", R, _LOCAL, _BACKGROUND),
-    Call("key_rights", R, _LOCAL, _INLINE),
+    Call("key_rights", R, _SERVICE, _INLINE),  # (secret, is root): gateways check signatures and root rights
     Call("get_secret", R, _SERVICE, _INLINE),
     Call("cluster_map", R, _KEY, _THREAD),
     Call("register_node", W, _SERVICE, _THREAD, idempotent=True),

@@ -18,6 +18,7 @@ class Bucket:
     name: str
     created: float
     versioning: str  # "", "Enabled" or "Suspended"
+    policy: str = ""  # the bucket policy's JSON document (PutBucketPolicy); "" when it has none
 
 
 @dataclass

@@ -56,7 +56,7 @@ def test_apollo_routes_refuse_unsigned_calls_and_leave_other_paths_to_s3(server)
     status, _, body = call("/_apollo/shards/" + "0" * 16 + "/0/" + "0" * 32 + "/0?offset=0&length=1")
     assert status == 403 and b"capability token" in body
     status, content_type, body = call("/_apollo/anything-else")  # no Apollo route: S3 answers, as for any path
-    assert status == 403 and content_type == "application/xml" and b"<Code>AccessDenied</Code>" in body
+    assert status == 400 and content_type == "application/xml" and b"<Code>InvalidBucketName</Code>" in body
 
 
 @pytest.fixture(scope="module")

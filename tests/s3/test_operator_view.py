@@ -87,9 +87,9 @@ def test_access_log_lines_carry_the_key_the_bytes_and_the_error_code(make_server
         ("PUT", "/logged/cat%20photo.jpg", "200", "PutObject", "-", "apollo-dev"),
         ("GET", "/logged/cat%20photo.jpg", "200", "GetObject", "-", "apollo-dev"),
         ("GET", "/logged/missing", "404", "GetObject", "NoSuchKey", "apollo-dev"),
-        ("GET", "/logged/cat%20photo.jpg", "403", "unknown", "AccessDenied", "-"),  # anonymous
+        ("GET", "/logged/cat%20photo.jpg", "403", "GetObject", "AccessDenied", "-"),  # anonymous: no bucket policy
         ("GET", "/logged?list-type=2&encoding-type=url", "403", "unknown", "SignatureDoesNotMatch", "apollo-dev"),
-        ("GET", "/logged/a%22b", "403", "unknown", "AccessDenied", "-"),
+        ("GET", "/logged/a%22b", "403", "GetObject", "AccessDenied", "-"),
     ]  # fmt: skip
     put, get, missing = lines[1], lines[2], lines[3]
     assert int(put["bytes_in"]) == len(body)

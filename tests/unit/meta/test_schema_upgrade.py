@@ -13,9 +13,10 @@ from apollo.testing.layouts import DRIVES, segment_id
 
 SEGMENT, DRIVE = segment_id("s1"), DRIVES[0]
 
-# The tables version 1 had that version 2 changed, exactly as version 1 created them.
+# The tables version 1 had that later versions changed, exactly as version 1 created them.
 V1_TABLES = [
     "CREATE TABLE settings (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    "CREATE TABLE buckets (name TEXT PRIMARY KEY, created REAL NOT NULL, versioning TEXT NOT NULL DEFAULT '')",
     """CREATE TABLE drives (drive_id TEXT PRIMARY KEY, node TEXT NOT NULL, path TEXT NOT NULL, state TEXT NOT NULL,
         weight REAL NOT NULL DEFAULT 1, added REAL NOT NULL)""",
     """CREATE TABLE segments (data_id TEXT NOT NULL, seq INTEGER NOT NULL, segment_id TEXT NOT NULL,
@@ -36,12 +37,14 @@ def test_version_1_database_is_upgraded_with_segment_groups_filled_in(tmp_path):
                   "drives": [DRIVE] * 6}  # fmt: skip
         db.execute("INSERT INTO segments VALUES ('data1', 0, ?, 0, 10, ?)", (SEGMENT, json.dumps(layout)))
         db.execute("INSERT INTO repair_queue VALUES (?, 2, ?, 'crc', 6.0)", (SEGMENT, DRIVE))
+        db.execute("INSERT INTO buckets VALUES ('old', 1.0, 'Enabled')")
     store = SqlStore(path)
     try:
         assert store.get_setting("schema_version") == str(SCHEMA_VERSION)
         assert [s.pg for s in store.segments_after(-1, "", 10)] == [77]
         assert store.list_drives()[0].replaced_by == ""
         assert list(store.due_repairs(10.0, 5)) == [SEGMENT]
+        assert (store.get_bucket("old").versioning, store.get_bucket("old").policy) == ("Enabled", "")  # version 5
     finally:
         store.close()
     SqlStore(path).close()  # opening an up-to-date database changes nothing

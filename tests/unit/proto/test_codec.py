@@ -95,7 +95,7 @@ def test_a_user_s_dict_that_looks_like_a_tag_stays_a_dict():
 
 def test_a_record_s_fields_are_tagged_on_the_wire():
     sent = json.loads(codec.dumps(Bucket("b", 1.0, "")))
-    assert sent == {"@": "Bucket", "name": "b", "created": 1.0, "versioning": ""}
+    assert sent == {"@": "Bucket", "name": "b", "created": 1.0, "versioning": "", "policy": ""}
 
 
 @pytest.mark.parametrize("name", ["Garbage", "RepairItem", "Path", "os.system", "", "__class__"])

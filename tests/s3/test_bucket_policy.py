@@ -1,0 +1,150 @@
+"""Bucket policies (security issue, "tenants and policies"), with boto3 against a real server: stored and
+validated as AWS does, and enforced with AWS's precedence (an explicit Deny wins, then an Allow; anonymous
+requests get only what a policy grants to "*")."""
+
+from __future__ import annotations
+
+import json
+
+import boto3
+import pytest
+from botocore import UNSIGNED
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+from apollo.testing.admin import admin
+from apollo.testing.s3error import s3_error
+
+
+def _client(server, access_key: str | None = None, secret: str | None = None):
+    if access_key is None:
+        config = Config(signature_version=UNSIGNED, retries={"total_max_attempts": 1})
+        return boto3.client("s3", endpoint_url=server.endpoint, region_name="us-east-1", config=config)
+    return boto3.client("s3", endpoint_url=server.endpoint, aws_access_key_id=access_key,
+                        aws_secret_access_key=secret, region_name="us-east-1",
+                        config=Config(retries={"total_max_attempts": 1}))  # fmt: skip
+
+
+@pytest.fixture
+def user(server):
+    """A key that is not root."""
+    made = admin("key", "create", meta_dir=server.meta_dir)
+    access = made.split("access key: ")[1].split()[0]
+    secret = made.split("secret key: ")[1].split()[0]
+    return access, _client(server, access, secret)
+
+
+def _policy(*statements: dict) -> str:
+    return json.dumps({"Version": "2012-10-17", "Statement": list(statements)})
+
+
+def test_put_get_delete_bucket_policy(s3, bucket):
+    with s3_error("NoSuchBucketPolicy", 404):
+        s3.get_bucket_policy(Bucket=bucket)
+    document = _policy({"Sid": "PublicRead", "Effect": "Allow", "Principal": "*", "Action": "s3:GetObject",
+                        "Resource": f"arn:aws:s3:::{bucket}/public/*"})  # fmt: skip
+    s3.put_bucket_policy(Bucket=bucket, Policy=document)
+    assert json.loads(s3.get_bucket_policy(Bucket=bucket)["Policy"]) == json.loads(document)
+    s3.delete_bucket_policy(Bucket=bucket)
+    with s3_error("NoSuchBucketPolicy", 404):
+        s3.get_bucket_policy(Bucket=bucket)
+
+
+@pytest.mark.parametrize("document", [
+    "not json",
+    '{"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:GetObject", "Resource": "*"}]}',
+    _policy({"Effect": "Allow", "Principal": "*", "Action": "s3:GetObject", "Resource": "arn:aws:s3:::other/*"}),
+    _policy({"Effect": "Maybe", "Principal": "*", "Action": "s3:GetObject", "Resource": "arn:aws:s3:::BUCKET/*"}),
+    _policy({"Effect": "Allow", "Principal": "*", "Action": "s3:GetObjekt", "Resource": "arn:aws:s3:::BUCKET/*"}),
+])  # fmt: skip
+def test_a_malformed_policy_is_refused_and_nothing_is_stored(s3, bucket, document):
+    """Not JSON; no Principal; a resource outside the bucket; a bad Effect; an action S3 does not have."""
+    with s3_error("MalformedPolicy", 400):
+        s3.put_bucket_policy(Bucket=bucket, Policy=document.replace("BUCKET", bucket))
+    with s3_error("NoSuchBucketPolicy", 404):
+        s3.get_bucket_policy(Bucket=bucket)
+
+
+def test_anonymous_reads_exactly_what_a_policy_grants_to_everyone(server, s3, bucket):
+    s3.put_object(Bucket=bucket, Key="public/a.txt", Body=b"for everyone")
+    s3.put_object(Bucket=bucket, Key="private/b.txt", Body=b"for keys")
+    anonymous = _client(server)
+    with s3_error("AccessDenied", 403):
+        anonymous.get_object(Bucket=bucket, Key="public/a.txt")  # no policy: nothing anonymous
+    s3.put_bucket_policy(Bucket=bucket, Policy=_policy(
+        {"Sid": "PublicRead", "Effect": "Allow", "Principal": "*", "Action": "s3:GetObject",
+         "Resource": f"arn:aws:s3:::{bucket}/public/*"}))  # fmt: skip
+    assert anonymous.get_object(Bucket=bucket, Key="public/a.txt")["Body"].read() == b"for everyone"
+    with s3_error("AccessDenied", 403):
+        anonymous.get_object(Bucket=bucket, Key="private/b.txt")
+    with s3_error("AccessDenied", 403):
+        anonymous.put_object(Bucket=bucket, Key="public/new.txt", Body=b"no")
+    with s3_error("AccessDenied", 403):
+        anonymous.list_objects_v2(Bucket=bucket)
+    with s3_error("AccessDenied", 403):
+        anonymous.list_buckets()
+    assert s3.get_object(Bucket=bucket, Key="private/b.txt")["Body"].read() == b"for keys"  # keys unaffected
+
+
+def test_an_explicit_deny_for_one_key_wins_and_others_keep_their_access(server, s3, bucket, user):
+    name, client = user
+    s3.put_object(Bucket=bucket, Key="keep", Body=b"x")
+    s3.put_bucket_policy(Bucket=bucket, Policy=_policy(
+        {"Sid": "NoDeletes", "Effect": "Deny", "Principal": {"AWS": [name]}, "Action": "s3:DeleteObject",
+         "Resource": f"arn:aws:s3:::{bucket}/*"}))  # fmt: skip
+    assert client.get_object(Bucket=bucket, Key="keep")["Body"].read() == b"x"  # what is not denied
+    with s3_error("AccessDenied", 403):
+        client.delete_object(Bucket=bucket, Key="keep")
+    result = client.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": "keep"}]})  # per key, in a 200
+    assert [e["Code"] for e in result["Errors"]] == ["AccessDenied"] and not result.get("Deleted")
+    assert s3.get_object(Bucket=bucket, Key="keep")["Body"].read() == b"x"
+    s3.delete_object(Bucket=bucket, Key="keep")  # the root key is not named: allowed
+
+
+def test_a_deny_on_a_condition_holds_for_every_key_and_root_can_still_remove_the_policy(server, s3, bucket, user):
+    """AWS's "deny unless aws:SecureTransport" example on a plain-HTTP server: nothing gets through, not even
+    the root key; only the bucket policy calls stay open to root, as on AWS, so the policy can be fixed."""
+    _, client = user
+    s3.put_object(Bucket=bucket, Key="k", Body=b"x")
+    s3.put_bucket_policy(Bucket=bucket, Policy=_policy(
+        {"Sid": "TlsOnly", "Effect": "Deny", "Principal": "*", "Action": "s3:*",
+         "Resource": [f"arn:aws:s3:::{bucket}", f"arn:aws:s3:::{bucket}/*"],
+         "Condition": {"Bool": {"aws:SecureTransport": "false"}}}))  # fmt: skip
+    for caller in (s3, client):
+        with s3_error("AccessDenied", 403):
+            caller.get_object(Bucket=bucket, Key="k")
+        with s3_error("AccessDenied", 403):
+            caller.list_objects_v2(Bucket=bucket)
+    with s3_error("AccessDenied", 403):
+        client.delete_bucket_policy(Bucket=bucket)  # not root
+    s3.delete_bucket_policy(Bucket=bucket)
+    assert client.get_object(Bucket=bucket, Key="k")["Body"].read() == b"x"
+
+
+def test_a_source_ip_condition_allows_only_the_network_it_names(server, s3, bucket):
+    s3.put_object(Bucket=bucket, Key="k", Body=b"x")
+    anonymous = _client(server)
+    s3.put_bucket_policy(Bucket=bucket, Policy=_policy(
+        {"Sid": "OtherNet", "Effect": "Allow", "Principal": "*", "Action": "s3:GetObject",
+         "Resource": f"arn:aws:s3:::{bucket}/*", "Condition": {"IpAddress": {"aws:SourceIp": "10.9.0.0/16"}}}))
+    with s3_error("AccessDenied", 403):
+        anonymous.get_object(Bucket=bucket, Key="k")
+    s3.put_bucket_policy(Bucket=bucket, Policy=_policy(
+        {"Sid": "Loopback", "Effect": "Allow", "Principal": "*", "Action": "s3:GetObject",
+         "Resource": f"arn:aws:s3:::{bucket}/*", "Condition": {"IpAddress": {"aws:SourceIp": "127.0.0.0/8"}}}))
+    assert anonymous.get_object(Bucket=bucket, Key="k")["Body"].read() == b"x"
+
+
+def test_copy_needs_read_on_the_source_bucket_too(server, s3, bucket, user):
+    name, client = user
+    source = f"{bucket}-src"
+    s3.create_bucket(Bucket=source)
+    s3.put_object(Bucket=source, Key="secret", Body=b"s")
+    s3.put_bucket_policy(Bucket=source, Policy=_policy(
+        {"Sid": "NoReads", "Effect": "Deny", "Principal": {"AWS": name}, "Action": "s3:GetObject",
+         "Resource": f"arn:aws:s3:::{source}/*"}))  # fmt: skip
+    with s3_error("AccessDenied", 403):
+        client.copy_object(Bucket=bucket, Key="stolen", CopySource={"Bucket": source, "Key": "secret"})
+    with pytest.raises(ClientError):
+        s3.head_object(Bucket=bucket, Key="stolen")
+    s3.copy_object(Bucket=bucket, Key="copied", CopySource={"Bucket": source, "Key": "secret"})
