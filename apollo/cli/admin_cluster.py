@@ -185,6 +185,22 @@ def _print_drives(store, status: admin.Status | None = None) -> None:
     console.print(table)
 
 
+def _print_nodes(status: admin.Status) -> None:
+    """Storage nodes: name, endpoint, rack, alive by heartbeat, last heartbeat, drives by state."""
+    table = Table(title="storage nodes")
+    for column in ("node", "endpoint", "rack", "alive", "last heartbeat", "drives"):
+        table.add_column(column)
+    for node in status.nodes:
+        states: dict[str, int] = {}
+        for d in status.drives:
+            if d.node == node.name:
+                states[d.state] = states.get(d.state, 0) + 1
+        drives = ", ".join(f"{n} {state}" for state, n in sorted(states.items())) or "none"
+        table.add_row(node.name, node.endpoint, node.rack or "-", "yes" if node.alive else "NO",
+                      _when(node.heartbeat), drives)  # fmt: skip
+    console.print(table)
+
+
 def _print_processes(status: admin.Status) -> None:
     """One line per server (all-in-one) or storage node: does it answer, which version, since when."""
     for node in status.nodes:
@@ -361,6 +377,11 @@ def cmd_repair(args: argparse.Namespace) -> None:
 def cmd_node(args: argparse.Namespace) -> None:
     """Take a storage node out of a cluster for good: drain it, stop it, remove it."""
     store = _store(args)
+    if args.action == "list":
+        _print_nodes(admin.status(store))
+        return
+    if not args.node:
+        sys.exit(f"error: node {args.action} needs the node's name (`apollo admin node list` shows them)")
     try:
         if args.action == "drain":
             drives = admin.drain_node(store, args.node, force=args.force)
@@ -417,9 +438,10 @@ def register(admin_parsers: argparse._SubParsersAction) -> None:
     drive.add_argument("--wait", action="store_true", help="replace/drain: follow the work until the drive is retired")
     drive.add_argument("--timeout", type=float, help="with --wait: give up waiting after this many seconds")
     drive.set_defaults(func=cmd_drive)
-    node = admin_parsers.add_parser("node", help="drain a cluster's storage node, or remove a stopped, drained one")
-    node.add_argument("action", choices=["drain", "remove"])
-    node.add_argument("node", help="the node's name (apollo storage --name; `apollo admin drive list` shows it)")
+    node = admin_parsers.add_parser("node", help="list a cluster's storage nodes, drain one, or remove a stopped, "
+                                    "drained one")  # fmt: skip
+    node.add_argument("action", choices=["list", "drain", "remove"])
+    node.add_argument("node", nargs="?", help="the node's name (apollo storage --name; `node list` shows them)")
     node.add_argument("--database", required=True, help="the cluster's metadata database (postgresql://...)")
     node.add_argument("--force", action="store_true", help="drain even if too few failure domains would remain")
     node.add_argument("--wait", action="store_true",
