@@ -14,7 +14,6 @@ per request for a signed key: the evaluator runs only where a policy could say n
 
 from __future__ import annotations
 
-import datetime
 import time
 from collections.abc import Callable
 
@@ -23,16 +22,11 @@ from aiohttp import web
 from apollo import errors
 from apollo.client.engine import ObjectEngine
 from apollo.gateway.s3errors import s3error
-from apollo.proto.policy import Policy, Request, evaluate, parse_policy
+from apollo.proto.policy import SIGNED_KEY_POLICY, Policy, Request, evaluate, parse_policy, request_context
 from apollo.proto.s3_actions import extra_for_headers, required
 
 POLICY_TTL_S = 2.0
 ALWAYS_ROOTS = {"GetBucketPolicy", "PutBucketPolicy", "DeleteBucketPolicy"}  # as on AWS: never locked out
-SIGNED_KEY_POLICY = parse_policy(
-    '{"Version": "2012-10-17", "Statement": [{"Sid": "SignedKeysUntilIdentityPolicies", "Effect": "Allow", '
-    '"Action": "s3:*", "Resource": "*"}]}',
-    kind="identity",
-)
 
 
 class BucketPolicies:
@@ -110,14 +104,8 @@ def _bucket_of(resource: str) -> str:
 def _context(request: web.Request) -> dict[str, str]:
     """The condition keys a request carries (AWS's global and S3 keys); absent ones are left out, which
     the evaluator treats as AWS does."""
-    now = datetime.datetime.now(datetime.UTC)
     query = request.query
-    context = {
-        "aws:SourceIp": request.remote or "",
-        "aws:SecureTransport": "true" if request.secure else "false",
-        "aws:CurrentTime": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "aws:EpochTime": str(int(now.timestamp())),
-    }
+    context = request_context(request.remote or "", request.secure, time.time())
     for name in ("prefix", "delimiter", "max-keys"):
         if name in query:
             context[f"s3:{name}"] = query[name]

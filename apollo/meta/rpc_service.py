@@ -28,6 +28,7 @@ from aiohttp import web
 
 from apollo import errors, ids, limits, metrics, tokens
 from apollo.keycache import SecretCache
+from apollo.meta.call_policy import CallPolicy
 from apollo.meta.service import MetaService
 from apollo.proto import codec, meta_api, routes, signing
 from apollo.proto.cluster_map import ClusterMap
@@ -151,6 +152,7 @@ class MetaRpc:
 
 RPC = web.AppKey("rpc", MetaRpc)
 KEYS = web.AppKey("keys", SecretCache)
+CALL_POLICY = web.AppKey("call_policy", CallPolicy)
 
 
 def _reply(payload: dict, status: int = 200) -> web.Response:
@@ -201,6 +203,9 @@ async def _answer(request: web.Request, method: str) -> web.Response:
         target = getattr(rpc, method, None) or getattr(rpc.meta, method)
         # Pending writes belong to the access key that began them.
         args, kwargs = impose(target, call.get("args", []), call.get("kwargs", {}), f"key:{access_key}")
+        if not rights[1]:  # bucket policies bind native clients' keys (apollo.meta.call_policy)
+            await request.app[CALL_POLICY].check(method, target, args, kwargs, access_key, request.remote or "",
+                                                 request.secure)  # fmt: skip
         result = await target(*args, **kwargs)
     except errors.ApolloError as exc:
         request["error_type"] = type(exc).__name__
@@ -218,6 +223,7 @@ def add_rpc_routes(app: web.Application, rpc: MetaRpc, wrap: routes.Wrap = route
     """Serve the metadata API in ``app``, each handler inside ``wrap``."""
     app[RPC] = rpc
     app[KEYS] = SecretCache(rpc.meta.key_rights)
+    app[CALL_POLICY] = CallPolicy(rpc.meta)
     app.router.add_post(routes.RPC_PREFIX + "{method}", wrap(_call))
 
 

@@ -12,8 +12,11 @@ from botocore import UNSIGNED
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
+from apollo import errors
+from apollo.client import Client
 from apollo.testing.admin import admin
 from apollo.testing.s3error import s3_error
+from apollo.testing.server import DEV_ACCESS_KEY, DEV_SECRET_KEY
 
 
 def _client(server, access_key: str | None = None, secret: str | None = None):
@@ -31,7 +34,7 @@ def user(server):
     made = admin("key", "create", meta_dir=server.meta_dir)
     access = made.split("access key: ")[1].split()[0]
     secret = made.split("secret key: ")[1].split()[0]
-    return access, _client(server, access, secret)
+    return access, _client(server, access, secret), secret
 
 
 def _policy(*statements: dict) -> str:
@@ -87,7 +90,7 @@ def test_anonymous_reads_exactly_what_a_policy_grants_to_everyone(server, s3, bu
 
 
 def test_an_explicit_deny_for_one_key_wins_and_others_keep_their_access(server, s3, bucket, user):
-    name, client = user
+    name, client, _ = user
     s3.put_object(Bucket=bucket, Key="keep", Body=b"x")
     s3.put_bucket_policy(Bucket=bucket, Policy=_policy(
         {"Sid": "NoDeletes", "Effect": "Deny", "Principal": {"AWS": [name]}, "Action": "s3:DeleteObject",
@@ -104,7 +107,7 @@ def test_an_explicit_deny_for_one_key_wins_and_others_keep_their_access(server, 
 def test_a_deny_on_a_condition_holds_for_every_key_and_root_can_still_remove_the_policy(server, s3, bucket, user):
     """AWS's "deny unless aws:SecureTransport" example on a plain-HTTP server: nothing gets through, not even
     the root key; only the bucket policy calls stay open to root, as on AWS, so the policy can be fixed."""
-    _, client = user
+    _, client, _ = user
     s3.put_object(Bucket=bucket, Key="k", Body=b"x")
     s3.put_bucket_policy(Bucket=bucket, Policy=_policy(
         {"Sid": "TlsOnly", "Effect": "Deny", "Principal": "*", "Action": "s3:*",
@@ -136,7 +139,7 @@ def test_a_source_ip_condition_allows_only_the_network_it_names(server, s3, buck
 
 
 def test_copy_needs_read_on_the_source_bucket_too(server, s3, bucket, user):
-    name, client = user
+    name, client, _ = user
     source = f"{bucket}-src"
     s3.create_bucket(Bucket=source)
     s3.put_object(Bucket=source, Key="secret", Body=b"s")
@@ -148,3 +151,23 @@ def test_copy_needs_read_on_the_source_bucket_too(server, s3, bucket, user):
     with pytest.raises(ClientError):
         s3.head_object(Bucket=bucket, Key="stolen")
     s3.copy_object(Bucket=bucket, Key="copied", CopySource={"Bucket": source, "Key": "secret"})
+
+
+def test_the_native_path_obeys_bucket_policies_too(server, s3, bucket, user):
+    """A key a policy denies cannot go around the gateway: its native client's metadata calls are checked as
+    the S3 requests they stand for, and it gets no capability token."""
+    name, _, secret = user
+    s3.put_object(Bucket=bucket, Key="k", Body=b"x")
+    s3.put_bucket_policy(Bucket=bucket, Policy=_policy(
+        {"Sid": "NoObjects", "Effect": "Deny", "Principal": {"AWS": name}, "Action": ["s3:GetObject", "s3:PutObject"],
+         "Resource": f"arn:aws:s3:::{bucket}/*"}))  # fmt: skip
+    with Client(server.endpoint, name, secret) as client:
+        with pytest.raises(errors.AccessDenied, match="s3:GetObject"):
+            client.get(bucket, "k")
+        with pytest.raises(errors.AccessDenied, match="s3:PutObject"):
+            client.put(bucket, "new", b"y")
+        assert [info.key for info in client.list(bucket)] == ["k"]  # what the policy does not deny
+    with pytest.raises(ClientError):
+        s3.head_object(Bucket=bucket, Key="new")
+    with Client(server.endpoint, DEV_ACCESS_KEY, DEV_SECRET_KEY) as root:  # not named in the policy
+        assert root.get(bucket, "k") == b"x"
