@@ -1,59 +1,29 @@
-"""Authorization of S3 requests by bucket policies (AWS's JSON policy language, ``apollo.proto.policy``).
-
-Every request, once its signature is checked (or found absent: anonymous), is checked before its
-handler runs: the (action, resource) pairs its operation needs (``apollo.proto.s3_actions``) are
-evaluated against the policy of the bucket each resource is in, with AWS's precedence (an explicit
-Deny wins, then an Allow). What a signed key may do besides is, until identity policies exist, what
-it could always do: everything its buckets' policies do not deny (``SIGNED_KEY_POLICY``). Anonymous
-requests get only what a bucket policy grants to ``"*"``.
-
-Bucket policies are parsed once and kept ``POLICY_TTL_S``: a policy changed on one gateway applies on
-every other one within that (on this one at once). A bucket without a policy costs a dictionary lookup
-per request for a signed key: the evaluator runs only where a policy could say no.
+"""Authorization of S3 requests by bucket policies: every request, once its signature is checked (or
+found absent: anonymous), is checked before its handler runs, with the decision the native path makes
+too (``apollo.proto.bucket_access``). A bucket without a policy costs a signed key a dictionary lookup
+per request: the evaluator runs only where a policy could say no.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 
 from aiohttp import web
 
 from apollo import errors
 from apollo.client.engine import ObjectEngine
 from apollo.gateway.s3errors import s3error
-from apollo.proto.policy import SIGNED_KEY_POLICY, Policy, Request, evaluate, parse_policy, request_context
+from apollo.proto.bucket_access import BucketPolicies, denial, request_context
 from apollo.proto.s3_actions import extra_for_headers, required
 
-POLICY_TTL_S = 2.0
 ALWAYS_ROOTS = {"GetBucketPolicy", "PutBucketPolicy", "DeleteBucketPolicy"}  # as on AWS: never locked out
 
 
-class BucketPolicies:
-    """Parsed bucket policies, each kept ``ttl_s`` (a bucket without one too: None)."""
+def bucket_policies(engine: ObjectEngine) -> BucketPolicies:
+    async def policy_text(bucket: str) -> str:
+        return (await engine.get_bucket(bucket)).policy
 
-    def __init__(self, engine: ObjectEngine, ttl_s: float = POLICY_TTL_S,
-                 clock: Callable[[], float] = time.monotonic) -> None:  # fmt: skip
-        self._engine = engine
-        self._ttl_s = ttl_s
-        self._clock = clock
-        self._cache: dict[str, tuple[float, Policy | None]] = {}
-
-    async def get(self, bucket: str) -> Policy | None:
-        """:raises BucketNotFound:"""
-        now = self._clock()
-        hit = self._cache.get(bucket)
-        if hit is not None and now - hit[0] < self._ttl_s:
-            return hit[1]
-        text = (await self._engine.get_bucket(bucket)).policy
-        policy = parse_policy(text, kind="bucket", bucket=bucket) if text else None
-        if len(self._cache) > 100_000:
-            self._cache.clear()
-        self._cache[bucket] = (now, policy)
-        return policy
-
-    def forget(self, bucket: str) -> None:
-        self._cache.pop(bucket, None)
+    return BucketPolicies(policy_text)
 
 
 POLICIES = web.AppKey("policies", BucketPolicies)
@@ -78,21 +48,21 @@ async def authorize(request: web.Request, op: str, bucket: str, key: str,
 async def check(request: web.Request, pairs: list[tuple[str, str]]) -> None:
     """Evaluate each pair against its bucket's policy; the first one refused is the answer."""
     principal = request.get("access_key")
-    identity = [SIGNED_KEY_POLICY] if principal is not None else []
-    context = _context(request)
     policies = request.app[POLICIES]
+    checks = []
     for action, resource in pairs:
         bucket = _bucket_of(resource)
         try:
             policy = await policies.get(bucket) if bucket else None
         except errors.BucketNotFound:
             policy = None  # CreateBucket, or a copy source that is gone: the handler says which
-        decision = evaluate(Request(principal=principal, action=action, resource=resource, context=context,
-                                    is_root=bool(request.get("is_root"))), identity, policy)  # fmt: skip
-        if not decision.allowed:
-            request["policy_decision"] = f"{decision.outcome.name} {decision.source} {decision.sid or '-'}"
-            who = "Anonymous access" if principal is None else f"Access key {principal}"
-            raise s3error("AccessDenied", f"{who} is not allowed {action} on {resource}")
+        checks.append((action, resource, policy))
+    refused = denial(principal, bool(request.get("is_root")), _context(request), checks)
+    if refused is not None:
+        action, resource, decision = refused
+        request["policy_decision"] = f"{decision.outcome.name} {decision.source} {decision.sid or '-'}"
+        who = "Anonymous access" if principal is None else f"Access key {principal}"
+        raise s3error("AccessDenied", f"{who} is not allowed {action} on {resource}")
 
 
 def _bucket_of(resource: str) -> str:

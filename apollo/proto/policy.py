@@ -27,7 +27,6 @@ import ipaddress
 import json
 import math
 import re
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -660,21 +659,3 @@ def evaluate(request: Request, identity_policies: Sequence[Policy], bucket_polic
         return Decision(Outcome.ALLOW, None, "root")
     return Decision(Outcome.IMPLICIT_DENY)
 
-
-# What a signed key may do until identity policies exist: everything its buckets' policies do not deny.
-# The S3 gateway and the metadata RPC (the native path) both evaluate with it.
-SIGNED_KEY_POLICY = parse_policy(
-    '{"Version": "2012-10-17", "Statement": [{"Sid": "SignedKeysUntilIdentityPolicies", "Effect": "Allow", '
-    '"Action": "s3:*", "Resource": "*"}]}',
-    kind="identity",
-)
-
-
-def request_context(source_ip: str, secure: bool, now: float) -> dict[str, str]:
-    """The global condition keys every request carries (the front door adds its operation's own)."""
-    return {
-        "aws:SourceIp": source_ip,
-        "aws:SecureTransport": "true" if secure else "false",
-        "aws:CurrentTime": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now)),
-        "aws:EpochTime": str(int(now)),
-    }
