@@ -18,7 +18,6 @@ from aiohttp import web
 from apollo import metrics
 from apollo.gateway import accesslog
 from apollo.gateway.admission import admission_middleware
-from apollo.gateway.http import content_sha256
 from apollo.gateway.s3errors import S3Error, s3error, to_s3_error
 from apollo.gateway.sigv4 import verify_request
 from apollo.gateway.xml import error_body
@@ -96,8 +95,6 @@ async def auth_middleware(request: web.Request, handler) -> web.StreamResponse:
     request["auth"] = auth
     if auth is None:  # anonymous: only what a bucket policy grants to "*" (apollo.gateway.authorize)
         request["access_key"] = None  # whatever a stray query parameter claimed
-        if content_sha256(request).startswith("STREAMING-AWS4-"):
-            raise s3error("AccessDenied", "A signed aws-chunked body needs a signed request")
     else:
         request["access_key"] = auth.access_key
         request["is_root"] = bool(rights and rights[1])

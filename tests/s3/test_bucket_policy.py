@@ -4,6 +4,7 @@ requests get only what a policy grants to "*")."""
 
 from __future__ import annotations
 
+import http.client
 import json
 
 import boto3
@@ -171,3 +172,20 @@ def test_the_native_path_obeys_bucket_policies_too(server, s3, bucket, user):
         s3.head_object(Bucket=bucket, Key="new")
     with Client(server.endpoint, DEV_ACCESS_KEY, DEV_SECRET_KEY) as root:  # not named in the policy
         assert root.get(bucket, "k") == b"x"
+
+
+def test_an_anonymous_signed_aws_chunked_body_is_refused_even_where_anonymous_writes_are_allowed(server, s3, bucket):
+    """Chunk signatures need a signing key: without one they would go unchecked (the aws-chunked reader refuses)."""
+    s3.put_bucket_policy(Bucket=bucket, Policy=_policy(
+        {"Sid": "DropBox", "Effect": "Allow", "Principal": "*", "Action": "s3:PutObject",
+         "Resource": f"arn:aws:s3:::{bucket}/*"}))  # fmt: skip
+    body = b"5;chunk-signature=" + b"0" * 64 + b"\r\nhello\r\n0;chunk-signature=" + b"0" * 64 + b"\r\n\r\n"
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    connection.request("PUT", f"/{bucket}/chunked", body=body, headers={
+        "x-amz-content-sha256": "STREAMING-AWS4-HMAC-SHA256-PAYLOAD", "x-amz-decoded-content-length": "5",
+        "Content-Encoding": "aws-chunked", "Content-Length": str(len(body))})  # fmt: skip
+    reply = connection.getresponse()
+    assert reply.status == 403 and b"<Code>AccessDenied</Code>" in reply.read()
+    with pytest.raises(ClientError):
+        s3.head_object(Bucket=bucket, Key="chunked")
+    assert _client(server).put_object(Bucket=bucket, Key="plain", Body=b"ok")  # the policy itself works
