@@ -24,6 +24,7 @@ PostgreSQL).
 
     .venv/bin/python benchmarks/cluster_bench.py            # full sizes
     .venv/bin/python benchmarks/cluster_bench.py --quick    # small sizes, a smoke run
+    .venv/bin/python benchmarks/cluster_bench.py --tls      # every role with --certs: mutual TLS, HTTPS for S3
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ from apollo import limits  # noqa: E402
 from apollo.cli.common import MALLOC_TUNING  # noqa: E402
 from apollo.client import AsyncClient  # noqa: E402
 from apollo.client.remote_meta import RemoteMeta  # noqa: E402
+from apollo.client.tls import client_context  # noqa: E402
 from apollo.meta.service import MetaService  # noqa: E402
 from apollo.meta.store import SqlStore  # noqa: E402
 from apollo.proto.layout import ObjectData, ShardRef  # noqa: E402
@@ -126,11 +128,12 @@ async def _move(way: str, op: str, info: dict, key: str, size: int, ready) -> tu
     """One writer or reader: connect, make its data and warm up, wait at ``ready`` (a barrier of all
     of them), move one object; returns when it started and finished."""
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
-        service = RemoteMeta(info["meta"], DEV_ACCESS_KEY, DEV_SECRET_KEY, session)
+        service = RemoteMeta(info["meta"], DEV_ACCESS_KEY, DEV_SECRET_KEY, session, ssl_context=_tls(info))
         await service.start(service=True)
-        native = await AsyncClient(info["meta"], DEV_ACCESS_KEY, DEV_SECRET_KEY).connect()
+        native = await AsyncClient(info["meta"], DEV_ACCESS_KEY, DEV_SECRET_KEY, certs=info["certs"]).connect()
         gateway = loadgen.HttpTarget({"target": "apollo", "endpoint": info["gateway"], "access_key": DEV_ACCESS_KEY,
-                                      "secret_key": DEV_SECRET_KEY, "bucket": "bench", "size": size})  # fmt: skip
+                                      "secret_key": DEV_SECRET_KEY, "bucket": "bench", "size": size,
+                                      "ca_file": info["ca_file"]})  # fmt: skip
 
         async def transfer(op: str, key: str, size: int, data: bytes) -> None:
             if way == "baseline":
@@ -164,6 +167,11 @@ async def _move(way: str, op: str, info: dict, key: str, size: int, ready) -> tu
             await service.close()
 
 
+def _tls(info: dict):
+    """The TLS context of the benchmark's own callers under ``--tls`` (the cluster CA, a client certificate)."""
+    return client_context(info["certs"]) if info["certs"] else None
+
+
 def _process_main(way: str, op: str, info: dict, key: str, size: int, ready) -> tuple[float, float]:
     if info.get("client_cpus"):  # before any thread starts: threads inherit it
         os.sched_setaffinity(0, info["client_cpus"])
@@ -177,10 +185,12 @@ def transfer_rows(cluster: LocalCluster, object_size: int, writers: int, ckpt_si
 
     Each round measures every pattern and way once, overwriting the previous round's objects,
     so a burst of noise on this shared machine hits one round of every way rather than all of one."""
-    info = {"meta": cluster.meta_urls, "gateway": cluster.gateways[0].endpoint, "client_cpus": client_cpus}
+    info = {"meta": cluster.meta_urls, "gateway": cluster.gateways[0].endpoint, "client_cpus": client_cpus,
+            "certs": cluster.client_certs and str(cluster.client_certs),
+            "ca_file": cluster.ca_file and str(cluster.ca_file)}  # fmt: skip
 
     async def bucket() -> None:
-        async with AsyncClient(info["meta"], DEV_ACCESS_KEY, DEV_SECRET_KEY) as native:
+        async with AsyncClient(info["meta"], DEV_ACCESS_KEY, DEV_SECRET_KEY, certs=info["certs"]) as native:
             await native.create_bucket("bench")
 
     asyncio.run(bucket())
@@ -203,14 +213,15 @@ def transfer_rows(cluster: LocalCluster, object_size: int, writers: int, ckpt_si
     return rows
 
 
-async def metadata_rows(database: str, label: str, seconds: float, concurrency: int, remote: str | None) -> list[dict]:
+async def metadata_rows(database: str, label: str, seconds: float, concurrency: int, remote: str | None,
+                        certs: str | None = None) -> list[dict]:  # fmt: skip
     """Lookups (get_version) and commits (commit_version of a small inline object) per second."""
     if remote is None:
         meta = MetaService(SqlStore(database))
         await meta.create_bucket("ops", time.time())
     else:
         session = aiohttp.ClientSession()
-        meta = RemoteMeta(remote, DEV_ACCESS_KEY, DEV_SECRET_KEY, session)
+        meta = RemoteMeta(remote, DEV_ACCESS_KEY, DEV_SECRET_KEY, session, ssl_context=_tls({"certs": certs}))
         await meta.create_bucket("ops", time.time())
     rows = []
     try:
@@ -255,6 +266,9 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=3, help="transfer rounds; the tables show each one's median")
     parser.add_argument("--output", help="write all rows as JSON here")
+    parser.add_argument("--tls", action="store_true",
+                        help="every role with --certs from a throwaway cluster CA: mutual TLS between the roles and "
+                             "the native client, HTTPS to the gateway")  # fmt: skip
     parser.add_argument("--split-cpus", action="store_true",
                         help="the cluster (PostgreSQL, meta, nodes, gateway) on CPU 0 and the writers and readers on "
                              "CPU 1, as a client host and the storage hosts are separate machines")  # fmt: skip
@@ -275,16 +289,17 @@ def main() -> None:
         os.sched_setaffinity(0, {cluster_cpu})  # PostgreSQL and every role process started below inherit it
     placement = f"cluster on CPU {cluster_cpu}, clients on CPU {client_cpu}" if client_cpus else "all CPUs shared"
     print(f"config: 6 storage processes x 1 directory drive, 4+2, object {args.object_mib} MiB, checkpoint "
-          f"{args.writers} x {args.checkpoint_mib} MiB, {args.rounds} rounds, {os.cpu_count()} cores ({placement})",
-          flush=True)  # fmt: skip
+          f"{args.writers} x {args.checkpoint_mib} MiB, {args.rounds} rounds, {os.cpu_count()} cores ({placement}), "
+          f"{'mutual TLS' if args.tls else 'plain HTTP'}", flush=True)  # fmt: skip
     rows: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="apollo-cluster-bench-") as tmp, TempPostgres(durable=True) as pg:
-        with LocalCluster(Path(tmp) / "cluster", pg.create_database("bench"), nodes=6) as cluster:
+        with LocalCluster(Path(tmp) / "cluster", pg.create_database("bench"), nodes=6, tls=args.tls) as cluster:
             rows += transfer_rows(cluster, args.object_mib * MiB, args.writers, args.checkpoint_mib * MiB, args.rounds,
                                   client_cpus)  # fmt: skip
             os.sched_setaffinity(0, all_cpus)  # the metadata clients below run where they like
+            certs = cluster.client_certs and str(cluster.client_certs)
             rows += asyncio.run(metadata_rows("", "apollo meta RPC, PostgreSQL", args.meta_seconds, args.concurrency,
-                                              cluster.meta_urls))  # fmt: skip
+                                              cluster.meta_urls, certs))  # fmt: skip
         rows += asyncio.run(metadata_rows(str(Path(tmp) / "ops.db"), "in-process, SQLite", args.meta_seconds,
                                           args.concurrency, None))  # fmt: skip
         rows += asyncio.run(metadata_rows(pg.create_database("ops"), "in-process, PostgreSQL", args.meta_seconds,

@@ -42,7 +42,8 @@ import procstat
 import report
 
 from apollo import limits
-from apollo.testing.server import DEV_ACCESS_KEY, DEV_SECRET_KEY, ServerProcess, ThrowawayCA, free_port
+from apollo.testing.certs import ThrowawayCA
+from apollo.testing.server import DEV_ACCESS_KEY, DEV_SECRET_KEY, ServerProcess, free_port
 
 KiB, MiB, GiB = 1024, 1024**2, 1024**3
 SCENARIOS = ("small", "medium", "large", "range", "list", "rss")

@@ -20,6 +20,7 @@ from rich.table import Table
 
 from apollo import errors
 from apollo.cli.common import expand_braces
+from apollo.client.tls import CERTS_ENV, CertError, environment_context
 from apollo.cluster import admin
 from apollo.cluster.tuning import parse_rate
 from apollo.proto.cluster_map import NODE_NAME
@@ -202,9 +203,14 @@ def _print_nodes(status: admin.Status) -> None:
 
 
 def _print_processes(status: admin.Status) -> None:
-    """One line per server (all-in-one) or storage node: does it answer, which version, since when."""
+    """One line per server (all-in-one) or storage node: does it answer, which version, since when. Nodes under
+    mutual TLS answer only a client with a certificate of the cluster CA: ``APOLLO_CERTS``, as native clients."""
+    try:
+        context = environment_context()
+    except CertError as exc:
+        sys.exit(f"apollo admin status: {CERTS_ENV}: {exc}")
     for node in status.nodes:
-        found = admin.probe(node.endpoint)
+        found = admin.probe(node.endpoint, ssl_context=context)
         name = "server" if node.name == NODE_NAME else f"node {node.name}"
         if not found.answering:
             console.print(f"{name} {node.endpoint}: NOT ANSWERING ({found.error}); last heartbeat "

@@ -112,12 +112,30 @@ def client_limits(args: argparse.Namespace) -> limits.ClientLimits:
     return limits.ClientLimits(args.client_timeout, args.max_requests_per_key, args.max_requests)
 
 
-def add_certs_flag(parser: argparse.ArgumentParser) -> None:
-    """``--certs`` of the S3 front doors, ``apollo server`` and ``apollo gateway`` (MinIO's layout)."""
-    parser.add_argument("--certs", type=Path, metavar="DIR",
-                        help="serve HTTPS only, with DIR/public.crt (certificate, then any chain) and "
-                             "DIR/private.key (PEM, unencrypted); reloaded on SIGHUP and when the files "
-                             "change")  # fmt: skip
+# What --certs means, per kind of process (MinIO's layout; docs/security.md, "TLS between roles").
+_CERTS_HELP = {
+    "front door": (
+        "serve HTTPS only, with DIR/public.crt (certificate, then any chain) and DIR/private.key (PEM, "
+        "unencrypted); reloaded on SIGHUP and when the files change"
+    ),
+    "gateway": (
+        "serve S3 over HTTPS only, with DIR/public.crt (certificate, then any chain) and DIR/private.key "
+        "(PEM, unencrypted), asking S3 clients for no certificate; with the cluster CA in DIR/CAs/*.crt, "
+        "call the metadata service and storage nodes over mutual TLS, presenting DIR/public.crt and "
+        "trusting that CA only; reloaded on SIGHUP and when the files change"
+    ),
+    "role": (
+        "mutual TLS: serve HTTPS only, with DIR/public.crt and DIR/private.key (PEM, unencrypted), to "
+        "peers with a certificate of the cluster CA in DIR/CAs/*.crt (required); calls to other roles "
+        "present DIR/public.crt and trust that CA only; reloaded on SIGHUP and when the files change"
+    ),
+}
+
+
+def add_certs_flag(parser: argparse.ArgumentParser, kind: str = "front door") -> None:
+    """``--certs DIR`` (MinIO's layout, ``apollo.client.tls``) of a ``kind`` of process: ``front door``
+    (``apollo server``), ``gateway``, or ``role`` (``apollo meta``, ``apollo storage``: mutual TLS)."""
+    parser.add_argument("--certs", type=Path, metavar="DIR", help=_CERTS_HELP[kind])
 
 
 def add_process_flags(parser: argparse.ArgumentParser, dev_help: str) -> None:

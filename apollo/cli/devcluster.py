@@ -3,6 +3,9 @@
 With ``--postgres`` it also runs PostgreSQL from Debian's packages in a temporary
 directory; without, the metadata service keeps SQLite in the data directory. Each
 process logs to ``DATA/<name>.log``; the command prints the endpoints and credentials.
+With ``--tls`` it makes a throwaway cluster CA and a certificate per role in ``DATA/tls``
+(new ones at every start) and runs every role with ``--certs``: mutual TLS between the
+roles, HTTPS for S3 clients; it prints what a client needs to connect.
 """
 
 from __future__ import annotations
@@ -13,8 +16,14 @@ import signal
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from apollo.testing.server import DEV_ACCESS_KEY, DEV_SECRET_KEY
+
+if TYPE_CHECKING:
+    from apollo.testing.cluster import LocalCluster
+
+CERT_DAYS = 30  # the throwaway CA's and certificates' lifetime: longer than any development session
 
 
 def cmd_dev_cluster(args: argparse.Namespace) -> None:
@@ -35,7 +44,7 @@ def cmd_dev_cluster(args: argparse.Namespace) -> None:
     else:
         database = str(root / "meta.db")
     cluster = LocalCluster(root, database, nodes=args.nodes, drives=args.drives, metas=args.metas,
-                           gateways=args.gateways, ec=args.ec)  # fmt: skip
+                           gateways=args.gateways, ec=args.ec, tls=args.tls, cert_days=CERT_DAYS)  # fmt: skip
     stop = False
 
     def interrupt(signum, frame) -> None:
@@ -53,7 +62,7 @@ def cmd_dev_cluster(args: argparse.Namespace) -> None:
         for gateway in cluster.gateways:
             print(f"  S3         {gateway.endpoint}")
         print(f"  access key {DEV_ACCESS_KEY}  secret key {DEV_SECRET_KEY}")
-        print(f"  native     apollo.client.Client({cluster.meta_urls!r}, {DEV_ACCESS_KEY!r}, {DEV_SECRET_KEY!r})")
+        _print_clients(cluster)
         print("Ctrl-C stops everything.", flush=True)
         reported: set[str] = set()
         while not stop:
@@ -69,6 +78,20 @@ def cmd_dev_cluster(args: argparse.Namespace) -> None:
         print("dev cluster stopped")
 
 
+def _print_clients(cluster: LocalCluster) -> None:
+    """How a native client (and, under TLS, an S3 client) connects."""
+    keys = f"{cluster.meta_urls!r}, {DEV_ACCESS_KEY!r}, {DEV_SECRET_KEY!r}"
+    if cluster.certs is None:
+        print(f"  native     apollo.client.Client({keys})")
+        return
+    certs = cluster.client_certs
+    print(f"  TLS        mutual between roles; cluster CA {cluster.ca_file}; each role's --certs in {certs.parent}/")
+    print(f"  client     certificate {certs}/public.crt, key {certs}/private.key, CA {certs}/CAs/ca.crt")
+    print(f"  native     apollo.client.Client({keys}, certs={str(certs)!r})  (or APOLLO_CERTS={certs})")
+    print(f"  aws cli    aws --endpoint-url {cluster.gateways[0].endpoint if cluster.gateways else 'https://...'} "
+          f"--ca-bundle {cluster.ca_file} s3 ls")  # fmt: skip
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("dev-cluster", help="run a whole local cluster (meta, storage nodes, gateway) until Ctrl-C")
     parser.add_argument("--nodes", type=int, default=6, help="storage nodes (default 6)")
@@ -79,4 +102,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--postgres", action="store_true", help="metadata in a throwaway PostgreSQL server")
     parser.add_argument("--data", default="apollo-dev-cluster", help="directory for drives and logs")
     parser.add_argument("--fresh", action="store_true", help="delete the data directory first")
+    parser.add_argument("--tls", action="store_true",
+                        help="mutual TLS between the roles, HTTPS for S3; a throwaway CA in DATA/tls")  # fmt: skip
     parser.set_defaults(func=cmd_dev_cluster)

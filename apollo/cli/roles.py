@@ -25,6 +25,8 @@ from apollo.cli.common import (
     expand_braces,
 )
 
+META_HELP = "metadata service URL(s), comma-separated: http://meta1:9100,http://meta2:9100 (https:// with --certs)"
+
 
 def _service_key(args: argparse.Namespace) -> tuple[str, str]:
 
@@ -42,7 +44,7 @@ def cmd_meta(args: argparse.Namespace) -> None:
     user, password = credentials(args)
     try:
         run(MetaConfig(args.database, host, port, user, password, args.drive_reserve, args.manager_lease,
-                       args.gc_delay, args.upload_expiry))  # fmt: skip
+                       args.gc_delay, args.upload_expiry, certs=args.certs))  # fmt: skip
     except MetadataUnavailable as exc:  # the database refused or is away at start: one line, not a traceback
         sys.exit(f"apollo meta: {exc}")
 
@@ -55,7 +57,7 @@ def cmd_storage(args: argparse.Namespace) -> None:
     host, port = address(args.address, 9200)
     access, secret = _service_key(args)
     config = StorageConfig(drives, args.meta, access, secret, host, port, rack=args.rack,
-                           advertise=args.advertise or "")  # fmt: skip
+                           advertise=args.advertise or "", certs=args.certs)  # fmt: skip
     if args.name:
         config.name = args.name
     run(config)
@@ -84,26 +86,25 @@ def register(sub: argparse._SubParsersAction) -> None:
     meta.add_argument("--database", required=True, help="postgresql://user@host:port/db (or a SQLite file)")
     meta.add_argument("--address", default="127.0.0.1:9100")
     add_manager_flags(meta)
+    add_certs_flag(meta, "role")
     meta.set_defaults(func=cmd_meta)
 
     storage = sub.add_parser("storage", help="run a storage node of a cluster")
     storage.add_argument("drives", nargs="+", help="drive directories (brace ranges like /data/d{1...6} expand)")
-    storage.add_argument(
-        "--meta", required=True, help="metadata service URL(s), comma-separated: http://meta1:9100,http://meta2:9100"
-    )
+    storage.add_argument("--meta", required=True, help=META_HELP)
     storage.add_argument("--address", default="127.0.0.1:9200")
-    storage.add_argument("--advertise", help="URL others reach this node at (default http://ADDRESS)")
+    storage.add_argument("--advertise", help="URL others reach this node at (default http://ADDRESS, "
+                                              "https://ADDRESS with --certs)")  # fmt: skip
     storage.add_argument("--name", help="node name, unique in the cluster (default: the host name)")
     storage.add_argument("--rack", default="", help="failure domain above the node: shards spread over racks")
+    add_certs_flag(storage, "role")
     storage.set_defaults(func=cmd_storage)
 
     gateway = sub.add_parser("gateway", help="run an S3 gateway of a cluster")
-    gateway.add_argument(
-        "--meta", required=True, help="metadata service URL(s), comma-separated: http://meta1:9100,http://meta2:9100"
-    )
+    gateway.add_argument("--meta", required=True, help=META_HELP)
     gateway.add_argument("--address", default="127.0.0.1:9000")
     add_writer_flags(gateway, "erasure code K+M (or repN) of new objects", ec_default="4+2")
-    add_certs_flag(gateway)
+    add_certs_flag(gateway, "gateway")
     gateway.set_defaults(func=cmd_gateway)
 
     for parser in (meta, storage, gateway):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Callable
 
 import aiohttp
@@ -12,8 +13,11 @@ from apollo.proto.cluster_map import ClusterMap
 
 class NodeDirectory:
     def __init__(self, session: aiohttp.ClientSession, token_for: TokenSource, timeouts: Timeouts,
-                 on_epoch: Callable[[int], None] | None = None) -> None:  # fmt: skip
+                 on_epoch: Callable[[int], None] | None = None,
+                 ssl_context: ssl.SSLContext | None = None) -> None:  # fmt: skip
+        """``ssl_context``: the TLS context every node is called with (``RemoteStorageNode``)."""
         self.session = session
+        self.ssl_context = ssl_context
         self.token_for = token_for
         self.timeouts = timeouts
         self.on_epoch = on_epoch
@@ -26,7 +30,8 @@ class NodeDirectory:
         for endpoint in endpoints.values():
             if endpoint not in self._by_endpoint:
                 self._by_endpoint[endpoint] = RemoteStorageNode(endpoint, [], self.token_for, self.session,
-                                                                self.timeouts, self.on_epoch)  # fmt: skip
+                                                                self.timeouts, self.on_epoch,
+                                                                self.ssl_context)  # fmt: skip
         for drive in cluster.drives:
             endpoint = endpoints.get(drive.node)
             if endpoint is not None:

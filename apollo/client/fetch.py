@@ -145,14 +145,16 @@ class _Exchange(asyncio.BufferedProtocol):
 class ShardFetcher:
     """Keep-alive connections to one storage node, for its shard GETs."""
 
-    def __init__(self, endpoint: str, connect_timeout_s: float) -> None:
+    def __init__(self, endpoint: str, connect_timeout_s: float, ssl_context: ssl.SSLContext | None = None) -> None:
+        """``ssl_context``: what an ``https://`` node is verified with, and the client certificate shown to it
+        (the caller's ``apollo.client.tls`` context, the one its aiohttp requests use too); None: aiohttp's
+        default (the system's CAs, or the file SSL_CERT_FILE names), so both paths of the client trust the same."""
         url = urlsplit(endpoint)
         if url.scheme not in ("http", "https") or not url.hostname:
             raise ValueError(f"storage node endpoint {endpoint!r}: only http(s)://host:port is spoken")
         self.host, self.port = url.hostname, url.port or (443 if url.scheme == "https" else 80)
-        # An ``apollo server --certs`` serves its shards over HTTPS. Verified like aiohttp's default (the
-        # system's CAs, or the file SSL_CERT_FILE names), so both paths of the native client trust the same.
-        self.ssl = ssl.create_default_context() if url.scheme == "https" else None
+        # An ``apollo server --certs`` serves its shards over HTTPS, an ``apollo storage --certs`` over mutual TLS.
+        self.ssl = (ssl_context or ssl.create_default_context()) if url.scheme == "https" else None
         self.connect_timeout_s = connect_timeout_s
         self._idle: list[_Exchange] = []
         self._open: set[_Exchange] = set()

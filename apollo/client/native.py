@@ -35,6 +35,7 @@ from apollo.client.context import ClientContext
 from apollo.client.engine import ObjectEngine
 from apollo.client.remote_meta import RemoteMeta
 from apollo.client.remote_storage import Timeouts
+from apollo.client.tls import client_context, environment_context
 from apollo.client.writer import write_quorum as quorum_of
 from apollo.proto.layout import Scheme
 from apollo.proto.records import Conditions, ObjectAttrs, Version
@@ -93,10 +94,20 @@ class AsyncClient:
     def __init__(
         self, meta_url: str, access_key: str, secret_key: str, *, scheme: str = "4+2",
         cell_size: int = limits.cell_size_bytes_default, timeouts: Timeouts | None = None,
-        write_quorum: int | None = None,
+        write_quorum: int | None = None, certs: str | os.PathLike | None = None,
     ) -> None:  # fmt: skip
         """``meta_url``: one or more metadata services, comma-separated. ``write_quorum``: shards that must
-        be durable before a put returns (default and minimum k+1; k+m waits for every shard)."""
+        be durable before a put returns (default and minimum k+1; k+m waits for every shard).
+
+        ``certs``: a certificate directory for ``https://`` clusters (default: ``$APOLLO_CERTS``, if set), laid
+        out as the roles' ``--certs``: ``public.crt`` and ``private.key``, the client certificate a cluster with
+        mutual TLS demands, and ``CAs/*.crt``, the cluster CA, then the only one trusted for the metadata
+        services and the storage nodes (``apollo.client.tls``). Without one, ``https://`` is verified with the
+        system's CAs (or ``SSL_CERT_FILE``) and no client certificate is shown.
+
+        :raises CertError: (``apollo.client.tls``) a ``certs`` directory that is missing or broken.
+        """
+        self._ssl = client_context(certs) if certs is not None else environment_context()  # a broken one fails here
         self._meta_url = meta_url
         self._keys = (access_key, secret_key)
         self._scheme = Scheme.parse(scheme)
@@ -111,7 +122,7 @@ class AsyncClient:
     async def connect(self) -> AsyncClient:
         """:raises AccessDenied: a wrong key. :raises MetadataUnavailable: no metadata service answers."""
         self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0), read_bufsize=4 << 20)
-        self._meta = RemoteMeta(self._meta_url, *self._keys, self._session, self._timeouts)
+        self._meta = RemoteMeta(self._meta_url, *self._keys, self._session, self._timeouts, ssl_context=self._ssl)
         try:
             await self._meta.start()
         except BaseException:
@@ -412,6 +423,7 @@ class Client:
 
 
 def from_environment(**options: Any) -> Client:
-    """A ``Client`` from ``APOLLO_META_URL``, ``APOLLO_ACCESS_KEY`` and ``APOLLO_SECRET_KEY``."""
+    """A ``Client`` from ``APOLLO_META_URL``, ``APOLLO_ACCESS_KEY`` and ``APOLLO_SECRET_KEY`` (and, for a
+    cluster with mutual TLS, ``APOLLO_CERTS``, which every client reads when not given ``certs``)."""
     return Client(os.environ["APOLLO_META_URL"], os.environ["APOLLO_ACCESS_KEY"], os.environ["APOLLO_SECRET_KEY"],
                   **options)  # fmt: skip

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -31,6 +32,7 @@ import aiohttp
 from apollo import errors, limits, tokens
 from apollo.client.directory import NodeDirectory
 from apollo.client.remote_storage import Timeouts
+from apollo.client.tls import CERTS_ENV, refuses_us, tls_failure
 from apollo.eventloop import every
 from apollo.proto import codec, meta_api, routes, signing
 from apollo.proto.cluster_map import ClusterMap
@@ -48,6 +50,12 @@ OUTAGE_TIMEOUT = aiohttp.ClientTimeout(total=3.0, connect=1.0)
 UNAVAILABLE = "the metadata service is unavailable; retry later"  # what callers see: no URL, no traceback
 TOKENS_KEPT = 100_000
 
+
+def _retry_safe(method: str) -> bool:
+    declared = meta_api.REMOTE.get(method)
+    return declared is not None and declared.retry_safe
+
+
 def _remote(name: str):
     """The stub of a remote call: the service binds the arguments to its own signature."""
 
@@ -60,17 +68,22 @@ def _remote(name: str):
 
 class RemoteMeta:
     def __init__(self, endpoint: str, access_key: str, secret_key: str, session: aiohttp.ClientSession,
-                 storage_timeouts: Timeouts | None = None) -> None:  # fmt: skip
+                 storage_timeouts: Timeouts | None = None, *,
+                 ssl_context: ssl.SSLContext | None = None) -> None:  # fmt: skip
+        """``ssl_context``: the TLS context of every call to an ``https://`` metadata service or storage node
+        (``apollo.client.tls``: the cluster CA and, under mutual TLS, this process's client certificate);
+        None: aiohttp's defaults."""
         # Several metadata services (comma-separated): a call that cannot connect moves on to the next.
         self.endpoints = [e.strip().rstrip("/") for e in endpoint.split(",") if e.strip()]
         self._current = 0
         self.access_key = access_key
         self.secret_key = secret_key
         self.session = session
+        self.ssl: ssl.SSLContext | bool = ssl_context or True  # aiohttp's per-request ``ssl``: True is its default
         self.storage_timeouts = storage_timeouts or Timeouts()
         self.map = ClusterMap(epoch=-1)
         self.placement = Placement()  # follows the cluster map; writers leave out drives they find full
-        self.directory = NodeDirectory(session, self.token_for, self.storage_timeouts, self._saw_epoch)
+        self.directory = NodeDirectory(session, self.token_for, self.storage_timeouts, self._saw_epoch, ssl_context)
         self.nodes = self.directory.nodes  # drive id -> its node; updated in place
         self._tokens: OrderedDict[tuple[str, str], str] = OrderedDict()
         self._service_tokens: tuple[float, dict[str, str]] = (0.0, {})
@@ -97,24 +110,28 @@ class RemoteMeta:
         outage = not patient
         deadline = time.monotonic() + (0.0 if outage else RETRY_FOR_S)
         tries_left = len(self.endpoints) if outage else None
+        tls_refused = 0  # services in a row whose TLS handshake failed
         delay = 0.05
         while True:
             headers = signing.sign("POST", path, body, self.access_key, self.secret_key)
             try:
                 timeout = OUTAGE_TIMEOUT if outage else CALL_TIMEOUT
-                async with self.session.post(self.endpoint + path, data=body, headers=headers,
-                                             timeout=timeout) as response:  # fmt: skip
+                async with self.session.post(self.endpoint + path, data=body, headers=headers, timeout=timeout,
+                                             ssl=self.ssl) as response:  # fmt: skip
                     reply = codec.loads(await response.read())
                 break
-            except aiohttp.ClientConnectorError as exc:  # never reached the service: always safe to retry
-                failure: Exception = exc
-                self._current = (self._current + 1) % len(self.endpoints)
             except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
-                declared = meta_api.REMOTE.get(method)
-                if declared is None or not declared.retry_safe:
+                failure = exc
+                # A connection never made is always safe to retry; one cut off after the call went out is
+                # safe only for the calls the API declares so.
+                safe = isinstance(exc, aiohttp.ClientConnectorError) or _retry_safe(method)
+                refusal = await self._tls_refusal(exc)
+                if refusal is not None:  # the next service may take the call, when it is safe to send again
+                    tls_refused += 1
+                    self._tls_refused(method, refusal, give_up=tls_refused >= len(self.endpoints) or not safe)
+                elif not safe:
                     log.warning("metadata call %s to %s cut off, outcome unknown: %r", method, self.endpoint, exc)
                     raise errors.MetadataUnavailable(UNAVAILABLE) from exc
-                failure = exc
                 self._current = (self._current + 1) % len(self.endpoints)
             if tries_left is not None:
                 tries_left -= 1
@@ -132,6 +149,31 @@ class RemoteMeta:
         while len(self._tokens) > TOKENS_KEPT:
             self._tokens.popitem(last=False)
         return reply["result"]
+
+    async def _tls_refusal(self, failure: Exception) -> str | None:
+        """What went wrong with TLS, when a call failed over it: a certificate refused either way (ours by
+        the service, or the service's by us), or a peer that speaks no TLS; None for any other failure."""
+        refusal = tls_failure(failure)
+        if refusal is not None:
+            return getattr(refusal, "verify_message", None) or refusal.reason or str(refusal)
+        # A role under mutual TLS refuses our certificate by hanging up, with no alert (``refuses_us``).
+        hung_up = isinstance(failure, aiohttp.ServerDisconnectedError) and self.endpoint.startswith("https://")
+        if hung_up and await refuses_us(self.endpoint, self.ssl if isinstance(self.ssl, ssl.SSLContext) else None):
+            return "it ends our connections after the TLS handshake: no client certificate, or one it does not trust"
+        return None
+
+    def _tls_refused(self, method: str, detail: str, give_up: bool) -> None:
+        """A certificate refused, ours by the service or the service's by us. When every service refuses,
+        waiting will not mend it (a configuration error), and a write that may have gone out is not sent
+        again: then raise at once, saying what failed.
+
+        :raises MetadataUnavailable: ``give_up``.
+        """
+        log.warning("metadata call %s: TLS with %s failed: %s", method, self.endpoint, detail)
+        if give_up:
+            raise errors.MetadataUnavailable(f"TLS with the metadata service failed ({detail}): check the "
+                                             f"certificates (certs= or {CERTS_ENV} of a client, --certs DIR of a "
+                                             f"role) against the cluster CA")  # fmt: skip
 
     def token_for(self, op: str, segment_id: str) -> str:
         token = self._tokens.get((segment_id, op))

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import json
+import ssl
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
@@ -120,6 +121,7 @@ class _RemoteSink(ShardSink):
             data=self._body(),
             headers={TOKEN_HEADER: token},
             timeout=aiohttp.ClientTimeout(connect=self._node.timeouts.connect_s),
+            ssl=self._node.ssl,
         ) as r:
             self._node.saw(r.headers.get(EPOCH_HEADER))
             await _raise_for(r)
@@ -172,8 +174,11 @@ class _RemoteSink(ShardSink):
 class RemoteStorageNode(StorageNode):
     def __init__(self, endpoint: str, drive_ids: list[str], token_for: TokenSource,
                  session: aiohttp.ClientSession, timeouts: Timeouts = Timeouts(),
-                 on_epoch: Callable[[int], None] | None = None) -> None:  # fmt: skip
-        """``on_epoch(epoch)``: called with the map epoch of every answer (the owner refreshes a stale map)."""
+                 on_epoch: Callable[[int], None] | None = None,
+                 ssl_context: ssl.SSLContext | None = None) -> None:  # fmt: skip
+        """``on_epoch(epoch)``: called with the map epoch of every answer (the owner refreshes a stale map).
+        ``ssl_context``: for an ``https://`` node, what verifies it and shows it our client certificate
+        (``apollo.client.tls``), on every request of both paths; None: the defaults of an HTTPS client."""
         self.endpoint = endpoint.rstrip("/")
         self._drive_ids = list(drive_ids)
         self.token_for = token_for
@@ -181,7 +186,8 @@ class RemoteStorageNode(StorageNode):
         self.timeouts = timeouts
         self.suspect_until = 0.0  # monotonic
         self.on_epoch = on_epoch
-        self.fetcher = ShardFetcher(self.endpoint, timeouts.connect_s)  # shard reads, copied once
+        self.ssl: ssl.SSLContext | bool = ssl_context or True  # aiohttp's per-request ``ssl``: True is its default
+        self.fetcher = ShardFetcher(self.endpoint, timeouts.connect_s, ssl_context)  # shard reads, copied once
 
     def saw(self, epoch: str | None) -> None:
         """An answer's ``X-Apollo-Epoch``: the owner refreshes its map when it is behind."""
@@ -220,7 +226,7 @@ class RemoteStorageNode(StorageNode):
         self.check_reachable()
         try:
             async with self.session.request(method, url, params=params, headers={TOKEN_HEADER: token},
-                                            timeout=timeout) as response:  # fmt: skip
+                                            timeout=timeout, ssl=self.ssl) as response:  # fmt: skip
                 self.saw(response.headers.get(EPOCH_HEADER))
                 if method == "DELETE" and response.status == 404:
                     return 0

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import ssl
 import time
 import urllib.request
 from collections.abc import Collection
@@ -431,10 +432,12 @@ class ProcessProbe:
     error: str = ""
 
 
-def probe(endpoint: str, timeout_s: float = 3.0) -> ProcessProbe:
-    """Ask the process at ``endpoint`` (unauthenticated /metrics: no key needed, none revealed)."""
+def probe(endpoint: str, timeout_s: float = 3.0, ssl_context: ssl.SSLContext | None = None) -> ProcessProbe:
+    """Ask the process at ``endpoint`` (unauthenticated /metrics: no key needed, none revealed).
+    ``ssl_context``: for an ``https://`` node; under mutual TLS it must carry a client certificate of the
+    cluster CA (``apollo.client.tls.environment_context``: ``APOLLO_CERTS``)."""
     try:
-        with urllib.request.urlopen(f"{endpoint}/metrics", timeout=timeout_s) as answer:
+        with urllib.request.urlopen(f"{endpoint}/metrics", timeout=timeout_s, context=ssl_context) as answer:
             text = answer.read().decode()
     except (OSError, ValueError) as exc:
         reason = getattr(exc, "reason", exc)

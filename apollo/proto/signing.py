@@ -5,7 +5,8 @@ A request carries ``X-Apollo-Date`` (unix seconds) and
 is HMAC-SHA256 under the key's secret of ``method \\n path \\n date \\n sha256(body)``.
 That is SigV4's idea without its canonicalisation (both ends are Apollo, and the body
 hash covers every argument). A request more than ``SKEW_S`` away from the server's
-clock is refused, which bounds replays; TLS between hosts is the deployment's job.
+clock is refused, which bounds replays; mutual TLS between the roles (``--certs`` with the cluster CA,
+``apollo.roles.tls``) keeps calls from being captured and replayed within that window.
 """
 
 from __future__ import annotations

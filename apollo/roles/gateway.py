@@ -25,7 +25,7 @@ from apollo.eventloop import install_uvloop
 from apollo.gateway.app import READY, build_app
 from apollo.proto.layout import Scheme
 from apollo.roles import log_shutdown
-from apollo.roles.tls import ServingCerts, serving_certs
+from apollo.roles.tls import ServingCerts, check_https, serving_certs
 
 log = logging.getLogger("apollo.gateway")
 
@@ -42,13 +42,17 @@ class GatewayConfig:
     domain: str | None = None
     write_quorum: int | None = None  # default k+1
     client_limits: limits.ClientLimits = field(default_factory=limits.ClientLimits)
-    certs: Path | None = None  # --certs: serve S3 over HTTPS only (DIR/public.crt, DIR/private.key)
+    # --certs: serve S3 over HTTPS only (DIR/public.crt, DIR/private.key); with the cluster CA in DIR/CAs,
+    # also call the metadata service and the storage nodes over mutual TLS, presenting DIR/public.crt.
+    certs: Path | None = None
 
 
 async def build_gateway(config: GatewayConfig, certs: ServingCerts | None = None) -> web.Application:
     """The S3 app over a remote metadata service; built inside the running event loop (``run_app`` awaits it)."""
     session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
-    meta = await RemoteMeta(config.meta_url, config.access_key, config.secret_key, session).start(service=True)
+    meta = RemoteMeta(config.meta_url, config.access_key, config.secret_key, session,
+                      ssl_context=certs.client if certs else None)  # fmt: skip
+    await meta.start(service=True)
     ctx = ClientContext(meta, meta.nodes, on_damage=[metrics.record_damage], on_decode=[metrics.ec_decoded_stripes.inc])
     engine = ObjectEngine(ctx, config.scheme, config.cell_size, config.write_quorum)
     app = build_app(engine, config.domain, client_limits=config.client_limits)
@@ -77,7 +81,9 @@ def run(config: GatewayConfig) -> None:
     certs = None
     if config.certs:
         signal.signal(signal.SIGHUP, signal.SIG_IGN)  # a reload once the event loop runs; never an exit
-        certs = serving_certs(config.certs, log, "apollo gateway")  # a bad pair: one line, exit 1
+        certs = serving_certs(config.certs, log, "apollo gateway", cluster=True)  # a bad pair: one line, exit 1
+        if certs.client is not None:
+            check_https(config.meta_url, "apollo gateway", "--meta")
     install_uvloop()
     metrics.serve_role("gateway")
     log.info("Apollo %s S3 gateway %s://%s:%d  metadata %s", __version__, "https" if certs else "http", config.host,

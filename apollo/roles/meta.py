@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import socket
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 
 import aiohttp
 from aiohttp import web
@@ -34,6 +36,7 @@ from apollo.meta.rpc_service import MetaRpc, build_meta_app
 from apollo.meta.service import MetaService
 from apollo.meta.store import SqlStore
 from apollo.roles import log_shutdown
+from apollo.roles.tls import ServingCerts, serving_certs
 
 log = logging.getLogger("apollo.meta")
 
@@ -49,11 +52,15 @@ class MetaConfig:
     manager_lease_ttl_s: float = limits.manager_lease_ttl_s_default
     gc_delay_s: float = limits.gc_deleted_data_delay_s
     upload_expiry_s: float = limits.upload_expiry_s_default
+    certs: Path | None = None  # --certs: mutual TLS (DIR/public.crt, DIR/private.key, the cluster CA in DIR/CAs)
 
 
 class MetaProcess:
-    def __init__(self, config: MetaConfig) -> None:
+    def __init__(self, config: MetaConfig, certs: ServingCerts | None = None) -> None:
+        """``certs``: the port's TLS and, for the calls to storage nodes (repair, scrub, GC), this
+        service's client certificate and the cluster CA."""
         self.config = config
+        self.certs = certs
         self.store = SqlStore(config.database)
         self.store.gc_delay_s = config.gc_delay_s
         if self.store.get_setting("deployment_id") is None:
@@ -67,10 +74,13 @@ class MetaProcess:
         self.rpc = MetaRpc(self.meta, self.keyring, config.drive_reserve_bytes)
         self.app = build_meta_app(self.rpc)
         self.app.cleanup_ctx.append(self._background)
+        if certs is not None:
+            certs.install(self.app)
 
     async def _background(self, app: web.Application):
         session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
-        self.directory = NodeDirectory(session, self._service_token, Timeouts())
+        self.directory = NodeDirectory(session, self._service_token, Timeouts(),
+                                       ssl_context=self.certs.client if self.certs else None)  # fmt: skip
         self.drives = ClusterDrives(self.meta, self.rpc.cluster_map)
         ctx = ClientContext(self.meta, self.directory.nodes)
         holder = f"meta@{socket.gethostname()}:{self.config.port}"
@@ -102,10 +112,16 @@ class MetaProcess:
 
 
 def run(config: MetaConfig) -> None:
+    certs = None
+    if config.certs:
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)  # a reload once the event loop runs; never an exit
+        # First: a bad directory is one line and exit 1 before the database is touched.
+        certs = serving_certs(config.certs, log, "apollo meta", require_client_certs=True)
     install_uvloop()
     metrics.serve_role("meta")
-    process = MetaProcess(config)
-    log.info("Apollo %s metadata service http://%s:%d  database=%s", __version__, config.host, config.port,
-             process.store.engine.name)  # fmt: skip
+    process = MetaProcess(config, certs)
+    log.info("Apollo %s metadata service %s://%s:%d  database=%s", __version__, "https" if certs else "http",
+             config.host, config.port, process.store.engine.name)  # fmt: skip
     log_shutdown(process.app, log, "metadata service")
-    web.run_app(process.app, host=config.host, port=config.port, print=None, access_log=None)
+    web.run_app(process.app, host=config.host, port=config.port, print=None, access_log=None,
+                ssl_context=certs.context if certs else None)  # fmt: skip

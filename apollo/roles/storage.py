@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +24,7 @@ from apollo.client.remote_meta import RemoteMeta
 from apollo.errors import ApolloError
 from apollo.eventloop import every, install_uvloop
 from apollo.roles import log_shutdown
+from apollo.roles.tls import ServingCerts, check_https, serving_certs
 from apollo.storage.attach import attach_drives, clear_interrupted
 from apollo.storage.node import LocalStorageNode
 from apollo.storage.service import NodeState, build_storage_app
@@ -40,22 +42,42 @@ class StorageConfig:
     port: int = 9200
     name: str = field(default_factory=socket.gethostname)
     rack: str = ""
-    advertise: str = ""  # the endpoint others use to reach this node; default http://host:port
+    advertise: str = ""  # the endpoint others use to reach this node; default http(s)://host:port
+    certs: Path | None = None  # --certs: mutual TLS (DIR/public.crt, DIR/private.key, the cluster CA in DIR/CAs)
+
+
+def endpoint(config: StorageConfig) -> str:
+    """What the node registers in the cluster map: ``--advertise``, else its address, ``https://`` with
+    ``--certs`` (the port then speaks nothing else, and clients choose TLS by the map's scheme).
+
+    :raises SystemExit: an ``http://`` ``--advertise`` with ``--certs``: nobody could reach the node at it.
+    """
+    scheme = "https" if config.certs else "http"
+    if config.advertise and config.certs and not config.advertise.startswith("https://"):
+        raise SystemExit(f"apollo storage: --advertise {config.advertise} is not https://, but --certs makes "
+                         f"this node speak TLS only")  # fmt: skip
+    return (config.advertise or f"{scheme}://{config.host}:{config.port}").rstrip("/")
 
 
 class StorageProcess:
-    def __init__(self, config: StorageConfig) -> None:
+    def __init__(self, config: StorageConfig, certs: ServingCerts | None = None) -> None:
+        """``certs``: the port's TLS and, for the calls to the metadata service, this node's client certificate
+        and the cluster CA."""
         self.config = config
-        self.endpoint = config.advertise or f"http://{config.host}:{config.port}"
+        self.certs = certs
+        self.endpoint = endpoint(config)
         self.keyring = tokens.Keyring()
         self.state = NodeState()
         self.node = LocalStorageNode([])
         self.app = build_storage_app(self.node, self.keyring, self.state)
         self.app.cleanup_ctx.append(self._lifecycle)
+        if certs is not None:
+            certs.install(self.app)
 
     async def _lifecycle(self, app: web.Application):
         session = aiohttp.ClientSession()
-        meta = RemoteMeta(self.config.meta_url, self.config.access_key, self.config.secret_key, session)
+        meta = RemoteMeta(self.config.meta_url, self.config.access_key, self.config.secret_key, session,
+                          ssl_context=self.certs.client if self.certs else None)  # fmt: skip
         try:
             await self._join(meta)
         except ApolloError as exc:  # a wrong key, the service unreachable for long: say so, no traceback
@@ -108,10 +130,17 @@ class StorageProcess:
 
 
 def run(config: StorageConfig) -> None:
+    certs = None
+    if config.certs:
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)  # a reload once the event loop runs; never an exit
+        # First: a bad directory is one line and exit 1 before a drive is touched.
+        certs = serving_certs(config.certs, log, "apollo storage", require_client_certs=True)
+        check_https(config.meta_url, "apollo storage", "--meta")
     install_uvloop()
     metrics.serve_role("storage")
-    process = StorageProcess(config)
-    log.info("Apollo %s storage node %s http://%s:%d  drives=%d  metadata %s", __version__, config.name, config.host,
-             config.port, len(config.drives), config.meta_url)  # fmt: skip
+    process = StorageProcess(config, certs)
+    log.info("Apollo %s storage node %s %s://%s:%d  drives=%d  metadata %s", __version__, config.name,
+             "https" if certs else "http", config.host, config.port, len(config.drives), config.meta_url)  # fmt: skip
     log_shutdown(process.app, log, f"storage node {config.name}")
-    web.run_app(process.app, host=config.host, port=config.port, print=None, access_log=None)
+    web.run_app(process.app, host=config.host, port=config.port, print=None, access_log=None,
+                ssl_context=certs.context if certs else None)  # fmt: skip

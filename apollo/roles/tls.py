@@ -1,14 +1,19 @@
-"""HTTPS for the S3 front doors (``apollo server`` and ``apollo gateway`` with ``--certs DIR``).
+"""HTTPS for Apollo's listeners (``--certs DIR``), mutual TLS between the roles of a cluster, and reloads.
 
-MinIO's convention, so operators and their tooling (cert-manager secrets, certbot hooks) need nothing new:
-``DIR/public.crt`` holds the certificate, optionally followed by its chain, ``DIR/private.key`` its key,
-both PEM, the key unencrypted (a process that restarts unattended has nobody to type a passphrase).
+The directory's layout (MinIO's: ``DIR/public.crt``, ``DIR/private.key``, ``DIR/CAs/*.crt``) and how its files
+are read and checked are ``apollo.client.tls``'s, shared with native clients. What the CAs mean depends on
+the process (``ServingCerts``): the front doors (``apollo server``, a gateway's S3 port) never ask for a client
+certificate; ``apollo meta`` and ``apollo storage`` admit only peers with a certificate the cluster CA issued;
+every cluster role that calls another (storage node and gateway to the metadata service, metadata service
+and gateway to storage nodes) presents its own certificate and trusts only the cluster CA.
 
 Certificates are short-lived nowadays, so a new pair is taken without a restart and without dropping a
-connection: on SIGHUP and when either file changes (checked every ``CHECK_INTERVAL_S``), the pair is loaded
-into the same ``SSLContext``. OpenSSL copies the certificate into each connection when it starts, so new
-handshakes present the new one and connections already open keep theirs. A pair that does not load is
-logged and the one in use stays: a half-copied renewal must never take the front door down.
+connection: on SIGHUP and when a file changes (checked every ``CHECK_INTERVAL_S``), the pair is loaded
+into the same ``SSLContext`` objects, serving and calling. OpenSSL copies the certificate into each
+connection when it starts, so new handshakes present the new one and connections already open keep
+theirs. A pair that does not load is logged and the one in use stays: a half-copied renewal must never take
+a listener down. A CA added to ``DIR/CAs`` is trusted from the reload on; one removed stays trusted until a
+restart (OpenSSL cannot take a CA out of a live context), which the log says.
 """
 
 from __future__ import annotations
@@ -18,7 +23,6 @@ import contextlib
 import hashlib
 import logging
 import os
-import re
 import signal
 import ssl
 from collections.abc import AsyncIterator
@@ -26,75 +30,29 @@ from pathlib import Path
 
 from aiohttp import web
 
-CERT_FILE = "public.crt"
-KEY_FILE = "private.key"
+from apollo.client.tls import (
+    CAS_DIR,
+    CERT_BLOCK,
+    CERT_FILE,
+    KEY_FILE,
+    CertError,
+    ca_files,
+    calling_context,
+    check_pair,
+    load_pair,
+    read_cas,
+    read_pair,
+)
+
+__all__ = ["CertError", "ServingCerts", "check_https", "fingerprint", "serving_certs"]
+
 CHECK_INTERVAL_S = 3.0  # how often the files' modification times are compared
-_CERT_BLOCK = re.compile(rb"-----BEGIN CERTIFICATE-----\s+[A-Za-z0-9+/=\s]+?-----END CERTIFICATE-----")
-
-
-class CertError(Exception):
-    """A certificate pair that cannot serve; the message is one line for an operator."""
-
-
-def _encrypted(*_args: object) -> bytes:
-    """The password callback: reached only for an encrypted key. Without it OpenSSL would prompt on the
-    terminal and block the start (or a reload) forever."""
-    raise CertError("the key is encrypted: give Apollo an unencrypted key (readable by its user only)")
-
-
-def _snapshot(directory: Path) -> tuple[bytes, bytes]:
-    """Both files' bytes, read once: what is checked is then exactly what is loaded, even while a renewal
-    rewrites the files."""
-    data = []
-    for name in (CERT_FILE, KEY_FILE):
-        path = directory / name
-        try:
-            data.append(path.read_bytes())
-        except FileNotFoundError:
-            raise CertError(f"{path} is missing (--certs DIR needs {CERT_FILE} and {KEY_FILE}, PEM)") from None
-        except OSError as exc:
-            raise CertError(f"cannot read {path}: {exc.strerror or exc}") from None
-    return data[0], data[1]
-
-
-def _load(context: ssl.SSLContext, cert: bytes, key: bytes) -> None:
-    """``load_cert_chain`` from bytes: it takes paths only, so the bytes go through memory files (memfd),
-    never a temp file on disk with the private key in it."""
-    fds = [os.memfd_create(name, os.MFD_CLOEXEC) for name in ("apollo-cert", "apollo-key")]
-    try:
-        for fd, data in zip(fds, (cert, key), strict=True):
-            os.write(fd, data)
-        context.load_cert_chain(f"/proc/self/fd/{fds[0]}", f"/proc/self/fd/{fds[1]}", password=_encrypted)
-    finally:
-        for fd in fds:
-            os.close(fd)
-
-
-def _check_pair(cert: bytes, key: bytes, directory: Path) -> None:
-    """Load the pair into a scratch context first. Loading straight into the serving one is not safe:
-    OpenSSL replaces the certificate before it checks the key, so a mismatched key would leave the live
-    context with a new certificate and no key, and every new handshake would fail."""
-    if not _CERT_BLOCK.search(cert):
-        raise CertError(f"{directory / CERT_FILE} holds no PEM certificate (-----BEGIN CERTIFICATE-----)")
-    if b"PRIVATE KEY-----" not in key:
-        raise CertError(f"{directory / KEY_FILE} holds no PEM private key (-----BEGIN ... PRIVATE KEY-----)")
-    try:
-        _load(ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER), cert, key)
-    except CertError as exc:  # from the password callback, which does not know the directory
-        raise CertError(f"{directory / KEY_FILE}: {exc}") from None
-    except ssl.SSLError as exc:
-        if "KEY_VALUES_MISMATCH" in str(exc) or exc.reason == "KEY_VALUES_MISMATCH":
-            raise CertError(f"{directory / KEY_FILE} is not the key of the certificate in "
-                            f"{directory / CERT_FILE}") from None  # fmt: skip
-        detail = re.sub(r"\s*\(_ssl\.c:\d+\)", "", str(exc.reason or exc))
-        raise CertError(f"{directory}: {CERT_FILE} and {KEY_FILE} do not load as a certificate chain and its "
-                        f"key (OpenSSL: {detail})") from None  # fmt: skip
 
 
 def fingerprint(cert: bytes) -> str:
     """SHA-256 of the first certificate, as ``openssl x509 -noout -fingerprint -sha256`` prints it, so an
     operator can tell from the log which certificate a process serves."""
-    match = _CERT_BLOCK.search(cert)
+    match = CERT_BLOCK.search(cert)
     if match is None:
         return "?"
     digest = hashlib.sha256(ssl.PEM_cert_to_DER_cert(match.group().decode())).hexdigest().upper()
@@ -102,48 +60,101 @@ def fingerprint(cert: bytes) -> str:
 
 
 class ServingCerts:
-    """The TLS context of one front-door process and the directory it came from.
+    """The TLS contexts of one process and the directory they came from.
 
-    :raises CertError: at construction, when the pair cannot serve (the caller exits with the message).
+    ``context`` serves the process's port. A cluster role (``cluster``) reads the cluster CA from
+    ``DIR/CAs/*.crt``; when there is one, ``client`` is the context it calls other roles with (its own pair
+    as the client certificate, the cluster CA the only one trusted), else None (calls verify as any client
+    does). ``require_client_certs`` (``apollo meta``, ``apollo storage``): the port admits only peers whose
+    certificate the cluster CA issued (``CERT_REQUIRED``, the handshake fails without one), and the CA
+    must be there. Without it (the front doors) no client certificate is asked for: S3 clients have none.
+
+    :raises CertError: at construction, when the directory cannot serve (the caller exits with the message).
     """
 
-    def __init__(self, directory: Path, log: logging.Logger) -> None:
+    def __init__(self, directory: Path, log: logging.Logger, *, cluster: bool = False,
+                 require_client_certs: bool = False) -> None:  # fmt: skip
         self.directory = Path(directory)
         self.log = log
-        # Purpose.CLIENT_AUTH: a server's context with the ssl module's secure defaults (no SSLv3,
-        # no compression, server cipher preference, forward-secret ciphers); TLS 1.2 is the floor.
-        self.context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        self.context.minimum_version = ssl.TLSVersion.TLSv1_2
+        self.cluster = cluster or require_client_certs
+        self.require_client_certs = require_client_certs
         self._stamp = self._stat()
-        cert, key = _snapshot(self.directory)
-        _check_pair(cert, key, self.directory)
-        _load(self.context, cert, key)
+        cert, key = read_pair(self.directory)
+        check_pair(cert, key, self.directory)
+        self.cas = self._read_cas()
+        # Purpose.CLIENT_AUTH: a server's context with the ssl module's secure defaults (no SSLv3,
+        # no compression, server cipher preference, forward-secret ciphers); TLS 1.2 is the floor. Only
+        # the cluster CA is loaded, never the system's: a certificate any public CA issued admits nobody.
+        self.context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cadata=self.cas or None)
+        self.context.minimum_version = ssl.TLSVersion.TLSv1_2
+        if require_client_certs:
+            self.context.verify_mode = ssl.CERT_REQUIRED
+        self.client = calling_context(self.cas) if self.cas else None
+        for context in self._contexts():
+            load_pair(context, cert, key)
         self.fingerprint = fingerprint(cert)
 
+    def _contexts(self) -> list[ssl.SSLContext]:
+        return [self.context] if self.client is None else [self.context, self.client]
+
+    def _read_cas(self) -> str:
+        """The cluster CA of a cluster role; nothing for a front door, which never reads ``DIR/CAs``."""
+        if not self.cluster:
+            return ""
+        cas = read_cas(self.directory)
+        if self.require_client_certs and not cas:
+            raise CertError(f"{self.directory / CAS_DIR} holds no CA certificate (*.crt): this role admits only "
+                            f"peers with a certificate of the cluster CA, so it needs that CA")  # fmt: skip
+        return cas
+
     def _stat(self) -> tuple | None:
-        """What tells a changed pair: modification time, size and inode of both files (a Kubernetes secret
-        is replaced by a symlink swap, which changes the inode, not always the time). None while either is
-        missing."""
+        """What tells a changed directory: modification time, size and inode of the pair and of every CA file
+        (a Kubernetes secret is replaced by a symlink swap, which changes the inode, not always the time).
+        None while either file of the pair is missing."""
         try:
             stats = [os.stat(self.directory / name) for name in (CERT_FILE, KEY_FILE)]
+            stats += [os.stat(path) for path in ca_files(self.directory)] if self.cluster else []
         except OSError:
             return None
         return tuple((s.st_mtime_ns, s.st_size, s.st_ino, s.st_dev) for s in stats)
 
     def reload(self, why: str) -> bool:
-        """Load the pair on disk into the serving context; on any failure keep the one in use."""
+        """Load the pair (and the CAs) on disk into every context; on any failure keep the ones in use."""
         self._stamp = self._stat()
         try:
-            cert, key = _snapshot(self.directory)
-            _check_pair(cert, key, self.directory)
-            _load(self.context, cert, key)
+            cert, key = read_pair(self.directory)
+            check_pair(cert, key, self.directory)
+            cas = self._read_cas()
+            for context in self._contexts():
+                load_pair(context, cert, key)
         except (CertError, ssl.SSLError, OSError) as exc:
             self.log.error("TLS certificate not reloaded (%s): %s; still serving sha256 %s", why, exc,
                            self.fingerprint)  # fmt: skip
             return False
         previous, self.fingerprint = self.fingerprint, fingerprint(cert)
         self.log.info("TLS certificate reloaded (%s): sha256 %s (was %s)", why, self.fingerprint, previous)
+        self._take_cas(cas)
         return True
+
+    def _take_cas(self, cas: str) -> None:
+        """Trust CAs added to ``DIR/CAs``. OpenSSL only adds to a live context's trust store, so a CA removed
+        stays trusted until a restart, and a CA where there was none starts mutual TLS only at one."""
+        old, new = set(_blocks(self.cas)), set(_blocks(cas))
+        if new == old:
+            return
+        if self.client is None:
+            self.log.warning("%s: cluster CA certificates appeared; calls to other roles use them after a restart",
+                             self.directory / CAS_DIR)  # fmt: skip
+            return
+        if new - old:
+            for context in self._contexts():
+                context.load_verify_locations(cadata="\n".join(sorted(new - old)))
+            self.log.info("TLS: %d CA certificate(s) added to %s are trusted now", len(new - old),
+                          self.directory / CAS_DIR)  # fmt: skip
+        if old - new:
+            self.log.warning("TLS: %d CA certificate(s) removed from %s stay trusted until this process restarts",
+                             len(old - new), self.directory / CAS_DIR)  # fmt: skip
+        self.cas = "\n".join(sorted(old | new))  # what the contexts trust
 
     def check(self) -> None:
         """Reload if either file changed since the last load or attempt. A failed attempt is not retried
@@ -176,12 +187,31 @@ class ServingCerts:
         signal.signal(signal.SIGHUP, signal.SIG_IGN)  # removing restored the default, which would end the process
 
 
-def serving_certs(directory: Path, log: logging.Logger, what: str) -> ServingCerts:
-    """The process's TLS context, or exit 1 with one line saying what is wrong with the pair (no traceback:
-    the operator needs the file and the reason, nothing else)."""
+def _blocks(cas: str) -> list[str]:
+    return [match.group().decode() for match in CERT_BLOCK.finditer(cas.encode())]
+
+
+def serving_certs(directory: Path, log: logging.Logger, what: str, *, cluster: bool = False,
+                  require_client_certs: bool = False) -> ServingCerts:  # fmt: skip
+    """The process's TLS contexts, or exit 1 with one line saying what is wrong with the directory (no
+    traceback: the operator needs the file and the reason, nothing else)."""
     try:
-        certs = ServingCerts(directory, log)
+        certs = ServingCerts(directory, log, cluster=cluster, require_client_certs=require_client_certs)
     except CertError as exc:
         raise SystemExit(f"{what}: --certs: {exc}") from None
     log.info("TLS certificate %s: sha256 %s", directory / CERT_FILE, certs.fingerprint)
+    if certs.cas:
+        port = ("this port admits only peers with a certificate it issued" if require_client_certs
+                else "this port asks S3 clients for no certificate")  # fmt: skip
+        log.info("mutual TLS: cluster CA %s (%d certificate(s)); %s; calls to other roles present %s and trust "
+                 "that CA only", directory / CAS_DIR, len(_blocks(certs.cas)), port, CERT_FILE)  # fmt: skip
     return certs
+
+
+def check_https(urls: str, what: str, flag: str) -> None:
+    """A role that holds the cluster CA calls the other roles over TLS only: an ``http://`` URL among its
+    ``flag`` (comma-separated) would send its signed calls in clear, so it stops the start (exit 1)."""
+    plain = [url.strip() for url in urls.split(",") if url.strip() and not url.strip().startswith("https://")]
+    if plain:
+        raise SystemExit(f"{what}: {flag} {plain[0]} is not https://, but --certs holds the cluster CA "
+                         f"({CAS_DIR}/): the roles speak mutual TLS")  # fmt: skip

@@ -14,7 +14,6 @@ import subprocess
 import sys
 import time
 import urllib.request
-from dataclasses import dataclass
 from pathlib import Path
 
 DEV_ACCESS_KEY = "apollo-dev"
@@ -131,73 +130,3 @@ class ServerProcess:
 
     def _files(self, area: str) -> list[Path]:
         return [p for drive in self.drives if (drive / area).exists() for p in (drive / area).rglob("*") if p.is_file()]
-
-
-@dataclass
-class ThrowawayCA:
-    """A throwaway certificate authority for HTTPS tests and benchmarks, made with the ``openssl`` command
-    (always on a Linux host; the ``cryptography`` package is not a dependency). ECDSA P-256 keys: they are
-    generated in milliseconds, so every test can have its own CA and certificates."""
-
-    directory: Path
-
-    @property
-    def cert(self) -> Path:
-        """The CA certificate: what clients pass as ``verify=`` / ``--ca-bundle`` / ``cafile``."""
-        return self.directory / "ca.crt"
-
-    @classmethod
-    def create(cls, directory: Path, name: str = "Apollo test CA") -> ThrowawayCA:
-        ca = cls(Path(directory))
-        ca.directory.mkdir(parents=True, exist_ok=True)
-        _openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "2",
-                 "-keyout", ca.directory / "ca.key", "-out", ca.cert, "-subj", f"/CN={name}",
-                 "-addext", "basicConstraints=critical,CA:TRUE",
-                 "-addext", "keyUsage=critical,keyCertSign,cRLSign")  # fmt: skip
-        return ca
-
-    def issue(self, certs_dir: Path, name: str = "apollo test server", serial: int = 1,
-              intermediate: bool = False) -> Path:  # fmt: skip
-        """Write ``certs_dir/public.crt`` and ``private.key`` (``--certs``'s layout) for 127.0.0.1 and
-        localhost. ``intermediate``: signed by an intermediate CA, which ``public.crt`` then carries after the
-        certificate (a chain, as public CAs issue them); clients still trust only this CA."""
-        certs_dir = Path(certs_dir)
-        certs_dir.mkdir(parents=True, exist_ok=True)
-        work = self.directory / f"issue-{serial}-{os.getpid()}"
-        work.mkdir(exist_ok=True)
-        issuer_cert, issuer_key, chain = self.cert, self.directory / "ca.key", b""
-        if intermediate:
-            issuer_cert, issuer_key = work / "intermediate.crt", work / "intermediate.key"
-            self._sign(work, "intermediate", f"/CN={name} intermediate CA", serial + 1_000_000, self.cert,
-                       self.directory / "ca.key", "basicConstraints=critical,CA:TRUE,pathlen:0\n"
-                       "keyUsage=critical,keyCertSign,cRLSign\n")  # fmt: skip
-            chain = issuer_cert.read_bytes()
-        self._sign(work, "leaf", f"/CN={name}", serial, issuer_cert, issuer_key,
-                   "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n"
-                   "subjectAltName=IP:127.0.0.1,DNS:localhost\n")  # fmt: skip
-        # Written under temporary names and renamed, as a renewal tool does: a reader never sees half a file.
-        for name_out, data in ((CERT_NAME, (work / "leaf.crt").read_bytes() + chain),
-                               (KEY_NAME, (work / "leaf.key").read_bytes())):  # fmt: skip
-            tmp = certs_dir / f".{name_out}.tmp"
-            tmp.write_bytes(data)
-            tmp.replace(certs_dir / name_out)
-        return certs_dir
-
-    @staticmethod
-    def _sign(work: Path, stem: str, subject: str, serial: int, issuer_cert: Path, issuer_key: Path,
-              extensions: str) -> None:  # fmt: skip
-        ext = work / f"{stem}.ext"
-        ext.write_text("subjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid,issuer\n" + extensions)
-        _openssl("req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-                 "-keyout", work / f"{stem}.key", "-out", work / f"{stem}.csr", "-subj", subject)  # fmt: skip
-        _openssl("x509", "-req", "-in", work / f"{stem}.csr", "-CA", issuer_cert, "-CAkey", issuer_key,
-                 "-set_serial", str(serial), "-days", "2", "-extfile", ext, "-out", work / f"{stem}.crt")  # fmt: skip
-
-
-CERT_NAME, KEY_NAME = "public.crt", "private.key"  # apollo.roles.tls's names (MinIO's)
-
-
-def _openssl(*args: object) -> None:
-    result = subprocess.run(["openssl", *map(str, args)], capture_output=True, text=True)
-    if result.returncode != 0:
-        raise RuntimeError(f"openssl {args[0]} failed: {result.stderr.strip()}")

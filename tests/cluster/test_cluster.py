@@ -11,7 +11,6 @@ import os
 import random
 import threading
 import time
-import urllib.request
 
 import pytest
 from botocore.exceptions import ClientError
@@ -79,8 +78,10 @@ class Workload:
             assert s3.get_object(Bucket=BUCKET, Key=key)["Body"].read() == body, key
 
 
-def test_s3_through_a_gateway_spreads_shards_over_every_node(make_cluster):
-    cluster = make_cluster(nodes=6)
+@pytest.mark.parametrize("tls", [False, True], ids=["plain", "mutual-tls"])
+def test_s3_through_a_gateway_spreads_shards_over_every_node(make_cluster, tls):
+    """``mutual-tls``: the same over a cluster whose roles speak mutual TLS (S3 over HTTPS to the gateway)."""
+    cluster = make_cluster(nodes=6, tls=tls)
     s3 = cluster.s3()
     s3.create_bucket(Bucket=BUCKET)
     big = os.urandom(9 * 1024 * 1024)
@@ -103,11 +104,11 @@ def test_s3_through_a_gateway_spreads_shards_over_every_node(make_cluster):
     assert not cluster.tmp_files()
     status = admin("status", database=cluster.database)
     assert "on 6 online drives" in status
-    meta_metrics = urllib.request.urlopen(f"{cluster.metas[0].endpoint}/metrics").read().decode()
+    meta_metrics = cluster.metas[0].fetch("/metrics").decode()
     assert 'apollo_meta_rpc_total{method="commit_version",outcome="ok"}' in meta_metrics
     assert "apollo_manager_lease_held 1.0" in meta_metrics
     assert 'apollo_storage_nodes{alive="true"} 6.0' in meta_metrics
-    node_metrics = urllib.request.urlopen(f"{cluster.nodes[0].endpoint}/metrics").read().decode()
+    node_metrics = cluster.nodes[0].fetch("/metrics").decode()
     assert 'apollo_shard_requests_total{op="PUT",status="201"}' in node_metrics
     assert 'apollo_shard_bytes_total{direction="written"}' in node_metrics
 

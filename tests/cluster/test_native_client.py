@@ -1,6 +1,8 @@
 """The native direct-path client against a cluster and against ``apollo server``: every call, user keys,
 tokens, dead nodes. The same tests run on both (``target``): the all-in-one server serves the metadata API
-and its drives' shards as a cluster's roles do."""
+and its drives' shards as a cluster's roles do. The tests marked ``WITH_TLS`` also run on a cluster whose
+roles speak mutual TLS (``cluster-tls``), the client showing its certificate and trusting the cluster CA only:
+every call, both read paths, failed nodes."""
 
 from __future__ import annotations
 
@@ -8,9 +10,10 @@ import asyncio
 import io
 import os
 import re
+import ssl
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
@@ -38,14 +41,21 @@ class Target:
     native: Callable[..., Client]
     s3: Callable[[], Any]
     cluster: LocalCluster | None = None  # its storage nodes, on a cluster
+    options: dict = field(default_factory=dict)  # what an AsyncClient is given besides its keys (certs=)
+    ssl_context: ssl.SSLContext | None = None  # what a RemoteMeta is given under TLS
+
+
+# Also over mutual TLS: the main paths, kept few because each case starts a cluster (CI time).
+WITH_TLS = pytest.mark.parametrize("cluster", ["cluster", "server", "cluster-tls"], indirect=True)
 
 
 @pytest.fixture(params=["cluster", "server"])
 def cluster(request, make_cluster, make_server) -> Target:
-    if request.param == "cluster":
-        deployment = make_cluster(nodes=6)
+    if request.param.startswith("cluster"):
+        deployment = make_cluster(nodes=6, tls=request.param == "cluster-tls")
         target = Target(deployment.meta_urls, deployment.database, {"database": deployment.database},
-                        deployment.native, deployment.s3, deployment)  # fmt: skip
+                        deployment.native, deployment.s3, deployment, deployment.native_options(),
+                        deployment.ssl_context)  # fmt: skip
     else:
         server = make_server()
         target = Target(server.endpoint, str(server.meta_dir / DB_FILE), {"meta_dir": server.meta_dir},
@@ -56,6 +66,7 @@ def cluster(request, make_cluster, make_server) -> Target:
     return target
 
 
+@WITH_TLS
 def test_every_call_of_the_blocking_client_with_an_ordinary_key(cluster, tmp_path):
     payload = os.urandom(11 * 1024 * 1024 + 17)
     source = tmp_path / "source.bin"
@@ -86,9 +97,10 @@ def test_every_call_of_the_blocking_client_with_an_ordinary_key(cluster, tmp_pat
             client.get(BUCKET, "from-file")
 
 
+@WITH_TLS
 def test_batch_get_yields_in_completion_order_with_bounded_concurrency(cluster):
     async def scenario():
-        async with AsyncClient(cluster.meta_urls, USER, SECRET) as client:
+        async with AsyncClient(cluster.meta_urls, USER, SECRET, **cluster.options) as client:
             await client.create_bucket(BUCKET)
             sizes = {f"k{n:02d}": (n % 4) * 1_500_000 + 10 for n in range(24)}
             for key, size in sizes.items():
@@ -100,18 +112,22 @@ def test_batch_get_yields_in_completion_order_with_bounded_concurrency(cluster):
     asyncio.run(scenario())
 
 
+@WITH_TLS
 def test_metadata_calls_need_a_valid_signature_and_service_calls_a_root_key(cluster):
+    """Under mutual TLS too: a client certificate admits a host to the cluster network, not to any call."""
+
     async def scenario():
         import aiohttp
 
         async with aiohttp.ClientSession() as session:
-            forged = RemoteMeta(cluster.meta_urls, USER, "not-the-secret", session)
+            tls = {"ssl_context": cluster.ssl_context}
+            forged = RemoteMeta(cluster.meta_urls, USER, "not-the-secret", session, **tls)
             with pytest.raises(errors.AccessDenied, match="signature"):
                 await forged.list_buckets()
-            unknown = RemoteMeta(cluster.meta_urls, "nobody", SECRET, session)
+            unknown = RemoteMeta(cluster.meta_urls, "nobody", SECRET, session, **tls)
             with pytest.raises(errors.AccessDenied, match="unknown"):
                 await unknown.list_buckets()
-            user = RemoteMeta(cluster.meta_urls, USER, SECRET, session)
+            user = RemoteMeta(cluster.meta_urls, USER, SECRET, session, **tls)
             await user.list_buckets()
             for service_call in ("get_secret", "service_tokens", "node_heartbeat"):
                 with pytest.raises(errors.AccessDenied):
@@ -120,6 +136,7 @@ def test_metadata_calls_need_a_valid_signature_and_service_calls_a_root_key(clus
     asyncio.run(scenario())
 
 
+@WITH_TLS
 def test_native_reads_survive_two_dead_storage_nodes(cluster):
     if cluster.cluster is None:
         pytest.skip("the all-in-one server has no storage nodes to lose (tests/probe/test_damage.py loses drives)")
@@ -146,8 +163,9 @@ def test_a_key_can_abandon_only_its_own_pending_writes(cluster):
         import aiohttp
 
         async with aiohttp.ClientSession() as session:
-            owner = await RemoteMeta(cluster.meta_urls, USER, SECRET, session).start()
-            other = RemoteMeta(cluster.meta_urls, "other-user", "other-user-secret-key", session)
+            owner = await RemoteMeta(cluster.meta_urls, USER, SECRET, session, ssl_context=cluster.ssl_context).start()
+            other = RemoteMeta(cluster.meta_urls, "other-user", "other-user-secret-key", session,
+                               ssl_context=cluster.ssl_context)  # fmt: skip
             layout = await owner.allocate_segment(Scheme.parse("4+2"), 1 << 20, 0)
             await other.abandon_segments([layout.segment_id], time.time())
             due = store.one("SELECT due FROM garbage WHERE segment_id = ?", (layout.segment_id,))["due"]

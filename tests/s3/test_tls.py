@@ -22,7 +22,8 @@ from pathlib import Path
 import botocore.exceptions
 import pytest
 
-from apollo.testing.server import DEV_ACCESS_KEY, DEV_SECRET_KEY, ServerProcess, ThrowawayCA, free_port
+from apollo.testing.certs import ThrowawayCA
+from apollo.testing.server import DEV_ACCESS_KEY, DEV_SECRET_KEY, ServerProcess, free_port
 
 
 @pytest.fixture
