@@ -22,6 +22,7 @@ from apollo.gateway.s3errors import S3Error, s3error, to_s3_error
 from apollo.gateway.sigv4 import verify_request
 from apollo.gateway.xml import error_body
 from apollo.keycache import SecretCache
+from apollo.proto.bucket_access import Caller
 
 SECRETS = web.AppKey("secrets", SecretCache)
 _CREDENTIAL_RE = re.compile(r"Credential=([^/,\s]+)/")
@@ -85,8 +86,8 @@ async def auth_middleware(request: web.Request, handler) -> web.StreamResponse:
         return await handler(request)
     access_key = _claimed_key(request)
     request["access_key"] = access_key  # the access log names it, also when the signature turns out wrong
-    rights = await request.app[SECRETS].get(access_key) if access_key else None  # (secret, is root)
-    secret = rights[0] if rights else None
+    rights = await request.app[SECRETS].get(access_key) if access_key else None  # KeyRights
+    secret = rights.secret if rights else None
     raw_path, _, raw_query = request.raw_path.partition("?")
     auth = verify_request(
         request.method, raw_path, raw_query, request.headers,
@@ -97,7 +98,7 @@ async def auth_middleware(request: web.Request, handler) -> web.StreamResponse:
         request["access_key"] = None  # whatever a stray query parameter claimed
     else:
         request["access_key"] = auth.access_key
-        request["is_root"] = bool(rights and rights[1])
+        request["caller"] = Caller.of(auth.access_key, rights)
     if "%00" in request.raw_path:  # no metadata engine stores NUL in text (PostgreSQL refuses it outright)
         raise s3error("InvalidArgument", "Object keys and request parameters must not contain the NUL character")
     return await handler(request)

@@ -19,6 +19,17 @@ class Bucket:
     created: float
     versioning: str  # "", "Enabled" or "Suspended"
     policy: str = ""  # the bucket policy's JSON document (PutBucketPolicy); "" when it has none
+    owner: str = ""  # the access key that created it; "" for buckets older than owners (root's)
+
+
+@dataclass(frozen=True)
+class KeyRights:
+    """What a front door needs to know of an access key: its secret (signatures), whether it is root (the
+    deployment's roles and operators: every right), and the documents of its identity policies."""
+
+    secret: str
+    is_root: bool
+    policies: tuple[str, ...] = ()
 
 
 @dataclass

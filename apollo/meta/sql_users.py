@@ -1,0 +1,163 @@
+"""Access keys and the identity policies attached to them (``apollo admin user|policy``).
+
+A key's rights are read in one lookup with its secret (``key_rights``): the documents of its policies come
+along, built-in ones (``apollo.proto.identity.BUILTIN_POLICIES``) from the code, stored ones from
+``policies``. Front doors cache that record for ``apollo.keycache.SECRET_TTL_S``, so a policy changed here
+applies everywhere within that.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from apollo import errors
+from apollo.meta.sqlbase import SqlBase
+from apollo.proto.identity import BUILTIN_POLICIES, POLICIES_PER_KEY_MAX
+from apollo.proto.records import KeyRights
+
+
+@dataclass(frozen=True)
+class KeyInfo:
+    access_key: str
+    created: float
+    is_root: bool
+    policies: tuple[str, ...]  # attached policy names, sorted
+
+
+class UserOps(SqlBase):
+    # access keys -----------------------------------------------------------------------------
+
+    def put_key(self, access_key: str, secret_key: str, now: float, is_root: bool = False,
+                policies: Sequence[str] = ()) -> None:  # fmt: skip
+        """Create a key (or give an existing one a new secret), attaching ``policies`` to it.
+
+        :raises NotFound: a policy that does not exist.
+        """
+        with self.tx() as db:
+            db.execute(
+                "INSERT INTO access_keys (access_key, secret_key, created, is_root) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (access_key) DO UPDATE SET secret_key = excluded.secret_key",
+                (access_key, secret_key, now, int(is_root)),
+            )
+            for name in policies:
+                self._attach(db, access_key, name)
+
+    def get_secret(self, access_key: str) -> str | None:
+        row = self.one("SELECT secret_key FROM access_keys WHERE access_key = ?", (access_key,))
+        return None if row is None else row["secret_key"]
+
+    def key_rights(self, access_key: str) -> KeyRights | None:
+        """Secret, root or not, and the documents of the key's identity policies: all a door needs to decide."""
+        row = self.one("SELECT secret_key, is_root FROM access_keys WHERE access_key = ?", (access_key,))
+        if row is None:
+            return None
+        rows = self.all(
+            "SELECT k.policy, p.document FROM key_policies k LEFT JOIN policies p ON p.name = k.policy "
+            "WHERE k.access_key = ? ORDER BY k.policy", (access_key,),
+        )  # fmt: skip
+        documents = tuple(BUILTIN_POLICIES.get(r["policy"]) or r["document"] or "" for r in rows)
+        return KeyRights(row["secret_key"], bool(row["is_root"]), tuple(d for d in documents if d))
+
+    def set_root_key(self, access_key: str, secret_key: str, now: float) -> list[str]:
+        """Make ``access_key`` the deployment's only root key; returns the root keys it replaced.
+
+        The root key comes from the environment every start (``APOLLO_ROOT_USER``/``_PASSWORD``, or the
+        development key): a root key left from an earlier start (``--dev``, a renamed root user) would
+        stay valid as root for anyone who knows it, the well-known development secret included.
+        """
+        with self.tx() as db:
+            old = [r["access_key"] for r in db.execute(
+                "SELECT access_key FROM access_keys WHERE is_root = 1 AND access_key <> ?", (access_key,)
+            ).fetchall()]  # fmt: skip
+            db.executemany("DELETE FROM access_keys WHERE access_key = ?", [(key,) for key in old])
+            db.executemany("DELETE FROM key_policies WHERE access_key = ?", [(key,) for key in old])
+            db.execute(
+                "INSERT INTO access_keys (access_key, secret_key, created, is_root) VALUES (?, ?, ?, 1) "
+                "ON CONFLICT (access_key) DO UPDATE SET secret_key = excluded.secret_key, is_root = 1",
+                (access_key, secret_key, now),
+            )
+            return old
+
+    def list_keys(self) -> list[KeyInfo]:
+        attached: dict[str, list[str]] = {}
+        for r in self.all("SELECT access_key, policy FROM key_policies ORDER BY access_key, policy"):
+            attached.setdefault(r["access_key"], []).append(r["policy"])
+        rows = self.all("SELECT access_key, created, is_root FROM access_keys ORDER BY access_key")
+        return [KeyInfo(r["access_key"], r["created"], bool(r["is_root"]), tuple(attached.get(r["access_key"], ())))
+                for r in rows]  # fmt: skip
+
+    def delete_key(self, access_key: str) -> bool:
+        with self.tx() as db:
+            db.execute("DELETE FROM key_policies WHERE access_key = ?", (access_key,))
+            return db.execute("DELETE FROM access_keys WHERE access_key = ?", (access_key,)).rowcount > 0
+
+    # identity policies -----------------------------------------------------------------------
+
+    def put_policy(self, name: str, document: str, now: float) -> None:
+        """Store (or replace) a policy already validated by the caller (``apollo.proto.policy``)."""
+        if name in BUILTIN_POLICIES:
+            raise errors.Conflict(f"{name} is a built-in policy: choose another name")
+        with self.tx() as db:
+            db.execute(
+                "INSERT INTO policies (name, document, created) VALUES (?, ?, ?) "
+                "ON CONFLICT (name) DO UPDATE SET document = excluded.document",
+                (name, document, now),
+            )
+
+    def get_policy(self, name: str) -> str | None:
+        """The document of a stored or built-in policy; None if there is none of that name."""
+        if name in BUILTIN_POLICIES:
+            return BUILTIN_POLICIES[name]
+        row = self.one("SELECT document FROM policies WHERE name = ?", (name,))
+        return None if row is None else row["document"]
+
+    def list_policies(self) -> list[tuple[str, bool, tuple[str, ...]]]:
+        """(name, built in, keys it is attached to) of every policy, by name."""
+        users: dict[str, list[str]] = {}
+        for r in self.all("SELECT access_key, policy FROM key_policies ORDER BY policy, access_key"):
+            users.setdefault(r["policy"], []).append(r["access_key"])
+        stored = [r["name"] for r in self.all("SELECT name FROM policies")]
+        return [(name, name in BUILTIN_POLICIES, tuple(users.get(name, ())))
+                for name in sorted({*BUILTIN_POLICIES, *stored})]  # fmt: skip
+
+    def delete_policy(self, name: str) -> None:
+        """:raises NotFound, Conflict: no such stored policy; still attached to a key (detach it first, so
+        that nobody loses or keeps rights by surprise)."""
+        if name in BUILTIN_POLICIES:
+            raise errors.Conflict(f"{name} is a built-in policy: it cannot be deleted")
+        with self.tx() as db:
+            users = [r["access_key"] for r in db.execute(
+                "SELECT access_key FROM key_policies WHERE policy = ? ORDER BY access_key", (name,)).fetchall()]
+            if users:
+                raise errors.Conflict(f"policy {name} is attached to {', '.join(users)}: detach it first")
+            if db.execute("DELETE FROM policies WHERE name = ?", (name,)).rowcount == 0:
+                raise errors.NotFound(f"no such policy: {name}")
+
+    def attach_policy(self, access_key: str, name: str) -> None:
+        """:raises NotFound, Conflict: no such key or policy; too many policies on the key."""
+        with self.tx() as db:
+            self._attach(db, access_key, name)
+
+    def detach_policy(self, access_key: str, name: str) -> None:
+        """:raises NotFound: the policy is not attached to that key."""
+        with self.tx() as db:
+            if db.execute("DELETE FROM key_policies WHERE access_key = ? AND policy = ?",
+                          (access_key, name)).rowcount == 0:  # fmt: skip
+                raise errors.NotFound(f"policy {name} is not attached to {access_key}")
+
+    def _attach(self, db, access_key: str, name: str) -> None:
+        key = db.execute("SELECT is_root FROM access_keys WHERE access_key = ?", (access_key,)).fetchone()
+        if key is None:
+            raise errors.NotFound(f"no such access key: {access_key}")
+        if key["is_root"]:
+            raise errors.Conflict(f"{access_key} is the root key: it may do everything, policies do not apply")
+        if name not in BUILTIN_POLICIES and db.execute("SELECT 1 FROM policies WHERE name = ?", (name,)).fetchone() \
+                is None:  # fmt: skip
+            raise errors.NotFound(f"no such policy: {name} (apollo admin policy list)")
+        attached = db.execute("SELECT policy FROM key_policies WHERE access_key = ?", (access_key,)).fetchall()
+        if name in {r["policy"] for r in attached}:
+            return
+        if len(attached) >= POLICIES_PER_KEY_MAX:
+            raise errors.Conflict(f"{access_key} has {len(attached)} policies, the most a key may have")
+        db.execute("INSERT INTO key_policies (access_key, policy) VALUES (?, ?)", (access_key, name))
