@@ -310,6 +310,11 @@ class ObjectEngine:
         """The secret of an access key, for checking request signatures (a gateway's root key may ask)."""
         return await self._meta.get_secret(access_key)
 
+    async def put_session(self, access_key: str, secret_key: str, token_digest: str, parent: str, policy: str,
+                          expires: float) -> None:  # fmt: skip
+        """Store a temporary key for ``parent`` (STS AssumeRole, ``apollo.gateway.sts``)."""
+        await self._meta.put_session(access_key, secret_key, token_digest, parent, policy, expires, self._clock())
+
     async def key_rights(self, access_key: str) -> KeyRights | None:
         """Secret, whether it is root, and identity policies of an access key; None when unknown."""
         return await self._meta.key_rights(access_key)

@@ -16,7 +16,7 @@ from aiohttp import web
 
 from apollo import limits, metrics
 from apollo.client.engine import ObjectEngine
-from apollo.gateway import accesslog, handlers_attributes
+from apollo.gateway import accesslog, handlers_attributes, sts
 from apollo.gateway import handlers_bucket as hb
 from apollo.gateway import handlers_multipart as hm
 from apollo.gateway import handlers_object as ho
@@ -88,6 +88,11 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
         bucket, key = split_target(request.raw_path, request.host, request.app[DOMAIN] or None)
     except UnicodeDecodeError as exc:
         raise s3error("InvalidURI", "Couldn't parse the specified URI.") from exc
+    if request.get("sts_body") is not None:  # signed for STS: the service's one call, at the service's root
+        request["op"] = "AssumeRole"
+        if bucket or key:
+            raise s3error("InvalidRequest", "STS calls go to the service's root, /")
+        return await sts.assume_role(request, bucket, key)
     target = "object" if key else ("bucket" if bucket else "service")
     sub = _subresource(request)
     copy_source = None

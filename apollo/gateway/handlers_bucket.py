@@ -8,7 +8,7 @@ import hashlib
 from aiohttp import web
 
 from apollo import limits
-from apollo.gateway.authorize import ACCESS, check, shown_buckets
+from apollo.gateway.authorize import ACCESS, caller, check, shown_buckets
 from apollo.gateway.http import count_param, parse_content_md5, plain_int, read_document
 from apollo.gateway.names import check_version_id, validate_key
 from apollo.gateway.s3errors import S3Error, s3error, to_s3_error
@@ -53,7 +53,7 @@ async def list_buckets(request: web.Request, bucket: str, key: str) -> web.Respo
 
 async def create_bucket(request: web.Request, bucket: str, key: str) -> web.Response:
     await read_document(request)  # CreateBucketConfiguration: any region is accepted
-    await request.app[CLIENT].create_bucket(bucket, request.get("access_key") or "")
+    await request.app[CLIENT].create_bucket(bucket, caller(request).principal or "")  # a temporary key's parent
     return web.Response(headers={"Location": f"/{bucket}"})
 
 

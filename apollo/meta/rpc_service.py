@@ -53,21 +53,23 @@ def _page_size(given: object, caller: str) -> int:
 # Arguments that are the service's to give, whatever a caller sends: its clock (a client that picks
 # ``now`` picks last_modified and skips the garbage collector's grace), its limits, and who the caller
 # is (``owner``: whose pending writes a call may commit, move or abandon; ``bucket_owner``: who owns a
-# new bucket, which a gateway, a service key, says for the S3 client it serves). Imposed by parameter
-# name on every call whose method takes one: (given, caller, caller is a service key) -> the value.
-SERVER_OWNED: dict[str, Callable[[object, str, bool], object]] = {
-    "now": lambda given, caller, service: time.time(),
-    "owner": lambda given, caller, service: caller,
-    "bucket_owner": lambda given, caller, service: (
-        given if service and isinstance(given, str) else caller.removeprefix("key:")),
-    "part_size_min": lambda given, caller, service: limits.part_size_bytes_min,
-    "max_keys": lambda given, caller, service: _page_size(given, caller),
-    "max_parts": lambda given, caller, service: _page_size(given, caller),
-    "max_uploads": lambda given, caller, service: _page_size(given, caller),
+# new bucket, which a gateway, a service key, says for the S3 client it serves; a temporary key's bucket
+# is its parent's). Imposed by parameter name on every call whose method takes one:
+# (given, caller, caller is a service key, principal) -> the value.
+SERVER_OWNED: dict[str, Callable[[object, str, bool, str], object]] = {
+    "now": lambda given, caller, service, principal: time.time(),
+    "owner": lambda given, caller, service, principal: caller,
+    "bucket_owner": lambda given, caller, service, principal: (
+        given if service and isinstance(given, str) else principal),
+    "part_size_min": lambda given, caller, service, principal: limits.part_size_bytes_min,
+    "max_keys": lambda given, caller, service, principal: _page_size(given, caller),
+    "max_parts": lambda given, caller, service, principal: _page_size(given, caller),
+    "max_uploads": lambda given, caller, service, principal: _page_size(given, caller),
 }
 
 
-def impose(target: Callable, args: list, kwargs: dict, caller: str, service: bool = False) -> tuple[tuple, dict]:
+def impose(target: Callable, args: list, kwargs: dict, caller: str, service: bool = False,
+           principal: str | None = None) -> tuple[tuple, dict]:  # fmt: skip
     """A remote call's arguments, bound to ``target``'s signature, with ``SERVER_OWNED`` ones replaced.
 
     :raises TypeError: arguments the method does not take.
@@ -75,7 +77,8 @@ def impose(target: Callable, args: list, kwargs: dict, caller: str, service: boo
     signature = inspect.signature(target)
     bound = signature.bind_partial(*args, **kwargs)
     for name in signature.parameters.keys() & SERVER_OWNED.keys():
-        bound.arguments[name] = SERVER_OWNED[name](bound.arguments.get(name), caller, service)
+        bound.arguments[name] = SERVER_OWNED[name](bound.arguments.get(name), caller, service,
+                                                   principal or caller.removeprefix("key:"))  # fmt: skip
     return bound.args, bound.kwargs
 
 
@@ -206,8 +209,10 @@ async def _answer(request: web.Request, method: str) -> web.Response:
         rpc = request.app[RPC]
         target = getattr(rpc, method, None) or getattr(rpc.meta, method)
         # Pending writes belong to the access key that began them.
+        if rights.expires and time.time() >= rights.expires:
+            raise errors.AccessDenied(f"the temporary key {access_key} has expired")
         args, kwargs = impose(target, call.get("args", []), call.get("kwargs", {}), f"key:{access_key}",
-                              rights.is_root)  # fmt: skip
+                              rights.is_root, rights.parent or access_key)  # fmt: skip
         if not rights.is_root:  # policies bind native clients' keys (apollo.meta.call_policy)
             caller = Caller.of(access_key, rights)
             policy = request.app[CALL_POLICY]

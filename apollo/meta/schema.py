@@ -15,6 +15,9 @@ SCHEMA_VERSION = 6
 
 POLICIES_DDL = ("CREATE TABLE IF NOT EXISTS policies (name TEXT PRIMARY KEY, document TEXT NOT NULL, "
                 "created REAL NOT NULL)")  # fmt: skip
+SESSION_KEYS_DDL = ("CREATE TABLE IF NOT EXISTS session_keys (access_key TEXT PRIMARY KEY, secret_key TEXT NOT NULL, "
+                    "token_digest TEXT NOT NULL, parent TEXT NOT NULL, policy TEXT NOT NULL, expires REAL NOT NULL, "
+                    "created REAL NOT NULL)")  # fmt: skip
 KEY_POLICIES_DDL = ("CREATE TABLE IF NOT EXISTS key_policies (access_key TEXT NOT NULL, policy TEXT NOT NULL, "
                     "PRIMARY KEY (access_key, policy))")  # fmt: skip
 
@@ -27,6 +30,9 @@ DDL = [
     # built-in ones (``apollo.proto.identity.BUILTIN_POLICIES``) are not stored, only attached.
     POLICIES_DDL,
     KEY_POLICIES_DDL,
+    # Temporary keys (STS AssumeRole): not journaled, they outlive no metadata loss (jobs assume again).
+    SESSION_KEYS_DDL,
+    "CREATE INDEX IF NOT EXISTS session_keys_by_expiry ON session_keys (expires)",
     # state: online | offline | failed | draining | retired (apollo.cluster.drives explains each).
     """CREATE TABLE IF NOT EXISTS drives (
         drive_id TEXT PRIMARY KEY, node TEXT NOT NULL, path TEXT NOT NULL, state TEXT NOT NULL,

@@ -48,16 +48,43 @@ class UserOps(SqlBase):
         return None if row is None else row["secret_key"]
 
     def key_rights(self, access_key: str) -> KeyRights | None:
-        """Secret, root or not, and the documents of the key's identity policies: all a door needs to decide."""
+        """Secret, root or not, and the documents of the key's identity policies: all a door needs to decide.
+        A temporary key's are its parent's, with its session's policy, token and expiry; it is gone with its
+        parent (an expired one is the door's to refuse: its clock decides)."""
         row = self.one("SELECT secret_key, is_root FROM access_keys WHERE access_key = ?", (access_key,))
         if row is None:
+            return self._session_rights(access_key)
+        return KeyRights(row["secret_key"], bool(row["is_root"]), self._documents(access_key))
+
+    def _session_rights(self, access_key: str) -> KeyRights | None:
+        row = self.one(
+            "SELECT s.secret_key, s.token_digest, s.parent, s.policy, s.expires, a.is_root FROM session_keys s "
+            "JOIN access_keys a ON a.access_key = s.parent WHERE s.access_key = ?", (access_key,),
+        )  # fmt: skip
+        if row is None:
             return None
+        # A root key's session is no root key: it gets every S3 right (never the roles' service calls).
+        parent_policies = (BUILTIN_POLICIES["readwrite"],) if row["is_root"] else self._documents(row["parent"])
+        return KeyRights(row["secret_key"], False, parent_policies, row["parent"], row["policy"], row["token_digest"],
+                         row["expires"])  # fmt: skip
+
+    def put_session(self, access_key: str, secret_key: str, token_digest: str, parent: str, policy: str,
+                    expires: float, now: float) -> None:  # fmt: skip
+        """Store a temporary key (validated by the caller, ``apollo.gateway.sts``); expired ones go meanwhile."""
+        with self.tx() as db:
+            db.execute("DELETE FROM session_keys WHERE expires < ?", (now,))
+            db.execute(
+                "INSERT INTO session_keys (access_key, secret_key, token_digest, parent, policy, expires, created) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)", (access_key, secret_key, token_digest, parent, policy, expires, now),
+            )  # fmt: skip
+
+    def _documents(self, access_key: str) -> tuple[str, ...]:
         rows = self.all(
             "SELECT k.policy, p.document FROM key_policies k LEFT JOIN policies p ON p.name = k.policy "
             "WHERE k.access_key = ? ORDER BY k.policy", (access_key,),
         )  # fmt: skip
-        documents = tuple(BUILTIN_POLICIES.get(r["policy"]) or r["document"] or "" for r in rows)
-        return KeyRights(row["secret_key"], bool(row["is_root"]), tuple(d for d in documents if d))
+        documents = (BUILTIN_POLICIES.get(r["policy"]) or r["document"] or "" for r in rows)
+        return tuple(d for d in documents if d)
 
     def set_root_key(self, access_key: str, secret_key: str, now: float) -> list[str]:
         """Make ``access_key`` the deployment's only root key; returns the root keys it replaced.
@@ -72,6 +99,7 @@ class UserOps(SqlBase):
             ).fetchall()]  # fmt: skip
             db.executemany("DELETE FROM access_keys WHERE access_key = ?", [(key,) for key in old])
             db.executemany("DELETE FROM key_policies WHERE access_key = ?", [(key,) for key in old])
+            db.executemany("DELETE FROM session_keys WHERE parent = ?", [(key,) for key in old])
             db.execute(
                 "INSERT INTO access_keys (access_key, secret_key, created, is_root) VALUES (?, ?, ?, 1) "
                 "ON CONFLICT (access_key) DO UPDATE SET secret_key = excluded.secret_key, is_root = 1",
@@ -88,8 +116,10 @@ class UserOps(SqlBase):
                 for r in rows]  # fmt: skip
 
     def delete_key(self, access_key: str) -> bool:
+        """Delete a key, its attachments and its temporary keys."""
         with self.tx() as db:
             db.execute("DELETE FROM key_policies WHERE access_key = ?", (access_key,))
+            db.execute("DELETE FROM session_keys WHERE parent = ?", (access_key,))
             return db.execute("DELETE FROM access_keys WHERE access_key = ?", (access_key,)).rowcount > 0
 
     # identity policies -----------------------------------------------------------------------

@@ -16,7 +16,7 @@ import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from apollo.proto import identity
 from apollo.proto.policy import Decision, Policy, PolicyError, Request, evaluate, parse_policy
@@ -61,27 +61,33 @@ class Caller:
     principal: str | None
     is_root: bool = False
     policies: tuple[Policy, ...] = ()
+    # A temporary key's session policy (STS): it can only narrow what ``policies`` allow.
+    session: Policy | None = None
 
     @classmethod
     def of(cls, access_key: str, rights: KeyRights) -> Caller:
-        """A key's caller; a stored policy that does not parse (only an edited database holds one) denies
-        everything: fail closed, and say so."""
+        """A key's caller: a temporary key acts as its parent, narrowed by its session policy. A stored policy
+        that does not parse (only an edited database holds one) denies everything: fail closed, and say so."""
         try:
             policies = identity.parsed(rights.policies)
+            session = identity.parsed((rights.session_policy,))[0] if rights.session_policy else None
         except PolicyError as exc:
             log.error("access key %s has an identity policy that does not parse (%s): denying it everything",
                       access_key, exc)  # fmt: skip
-            policies = (_DENY_ALL,)
-        return cls(access_key, rights.is_root, policies)
+            policies, session = (_DENY_ALL,), None
+        return cls(rights.parent or access_key, rights.is_root, policies, session)
 
     @property
     def grants_everything(self) -> bool:
-        return self.principal is not None and (self.is_root or _grants_everything(self.policies))
+        return self.principal is not None and (self.is_root or _grants_everything(self.policies)) and (
+            self.session is None or _grants_everything((self.session,)))  # fmt: skip
 
     def needs_no_check(self, access: BucketAccess | None) -> bool:
         """Allowed without evaluation on a bucket with this access (None: no bucket, or none yet): nothing a
         bucket policy could deny, and the caller's policies grant everything or it owns the bucket."""
         if self.principal is None or access is not None and access.policy is not None:
+            return False
+        if self.session is not None and not _grants_everything((self.session,)):
             return False
         return self.grants_everything or access is not None and access.owner == self.principal and not (
             _denies(self.policies))  # fmt: skip
@@ -146,7 +152,8 @@ class Check:
 
 def reads_tags(caller: Caller, access: BucketAccess | None) -> bool:
     """Whether some policy in play reads existing objects' tags (then the door looks up the object's)."""
-    return (access is not None and access.reads_tags) or any(uses_existing_tags(p) for p in caller.policies)
+    own = caller.policies if caller.session is None else (*caller.policies, caller.session)
+    return (access is not None and access.reads_tags) or any(uses_existing_tags(p) for p in own)
 
 
 def denial(caller: Caller, context: dict[str, str], checks: Iterable[Check]) -> tuple[Check, Decision] | None:
@@ -156,9 +163,11 @@ def denial(caller: Caller, context: dict[str, str], checks: Iterable[Check]) -> 
         if check.tags is not None and check.action.lower() in EXISTING_TAG_ACTIONS:
             extra.update({f"s3:ExistingObjectTag/{k}": v for k, v in check.tags.items()})
         policy = check.access.policy if check.access is not None else None
-        decision = evaluate(Request(principal=caller.principal, action=check.action, resource=check.resource,
-                                    context=extra, is_root=caller.is_root, is_owner=caller.owns(check.access)),
-                            caller.policies, policy)  # fmt: skip
+        request = Request(principal=caller.principal, action=check.action, resource=check.resource, context=extra,
+                          is_root=caller.is_root, is_owner=caller.owns(check.access))  # fmt: skip
+        decision = evaluate(request, caller.policies, policy)
+        if decision.allowed and caller.session is not None:  # AWS: the session policy must allow it too
+            decision = evaluate(replace(request, is_root=False, is_owner=False), (caller.session,), None)
         if not decision.allowed:
             return check, decision
     return None

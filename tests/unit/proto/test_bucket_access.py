@@ -69,3 +69,18 @@ def test_a_stored_policy_that_no_longer_parses_denies_everything():
     broken = _caller('{"Statement": "not a statement"}', BUILTIN_POLICIES["readwrite"])
     assert not broken.grants_everything
     assert not _allowed(broken, "s3:GetObject", f"{ARN}/k", BucketAccess(None, ""))
+
+
+def test_a_session_policy_only_narrows_and_is_never_skipped():
+    reads = _identity({"Effect": "Allow", "Action": "s3:GetObject", "Resource": f"{ARN}/data/*"})
+    session = Caller.of("ASIATEMP", KeyRights("s", False, (BUILTIN_POLICIES["readwrite"],), parent="AKUSER",
+                                              session_policy=reads, expires=1e10))  # fmt: skip
+    assert session.principal == "AKUSER"  # acts as its parent: bucket policies and ownership name the parent
+    plain, owned = BucketAccess(None, ""), BucketAccess(None, "AKUSER")
+    assert not session.needs_no_check(plain) and not session.needs_no_check(owned)
+    assert _allowed(session, "s3:GetObject", f"{ARN}/data/x", plain)
+    assert not _allowed(session, "s3:PutObject", f"{ARN}/data/x", plain)  # the parent may; the session not
+    assert not _allowed(session, "s3:PutObject", f"{ARN}/data/x", owned)  # not even in the parent's bucket
+    narrow_parent = Caller.of("ASIATEMP", KeyRights("s", False, (BUILTIN_POLICIES["readonly"],), parent="AKUSER",
+                                                    session_policy=BUILTIN_POLICIES["readwrite"], expires=1e10))
+    assert not _allowed(narrow_parent, "s3:PutObject", f"{ARN}/k", plain)  # a session never widens
