@@ -57,6 +57,8 @@ def cmd_key(args: argparse.Namespace) -> None:
                 print(f"{info.access_key}\t{_when(info.created)}\t{'root' if info.is_root else ''}")
         elif args.action == "delete":
             _delete_key(store, args.access_key or "")
+    except errors.ApolloError as exc:  # secrets sealed, and no key to seal a new one with
+        sys.exit(f"apollo admin key {args.action}: {exc}")
     finally:
         store.close()  # fsyncs the journal of the change
 

@@ -8,10 +8,13 @@ applies everywhere within that.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from apollo import errors
+from apollo.meta.sealing import PREFIX as SEALED_PREFIX
+from apollo.meta.sealing import Sealer, SealingError
 from apollo.meta.sqlbase import SqlBase
 from apollo.proto.identity import BUILTIN_POLICIES, POLICIES_PER_KEY_MAX
 from apollo.proto.records import KeyRights
@@ -26,6 +29,11 @@ class KeyInfo:
 
 
 class UserOps(SqlBase):
+    @functools.cached_property
+    def sealer(self) -> Sealer:
+        """Seals secrets with ``APOLLO_SECRETS_KEY`` (``apollo.meta.sealing``). :raises SealingError:"""
+        return Sealer.from_environment()
+
     # access keys -----------------------------------------------------------------------------
 
     def put_key(self, access_key: str, secret_key: str, now: float, is_root: bool = False,
@@ -35,17 +43,18 @@ class UserOps(SqlBase):
         :raises NotFound: a policy that does not exist.
         """
         with self.tx() as db:
+            self._refuse_clear_among_sealed(db)
             db.execute(
                 "INSERT INTO access_keys (access_key, secret_key, created, is_root) VALUES (?, ?, ?, ?) "
                 "ON CONFLICT (access_key) DO UPDATE SET secret_key = excluded.secret_key",
-                (access_key, secret_key, now, int(is_root)),
+                (access_key, self.sealer.seal(secret_key, f"key:{access_key}"), now, int(is_root)),
             )
             for name in policies:
                 self._attach(db, access_key, name)
 
     def get_secret(self, access_key: str) -> str | None:
         row = self.one("SELECT secret_key FROM access_keys WHERE access_key = ?", (access_key,))
-        return None if row is None else row["secret_key"]
+        return None if row is None else self.sealer.open(row["secret_key"], f"key:{access_key}")
 
     def key_rights(self, access_key: str) -> KeyRights | None:
         """Secret, root or not, and the documents of the key's identity policies: all a door needs to decide.
@@ -54,7 +63,8 @@ class UserOps(SqlBase):
         row = self.one("SELECT secret_key, is_root FROM access_keys WHERE access_key = ?", (access_key,))
         if row is None:
             return self._session_rights(access_key)
-        return KeyRights(row["secret_key"], bool(row["is_root"]), self._documents(access_key))
+        secret = self.sealer.open(row["secret_key"], f"key:{access_key}")
+        return KeyRights(secret, bool(row["is_root"]), self._documents(access_key))
 
     def _session_rights(self, access_key: str) -> KeyRights | None:
         row = self.one(
@@ -65,7 +75,8 @@ class UserOps(SqlBase):
             return None
         # A root key's session is no root key: it gets every S3 right (never the roles' service calls).
         parent_policies = (BUILTIN_POLICIES["readwrite"],) if row["is_root"] else self._documents(row["parent"])
-        return KeyRights(row["secret_key"], False, parent_policies, row["parent"], row["policy"], row["token_digest"],
+        secret = self.sealer.open(row["secret_key"], f"session:{access_key}")
+        return KeyRights(secret, False, parent_policies, row["parent"], row["policy"], row["token_digest"],
                          row["expires"])  # fmt: skip
 
     def put_session(self, access_key: str, secret_key: str, token_digest: str, parent: str, policy: str,
@@ -73,9 +84,10 @@ class UserOps(SqlBase):
         """Store a temporary key (validated by the caller, ``apollo.gateway.sts``); expired ones go meanwhile."""
         with self.tx() as db:
             db.execute("DELETE FROM session_keys WHERE expires < ?", (now,))
+            sealed = self.sealer.seal(secret_key, f"session:{access_key}")
             db.execute(
                 "INSERT INTO session_keys (access_key, secret_key, token_digest, parent, policy, expires, created) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)", (access_key, secret_key, token_digest, parent, policy, expires, now),
+                "VALUES (?, ?, ?, ?, ?, ?, ?)", (access_key, sealed, token_digest, parent, policy, expires, now),
             )  # fmt: skip
 
     def _documents(self, access_key: str) -> tuple[str, ...]:
@@ -103,9 +115,44 @@ class UserOps(SqlBase):
             db.execute(
                 "INSERT INTO access_keys (access_key, secret_key, created, is_root) VALUES (?, ?, ?, 1) "
                 "ON CONFLICT (access_key) DO UPDATE SET secret_key = excluded.secret_key, is_root = 1",
-                (access_key, secret_key, now),
+                (access_key, self.sealer.seal(secret_key, f"key:{access_key}"), now),
             )
             return old
+
+    def reseal_secrets(self) -> int:
+        """At start: seal every secret stored in clear or with an older key with the current one (a key
+        given for the first time, or rotated); returns how many were. Every secret must open: one that does
+        not stops the start here rather than failing requests later.
+
+        :raises SealingError:
+        """
+        resealed = 0
+        with self.tx() as db:
+            self._refuse_clear_among_sealed(db)
+            for table, prefix in (("access_keys", "key"), ("session_keys", "session")):
+                rows = db.execute(f"SELECT access_key, secret_key FROM {table}").fetchall()
+                for r in rows:
+                    row = f"{prefix}:{r['access_key']}"
+                    secret = self.sealer.open(r["secret_key"], row)
+                    if self.sealer.needs_resealing(r["secret_key"]):
+                        db.execute(f"UPDATE {table} SET secret_key = ? WHERE access_key = ?",
+                                   (self.sealer.seal(secret, row), r["access_key"]))  # fmt: skip
+                        resealed += 1
+            for r in db.execute("SELECT key_id, secret FROM token_keys").fetchall():
+                row, stored = f"token_key:{r['key_id']}", bytes(r["secret"])
+                secret = self.sealer.open_bytes(stored, row)
+                if self.sealer.enabled and not stored.startswith(f"{SEALED_PREFIX}{self.sealer.current}:".encode()):
+                    db.execute("UPDATE token_keys SET secret = ? WHERE key_id = ?",
+                               (self.sealer.seal_bytes(secret, row), r["key_id"]))  # fmt: skip
+                    resealed += 1
+        return resealed
+
+    def _refuse_clear_among_sealed(self, db) -> None:
+        """Without a key, a secret written now would be the one stored in clear beside sealed ones."""
+        if not self.sealer.enabled and db.execute(
+                "SELECT 1 FROM access_keys WHERE secret_key LIKE ? LIMIT 1", (SEALED_PREFIX + "%",)).fetchone():
+            raise SealingError("secrets in the metadata database are sealed: set APOLLO_SECRETS_KEY (or "
+                               "APOLLO_SECRETS_KEY_FILE) to the deployment's key")  # fmt: skip
 
     def list_keys(self) -> list[KeyInfo]:
         attached: dict[str, list[str]] = {}
