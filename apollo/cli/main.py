@@ -6,13 +6,11 @@ import argparse
 import logging
 import logging.handlers
 import os
-import secrets
 import sys
-import time
 from pathlib import Path
 
 from apollo import __version__, limits
-from apollo.cli import admin_cluster, admin_meta, devcluster, roles
+from apollo.cli import admin_cluster, admin_meta, admin_users, devcluster, roles
 from apollo.cli.common import (
     add_certs_flag,
     add_manager_flags,
@@ -79,31 +77,6 @@ def cmd_server(args: argparse.Namespace) -> None:
     run(config)
 
 
-def _store(args: argparse.Namespace):
-    from apollo.roles.server import open_admin_store, open_store
-
-    if args.database:  # a cluster's database: PostgreSQL keeps the keys safe, no drive journal
-        return open_store(database=args.database)
-    return open_admin_store(Path(args.meta_dir))
-
-
-def cmd_key(args: argparse.Namespace) -> None:
-    store = _store(args)
-    if args.action == "create":
-        access = args.access_key or "AK" + secrets.token_hex(9).upper()
-        secret = secrets.token_urlsafe(30)
-        store.put_key(access, secret, time.time())
-        print(f"access key: {access}\nsecret key: {secret}")
-    elif args.action == "list":
-        for access, created, is_root in store.list_keys():
-            print(f"{access}\t{time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(created))}\t{'root' if is_root else ''}")
-    elif args.action == "delete":
-        if not store.delete_key(args.access_key or ""):
-            sys.exit(f"no such access key: {args.access_key}")
-        print(f"deleted {args.access_key}")
-    store.close()  # fsyncs the journal of the change
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="apollo", description="Apollo Storage")
     parser.add_argument("--version", action="version", version=f"apollo {__version__}")
@@ -137,13 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     roles.register(sub)
     devcluster.register(sub)
     admin = sub.add_parser("admin", help="administration").add_subparsers(dest="admin", required=True)
-    key = admin.add_parser("key", help="manage access keys")
-    key.add_argument("action", choices=["create", "list", "delete"])
-    key.add_argument("access_key", nargs="?")
-    where = key.add_mutually_exclusive_group(required=True)
-    where.add_argument("--meta-dir", help="the metadata directory of an all-in-one server")
-    where.add_argument("--database", help="a cluster's metadata database (postgresql://...)")
-    key.set_defaults(func=cmd_key)
+    admin_users.register(admin)
     admin_meta.register(admin)
     admin_cluster.register(admin)
     return parser

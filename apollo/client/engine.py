@@ -42,7 +42,17 @@ from apollo.client.reader import read_range
 from apollo.client.writer import ObjectWriter, WriteResult
 from apollo.invariant import invariant
 from apollo.proto.layout import Scheme
-from apollo.proto.records import Bucket, Conditions, DeleteResult, ListPage, ObjectAttrs, Part, Upload, Version
+from apollo.proto.records import (
+    Bucket,
+    Conditions,
+    DeleteResult,
+    KeyRights,
+    ListPage,
+    ObjectAttrs,
+    Part,
+    Upload,
+    Version,
+)
 
 Body = AsyncIterator[bytes | memoryview]
 Verify = Callable[[WriteResult], None]  # raises to refuse the written bytes before they are committed
@@ -65,9 +75,10 @@ class ObjectEngine:
 
     # buckets ---------------------------------------------------------------------------------
 
-    async def create_bucket(self, bucket: str) -> None:
-        """:raises BucketExists:"""
-        await self._meta.create_bucket(bucket, self._clock())
+    async def create_bucket(self, bucket: str, owner: str = "") -> None:
+        """``owner``: the access key of the S3 request (a gateway says it; on a native client's own call the
+        metadata service takes the calling key, whatever is sent). :raises BucketExists:"""
+        await self._meta.create_bucket(bucket, self._clock(), owner)
 
     async def get_bucket(self, bucket: str) -> Bucket:
         """:raises BucketNotFound:"""
@@ -299,6 +310,11 @@ class ObjectEngine:
         """The secret of an access key, for checking request signatures (a gateway's root key may ask)."""
         return await self._meta.get_secret(access_key)
 
-    async def key_rights(self, access_key: str) -> tuple[str, bool] | None:
-        """(secret, whether it is a root key) of an access key; None when unknown."""
+    async def put_session(self, access_key: str, secret_key: str, token_digest: str, parent: str, policy: str,
+                          expires: float) -> None:  # fmt: skip
+        """Store a temporary key for ``parent`` (STS AssumeRole, ``apollo.gateway.sts``)."""
+        await self._meta.put_session(access_key, secret_key, token_digest, parent, policy, expires, self._clock())
+
+    async def key_rights(self, access_key: str) -> KeyRights | None:
+        """Secret, whether it is root, and identity policies of an access key; None when unknown."""
         return await self._meta.key_rights(access_key)

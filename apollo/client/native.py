@@ -375,6 +375,10 @@ class Client:
     def create_bucket(self, bucket: str) -> None:
         self._run(self._async.create_bucket(bucket))
 
+    def list_buckets(self) -> list[str]:
+        """The names of the buckets this key may see, sorted."""
+        return self._run(self._async.list_buckets())
+
     def put(self, bucket: str, key: str, body: Body, **options: Any) -> ObjectInfo:
         return self._run(self._async.put(bucket, key, body, **options))
 

@@ -16,6 +16,7 @@ from functools import partial
 
 from apollo import limits, tokens
 from apollo.eventloop import every
+from apollo.meta.sealing import SealingError
 from apollo.meta.service import MetaService
 from apollo.meta.store import SqlStore
 
@@ -30,7 +31,18 @@ def install_root_key(store: SqlStore, access_key: str, secret_key: str) -> None:
 
 
 def ensure_first_key(store: SqlStore) -> None:
-    """At start, before serving: a deployment without a key gets one (racing starts may add two: harmless)."""
+    """At start, before serving: every secret is sealed with the current ``APOLLO_SECRETS_KEY``
+    (``apollo.meta.sealing``; a secret that does not open stops the start), and a deployment without a token
+    key gets one (racing starts may add two: harmless)."""
+    try:
+        resealed = store.reseal_secrets()
+    except SealingError as exc:
+        raise SystemExit(f"apollo: {exc}") from None
+    if resealed:
+        log.info("sealed %d secrets with the secrets key %s", resealed, store.sealer.current)
+    elif not store.sealer.enabled:
+        log.warning("secrets are stored in clear in the metadata database (file modes protect them): set "
+                    "APOLLO_SECRETS_KEY to seal them (docs/security.md)")  # fmt: skip
     if not store.token_keys():
         store.add_token_key(tokens.new_key(time.time()))
 

@@ -27,6 +27,9 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 CREDENTIAL_CHARS_MAX = 256  # longer than any key or secret Apollo makes; a bigger form field is refused
 LOGIN_TOKEN_TTL_S = 3600.0
 WRONG_PAIR = "Access key or secret key is wrong."
+# The console acts through the object engine, beside the policy checks of the S3 door: until it applies a key's
+# policies itself, it is for operators, who hold the root key.
+NOT_AN_OPERATOR = "The console is for the root key (operators); this key works over S3 and the native client."
 
 
 def safe_next(target: str) -> str:
@@ -64,13 +67,16 @@ async def login(console: Console, request: web.Request) -> web.StreamResponse:
         return _login_page(request, f"Too many failed logins from this address: try again in {wait_s:.0f} s.",
                            429, next_url)  # fmt: skip
     access_key, secret_key = str(form.get("access_key", "")), str(form.get("secret_key", ""))
-    digest = None
+    checked = None
     if 0 < len(access_key) <= CREDENTIAL_CHARS_MAX and len(secret_key) <= CREDENTIAL_CHARS_MAX:
-        digest = await console.check_pair(access_key, secret_key)
-    if digest is None:
+        checked = await console.check_pair(access_key, secret_key)
+    if checked is None:
         console.throttle.failed(address)
         await asyncio.sleep(LOGIN_FAILURE_DELAY_S)
         return _login_page(request, WRONG_PAIR, 401, next_url)
+    digest, is_root = checked
+    if not is_root:
+        return _login_page(request, NOT_AN_OPERATOR, 403, next_url)
     session = console.sessions.open(access_key, digest)
     response = redirect(safe_next(next_url))
     response.set_cookie(SESSION_COOKIE, session.session_id, **cookie_flags(request, console.sessions.ttl_s))

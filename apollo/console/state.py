@@ -24,6 +24,7 @@ from apollo.client.engine import ObjectEngine
 from apollo.console.render import PREFIX
 from apollo.console.sessions import LoginThrottle, Session, Sessions
 from apollo.keycache import SecretCache
+from apollo.proto.records import KeyRights
 
 if TYPE_CHECKING:
     from apollo.cluster.admin import Status
@@ -52,7 +53,7 @@ class Console:
         self._status = status
         self.sessions = Sessions()
         self.throttle = LoginThrottle()
-        self.secrets = SecretCache(engine.get_secret)  # the lookup S3 signatures use, with its own cache
+        self.keys = SecretCache(engine.key_rights)  # the lookup S3 signatures use, with its own cache
         # One thread: the status source's store connection is used by one thread at a time, and a slow
         # status read (it counts segments) never takes the event loop or the metadata writer with it.
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="console-status")
@@ -71,13 +72,14 @@ class Console:
                 self._status_cache = (time.monotonic(), snapshot)
             return self._status_cache[1]
 
-    async def check_pair(self, access_key: str, secret_key: str) -> bytes | None:
-        """The digest of the secret when ``secret_key`` is ``access_key``'s, else None (either part wrong)."""
-        known = await self.secrets.get(access_key) if access_key else None
+    async def check_pair(self, access_key: str, secret_key: str) -> tuple[bytes, bool] | None:
+        """(the digest of the secret, whether the key is root) when ``secret_key`` is ``access_key``'s, else
+        None (either part wrong)."""
+        known = await self.keys.get(access_key) if access_key else None
         digest = _digest(secret_key)
-        if not isinstance(known, str) or not hmac.compare_digest(_digest(known), digest):
+        if not isinstance(known, KeyRights) or not hmac.compare_digest(_digest(known.secret), digest):
             return None
-        return digest
+        return digest, known.is_root
 
     async def session(self, request: web.Request) -> Session | None:
         """The request's live session: its cookie names one, it has not expired, and its key still has the
@@ -86,8 +88,9 @@ class Console:
         session = self.sessions.get(request.cookies.get(SESSION_COOKIE))
         if session is None:
             return None
-        known = await self.secrets.get(session.access_key)
-        if not isinstance(known, str) or not hmac.compare_digest(_digest(known), session.secret_digest):
+        known = await self.keys.get(session.access_key)
+        if not isinstance(known, KeyRights) or not known.is_root or not hmac.compare_digest(
+                _digest(known.secret), session.secret_digest):  # fmt: skip
             self.sessions.close(session.session_id)
             return None
         return session

@@ -16,12 +16,12 @@ from aiohttp import web
 
 from apollo import limits, metrics
 from apollo.client.engine import ObjectEngine
-from apollo.gateway import accesslog, handlers_attributes
+from apollo.gateway import accesslog, handlers_attributes, sts
 from apollo.gateway import handlers_bucket as hb
 from apollo.gateway import handlers_multipart as hm
 from apollo.gateway import handlers_object as ho
 from apollo.gateway.admission import ADMISSION, Admission
-from apollo.gateway.authorize import POLICIES, authorize, bucket_policies
+from apollo.gateway.authorize import ACCESS, authorize, bucket_access
 from apollo.gateway.middleware import PIPELINE, SECRETS
 from apollo.gateway.names import host_bucket, split_target, validate_bucket
 from apollo.gateway.s3errors import s3error
@@ -88,6 +88,11 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
         bucket, key = split_target(request.raw_path, request.host, request.app[DOMAIN] or None)
     except UnicodeDecodeError as exc:
         raise s3error("InvalidURI", "Couldn't parse the specified URI.") from exc
+    if request.get("sts_body") is not None:  # signed for STS: the service's one call, at the service's root
+        request["op"] = "AssumeRole"
+        if bucket or key:
+            raise s3error("InvalidRequest", "STS calls go to the service's root, /")
+        return await sts.assume_role(request, bucket, key)
     target = "object" if key else ("bucket" if bucket else "service")
     sub = _subresource(request)
     copy_source = None
@@ -162,7 +167,7 @@ def build_app(client: ObjectEngine, domain: str | None = None, apollo_routes: Ap
     client_limits = client_limits or limits.ClientLimits()
     app[CLIENT_STALL_S] = client_limits.stall_s
     app[ADMISSION] = Admission(client_limits.requests_per_key_max, client_limits.requests_max)
-    app[POLICIES] = bucket_policies(client)
+    app[ACCESS] = bucket_access(client)
     accesslog.buffer_lines()
     app.cleanup_ctx.append(accesslog.flushing)
     s3 = _s3_handler()

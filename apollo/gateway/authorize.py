@@ -1,7 +1,7 @@
-"""Authorization of S3 requests by bucket policies: every request, once its signature is checked (or
-found absent: anonymous), is checked before its handler runs, with the decision the native path makes
-too (``apollo.proto.bucket_access``). A bucket without a policy costs a signed key a dictionary lookup
-per request: the evaluator runs only where a policy could say no.
+"""Authorization of S3 requests: every request, once its signature is checked (or found absent: anonymous),
+is checked before its handler runs against the caller's identity policies, the bucket's policy and owner,
+with the decision the native path makes too (``apollo.proto.bucket_access``). A key whose policies grant
+everything, or a bucket's owner, on a bucket without a policy, costs a dictionary lookup per request.
 """
 
 from __future__ import annotations
@@ -13,62 +13,98 @@ from aiohttp import web
 from apollo import errors
 from apollo.client.engine import ObjectEngine
 from apollo.gateway.s3errors import s3error
-from apollo.proto.bucket_access import BucketPolicies, denial, request_context
-from apollo.proto.s3_actions import extra_for_headers, required
+from apollo.gateway.state import CLIENT
+from apollo.proto.bucket_access import (
+    ANONYMOUS,
+    BucketAccess,
+    BucketAccessCache,
+    Caller,
+    Check,
+    denial,
+    reads_tags,  # fmt: skip
+    request_context,
+    visible_buckets,
+)
+from apollo.proto.records import Bucket
+from apollo.proto.s3_actions import ARN_PREFIX, extra_for_headers, required
 
-ALWAYS_ROOTS = {"GetBucketPolicy", "PutBucketPolicy", "DeleteBucketPolicy"}  # as on AWS: never locked out
+# As on AWS, the bucket owner (and root) can always read, change and delete the bucket policy: never locked out.
+OWNER_ALWAYS = {"GetBucketPolicy", "PutBucketPolicy", "DeleteBucketPolicy"}
 
 
-def bucket_policies(engine: ObjectEngine) -> BucketPolicies:
-    async def policy_text(bucket: str) -> str:
-        return (await engine.get_bucket(bucket)).policy
-
-    return BucketPolicies(policy_text)
+def bucket_access(engine: ObjectEngine) -> BucketAccessCache:
+    return BucketAccessCache(engine.get_bucket)
 
 
-POLICIES = web.AppKey("policies", BucketPolicies)
+ACCESS = web.AppKey("bucket_access", BucketAccessCache)
+
+
+def caller(request: web.Request) -> Caller:
+    return request.get("caller", ANONYMOUS)
+
+
+async def _access(request: web.Request, bucket: str) -> BucketAccess | None:
+    """The bucket's access, None when there is no bucket (CreateBucket, or a copy source that is gone: the
+    handler says which)."""
+    try:
+        return await request.app[ACCESS].get(bucket) if bucket else None
+    except errors.BucketNotFound:
+        return None
 
 
 async def authorize(request: web.Request, op: str, bucket: str, key: str,
                     copy_source: tuple[str, str, str | None] | None = None) -> None:  # fmt: skip
     """Raise AccessDenied unless every (action, resource) ``op`` needs is allowed."""
-    principal = request.get("access_key")
-    is_root = bool(request.get("is_root"))
-    if is_root and op in ALWAYS_ROOTS or op == "DeleteObjects":  # DeleteObjects: per key, in its handler
+    who = caller(request)
+    if op == "DeleteObjects":  # per key, in its handler
         return
-    policies = request.app[POLICIES]
-    if principal is not None and not copy_source and (not bucket or op == "CreateBucket"
-                                                       or await policies.get(bucket) is None):  # fmt: skip
-        return  # a signed key, and no policy that could deny it
+    access = await _access(request, bucket) if op != "CreateBucket" else None
+    if op in OWNER_ALWAYS and (who.is_root or who.owns(access)):
+        return
+    if not copy_source and who.needs_no_check(access):
+        return
     pairs = required(op, bucket or None, key or None, request.query.get("versionId"), copy_source=copy_source)
     pairs += extra_for_headers(op, bucket, key, frozenset(name.lower() for name in request.headers))
-    await check(request, pairs)
+    await check(request, pairs, (bucket, key, request.query.get("versionId")))
 
 
-async def check(request: web.Request, pairs: list[tuple[str, str]]) -> None:
-    """Evaluate each pair against its bucket's policy; the first one refused is the answer."""
-    principal = request.get("access_key")
-    policies = request.app[POLICIES]
+async def check(request: web.Request, pairs: list[tuple[str, str]],
+                named: tuple[str, str, str | None] | None = None) -> None:  # fmt: skip
+    """Evaluate each pair for the caller against its bucket; the first one refused is the answer.
+    ``named``: the (bucket, key, version id) the request names, whose version tag conditions read."""
+    who = caller(request)
     checks = []
     for action, resource in pairs:
-        bucket = _bucket_of(resource)
-        try:
-            policy = await policies.get(bucket) if bucket else None
-        except errors.BucketNotFound:
-            policy = None  # CreateBucket, or a copy source that is gone: the handler says which
-        checks.append((action, resource, policy))
-    refused = denial(principal, bool(request.get("is_root")), _context(request), checks)
+        bucket, _, key = resource.removeprefix(ARN_PREFIX).partition("/") if resource != "*" else ("", "", "")
+        access = await _access(request, bucket)
+        if who.needs_no_check(access):
+            continue
+        tags = None
+        if key and reads_tags(who, access):
+            version_id = named[2] if named is not None and named[:2] == (bucket, key) else None
+            tags = await _tags(request, bucket, key, version_id)
+        checks.append(Check(action, resource, access, tags))
+    refused = denial(who, _context(request), checks)
     if refused is not None:
-        action, resource, decision = refused
+        refused_check, decision = refused
         request["policy_decision"] = f"{decision.outcome.name} {decision.source} {decision.sid or '-'}"
-        who = "Anonymous access" if principal is None else f"Access key {principal}"
-        raise s3error("AccessDenied", f"{who} is not allowed {action} on {resource}")
+        name = "Anonymous access" if who.principal is None else f"Access key {who.principal}"
+        raise s3error("AccessDenied", f"{name} is not allowed {refused_check.action} on {refused_check.resource}")
 
 
-def _bucket_of(resource: str) -> str:
-    """The bucket of ``arn:aws:s3:::bucket[/key]``; "" for ``*`` (ListAllMyBuckets)."""
-    prefix = "arn:aws:s3:::"
-    return resource[len(prefix) :].partition("/")[0] if resource.startswith(prefix) else ""
+async def _tags(request: web.Request, bucket: str, key: str, version_id: str | None) -> dict[str, str]:
+    """The tags of an object's version (the latest when None): what ``s3:ExistingObjectTag`` conditions
+    test. None of an object that does not exist: its handler answers NoSuchKey, if the policy lets it."""
+    try:
+        version = await request.app[CLIENT].head(bucket, key, version_id, with_data=False)
+    except errors.BucketNotFound:
+        return {}
+    return dict(version.attrs.tags) if version is not None and not version.delete_marker else {}
+
+
+async def shown_buckets(request: web.Request, buckets: list[Bucket]) -> list[Bucket]:
+    """The buckets ListBuckets shows the caller (``apollo.proto.bucket_access.visible_buckets``)."""
+    return await visible_buckets(caller(request), buckets, _context(request), lambda name: _access(request, name))
 
 
 def _context(request: web.Request) -> dict[str, str]:

@@ -8,7 +8,7 @@ import hashlib
 from aiohttp import web
 
 from apollo import limits
-from apollo.gateway.authorize import POLICIES, check
+from apollo.gateway.authorize import ACCESS, caller, check, shown_buckets
 from apollo.gateway.http import count_param, parse_content_md5, plain_int, read_document
 from apollo.gateway.names import check_version_id, validate_key
 from apollo.gateway.s3errors import S3Error, s3error, to_s3_error
@@ -36,7 +36,7 @@ async def list_buckets(request: web.Request, bucket: str, key: str) -> web.Respo
         raise s3error("InvalidArgument", "max-buckets must be between 1 and 10000", ArgumentName="max-buckets",
                       ArgumentValue=raw_max)  # fmt: skip
     after = _decode_token(query["continuation-token"]) if query.get("continuation-token") else ""
-    buckets = sorted(await request.app[CLIENT].list_buckets(), key=lambda b: b.name)
+    buckets = sorted(await shown_buckets(request, await request.app[CLIENT].list_buckets()), key=lambda b: b.name)
     matching = [b for b in buckets if b.name.startswith(prefix) and b.name > after]
     page = matching[:max_buckets]
     body: dict = {
@@ -53,7 +53,7 @@ async def list_buckets(request: web.Request, bucket: str, key: str) -> web.Respo
 
 async def create_bucket(request: web.Request, bucket: str, key: str) -> web.Response:
     await read_document(request)  # CreateBucketConfiguration: any region is accepted
-    await request.app[CLIENT].create_bucket(bucket)
+    await request.app[CLIENT].create_bucket(bucket, caller(request).principal or "")  # a temporary key's parent
     return web.Response(headers={"Location": f"/{bucket}"})
 
 
@@ -99,13 +99,13 @@ async def put_policy(request: web.Request, bucket: str, key: str) -> web.Respons
     except (PolicyError, UnicodeDecodeError) as exc:
         raise s3error("MalformedPolicy", str(exc)) from exc
     await request.app[CLIENT].set_bucket_policy(bucket, text)
-    request.app[POLICIES].forget(bucket)
+    request.app[ACCESS].forget(bucket)
     return web.Response(status=204)
 
 
 async def delete_policy(request: web.Request, bucket: str, key: str) -> web.Response:
     await request.app[CLIENT].set_bucket_policy(bucket, "")
-    request.app[POLICIES].forget(bucket)
+    request.app[ACCESS].forget(bucket)
     return web.Response(status=204)
 
 
@@ -235,8 +235,8 @@ async def list_versions(request: web.Request, bucket: str, key: str) -> web.Resp
 
 
 async def _denied(request: web.Request, bucket: str, key: str, version_id: str | None) -> S3Error | None:
-    """A key of a DeleteObjects the bucket policy does not let this caller delete: S3 checks s3:DeleteObject
-    per key and answers AccessDenied for that key alone."""
+    """A key of a DeleteObjects this caller may not delete: S3 checks s3:DeleteObject per key and answers
+    AccessDenied for that key alone."""
     try:
         await check(request, required("DeleteObjects", bucket, key, version_id))
     except S3Error as exc:

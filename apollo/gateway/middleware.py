@@ -9,6 +9,8 @@ checks and metric scrapes pass through both layers untouched.
 from __future__ import annotations
 
 import datetime
+import hashlib
+import hmac
 import os
 import re
 import time
@@ -16,12 +18,14 @@ import time
 from aiohttp import web
 
 from apollo import metrics
-from apollo.gateway import accesslog
+from apollo.gateway import accesslog, sts
 from apollo.gateway.admission import admission_middleware
 from apollo.gateway.s3errors import S3Error, s3error, to_s3_error
 from apollo.gateway.sigv4 import verify_request
 from apollo.gateway.xml import error_body
 from apollo.keycache import SecretCache
+from apollo.proto.bucket_access import Caller
+from apollo.proto.records import KeyRights
 
 SECRETS = web.AppKey("secrets", SecretCache)
 _CREDENTIAL_RE = re.compile(r"Credential=([^/,\s]+)/")
@@ -46,7 +50,8 @@ async def errors_middleware(request: web.Request, handler) -> web.StreamResponse
     try:
         response = await handler(request)
     except S3Error as exc:
-        response = _error_response(request, exc)
+        response = sts.error_response(exc, request["request_id"]) if "sts_body" in request else \
+            _error_response(request, exc)  # fmt: skip
     except web.HTTPException:
         raise
     except Exception as exc:  # core errors; a bug, or the environment failing (a full metadata disk)
@@ -85,22 +90,46 @@ async def auth_middleware(request: web.Request, handler) -> web.StreamResponse:
         return await handler(request)
     access_key = _claimed_key(request)
     request["access_key"] = access_key  # the access log names it, also when the signature turns out wrong
-    rights = await request.app[SECRETS].get(access_key) if access_key else None  # (secret, is root)
-    secret = rights[0] if rights else None
+    rights = await request.app[SECRETS].get(access_key) if access_key else None  # KeyRights
+    secret = rights.secret if rights else None
     raw_path, _, raw_query = request.raw_path.partition("?")
+    body_sha256 = None
+    if sts.is_sts(request):  # STS signs its body's hash without sending it: read it first (16 KiB at most)
+        request["sts_body"] = b""
+        request["sts_body"] = await sts.read_body(request)
+        body_sha256 = hashlib.sha256(request["sts_body"]).hexdigest()
     auth = verify_request(
         request.method, raw_path, raw_query, request.headers,
         lambda key: secret if key == access_key else None, datetime.datetime.now(datetime.UTC),
+        sts_body_sha256=body_sha256,
     )  # fmt: skip
     request["auth"] = auth
     if auth is None:  # anonymous: only what a bucket policy grants to "*" (apollo.gateway.authorize)
         request["access_key"] = None  # whatever a stray query parameter claimed
     else:
         request["access_key"] = auth.access_key
-        request["is_root"] = bool(rights and rights[1])
+        _check_session(request, rights)
+        request["caller"] = Caller.of(auth.access_key, rights)
     if "%00" in request.raw_path:  # no metadata engine stores NUL in text (PostgreSQL refuses it outright)
         raise s3error("InvalidArgument", "Object keys and request parameters must not contain the NUL character")
     return await handler(request)
+
+
+def _check_session(request: web.Request, rights: KeyRights) -> None:
+    """A temporary key (``apollo.gateway.sts``) works with its session token until it expires; a token on a
+    key that has none is as wrong as a wrong one (AWS: InvalidToken)."""
+    query = request.query
+    token = request.headers.get("x-amz-security-token") or query.get("X-Amz-Security-Token") or query.get(
+        "x-amz-security-token")  # SigV2 presigned URLs spell it so  # fmt: skip
+    if not rights.expires:
+        if token:
+            raise s3error("InvalidToken")
+        return
+    if token is None or not hmac.compare_digest(hashlib.sha256(token.encode()).hexdigest(), rights.token_digest):
+        raise s3error("InvalidToken")
+    if time.time() >= rights.expires:
+        raise s3error("ExpiredToken")
+    request["session_parent"] = rights.parent
 
 
 def _claimed_key(request: web.Request) -> str | None:

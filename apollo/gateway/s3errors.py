@@ -42,6 +42,8 @@ class S3Error(Exception):
 # Statuses and default messages as AWS documents them (ErrorResponses in the S3 API reference).
 S3_CODES: dict[str, tuple[int, str]] = {
     "AccessDenied": (403, "Access Denied"),
+    "ExpiredToken": (400, "The provided token has expired."),
+    "InvalidToken": (400, "The provided token is malformed or otherwise invalid."),
     "AuthorizationHeaderMalformed": (400, "The authorization header is malformed."),
     "AuthorizationQueryParametersError": (400, "Error parsing the X-Amz-Credential parameter."),
     "BadDigest": (400, "The Content-MD5 you specified did not match what we received."),

@@ -12,6 +12,8 @@ import hmac
 from collections.abc import Callable, Mapping
 from urllib.parse import unquote_plus
 
+from multidict import CIMultiDict
+
 from apollo import limits
 from apollo.gateway.s3errors import s3error
 
@@ -131,7 +133,13 @@ def verify_presigned(
         raise s3error("AccessDenied", "Query-string authentication requires the Signature, Expires and "
                       "AWSAccessKeyId parameters")  # fmt: skip
     _check_expires(expires, now, max_skew_s)
-    _verify(secret_for(access_key, lookup_secret), method, raw_path, query, headers, expires, signature, access_key)
+    # x-amz-* parameters are signed as the headers they stand for (botocore moves the session token there).
+    signed_headers = CIMultiDict(headers)
+    for name, value in query.items():
+        if name.lower().startswith("x-amz-"):
+            signed_headers.add(name.lower(), value)
+    _verify(secret_for(access_key, lookup_secret), method, raw_path, query, signed_headers, expires, signature,
+            access_key)  # fmt: skip
     return access_key
 
 

@@ -168,14 +168,15 @@ def _basic_time_from_date(value: str | None) -> str | None:
         return None
 
 
-def _parse_credential(credential: str, amz_date: str, *, presigned: bool) -> tuple[str, str, str]:
-    """(access key, scope, region) from ``AK/date/region/s3/aws4_request``, checked against the date."""
+def _parse_credential(credential: str, amz_date: str, *, presigned: bool, service: str = "s3") -> tuple[str, str, str]:
+    """(access key, scope, region) from ``AK/date/region/s3/aws4_request``, checked against the date and the
+    service the request is for."""
     parts = credential.split("/")
     code = "AuthorizationQueryParametersError" if presigned else "AuthorizationHeaderMalformed"
     if len(parts) != 5 or parts[4] != "aws4_request" or not parts[0]:
         raise s3error(code, f"The credential {credential!r} is malformed; expecting '<KEY>/<YYYYMMDD>/<REGION>/s3/aws4_request'.")  # fmt: skip # noqa: E501
-    if parts[3] != "s3":
-        raise s3error(code, f"The credential is for service {parts[3]!r}; this endpoint is 's3'.")
+    if parts[3] != service:
+        raise s3error(code, f"The credential is for service {parts[3]!r}; this request is for {service!r}.")
     if parts[1] != amz_date[:8]:
         raise s3error(code, f"The credential date {parts[1]} does not match the request date {amz_date[:8]}.")
     return parts[0], "/".join(parts[1:]), parts[2]
@@ -189,8 +190,18 @@ def verify_request(
     lookup_secret: Callable[[str], str | None],
     now: datetime.datetime,
     max_skew_s: float = limits.clock_skew_s_max,
+    sts_body_sha256: str | None = None,
 ) -> AuthContext | None:
-    """Check a request's SigV4 signature; None for an anonymous request. Raises S3Error."""
+    """Check a request's SigV4 signature; None for an anonymous request. Raises S3Error.
+
+    ``sts_body_sha256``: the request is an STS call (``apollo.gateway.sts``), whose body the caller read
+    and hashed: STS signs that hash without sending it, under the service name ``sts``, in a header only.
+    """
+    if sts_body_sha256 is not None:
+        if not headers.get("Authorization", "").startswith(ALGORITHM):
+            raise s3error("AccessDenied", "STS calls are signed with SigV4 in the Authorization header")
+        return _verify_header(method, raw_path, raw_query, headers, headers["Authorization"], lookup_secret, now,
+                              max_skew_s, sts_body_sha256)  # fmt: skip
     authorization = headers.get("Authorization")
     query_has_sig = "X-Amz-Signature=" in raw_query or "X-Amz-Algorithm=" in raw_query
     query_has_v2 = "Signature=" in raw_query and "AWSAccessKeyId=" in raw_query
@@ -210,7 +221,8 @@ def verify_request(
     return None
 
 
-def _verify_header(method, raw_path, raw_query, headers, authorization, lookup_secret, now, max_skew_s):
+def _verify_header(method, raw_path, raw_query, headers, authorization, lookup_secret, now, max_skew_s,
+                   sts_body_sha256=None):  # fmt: skip
     match = _AUTH_RE.match(authorization.strip())
     if match is None:
         raise s3error("AuthorizationHeaderMalformed",
@@ -222,17 +234,18 @@ def _verify_header(method, raw_path, raw_query, headers, authorization, lookup_s
     when = _parse_time(amz_date, "x-amz-date")
     if abs((now - when).total_seconds()) > max_skew_s:
         raise skew_error(amz_date, now, max_skew_s)
-    access_key, scope, region = _parse_credential(match["credential"], amz_date, presigned=False)
+    service = "s3" if sts_body_sha256 is None else "sts"
+    access_key, scope, region = _parse_credential(match["credential"], amz_date, presigned=False, service=service)
     signed = match["signed"].split(";")
     if "host" not in signed:
         raise s3error("AccessDenied", "The host header must be signed")
     _require_amz_headers_signed(headers, signed, presigned=False)
-    content_sha256 = headers.get("x-amz-content-sha256")
+    content_sha256 = headers.get("x-amz-content-sha256") if sts_body_sha256 is None else sts_body_sha256
     if content_sha256 is None:
         raise s3error("InvalidRequest", "Missing required header for this request: x-amz-content-sha256")
     payload = content_sha256
     canonical = canonical_request(method, raw_path, canonical_query(raw_query), headers, signed, payload)
-    key = signing_key(secret_for(access_key, lookup_secret), amz_date[:8], region, "s3")
+    key = signing_key(secret_for(access_key, lookup_secret), amz_date[:8], region, service)
     expected = sign(key, _string_to_sign(amz_date, scope, canonical))
     if not signature_matches(expected, match["signature"]):
         raise _mismatch(canonical, _string_to_sign(amz_date, scope, canonical), access_key, match["signature"])

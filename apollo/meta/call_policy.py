@@ -1,9 +1,10 @@
-"""Bucket policies on the native path: a metadata call by a native client's key is checked as the S3 request
-it stands for would be (``apollo.proto.s3_actions``, ``apollo.proto.policy``), so a key a policy denies
-cannot read, write or list around the S3 gateway. Capability tokens come only with a call that passed.
+"""Policies on the native path: a metadata call by a native client's key is checked as the S3 request it
+stands for would be (``apollo.proto.s3_actions``, ``apollo.proto.policy``), against the key's identity
+policies and the bucket's policy and owner, so a key cannot read, write or list around the S3 gateway what
+S3 would refuse it. Capability tokens come only with a call that passed.
 
 Root keys are the deployment's roles and operators: gateways check their own callers before they call,
-repair and GC act for the cluster. Their calls are not checked here. The decision and the policy cache
+repair and GC act for the cluster. Their calls are not checked here. The decision and the bucket cache
 are the gateway's (``apollo.proto.bucket_access``).
 """
 
@@ -16,7 +17,16 @@ from collections.abc import Callable
 
 from apollo import errors
 from apollo.meta.service import MetaService
-from apollo.proto.bucket_access import BucketPolicies, denial, request_context
+from apollo.proto.bucket_access import (
+    BucketAccess,
+    BucketAccessCache,
+    Caller,
+    Check,
+    denial,
+    reads_tags,
+    request_context,  # fmt: skip
+    visible_buckets,
+)
 from apollo.proto.s3_actions import required
 
 # Metadata call -> the S3 operation it stands for. Calls that name no bucket (a part of an upload, the
@@ -42,6 +52,9 @@ CALL_OPS: dict[str, str] = {
 }
 
 
+OWNER_ALWAYS = {"PutBucketPolicy", "DeleteBucketPolicy"}  # as on AWS: the owner is never locked out
+
+
 @functools.cache
 def _signature(target: Callable) -> inspect.Signature:
     """Once per service method (bound methods of one object compare equal): a signature costs more than
@@ -51,14 +64,18 @@ def _signature(target: Callable) -> inspect.Signature:
 
 class CallPolicy:
     def __init__(self, meta: MetaService) -> None:
-        async def policy_text(bucket: str) -> str:
-            return (await meta.get_bucket(bucket)).policy
+        self._meta = meta
+        self._buckets = BucketAccessCache(meta.get_bucket)
 
-        self._policies = BucketPolicies(policy_text)
+    async def _access(self, bucket: str | None) -> BucketAccess | None:
+        try:
+            return await self._buckets.get(bucket) if bucket else None
+        except errors.BucketNotFound:
+            return None  # the call itself says so, or creates it
 
-    async def check(self, method: str, target: Callable, args: list, kwargs: dict, access_key: str,
+    async def check(self, method: str, target: Callable, args: list, kwargs: dict, caller: Caller,
                     source_ip: str, secure: bool) -> None:  # fmt: skip
-        """:raises AccessDenied: the S3 operation this call stands for is not allowed to ``access_key``."""
+        """:raises AccessDenied: the S3 operation this call stands for is not allowed to ``caller``."""
         op = CALL_OPS.get(method)
         if op is None:
             return
@@ -66,15 +83,26 @@ class CallPolicy:
         bucket = bound.get("bucket", bound.get("name"))
         if op == "PutBucketPolicy" and not bound.get("policy"):
             op = "DeleteBucketPolicy"
-        try:
-            policy = await self._policies.get(bucket) if bucket else None
-        except errors.BucketNotFound:
-            return  # the call itself says so
-        if bucket and policy is None or op == "CreateBucket":
-            return  # a signed key, and no policy that could deny it
-        pairs = required(op, bucket, bound.get("key"), bound.get("version_id"))
-        context = request_context(source_ip, secure, time.time())
-        refused = denial(access_key, False, context, [(action, resource, policy) for action, resource in pairs])
+        access = await self._access(bucket) if op != "CreateBucket" else None
+        if caller.needs_no_check(access) or op in OWNER_ALWAYS and caller.owns(access):
+            return
+        if bucket and access is None and op != "CreateBucket":
+            return  # no such bucket: the call says so
+        key, version_id = bound.get("key"), bound.get("version_id")
+        tags = None
+        if key and reads_tags(caller, access):
+            version = await self._meta.get_version(bucket, key, version_id, with_data=False)
+            tags = dict(version.attrs.tags) if version is not None and not version.delete_marker else {}
+        checks = [Check(action, resource, access, tags) for action, resource in required(op, bucket, key, version_id)]
+        refused = denial(caller, request_context(source_ip, secure, time.time()), checks)
         if refused is not None:
-            action, resource, _ = refused
-            raise errors.AccessDenied(f"Access key {access_key} is not allowed {action} on {resource}")
+            check, _ = refused
+            raise errors.AccessDenied(f"Access key {caller.principal} is not allowed {check.action} on "
+                                      f"{check.resource}")  # fmt: skip
+
+    async def filter(self, method: str, result: object, caller: Caller, source_ip: str, secure: bool) -> object:
+        """The part of a call's answer the caller may see: ListBuckets shows a key the buckets it owns or may
+        list, as the gateway's does (``apollo.gateway.authorize.visible_buckets``)."""
+        if method != "list_buckets" or not isinstance(result, list):
+            return result
+        return await visible_buckets(caller, result, request_context(source_ip, secure, time.time()), self._access)

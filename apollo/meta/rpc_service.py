@@ -31,6 +31,7 @@ from apollo.keycache import SecretCache
 from apollo.meta.call_policy import CallPolicy
 from apollo.meta.service import MetaService
 from apollo.proto import codec, meta_api, routes, signing
+from apollo.proto.bucket_access import Caller
 from apollo.proto.cluster_map import ClusterMap
 from apollo.proto.layout import Scheme, SegmentLayout
 from apollo.proto.records import Conditions, Version
@@ -51,19 +52,24 @@ def _page_size(given: object, caller: str) -> int:
 
 # Arguments that are the service's to give, whatever a caller sends: its clock (a client that picks
 # ``now`` picks last_modified and skips the garbage collector's grace), its limits, and who the caller
-# is (``owner``: whose pending writes a call may commit, move or abandon). Imposed by parameter name
-# on every call whose method takes one.
-SERVER_OWNED: dict[str, Callable[[object, str], object]] = {
-    "now": lambda given, caller: time.time(),
-    "owner": lambda given, caller: caller,
-    "part_size_min": lambda given, caller: limits.part_size_bytes_min,
-    "max_keys": _page_size,
-    "max_parts": _page_size,
-    "max_uploads": _page_size,
+# is (``owner``: whose pending writes a call may commit, move or abandon; ``bucket_owner``: who owns a
+# new bucket, which a gateway, a service key, says for the S3 client it serves; a temporary key's bucket
+# is its parent's). Imposed by parameter name on every call whose method takes one:
+# (given, caller, caller is a service key, principal) -> the value.
+SERVER_OWNED: dict[str, Callable[[object, str, bool, str], object]] = {
+    "now": lambda given, caller, service, principal: time.time(),
+    "owner": lambda given, caller, service, principal: caller,
+    "bucket_owner": lambda given, caller, service, principal: (
+        given if service and isinstance(given, str) else principal),
+    "part_size_min": lambda given, caller, service, principal: limits.part_size_bytes_min,
+    "max_keys": lambda given, caller, service, principal: _page_size(given, caller),
+    "max_parts": lambda given, caller, service, principal: _page_size(given, caller),
+    "max_uploads": lambda given, caller, service, principal: _page_size(given, caller),
 }
 
 
-def impose(target: Callable, args: list, kwargs: dict, caller: str) -> tuple[tuple, dict]:
+def impose(target: Callable, args: list, kwargs: dict, caller: str, service: bool = False,
+           principal: str | None = None) -> tuple[tuple, dict]:  # fmt: skip
     """A remote call's arguments, bound to ``target``'s signature, with ``SERVER_OWNED`` ones replaced.
 
     :raises TypeError: arguments the method does not take.
@@ -71,7 +77,8 @@ def impose(target: Callable, args: list, kwargs: dict, caller: str) -> tuple[tup
     signature = inspect.signature(target)
     bound = signature.bind_partial(*args, **kwargs)
     for name in signature.parameters.keys() & SERVER_OWNED.keys():
-        bound.arguments[name] = SERVER_OWNED[name](bound.arguments.get(name), caller)
+        bound.arguments[name] = SERVER_OWNED[name](bound.arguments.get(name), caller, service,
+                                                   principal or caller.removeprefix("key:"))  # fmt: skip
     return bound.args, bound.kwargs
 
 
@@ -191,9 +198,9 @@ async def _answer(request: web.Request, method: str) -> web.Response:
     try:
         access_key = signing.claimed_key(request.headers)
         rights = await request.app[KEYS].get(access_key)
-        body = await _read_body(request, rights[0] if rights else None)
-        signing.verify("POST", request.path, request.headers, body, rights[0] if rights else None)
-        if meta_api.allowed(method, service_key=rights[1]) is None:
+        body = await _read_body(request, rights.secret if rights else None)
+        signing.verify("POST", request.path, request.headers, body, rights.secret if rights else None)
+        if meta_api.allowed(method, service_key=rights.is_root) is None:
             raise errors.AccessDenied(f"{method} is not a metadata call this key may make")
         call = codec.loads(body)
         if not (isinstance(call, dict) and isinstance(call.get("args", []), list)
@@ -202,11 +209,18 @@ async def _answer(request: web.Request, method: str) -> web.Response:
         rpc = request.app[RPC]
         target = getattr(rpc, method, None) or getattr(rpc.meta, method)
         # Pending writes belong to the access key that began them.
-        args, kwargs = impose(target, call.get("args", []), call.get("kwargs", {}), f"key:{access_key}")
-        if not rights[1]:  # bucket policies bind native clients' keys (apollo.meta.call_policy)
-            await request.app[CALL_POLICY].check(method, target, args, kwargs, access_key, request.remote or "",
-                                                 request.secure)  # fmt: skip
-        result = await target(*args, **kwargs)
+        if rights.expires and time.time() >= rights.expires:
+            raise errors.AccessDenied(f"the temporary key {access_key} has expired")
+        args, kwargs = impose(target, call.get("args", []), call.get("kwargs", {}), f"key:{access_key}",
+                              rights.is_root, rights.parent or access_key)  # fmt: skip
+        if not rights.is_root:  # policies bind native clients' keys (apollo.meta.call_policy)
+            caller = Caller.of(access_key, rights)
+            policy = request.app[CALL_POLICY]
+            await policy.check(method, target, args, kwargs, caller, request.remote or "", request.secure)
+            result = await policy.filter(method, await target(*args, **kwargs), caller, request.remote or "",
+                                         request.secure)  # fmt: skip
+        else:
+            result = await target(*args, **kwargs)
     except errors.ApolloError as exc:
         request["error_type"] = type(exc).__name__
         status = 403 if isinstance(exc, errors.AccessDenied) else 400 if isinstance(exc, errors.InvalidRequest) else 409

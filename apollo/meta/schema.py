@@ -11,13 +11,28 @@ Segments hang off a ``data_id`` so multipart completion can re-parent part
 segments onto the final version without copying bytes.
 """
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
+
+POLICIES_DDL = ("CREATE TABLE IF NOT EXISTS policies (name TEXT PRIMARY KEY, document TEXT NOT NULL, "
+                "created REAL NOT NULL)")  # fmt: skip
+SESSION_KEYS_DDL = ("CREATE TABLE IF NOT EXISTS session_keys (access_key TEXT PRIMARY KEY, secret_key TEXT NOT NULL, "
+                    "token_digest TEXT NOT NULL, parent TEXT NOT NULL, policy TEXT NOT NULL, expires REAL NOT NULL, "
+                    "created REAL NOT NULL)")  # fmt: skip
+KEY_POLICIES_DDL = ("CREATE TABLE IF NOT EXISTS key_policies (access_key TEXT NOT NULL, policy TEXT NOT NULL, "
+                    "PRIMARY KEY (access_key, policy))")  # fmt: skip
 
 DDL = [
     "CREATE TABLE IF NOT EXISTS settings (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
     """CREATE TABLE IF NOT EXISTS access_keys (
         access_key TEXT PRIMARY KEY, secret_key TEXT NOT NULL, created REAL NOT NULL,
         is_root INTEGER NOT NULL DEFAULT 0)""",
+    # Identity policies (``apollo admin policy``): named documents, attached to access keys by name. The
+    # built-in ones (``apollo.proto.identity.BUILTIN_POLICIES``) are not stored, only attached.
+    POLICIES_DDL,
+    KEY_POLICIES_DDL,
+    # Temporary keys (STS AssumeRole): not journaled, they outlive no metadata loss (jobs assume again).
+    SESSION_KEYS_DDL,
+    "CREATE INDEX IF NOT EXISTS session_keys_by_expiry ON session_keys (expires)",
     # state: online | offline | failed | draining | retired (apollo.cluster.drives explains each).
     """CREATE TABLE IF NOT EXISTS drives (
         drive_id TEXT PRIMARY KEY, node TEXT NOT NULL, path TEXT NOT NULL, state TEXT NOT NULL,
@@ -26,7 +41,7 @@ DDL = [
         total_bytes INTEGER NOT NULL DEFAULT 0, health TEXT NOT NULL DEFAULT 'ok')""",
     """CREATE TABLE IF NOT EXISTS buckets (
         name TEXT PRIMARY KEY, created REAL NOT NULL, versioning TEXT NOT NULL DEFAULT '',
-        policy TEXT NOT NULL DEFAULT '')""",
+        policy TEXT NOT NULL DEFAULT '', owner TEXT NOT NULL DEFAULT '')""",
     """CREATE TABLE IF NOT EXISTS versions (
         id INTEGER PRIMARY KEY AUTOINCREMENT,
         bucket TEXT NOT NULL REFERENCES buckets (name), key TEXT NOT NULL, version_id TEXT NOT NULL,
@@ -112,5 +127,15 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
     (5, [
         # The bucket policy document (PutBucketPolicy), as the owner sent it; '' when none.
         "ALTER TABLE buckets ADD COLUMN policy TEXT NOT NULL DEFAULT ''",
+    ]),
+    (6, [
+        # The access key that created the bucket ('' for buckets made before owners were kept: root's).
+        "ALTER TABLE buckets ADD COLUMN owner TEXT NOT NULL DEFAULT ''",
+        POLICIES_DDL,
+        KEY_POLICIES_DDL,
+        # Until identity policies existed, every key could do what bucket policies did not deny: keys
+        # made before keep exactly that, through the built-in policy that says it.
+        "INSERT INTO key_policies (access_key, policy) SELECT access_key, 'readwrite' FROM access_keys "
+        "WHERE is_root = 0",
     ]),
 ]  # fmt: skip

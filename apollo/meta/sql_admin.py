@@ -1,4 +1,4 @@
-"""Access keys, drives and the durable garbage queue."""
+"""Drives and the durable garbage queue."""
 
 from __future__ import annotations
 
@@ -7,59 +7,14 @@ import time
 from dataclasses import replace
 
 from apollo import errors
-from apollo.meta.sqlbase import SqlBase, dumps
+from apollo.meta.sql_users import UserOps
+from apollo.meta.sqlbase import dumps
 from apollo.proto.cluster_map import DriveRecord
 from apollo.proto.layout import NO_DRIVE, SegmentLayout
 from apollo.proto.records import Garbage
 
 
-class AdminOps(SqlBase):
-    # access keys -----------------------------------------------------------------------------
-
-    def put_key(self, access_key: str, secret_key: str, now: float, is_root: bool = False) -> None:
-        with self.tx() as db:
-            db.execute(
-                "INSERT INTO access_keys (access_key, secret_key, created, is_root) VALUES (?, ?, ?, ?) "
-                "ON CONFLICT (access_key) DO UPDATE SET secret_key = excluded.secret_key",
-                (access_key, secret_key, now, int(is_root)),
-            )
-
-    def get_secret(self, access_key: str) -> str | None:
-        row = self.one("SELECT secret_key FROM access_keys WHERE access_key = ?", (access_key,))
-        return None if row is None else row["secret_key"]
-
-    def key_rights(self, access_key: str) -> tuple[str, bool] | None:
-        """(secret, is root) of an access key: root keys may call the metadata service's service methods."""
-        row = self.one("SELECT secret_key, is_root FROM access_keys WHERE access_key = ?", (access_key,))
-        return None if row is None else (row["secret_key"], bool(row["is_root"]))
-
-    def set_root_key(self, access_key: str, secret_key: str, now: float) -> list[str]:
-        """Make ``access_key`` the deployment's only root key; returns the root keys it replaced.
-
-        The root key comes from the environment every start (``APOLLO_ROOT_USER``/``_PASSWORD``, or the
-        development key): a root key left from an earlier start (``--dev``, a renamed root user) would
-        stay valid as root for anyone who knows it, the well-known development secret included.
-        """
-        with self.tx() as db:
-            old = [r["access_key"] for r in db.execute(
-                "SELECT access_key FROM access_keys WHERE is_root = 1 AND access_key <> ?", (access_key,)
-            ).fetchall()]  # fmt: skip
-            db.executemany("DELETE FROM access_keys WHERE access_key = ?", [(key,) for key in old])
-            db.execute(
-                "INSERT INTO access_keys (access_key, secret_key, created, is_root) VALUES (?, ?, ?, 1) "
-                "ON CONFLICT (access_key) DO UPDATE SET secret_key = excluded.secret_key, is_root = 1",
-                (access_key, secret_key, now),
-            )
-            return old
-
-    def list_keys(self) -> list[tuple[str, float, bool]]:
-        rows = self.all("SELECT access_key, created, is_root FROM access_keys ORDER BY access_key")
-        return [(r["access_key"], r["created"], bool(r["is_root"])) for r in rows]
-
-    def delete_key(self, access_key: str) -> bool:
-        with self.tx() as db:
-            return db.execute("DELETE FROM access_keys WHERE access_key = ?", (access_key,)).rowcount > 0
-
+class AdminOps(UserOps):
     # drives ----------------------------------------------------------------------------------
 
     def put_drive(self, record: DriveRecord, now: float) -> None:

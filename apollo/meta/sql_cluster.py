@@ -103,12 +103,14 @@ class ClusterOps(AdminOps):
 
     def token_keys(self) -> list[TokenKey]:
         rows = self.all("SELECT key_id, secret, created FROM token_keys ORDER BY created")
-        return [TokenKey(r["key_id"], bytes(r["secret"]), r["created"]) for r in rows]
+        return [TokenKey(r["key_id"], self.sealer.open_bytes(bytes(r["secret"]), f"token_key:{r['key_id']}"),
+                         r["created"]) for r in rows]  # fmt: skip
 
     def add_token_key(self, key: TokenKey) -> None:
         with self.tx() as db:
             db.execute("INSERT INTO token_keys (key_id, secret, created) VALUES (?, ?, ?)",
-                       (key.key_id, key.secret, key.created))  # fmt: skip
+                       (key.key_id, self.sealer.seal_bytes(key.secret, f"token_key:{key.key_id}"),
+                        key.created))  # fmt: skip
 
     def drop_token_keys(self, created_before: float) -> int:
         """Forget keys no valid token can be signed with any more (keeping at least the newest)."""

@@ -43,21 +43,22 @@ class ObjectOps(SqlBase):
 
     # buckets ---------------------------------------------------------------------------------
 
-    def create_bucket(self, name: str, now: float) -> None:
+    def create_bucket(self, name: str, now: float, bucket_owner: str = "") -> None:
+        """``bucket_owner``: the access key that asked (the RPC service imposes it on a client's call)."""
         with self.tx() as db:
             if db.execute("SELECT 1 FROM buckets WHERE name = ?", (name,)).fetchone():
                 raise errors.BucketExists(f"bucket {name} already exists")
-            db.execute("INSERT INTO buckets (name, created) VALUES (?, ?)", (name, now))
+            db.execute("INSERT INTO buckets (name, created, owner) VALUES (?, ?, ?)", (name, now, bucket_owner))
 
     def get_bucket(self, name: str) -> Bucket:
-        row = self.one("SELECT name, created, versioning, policy FROM buckets WHERE name = ?", (name,))
+        row = self.one("SELECT name, created, versioning, policy, owner FROM buckets WHERE name = ?", (name,))
         if row is None:
             raise errors.BucketNotFound(f"bucket {name} does not exist")
-        return Bucket(row["name"], row["created"], row["versioning"], row["policy"])
+        return Bucket(row["name"], row["created"], row["versioning"], row["policy"], row["owner"])
 
     def list_buckets(self) -> list[Bucket]:
-        rows = self.all("SELECT name, created, versioning, policy FROM buckets ORDER BY name")
-        return [Bucket(r["name"], r["created"], r["versioning"], r["policy"]) for r in rows]
+        rows = self.all("SELECT name, created, versioning, policy, owner FROM buckets ORDER BY name")
+        return [Bucket(r["name"], r["created"], r["versioning"], r["policy"], r["owner"]) for r in rows]
 
     def set_bucket_policy(self, name: str, policy: str) -> None:
         """Store a bucket policy already validated by the caller (``apollo.proto.policy``); "" removes it."""

@@ -1,68 +1,192 @@
-"""The one bucket-policy decision both doors make: the S3 gateway for every request
-(``apollo.gateway.authorize``) and the metadata RPC for a native client's calls (``apollo.meta.call_policy``).
+"""The one access decision both doors make: the S3 gateway for every request (``apollo.gateway.authorize``)
+and the metadata RPC for a native client's calls (``apollo.meta.call_policy``).
 
-Each (action, resource) an operation needs (``apollo.proto.s3_actions``) is evaluated against the policy
-of its bucket (``apollo.proto.policy``). Until identity policies exist, a signed key may do what its
-buckets' policies do not deny (``SIGNED_KEY_POLICY``); anonymous requests only what a policy grants to
-``"*"``. Policies are parsed once and kept ``POLICY_TTL_S``: a policy changed through one process applies
-in every other one within that.
+Each (action, resource) an operation needs (``apollo.proto.s3_actions``) is evaluated for the ``Caller`` (its
+identity policies, ``apollo.proto.identity``) against the bucket's policy and owner (``BucketAccess``). Bucket
+records are kept ``BUCKET_TTL_S``: a policy changed through one process applies in every other one within
+that; identity policies come with the key's secret (``apollo.keycache``, ``SECRET_TTL_S``).
+
+Most requests need no evaluation at all (``Caller.needs_no_check``): a key whose policies grant everything
+(``readwrite``) or the bucket's owner, on a bucket without a policy. That case costs a dictionary lookup.
 """
 
 from __future__ import annotations
 
+import functools
+import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
 
-from apollo.proto.policy import Decision, Policy, Request, evaluate, parse_policy
+from apollo.proto import identity
+from apollo.proto.policy import Decision, Policy, PolicyError, Request, evaluate, parse_policy
+from apollo.proto.records import Bucket, KeyRights
+from apollo.proto.s3_actions import ARN_PREFIX
 
-POLICY_TTL_S = 2.0
+log = logging.getLogger("apollo.access")
 
-SIGNED_KEY_POLICY = parse_policy(
-    '{"Version": "2012-10-17", "Statement": [{"Sid": "SignedKeysUntilIdentityPolicies", "Effect": "Allow", '
-    '"Action": "s3:*", "Resource": "*"}]}',
-    kind="identity",
-)
+BUCKET_TTL_S = 2.0
+EXISTING_TAG_PREFIX = "s3:existingobjecttag/"
+# The actions AWS evaluates s3:ExistingObjectTag for: those on an object that already exists.
+EXISTING_TAG_ACTIONS = frozenset(a.lower() for a in (
+    "s3:GetObject", "s3:GetObjectVersion", "s3:GetObjectTagging", "s3:GetObjectVersionTagging",
+    "s3:PutObjectTagging", "s3:PutObjectVersionTagging", "s3:DeleteObjectTagging", "s3:DeleteObjectVersionTagging",
+    "s3:GetObjectAcl", "s3:GetObjectVersionAcl", "s3:PutObjectAcl", "s3:PutObjectVersionAcl",
+    "s3:GetObjectAttributes", "s3:GetObjectVersionAttributes",
+))  # fmt: skip
+_DENY_ALL = parse_policy('{"Version":"2012-10-17","Statement":[{"Sid":"Unreadable","Effect":"Deny",'
+                         '"Action":"s3:*","Resource":"*"}]}', kind="identity")  # fmt: skip
 
 
-class BucketPolicies:
-    """Parsed bucket policies, each kept ``ttl_s`` (a bucket without one too: None), so that a request on
-    a bucket without a policy costs a dictionary lookup."""
+@functools.lru_cache(maxsize=1024)
+def _grants_everything(policies: tuple[Policy, ...]) -> bool:
+    return any(identity.grants_everything(p) for p in policies) and not _denies(policies)
 
-    def __init__(self, policy_text: Callable[[str], Awaitable[str]], ttl_s: float = POLICY_TTL_S,
+
+@functools.lru_cache(maxsize=1024)
+def _denies(policies: tuple[Policy, ...]) -> bool:
+    return any(s.effect == "Deny" for p in policies for s in p.statements)
+
+
+@functools.lru_cache(maxsize=1024)
+def uses_existing_tags(policy: Policy) -> bool:
+    """Whether a condition of ``policy`` reads an existing object's tags (then the door looks them up)."""
+    return any(c.key.lower().startswith(EXISTING_TAG_PREFIX) for s in policy.statements for c in s.conditions)
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who makes a request: an access key (``principal``) with its identity policies, or anonymous (None)."""
+
+    principal: str | None
+    is_root: bool = False
+    policies: tuple[Policy, ...] = ()
+    # A temporary key's session policy (STS): it can only narrow what ``policies`` allow.
+    session: Policy | None = None
+
+    @classmethod
+    def of(cls, access_key: str, rights: KeyRights) -> Caller:
+        """A key's caller: a temporary key acts as its parent, narrowed by its session policy. A stored policy
+        that does not parse (only an edited database holds one) denies everything: fail closed, and say so."""
+        try:
+            policies = identity.parsed(rights.policies)
+            session = identity.parsed((rights.session_policy,))[0] if rights.session_policy else None
+        except PolicyError as exc:
+            log.error("access key %s has an identity policy that does not parse (%s): denying it everything",
+                      access_key, exc)  # fmt: skip
+            policies, session = (_DENY_ALL,), None
+        return cls(rights.parent or access_key, rights.is_root, policies, session)
+
+    @property
+    def grants_everything(self) -> bool:
+        return self.principal is not None and (self.is_root or _grants_everything(self.policies)) and (
+            self.session is None or _grants_everything((self.session,)))  # fmt: skip
+
+    def needs_no_check(self, access: BucketAccess | None) -> bool:
+        """Allowed without evaluation on a bucket with this access (None: no bucket, or none yet): nothing a
+        bucket policy could deny, and the caller's policies grant everything or it owns the bucket."""
+        if self.principal is None or access is not None and access.policy is not None:
+            return False
+        if self.session is not None and not _grants_everything((self.session,)):
+            return False
+        return self.grants_everything or access is not None and access.owner == self.principal and not (
+            _denies(self.policies))  # fmt: skip
+
+    def owns(self, access: BucketAccess | None) -> bool:
+        return self.principal is not None and access is not None and access.owner == self.principal
+
+
+ANONYMOUS = Caller(None)
+
+
+@dataclass(frozen=True)
+class BucketAccess:
+    """What of a bucket the decision needs: its policy (parsed) and its owner ("" for none: root's)."""
+
+    policy: Policy | None
+    owner: str
+
+    @property
+    def reads_tags(self) -> bool:
+        return self.policy is not None and uses_existing_tags(self.policy)
+
+
+class BucketAccessCache:
+    """``BucketAccess`` per bucket, each kept ``ttl_s``, so that a request costs a dictionary lookup."""
+
+    def __init__(self, bucket_record: Callable[[str], Awaitable[Bucket]], ttl_s: float = BUCKET_TTL_S,
                  clock: Callable[[], float] = time.monotonic) -> None:  # fmt: skip
-        self._policy_text = policy_text  # bucket -> its policy document, "" for none; raises BucketNotFound
+        self._bucket_record = bucket_record  # raises BucketNotFound
         self._ttl_s = ttl_s
         self._clock = clock
-        self._cache: dict[str, tuple[float, Policy | None]] = {}
+        self._cache: dict[str, tuple[float, BucketAccess]] = {}
 
-    async def get(self, bucket: str) -> Policy | None:
+    async def get(self, bucket: str) -> BucketAccess:
         """:raises BucketNotFound:"""
         now = self._clock()
         hit = self._cache.get(bucket)
         if hit is not None and now - hit[0] < self._ttl_s:
             return hit[1]
-        text = await self._policy_text(bucket)
-        policy = parse_policy(text, kind="bucket", bucket=bucket) if text else None
+        record = await self._bucket_record(bucket)
+        policy = parse_policy(record.policy, kind="bucket", bucket=bucket) if record.policy else None
+        access = BucketAccess(policy, record.owner)
         if len(self._cache) > 100_000:
             self._cache.clear()
-        self._cache[bucket] = (now, policy)
-        return policy
+        self._cache[bucket] = (now, access)
+        return access
 
     def forget(self, bucket: str) -> None:
         self._cache.pop(bucket, None)
 
 
-def denial(principal: str | None, is_root: bool, context: dict[str, str],
-           checks: Iterable[tuple[str, str, Policy | None]]) -> tuple[str, str, Decision] | None:  # fmt: skip
-    """The first (action, resource, decision) of ``checks`` (each with its bucket's policy) not allowed to
-    ``principal`` (None: anonymous); None when every one is."""
-    identity = [SIGNED_KEY_POLICY] if principal is not None else []
-    for action, resource, policy in checks:
-        decision = evaluate(Request(principal=principal, action=action, resource=resource, context=context,
-                                    is_root=is_root), identity, policy)  # fmt: skip
+@dataclass(frozen=True)
+class Check:
+    """One (action, resource) to decide, with its bucket's access (None: no bucket) and, for an object that
+    exists, its tags (the values of ``s3:ExistingObjectTag/<key>``)."""
+
+    action: str
+    resource: str
+    access: BucketAccess | None
+    tags: Mapping[str, str] | None = field(default=None)
+
+
+def reads_tags(caller: Caller, access: BucketAccess | None) -> bool:
+    """Whether some policy in play reads existing objects' tags (then the door looks up the object's)."""
+    own = caller.policies if caller.session is None else (*caller.policies, caller.session)
+    return (access is not None and access.reads_tags) or any(uses_existing_tags(p) for p in own)
+
+
+def denial(caller: Caller, context: dict[str, str], checks: Iterable[Check]) -> tuple[Check, Decision] | None:
+    """The first check not allowed to ``caller``, with its decision; None when every one is."""
+    for check in checks:
+        extra = dict(context)
+        if check.tags is not None and check.action.lower() in EXISTING_TAG_ACTIONS:
+            extra.update({f"s3:ExistingObjectTag/{k}": v for k, v in check.tags.items()})
+        policy = check.access.policy if check.access is not None else None
+        request = Request(principal=caller.principal, action=check.action, resource=check.resource, context=extra,
+                          is_root=caller.is_root, is_owner=caller.owns(check.access))  # fmt: skip
+        decision = evaluate(request, caller.policies, policy)
+        if decision.allowed and caller.session is not None:  # AWS: the session policy must allow it too
+            decision = evaluate(replace(request, is_root=False, is_owner=False), (caller.session,), None)
         if not decision.allowed:
-            return action, resource, decision
+            return check, decision
     return None
+
+
+async def visible_buckets(caller: Caller, buckets: list[Bucket], context: dict[str, str],
+                          access_of: Callable[[str], Awaitable[BucketAccess | None]]) -> list[Bucket]:  # fmt: skip
+    """The buckets ListBuckets shows ``caller``: all to root and keys whose policies grant everything; else
+    those it owns or may list (s3:ListBucket), as AWS shows an account its own and MinIO a user those its
+    policies reach."""
+    if caller.grants_everything:
+        return buckets
+    shown = []
+    for bucket in buckets:
+        access = await access_of(bucket.name)
+        if caller.owns(access) or denial(caller, context, [Check("s3:ListBucket", ARN_PREFIX + bucket.name,
+                                                                 access)]) is None:  # fmt: skip
+            shown.append(bucket)
+    return shown
 
 
 def request_context(source_ip: str, secure: bool, now: float) -> dict[str, str]:

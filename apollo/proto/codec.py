@@ -21,12 +21,24 @@ from typing import Any
 from apollo import errors
 from apollo.proto.cluster_map import ClusterMap, DriveInfo, DriveRecord, NodeInfo
 from apollo.proto.layout import ObjectData, Scheme, SegmentLayout
-from apollo.proto.records import Bucket, Conditions, DeleteResult, Lease, ListPage, ObjectAttrs, Part, Upload, Version
+from apollo.proto.records import (
+    Bucket,
+    Conditions,
+    DeleteResult,
+    KeyRights,
+    Lease,
+    ListPage,
+    ObjectAttrs,
+    Part,
+    Upload,
+    Version,
+)
 
 _TYPES: dict[str, type] = {
     cls.__name__: cls
     for cls in (
         Bucket,
+        KeyRights,
         Conditions,
         DeleteResult,
         ListPage,

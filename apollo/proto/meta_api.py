@@ -133,6 +133,7 @@ CALLS: dict[str, Call] = {call.name: call for call in (
     Call("settings_like", R, _LOCAL, _BACKGROUND),
     Call("key_rights", R, _SERVICE, _INLINE),  # (secret, is root): gateways check signatures and root rights
     Call("get_secret", R, _SERVICE, _INLINE),
+    Call("put_session", W, _SERVICE, _THREAD),  # a gateway's AssumeRole: a temporary key for its caller
     Call("cluster_map", R, _KEY, _THREAD),
     Call("register_node", W, _SERVICE, _THREAD, idempotent=True),
     Call("node_heartbeat", W, _SERVICE, _THREAD, idempotent=True),

@@ -18,6 +18,9 @@ names it (``"*"`` names anyone, anonymous included), allows; else the request is
 choice where AWS has no equivalent: a root key is allowed unless a *bucket policy* explicitly denies it
 (AWS's account root cannot be restricted by its own IAM policies either, but a bucket policy can lock it out;
 we keep the latter so an operator can fence a bucket, and because a root key has no identity policies).
+The same default allow goes to the key that created the bucket (``Request.is_owner``): each Apollo access
+key is its own tenant, as an AWS account is, and S3 gives a bucket's owner full control by its default
+ACL. An explicit Deny, in its own identity policies or the bucket's, still wins.
 """
 
 from __future__ import annotations
@@ -507,6 +510,7 @@ class Request:
     resource: str
     context: Mapping[str, str | list[str]] = field(default_factory=dict)
     is_root: bool = False
+    is_owner: bool = False  # the principal created the bucket of ``resource``
 
 
 class Outcome(enum.Enum):
@@ -518,7 +522,8 @@ class Outcome(enum.Enum):
 @dataclass(frozen=True)
 class Decision:
     """The outcome, and for logging the Sid of the deciding statement and where it came from:
-    ``"identity"``, ``"bucket"``, ``"root"`` (a root key's default allow) or ``""`` (implicit deny)."""
+    ``"identity"``, ``"bucket"``, ``"root"`` (a root key's default allow), ``"owner"`` (the bucket owner's)
+    or ``""`` (implicit deny)."""
 
     outcome: Outcome
     sid: str | None = None
@@ -657,5 +662,7 @@ def evaluate(request: Request, identity_policies: Sequence[Policy], bucket_polic
         return allow
     if request.is_root:
         return Decision(Outcome.ALLOW, None, "root")
+    if request.is_owner and request.principal is not None:
+        return Decision(Outcome.ALLOW, None, "owner")
     return Decision(Outcome.IMPLICIT_DENY)
 

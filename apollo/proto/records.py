@@ -19,6 +19,25 @@ class Bucket:
     created: float
     versioning: str  # "", "Enabled" or "Suspended"
     policy: str = ""  # the bucket policy's JSON document (PutBucketPolicy); "" when it has none
+    owner: str = ""  # the access key that created it; "" for buckets older than owners (root's)
+
+
+@dataclass(frozen=True)
+class KeyRights:
+    """What a front door needs to know of an access key: its secret (signatures), whether it is root (the
+    deployment's roles and operators: every right), and the documents of its identity policies.
+
+    A temporary key (STS AssumeRole, ``apollo.gateway.sts``) names its ``parent``, whose policies it has,
+    narrowed by its ``session_policy``; it needs its session token (SHA-256 ``token_digest``) on S3 requests
+    and stops working at ``expires`` (seconds since the epoch; 0 for a key that does not expire)."""
+
+    secret: str
+    is_root: bool
+    policies: tuple[str, ...] = ()
+    parent: str = ""
+    session_policy: str = ""
+    token_digest: str = ""
+    expires: float = 0.0
 
 
 @dataclass

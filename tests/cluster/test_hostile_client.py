@@ -34,8 +34,8 @@ SECRET_TEXT = b"the root password of this storage host"
 def cluster(make_cluster):
     cluster = make_cluster(nodes=6)
     store = SqlStore(cluster.database)
-    store.put_key(VICTIM, VICTIM_SECRET, time.time())
-    store.put_key(ATTACKER, ATTACKER_SECRET, time.time())
+    store.put_key(VICTIM, VICTIM_SECRET, time.time(), policies=["readwrite"])
+    store.put_key(ATTACKER, ATTACKER_SECRET, time.time(), policies=["readwrite"])
     store.close()
     return cluster
 
@@ -169,7 +169,7 @@ def test_the_stored_layout_is_the_allocated_one_and_timestamps_are_the_servers(c
 
 def test_a_pending_write_may_move_only_its_own_shards_to_known_drives(cluster):
     store = SqlStore(cluster.database)
-    store.put_key("other-user", "other-user-secret-key", time.time())
+    store.put_key("other-user", "other-user-secret-key", time.time(), policies=["readwrite"])
 
     async def scenario():
         async with aiohttp.ClientSession() as session:

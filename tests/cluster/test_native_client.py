@@ -61,7 +61,8 @@ def cluster(request, make_cluster, make_server) -> Target:
         target = Target(server.endpoint, str(server.meta_dir / DB_FILE), {"meta_dir": server.meta_dir},
                         lambda *keys, **options: Client(server.endpoint, *keys, **options), server.s3)  # fmt: skip
     store = SqlStore(target.database)
-    store.put_key(USER, SECRET, time.time())  # an ordinary key: no service rights, tokens per segment
+    # an ordinary key: no service rights, tokens per segment
+    store.put_key(USER, SECRET, time.time(), policies=["readwrite"])
     store.close()
     return target
 
@@ -157,7 +158,7 @@ def test_native_reads_survive_two_dead_storage_nodes(cluster):
 
 def test_a_key_can_abandon_only_its_own_pending_writes(cluster):
     store = SqlStore(cluster.database)
-    store.put_key("other-user", "other-user-secret-key", time.time())
+    store.put_key("other-user", "other-user-secret-key", time.time(), policies=["readwrite"])
 
     async def scenario():
         import aiohttp

@@ -7,6 +7,7 @@ import uuid
 
 from console_support import CONSOLE, Browserless, multipart
 
+from apollo.testing.admin import admin
 from apollo.testing.server import DEV_ACCESS_KEY, ServerProcess
 
 
@@ -33,6 +34,17 @@ def test_a_wrong_pair_is_refused_without_saying_which_part(console_server: Serve
         assert time.monotonic() - started >= 0.4  # every failure answers late
         assert not any(c.startswith("apollo_console=") for c in answer.cookies())
     assert client.request(CONSOLE + "/").status == 303  # still not logged in
+
+
+def test_a_key_that_is_not_root_cannot_open_a_session(console_server: ServerProcess):
+    """The console acts beside the S3 door's policy checks: a readonly key must not write through it."""
+    made = admin("user", "create", "--policy", "readonly", meta_dir=console_server.meta_dir)
+    key, secret = made.split("access key: ")[1].split()[0], made.split("secret key: ")[1].split()[0]
+    client = Browserless(console_server.endpoint)
+    answer = client.login(key, secret)
+    assert answer.status == 403 and "The console is for the root key" in answer.body
+    assert not any(c.startswith("apollo_console=") for c in answer.cookies())
+    assert client.request(CONSOLE + "/").status == 303
 
 
 def test_session_cookie_flags_and_logout(console_server: ServerProcess):

@@ -91,8 +91,9 @@ def write_everything(store: SqlStore) -> None:
     store.add_pending(part, "t1", 1e12)
     store.commit_part(open_upload, 1, size=1000, etag="e" * 32, checksums={}, data=ObjectData(1000, segments=[part]),
                       now=17.0, owner="t1")  # fmt: skip
-    store.put_key("AKTEST", "secret", 18.0)
-    store.put_key("AKGONE", "secret", 18.5)
+    store.put_policy("read-data", '{"Statement":[{"Effect":"Allow","Action":"s3:GetObject","Resource":"*"}]}', 18.0)
+    store.put_key("AKTEST", "secret", 18.0, policies=["read-data", "writeonly"])
+    store.put_key("AKGONE", "secret", 18.5, policies=["readonly"])
     store.delete_key("AKGONE")
 
 

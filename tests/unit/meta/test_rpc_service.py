@@ -33,6 +33,20 @@ def test_a_callers_clock_and_identity_are_replaced():
     assert kwargs["owner"] == "key:me" and kwargs["now"] > 1e9
 
 
+def test_a_client_cannot_make_a_bucket_for_another_key_but_a_gateway_says_whose_it_is():
+    """A native client's key owns what it creates, whatever it sends; a gateway (a service key) creates
+    buckets for the S3 clients it serves, and names them."""
+
+    def owner(given: dict, caller: str, service: bool = False) -> str:
+        args, kwargs = impose(target("create_bucket"), [None, "b"], given, caller, service)
+        return inspect.signature(target("create_bucket")).bind(*args, **kwargs).arguments["bucket_owner"]
+
+    assert owner({"now": 0.0, "bucket_owner": "victim"}, "key:me") == "me"
+    assert owner({}, "key:me") == "me"
+    assert owner({"bucket_owner": "AKUSER"}, "key:gateway", True) == "AKUSER"
+    assert owner({"bucket_owner": 7}, "key:gateway", True) == "gateway"  # not a name: the caller's own
+
+
 def test_limits_are_the_services():
     args, _ = impose(target("list_objects"), [None, "b", "", "", "", 10**9], {}, "key:me")
     assert args[5] == limits.list_keys_max

@@ -23,6 +23,8 @@ V1_TABLES = [
         offset_bytes INTEGER NOT NULL, length INTEGER NOT NULL, layout TEXT NOT NULL, PRIMARY KEY (data_id, seq))""",
     """CREATE TABLE repair_queue (segment_id TEXT NOT NULL, shard_index INTEGER NOT NULL, drive_id TEXT NOT NULL,
         reason TEXT NOT NULL, detected REAL NOT NULL, PRIMARY KEY (segment_id, shard_index))""",
+    """CREATE TABLE access_keys (access_key TEXT PRIMARY KEY, secret_key TEXT NOT NULL, created REAL NOT NULL,
+        is_root INTEGER NOT NULL DEFAULT 0)""",
 ]
 
 
@@ -38,6 +40,7 @@ def test_version_1_database_is_upgraded_with_segment_groups_filled_in(tmp_path):
         db.execute("INSERT INTO segments VALUES ('data1', 0, ?, 0, 10, ?)", (SEGMENT, json.dumps(layout)))
         db.execute("INSERT INTO repair_queue VALUES (?, 2, ?, 'crc', 6.0)", (SEGMENT, DRIVE))
         db.execute("INSERT INTO buckets VALUES ('old', 1.0, 'Enabled')")
+        db.execute("INSERT INTO access_keys VALUES ('AKOLD', 'old-secret', 1.0, 0), ('admin', 'root-secret', 1.0, 1)")
     store = SqlStore(path)
     try:
         assert store.get_setting("schema_version") == str(SCHEMA_VERSION)
@@ -45,6 +48,9 @@ def test_version_1_database_is_upgraded_with_segment_groups_filled_in(tmp_path):
         assert store.list_drives()[0].replaced_by == ""
         assert list(store.due_repairs(10.0, 5)) == [SEGMENT]
         assert (store.get_bucket("old").versioning, store.get_bucket("old").policy) == ("Enabled", "")  # version 5
+        # version 6: keys made before identity policies keep every right they had; buckets have no owner
+        assert [(k.access_key, k.policies) for k in store.list_keys()] == [("AKOLD", ("readwrite",)), ("admin", ())]
+        assert store.get_bucket("old").owner == ""
     finally:
         store.close()
     SqlStore(path).close()  # opening an up-to-date database changes nothing

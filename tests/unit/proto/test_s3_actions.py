@@ -17,7 +17,8 @@ from apollo.proto.s3_actions import KNOWN_ACTIONS, OPERATIONS, extra_for_headers
 GATEWAY = Path(__file__).resolve().parents[3] / "apollo" / "gateway"
 # Names the gateway gives requests that are no S3 operation: nothing to authorize (health, metrics) or
 # nothing served (an unrouted request answers NotImplemented before any handler runs).
-NOT_OPERATIONS = {"unknown", "NotImplemented", "Health", "Metrics"}
+# Not S3 operations: no bucket or object action to check. AssumeRole (STS) gives a key its own rights, narrowed.
+NOT_OPERATIONS = {"unknown", "NotImplemented", "Health", "Metrics", "AssumeRole"}
 B, ARN = "photos", "arn:aws:s3:::photos"
 
 
