@@ -43,6 +43,9 @@ bytes_out = Counter("apollo_s3_bytes_out_total", "Response body bytes sent", reg
 refused_requests = Counter("apollo_s3_refused_requests_total",
                            "S3 requests answered 503 SlowDown at once: the limit of requests in flight of their "
                            "access key or of the process was reached", ["limit"], registry=registry)  # fmt: skip
+refused_connections = Counter("apollo_refused_connections_total",
+                              "Connections closed as they arrived: the process held --max-connections already",
+                              registry=registry)  # fmt: skip
 stalled_peers = Counter("apollo_stalled_connections_total",
                         "Connections cut because the peer sent or took no byte for the stall timeout",
                         ["direction"], registry=registry)  # fmt: skip
@@ -130,7 +133,8 @@ def record_damage(damage) -> None:
 
 # What each cluster role exports: the metrics whose values it knows (family names, without _total). A storage
 # node's "repair backlog 0" would claim a fact it knows nothing about; the all-in-one server owns them all.
-_EVERY_ROLE = {"apollo_build_info", "apollo_start_time_seconds", "apollo_stalled_connections"}
+_EVERY_ROLE = {"apollo_build_info", "apollo_start_time_seconds", "apollo_stalled_connections",
+               "apollo_refused_connections"}
 _READERS = {"apollo_damaged_shards", "apollo_ec_decoded_stripes"}  # whoever reads objects: gateways, repair
 OWNED_BY_ROLE: dict[str, frozenset[str]] = {
     "gateway": frozenset(_EVERY_ROLE | _READERS | {

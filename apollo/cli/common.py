@@ -142,3 +142,6 @@ def add_process_flags(parser: argparse.ArgumentParser, dev_help: str) -> None:
     """Flags of every long-running ``apollo`` process."""
     parser.add_argument("--dev", action="store_true", help=dev_help)
     parser.add_argument("--log-level", default="INFO")
+    parser.add_argument("--max-connections", type=int, default=0, metavar="N",
+                        help="connections this process holds open (idle keep-alives too); more are closed as they "
+                             "arrive (default: half its file-descriptor limit, which it raises to the hard limit)")

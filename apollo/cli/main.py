@@ -61,7 +61,7 @@ def cmd_server(args: argparse.Namespace) -> None:
         manager_lease_ttl_s=args.manager_lease, write_quorum=args.write_quorum, client_limits=client_limits(args),
         create_missing_drives=create_missing,
         worker_index=args.worker_index, listen_fd=args.listen_fd, owner=args.owner_id, advertise=args.advertise,
-        certs=args.certs,
+        certs=args.certs, max_connections=args.max_connections,
     )  # fmt: skip
     if args.workers < 1:
         sys.exit("--workers must be at least 1")

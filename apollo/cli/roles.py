@@ -44,7 +44,8 @@ def cmd_meta(args: argparse.Namespace) -> None:
     user, password = credentials(args)
     try:
         run(MetaConfig(args.database, host, port, user, password, args.drive_reserve, args.manager_lease,
-                       args.gc_delay, args.upload_expiry, certs=args.certs))  # fmt: skip
+                       args.gc_delay, args.upload_expiry, certs=args.certs,
+                       max_connections=args.max_connections))  # fmt: skip
     except MetadataUnavailable as exc:  # the database refused or is away at start: one line, not a traceback
         sys.exit(f"apollo meta: {exc}")
 
@@ -57,7 +58,8 @@ def cmd_storage(args: argparse.Namespace) -> None:
     host, port = address(args.address, 9200)
     access, secret = _service_key(args)
     config = StorageConfig(drives, args.meta, access, secret, host, port, rack=args.rack,
-                           advertise=args.advertise or "", certs=args.certs)  # fmt: skip
+                           advertise=args.advertise or "", certs=args.certs,
+                           max_connections=args.max_connections)  # fmt: skip
     if args.name:
         config.name = args.name
     run(config)
@@ -77,7 +79,7 @@ def cmd_gateway(args: argparse.Namespace) -> None:
     except ValueError as exc:
         sys.exit(str(exc))
     run(GatewayConfig(args.meta, access, secret, host, port, scheme, args.cell_size, args.domain, args.write_quorum,
-                      client_limits(args), certs=args.certs))  # fmt: skip
+                      client_limits(args), certs=args.certs, max_connections=args.max_connections))  # fmt: skip
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -25,6 +25,7 @@ from apollo.eventloop import install_uvloop
 from apollo.gateway.app import READY, build_app
 from apollo.proto.layout import Scheme
 from apollo.roles import log_shutdown
+from apollo.roles.serving import serve
 from apollo.roles.tls import ServingCerts, check_https, serving_certs
 
 log = logging.getLogger("apollo.gateway")
@@ -45,6 +46,7 @@ class GatewayConfig:
     # --certs: serve S3 over HTTPS only (DIR/public.crt, DIR/private.key); with the cluster CA in DIR/CAs,
     # also call the metadata service and the storage nodes over mutual TLS, presenting DIR/public.crt.
     certs: Path | None = None
+    max_connections: int = 0  # --max-connections; 0: half the process's file-descriptor limit
 
 
 async def build_gateway(config: GatewayConfig, certs: ServingCerts | None = None) -> web.Application:
@@ -88,5 +90,5 @@ def run(config: GatewayConfig) -> None:
     metrics.serve_role("gateway")
     log.info("Apollo %s S3 gateway %s://%s:%d  metadata %s", __version__, "https" if certs else "http", config.host,
              config.port, config.meta_url)  # fmt: skip
-    web.run_app(build_gateway(config, certs), host=config.host, port=config.port, print=None, access_log=None,
-                shutdown_timeout=limits.shutdown_grace_s, ssl_context=certs.context if certs else None)  # fmt: skip
+    serve(build_gateway(config, certs), role="gateway", max_connections=config.max_connections, host=config.host,
+          port=config.port, shutdown_timeout=limits.shutdown_grace_s, ssl_context=certs.context if certs else None)

@@ -36,6 +36,7 @@ from apollo.meta.rpc_service import MetaRpc, build_meta_app
 from apollo.meta.service import MetaService
 from apollo.meta.store import SqlStore
 from apollo.roles import log_shutdown
+from apollo.roles.serving import serve
 from apollo.roles.tls import ServingCerts, serving_certs
 
 log = logging.getLogger("apollo.meta")
@@ -53,6 +54,7 @@ class MetaConfig:
     gc_delay_s: float = limits.gc_deleted_data_delay_s
     upload_expiry_s: float = limits.upload_expiry_s_default
     certs: Path | None = None  # --certs: mutual TLS (DIR/public.crt, DIR/private.key, the cluster CA in DIR/CAs)
+    max_connections: int = 0  # --max-connections; 0: half the process's file-descriptor limit
 
 
 class MetaProcess:
@@ -123,5 +125,5 @@ def run(config: MetaConfig) -> None:
     log.info("Apollo %s metadata service %s://%s:%d  database=%s", __version__, "https" if certs else "http",
              config.host, config.port, process.store.engine.name)  # fmt: skip
     log_shutdown(process.app, log, "metadata service")
-    web.run_app(process.app, host=config.host, port=config.port, print=None, access_log=None,
-                ssl_context=certs.context if certs else None)  # fmt: skip
+    serve(process.app, role="meta", max_connections=config.max_connections, host=config.host, port=config.port,
+          ssl_context=certs.context if certs else None)  # fmt: skip

@@ -44,6 +44,7 @@ from apollo.proto.drive_format import FORMAT_FILE
 from apollo.proto.layout import Scheme
 from apollo.proto.routes import Wrap
 from apollo.roles import log_shutdown
+from apollo.roles.serving import serve
 from apollo.roles.tls import serving_certs
 from apollo.storage.attach import attach_drives as open_drives
 from apollo.storage.attach import clear_interrupted
@@ -92,6 +93,7 @@ class ServerConfig:
     owner: str | None = None
     advertise: str | None = None  # the URL native clients reach this server at; default http(s)://<address>
     certs: Path | None = None  # --certs: serve HTTPS only, with DIR/public.crt and DIR/private.key
+    max_connections: int = 0  # --max-connections; 0: half the process's file-descriptor limit
 
 
 def lease_holder(config: ServerConfig) -> str:
@@ -354,7 +356,7 @@ def run(config: ServerConfig) -> None:
         listen = {"sock": socket.socket(fileno=config.listen_fd)}
     else:
         listen = {"host": config.host, "port": config.port}
-    web.run_app(server.app, **listen, print=None, access_log=None, shutdown_timeout=limits.shutdown_grace_s,
-                ssl_context=certs.context if certs else None)  # fmt: skip
+    serve(server.app, role="server", max_connections=config.max_connections, **listen,
+          shutdown_timeout=limits.shutdown_grace_s, ssl_context=certs.context if certs else None)  # fmt: skip
     if lock is not None:
         lock.release()

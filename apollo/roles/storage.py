@@ -24,6 +24,7 @@ from apollo.client.remote_meta import RemoteMeta
 from apollo.errors import ApolloError
 from apollo.eventloop import every, install_uvloop
 from apollo.roles import log_shutdown
+from apollo.roles.serving import serve
 from apollo.roles.tls import ServingCerts, check_https, serving_certs
 from apollo.storage.attach import attach_drives, clear_interrupted
 from apollo.storage.node import LocalStorageNode
@@ -44,6 +45,7 @@ class StorageConfig:
     rack: str = ""
     advertise: str = ""  # the endpoint others use to reach this node; default http(s)://host:port
     certs: Path | None = None  # --certs: mutual TLS (DIR/public.crt, DIR/private.key, the cluster CA in DIR/CAs)
+    max_connections: int = 0  # --max-connections; 0: half the process's file-descriptor limit
 
 
 def endpoint(config: StorageConfig) -> str:
@@ -142,5 +144,5 @@ def run(config: StorageConfig) -> None:
     log.info("Apollo %s storage node %s %s://%s:%d  drives=%d  metadata %s", __version__, config.name,
              "https" if certs else "http", config.host, config.port, len(config.drives), config.meta_url)  # fmt: skip
     log_shutdown(process.app, log, f"storage node {config.name}")
-    web.run_app(process.app, host=config.host, port=config.port, print=None, access_log=None,
-                ssl_context=certs.context if certs else None)  # fmt: skip
+    serve(process.app, role="storage", max_connections=config.max_connections, host=config.host, port=config.port,
+          ssl_context=certs.context if certs else None)  # fmt: skip
