@@ -6,6 +6,7 @@ everything, or a bucket's owner, on a bucket without a policy, costs a dictionar
 
 from __future__ import annotations
 
+import functools
 import time
 
 from aiohttp import web
@@ -19,14 +20,13 @@ from apollo.proto.bucket_access import (
     BucketAccess,
     BucketAccessCache,
     Caller,
-    Check,
-    denial,
-    reads_tags,  # fmt: skip
+    existing_tags,
+    first_denial,
     request_context,
     visible_buckets,
 )
 from apollo.proto.records import Bucket
-from apollo.proto.s3_actions import ARN_PREFIX, extra_for_headers, required
+from apollo.proto.s3_actions import extra_for_headers, required
 
 # As on AWS, the bucket owner (and root) can always read, change and delete the bucket policy: never locked out.
 OWNER_ALWAYS = {"GetBucketPolicy", "PutBucketPolicy", "DeleteBucketPolicy"}
@@ -73,33 +73,13 @@ async def check(request: web.Request, pairs: list[tuple[str, str]],
     """Evaluate each pair for the caller against its bucket; the first one refused is the answer.
     ``named``: the (bucket, key, version id) the request names, whose version tag conditions read."""
     who = caller(request)
-    checks = []
-    for action, resource in pairs:
-        bucket, _, key = resource.removeprefix(ARN_PREFIX).partition("/") if resource != "*" else ("", "", "")
-        access = await _access(request, bucket)
-        if who.needs_no_check(access):
-            continue
-        tags = None
-        if key and reads_tags(who, access):
-            version_id = named[2] if named is not None and named[:2] == (bucket, key) else None
-            tags = await _tags(request, bucket, key, version_id)
-        checks.append(Check(action, resource, access, tags))
-    refused = denial(who, _context(request), checks)
+    refused = await first_denial(who, pairs, _context(request), lambda name: _access(request, name),
+                                 functools.partial(existing_tags, request.app[CLIENT].head), named)  # fmt: skip
     if refused is not None:
         refused_check, decision = refused
         request["policy_decision"] = f"{decision.outcome.name} {decision.source} {decision.sid or '-'}"
         name = "Anonymous access" if who.principal is None else f"Access key {who.principal}"
         raise s3error("AccessDenied", f"{name} is not allowed {refused_check.action} on {refused_check.resource}")
-
-
-async def _tags(request: web.Request, bucket: str, key: str, version_id: str | None) -> dict[str, str]:
-    """The tags of an object's version (the latest when None): what ``s3:ExistingObjectTag`` conditions
-    test. None of an object that does not exist: its handler answers NoSuchKey, if the policy lets it."""
-    try:
-        version = await request.app[CLIENT].head(bucket, key, version_id, with_data=False)
-    except errors.BucketNotFound:
-        return {}
-    return dict(version.attrs.tags) if version is not None and not version.delete_marker else {}
 
 
 async def shown_buckets(request: web.Request, buckets: list[Bucket]) -> list[Bucket]:

@@ -21,10 +21,9 @@ from apollo.proto.bucket_access import (
     BucketAccess,
     BucketAccessCache,
     Caller,
-    Check,
-    denial,
-    reads_tags,
-    request_context,  # fmt: skip
+    existing_tags,
+    first_denial,
+    request_context,
     visible_buckets,
 )
 from apollo.proto.s3_actions import required
@@ -89,12 +88,10 @@ class CallPolicy:
         if bucket and access is None and op != "CreateBucket":
             return  # no such bucket: the call says so
         key, version_id = bound.get("key"), bound.get("version_id")
-        tags = None
-        if key and reads_tags(caller, access):
-            version = await self._meta.get_version(bucket, key, version_id, with_data=False)
-            tags = dict(version.attrs.tags) if version is not None and not version.delete_marker else {}
-        checks = [Check(action, resource, access, tags) for action, resource in required(op, bucket, key, version_id)]
-        refused = denial(caller, request_context(source_ip, secure, time.time()), checks)
+        refused = await first_denial(caller, required(op, bucket, key, version_id),
+                                     request_context(source_ip, secure, time.time()), self._access,
+                                     functools.partial(existing_tags, self._meta.get_version),
+                                     (bucket, key, version_id))  # fmt: skip
         if refused is not None:
             check, _ = refused
             raise errors.AccessDenied(f"Access key {caller.principal} is not allowed {check.action} on "
@@ -102,7 +99,7 @@ class CallPolicy:
 
     async def filter(self, method: str, result: object, caller: Caller, source_ip: str, secure: bool) -> object:
         """The part of a call's answer the caller may see: ListBuckets shows a key the buckets it owns or may
-        list, as the gateway's does (``apollo.gateway.authorize.visible_buckets``)."""
+        list, as the gateway's does (``apollo.proto.bucket_access.visible_buckets``)."""
         if method != "list_buckets" or not isinstance(result, list):
             return result
         return await visible_buckets(caller, result, request_context(source_ip, secure, time.time()), self._access)

@@ -18,9 +18,10 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
+from apollo import errors
 from apollo.proto import identity
 from apollo.proto.policy import Decision, Policy, PolicyError, Request, evaluate, parse_policy
-from apollo.proto.records import Bucket, KeyRights
+from apollo.proto.records import Bucket, KeyRights, Version
 from apollo.proto.s3_actions import ARN_PREFIX
 
 log = logging.getLogger("apollo.access")
@@ -171,6 +172,41 @@ def denial(caller: Caller, context: dict[str, str], checks: Iterable[Check]) -> 
         if not decision.allowed:
             return check, decision
     return None
+
+
+async def existing_tags(get_version: Callable[..., Awaitable[Version | None]], bucket: str, key: str,
+                        version_id: str | None) -> dict[str, str]:  # fmt: skip
+    """The tags ``s3:ExistingObjectTag`` conditions read, through a door's version lookup (the engine's
+    ``head``, the service's ``get_version``): the named version's, else the latest's; none of an object,
+    version or bucket that does not exist (the operation's own answer comes after the decision)."""
+    try:
+        version = await get_version(bucket, key, version_id, with_data=False)
+    except errors.BucketNotFound:
+        return {}
+    return dict(version.attrs.tags) if version is not None and not version.delete_marker else {}
+
+
+AccessOf = Callable[[str], Awaitable["BucketAccess | None"]]  # bucket -> its access; None: no such bucket
+TagsOf = Callable[[str, str, "str | None"], Awaitable[dict[str, str]]]  # (bucket, key, version) -> its tags
+
+
+async def first_denial(caller: Caller, pairs: Iterable[tuple[str, str]], context: dict[str, str],
+                       access_of: AccessOf, tags_of: TagsOf,
+                       named: tuple[str, str, str | None] | None = None) -> tuple[Check, Decision] | None:  # fmt: skip
+    """The whole decision of a door for (action, resource) pairs (``s3_actions.required``): each pair on its
+    bucket's access, skipping those nothing could deny, with the tags of the object it names when a policy
+    reads them (``named``: the request's own (bucket, key, version id), whose version is the one read)."""
+    checks = []
+    for action, resource in pairs:
+        bucket, _, key = resource.removeprefix(ARN_PREFIX).partition("/") if resource != "*" else ("", "", "")
+        access = await access_of(bucket) if bucket else None
+        if caller.needs_no_check(access):
+            continue
+        tags = None
+        if key and reads_tags(caller, access):
+            tags = await tags_of(bucket, key, named[2] if named is not None and named[:2] == (bucket, key) else None)
+        checks.append(Check(action, resource, access, tags))
+    return denial(caller, context, checks)
 
 
 async def visible_buckets(caller: Caller, buckets: list[Bucket], context: dict[str, str],
