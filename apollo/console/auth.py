@@ -27,9 +27,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 CREDENTIAL_CHARS_MAX = 256  # longer than any key or secret Apollo makes; a bigger form field is refused
 LOGIN_TOKEN_TTL_S = 3600.0
 WRONG_PAIR = "Access key or secret key is wrong."
-# The console acts through the object engine, beside the policy checks of the S3 door: until it applies a key's
-# policies itself, it is for operators, who hold the root key.
-NOT_AN_OPERATOR = "The console is for the root key (operators); this key works over S3 and the native client."
+TEMPORARY_KEY = "A temporary key (STS) cannot log in to the console: log in with the key it was made for."
 
 
 def safe_next(target: str) -> str:
@@ -74,9 +72,9 @@ async def login(console: Console, request: web.Request) -> web.StreamResponse:
         console.throttle.failed(address)
         await asyncio.sleep(LOGIN_FAILURE_DELAY_S)
         return _login_page(request, WRONG_PAIR, 401, next_url)
-    digest, is_root = checked
-    if not is_root:
-        return _login_page(request, NOT_AN_OPERATOR, 403, next_url)
+    digest, rights = checked
+    if rights.expires:  # no session token to present here
+        return _login_page(request, TEMPORARY_KEY, 403, next_url)
     session = console.sessions.open(access_key, digest)
     response = redirect(safe_next(next_url))
     response.set_cookie(SESSION_COOKIE, session.session_id, **cookie_flags(request, console.sessions.ttl_s))

@@ -10,6 +10,7 @@ SQL is written twice; the console itself imports neither ``cluster`` nor ``meta`
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import hmac
 import time
@@ -20,16 +21,28 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from apollo import errors
 from apollo.client.engine import ObjectEngine
 from apollo.console.render import PREFIX
 from apollo.console.sessions import LoginThrottle, Session, Sessions
 from apollo.keycache import SecretCache
-from apollo.proto.records import KeyRights
+from apollo.proto.bucket_access import (
+    BucketAccess,
+    BucketAccessCache,
+    Caller,
+    existing_tags,
+    first_denial,
+    request_context,
+    visible_buckets,
+)
+from apollo.proto.records import Bucket, KeyRights
+from apollo.proto.s3_actions import required
 
 if TYPE_CHECKING:
     from apollo.cluster.admin import Status
 
 SESSION_COOKIE = "apollo_console"
+CALLER = "console_caller"  # the request's Caller (its key and policies), set with its live session
 LOGIN_COOKIE = "apollo_console_login"  # the login form's CSRF token, before there is a session
 STATUS_TTL_S = 1.0  # many open overview tabs cost one status read a second, not one each
 StatusSource = Callable[[], "Status"]  # blocking: runs on the console's own thread
@@ -54,6 +67,7 @@ class Console:
         self.sessions = Sessions()
         self.throttle = LoginThrottle()
         self.keys = SecretCache(engine.key_rights)  # the lookup S3 signatures use, with its own cache
+        self._buckets = BucketAccessCache(engine.get_bucket)
         # One thread: the status source's store connection is used by one thread at a time, and a slow
         # status read (it counts segments) never takes the event loop or the metadata writer with it.
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="console-status")
@@ -72,14 +86,14 @@ class Console:
                 self._status_cache = (time.monotonic(), snapshot)
             return self._status_cache[1]
 
-    async def check_pair(self, access_key: str, secret_key: str) -> tuple[bytes, bool] | None:
-        """(the digest of the secret, whether the key is root) when ``secret_key`` is ``access_key``'s, else
-        None (either part wrong)."""
+    async def check_pair(self, access_key: str, secret_key: str) -> tuple[bytes, KeyRights] | None:
+        """(the digest of the secret, the key's rights) when ``secret_key`` is ``access_key``'s, else None
+        (either part wrong)."""
         known = await self.keys.get(access_key) if access_key else None
         digest = _digest(secret_key)
         if not isinstance(known, KeyRights) or not hmac.compare_digest(_digest(known.secret), digest):
             return None
-        return digest, known.is_root
+        return digest, known
 
     async def session(self, request: web.Request) -> Session | None:
         """The request's live session: its cookie names one, it has not expired, and its key still has the
@@ -89,11 +103,38 @@ class Console:
         if session is None:
             return None
         known = await self.keys.get(session.access_key)
-        if not isinstance(known, KeyRights) or not known.is_root or not hmac.compare_digest(
-                _digest(known.secret), session.secret_digest):  # fmt: skip
+        if not isinstance(known, KeyRights) or not hmac.compare_digest(_digest(known.secret), session.secret_digest):
             self.sessions.close(session.session_id)
             return None
+        request[CALLER] = Caller.of(session.access_key, known)  # its policies as they are now (10 s cache)
         return session
+
+    async def authorize(self, request: web.Request, op: str, bucket: str, key: str = "",
+                        context: dict[str, str] | None = None) -> None:  # fmt: skip
+        """What the S3 door decides for the same operation (``apollo.proto.bucket_access``): the console
+        works through the object engine, beside the gateway's checks, so it makes them itself.
+
+        :raises AccessDenied:
+        """
+        caller: Caller = request[CALLER]
+        every = {**request_context(request.remote or "", request.secure, time.time()), **(context or {})}
+        refused = await first_denial(caller, required(op, bucket or None, key or None, None), every,
+                                     self.bucket_access, functools.partial(existing_tags, self.engine.head),
+                                     (bucket, key, None))  # fmt: skip
+        if refused is not None:
+            check, _ = refused
+            raise errors.AccessDenied(f"{caller.principal} may not {check.action} on {check.resource}")
+
+    async def visible(self, request: web.Request, buckets: list[Bucket]) -> list[Bucket]:
+        """The buckets the session's key sees in ListBuckets."""
+        context = request_context(request.remote or "", request.secure, time.time())
+        return await visible_buckets(request[CALLER], buckets, context, self.bucket_access)
+
+    async def bucket_access(self, bucket: str) -> BucketAccess | None:
+        try:
+            return await self._buckets.get(bucket)
+        except errors.BucketNotFound:
+            return None
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)

@@ -17,7 +17,7 @@ from aiohttp import BodyPartReader, web
 from apollo import errors, limits
 from apollo.console.render import SECURITY_HEADERS, esc, page, redirect, size, table, template, url, when
 from apollo.console.sessions import Session
-from apollo.console.state import Console
+from apollo.console.state import CALLER, Console
 from apollo.proto.records import ObjectAttrs
 
 LIST_PAGE_KEYS = 100  # objects per listing page: a browser table stays quick to render
@@ -30,7 +30,10 @@ def _state(state: str) -> str:
 
 
 async def overview(console: Console, request: web.Request, session: Session) -> web.StreamResponse:
-    """The figures of ``apollo admin status``, in its words where it has them."""
+    """The figures of ``apollo admin status``, in its words where it has them: the operators' page (the root
+    key's); every other key starts at its buckets."""
+    if not request[CALLER].is_root:
+        raise redirect(url("/buckets"))
     snapshot = await console.status()
     status, repair = snapshot.status, snapshot.status.repair
     used, total, online, filesystems = snapshot.capacity
@@ -78,8 +81,11 @@ def _scrub(scrub: dict) -> str:
 
 
 async def buckets(console: Console, request: web.Request, session: Session) -> web.StreamResponse:
+    """The buckets S3's ListBuckets shows this key."""
+    await console.authorize(request, "ListBuckets", "")
+    shown = await console.visible(request, await console.engine.list_buckets())
     rows = [[f'<a href="{esc(url("/buckets/" + quote(b.name)))}">{esc(b.name)}</a>', esc(when(b.created)),
-             esc(b.versioning or "off")] for b in await console.engine.list_buckets()]  # fmt: skip
+             esc(b.versioning or "off")] for b in shown]  # fmt: skip
     body = table(["bucket", "created", "versioning"], rows, "no buckets yet (create one with any S3 client)")
     return page("Buckets", body, session.csrf, session.access_key)
 
@@ -88,6 +94,8 @@ async def objects(console: Console, request: web.Request, session: Session) -> w
     """One page of keys under ``prefix``, folders (common prefixes at ``/``) first; ``after`` pages on."""
     bucket = request.match_info["bucket"]
     prefix, after = request.query.get("prefix", ""), request.query.get("after", "")
+    await console.authorize(request, "ListObjectsV2", bucket, context={
+        "s3:prefix": prefix, "s3:delimiter": "/", "s3:max-keys": str(LIST_PAGE_KEYS)})  # fmt: skip
     listing = await console.engine.list_objects(bucket, prefix, "/", after, LIST_PAGE_KEYS)
     base = "/buckets/" + quote(bucket)
     rows = [[f'<a class="folder" href="{esc(url(base, prefix=p))}">{esc(p[len(prefix):])}</a>', "", "", ""]
@@ -120,6 +128,8 @@ async def download(console: Console, request: web.Request, session: Session) -> 
     object rendered on the console's origin could act with the viewer's session.
     """
     bucket, key = request.match_info["bucket"], request.query.get("key", "")
+    if key:
+        await console.authorize(request, "GetObject", bucket, key)
     version = await console.engine.head(bucket, key) if key else None
     if version is None or version.delete_marker:
         raise errors.ObjectNotFound(f"no object {key!r} in bucket {bucket!r}")
@@ -170,6 +180,7 @@ async def upload(console: Console, request: web.Request, session: Session) -> we
         prefix = fields.get("prefix", "")
         key = prefix + (fields.get("key", "").strip() or part.filename or "")
         _check_key(key, prefix)
+        await console.authorize(request, "PutObject", bucket, key)  # before a byte of the file is read
         attrs = ObjectAttrs(content_type=part.headers.get("Content-Type") or "application/octet-stream")
         await console.engine.put_object(bucket, key, _limited(part), attrs)
         raise redirect(url("/buckets/" + quote(bucket), prefix=prefix, uploaded=key))

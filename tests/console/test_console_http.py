@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 
@@ -36,15 +37,37 @@ def test_a_wrong_pair_is_refused_without_saying_which_part(console_server: Serve
     assert client.request(CONSOLE + "/").status == 303  # still not logged in
 
 
-def test_a_key_that_is_not_root_cannot_open_a_session(console_server: ServerProcess):
-    """The console acts beside the S3 door's policy checks: a readonly key must not write through it."""
-    made = admin("user", "create", "--policy", "readonly", meta_dir=console_server.meta_dir)
+def test_a_key_sees_and_does_in_the_console_what_its_policies_allow(console_server: ServerProcess):
+    """The console works through the object engine, beside the S3 door: it must make the same decisions."""
+    s3 = console_server.s3()
+    shared, private = f"shared-{uuid.uuid4().hex[:8]}", f"private-{uuid.uuid4().hex[:8]}"
+    for bucket in (shared, private):
+        s3.create_bucket(Bucket=bucket)
+        s3.put_object(Bucket=bucket, Key="doc.txt", Body=b"readable")
+    policy = json.dumps({"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Action": ["s3:ListAllMyBuckets"], "Resource": "*"},
+        {"Effect": "Allow", "Action": ["s3:ListBucket", "s3:GetObject"],
+         "Resource": [f"arn:aws:s3:::{shared}", f"arn:aws:s3:::{shared}/*"]}]})  # fmt: skip
+    path = console_server.root / "reader.json"
+    path.write_text(policy)
+    name = f"reader-{uuid.uuid4().hex[:6]}"
+    admin("policy", "create", name, path, meta_dir=console_server.meta_dir)
+    made = admin("user", "create", "--policy", name, meta_dir=console_server.meta_dir)
     key, secret = made.split("access key: ")[1].split()[0], made.split("secret key: ")[1].split()[0]
     client = Browserless(console_server.endpoint)
-    answer = client.login(key, secret)
-    assert answer.status == 403 and "The console is for the root key" in answer.body
-    assert not any(c.startswith("apollo_console=") for c in answer.cookies())
-    assert client.request(CONSOLE + "/").status == 303
+    assert client.login(key, secret).status == 303
+    assert client.request(CONSOLE + "/").header("Location") == CONSOLE + "/buckets"  # the overview is root's
+    listed = client.request(CONSOLE + "/buckets").body
+    assert shared in listed and private not in listed
+    assert client.fetch(CONSOLE + f"/buckets/{shared}/download?key=doc.txt") == b"readable"
+    assert client.request(CONSOLE + f"/buckets/{private}").status == 403
+    assert client.request(CONSOLE + f"/buckets/{private}/download?key=doc.txt").status == 403
+    objects = client.request(CONSOLE + f"/buckets/{shared}")
+    body, headers = multipart([("csrf", objects.csrf()), ("prefix", ""), ("key", "new.txt"),
+                               ("file", ("new.txt", b"not allowed"))])  # fmt: skip
+    refused = client.request(CONSOLE + f"/buckets/{shared}/upload", body, headers)
+    assert refused.status == 403 and "s3:PutObject" in refused.body
+    assert [o["Key"] for o in s3.list_objects_v2(Bucket=shared)["Contents"]] == ["doc.txt"]  # nothing stored
 
 
 def test_session_cookie_flags_and_logout(console_server: ServerProcess):
