@@ -9,11 +9,14 @@ the how-to.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import secrets
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from apollo import errors
 from apollo.proto.identity import BUILTIN_POLICIES, check_access_key, check_policy_name
@@ -46,37 +49,33 @@ def _new_key(store, name: str | None, policies: list[str]) -> None:
     print(f"policies:   {', '.join(policies) if policies else 'none (only what bucket policies grant it)'}")
 
 
-def cmd_key(args: argparse.Namespace) -> None:
-    """The key commands from before identity policies: a key made here may do anything (``readwrite``)."""
+def _run(args: argparse.Namespace, action: Callable[[Any, argparse.Namespace], None]) -> None:
+    """``action`` on the database, closed after (which fsyncs the journal of the change); a refusal of the
+    store (no such policy, secrets sealed and no key to seal a new one with...) is one line, exit 1."""
     store = _store(args)
     try:
-        if args.action == "create":
-            _new_key(store, args.access_key, ["readwrite"])
-        elif args.action == "list":
-            for info in store.list_keys():
-                print(f"{info.access_key}\t{_when(info.created)}\t{'root' if info.is_root else ''}")
-        elif args.action == "delete":
-            _delete_key(store, args.access_key or "")
-    except errors.ApolloError as exc:  # secrets sealed, and no key to seal a new one with
-        sys.exit(f"apollo admin key {args.action}: {exc}")
+        action(store, args)
+    except errors.ApolloError as exc:
+        sys.exit(f"apollo admin {args.admin} {args.action}: {exc}")
     finally:
-        store.close()  # fsyncs the journal of the change
+        store.close()
+
+
+def _key_action(store, args: argparse.Namespace) -> None:
+    """The key commands from before identity policies: a key made here may do anything (``readwrite``)."""
+    if args.action == "create":
+        _new_key(store, args.access_key, ["readwrite"])
+    elif args.action == "list":
+        for info in store.list_keys():
+            print(f"{info.access_key}\t{_when(info.created)}\t{'root' if info.is_root else ''}")
+    elif args.action == "delete":
+        _delete_key(store, args.access_key or "")
 
 
 def _delete_key(store, access_key: str) -> None:
     if not store.delete_key(access_key):
         sys.exit(f"no such access key: {access_key}")
     print(f"deleted {access_key}")
-
-
-def cmd_user(args: argparse.Namespace) -> None:
-    store = _store(args)
-    try:
-        _user_action(store, args)
-    except errors.ApolloError as exc:
-        sys.exit(f"apollo admin user {args.action}: {exc}")
-    finally:
-        store.close()
 
 
 def _user_action(store, args: argparse.Namespace) -> None:
@@ -97,16 +96,6 @@ def _user_action(store, args: argparse.Namespace) -> None:
         print(f"policies:   {', '.join(info.policies) or 'none (only what bucket policies grant it)'}")
     elif args.action == "delete":
         _delete_key(store, args.name or "")
-
-
-def cmd_policy(args: argparse.Namespace) -> None:
-    store = _store(args)
-    try:
-        _policy_action(store, args)
-    except errors.ApolloError as exc:
-        sys.exit(f"apollo admin policy {args.action}: {exc}")
-    finally:
-        store.close()
 
 
 def _policy_action(store, args: argparse.Namespace) -> None:
@@ -168,18 +157,18 @@ def register(admin: argparse._SubParsersAction) -> None:
     key.add_argument("action", choices=["create", "list", "delete"])
     key.add_argument("access_key", nargs="?")
     _where(key)
-    key.set_defaults(func=cmd_key)
+    key.set_defaults(func=functools.partial(_run, action=_key_action))
     user = admin.add_parser("user", help="access keys with identity policies: create, list, info, delete")
     user.add_argument("action", choices=["create", "list", "info", "delete"])
     user.add_argument("name", nargs="?", help="the access key (create: chosen for you if left out)")
     user.add_argument("--policy", action="append", metavar="NAME",
                       help=f"attach this policy (repeatable); built in: {', '.join(BUILTIN_POLICIES)}")  # fmt: skip
     _where(user)
-    user.set_defaults(func=cmd_user)
+    user.set_defaults(func=functools.partial(_run, action=_user_action))
     policy = admin.add_parser("policy", help="identity policies: create, list, show, delete, attach, detach")
     policy.add_argument("action", choices=["create", "list", "show", "delete", "attach", "detach"])
     policy.add_argument("name", nargs="?", help="the policy's name")
     policy.add_argument("rest", nargs="*", metavar="FILE|ACCESS_KEY",
                         help="create: the JSON document (- for stdin); attach/detach: access keys")  # fmt: skip
     _where(policy)
-    policy.set_defaults(func=cmd_policy)
+    policy.set_defaults(func=functools.partial(_run, action=_policy_action))
