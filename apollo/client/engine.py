@@ -88,8 +88,8 @@ class ObjectEngine:
         return await self._meta.list_buckets()
 
     async def delete_bucket(self, bucket: str) -> None:
-        """:raises BucketNotFound, BucketNotEmpty: (pending multipart uploads count as content)"""
-        await self._meta.delete_bucket(bucket)
+        """Its multipart uploads in progress go with it. :raises BucketNotFound, BucketNotEmpty:"""
+        await self._meta.delete_bucket(bucket, self._clock())
 
     async def get_versioning(self, bucket: str) -> str:
         """``""`` (never enabled), ``"Enabled"`` or ``"Suspended"``. :raises BucketNotFound:"""

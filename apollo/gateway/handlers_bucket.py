@@ -10,7 +10,7 @@ from aiohttp import web
 from apollo import limits
 from apollo.gateway.authorize import ACCESS, caller, check, shown_buckets
 from apollo.gateway.http import count_param, parse_content_md5, plain_int, read_document
-from apollo.gateway.names import check_version_id, validate_key
+from apollo.gateway.names import VERSION_ID, check_version_id, validate_key
 from apollo.gateway.s3errors import S3Error, s3error, to_s3_error
 from apollo.gateway.state import CLIENT, OWNER, xml_response
 from apollo.gateway.xml import iso8601, parse_delete, parse_versioning, render
@@ -203,12 +203,11 @@ async def list_versions(request: web.Request, bucket: str, key: str) -> web.Resp
     prefix, delimiter = query.get("prefix", ""), query.get("delimiter", "")
     key_marker, version_marker = query.get("key-marker", ""), query.get("version-id-marker", "")
     max_keys = _max_keys(request)
-    if "version-id-marker" in query:  # AWS refuses a version marker it cannot place, instead of guessing
-        if not key_marker:
+    if "version-id-marker" in query:  # a position in the listing: it need not exist any more (a cleanup tool
+        if not key_marker:            # deleted it), but it must be of a form Apollo issues
             raise s3error("InvalidArgument", "A version-id marker cannot be specified without a key marker.",
                           ArgumentName="version-id-marker", ArgumentValue=version_marker)  # fmt: skip
-        found = await request.app[CLIENT].head(bucket, key_marker, version_marker, with_data=False)
-        if found is None:
+        if not VERSION_ID.fullmatch(version_marker):
             raise s3error("InvalidArgument", "Invalid version id specified", ArgumentName="version-id-marker",
                           ArgumentValue=version_marker)  # fmt: skip
     page = await request.app[CLIENT].list_versions(bucket, prefix, delimiter, key_marker, version_marker, max_keys)

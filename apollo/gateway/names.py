@@ -56,12 +56,12 @@ def validate_key(key: str) -> None:
             raise s3error("InvalidArgument", "Object keys must be UTF-8") from exc
 
 
-_VERSION_ID_RE = re.compile(r"null|[0-9a-f]{32}")
+VERSION_ID = re.compile(r"null|[0-9a-f]{32}")  # NULL_VERSION, or new_version_id()
 
 
 def check_version_id(version_id: str | None) -> str | None:
     """AWS answers a version id it could never have issued with 400 InvalidArgument, not 404 NoSuchVersion."""
-    if version_id is not None and not _VERSION_ID_RE.fullmatch(version_id):
+    if version_id is not None and not VERSION_ID.fullmatch(version_id):
         raise s3error("InvalidArgument", "Invalid version id specified", ArgumentName="versionId",
                       ArgumentValue=version_id)  # fmt: skip
     return version_id

@@ -11,7 +11,7 @@ Segments hang off a ``data_id`` so multipart completion can re-parent part
 segments onto the final version without copying bytes.
 """
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 POLICIES_DDL = ("CREATE TABLE IF NOT EXISTS policies (name TEXT PRIMARY KEY, document TEXT NOT NULL, "
                 "created REAL NOT NULL)")  # fmt: skip
@@ -48,7 +48,8 @@ DDL = [
         is_latest INTEGER NOT NULL, delete_marker INTEGER NOT NULL,
         size INTEGER NOT NULL, etag TEXT NOT NULL, last_modified REAL NOT NULL,
         content_type TEXT NOT NULL, headers TEXT NOT NULL, checksums TEXT NOT NULL,
-        tags TEXT NOT NULL, parts TEXT NOT NULL, inline_data BLOB, data_id TEXT)""",
+        tags TEXT NOT NULL, parts TEXT NOT NULL, inline_data BLOB, data_id TEXT,
+        upload_id TEXT NOT NULL DEFAULT '')""",
     "CREATE UNIQUE INDEX IF NOT EXISTS versions_by_id ON versions (bucket, key, version_id)",
     "CREATE INDEX IF NOT EXISTS versions_by_age ON versions (bucket, key, id)",
     "CREATE UNIQUE INDEX IF NOT EXISTS versions_latest ON versions (bucket, key) WHERE is_latest = 1",
@@ -137,5 +138,10 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
         # made before keep exactly that, through the built-in policy that says it.
         "INSERT INTO key_policies (access_key, policy) SELECT access_key, 'readwrite' FROM access_keys "
         "WHERE is_root = 0",
+    ]),
+    (7, [
+        # The multipart upload a version was completed from: a repeated CompleteMultipartUpload (its SDK
+        # lost the first answer) answers with that version instead of NoSuchUpload.
+        "ALTER TABLE versions ADD COLUMN upload_id TEXT NOT NULL DEFAULT ''",
     ]),
 ]  # fmt: skip

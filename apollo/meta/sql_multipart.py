@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 from apollo import errors, limits
 from apollo.meta.listing import Cursor, walk
-from apollo.meta.sql_objects import ObjectOps, attrs_from_row, check_conditions, headers_json
+from apollo.meta.sql_objects import VERSION_COLUMNS, ObjectOps, attrs_from_row, check_conditions, headers_json
 from apollo.meta.sqlbase import Conn, Row, dumps
 from apollo.proto.layout import ObjectData, SegmentLayout
 from apollo.proto.records import Conditions, ListPage, ObjectAttrs, Part, Upload, Version
@@ -123,6 +123,20 @@ class MultipartOps(ObjectOps):
             page.next_version_marker = last.upload_id if last else None
         return page
 
+    def delete_bucket(self, name: str, now: float) -> None:
+        """Delete a bucket without versions or delete markers; its multipart uploads in progress go with it,
+        as on AWS (a client that crashed mid-upload must not leave a bucket nobody can delete).
+
+        :raises BucketNotFound, BucketNotEmpty:
+        """
+        with self.tx() as db:
+            self._bucket_row(db, name)
+            if db.execute("SELECT 1 FROM versions WHERE bucket = ? LIMIT 1", (name,)).fetchone():
+                raise errors.BucketNotEmpty(f"bucket {name} is not empty")
+            for upload in db.execute("SELECT upload_id FROM uploads WHERE bucket = ?", (name,)).fetchall():
+                self._drop_upload(db, upload["upload_id"], now)
+            db.execute("DELETE FROM buckets WHERE name = ?", (name,))
+
     def abort_upload(self, bucket: str, key: str, upload_id: str, now: float) -> None:
         with self.tx() as db:
             self._upload_row(db, bucket, key, upload_id)
@@ -170,7 +184,14 @@ class MultipartOps(ObjectOps):
         """
         with self.tx() as db:
             versioning = self._bucket_row(db, bucket)["versioning"]
-            upload = _upload(self._upload_row(db, bucket, key, upload_id))
+            try:
+                upload = _upload(self._upload_row(db, bucket, key, upload_id))
+            except errors.UploadNotFound:
+                done = db.execute(f"SELECT {VERSION_COLUMNS} FROM versions WHERE bucket = ? AND key = ? AND "
+                                  "upload_id = ?", (bucket, key, upload_id)).fetchone()  # fmt: skip
+                if done is None:
+                    raise
+                return self._version(done, False)  # completed already: the SDK lost the first answer
             stored = {r["part_number"]: _part(r) for r in db.execute(
                 "SELECT * FROM parts WHERE upload_id = ?", (upload_id,)).fetchall()}  # fmt: skip
             chosen = _validate_parts(requested, stored, part_size_min)
@@ -189,7 +210,7 @@ class MultipartOps(ObjectOps):
             return self._insert_version(
                 db, bucket, key, versioning, now,
                 size=sum(p.size for p in chosen), etag=multipart_etag([p.etag for p in chosen]),
-                attrs=upload.attrs, parts=[p.size for p in chosen], inline=None, data_id=data_id,
+                attrs=upload.attrs, parts=[p.size for p in chosen], inline=None, data_id=data_id, upload_id=upload_id,
             )  # fmt: skip
 
     def _merge_parts(self, db: Conn, parts: list[Part]) -> str:

@@ -12,11 +12,11 @@ from apollo.meta.sqlbase import Conn, Row, SqlBase, dumps
 from apollo.proto.layout import ObjectData, SegmentLayout, segment_bytes_max
 from apollo.proto.records import NULL_VERSION, Bucket, Conditions, DeleteResult, ListPage, ObjectAttrs, Version
 
-_VERSION_COLUMNS = (
+VERSION_COLUMNS = (
     "id, bucket, key, version_id, is_latest, delete_marker, size, etag, last_modified, "
     "content_type, headers, checksums, tags, parts, inline_data, data_id"
 )
-_VERSION_COLUMNS_V = ", ".join(f"v.{column.strip()}" for column in _VERSION_COLUMNS.split(","))
+VERSION_COLUMNS_V = ", ".join(f"v.{column.strip()}" for column in VERSION_COLUMNS.split(","))
 
 
 def new_version_id() -> str:
@@ -65,16 +65,6 @@ class ObjectOps(SqlBase):
         with self.tx() as db:
             self._bucket_row(db, name)
             db.execute("UPDATE buckets SET policy = ? WHERE name = ?", (policy, name))
-
-    def delete_bucket(self, name: str) -> None:
-        with self.tx() as db:
-            self._bucket_row(db, name)
-            if (
-                db.execute("SELECT 1 FROM versions WHERE bucket = ? LIMIT 1", (name,)).fetchone()
-                or db.execute("SELECT 1 FROM uploads WHERE bucket = ? LIMIT 1", (name,)).fetchone()
-            ):
-                raise errors.BucketNotEmpty(f"bucket {name} is not empty")
-            db.execute("DELETE FROM buckets WHERE name = ?", (name,))
 
     def set_versioning(self, name: str, status: str) -> None:
         with self.tx() as db:
@@ -208,7 +198,7 @@ class ObjectOps(SqlBase):
         with self.tx() as db:
             versioning = self._bucket_row(db, bucket)["versioning"]
             latest = db.execute(
-                f"SELECT {_VERSION_COLUMNS} FROM versions WHERE bucket = ? AND key = ? AND is_latest = 1",
+                f"SELECT {VERSION_COLUMNS} FROM versions WHERE bucket = ? AND key = ? AND is_latest = 1",
                 (bucket, key),
             ).fetchone()
             check_conditions(latest, conditions or Conditions())
@@ -233,6 +223,7 @@ class ObjectOps(SqlBase):
         inline: bytes | None,
         data_id: str | None,
         delete_marker: bool = False,
+        upload_id: str = "",
     ) -> Version:
         if versioning == "Enabled":
             version_id = new_version_id()
@@ -248,8 +239,8 @@ class ObjectOps(SqlBase):
         db.execute("UPDATE versions SET is_latest = 0 WHERE bucket = ? AND key = ? AND is_latest = 1", (bucket, key))
         row = db.execute(
             "INSERT INTO versions (bucket, key, version_id, is_latest, delete_marker, size, etag, last_modified, "
-            "content_type, headers, checksums, tags, parts, inline_data, data_id) "
-            "VALUES (?, ?, ?, 1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+            "content_type, headers, checksums, tags, parts, inline_data, data_id, upload_id) "
+            "VALUES (?, ?, ?, 1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
             (
                 bucket,
                 key,
@@ -265,6 +256,7 @@ class ObjectOps(SqlBase):
                 dumps(parts),
                 inline,
                 data_id,
+                upload_id,
             ),
         ).fetchall()[0]  # fmt: skip (all rows: a RETURNING statement must finish before COMMIT)
         return Version(bucket, key, version_id, True, delete_marker, size, etag, now, attrs, parts, None, row["id"])
@@ -279,7 +271,7 @@ class ObjectOps(SqlBase):
         which = "v.is_latest = 1" if version_id is None else "v.version_id = ?"
         args = (key,) if version_id is None else (key, version_id)
         row = self.one(
-            f"SELECT b.name AS bucket_name, {_VERSION_COLUMNS_V} FROM buckets b LEFT JOIN versions v "
+            f"SELECT b.name AS bucket_name, {VERSION_COLUMNS_V} FROM buckets b LEFT JOIN versions v "
             f"ON v.bucket = b.name AND v.key = ? AND {which} WHERE b.name = ?",
             (*args, bucket),
         )  # fmt: skip
@@ -348,7 +340,7 @@ class ObjectOps(SqlBase):
             bound = " AND key < ?" if upper else ""
             args = (bucket, cursor.key, *((upper,) if upper else ()), limit)
             sql = (
-                f"SELECT {_VERSION_COLUMNS} FROM versions WHERE bucket = ? AND is_latest = 1 "
+                f"SELECT {VERSION_COLUMNS} FROM versions WHERE bucket = ? AND is_latest = 1 "
                 f"AND key {op} ?{bound} ORDER BY key LIMIT ?"
             )
             return [self._version(r, False) for r in self.all(sql, args)]
@@ -368,14 +360,17 @@ class ObjectOps(SqlBase):
                 "SELECT id FROM versions WHERE bucket = ? AND key = ? AND version_id = ?",
                 (bucket, key_marker, version_marker),
             )
-            if row is not None:
-                start = Cursor(key_marker, seq=row["id"])
+            # Markers are positions, not versions that must exist: a cleanup tool deletes a page, then asks
+            # for the next one after the version it deleted last. That version's place is gone with it, so
+            # the listing resumes at the key's newest remaining version: none skipped (at worst a version
+            # listed before and kept comes again).
+            start = Cursor(key_marker, seq=row["id"]) if row is not None else Cursor(key_marker, inclusive=True)
 
         def fetch(cursor: Cursor, upper: str | None, limit: int) -> list[Version]:
             rows: list[Row] = []
             if cursor.seq is not None:
                 rows = self.all(
-                    f"SELECT {_VERSION_COLUMNS} FROM versions WHERE bucket = ? AND key = ? AND id < ? "
+                    f"SELECT {VERSION_COLUMNS} FROM versions WHERE bucket = ? AND key = ? AND id < ? "
                     "ORDER BY id DESC LIMIT ?",
                     (bucket, cursor.key, cursor.seq, limit),
                 )
@@ -384,7 +379,7 @@ class ObjectOps(SqlBase):
                 bound = " AND key < ?" if upper else ""
                 args = (bucket, cursor.key, *((upper,) if upper else ()), limit - len(rows))
                 rows += self.all(
-                    f"SELECT {_VERSION_COLUMNS} FROM versions WHERE bucket = ? AND key {op} ?{bound} "
+                    f"SELECT {VERSION_COLUMNS} FROM versions WHERE bucket = ? AND key {op} ?{bound} "
                     "ORDER BY key, id DESC LIMIT ?",
                     args,
                 )

@@ -139,12 +139,16 @@ def test_complete_may_skip_uploaded_part_numbers(s3, bucket):
     assert s3.get_object(Bucket=bucket, Key="mp")["Body"].read() == b"three"
 
 
-def test_complete_twice_is_no_such_upload(s3, bucket):
+def test_complete_twice_answers_twice_until_the_object_is_replaced(s3, bucket):
     upload_id = _start(s3, bucket)
     parts = [_part(s3, bucket, upload_id, 1, b"x")]
-    _complete(s3, bucket, upload_id, parts)
-    with s3_error("NoSuchUpload", 404):
+    assert _complete(s3, bucket, upload_id, parts)["ETag"] == _complete(s3, bucket, upload_id, parts)["ETag"]
+    with s3_error("NoSuchUpload", 404):  # completed: nothing left to abort
+        s3.abort_multipart_upload(Bucket=bucket, Key="mp", UploadId=upload_id)
+    s3.put_object(Bucket=bucket, Key="mp", Body=b"newer")
+    with s3_error("NoSuchUpload", 404):  # the object it made is gone: the upload is no more
         _complete(s3, bucket, upload_id, parts)
+    assert s3.get_object(Bucket=bucket, Key="mp")["Body"].read() == b"newer"
 
 
 def test_complete_in_versioned_bucket_returns_a_version_id(s3, bucket):
@@ -277,10 +281,44 @@ def test_aborted_part_data_is_collected(make_server):
     assert server.shard_files() == []
 
 
-def test_bucket_with_an_open_upload_is_not_empty(s3, bucket):
+def test_a_bucket_whose_only_content_is_open_uploads_is_deleted_with_them(server, s3):
+    """As on AWS: a client that crashed mid-upload must not leave a bucket nobody can delete; the parts'
+    shards go to the garbage collector like an aborted upload's."""
+    name = f"crashed-{uuid.uuid4().hex[:8]}"
+    s3.create_bucket(Bucket=name)
+    for key in ("one", "two"):
+        upload_id = _start(s3, name, key)
+        _part(s3, name, upload_id, 1, os.urandom(256 * 1024), key=key)
+    s3.delete_bucket(Bucket=name)
+    with s3_error("NoSuchBucket", 404):
+        s3.list_multipart_uploads(Bucket=name)
+    s3.create_bucket(Bucket=name)  # the name is free again, with nothing left in it
+    assert s3.list_multipart_uploads(Bucket=name).get("Uploads", []) == []
+    s3.delete_bucket(Bucket=name)
+
+
+def test_a_bucket_with_objects_and_uploads_stays(s3, bucket):
     _start(s3, bucket)
+    s3.put_object(Bucket=bucket, Key="kept", Body=b"x")
     with s3_error("BucketNotEmpty", 409):
         s3.delete_bucket(Bucket=bucket)
+    assert len(s3.list_multipart_uploads(Bucket=bucket)["Uploads"]) == 1
+
+
+def test_a_repeated_complete_answers_with_the_same_object(s3, bucket):
+    """An SDK that lost the first answer sends the same CompleteMultipartUpload again: AWS answers 200."""
+    versioned_bucket = bucket
+    s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    upload_id = _start(s3, versioned_bucket)
+    etag = _part(s3, versioned_bucket, upload_id, 1, b"only part")["ETag"]
+    parts = {"Parts": [{"PartNumber": 1, "ETag": etag}]}
+    first, again = (s3.complete_multipart_upload(Bucket=versioned_bucket, Key="mp", UploadId=upload_id,
+                                                 MultipartUpload=parts) for _ in range(2))  # fmt: skip
+    assert (again["ETag"], again["VersionId"]) == (first["ETag"], first["VersionId"])
+    assert s3.get_object(Bucket=versioned_bucket, Key="mp")["Body"].read() == b"only part"
+    assert len(s3.list_object_versions(Bucket=versioned_bucket)["Versions"]) == 1  # no second version
+    with s3_error("NoSuchUpload", 404):
+        s3.complete_multipart_upload(Bucket=versioned_bucket, Key="mp", UploadId="0" * 32, MultipartUpload=parts)
 
 
 # ListParts / ListMultipartUploads ---------------------------------------------------------------

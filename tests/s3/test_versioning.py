@@ -303,10 +303,40 @@ def test_version_id_marker_without_key_marker_is_invalid_argument(s3, versioned)
         s3.list_object_versions(Bucket=versioned, VersionIdMarker=vid)
 
 
-def test_unknown_version_id_marker_is_invalid_argument(s3, versioned):
+def test_a_malformed_version_id_marker_is_invalid_argument(s3, versioned):
     _put(s3, versioned, "k", b"x")
     with s3_error("InvalidArgument", 400):
-        s3.list_object_versions(Bucket=versioned, KeyMarker="k", VersionIdMarker=uuid.uuid4().hex)
+        s3.list_object_versions(Bucket=versioned, KeyMarker="k", VersionIdMarker="not-a-version-of-ours")
+
+
+def test_a_cleanup_tool_empties_a_bucket_page_by_page_past_the_versions_it_deleted(s3, versioned):
+    """What cleanup tools do (issue 16, "breaks tools"): list a page, delete every version in it, ask for the
+    next page after the last one, which is gone by then. Markers are positions; nothing may be skipped."""
+    for n in range(7):
+        for key in ("a", "b", "c"):
+            _put(s3, versioned, key, f"{key}{n}".encode())
+        s3.delete_object(Bucket=versioned, Key="b")  # delete markers among the versions too
+    total = len(_versions(s3, versioned))
+    deleted, markers = 0, {}
+    while True:
+        page = s3.list_object_versions(Bucket=versioned, MaxKeys=4, **markers)
+        entries = page.get("Versions", []) + page.get("DeleteMarkers", [])
+        for entry in entries:
+            s3.delete_object(Bucket=versioned, Key=entry["Key"], VersionId=entry["VersionId"])
+        deleted += len(entries)
+        if not page["IsTruncated"]:
+            break
+        markers = {"KeyMarker": page["NextKeyMarker"], "VersionIdMarker": page["NextVersionIdMarker"]}
+    assert deleted == total == 28
+    assert _versions(s3, versioned) == []
+    s3.delete_bucket(Bucket=versioned)
+
+
+def test_a_gone_version_marker_resumes_at_the_keys_newest_remaining_version(s3, versioned):
+    ids = [_put(s3, versioned, "k", bytes([n])) for n in range(4)]  # newest last
+    s3.delete_object(Bucket=versioned, Key="k", VersionId=ids[2])
+    page = s3.list_object_versions(Bucket=versioned, KeyMarker="k", VersionIdMarker=ids[2])
+    assert [v["VersionId"] for v in page["Versions"]] == [ids[3], ids[1], ids[0]]  # none skipped
 
 
 def test_prefix_holding_only_delete_markers_is_not_listed(s3, versioned):

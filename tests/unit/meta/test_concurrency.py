@@ -115,7 +115,7 @@ def test_bucket_delete_racing_a_commit_never_orphans_a_version(stores):
 
         def act(store: SqlStore, index: int, name: str = name):
             if index == 0:
-                return store.delete_bucket(name)
+                return store.delete_bucket(name, 1.0)
             return store.commit_version(name, f"k{index}", size=1, etag=etag("e"), attrs=ObjectAttrs(),
                                         data=ObjectData(1, inline=b"x"), now=1.0, owner=WRITER)  # fmt: skip
 

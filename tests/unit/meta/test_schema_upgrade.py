@@ -25,6 +25,12 @@ V1_TABLES = [
         reason TEXT NOT NULL, detected REAL NOT NULL, PRIMARY KEY (segment_id, shard_index))""",
     """CREATE TABLE access_keys (access_key TEXT PRIMARY KEY, secret_key TEXT NOT NULL, created REAL NOT NULL,
         is_root INTEGER NOT NULL DEFAULT 0)""",
+    """CREATE TABLE versions (id INTEGER PRIMARY KEY AUTOINCREMENT,
+        bucket TEXT NOT NULL REFERENCES buckets (name), key TEXT NOT NULL, version_id TEXT NOT NULL,
+        is_latest INTEGER NOT NULL, delete_marker INTEGER NOT NULL,
+        size INTEGER NOT NULL, etag TEXT NOT NULL, last_modified REAL NOT NULL,
+        content_type TEXT NOT NULL, headers TEXT NOT NULL, checksums TEXT NOT NULL,
+        tags TEXT NOT NULL, parts TEXT NOT NULL, inline_data BLOB, data_id TEXT)""",
 ]
 
 
@@ -41,6 +47,9 @@ def test_version_1_database_is_upgraded_with_segment_groups_filled_in(tmp_path):
         db.execute("INSERT INTO repair_queue VALUES (?, 2, ?, 'crc', 6.0)", (SEGMENT, DRIVE))
         db.execute("INSERT INTO buckets VALUES ('old', 1.0, 'Enabled')")
         db.execute("INSERT INTO access_keys VALUES ('AKOLD', 'old-secret', 1.0, 0), ('admin', 'root-secret', 1.0, 1)")
+        db.execute("INSERT INTO versions (bucket, key, version_id, is_latest, delete_marker, size, etag, "
+                   "last_modified, content_type, headers, checksums, tags, parts) VALUES ('old', 'k', 'null', 1, 0, "
+                   "1, ?, 1.0, 'text/plain', '{}', '{}', '{}', '[]')", ("e" * 32,))
     store = SqlStore(path)
     try:
         assert store.get_setting("schema_version") == str(SCHEMA_VERSION)
@@ -51,6 +60,9 @@ def test_version_1_database_is_upgraded_with_segment_groups_filled_in(tmp_path):
         # version 6: keys made before identity policies keep every right they had; buckets have no owner
         assert [(k.access_key, k.policies) for k in store.list_keys()] == [("AKOLD", ("readwrite",)), ("admin", ())]
         assert store.get_bucket("old").owner == ""
+        # version 7: versions remember the upload they were completed from (none for older ones)
+        assert store.get_version("old", "k").etag == "e" * 32
+        assert store.one("SELECT upload_id FROM versions WHERE key = 'k'")["upload_id"] == ""
     finally:
         store.close()
     SqlStore(path).close()  # opening an up-to-date database changes nothing

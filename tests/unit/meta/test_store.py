@@ -95,9 +95,9 @@ def test_bucket_rules(store):
         store.create_bucket("b", 2.0)
     put(store, "k")
     with pytest.raises(errors.BucketNotEmpty):
-        store.delete_bucket("b")
+        store.delete_bucket("b", 3.0)
     store.delete_object("b", "k", None, 3.0)
-    store.delete_bucket("b")
+    store.delete_bucket("b", 3.0)
     with pytest.raises(errors.BucketNotFound):
         store.get_bucket("b")
 
