@@ -19,6 +19,7 @@ open_uploads_per_bucket_max = 100_000
 xml_body_bytes_max = 2 * 1024**2  # CompleteMultipartUpload with 10,000 parts fits in ~1 MiB
 user_metadata_bytes_max = 2 * 1024
 tags_per_object_max = 10
+tags_per_bucket_max = 50  # S3: "up to 50 tags" on a bucket
 clock_skew_s_max = 900
 
 # Storage engine geometry.

@@ -104,6 +104,10 @@ class ObjectEngine:
         :raises BucketNotFound:"""
         await self._meta.set_bucket_policy(bucket, policy)
 
+    async def set_bucket_tags(self, bucket: str, tags: dict[str, str]) -> None:
+        """Replace the bucket's tags ({} removes them). :raises BucketNotFound:"""
+        await self._meta.set_bucket_tags(bucket, tags)
+
     # objects: writes -------------------------------------------------------------------------
 
     async def put_object(

@@ -7,13 +7,14 @@ import hashlib
 
 from aiohttp import web
 
-from apollo import limits
+from apollo import errors, limits
 from apollo.gateway.authorize import ACCESS, caller, check, shown_buckets
 from apollo.gateway.http import count_param, parse_content_md5, plain_int, read_document
 from apollo.gateway.names import VERSION_ID, check_version_id, validate_key
 from apollo.gateway.s3errors import S3Error, s3error, to_s3_error
 from apollo.gateway.state import CLIENT, OWNER, xml_response
-from apollo.gateway.xml import iso8601, parse_delete, parse_versioning, render
+from apollo.gateway.xml import iso8601, parse_delete, parse_tagging, parse_versioning, render
+from apollo.proto.bucket_access import BucketAccess
 from apollo.proto.policy import PolicyError, parse_policy
 from apollo.proto.records import ListPage
 from apollo.proto.s3_actions import required
@@ -53,7 +54,14 @@ async def list_buckets(request: web.Request, bucket: str, key: str) -> web.Respo
 
 async def create_bucket(request: web.Request, bucket: str, key: str) -> web.Response:
     await read_document(request)  # CreateBucketConfiguration: any region is accepted
-    await request.app[CLIENT].create_bucket(bucket, caller(request).principal or "")  # a temporary key's parent
+    who = caller(request)
+    try:
+        await request.app[CLIENT].create_bucket(bucket, who.principal or "")  # a temporary key's: its parent's
+    except errors.BucketExists:
+        owner = (await request.app[CLIENT].get_bucket(bucket)).owner
+        if who.is_root and not owner or who.owns(BucketAccess(None, owner)):
+            raise s3error("BucketAlreadyOwnedByYou", BucketName=bucket) from None  # and it stays as it is
+        raise s3error("BucketAlreadyExists", BucketName=bucket) from None
     return web.Response(headers={"Location": f"/{bucket}"})
 
 
@@ -106,6 +114,24 @@ async def put_policy(request: web.Request, bucket: str, key: str) -> web.Respons
 async def delete_policy(request: web.Request, bucket: str, key: str) -> web.Response:
     await request.app[CLIENT].set_bucket_policy(bucket, "")
     request.app[ACCESS].forget(bucket)
+    return web.Response(status=204)
+
+
+async def get_bucket_tagging(request: web.Request, bucket: str, key: str) -> web.Response:
+    tags = (await request.app[CLIENT].get_bucket(bucket)).tags
+    if not tags:
+        raise s3error("NoSuchTagSet", BucketName=bucket)
+    return xml_response("Tagging", {"TagSet": {"Tag": [{"Key": k, "Value": v} for k, v in tags.items()]}})
+
+
+async def put_bucket_tagging(request: web.Request, bucket: str, key: str) -> web.Response:
+    tags = parse_tagging(await read_document(request), limits.tags_per_bucket_max, "Bucket")
+    await request.app[CLIENT].set_bucket_tags(bucket, tags)
+    return web.Response(status=204)
+
+
+async def delete_bucket_tagging(request: web.Request, bucket: str, key: str) -> web.Response:
+    await request.app[CLIENT].set_bucket_tags(bucket, {})
     return web.Response(status=204)
 
 

@@ -156,9 +156,7 @@ async def head_object(request: web.Request, bucket: str, key: str) -> web.Stream
 async def delete_object(request: web.Request, bucket: str, key: str) -> web.Response:
     version_id = check_version_id(request.query.get("versionId"))
     result = await request.app[CLIENT].delete_object(bucket, key, version_id)
-    headers = {}
-    if result.delete_marker:
-        headers["x-amz-delete-marker"] = "true"
+    headers = {"x-amz-delete-marker": "true" if result.delete_marker else "false"}  # AWS says either
     if result.version_id:
         headers["x-amz-version-id"] = result.version_id
     return web.Response(status=204, headers=headers)

@@ -266,8 +266,8 @@ def _verify_presigned(method, raw_path, raw_query, headers, lookup_secret, now, 
         expires = int(params["X-Amz-Expires"])
     except ValueError as exc:
         raise s3error("AuthorizationQueryParametersError", "X-Amz-Expires should be a number") from exc
-    if expires < 0:
-        raise s3error("AuthorizationQueryParametersError", "X-Amz-Expires must be non-negative")
+    if expires < 1:
+        raise s3error("AuthorizationQueryParametersError", "X-Amz-Expires must be at least 1 second")
     if expires > PRESIGN_EXPIRES_MAX_S:
         raise s3error("AuthorizationQueryParametersError", "X-Amz-Expires must be less than a week (in seconds)")
     if (when - now).total_seconds() > max_skew_s:

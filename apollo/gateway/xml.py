@@ -160,7 +160,8 @@ def parse_delete(body: bytes) -> tuple[list[tuple[str, str | None]], bool]:
     return objects, quiet
 
 
-def parse_tagging(body: bytes) -> dict[str, str]:
+def parse_tagging(body: bytes, most: int = limits.tags_per_object_max, of: str = "Object") -> dict[str, str]:
+    """A ``Tagging`` document: at most ``most`` tags (10 on an object, 50 on a bucket)."""
     root = parse(body, "Tagging")
     tag_set = root.find("TagSet")
     if tag_set is None:
@@ -171,13 +172,13 @@ def parse_tagging(body: bytes) -> dict[str, str]:
         if key in tags:
             raise s3error("InvalidTag", "Cannot provide multiple Tags with the same key")
         tags[key] = value
-    validate_tags(tags)
+    validate_tags(tags, most, of)
     return tags
 
 
-def validate_tags(tags: dict[str, str]) -> None:
-    if len(tags) > limits.tags_per_object_max:
-        raise s3error("InvalidTag", "Object tags cannot be greater than 10")
+def validate_tags(tags: dict[str, str], most: int = limits.tags_per_object_max, of: str = "Object") -> None:
+    if len(tags) > most:
+        raise s3error("InvalidTag", f"{of} tags cannot be greater than {most}")
     for key, value in tags.items():
         if not key or len(key) > 128 or len(value) > 256:
             raise s3error("InvalidTag", "The TagKey you have provided is invalid")

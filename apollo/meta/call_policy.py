@@ -37,6 +37,7 @@ CALL_OPS: dict[str, str] = {
     "delete_bucket": "DeleteBucket",
     "set_bucket_policy": "PutBucketPolicy",
     "set_versioning": "PutBucketVersioning",
+    "set_bucket_tags": "PutBucketTagging",
     "commit_version": "PutObject",
     "get_version": "GetObject",
     "delete_object": "DeleteObject",

@@ -41,7 +41,7 @@ DDL = [
         total_bytes INTEGER NOT NULL DEFAULT 0, health TEXT NOT NULL DEFAULT 'ok')""",
     """CREATE TABLE IF NOT EXISTS buckets (
         name TEXT PRIMARY KEY, created REAL NOT NULL, versioning TEXT NOT NULL DEFAULT '',
-        policy TEXT NOT NULL DEFAULT '', owner TEXT NOT NULL DEFAULT '')""",
+        policy TEXT NOT NULL DEFAULT '', owner TEXT NOT NULL DEFAULT '', tags TEXT NOT NULL DEFAULT '{}')""",
     """CREATE TABLE IF NOT EXISTS versions (
         id INTEGER PRIMARY KEY AUTOINCREMENT,
         bucket TEXT NOT NULL REFERENCES buckets (name), key TEXT NOT NULL, version_id TEXT NOT NULL,
@@ -143,5 +143,7 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
         # The multipart upload a version was completed from: a repeated CompleteMultipartUpload (its SDK
         # lost the first answer) answers with that version instead of NoSuchUpload.
         "ALTER TABLE versions ADD COLUMN upload_id TEXT NOT NULL DEFAULT ''",
+        # PutBucketTagging's tag set, JSON.
+        "ALTER TABLE buckets ADD COLUMN tags TEXT NOT NULL DEFAULT '{}'",
     ]),
 ]  # fmt: skip

@@ -19,6 +19,10 @@ VERSION_COLUMNS = (
 VERSION_COLUMNS_V = ", ".join(f"v.{column.strip()}" for column in VERSION_COLUMNS.split(","))
 
 
+def _bucket(row: Row) -> Bucket:
+    return Bucket(row["name"], row["created"], row["versioning"], row["policy"], row["owner"], json.loads(row["tags"]))
+
+
 def new_version_id() -> str:
     return uuid.uuid4().hex
 
@@ -51,14 +55,20 @@ class ObjectOps(SqlBase):
             db.execute("INSERT INTO buckets (name, created, owner) VALUES (?, ?, ?)", (name, now, bucket_owner))
 
     def get_bucket(self, name: str) -> Bucket:
-        row = self.one("SELECT name, created, versioning, policy, owner FROM buckets WHERE name = ?", (name,))
+        row = self.one("SELECT name, created, versioning, policy, owner, tags FROM buckets WHERE name = ?", (name,))
         if row is None:
             raise errors.BucketNotFound(f"bucket {name} does not exist")
-        return Bucket(row["name"], row["created"], row["versioning"], row["policy"], row["owner"])
+        return _bucket(row)
 
     def list_buckets(self) -> list[Bucket]:
-        rows = self.all("SELECT name, created, versioning, policy, owner FROM buckets ORDER BY name")
-        return [Bucket(r["name"], r["created"], r["versioning"], r["policy"], r["owner"]) for r in rows]
+        rows = self.all("SELECT name, created, versioning, policy, owner, tags FROM buckets ORDER BY name")
+        return [_bucket(r) for r in rows]
+
+    def set_bucket_tags(self, name: str, tags: dict[str, str]) -> None:
+        """Replace the bucket's tag set (validated by the caller); {} removes it."""
+        with self.tx() as db:
+            self._bucket_row(db, name)
+            db.execute("UPDATE buckets SET tags = ? WHERE name = ?", (dumps(tags), name))
 
     def set_bucket_policy(self, name: str, policy: str) -> None:
         """Store a bucket policy already validated by the caller (``apollo.proto.policy``); "" removes it."""

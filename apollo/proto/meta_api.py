@@ -76,6 +76,7 @@ CALLS: dict[str, Call] = {call.name: call for call in (
     Call("delete_bucket", W, _KEY, _THREAD),
     Call("set_bucket_policy", W, _KEY, _THREAD, idempotent=True),
     Call("set_versioning", W, _KEY, _THREAD, idempotent=True),
+    Call("set_bucket_tags", W, _KEY, _THREAD, idempotent=True),
     # objects
     Call("allocate_segment", W, _OWNER, _CUSTOM),
     Call("repoint_segment", W, _OWNER, _CUSTOM, idempotent=True),

@@ -20,6 +20,7 @@ class Bucket:
     versioning: str  # "", "Enabled" or "Suspended"
     policy: str = ""  # the bucket policy's JSON document (PutBucketPolicy); "" when it has none
     owner: str = ""  # the access key that created it; "" for buckets older than owners (root's)
+    tags: dict[str, str] = field(default_factory=dict)  # PutBucketTagging's
 
 
 @dataclass(frozen=True)

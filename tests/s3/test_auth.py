@@ -170,6 +170,24 @@ def test_expired_sigv4_presigned_url_is_access_denied(server, s3, bucket, monkey
     assert ET.fromstring(body).findtext("Message") == "Request has expired"
 
 
+@pytest.mark.parametrize("expires", [0, -5, 604801])
+def test_a_presigned_lifetime_out_of_range_is_a_query_parameters_error(server, s3, bucket, expires):
+    url = _client(server, signature_version="s3v4").generate_presigned_url(
+        "get_object", Params={"Bucket": bucket, "Key": "k"}, ExpiresIn=300)  # fmt: skip
+    status, _, code = _urlopen(url.replace("X-Amz-Expires=300", f"X-Amz-Expires={expires}"))
+    assert (status, code) == (400, "AuthorizationQueryParametersError")
+
+
+def test_an_expired_presigned_put_is_access_denied_and_stores_nothing(server, s3, bucket, monkeypatch):
+    _sign_at(monkeypatch, datetime.datetime.now(datetime.UTC) - datetime.timedelta(seconds=120))
+    url = _client(server, signature_version="s3v4").generate_presigned_url(
+        "put_object", Params={"Bucket": bucket, "Key": "late"}, ExpiresIn=60)  # fmt: skip
+    status, body, code = _urlopen(url, "PUT", b"too late")
+    assert (status, code) == (403, "AccessDenied")
+    assert ET.fromstring(body).findtext("Message") == "Request has expired"
+    assert _absent(s3, bucket, "late")
+
+
 def test_sigv4_presigned_url_expires_after_its_lifetime(server, s3, bucket):
     s3.put_object(Bucket=bucket, Key="k", Body=b"v")
     url = _client(server, signature_version="s3v4").generate_presigned_url(

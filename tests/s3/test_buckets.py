@@ -7,8 +7,10 @@ import urllib.request
 import uuid
 import xml.etree.ElementTree as ET
 
+import boto3
 import pytest
 
+from apollo.testing.admin import admin
 from apollo.testing.s3error import s3_error
 
 
@@ -69,8 +71,46 @@ def test_list_buckets_max_buckets_out_of_range_is_invalid_argument(server, max_b
 
 
 def test_create_bucket_twice_is_already_owned_by_you(s3, bucket):
+    s3.put_object(Bucket=bucket, Key="kept", Body=b"x")
     with s3_error("BucketAlreadyOwnedByYou", 409):
         s3.create_bucket(Bucket=bucket)
+    assert s3.get_object(Bucket=bucket, Key="kept")["Body"].read() == b"x"  # nothing erased
+
+
+def test_another_keys_bucket_already_exists(server, s3):
+    """Once keys own buckets, a name someone else holds answers BucketAlreadyExists, as AWS does to
+    anyone but the owner."""
+    made = admin("key", "create", meta_dir=server.meta_dir)
+    key, secret = made.split("access key: ")[1].split()[0], made.split("secret key: ")[1].split()[0]
+    user = boto3.client("s3", endpoint_url=server.endpoint, aws_access_key_id=key, aws_secret_access_key=secret,
+                        region_name="us-east-1")  # fmt: skip
+    name = _new_name()
+    user.create_bucket(Bucket=name)
+    with s3_error("BucketAlreadyOwnedByYou", 409):
+        user.create_bucket(Bucket=name)
+    other = admin("key", "create", meta_dir=server.meta_dir)
+    other_client = boto3.client("s3", endpoint_url=server.endpoint, region_name="us-east-1",
+                                aws_access_key_id=other.split("access key: ")[1].split()[0],
+                                aws_secret_access_key=other.split("secret key: ")[1].split()[0])  # fmt: skip
+    with s3_error("BucketAlreadyExists", 409):
+        other_client.create_bucket(Bucket=name)
+
+
+def test_bucket_tagging_put_get_delete(s3, bucket):
+    with s3_error("NoSuchTagSet", 404):
+        s3.get_bucket_tagging(Bucket=bucket)
+    tags = [{"Key": f"k{n}", "Value": f"v{n}"} for n in range(50)]
+    s3.put_bucket_tagging(Bucket=bucket, Tagging={"TagSet": tags})
+    assert sorted(s3.get_bucket_tagging(Bucket=bucket)["TagSet"], key=lambda t: t["Key"]) == sorted(
+        tags, key=lambda t: t["Key"])  # a set: S3 promises no order
+    with s3_error("InvalidTag", 400):  # 51: one over S3's bucket limit, and nothing changes
+        s3.put_bucket_tagging(Bucket=bucket, Tagging={"TagSet": [*tags, {"Key": "one", "Value": "more"}]})
+    assert len(s3.get_bucket_tagging(Bucket=bucket)["TagSet"]) == 50
+    s3.delete_bucket_tagging(Bucket=bucket)
+    with s3_error("NoSuchTagSet", 404):
+        s3.get_bucket_tagging(Bucket=bucket)
+    with s3_error("NoSuchBucket", 404):
+        s3.get_bucket_tagging(Bucket=_new_name())
 
 
 def test_create_bucket_with_location_constraint_is_accepted(s3):

@@ -98,7 +98,7 @@ def test_delete_by_version_id_removes_exactly_that_version(s3, versioned):
     second = _put(s3, versioned, "k", b"two")
     response = s3.delete_object(Bucket=versioned, Key="k", VersionId=second)
     assert response["VersionId"] == second
-    assert "DeleteMarker" not in response
+    assert response["DeleteMarker"] is False  # what went was a version, not a delete marker
     assert _versions(s3, versioned) == [("k", first, True, False)]
     assert s3.get_object(Bucket=versioned, Key="k")["Body"].read() == b"one"
 
@@ -285,7 +285,8 @@ def test_unversioned_object_is_readable_as_version_null(s3, bucket):
 def test_unversioned_delete_removes_the_object_without_marker(s3, bucket):
     s3.put_object(Bucket=bucket, Key="k", Body=b"plain")
     response = s3.delete_object(Bucket=bucket, Key="k")
-    assert "DeleteMarker" not in response
+    assert response["DeleteMarker"] is False  # the header says false: no marker was made
+    assert response["ResponseMetadata"]["HTTPHeaders"]["x-amz-delete-marker"] == "false"
     assert _versions(s3, bucket) == []
 
 

@@ -38,7 +38,7 @@ VERSION = Version("b", "k/ü", "v1", True, False, 5000, "0" * 32, 1.7e9 + 0.123,
 
 # One sample of every registered record type; the test below fails when a type is registered without one.
 SAMPLES = {
-    "Bucket": Bucket("b", 1.7e9, "Enabled", '{"Statement":[]}', "AKOWNER"),
+    "Bucket": Bucket("b", 1.7e9, "Enabled", '{"Statement":[]}', "AKOWNER", {"team": "ml"}),
     "KeyRights": KeyRights("secret", False, ('{"Statement":[]}',)),
     "Conditions": Conditions(if_none_match_star=True, if_match='"abc"'),
     "DeleteResult": DeleteResult(None, True),
@@ -97,7 +97,8 @@ def test_a_user_s_dict_that_looks_like_a_tag_stays_a_dict():
 
 def test_a_record_s_fields_are_tagged_on_the_wire():
     sent = json.loads(codec.dumps(Bucket("b", 1.0, "")))
-    assert sent == {"@": "Bucket", "name": "b", "created": 1.0, "versioning": "", "policy": "", "owner": ""}
+    assert sent == {"@": "Bucket", "name": "b", "created": 1.0, "versioning": "", "policy": "", "owner": "",
+                    "tags": {"@d": {}}}
 
 
 @pytest.mark.parametrize("name", ["Garbage", "RepairItem", "Path", "os.system", "", "__class__"])
