@@ -40,10 +40,16 @@ RESPONSE_OVERRIDES = {
 
 
 def write_conditions(request: web.Request) -> Conditions:
-    if_none_match = request.headers.get("If-None-Match")
+    """PutObject's and CompleteMultipartUpload's conditions, in the forms AWS implements: ``If-None-Match: *``
+    (the key must not exist: else 412) or ``If-Match`` (an ETag, or ``*``: the key must exist, else 404
+    NoSuchKey; a different ETag: 412). AWS answers the rest 501 NotImplemented, and so does Apollo: an ETag in
+    If-None-Match, and both headers at once."""
+    if_none_match, if_match = request.headers.get("If-None-Match"), request.headers.get("If-Match")
     if if_none_match is not None and if_none_match.strip() != "*":
         raise s3error("NotImplemented", "If-None-Match on writes supports only '*'")
-    return Conditions(if_none_match_star=if_none_match is not None, if_match=request.headers.get("If-Match"))
+    if if_none_match is not None and if_match is not None:
+        raise s3error("NotImplemented", "If-Match and If-None-Match cannot be combined on a write")
+    return Conditions(if_none_match_star=if_none_match is not None, if_match=if_match)
 
 
 async def put_object(request: web.Request, bucket: str, key: str) -> web.Response:

@@ -148,6 +148,44 @@ def test_put_if_match_on_missing_key_is_no_such_key(s3, bucket):
         put_bytes(s3, bucket, "missing", b"v", IfMatch=md5_etag(b"v"))
 
 
+def test_put_if_match_star_needs_the_key_to_exist(s3, bucket):
+    with s3_error("NoSuchKey", 404):
+        put_bytes(s3, bucket, "k", b"v", IfMatch="*")
+    put_bytes(s3, bucket, "k", b"v1")
+    put_bytes(s3, bucket, "k", b"v2", IfMatch="*")
+    assert get_bytes(s3, bucket, "k") == b"v2"
+
+
+@pytest.mark.parametrize("headers", [{"If-None-Match": '"0123456789abcdef0123456789abcdef"'},
+                                     {"If-None-Match": "*", "If-Match": "*"}],
+                         ids=["if-none-match-etag", "both"])  # fmt: skip
+def test_write_conditions_aws_does_not_implement_are_501(s3, bucket, headers):
+    """AWS answers these 501 NotImplemented (aws/aws-sdk-ruby#3144 for the ETag form), and nothing is stored."""
+    for name, value in headers.items():
+        s3.meta.events.register_first("before-sign.s3.PutObject", _set_header(name, value))
+    with s3_error("NotImplemented", 501):
+        put_bytes(s3, bucket, "k", b"v")
+    assert s3.list_objects_v2(Bucket=bucket)["KeyCount"] == 0
+
+
+def test_complete_multipart_upload_takes_the_same_conditions(s3, bucket):
+    def upload(key: str, **conditions):
+        upload_id = s3.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"]
+        etag = s3.upload_part(Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=1, Body=b"part")["ETag"]
+        return s3.complete_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id,
+                                            MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": etag}]},
+                                            **conditions)  # fmt: skip
+
+    upload("mp", IfNoneMatch="*")
+    with s3_error("PreconditionFailed", 412):
+        upload("mp", IfNoneMatch="*")
+    with s3_error("NoSuchKey", 404):
+        upload("absent", IfMatch="*")
+    with s3_error("PreconditionFailed", 412):
+        upload("mp", IfMatch=md5_etag(b"other"))
+    upload("mp", IfMatch="*")
+
+
 def _race(server, bucket: str, size: int, **conditions) -> None:
     """8 writers PUT the same key at once under ``conditions``: exactly one may win, and its bytes are stored."""
     writers = 8
