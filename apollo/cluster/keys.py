@@ -25,15 +25,27 @@ KEY_ROTATION_CHECK_S = 60.0
 
 
 def install_root_key(store: SqlStore, access_key: str, secret_key: str) -> None:
-    """At start: the root key the process was given becomes the only one (``SqlStore.set_root_key``)."""
+    """At start: the root key the process was given becomes the only one (``SqlStore.set_root_key``), sealed
+    like every secret: the sealing is checked first, so that a start without its secrets key never writes
+    the root secret in clear beside sealed ones."""
+    seal_secrets(store)
     for old in store.set_root_key(access_key, secret_key, time.time()):
         log.warning("root key %s is no longer valid: %s is the root key now", old, access_key)
 
 
 def ensure_first_key(store: SqlStore) -> None:
-    """At start, before serving: every secret is sealed with the current ``APOLLO_SECRETS_KEY``
-    (``apollo.meta.sealing``; a secret that does not open stops the start), and a deployment without a token
+    """At start, before serving: every secret sealed (``seal_secrets``), and a deployment without a token
     key gets one (racing starts may add two: harmless)."""
+    seal_secrets(store)
+    if not store.token_keys():
+        store.add_token_key(tokens.new_key(time.time()))
+
+
+def seal_secrets(store: SqlStore) -> None:
+    """Every secret sealed with the current ``APOLLO_SECRETS_KEY`` (``apollo.meta.sealing``); a secret that
+    does not open, or sealed ones and no key, stop the start with one line. Once per store."""
+    if getattr(store, "secrets_sealed", False):
+        return
     try:
         resealed = store.reseal_secrets()
     except SealingError as exc:
@@ -43,8 +55,7 @@ def ensure_first_key(store: SqlStore) -> None:
     elif not store.sealer.enabled:
         log.warning("secrets are stored in clear in the metadata database (file modes protect them): set "
                     "APOLLO_SECRETS_KEY to seal them (docs/security.md)")  # fmt: skip
-    if not store.token_keys():
-        store.add_token_key(tokens.new_key(time.time()))
+    store.secrets_sealed = True
 
 
 class TokenKeys:

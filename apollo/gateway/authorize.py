@@ -22,6 +22,7 @@ from apollo.proto.bucket_access import (
     Caller,
     existing_tags,
     first_denial,
+    keeps_policy_rights,
     request_context,
     visible_buckets,
 )
@@ -59,22 +60,27 @@ async def authorize(request: web.Request, op: str, bucket: str, key: str,
     if op == "DeleteObjects":  # per key, in its handler
         return
     access = await _access(request, bucket) if op != "CreateBucket" else None
-    if op in OWNER_ALWAYS and (who.is_root or who.owns(access)):
+    if op in OWNER_ALWAYS and keeps_policy_rights(who, access, *required(op, bucket, None, None)[0],
+                                                  _context(request)):  # fmt: skip
         return
     if not copy_source and who.needs_no_check(access):
         return
-    pairs = required(op, bucket or None, key or None, request.query.get("versionId"), copy_source=copy_source)
+    version_id = request.query.get("versionId")
+    pairs = required(op, bucket or None, key or None, version_id, copy_source=copy_source)
     pairs += extra_for_headers(op, bucket, key, frozenset(name.lower() for name in request.headers))
-    await check(request, pairs, (bucket, key, request.query.get("versionId")))
+    versions = {(bucket, key): version_id}
+    if copy_source:  # tag conditions on the source read the version copied
+        versions[copy_source[:2]] = copy_source[2]
+    await check(request, pairs, versions)
 
 
 async def check(request: web.Request, pairs: list[tuple[str, str]],
-                named: tuple[str, str, str | None] | None = None) -> None:  # fmt: skip
+                versions: dict[tuple[str, str], str | None] | None = None) -> None:  # fmt: skip
     """Evaluate each pair for the caller against its bucket; the first one refused is the answer.
-    ``named``: the (bucket, key, version id) the request names, whose version tag conditions read."""
+    ``versions``: (bucket, key) -> the version the request names of that object, whose tags conditions read."""
     who = caller(request)
     refused = await first_denial(who, pairs, _context(request), lambda name: _access(request, name),
-                                 functools.partial(existing_tags, request.app[CLIENT].head), named)  # fmt: skip
+                                 functools.partial(existing_tags, request.app[CLIENT].head), versions)  # fmt: skip
     if refused is not None:
         refused_check, decision = refused
         request["policy_decision"] = f"{decision.outcome.name} {decision.source} {decision.sid or '-'}"

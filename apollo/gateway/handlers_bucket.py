@@ -55,6 +55,7 @@ async def list_buckets(request: web.Request, bucket: str, key: str) -> web.Respo
 async def create_bucket(request: web.Request, bucket: str, key: str) -> web.Response:
     await read_document(request)  # CreateBucketConfiguration: any region is accepted
     who = caller(request)
+    request.app[ACCESS].forget(bucket)  # a name just deleted and made again: its old owner has no say
     try:
         await request.app[CLIENT].create_bucket(bucket, who.principal or "")  # a temporary key's: its parent's
     except errors.BucketExists:
@@ -72,6 +73,7 @@ async def head_bucket(request: web.Request, bucket: str, key: str) -> web.Respon
 
 async def delete_bucket(request: web.Request, bucket: str, key: str) -> web.Response:
     await request.app[CLIENT].delete_bucket(bucket)
+    request.app[ACCESS].forget(bucket)
     return web.Response(status=204)
 
 

@@ -21,6 +21,7 @@ from apollo import metrics
 from apollo.gateway import accesslog, sts
 from apollo.gateway.admission import admission_middleware
 from apollo.gateway.s3errors import S3Error, s3error, to_s3_error
+from apollo.gateway.sigv2 import wire_bytes
 from apollo.gateway.sigv4 import verify_request
 from apollo.gateway.xml import error_body
 from apollo.keycache import SecretCache
@@ -125,7 +126,7 @@ def _check_session(request: web.Request, rights: KeyRights) -> None:
         if token:
             raise s3error("InvalidToken")
         return
-    if token is None or not hmac.compare_digest(hashlib.sha256(token.encode()).hexdigest(), rights.token_digest):
+    if token is None or not hmac.compare_digest(hashlib.sha256(wire_bytes(token)).hexdigest(), rights.token_digest):
         raise s3error("InvalidToken")
     if time.time() >= rights.expires:
         raise s3error("ExpiredToken")

@@ -10,6 +10,7 @@ are the gateway's (``apollo.proto.bucket_access``).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
 import time
@@ -23,10 +24,12 @@ from apollo.proto.bucket_access import (
     Caller,
     existing_tags,
     first_denial,
+    keeps_policy_rights,
     request_context,
     visible_buckets,
 )
-from apollo.proto.s3_actions import required
+from apollo.proto.records import Bucket
+from apollo.proto.s3_actions import OPERATIONS, Target, object_arn, required
 
 # Metadata call -> the S3 operation it stands for. Calls that name no bucket (a part of an upload, the
 # cluster map, damage reports) carry nothing a bucket policy speaks of: the call before them was checked.
@@ -53,6 +56,18 @@ CALL_OPS: dict[str, str] = {
 
 
 OWNER_ALWAYS = {"PutBucketPolicy", "DeleteBucketPolicy"}  # as on AWS: the owner is never locked out
+
+
+def _context(bound: dict, source_ip: str, secure: bool) -> dict[str, str]:
+    """The condition keys the S3 request would carry: the global ones and, from the call's arguments, the
+    listing's (``s3:prefix``, ``s3:delimiter``, ``s3:max-keys``) and ``s3:VersionId``."""
+    context = request_context(source_ip, secure, time.time())
+    for name, argument in (("s3:prefix", "prefix"), ("s3:delimiter", "delimiter"), ("s3:max-keys", "max_keys"),
+                           ("s3:VersionId", "version_id")):  # fmt: skip
+        value = bound.get(argument)
+        if isinstance(value, str | int) and not isinstance(value, bool) and (value or name == "s3:prefix"):
+            context[name] = str(value)
+    return context
 
 
 @functools.cache
@@ -84,23 +99,42 @@ class CallPolicy:
         if op == "PutBucketPolicy" and not bound.get("policy"):
             op = "DeleteBucketPolicy"
         access = await self._access(bucket) if op != "CreateBucket" else None
-        if caller.needs_no_check(access) or op in OWNER_ALWAYS and caller.owns(access):
+        context = _context(bound, source_ip, secure)
+        if op in OWNER_ALWAYS and keeps_policy_rights(caller, access, *required(op, bucket, None, None)[0], context):
+            return
+        tags = getattr(bound.get("attrs"), "tags", None)  # a write that sets tags also needs s3:PutObjectTagging
+        if caller.needs_no_check(access) and not tags:
             return
         if bucket and access is None and op != "CreateBucket":
             return  # no such bucket: the call says so
         key, version_id = bound.get("key"), bound.get("version_id")
-        refused = await first_denial(caller, required(op, bucket, key, version_id),
-                                     request_context(source_ip, secure, time.time()), self._access,
+        if any(need.target is not Target.BUCKET and need.target is not Target.SERVICE for need in OPERATIONS[op]) \
+                and not (isinstance(key, str) and key):  # fmt: skip
+            raise errors.InvalidRequest(f"{method} names an object: give its key")
+        pairs = required(op, bucket, key, version_id)
+        if tags:
+            pairs.append(("s3:PutObjectTagging", object_arn(bucket, key)))
+        refused = await first_denial(caller, pairs, context, self._access,
                                      functools.partial(existing_tags, self._meta.get_version),
-                                     (bucket, key, version_id))  # fmt: skip
+                                     {(bucket, key): version_id})  # fmt: skip
         if refused is not None:
             check, _ = refused
             raise errors.AccessDenied(f"Access key {caller.principal} is not allowed {check.action} on "
                                       f"{check.resource}")  # fmt: skip
 
+    async def filter_bucket(self, bucket: Bucket, caller: Caller) -> Bucket:
+        """What of a bucket record a key that is not its owner sees: not its policy or tags (S3 answers those
+        only to GetBucketPolicy and GetBucketTagging), nor who owns it."""
+        if caller.owns(await self._access(bucket.name)):
+            return bucket
+        return dataclasses.replace(bucket, policy="", tags={}, owner="")
+
     async def filter(self, method: str, result: object, caller: Caller, source_ip: str, secure: bool) -> object:
         """The part of a call's answer the caller may see: ListBuckets shows a key the buckets it owns or may
         list, as the gateway's does (``apollo.proto.bucket_access.visible_buckets``)."""
+        if method == "get_bucket" and isinstance(result, Bucket):
+            return await self.filter_bucket(result, caller)
         if method != "list_buckets" or not isinstance(result, list):
             return result
-        return await visible_buckets(caller, result, request_context(source_ip, secure, time.time()), self._access)
+        shown = await visible_buckets(caller, result, request_context(source_ip, secure, time.time()), self._access)
+        return [await self.filter_bucket(bucket, caller) for bucket in shown]

@@ -12,7 +12,7 @@ from apollo.meta.listing import Cursor, walk
 from apollo.meta.sql_objects import VERSION_COLUMNS, ObjectOps, attrs_from_row, check_conditions, headers_json
 from apollo.meta.sqlbase import Conn, Row, dumps
 from apollo.proto.layout import ObjectData, SegmentLayout
-from apollo.proto.records import Conditions, ListPage, ObjectAttrs, Part, Upload, Version
+from apollo.proto.records import Conditions, ListPage, ObjectAttrs, Part, Upload, Version, checked_tags
 
 
 def multipart_etag(part_etags: list[str]) -> str:
@@ -25,6 +25,7 @@ class MultipartOps(ObjectOps):
     def create_upload(
         self, bucket: str, key: str, attrs: ObjectAttrs, checksum_algorithm: str, now: float, checksum_type: str = ""
     ) -> str:
+        checked_tags(attrs.tags, limits.tags_per_object_max)
         # Time first: AWS lists a key's uploads in initiation order, and listings sort by upload id.
         upload_id = f"{int(now * 1_000_000):016x}" + uuid.uuid4().hex
         with self.tx() as db:
@@ -188,7 +189,8 @@ class MultipartOps(ObjectOps):
                 upload = _upload(self._upload_row(db, bucket, key, upload_id))
             except errors.UploadNotFound:
                 done = db.execute(f"SELECT {VERSION_COLUMNS} FROM versions WHERE bucket = ? AND key = ? AND "
-                                  "upload_id = ?", (bucket, key, upload_id)).fetchone()  # fmt: skip
+                                  "upload_id = ? AND upload_id <> '' AND delete_marker = 0 ORDER BY id DESC",
+                                  (bucket, key, upload_id)).fetchone()  # fmt: skip
                 if done is None:
                     raise
                 return self._version(done, False)  # completed already: the SDK lost the first answer

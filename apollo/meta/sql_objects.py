@@ -10,7 +10,17 @@ from apollo import errors, ids, limits
 from apollo.meta.listing import Cursor, walk
 from apollo.meta.sqlbase import Conn, Row, SqlBase, dumps
 from apollo.proto.layout import ObjectData, SegmentLayout, segment_bytes_max
-from apollo.proto.records import NULL_VERSION, Bucket, Conditions, DeleteResult, ListPage, ObjectAttrs, Version
+from apollo.proto.policy import PolicyError, parse_policy
+from apollo.proto.records import (
+    NULL_VERSION,
+    Bucket,
+    Conditions,
+    DeleteResult,
+    ListPage,
+    ObjectAttrs,
+    Version,
+    checked_tags,
+)
 
 VERSION_COLUMNS = (
     "id, bucket, key, version_id, is_latest, delete_marker, size, etag, last_modified, "
@@ -65,13 +75,21 @@ class ObjectOps(SqlBase):
         return [_bucket(r) for r in rows]
 
     def set_bucket_tags(self, name: str, tags: dict[str, str]) -> None:
-        """Replace the bucket's tag set (validated by the caller); {} removes it."""
+        """Replace the bucket's tag set; {} removes it. :raises BucketNotFound, InvalidRequest:"""
+        checked_tags(tags, limits.tags_per_bucket_max)
         with self.tx() as db:
             self._bucket_row(db, name)
             db.execute("UPDATE buckets SET tags = ? WHERE name = ?", (dumps(tags), name))
 
     def set_bucket_policy(self, name: str, policy: str) -> None:
-        """Store a bucket policy already validated by the caller (``apollo.proto.policy``); "" removes it."""
+        """Store a bucket policy; "" removes it. The gateway checks it first with S3's error; this holds the
+        native client's calls to the same grammar (a document no door can parse would fail every request on
+        the bucket). :raises BucketNotFound, InvalidRequest:"""
+        if policy:
+            try:
+                parse_policy(policy, kind="bucket", bucket=name)
+            except PolicyError as exc:
+                raise errors.InvalidRequest(f"MalformedPolicy: {exc}") from None
         with self.tx() as db:
             self._bucket_row(db, name)
             db.execute("UPDATE buckets SET policy = ? WHERE name = ?", (policy, name))
@@ -205,6 +223,7 @@ class ObjectOps(SqlBase):
         :raises BucketNotFound, PreconditionFailed, ObjectNotFound: (If-Match on a missing key)
         :raises AccessDenied, InvalidRequest: data the caller did not write, or that does not add up.
         """
+        checked_tags(attrs.tags, limits.tags_per_object_max)
         with self.tx() as db:
             versioning = self._bucket_row(db, bucket)["versioning"]
             latest = db.execute(
@@ -326,8 +345,9 @@ class ObjectOps(SqlBase):
     def set_tags(self, bucket: str, key: str, version_id: str | None, tags: dict[str, str]) -> str:
         """Replace a version's tag set; returns the version id it applied to.
 
-        :raises ObjectNotFound, VersionNotFound:
+        :raises ObjectNotFound, VersionNotFound, InvalidRequest:
         """
+        checked_tags(tags, limits.tags_per_object_max)
         with self.tx() as db:
             self._bucket_row(db, bucket)
             where, args = ("version_id = ?", (version_id,)) if version_id else ("is_latest = 1", ())

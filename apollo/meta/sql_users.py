@@ -106,6 +106,11 @@ class UserOps(SqlBase):
         stay valid as root for anyone who knows it, the well-known development secret included.
         """
         with self.tx() as db:
+            self._refuse_clear_among_sealed(db)
+            current = db.execute("SELECT secret_key FROM access_keys WHERE access_key = ?", (access_key,)).fetchone()
+            if current is not None and self.sealer.open(current["secret_key"], f"key:{access_key}") != secret_key:
+                # A new root secret ends the sessions minted with the old one (a rotation after a leak).
+                db.execute("DELETE FROM session_keys WHERE parent = ?", (access_key,))
             old = [r["access_key"] for r in db.execute(
                 "SELECT access_key FROM access_keys WHERE is_root = 1 AND access_key <> ?", (access_key,)
             ).fetchall()]  # fmt: skip

@@ -13,6 +13,7 @@ Most requests need no evaluation at all (``Caller.needs_no_check``): a key whose
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -112,6 +113,23 @@ class BucketAccess:
         return self.policy is not None and uses_existing_tags(self.policy)
 
 
+def _stored_bucket_policy(record: Bucket) -> Policy | None:
+    """The bucket's policy, parsed. One that does not parse (only a database edit, or an older version that
+    stored unchecked documents, holds one) denies everyone everything but its owner's policy calls: fail
+    closed, say so, and leave the owner the means to replace it."""
+    if not record.policy:
+        return None
+    try:
+        return parse_policy(record.policy, kind="bucket", bucket=record.name)
+    except PolicyError as exc:
+        log.error("bucket %s has a policy that does not parse (%s): denying every request until it is "
+                  "replaced", record.name, exc)  # fmt: skip
+        arn = ARN_PREFIX + record.name
+        return parse_policy(json.dumps({"Version": "2012-10-17", "Statement": [
+            {"Sid": "Unreadable", "Effect": "Deny", "Principal": "*", "Action": "s3:*",
+             "Resource": [arn, arn + "/*"]}]}), kind="bucket", bucket=record.name)  # fmt: skip
+
+
 class BucketAccessCache:
     """``BucketAccess`` per bucket, each kept ``ttl_s``, so that a request costs a dictionary lookup."""
 
@@ -129,8 +147,7 @@ class BucketAccessCache:
         if hit is not None and now - hit[0] < self._ttl_s:
             return hit[1]
         record = await self._bucket_record(bucket)
-        policy = parse_policy(record.policy, kind="bucket", bucket=bucket) if record.policy else None
-        access = BucketAccess(policy, record.owner)
+        access = BucketAccess(_stored_bucket_policy(record), record.owner)
         if len(self._cache) > 100_000:
             self._cache.clear()
         self._cache[bucket] = (now, access)
@@ -149,6 +166,18 @@ class Check:
     resource: str
     access: BucketAccess | None
     tags: Mapping[str, str] | None = field(default=None)
+
+
+def keeps_policy_rights(caller: Caller, access: BucketAccess | None, action: str, resource: str,
+                        context: dict[str, str]) -> bool:  # fmt: skip
+    """Get/Put/DeleteBucketPolicy as AWS lets the bucket owner make them whatever the bucket's policy says (so
+    that no policy locks its owner out): root always; the owner unless its own identity policies deny it or
+    it is a temporary key whose session policy does not allow it (a job must not open its parent's bucket)."""
+    if caller.is_root:
+        return True
+    if not caller.owns(access):
+        return False
+    return denial(caller, context, [Check(action, resource, BucketAccess(None, access.owner))]) is None
 
 
 def reads_tags(caller: Caller, access: BucketAccess | None) -> bool:
@@ -192,10 +221,12 @@ TagsOf = Callable[[str, str, "str | None"], Awaitable[dict[str, str]]]  # (bucke
 
 async def first_denial(caller: Caller, pairs: Iterable[tuple[str, str]], context: dict[str, str],
                        access_of: AccessOf, tags_of: TagsOf,
-                       named: tuple[str, str, str | None] | None = None) -> tuple[Check, Decision] | None:  # fmt: skip
+                       versions: Mapping[tuple[str, str], str | None] | None = None,
+                       ) -> tuple[Check, Decision] | None:  # fmt: skip
     """The whole decision of a door for (action, resource) pairs (``s3_actions.required``): each pair on its
     bucket's access, skipping those nothing could deny, with the tags of the object it names when a policy
-    reads them (``named``: the request's own (bucket, key, version id), whose version is the one read)."""
+    reads them (``versions``: (bucket, key) -> the version id the request names of that object, its own or
+    a copy source's; the latest for any other)."""
     checks = []
     for action, resource in pairs:
         bucket, _, key = resource.removeprefix(ARN_PREFIX).partition("/") if resource != "*" else ("", "", "")
@@ -204,7 +235,7 @@ async def first_denial(caller: Caller, pairs: Iterable[tuple[str, str]], context
             continue
         tags = None
         if key and reads_tags(caller, access):
-            tags = await tags_of(bucket, key, named[2] if named is not None and named[:2] == (bucket, key) else None)
+            tags = await tags_of(bucket, key, (versions or {}).get((bucket, key)))
         checks.append(Check(action, resource, access, tags))
     return denial(caller, context, checks)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from apollo import errors
 from apollo.proto.layout import ObjectData, SegmentLayout
 
 NULL_VERSION = "null"
@@ -21,6 +22,18 @@ class Bucket:
     policy: str = ""  # the bucket policy's JSON document (PutBucketPolicy); "" when it has none
     owner: str = ""  # the access key that created it; "" for buckets older than owners (root's)
     tags: dict[str, str] = field(default_factory=dict)  # PutBucketTagging's
+
+
+def checked_tags(tags: object, most: int) -> dict[str, str]:
+    """A tag set as S3 allows it (at most ``most`` tags, keys 1-128 and values 0-256 characters, strings), for
+    the metadata service to hold every writer to, the native client's too (the gateway checks first, with
+    S3's error codes). :raises InvalidRequest:"""
+    if not isinstance(tags, dict) or len(tags) > most or not all(
+            isinstance(k, str) and isinstance(v, str) and 0 < len(k) <= 128 and len(v) <= 256
+            for k, v in tags.items()):  # fmt: skip
+        raise errors.InvalidRequest(f"a tag set is at most {most} tags, string keys of 1-128 characters and "
+                                    "string values of at most 256")  # fmt: skip
+    return tags
 
 
 @dataclass(frozen=True)

@@ -119,6 +119,8 @@ def test_sealed_secrets_appear_in_no_file_and_do_not_open_without_the_key(tmp_pa
     locked = ServerProcess(tmp_path / "server", env={k: v for k, v in sealed.items() if k != "APOLLO_SECRETS_KEY"})
     with pytest.raises(RuntimeError, match="sealed"):
         locked.start()
+    # The refused start wrote nothing in clear first (it installs the root key only once the sealing holds).
+    assert [str(p) for p in _every_file(server) if REAL_PASSWORD.encode() in p.read_bytes()] == []
     wrong = ServerProcess(tmp_path / "server", env={**sealed, "APOLLO_SECRETS_KEY": _new_key()})
     with pytest.raises(RuntimeError, match="does not hold"):
         wrong.start()

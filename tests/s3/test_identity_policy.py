@@ -5,16 +5,19 @@ the policies of the buckets and the buckets it owns, with AWS's precedence (an e
 from __future__ import annotations
 
 import json
+import time
 import uuid
 
 import boto3
 import pytest
 from botocore.config import Config
+from botocore.exceptions import ClientError
 
 from apollo import errors
 from apollo.client import Client
 from apollo.testing.admin import admin, admin_refused
 from apollo.testing.s3error import s3_error
+from apollo.testing.server import DEV_ACCESS_KEY, DEV_SECRET_KEY
 
 
 def _client(server, access_key: str, secret: str):
@@ -212,3 +215,98 @@ def test_admin_commands_refuse_mistakes_and_change_nothing(server, tmp_path):
     assert f"{name}" in admin("user", "list", meta_dir=server.meta_dir)
     assert "policies:   none" in admin("user", "info", name, meta_dir=server.meta_dir)
     assert "bad access key" in admin_refused("user", "create", "../x", meta_dir=server.meta_dir)
+
+
+# Attacks an independent review found (each failed before its fix) ---------------------------------------
+
+
+def test_a_temporary_key_cannot_open_its_parents_bucket_through_the_policy_calls(server, tmp_path):
+    """The owner may always manage its bucket's policy; a job's session of that owner may not, beyond its
+    session policy, and neither may an owner whose own identity policies deny it."""
+    tenant = _store_policy(server, tmp_path, {"Sid": "Tenant", "Effect": "Allow",
+                                              "Action": ["s3:CreateBucket", "s3:ListAllMyBuckets"], "Resource": "*"})
+    name, owner, secret = _user(server, tenant)
+    bucket = f"owned-{uuid.uuid4().hex[:8]}"
+    owner.create_bucket(Bucket=bucket)
+    read_only = _document({"Effect": "Allow", "Action": "s3:GetObject", "Resource": f"arn:aws:s3:::{bucket}/*"})
+    sts = boto3.client("sts", endpoint_url=server.endpoint, aws_access_key_id=name, aws_secret_access_key=secret,
+                        region_name="us-east-1")  # fmt: skip
+    creds = sts.assume_role(RoleArn="arn:aws:iam::000000000000:role/job", RoleSessionName="job",
+                            Policy=read_only)["Credentials"]  # fmt: skip
+    job = boto3.client("s3", endpoint_url=server.endpoint, aws_access_key_id=creds["AccessKeyId"],
+                        aws_secret_access_key=creds["SecretAccessKey"], aws_session_token=creds["SessionToken"],
+                        region_name="us-east-1")  # fmt: skip
+    public = _document({"Effect": "Allow", "Principal": "*", "Action": "s3:*",
+                        "Resource": [f"arn:aws:s3:::{bucket}", f"arn:aws:s3:::{bucket}/*"]})  # fmt: skip
+    with s3_error("AccessDenied", 403):
+        job.put_bucket_policy(Bucket=bucket, Policy=public)
+    with s3_error("NoSuchBucketPolicy", 404):
+        owner.get_bucket_policy(Bucket=bucket)  # nothing was stored
+    no_public = _store_policy(server, tmp_path, {"Sid": "NoPolicies", "Effect": "Deny",
+                                                 "Action": "s3:PutBucketPolicy", "Resource": "*"})  # fmt: skip
+    admin("policy", "attach", no_public, name, meta_dir=server.meta_dir)
+    deadline = time.monotonic() + 30  # the key's rights are cached 10 s
+    while time.monotonic() < deadline:
+        try:
+            owner.put_bucket_policy(Bucket=bucket, Policy=public)
+        except ClientError as exc:
+            assert exc.response["Error"]["Code"] == "AccessDenied"
+            break
+        owner.delete_bucket_policy(Bucket=bucket)
+        time.sleep(0.5)
+    else:
+        pytest.fail("an owner's own Deny did not stop it setting a bucket policy")
+
+
+def test_the_native_path_holds_policies_and_tags_to_the_grammar_and_asks_for_tagging_rights(server, s3, bucket,
+                                                                                           tmp_path):
+    from apollo.proto.records import ObjectAttrs
+
+    writer = _store_policy(server, tmp_path, {"Effect": "Allow", "Action": ["s3:PutObject", "s3:ListBucket"],
+                                              "Resource": "*"})
+    name, _, secret = _user(server, writer)
+    with Client(server.endpoint, DEV_ACCESS_KEY, DEV_SECRET_KEY) as root:
+        engine = root._async._engine
+        with pytest.raises(errors.InvalidRequest, match="MalformedPolicy"):
+            root._run(engine.set_bucket_policy(bucket, "garbage"))
+        with pytest.raises(errors.InvalidRequest, match="tag set"):
+            root._run(engine.set_bucket_tags(bucket, {"k": ["not", "a", "string"]}))
+    s3.put_object(Bucket=bucket, Key="still-works", Body=b"x")  # nothing unparseable was stored
+    with Client(server.endpoint, name, secret) as native:
+        native.put(bucket, "plain", b"allowed")
+        engine = native._async._engine
+        async def body():
+            yield b"x"
+
+        with pytest.raises(errors.AccessDenied, match="s3:PutObjectTagging"):
+            native._run(engine.put_object(bucket, "tagged", body(), ObjectAttrs(tags={"class": "public"})))
+    assert [o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]] == ["plain", "still-works"]
+
+
+def test_tag_conditions_on_a_copy_source_read_the_version_copied(server, s3, bucket, tmp_path):
+    s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    old = s3.put_object(Bucket=bucket, Key="doc", Body=b"secret", Tagging="class=secret")["VersionId"]
+    s3.put_object(Bucket=bucket, Key="doc", Body=b"public", Tagging="class=public")
+    policy = _store_policy(server, tmp_path,
+        {"Effect": "Allow", "Action": ["s3:GetObject", "s3:GetObjectVersion"], "Resource": f"arn:aws:s3:::{bucket}/*",
+         "Condition": {"StringEquals": {"s3:ExistingObjectTag/class": "public"}}},
+        {"Effect": "Allow", "Action": "s3:PutObject", "Resource": f"arn:aws:s3:::{bucket}/copies/*"})  # fmt: skip
+    _, user, _ = _user(server, policy)
+    user.copy_object(Bucket=bucket, Key="copies/latest", CopySource={"Bucket": bucket, "Key": "doc"})
+    with s3_error("AccessDenied", 403):
+        user.copy_object(Bucket=bucket, Key="copies/old", CopySource={"Bucket": bucket, "Key": "doc",
+                                                                      "VersionId": old})  # fmt: skip
+
+
+def test_a_native_listing_carries_its_prefix_into_the_policy(server, s3, bucket, tmp_path):
+    s3.put_object(Bucket=bucket, Key="hr/salaries", Body=b"x")
+    s3.put_object(Bucket=bucket, Key="ml/data", Body=b"y")
+    policy = _store_policy(server, tmp_path,
+        {"Effect": "Allow", "Action": "s3:ListBucket", "Resource": f"arn:aws:s3:::{bucket}"},
+        {"Effect": "Deny", "Action": "s3:ListBucket", "Resource": f"arn:aws:s3:::{bucket}",
+         "Condition": {"StringLike": {"s3:prefix": "hr/*"}}})  # fmt: skip
+    name, _, secret = _user(server, policy)
+    with Client(server.endpoint, name, secret) as native:
+        assert [o.key for o in native.list(bucket, prefix="ml/")] == ["ml/data"]
+        with pytest.raises(errors.AccessDenied, match="s3:ListBucket"):
+            native.list(bucket, prefix="hr/")

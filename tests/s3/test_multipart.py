@@ -319,6 +319,9 @@ def test_a_repeated_complete_answers_with_the_same_object(s3, bucket):
     assert len(s3.list_object_versions(Bucket=versioned_bucket)["Versions"]) == 1  # no second version
     with s3_error("NoSuchUpload", 404):
         s3.complete_multipart_upload(Bucket=versioned_bucket, Key="mp", UploadId="0" * 32, MultipartUpload=parts)
+    s3.put_object(Bucket=versioned_bucket, Key="plain", Body=b"not from an upload")
+    with s3_error("NoSuchUpload", 404):  # an empty upload id names no upload, not every plain PUT
+        s3.complete_multipart_upload(Bucket=versioned_bucket, Key="plain", UploadId="", MultipartUpload=parts)
 
 
 # ListParts / ListMultipartUploads ---------------------------------------------------------------

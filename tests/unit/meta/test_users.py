@@ -73,6 +73,15 @@ def test_deleting_a_key_drops_its_attachments(store):
     assert store.key_rights("AKUSER").policies == ()
 
 
+def test_a_new_root_secret_ends_the_sessions_of_the_old_one(store):
+    store.set_root_key("admin", "first-secret", 1.0)
+    store.put_session("ASIAONE", "s", "d", "admin", "", 1e10, 1.0)
+    store.set_root_key("admin", "first-secret", 2.0)  # a restart with the same secret keeps them
+    assert store.key_rights("ASIAONE") is not None
+    store.set_root_key("admin", "rotated-secret", 3.0)
+    assert store.key_rights("ASIAONE") is None
+
+
 def test_a_bucket_remembers_who_created_it(store):
     store.create_bucket("owned", 1.0, "AKUSER")
     assert store.get_bucket("owned").owner == "AKUSER"
