@@ -11,6 +11,7 @@ segment id is not a strange name, it is an attack.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 
 SEGMENT_ID = re.compile(r"[0-9a-f]{32}")  # uuid4().hex (MetaService.allocate_segment)
@@ -18,6 +19,9 @@ DRIVE_ID = re.compile(r"[0-9a-f]{16}")  # uuid4().hex[:16] (apollo.storage.drive
 ETAG = re.compile(r"[0-9a-f]{32}(-[0-9]{1,5})?")  # an MD5, or a digest of parts or cells and their count
 PLACEMENT_GROUPS_MAX = 1 << 20
 SHARDS_PER_SEGMENT_MAX = 32  # the widest scheme (apollo.storage.ec.Scheme)
+
+
+BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")  # 3 to 63 characters (fullmatch: "$" takes "abc\n")
 
 
 class BadIdentifier(ValueError):
@@ -57,3 +61,25 @@ def etag(value: object) -> str:
     if not isinstance(value, str) or not ETAG.fullmatch(value):
         raise BadIdentifier(f"bad ETag {_shown(value)}: expected 32 hex digits, optionally followed by -<count>")
     return value
+
+
+def bucket_name(value: object) -> str:
+    """AWS's general-purpose bucket naming rules: what the gateway takes, and what the metadata service holds a
+    native client's ``create_bucket`` to (a name with ``/`` would be checked against another bucket's policy)."""
+    bad = (
+        not isinstance(value, str) or not BUCKET.fullmatch(value)
+        or ".." in value or ".-" in value or "-." in value
+        or value.startswith(("xn--", "sthree-")) or value.endswith(("-s3alias", "--ol-s3"))
+        or _is_ipv4(value)
+    )  # fmt: skip
+    if bad:
+        raise BadIdentifier(f"bad bucket name {_shown(value)}: AWS's naming rules (3-63 of a-z 0-9 . -)")
+    return value
+
+
+def _is_ipv4(name: str) -> bool:
+    try:
+        ipaddress.IPv4Address(name)
+        return True
+    except ValueError:
+        return False

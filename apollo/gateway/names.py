@@ -2,41 +2,19 @@
 
 from __future__ import annotations
 
-import functools
-import ipaddress
 import re
 from urllib.parse import unquote
 
-from apollo import limits
+from apollo import ids, limits
 from apollo.gateway.s3errors import s3error
 
-_BUCKET_RE = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")  # 3 to 63 characters (fullmatch: "$" takes "abc\n")
 
-
-@functools.lru_cache(maxsize=4096)  # valid names only: a raise is not cached
 def validate_bucket(name: str) -> None:
-    """AWS general-purpose bucket naming rules."""
-    bad = (
-        not _BUCKET_RE.fullmatch(name)
-        or ".." in name
-        or ".-" in name
-        or "-." in name
-        or name.startswith("xn--")
-        or name.startswith("sthree-")
-        or name.endswith("-s3alias")
-        or name.endswith("--ol-s3")
-        or _is_ip(name)
-    )
-    if bad:
-        raise s3error("InvalidBucketName", f"The specified bucket is not valid: {name}", BucketName=name)
-
-
-def _is_ip(name: str) -> bool:
+    """AWS general-purpose bucket naming rules (``apollo.ids.bucket_name``), as S3 says it."""
     try:
-        ipaddress.IPv4Address(name)
-        return True
-    except ValueError:
-        return False
+        ids.bucket_name(name)
+    except ids.BadIdentifier:
+        raise s3error("InvalidBucketName", f"The specified bucket is not valid: {name}", BucketName=name) from None
 
 
 def validate_key(key: str) -> None:

@@ -16,7 +16,7 @@ import inspect
 import time
 from collections.abc import Callable
 
-from apollo import errors
+from apollo import errors, ids
 from apollo.meta.service import MetaService
 from apollo.proto.bucket_access import (
     BucketAccess,
@@ -98,6 +98,8 @@ class CallPolicy:
         bucket = bound.get("bucket", bound.get("name"))
         if op == "PutBucketPolicy" and not bound.get("policy"):
             op = "DeleteBucketPolicy"
+        if op == "CreateBucket":  # the gateway checks its callers' names; a native client's, here
+            ids.bucket_name(bucket)
         access = await self._access(bucket) if op != "CreateBucket" else None
         context = _context(bound, source_ip, secure)
         if op in OWNER_ALWAYS and keeps_policy_rights(caller, access, *required(op, bucket, None, None)[0], context):

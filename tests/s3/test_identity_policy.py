@@ -194,6 +194,8 @@ def test_a_native_client_owns_the_bucket_it_creates_and_cannot_claim_another_own
         native.create_bucket(name)
         native.put(name, "k", b"mine")
         assert native.list_buckets() == [name]
+        with pytest.raises(errors.InvalidRequest, match="bucket name"):  # "/" would name another's bucket
+            native.create_bucket(f"{name}/../x")
     with s3_error("AccessDenied", 403):
         b.get_object(Bucket=name, Key="k")
 
