@@ -10,7 +10,6 @@ SQL is written twice; the console itself imports neither ``cluster`` nor ``meta`
 from __future__ import annotations
 
 import asyncio
-import functools
 import hashlib
 import hmac
 import time
@@ -26,15 +25,7 @@ from apollo.client.engine import ObjectEngine
 from apollo.console.render import PREFIX
 from apollo.console.sessions import LoginThrottle, Session, Sessions
 from apollo.keycache import SecretCache
-from apollo.proto.bucket_access import (
-    BucketAccess,
-    BucketAccessCache,
-    Caller,
-    existing_tags,
-    first_denial,
-    request_context,
-    visible_buckets,
-)
+from apollo.proto.bucket_access import AccessDecider, Caller, request_context
 from apollo.proto.records import Bucket, KeyRights
 from apollo.proto.s3_actions import required
 
@@ -67,7 +58,7 @@ class Console:
         self.sessions = Sessions()
         self.throttle = LoginThrottle()
         self.keys = SecretCache(engine.key_rights)  # the lookup S3 signatures use, with its own cache
-        self._buckets = BucketAccessCache(engine.get_bucket)
+        self._decider = AccessDecider(engine.get_bucket, engine.head)
         # One thread: the status source's store connection is used by one thread at a time, and a slow
         # status read (it counts segments) never takes the event loop or the metadata writer with it.
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="console-status")
@@ -118,9 +109,7 @@ class Console:
         """
         caller: Caller = request[CALLER]
         every = {**request_context(request.remote or "", request.secure, time.time()), **(context or {})}
-        refused = await first_denial(caller, required(op, bucket or None, key or None, None), every,
-                                     self.bucket_access, functools.partial(existing_tags, self.engine.head),
-                                     (bucket, key, None))  # fmt: skip
+        refused = await self._decider.first_denial(caller, required(op, bucket or None, key or None, None), every)
         if refused is not None:
             check, _ = refused
             raise errors.AccessDenied(f"{caller.principal} may not {check.action} on {check.resource}")
@@ -128,13 +117,7 @@ class Console:
     async def visible(self, request: web.Request, buckets: list[Bucket]) -> list[Bucket]:
         """The buckets the session's key sees in ListBuckets."""
         context = request_context(request.remote or "", request.secure, time.time())
-        return await visible_buckets(request[CALLER], buckets, context, self.bucket_access)
-
-    async def bucket_access(self, bucket: str) -> BucketAccess | None:
-        try:
-            return await self._buckets.get(bucket)
-        except errors.BucketNotFound:
-            return None
+        return await self._decider.visible(request[CALLER], buckets, context)
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)

@@ -21,7 +21,7 @@ from apollo.gateway import handlers_bucket as hb
 from apollo.gateway import handlers_multipart as hm
 from apollo.gateway import handlers_object as ho
 from apollo.gateway.admission import ADMISSION, Admission
-from apollo.gateway.authorize import ACCESS, authorize, bucket_access
+from apollo.gateway.authorize import ACCESS, access_decider, authorize
 from apollo.gateway.middleware import PIPELINE, SECRETS
 from apollo.gateway.names import host_bucket, split_target, validate_bucket
 from apollo.gateway.s3errors import s3error
@@ -170,7 +170,7 @@ def build_app(client: ObjectEngine, domain: str | None = None, apollo_routes: Ap
     client_limits = client_limits or limits.ClientLimits()
     app[CLIENT_STALL_S] = client_limits.stall_s
     app[ADMISSION] = Admission(client_limits.requests_per_key_max, client_limits.requests_max)
-    app[ACCESS] = bucket_access(client)
+    app[ACCESS] = access_decider(client)
     accesslog.buffer_lines()
     app.cleanup_ctx.append(accesslog.flushing)
     s3 = _s3_handler()

@@ -6,51 +6,33 @@ everything, or a bucket's owner, on a bucket without a policy, costs a dictionar
 
 from __future__ import annotations
 
-import functools
 import time
 
 from aiohttp import web
 
-from apollo import errors
 from apollo.client.engine import ObjectEngine
 from apollo.gateway.s3errors import s3error
-from apollo.gateway.state import CLIENT
 from apollo.proto.bucket_access import (
     ANONYMOUS,
-    BucketAccess,
-    BucketAccessCache,
+    OWNER_ALWAYS,
+    AccessDecider,
     Caller,
-    existing_tags,
-    first_denial,
     keeps_policy_rights,
-    request_context,
-    visible_buckets,
+    request_context,  # fmt: skip
 )
 from apollo.proto.records import Bucket
 from apollo.proto.s3_actions import extra_for_headers, required
 
-# As on AWS, the bucket owner (and root) can always read, change and delete the bucket policy: never locked out.
-OWNER_ALWAYS = {"GetBucketPolicy", "PutBucketPolicy", "DeleteBucketPolicy"}
+
+def access_decider(engine: ObjectEngine) -> AccessDecider:
+    return AccessDecider(engine.get_bucket, engine.head)
 
 
-def bucket_access(engine: ObjectEngine) -> BucketAccessCache:
-    return BucketAccessCache(engine.get_bucket)
-
-
-ACCESS = web.AppKey("bucket_access", BucketAccessCache)
+ACCESS = web.AppKey("access", AccessDecider)
 
 
 def caller(request: web.Request) -> Caller:
     return request.get("caller", ANONYMOUS)
-
-
-async def _access(request: web.Request, bucket: str) -> BucketAccess | None:
-    """The bucket's access, None when there is no bucket (CreateBucket, or a copy source that is gone: the
-    handler says which)."""
-    try:
-        return await request.app[ACCESS].get(bucket) if bucket else None
-    except errors.BucketNotFound:
-        return None
 
 
 async def authorize(request: web.Request, op: str, bucket: str, key: str,
@@ -59,7 +41,7 @@ async def authorize(request: web.Request, op: str, bucket: str, key: str,
     who = caller(request)
     if op == "DeleteObjects":  # per key, in its handler
         return
-    access = await _access(request, bucket) if op != "CreateBucket" else None
+    access = await request.app[ACCESS].access(bucket) if op != "CreateBucket" else None
     if op in OWNER_ALWAYS and keeps_policy_rights(who, access, *required(op, bucket, None, None)[0],
                                                   _context(request)):  # fmt: skip
         return
@@ -79,8 +61,7 @@ async def check(request: web.Request, pairs: list[tuple[str, str]],
     """Evaluate each pair for the caller against its bucket; the first one refused is the answer.
     ``versions``: (bucket, key) -> the version the request names of that object, whose tags conditions read."""
     who = caller(request)
-    refused = await first_denial(who, pairs, _context(request), lambda name: _access(request, name),
-                                 functools.partial(existing_tags, request.app[CLIENT].head), versions)  # fmt: skip
+    refused = await request.app[ACCESS].first_denial(who, pairs, _context(request), versions)
     if refused is not None:
         refused_check, decision = refused
         request["policy_decision"] = f"{decision.outcome.name} {decision.source} {decision.sid or '-'}"
@@ -89,8 +70,8 @@ async def check(request: web.Request, pairs: list[tuple[str, str]],
 
 
 async def shown_buckets(request: web.Request, buckets: list[Bucket]) -> list[Bucket]:
-    """The buckets ListBuckets shows the caller (``apollo.proto.bucket_access.visible_buckets``)."""
-    return await visible_buckets(caller(request), buckets, _context(request), lambda name: _access(request, name))
+    """The buckets ListBuckets shows the caller (``AccessDecider.visible``)."""
+    return await request.app[ACCESS].visible(caller(request), buckets, _context(request))
 
 
 def _context(request: web.Request) -> dict[str, str]:

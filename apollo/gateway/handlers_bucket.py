@@ -14,7 +14,6 @@ from apollo.gateway.names import VERSION_ID, check_version_id, validate_key
 from apollo.gateway.s3errors import S3Error, s3error, to_s3_error
 from apollo.gateway.state import CLIENT, OWNER, xml_response
 from apollo.gateway.xml import iso8601, parse_delete, parse_tagging, parse_versioning, render
-from apollo.proto.bucket_access import BucketAccess
 from apollo.proto.policy import PolicyError, parse_policy
 from apollo.proto.records import ListPage
 from apollo.proto.s3_actions import required
@@ -60,7 +59,7 @@ async def create_bucket(request: web.Request, bucket: str, key: str) -> web.Resp
         await request.app[CLIENT].create_bucket(bucket, who.principal or "")  # a temporary key's: its parent's
     except errors.BucketExists:
         owner = (await request.app[CLIENT].get_bucket(bucket)).owner
-        if who.is_root and not owner or who.owns(BucketAccess(None, owner)):
+        if who.is_root and not owner or who.principal is not None and owner == who.principal:
             raise s3error("BucketAlreadyOwnedByYou", BucketName=bucket) from None  # and it stays as it is
         raise s3error("BucketAlreadyExists", BucketName=bucket) from None
     return web.Response(headers={"Location": f"/{bucket}"})

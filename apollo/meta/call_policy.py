@@ -18,16 +18,7 @@ from collections.abc import Callable
 
 from apollo import errors, ids
 from apollo.meta.service import MetaService
-from apollo.proto.bucket_access import (
-    BucketAccess,
-    BucketAccessCache,
-    Caller,
-    existing_tags,
-    first_denial,
-    keeps_policy_rights,
-    request_context,
-    visible_buckets,
-)
+from apollo.proto.bucket_access import OWNER_ALWAYS, AccessDecider, Caller, keeps_policy_rights, request_context
 from apollo.proto.records import Bucket
 from apollo.proto.s3_actions import OPERATIONS, Target, object_arn, required
 
@@ -55,9 +46,6 @@ CALL_OPS: dict[str, str] = {
 }
 
 
-OWNER_ALWAYS = {"PutBucketPolicy", "DeleteBucketPolicy"}  # as on AWS: the owner is never locked out
-
-
 def _context(bound: dict, source_ip: str, secure: bool) -> dict[str, str]:
     """The condition keys the S3 request would carry: the global ones and, from the call's arguments, the
     listing's (``s3:prefix``, ``s3:delimiter``, ``s3:max-keys``) and ``s3:VersionId``."""
@@ -79,14 +67,7 @@ def _signature(target: Callable) -> inspect.Signature:
 
 class CallPolicy:
     def __init__(self, meta: MetaService) -> None:
-        self._meta = meta
-        self._buckets = BucketAccessCache(meta.get_bucket)
-
-    async def _access(self, bucket: str | None) -> BucketAccess | None:
-        try:
-            return await self._buckets.get(bucket) if bucket else None
-        except errors.BucketNotFound:
-            return None  # the call itself says so, or creates it
+        self._decider = AccessDecider(meta.get_bucket, meta.get_version)
 
     async def check(self, method: str, target: Callable, args: list, kwargs: dict, caller: Caller,
                     source_ip: str, secure: bool) -> None:  # fmt: skip
@@ -100,7 +81,7 @@ class CallPolicy:
             op = "DeleteBucketPolicy"
         if op == "CreateBucket":  # the gateway checks its callers' names; a native client's, here
             ids.bucket_name(bucket)
-        access = await self._access(bucket) if op != "CreateBucket" else None
+        access = await self._decider.access(bucket) if op != "CreateBucket" else None
         context = _context(bound, source_ip, secure)
         if op in OWNER_ALWAYS and keeps_policy_rights(caller, access, *required(op, bucket, None, None)[0], context):
             return
@@ -116,9 +97,7 @@ class CallPolicy:
         pairs = required(op, bucket, key, version_id)
         if tags:
             pairs.append(("s3:PutObjectTagging", object_arn(bucket, key)))
-        refused = await first_denial(caller, pairs, context, self._access,
-                                     functools.partial(existing_tags, self._meta.get_version),
-                                     {(bucket, key): version_id})  # fmt: skip
+        refused = await self._decider.first_denial(caller, pairs, context, {(bucket, key): version_id})
         if refused is not None:
             check, _ = refused
             raise errors.AccessDenied(f"Access key {caller.principal} is not allowed {check.action} on "
@@ -127,16 +106,16 @@ class CallPolicy:
     async def filter_bucket(self, bucket: Bucket, caller: Caller) -> Bucket:
         """What of a bucket record a key that is not its owner sees: not its policy or tags (S3 answers those
         only to GetBucketPolicy and GetBucketTagging), nor who owns it."""
-        if caller.owns(await self._access(bucket.name)):
+        if caller.owns(await self._decider.access(bucket.name)):
             return bucket
         return dataclasses.replace(bucket, policy="", tags={}, owner="")
 
     async def filter(self, method: str, result: object, caller: Caller, source_ip: str, secure: bool) -> object:
         """The part of a call's answer the caller may see: ListBuckets shows a key the buckets it owns or may
-        list, as the gateway's does (``apollo.proto.bucket_access.visible_buckets``)."""
+        list, as the gateway's does (``AccessDecider.visible``)."""
         if method == "get_bucket" and isinstance(result, Bucket):
             return await self.filter_bucket(result, caller)
         if method != "list_buckets" or not isinstance(result, list):
             return result
-        shown = await visible_buckets(caller, result, request_context(source_ip, secure, time.time()), self._access)
+        shown = await self._decider.visible(caller, result, request_context(source_ip, secure, time.time()))
         return [await self.filter_bucket(bucket, caller) for bucket in shown]

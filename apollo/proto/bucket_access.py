@@ -1,10 +1,11 @@
-"""The one access decision both doors make: the S3 gateway for every request (``apollo.gateway.authorize``)
-and the metadata RPC for a native client's calls (``apollo.meta.call_policy``).
+"""The one access decision every door makes: the S3 gateway for every request (``apollo.gateway.authorize``),
+the metadata RPC for a native client's calls (``apollo.meta.call_policy``), the console for its pages.
 
 Each (action, resource) an operation needs (``apollo.proto.s3_actions``) is evaluated for the ``Caller`` (its
-identity policies, ``apollo.proto.identity``) against the bucket's policy and owner (``BucketAccess``). Bucket
-records are kept ``BUCKET_TTL_S``: a policy changed through one process applies in every other one within
-that; identity policies come with the key's secret (``apollo.keycache``, ``SECRET_TTL_S``).
+identity policies, ``apollo.proto.identity``) against the bucket's policy and owner (``BucketAccess``), by
+each door's ``AccessDecider``. Bucket records are kept ``BUCKET_TTL_S``: a policy changed through one process
+applies in every other one within that; identity policies come with the key's secret (``apollo.keycache``,
+``SECRET_TTL_S``).
 
 Most requests need no evaluation at all (``Caller.needs_no_check``): a key whose policies grant everything
 (``readwrite``) or the bucket's owner, on a bucket without a policy. That case costs a dictionary lookup.
@@ -91,8 +92,7 @@ class Caller:
             return False
         if self.session is not None and not _grants_everything((self.session,)):
             return False
-        return self.grants_everything or access is not None and access.owner == self.principal and not (
-            _denies(self.policies))  # fmt: skip
+        return self.grants_everything or self.owns(access) and not _denies(self.policies)
 
     def owns(self, access: BucketAccess | None) -> bool:
         return self.principal is not None and access is not None and access.owner == self.principal
@@ -130,33 +130,6 @@ def _stored_bucket_policy(record: Bucket) -> Policy | None:
              "Resource": [arn, arn + "/*"]}]}), kind="bucket", bucket=record.name)  # fmt: skip
 
 
-class BucketAccessCache:
-    """``BucketAccess`` per bucket, each kept ``ttl_s``, so that a request costs a dictionary lookup."""
-
-    def __init__(self, bucket_record: Callable[[str], Awaitable[Bucket]], ttl_s: float = BUCKET_TTL_S,
-                 clock: Callable[[], float] = time.monotonic) -> None:  # fmt: skip
-        self._bucket_record = bucket_record  # raises BucketNotFound
-        self._ttl_s = ttl_s
-        self._clock = clock
-        self._cache: dict[str, tuple[float, BucketAccess]] = {}
-
-    async def get(self, bucket: str) -> BucketAccess:
-        """:raises BucketNotFound:"""
-        now = self._clock()
-        hit = self._cache.get(bucket)
-        if hit is not None and now - hit[0] < self._ttl_s:
-            return hit[1]
-        record = await self._bucket_record(bucket)
-        access = BucketAccess(_stored_bucket_policy(record), record.owner)
-        if len(self._cache) > 100_000:
-            self._cache.clear()
-        self._cache[bucket] = (now, access)
-        return access
-
-    def forget(self, bucket: str) -> None:
-        self._cache.pop(bucket, None)
-
-
 @dataclass(frozen=True)
 class Check:
     """One (action, resource) to decide, with its bucket's access (None: no bucket) and, for an object that
@@ -166,6 +139,10 @@ class Check:
     resource: str
     access: BucketAccess | None
     tags: Mapping[str, str] | None = field(default=None)
+
+
+# The calls AWS lets a bucket's owner make whatever the bucket's policy says (``keeps_policy_rights``).
+OWNER_ALWAYS = frozenset({"GetBucketPolicy", "PutBucketPolicy", "DeleteBucketPolicy"})
 
 
 def keeps_policy_rights(caller: Caller, access: BucketAccess | None, action: str, resource: str,
@@ -203,57 +180,83 @@ def denial(caller: Caller, context: dict[str, str], checks: Iterable[Check]) -> 
     return None
 
 
-async def existing_tags(get_version: Callable[..., Awaitable[Version | None]], bucket: str, key: str,
-                        version_id: str | None) -> dict[str, str]:  # fmt: skip
-    """The tags ``s3:ExistingObjectTag`` conditions read, through a door's version lookup (the engine's
-    ``head``, the service's ``get_version``): the named version's, else the latest's; none of an object,
-    version or bucket that does not exist (the operation's own answer comes after the decision)."""
-    try:
-        version = await get_version(bucket, key, version_id, with_data=False)
-    except errors.BucketNotFound:
-        return {}
-    return dict(version.attrs.tags) if version is not None and not version.delete_marker else {}
+class AccessDecider:
+    """One door's decisions (the gateway's, the metadata RPC's, the console's): the buckets' access, each
+    kept ``ttl_s`` so that a request costs a dictionary lookup, and the version lookup that
+    ``s3:ExistingObjectTag`` conditions read (the engine's ``head``, the service's ``get_version``)."""
 
+    def __init__(self, bucket_record: Callable[[str], Awaitable[Bucket]],
+                 get_version: Callable[..., Awaitable[Version | None]], ttl_s: float = BUCKET_TTL_S,
+                 clock: Callable[[], float] = time.monotonic) -> None:  # fmt: skip
+        self._bucket_record = bucket_record  # raises BucketNotFound
+        self._get_version = get_version
+        self._ttl_s = ttl_s
+        self._clock = clock
+        self._cache: dict[str, tuple[float, BucketAccess]] = {}
 
-AccessOf = Callable[[str], Awaitable["BucketAccess | None"]]  # bucket -> its access; None: no such bucket
-TagsOf = Callable[[str, str, "str | None"], Awaitable[dict[str, str]]]  # (bucket, key, version) -> its tags
+    async def access(self, bucket: str) -> BucketAccess | None:
+        """None when no bucket is named (ListBuckets, CreateBucket) or none has the name (a copy source that
+        is gone: the operation's own answer says which)."""
+        if not bucket:
+            return None
+        now = self._clock()
+        hit = self._cache.get(bucket)
+        if hit is not None and now - hit[0] < self._ttl_s:
+            return hit[1]
+        try:
+            record = await self._bucket_record(bucket)
+        except errors.BucketNotFound:
+            return None
+        access = BucketAccess(_stored_bucket_policy(record), record.owner)
+        if len(self._cache) > 100_000:
+            self._cache.clear()
+        self._cache[bucket] = (now, access)
+        return access
 
+    def forget(self, bucket: str) -> None:
+        self._cache.pop(bucket, None)
 
-async def first_denial(caller: Caller, pairs: Iterable[tuple[str, str]], context: dict[str, str],
-                       access_of: AccessOf, tags_of: TagsOf,
-                       versions: Mapping[tuple[str, str], str | None] | None = None,
-                       ) -> tuple[Check, Decision] | None:  # fmt: skip
-    """The whole decision of a door for (action, resource) pairs (``s3_actions.required``): each pair on its
-    bucket's access, skipping those nothing could deny, with the tags of the object it names when a policy
-    reads them (``versions``: (bucket, key) -> the version id the request names of that object, its own or
-    a copy source's; the latest for any other)."""
-    checks = []
-    for action, resource in pairs:
-        bucket, _, key = resource.removeprefix(ARN_PREFIX).partition("/") if resource != "*" else ("", "", "")
-        access = await access_of(bucket) if bucket else None
-        if caller.needs_no_check(access):
-            continue
-        tags = None
-        if key and reads_tags(caller, access):
-            tags = await tags_of(bucket, key, (versions or {}).get((bucket, key)))
-        checks.append(Check(action, resource, access, tags))
-    return denial(caller, context, checks)
+    async def first_denial(self, caller: Caller, pairs: Iterable[tuple[str, str]], context: dict[str, str],
+                           versions: Mapping[tuple[str, str], str | None] | None = None,
+                           ) -> tuple[Check, Decision] | None:  # fmt: skip
+        """The whole decision for (action, resource) pairs (``s3_actions.required``): each pair on its bucket's
+        access, skipping those nothing could deny, with the tags of the object it names when a policy reads
+        them (``versions``: (bucket, key) -> the version id the request names of that object, its own or a
+        copy source's; the latest for any other)."""
+        checks = []
+        for action, resource in pairs:
+            bucket, _, key = resource.removeprefix(ARN_PREFIX).partition("/") if resource != "*" else ("", "", "")
+            access = await self.access(bucket)
+            if caller.needs_no_check(access):
+                continue
+            tags = None
+            if key and reads_tags(caller, access):
+                tags = await self._tags(bucket, key, (versions or {}).get((bucket, key)))
+            checks.append(Check(action, resource, access, tags))
+        return denial(caller, context, checks)
 
+    async def visible(self, caller: Caller, buckets: list[Bucket], context: dict[str, str]) -> list[Bucket]:
+        """The buckets ListBuckets shows ``caller``: all to root and keys whose policies grant everything;
+        else those it owns or may list (s3:ListBucket), as AWS shows an account its own and MinIO a user
+        those its policies reach."""
+        if caller.grants_everything:
+            return buckets
+        shown = []
+        for bucket in buckets:
+            access = await self.access(bucket.name)
+            if caller.owns(access) or denial(caller, context, [Check("s3:ListBucket", ARN_PREFIX + bucket.name,
+                                                                     access)]) is None:  # fmt: skip
+                shown.append(bucket)
+        return shown
 
-async def visible_buckets(caller: Caller, buckets: list[Bucket], context: dict[str, str],
-                          access_of: Callable[[str], Awaitable[BucketAccess | None]]) -> list[Bucket]:  # fmt: skip
-    """The buckets ListBuckets shows ``caller``: all to root and keys whose policies grant everything; else
-    those it owns or may list (s3:ListBucket), as AWS shows an account its own and MinIO a user those its
-    policies reach."""
-    if caller.grants_everything:
-        return buckets
-    shown = []
-    for bucket in buckets:
-        access = await access_of(bucket.name)
-        if caller.owns(access) or denial(caller, context, [Check("s3:ListBucket", ARN_PREFIX + bucket.name,
-                                                                 access)]) is None:  # fmt: skip
-            shown.append(bucket)
-    return shown
+    async def _tags(self, bucket: str, key: str, version_id: str | None) -> dict[str, str]:
+        """The named version's tags, else the latest's; none of an object, version or bucket that does not
+        exist (the operation's own answer comes after the decision)."""
+        try:
+            version = await self._get_version(bucket, key, version_id, with_data=False)
+        except errors.BucketNotFound:
+            return {}
+        return dict(version.attrs.tags) if version is not None and not version.delete_marker else {}
 
 
 def request_context(source_ip: str, secure: bool, now: float) -> dict[str, str]:

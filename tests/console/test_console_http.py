@@ -70,6 +70,26 @@ def test_a_key_sees_and_does_in_the_console_what_its_policies_allow(console_serv
     assert [o["Key"] for o in s3.list_objects_v2(Bucket=shared)["Contents"]] == ["doc.txt"]  # nothing stored
 
 
+def test_tag_conditions_decide_console_downloads_too(console_server: ServerProcess):
+    s3 = console_server.s3()
+    bucket = f"tagged-{uuid.uuid4().hex[:8]}"
+    s3.create_bucket(Bucket=bucket)
+    s3.put_object(Bucket=bucket, Key="open.txt", Body=b"open", Tagging="class=public")
+    s3.put_object(Bucket=bucket, Key="closed.txt", Body=b"closed", Tagging="class=secret")
+    path = console_server.root / "tagged.json"
+    path.write_text(json.dumps({"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Action": "s3:GetObject", "Resource": f"arn:aws:s3:::{bucket}/*",
+         "Condition": {"StringEquals": {"s3:ExistingObjectTag/class": "public"}}}]}))  # fmt: skip
+    name = f"tagged-{uuid.uuid4().hex[:6]}"
+    admin("policy", "create", name, path, meta_dir=console_server.meta_dir)
+    made = admin("user", "create", "--policy", name, meta_dir=console_server.meta_dir)
+    key, secret = made.split("access key: ")[1].split()[0], made.split("secret key: ")[1].split()[0]
+    client = Browserless(console_server.endpoint)
+    assert client.login(key, secret).status == 303
+    assert client.fetch(CONSOLE + f"/buckets/{bucket}/download?key=open.txt") == b"open"
+    assert client.request(CONSOLE + f"/buckets/{bucket}/download?key=closed.txt").status == 403
+
+
 def test_session_cookie_flags_and_logout(console_server: ServerProcess):
     client = Browserless(console_server.endpoint)
     answer = client.login()
