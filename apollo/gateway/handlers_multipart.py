@@ -63,14 +63,16 @@ async def _upload_part_copy(request: web.Request, bucket: str, key: str, upload_
     start, end = 0, source.size
     spec = request.headers.get("x-amz-copy-source-range")
     if spec is not None:
-        first, _, last = spec.removeprefix("bytes=").partition("-")
+        unit, _, span = spec.partition("=")
+        first, _, last = span.partition("-")
         first_byte, last_byte = plain_int(first), plain_int(last)
-        if first_byte is None or last_byte is None:
+        if unit != "bytes" or first_byte is None or last_byte is None:
             raise s3error("InvalidArgument", "The x-amz-copy-source-range value must be of the form bytes=first-last",
                           ArgumentName="x-amz-copy-source-range")  # fmt: skip
         start, end = first_byte, last_byte + 1
-        if start >= end or end > source.size:
-            raise s3error("InvalidRange", ActualObjectSize=str(source.size))
+        if start >= end or end > source.size:  # AWS: 400 InvalidArgument with this message (not GET's 416)
+            raise s3error("InvalidArgument", f"Range specified is not valid for source object of size: {source.size}",
+                          ArgumentName="x-amz-copy-source-range", ArgumentValue=spec)  # fmt: skip
     engine = request.app[CLIENT]
     upload = await engine.get_upload(bucket, key, upload_id)
     algorithm = upload.checksum_algorithm

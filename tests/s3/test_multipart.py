@@ -10,10 +10,12 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import socket
 import time
 import uuid
 
 import pytest
+from signed_http import sign
 
 from apollo.testing.s3error import s3_error
 
@@ -254,6 +256,42 @@ def test_reuploading_a_part_number_replaces_it(s3, bucket):
     assert s3.get_object(Bucket=bucket, Key="mp")["Body"].read() == b"second!"
 
 
+def _start_slow_part(server, bucket: str, upload_id: str, body: bytes) -> socket.socket:
+    """Begin an UploadPart of part 1 whose body is still in flight: its head and a first MiB are sent."""
+    target = f"/{bucket}/mp?partNumber=1&uploadId={upload_id}"
+    headers = sign(server.port, "PUT", target, {"Content-Length": str(len(body))}, payload="UNSIGNED-PAYLOAD")
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=30)
+    head = f"PUT {target} HTTP/1.1\r\n" + "".join(f"{n}: {v}\r\n" for n, v in headers.items()) + "\r\n"
+    sock.sendall(head.encode() + body[: 1 << 20])
+    time.sleep(0.3)  # the gateway is writing it
+    return sock
+
+
+@pytest.mark.parametrize("earlier_send", ["finishes last", "is dropped"])
+def test_a_part_resent_while_an_earlier_send_is_in_flight(server, s3, bucket, earlier_send):
+    """An SDK that times out resends the part: the last send to finish is the part (AWS keeps the last one
+    uploaded), and an earlier send that dies takes nothing with it."""
+    upload_id = _start(s3, bucket)
+    earlier, later = os.urandom(MIB5 + 1), os.urandom(MIB5 + 2)
+    sock = _start_slow_part(server, bucket, upload_id, earlier)
+    with sock:
+        resent = _part(s3, bucket, upload_id, 1, later)
+        if earlier_send == "finishes last":
+            sock.sendall(earlier[1 << 20 :])
+            assert sock.recv(4096).startswith(b"HTTP/1.1 200 ")
+    expected = earlier if earlier_send == "finishes last" else later
+    stale = {"PartNumber": 1, "ETag": f'"{_md5(later if expected is earlier else earlier)}"'}
+    listed = s3.list_parts(Bucket=bucket, Key="mp", UploadId=upload_id)["Parts"]
+    assert [(p["ETag"], p["Size"]) for p in listed] == [(f'"{_md5(expected)}"', len(expected))]
+    if earlier_send == "is dropped":
+        time.sleep(0.5)  # the dropped send has failed by now; it must not have removed the resent part
+        assert s3.list_parts(Bucket=bucket, Key="mp", UploadId=upload_id)["Parts"][0]["ETag"] == resent["ETag"]
+    with s3_error("InvalidPart", 400):
+        _complete(s3, bucket, upload_id, [stale])
+    _complete(s3, bucket, upload_id, [{"PartNumber": 1, "ETag": f'"{_md5(expected)}"'}])
+    assert s3.get_object(Bucket=bucket, Key="mp")["Body"].read() == expected
+
+
 def test_abort_removes_the_upload(s3, bucket):
     upload_id = _start(s3, bucket)
     _part(s3, bucket, upload_id, 1, b"x")
@@ -403,12 +441,25 @@ def test_upload_part_copy_of_whole_object(s3, bucket):
     assert s3.get_object(Bucket=bucket, Key="mp")["Body"].read() == b"whole source"
 
 
-def test_upload_part_copy_range_beyond_source_is_invalid_range(s3, bucket):
+@pytest.mark.parametrize("spec", ["bytes=5-10", "bytes=10-12", "bytes=6-5"])
+def test_upload_part_copy_range_outside_the_source_is_a_400(s3, bucket, spec):
+    """AWS answers 400 InvalidArgument "Range specified is not valid for source object of size: N" (as
+    s3fs users and versitygw saw it, fsspec/s3fs#321, versity/versitygw#610), not GET's 416; no part is made."""
     s3.put_object(Bucket=bucket, Key="src", Body=b"0123456789")
     upload_id = _start(s3, bucket)
-    with s3_error("InvalidRange", 416):
+    with s3_error("InvalidArgument", 400, "Range specified is not valid for source object of size: 10"):
         s3.upload_part_copy(Bucket=bucket, Key="mp", UploadId=upload_id, PartNumber=1,
-                            CopySource={"Bucket": bucket, "Key": "src"}, CopySourceRange="bytes=5-10")  # fmt: skip
+                            CopySource={"Bucket": bucket, "Key": "src"}, CopySourceRange=spec)  # fmt: skip
+    assert s3.list_parts(Bucket=bucket, Key="mp", UploadId=upload_id).get("Parts", []) == []
+
+
+@pytest.mark.parametrize("spec", ["5-10", "bytes=a-b", "bytes=1-", "bytes=0-1,3-4"])
+def test_upload_part_copy_range_of_another_form_is_invalid_argument(s3, bucket, spec):
+    s3.put_object(Bucket=bucket, Key="src", Body=b"0123456789")
+    upload_id = _start(s3, bucket)
+    with s3_error("InvalidArgument", 400, "must be of the form bytes=first-last"):
+        s3.upload_part_copy(Bucket=bucket, Key="mp", UploadId=upload_id, PartNumber=1,
+                            CopySource={"Bucket": bucket, "Key": "src"}, CopySourceRange=spec)  # fmt: skip
 
 
 def test_complete_with_if_none_match_on_existing_key_is_precondition_failed(s3, bucket):
