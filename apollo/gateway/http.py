@@ -17,6 +17,7 @@ from apollo import limits, metrics
 from apollo.client.writer import WriteResult
 from apollo.eventloop import StallGuard
 from apollo.gateway.checksums import ALGORITHMS, checksum_from_headers, checksum_type_of, new_checksummer
+from apollo.gateway import header_text
 from apollo.gateway.chunked import AwsChunkedReader
 from apollo.gateway.s3errors import S3Error, s3error
 from apollo.gateway.state import CLIENT_STALL_S
@@ -230,8 +231,9 @@ def attrs_from_request(request: web.Request) -> ObjectAttrs:
     for name, value in headers.items():
         lower = name.lower()
         if lower.startswith("x-amz-meta-"):
-            user_meta[lower[len("x-amz-meta-") :]] = value
-            meta_bytes += len(lower) - len("x-amz-meta-") + len(value.encode())
+            text = header_text.decode_value(value)
+            user_meta[lower[len("x-amz-meta-") :]] = text
+            meta_bytes += len(lower) - len("x-amz-meta-") + len(text.encode("utf-8", "surrogatepass"))
     if meta_bytes > limits.user_metadata_bytes_max:
         raise s3error("MetadataTooLarge",
                       "Your metadata headers exceed the maximum allowed metadata size")  # fmt: skip
@@ -265,7 +267,7 @@ def object_headers(version: Version, request: web.Request | None = None) -> dict
     }
     headers.update(version.attrs.headers)
     for name, value in version.attrs.user_meta.items():
-        headers[f"x-amz-meta-{name}"] = value
+        headers[f"x-amz-meta-{name}"] = header_text.encode_value(value)
     if version.version_id != "null":
         headers["x-amz-version-id"] = version.version_id
     if version.attrs.tags:

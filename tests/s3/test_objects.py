@@ -5,15 +5,20 @@ test_object_ranges.py, conditional reads and writes in test_conditional_requests
 
 from __future__ import annotations
 
+import base64
 import datetime
 import gzip
+import http.client
 import os
 import uuid
 
 import pytest
+from signed_http import send, sign
 
+from apollo.client.native import Client
 from apollo.testing.s3calls import get_bytes, md5_etag, put_bytes, response_headers
 from apollo.testing.s3error import s3_error
+from apollo.testing.server import DEV_ACCESS_KEY, DEV_SECRET_KEY
 
 KIB = 1024
 MIB = 1024 * KIB
@@ -73,6 +78,46 @@ def test_system_headers_and_user_metadata_roundtrip(s3, bucket):
         assert response["CacheControl"] == "max-age=60"
         assert headers["expires"] == "Wed, 02 Jan 2030 03:04:05 GMT"
         assert response["Metadata"] == {"color": "blue", "x-y": "1 2 3"}  # names come back lower-cased
+
+
+HELLO_WORD = "=?UTF-8?B?SGVsbG8gV29ybGTDqQ==?="  # RFC 2047 for "Hello Worldé"
+
+
+def test_non_ascii_metadata_is_stored_as_text_and_answered_as_an_rfc2047_word(server, s3, bucket):
+    """S3 decodes encoded-words before storing a value and encodes a value that is not US-ASCII on the
+    way out: boto3 (which sends only ASCII) sees the word both ways; the native client sees the text."""
+    put_bytes(s3, bucket, "worded", b"x", Metadata={"greet": HELLO_WORD, "plain": "ascii"})
+    assert s3.head_object(Bucket=bucket, Key="worded")["Metadata"] == {"greet": HELLO_WORD, "plain": "ascii"}
+    with Client(server.endpoint, DEV_ACCESS_KEY, DEV_SECRET_KEY) as client:
+        assert client.head(bucket, "worded").metadata == {"greet": "Hello Worldé", "plain": "ascii"}
+        client.put(bucket, "native", b"x", metadata={"greet": "Hello Worldé", "line": "a\nb"})
+    assert s3.get_object(Bucket=bucket, Key="native")["Metadata"] == {"greet": HELLO_WORD,
+                                                                      "line": "=?UTF-8?B?YQpi?="}  # fmt: skip
+
+
+def test_raw_utf8_metadata_comes_back_as_the_same_text(server, bucket):
+    """A Go or Rust client sends a string's UTF-8 as raw header bytes: it must come back as that text (it
+    came back as "Hello WorldÃ©"), in a form a header can carry."""
+    target = f"/{bucket}/raw-utf8"
+    headers = sign(server.port, "PUT", target, {"x-amz-meta-greet": "Hello Worldé", "Content-Length": "1"}, b"x")
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    try:
+        connection.putrequest("PUT", target, skip_host=True, skip_accept_encoding=True)
+        for name, value in headers.items():
+            connection.putheader(name, value.encode())  # the UTF-8 botocore signed, not http.client's Latin-1
+        connection.endheaders(b"x")
+        assert connection.getresponse().status == 200
+    finally:
+        connection.close()
+    reply = send(server.port, "HEAD", target)
+    assert reply.status == 200 and reply.headers["x-amz-meta-greet"] == HELLO_WORD
+
+
+def test_metadata_size_counts_the_decoded_text(s3, bucket):
+    word = "=?UTF-8?B?" + base64.b64encode(b"v" * 1530).decode() + "?="  # over 2 KiB on the wire, not stored
+    put_bytes(s3, bucket, "k", b"x", Metadata={"big": word})
+    assert len("big" + word) > 2048
+    assert s3.head_object(Bucket=bucket, Key="k")["Metadata"] == {"big": "v" * 1530}
 
 
 @pytest.mark.parametrize("encoding", ["gzip", "deflate", "br", "zstd", "aws-chunked-ish"])
