@@ -16,7 +16,7 @@ from aiohttp import web
 
 from apollo import limits, metrics
 from apollo.client.engine import ObjectEngine
-from apollo.gateway import accesslog, handlers_attributes, sts
+from apollo.gateway import accesslog, acl, handlers_attributes, sts
 from apollo.gateway import handlers_bucket as hb
 from apollo.gateway import handlers_multipart as hm
 from apollo.gateway import handlers_object as ho
@@ -39,6 +39,10 @@ SUBRESOURCES = (
     "requestPayment", "analytics", "metrics", "inventory", "intelligent-tiering", "select", "restore", "torrent",
 )  # fmt: skip
 
+# The calls that may carry ACL headers (x-amz-acl, x-amz-grant-*): held to the owner's full control.
+ACL_CARRIERS = frozenset({"CreateBucket", "PutObject", "CopyObject", "CreateMultipartUpload", "PutBucketAcl",
+                          "PutObjectAcl"})  # fmt: skip
+
 ROUTES = {
     ("GET", "service", ""): ("ListBuckets", hb.list_buckets),
     ("PUT", "bucket", ""): ("CreateBucket", hb.create_bucket),
@@ -54,6 +58,7 @@ ROUTES = {
     ("PUT", "bucket", "policy"): ("PutBucketPolicy", hb.put_policy),
     ("DELETE", "bucket", "policy"): ("DeleteBucketPolicy", hb.delete_policy),
     ("GET", "bucket", "acl"): ("GetBucketAcl", hb.get_bucket_acl),
+    ("GET", "bucket", "ownershipControls"): ("GetBucketOwnershipControls", hb.get_ownership_controls),
     ("GET", "bucket", "tagging"): ("GetBucketTagging", hb.get_bucket_tagging),
     ("PUT", "bucket", "tagging"): ("PutBucketTagging", hb.put_bucket_tagging),
     ("DELETE", "bucket", "tagging"): ("DeleteBucketTagging", hb.delete_bucket_tagging),
@@ -116,6 +121,9 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
         await authorize(request, "UploadPartCopy", bucket, key, copy_source)
     else:
         await authorize(request, request["op"], bucket, key, copy_source)
+    acl.check_expected_owner(request)
+    if request["op"] in ACL_CARRIERS:
+        acl.check_acl_headers(request, creating_bucket=request["op"] == "CreateBucket")
     return await handler(request, bucket, key)
 
 

@@ -8,12 +8,13 @@ import hashlib
 from aiohttp import web
 
 from apollo import errors, limits
+from apollo.gateway import acl
 from apollo.gateway.authorize import ACCESS, caller, check, shown_buckets
 from apollo.gateway.http import count_param, parse_content_md5, plain_int, read_document
 from apollo.gateway.names import VERSION_ID, check_version_id, validate_key
 from apollo.gateway.s3errors import S3Error, s3error, to_s3_error
 from apollo.gateway.state import CLIENT, OWNER, xml_response
-from apollo.gateway.xml import iso8601, parse_delete, parse_tagging, parse_versioning, render
+from apollo.gateway.xml import iso8601, parse_delete, parse_tagging, parse_versioning
 from apollo.proto.policy import PolicyError, parse_policy
 from apollo.proto.records import ListPage
 from apollo.proto.s3_actions import required
@@ -138,16 +139,12 @@ async def delete_bucket_tagging(request: web.Request, bucket: str, key: str) -> 
 
 async def get_bucket_acl(request: web.Request, bucket: str, key: str) -> web.Response:
     await request.app[CLIENT].get_bucket(bucket)
-    return acl_response()
+    return acl.acl_response()
 
 
-def acl_response() -> web.Response:
-    grant = {"Grantee": {"ID": OWNER["ID"], "DisplayName": OWNER["DisplayName"]}, "Permission": "FULL_CONTROL"}
-    body = render("AccessControlPolicy", {"Owner": OWNER, "AccessControlList": {"Grant": grant}})
-    # AWS types every grantee with xsi:type; SDKs read it as Grantee.Type (the renderer has no attributes).
-    body = body.replace(b"<Grantee>", b'<Grantee xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" '
-                        b'xsi:type="CanonicalUser">')  # fmt: skip
-    return web.Response(body=body, content_type="application/xml")
+async def get_ownership_controls(request: web.Request, bucket: str, key: str) -> web.Response:
+    await request.app[CLIENT].get_bucket(bucket)
+    return acl.ownership_controls_response()
 
 
 def _entry(version, fetch_owner: bool, encode) -> dict:

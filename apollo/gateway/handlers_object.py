@@ -11,8 +11,8 @@ from urllib.parse import unquote
 from aiohttp import web
 
 from apollo import limits, metrics
+from apollo.gateway import acl
 from apollo.gateway.checksums import ALGORITHMS, new_checksummer
-from apollo.gateway.handlers_bucket import acl_response
 from apollo.gateway.http import (
     RequestBody,
     attrs_from_request,
@@ -262,15 +262,15 @@ async def delete_tagging(request: web.Request, bucket: str, key: str) -> web.Res
 
 async def get_object_acl(request: web.Request, bucket: str, key: str) -> web.Response:
     await resolve(request, bucket, key)
-    return acl_response()
+    return acl.acl_response()
 
 
 async def put_acl(request: web.Request, bucket: str, key: str) -> web.Response:
-    """Only the canned ACL "private" exists here: everything is private to its owner."""
-    acl = request.headers.get("x-amz-acl", "private")
-    await read_document(request)
-    if acl != "private":
-        raise s3error("NotImplemented", f"Canned ACL {acl!r} is not supported; objects are private")
+    """Accepted when it sets what there is: the owner's full control (``apollo.gateway.acl``); the ACL
+    headers were checked before the handler ran."""
+    document = await read_document(request)
+    if document.strip():
+        acl.check_acl_document(document)
     if key:
         await resolve(request, bucket, key)
     else:

@@ -16,8 +16,8 @@ from aiohttp import web
 from apollo import limits, metrics
 from apollo.client.writer import WriteResult
 from apollo.eventloop import StallGuard
-from apollo.gateway.checksums import ALGORITHMS, checksum_from_headers, checksum_type_of, new_checksummer
 from apollo.gateway import header_text
+from apollo.gateway.checksums import ALGORITHMS, checksum_from_headers, checksum_type_of, new_checksummer
 from apollo.gateway.chunked import AwsChunkedReader
 from apollo.gateway.s3errors import S3Error, s3error
 from apollo.gateway.state import CLIENT_STALL_S

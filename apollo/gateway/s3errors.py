@@ -41,6 +41,7 @@ class S3Error(Exception):
 
 # Statuses and default messages as AWS documents them (ErrorResponses in the S3 API reference).
 S3_CODES: dict[str, tuple[int, str]] = {
+    "AccessControlListNotSupported": (400, "The bucket does not allow ACLs"),
     "AccessDenied": (403, "Access Denied"),
     "ExpiredToken": (400, "The provided token has expired."),
     "InvalidToken": (400, "The provided token is malformed or otherwise invalid."),
@@ -62,6 +63,8 @@ S3_CODES: dict[str, tuple[int, str]] = {
     "IncompleteBody": (400, "You did not provide the number of bytes specified by the Content-Length HTTP header."),
     "InsufficientStorage": (507, "Not enough healthy drives with free space to store the object."),
     "InternalError": (500, "We encountered an internal error. Please try again."),
+    "InvalidBucketAclWithObjectOwnership": (
+        400, "Bucket cannot have ACLs set with ObjectOwnership's BucketOwnerEnforced setting"),
     "InvalidAccessKeyId": (403, "The AWS Access Key Id you provided does not exist in our records."),
     "InvalidArgument": (400, "Invalid Argument"),
     "InvalidBucketName": (400, "The specified bucket is not valid."),
@@ -74,6 +77,8 @@ S3_CODES: dict[str, tuple[int, str]] = {
     "InvalidTag": (400, "The tag provided was not a valid tag."),
     "InvalidStorageClass": (400, "The storage class you specified is not valid"),
     "KeyTooLongError": (400, "Your key is too long"),
+    "MalformedACLError": (
+        400, "The XML you provided was not well-formed or did not validate against our published schema"),
     "MalformedPolicy": (400, "Policies must be valid JSON and the first byte must be '{'"),
     "MalformedXML": (400, "The XML you provided was not well-formed or did not validate against our published schema."),
     "MethodNotAllowed": (405, "The specified method is not allowed against this resource."),

@@ -71,6 +71,7 @@ OPERATIONS: dict[str, tuple[Need, ...]] = {
     "GetBucketVersioning": (_bucket("s3:GetBucketVersioning"),),
     "PutBucketVersioning": (_bucket("s3:PutBucketVersioning"),),
     "GetBucketAcl": (_bucket("s3:GetBucketAcl"),),
+    "GetBucketOwnershipControls": (_bucket("s3:GetBucketOwnershipControls"),),
     "PutBucketAcl": (_bucket("s3:PutBucketAcl"),),
     "GetBucketPolicy": (_bucket("s3:GetBucketPolicy"),),
     "PutBucketPolicy": (_bucket("s3:PutBucketPolicy"),),

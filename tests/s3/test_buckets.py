@@ -9,6 +9,7 @@ import xml.etree.ElementTree as ET
 
 import boto3
 import pytest
+from signed_http import send
 
 from apollo.testing.admin import admin
 from apollo.testing.s3error import s3_error
@@ -235,10 +236,69 @@ def test_get_bucket_acl_missing_bucket(s3):
         s3.get_bucket_acl(Bucket=_new_name())
 
 
-def test_put_bucket_acl_private_is_accepted_and_public_is_not(s3, bucket):
+ALL_USERS = 'uri="http://acs.amazonaws.com/groups/global/AllUsers"'
+
+
+def _policy_granting(acl: dict, grantee: dict, permission: str = "READ") -> dict:
+    return {"Owner": acl["Owner"], "Grants": [*acl["Grants"], {"Grantee": grantee, "Permission": permission}]}
+
+
+def test_bucket_acls_that_name_only_the_owner_are_accepted(s3, bucket):
+    """ACLs are disabled, as on an AWS bucket with Object Ownership BucketOwnerEnforced: what says the owner
+    has full control (canned, grant header, or the document GetBucketAcl returned) is accepted."""
+    current = s3.get_bucket_acl(Bucket=bucket)
     s3.put_bucket_acl(Bucket=bucket, ACL="private")
-    with s3_error("NotImplemented", 501):
+    s3.put_bucket_acl(Bucket=bucket, GrantFullControl=f'id="{current["Owner"]["ID"]}"')
+    s3.put_bucket_acl(Bucket=bucket, AccessControlPolicy={"Owner": current["Owner"], "Grants": current["Grants"]})
+    s3.head_bucket(Bucket=bucket, ExpectedBucketOwner=current["Owner"]["ID"])
+    assert s3.get_bucket_acl(Bucket=bucket)["Grants"] == current["Grants"]
+
+
+def test_bucket_acls_that_grant_more_are_refused(s3, bucket):
+    current = s3.get_bucket_acl(Bucket=bucket)
+    with s3_error("AccessControlListNotSupported", 400, "The bucket does not allow ACLs"):
         s3.put_bucket_acl(Bucket=bucket, ACL="public-read")
+    with s3_error("AccessControlListNotSupported", 400):
+        s3.put_bucket_acl(Bucket=bucket, GrantRead=ALL_USERS)
+    with s3_error("AccessControlListNotSupported", 400):
+        s3.put_bucket_acl(Bucket=bucket, AccessControlPolicy=_policy_granting(
+            current, {"Type": "Group", "URI": "http://acs.amazonaws.com/groups/global/AllUsers"}))  # fmt: skip
+    with s3_error("AccessControlListNotSupported", 400):
+        s3.put_bucket_acl(Bucket=bucket, AccessControlPolicy=_policy_granting(
+            current, {"Type": "CanonicalUser", "ID": "someone-else"}, "FULL_CONTROL"))  # fmt: skip
+    with s3_error("InvalidRequest", 400, "Specifying both Canned ACLs and Header Grants is not allowed"):
+        s3.put_bucket_acl(Bucket=bucket, ACL="private", GrantFullControl='id="apollo"')
+    assert s3.get_bucket_acl(Bucket=bucket)["Grants"] == current["Grants"]
+
+
+def test_a_malformed_acl_document_is_malformed_acl_error(server, bucket):
+    reply = send(server.port, "PUT", f"/{bucket}?acl", body=b"<AccessControlPolicy><AccessControlList><Grant>"
+                 b"<Permission>READ</Permission></Grant></AccessControlList></AccessControlPolicy>")  # fmt: skip
+    assert (reply.status, reply.code) == (400, "MalformedACLError")
+    reply = send(server.port, "PUT", f"/{bucket}?acl", body=b"<NotAnAcl/>")
+    assert (reply.status, reply.code) == (400, "MalformedACLError")
+
+
+def test_create_bucket_with_an_acl_beyond_the_owner_is_refused(s3):
+    name = _new_name()
+    with s3_error("InvalidBucketAclWithObjectOwnership", 400):
+        s3.create_bucket(Bucket=name, ACL="public-read")
+    assert name not in [b["Name"] for b in s3.list_buckets()["Buckets"]]
+    s3.create_bucket(Bucket=name, ACL="private")
+    assert s3.get_bucket_ownership_controls(Bucket=name)["OwnershipControls"]["Rules"] == [
+        {"ObjectOwnership": "BucketOwnerEnforced"}]  # fmt: skip
+    s3.delete_bucket(Bucket=name)
+
+
+def test_a_request_expecting_another_owner_is_refused(s3, bucket):
+    s3.put_object(Bucket=bucket, Key="k", Body=b"x")
+    with s3_error("AccessDenied", 403):
+        s3.get_object(Bucket=bucket, Key="k", ExpectedBucketOwner="123456789012")
+    with s3_error("AccessDenied", 403):
+        s3.copy_object(Bucket=bucket, Key="copy", CopySource={"Bucket": bucket, "Key": "k"},
+                       ExpectedSourceBucketOwner="123456789012")  # fmt: skip
+    with s3_error("404", 404):
+        s3.head_object(Bucket=bucket, Key="copy")
 
 
 def test_unsupported_bucket_put_is_not_implemented(s3, bucket):

@@ -338,10 +338,31 @@ def test_object_acl_private_roundtrip(s3, bucket):
     assert acl["Grants"][0]["Grantee"]["Type"] == "CanonicalUser"
 
 
-def test_object_acl_public_read_is_not_implemented(s3, bucket):
+def test_object_acls_naming_the_owner_are_accepted(s3, bucket):
+    s3.put_object(Bucket=bucket, Key="k", Body=b"x", ACL="bucket-owner-full-control")
+    current = s3.get_object_acl(Bucket=bucket, Key="k")
+    s3.put_object_acl(Bucket=bucket, Key="k", AccessControlPolicy={"Owner": current["Owner"],
+                                                                   "Grants": current["Grants"]})  # fmt: skip
+    s3.put_object_acl(Bucket=bucket, Key="k", GrantFullControl=f'id={current["Owner"]["ID"]}')
+    s3.copy_object(Bucket=bucket, Key="copy", CopySource={"Bucket": bucket, "Key": "k"}, ACL="private")
+
+
+def test_object_acls_that_would_open_an_object_are_refused_and_store_nothing(s3, bucket):
+    """Ignoring them would leave a client believing an object is public (or shared) when it is not."""
     s3.put_object(Bucket=bucket, Key="k", Body=b"x")
-    with s3_error("NotImplemented", 501):
+    with s3_error("AccessControlListNotSupported", 400):
         s3.put_object_acl(Bucket=bucket, Key="k", ACL="public-read")
+    with s3_error("AccessControlListNotSupported", 400):
+        s3.put_object(Bucket=bucket, Key="new", Body=b"x", ACL="public-read")
+    with s3_error("AccessControlListNotSupported", 400):
+        s3.put_object(Bucket=bucket, Key="new", Body=b"x", GrantRead='id="someone-else"')
+    with s3_error("AccessControlListNotSupported", 400):
+        s3.copy_object(Bucket=bucket, Key="new", CopySource={"Bucket": bucket, "Key": "k"}, ACL="public-read")
+    with s3_error("AccessControlListNotSupported", 400):
+        s3.create_multipart_upload(Bucket=bucket, Key="new", ACL="authenticated-read")
+    with s3_error("404", 404):
+        s3.head_object(Bucket=bucket, Key="new")
+    assert s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
 
 
 def test_object_acl_on_missing_key_is_no_such_key(s3, bucket):
