@@ -11,7 +11,7 @@ import time
 from aiohttp import web
 
 from apollo.client.engine import ObjectEngine
-from apollo.gateway.s3errors import s3error
+from apollo.gateway.s3errors import S3Error, s3error
 from apollo.proto.bucket_access import (
     ANONYMOUS,
     OWNER_ALWAYS,
@@ -21,7 +21,7 @@ from apollo.proto.bucket_access import (
     request_context,  # fmt: skip
 )
 from apollo.proto.records import Bucket
-from apollo.proto.s3_actions import extra_for_headers, required
+from apollo.proto.s3_actions import ARN_PREFIX, extra_for_headers, required
 
 
 def access_decider(engine: ObjectEngine) -> AccessDecider:
@@ -64,9 +64,26 @@ async def check(request: web.Request, pairs: list[tuple[str, str]],
     refused = await request.app[ACCESS].first_denial(who, pairs, _context(request), versions)
     if refused is not None:
         refused_check, decision = refused
+        bucket = refused_check.resource.removeprefix(ARN_PREFIX).partition("/")[0]
+        if refused_check.access is None and bucket and refused_check.resource != "*":
+            raise s3error("NoSuchBucket", BucketName=bucket)  # AWS tells anyone: bucket names are public
         request["policy_decision"] = f"{decision.outcome.name} {decision.source} {decision.sid or '-'}"
         name = "Anonymous access" if who.principal is None else f"Access key {who.principal}"
         raise s3error("AccessDenied", f"{name} is not allowed {refused_check.action} on {refused_check.resource}")
+
+
+async def absent_key(request: web.Request, bucket: str, key: str) -> S3Error:
+    """The answer for a key with no object: AWS says NoSuchKey only to a caller that may list the bucket
+    (s3:ListBucket), which could learn it anyway; to others 403 AccessDenied, so that a grant to read
+    ``public/*`` does not tell who asks which other keys exist."""
+    missing = s3error("NoSuchKey", Key=key)
+    if caller(request).needs_no_check(await request.app[ACCESS].access(bucket)):
+        return missing
+    try:
+        await check(request, [("s3:ListBucket", ARN_PREFIX + bucket)])
+    except S3Error as denied:
+        return denied
+    return missing
 
 
 async def shown_buckets(request: web.Request, buckets: list[Bucket]) -> list[Bucket]:

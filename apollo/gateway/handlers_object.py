@@ -12,6 +12,7 @@ from aiohttp import web
 
 from apollo import limits, metrics
 from apollo.gateway import acl
+from apollo.gateway.authorize import absent_key
 from apollo.gateway.checksums import ALGORITHMS, new_checksummer
 from apollo.gateway.http import (
     RequestBody,
@@ -24,7 +25,7 @@ from apollo.gateway.http import (
     stall_guard,
 )
 from apollo.gateway.names import check_version_id, part_number, validate_bucket, validate_key
-from apollo.gateway.s3errors import s3error
+from apollo.gateway.s3errors import S3Error, s3error
 from apollo.gateway.state import CLIENT, xml_response
 from apollo.gateway.xml import http_date, iso8601, parse_tagging
 from apollo.proto.records import Conditions, Version
@@ -75,15 +76,24 @@ async def resolve(request: web.Request, bucket: str, key: str, version_id: str |
     if version is None:
         if version_id is not None:
             raise s3error("NoSuchVersion", Key=key, VersionId=version_id)
-        raise s3error("NoSuchKey", Key=key)
+        raise await _absent(request, bucket, key)
     if version.delete_marker:
-        error = s3error("MethodNotAllowed" if version_id else "NoSuchKey", Key=key)
+        error = s3error("MethodNotAllowed", Key=key) if version_id else await _absent(request, bucket, key)
+        if error.code == "AccessDenied":  # says nothing of the marker either
+            raise error
         error.headers = {"x-amz-delete-marker": "true", "x-amz-version-id": version.version_id}
         if version_id:
             error.headers["Allow"] = "DELETE"
             error.headers["Last-Modified"] = http_date(version.last_modified)
         raise error
     return version
+
+
+async def _absent(request: web.Request, bucket: str, key: str) -> S3Error:
+    """NoSuchKey, or for the reads AWS documents it for, AccessDenied to a caller who may not list."""
+    if request.get("op") in ("GetObject", "HeadObject", "GetObjectAttributes"):
+        return await absent_key(request, bucket, key)
+    return s3error("NoSuchKey", Key=key)
 
 
 def _part_range(request: web.Request, version: Version) -> tuple[int, int] | None:

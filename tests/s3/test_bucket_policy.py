@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import uuid
 
 import boto3
 import pytest
@@ -88,6 +89,48 @@ def test_anonymous_reads_exactly_what_a_policy_grants_to_everyone(server, s3, bu
     with s3_error("AccessDenied", 403):
         anonymous.list_buckets()
     assert s3.get_object(Bucket=bucket, Key="private/b.txt")["Body"].read() == b"for keys"  # keys unaffected
+
+
+def test_anyone_learns_that_a_bucket_does_not_exist(server):
+    """AWS answers 404 NoSuchBucket to anonymous callers too: bucket names are global and public (creating
+    one says whether it is taken), so a 403 would hide nothing and mislead a client."""
+    anonymous, missing = _client(server), f"never-made-{uuid.uuid4().hex[:8]}"
+    with s3_error("NoSuchBucket", 404):
+        anonymous.get_object(Bucket=missing, Key="k")
+    with s3_error("NoSuchBucket", 404):
+        anonymous.put_object(Bucket=missing, Key="k", Body=b"x")
+    with s3_error("NoSuchBucket", 404):
+        anonymous.list_objects_v2(Bucket=missing)
+    with s3_error("404", 404):
+        anonymous.head_bucket(Bucket=missing)
+
+
+def test_a_missing_key_is_no_such_key_only_to_who_may_list_the_bucket(server, s3, bucket):
+    """AWS: a GET or HEAD of a key with no object answers 404 NoSuchKey to a caller with s3:ListBucket
+    and 403 AccessDenied to any other, so that reading public/* does not reveal which other keys exist."""
+    s3.put_object(Bucket=bucket, Key="public/deleted", Body=b"x")
+    s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    s3.delete_object(Bucket=bucket, Key="public/deleted")  # a delete marker: "not there" too
+    read = {"Sid": "Read", "Effect": "Allow", "Principal": "*", "Action": "s3:GetObject",
+            "Resource": f"arn:aws:s3:::{bucket}/public/*"}  # fmt: skip
+    s3.put_bucket_policy(Bucket=bucket, Policy=_policy(read))
+    anonymous = _client(server)
+    for key in ("public/never", "public/deleted"):
+        with s3_error("AccessDenied", 403) as denied:
+            anonymous.get_object(Bucket=bucket, Key=key)
+        assert "x-amz-delete-marker" not in denied.headers
+        with s3_error("403", 403):
+            anonymous.head_object(Bucket=bucket, Key=key)
+    s3.put_bucket_policy(Bucket=bucket, Policy=_policy(read, {
+        "Sid": "List", "Effect": "Allow", "Principal": "*", "Action": "s3:ListBucket",
+        "Resource": f"arn:aws:s3:::{bucket}"}))  # fmt: skip
+    with s3_error("NoSuchKey", 404):
+        anonymous.get_object(Bucket=bucket, Key="public/never")
+    with s3_error("NoSuchKey", 404) as gone:
+        anonymous.get_object(Bucket=bucket, Key="public/deleted")
+    assert gone.headers["x-amz-delete-marker"] == "true"
+    with s3_error("NoSuchKey", 404):
+        s3.get_object(Bucket=bucket, Key="public/never")  # the owner may list: told as it is
 
 
 def test_an_explicit_deny_for_one_key_wins_and_others_keep_their_access(server, s3, bucket, user):
