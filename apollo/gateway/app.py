@@ -16,7 +16,7 @@ from aiohttp import web
 
 from apollo import limits, metrics
 from apollo.client.engine import ObjectEngine
-from apollo.gateway import accesslog, acl, handlers_attributes, sts
+from apollo.gateway import accesslog, acl, expect, handlers_attributes, sts
 from apollo.gateway import handlers_bucket as hb
 from apollo.gateway import handlers_multipart as hm
 from apollo.gateway import handlers_object as ho
@@ -124,6 +124,7 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
     acl.check_expected_owner(request)
     if request["op"] in ACL_CARRIERS:
         acl.check_acl_headers(request, creating_bucket=request["op"] == "CreateBucket")
+    await expect.send_continue(request)
     return await handler(request, bucket, key)
 
 
@@ -185,5 +186,5 @@ def build_app(client: ObjectEngine, domain: str | None = None, apollo_routes: Ap
     if apollo_routes is not None:  # before the S3 route, which matches every path
         apollo_routes(app, _paths_only(s3))
     # [\s\S], not ".": keys may hold newlines and other control characters, which "." would not match.
-    app.router.add_route("*", r"/{tail:[\s\S]*}", s3)
+    app.router.add_route("*", r"/{tail:[\s\S]*}", s3, expect_handler=expect.defer_continue)
     return app

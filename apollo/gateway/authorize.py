@@ -65,7 +65,8 @@ async def check(request: web.Request, pairs: list[tuple[str, str]],
     if refused is not None:
         refused_check, decision = refused
         bucket = refused_check.resource.removeprefix(ARN_PREFIX).partition("/")[0]
-        if refused_check.access is None and bucket and refused_check.resource != "*":
+        if refused_check.access is None and refused_check.resource != "*" and (
+                refused_check.action.lower() != "s3:createbucket"):  # fmt: skip
             raise s3error("NoSuchBucket", BucketName=bucket)  # AWS tells anyone: bucket names are public
         request["policy_decision"] = f"{decision.outcome.name} {decision.source} {decision.sid or '-'}"
         name = "Anonymous access" if who.principal is None else f"Access key {who.principal}"

@@ -18,7 +18,7 @@ import time
 from aiohttp import web
 
 from apollo import metrics
-from apollo.gateway import accesslog, sts
+from apollo.gateway import accesslog, expect, sts
 from apollo.gateway.admission import admission_middleware
 from apollo.gateway.s3errors import S3Error, s3error, to_s3_error
 from apollo.gateway.sigv2 import wire_bytes
@@ -58,7 +58,9 @@ async def errors_middleware(request: web.Request, handler) -> web.StreamResponse
     except Exception as exc:  # core errors; a bug, or the environment failing (a full metadata disk)
         response = _error_response(request, to_s3_error(exc, f"{request.method} {request.path}"))
     response.headers.setdefault("x-amz-request-id", request["request_id"])
+    expect.close_if_body_unasked(request, response)
     bytes_out = await _send(request, response)
+    expect.end_if_body_unasked(request)
     elapsed = time.perf_counter() - started
     op = request["op"]
     metrics.requests_total.labels(op, str(response.status)).inc()

@@ -24,6 +24,7 @@ from xml.sax.saxutils import escape
 
 from aiohttp import web
 
+from apollo.gateway import expect
 from apollo.gateway.s3errors import S3Error, s3error
 from apollo.gateway.state import CLIENT
 from apollo.gateway.xml import iso8601
@@ -46,6 +47,7 @@ def is_sts(request: web.Request) -> bool:
 async def read_body(request: web.Request) -> bytes:
     if request.content_length is None or request.content_length > BODY_BYTES_MAX:
         raise s3error("InvalidRequest", f"An STS request needs a Content-Length of at most {BODY_BYTES_MAX}")
+    await expect.send_continue(request)  # its signature covers the body: nothing to check before it comes
     return await request.read()
 
 

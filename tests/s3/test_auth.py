@@ -9,6 +9,7 @@ import datetime
 import hashlib
 import http.client
 import os
+import socket
 import time
 import urllib.error
 import urllib.request
@@ -25,7 +26,7 @@ import pytest
 from botocore.auth import HmacV1QueryAuth
 from botocore.config import Config
 from botocore.exceptions import ClientError
-from signed_http import put_signed_chunks, send
+from signed_http import put_signed_chunks, send, sign
 
 from apollo.testing.admin import admin
 from apollo.testing.s3error import error_of, s3_error
@@ -107,6 +108,45 @@ def test_anonymous_put_is_access_denied_and_stores_nothing(server, s3, bucket):
     status, _, code = _urlopen(f"{server.endpoint}/{bucket}/anon.txt", "PUT", b"x")
     assert (status, code) == (403, "AccessDenied")
     assert _absent(s3, bucket, "anon.txt")
+
+
+def _head_expecting_continue(server, target: str, secret: str | None, length: int) -> socket.socket:
+    """Send a PUT's head with ``Expect: 100-continue`` and no body yet (signed with ``secret``; None: unsigned)."""
+    headers = {"Content-Length": str(length), "Expect": "100-continue"}
+    if secret is not None:
+        headers = sign(server.port, "PUT", target, headers, payload="UNSIGNED-PAYLOAD", secret=secret)
+    else:
+        headers["Host"] = f"127.0.0.1:{server.port}"
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+    sock.sendall((f"PUT {target} HTTP/1.1\r\n" + "".join(f"{n}: {v}\r\n" for n, v in headers.items()) +
+                  "\r\n").encode())  # fmt: skip
+    return sock
+
+
+def _read_until_closed(sock: socket.socket) -> bytes:
+    data = b""
+    while chunk := sock.recv(65536):
+        data += chunk
+    return data
+
+
+@pytest.mark.parametrize("secret", ["not-the-secret", None], ids=["bad-signature", "anonymous"])
+def test_a_refused_upload_expecting_continue_gets_the_error_not_100(server, s3, bucket, secret):
+    """S3 answers the final error to a refused request that waits for 100 Continue, so the client never
+    sends a body that would be thrown away; the connection then closes (the body was never asked for)."""
+    with _head_expecting_continue(server, f"/{bucket}/refused", secret, 5 * 1024 * 1024) as sock:
+        answer = _read_until_closed(sock)  # a 100 Continue would leave it waiting here for the body
+    assert answer.startswith(b"HTTP/1.1 403 "), answer[:200]
+    assert b"100 Continue" not in answer
+    assert _absent(s3, bucket, "refused")
+
+
+def test_an_accepted_upload_expecting_continue_is_asked_for_its_body(server, s3, bucket):
+    with _head_expecting_continue(server, f"/{bucket}/accepted", DEV_SECRET_KEY, 5) as sock:
+        assert sock.recv(64) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        sock.sendall(b"hello")
+        assert sock.recv(4096).startswith(b"HTTP/1.1 200 ")
+    assert s3.get_object(Bucket=bucket, Key="accepted")["Body"].read() == b"hello"
 
 
 def test_sigv2_client_reads_and_writes(server, bucket):
