@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from apollo.gateway.checksums import ALGORITHMS, checksum_type_of
 from apollo.gateway.handlers_object import resolve
 from apollo.gateway.http import check_read_conditions, count_param
 from apollo.gateway.s3errors import s3error
@@ -33,10 +34,13 @@ async def get_object_attributes(request: web.Request, bucket: str, key: str) -> 
     body: dict = {}
     if "ETag" in wanted:
         body["ETag"] = version.etag
-    if "Checksum" in wanted and version.attrs.checksums:
-        body["Checksum"] = {f"Checksum{alg}": value for alg, value in sorted(version.attrs.checksums.items())}
+    checksums = {alg: value for alg, value in version.attrs.checksums.items() if alg in ALGORITHMS}
+    if "Checksum" in wanted and checksums:
+        body["Checksum"] = {**{f"Checksum{alg}": value for alg, value in sorted(checksums.items())},
+                            "ChecksumType": checksum_type_of(next(iter(checksums.values())))}  # fmt: skip
     if "ObjectParts" in wanted and version.parts:
-        body["ObjectParts"] = _parts(request, version.parts)
+        algorithm = next(iter(checksums), "") if version.part_checksums else ""
+        body["ObjectParts"] = _parts(request, version.parts, algorithm, version.part_checksums)
     if "StorageClass" in wanted:
         body["StorageClass"] = "STANDARD"
     if "ObjectSize" in wanted:
@@ -47,7 +51,8 @@ async def get_object_attributes(request: web.Request, bucket: str, key: str) -> 
     return xml_response("GetObjectAttributesResponse", body, headers=headers)
 
 
-def _parts(request: web.Request, sizes: list[int]) -> dict:
+def _parts(request: web.Request, sizes: list[int], algorithm: str, checksums: list[str]) -> dict:
+    """A page of the parts; each with its checksum when the upload had one (``algorithm``)."""
     headers = request.headers
     max_parts = count_param(headers.get("x-amz-max-parts"), "x-amz-max-parts", MAX_PARTS_DEFAULT, MAX_PARTS_DEFAULT)
     marker = count_param(headers.get("x-amz-part-number-marker"), "x-amz-part-number-marker", 0)
@@ -60,5 +65,6 @@ def _parts(request: web.Request, sizes: list[int]) -> dict:
         "NextPartNumberMarker": page[-1] if page else marker,
         "MaxParts": max_parts,
         "IsTruncated": truncated,
-        "Part": [{"PartNumber": n, "Size": sizes[n - 1]} for n in page],
+        "Part": [{"PartNumber": n, "Size": sizes[n - 1],
+                  **({f"Checksum{algorithm}": checksums[n - 1]} if algorithm else {})} for n in page],  # fmt: skip
     }

@@ -133,7 +133,7 @@ async def list_parts(request: web.Request, bucket: str, key: str) -> web.Respons
     body = {
         "Bucket": bucket, "Key": key, "UploadId": upload_id, "Initiator": OWNER, "Owner": OWNER,
         "StorageClass": "STANDARD", "ChecksumAlgorithm": upload.checksum_algorithm or None,
-        "PartNumberMarker": marker,
+        "ChecksumType": upload.checksum_type or None, "PartNumberMarker": marker,
         "NextPartNumberMarker": parts[-1].part_number if parts else marker, "MaxParts": max_parts,
         "IsTruncated": truncated,
         "Part": [{"PartNumber": p.part_number, "LastModified": iso8601(p.last_modified), "ETag": f'"{p.etag}"',

@@ -66,6 +66,7 @@ async def put_object(request: web.Request, bucket: str, key: str) -> web.Respons
         headers["x-amz-version-id"] = version.version_id
     for algorithm, value in result.checksums.items():
         headers[f"x-amz-checksum-{algorithm.lower()}"] = value
+        headers["x-amz-checksum-type"] = "FULL_OBJECT"  # a single PUT's checksum covers the whole object
     return web.Response(headers=headers)
 
 
@@ -249,6 +250,8 @@ async def copy_object(request: web.Request, bucket: str, key: str) -> web.Respon
         headers["x-amz-copy-source-version-id"] = source.version_id
     body = {"LastModified": iso8601(version.last_modified), "ETag": f'"{version.etag}"'}
     body.update({f"Checksum{algorithm}": value for algorithm, value in result.checksums.items()})
+    if result.checksums:
+        body["ChecksumType"] = "FULL_OBJECT"  # computed over the copy's bytes
     return xml_response("CopyObjectResult", body, headers=headers)
 
 

@@ -212,7 +212,8 @@ class MultipartOps(ObjectOps):
             return self._insert_version(
                 db, bucket, key, versioning, now,
                 size=sum(p.size for p in chosen), etag=multipart_etag([p.etag for p in chosen]),
-                attrs=upload.attrs, parts=[p.size for p in chosen], inline=None, data_id=data_id, upload_id=upload_id,
+                attrs=upload.attrs, parts=[p.size for p in chosen], part_checksums=_part_checksums(upload, chosen),
+                inline=None, data_id=data_id, upload_id=upload_id,
             )  # fmt: skip
 
     def _merge_parts(self, db: Conn, parts: list[Part]) -> str:
@@ -262,6 +263,12 @@ def _validate_parts(requested: list[tuple[int, str]], stored: dict[int, Part], s
         if part.size < size_min:
             raise errors.EntityTooSmall(f"part {part.part_number} is {part.size} bytes, below the {size_min} minimum")
     return chosen
+
+
+def _part_checksums(upload: Upload, parts: list[Part]) -> list[str] | None:
+    """Each part's checksum of the upload's algorithm, for GetObjectAttributes; None unless every part has one."""
+    values = [part.checksums.get(upload.checksum_algorithm, "") for part in parts]
+    return values if upload.checksum_algorithm and all(values) else None
 
 
 def _upload(row: Row) -> Upload:

@@ -48,6 +48,21 @@ def attrs_from_row(row: Row) -> ObjectAttrs:
     )
 
 
+def parts_json(sizes: list[int], checksums: list[str] | None = None) -> str:
+    """A multipart object's parts column: its part sizes, or [size, checksum] pairs when the upload had a
+    checksum algorithm (older rows hold sizes only, and read as before)."""
+    return dumps([[size, checksum] for size, checksum in zip(sizes, checksums, strict=True)] if checksums else sizes)
+
+
+def part_sizes(column: str) -> list[int]:
+    return [item[0] if isinstance(item, list) else item for item in json.loads(column)]
+
+
+def part_checksums(column: str) -> list[str]:
+    items = json.loads(column)
+    return [item[1] for item in items] if items and isinstance(items[0], list) else []
+
+
 def headers_json(attrs: ObjectAttrs) -> str:
     return dumps({"system": attrs.headers, "user": attrs.user_meta})
 
@@ -196,9 +211,10 @@ class ObjectOps(SqlBase):
             etag=row["etag"],
             last_modified=row["last_modified"],
             attrs=attrs_from_row(row),
-            parts=json.loads(row["parts"]),
+            parts=part_sizes(row["parts"]),
             data=self._load_data(row) if with_data and not row["delete_marker"] else None,
             seq=row["id"],
+            part_checksums=part_checksums(row["parts"]),
         )
 
     # versions --------------------------------------------------------------------------------
@@ -249,6 +265,7 @@ class ObjectOps(SqlBase):
         etag: str,
         attrs: ObjectAttrs,
         parts: list[int],
+        part_checksums: list[str] | None = None,
         inline: bytes | None,
         data_id: str | None,
         delete_marker: bool = False,
@@ -282,13 +299,14 @@ class ObjectOps(SqlBase):
                 headers_json(attrs),
                 dumps(attrs.checksums),
                 dumps(attrs.tags),
-                dumps(parts),
+                parts_json(parts, part_checksums),
                 inline,
                 data_id,
                 upload_id,
             ),
         ).fetchall()[0]  # fmt: skip (all rows: a RETURNING statement must finish before COMMIT)
-        return Version(bucket, key, version_id, True, delete_marker, size, etag, now, attrs, parts, None, row["id"])
+        return Version(bucket, key, version_id, True, delete_marker, size, etag, now, attrs, parts, None, row["id"],
+                       list(part_checksums or []))  # fmt: skip
 
     def get_version(
         self, bucket: str, key: str, version_id: str | None = None, with_data: bool = True

@@ -79,6 +79,8 @@ class Version:
     parts: list[int]  # part sizes of a multipart object, [] otherwise
     data: ObjectData | None  # None for delete markers or when not loaded
     seq: int = 0
+    # Each part's checksum (of the upload's algorithm, as ListParts gave it) when the upload had one.
+    part_checksums: list[str] = field(default_factory=list)
 
 
 @dataclass

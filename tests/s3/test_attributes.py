@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import os
+
+import pytest
 
 from apollo.testing.s3error import s3_error
 
@@ -18,7 +21,8 @@ def test_attributes_of_a_plain_object(s3, bucket):
     assert got["ETag"] == hashlib.md5(body).hexdigest()
     assert got["ObjectSize"] == len(body)
     assert got["StorageClass"] == "STANDARD"
-    assert got["Checksum"]["ChecksumSHA256"] == base64.b64encode(hashlib.sha256(body).digest()).decode()
+    assert got["Checksum"] == {"ChecksumSHA256": base64.b64encode(hashlib.sha256(body).digest()).decode(),
+                               "ChecksumType": "FULL_OBJECT"}  # fmt: skip
     assert "ObjectParts" not in got
     assert "LastModified" in got
 
@@ -45,6 +49,29 @@ def test_object_parts_page_through_a_multipart_object(s3, bucket):
                                     PartNumberMarker=first["ObjectParts"]["NextPartNumberMarker"])  # fmt: skip
     assert [(p["PartNumber"], p["Size"]) for p in rest["ObjectParts"]["Parts"]] == [(3, 4)]
     assert rest["ObjectParts"]["IsTruncated"] is False
+
+
+@pytest.mark.parametrize(("algorithm", "checksum_type"), [("SHA256", "COMPOSITE"), ("CRC32C", "COMPOSITE"),
+                                                         ("CRC32", "FULL_OBJECT"), ("CRC64NVME", "FULL_OBJECT")])
+def test_a_multipart_objects_checksums_whole_and_per_part(s3, bucket, algorithm, checksum_type):
+    """What a verifying downloader reads: the object's checksum with its type, and each part's checksum as
+    UploadPart answered it; ListParts says the type while the upload is open."""
+    upload_id = s3.create_multipart_upload(Bucket=bucket, Key="mp", ChecksumAlgorithm=algorithm,
+                                           ChecksumType=checksum_type)["UploadId"]  # fmt: skip
+    sent = []
+    for number, body in enumerate([os.urandom(MIB5), b"tail"], start=1):
+        answer = s3.upload_part(Bucket=bucket, Key="mp", UploadId=upload_id, PartNumber=number, Body=body,
+                                ChecksumAlgorithm=algorithm)  # fmt: skip
+        checksum = answer[f"Checksum{algorithm}"]
+        sent.append({"PartNumber": number, "ETag": answer["ETag"], f"Checksum{algorithm}": checksum})
+    listed = s3.list_parts(Bucket=bucket, Key="mp", UploadId=upload_id)
+    assert (listed["ChecksumAlgorithm"], listed["ChecksumType"]) == (algorithm, checksum_type)
+    done = s3.complete_multipart_upload(Bucket=bucket, Key="mp", UploadId=upload_id, MultipartUpload={"Parts": sent})
+    assert done["ChecksumType"] == checksum_type
+    got = s3.get_object_attributes(Bucket=bucket, Key="mp", ObjectAttributes=["Checksum", "ObjectParts"])
+    assert got["Checksum"] == {f"Checksum{algorithm}": done[f"Checksum{algorithm}"], "ChecksumType": checksum_type}
+    per_part = [{"PartNumber": p["PartNumber"], f"Checksum{algorithm}": p[f"Checksum{algorithm}"]} for p in sent]
+    assert [{k: v for k, v in p.items() if k != "Size"} for p in got["ObjectParts"]["Parts"]] == per_part
 
 
 def test_unknown_attribute_and_missing_key(s3, bucket):

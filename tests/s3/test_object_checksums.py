@@ -68,9 +68,12 @@ def test_checksum_algorithm_is_stored_and_returned_with_checksum_mode(s3, bucket
     data = os.urandom(100 * KIB + 7)
     expected = _checksum(algorithm, data)
     put = put_bytes(s3, bucket, "k", data, ChecksumAlgorithm=algorithm)
-    assert put[f"Checksum{algorithm}"] == expected
+    assert (put[f"Checksum{algorithm}"], put["ChecksumType"]) == (expected, "FULL_OBJECT")
     head = s3.head_object(Bucket=bucket, Key="k", ChecksumMode="ENABLED")
-    assert head[f"Checksum{algorithm}"] == expected
+    assert (head[f"Checksum{algorithm}"], head["ChecksumType"]) == (expected, "FULL_OBJECT")
+    copied = s3.copy_object(Bucket=bucket, Key="copy", CopySource={"Bucket": bucket, "Key": "k"},
+                            ChecksumAlgorithm=algorithm)["CopyObjectResult"]  # fmt: skip
+    assert (copied[f"Checksum{algorithm}"], copied["ChecksumType"]) == (expected, "FULL_OBJECT")
     got = s3.get_object(Bucket=bucket, Key="k", ChecksumMode="ENABLED")
     assert got["Body"].read() == data
     assert got[f"Checksum{algorithm}"] == expected

@@ -172,3 +172,14 @@ def test_a_removed_drive_is_never_registered_again(store):
     assert store.removed_drive_ids() == {drive, other}
     assert store.register_node("n1", "http://n1:9100", "", [(other, "/d2")], 3.0) > epoch
     assert store.list_drives() == []
+
+
+def test_the_parts_column_reads_rows_written_before_part_checksums():
+    """Older multipart rows hold part sizes only; newer ones [size, checksum] pairs (GetObjectAttributes)."""
+    from apollo.meta.sql_objects import part_checksums, part_sizes, parts_json
+
+    assert (part_sizes("[5, 4]"), part_checksums("[5, 4]")) == ([5, 4], [])
+    assert (part_sizes("[]"), part_checksums("[]")) == ([], [])
+    column = parts_json([5, 4], ["c1", "c2"])
+    assert (part_sizes(column), part_checksums(column)) == ([5, 4], ["c1", "c2"])
+    assert (part_sizes(parts_json([5, 4])), part_checksums(parts_json([5, 4]))) == ([5, 4], [])
