@@ -6,6 +6,9 @@ dataclass travels as ``{"@": name, field: value...}``; bytes as ``{"@b": base64}
 tuples as ``{"@t": [...]}``; dicts whose keys are not strings as ``{"@kv": [[k, v]...]}``;
 plain dicts as ``{"@d": {...}}`` so that a user's metadata key can never pass for a tag.
 Only registered types are rebuilt: a peer cannot make the decoder construct anything else.
+A field this side's record does not have is dropped, as protobuf drops unknown fields: a record that
+gained a field (with a default) still reaches a client of the version before (a native client on a GPU
+host is upgraded on its own schedule); a field this side needs and the peer left out is an error.
 
 Errors travel as ``{"type": name, "message": text}`` and are raised again on the far side
 as the same ``apollo.errors`` class, so callers handle them as in-process ones.
@@ -54,6 +57,7 @@ _TYPES: dict[str, type] = {
         DriveInfo,
     )  # fmt: skip
 }
+_FIELDS: dict[type, frozenset[str]] = {cls: frozenset(f.name for f in dataclasses.fields(cls)) for cls in _TYPES.values()}
 
 
 def encode(value: Any) -> Any:
@@ -106,7 +110,8 @@ def decode(value: Any) -> Any:
     cls = _TYPES.get(value.get("@", ""))
     if cls is None:
         raise ValueError(f"unknown record type on the wire: {value.get('@')!r}")
-    return cls(**{k: decode(v) for k, v in value.items() if k != "@"})
+    known = _FIELDS[cls]
+    return cls(**{k: decode(v) for k, v in value.items() if k in known})
 
 
 def _tagged(value: dict, tag: str, kind: type) -> Any:

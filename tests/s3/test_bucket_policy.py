@@ -124,13 +124,16 @@ def test_a_missing_key_is_no_such_key_only_to_who_may_list_the_bucket(server, s3
     s3.put_bucket_policy(Bucket=bucket, Policy=_policy(read, {
         "Sid": "List", "Effect": "Allow", "Principal": "*", "Action": "s3:ListBucket",
         "Resource": f"arn:aws:s3:::{bucket}"}))  # fmt: skip
-    with s3_error("NoSuchKey", 404):
-        anonymous.get_object(Bucket=bucket, Key="public/never")
-    with s3_error("NoSuchKey", 404) as gone:
-        anonymous.get_object(Bucket=bucket, Key="public/deleted")
-    assert gone.headers["x-amz-delete-marker"] == "true"
-    with s3_error("NoSuchKey", 404):
-        s3.get_object(Bucket=bucket, Key="public/never")  # the owner may list: told as it is
+    try:
+        with s3_error("NoSuchKey", 404):
+            anonymous.get_object(Bucket=bucket, Key="public/never")
+        with s3_error("NoSuchKey", 404) as gone:
+            anonymous.get_object(Bucket=bucket, Key="public/deleted")
+        assert gone.headers["x-amz-delete-marker"] == "true"
+        with s3_error("NoSuchKey", 404):
+            s3.get_object(Bucket=bucket, Key="public/never")  # the owner may list: told as it is
+    finally:  # a bucket everyone may list is in every key's ListBuckets: other tests count theirs
+        s3.delete_bucket_policy(Bucket=bucket)
 
 
 def test_an_explicit_deny_for_one_key_wins_and_others_keep_their_access(server, s3, bucket, user):
