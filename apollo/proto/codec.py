@@ -57,7 +57,9 @@ _TYPES: dict[str, type] = {
         DriveInfo,
     )  # fmt: skip
 }
-_FIELDS: dict[type, frozenset[str]] = {cls: frozenset(f.name for f in dataclasses.fields(cls)) for cls in _TYPES.values()}
+_FIELDS: dict[type, frozenset[str]] = {
+    cls: frozenset(field.name for field in dataclasses.fields(cls)) for cls in _TYPES.values()
+}
 
 
 def encode(value: Any) -> Any:
