@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import shutil
@@ -93,3 +94,33 @@ def test_rclone_copy_and_check(server, tmp_path):
 
     (source / "a.txt").write_bytes(b"changed\n")  # check must notice a difference
     assert _rclone(server, "check", str(source), "apollo:rclone-bucket/data").returncode != 0
+
+
+@pytest.mark.skipif(shutil.which("rclone") is None, reason="rclone not installed (./run tests installs it as root)")
+def test_a_versioned_bucket_is_listed_paged_and_emptied_by_the_tools(server):
+    """What a cleanup script does: list every version (the AWS CLI paging one entry at a time, so every page
+    resumes from key and version-id markers), see old versions with rclone, then purge them all, delete
+    markers included, and the bucket with them."""
+    s3 = server.s3()
+    s3.create_bucket(Bucket="tools-versions")
+    s3.put_bucket_versioning(Bucket="tools-versions", VersioningConfiguration={"Status": "Enabled"})
+    for body in (b"v0", b"v1", b"v2"):
+        s3.put_object(Bucket="tools-versions", Key="dir/a.txt", Body=body)
+    s3.put_object(Bucket="tools-versions", Key="b.txt", Body=b"b")
+    s3.delete_object(Bucket="tools-versions", Key="b.txt")  # a delete marker over it
+
+    listed = json.loads(_aws(server, "s3api", "list-object-versions", "--bucket", "tools-versions",
+                             "--page-size", "1"))  # fmt: skip
+    assert sorted((v["Key"], v["IsLatest"]) for v in listed["Versions"]) == [
+        ("b.txt", False), ("dir/a.txt", False), ("dir/a.txt", False), ("dir/a.txt", True)]  # fmt: skip
+    assert [(m["Key"], m["IsLatest"]) for m in listed["DeleteMarkers"]] == [("b.txt", True)]
+
+    done = _rclone(server, "ls", "--s3-versions", "apollo:tools-versions")
+    assert done.returncode == 0, done.stderr
+    names = sorted(line.split()[1] for line in done.stdout.splitlines())
+    assert len(names) == 4 and names.count("dir/a.txt") == 1  # the current one, and three older versions
+    assert sum(name.startswith("dir/a-v") for name in names) == 2 and names[0].startswith("b-v")
+
+    done = _rclone(server, "purge", "--s3-versions", "apollo:tools-versions")
+    assert done.returncode == 0, done.stderr
+    assert "tools-versions" not in [b["Name"] for b in s3.list_buckets()["Buckets"]]
