@@ -59,6 +59,9 @@ s3_requests_max_default = 1024  # --max-requests
 # 10,000 parts is ~0.5 MiB) arrives whole within the deadline, after its headers named a known key.
 rpc_body_bytes_max = 4 * 1024**2
 rpc_body_read_s = 10.0
+# A batch lookup (``get_versions``, behind the native client's ``get_batch``) names at most this many
+# objects: an answer of 1,000 inline objects of 16 KiB is ~22 MiB of JSON. A client splits larger batches.
+batch_lookup_items_max = 1000
 
 # Cluster membership and keys: these must agree. A node heartbeats every node_heartbeat_interval_s
 # and is dead (its drives not writable) after node_dead_after_s, a few missed heartbeats. Clients and

@@ -1,6 +1,7 @@
 """The native direct-path client (``AsyncClient``, ``Client``) and the engine the S3 gateway shares with it."""
 
+from apollo.client.batch import BatchItem, BatchResult
 from apollo.client.native import AsyncClient, Client, ObjectInfo, from_environment
 from apollo.client.tls import CertError
 
-__all__ = ["AsyncClient", "CertError", "Client", "ObjectInfo", "from_environment"]
+__all__ = ["AsyncClient", "BatchItem", "BatchResult", "CertError", "Client", "ObjectInfo", "from_environment"]

@@ -48,6 +48,7 @@ from apollo.proto.records import (
     DeleteResult,
     KeyRights,
     ListPage,
+    Lookup,
     ObjectAttrs,
     Part,
     Upload,
@@ -182,6 +183,16 @@ class ObjectEngine:
         :raises BucketNotFound:
         """
         return await self._meta.get_version(bucket, key, version_id, with_data=with_data)
+
+    async def head_many(self, items: list[tuple[str, str, str | None]]) -> list[Lookup]:
+        """:meth:`head` of each (bucket, key, version id or None) with its layout, in
+        ``limits.batch_lookup_items_max`` items per metadata call; each item's own ``Lookup`` says why it has
+        no version (no bucket, no object, a delete marker, or, for a native client's key, AccessDenied)."""
+        lookups: list[Lookup] = []
+        step = limits.batch_lookup_items_max
+        for first in range(0, len(items), step):
+            lookups += await self._meta.get_versions(items[first : first + step])
+        return lookups
 
     def read(self, version: Version, start: int = 0, end: int | None = None) -> AsyncIterator[bytes | memoryview]:
         """Stream bytes ``[start, end)`` of a version returned by :meth:`head`; no metadata call."""

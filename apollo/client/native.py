@@ -9,7 +9,7 @@ the same object again costs no metadata call. Every object operation goes throug
 
     async with AsyncClient("http://meta:9100", access_key, secret_key) as apollo:
         await apollo.put("data", "shard-0001.tar", open("shard-0001.tar", "rb"))
-        async for key, result in apollo.batch_get("data", keys):
+        async for result in apollo.get_batch([("data", key) for key in keys]):
             ...
 
 ``Client`` offers the same calls, blocking, for code without an event loop.
@@ -31,6 +31,8 @@ from typing import Any, BinaryIO
 import aiohttp
 
 from apollo import errors, limits, tokens
+from apollo.client import batch
+from apollo.client.batch import BatchItem, BatchResult
 from apollo.client.context import ClientContext
 from apollo.client.engine import ObjectEngine
 from apollo.client.remote_meta import RemoteMeta
@@ -298,33 +300,13 @@ class AsyncClient:
             filled += len(piece)
         return filled
 
-    async def batch_get(self, bucket: str, keys: Iterable[str], concurrency: int = 16
-                        ) -> AsyncIterator[tuple[str, bytes | Exception]]:  # fmt: skip
-        """Many objects at once, yielded as each completes; a failed key yields its exception, not a stop."""
-        pending = iter(keys)
-        running: dict[asyncio.Task, str] = {}
-
-        async def fetch(key: str) -> bytes:
-            return await self.get(bucket, key)
-
-        def refill() -> None:
-            while len(running) < concurrency:
-                key = next(pending, None)
-                if key is None:
-                    return
-                running[asyncio.ensure_future(fetch(key))] = key
-
-        refill()
-        try:
-            while running:
-                done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
-                for task in done:
-                    key = running.pop(task)
-                    yield key, task.result() if task.exception() is None else task.exception()
-                refill()
-        finally:
-            for task in running:
-                task.cancel()
+    def get_batch(self, items: Iterable[BatchItem | tuple], *, ordered: bool = True,
+                  window: int = batch.WINDOW_DEFAULT) -> AsyncIterator[BatchResult]:  # fmt: skip
+        """Many objects or ranges, from any buckets, each as a ``BatchResult`` with its bytes or its own
+        error (a missing key does not stop the batch): one metadata call per 1,000 items, small objects
+        inline in its answer, at most ``window`` reads in flight; in request order, or as each completes
+        with ``ordered=False`` (``apollo.client.batch``)."""
+        return batch.read_batch(self._engine, items, ordered=ordered, window=window)
 
     async def list(self, bucket: str, prefix: str = "", delimiter: str = "", start_after: str = ""
                    ) -> AsyncIterator[ObjectInfo | str]:  # fmt: skip
@@ -417,8 +399,10 @@ class Client:
 
         return self._run(collect())
 
-    def batch_get(self, bucket: str, keys: Iterable[str], concurrency: int = 16) -> Iterator[tuple[str, Any]]:
-        results = self._async.batch_get(bucket, list(keys), concurrency)
+    def get_batch(self, items: Iterable[BatchItem | tuple], *, ordered: bool = True,
+                  window: int = batch.WINDOW_DEFAULT) -> Iterator[BatchResult]:  # fmt: skip
+        """``AsyncClient.get_batch``, blocking: results as they come, never the whole batch in memory."""
+        results = self._async.get_batch(list(items), ordered=ordered, window=window)
         while True:
             try:
                 yield self._run(results.__anext__())

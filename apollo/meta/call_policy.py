@@ -19,7 +19,7 @@ from collections.abc import Callable
 from apollo import errors, ids
 from apollo.meta.service import MetaService
 from apollo.proto.bucket_access import OWNER_ALWAYS, AccessDecider, Caller, keeps_policy_rights, request_context
-from apollo.proto.records import Bucket
+from apollo.proto.records import Bucket, Lookup
 from apollo.proto.s3_actions import OPERATIONS, Target, object_arn, required
 
 # Metadata call -> the S3 operation it stands for. Calls that name no bucket (a part of an upload, the
@@ -65,6 +65,11 @@ def _signature(target: Callable) -> inspect.Signature:
     return inspect.signature(target)
 
 
+def bind(target: Callable, args: list, kwargs: dict) -> dict:
+    """A call's arguments by parameter name. :raises TypeError: arguments the method does not take."""
+    return _signature(target).bind_partial(*args, **kwargs).arguments
+
+
 class CallPolicy:
     def __init__(self, meta: MetaService) -> None:
         self._decider = AccessDecider(meta.get_bucket, meta.get_version)
@@ -75,7 +80,7 @@ class CallPolicy:
         op = CALL_OPS.get(method)
         if op is None:
             return
-        bound = _signature(target).bind_partial(*args, **kwargs).arguments
+        bound = bind(target, args, kwargs)
         bucket = bound.get("bucket", bound.get("name"))
         if op == "PutBucketPolicy" and not bound.get("policy"):
             op = "DeleteBucketPolicy"
@@ -103,6 +108,27 @@ class CallPolicy:
             raise errors.AccessDenied(f"Access key {caller.principal} is not allowed {check.action} on "
                                       f"{check.resource}")  # fmt: skip
 
+    async def _readable(self, items: list, lookups: list[Lookup], caller: Caller, context: dict[str, str]
+                        ) -> list[Lookup]:  # fmt: skip
+        """Each item of a batch lookup held to what ``get_version`` of it alone is held to (GetObject, or
+        GetObjectVersion with an id; existing-tag conditions read its tags): a refused one is AccessDenied
+        in its own ``Lookup``, without its version (and so without read tokens), found or not."""
+        shown = []
+        for (bucket, key, version_id), lookup in zip(items, lookups, strict=True):
+            access = await self._decider.access(bucket)
+            if access is None or caller.needs_no_check(access):  # no bucket: the lookup says so
+                shown.append(lookup)
+                continue
+            item_context = {**context, "s3:VersionId": version_id} if version_id else context
+            refused = await self._decider.first_denial(caller, required("GetObject", bucket, key, version_id),
+                                                       item_context, {(bucket, key): version_id})  # fmt: skip
+            if refused is None:
+                shown.append(lookup)
+            else:
+                shown.append(Lookup(error="AccessDenied", message=f"Access key {caller.principal} is not allowed "
+                                    f"{refused[0].action} on {refused[0].resource}"))  # fmt: skip
+        return shown
+
     async def filter_bucket(self, bucket: Bucket, caller: Caller) -> Bucket:
         """What of a bucket record a key that is not its owner sees: not its policy or tags (S3 answers those
         only to GetBucketPolicy and GetBucketTagging), nor who owns it."""
@@ -110,11 +136,15 @@ class CallPolicy:
             return bucket
         return dataclasses.replace(bucket, policy="", tags={}, owner="")
 
-    async def filter(self, method: str, result: object, caller: Caller, source_ip: str, secure: bool) -> object:
+    async def filter(self, method: str, result: object, caller: Caller, source_ip: str, secure: bool,
+                     bound: dict | None = None) -> object:  # fmt: skip
         """The part of a call's answer the caller may see: ListBuckets shows a key the buckets it owns or may
-        list, as the gateway's does (``AccessDecider.visible``)."""
+        list, as the gateway's does (``AccessDecider.visible``); a batch lookup, the objects it may read."""
         if method == "get_bucket" and isinstance(result, Bucket):
             return await self.filter_bucket(result, caller)
+        if method == "get_versions" and isinstance(result, list) and bound:
+            context = request_context(source_ip, secure, time.time())
+            return await self._readable(bound["items"], result, caller, context)
         if method != "list_buckets" or not isinstance(result, list):
             return result
         shown = await self._decider.visible(caller, result, request_context(source_ip, secure, time.time()))

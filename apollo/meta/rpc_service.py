@@ -28,13 +28,13 @@ from aiohttp import web
 
 from apollo import errors, ids, limits, metrics, tokens
 from apollo.keycache import SecretCache
-from apollo.meta.call_policy import CallPolicy
+from apollo.meta.call_policy import CallPolicy, bind
 from apollo.meta.service import MetaService
 from apollo.proto import codec, meta_api, routes, signing
 from apollo.proto.bucket_access import Caller
 from apollo.proto.cluster_map import ClusterMap
 from apollo.proto.layout import Scheme, SegmentLayout
-from apollo.proto.records import Conditions, Version
+from apollo.proto.records import Conditions, Lookup, Version
 
 log = logging.getLogger("apollo.meta.rpc")
 MAP_TTL_S = 1.0
@@ -150,11 +150,14 @@ class MetaRpc:
         if isinstance(result, SegmentLayout):
             return {result.segment_id: {tokens.WRITE: self.keyring.issue(tokens.WRITE, result.segment_id,
                                                                           tokens.TOKEN_TTL_S)}}  # fmt: skip
-        data = getattr(result, "data", None)
-        if method == "get_version" and data is not None:
-            return {s.segment_id: {tokens.READ: self.keyring.issue(tokens.READ, s.segment_id, tokens.TOKEN_TTL_S)}
-                    for s in data.segments}  # fmt: skip
-        return {}
+        if method == "get_versions" and isinstance(result, list):
+            versions = [lookup.version for lookup in result if isinstance(lookup, Lookup) and lookup.version]
+        elif method == "get_version" and isinstance(result, Version):
+            versions = [result]
+        else:
+            return {}
+        return {s.segment_id: {tokens.READ: self.keyring.issue(tokens.READ, s.segment_id, tokens.TOKEN_TTL_S)}
+                for version in versions if version.data is not None for s in version.data.segments}  # fmt: skip
 
 
 RPC = web.AppKey("rpc", MetaRpc)
@@ -218,7 +221,7 @@ async def _answer(request: web.Request, method: str) -> web.Response:
             policy = request.app[CALL_POLICY]
             await policy.check(method, target, args, kwargs, caller, request.remote or "", request.secure)
             result = await policy.filter(method, await target(*args, **kwargs), caller, request.remote or "",
-                                         request.secure)  # fmt: skip
+                                         request.secure, bind(target, args, kwargs))  # fmt: skip
         else:
             result = await target(*args, **kwargs)
     except errors.ApolloError as exc:

@@ -17,6 +17,7 @@ from apollo.proto.records import (
     Conditions,
     DeleteResult,
     ListPage,
+    Lookup,
     ObjectAttrs,
     Version,
     checked_tags,
@@ -325,6 +326,35 @@ class ObjectOps(SqlBase):
         if row is None:
             raise errors.BucketNotFound(f"bucket {bucket} does not exist")
         return None if row["id"] is None else self._version(row, with_data)
+
+    def get_versions(self, items: list[tuple[str, str, str | None]], with_data: bool = True) -> list[Lookup]:
+        """``get_version`` of each (bucket, key, version id or None), in order; an item with no object (or
+        whose latest version is a delete marker), or no bucket, says so in its own ``Lookup``.
+
+        :raises InvalidRequest: more than ``limits.batch_lookup_items_max`` items, or one not of that form.
+        """
+        if not isinstance(items, list) or len(items) > limits.batch_lookup_items_max:
+            raise errors.InvalidRequest(f"a batch lookup names a list of at most {limits.batch_lookup_items_max} "
+                                        "objects")  # fmt: skip
+        lookups = []
+        for item in items:
+            if not (isinstance(item, list | tuple) and len(item) == 3 and isinstance(item[0], str)
+                    and isinstance(item[1], str) and (item[2] is None or isinstance(item[2], str))):  # fmt: skip
+                raise errors.InvalidRequest("a batch lookup item is [bucket, key, version id or null]")
+            bucket, key, version_id = item
+            try:
+                version = self.get_version(bucket, key, version_id, with_data)
+            except errors.BucketNotFound as exc:
+                lookups.append(Lookup(error="BucketNotFound", message=str(exc)))
+                continue
+            if version is None:
+                missing = "VersionNotFound" if version_id is not None else "ObjectNotFound"
+                lookups.append(Lookup(error=missing, message=f"{bucket}/{key} does not exist"))
+            elif version.delete_marker:  # nothing to read, named by its id or not
+                lookups.append(Lookup(error="ObjectNotFound", message=f"{bucket}/{key} is deleted"))
+            else:
+                lookups.append(Lookup(version))
+        return lookups
 
     def delete_object(self, bucket: str, key: str, version_id: str | None, now: float) -> DeleteResult:
         """DELETE as S3 defines it: a delete marker on versioned buckets, removal otherwise."""

@@ -84,6 +84,16 @@ class Version:
 
 
 @dataclass
+class Lookup:
+    """One object of a batch lookup (``get_versions``): its version, or why there is none (the name of an
+    ``apollo.errors`` class and its message), so one missing key does not fail the others."""
+
+    version: Version | None = None
+    error: str = ""
+    message: str = ""
+
+
+@dataclass
 class Conditions:
     """Conditional-write rules checked inside the commit transaction."""
 

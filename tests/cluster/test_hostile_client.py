@@ -23,6 +23,7 @@ from apollo import errors, tokens
 from apollo.client.remote_meta import RemoteMeta
 from apollo.meta.store import SqlStore
 from apollo.proto import codec, signing
+from apollo.proto.bucket_access import BUCKET_TTL_S
 from apollo.proto.layout import Scheme
 
 VICTIM, VICTIM_SECRET = "victim-user", "victim-user-secret-key"
@@ -210,3 +211,36 @@ def test_damage_reports_name_real_shards_only(cluster):
     store = SqlStore(cluster.database)
     assert store.one("SELECT COUNT(*) AS n FROM repair_queue")["n"] == 0
     store.close()
+
+
+def test_a_batch_lookup_gives_no_object_or_read_token_a_single_lookup_would_refuse(cluster):
+    """A key a bucket policy denies reads its objects neither one by one nor by the batch: every item of
+    its batch is AccessDenied, found or not, and the answer carries no read token; a batch over the cap or
+    of malformed items is refused whole."""
+    with cluster.native(VICTIM, VICTIM_SECRET) as victim:
+        victim.create_bucket("victim-data")
+        victim.put("victim-data", "small", SECRET_TEXT)
+        victim.put("victim-data", "large", os.urandom(3_000_000))
+    cluster.s3().put_bucket_policy(Bucket="victim-data", Policy=json.dumps({"Version": "2012-10-17", "Statement": [
+        {"Effect": "Deny", "Principal": {"AWS": [f"arn:aws:iam::000000000000:user/{ATTACKER}"]}, "Action": "s3:*",
+         "Resource": ["arn:aws:s3:::victim-data", "arn:aws:s3:::victim-data/*"]}]}))  # fmt: skip
+    time.sleep(BUCKET_TTL_S + 0.2)  # the metadata service's bucket records are that old at most
+
+    async def scenario():
+        async with aiohttp.ClientSession() as session:
+            status, reply = await raw_call(session, cluster.meta_urls, "get_version", ["victim-data", "small"])
+            assert status == 403, reply  # as for one object
+            items = [["victim-data", key, None] for key in ("small", "large", "missing")]
+            status, reply = await raw_call(session, cluster.meta_urls, "get_versions", [items])
+            assert status == 200, reply
+            assert [(lookup.version, lookup.error) for lookup in reply["result"]] == [(None, "AccessDenied")] * 3
+            assert reply["tokens"] == {}
+            for args in ([[["victim-data", "small", None]] * 1001], [[["victim-data", "small"]]],
+                         [[["victim-data", 5, None]]], ["not a list"]):  # fmt: skip
+                status, reply = await raw_call(session, cluster.meta_urls, "get_versions", args)
+                assert status == 400 and reply["error"]["type"] == "InvalidRequest", reply
+
+    asyncio.run(scenario())
+    with cluster.native(ATTACKER, ATTACKER_SECRET) as attacker:
+        results = list(attacker.get_batch([("victim-data", "small"), ("victim-data", "large")]))
+    assert [type(r.error) for r in results] == [errors.AccessDenied, errors.AccessDenied]

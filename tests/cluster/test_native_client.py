@@ -12,6 +12,7 @@ import os
 import re
 import ssl
 import time
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,7 +20,7 @@ from typing import Any
 import pytest
 
 from apollo import errors
-from apollo.client import AsyncClient, Client
+from apollo.client import BatchItem, Client
 from apollo.client.remote_meta import RemoteMeta
 from apollo.meta.location import DB_FILE
 from apollo.meta.store import SqlStore
@@ -88,9 +89,10 @@ def test_every_call_of_the_blocking_client_with_an_ordinary_key(cluster, tmp_pat
         assert bytes(buffer) == payload[2_000_000:3_000_000]
         assert client.head(BUCKET, "from-bytes").size == 5 and client.head(BUCKET, "nothing") is None
         assert [i.key for i in client.list(BUCKET)] == ["from-bytes", "from-chunks", "from-file", "from-stream"]
-        results = dict(client.batch_get(BUCKET, ["from-bytes", "missing", "from-stream"]))
-        assert results["from-bytes"] == b"small" and results["from-stream"] == payload[:3_000_000]
-        assert isinstance(results["missing"], errors.ObjectNotFound)
+        results = [r.data if r.ok else r.error for r in client.get_batch(
+            [(BUCKET, "from-bytes"), (BUCKET, "missing"), (BUCKET, "from-stream", None, 5, 1_000_005)])]  # fmt: skip
+        assert results[0] == b"small" and results[2] == payload[5:1_000_005]
+        assert isinstance(results[1], errors.ObjectNotFound)
         with pytest.raises(errors.PreconditionFailed):
             client.put(BUCKET, "from-bytes", b"again", if_none_match=True)
         client.delete(BUCKET, "from-file")
@@ -98,19 +100,74 @@ def test_every_call_of_the_blocking_client_with_an_ordinary_key(cluster, tmp_pat
             client.get(BUCKET, "from-file")
 
 
-@WITH_TLS
-def test_batch_get_yields_in_completion_order_with_bounded_concurrency(cluster):
-    async def scenario():
-        async with AsyncClient(cluster.meta_urls, USER, SECRET, **cluster.options) as client:
-            await client.create_bucket(BUCKET)
-            sizes = {f"k{n:02d}": (n % 4) * 1_500_000 + 10 for n in range(24)}
-            for key, size in sizes.items():
-                await client.put(BUCKET, key, key.encode() * (size // len(key)))
-            got = [(key, body) async for key, body in client.batch_get(BUCKET, list(sizes), concurrency=6)]
-            assert sorted(k for k, _ in got) == sorted(sizes)
-            assert all(body == key.encode() * (sizes[key] // len(key)) for key, body in got)
+def _metadata_calls(cluster, method: str) -> float:
+    """How many ``method`` calls the (first) metadata service has answered, from its /metrics."""
+    url = cluster.meta_urls.split(",")[0] + "/metrics"
+    with urllib.request.urlopen(url, timeout=10) as response:
+        text = response.read().decode()
+    pattern = rf'^apollo_meta_rpc_total{{method="{method}",outcome="ok"}} ([0-9.e+]+)$'
+    return sum(float(match) for match in re.findall(pattern, text, re.MULTILINE))
 
-    asyncio.run(scenario())
+
+def test_a_batch_of_1000_items_answers_as_single_gets_do_in_one_lookup_per_1000(cluster, seed):
+    """1,000 items over two buckets: small (inline) and multi-segment objects, ranges, missing keys and
+    buckets, an old version by id, a deleted key. Each result is what a single get answers (bytes, or the
+    same error), in request order; ``ordered=False`` gives the same set; the lookups take one metadata call
+    per 1,000 items."""
+    import random
+
+    rng = random.Random(seed)
+    objects: dict[tuple[str, str], bytes] = {}
+    with cluster.native(USER, SECRET) as client:
+        for bucket in (BUCKET, BUCKET + "-two"):
+            client.create_bucket(bucket)
+            for n in range(40):
+                size = rng.choice([0, 10, 10_240, 16_384, 70_000, 1_200_000])
+                objects[(bucket, f"k{n:03d}")] = body = rng.randbytes(size)
+                client.put(bucket, f"k{n:03d}", body)
+        client.put(BUCKET, "gone", b"deleted soon")
+        client.delete(BUCKET, "gone")
+        items = []
+        for _ in range(1000):
+            bucket, key = rng.choice([*objects, (BUCKET, "missing"), (BUCKET, "gone"), ("no-such-bucket", "k")])
+            size = len(objects.get((bucket, key), b""))
+            if rng.random() < 0.3 and size:
+                start = rng.randrange(size)
+                items.append((bucket, key, None, start, rng.randrange(start, size + 1)))
+            else:
+                items.append((bucket, key))
+
+        def single(item: tuple) -> bytes | type:
+            bucket, key, *rest = item
+            start, end = (rest[1], rest[2]) if rest else (0, None)
+            try:
+                return client.get(bucket, key, start, end)
+            except errors.ApolloError as exc:
+                return type(exc)
+
+        expected = [single(item) for item in items]
+        before = _metadata_calls(cluster, "get_versions")
+        got = [r.data if r.ok else type(r.error) for r in client.get_batch(items)]
+        assert _metadata_calls(cluster, "get_versions") - before == 1
+        assert got == expected
+        unordered = [(r.item, r.data if r.ok else type(r.error)) for r in client.get_batch(items, ordered=False,
+                                                                                          window=7)]  # fmt: skip
+        assert sorted(unordered, key=repr) == sorted(zip(map(BatchItem.of, items), expected, strict=True), key=repr)
+        assert {e for e in expected if isinstance(e, type)} == {errors.ObjectNotFound, errors.BucketNotFound}
+
+
+def test_a_batch_reads_old_versions_by_id_and_refuses_a_range_outside_an_object(cluster):
+    with cluster.native(USER, SECRET) as client:
+        client.create_bucket(BUCKET)
+        s3 = cluster.s3()
+        s3.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
+        old = client.put(BUCKET, "k", b"old bytes").version_id
+        client.put(BUCKET, "k", b"new bytes")
+        results = list(client.get_batch([(BUCKET, "k", old), (BUCKET, "k"), (BUCKET, "k", None, 4, 9),
+                                         (BUCKET, "k", None, 20, 30), (BUCKET, "k", "0" * 32)]))  # fmt: skip
+        assert [r.data for r in results[:3]] == [b"old bytes", b"new bytes", b"bytes"]
+        assert isinstance(results[3].error, errors.InvalidRequest)
+        assert isinstance(results[4].error, errors.VersionNotFound)
 
 
 @WITH_TLS
@@ -150,7 +207,7 @@ def test_native_reads_survive_two_dead_storage_nodes(cluster):
         cluster.cluster.nodes[3].kill()
         for key, body in objects.items():
             assert client.get(BUCKET, key) == body
-        assert dict(client.batch_get(BUCKET, list(objects))) == objects
+        assert {r.item.key: r.data for r in client.get_batch([(BUCKET, key) for key in objects])} == objects
     s3 = cluster.s3()
     for key, body in objects.items():
         assert s3.get_object(Bucket=BUCKET, Key=key)["Body"].read() == body

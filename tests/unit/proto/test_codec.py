@@ -21,6 +21,7 @@ from apollo.proto.records import (
     KeyRights,
     Lease,
     ListPage,
+    Lookup,
     ObjectAttrs,
     Part,
     RepairItem,
@@ -34,7 +35,7 @@ ATTRS = ObjectAttrs("text/plain", {"cache-control": "no-cache"}, {"owner": "ana"
                     {"team": "ml"}, {"CRC32C": "4waSgw=="})  # fmt: skip
 SEGMENT = layout("codec", length=5000, scheme="4+2")
 VERSION = Version("b", "k/ü", "v1", True, False, 5000, "0" * 32, 1.7e9 + 0.123, ATTRS, [5 * 1024**2, 3],
-                  ObjectData(5000, None, [SEGMENT]), seq=7)  # fmt: skip
+                  ObjectData(5000, None, [SEGMENT]), seq=7, part_checksums=["a" * 44, "b" * 44])  # fmt: skip
 
 # One sample of every registered record type; the test below fails when a type is registered without one.
 SAMPLES = {
@@ -47,6 +48,7 @@ SAMPLES = {
     "Part": Part(3, 5 * 1024**2, "1" * 32, 1.7e9, {"SHA256": "x" * 44}, "data-id"),
     "Upload": Upload("u1", "b", "k", 1.7e9, ATTRS, "CRC32", "COMPOSITE"),
     "Version": VERSION,
+    "Lookup": Lookup(None, "ObjectNotFound", "b/k does not exist"),
     "ObjectData": ObjectData(11, b"\x00inline\xff\x01", []),
     "DriveRecord": DriveRecord("0" * 15 + "1", "node1", "/mnt/d1", "online", 2.0, "", 1.0, 10, 20, "ok"),
     "Lease": Lease("manager", "holder#w1", 1.5, 0.5, 1.0),
