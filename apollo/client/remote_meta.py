@@ -113,12 +113,13 @@ class RemoteMeta:
         tls_refused = 0  # services in a row whose TLS handshake failed
         delay = 0.05
         while True:
-            headers = signing.sign("POST", path, body, self.access_key, self.secret_key)
+            headers = {**signing.sign("POST", path, body, self.access_key, self.secret_key), "Accept": codec.FRAMED}
             try:
                 timeout = OUTAGE_TIMEOUT if outage else CALL_TIMEOUT
                 async with self.session.post(self.endpoint + path, data=body, headers=headers, timeout=timeout,
                                              ssl=self.ssl) as response:  # fmt: skip
-                    reply = codec.loads(await response.read())
+                    answer = await response.read()
+                    reply = codec.loads_framed(answer) if response.content_type == codec.FRAMED else codec.loads(answer)
                 break
             except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
                 failure = exc

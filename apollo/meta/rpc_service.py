@@ -165,7 +165,10 @@ KEYS = web.AppKey("keys", SecretCache)
 CALL_POLICY = web.AppKey("call_policy", CallPolicy)
 
 
-def _reply(payload: dict, status: int = 200) -> web.Response:
+def _reply(payload: dict, status: int = 200, framed: bool = False) -> web.Response:
+    """JSON, or ``codec.FRAMED`` (bytes raw after the document) for a caller that accepts it."""
+    if framed:
+        return web.Response(body=codec.dumps_framed(payload), status=status, content_type=codec.FRAMED)
     return web.Response(body=codec.dumps(payload), status=status, content_type="application/json")
 
 
@@ -233,7 +236,8 @@ async def _answer(request: web.Request, method: str) -> web.Response:
     except Exception as exc:
         log.exception("metadata call %s failed", method)
         return _reply({"error": codec.error_to_wire(exc)}, 500)
-    return _reply({"result": result, "tokens": request.app[RPC].tokens_for(method, result)})
+    return _reply({"result": result, "tokens": request.app[RPC].tokens_for(method, result)},
+                  framed=request.headers.get("Accept") == codec.FRAMED)
 
 
 def add_rpc_routes(app: web.Application, rpc: MetaRpc, wrap: routes.Wrap = routes.unwrapped) -> None:

@@ -10,6 +10,12 @@ A field this side's record does not have is dropped, as protobuf drops unknown f
 gained a field (with a default) still reaches a client of the version before (a native client on a GPU
 host is upgraded on its own schedule); a field this side needs and the peer left out is an error.
 
+An answer may come framed instead (``dumps_framed``, content type ``FRAMED``, when the caller's
+``Accept`` asks for it): the same JSON, but each bytes value of ``BLOB_MIN`` or more is a reference
+``{"@r": n}`` to the n-th of the raw blobs that follow the document. A batch lookup's answer is mostly
+small objects' bytes: base64 inside JSON made it a third larger and cost more to build and parse than
+the lookups themselves.
+
 Errors travel as ``{"type": name, "message": text}`` and are raised again on the far side
 as the same ``apollo.errors`` class, so callers handle them as in-process ones.
 """
@@ -19,6 +25,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import json
+import threading
 from typing import Any
 
 from apollo import errors
@@ -59,15 +66,33 @@ _TYPES: dict[str, type] = {
         DriveInfo,
     )  # fmt: skip
 }
-_FIELDS: dict[type, frozenset[str]] = {
-    cls: frozenset(field.name for field in dataclasses.fields(cls)) for cls in _TYPES.values()
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {
+    cls: tuple(field.name for field in dataclasses.fields(cls)) for cls in _TYPES.values()
 }
+_FIELDS = {cls: frozenset(names) for cls, names in _FIELD_NAMES.items()}
+_PLAIN = frozenset({type(None), bool, int, float, str})
+FRAMED = "application/x-apollo-framed"
+BLOB_MIN = 1024  # smaller bytes stay inline as base64: a blob costs a reference and a size
+_MAGIC = b"APF1"
+_frame = threading.local()  # the blobs of the framed answer this thread is building (out) or reading (into)
 
 
 def encode(value: Any) -> Any:
+    kind = type(value)  # exact types first: a batch answer is tens of thousands of values
+    if kind in _PLAIN:
+        return value
+    names = _FIELD_NAMES.get(kind)
+    if names is not None:
+        return {"@": kind.__name__, **{name: encode(getattr(value, name)) for name in names}}
+    if kind is list:
+        return [encode(item) for item in value]
     if value is None or isinstance(value, bool | int | float | str):
         return value
     if isinstance(value, bytes | bytearray | memoryview):
+        blobs = getattr(_frame, "out", None)
+        if blobs is not None and len(value) >= BLOB_MIN:
+            blobs.append(value)
+            return {"@r": len(blobs) - 1}
         return {"@b": base64.b64encode(value).decode()}
     if isinstance(value, SegmentLayout):
         return {"@layout": value.to_json()}
@@ -99,6 +124,11 @@ def decode(value: Any) -> Any:
         return {k: decode(v) for k, v in _tagged(value, "@d", dict).items()}
     if "@b" in value:
         return base64.b64decode(_tagged(value, "@b", str), validate=True)
+    if "@r" in value:
+        blobs, index = getattr(_frame, "into", None), _tagged(value, "@r", int)
+        if blobs is None or not 0 <= index < len(blobs):
+            raise ValueError(f"a reference to blob {index} outside a frame that has it")
+        return bytes(blobs[index])
     if "@layout" in value:
         layout = _tagged(value, "@layout", dict)
         _tagged(layout, "scheme", str)
@@ -135,6 +165,41 @@ def loads(body: bytes) -> Any:
         return decode(json.loads(body))
     except RecursionError as exc:  # "[[[[..." nested deeper than the interpreter's stack: a bad call, not a 500
         raise ValueError("a value on the wire is nested too deeply") from exc
+
+
+def dumps_framed(value: Any) -> bytes:
+    """``FRAMED``: magic, the length of a JSON head {"doc": the document, "sizes": [blob sizes]}, the head,
+    then the blobs, raw."""
+    _frame.out = blobs = []
+    try:
+        document = encode(value)
+    finally:
+        _frame.out = None
+    head = json.dumps({"doc": document, "sizes": [len(blob) for blob in blobs]}, separators=(",", ":")).encode()
+    return b"".join([_MAGIC, len(head).to_bytes(4, "big"), head, *blobs])
+
+
+def loads_framed(body: bytes) -> Any:
+    """:raises ValueError, TypeError, KeyError: a body ``dumps_framed`` would not have sent."""
+    if body[:4] != _MAGIC or len(body) < 8:
+        raise ValueError("not a framed answer")
+    size = int.from_bytes(body[4:8], "big")
+    head = json.loads(body[8 : 8 + size])
+    sizes = head.get("sizes") if isinstance(head, dict) else None
+    if not (isinstance(sizes, list) and all(type(n) is int and n >= 0 for n in sizes)
+            and sum(sizes) == len(body) - 8 - size):  # fmt: skip
+        raise ValueError("a framed answer's blob sizes do not match its length")
+    view, blobs, offset = memoryview(body)[8 + size :], [], 0
+    for length in sizes:
+        blobs.append(view[offset : offset + length])
+        offset += length
+    _frame.into = blobs
+    try:
+        return decode(head["doc"])
+    except RecursionError as exc:
+        raise ValueError("a value on the wire is nested too deeply") from exc
+    finally:
+        _frame.into = None
 
 
 def error_to_wire(exc: BaseException) -> dict:

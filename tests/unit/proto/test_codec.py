@@ -155,3 +155,36 @@ def test_anything_but_an_apollo_error_comes_back_as_a_remote_error(name, monkeyp
     back = codec.error_from_wire({"type": name, "message": "boom"})
     assert type(back) is errors.RemoteError
     assert str(back) == f"{name}: boom"
+
+
+@pytest.mark.parametrize("name", sorted(SAMPLES))
+def test_every_record_round_trips_framed_too(name):
+    assert codec.loads_framed(codec.dumps_framed(SAMPLES[name])) == SAMPLES[name]
+
+
+def test_a_framed_answer_carries_large_bytes_raw_and_small_ones_inline():
+    big, small = bytes(range(256)) * 40, b"\x00tiny"
+    body = codec.dumps_framed({"result": [big, small, ObjectData(len(big), big, [])]})
+    assert body.count(big) == 2 and b'"@r":0' in body and b'"@r":1' in body  # each raw, once per value
+    assert codec.loads_framed(body) == {"result": [big, small, ObjectData(len(big), big, [])]}
+
+
+def _frame(head: bytes, blobs: bytes = b"") -> bytes:
+    return b"APF1" + len(head).to_bytes(4, "big") + head + blobs
+
+
+@pytest.mark.parametrize("body", [
+    b"not framed at all",
+    _frame(b'{"doc":1}'),  # no sizes
+    _frame(b'{"doc":1,"sizes":[5]}', b"abc"),  # blobs shorter than they say
+    _frame(b'{"doc":{"@r":3},"sizes":[]}'),  # a reference to no blob
+    _frame(b'{"doc":1,"sizes":[-1]}', b""),
+])  # fmt: skip
+def test_a_frame_that_does_not_add_up_is_refused(body):
+    with pytest.raises((ValueError, TypeError, KeyError)):
+        codec.loads_framed(body)
+
+
+def test_a_blob_reference_outside_a_frame_is_refused():
+    with pytest.raises(ValueError, match="outside a frame"):
+        codec.loads(b'{"@r": 0}')
