@@ -17,7 +17,7 @@ from botocore.exceptions import ClientError
 from apollo import errors
 from apollo.client import Client
 from apollo.testing.admin import admin
-from apollo.testing.s3error import s3_error
+from apollo.testing.s3error import assert_s3_error, s3_error
 from apollo.testing.server import DEV_ACCESS_KEY, DEV_SECRET_KEY
 
 
@@ -95,14 +95,11 @@ def test_anyone_learns_that_a_bucket_does_not_exist(server):
     """AWS answers 404 NoSuchBucket to anonymous callers too: bucket names are global and public (creating
     one says whether it is taken), so a 403 would hide nothing and mislead a client."""
     anonymous, missing = _client(server), f"never-made-{uuid.uuid4().hex[:8]}"
-    with s3_error("NoSuchBucket", 404):
-        anonymous.get_object(Bucket=missing, Key="k")
-    with s3_error("NoSuchBucket", 404):
-        anonymous.put_object(Bucket=missing, Key="k", Body=b"x")
-    with s3_error("NoSuchBucket", 404):
-        anonymous.list_objects_v2(Bucket=missing)
-    with s3_error("404", 404):
-        anonymous.head_bucket(Bucket=missing)
+    for call in (lambda: anonymous.get_object(Bucket=missing, Key="k"),
+                 lambda: anonymous.put_object(Bucket=missing, Key="k", Body=b"x"),
+                 lambda: anonymous.list_objects_v2(Bucket=missing)):  # fmt: skip
+        assert_s3_error(call, "NoSuchBucket", 404)
+    assert_s3_error(lambda: anonymous.head_bucket(Bucket=missing), "404", 404)
 
 
 def test_a_missing_key_is_no_such_key_only_to_who_may_list_the_bucket(server, s3, bucket):
