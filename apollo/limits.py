@@ -62,6 +62,13 @@ rpc_body_read_s = 10.0
 # A batch lookup (``get_versions``, behind the native client's ``get_batch``) names at most this many
 # objects: an answer of 1,000 inline objects of 16 KiB is ~22 MiB of JSON. A client splits larger batches.
 batch_lookup_items_max = 1000
+# The S3 gateway's batch GET (POST /bucket?batch, a TAR stream): items per request; the largest item it
+# holds in memory (a bigger one is that item's error: read it with a GET); the bytes all batches of one
+# process may hold at once (each reserves its window of items at the largest item's size, else 503 SlowDown).
+batch_request_items_max = 10_000
+batch_item_bytes_max = 16 * 1024**2
+batch_window_items = 16
+batch_inflight_bytes_max = 512 * 1024**2
 
 # Cluster membership and keys: these must agree. A node heartbeats every node_heartbeat_interval_s
 # and is dead (its drives not writable) after node_dead_after_s, a few missed heartbeats. Clients and

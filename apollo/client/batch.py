@@ -61,9 +61,17 @@ class BatchResult:
 async def read_batch(engine: ObjectEngine, items: Iterable[BatchItem | tuple], *, ordered: bool = True,
                      window: int = WINDOW_DEFAULT) -> AsyncIterator[BatchResult]:  # fmt: skip
     """Each item's ``BatchResult``, in request order or as they complete (see the module's docstring)."""
+    resolved = _resolved(engine, [BatchItem.of(item) for item in items])
+    async for result in read_looked_up(engine, resolved, ordered=ordered, window=window):
+        yield result
+
+
+async def read_looked_up(engine: ObjectEngine, resolved: AsyncIterator[tuple[BatchItem, Lookup]], *,
+                         ordered: bool = True, window: int = WINDOW_DEFAULT) -> AsyncIterator[BatchResult]:  # fmt: skip
+    """The reads of items already looked up (the gateway's batch decides its answer from the lookups
+    before it reads a byte); ``resolved`` is closed when this ends."""
     if window < 1:
         raise ValueError("window must be at least 1")
-    resolved = _resolved(engine, [BatchItem.of(item) for item in items])
     running: deque[asyncio.Task[BatchResult]] = deque()
     exhausted = False
     try:

@@ -16,7 +16,7 @@ from aiohttp import web
 
 from apollo import limits, metrics
 from apollo.client.engine import ObjectEngine
-from apollo.gateway import accesslog, acl, expect, handlers_attributes, sts
+from apollo.gateway import accesslog, acl, expect, handlers_attributes, handlers_batch, sts
 from apollo.gateway import handlers_bucket as hb
 from apollo.gateway import handlers_multipart as hm
 from apollo.gateway import handlers_object as ho
@@ -37,6 +37,7 @@ SUBRESOURCES = (
     "policy", "lifecycle", "cors", "encryption", "website", "notification", "logging", "replication",
     "object-lock", "retention", "legal-hold", "ownershipControls", "publicAccessBlock", "accelerate",
     "requestPayment", "analytics", "metrics", "inventory", "intelligent-tiering", "select", "restore", "torrent",
+    "batch",
 )  # fmt: skip
 
 # The calls that may carry ACL headers (x-amz-acl, x-amz-grant-*): held to the owner's full control.
@@ -64,6 +65,7 @@ ROUTES = {
     ("DELETE", "bucket", "tagging"): ("DeleteBucketTagging", hb.delete_bucket_tagging),
     ("PUT", "bucket", "acl"): ("PutBucketAcl", ho.put_acl),
     ("POST", "bucket", "delete"): ("DeleteObjects", hb.delete_objects),
+    ("POST", "bucket", "batch"): ("GetBatch", handlers_batch.get_batch),  # Apollo's, AIStore's GetBatch
     ("PUT", "object", ""): ("PutObject", ho.put_object),
     ("GET", "object", ""): ("GetObject", ho.get_object),
     ("HEAD", "object", ""): ("HeadObject", ho.head_object),
@@ -180,6 +182,7 @@ def build_app(client: ObjectEngine, domain: str | None = None, apollo_routes: Ap
     app[CLIENT_STALL_S] = client_limits.stall_s
     app[ADMISSION] = Admission(client_limits.requests_per_key_max, client_limits.requests_max)
     app[ACCESS] = access_decider(client)
+    app[handlers_batch.BUDGET] = handlers_batch.BatchBudget()
     accesslog.buffer_lines()
     app.cleanup_ctx.append(accesslog.flushing)
     s3 = _s3_handler()

@@ -86,6 +86,7 @@ OPERATIONS: dict[str, tuple[Need, ...]] = {
     "PutObject": (_obj("s3:PutObject"),),
     "DeleteObject": (_obj("s3:DeleteObject", "s3:DeleteObjectVersion"),),
     "DeleteObjects": (_obj("s3:DeleteObject", "s3:DeleteObjectVersion"),),  # once per key of the body
+    "GetBatch": (_obj("s3:GetObject", "s3:GetObjectVersion"),),  # Apollo's batch GET: once per item
     "GetObjectTagging": (_obj("s3:GetObjectTagging", "s3:GetObjectVersionTagging"),),
     "PutObjectTagging": (_obj("s3:PutObjectTagging", "s3:PutObjectVersionTagging"),),
     "DeleteObjectTagging": (_obj("s3:DeleteObjectTagging", "s3:DeleteObjectVersionTagging"),),
