@@ -10,8 +10,8 @@ there), so its users find what they know:
 Entries are named ``bucket/objname``; with ``coer``, an item that fails is an empty entry under
 ``__<status>__/`` of the S3 error a GET of it would get: ``__404__/`` when it does not exist, ``__403__/``
 when the caller may not read it (a missing key is 403 too to a caller that may not list its bucket, as a
-GET answers), ``__400__/`` for one above ``limits.batch_item_bytes_max`` or a range outside it,
-``__503__/`` for one that could not be read (shards lost). Without ``coer``, an item refused or missing is
+GET answers), ``__400__/`` for one above ``limits.batch_item_bytes_max``, ``__416__/`` for a range that
+starts past its end, ``__503__/`` for one that could not be read (shards lost). Without ``coer``, an item refused or missing is
 the request's S3 error, answered before any byte of the TAR; a read that fails once the TAR is under way
 ends the stream short (the client's tar reader reports it truncated).
 
