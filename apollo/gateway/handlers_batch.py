@@ -11,9 +11,9 @@ Entries are named ``bucket/objname``; with ``coer``, an item that fails is an em
 ``__<status>__/`` of the S3 error a GET of it would get: ``__404__/`` when it does not exist, ``__403__/``
 when the caller may not read it (a missing key is 403 too to a caller that may not list its bucket, as a
 GET answers), ``__400__/`` for one above ``limits.batch_item_bytes_max``, ``__416__/`` for a range that
-starts past its end, ``__503__/`` for one that could not be read (shards lost). Without ``coer``, an item refused or missing is
-the request's S3 error, answered before any byte of the TAR; a read that fails once the TAR is under way
-ends the stream short (the client's tar reader reports it truncated).
+starts past its end, ``__503__/`` for one that could not be read (shards lost). Without ``coer``, an item
+refused or missing is the request's S3 error, answered before any byte of the TAR; a read that fails once
+the TAR is under way ends the stream short (the client's tar reader reports it truncated).
 
 Every item is authorized as a GET of it alone. The lookups take one metadata call per 1,000 items; at most
 ``limits.batch_window_items`` items are read ahead of the stream. Memory is bounded per process: a batch
