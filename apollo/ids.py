@@ -17,6 +17,7 @@ import re
 SEGMENT_ID = re.compile(r"[0-9a-f]{32}")  # uuid4().hex (MetaService.allocate_segment)
 DRIVE_ID = re.compile(r"[0-9a-f]{16}")  # uuid4().hex[:16] (apollo.storage.drive.format_drive)
 ETAG = re.compile(r"[0-9a-f]{32}(-[0-9]{1,5})?")  # an MD5, or a digest of parts or cells and their count
+VERSION_ID = re.compile(r"null|[0-9a-f]{32}")  # NULL_VERSION, or a new version's uuid4().hex
 PLACEMENT_GROUPS_MAX = 1 << 20
 SHARDS_PER_SEGMENT_MAX = 32  # the widest scheme (apollo.storage.ec.Scheme)
 

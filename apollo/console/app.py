@@ -25,6 +25,7 @@ ROUTES: list[tuple[str, str, auth.View, str]] = [
     ("GET", "/buckets", views.buckets, "form"),
     ("GET", "/buckets/{bucket}", views.objects, "form"),
     ("GET", "/buckets/{bucket}/download", views.download, "form"),
+    ("GET", "/buckets/{bucket}/versions", views.versions, "form"),
     ("POST", "/buckets/{bucket}/upload", views.upload, "stream"),
     ("POST", "/logout", auth.logout, "form"),
 ]

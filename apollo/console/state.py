@@ -101,7 +101,7 @@ class Console:
         return session
 
     async def authorize(self, request: web.Request, op: str, bucket: str, key: str = "",
-                        context: dict[str, str] | None = None) -> None:  # fmt: skip
+                        context: dict[str, str] | None = None, version_id: str | None = None) -> None:  # fmt: skip
         """What the S3 door decides for the same operation (``apollo.proto.bucket_access``): the console
         works through the object engine, beside the gateway's checks, so it makes them itself.
 
@@ -109,7 +109,10 @@ class Console:
         """
         caller: Caller = request[CALLER]
         every = {**request_context(request.remote or "", request.secure, time.time()), **(context or {})}
-        refused = await self._decider.first_denial(caller, required(op, bucket or None, key or None, None), every)
+        if version_id is not None:
+            every["s3:VersionId"] = version_id
+        refused = await self._decider.first_denial(caller, required(op, bucket or None, key or None, version_id),
+                                                   every, {(bucket, key): version_id})  # fmt: skip
         if refused is not None:
             check, _ = refused
             raise errors.AccessDenied(f"{caller.principal} may not {check.action} on {check.resource}")

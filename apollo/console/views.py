@@ -1,4 +1,4 @@
-"""The console's pages: overview, buckets, a bucket's objects, download and upload.
+"""The console's pages: overview, buckets, a bucket's objects, an object's versions, download and upload.
 
 Objects go through the ``ObjectEngine`` the S3 handlers use (listing, head + read, put_object), so
 what the console shows and writes is exactly what S3 clients see; the overview renders the
@@ -14,7 +14,7 @@ from urllib.parse import quote
 
 from aiohttp import BodyPartReader, web
 
-from apollo import errors, limits
+from apollo import errors, ids, limits
 from apollo.console.render import SECURITY_HEADERS, esc, page, redirect, size, table, template, url, when
 from apollo.console.sessions import Session
 from apollo.console.state import CALLER, Console
@@ -97,11 +97,14 @@ async def objects(console: Console, request: web.Request, session: Session) -> w
     await console.authorize(request, "ListObjectsV2", bucket, context={
         "s3:prefix": prefix, "s3:delimiter": "/", "s3:max-keys": str(LIST_PAGE_KEYS)})  # fmt: skip
     listing = await console.engine.list_objects(bucket, prefix, "/", after, LIST_PAGE_KEYS)
+    versioned = (await console.engine.get_bucket(bucket)).versioning != ""  # Enabled, or Suspended with history
     base = "/buckets/" + quote(bucket)
     rows = [[f'<a class="folder" href="{esc(url(base, prefix=p))}">{esc(p[len(prefix):])}</a>', "", "", ""]
             for p in listing.prefixes]  # fmt: skip
     rows += [[esc(v.key[len(prefix):]), f'<span class="num">{esc(size(v.size))}</span>', esc(when(v.last_modified)),
-              f'<a class="download" href="{esc(url(base + "/download", key=v.key))}">download</a>']
+              f'<a class="download" href="{esc(url(base + "/download", key=v.key))}">download</a>'
+              + (f' <a class="versions" href="{esc(url(base + "/versions", key=v.key))}">versions</a>'
+                 if versioned else "")]
              for v in listing.entries]  # fmt: skip
     more = ""
     if listing.truncated and listing.next_marker:
@@ -121,16 +124,41 @@ async def objects(console: Console, request: web.Request, session: Session) -> w
     return page(f"Bucket {bucket}", body, session.csrf, session.access_key)
 
 
+async def versions(console: Console, request: web.Request, session: Session) -> web.StreamResponse:
+    """Every version and delete marker of ``key``, newest first, each version downloadable (the
+    ``LIST_PAGE_KEYS`` newest: an object rewritten more often than that is a job for an S3 client)."""
+    bucket, key = request.match_info["bucket"], request.query.get("key", "")
+    if not key:
+        raise errors.InvalidRequest("Name the object whose versions to show")
+    await console.authorize(request, "ListObjectVersions", bucket, context={"s3:prefix": key})
+    listing = await console.engine.list_versions(bucket, key, "", "", "", LIST_PAGE_KEYS)
+    base = "/buckets/" + quote(bucket)
+    rows = []
+    for v in (v for v in listing.entries if v.key == key):
+        link = "" if v.delete_marker else (
+            f'<a class="download" href="{esc(url(base + "/download", key=key, version=v.version_id))}">download</a>')
+        rows.append([f"<code>{esc(v.version_id)}</code>", esc("latest" if v.is_latest else ""),
+                     esc("delete marker" if v.delete_marker else size(v.size)), esc(when(v.last_modified)), link])
+    body = (f'<p><a href="{esc(url(base, prefix=key.rpartition("/")[0] + "/" if "/" in key else ""))}">'
+            f'{esc(bucket)}</a> / {esc(key)}</p>'
+            + table(["version", "", "size", "last modified", ""], rows, "no versions"))  # fmt: skip
+    return page(f"Versions of {key}", body, session.csrf, session.access_key)
+
+
 async def download(console: Console, request: web.Request, session: Session) -> web.StreamResponse:
-    """The latest version of ``key``, streamed through the object engine (degraded reads included).
+    """The latest version of ``key``, or the one ``version`` names, streamed through the object engine
+    (degraded reads included).
 
     Always an attachment of type application/octet-stream, never the stored content type: an HTML
     object rendered on the console's origin could act with the viewer's session.
     """
     bucket, key = request.match_info["bucket"], request.query.get("key", "")
+    version_id = request.query.get("version") or None
+    if version_id is not None and not ids.VERSION_ID.fullmatch(version_id):
+        raise errors.InvalidRequest("Not a version id")
     if key:
-        await console.authorize(request, "GetObject", bucket, key)
-    version = await console.engine.head(bucket, key) if key else None
+        await console.authorize(request, "GetObject", bucket, key, version_id=version_id)
+    version = await console.engine.head(bucket, key, version_id) if key else None
     if version is None or version.delete_marker:
         raise errors.ObjectNotFound(f"no object {key!r} in bucket {bucket!r}")
     name = key.rsplit("/", 1)[-1] or "download"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from urllib.parse import unquote
 
 from apollo import ids, limits
@@ -34,7 +33,7 @@ def validate_key(key: str) -> None:
             raise s3error("InvalidArgument", "Object keys must be UTF-8") from exc
 
 
-VERSION_ID = re.compile(r"null|[0-9a-f]{32}")  # NULL_VERSION, or new_version_id()
+VERSION_ID = ids.VERSION_ID
 
 
 def check_version_id(version_id: str | None) -> str | None:

@@ -148,6 +148,32 @@ def test_upload_list_and_download_through_the_engine(console_server: ServerProce
     assert missing.status == 404
 
 
+def test_an_objects_versions_are_listed_and_each_downloads(console_server: ServerProcess):
+    client = Browserless(console_server.endpoint)
+    client.login()
+    s3 = console_server.s3()
+    bucket = f"versioned-{uuid.uuid4().hex[:8]}"
+    s3.create_bucket(Bucket=bucket)
+    s3.put_object(Bucket=bucket, Key="plain.txt", Body=b"x")
+    assert 'class="versions"' not in client.request(f"{CONSOLE}/buckets/{bucket}").body  # nothing to show yet
+    s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    ids = [s3.put_object(Bucket=bucket, Key="dir/doc.txt", Body=body)["VersionId"] for body in (b"first", b"second")]
+    marker = s3.delete_object(Bucket=bucket, Key="dir/doc.txt")["VersionId"]
+    s3.put_object(Bucket=bucket, Key="dir/doc.txt.bak", Body=b"another key: not listed with it")
+    s3.put_object(Bucket=bucket, Key="dir/live.txt", Body=b"live")
+    listing = client.request(f"{CONSOLE}/buckets/{bucket}?prefix=dir%2F")
+    assert f"/buckets/{bucket}/versions?key=dir%2Flive.txt" in listing.body
+    page = client.request(f"{CONSOLE}/buckets/{bucket}/versions?key=dir%2Fdoc.txt").body
+    assert [page.index(v) for v in (marker, ids[1], ids[0])] == sorted(page.index(v) for v in (marker, *ids))
+    assert "delete marker" in page and "another key" not in page and page.count('class="download"') == 2
+    for version_id, body in zip(ids, (b"first", b"second"), strict=True):
+        assert client.fetch(f"{CONSOLE}/buckets/{bucket}/download?key=dir%2Fdoc.txt&version={version_id}") == body
+    for bad in (marker, "not-a-version"):  # a delete marker has no bytes; a malformed id reaches no query
+        answer = client.request(f"{CONSOLE}/buckets/{bucket}/download?key=dir%2Fdoc.txt&version={bad}")
+        assert answer.status in (400, 404), answer
+    assert client.request(f"{CONSOLE}/buckets/{bucket}/download?key=dir%2Fdoc.txt").status == 404  # latest: deleted
+
+
 def test_listing_pages_on(console_server: ServerProcess):
     client = Browserless(console_server.endpoint)
     client.login()
