@@ -9,6 +9,7 @@ virtual-host request to S3, where ``/_apollo/...`` is an ordinary key).
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 
 from aiohttp import web
 
@@ -70,12 +71,14 @@ async def _to_overview(request: web.Request) -> web.Response:
     raise redirect(url("/"))
 
 
-def add_console_routes(app: web.Application, wrap: Wrap, engine: ObjectEngine, status: StatusSource) -> Console:
-    """Serve the console in ``app``: ``engine`` for objects, ``status()`` (blocking) for the overview.
+def add_console_routes(app: web.Application, wrap: Wrap, engine: ObjectEngine, status: StatusSource,
+                       shared_dir: Path | None = None) -> Console:  # fmt: skip
+    """Serve the console in ``app``: ``engine`` for objects, ``status()`` (blocking) for the overview,
+    ``shared_dir`` for sessions every worker of a ``--workers`` server knows.
 
     Call before the S3 catch-all route is added (``build_app``'s ``apollo_routes`` hook is that place).
     """
-    console = Console(engine, status)
+    console = Console(engine, status, shared_dir)
 
     def add(method: str, path: str, handler: Handler) -> None:
         app.router.add_route(method, PREFIX + path, wrap(errors_to_pages(handler)))

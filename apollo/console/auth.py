@@ -77,13 +77,13 @@ async def login(console: Console, request: web.Request) -> web.StreamResponse:
         return _login_page(request, TEMPORARY_KEY, 403, next_url)
     session = console.sessions.open(access_key, digest)
     response = redirect(safe_next(next_url))
-    response.set_cookie(SESSION_COOKIE, session.session_id, **cookie_flags(request, console.sessions.ttl_s))
+    response.set_cookie(SESSION_COOKIE, session.token, **cookie_flags(request, console.sessions.ttl_s))
     response.del_cookie(LOGIN_COOKIE, path=PREFIX)
     return response
 
 
 async def logout(console: Console, request: web.Request, session: Session) -> web.StreamResponse:
-    console.sessions.close(session.session_id)
+    console.sessions.close(session)
     response = redirect(url("/login"))
     response.del_cookie(SESSION_COOKIE, path=PREFIX)
     return response

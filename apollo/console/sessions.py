@@ -1,81 +1,129 @@
-"""Console sessions, CSRF tokens and the failed-login throttle, kept in this process's memory.
+"""Console sessions, CSRF tokens and the failed-login throttle.
 
 Call sequence (``apollo.console.auth`` drives it)::
 
     throttle.refused(address)            # before checking a password: seconds to wait, or 0
     throttle.failed(address)             # after a wrong pair (the caller then sleeps a little)
-    session = sessions.open(access_key, secret_digest)   # after a right pair: id + CSRF token
-    session = sessions.get(session_id)   # every request: None when unknown or expired
-    sessions.close(session_id)           # logout, or the key's secret changed
+    session = sessions.open(access_key, secret_digest)   # after a right pair: its token and CSRF token
+    session = sessions.get(token)        # every request: None when forged, expired or revoked
+    sessions.close(session)              # logout, or the key's secret changed
 
-Why memory: a first increment on one process. With ``apollo server --workers N`` each worker holds its
-own sessions, so a browser is logged in only on the worker that served its login; docs/operations.md
-says so. Every table here is bounded (STYLE "put a limit on everything"): a flood of logins or of
-failed attempts from many addresses evicts the oldest entries instead of growing without end.
+A session is its cookie: a token signed with the server's session key (HMAC-SHA256) that says whose it
+is, its CSRF token and when it expires, so any process holding the key checks it. With ``apollo server
+--workers N`` the supervisor writes one key for all workers (``shared_dir``), and a browser stays logged
+in whichever worker answers; a logout is written there too, so it ends the session on every worker.
+The token holds a keyed fingerprint of the key's secret, not the secret nor its plain hash: a changed
+or deleted key ends its sessions, and a stolen cookie says nothing testable about the secret. A restart
+makes a new key, which ends every session, as before.
+
+The throttle is per process: with N workers a guesser gets N times the attempts per window (each still
+answered late, ``LOGIN_FAILURE_DELAY_S``). Every table here is bounded (STYLE "put a limit on
+everything").
 """
 
 from __future__ import annotations
 
+import base64
 import hmac
+import json
+import os
 import secrets
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 SESSION_TTL_S = 12 * 3600.0  # a login lasts a working day, then the form asks again
-SESSIONS_MAX = 10_000  # the oldest session goes first when more are open
+REVOKED_MAX = 10_000  # logouts remembered in memory (each until its session would have expired)
 LOGIN_FAILURES_MAX = 5  # failed logins from one address within the window before it must wait
 LOGIN_FAILURE_WINDOW_S = 60.0
 LOGIN_FAILURE_DELAY_S = 0.5  # every failed login answers this late: guessing costs time even under the cap
 THROTTLED_ADDRESSES_MAX = 10_000
+KEY_FILE = "session.key"
+REVOKED_DIR = "revoked"
 
 
 @dataclass
 class Session:
-    session_id: str
+    session_id: str  # random: names the session in the revocation list
     access_key: str
-    secret_digest: bytes  # of the secret at login: a changed or deleted key ends the session
+    secret_digest: bytes  # a keyed fingerprint of the secret at login (``Sessions.fingerprint``)
     csrf: str  # every state-changing form of this session carries it
-    expires: float  # on ``time.monotonic()``
+    expires: float  # wall clock: every worker reads the same
+    token: str = ""  # the cookie
 
     def csrf_matches(self, token: str | None) -> bool:
         """Constant-time, so the token cannot be guessed a character at a time."""
         return bool(token) and hmac.compare_digest(self.csrf.encode(), token.encode())
 
 
-class Sessions:
-    """Open sessions by id; ids and CSRF tokens are 256-bit random, never derived from the key."""
+def shared_key(shared_dir: Path) -> bytes:
+    """The supervisor's session key for its workers: made once per start, readable by the owner only."""
+    shared_dir.mkdir(mode=0o700, exist_ok=True)
+    (shared_dir / REVOKED_DIR).mkdir(mode=0o700, exist_ok=True)
+    path = shared_dir / KEY_FILE
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "wb") as handle:
+        key = secrets.token_bytes(32)
+        handle.write(key)
+    return key
 
-    def __init__(self, ttl_s: float = SESSION_TTL_S, size_max: int = SESSIONS_MAX,
-                 clock: Callable[[], float] = time.monotonic) -> None:  # fmt: skip
+
+class Sessions:
+    """Signs and checks session tokens; ids and CSRF tokens are 256-bit random, never derived from the key."""
+
+    def __init__(self, shared_dir: Path | None = None, ttl_s: float = SESSION_TTL_S,
+                 clock: Callable[[], float] = time.time) -> None:  # fmt: skip
+        """``shared_dir``: where the supervisor put the workers' key (``shared_key``) and their logouts;
+        None: this process's own key, in memory."""
         self.ttl_s = ttl_s
-        self._size_max = size_max
         self._clock = clock
-        self._open: OrderedDict[str, Session] = OrderedDict()
+        self._revoked_dir = shared_dir / REVOKED_DIR if shared_dir is not None else None
+        self._key = (shared_dir / KEY_FILE).read_bytes() if shared_dir is not None else secrets.token_bytes(32)
+        self._revoked: OrderedDict[str, float] = OrderedDict()  # session id -> when it would have expired
+
+    def fingerprint(self, secret_digest: bytes) -> bytes:
+        return hmac.digest(self._key, b"secret\0" + secret_digest, "sha256")
 
     def open(self, access_key: str, secret_digest: bytes) -> Session:
-        while len(self._open) >= self._size_max:
-            self._open.popitem(last=False)
-        session = Session(secrets.token_urlsafe(32), access_key, secret_digest, secrets.token_urlsafe(32),
-                          self._clock() + self.ttl_s)  # fmt: skip
-        self._open[session.session_id] = session
+        session = Session(secrets.token_urlsafe(32), access_key, self.fingerprint(secret_digest),
+                          secrets.token_urlsafe(32), self._clock() + self.ttl_s)  # fmt: skip
+        payload = json.dumps({"i": session.session_id, "k": access_key, "f": session.secret_digest.hex(),
+                              "c": session.csrf, "e": session.expires}, separators=(",", ":")).encode()  # fmt: skip
+        body = base64.urlsafe_b64encode(payload).decode().rstrip("=")
+        session.token = f"{body}.{self._sign(body)}"
         return session
 
-    def get(self, session_id: str | None) -> Session | None:
-        session = self._open.get(session_id or "")
-        if session is None:
+    def get(self, token: str | None) -> Session | None:
+        body, _, signature = (token or "").partition(".")
+        if not body or not hmac.compare_digest(self._sign(body), signature):
             return None
-        if self._clock() >= session.expires:
-            del self._open[session.session_id]
+        fields = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+        session = Session(fields["i"], fields["k"], bytes.fromhex(fields["f"]), fields["c"], fields["e"], token)
+        if self._clock() >= session.expires or self._is_revoked(session.session_id):
             return None
         return session
 
-    def close(self, session_id: str) -> None:
-        self._open.pop(session_id, None)
+    def close(self, session: Session) -> None:
+        """End ``session`` everywhere its key is known, until it would have expired anyway."""
+        now = self._clock()
+        self._revoked[session.session_id] = session.expires
+        while len(self._revoked) > REVOKED_MAX or (self._revoked and next(iter(self._revoked.values())) <= now):
+            self._revoked.popitem(last=False)
+        if self._revoked_dir is not None:
+            (self._revoked_dir / session.session_id).write_text(str(session.expires))
+            for path in self._revoked_dir.iterdir():  # rare (logouts): drop those past their expiry
+                if float(path.read_text() or 0) <= now:
+                    path.unlink(missing_ok=True)
 
-    def __len__(self) -> int:
-        return len(self._open)
+    def _is_revoked(self, session_id: str) -> bool:
+        if session_id in self._revoked:
+            return True
+        return self._revoked_dir is not None and (self._revoked_dir / session_id).exists()
+
+    def _sign(self, body: str) -> str:
+        return hmac.new(self._key, body.encode(), "sha256").hexdigest()
 
 
 class LoginThrottle:

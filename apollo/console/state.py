@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -52,10 +53,11 @@ class Snapshot:
 class Console:
     """One per server process; its handlers are bound to it (``apollo.console.app``)."""
 
-    def __init__(self, engine: ObjectEngine, status: StatusSource) -> None:
+    def __init__(self, engine: ObjectEngine, status: StatusSource, shared_dir: Path | None = None) -> None:
+        """``shared_dir``: the sessions of all ``--workers`` (``apollo.console.sessions``); None: this process's."""
         self.engine = engine
         self._status = status
-        self.sessions = Sessions()
+        self.sessions = Sessions(shared_dir)
         self.throttle = LoginThrottle()
         self.keys = SecretCache(engine.key_rights)  # the lookup S3 signatures use, with its own cache
         self._decider = AccessDecider(engine.get_bucket, engine.head)
@@ -94,8 +96,9 @@ class Console:
         if session is None:
             return None
         known = await self.keys.get(session.access_key)
-        if not isinstance(known, KeyRights) or not hmac.compare_digest(_digest(known.secret), session.secret_digest):
-            self.sessions.close(session.session_id)
+        if not isinstance(known, KeyRights) or not hmac.compare_digest(
+                self.sessions.fingerprint(_digest(known.secret)), session.secret_digest):  # fmt: skip
+            self.sessions.close(session)
             return None
         request[CALLER] = Caller.of(session.access_key, known)  # its policies as they are now (10 s cache)
         return session

@@ -53,6 +53,7 @@ from apollo.storage.node import LocalStorageNode
 from apollo.storage.service import add_shard_routes
 
 log = logging.getLogger("apollo.server")
+CONSOLE_DIR = "console"  # under the metadata directory: the workers' console session key and logouts
 
 
 def default_scheme(drive_count: int) -> Scheme:
@@ -246,7 +247,8 @@ class Server:
             add_shard_routes(app, self.node, keyring, wrap=wrap)
             # The console's overview is `apollo admin status`; on SQLite through its own connection, as the command's.
             status_store = self.store if self.store.path is None else SqlStore(self.store.path)
-            add_console_routes(app, wrap, self.client, lambda: admin.status(status_store))
+            shared = Path(self.config.meta_dir) / CONSOLE_DIR if self.config.worker_index is not None else None
+            add_console_routes(app, wrap, self.client, lambda: admin.status(status_store), shared)
             if status_store is not self.store:
 
                 async def close_status_store(app: web.Application) -> None:

@@ -37,7 +37,9 @@ from pathlib import Path
 
 from apollo import __version__, limits
 from apollo.cluster.keys import ensure_first_key
+from apollo.console.sessions import shared_key
 from apollo.roles.server import (
+    CONSOLE_DIR,
     ServerConfig,
     attach_drives,
     lock_meta_dir,
@@ -85,6 +87,9 @@ class Supervisor:
         lock = lock_meta_dir(self.config.meta_dir)  # the workers run under it
         shutil.rmtree(self.metrics_dir, ignore_errors=True)  # a killed predecessor's counters
         self.metrics_dir.mkdir()
+        console_dir = Path(self.config.meta_dir) / CONSOLE_DIR
+        shutil.rmtree(console_dir, ignore_errors=True)  # a new key: the last run's console sessions end
+        shared_key(console_dir)
         drives = self.prepare()
         listener = socket.create_server((self.config.host, self.config.port), backlog=1024)
         listener.set_inheritable(True)

@@ -32,7 +32,7 @@ class Answer:
         return match.group(1)
 
 
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
+class NoRedirect(urllib.request.HTTPRedirectHandler):
     def redirect_request(self, *args, **kwargs):
         return None
 
@@ -43,7 +43,7 @@ class Browserless:
     def __init__(self, endpoint: str) -> None:
         self.endpoint = endpoint
         self.jar = http.cookiejar.CookieJar()
-        self._opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(self.jar), _NoRedirect)
+        self._opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(self.jar), NoRedirect)
 
     def request(self, path: str, data: bytes | dict | None = None, headers: dict | None = None) -> Answer:
         if isinstance(data, dict):

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import time
+import urllib.error
+import urllib.request
 import uuid
 
-from console_support import CONSOLE, Browserless, multipart
+from console_support import CONSOLE, Browserless, NoRedirect, multipart
 
 from apollo.testing.admin import admin
 from apollo.testing.server import DEV_ACCESS_KEY, ServerProcess
@@ -198,3 +200,26 @@ def test_failed_logins_are_capped_per_address(tmp_path):
             assert client.login(DEV_ACCESS_KEY, "wrong").status == 401
         capped = client.login()  # the right pair, but this address must wait out the minute first
         assert capped.status == 429 and "Too many failed logins" in capped.body
+
+
+def test_with_workers_a_login_holds_on_every_worker_and_a_logout_ends_it_on_all(tmp_path):
+    """Each connection may reach either worker: before sessions were signed tokens, about half the pages
+    after a login answered with the login form."""
+    with ServerProcess(tmp_path, extra_args=["--workers", "2"]) as server:
+        client = Browserless(server.endpoint)
+        assert client.login().status == 303
+        assert [client.request(CONSOLE + "/buckets").status for _ in range(30)] == [200] * 30
+        token = next(cookie.value for cookie in client.jar if cookie.name == "apollo_console")
+        page = client.request(CONSOLE + "/buckets")
+        assert client.request(CONSOLE + "/logout", {"csrf": page.csrf()}).status == 303
+
+        def with_old_cookie() -> int:
+            request = urllib.request.Request(server.endpoint + CONSOLE + "/buckets",
+                                             headers={"Cookie": f"apollo_console={token}"})  # fmt: skip
+            try:
+                with urllib.request.build_opener(NoRedirect).open(request, timeout=30) as response:
+                    return response.status
+            except urllib.error.HTTPError as exc:
+                return exc.code
+
+        assert [with_old_cookie() for _ in range(30)] == [303] * 30  # to the login form, on every worker

@@ -1,9 +1,11 @@
-"""Sessions and the failed-login throttle on a fake clock: expiry, bounds, the window."""
+"""Sessions and the failed-login throttle on a fake clock: signed tokens, expiry, logouts, the window."""
 
 from __future__ import annotations
 
+import base64
+
 from apollo.console.auth import safe_next
-from apollo.console.sessions import LoginThrottle, Sessions
+from apollo.console.sessions import LoginThrottle, Sessions, shared_key
 
 
 class Clock:
@@ -14,18 +16,40 @@ class Clock:
         return self.now
 
 
-def test_sessions_expire_and_stay_bounded():
+def test_a_session_is_its_signed_token_until_it_expires():
     clock = Clock()
-    sessions = Sessions(ttl_s=60, size_max=3, clock=clock)
-    first = sessions.open("k", b"d")
-    assert sessions.get(first.session_id) is first and first.csrf != first.session_id
+    sessions = Sessions(ttl_s=60, clock=clock)
+    first = sessions.open("k", b"digest")
+    again = sessions.get(first.token)
+    assert (again.access_key, again.csrf, again.session_id) == ("k", first.csrf, first.session_id)
+    assert again.secret_digest == sessions.fingerprint(b"digest") != b"digest"  # keyed: nothing to test offline
     assert first.csrf_matches(first.csrf) and not first.csrf_matches("") and not first.csrf_matches(None)
     clock.now += 61
-    assert sessions.get(first.session_id) is None and len(sessions) == 0
-    opened = [sessions.open("k", b"d") for _ in range(5)]
-    assert len(sessions) == 3 and sessions.get(opened[0].session_id) is None  # the oldest went first
-    assert sessions.get(opened[-1].session_id) is opened[-1]
-    assert sessions.get(None) is None and sessions.get("") is None
+    assert sessions.get(first.token) is None
+    assert sessions.get(None) is None and sessions.get("") is None and sessions.get(".") is None
+
+
+def test_a_forged_or_altered_token_is_no_session():
+    sessions, other = Sessions(), Sessions()
+    token = sessions.open("reader", b"d").token
+    body, _, signature = token.partition(".")
+    assert other.get(token) is None  # another server's key
+    forged = base64.urlsafe_b64encode(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)).replace(
+        b'"k":"reader"', b'"k":"root"')).decode().rstrip("=")  # fmt: skip
+    assert forged != body and sessions.get(f"{forged}.{signature}") is None
+    assert sessions.get(f"{body}.{'0' * 64}") is None and sessions.get(body) is None
+
+
+def test_workers_share_sessions_and_logouts_through_the_supervisors_directory(tmp_path):
+    shared_key(tmp_path / "console")
+    one, two = Sessions(tmp_path / "console"), Sessions(tmp_path / "console")
+    session = one.open("k", b"d")
+    assert two.get(session.token).session_id == session.session_id
+    two.close(two.get(session.token))  # a logout on the other worker
+    assert one.get(session.token) is None and two.get(session.token) is None
+    assert oct((tmp_path / "console" / "session.key").stat().st_mode & 0o777) == "0o600"
+    shared_key(tmp_path / "console")  # the next start: a new key ends every session
+    assert Sessions(tmp_path / "console").get(one.open("k", b"d").token) is None
 
 
 def test_throttle_caps_failures_per_address_within_the_window():
