@@ -18,11 +18,11 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
-from apollo import limits
+from apollo import errors, limits
 from apollo.cluster.duties import CLUSTER_SCHEME_DEFAULT, SCHEME_SETTING, STATUS_SETTING
 from apollo.cluster.passes import request_setting, state_setting
 from apollo.cluster.recovery import MISSING_REASON
-from apollo.cluster.tuning import SETTING_PREFIX, Tuning
+from apollo.cluster.tuning import SETTING_PREFIX, Tuning, parse_rate
 from apollo.meta.store import SqlStore
 from apollo.proto.cluster_map import NODE_NAME, SERVING_STATES, ClusterMap, DriveRecord, NodeInfo
 from apollo.proto.drive_format import read_format
@@ -331,6 +331,32 @@ def request_pass(store: SqlStore, name: str) -> float:
     now = time.time()
     store.set_setting(request_setting(name), repr(now))
     return now
+
+
+PASSES = ("scrub", "rebalance", "orphans")  # the periodic passes an operator may start at once
+
+
+class ConsoleControls:
+    """What the console may change of the background work, as ``apollo admin repair|scrub|rebalance`` do:
+    rates and the repair pause (settings the manager reads within seconds), and passes started at once.
+
+    :raises InvalidRequest: a rate that does not parse, a pass that does not exist.
+    """
+
+    def __init__(self, store: SqlStore) -> None:
+        self._store = store
+
+    def tune(self, repair_rate: str, scrub_rate: str, repair_paused: bool) -> Tuning:
+        try:
+            return set_tuning(self._store, repair_bytes_per_s=parse_rate(repair_rate),
+                              scrub_bytes_per_s=parse_rate(scrub_rate), repair_paused=int(repair_paused))  # fmt: skip
+        except (ValueError, AdminError) as exc:
+            raise errors.InvalidRequest(str(exc)) from exc
+
+    def start_pass(self, name: str) -> None:
+        if name not in PASSES:
+            raise errors.InvalidRequest(f"no background pass {name!r}; there are {', '.join(PASSES)}")
+        request_pass(self._store, name)
 
 
 def pass_state(store: SqlStore, name: str) -> dict:

@@ -17,7 +17,7 @@ from apollo import errors
 from apollo.client.engine import ObjectEngine
 from apollo.console import auth, views
 from apollo.console.render import PREFIX, SECURITY_HEADERS, esc, page, redirect, static, url
-from apollo.console.state import Console, StatusSource
+from apollo.console.state import Console, Controls, StatusSource
 from apollo.proto.routes import Handler, Wrap
 
 # (method, path under PREFIX, view, CSRF check: "form" or "stream"; see auth.guarded)
@@ -28,6 +28,7 @@ ROUTES: list[tuple[str, str, auth.View, str]] = [
     ("GET", "/buckets/{bucket}/download", views.download, "form"),
     ("GET", "/buckets/{bucket}/versions", views.versions, "form"),
     ("POST", "/buckets/{bucket}/upload", views.upload, "stream"),
+    ("POST", "/background", views.background, "form"),
     ("POST", "/logout", auth.logout, "form"),
 ]
 
@@ -72,13 +73,14 @@ async def _to_overview(request: web.Request) -> web.Response:
 
 
 def add_console_routes(app: web.Application, wrap: Wrap, engine: ObjectEngine, status: StatusSource,
-                       shared_dir: Path | None = None) -> Console:  # fmt: skip
+                       shared_dir: Path | None = None, controls: Controls | None = None) -> Console:  # fmt: skip
     """Serve the console in ``app``: ``engine`` for objects, ``status()`` (blocking) for the overview,
-    ``shared_dir`` for sessions every worker of a ``--workers`` server knows.
+    ``shared_dir`` for sessions every worker of a ``--workers`` server knows, ``controls`` for the
+    background work's rates and passes.
 
     Call before the S3 catch-all route is added (``build_app``'s ``apollo_routes`` hook is that place).
     """
-    console = Console(engine, status, shared_dir)
+    console = Console(engine, status, shared_dir, controls)
 
     def add(method: str, path: str, handler: Handler) -> None:
         app.router.add_route(method, PREFIX + path, wrap(errors_to_pages(handler)))

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from aiohttp import web
 
@@ -40,6 +40,18 @@ STATUS_TTL_S = 1.0  # many open overview tabs cost one status read a second, not
 StatusSource = Callable[[], "Status"]  # blocking: runs on the console's own thread
 
 
+class Controls(Protocol):
+    """What the overview's forms change of the background work (``apollo.cluster.admin.ConsoleControls``,
+    bound by the host to its store); blocking, run on the console's own thread.
+
+    :raises InvalidRequest: a rate that does not parse, a pass that does not exist.
+    """
+
+    def tune(self, repair_rate: str, scrub_rate: str, repair_paused: bool) -> object: ...
+
+    def start_pass(self, name: str) -> None: ...
+
+
 @dataclass
 class Snapshot:
     """What the overview shows, read on the console's thread: the status and what its methods compute
@@ -53,10 +65,13 @@ class Snapshot:
 class Console:
     """One per server process; its handlers are bound to it (``apollo.console.app``)."""
 
-    def __init__(self, engine: ObjectEngine, status: StatusSource, shared_dir: Path | None = None) -> None:
-        """``shared_dir``: the sessions of all ``--workers`` (``apollo.console.sessions``); None: this process's."""
+    def __init__(self, engine: ObjectEngine, status: StatusSource, shared_dir: Path | None = None,
+                 controls: Controls | None = None) -> None:  # fmt: skip
+        """``shared_dir``: the sessions of all ``--workers`` (``apollo.console.sessions``); None: this process's.
+        ``controls``: the background work's rates and passes; None: the overview only shows them."""
         self.engine = engine
         self._status = status
+        self.controls = controls
         self.sessions = Sessions(shared_dir)
         self.throttle = LoginThrottle()
         self.keys = SecretCache(engine.key_rights)  # the lookup S3 signatures use, with its own cache
@@ -78,6 +93,11 @@ class Console:
                 snapshot = await asyncio.get_running_loop().run_in_executor(self._executor, self._snapshot)
                 self._status_cache = (time.monotonic(), snapshot)
             return self._status_cache[1]
+
+    async def control(self, change: Callable[..., object], *args: object) -> None:
+        """Run a ``controls`` call on the console's thread; the next overview reads fresh figures."""
+        await asyncio.get_running_loop().run_in_executor(self._executor, change, *args)
+        self._status_cache = None
 
     async def check_pair(self, access_key: str, secret_key: str) -> tuple[bytes, KeyRights] | None:
         """(the digest of the secret, the key's rights) when ``secret_key`` is ``access_key``'s, else None

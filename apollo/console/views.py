@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 from aiohttp import BodyPartReader, web
@@ -19,6 +20,9 @@ from apollo.console.render import SECURITY_HEADERS, esc, page, redirect, size, t
 from apollo.console.sessions import Session
 from apollo.console.state import CALLER, Console
 from apollo.proto.records import ObjectAttrs
+
+if TYPE_CHECKING:
+    from apollo.cluster.tuning import Tuning
 
 LIST_PAGE_KEYS = 100  # objects per listing page: a browser table stays quick to render
 FORM_FIELD_BYTES_MAX = 4096  # the upload form's text fields (token, prefix, name) before the file
@@ -59,8 +63,47 @@ async def overview(console: Console, request: web.Request, session: Session) -> 
         drives=table(["drive", "path", "state", "since", "used", "free", "to repair", "replaced by"], drives),
         jobs=table(["job", "drive", "queued", "left", "progress"], jobs, "no drive jobs"),
         scrub=_scrub(status.scrub), now=esc(when(time.time())),
+        controls=_controls(console, status.tuning, session.csrf, request.query.get("changed", "")),
     )  # fmt: skip
     return page("Overview", body, session.csrf, session.access_key)
+
+
+def _controls(console: Console, tuning: Tuning, csrf: str, changed: str) -> str:
+    """The background work's knobs, as ``apollo admin repair|scrub|rebalance`` set them."""
+    if console.controls is None:
+        return ""
+    paused = " checked" if tuning.repair_paused else ""
+    done = f'<p class="info" id="changed">{esc(changed)}</p>' if changed else ""
+    action, token = esc(url("/background")), esc(csrf)
+    passes = "".join(f'<button type="submit" name="start" value="{name}" id="start-{name}">{name} now</button> '
+                     for name in ("scrub", "rebalance", "orphans"))  # fmt: skip
+    return f"""{done}<form method="post" action="{action}" id="rates">
+<input type="hidden" name="csrf" value="{token}">
+<label>Repair rate <input name="repair_rate" value="{esc(size(tuning.repair_bytes_per_s))}/s"></label>
+<label><input type="checkbox" name="repair_paused" value="1"{paused}> repair paused</label>
+<label>Scrub rate <input name="scrub_rate" value="{esc(size(tuning.scrub_bytes_per_s))}/s"></label>
+<button type="submit" id="set-rates">Set</button>
+</form>
+<form method="post" action="{action}" id="passes"><input type="hidden" name="csrf" value="{token}">{passes}</form>
+<p class="note">Rates: e.g. 200MiB/s, 1GB/s, 0 for unlimited. Passes run at these rates.</p>"""
+
+
+async def background(console: Console, request: web.Request, session: Session) -> web.StreamResponse:
+    """The overview's forms: new rates (and the repair pause), or a pass started at once; root's only."""
+    if not request[CALLER].is_root:
+        raise errors.AccessDenied("the background work is the root key's to change")
+    if console.controls is None:
+        raise errors.InvalidRequest("this server's console does not change the background work")
+    form = await request.post()
+    start = str(form.get("start", ""))
+    if start:
+        await console.control(console.controls.start_pass, start)
+        changed = f"{start} pass requested"
+    else:
+        rates = (str(form.get("repair_rate", "")), str(form.get("scrub_rate", "")), form.get("repair_paused") == "1")
+        await console.control(console.controls.tune, *rates)
+        changed = f"rates set: repair {rates[0]}{' (paused)' if rates[2] else ''}, scrub {rates[1]}"
+    raise redirect(url("/", changed=changed))
 
 
 def _used(total: int, free: int) -> str:

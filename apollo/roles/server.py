@@ -248,7 +248,8 @@ class Server:
             # The console's overview is `apollo admin status`; on SQLite through its own connection, as the command's.
             status_store = self.store if self.store.path is None else SqlStore(self.store.path)
             shared = Path(self.config.meta_dir) / CONSOLE_DIR if self.config.worker_index is not None else None
-            add_console_routes(app, wrap, self.client, lambda: admin.status(status_store), shared)
+            add_console_routes(app, wrap, self.client, lambda: admin.status(status_store), shared,
+                               admin.ConsoleControls(status_store))  # fmt: skip
             if status_store is not self.store:
 
                 async def close_status_store(app: web.Application) -> None:

@@ -223,3 +223,34 @@ def test_with_workers_a_login_holds_on_every_worker_and_a_logout_ends_it_on_all(
                 return exc.code
 
         assert [with_old_cookie() for _ in range(30)] == [303] * 30  # to the login form, on every worker
+
+
+def test_the_overview_sets_the_background_works_rates_and_starts_passes(console_server: ServerProcess):
+    """What ``apollo admin repair|scrub --rate`` and ``--now`` do, from the overview's forms: stored where
+    the manager reads them, shown back, refused when malformed or not the root key's."""
+    client = Browserless(console_server.endpoint)
+    client.login()
+    overview = client.request(CONSOLE + "/")
+    assert 'id="rates"' in overview.body and 'name="repair_rate"' in overview.body
+    changed = client.request(CONSOLE + "/background", {"csrf": overview.csrf(), "repair_rate": "200MiB/s",
+                                                       "scrub_rate": "8MB/s", "repair_paused": "1"})  # fmt: skip
+    assert changed.status == 303 and "changed=" in changed.header("Location")
+    shown = client.request(CONSOLE + "/").body
+    assert 'value="200.0 MiB/s"' in shown and 'value="7.6 MiB/s"' in shown and "checked" in shown
+    tuning = admin("repair", meta_dir=console_server.meta_dir)  # the command reads what the form stored
+    assert "200.0 MiB/s" in tuning or "209715200" in tuning, tuning
+    bad = client.request(CONSOLE + "/background", {"csrf": overview.csrf(), "repair_rate": "fast",
+                                                   "scrub_rate": "1MB/s"})  # fmt: skip
+    assert bad.status == 400 and "not a byte rate" in bad.body
+    assert 'value="200.0 MiB/s"' in client.request(CONSOLE + "/").body  # nothing changed
+    started = client.request(CONSOLE + "/background", {"csrf": overview.csrf(), "start": "scrub"})
+    assert started.status == 303 and "scrub+pass+requested" in started.header("Location")
+    assert client.request(CONSOLE + "/background", {"csrf": overview.csrf(), "start": "format-disks"}).status == 400
+    client.request(CONSOLE + "/background", {"csrf": overview.csrf(), "repair_rate": "128MiB/s",
+                                             "scrub_rate": "32MiB/s"})  # the defaults again, for other tests
+    made = admin("user", "create", "--policy", "readwrite", meta_dir=console_server.meta_dir)
+    user = Browserless(console_server.endpoint)
+    user.login(made.split("access key: ")[1].split()[0], made.split("secret key: ")[1].split()[0])
+    page = user.request(CONSOLE + "/buckets")
+    refused = user.request(CONSOLE + "/background", {"csrf": page.csrf(), "start": "scrub"})
+    assert refused.status == 403
