@@ -24,10 +24,13 @@ from apollo.testing.server import DEV_ACCESS_KEY, DEV_SECRET_KEY, ServerProcess
 
 
 def _shoot(driver, tmp_path: Path, name: str) -> Path:
+    """A checked screenshot; with ``APOLLO_DOCS_SCREENSHOTS=DIR`` also kept there (docs/img is made so)."""
     path = tmp_path / f"{name}.png"
     assert driver.save_screenshot(str(path)), f"no screenshot {name}"
     width, height = driver.execute_script("return [window.innerWidth, window.innerHeight]")
     check_screenshot(path, width, height)
+    if keep := os.environ.get("APOLLO_DOCS_SCREENSHOTS"):
+        shutil.copyfile(path, Path(keep) / f"console-{name.split('-', 1)[1]}.png")
     return path
 
 
