@@ -178,6 +178,13 @@ def exposition() -> bytes:
     """The text format for /metrics: this process's registry, or the sum over all workers of --workers N."""
     if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         return generate_latest(registry if _owned is None else _Owned(registry, _owned))
-    aggregated = CollectorRegistry()
-    multiprocess.MultiProcessCollector(aggregated)
-    return generate_latest(aggregated)
+    return generate_latest(aggregated())
+
+
+def aggregated() -> CollectorRegistry:
+    """What this server counts: this process's registry, or the sum over all workers of --workers N."""
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return registry
+    summed = CollectorRegistry()
+    multiprocess.MultiProcessCollector(summed)
+    return summed

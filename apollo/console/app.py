@@ -23,6 +23,7 @@ from apollo.proto.routes import Handler, Wrap
 # (method, path under PREFIX, view, CSRF check: "form" or "stream"; see auth.guarded)
 ROUTES: list[tuple[str, str, auth.View, str]] = [
     ("GET", "/", views.overview, "form"),
+    ("GET", "/activity", views.activity, "form"),
     ("GET", "/buckets", views.buckets, "form"),
     ("GET", "/buckets/{bucket}", views.objects, "form"),
     ("GET", "/buckets/{bucket}/download", views.download, "form"),
@@ -91,6 +92,8 @@ def add_console_routes(app: web.Application, wrap: Wrap, engine: ObjectEngine, s
     add("GET", "/static/{name}", _static)
     for method, path, view, csrf in ROUTES:
         add(method, path, auth.guarded(console, view, csrf))
+
+    app.cleanup_ctx.append(console.activity.sampling)
 
     async def close(app: web.Application) -> None:
         console.close()

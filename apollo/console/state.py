@@ -23,6 +23,7 @@ from aiohttp import web
 
 from apollo import errors
 from apollo.client.engine import ObjectEngine
+from apollo.console.activity import Activity
 from apollo.console.render import PREFIX
 from apollo.console.sessions import LoginThrottle, Session, Sessions
 from apollo.keycache import SecretCache
@@ -72,6 +73,7 @@ class Console:
         self.engine = engine
         self._status = status
         self.controls = controls
+        self.activity = Activity()
         self.sessions = Sessions(shared_dir)
         self.throttle = LoginThrottle()
         self.keys = SecretCache(engine.key_rights)  # the lookup S3 signatures use, with its own cache

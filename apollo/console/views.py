@@ -16,6 +16,7 @@ from urllib.parse import quote
 from aiohttp import BodyPartReader, web
 
 from apollo import errors, ids, limits
+from apollo.console.activity import SAMPLE_S, chart
 from apollo.console.render import SECURITY_HEADERS, esc, page, redirect, size, table, template, url, when
 from apollo.console.sessions import Session
 from apollo.console.state import CALLER, Console
@@ -121,6 +122,24 @@ def _scrub(scrub: dict) -> str:
         lines.append(f"last {last['mode']} pass {when(last['started'])} - {when(last['finished'])}: "
                      f"{last['segments']} segments, {size(last['bytes'])}, {last['errors']} problems")
     return "".join(f"<p>{esc(line)}</p>" for line in lines) or '<p class="empty">no scrub pass yet</p>'
+
+
+async def activity(console: Console, request: web.Request, session: Session) -> web.StreamResponse:
+    """The last minutes of S3 traffic from the server's own metrics; the browser reloads it every few
+    seconds. The operators' page, as the overview."""
+    if not request[CALLER].is_root:
+        raise errors.AccessDenied("the server's activity is the root key's to see")
+    history = console.activity.history()
+    series = [("S3 requests", "req/s", "requests", [(r.at, r.requests) for r in history]),
+              ("Server errors (5xx)", "req/s", "errors", [(r.at, r.server_errors) for r in history]),
+              ("Mean latency", "ms", "latency", [(r.at, r.latency_ms) for r in history]),
+              ("Received", "MB/s", "in", [(r.at, r.mb_in) for r in history]),
+              ("Sent", "MB/s", "out", [(r.at, r.mb_out) for r in history])]  # fmt: skip
+    body = "".join(chart(title, unit, points, f"chart-{name}") for title, unit, name, points in series)
+    note = (f'<p class="note">All S3 traffic of this server (every worker), sampled every {SAMPLE_S:.0f} s; '
+            "the page reloads itself. Prometheus keeps longer history (deploy/grafana).</p>")
+    return page("Activity", body + note, session.csrf, session.access_key,
+                headers={"Refresh": f"{SAMPLE_S:.0f}"})  # fmt: skip
 
 
 async def buckets(console: Console, request: web.Request, session: Session) -> web.StreamResponse:
