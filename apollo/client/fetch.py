@@ -184,7 +184,12 @@ class ShardFetcher:
         transport, exchange = await asyncio.wait_for(
             loop.create_connection(_Exchange, self.host, self.port, ssl=self.ssl), self.connect_timeout_s
         )
-        transport.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock = transport.get_extra_info("socket")
+        if sock is None or transport.is_closing():  # the node ended it at once: TLS 1.3 refuses a client
+            transport.close()                         # certificate only after the handshake
+            raise ConnectionResetError(f"{self.host}:{self.port} closed the connection as it opened "
+                                       "(a client certificate it does not accept?)")  # fmt: skip
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._open.add(exchange)
         return exchange
 
