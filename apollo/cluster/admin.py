@@ -23,6 +23,7 @@ from apollo.cluster.duties import CLUSTER_SCHEME_DEFAULT, SCHEME_SETTING, STATUS
 from apollo.cluster.passes import request_setting, state_setting
 from apollo.cluster.recovery import MISSING_REASON
 from apollo.cluster.tuning import SETTING_PREFIX, Tuning, parse_rate
+from apollo.meta.sql_users import KeyInfo
 from apollo.meta.store import SqlStore
 from apollo.proto.cluster_map import NODE_NAME, SERVING_STATES, ClusterMap, DriveRecord, NodeInfo
 from apollo.proto.drive_format import read_format
@@ -331,6 +332,12 @@ def request_pass(store: SqlStore, name: str) -> float:
     now = time.time()
     store.set_setting(request_setting(name), repr(now))
     return now
+
+
+def directory(store: SqlStore) -> tuple[list[KeyInfo], list[tuple[str, bool, tuple[str, ...], str]]]:
+    """Every key (no secret) and every policy: (name, built in, keys it is attached to, document)."""
+    policies = [(name, builtin, users, store.get_policy(name) or "") for name, builtin, users in store.list_policies()]
+    return store.list_keys(), policies
 
 
 PASSES = ("scrub", "rebalance", "orphans")  # the periodic passes an operator may start at once

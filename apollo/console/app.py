@@ -17,13 +17,14 @@ from apollo import errors
 from apollo.client.engine import ObjectEngine
 from apollo.console import auth, views
 from apollo.console.render import PREFIX, SECURITY_HEADERS, esc, page, redirect, static, url
-from apollo.console.state import Console, Controls, StatusSource
+from apollo.console.state import Console, Controls, DirectorySource, StatusSource
 from apollo.proto.routes import Handler, Wrap
 
 # (method, path under PREFIX, view, CSRF check: "form" or "stream"; see auth.guarded)
 ROUTES: list[tuple[str, str, auth.View, str]] = [
     ("GET", "/", views.overview, "form"),
     ("GET", "/activity", views.activity, "form"),
+    ("GET", "/keys", views.keys, "form"),
     ("GET", "/buckets", views.buckets, "form"),
     ("GET", "/buckets/{bucket}", views.objects, "form"),
     ("GET", "/buckets/{bucket}/download", views.download, "form"),
@@ -74,14 +75,15 @@ async def _to_overview(request: web.Request) -> web.Response:
 
 
 def add_console_routes(app: web.Application, wrap: Wrap, engine: ObjectEngine, status: StatusSource,
-                       shared_dir: Path | None = None, controls: Controls | None = None) -> Console:  # fmt: skip
+                       shared_dir: Path | None = None, controls: Controls | None = None,
+                       directory: DirectorySource | None = None) -> Console:  # fmt: skip
     """Serve the console in ``app``: ``engine`` for objects, ``status()`` (blocking) for the overview,
     ``shared_dir`` for sessions every worker of a ``--workers`` server knows, ``controls`` for the
-    background work's rates and passes.
+    background work's rates and passes, ``directory()`` (blocking) for the keys page.
 
     Call before the S3 catch-all route is added (``build_app``'s ``apollo_routes`` hook is that place).
     """
-    console = Console(engine, status, shared_dir, controls)
+    console = Console(engine, status, shared_dir, controls, directory)
 
     def add(method: str, path: str, handler: Handler) -> None:
         app.router.add_route(method, PREFIX + path, wrap(errors_to_pages(handler)))

@@ -63,7 +63,7 @@ def page(title: str, body: str, csrf: str = "", user: str = "", status: int = 20
     if user:
         nav = template("nav.html").substitute(
             overview=esc(url("/")), buckets=esc(url("/buckets")), activity=esc(url("/activity")),
-            logout=esc(url("/logout")), csrf=esc(csrf),
+            keys=esc(url("/keys")), logout=esc(url("/logout")), csrf=esc(csrf),
             user=esc(user),
         )  # fmt: skip
     text = template("layout.html").substitute(title=esc(title), nav=nav, body=body, css=esc(url("/static/console.css")))

@@ -33,12 +33,24 @@ from apollo.proto.s3_actions import required
 
 if TYPE_CHECKING:
     from apollo.cluster.admin import Status
+    from apollo.meta.sql_users import KeyInfo
 
 SESSION_COOKIE = "apollo_console"
 CALLER = "console_caller"  # the request's Caller (its key and policies), set with its live session
 LOGIN_COOKIE = "apollo_console_login"  # the login form's CSRF token, before there is a session
 STATUS_TTL_S = 1.0  # many open overview tabs cost one status read a second, not one each
 StatusSource = Callable[[], "Status"]  # blocking: runs on the console's own thread
+
+
+@dataclass(frozen=True)
+class Directory:
+    """The keys page's data: every access key and every identity policy (never a secret)."""
+
+    keys: list[KeyInfo]
+    policies: list[tuple[str, bool, tuple[str, ...], str]]  # name, built in, keys it is attached to, document
+
+
+DirectorySource = Callable[[], Directory]  # blocking, as ``StatusSource``
 
 
 class Controls(Protocol):
@@ -67,12 +79,14 @@ class Console:
     """One per server process; its handlers are bound to it (``apollo.console.app``)."""
 
     def __init__(self, engine: ObjectEngine, status: StatusSource, shared_dir: Path | None = None,
-                 controls: Controls | None = None) -> None:  # fmt: skip
+                 controls: Controls | None = None, directory: DirectorySource | None = None) -> None:  # fmt: skip
         """``shared_dir``: the sessions of all ``--workers`` (``apollo.console.sessions``); None: this process's.
-        ``controls``: the background work's rates and passes; None: the overview only shows them."""
+        ``controls``: the background work's rates and passes; None: the overview only shows them.
+        ``directory``: the access keys and policies (the keys page); None: no such page."""
         self.engine = engine
         self._status = status
         self.controls = controls
+        self._directory = directory
         self.activity = Activity()
         self.sessions = Sessions(shared_dir)
         self.throttle = LoginThrottle()
@@ -95,6 +109,12 @@ class Console:
                 snapshot = await asyncio.get_running_loop().run_in_executor(self._executor, self._snapshot)
                 self._status_cache = (time.monotonic(), snapshot)
             return self._status_cache[1]
+
+    async def directory(self) -> Directory | None:
+        """The keys and policies, read on the console's thread."""
+        if self._directory is None:
+            return None
+        return await asyncio.get_running_loop().run_in_executor(self._executor, self._directory)
 
     async def control(self, change: Callable[..., object], *args: object) -> None:
         """Run a ``controls`` call on the console's thread; the next overview reads fresh figures."""

@@ -142,6 +142,28 @@ async def activity(console: Console, request: web.Request, session: Session) -> 
                 headers={"Refresh": f"{SAMPLE_S:.0f}"})  # fmt: skip
 
 
+async def keys(console: Console, request: web.Request, session: Session) -> web.StreamResponse:
+    """Every access key with its policies, and every policy with its document: what ``apollo admin user
+    list`` and ``policy list|show`` print, read-only (changes stay with the command). The root key's."""
+    if not request[CALLER].is_root:
+        raise errors.AccessDenied("the access keys are the root key's to see")
+    directory = await console.directory()
+    if directory is None:
+        raise errors.InvalidRequest("this server's console does not show the access keys")
+    nothing = "none: only what bucket policies grant"
+    key_rows = [[f"<code>{esc(k.access_key)}</code>", esc("root" if k.is_root else ""), esc(when(k.created)),
+                 esc(", ".join(k.policies) or ("every right" if k.is_root else nothing))]
+                for k in directory.keys]  # fmt: skip
+    policy_rows = [[f"<code>{esc(name)}</code>", esc("built in" if builtin else "stored"), esc(", ".join(users)),
+                    f"<details><summary>document</summary><pre>{esc(document)}</pre></details>"]
+                   for name, builtin, users, document in directory.policies]  # fmt: skip
+    body = ('<h2>Access keys</h2>' + table(["access key", "", "created", "policies"], key_rows, "no keys")
+            + '<h2>Identity policies</h2>' + table(["policy", "", "attached to", ""], policy_rows, "no policies")
+            + '<p class="note">Secrets are never shown. Create, attach and delete with <code>apollo admin user'
+            '</code> and <code>apollo admin policy</code> (docs/security.md).</p>')  # fmt: skip
+    return page("Keys and policies", body, session.csrf, session.access_key)
+
+
 async def buckets(console: Console, request: web.Request, session: Session) -> web.StreamResponse:
     """The buckets S3's ListBuckets shows this key."""
     await console.authorize(request, "ListBuckets", "")

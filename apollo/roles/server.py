@@ -31,6 +31,7 @@ from apollo.cluster import admin
 from apollo.cluster.keys import TokenKeys, ensure_first_key, install_root_key
 from apollo.cluster.manager import BackgroundManager
 from apollo.console import add_console_routes
+from apollo.console.state import Directory
 from apollo.eventloop import install_uvloop
 from apollo.gateway.app import ApolloRoutes, build_app
 from apollo.meta import journal
@@ -249,7 +250,8 @@ class Server:
             status_store = self.store if self.store.path is None else SqlStore(self.store.path)
             shared = Path(self.config.meta_dir) / CONSOLE_DIR if self.config.worker_index is not None else None
             add_console_routes(app, wrap, self.client, lambda: admin.status(status_store), shared,
-                               admin.ConsoleControls(status_store))  # fmt: skip
+                               admin.ConsoleControls(status_store),
+                               lambda: Directory(*admin.directory(status_store)))  # fmt: skip
             if status_store is not self.store:
 
                 async def close_status_store(app: web.Application) -> None:

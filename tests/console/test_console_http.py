@@ -254,3 +254,25 @@ def test_the_overview_sets_the_background_works_rates_and_starts_passes(console_
     page = user.request(CONSOLE + "/buckets")
     refused = user.request(CONSOLE + "/background", {"csrf": page.csrf(), "start": "scrub"})
     assert refused.status == 403
+
+
+def test_the_keys_page_lists_keys_and_policies_without_a_secret(console_server: ServerProcess):
+    path = console_server.root / "keys-page.json"
+    path.write_text(json.dumps({"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Action": "s3:GetObject", "Resource": "arn:aws:s3:::keys-page/*"}]}))  # fmt: skip
+    name = f"kp-{uuid.uuid4().hex[:6]}"
+    admin("policy", "create", name, path, meta_dir=console_server.meta_dir)
+    made = admin("user", "create", "--policy", name, meta_dir=console_server.meta_dir)
+    key, secret = made.split("access key: ")[1].split()[0], made.split("secret key: ")[1].split()[0]
+    client = Browserless(console_server.endpoint)
+    client.login()
+    page = client.request(CONSOLE + "/keys")
+    assert page.status == 200
+    row = page.body.split(f"<code>{key}</code>", 1)[1].split("</tr>", 1)[0]
+    assert name in row
+    assert f"<code>{DEV_ACCESS_KEY}</code>" in page.body and "readwrite" in page.body and "readonly" in page.body
+    assert "arn:aws:s3:::keys-page/*" in page.body  # the stored document, escaped into a <pre>
+    assert secret not in page.body and "apollo-dev-secret" not in page.body
+    user = Browserless(console_server.endpoint)
+    user.login(key, secret)
+    assert user.request(CONSOLE + "/keys").status == 403
