@@ -126,12 +126,18 @@ def test_posts_without_the_csrf_token_are_403(console_server: ServerProcess):
     assert client.request(CONSOLE + "/").status == 200  # still logged in
 
 
-def test_upload_list_and_download_through_the_engine(console_server: ServerProcess):
-    client = Browserless(console_server.endpoint)
+def _root_with_bucket(server: ServerProcess, prefix: str):
+    """A browser logged in with the root key, an S3 client, and a new bucket named ``prefix-<random>``."""
+    client = Browserless(server.endpoint)
     client.login()
-    s3 = console_server.s3()
-    bucket = f"files-{uuid.uuid4().hex[:8]}"
+    s3 = server.s3()
+    bucket = f"{prefix}-{uuid.uuid4().hex[:8]}"
     s3.create_bucket(Bucket=bucket)
+    return client, s3, bucket
+
+
+def test_upload_list_and_download_through_the_engine(console_server: ServerProcess):
+    client, s3, bucket = _root_with_bucket(console_server, "files")
     s3.put_object(Bucket=bucket, Key="dir/<i>x.txt", Body=b"x")
     page = client.request(f"{CONSOLE}/buckets/{bucket}")
     assert "dir/" in page.body and "<i>" not in page.body
@@ -151,11 +157,7 @@ def test_upload_list_and_download_through_the_engine(console_server: ServerProce
 
 
 def test_an_objects_versions_are_listed_and_each_downloads(console_server: ServerProcess):
-    client = Browserless(console_server.endpoint)
-    client.login()
-    s3 = console_server.s3()
-    bucket = f"versioned-{uuid.uuid4().hex[:8]}"
-    s3.create_bucket(Bucket=bucket)
+    client, s3, bucket = _root_with_bucket(console_server, "versioned")
     s3.put_object(Bucket=bucket, Key="plain.txt", Body=b"x")
     assert 'class="versions"' not in client.request(f"{CONSOLE}/buckets/{bucket}").body  # nothing to show yet
     s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
@@ -177,11 +179,7 @@ def test_an_objects_versions_are_listed_and_each_downloads(console_server: Serve
 
 
 def test_listing_pages_on(console_server: ServerProcess):
-    client = Browserless(console_server.endpoint)
-    client.login()
-    s3 = console_server.s3()
-    bucket = f"many-{uuid.uuid4().hex[:8]}"
-    s3.create_bucket(Bucket=bucket)
+    client, s3, bucket = _root_with_bucket(console_server, "many")
     for n in range(105):
         s3.put_object(Bucket=bucket, Key=f"k{n:03d}", Body=b"")
     first = client.request(f"{CONSOLE}/buckets/{bucket}")
