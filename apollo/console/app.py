@@ -9,6 +9,7 @@ virtual-host request to S3, where ``/_apollo/...`` is an ordinary key).
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from pathlib import Path
 
 from aiohttp import web
@@ -18,6 +19,7 @@ from apollo.client.engine import ObjectEngine
 from apollo.console import auth, views
 from apollo.console.render import PREFIX, SECURITY_HEADERS, esc, page, redirect, static, url
 from apollo.console.state import Console, Controls, DirectorySource, StatusSource
+from apollo.proto.cluster_map import ClusterMap
 from apollo.proto.routes import Handler, Wrap
 
 # (method, path under PREFIX, view, CSRF check: "form" or "stream"; see auth.guarded)
@@ -74,16 +76,18 @@ async def _to_overview(request: web.Request) -> web.Response:
     raise redirect(url("/"))
 
 
-def add_console_routes(app: web.Application, wrap: Wrap, engine: ObjectEngine, status: StatusSource,
+def add_console_routes(app: web.Application, wrap: Wrap, engine: ObjectEngine, status: StatusSource | None,
                        shared_dir: Path | None = None, controls: Controls | None = None,
-                       directory: DirectorySource | None = None) -> Console:  # fmt: skip
+                       directory: DirectorySource | None = None,
+                       cluster_map: Callable[[], ClusterMap] | None = None) -> Console:  # fmt: skip
     """Serve the console in ``app``: ``engine`` for objects, ``status()`` (blocking) for the overview,
     ``shared_dir`` for sessions every worker of a ``--workers`` server knows, ``controls`` for the
-    background work's rates and passes, ``directory()`` (blocking) for the keys page.
+    background work's rates and passes, ``directory()`` (blocking) for the keys page. A gateway gives no
+    status, controls or directory (it holds no database) but its ``cluster_map`` for the overview.
 
     Call before the S3 catch-all route is added (``build_app``'s ``apollo_routes`` hook is that place).
     """
-    console = Console(engine, status, shared_dir, controls, directory)
+    console = Console(engine, status, shared_dir, controls, directory, cluster_map)
 
     def add(method: str, path: str, handler: Handler) -> None:
         app.router.add_route(method, PREFIX + path, wrap(errors_to_pages(handler)))

@@ -34,6 +34,7 @@ from apollo.proto.s3_actions import required
 if TYPE_CHECKING:
     from apollo.cluster.admin import Status
     from apollo.meta.sql_users import KeyInfo
+    from apollo.proto.cluster_map import ClusterMap
 
 SESSION_COOKIE = "apollo_console"
 CALLER = "console_caller"  # the request's Caller (its key and policies), set with its live session
@@ -78,13 +79,17 @@ class Snapshot:
 class Console:
     """One per server process; its handlers are bound to it (``apollo.console.app``)."""
 
-    def __init__(self, engine: ObjectEngine, status: StatusSource, shared_dir: Path | None = None,
-                 controls: Controls | None = None, directory: DirectorySource | None = None) -> None:  # fmt: skip
-        """``shared_dir``: the sessions of all ``--workers`` (``apollo.console.sessions``); None: this process's.
+    def __init__(self, engine: ObjectEngine, status: StatusSource | None, shared_dir: Path | None = None,
+                 controls: Controls | None = None, directory: DirectorySource | None = None,
+                 cluster_map: Callable[[], ClusterMap] | None = None) -> None:  # fmt: skip
+        """``status``: the overview's figures (the all-in-one server's); None on a gateway, whose overview is
+        ``cluster_map()``, the map it routes by.
+        ``shared_dir``: the sessions of all ``--workers`` (``apollo.console.sessions``); None: this process's.
         ``controls``: the background work's rates and passes; None: the overview only shows them.
         ``directory``: the access keys and policies (the keys page); None: no such page."""
         self.engine = engine
         self._status = status
+        self.cluster_map = cluster_map
         self.controls = controls
         self._directory = directory
         self.activity = Activity()

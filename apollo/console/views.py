@@ -24,6 +24,7 @@ from apollo.proto.records import ObjectAttrs
 
 if TYPE_CHECKING:
     from apollo.cluster.tuning import Tuning
+    from apollo.proto.cluster_map import ClusterMap
 
 LIST_PAGE_KEYS = 100  # objects per listing page: a browser table stays quick to render
 FORM_FIELD_BYTES_MAX = 4096  # the upload form's text fields (token, prefix, name) before the file
@@ -39,6 +40,8 @@ async def overview(console: Console, request: web.Request, session: Session) -> 
     key's); every other key starts at its buckets."""
     if not request[CALLER].is_root:
         raise redirect(url("/buckets"))
+    if console.cluster_map is not None:
+        return _map_overview(console.cluster_map(), session)
     snapshot = await console.status()
     status, repair = snapshot.status, snapshot.status.repair
     used, total, online, filesystems = snapshot.capacity
@@ -105,6 +108,26 @@ async def background(console: Console, request: web.Request, session: Session) -
         await console.control(console.controls.tune, *rates)
         changed = f"rates set: repair {rates[0]}{' (paused)' if rates[2] else ''}, scrub {rates[1]}"
     raise redirect(url("/", changed=changed))
+
+
+def _map_overview(cluster: ClusterMap, session: Session) -> web.StreamResponse:
+    """A gateway's overview: the cluster map it routes by (nodes, racks, drives and their states), which is
+    what it knows; the full status is ``apollo admin status --database`` (or an all-in-one server's)."""
+    now = time.time()
+    nodes = [[esc(n.name), esc(n.rack or "-"), _state("online" if n.alive else "offline"),
+              esc(f"{now - n.heartbeat:.0f} s ago" if n.heartbeat else "never")] for n in cluster.nodes]  # fmt: skip
+    drives = [[f"<code>{esc(d.drive_id)}</code>", esc(d.node), _state(d.state), esc("yes" if d.writable else "no")]
+              for d in cluster.drives]  # fmt: skip
+    alive = sum(n.alive for n in cluster.nodes)
+    online = sum(d.state == "online" for d in cluster.drives)
+    body = (f'<section class="summary"><dl><dt>Cluster map</dt><dd id="epoch">epoch {cluster.epoch}</dd>'
+            f'<dt>Storage nodes</dt><dd id="nodes-alive">{alive} of {len(cluster.nodes)} alive</dd>'
+            f'<dt>Drives</dt><dd id="drives-online">{online} of {len(cluster.drives)} online</dd></dl></section>'
+            "<h2>Storage nodes</h2>" + table(["node", "rack", "state", "last heartbeat"], nodes, "no nodes")
+            + "<h2>Drives</h2>" + table(["drive", "node", "state", "takes writes"], drives, "no drives")
+            + '<p class="note">This console runs on a gateway, which knows the cluster map it routes by. Capacity, '
+            "repair, scrub and drive jobs: <code>apollo admin status --database URL</code>.</p>")  # fmt: skip
+    return page("Overview", body, session.csrf, session.access_key)
 
 
 def _used(total: int, free: int) -> str:

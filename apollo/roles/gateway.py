@@ -21,9 +21,11 @@ from apollo import __version__, limits, metrics
 from apollo.client.context import ClientContext
 from apollo.client.engine import ObjectEngine
 from apollo.client.remote_meta import RemoteMeta
+from apollo.console import add_console_routes
 from apollo.eventloop import install_uvloop
 from apollo.gateway.app import READY, build_app
 from apollo.proto.layout import Scheme
+from apollo.proto.routes import Wrap
 from apollo.roles import log_shutdown
 from apollo.roles.serving import serve
 from apollo.roles.tls import ServingCerts, check_https, serving_certs
@@ -57,7 +59,10 @@ async def build_gateway(config: GatewayConfig, certs: ServingCerts | None = None
     await meta.start(service=True)
     ctx = ClientContext(meta, meta.nodes, on_damage=[metrics.record_damage], on_decode=[metrics.ec_decoded_stripes.inc])
     engine = ObjectEngine(ctx, config.scheme, config.cell_size, config.write_quorum)
-    app = build_app(engine, config.domain, client_limits=config.client_limits)
+    def console(app: web.Application, wrap: Wrap) -> None:  # the map it routes by is what its overview shows
+        add_console_routes(app, wrap, engine, None, cluster_map=lambda: meta.map)
+
+    app = build_app(engine, config.domain, apollo_routes=console, client_limits=config.client_limits)
     # Not ready while no metadata service answers: load balancers send S3 clients to another gateway, and
     # apollo_meta_reachable tells the operator (readiness alone looks like a gateway problem).
     metrics.meta_reachable.set(1)  # start() returned: a service answered
