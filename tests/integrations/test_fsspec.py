@@ -7,6 +7,8 @@ import hashlib
 import os
 import pickle
 import random
+import re
+import urllib.request
 
 import fsspec
 import fsspec.tests.abstract as abstract
@@ -167,7 +169,15 @@ def test_info_ls_find_and_exists_see_prefixes_as_directories(apollo_fs, fs_bucke
     assert apollo_fs.du(f"{b}/d") == sum(len(k) for k in keys if k.startswith("d/"))
 
 
-def test_cat_ranges_returns_every_range_in_order_and_errors_in_place(apollo_fs, fs_bucket, seed):
+def _lookups(server) -> float:
+    """Batch lookups the server has answered (its metrics)."""
+    with urllib.request.urlopen(server.endpoint + "/metrics", timeout=10) as response:
+        text = response.read().decode()
+    found = re.search(r'^apollo_meta_rpc_total\{method="get_versions",outcome="ok"\} ([0-9.e+]+)$', text, re.M)
+    return float(found.group(1)) if found else 0.0
+
+
+def test_cat_ranges_returns_every_range_in_order_and_errors_in_place(apollo_server, apollo_fs, fs_bucket, seed):
     rng = random.Random(seed)
     files = {f"{fs_bucket}/shard-{n}": rng.randbytes(MIB + n) for n in range(3)}
     apollo_fs.pipe(files)
@@ -176,8 +186,13 @@ def test_cat_ranges_returns_every_range_in_order_and_errors_in_place(apollo_fs, 
         path = rng.choice(sorted(files))
         start = rng.randrange(0, MIB)
         paths.append(path), starts.append(start), ends.append(start + rng.randrange(1, 70_000))
+    before = _lookups(apollo_server)
     got = apollo_fs.cat_ranges(paths, starts, ends)
     assert got == [files[p][s:e] for p, s, e in zip(paths, starts, ends, strict=True)]
+    assert _lookups(apollo_server) - before == 1  # one batch: one metadata call for the 40 ranges
+    first = sorted(files)[0]
+    edges = apollo_fs.cat_ranges([first] * 4, [-10, 2 * MIB, 5, 0], [None, 2 * MIB + 5, 5, None])
+    assert edges == [files[first][-10:], b"", b"", files[first]]  # from the end; past it; empty; whole
     mixed = apollo_fs.cat_ranges([paths[0], f"{fs_bucket}/missing"], [0, 0], [10, 10])
     assert mixed[0] == files[paths[0]][:10] and isinstance(mixed[1], FileNotFoundError)
     with pytest.raises(FileNotFoundError):
