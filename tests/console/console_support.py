@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import http.cookiejar
+import json
 import re
 import urllib.error
 import urllib.parse
 import urllib.request
+import uuid
 from dataclasses import dataclass
+from pathlib import Path
 
+from apollo.testing.admin import admin
 from apollo.testing.server import DEV_ACCESS_KEY, DEV_SECRET_KEY
 
 CONSOLE = "/_apollo/console"
@@ -64,6 +68,20 @@ class Browserless:
         form = self.request(CONSOLE + "/login")
         return self.request(CONSOLE + "/login", {"csrf": form.csrf(), "next": CONSOLE + "/",
                                                  "access_key": access_key, "secret_key": secret_key})  # fmt: skip
+
+
+def console_user(server, *policies: str, document: dict | None = None, name: str = "") -> tuple[str, str]:
+    """A new key (access key, secret) with ``policies`` attached and, given a ``document``, a stored policy
+    of it too, named ``name`` or at random (``apollo admin policy create`` from a file under the server's root)."""
+    names = list(policies)
+    if document is not None:
+        name = name or f"p-{uuid.uuid4().hex[:8]}"
+        path = Path(server.root) / f"{name}.json"
+        path.write_text(json.dumps(document))
+        admin("policy", "create", name, path, meta_dir=server.meta_dir)
+        names.append(name)
+    made = admin("user", "create", *(arg for name in names for arg in ("--policy", name)), meta_dir=server.meta_dir)
+    return made.split("access key: ")[1].split()[0], made.split("secret key: ")[1].split()[0]
 
 
 def multipart(fields: list[tuple[str, str | tuple[str, bytes]]]) -> tuple[bytes, dict[str, str]]:

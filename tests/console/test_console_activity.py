@@ -5,11 +5,10 @@ from __future__ import annotations
 import re
 import time
 
-from console_support import CONSOLE, Browserless
+from console_support import CONSOLE, Browserless, console_user
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from apollo.console.activity import Activity, chart, rates, totals_from
-from apollo.testing.admin import admin
 from apollo.testing.server import ServerProcess
 
 
@@ -66,7 +65,6 @@ def test_the_activity_page_draws_the_servers_traffic_for_the_root_key(console_se
     assert page.status == 200 and page.header("Refresh") == "5"
     assert re.search(r'id="chart-requests"><figcaption>S3 requests: [0-9.]+ req/s now', page.body), page.body
     assert "<polyline" in page.body and 'id="chart-in"' in page.body
-    made = admin("user", "create", "--policy", "readwrite", meta_dir=console_server.meta_dir)
     user = Browserless(console_server.endpoint)
-    user.login(made.split("access key: ")[1].split()[0], made.split("secret key: ")[1].split()[0])
+    user.login(*console_user(console_server, "readwrite"))
     assert user.request(CONSOLE + "/activity").status == 403

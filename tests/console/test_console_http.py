@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import time
 import urllib.error
 import urllib.request
 import uuid
 
-from console_support import CONSOLE, Browserless, NoRedirect, multipart
+from console_support import CONSOLE, Browserless, NoRedirect, console_user, multipart
 
 from apollo.testing.admin import admin
 from apollo.testing.server import DEV_ACCESS_KEY, ServerProcess
@@ -46,16 +45,10 @@ def test_a_key_sees_and_does_in_the_console_what_its_policies_allow(console_serv
     for bucket in (shared, private):
         s3.create_bucket(Bucket=bucket)
         s3.put_object(Bucket=bucket, Key="doc.txt", Body=b"readable")
-    policy = json.dumps({"Version": "2012-10-17", "Statement": [
+    key, secret = console_user(console_server, document={"Version": "2012-10-17", "Statement": [
         {"Effect": "Allow", "Action": ["s3:ListAllMyBuckets"], "Resource": "*"},
         {"Effect": "Allow", "Action": ["s3:ListBucket", "s3:GetObject"],
          "Resource": [f"arn:aws:s3:::{shared}", f"arn:aws:s3:::{shared}/*"]}]})  # fmt: skip
-    path = console_server.root / "reader.json"
-    path.write_text(policy)
-    name = f"reader-{uuid.uuid4().hex[:6]}"
-    admin("policy", "create", name, path, meta_dir=console_server.meta_dir)
-    made = admin("user", "create", "--policy", name, meta_dir=console_server.meta_dir)
-    key, secret = made.split("access key: ")[1].split()[0], made.split("secret key: ")[1].split()[0]
     client = Browserless(console_server.endpoint)
     assert client.login(key, secret).status == 303
     assert client.request(CONSOLE + "/").header("Location") == CONSOLE + "/buckets"  # the overview is root's
@@ -78,14 +71,9 @@ def test_tag_conditions_decide_console_downloads_too(console_server: ServerProce
     s3.create_bucket(Bucket=bucket)
     s3.put_object(Bucket=bucket, Key="open.txt", Body=b"open", Tagging="class=public")
     s3.put_object(Bucket=bucket, Key="closed.txt", Body=b"closed", Tagging="class=secret")
-    path = console_server.root / "tagged.json"
-    path.write_text(json.dumps({"Version": "2012-10-17", "Statement": [
+    key, secret = console_user(console_server, document={"Version": "2012-10-17", "Statement": [
         {"Effect": "Allow", "Action": "s3:GetObject", "Resource": f"arn:aws:s3:::{bucket}/*",
-         "Condition": {"StringEquals": {"s3:ExistingObjectTag/class": "public"}}}]}))  # fmt: skip
-    name = f"tagged-{uuid.uuid4().hex[:6]}"
-    admin("policy", "create", name, path, meta_dir=console_server.meta_dir)
-    made = admin("user", "create", "--policy", name, meta_dir=console_server.meta_dir)
-    key, secret = made.split("access key: ")[1].split()[0], made.split("secret key: ")[1].split()[0]
+         "Condition": {"StringEquals": {"s3:ExistingObjectTag/class": "public"}}}]})  # fmt: skip
     client = Browserless(console_server.endpoint)
     assert client.login(key, secret).status == 303
     assert client.fetch(CONSOLE + f"/buckets/{bucket}/download?key=open.txt") == b"open"
@@ -246,22 +234,17 @@ def test_the_overview_sets_the_background_works_rates_and_starts_passes(console_
     assert client.request(CONSOLE + "/background", {"csrf": overview.csrf(), "start": "format-disks"}).status == 400
     client.request(CONSOLE + "/background", {"csrf": overview.csrf(), "repair_rate": "128MiB/s",
                                              "scrub_rate": "32MiB/s"})  # the defaults again, for other tests
-    made = admin("user", "create", "--policy", "readwrite", meta_dir=console_server.meta_dir)
     user = Browserless(console_server.endpoint)
-    user.login(made.split("access key: ")[1].split()[0], made.split("secret key: ")[1].split()[0])
+    user.login(*console_user(console_server, "readwrite"))
     page = user.request(CONSOLE + "/buckets")
     refused = user.request(CONSOLE + "/background", {"csrf": page.csrf(), "start": "scrub"})
     assert refused.status == 403
 
 
 def test_the_keys_page_lists_keys_and_policies_without_a_secret(console_server: ServerProcess):
-    path = console_server.root / "keys-page.json"
-    path.write_text(json.dumps({"Version": "2012-10-17", "Statement": [
-        {"Effect": "Allow", "Action": "s3:GetObject", "Resource": "arn:aws:s3:::keys-page/*"}]}))  # fmt: skip
     name = f"kp-{uuid.uuid4().hex[:6]}"
-    admin("policy", "create", name, path, meta_dir=console_server.meta_dir)
-    made = admin("user", "create", "--policy", name, meta_dir=console_server.meta_dir)
-    key, secret = made.split("access key: ")[1].split()[0], made.split("secret key: ")[1].split()[0]
+    key, secret = console_user(console_server, name=name, document={"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Action": "s3:GetObject", "Resource": "arn:aws:s3:::keys-page/*"}]})  # fmt: skip
     client = Browserless(console_server.endpoint)
     client.login()
     page = client.request(CONSOLE + "/keys")
