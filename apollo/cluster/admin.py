@@ -350,6 +350,8 @@ class ConsoleControls:
     :raises InvalidRequest: a rate that does not parse, a pass that does not exist.
     """
 
+    passes = PASSES
+
     def __init__(self, store: SqlStore) -> None:
         self._store = store
 

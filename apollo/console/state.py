@@ -61,6 +61,8 @@ class Controls(Protocol):
     :raises InvalidRequest: a rate that does not parse, a pass that does not exist.
     """
 
+    passes: tuple[str, ...]  # the background passes ``start_pass`` takes
+
     def tune(self, repair_rate: str, scrub_rate: str, repair_paused: bool) -> object: ...
 
     def start_pass(self, name: str) -> None: ...

@@ -80,7 +80,7 @@ def _controls(console: Console, tuning: Tuning, csrf: str, changed: str) -> str:
     done = f'<p class="info" id="changed">{esc(changed)}</p>' if changed else ""
     action, token = esc(url("/background")), esc(csrf)
     passes = "".join(f'<button type="submit" name="start" value="{name}" id="start-{name}">{name} now</button> '
-                     for name in ("scrub", "rebalance", "orphans"))  # fmt: skip
+                     for name in console.controls.passes)  # fmt: skip
     return f"""{done}<form method="post" action="{action}" id="rates">
 <input type="hidden" name="csrf" value="{token}">
 <label>Repair rate <input name="repair_rate" value="{esc(size(tuning.repair_bytes_per_s))}/s"></label>
