@@ -31,6 +31,10 @@ class UploadNotFound(NotFound):
     pass
 
 
+class SnapshotNotFound(NotFound):
+    pass
+
+
 class Conflict(ApolloError):
     """The request is valid but clashes with the current state."""
 

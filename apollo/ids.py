@@ -18,6 +18,7 @@ SEGMENT_ID = re.compile(r"[0-9a-f]{32}")  # uuid4().hex (MetaService.allocate_se
 DRIVE_ID = re.compile(r"[0-9a-f]{16}")  # uuid4().hex[:16] (apollo.storage.drive.format_drive)
 ETAG = re.compile(r"[0-9a-f]{32}(-[0-9]{1,5})?")  # an MD5, or a digest of parts or cells and their count
 VERSION_ID = re.compile(r"null|[0-9a-f]{32}")  # NULL_VERSION, or a new version's uuid4().hex
+SNAPSHOT_ID = re.compile(r"[0-9a-f]{32}")  # uuid4().hex (SnapshotOps.create_snapshot)
 PLACEMENT_GROUPS_MAX = 1 << 20
 SHARDS_PER_SEGMENT_MAX = 32  # the widest scheme (apollo.storage.ec.Scheme)
 
@@ -37,6 +38,12 @@ def _shown(value: object) -> str:
 def segment_id(value: object) -> str:
     if not isinstance(value, str) or not SEGMENT_ID.fullmatch(value):
         raise BadIdentifier(f"bad segment id {_shown(value)}: expected 32 lowercase hex digits")
+    return value
+
+
+def snapshot_id(value: object) -> str:
+    if not isinstance(value, str) or not SNAPSHOT_ID.fullmatch(value):
+        raise BadIdentifier(f"bad snapshot id {_shown(value)}: expected 32 lowercase hex digits")
     return value
 
 

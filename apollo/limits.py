@@ -62,6 +62,10 @@ rpc_body_read_s = 10.0
 # A batch lookup (``get_versions``, behind the native client's ``get_batch``) names at most this many
 # objects: an answer of 1,000 inline objects of 16 KiB is ~22 MiB of JSON. A client splits larger batches.
 batch_lookup_items_max = 1000
+# Snapshots (apollo.meta.sql_snapshots): one is taken in one transaction, which holds SQLite's only writer
+# (about 1 s per 100,000 objects); a bucket's are listed in one answer.
+snapshot_objects_max = 2_000_000
+snapshots_per_bucket_max = 1000
 # The S3 gateway's batch GET (POST /bucket?batch, a TAR stream): items per request; the largest item it
 # holds in memory (a bigger one is that item's error: read it with a GET); the bytes all batches of one
 # process may hold at once (each reserves its window of items at the largest item's size, else 503 SlowDown).

@@ -3,5 +3,7 @@
 from apollo.client.batch import BatchItem, BatchResult
 from apollo.client.native import AsyncClient, Client, ObjectInfo, from_environment
 from apollo.client.tls import CertError
+from apollo.proto.records import Snapshot
 
-__all__ = ["AsyncClient", "BatchItem", "BatchResult", "CertError", "Client", "ObjectInfo", "from_environment"]
+__all__ = ["AsyncClient", "BatchItem", "BatchResult", "CertError", "Client", "ObjectInfo", "Snapshot",
+           "from_environment"]

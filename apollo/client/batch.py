@@ -29,14 +29,19 @@ WINDOW_DEFAULT = 64  # reads in flight: enough to keep every node of a small clu
 
 @dataclass(frozen=True)
 class BatchItem:
-    """An object, or bytes ``[start, end)`` of it (``end`` None: to its end), of its latest version or the
-    one named."""
+    """An object, or bytes ``[start, end)`` of it (``end`` None: to its end), of its latest version, the one
+    named, or the one a snapshot of its bucket pinned (``snapshot``: its id)."""
 
     bucket: str
     key: str
     version_id: str | None = None
     start: int = 0
     end: int | None = None
+    snapshot: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.version_id is not None and self.snapshot is not None:
+            raise ValueError(f"{self.bucket}/{self.key}: an item names a version or a snapshot, not both")
 
     @classmethod
     def of(cls, item: BatchItem | tuple) -> BatchItem:
@@ -105,7 +110,7 @@ async def _resolved(engine: ObjectEngine, items: list[BatchItem]) -> AsyncIterat
     chunks = [items[first : first + step] for first in range(0, len(items), step)]
 
     def lookups_of(chunk: list[BatchItem]) -> asyncio.Task[list[Lookup]]:
-        return asyncio.ensure_future(engine.head_many([(i.bucket, i.key, i.version_id) for i in chunk]))
+        return asyncio.ensure_future(_lookups(engine, chunk))
 
     upcoming = lookups_of(chunks[0]) if chunks else None
     try:
@@ -117,6 +122,29 @@ async def _resolved(engine: ObjectEngine, items: list[BatchItem]) -> AsyncIterat
     finally:
         if upcoming is not None:
             upcoming.cancel()
+
+
+async def _lookups(engine: ObjectEngine, items: list[BatchItem]) -> list[Lookup]:
+    """Each item's lookup, in order: those of live objects in one metadata call, each snapshot's in one more.
+    A snapshot that does not exist (or a key that may not list its bucket) is the error of each of its items."""
+    found: list[Lookup | None] = [None] * len(items)
+    live = [number for number, item in enumerate(items) if item.snapshot is None]
+    if live:
+        named = [(items[n].bucket, items[n].key, items[n].version_id) for n in live]
+        for number, lookup in zip(live, await engine.head_many(named), strict=True):
+            found[number] = lookup
+    pinned: dict[tuple[str, str], list[int]] = {}
+    for number, item in enumerate(items):
+        if item.snapshot is not None:
+            pinned.setdefault((item.bucket, item.snapshot), []).append(number)
+    for (bucket, snapshot), numbers in pinned.items():
+        try:
+            lookups = await engine.head_pinned(bucket, snapshot, [items[n].key for n in numbers])
+        except (errors.NotFound, errors.InvalidRequest, errors.AccessDenied) as exc:
+            lookups = [Lookup(error=type(exc).__name__, message=str(exc))] * len(numbers)
+        for number, lookup in zip(numbers, lookups, strict=True):
+            found[number] = lookup
+    return [lookup for lookup in found if lookup is not None]
 
 
 async def _read(engine: ObjectEngine, item: BatchItem, lookup: Lookup) -> BatchResult:

@@ -51,6 +51,7 @@ from apollo.proto.records import (
     Lookup,
     ObjectAttrs,
     Part,
+    Snapshot,
     Upload,
     Version,
 )
@@ -240,6 +241,39 @@ class ObjectEngine:
                             max_keys: int) -> ListPage:  # fmt: skip
         """One page of every version and delete marker, newest first within a key. :raises BucketNotFound:"""
         return await self._meta.list_versions(bucket, prefix, delimiter, key_marker, version_marker, max_keys)
+
+    # snapshots (``apollo.meta.sql_snapshots``) ---------------------------------------------------
+
+    async def create_snapshot(self, bucket: str, prefix: str = "") -> Snapshot:
+        """Pin the latest version of every object under ``prefix``, in one metadata transaction.
+        :raises BucketNotFound, InvalidRequest: (too many objects, or snapshots in the bucket)"""
+        return await self._meta.create_snapshot(bucket, prefix, self._clock())
+
+    async def get_snapshot(self, bucket: str, snapshot_id: str) -> Snapshot:
+        """:raises BucketNotFound, SnapshotNotFound:"""
+        return await self._meta.get_snapshot(bucket, snapshot_id)
+
+    async def list_snapshots(self, bucket: str) -> list[Snapshot]:
+        """:raises BucketNotFound:"""
+        return await self._meta.list_snapshots(bucket)
+
+    async def delete_snapshot(self, bucket: str, snapshot_id: str) -> None:
+        """Unpin; the versions only it kept go to GC. :raises BucketNotFound, SnapshotNotFound, AccessDenied:"""
+        await self._meta.delete_snapshot(bucket, snapshot_id, self._clock())
+
+    async def list_snapshot(self, bucket: str, snapshot_id: str, prefix: str = "", delimiter: str = "",
+                            after: str = "", max_keys: int = limits.list_keys_max) -> ListPage:  # fmt: skip
+        """One page of a snapshot's objects, as :meth:`list_objects`. :raises BucketNotFound, SnapshotNotFound:"""
+        return await self._meta.list_snapshot(bucket, snapshot_id, prefix, delimiter, after, max_keys)
+
+    async def head_pinned(self, bucket: str, snapshot_id: str, keys: list[str]) -> list[Lookup]:
+        """The version of each key a snapshot pinned, with its layout, as :meth:`head_many` answers.
+        :raises BucketNotFound, SnapshotNotFound:"""
+        lookups: list[Lookup] = []
+        step = limits.batch_lookup_items_max
+        for first in range(0, len(keys), step):
+            lookups += await self._meta.get_snapshot_versions(bucket, snapshot_id, keys[first : first + step])
+        return lookups
 
     # multipart uploads -----------------------------------------------------------------------
 

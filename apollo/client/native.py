@@ -39,8 +39,9 @@ from apollo.client.remote_meta import RemoteMeta
 from apollo.client.remote_storage import Timeouts
 from apollo.client.tls import client_context, environment_context
 from apollo.client.writer import write_quorum as quorum_of
+from apollo.proto import codec
 from apollo.proto.layout import Scheme
-from apollo.proto.records import Conditions, ObjectAttrs, Version
+from apollo.proto.records import Conditions, ObjectAttrs, Snapshot, Version
 
 READ_CHUNK_BYTES = limits.io_batch_bytes  # a file read per encode batch: no joining
 LAYOUTS_KEPT = 10_000
@@ -269,33 +270,40 @@ class AsyncClient:
             self._layouts.popitem(last=False)
         return version
 
-    async def _version(self, bucket: str, key: str, version_id: str | None) -> Version:
+    async def _version(self, bucket: str, key: str, version_id: str | None, snapshot: str | None = None) -> Version:
+        if snapshot is not None:
+            lookup = (await self._engine.head_pinned(bucket, snapshot, [key]))[0]
+            if lookup.version is None:
+                raise codec.error_from_wire({"type": lookup.error, "message": lookup.message})
+            return lookup.version
         version = await self._lookup(bucket, key, version_id, fresh=version_id is None)
         if version is None:
             raise errors.ObjectNotFound(f"{bucket}/{key} does not exist")
         return version
 
     async def stream(self, bucket: str, key: str, start: int = 0, end: int | None = None,
-                     version_id: str | None = None) -> AsyncIterator[bytes | memoryview]:  # fmt: skip
-        """Bytes ``[start, end)`` in order, read ahead from the data shards, with bounded memory.
+                     version_id: str | None = None, snapshot: str | None = None
+                     ) -> AsyncIterator[bytes | memoryview]:  # fmt: skip
+        """Bytes ``[start, end)`` in order, read ahead from the data shards, with bounded memory; of the latest
+        version, the one named, or the one ``snapshot`` (an id from :meth:`snapshot`) pinned.
 
         Pieces are read-only memoryviews of the verified cells (a cell at most each), not copies;
         ``bytes(piece)`` where a ``bytes`` is needed."""
-        version = await self._version(bucket, key, version_id)
+        version = await self._version(bucket, key, version_id, snapshot)
         end = version.size if end is None else min(end, version.size)
         async for piece in self._engine.read(version, start, end):
             yield piece
 
     async def get(self, bucket: str, key: str, start: int = 0, end: int | None = None,
-                  version_id: str | None = None) -> bytes:  # fmt: skip
-        return b"".join([piece async for piece in self.stream(bucket, key, start, end, version_id)])
+                  version_id: str | None = None, snapshot: str | None = None) -> bytes:  # fmt: skip
+        return b"".join([piece async for piece in self.stream(bucket, key, start, end, version_id, snapshot)])
 
     async def get_into(self, bucket: str, key: str, buffer: bytearray | memoryview, start: int = 0,
-                       version_id: str | None = None) -> int:  # fmt: skip
+                       version_id: str | None = None, snapshot: str | None = None) -> int:  # fmt: skip
         """Read into ``buffer`` (e.g. pinned host memory) from ``start``; returns the bytes written."""
         view = memoryview(buffer).cast("B")
         filled = 0
-        async for piece in self.stream(bucket, key, start, start + len(view), version_id):
+        async for piece in self.stream(bucket, key, start, start + len(view), version_id, snapshot):
             view[filled : filled + len(piece)] = piece
             filled += len(piece)
         return filled
@@ -308,18 +316,41 @@ class AsyncClient:
         with ``ordered=False`` (``apollo.client.batch``)."""
         return batch.read_batch(self._engine, items, ordered=ordered, window=window)
 
-    async def list(self, bucket: str, prefix: str = "", delimiter: str = "", start_after: str = ""
-                   ) -> AsyncIterator[ObjectInfo | str]:  # fmt: skip
-        """Every object (and, with a delimiter, every common prefix as a ``str``) in key order, page by page."""
+    async def list(self, bucket: str, prefix: str = "", delimiter: str = "", start_after: str = "",
+                   snapshot: str | None = None) -> AsyncIterator[ObjectInfo | str]:  # fmt: skip
+        """Every object (and, with a delimiter, every common prefix as a ``str``) in key order, page by page:
+        of the bucket now, or of a snapshot of it."""
         marker = start_after
         while True:
-            page = await self._engine.list_objects(bucket, prefix, delimiter, marker, 1000)
+            if snapshot is None:
+                page = await self._engine.list_objects(bucket, prefix, delimiter, marker, limits.list_keys_max)
+            else:
+                page = await self._engine.list_snapshot(bucket, snapshot, prefix, delimiter, marker)
             entries = [ObjectInfo.of(v) for v in page.entries] + list(page.prefixes)
             for entry in sorted(entries, key=lambda e: e if isinstance(e, str) else e.key):
                 yield entry
             if not page.truncated:
                 return
             marker = page.next_marker
+
+
+    # snapshots -------------------------------------------------------------------------------
+
+    async def snapshot(self, bucket: str, prefix: str = "") -> Snapshot:
+        """Pin exactly the objects under ``prefix`` now (their versions, by reference: no data is copied), in
+        one metadata transaction; read them later with ``snapshot=`` on ``get``, ``list`` and ``get_batch``
+        items, whatever is written or deleted meanwhile, until :meth:`delete_snapshot`.
+        :raises BucketNotFound, InvalidRequest: (``limits.snapshot_objects_max``, ``snapshots_per_bucket_max``)"""
+        return await self._engine.create_snapshot(bucket, prefix)
+
+    async def snapshots(self, bucket: str) -> list[Snapshot]:
+        """The bucket's snapshots, oldest first."""
+        return await self._engine.list_snapshots(bucket)
+
+    async def delete_snapshot(self, bucket: str, snapshot_id: str) -> None:
+        """Unpin: versions deleted since, and kept by no other snapshot, go to GC. Only the key that took a
+        snapshot may delete it. :raises SnapshotNotFound, AccessDenied:"""
+        await self._engine.delete_snapshot(bucket, snapshot_id)
 
 
 class Client:
@@ -367,8 +398,8 @@ class Client:
     def get(self, bucket: str, key: str, start: int = 0, end: int | None = None, **options: Any) -> bytes:
         return self._run(self._async.get(bucket, key, start, end, **options))
 
-    def get_into(self, bucket: str, key: str, buffer: bytearray | memoryview, start: int = 0) -> int:
-        return self._run(self._async.get_into(bucket, key, buffer, start))
+    def get_into(self, bucket: str, key: str, buffer: bytearray | memoryview, start: int = 0, **options: Any) -> int:
+        return self._run(self._async.get_into(bucket, key, buffer, start, **options))
 
     def stream(self, bucket: str, key: str, start: int = 0, end: int | None = None
                ) -> Iterator[bytes | memoryview]:  # fmt: skip
@@ -393,11 +424,21 @@ class Client:
     def delete(self, bucket: str, key: str, version_id: str | None = None) -> None:
         self._run(self._async.delete(bucket, key, version_id))
 
-    def list(self, bucket: str, prefix: str = "", delimiter: str = "") -> list[ObjectInfo | str]:
+    def list(self, bucket: str, prefix: str = "", delimiter: str = "", snapshot: str | None = None
+             ) -> list[ObjectInfo | str]:  # fmt: skip
         async def collect():
-            return [entry async for entry in self._async.list(bucket, prefix, delimiter)]
+            return [entry async for entry in self._async.list(bucket, prefix, delimiter, snapshot=snapshot)]
 
         return self._run(collect())
+
+    def snapshot(self, bucket: str, prefix: str = "") -> Snapshot:
+        return self._run(self._async.snapshot(bucket, prefix))
+
+    def snapshots(self, bucket: str) -> list[Snapshot]:
+        return self._run(self._async.snapshots(bucket))
+
+    def delete_snapshot(self, bucket: str, snapshot_id: str) -> None:
+        self._run(self._async.delete_snapshot(bucket, snapshot_id))
 
     def get_batch(self, items: Iterable[BatchItem | tuple], *, ordered: bool = True,
                   window: int = batch.WINDOW_DEFAULT) -> Iterator[BatchResult]:  # fmt: skip

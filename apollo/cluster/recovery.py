@@ -224,6 +224,7 @@ def _repair_invariants(store: SqlStore, now: float) -> dict[str, int]:
                 "DELETE FROM parts WHERE upload_id NOT IN (SELECT upload_id FROM uploads)").rowcount,
         }  # fmt: skip
         unowned = ("data_id NOT IN (SELECT data_id FROM versions WHERE data_id IS NOT NULL) "
+                   "AND data_id NOT IN (SELECT data_id FROM retired_versions WHERE data_id IS NOT NULL) "
                    "AND data_id NOT IN (SELECT data_id FROM parts)")  # fmt: skip
         db.execute(f"INSERT OR IGNORE INTO garbage (segment_id, layout, owner, due) "
                    f"SELECT segment_id, layout, '', ? FROM segments WHERE {unowned}", (now,))  # fmt: skip

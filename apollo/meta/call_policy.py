@@ -38,6 +38,13 @@ CALL_OPS: dict[str, str] = {
     "set_tags": "PutObjectTagging",
     "list_objects": "ListObjects",
     "list_versions": "ListObjectVersions",
+    # A snapshot shows and pins the keys under its prefix: a listing's right. Reading through one is held to
+    # GetObject item by item (``filter``); deleting one, also to having taken it (``SnapshotOps``).
+    "create_snapshot": "ListObjects",
+    "get_snapshot": "ListObjects",
+    "list_snapshots": "ListObjects",
+    "list_snapshot": "ListObjects",
+    "delete_snapshot": "ListObjects",
     "create_upload": "CreateMultipartUpload",
     "get_upload": "UploadPart",
     "list_uploads": "ListMultipartUploads",
@@ -142,9 +149,11 @@ class CallPolicy:
         list, as the gateway's does (``AccessDecider.visible``); a batch lookup, the objects it may read."""
         if method == "get_bucket" and isinstance(result, Bucket):
             return await self.filter_bucket(result, caller)
-        if method == "get_versions" and isinstance(result, list) and bound:
+        if method in ("get_versions", "get_snapshot_versions") and isinstance(result, list) and bound:
             context = request_context(source_ip, secure, time.time())
-            return await self._readable(bound["items"], result, caller, context)
+            items = bound["items"] if method == "get_versions" else [(bound["bucket"], key, None)
+                                                                      for key in bound["keys"]]  # fmt: skip
+            return await self._readable(items, result, caller, context)
         if method != "list_buckets" or not isinstance(result, list):
             return result
         shown = await self._decider.visible(caller, result, request_context(source_ip, secure, time.time()))

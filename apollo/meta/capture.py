@@ -25,7 +25,8 @@ from dataclasses import dataclass
 # The namespace and what it needs to be served. Not journaled: garbage (pending writes and
 # queued deletes: recovery derives what matters), repair_queue, drive_jobs and drives (rebuilt
 # from the drives), settings (the sequence counter lives there).
-JOURNALED_TABLES = ("buckets", "versions", "segments", "uploads", "parts", "access_keys", "policies", "key_policies")
+JOURNALED_TABLES = ("buckets", "versions", "segments", "uploads", "parts", "access_keys", "policies", "key_policies",
+                    "snapshots", "snapshot_objects", "retired_versions")
 REAL_DIGITS_FORMAT = "%!.18g"
 REAL_TYPES = ("REAL", "FLOA", "DOUB")
 

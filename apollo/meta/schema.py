@@ -11,7 +11,7 @@ Segments hang off a ``data_id`` so multipart completion can re-parent part
 segments onto the final version without copying bytes.
 """
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 
 POLICIES_DDL = ("CREATE TABLE IF NOT EXISTS policies (name TEXT PRIMARY KEY, document TEXT NOT NULL, "
                 "created REAL NOT NULL)")  # fmt: skip
@@ -20,6 +20,27 @@ SESSION_KEYS_DDL = ("CREATE TABLE IF NOT EXISTS session_keys (access_key TEXT PR
                     "created REAL NOT NULL)")  # fmt: skip
 KEY_POLICIES_DDL = ("CREATE TABLE IF NOT EXISTS key_policies (access_key TEXT NOT NULL, policy TEXT NOT NULL, "
                     "PRIMARY KEY (access_key, policy))")  # fmt: skip
+
+# A version's columns after its row id and bucket: ``versions`` and ``retired_versions`` hold the same rows.
+VERSION_FIELDS_DDL = """key TEXT NOT NULL, version_id TEXT NOT NULL,
+        is_latest INTEGER NOT NULL, delete_marker INTEGER NOT NULL,
+        size INTEGER NOT NULL, etag TEXT NOT NULL, last_modified REAL NOT NULL,
+        content_type TEXT NOT NULL, headers TEXT NOT NULL, checksums TEXT NOT NULL,
+        tags TEXT NOT NULL, parts TEXT NOT NULL, inline_data BLOB, data_id TEXT,
+        upload_id TEXT NOT NULL DEFAULT ''"""
+# Snapshots (``apollo.meta.sql_snapshots``): which version of each key under a prefix existed when one was
+# taken, by the row id of that version. A pinned version that is deleted moves, whole and with its data, to
+# ``retired_versions`` until no snapshot names it.
+SNAPSHOT_DDL = [
+    """CREATE TABLE IF NOT EXISTS snapshots (
+        snapshot_id TEXT PRIMARY KEY, bucket TEXT NOT NULL, prefix TEXT NOT NULL, created REAL NOT NULL,
+        owner TEXT NOT NULL, objects INTEGER NOT NULL, bytes INTEGER NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS snapshots_by_bucket ON snapshots (bucket, created)",
+    """CREATE TABLE IF NOT EXISTS snapshot_objects (
+        snapshot_id TEXT NOT NULL, key TEXT NOT NULL, vid INTEGER NOT NULL, PRIMARY KEY (snapshot_id, key))""",
+    "CREATE INDEX IF NOT EXISTS snapshot_objects_by_vid ON snapshot_objects (vid)",
+    f"CREATE TABLE IF NOT EXISTS retired_versions (id INTEGER PRIMARY KEY, bucket TEXT NOT NULL, {VERSION_FIELDS_DDL})",
+]
 
 DDL = [
     "CREATE TABLE IF NOT EXISTS settings (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
@@ -42,14 +63,9 @@ DDL = [
     """CREATE TABLE IF NOT EXISTS buckets (
         name TEXT PRIMARY KEY, created REAL NOT NULL, versioning TEXT NOT NULL DEFAULT '',
         policy TEXT NOT NULL DEFAULT '', owner TEXT NOT NULL DEFAULT '', tags TEXT NOT NULL DEFAULT '{}')""",
-    """CREATE TABLE IF NOT EXISTS versions (
+    f"""CREATE TABLE IF NOT EXISTS versions (
         id INTEGER PRIMARY KEY AUTOINCREMENT,
-        bucket TEXT NOT NULL REFERENCES buckets (name), key TEXT NOT NULL, version_id TEXT NOT NULL,
-        is_latest INTEGER NOT NULL, delete_marker INTEGER NOT NULL,
-        size INTEGER NOT NULL, etag TEXT NOT NULL, last_modified REAL NOT NULL,
-        content_type TEXT NOT NULL, headers TEXT NOT NULL, checksums TEXT NOT NULL,
-        tags TEXT NOT NULL, parts TEXT NOT NULL, inline_data BLOB, data_id TEXT,
-        upload_id TEXT NOT NULL DEFAULT '')""",
+        bucket TEXT NOT NULL REFERENCES buckets (name), {VERSION_FIELDS_DDL})""",
     "CREATE UNIQUE INDEX IF NOT EXISTS versions_by_id ON versions (bucket, key, version_id)",
     "CREATE INDEX IF NOT EXISTS versions_by_age ON versions (bucket, key, id)",
     "CREATE UNIQUE INDEX IF NOT EXISTS versions_latest ON versions (bucket, key) WHERE is_latest = 1",
@@ -102,6 +118,7 @@ DDL = [
     # deployment, and a start that finds one on its command line must not take it back.
     """CREATE TABLE IF NOT EXISTS removed_drives (
         drive_id TEXT PRIMARY KEY, node TEXT NOT NULL, path TEXT NOT NULL, removed REAL NOT NULL)""",
+    *SNAPSHOT_DDL,
 ]
 
 # Upgrades of databases written by older versions: (new version, statements), applied in order

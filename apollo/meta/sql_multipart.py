@@ -125,7 +125,7 @@ class MultipartOps(ObjectOps):
         return page
 
     def delete_bucket(self, name: str, now: float) -> None:
-        """Delete a bucket without versions or delete markers; its multipart uploads in progress go with it,
+        """Delete a bucket without versions, delete markers or snapshots; its multipart uploads in progress go with it,
         as on AWS (a client that crashed mid-upload must not leave a bucket nobody can delete).
 
         :raises BucketNotFound, BucketNotEmpty:
@@ -134,6 +134,8 @@ class MultipartOps(ObjectOps):
             self._bucket_row(db, name)
             if db.execute("SELECT 1 FROM versions WHERE bucket = ? LIMIT 1", (name,)).fetchone():
                 raise errors.BucketNotEmpty(f"bucket {name} is not empty")
+            if db.execute("SELECT 1 FROM snapshots WHERE bucket = ? LIMIT 1", (name,)).fetchone():
+                raise errors.BucketNotEmpty(f"bucket {name} has snapshots, which hold its data: delete them first")
             for upload in db.execute("SELECT upload_id FROM uploads WHERE bucket = ?", (name,)).fetchall():
                 self._drop_upload(db, upload["upload_id"], now)
             db.execute("DELETE FROM buckets WHERE name = ?", (name,))

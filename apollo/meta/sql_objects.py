@@ -203,6 +203,23 @@ class ObjectOps(SqlBase):
         )
         db.execute("DELETE FROM segments WHERE data_id = ?", (data_id,))
 
+    def _remove_version(self, db: Conn, row_id: int, data_id: str | None, now: float) -> None:
+        """Delete a version row, and its data unless a snapshot pins it: then the row moves to
+        ``retired_versions``, data and all, until the last snapshot naming it is deleted.
+
+        The pin is looked up with an UPDATE, not a SELECT: on PostgreSQL it then conflicts with a snapshot
+        deletion that commits meanwhile (one of the two reruns), so a version is never left retired with no
+        snapshot naming it. A snapshot being taken meanwhile conflicts on the version row itself
+        (``SnapshotOps.create_snapshot``).
+        """
+        pinned = db.execute("UPDATE snapshot_objects SET vid = vid WHERE vid = ?", (row_id,)).rowcount
+        if pinned:
+            db.execute(f"INSERT INTO retired_versions ({VERSION_COLUMNS}, upload_id) "
+                       f"SELECT {VERSION_COLUMNS}, upload_id FROM versions WHERE id = ?", (row_id,))  # fmt: skip
+        else:
+            self._discard_data(db, data_id, now)
+        db.execute("DELETE FROM versions WHERE id = ?", (row_id,))
+
     def _load_data(self, row: Row) -> ObjectData:
         if row["data_id"] is None:
             return ObjectData(size=row["size"], inline=row["inline_data"] or b"")
@@ -289,8 +306,7 @@ class ObjectOps(SqlBase):
                 (bucket, key, NULL_VERSION),
             ).fetchone()
             if old is not None:
-                self._discard_data(db, old["data_id"], now)
-                db.execute("DELETE FROM versions WHERE id = ?", (old["id"],))
+                self._remove_version(db, old["id"], old["data_id"], now)
         db.execute("UPDATE versions SET is_latest = 0 WHERE bucket = ? AND key = ? AND is_latest = 1", (bucket, key))
         row = db.execute(
             "INSERT INTO versions (bucket, key, version_id, is_latest, delete_marker, size, etag, last_modified, "
@@ -413,8 +429,7 @@ class ObjectOps(SqlBase):
         ).fetchone()
         if row is None:
             return DeleteResult(version_id, False)
-        self._discard_data(db, row["data_id"], now)
-        db.execute("DELETE FROM versions WHERE id = ?", (row["id"],))
+        self._remove_version(db, row["id"], row["data_id"], now)
         if row["is_latest"]:
             db.execute(
                 "UPDATE versions SET is_latest = 1 WHERE id = "

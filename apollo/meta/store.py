@@ -16,7 +16,8 @@ from apollo.meta.sql_cluster import ClusterOps
 from apollo.meta.sql_leases import LeaseOps
 from apollo.meta.sql_multipart import MultipartOps
 from apollo.meta.sql_repair import RepairOps
+from apollo.meta.sql_snapshots import SnapshotOps
 
 
-class SqlStore(MultipartOps, ClusterOps, RepairOps, LeaseOps):
+class SqlStore(SnapshotOps, MultipartOps, ClusterOps, RepairOps, LeaseOps):
     """The metadata store, on SQLite (one machine) or PostgreSQL (clusters): see ``apollo.meta.engine``."""

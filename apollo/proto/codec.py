@@ -41,6 +41,7 @@ from apollo.proto.records import (
     Lookup,
     ObjectAttrs,
     Part,
+    Snapshot,
     Upload,
     Version,
 )
@@ -56,6 +57,7 @@ _TYPES: dict[str, type] = {
         Lookup,
         ObjectAttrs,
         Part,
+        Snapshot,
         Upload,
         Version,
         ObjectData,

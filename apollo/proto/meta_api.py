@@ -88,6 +88,13 @@ CALLS: dict[str, Call] = {call.name: call for call in (
     Call("set_tags", W, _KEY, _THREAD, idempotent=True),
     Call("list_objects", R, _KEY, _THREAD),
     Call("list_versions", R, _KEY, _THREAD),
+    # snapshots: the versions under a prefix at one instant, pinned (``apollo.meta.sql_snapshots``)
+    Call("create_snapshot", W, _KEY, _THREAD),
+    Call("get_snapshot", R, _KEY, _INLINE),
+    Call("list_snapshots", R, _KEY, _THREAD),
+    Call("list_snapshot", R, _KEY, _THREAD),
+    Call("get_snapshot_versions", R, _KEY, _BACKGROUND),  # a batch of lookups, as get_versions
+    Call("delete_snapshot", W, _KEY, _THREAD),
     # multipart uploads
     Call("create_upload", W, _KEY, _THREAD),
     Call("get_upload", R, _KEY, _INLINE),

@@ -94,6 +94,20 @@ class Lookup:
 
 
 @dataclass
+class Snapshot:
+    """Which version of every object under ``prefix`` existed when it was taken (``apollo.meta.sql_snapshots``):
+    ``objects`` of them, ``bytes`` in all; ``owner``: the key that took it, the only one that may delete it."""
+
+    snapshot_id: str
+    bucket: str
+    prefix: str
+    created: float
+    owner: str
+    objects: int
+    bytes: int
+
+
+@dataclass
 class Conditions:
     """Conditional-write rules checked inside the commit transaction."""
 

@@ -91,6 +91,10 @@ def write_everything(store: SqlStore) -> None:
     store.add_pending(part, "t1", 1e12)
     store.commit_part(open_upload, 1, size=1000, etag="e" * 32, checksums={}, data=ObjectData(1000, segments=[part]),
                       now=17.0, owner="t1")  # fmt: skip
+    kept = store.create_snapshot("plain", "", 17.5, owner="key:AKTEST")
+    store.delete_snapshot("plain", store.create_snapshot("plain", "m", 17.6).snapshot_id, 17.7)
+    store.delete_object("plain", "big", None, 17.8)  # pinned: its row moves to retired_versions
+    assert kept.objects == 4
     store.put_policy("read-data", '{"Statement":[{"Effect":"Allow","Action":"s3:GetObject","Resource":"*"}]}', 18.0)
     store.put_key("AKTEST", "secret", 18.0, policies=["read-data", "writeonly"])
     store.put_key("AKGONE", "secret", 18.5, policies=["readonly"])
