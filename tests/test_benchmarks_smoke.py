@@ -159,3 +159,10 @@ def test_cluster_bench_measures_every_path_and_metadata_engine(tmp_path):
     metadata = {(r["metadata"], r["op"]) for r in rows if "metadata" in r and r["ops_per_s"] > 0}
     assert len(metadata) == 6
     assert "| checkpoint | PUT |" in result.stdout and " | 2 |" in result.stdout  # medians of both rounds
+
+
+def test_the_snapshot_benchmark_runs_and_prints_what_it_measured():
+    run = subprocess.run([sys.executable, str(BENCHMARKS / "snapshot_bench.py"), "--objects", "3000", "--engines",
+                          "sqlite"], capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert "3000 objects" in run.stdout and "sqlite: take a snapshot" in run.stdout and " ms " in run.stdout

@@ -388,6 +388,9 @@ class Client:
     def create_bucket(self, bucket: str) -> None:
         self._run(self._async.create_bucket(bucket))
 
+    def delete_bucket(self, bucket: str) -> None:
+        self._run(self._async.delete_bucket(bucket))
+
     def list_buckets(self) -> list[str]:
         """The names of the buckets this key may see, sorted."""
         return self._run(self._async.list_buckets())

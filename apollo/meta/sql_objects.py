@@ -194,14 +194,17 @@ class ObjectOps(SqlBase):
 
     def _discard_data(self, db: Conn, data_id: str | None, now: float) -> None:
         """Queue a data id's segments for GC after a grace period for in-flight readers."""
-        if data_id is None:
-            return
-        db.execute(
-            "INSERT INTO garbage (segment_id, layout, owner, due) "
-            "SELECT segment_id, layout, '', ? FROM segments WHERE data_id = ?",
-            (now + self.gc_delay_s, data_id),
-        )
-        db.execute("DELETE FROM segments WHERE data_id = ?", (data_id,))
+        if data_id is not None:
+            self._discard_all(db, [data_id], now)
+
+    def _discard_all(self, db: Conn, data_ids: list[str], now: float) -> None:
+        """``_discard_data`` of each, a statement per ``IN_LIST_MAX``."""
+        for first in range(0, len(data_ids), IN_LIST_MAX):
+            chunk = data_ids[first : first + IN_LIST_MAX]
+            among = f"data_id IN ({', '.join('?' * len(chunk))})"
+            db.execute(f"INSERT INTO garbage (segment_id, layout, owner, due) SELECT segment_id, layout, '', ? "
+                       f"FROM segments WHERE {among}", (now + self.gc_delay_s, *chunk))  # fmt: skip
+            db.execute(f"DELETE FROM segments WHERE {among}", tuple(chunk))
 
     def _remove_version(self, db: Conn, row_id: int, data_id: str | None, now: float) -> None:
         """Delete a version row, and its data unless a snapshot pins it: then the row moves to

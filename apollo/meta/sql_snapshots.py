@@ -19,7 +19,7 @@ import uuid
 
 from apollo import errors, ids, limits
 from apollo.meta.listing import Cursor, successor, walk
-from apollo.meta.sql_objects import IN_LIST_MAX, VERSION_COLUMNS, ObjectOps
+from apollo.meta.sql_objects import IN_LIST_MAX, VERSION_COLUMNS, VERSION_COLUMNS_V, ObjectOps
 from apollo.meta.sqlbase import Row
 from apollo.proto.records import ListPage, Lookup, Snapshot, Version
 
@@ -103,9 +103,9 @@ class SnapshotOps(ObjectOps):
                 "SELECT r.id, r.data_id FROM snapshot_objects s JOIN retired_versions r ON r.id = s.vid "
                 "WHERE s.snapshot_id = ? AND NOT EXISTS (SELECT 1 FROM snapshot_objects o "
                 "WHERE o.vid = s.vid AND o.snapshot_id <> s.snapshot_id)", (snapshot_id,)).fetchall()  # fmt: skip
-            for retired in unpinned:
-                self._discard_data(db, retired["data_id"], now)
-                db.execute("DELETE FROM retired_versions WHERE id = ?", (retired["id"],))
+            data_ids = [retired["data_id"] for retired in unpinned if retired["data_id"] is not None]
+            self._discard_all(db, data_ids, now)
+            db.executemany("DELETE FROM retired_versions WHERE id = ?", [(retired["id"],) for retired in unpinned])
             db.execute("DELETE FROM snapshot_objects WHERE snapshot_id = ?", (snapshot_id,))
             db.execute("DELETE FROM snapshots WHERE snapshot_id = ?", (snapshot_id,))
 
@@ -118,11 +118,9 @@ class SnapshotOps(ObjectOps):
         def fetch(cursor: Cursor, upper: str | None, limit: int) -> list[Version]:
             op = ">=" if cursor.inclusive else ">"
             bound = " AND key < ?" if upper else ""
-            rows = self.all(f"SELECT key, vid FROM snapshot_objects WHERE snapshot_id = ? AND key {op} ?{bound} "
-                            "ORDER BY key LIMIT ?",
-                            (snapshot_id, cursor.key, *((upper,) if upper else ()), limit))  # fmt: skip
-            pinned = self._pinned_rows([row["vid"] for row in rows])
-            return [self._version(pinned[row["vid"]], False) for row in rows if row["vid"] in pinned]
+            rows = self._pinned(f"key {op} ?{bound} ORDER BY key LIMIT ?",
+                                (snapshot_id, cursor.key, *((upper,) if upper else ()), limit))  # fmt: skip
+            return [self._version(row, False) for row in rows.values()]
 
         rows, prefixes, truncated, _ = walk(fetch, prefix, delimiter, Cursor(after), max_keys)
         marker = (max(rows[-1].key, prefixes[-1]) if rows and prefixes else rows[-1].key if rows
@@ -137,15 +135,12 @@ class SnapshotOps(ObjectOps):
             raise errors.InvalidRequest(f"a snapshot lookup names a list of at most {limits.batch_lookup_items_max} "
                                         "keys")  # fmt: skip
         self._snapshot_row(bucket, snapshot_id)
-        vids: dict[str, int] = {}
+        versions: dict[str, Version] = {}
         distinct = sorted(set(keys))
         for first in range(0, len(distinct), IN_LIST_MAX):
             chunk = distinct[first : first + IN_LIST_MAX]
-            rows = self.all(f"SELECT key, vid FROM snapshot_objects WHERE snapshot_id = ? AND key IN "
-                            f"({', '.join('?' * len(chunk))})", (snapshot_id, *chunk))  # fmt: skip
-            vids.update((row["key"], row["vid"]) for row in rows)
-        pinned = self._pinned_rows(list(vids.values()))
-        versions = {key: self._version(pinned[vid], True) for key, vid in vids.items() if vid in pinned}
+            rows = self._pinned(f"key IN ({', '.join('?' * len(chunk))})", (snapshot_id, *chunk))
+            versions.update((key, self._version(row, True)) for key, row in rows.items())
         return [Lookup(versions[key]) if key in versions else
                 Lookup(error="ObjectNotFound", message=f"{bucket}/{key} is not in snapshot {snapshot_id}")
                 for key in keys]  # fmt: skip
@@ -161,17 +156,24 @@ class SnapshotOps(ObjectOps):
             raise errors.SnapshotNotFound(f"bucket {bucket} has no snapshot {snapshot_id}")
         return row
 
-    def _pinned_rows(self, vids: list[int]) -> dict[int, Row]:
-        """The version rows of these ids: live ones, else retired ones (deleted since a snapshot pinned them).
+    def _pinned(self, where: str, args: tuple) -> dict[str, Row]:
+        """The version rows a snapshot pins, by key in key order, for its ``snapshot_objects`` rows
+        ``snapshot_id = ? AND <where>``: live rows in the same statement, retired ones (deleted since the
+        snapshot pinned them) after.
 
-        Live rows first: a row that moves meanwhile moves in one transaction, so one of the two finds it. An
-        id found in neither belonged to a snapshot deleted since its rows were read."""
+        A row that moves meanwhile moves in one transaction, so one of the two statements finds it; a row in
+        neither belonged to a snapshot deleted since, and is left out."""
+        # The page is cut before the join: without statistics (a table just filled), PostgreSQL would join
+        # every later row of the snapshot and sort them for each page.
+        rows = self.all(f"SELECT s.key AS pinned_key, s.vid AS pinned_vid, {VERSION_COLUMNS_V} FROM (SELECT key, vid "
+                        f"FROM snapshot_objects WHERE snapshot_id = ? AND {where}) s LEFT JOIN versions v "
+                        "ON v.id = s.vid ORDER BY s.key", args)  # fmt: skip
+        retired = [row["pinned_vid"] for row in rows if row["id"] is None]
         found: dict[int, Row] = {}
-        for table in ("versions", "retired_versions"):
-            wanted = [vid for vid in vids if vid not in found]
-            for first in range(0, len(wanted), IN_LIST_MAX):
-                chunk = wanted[first : first + IN_LIST_MAX]
-                rows = self.all(f"SELECT {VERSION_COLUMNS} FROM {table} WHERE id IN ({', '.join('?' * len(chunk))})",
-                                tuple(chunk))  # fmt: skip
-                found.update((row["id"], row) for row in rows)
-        return found
+        for first in range(0, len(retired), IN_LIST_MAX):
+            chunk = retired[first : first + IN_LIST_MAX]
+            found.update((row["id"], row) for row in self.all(
+                f"SELECT {VERSION_COLUMNS} FROM retired_versions WHERE id IN ({', '.join('?' * len(chunk))})",
+                tuple(chunk)))  # fmt: skip
+        pinned = {row["pinned_key"]: row if row["id"] is not None else found.get(row["pinned_vid"]) for row in rows}
+        return {key: row for key, row in pinned.items() if row is not None}

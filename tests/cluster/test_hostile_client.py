@@ -244,3 +244,55 @@ def test_a_batch_lookup_gives_no_object_or_read_token_a_single_lookup_would_refu
     with cluster.native(ATTACKER, ATTACKER_SECRET) as attacker:
         results = list(attacker.get_batch([("victim-data", "small"), ("victim-data", "large")]))
     assert [type(r.error) for r in results] == [errors.AccessDenied, errors.AccessDenied]
+
+
+def test_snapshots_are_held_to_the_reads_and_listings_they_stand_for_and_to_their_taker(cluster):
+    """A key a bucket policy denies can neither snapshot the bucket nor read through a snapshot whose id it
+    learnt (each item AccessDenied, no read token); a key that may list a bucket cannot delete another key's
+    snapshot, not even by naming itself the deployment (``owner`` is the service's to set); a snapshot id not
+    of Apollo's form is refused before it reaches a query."""
+    with cluster.native(VICTIM, VICTIM_SECRET) as victim:
+        for bucket in ("victim-data", "shared-data"):
+            victim.create_bucket(bucket)
+            victim.put(bucket, "small", SECRET_TEXT)
+            victim.put(bucket, "large", os.urandom(300_000))
+        private = victim.snapshot("victim-data").snapshot_id
+        shared = victim.snapshot("shared-data").snapshot_id
+    cluster.s3().put_bucket_policy(Bucket="victim-data", Policy=json.dumps({"Version": "2012-10-17", "Statement": [
+        {"Effect": "Deny", "Principal": {"AWS": [f"arn:aws:iam::000000000000:user/{ATTACKER}"]}, "Action": "s3:*",
+         "Resource": ["arn:aws:s3:::victim-data", "arn:aws:s3:::victim-data/*"]}]}))  # fmt: skip
+    time.sleep(BUCKET_TTL_S + 0.2)  # the metadata service's bucket records are that old at most
+
+    async def scenario():
+        async with aiohttp.ClientSession() as session:
+            for method, args in (("create_snapshot", ["victim-data", "", 0.0]),
+                                 ("list_snapshot", ["victim-data", private, "", "", "", 10]),
+                                 ("list_snapshots", ["victim-data"]),
+                                 ("delete_snapshot", ["victim-data", private, 0.0])):  # fmt: skip
+                status, reply = await raw_call(session, cluster.meta_urls, method, args)
+                assert status == 403 and reply["error"]["type"] == "AccessDenied", (method, reply)
+            status, reply = await raw_call(session, cluster.meta_urls, "get_snapshot_versions",
+                                           ["victim-data", private, ["small", "large"]])  # fmt: skip
+            assert status == 200, reply
+            assert [(lookup.version, lookup.error) for lookup in reply["result"]] == [(None, "AccessDenied")] * 2
+            assert reply["tokens"] == {}
+            status, reply = await raw_call(session, cluster.meta_urls, "delete_snapshot", ["shared-data", shared],
+                                           {"now": 0.0, "owner": ""})  # fmt: skip
+            assert status == 403 and "another key" in reply["error"]["message"], reply
+            for bad in ("../../etc/passwd", "0" * 31, private.upper()):
+                status, reply = await raw_call(session, cluster.meta_urls, "get_snapshot_versions",
+                                               ["shared-data", bad, ["small"]])  # fmt: skip
+                assert status == 400 and reply["error"]["type"] == "InvalidRequest", reply
+            status, reply = await raw_call(session, cluster.meta_urls, "create_snapshot", ["shared-data", ""],
+                                           {"now": 1.0, "owner": f"key:{VICTIM}"})  # fmt: skip
+            assert status == 200 and reply["result"].owner == f"key:{ATTACKER}" and reply["result"].created > 1e9
+
+    asyncio.run(scenario())
+    with cluster.native(ATTACKER, ATTACKER_SECRET) as attacker:
+        results = list(attacker.get_batch([("victim-data", "small", None, 0, None, private)]))
+        assert isinstance(results[0].error, errors.AccessDenied)
+        assert attacker.get("shared-data", "small", snapshot=shared) == SECRET_TEXT  # it may read that bucket
+    with cluster.native(VICTIM, VICTIM_SECRET) as victim:
+        assert [s.snapshot_id for s in victim.snapshots("victim-data")] == [private]
+        assert victim.get("victim-data", "small", snapshot=private) == SECRET_TEXT
+        victim.delete_snapshot("shared-data", shared)

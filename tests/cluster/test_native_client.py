@@ -10,40 +10,21 @@ import asyncio
 import io
 import os
 import re
-import ssl
 import time
 import urllib.request
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
 
 import pytest
+from deployments import Target, deployment
 
 from apollo import errors
-from apollo.client import BatchItem, Client
+from apollo.client import BatchItem
 from apollo.client.remote_meta import RemoteMeta
-from apollo.meta.location import DB_FILE
 from apollo.meta.store import SqlStore
 from apollo.proto.layout import Scheme
 from apollo.testing.admin import admin
-from apollo.testing.cluster import LocalCluster
 
 BUCKET = "native"
 USER, SECRET = "native-user", "native-user-secret-key"
-
-
-@dataclass
-class Target:
-    """What the tests need of a deployment, whichever kind it is."""
-
-    meta_urls: str  # what the native client is given
-    database: str  # what SqlStore opens
-    where: dict  # how `apollo admin` finds the metadata: database=... or meta_dir=...
-    native: Callable[..., Client]
-    s3: Callable[[], Any]
-    cluster: LocalCluster | None = None  # its storage nodes, on a cluster
-    options: dict = field(default_factory=dict)  # what an AsyncClient is given besides its keys (certs=)
-    ssl_context: ssl.SSLContext | None = None  # what a RemoteMeta is given under TLS
 
 
 # Also over mutual TLS: the main paths, kept few because each case starts a cluster (CI time).
@@ -52,20 +33,7 @@ WITH_TLS = pytest.mark.parametrize("cluster", ["cluster", "server", "cluster-tls
 
 @pytest.fixture(params=["cluster", "server"])
 def cluster(request, make_cluster, make_server) -> Target:
-    if request.param.startswith("cluster"):
-        deployment = make_cluster(nodes=6, tls=request.param == "cluster-tls")
-        target = Target(deployment.meta_urls, deployment.database, {"database": deployment.database},
-                        deployment.native, deployment.s3, deployment, deployment.native_options(),
-                        deployment.ssl_context)  # fmt: skip
-    else:
-        server = make_server()
-        target = Target(server.endpoint, str(server.meta_dir / DB_FILE), {"meta_dir": server.meta_dir},
-                        lambda *keys, **options: Client(server.endpoint, *keys, **options), server.s3)  # fmt: skip
-    store = SqlStore(target.database)
-    # an ordinary key: no service rights, tokens per segment
-    store.put_key(USER, SECRET, time.time(), policies=["readwrite"])
-    store.close()
-    return target
+    return deployment(request.param, make_cluster, make_server, USER, SECRET)
 
 
 @WITH_TLS

@@ -25,6 +25,7 @@ from apollo.proto.records import (
     ObjectAttrs,
     Part,
     RepairItem,
+    Snapshot,
     Upload,
     Version,
 )
@@ -52,6 +53,7 @@ SAMPLES = {
     "ObjectData": ObjectData(11, b"\x00inline\xff\x01", []),
     "DriveRecord": DriveRecord("0" * 15 + "1", "node1", "/mnt/d1", "online", 2.0, "", 1.0, 10, 20, "ok"),
     "Lease": Lease("manager", "holder#w1", 1.5, 0.5, 1.0),
+    "Snapshot": Snapshot("0" * 32, "b", "data/", 1.7e9, "key:AK", 3, 12_345),
     "ClusterMap": ClusterMap(
         3, [NodeInfo("n1", "http://n1:9200", "r1", True, 1.0)], [DriveInfo("0" * 15 + "1", "n1", "online", True, 0.5)]
     ),
