@@ -1,4 +1,5 @@
-"""``apollo admin user|policy|key``: access keys and the identity policies that say what each may do.
+"""``apollo admin user|policy|key``: access keys and the identity policies that say what each may do;
+``apollo admin snapshot``: the snapshots that pin objects (``apollo.meta.sql_snapshots``).
 
 They change the metadata database directly (an all-in-one server's ``--meta-dir``, a cluster's
 ``--database``), beside running servers: these cache a key's rights for ``apollo.keycache.SECRET_TTL_S``,
@@ -132,6 +133,26 @@ def _policy_action(store, args: argparse.Namespace) -> None:
             print(f"{args.action}ed {name} {'to' if args.action == 'attach' else 'from'} {user}")
 
 
+def _snapshot_action(store, args: argparse.Namespace) -> None:
+    """``list [BUCKET]``: every snapshot, with what it pins and what only it keeps (deleting it frees that);
+    ``delete BUCKET ID``: any key's snapshot (the operator's right: the native client lets only its taker)."""
+    if args.action == "delete":
+        if not (args.bucket and args.snapshot_id):
+            sys.exit("apollo admin snapshot delete BUCKET SNAPSHOT_ID")
+        store.delete_snapshot(args.bucket, args.snapshot_id, time.time())
+        print(f"deleted snapshot {args.snapshot_id} of {args.bucket}: what only it kept goes to GC")
+        return
+    buckets = [args.bucket] if args.bucket else [bucket.name for bucket in store.list_buckets()]
+    print(f"{'SNAPSHOT':<32}  {'BUCKET':<20} {'CREATED (UTC)':<19}  {'OBJECTS':>9} {'BYTES':>14} {'KEPT ALONE':>22}  "
+          "OWNER  PREFIX")  # fmt: skip
+    for bucket in buckets:
+        retained = store.retained_by_snapshots(bucket)
+        for snap in store.list_snapshots(bucket):
+            kept, kept_bytes = retained.get(snap.snapshot_id, (0, 0))
+            print(f"{snap.snapshot_id}  {bucket:<20} {_when(snap.created)}  {snap.objects:>9} {snap.bytes:>14} "
+                  f"{f'{kept} ({kept_bytes} B)':>22}  {snap.owner.removeprefix('key:') or '-'}  {snap.prefix!r}")
+
+
 def _named(name: str | None) -> str:
     try:
         return check_policy_name(name or "")
@@ -172,3 +193,9 @@ def register(admin: argparse._SubParsersAction) -> None:
                         help="create: the JSON document (- for stdin); attach/detach: access keys")  # fmt: skip
     _where(policy)
     policy.set_defaults(func=functools.partial(_run, action=_policy_action))
+    snapshot = admin.add_parser("snapshot", help="snapshots that pin objects: list, delete")
+    snapshot.add_argument("action", choices=["list", "delete"])
+    snapshot.add_argument("bucket", nargs="?", help="list: only this bucket's; delete: the snapshot's bucket")
+    snapshot.add_argument("snapshot_id", nargs="?", help="delete: the snapshot")
+    _where(snapshot)
+    snapshot.set_defaults(func=functools.partial(_run, action=_snapshot_action))

@@ -85,6 +85,14 @@ class SnapshotOps(ObjectOps):
                         (bucket,))  # fmt: skip
         return [_snapshot(row) for row in rows]
 
+    def retained_by_snapshots(self, bucket: str) -> dict[str, tuple[int, int]]:
+        """{snapshot id: (versions, bytes)} of the deleted or replaced versions each snapshot of the bucket keeps
+        (what deleting it could free; a version two snapshots keep counts in both): for operators."""
+        rows = self.all("SELECT s.snapshot_id, COUNT(*) AS n, COALESCE(SUM(r.size), 0) AS bytes FROM snapshots p "
+                        "JOIN snapshot_objects s ON s.snapshot_id = p.snapshot_id JOIN retired_versions r "
+                        "ON r.id = s.vid WHERE p.bucket = ? GROUP BY s.snapshot_id", (bucket,))  # fmt: skip
+        return {row["snapshot_id"]: (int(row["n"]), int(row["bytes"])) for row in rows}
+
     def delete_snapshot(self, bucket: str, snapshot_id: str, now: float, owner: str = "") -> None:
         """Unpin: versions deleted since the snapshot was taken, and named by no other snapshot, go to GC.
 

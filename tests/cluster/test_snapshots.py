@@ -15,6 +15,7 @@ from deployments import Target, deployment
 
 from apollo import errors
 from apollo.client import BatchItem
+from apollo.testing.admin import admin
 
 BUCKET = "snapshots"
 USER, SECRET = "snapshot-user", "snapshot-user-secret-key"
@@ -121,6 +122,13 @@ def test_a_snapshot_under_four_writers_reads_one_instant_after_every_live_key_is
         assert held > 0
         with pytest.raises(errors.BucketNotEmpty):
             client.delete_bucket(BUCKET)
+        other = client.snapshot(BUCKET, "nothing-here/")
+        listed_by_admin = admin("snapshot", "list", **target.where)
+        line = next(line for line in listed_by_admin.splitlines() if line.startswith(snap.snapshot_id))
+        assert f" {snap.objects} " in line and USER in line and f" {snap.objects} ({snap.bytes} B)" in line
+        assert other.snapshot_id in listed_by_admin
+        admin("snapshot", "delete", BUCKET, other.snapshot_id, **target.where)  # any key's, for an operator
+        assert [s.snapshot_id for s in client.snapshots(BUCKET)] == [snap.snapshot_id]
         client.delete_snapshot(BUCKET, snap.snapshot_id)
         deadline = time.monotonic() + 30
         while target.shard_files() and time.monotonic() < deadline:
