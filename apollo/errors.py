@@ -47,6 +47,11 @@ class BucketNotEmpty(Conflict):
     pass
 
 
+class RenameRefused(Conflict):
+    """A rename that would not be one metadata change (a versioned bucket keeps the source's version; a
+    snapshot pins it): the caller copies and deletes instead."""
+
+
 class PreconditionFailed(Conflict):
     """A conditional write (If-Match / If-None-Match) lost inside the commit transaction."""
 

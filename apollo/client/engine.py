@@ -205,6 +205,13 @@ class ObjectEngine:
         with one, that version (or marker) goes. :raises BucketNotFound:"""
         return await self._meta.delete_object(bucket, key, version_id, self._clock())
 
+    async def rename_object(self, bucket: str, key: str, dest_key: str, *, conditions: Conditions | None = None
+                            ) -> Version:  # fmt: skip
+        """Move the latest version of ``key`` to ``dest_key`` in one metadata transaction (``rename_object``):
+        no byte moves. :raises ObjectNotFound, PreconditionFailed, RenameRefused: (a versioned bucket, or a
+        version a snapshot pins: copy and delete instead)"""
+        return await self._meta.rename_object(bucket, key, dest_key, self._clock(), conditions)
+
     async def delete_objects(self, bucket: str, objects: list[tuple[str, str | None]]
                              ) -> list[DeleteResult | Exception]:  # fmt: skip
         """Delete each (key, version id), in order; a key that fails gives its exception and the rest go on.

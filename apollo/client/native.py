@@ -222,6 +222,18 @@ class AsyncClient:
         version, _ = await self._engine.copy_object(source, dest_bucket, dest_key, attrs)
         return ObjectInfo.of(version)
 
+    async def rename(self, bucket: str, key: str, dest_key: str, *, if_none_match: bool = False) -> ObjectInfo:
+        """Move ``key`` to ``dest_key`` in one metadata transaction: no byte moves, and no reader ever sees both
+        keys, or neither. ``if_none_match``: only if ``dest_key`` does not exist (else ``PreconditionFailed``).
+
+        :raises ObjectNotFound, PreconditionFailed: :raises RenameRefused: on a versioned bucket (the source's
+            version stays) or for a version a snapshot pins: :meth:`copy` and :meth:`delete` instead.
+        """
+        conditions = Conditions(if_none_match_star=True) if if_none_match else None
+        version = await self._engine.rename_object(bucket, key, dest_key, conditions=conditions)
+        self._forget(bucket, [key, dest_key])
+        return ObjectInfo.of(version)
+
     # multipart uploads: an object written in parts that appears only at complete_upload ----------
 
     async def create_upload(self, bucket: str, key: str, *, content_type: str = "application/octet-stream",
@@ -426,6 +438,9 @@ class Client:
 
     def delete(self, bucket: str, key: str, version_id: str | None = None) -> None:
         self._run(self._async.delete(bucket, key, version_id))
+
+    def rename(self, bucket: str, key: str, dest_key: str, **options: Any) -> ObjectInfo:
+        return self._run(self._async.rename(bucket, key, dest_key, **options))
 
     def list(self, bucket: str, prefix: str = "", delimiter: str = "", snapshot: str | None = None
              ) -> list[ObjectInfo | str]:  # fmt: skip

@@ -397,9 +397,12 @@ class ApolloFileSystem(AsyncFileSystem):
             await client.put(bucket, key, Path(lpath), content_type=content_type, if_none_match=mode == "create")
         callback.relative_update(size)
 
-    async def _cp_file(self, path1: str, path2: str, **kwargs: Any) -> None:
+    async def _cp_file(self, path1: str, path2: str, _move: bool = False, **kwargs: Any) -> None:
         """Copy inside Apollo: the bytes go storage nodes -> this process -> storage nodes, never through a
-        local file or a gateway; the copy shares no segment with its source."""
+        local file or a gateway; the copy shares no segment with its source. (``_move``: ``_mv`` reuses
+        fsspec's ``_copy`` for which file goes where, and moves each one instead.)"""
+        if _move:
+            return await self._mv_file(path1, path2)
         source_bucket, source_key = self._key_of(path1)
         bucket, key = self._key_of(path2)
         client = await self._client()
@@ -407,12 +410,34 @@ class ApolloFileSystem(AsyncFileSystem):
             await client.copy(source_bucket, source_key, bucket, key)
 
     async def _mv_file(self, path1: str, path2: str, **kwargs: Any) -> None:
-        """Copy, then delete the source: NOT atomic. The object engine has no rename; a crash between the
-        two steps leaves both keys, and a reader may see both for a moment. A rename as one metadata
-        transaction (no bytes moved) is later work of issue 13."""
+        """In one bucket, one metadata transaction (``AsyncClient.rename``): the new name appears and the old
+        one goes at once, with no byte moved, so a reader never sees both or neither (PyTorch's fsspec
+        checkpoint writer commits a checkpoint by renaming its ``.metadata``). Across buckets, or where a
+        rename is refused (a versioned bucket keeps the source's version; a snapshot pins it), a copy then
+        a delete, which is not atomic."""
+        source_bucket, source_key = self._key_of(path1)
+        bucket, key = self._key_of(path2)
+        if source_bucket == bucket:
+            client = await self._client()
+            try:
+                await client.rename(bucket, source_key, key)
+                return
+            except errors.RenameRefused:
+                pass
+            except errors.ApolloError as exc:
+                raise _translated_error(path1, exc) from exc
         await self._cp_file(path1, path2)
         await self._rm_file(path1)
 
+    async def _mv(self, path1: str | list[str], path2: str | list[str], recursive: bool = False,
+                  maxdepth: int | None = None, **kwargs: Any) -> None:  # fmt: skip
+        """fsspec's ``mv`` is a copy of everything, then a delete: here each file is moved by ``_mv_file``
+        (one file moves atomically; several move one by one), to where ``copy`` would have put it."""
+        if path1 == path2:
+            return
+        await self._copy(path1, path2, recursive=recursive, maxdepth=maxdepth, _move=True)  # errors as copy
+
+    mv = sync_wrapper(_mv)
     mv_file = sync_wrapper(_mv_file)
 
     async def _rm_file(self, path: str, **kwargs: Any) -> None:

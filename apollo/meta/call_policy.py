@@ -35,6 +35,7 @@ CALL_OPS: dict[str, str] = {
     "commit_version": "PutObject",
     "get_version": "GetObject",
     "delete_object": "DeleteObject",
+    "rename_object": "DeleteObject",  # and GetObject of the key, PutObject of the new one (``check``)
     "set_tags": "PutObjectTagging",
     "list_objects": "ListObjects",
     "list_versions": "ListObjectVersions",
@@ -107,6 +108,11 @@ class CallPolicy:
                 and not (isinstance(key, str) and key):  # fmt: skip
             raise errors.InvalidRequest(f"{method} names an object: give its key")
         pairs = required(op, bucket, key, version_id)
+        if method == "rename_object":  # a copy and a delete, in one
+            dest_key = bound.get("dest_key")
+            if not (isinstance(dest_key, str) and dest_key):
+                raise errors.InvalidRequest("rename_object names the new key")
+            pairs += required("GetObject", bucket, key, None) + required("PutObject", bucket, dest_key, None)
         if tags:
             pairs.append(("s3:PutObjectTagging", object_arn(bucket, key)))
         refused = await self._decider.first_denial(caller, pairs, context, {(bucket, key): version_id})

@@ -408,6 +408,42 @@ class ObjectOps(SqlBase):
                 found.update({(bucket, row["key"]): self._version(row, with_data) for row in rows})
         return found
 
+    def rename_object(self, bucket: str, key: str, dest_key: str, now: float,
+                      conditions: Conditions | None = None) -> Version:  # fmt: skip
+        """Move the latest version of ``key`` to ``dest_key`` in one transaction: no byte moves, no reader sees
+        both keys or neither, and a crash leaves the one or the other. ``conditions`` hold for ``dest_key``
+        (If-None-Match: * renames only onto a free key); what was at ``dest_key`` goes as an overwrite does.
+
+        Only a version that is the whole story of its key can move: on an unversioned bucket, and pinned by
+        no snapshot (a versioned bucket keeps the source as a noncurrent version, which would then share its
+        data with the destination). Shard headers keep the key the data was written under.
+
+        :raises BucketNotFound, ObjectNotFound, PreconditionFailed, RenameRefused, InvalidRequest:
+        """
+        if not isinstance(dest_key, str) or not dest_key or len(dest_key.encode()) > limits.key_length_bytes_max:
+            raise errors.InvalidRequest(f"a key is 1 to {limits.key_length_bytes_max} bytes")
+        if dest_key == key:
+            raise errors.InvalidRequest(f"{bucket}/{key} is already there")
+        with self.tx() as db:
+            versioning = self._bucket_row(db, bucket)["versioning"]
+            source = db.execute("SELECT id, delete_marker FROM versions WHERE bucket = ? AND key = ? AND "
+                                "is_latest = 1", (bucket, key)).fetchone()  # fmt: skip
+            if source is None or source["delete_marker"]:
+                raise errors.ObjectNotFound(f"{bucket}/{key} does not exist")
+            if versioning != "":
+                raise errors.RenameRefused(f"bucket {bucket} keeps versions: a rename would leave {key}'s; copy "
+                                           "and delete instead")  # fmt: skip
+            if db.execute("UPDATE snapshot_objects SET vid = vid WHERE vid = ?", (source["id"],)).rowcount:
+                raise errors.RenameRefused(f"a snapshot pins {bucket}/{key}: copy and delete instead")
+            latest = db.execute(f"SELECT {VERSION_COLUMNS} FROM versions WHERE bucket = ? AND key = ? AND "
+                                "is_latest = 1", (bucket, dest_key)).fetchone()  # fmt: skip
+            check_conditions(latest, conditions or Conditions())
+            if latest is not None:
+                self._remove_version(db, latest["id"], latest["data_id"], now)
+            db.execute("UPDATE versions SET key = ?, last_modified = ? WHERE id = ?", (dest_key, now, source["id"]))
+            moved = db.execute(f"SELECT {VERSION_COLUMNS} FROM versions WHERE id = ?", (source["id"],)).fetchone()
+            return self._version(moved, False)
+
     def delete_object(self, bucket: str, key: str, version_id: str | None, now: float) -> DeleteResult:
         """DELETE as S3 defines it: a delete marker on versioned buckets, removal otherwise."""
         with self.tx() as db:

@@ -296,3 +296,29 @@ def test_snapshots_are_held_to_the_reads_and_listings_they_stand_for_and_to_thei
         assert [s.snapshot_id for s in victim.snapshots("victim-data")] == [private]
         assert victim.get("victim-data", "small", snapshot=private) == SECRET_TEXT
         victim.delete_snapshot("shared-data", shared)
+
+
+def test_a_rename_needs_the_rights_of_a_copy_and_a_delete(cluster):
+    """A rename is a read of the key, a write of the new key and a delete of the old one, in one: a key that
+    may not write where it renames to, or may not delete what it renames, changes nothing."""
+    store = SqlStore(cluster.database)
+    store.put_policy("no-writes-under-final", json.dumps({"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Action": "s3:*", "Resource": ["arn:aws:s3:::*"]},
+        {"Effect": "Deny", "Action": "s3:PutObject", "Resource": ["arn:aws:s3:::renames/final/*"]},
+        {"Effect": "Deny", "Action": "s3:DeleteObject", "Resource": ["arn:aws:s3:::renames/kept/*"]}]}),
+        time.time())  # fmt: skip
+    store.put_key("renamer", "renamer-secret-key", time.time(), policies=["no-writes-under-final"])
+    store.close()
+    with cluster.native(VICTIM, VICTIM_SECRET) as victim:
+        victim.create_bucket("renames")
+        victim.put("renames", "draft", b"draft bytes")
+        victim.put("renames", "kept/one", b"kept bytes")
+    with cluster.native("renamer", "renamer-secret-key") as renamer:
+        with pytest.raises(errors.AccessDenied, match="PutObject"):
+            renamer.rename("renames", "draft", "final/published")
+        with pytest.raises(errors.AccessDenied, match="DeleteObject"):
+            renamer.rename("renames", "kept/one", "elsewhere")
+        assert renamer.rename("renames", "draft", "published").key == "published"
+    with cluster.native(VICTIM, VICTIM_SECRET) as victim:
+        assert sorted(o.key for o in victim.list("renames")) == ["kept/one", "published"]
+        assert victim.get("renames", "kept/one") == b"kept bytes"

@@ -169,11 +169,11 @@ def test_info_ls_find_and_exists_see_prefixes_as_directories(apollo_fs, fs_bucke
     assert apollo_fs.du(f"{b}/d") == sum(len(k) for k in keys if k.startswith("d/"))
 
 
-def _lookups(server) -> float:
-    """Batch lookups the server has answered (its metrics)."""
+def _calls(server, method: str = "get_versions") -> float:
+    """Metadata calls of ``method`` the server has answered (its metrics)."""
     with urllib.request.urlopen(server.endpoint + "/metrics", timeout=10) as response:
         text = response.read().decode()
-    found = re.search(r'^apollo_meta_rpc_total\{method="get_versions",outcome="ok"\} ([0-9.e+]+)$', text, re.M)
+    found = re.search(rf'^apollo_meta_rpc_total\{{method="{method}",outcome="ok"\}} ([0-9.e+]+)$', text, re.M)
     return float(found.group(1)) if found else 0.0
 
 
@@ -186,10 +186,10 @@ def test_cat_ranges_returns_every_range_in_order_and_errors_in_place(apollo_serv
         path = rng.choice(sorted(files))
         start = rng.randrange(0, MIB)
         paths.append(path), starts.append(start), ends.append(start + rng.randrange(1, 70_000))
-    before = _lookups(apollo_server)
+    before = _calls(apollo_server)
     got = apollo_fs.cat_ranges(paths, starts, ends)
     assert got == [files[p][s:e] for p, s, e in zip(paths, starts, ends, strict=True)]
-    assert _lookups(apollo_server) - before == 1  # one batch: one metadata call for the 40 ranges
+    assert _calls(apollo_server) - before == 1  # one batch: one metadata call for the 40 ranges
     first = sorted(files)[0]
     edges = apollo_fs.cat_ranges([first] * 4, [-10, 2 * MIB, 5, 0], [None, 2 * MIB + 5, 5, None])
     assert edges == [files[first][-10:], b"", b"", files[first]]  # from the end; past it; empty; whole
@@ -234,6 +234,47 @@ def test_copy_move_and_exclusive_create(apollo_fs, fs_bucket):
     with apollo_fs.open(f"{fs_bucket}/new", "xb") as f:
         f.write(b"exclusive")
     assert apollo_fs.cat_file(f"{fs_bucket}/new") == b"exclusive"
+
+
+def test_mv_of_a_file_is_one_metadata_transaction_that_no_listing_sees_half_done(apollo_server, apollo_fs,
+                                                                                   fs_bucket):  # fmt: skip
+    """A file moves back and forth 100 times while another thread lists the prefix: every listing shows
+    exactly one of the two names (a copy then a delete shows both, or, deleted first, neither). Each move
+    is one ``rename_object`` call and no write of bytes. A move onto an existing name replaces it; a move
+    of several files moves each, where ``copy`` would have put them."""
+    import threading
+
+    pair = [f"{fs_bucket}/ckpt/.metadata.tmp", f"{fs_bucket}/ckpt/.metadata"]
+    payload = os.urandom(70_000)  # on the drives, not inline: a copy would move these bytes
+    apollo_fs.pipe_file(pair[0], payload)
+    seen: list[int] = []
+    done = threading.Event()
+
+    def lister() -> None:
+        while not done.is_set():
+            seen.append(len([p for p in apollo_fs.ls(f"{fs_bucket}/ckpt", detail=False) if p in pair]))
+
+    thread = threading.Thread(target=lister)
+    renames, writes = _calls(apollo_server, "rename_object"), _calls(apollo_server, "commit_version")
+    thread.start()
+    for number in range(100):
+        apollo_fs.mv(pair[number % 2], pair[(number + 1) % 2])
+    done.set()
+    thread.join()
+    assert _calls(apollo_server, "rename_object") - renames == 100
+    assert _calls(apollo_server, "commit_version") == writes
+    assert len(seen) > 20 and set(seen) == {1}, sorted(set(seen))
+    assert apollo_fs.cat_file(pair[0]) == payload and not apollo_fs.exists(pair[1])
+
+    apollo_fs.pipe_file(pair[1], b"older")
+    apollo_fs.mv(pair[0], pair[1])  # onto an existing name: replaced, as an overwrite
+    assert apollo_fs.cat_file(pair[1]) == payload
+    apollo_fs.pipe({f"{fs_bucket}/dir/a": b"a", f"{fs_bucket}/dir/sub/b": b"b"})
+    apollo_fs.mv(f"{fs_bucket}/dir", f"{fs_bucket}/moved", recursive=True)
+    assert apollo_fs.find(f"{fs_bucket}/moved") == [f"{fs_bucket}/moved/a", f"{fs_bucket}/moved/sub/b"]
+    assert not apollo_fs.exists(f"{fs_bucket}/dir")
+    with pytest.raises(FileNotFoundError):
+        apollo_fs.mv(f"{fs_bucket}/missing", f"{fs_bucket}/elsewhere")
 
 
 def test_a_forked_child_reads_through_the_same_instance(apollo_fs, fs_bucket, seed):
