@@ -66,6 +66,10 @@ batch_lookup_items_max = 1000
 # (about 1 s per 100,000 objects); a bucket's are listed in one answer.
 snapshot_objects_max = 2_000_000
 snapshots_per_bucket_max = 1000
+# Members of one tar archive whose index is kept (apollo.proto.tar_index): the index goes with the commit,
+# inside one metadata call (rpc_body_bytes_max), at about 60 bytes a member.
+tar_members_max = 50_000
+tar_member_name_bytes_max = 1024
 # The S3 gateway's batch GET (POST /bucket?batch, a TAR stream): items per request; the largest item it
 # holds in memory (a bigger one is that item's error: read it with a GET); the bytes all batches of one
 # process may hold at once (each reserves its window of items at the largest item's size, else 503 SlowDown).

@@ -30,7 +30,8 @@ WINDOW_DEFAULT = 64  # reads in flight: enough to keep every node of a small clu
 @dataclass(frozen=True)
 class BatchItem:
     """An object, or bytes ``[start, end)`` of it (``end`` None: to its end), of its latest version, the one
-    named, or the one a snapshot of its bucket pinned (``snapshot``: its id)."""
+    named, or the one a snapshot of its bucket pinned (``snapshot``: its id); or of one of its members, when it
+    is a tar archive indexed when written."""
 
     bucket: str
     key: str
@@ -38,6 +39,7 @@ class BatchItem:
     start: int = 0
     end: int | None = None
     snapshot: str | None = None
+    member: str | None = None  # a member of a tar archive indexed when written: start and end are in it
 
     def __post_init__(self) -> None:
         if self.version_id is not None and self.snapshot is not None:
@@ -144,20 +146,41 @@ async def _lookups(engine: ObjectEngine, items: list[BatchItem]) -> list[Lookup]
             lookups = [Lookup(error=type(exc).__name__, message=str(exc))] * len(numbers)
         for number, lookup in zip(numbers, lookups, strict=True):
             found[number] = lookup
-    return [lookup for lookup in found if lookup is not None]
+    looked_up = [lookup for lookup in found if lookup is not None]
+    await find_members(engine, items, looked_up)
+    return looked_up
+
+
+async def find_members(engine: ObjectEngine, items: list[BatchItem], lookups: list[Lookup]) -> None:
+    """The span of each found item's tar member, in its ``Lookup``: one metadata call per bucket."""
+    wanted: dict[str, list[int]] = {}
+    for number, (item, lookup) in enumerate(zip(items, lookups, strict=True)):
+        if item.member is not None and lookup.version is not None:
+            wanted.setdefault(item.bucket, []).append(number)
+    for bucket, numbers in wanted.items():
+        named = [(items[n].key, lookups[n].version.seq, items[n].member) for n in numbers]
+        for number, span in zip(numbers, await engine.tar_member_spans(bucket, named), strict=True):
+            lookups[number].member = span
 
 
 async def _read(engine: ObjectEngine, item: BatchItem, lookup: Lookup) -> BatchResult:
     if lookup.version is None:
         return BatchResult(item, error=codec.error_from_wire({"type": lookup.error, "message": lookup.message}))
     version = lookup.version
-    end = version.size if item.end is None else min(item.end, version.size)
+    base, size = 0, version.size
+    if item.member is not None:
+        if lookup.member is None:
+            missing = f"{item.bucket}/{item.key} has no tar member {item.member!r} (or no tar index)"
+            return BatchResult(item, error=errors.ObjectNotFound(missing))
+        base, size = lookup.member
+    end = size if item.end is None else min(item.end, size)
     if item.start < 0 or item.start > end or (item.end is not None and item.end < item.start):
-        outside = f"range [{item.start}, {item.end}) is outside {item.bucket}/{item.key} of {version.size} bytes"
+        outside = f"range [{item.start}, {item.end}) is outside {item.bucket}/{item.key} of {size} bytes"
         return BatchResult(item, error=errors.InvalidRequest(outside))
+    start, end = base + item.start, base + end
     if version.data is not None and version.data.inline is not None:  # came with the lookup
-        return BatchResult(item, bytes(version.data.inline[item.start : end]))
+        return BatchResult(item, bytes(version.data.inline[start:end]))
     try:
-        return BatchResult(item, b"".join([piece async for piece in engine.read(version, item.start, end)]))
+        return BatchResult(item, b"".join([piece async for piece in engine.read(version, start, end)]))
     except Exception as exc:  # noqa: BLE001 - this item's failure (lost shards, a dropped connection), not the batch's
         return BatchResult(item, error=exc)

@@ -55,8 +55,17 @@ from apollo.proto.records import (
     Upload,
     Version,
 )
+from apollo.proto.tar_index import TarIndexer
 
 Body = AsyncIterator[bytes | memoryview]
+
+
+async def _fed_to(indexer: TarIndexer, body: Body) -> Body:
+    """``body``, each chunk also fed to ``indexer`` on its way to the drives."""
+    async for chunk in body:
+        indexer.feed(chunk)
+        yield chunk
+
 Verify = Callable[[WriteResult], None]  # raises to refuse the written bytes before they are committed
 ChecksumOf = Callable[[Upload, list[Part]], dict[str, str]]
 
@@ -123,10 +132,14 @@ class ObjectEngine:
         checksummers: dict | None = None,
         verify: Verify | None = None,
         md5: bool = True,
+        tar_index: bool | None = None,
     ) -> tuple[Version, WriteResult]:
         """Stream ``body`` to drives, then commit; ``verify(result)`` may raise to refuse the bytes.
 
-        ``md5=False``: the ETag is not the content's MD5 (see :class:`ObjectWriter`).
+        ``md5=False``: the ETag is not the content's MD5 (see :class:`ObjectWriter`). ``tar_index``: record
+        the member index of a tar archive as it streams past (``apollo.proto.tar_index``), committed with
+        the version; None: for keys ending in ``.tar``, kept only if the bytes are a whole archive; True: the
+        bytes must be one (else InvalidRequest, nothing committed).
 
         :raises BucketNotFound, PreconditionFailed, ObjectNotFound, InsufficientStorage, BadDigest:
         """
@@ -135,14 +148,22 @@ class ObjectEngine:
             current = await self._meta.get_version(bucket, key, with_data=False)
             if current is not None and not current.delete_marker:
                 raise errors.PreconditionFailed("If-None-Match: * and the key exists")
+        indexer = TarIndexer() if tar_index or (tar_index is None and key.endswith(".tar")) else None
+        if indexer is not None:
+            body = _fed_to(indexer, body)
         result = await self._writer({"bucket": bucket, "key": key}, checksummers, md5=md5).write(body)
         try:
             if verify is not None:
                 verify(result)
+            members = None
+            if indexer is not None:
+                members = [[m.name, m.offset, m.size] for m in indexer.members()] or None
+                if tar_index and indexer.error:
+                    raise errors.InvalidRequest(f"{bucket}/{key} was to be indexed as a tar archive: {indexer.error}")
             attrs.checksums.update(result.checksums)
             version = await self._meta.commit_version(
                 bucket, key, size=result.size, etag=result.etag, attrs=attrs, data=result.data,
-                now=self._clock(), conditions=conditions,
+                now=self._clock(), conditions=conditions, members=members,
             )  # fmt: skip
         except BaseException:
             await self._release(result)
@@ -272,6 +293,21 @@ class ObjectEngine:
                             after: str = "", max_keys: int = limits.list_keys_max) -> ListPage:  # fmt: skip
         """One page of a snapshot's objects, as :meth:`list_objects`. :raises BucketNotFound, SnapshotNotFound:"""
         return await self._meta.list_snapshot(bucket, snapshot_id, prefix, delimiter, after, max_keys)
+
+    async def tar_member_spans(self, bucket: str, items: list[tuple[str, int, str]]) -> list[list[int] | None]:
+        """``[offset, size]`` in its archive of each (key, ``Version.seq``, member name), or None: no such
+        member, no index, or (for a native client's key) not readable. :raises BucketNotFound:"""
+        spans: list[list[int] | None] = []
+        step = limits.batch_lookup_items_max
+        for first in range(0, len(items), step):
+            spans += await self._meta.get_tar_members(bucket, [list(item) for item in items[first : first + step]])
+        return spans
+
+    async def list_tar_members(self, bucket: str, key: str, version_id: str | None = None
+                               ) -> list[tuple[str, int, int]]:  # fmt: skip
+        """(name, offset, size) of each member of a tar archive written with its index, by offset.
+        :raises BucketNotFound, ObjectNotFound:"""
+        return [tuple(member) for member in await self._meta.list_tar_members(bucket, key, version_id)]
 
     async def head_pinned(self, bucket: str, snapshot_id: str, keys: list[str]) -> list[Lookup]:
         """The version of each key a snapshot pinned, with its layout, as :meth:`head_many` answers.

@@ -171,8 +171,8 @@ class AsyncClient:
     # writes ----------------------------------------------------------------------------------
 
     async def put(self, bucket: str, key: str, body: Body, *, content_type: str = "application/octet-stream",
-                  metadata: dict[str, str] | None = None, if_none_match: bool = False, md5: bool = False
-                  ) -> ObjectInfo:  # fmt: skip
+                  metadata: dict[str, str] | None = None, if_none_match: bool = False, md5: bool = False,
+                  tar_index: bool | None = None) -> ObjectInfo:  # fmt: skip
         """Store ``body`` (bytes, a path, a binary file, or an (async) iterable of chunks) under ``key``.
 
         Large bodies become several segments, each in its own placement group: the client
@@ -181,11 +181,16 @@ class AsyncClient:
         a digest of the cells' CRC32Cs ending in ``-<segments>``, which S3 tools take for a
         multipart ETag. MD5 would be the slowest step of the write; every cell's CRC32C is
         stored and checked on every read either way.
+        A tar archive (a key ending in ``.tar``, or any with ``tar_index=True``) is indexed as it streams:
+        each member is then a range read (``get(..., member=name)``, ``BatchItem.member``); ``tar_index=True``
+        refuses bytes that are not a whole archive, ``False`` indexes nothing.
         :raises BucketNotFound, PreconditionFailed (``if_none_match`` and the key exists), InsufficientStorage:
+        :raises InvalidRequest: ``tar_index=True`` and not a tar archive.
         """
         attrs = ObjectAttrs(content_type=content_type, user_meta=dict(metadata or {}))
         conditions = Conditions(if_none_match_star=True) if if_none_match else None
-        version, _ = await self._engine.put_object(bucket, key, _chunks(body), attrs, conditions=conditions, md5=md5)
+        version, _ = await self._engine.put_object(bucket, key, _chunks(body), attrs, conditions=conditions, md5=md5,
+                                                   tar_index=tar_index)  # fmt: skip
         return ObjectInfo.of(version)
 
     async def delete(self, bucket: str, key: str, version_id: str | None = None) -> None:
@@ -294,21 +299,35 @@ class AsyncClient:
         return version
 
     async def stream(self, bucket: str, key: str, start: int = 0, end: int | None = None,
-                     version_id: str | None = None, snapshot: str | None = None
+                     version_id: str | None = None, snapshot: str | None = None, member: str | None = None
                      ) -> AsyncIterator[bytes | memoryview]:  # fmt: skip
         """Bytes ``[start, end)`` in order, read ahead from the data shards, with bounded memory; of the latest
-        version, the one named, or the one ``snapshot`` (an id from :meth:`snapshot`) pinned.
+        version, the one named, or the one ``snapshot`` (an id from :meth:`snapshot`) pinned; of the whole
+        object, or of the tar ``member`` of that name (a range read: the archive was indexed when written).
 
         Pieces are read-only memoryviews of the verified cells (a cell at most each), not copies;
-        ``bytes(piece)`` where a ``bytes`` is needed."""
+        ``bytes(piece)`` where a ``bytes`` is needed. :raises ObjectNotFound: (also: no such member)"""
         version = await self._version(bucket, key, version_id, snapshot)
-        end = version.size if end is None else min(end, version.size)
-        async for piece in self._engine.read(version, start, end):
+        base, size = 0, version.size
+        if member is not None:
+            span = (await self._engine.tar_member_spans(bucket, [(key, version.seq, member)]))[0]
+            if span is None:
+                raise errors.ObjectNotFound(f"{bucket}/{key} has no tar member {member!r} (or no tar index)")
+            base, size = span
+        end = size if end is None else min(end, size)
+        async for piece in self._engine.read(version, base + start, base + max(start, end)):
             yield piece
 
     async def get(self, bucket: str, key: str, start: int = 0, end: int | None = None,
-                  version_id: str | None = None, snapshot: str | None = None) -> bytes:  # fmt: skip
-        return b"".join([piece async for piece in self.stream(bucket, key, start, end, version_id, snapshot)])
+                  version_id: str | None = None, snapshot: str | None = None, member: str | None = None
+                  ) -> bytes:  # fmt: skip
+        """:meth:`stream`'s bytes, joined."""
+        pieces = self.stream(bucket, key, start, end, version_id, snapshot, member)
+        return b"".join([piece async for piece in pieces])
+
+    async def tar_members(self, bucket: str, key: str, version_id: str | None = None) -> list[tuple[str, int, int]]:
+        """(name, offset, size) of each member of a tar archive indexed when written, by offset; ``[]``: none."""
+        return await self._engine.list_tar_members(bucket, key, version_id)
 
     async def get_into(self, bucket: str, key: str, buffer: bytearray | memoryview, start: int = 0,
                        version_id: str | None = None, snapshot: str | None = None) -> int:  # fmt: skip
@@ -451,6 +470,9 @@ class Client:
 
     def snapshot(self, bucket: str, prefix: str = "") -> Snapshot:
         return self._run(self._async.snapshot(bucket, prefix))
+
+    def tar_members(self, bucket: str, key: str, version_id: str | None = None) -> list[tuple[str, int, int]]:
+        return self._run(self._async.tar_members(bucket, key, version_id))
 
     def snapshots(self, bucket: str) -> list[Snapshot]:
         return self._run(self._async.snapshots(bucket))

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from apollo import errors, limits
-from apollo.client.batch import BatchItem, read_looked_up
+from apollo.client.batch import BatchItem, find_members, read_looked_up
 from apollo.client.engine import ObjectEngine
 from apollo.gateway.authorize import absent_key, check
 from apollo.gateway.http import read_document
@@ -96,11 +96,14 @@ def _item(entry: object, default_bucket: str) -> BatchItem:
         raise s3error("InvalidRequest", "A batch item's bucket is a name, its start and length whole numbers")
     validate_bucket(bucket)
     validate_key(entry["objname"])
-    version = entry.get("version")
+    version, member = entry.get("version"), entry.get("archpath")
     if version is not None and not isinstance(version, str):
         raise s3error("InvalidRequest", "A batch item's version is a version id")
+    if member is not None and not (isinstance(member, str) and member):
+        raise s3error("InvalidRequest", "A batch item's archpath names a member of a tar archive")
     check_version_id(version)
-    return BatchItem(bucket, entry["objname"], version, start, None if length is None else start + length)
+    return BatchItem(bucket, entry["objname"], version, start, None if length is None else start + length,
+                     member=member)  # fmt: skip
 
 
 async def get_batch(request: web.Request, bucket: str, key: str) -> web.StreamResponse:
@@ -108,14 +111,16 @@ async def get_batch(request: web.Request, bucket: str, key: str) -> web.StreamRe
     engine = request.app[CLIENT]
     refusals = [await _refusal(request, item) for item in spec.items]
     allowed = [item for item, refusal in zip(spec.items, refusals, strict=True) if refusal is None]
-    lookups = iter(await engine.head_many([(i.bucket, i.key, i.version_id) for i in allowed]))
+    found = await engine.head_many([(i.bucket, i.key, i.version_id) for i in allowed])
+    await find_members(engine, allowed, found)
+    lookups = iter(found)
     outcomes: list[tuple[BatchItem, Lookup | S3Error]] = []
     for item, refusal in zip(spec.items, refusals, strict=True):
         outcome = refusal or await _looked_up(request, item, next(lookups))
         if isinstance(outcome, S3Error) and not spec.continue_on_error:
             raise outcome
         outcomes.append((item, outcome))
-    largest = max((o.version.size for _, o in outcomes if isinstance(o, Lookup) and o.version), default=0)
+    largest = max((_size(i, o) for i, o in outcomes if isinstance(o, Lookup) and o.version), default=0)
     reserved = min(largest, limits.batch_item_bytes_max) * limits.batch_window_items
     budget = request.app[BUDGET]
     if not budget.take(reserved):
@@ -144,17 +149,25 @@ async def _refusal(request: web.Request, item: BatchItem) -> S3Error | None:
 
 async def _looked_up(request: web.Request, item: BatchItem, lookup: Lookup) -> Lookup | S3Error:
     """The lookup of an item that can be read, else the S3 error a GET of it would answer."""
+    if lookup.version is not None and item.member is not None and lookup.member is None:
+        return s3error("NoSuchKey", f"{item.key} has no tar member {item.member!r} (or was not indexed)")
     if lookup.version is not None:
-        if lookup.version.size > limits.batch_item_bytes_max:
+        size = _size(item, lookup)
+        if size > limits.batch_item_bytes_max:
             return s3error("EntityTooLarge", f"{item.key} is larger than {limits.batch_item_bytes_max} bytes, the "
                            "most a batch item may be: GET it on its own")  # fmt: skip
-        end = lookup.version.size if item.end is None else item.end
-        if item.start > lookup.version.size or end < item.start:
-            return s3error("InvalidRange", ActualObjectSize=str(lookup.version.size))
+        end = size if item.end is None else item.end
+        if item.start > size or end < item.start:
+            return s3error("InvalidRange", ActualObjectSize=str(size))
         return lookup
     if lookup.error == "ObjectNotFound":
         return await absent_key(request, item.bucket, item.key)
     return from_core(getattr(errors, lookup.error, errors.RemoteError)(lookup.message))
+
+
+def _size(item: BatchItem, lookup: Lookup) -> int:
+    """What the item reads from: its tar member, or its object."""
+    return lookup.member[1] if item.member is not None and lookup.member else lookup.version.size
 
 
 async def _stream(response: web.StreamResponse, engine: ObjectEngine, outcomes: list, names_only: bool,
@@ -170,6 +183,7 @@ async def _stream(response: web.StreamResponse, engine: ObjectEngine, outcomes: 
     try:
         for item, outcome in outcomes:
             name = item.key if names_only else f"{item.bucket}/{item.key}"
+            name = name if item.member is None else f"{name}/{item.member}"
             if isinstance(outcome, S3Error):
                 await response.write(_entry(f"__{outcome.status}__/{name}", b"", 0.0))
                 continue

@@ -6,7 +6,7 @@ import contextlib
 import dataclasses
 import re
 from collections.abc import AsyncIterator, Mapping
-from urllib.parse import unquote
+from urllib.parse import quote, unquote
 
 from aiohttp import web
 
@@ -29,6 +29,11 @@ from apollo.gateway.s3errors import S3Error, s3error
 from apollo.gateway.state import CLIENT, xml_response
 from apollo.gateway.xml import http_date, iso8601, parse_tagging
 from apollo.proto.records import Conditions, Version
+
+# Apollo's: a PUT that asks for the member index of the tar archive it writes (refused if the body is none);
+# a GET of ``?archpath=NAME`` (AIStore's name) answers that member, naming it in the second header.
+TAR_INDEX_HEADER = "x-apollo-tar-index"
+TAR_MEMBER_HEADER = "x-apollo-archpath"
 
 RESPONSE_OVERRIDES = {
     "response-content-type": "Content-Type",
@@ -57,9 +62,12 @@ async def put_object(request: web.Request, bucket: str, key: str) -> web.Respons
     validate_key(key)
     body = RequestBody(request, limits.put_object_size_bytes_max)
     attrs = attrs_from_request(request)
+    tar_index = request.headers.get(TAR_INDEX_HEADER, "").lower()
+    if tar_index not in ("", "true", "false"):
+        raise s3error("InvalidArgument", f"{TAR_INDEX_HEADER} is true or false", ArgumentName=TAR_INDEX_HEADER)
     version, result = await request.app[CLIENT].put_object(
         bucket, key, body.chunks(), attrs, conditions=write_conditions(request),
-        checksummers=body.checksummers, verify=body.verify,
+        checksummers=body.checksummers, verify=body.verify, tar_index=tar_index == "true",
     )  # fmt: skip
     headers = {"ETag": f'"{version.etag}"'}
     if version.version_id != "null":
@@ -133,19 +141,39 @@ async def get_object(request: web.Request, bucket: str, key: str) -> web.StreamR
     version = await resolve(request, bucket, key)
     check_read_conditions(request, version)
     headers = object_headers(version, request)
-    part = _part_range(request, version)
-    span = part or parse_range(request.headers.get("Range"), version.size)
+    base, size = 0, version.size
+    member = request.query.get("archpath")
+    if member is not None:  # AIStore's: one member of a tar archive indexed when written, as an object
+        base, size = await _member_span(request, bucket, key, version, member)
+        headers = {k: v for k, v in headers.items() if k.lower() not in ("etag", "content-type")
+                   and not k.startswith("x-amz-checksum-")}  # the archive's, not the member's  # fmt: skip
+        headers.update({"Content-Type": "application/octet-stream", TAR_MEMBER_HEADER: quote(member)})
+    part = _part_range(request, version) if member is None else None
+    span = part or parse_range(request.headers.get("Range"), size)
     headers.update(overrides)
     if span:  # a stored checksum covers the whole object only; AWS omits it for ranges and parts
         headers = {k: v for k, v in headers.items() if not k.startswith("x-amz-checksum-")}
-    start, end = span if span else (0, version.size)
+    start, end = span if span else (0, size)
     status = 206 if span and (part is None or version.parts) else 200
     if status == 206:
-        headers["Content-Range"] = f"bytes {start}-{end - 1}/{version.size}"
+        headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
     headers["Content-Length"] = str(end - start)
     if request.method == "HEAD":
         return web.Response(status=status, headers=headers)
-    return await _stream(request, status, headers, request.app[CLIENT].read(version, start, end))
+    return await _stream(request, status, headers, request.app[CLIENT].read(version, base + start, base + end))
+
+
+async def _member_span(request: web.Request, bucket: str, key: str, version: Version, member: str
+                       ) -> tuple[int, int]:  # fmt: skip
+    """(offset, size) of a tar member. :raises S3Error: NoSuchKey (no such member, or no index), or a part
+    number asked of it."""
+    if "partNumber" in request.query:
+        raise s3error("InvalidArgument", "partNumber and archpath cannot be combined", ArgumentName="archpath")
+    spans = await request.app[CLIENT].tar_member_spans(bucket, [(key, version.seq, member)])
+    if spans[0] is None:
+        raise s3error("NoSuchKey", f"{key} has no tar member {member!r} (or was written without its index: "
+                                   f"{TAR_INDEX_HEADER}: true)")  # fmt: skip
+    return spans[0][0], spans[0][1]
 
 
 async def _stream(request: web.Request, status: int, headers: dict, chunks: AsyncIterator[bytes]) -> web.StreamResponse:

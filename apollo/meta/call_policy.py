@@ -34,6 +34,7 @@ CALL_OPS: dict[str, str] = {
     "set_bucket_tags": "PutBucketTagging",
     "commit_version": "PutObject",
     "get_version": "GetObject",
+    "list_tar_members": "GetObject",
     "delete_object": "DeleteObject",
     "rename_object": "DeleteObject",  # and GetObject of the key, PutObject of the new one (``check``)
     "set_tags": "PutObjectTagging",
@@ -160,6 +161,12 @@ class CallPolicy:
             items = bound["items"] if method == "get_versions" else [(bound["bucket"], key, None)
                                                                       for key in bound["keys"]]  # fmt: skip
             return await self._readable(items, result, caller, context)
+        if method == "get_tar_members" and isinstance(result, list) and bound:  # a refused item: no member
+            context = request_context(source_ip, secure, time.time())
+            looked = [Lookup() for _ in result]
+            items = [(bound["bucket"], key, None) for key, _, _ in bound["items"]]
+            shown = await self._readable(items, looked, caller, context)
+            return [span if not refusal.error else None for span, refusal in zip(result, shown, strict=True)]
         if method != "list_buckets" or not isinstance(result, list):
             return result
         shown = await self._decider.visible(caller, result, request_context(source_ip, secure, time.time()))

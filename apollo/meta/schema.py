@@ -40,6 +40,11 @@ SNAPSHOT_DDL = [
         snapshot_id TEXT NOT NULL, key TEXT NOT NULL, vid INTEGER NOT NULL, PRIMARY KEY (snapshot_id, key))""",
     "CREATE INDEX IF NOT EXISTS snapshot_objects_by_vid ON snapshot_objects (vid)",
     f"CREATE TABLE IF NOT EXISTS retired_versions (id INTEGER PRIMARY KEY, bucket TEXT NOT NULL, {VERSION_FIELDS_DDL})",
+    # The member index of a tar archive (``apollo.proto.tar_index``), by the row id of its version (live or
+    # retired): a member is a range read. Written with the version, dropped with its data.
+    """CREATE TABLE IF NOT EXISTS tar_members (
+        vid INTEGER NOT NULL, name TEXT NOT NULL, offset_bytes INTEGER NOT NULL, size INTEGER NOT NULL,
+        PRIMARY KEY (vid, name))""",
 ]
 
 DDL = [

@@ -221,6 +221,7 @@ class ObjectOps(SqlBase):
                        f"SELECT {VERSION_COLUMNS}, upload_id FROM versions WHERE id = ?", (row_id,))  # fmt: skip
         else:
             self._discard_data(db, data_id, now)
+            db.execute("DELETE FROM tar_members WHERE vid = ?", (row_id,))
         db.execute("DELETE FROM versions WHERE id = ?", (row_id,))
 
     def _load_data(self, row: Row) -> ObjectData:
@@ -260,10 +261,12 @@ class ObjectOps(SqlBase):
         now: float,
         owner: str,
         conditions: Conditions | None = None,
+        members: list | None = None,
     ) -> Version:
         """Make a new version visible in one transaction, after checking write conditions.
 
         ``owner``: who allocated the data's segments (``_store_data`` takes only its pending writes).
+        ``members``: the member index of a tar archive, ``[name, offset, size]`` each (``_store_members``).
 
         :raises BucketNotFound, PreconditionFailed, ObjectNotFound: (If-Match on a missing key)
         :raises AccessDenied, InvalidRequest: data the caller did not write, or that does not add up.
@@ -277,10 +280,36 @@ class ObjectOps(SqlBase):
             ).fetchone()
             check_conditions(latest, conditions or Conditions())
             data_id = self._store_data(db, data, size, etag, owner, now)
-            return self._insert_version(
+            version = self._insert_version(
                 db, bucket, key, versioning, now,
                 size=size, etag=etag, attrs=attrs, parts=[], inline=data.inline, data_id=data_id,
             )  # fmt: skip
+            if members:
+                self._store_members(db, version.seq, size, members)
+            return version
+
+    @staticmethod
+    def _store_members(db: Conn, vid: int, size: int, members: list) -> None:
+        """A tar index as the writer found it. Not checked against the bytes (the service never reads them):
+        a wrong index only misplaces ranges inside the writer's own object, which every read is bound to.
+
+        :raises InvalidRequest: not a list of at most ``limits.tar_members_max`` distinct names of at most
+            ``limits.tar_member_name_bytes_max`` bytes, each with a range inside the object.
+        """
+        if not isinstance(members, list) or len(members) > limits.tar_members_max:
+            raise errors.InvalidRequest(f"a tar index is a list of at most {limits.tar_members_max} members")
+        names = set()
+        for member in members:
+            name = member[0] if isinstance(member, list | tuple) and len(member) == 3 else None
+            if not (isinstance(name, str) and name.isprintable() and 0 < len(name.encode("utf-8", "replace"))
+                    <= limits.tar_member_name_bytes_max and all(type(n) is int and n >= 0 for n in member[1:])
+                    and member[1] + member[2] <= size):  # fmt: skip
+                raise errors.InvalidRequest(f"a tar member is [name, offset, size] inside the object: {member!r:.80}")
+            names.add(member[0])
+        if len(names) != len(members):
+            raise errors.InvalidRequest("a tar index names a member twice")
+        db.executemany("INSERT INTO tar_members (vid, name, offset_bytes, size) VALUES (?, ?, ?, ?)",
+                       [(vid, name, offset, length) for name, offset, length in members])  # fmt: skip
 
     def _insert_version(
         self,

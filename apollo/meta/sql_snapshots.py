@@ -113,7 +113,8 @@ class SnapshotOps(ObjectOps):
                 "WHERE o.vid = s.vid AND o.snapshot_id <> s.snapshot_id)", (snapshot_id,)).fetchall()  # fmt: skip
             data_ids = [retired["data_id"] for retired in unpinned if retired["data_id"] is not None]
             self._discard_all(db, data_ids, now)
-            db.executemany("DELETE FROM retired_versions WHERE id = ?", [(retired["id"],) for retired in unpinned])
+            for table, column in (("retired_versions", "id"), ("tar_members", "vid")):
+                db.executemany(f"DELETE FROM {table} WHERE {column} = ?", [(retired["id"],) for retired in unpinned])
             db.execute("DELETE FROM snapshot_objects WHERE snapshot_id = ?", (snapshot_id,))
             db.execute("DELETE FROM snapshots WHERE snapshot_id = ?", (snapshot_id,))
 

@@ -17,7 +17,8 @@ from apollo.meta.sql_leases import LeaseOps
 from apollo.meta.sql_multipart import MultipartOps
 from apollo.meta.sql_repair import RepairOps
 from apollo.meta.sql_snapshots import SnapshotOps
+from apollo.meta.sql_tar import TarOps
 
 
-class SqlStore(SnapshotOps, MultipartOps, ClusterOps, RepairOps, LeaseOps):
+class SqlStore(SnapshotOps, TarOps, MultipartOps, ClusterOps, RepairOps, LeaseOps):
     """The metadata store, on SQLite (one machine) or PostgreSQL (clusters): see ``apollo.meta.engine``."""

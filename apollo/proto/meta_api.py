@@ -86,6 +86,8 @@ CALLS: dict[str, Call] = {call.name: call for call in (
     Call("get_versions", R, _KEY, _BACKGROUND),  # a batch of lookups: many point reads off the event loop
     Call("delete_object", W, _KEY, _THREAD),
     Call("rename_object", W, _KEY, _THREAD),
+    Call("get_tar_members", R, _KEY, _BACKGROUND),  # member ranges of tar archives, a batch's at once
+    Call("list_tar_members", R, _KEY, _THREAD),
     Call("set_tags", W, _KEY, _THREAD, idempotent=True),
     Call("list_objects", R, _KEY, _THREAD),
     Call("list_versions", R, _KEY, _THREAD),

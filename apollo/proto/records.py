@@ -91,6 +91,7 @@ class Lookup:
     version: Version | None = None
     error: str = ""
     message: str = ""
+    member: list[int] | None = None  # [offset, size] of the tar member the item names, found by the reader
 
 
 @dataclass

@@ -322,3 +322,49 @@ def test_a_rename_needs_the_rights_of_a_copy_and_a_delete(cluster):
     with cluster.native(VICTIM, VICTIM_SECRET) as victim:
         assert sorted(o.key for o in victim.list("renames")) == ["kept/one", "published"]
         assert victim.get("renames", "kept/one") == b"kept bytes"
+
+
+def test_tar_member_ranges_are_held_to_reads_of_their_archive(cluster):
+    """A key a bucket policy denies learns no member range of an archive there (None, as for no member) and
+    cannot list its members; a made-up version row id, or another key's, finds nothing; a malformed lookup
+    is refused whole."""
+    import io
+    import tarfile
+
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        info = tarfile.TarInfo("secret.txt")
+        info.size = len(SECRET_TEXT)
+        tar.addfile(info, io.BytesIO(SECRET_TEXT))
+    with cluster.native(VICTIM, VICTIM_SECRET) as victim:
+        victim.create_bucket("victim-tars")
+        victim.put("victim-tars", "shard.tar", buffer.getvalue())
+        victim.create_bucket("open-tars")
+        victim.put("open-tars", "shard.tar", buffer.getvalue())
+        victim.put("open-tars", "other.tar", buffer.getvalue())
+        assert victim.get("victim-tars", "shard.tar", member="secret.txt") == SECRET_TEXT
+    store = SqlStore(cluster.database)
+    vid = store.get_version("victim-tars", "shard.tar").seq
+    open_vid = store.get_version("open-tars", "shard.tar").seq
+    store.close()
+    cluster.s3().put_bucket_policy(Bucket="victim-tars", Policy=json.dumps({"Version": "2012-10-17", "Statement": [
+        {"Effect": "Deny", "Principal": {"AWS": [f"arn:aws:iam::000000000000:user/{ATTACKER}"]}, "Action": "s3:*",
+         "Resource": ["arn:aws:s3:::victim-tars", "arn:aws:s3:::victim-tars/*"]}]}))  # fmt: skip
+    time.sleep(BUCKET_TTL_S + 0.2)
+
+    async def scenario():
+        async with aiohttp.ClientSession() as session:
+            status, reply = await raw_call(session, cluster.meta_urls, "get_tar_members",
+                                           ["victim-tars", [["shard.tar", vid, "secret.txt"]]])  # fmt: skip
+            assert status == 200 and reply["result"] == [None], reply
+            status, reply = await raw_call(session, cluster.meta_urls, "list_tar_members", ["victim-tars", "shard.tar"])
+            assert status == 403, reply
+            status, reply = await raw_call(session, cluster.meta_urls, "get_tar_members", ["open-tars", [
+                ["shard.tar", vid, "secret.txt"], ["other.tar", open_vid, "secret.txt"],
+                ["shard.tar", open_vid, "secret.txt"]]])  # fmt: skip
+            assert status == 200 and reply["result"] == [None, None, [512, len(SECRET_TEXT)]], reply
+            for items in ([["shard.tar", "1", "x"]], [["shard.tar", 1]], "x", [["shard.tar", 1, "x"]] * 1001):
+                status, reply = await raw_call(session, cluster.meta_urls, "get_tar_members", ["open-tars", items])
+                assert status == 400 and reply["error"]["type"] == "InvalidRequest", reply
+
+    asyncio.run(scenario())

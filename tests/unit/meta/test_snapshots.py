@@ -200,3 +200,26 @@ def test_snapshots_racing_overwrites_and_deletes_never_lose_pinned_data(stores, 
     assert store.one("SELECT COUNT(*) AS n FROM retired_versions")["n"] == 0
     assert len(live) == sum(1 for key in keys if store.get_version("b", key) is not None)
     assert not {row["segment_id"] for row in live} & garbage(store)
+
+
+def test_a_tar_index_goes_with_its_version_and_stays_with_a_retired_one(store):
+    def commit(key: str, members: list) -> int:
+        data = ObjectData(2000, segments=[pending(store, length=2000)])
+        return store.commit_version("b", key, size=2000, etag=etag(key), attrs=ObjectAttrs(), data=data,
+                                    now=time.time(), owner=WRITER, members=members).seq  # fmt: skip
+
+    gone = commit("gone.tar", [["a", 512, 10]])
+    kept = commit("kept.tar", [["a", 512, 10], ["b", 1024, 20]])
+    assert store.list_tar_members("b", "kept.tar") == [("a", 512, 10), ("b", 1024, 20)]
+    for bad in ([["a", 1990, 20]], [["a", 0, 1], ["a", 2, 1]], [["", 0, 1]], [["a\n", 0, 1]], [["a", -1, 1]],
+                [["a", 0]], "a"):  # fmt: skip
+        with pytest.raises(errors.InvalidRequest):
+            commit("bad.tar", bad)
+    assert store.get_version("b", "bad.tar") is None
+    snap = store.create_snapshot("b", "kept", 1.0)
+    store.delete_object("b", "gone.tar", None, time.time())
+    store.delete_object("b", "kept.tar", None, time.time())  # pinned: retired, its index with it
+    assert store.get_tar_members("b", [["kept.tar", kept, "b"], ["gone.tar", gone, "a"], ["kept.tar", gone, "a"],
+                                       ["kept.tar", kept, "zz"]]) == [[1024, 20], None, None, None]  # fmt: skip
+    store.delete_snapshot("b", snap.snapshot_id, time.time())
+    assert store.one("SELECT COUNT(*) AS n FROM tar_members")["n"] == 0
