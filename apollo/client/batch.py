@@ -143,7 +143,7 @@ async def _lookups(engine: ObjectEngine, items: list[BatchItem]) -> list[Lookup]
         try:
             lookups = await engine.head_pinned(bucket, snapshot, [items[n].key for n in numbers])
         except (errors.NotFound, errors.InvalidRequest, errors.AccessDenied) as exc:
-            lookups = [Lookup(error=type(exc).__name__, message=str(exc))] * len(numbers)
+            lookups = [Lookup(error=type(exc).__name__, message=str(exc)) for _ in numbers]
         for number, lookup in zip(numbers, lookups, strict=True):
             found[number] = lookup
     looked_up = [lookup for lookup in found if lookup is not None]

@@ -16,14 +16,17 @@ The token holds a keyed fingerprint of the key's secret, not the secret nor its 
 or deleted key ends its sessions, and a stolen cookie says nothing testable about the secret. A restart
 makes a new key, which ends every session, as before.
 
-The throttle is per process: with N workers a guesser gets N times the attempts per window (each still
-answered late, ``LOGIN_FAILURE_DELAY_S``). Every table here is bounded (STYLE "put a limit on
-everything").
+The throttle counts failed logins per client address; with ``--workers`` it counts them in the same
+directory (a file of failure times per address), so a guesser gets the same attempts per window whichever
+worker answers (each failure is also answered late, ``LOGIN_FAILURE_DELAY_S``). Every table here is bounded
+(STYLE "put a limit on everything").
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
+import hashlib
 import hmac
 import json
 import os
@@ -42,6 +45,7 @@ LOGIN_FAILURE_DELAY_S = 0.5  # every failed login answers this late: guessing co
 THROTTLED_ADDRESSES_MAX = 10_000
 KEY_FILE = "session.key"
 REVOKED_DIR = "revoked"
+FAILED_LOGINS_DIR = "failed-logins"
 
 
 @dataclass
@@ -61,7 +65,8 @@ class Session:
 def shared_key(shared_dir: Path) -> bytes:
     """The supervisor's session key for its workers: made once per start, readable by the owner only."""
     shared_dir.mkdir(mode=0o700, exist_ok=True)
-    (shared_dir / REVOKED_DIR).mkdir(mode=0o700, exist_ok=True)
+    for name in (REVOKED_DIR, FAILED_LOGINS_DIR):
+        (shared_dir / name).mkdir(mode=0o700, exist_ok=True)
     path = shared_dir / KEY_FILE
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(descriptor, "wb") as handle:
@@ -130,19 +135,29 @@ class LoginThrottle:
     """At most ``failures_max`` failed logins per client address within ``window_s``; then it waits.
 
     Counted per address as the server sees it (``request.remote``): behind a proxy that is the proxy, so
-    the cap then applies to everyone behind it, which errs on the safe side.
+    the cap then applies to everyone behind it, which errs on the safe side. With ``shared_dir`` (the
+    workers' directory) each address's failures are a file of times there, appended by whichever worker
+    saw one (``O_APPEND``: whole lines, whatever the other workers write), on the system-wide monotonic clock.
     """
 
-    def __init__(self, failures_max: int = LOGIN_FAILURES_MAX, window_s: float = LOGIN_FAILURE_WINDOW_S,
-                 addresses_max: int = THROTTLED_ADDRESSES_MAX,
+    def __init__(self, shared_dir: Path | None = None, failures_max: int = LOGIN_FAILURES_MAX,
+                 window_s: float = LOGIN_FAILURE_WINDOW_S, addresses_max: int = THROTTLED_ADDRESSES_MAX,
                  clock: Callable[[], float] = time.monotonic) -> None:  # fmt: skip
+        self._dir = shared_dir / FAILED_LOGINS_DIR if shared_dir is not None else None
         self._failures_max = failures_max
         self._window_s = window_s
         self._addresses_max = addresses_max
         self._clock = clock
         self._failures: OrderedDict[str, deque[float]] = OrderedDict()
 
+    def _file(self, address: str) -> Path:
+        assert self._dir is not None
+        return self._dir / hashlib.sha256(address.encode()).hexdigest()[:32]  # any address is a safe name
+
     def _recent(self, address: str) -> deque[float]:
+        if self._dir is not None:  # every worker's failures; unreadable: this process's own
+            with contextlib.suppress(OSError, ValueError):
+                self._failures[address] = deque(float(line) for line in self._file(address).read_text().split())
         failures = self._failures.get(address, deque())
         horizon = self._clock() - self._window_s
         while failures and failures[0] <= horizon:
@@ -160,10 +175,30 @@ class LoginThrottle:
 
     def failed(self, address: str) -> None:
         failures = self._recent(address)
-        failures.append(self._clock())
+        now = self._clock()
+        failures.append(now)
         self._failures[address] = failures
         self._failures.move_to_end(address)
         while len(failures) > self._failures_max:
             failures.popleft()
+        if self._dir is not None:
+            self._append(address, failures, now)
         while len(self._failures) > self._addresses_max:
-            self._failures.popitem(last=False)
+            gone, _ = self._failures.popitem(last=False)
+            if self._dir is not None:
+                self._file(gone).unlink(missing_ok=True)
+
+    def _append(self, address: str, failures: deque[float], now: float) -> None:
+        """Append this failure; a file that grew past the cap is rewritten with the recent ones only."""
+        path = self._file(address)
+        with contextlib.suppress(OSError):  # a full disk must not turn a wrong password into a 500
+            if path.exists() and path.stat().st_size > 64 * self._failures_max:
+                temporary = path.with_suffix(f".{os.getpid()}")
+                temporary.write_text("".join(f"{at!r}\n" for at in failures))
+                temporary.replace(path)
+                return
+            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            try:
+                os.write(descriptor, f"{now!r}\n".encode())
+            finally:
+                os.close(descriptor)

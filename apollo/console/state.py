@@ -96,7 +96,7 @@ class Console:
         self._directory = directory
         self.activity = Activity()
         self.sessions = Sessions(shared_dir)
-        self.throttle = LoginThrottle()
+        self.throttle = LoginThrottle(shared_dir)
         self.keys = SecretCache(engine.key_rights)  # the lookup S3 signatures use, with its own cache
         self._decider = AccessDecider(engine.get_bucket, engine.head)
         # One thread: the status source's store connection is used by one thread at a time, and a slow

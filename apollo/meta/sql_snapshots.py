@@ -41,9 +41,9 @@ class SnapshotOps(ObjectOps):
     def create_snapshot(self, bucket: str, prefix: str, now: float, owner: str = "") -> Snapshot:
         """Pin the latest version of every object (not delete markers) under ``prefix``, in one transaction.
 
-        :raises BucketNotFound, InvalidRequest: (a prefix longer than a key may be)
-        :raises LimitExceeded: (``InvalidRequest``) more than ``limits.snapshot_objects_max`` objects, or the
-            bucket already has ``limits.snapshots_per_bucket_max`` snapshots.
+        :raises BucketNotFound:
+        :raises InvalidRequest: a prefix longer than a key may be, more than ``limits.snapshot_objects_max``
+            objects, or the bucket has ``limits.snapshots_per_bucket_max`` snapshots already.
         """
         if not isinstance(prefix, str) or len(prefix.encode()) > limits.key_length_bytes_max:
             raise errors.InvalidRequest(f"a snapshot's prefix is a key prefix of at most "

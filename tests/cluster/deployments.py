@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 import ssl
 import time
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,3 +51,12 @@ def deployment(kind: str, make_cluster, make_server, *key: str, meta_args: tuple
     store.put_key(*key, time.time(), policies=["readwrite"])
     store.close()
     return target
+
+
+def metadata_calls(target: Target, method: str) -> float:
+    """How many ``method`` calls the (first) metadata service has answered, from its /metrics."""
+    url = target.meta_urls.split(",")[0] + "/metrics"
+    with urllib.request.urlopen(url, timeout=10) as response:
+        text = response.read().decode()
+    pattern = rf'^apollo_meta_rpc_total{{method="{method}",outcome="ok"}} ([0-9.e+]+)$'
+    return sum(float(match) for match in re.findall(pattern, text, re.MULTILINE))

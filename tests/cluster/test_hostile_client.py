@@ -41,6 +41,15 @@ def cluster(make_cluster):
     return cluster
 
 
+def deny_attacker(cluster, bucket: str) -> None:
+    """A bucket policy that denies the attacker everything on ``bucket``, in force on return (the metadata
+    service's bucket records are ``BUCKET_TTL_S`` old at most)."""
+    cluster.s3().put_bucket_policy(Bucket=bucket, Policy=json.dumps({"Version": "2012-10-17", "Statement": [
+        {"Effect": "Deny", "Principal": {"AWS": [f"arn:aws:iam::000000000000:user/{ATTACKER}"]}, "Action": "s3:*",
+         "Resource": [f"arn:aws:s3:::{bucket}", f"arn:aws:s3:::{bucket}/*"]}]}))  # fmt: skip
+    time.sleep(BUCKET_TTL_S + 0.2)
+
+
 async def raw_call(session: aiohttp.ClientSession, meta_url: str, method: str, args: list, kwargs: dict | None = None
                    ) -> tuple[int, dict]:  # fmt: skip
     """A metadata call whose body the attacker wrote in the codec's JSON, not with Apollo's records;
@@ -221,10 +230,7 @@ def test_a_batch_lookup_gives_no_object_or_read_token_a_single_lookup_would_refu
         victim.create_bucket("victim-data")
         victim.put("victim-data", "small", SECRET_TEXT)
         victim.put("victim-data", "large", os.urandom(3_000_000))
-    cluster.s3().put_bucket_policy(Bucket="victim-data", Policy=json.dumps({"Version": "2012-10-17", "Statement": [
-        {"Effect": "Deny", "Principal": {"AWS": [f"arn:aws:iam::000000000000:user/{ATTACKER}"]}, "Action": "s3:*",
-         "Resource": ["arn:aws:s3:::victim-data", "arn:aws:s3:::victim-data/*"]}]}))  # fmt: skip
-    time.sleep(BUCKET_TTL_S + 0.2)  # the metadata service's bucket records are that old at most
+    deny_attacker(cluster, "victim-data")
 
     async def scenario():
         async with aiohttp.ClientSession() as session:
@@ -258,10 +264,7 @@ def test_snapshots_are_held_to_the_reads_and_listings_they_stand_for_and_to_thei
             victim.put(bucket, "large", os.urandom(300_000))
         private = victim.snapshot("victim-data").snapshot_id
         shared = victim.snapshot("shared-data").snapshot_id
-    cluster.s3().put_bucket_policy(Bucket="victim-data", Policy=json.dumps({"Version": "2012-10-17", "Statement": [
-        {"Effect": "Deny", "Principal": {"AWS": [f"arn:aws:iam::000000000000:user/{ATTACKER}"]}, "Action": "s3:*",
-         "Resource": ["arn:aws:s3:::victim-data", "arn:aws:s3:::victim-data/*"]}]}))  # fmt: skip
-    time.sleep(BUCKET_TTL_S + 0.2)  # the metadata service's bucket records are that old at most
+    deny_attacker(cluster, "victim-data")
 
     async def scenario():
         async with aiohttp.ClientSession() as session:
@@ -347,10 +350,7 @@ def test_tar_member_ranges_are_held_to_reads_of_their_archive(cluster):
     vid = store.get_version("victim-tars", "shard.tar").seq
     open_vid = store.get_version("open-tars", "shard.tar").seq
     store.close()
-    cluster.s3().put_bucket_policy(Bucket="victim-tars", Policy=json.dumps({"Version": "2012-10-17", "Statement": [
-        {"Effect": "Deny", "Principal": {"AWS": [f"arn:aws:iam::000000000000:user/{ATTACKER}"]}, "Action": "s3:*",
-         "Resource": ["arn:aws:s3:::victim-tars", "arn:aws:s3:::victim-tars/*"]}]}))  # fmt: skip
-    time.sleep(BUCKET_TTL_S + 0.2)
+    deny_attacker(cluster, "victim-tars")
 
     async def scenario():
         async with aiohttp.ClientSession() as session:

@@ -11,10 +11,9 @@ import io
 import os
 import re
 import time
-import urllib.request
 
 import pytest
-from deployments import Target, deployment
+from deployments import Target, deployment, metadata_calls
 
 from apollo import errors
 from apollo.client import BatchItem
@@ -68,15 +67,6 @@ def test_every_call_of_the_blocking_client_with_an_ordinary_key(cluster, tmp_pat
             client.get(BUCKET, "from-file")
 
 
-def _metadata_calls(cluster, method: str) -> float:
-    """How many ``method`` calls the (first) metadata service has answered, from its /metrics."""
-    url = cluster.meta_urls.split(",")[0] + "/metrics"
-    with urllib.request.urlopen(url, timeout=10) as response:
-        text = response.read().decode()
-    pattern = rf'^apollo_meta_rpc_total{{method="{method}",outcome="ok"}} ([0-9.e+]+)$'
-    return sum(float(match) for match in re.findall(pattern, text, re.MULTILINE))
-
-
 def test_a_batch_of_1000_items_answers_as_single_gets_do_in_one_lookup_per_1000(cluster, seed):
     """1,000 items over two buckets: small (inline) and multi-segment objects, ranges, missing keys and
     buckets, an old version by id, a deleted key. Each result is what a single get answers (bytes, or the
@@ -114,9 +104,9 @@ def test_a_batch_of_1000_items_answers_as_single_gets_do_in_one_lookup_per_1000(
                 return type(exc)
 
         expected = [single(item) for item in items]
-        before = _metadata_calls(cluster, "get_versions")
+        before = metadata_calls(cluster, "get_versions")
         got = [r.data if r.ok else type(r.error) for r in client.get_batch(items)]
-        assert _metadata_calls(cluster, "get_versions") - before == 1
+        assert metadata_calls(cluster, "get_versions") - before == 1
         assert got == expected
         unordered = [(r.item, r.data if r.ok else type(r.error)) for r in client.get_batch(items, ordered=False,
                                                                                           window=7)]  # fmt: skip

@@ -6,12 +6,10 @@ from __future__ import annotations
 
 import io
 import random
-import re
 import tarfile
-import urllib.request
 
 import pytest
-from deployments import Target, deployment
+from deployments import Target, deployment, metadata_calls
 
 from apollo import errors
 from apollo.client import BatchItem
@@ -36,14 +34,6 @@ def make_tar(rng: random.Random, count: int) -> tuple[bytes, dict[str, bytes]]:
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
     return buffer.getvalue(), samples
-
-
-def _calls(target: Target, method: str) -> float:
-    url = target.meta_urls.split(",")[0] + "/metrics"
-    with urllib.request.urlopen(url, timeout=10) as response:
-        text = response.read().decode()
-    pattern = rf'^apollo_meta_rpc_total{{method="{method}",outcome="ok"}} ([0-9.e+]+)$'
-    return sum(float(found) for found in re.findall(pattern, text, re.MULTILINE))
 
 
 def test_members_of_an_indexed_tar_are_range_reads_alone_in_batches_and_through_snapshots(target, seed):
@@ -86,10 +76,10 @@ def test_members_of_an_indexed_tar_are_range_reads_alone_in_batches_and_through_
             else:
                 items.append(BatchItem(BUCKET, "plain.bin"))
                 want.append(b"not an archive")
-        before = _calls(target, "get_tar_members")
+        before = metadata_calls(target, "get_tar_members")
         got = [r.data if r.ok else type(r.error) for r in client.get_batch(items)]
         assert got == want
-        assert _calls(target, "get_tar_members") - before == 1  # one call for the batch's members
+        assert metadata_calls(target, "get_tar_members") - before == 1  # one call for the batch's members
 
         snap = client.snapshot(BUCKET, "train/")
         client.put(BUCKET, "train/shard-0000.tar", make_tar(rng, 3)[0])  # replaced: the snapshot keeps the old

@@ -71,3 +71,22 @@ def test_after_login_only_console_pages():
     assert safe_next("/_apollo/console/buckets?prefix=a") == "/_apollo/console/buckets?prefix=a"
     for target in ("https://evil.example/", "//evil.example/_apollo/console/", "/other", "", "/_apollo/console"):
         assert safe_next(target) == "/_apollo/console/"
+
+
+def test_workers_sharing_a_directory_share_one_throttle(tmp_path):
+    """Two workers' throttles over one directory: failures seen by either count for both, and they end
+    with the window; a directory that cannot be written still leaves each its own count."""
+    clock = Clock()
+    shared_key(tmp_path)
+    first, second = (LoginThrottle(tmp_path, failures_max=3, window_s=60, clock=clock) for _ in range(2))
+    first.failed("10.0.0.7")
+    second.failed("10.0.0.7")
+    assert first.refused("10.0.0.7") == second.refused("10.0.0.7") == 0
+    first.failed("10.0.0.7")
+    assert second.refused("10.0.0.7") == 60 and first.refused("10.0.0.8") == 0
+    clock.now += 61
+    assert first.refused("10.0.0.7") == second.refused("10.0.0.7") == 0
+    unwritable = LoginThrottle(tmp_path / "missing", failures_max=2, window_s=60, clock=clock)
+    for _ in range(2):
+        unwritable.failed("10.0.0.9")
+    assert unwritable.refused("10.0.0.9") == 60
