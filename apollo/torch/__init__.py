@@ -1,0 +1,6 @@
+"""PyTorch on Apollo: datasets over a snapshot of a prefix (``datasets``), and the plan of which rank and
+worker reads which sample in which order (``plan``, without torch). Needs ``torch`` (a CPU build will do)."""
+
+from apollo.torch.datasets import ApolloDataLoader, ApolloIterableDataset, ApolloMapDataset, ApolloSample, Source
+
+__all__ = ["ApolloDataLoader", "ApolloIterableDataset", "ApolloMapDataset", "ApolloSample", "Source"]
