@@ -23,6 +23,7 @@ ALLOWED: dict[str, set[str]] = {
     "cluster": {"client"} | _BELOW_CLIENT,  # healing and cluster management
     "gateway": {"client", "proto", "bottom"},  # front doors
     "integrations": {"client", "proto", "bottom"},
+    "torch": {"client", "proto", "bottom"},  # PyTorch datasets: a front door like the integrations
     "console": {"client", "proto", "bottom"},
     "roles": {"gateway", "console", "cluster", "client"} | _BELOW_CLIENT,  # processes, the all-in-one server
     "cli": {"roles", "cluster", "client", "proto", "bottom", "testing"},

@@ -37,6 +37,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from apollo.invariant import invariant
+
 SESSION_TTL_S = 12 * 3600.0  # a login lasts a working day, then the form asks again
 REVOKED_MAX = 10_000  # logouts remembered in memory (each until its session would have expired)
 LOGIN_FAILURES_MAX = 5  # failed logins from one address within the window before it must wait
@@ -151,7 +153,7 @@ class LoginThrottle:
         self._failures: OrderedDict[str, deque[float]] = OrderedDict()
 
     def _file(self, address: str) -> Path:
-        assert self._dir is not None
+        invariant(self._dir is not None, "failures are files only in a shared directory")
         return self._dir / hashlib.sha256(address.encode()).hexdigest()[:32]  # any address is a safe name
 
     def _recent(self, address: str) -> deque[float]:

@@ -55,10 +55,10 @@ def layout(pg: int = 7) -> SegmentLayout:
 
 
 def put(store: SqlStore, bucket: str, key: str, payload: bytes | None = None, now: float = 1732543423.1234567,
-        segments: list[SegmentLayout] | None = None, **attrs):  # fmt: skip
+        segments: list[SegmentLayout] | None = None, members: list | None = None, **attrs):  # fmt: skip
     data = ObjectData(len(payload), inline=payload) if payload is not None else ObjectData(1000, segments=segments)
     return store.commit_version(bucket, key, size=data.size, etag=etag(key), attrs=ObjectAttrs(**attrs),
-                                data=data, now=now, owner="t1")  # fmt: skip
+                                data=data, now=now, owner="t1", members=members)  # fmt: skip
 
 
 def write_everything(store: SqlStore) -> None:
@@ -71,7 +71,7 @@ def write_everything(store: SqlStore) -> None:
     put(store, "plain", "empty", b"")
     seg = layout()
     store.add_pending(seg, "t1", 1e12)
-    put(store, "plain", "big", segments=[seg])
+    put(store, "plain", "big", segments=[seg], members=[["member.bin", 0, 50]])  # a tar index
     store.commit_repair(seg.segment_id, DRIVES[:3], {1: DRIVES[25]})
     first = put(store, "versioned", "doc", b"one", now=10.000001)
     put(store, "versioned", "doc", b"two", now=10.000002)
