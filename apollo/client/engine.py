@@ -303,11 +303,12 @@ class ObjectEngine:
             spans += await self._meta.get_tar_members(bucket, [list(item) for item in items[first : first + step]])
         return spans
 
-    async def list_tar_members(self, bucket: str, key: str, version_id: str | None = None
-                               ) -> list[tuple[str, int, int]]:  # fmt: skip
-        """(name, offset, size) of each member of a tar archive written with its index, by offset.
-        :raises BucketNotFound, ObjectNotFound:"""
-        return [tuple(member) for member in await self._meta.list_tar_members(bucket, key, version_id)]
+    async def list_tar_members(self, bucket: str, key: str, version_id: str | None = None,
+                               snapshot_id: str | None = None) -> list[tuple[str, int, int]]:  # fmt: skip
+        """(name, offset, size) of each member of a tar archive written with its index, by offset: of its
+        latest version, the one named, or the one a snapshot pinned. :raises BucketNotFound, ObjectNotFound:"""
+        found = await self._meta.list_tar_members(bucket, key, version_id, snapshot_id)
+        return [tuple(member) for member in found]
 
     async def head_pinned(self, bucket: str, snapshot_id: str, keys: list[str]) -> list[Lookup]:
         """The version of each key a snapshot pinned, with its layout, as :meth:`head_many` answers.

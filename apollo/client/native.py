@@ -325,9 +325,11 @@ class AsyncClient:
         pieces = self.stream(bucket, key, start, end, version_id, snapshot, member)
         return b"".join([piece async for piece in pieces])
 
-    async def tar_members(self, bucket: str, key: str, version_id: str | None = None) -> list[tuple[str, int, int]]:
-        """(name, offset, size) of each member of a tar archive indexed when written, by offset; ``[]``: none."""
-        return await self._engine.list_tar_members(bucket, key, version_id)
+    async def tar_members(self, bucket: str, key: str, version_id: str | None = None, snapshot: str | None = None
+                          ) -> list[tuple[str, int, int]]:  # fmt: skip
+        """(name, offset, size) of each member of a tar archive indexed when written, by offset; ``[]``: none.
+        Of the latest version, the one named, or the one ``snapshot`` pinned."""
+        return await self._engine.list_tar_members(bucket, key, version_id, snapshot)
 
     async def get_into(self, bucket: str, key: str, buffer: bytearray | memoryview, start: int = 0,
                        version_id: str | None = None, snapshot: str | None = None) -> int:  # fmt: skip
@@ -471,8 +473,9 @@ class Client:
     def snapshot(self, bucket: str, prefix: str = "") -> Snapshot:
         return self._run(self._async.snapshot(bucket, prefix))
 
-    def tar_members(self, bucket: str, key: str, version_id: str | None = None) -> list[tuple[str, int, int]]:
-        return self._run(self._async.tar_members(bucket, key, version_id))
+    def tar_members(self, bucket: str, key: str, version_id: str | None = None, snapshot: str | None = None
+                    ) -> list[tuple[str, int, int]]:  # fmt: skip
+        return self._run(self._async.tar_members(bucket, key, version_id, snapshot))
 
     def snapshots(self, bucket: str) -> list[Snapshot]:
         return self._run(self._async.snapshots(bucket))

@@ -3,7 +3,7 @@ reading one member of a shard is then a range read, with no scan of the archive.
 
 from __future__ import annotations
 
-from apollo import errors, limits
+from apollo import errors, ids, limits
 from apollo.meta.sql_objects import ObjectOps
 
 
@@ -26,14 +26,23 @@ class TarOps(ObjectOps):
             spans.append(None if row is None else [row["offset_bytes"], row["size"]])
         return spans
 
-    def list_tar_members(self, bucket: str, key: str, version_id: str | None = None) -> list[tuple[str, int, int]]:
-        """(name, offset, size) of every member of the latest version of ``key`` (or the one named), by
-        offset; ``[]`` for an object written without an index. :raises BucketNotFound, ObjectNotFound:"""
-        version = self.get_version(bucket, key, version_id, with_data=False)
-        if version is None or version.delete_marker:
-            raise errors.ObjectNotFound(f"{bucket}/{key} does not exist")
-        rows = self.all("SELECT name, offset_bytes, size FROM tar_members WHERE vid = ? ORDER BY offset_bytes",
-                        (version.seq,))  # fmt: skip
+    def list_tar_members(self, bucket: str, key: str, version_id: str | None = None,
+                         snapshot_id: str | None = None) -> list[tuple[str, int, int]]:  # fmt: skip
+        """(name, offset, size) of every member of the latest version of ``key``, the one named, or the one a
+        snapshot of the bucket pinned, by offset; ``[]`` for an object written without an index.
+        :raises BucketNotFound, ObjectNotFound, BadIdentifier: (a malformed snapshot id)"""
+        if snapshot_id is not None:
+            row = self.one("SELECT s.vid FROM snapshot_objects s JOIN snapshots p ON p.snapshot_id = s.snapshot_id "
+                           "WHERE s.snapshot_id = ? AND p.bucket = ? AND s.key = ?",
+                           (ids.snapshot_id(snapshot_id), bucket, key))  # fmt: skip
+            vid = None if row is None else row["vid"]
+        else:
+            version = self.get_version(bucket, key, version_id, with_data=False)
+            vid = None if version is None or version.delete_marker else version.seq
+        if vid is None:
+            raise errors.ObjectNotFound(f"{bucket}/{key} does not exist" + (f" in snapshot {snapshot_id}"
+                                                                           if snapshot_id else ""))  # fmt: skip
+        rows = self.all("SELECT name, offset_bytes, size FROM tar_members WHERE vid = ? ORDER BY offset_bytes", (vid,))
         return [(row["name"], row["offset_bytes"], row["size"]) for row in rows]
 
     def _version_row_of(self, bucket: str, key: str, vid: int) -> bool:

@@ -35,15 +35,18 @@ WINDOW_DEFAULT = 64  # samples read ahead by each reader
 
 @dataclass(frozen=True)
 class ApolloSample:
-    """What a dataset yields when it has no ``transform``: the key and its bytes."""
+    """What a dataset yields when it has no ``transform``: the key and its bytes, or the tar shard's key,
+    the member's name and the member's bytes."""
 
     key: str
     data: bytes
+    member: str | None = None
 
 
 @dataclass(frozen=True)
 class Source:
-    """The samples (keys of one bucket, as a snapshot pinned them) and how to reach them: picklable."""
+    """The samples (keys of one bucket, as a snapshot pinned them, or members of tar shards there: ``members``
+    then names each sample's member) and how to reach them: picklable."""
 
     endpoint: str
     access_key: str
@@ -52,16 +55,20 @@ class Source:
     snapshot_id: str
     keys: tuple[str, ...]
     client_options: dict = field(default_factory=dict)
+    members: tuple[str, ...] = ()
 
     @classmethod
     def of(cls, url: str, *, keys: Iterable[str] | None = None, snapshot: str | None = None,
-           endpoint: str | None = None, access_key: str | None = None, secret_key: str | None = None,
-           **client_options: Any) -> Source:  # fmt: skip
+           tar_members: bool = False, endpoint: str | None = None, access_key: str | None = None,
+           secret_key: str | None = None, **client_options: Any) -> Source:  # fmt: skip
         """The samples under ``url`` (``apollo://bucket/prefix``), listed once from a snapshot taken now (or
-        the one given): all of them, or the ``keys`` named (each must be there). Endpoint and keys from the
-        arguments or ``APOLLO_ENDPOINT``, ``APOLLO_ACCESS_KEY``, ``APOLLO_SECRET_KEY``.
+        the one given): all of them, or the ``keys`` named (each must be there); with ``tar_members``, the
+        members of the ``.tar`` objects among them (indexed when written), shard by shard in key order.
+        Endpoint and keys from the arguments or ``APOLLO_ENDPOINT``, ``APOLLO_ACCESS_KEY``,
+        ``APOLLO_SECRET_KEY``.
 
         :raises ObjectNotFound: a key named that the snapshot does not hold.
+        :raises ValueError: ``tar_members`` and a ``.tar`` object without its index.
         """
         bucket, _, prefix = url.removeprefix("apollo://").partition("/")
         wanted = list(keys) if keys is not None else None
@@ -73,13 +80,24 @@ class Source:
             snapshot_id = snapshot or client.snapshot(bucket, prefix).snapshot_id
             listed = [entry.key for entry in client.list(bucket, prefix, snapshot=snapshot_id)
                       if isinstance(entry, ObjectInfo)]  # fmt: skip
-        if wanted is not None:
-            held = set(listed)
-            missing = [key for key in wanted if key not in held]
-            if missing:
-                raise errors.ObjectNotFound(f"{len(missing)} keys are not in snapshot {snapshot_id}, e.g. {missing[0]}")
-            listed = wanted
-        return cls(*reached, bucket, snapshot_id, tuple(listed), dict(client_options))
+            if wanted is not None:
+                held = set(listed)
+                missing = [key for key in wanted if key not in held]
+                if missing:
+                    raise errors.ObjectNotFound(f"{len(missing)} keys are not in snapshot {snapshot_id}, e.g. "
+                                                f"{missing[0]}")  # fmt: skip
+                listed = wanted
+            if not tar_members:
+                return cls(*reached, bucket, snapshot_id, tuple(listed), dict(client_options))
+            shards, members = [], []
+            for key in (key for key in listed if key.endswith(".tar")):
+                found = client.tar_members(bucket, key, snapshot=snapshot_id)
+                if not found:
+                    raise ValueError(f"{bucket}/{key} has no member index: write it with the native client, or "
+                                     "through S3 with x-apollo-tar-index: true")  # fmt: skip
+                shards += [key] * len(found)
+                members += [name for name, _, _ in found]
+        return cls(*reached, bucket, snapshot_id, tuple(shards), dict(client_options), tuple(members))
 
     def client(self) -> Client:
         """This process's client for this source: made on first use, again in a forked or spawned worker."""
@@ -93,11 +111,12 @@ class Source:
     def read(self, indices: Iterable[int], window: int = WINDOW_DEFAULT) -> Iterator[ApolloSample]:
         """The samples at these indices of ``keys``, in order, read ahead with one batch GET.
         :raises ApolloError: the first sample that could not be read (a training set does not skip data)."""
-        items = (BatchItem(self.bucket, self.keys[index], snapshot=self.snapshot_id) for index in indices)
+        items = (BatchItem(self.bucket, self.keys[index], snapshot=self.snapshot_id,
+                           member=self.members[index] if self.members else None) for index in indices)  # fmt: skip
         for result in self.client().get_batch(items, window=window):
             if not result.ok:
                 raise result.error
-            yield ApolloSample(result.item.key, result.data)
+            yield ApolloSample(result.item.key, result.data, result.item.member)
 
 
 _CLIENTS: dict[tuple, tuple[int, Client]] = {}
@@ -161,10 +180,12 @@ class ApolloIterableDataset(IterableDataset):
 
     @classmethod
     def from_prefix(cls, url: str, *, keys: Iterable[str] | None = None, snapshot: str | None = None,
-                    endpoint: str | None = None, access_key: str | None = None, secret_key: str | None = None,
-                    **options: Any) -> ApolloIterableDataset:  # fmt: skip
-        source = Source.of(url, keys=keys, snapshot=snapshot, endpoint=endpoint, access_key=access_key,
-                           secret_key=secret_key)  # fmt: skip
+                    tar_members: bool = False, endpoint: str | None = None, access_key: str | None = None,
+                    secret_key: str | None = None, **options: Any) -> ApolloIterableDataset:  # fmt: skip
+        """Over the objects (or, ``tar_members``, the members of the tar shards) under ``url``: ``Source.of``;
+        ``options`` are the dataset's (shuffle, seed, batch_size, rank, world_size, transform, window)."""
+        source = Source.of(url, keys=keys, snapshot=snapshot, tar_members=tar_members, endpoint=endpoint,
+                           access_key=access_key, secret_key=secret_key)  # fmt: skip
         return cls(source, **options)
 
     @property

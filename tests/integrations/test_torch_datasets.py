@@ -98,3 +98,33 @@ def test_a_run_stopped_mid_epoch_resumes_on_another_world_size_with_exactly_the_
     other = ApolloIterableDataset.from_prefix(url, snapshot=snapshot, shuffle=True, seed=6)
     with pytest.raises(ValueError, match="another plan"):
         other.load_state_dict(stopped[0][1])
+
+
+def test_members_of_tar_shards_are_samples_read_as_ranges_and_pinned_by_the_snapshot(apollo_fs):
+    import io
+    import tarfile
+
+    bucket = "torch-shards"
+    apollo_fs.mkdir(bucket)
+    members: dict[tuple[str, str], bytes] = {}
+    for shard in range(4):
+        buffer = io.BytesIO()
+        with tarfile.open(fileobj=buffer, mode="w") as tar:
+            for number in range(30):
+                name = f"{shard:02d}{number:04d}.{'cls' if number % 2 else 'jpg'}"
+                members[(f"shards/{shard:02d}.tar", name)] = data = f"{shard}/{number} ".encode() * (1 + number * 50)
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+        apollo_fs.pipe_file(f"{bucket}/shards/{shard:02d}.tar", buffer.getvalue())  # a .tar: indexed as written
+    apollo_fs.pipe_file(f"{bucket}/shards/README", b"not a shard")
+    dataset = ApolloIterableDataset.from_prefix(f"apollo://{bucket}/shards/", tar_members=True, shuffle=True, seed=3,
+                                                batch_size=BATCH)  # fmt: skip
+    apollo_fs.pipe_file(f"{bucket}/shards/00.tar", b"replaced after the listing")  # the snapshot keeps the shard
+    got = [(s.key, s.member, s.data) for batch in ApolloDataLoader(dataset, batch_size=BATCH, num_workers=2,
+                                                                    collate_fn=list) for s in batch]  # fmt: skip
+    assert sorted(got) == sorted((key, name, data) for (key, name), data in members.items())
+    assert [(k, m) for k, m, _ in got] != sorted((k, m) for k, m, _ in got)  # shuffled across shards
+    apollo_fs.pipe_file(f"{bucket}/plain.tar", b"no archive")
+    with pytest.raises(ValueError, match="no member index"):
+        ApolloMapDataset.from_prefix(f"apollo://{bucket}/plain", tar_members=True)

@@ -221,5 +221,11 @@ def test_a_tar_index_goes_with_its_version_and_stays_with_a_retired_one(store):
     store.delete_object("b", "kept.tar", None, time.time())  # pinned: retired, its index with it
     assert store.get_tar_members("b", [["kept.tar", kept, "b"], ["gone.tar", gone, "a"], ["kept.tar", gone, "a"],
                                        ["kept.tar", kept, "zz"]]) == [[1024, 20], None, None, None]  # fmt: skip
+    assert store.list_tar_members("b", "kept.tar", snapshot_id=snap.snapshot_id) == [("a", 512, 10), ("b", 1024, 20)]
+    store.create_bucket("c", 1.0)
+    with pytest.raises(errors.ObjectNotFound):
+        store.list_tar_members("c", "kept.tar", snapshot_id=snap.snapshot_id)  # another bucket's snapshot
+    with pytest.raises(ids.BadIdentifier):
+        store.list_tar_members("b", "kept.tar", snapshot_id="'; DROP TABLE x")
     store.delete_snapshot("b", snap.snapshot_id, time.time())
     assert store.one("SELECT COUNT(*) AS n FROM tar_members")["n"] == 0
