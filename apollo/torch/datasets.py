@@ -50,10 +50,10 @@ class Source:
 
     endpoint: str
     access_key: str
-    secret_key: str
-    bucket: str
-    snapshot_id: str
-    keys: tuple[str, ...]
+    secret_key: str = field(repr=False)  # a dataset printed in a log must not show it
+    bucket: str = ""
+    snapshot_id: str = ""
+    keys: tuple[str, ...] = ()
     client_options: dict = field(default_factory=dict)
     members: tuple[str, ...] = ()
 
@@ -62,7 +62,8 @@ class Source:
            tar_members: bool = False, endpoint: str | None = None, access_key: str | None = None,
            secret_key: str | None = None, **client_options: Any) -> Source:  # fmt: skip
         """The samples under ``url`` (``apollo://bucket/prefix``), listed once from a snapshot taken now (or
-        the one given): all of them, or the ``keys`` named (each must be there); with ``tar_members``, the
+        the one given): all of them, or the ``keys`` named (full keys, or relative to the url's prefix; each
+        must be there); with ``tar_members``, the
         members of the ``.tar`` objects among them (indexed when written), shard by shard in key order.
         Endpoint and keys from the arguments or ``APOLLO_ENDPOINT``, ``APOLLO_ACCESS_KEY``,
         ``APOLLO_SECRET_KEY``.
@@ -71,9 +72,9 @@ class Source:
         :raises ValueError: ``tar_members`` and a ``.tar`` object without its index.
         """
         bucket, _, prefix = url.removeprefix("apollo://").partition("/")
-        wanted = list(keys) if keys is not None else None
-        if wanted is not None:
-            prefix = os.path.commonprefix([prefix + key if not key.startswith(prefix) else key for key in wanted])
+        wanted = None if keys is None else [key if key.startswith(prefix) else prefix + key for key in keys]
+        if wanted is not None:  # full keys, or keys under the url's prefix
+            prefix = os.path.commonprefix(wanted)
         reached = (endpoint or os.environ["APOLLO_ENDPOINT"], access_key or os.environ["APOLLO_ACCESS_KEY"],
                    secret_key or os.environ["APOLLO_SECRET_KEY"])  # fmt: skip
         with Client(*reached, **client_options) as client:

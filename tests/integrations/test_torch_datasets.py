@@ -12,6 +12,7 @@ import pickle
 import pytest
 import torch
 
+from apollo import errors
 from apollo.torch import ApolloDataLoader, ApolloIterableDataset, ApolloMapDataset, ApolloSample
 
 COUNT = 203
@@ -128,3 +129,13 @@ def test_members_of_tar_shards_are_samples_read_as_ranges_and_pinned_by_the_snap
     apollo_fs.pipe_file(f"{bucket}/plain.tar", b"no archive")
     with pytest.raises(ValueError, match="no member index"):
         ApolloMapDataset.from_prefix(f"apollo://{bucket}/plain", tar_members=True)
+
+
+def test_a_list_of_keys_is_a_dataset_of_those_keys_and_a_dataset_never_shows_its_secret(samples):
+    bucket, data = samples
+    dataset = ApolloMapDataset.from_prefix(f"apollo://{bucket}/train/", keys=["00009.bin", "train/00002.bin"])
+    assert [dataset[i].key for i in range(len(dataset))] == ["train/00009.bin", "train/00002.bin"]
+    assert dataset[0].data == data["train/00009.bin"]
+    assert dataset.source.secret_key not in repr(dataset.source)
+    with pytest.raises(errors.ObjectNotFound, match="not in snapshot"):
+        ApolloMapDataset.from_prefix(f"apollo://{bucket}/train/", keys=["00009.bin", "missing.bin"])
