@@ -215,14 +215,18 @@ class ObjectOps(SqlBase):
         snapshot naming it. A snapshot being taken meanwhile conflicts on the version row itself
         (``SnapshotOps.create_snapshot``).
         """
-        pinned = db.execute("UPDATE snapshot_objects SET vid = vid WHERE vid = ?", (row_id,)).rowcount
-        if pinned:
+        if self._pinned_by_snapshot(db, row_id):
             db.execute(f"INSERT INTO retired_versions ({VERSION_COLUMNS}, upload_id) "
                        f"SELECT {VERSION_COLUMNS}, upload_id FROM versions WHERE id = ?", (row_id,))  # fmt: skip
         else:
             self._discard_data(db, data_id, now)
             db.execute("DELETE FROM tar_members WHERE vid = ?", (row_id,))
         db.execute("DELETE FROM versions WHERE id = ?", (row_id,))
+
+    @staticmethod
+    def _pinned_by_snapshot(db: Conn, row_id: int) -> bool:
+        """Whether a snapshot names this version row; asked with an UPDATE (``_remove_version`` says why)."""
+        return db.execute("UPDATE snapshot_objects SET vid = vid WHERE vid = ?", (row_id,)).rowcount > 0
 
     def _load_data(self, row: Row) -> ObjectData:
         if row["data_id"] is None:
@@ -462,7 +466,7 @@ class ObjectOps(SqlBase):
             if versioning != "":
                 raise errors.RenameRefused(f"bucket {bucket} keeps versions: a rename would leave {key}'s; copy "
                                            "and delete instead")  # fmt: skip
-            if db.execute("UPDATE snapshot_objects SET vid = vid WHERE vid = ?", (source["id"],)).rowcount:
+            if self._pinned_by_snapshot(db, source["id"]):
                 raise errors.RenameRefused(f"a snapshot pins {bucket}/{key}: copy and delete instead")
             latest = db.execute(f"SELECT {VERSION_COLUMNS} FROM versions WHERE bucket = ? AND key = ? AND "
                                 "is_latest = 1", (bucket, dest_key)).fetchone()  # fmt: skip
