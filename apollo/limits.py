@@ -71,12 +71,20 @@ snapshots_per_bucket_max = 1000
 tar_members_max = 50_000
 tar_member_name_bytes_max = 1024
 # The S3 gateway's batch GET (POST /bucket?batch, a TAR stream): items per request; the largest item it
-# holds in memory (a bigger one is that item's error: read it with a GET); the bytes all batches of one
-# process may hold at once (each reserves its window of items at the largest item's size, else 503 SlowDown).
+# holds in memory (a bigger one is that item's error: read it with a GET); the bytes one batch holds read
+# ahead of its stream, counted at its largest item's size; the bytes all batches of one process may hold at
+# once (each reserves its window, else 503 SlowDown).
 batch_request_items_max = 10_000
 batch_item_bytes_max = 16 * 1024**2
-batch_window_items = 16
+batch_window_bytes = 64 * 1024**2
 batch_inflight_bytes_max = 512 * 1024**2
+# A batch of shard reads to one storage node (POST /_apollo/shards, behind ``get_batch``): reads and bytes of
+# one request and the request body (a read is ~60 bytes, each distinct token ~150 more); an object of a batch
+# larger than shard_batch_object_bytes_max is read on its own, shard by shard, as a single GET reads it.
+shard_batch_reads_max = 4096
+shard_batch_bytes_max = 32 * 1024**2
+shard_batch_body_bytes_max = 2 * 1024**2
+shard_batch_object_bytes_max = 4 * 1024**2
 
 # Cluster membership and keys: these must agree. A node heartbeats every node_heartbeat_interval_s
 # and is dead (its drives not writable) after node_dead_after_s, a few missed heartbeats. Clients and

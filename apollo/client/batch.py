@@ -1,30 +1,34 @@
 """Batch GET on the native path: many objects (or byte ranges of them), in any mix of buckets, for one
-metadata round trip per ``limits.batch_lookup_items_max`` items instead of one per object.
+metadata round trip per ``limits.batch_lookup_items_max`` items and about one request per storage node,
+instead of a lookup and a request per shard of each object.
 
-A training job reads samples of 10 KiB – 1 MiB by the thousand. One GET each costs a metadata lookup and a
-request per shard; here the lookups go in one call (``ObjectEngine.head_many``, which answers every item,
-found or not, with its own ``Lookup``), small objects come back inline in that same answer, and the rest
-are read from the storage nodes with at most ``window`` reads in flight. The next batch's lookups are
-asked for while this one is read. A missing key, a refused one or a failed read is that item's error: the
-batch goes on.
+A training job reads samples of 10 KiB – 1 MiB by the thousand. Here the lookups go in one call
+(``ObjectEngine.head_many``, which answers every item, found or not, with its own ``Lookup``), small
+objects come back inline in that same answer, and the rest are read in waves: every shard read of a wave
+bound for one storage node goes in one request (``apollo.client.node_batches``). The next lookups are
+asked for, and the next wave read, while this one is yielded. A missing key, a refused one or a failed
+read is that item's error: the batch goes on.
 
 Results come in request order (``ordered=True``: a slow object holds back those after it, at most
-``window`` of them read ahead) or as each completes.
-"""
+``window`` of them read ahead) or as each completes."""
 
 from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Awaitable, Iterable
 from dataclasses import dataclass
 
 from apollo import errors, limits
 from apollo.client.engine import ObjectEngine
+from apollo.client.node_batches import start_reads
 from apollo.proto import codec
-from apollo.proto.records import Lookup
+from apollo.proto.layout import ObjectData
+from apollo.proto.records import Lookup, Version
 
-WINDOW_DEFAULT = 64  # reads in flight: enough to keep every node of a small cluster busy
+# Items held, read or being read: two waves of a lookup call's worth, so a batch of a thousand ranges costs
+# one metadata call and one request per storage node.
+WINDOW_DEFAULT = 2 * limits.batch_lookup_items_max
 
 
 @dataclass(frozen=True)
@@ -76,33 +80,91 @@ async def read_batch(engine: ObjectEngine, items: Iterable[BatchItem | tuple], *
 async def read_looked_up(engine: ObjectEngine, resolved: AsyncIterator[tuple[BatchItem, Lookup]], *,
                          ordered: bool = True, window: int = WINDOW_DEFAULT) -> AsyncIterator[BatchResult]:  # fmt: skip
     """The reads of items already looked up (the gateway's batch decides its answer from the lookups
-    before it reads a byte); ``resolved`` is closed when this ends."""
+    before it reads a byte); ``resolved`` is closed when this ends.
+
+    Items are read in waves of up to half the window (and ``limits.shard_batch_bytes_max`` bytes), each
+    with one request per storage node (``apollo.client.node_batches``); the next wave is read while this
+    one is yielded, so at most ``window`` items are held, read or being read."""
     if window < 1:
         raise ValueError("window must be at least 1")
-    running: deque[asyncio.Task[BatchResult]] = deque()
-    exhausted = False
+    wave_items = max(1, window // 2)
+    running: deque[asyncio.Future[BatchResult]] = deque()
+    waves = _Waves(resolved, wave_items)
     try:
         while True:
-            while not exhausted and len(running) < window:
-                try:
-                    item, lookup = await anext(resolved)
-                except StopAsyncIteration:
-                    exhausted = True
-                    break
-                running.append(asyncio.ensure_future(_read(engine, item, lookup)))
+            while not waves.exhausted and len(running) + wave_items <= max(window, wave_items):
+                running.extend(_start_wave(engine, await waves.next()))
             if not running:
                 return
             if ordered:
                 yield await running.popleft()
                 continue
             done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
-            for task in done:
+            for task in [task for task in running if task in done]:
                 running.remove(task)
                 yield task.result()
     finally:
         for task in running:
             task.cancel()
         await resolved.aclose()
+
+
+class _Waves:
+    """Looked-up items, taken a wave at a time: at most ``items`` of them, and no more bytes than a node's
+    batch of reads takes (an item past that starts the next wave)."""
+
+    def __init__(self, resolved: AsyncIterator[tuple[BatchItem, Lookup]], items: int) -> None:
+        self._resolved = resolved
+        self._items = items
+        self._held: tuple[BatchItem, Lookup] | None = None
+        self.exhausted = False
+
+    async def next(self) -> list[tuple[BatchItem, Lookup]]:
+        wave: list[tuple[BatchItem, Lookup]] = []
+        size = 0
+        while len(wave) < self._items:
+            if self._held is not None:
+                pair, self._held = self._held, None
+            else:
+                try:
+                    pair = await anext(self._resolved)
+                except StopAsyncIteration:
+                    self.exhausted = True
+                    break
+            weight = pair[1].version.size if pair[1].version is not None else 0
+            if wave and size + weight > limits.shard_batch_bytes_max:
+                self._held = pair
+                break
+            wave.append(pair)
+            size += weight
+        return wave
+
+
+def _start_wave(engine: ObjectEngine, wave: list[tuple[BatchItem, Lookup]]) -> list[asyncio.Future[BatchResult]]:
+    """Each item's result as a future, in order: those answered by their lookup already done, small ranges of
+    stored objects batched per node, a large object read on its own as a single GET reads it."""
+    answers: list[asyncio.Future[BatchResult]] = []
+    batched: list[tuple[int, BatchItem, ObjectData, int, int]] = []
+    loop = asyncio.get_running_loop()
+    for item, lookup in wave:
+        span = _span(item, lookup)
+        if isinstance(span, BatchResult):
+            answers.append(loop.create_future())
+            answers[-1].set_result(span)
+            continue
+        data, (start, end) = lookup.version.data, span
+        if data.inline is not None:
+            answers.append(loop.create_future())
+            answers[-1].set_result(BatchResult(item, bytes(data.inline[start:end])))
+        elif end - start > limits.shard_batch_object_bytes_max:
+            answers.append(asyncio.ensure_future(_read_alone(engine, item, lookup.version, start, end)))
+        else:
+            answers.append(loop.create_future())
+            batched.append((len(answers) - 1, item, data, start, end))
+    reads = start_reads(engine.ctx, [(data, start, end) for _, _, data, start, end in batched])
+    for (number, item, *_), read in zip(batched, reads, strict=True):
+        answers[number] = asyncio.ensure_future(_result(item, read))
+    return answers
 
 
 async def _resolved(engine: ObjectEngine, items: list[BatchItem]) -> AsyncIterator[tuple[BatchItem, Lookup]]:
@@ -163,11 +225,11 @@ async def find_members(engine: ObjectEngine, items: list[BatchItem], lookups: li
             lookups[number].member = span
 
 
-async def _read(engine: ObjectEngine, item: BatchItem, lookup: Lookup) -> BatchResult:
+def _span(item: BatchItem, lookup: Lookup) -> tuple[int, int] | BatchResult:
+    """The bytes ``[start, end)`` of the version an item reads, or its answer when it reads none."""
     if lookup.version is None:
         return BatchResult(item, error=codec.error_from_wire({"type": lookup.error, "message": lookup.message}))
-    version = lookup.version
-    base, size = 0, version.size
+    base, size = 0, lookup.version.size
     if item.member is not None:
         if lookup.member is None:
             missing = f"{item.bucket}/{item.key} has no tar member {item.member!r} (or no tar index)"
@@ -177,9 +239,18 @@ async def _read(engine: ObjectEngine, item: BatchItem, lookup: Lookup) -> BatchR
     if item.start < 0 or item.start > end or (item.end is not None and item.end < item.start):
         outside = f"range [{item.start}, {item.end}) is outside {item.bucket}/{item.key} of {size} bytes"
         return BatchResult(item, error=errors.InvalidRequest(outside))
-    start, end = base + item.start, base + end
-    if version.data is not None and version.data.inline is not None:  # came with the lookup
-        return BatchResult(item, bytes(version.data.inline[start:end]))
+    return base + item.start, base + end
+
+
+async def _result(item: BatchItem, read: Awaitable[bytes]) -> BatchResult:
+    try:
+        return BatchResult(item, await read)
+    except Exception as exc:  # noqa: BLE001 - this item's failure (shards lost past parity), not the batch's
+        return BatchResult(item, error=exc)
+
+
+async def _read_alone(engine: ObjectEngine, item: BatchItem, version: Version, start: int, end: int
+                      ) -> BatchResult:  # fmt: skip
     try:
         return BatchResult(item, b"".join([piece async for piece in engine.read(version, start, end)]))
     except Exception as exc:  # noqa: BLE001 - this item's failure (lost shards, a dropped connection), not the batch's

@@ -10,7 +10,8 @@ body) and has the event loop read the body into a preallocated ``bytearray``
 every other call stay on aiohttp, where bodies are small or flow the other way.
 
 One request at a time per connection, connections kept alive and reused; a reused
-connection the node closed while idle is retried once on a fresh one (a GET is idempotent).
+connection the node closed while idle is retried once on a fresh one (a GET, or a batch of
+reads, is idempotent).
 Anything that is not a plain HTTP/1.1 reply with a length is refused as ``ConnectionError``.
 """
 
@@ -143,7 +144,7 @@ class _Exchange(asyncio.BufferedProtocol):
 
 
 class ShardFetcher:
-    """Keep-alive connections to one storage node, for its shard GETs."""
+    """Keep-alive connections to one storage node, for its shard GETs and batches of reads."""
 
     def __init__(self, endpoint: str, connect_timeout_s: float, ssl_context: ssl.SSLContext | None = None) -> None:
         """``ssl_context``: what an ``https://`` node is verified with, and the client certificate shown to it
@@ -165,8 +166,16 @@ class ShardFetcher:
         :raises TimeoutError: no whole reply within ``timeout_s``.
         :raises ConnectionError: refused, reset, or a reply this client does not speak.
         """
-        request = "".join([f"GET {target} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n",
-                           *(f"{name}: {value}\r\n" for name, value in headers.items()), "\r\n"]).encode()  # fmt: skip
+        return await self.request("GET", target, headers, timeout_s, body_limit)
+
+    async def request(self, method: str, target: str, headers: dict[str, str], timeout_s: float, body_limit: int,
+                      body: bytes = b"") -> Reply:  # fmt: skip
+        """``get`` for any idempotent request (a batch of shard reads is a POST): ``body`` goes with a length."""
+        lines = [f"{method} {target} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n",
+                 *(f"{name}: {value}\r\n" for name, value in headers.items())]  # fmt: skip
+        if body or method != "GET":
+            lines.append(f"Content-Length: {len(body)}\r\n")
+        request = "".join([*lines, "\r\n"]).encode() + body
         async with asyncio.timeout(timeout_s):
             while self._idle:
                 exchange = self._idle.pop()

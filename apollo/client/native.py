@@ -345,7 +345,8 @@ class AsyncClient:
                   window: int = batch.WINDOW_DEFAULT) -> AsyncIterator[BatchResult]:  # fmt: skip
         """Many objects or ranges, from any buckets, each as a ``BatchResult`` with its bytes or its own
         error (a missing key does not stop the batch): one metadata call per 1,000 items, small objects
-        inline in its answer, at most ``window`` reads in flight; in request order, or as each completes
+        inline in its answer, the others read in waves of one request per storage node, at most ``window``
+        items held; in request order, or as each completes
         with ``ordered=False`` (``apollo.client.batch``)."""
         return batch.read_batch(self._engine, items, ordered=ordered, window=window)
 

@@ -19,6 +19,7 @@ from apollo.errors import ApolloError, InsufficientFragments
 from apollo.proto.layout import ObjectData, SegmentLayout
 from apollo.storage.ec import StripeCodec
 from apollo.storage.geometry import ShardGeometry
+from apollo.storage.node import ReadOutcome, ShardRead
 
 READ_AHEAD_BATCHES = 2  # batches in flight beyond the one being yielded, across segment boundaries
 
@@ -86,23 +87,42 @@ class SegmentReader:
             needed.update(range(lo // payload, (hi - 1) // payload + 1))
         return sorted(needed)
 
-    async def _fetch(self, index: int, s0: int, s1: int) -> bytes | None:
+    def shard_reads(self, s0: int, s1: int, start: int, end: int) -> list[ShardRead]:
+        """The reads of a healthy ``read_batch``, for a caller that batches them (``apollo.client.batch``)
+        and hands their outcomes back as its ``fetched``."""
+        offset, length = self.geometry.span(s0, s1)
+        drives, shard = self.layout.drives, self.layout.shard
+        return [ShardRead(drives[i], shard(i), offset, length) for i in self._needed_shards(s0, s1, start, end)]
+
+    async def _fetch(self, index: int, s0: int, s1: int) -> bytes | bytearray | memoryview | None:
         drive = self.layout.drives[index]
         offset, length = self.geometry.span(s0, s1)
         try:
             raw = await self.ctx.node(drive).read(drive, self.layout.shard(index), offset, length)
         except (OSError, ApolloError) as exc:
-            await self._damaged(index, f"read failed: {exc.__class__.__name__}: {exc}")
+            raw = exc
+        return await self._checked(index, raw, length)
+
+    async def _checked(self, index: int, raw: ReadOutcome, length: int) -> bytes | bytearray | memoryview | None:
+        """A shard read's bytes, or None (reported as damage) if it failed or came up short."""
+        if isinstance(raw, Exception):
+            await self._damaged(index, f"read failed: {raw.__class__.__name__}: {raw}")
             return None
         if len(raw) != length:
             await self._damaged(index, f"short read: {len(raw)} of {length} bytes")
             return None
         return raw
 
-    async def read_batch(self, s0: int, s1: int, start: int, end: int) -> list[bytes | memoryview]:
-        """Segment bytes ``[start, end)`` within stripes ``[s0, s1)``; degraded from parity if need be."""
+    async def read_batch(self, s0: int, s1: int, start: int, end: int, fetched: list[ReadOutcome] | None = None
+                         ) -> list[bytes | memoryview]:  # fmt: skip
+        """Segment bytes ``[start, end)`` within stripes ``[s0, s1)``; degraded from parity if need be.
+        ``fetched``: the outcomes of ``shard_reads``, read by the caller; else the shards are read here."""
         needed = self._needed_shards(s0, s1, start, end)
-        raws = await asyncio.gather(*(self._fetch(i, s0, s1) for i in needed))
+        if fetched is None:
+            raws = await asyncio.gather(*(self._fetch(i, s0, s1) for i in needed))
+        else:
+            length = self.geometry.span(s0, s1)[1]
+            raws = [await self._checked(i, raw, length) for i, raw in zip(needed, fetched, strict=True)]
         cells = await self.ctx.cpu_run(self._split, dict(zip(needed, raws, strict=True)), s0, s1)
         for index, shard_cells in cells.items():
             if any(c is None for c in shard_cells):

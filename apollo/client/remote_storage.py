@@ -23,8 +23,8 @@ from urllib.parse import quote
 
 import aiohttp
 
-from apollo import tokens
-from apollo.client.fetch import ShardFetcher
+from apollo import limits, tokens
+from apollo.client.fetch import Reply, ShardFetcher
 from apollo.errors import ChecksumMismatch, DriveError
 from apollo.proto.layout import ShardRef
 from apollo.proto.routes import SHARDS_PREFIX
@@ -34,8 +34,17 @@ from apollo.proto.storage_api import (
     ERROR_HEADER,
     SIZE_HEADER,
     TOKEN_HEADER,
+    unframe_reads,
 )
-from apollo.storage.node import LIST_LIMIT_MAX, ShardSink, StorageNode, StoredShard, check_listing
+from apollo.storage.node import (
+    LIST_LIMIT_MAX,
+    ReadOutcome,
+    ShardRead,
+    ShardSink,
+    StorageNode,
+    StoredShard,
+    check_listing,
+)
 
 TokenSource = Callable[[str, str], str]  # (operation, segment id) -> capability token
 _WIRE_ERRORS: dict[str, Callable[[str], Exception]] = {
@@ -70,6 +79,36 @@ def _wire_error(status: int, headers: Mapping[str, str], message: str) -> Except
     if name == "OSError":
         return OSError(getattr(errno, headers.get(ERRNO_HEADER, "EIO"), errno.EIO), message)
     return _WIRE_ERRORS.get(name, lambda text: OSError(errno.EIO, text))(message)
+
+
+def _reply_error(reply: Reply) -> Exception:
+    """The exception an error answer of the shard fetcher's stands for."""
+    headers = {name: reply.headers[name.lower()] for name in (ERROR_HEADER, ERRNO_HEADER)
+               if name.lower() in reply.headers}  # fmt: skip
+    return _wire_error(reply.status, headers, _message(reply.body, reply.status))
+
+
+def _outcomes(body: bytearray, reads: list[ShardRead]) -> list[ReadOutcome]:
+    """Each read's bytes (a view of ``body``) or its error, from a batch read's framed answer.
+
+    :raises ValueError: an answer that does not match the reads asked for."""
+    outcomes, data = unframe_reads(body)
+    if len(outcomes) != len(reads):
+        raise ValueError(f"answered {len(outcomes)} outcomes for {len(reads)} reads")
+    results: list[ReadOutcome] = []
+    position = 0
+    for outcome, read in zip(outcomes, reads, strict=True):
+        if isinstance(outcome, dict):
+            headers = {ERROR_HEADER: str(outcome.get("error")), ERRNO_HEADER: str(outcome.get("errno"))}
+            results.append(_wire_error(0, headers, str(outcome.get("message"))))
+            continue
+        if type(outcome) is not int or not 0 <= outcome <= read.length or position + outcome > len(data):
+            raise ValueError(f"a read's length {str(outcome)[:40]!r} does not fit the answer")
+        results.append(data[position : position + outcome])
+        position += outcome
+    if position != len(data):
+        raise ValueError("bytes past the last read of the answer")
+    return results
 
 
 def _message(body: bytes | bytearray, status: int) -> str:
@@ -253,6 +292,60 @@ class RemoteStorageNode(StorageNode):
     async def read_tail(self, drive_id: str, shard: ShardRef, length: int) -> bytearray:
         return await self._fetch(drive_id, shard, f"tail={length}", length)
 
+    async def read_many(self, reads: list[ShardRead]) -> list[ReadOutcome]:
+        """The reads in as few requests as the node's limits allow (``POST /_apollo/shards``), sent at once.
+        Each outcome is a view of the buffer its request's answer was received into; a request that fails
+        whole (the node unreachable, a timeout) is the failure of each of its reads."""
+        requests, current, size = [], [], 0
+        for read in reads:
+            if current and (len(current) == limits.shard_batch_reads_max
+                            or size + read.length > limits.shard_batch_bytes_max):  # fmt: skip
+                requests.append(current)
+                current, size = [], 0
+            current.append(read)
+            size += read.length
+        if current:
+            requests.append(current)
+        answers = await asyncio.gather(*(self._read_batch(batch) for batch in requests))
+        return [outcome for answer in answers for outcome in answer]
+
+    async def _read_batch(self, reads: list[ShardRead]) -> list[ReadOutcome]:
+        """One request; a read this client holds no token for is refused here, the others still go."""
+        token_numbers: dict[str, int] = {}
+        wire, sent, unsent = [], [], {}
+        for number, (drive_id, shard, offset, length) in enumerate(reads):
+            try:
+                token = self.token_for(tokens.READ, shard.segment_id)
+            except tokens.TokenError as exc:
+                unsent[number] = exc
+                continue
+            wire.append([token_numbers.setdefault(token, len(token_numbers)), drive_id, shard.pg, shard.segment_id,
+                         shard.index, offset, length])  # fmt: skip
+            sent.append(reads[number])
+        answered = iter(await self._post_reads(sent, token_numbers, wire) if sent else [])
+        return [unsent[number] if number in unsent else next(answered) for number in range(len(reads))]
+
+    async def _post_reads(self, reads: list[ShardRead], token_numbers: dict[str, int], wire: list[list]
+                          ) -> list[ReadOutcome]:  # fmt: skip
+        body = json.dumps({"tokens": list(token_numbers), "reads": wire}, separators=(",", ":")).encode()
+        # The answer: the outcomes (an error's message is at most a few hundred bytes) and the bytes read.
+        body_limit = sum(read.length for read in reads) + 512 * len(reads) + 64
+        try:
+            self.check_reachable()
+            reply = await self.fetcher.request("POST", SHARDS_PREFIX, {"Content-Type": "application/json"},
+                                               self.timeouts.request_s, body_limit, body)  # fmt: skip
+        except OSError as exc:  # TimeoutError included
+            failure = _os_error(exc)
+            self.suspect(failure)
+            return [failure] * len(reads)
+        self.saw(reply.headers.get(EPOCH_HEADER.lower()))
+        if reply.status >= 300:
+            return [_reply_error(reply)] * len(reads)
+        try:
+            return _outcomes(reply.body, reads)
+        except ValueError as exc:
+            return [ConnectionError(errno.EPROTO, f"storage node {self.endpoint}: {exc}")] * len(reads)
+
     async def _fetch(self, drive_id: str, shard: ShardRef, query: str, length: int) -> bytearray:
         token = self.token_for(tokens.READ, shard.segment_id)
         self.check_reachable()
@@ -265,9 +358,7 @@ class RemoteStorageNode(StorageNode):
             raise failure from exc
         self.saw(reply.headers.get(EPOCH_HEADER.lower()))
         if reply.status >= 300:
-            headers = {name: reply.headers[name.lower()] for name in (ERROR_HEADER, ERRNO_HEADER)
-                       if name.lower() in reply.headers}  # fmt: skip
-            raise _wire_error(reply.status, headers, _message(reply.body, reply.status))
+            raise _reply_error(reply)
         return reply.body
 
     def close(self) -> None:

@@ -15,9 +15,10 @@ starts past its end, ``__503__/`` for one that could not be read (shards lost). 
 refused or missing is the request's S3 error, answered before any byte of the TAR; a read that fails once
 the TAR is under way ends the stream short (the client's tar reader reports it truncated).
 
-Every item is authorized as a GET of it alone. The lookups take one metadata call per 1,000 items; at most
-``limits.batch_window_items`` items are read ahead of the stream. Memory is bounded per process: a batch
-reserves its window at its largest item's size from ``limits.batch_inflight_bytes_max``, else 503 SlowDown.
+Every item is authorized as a GET of it alone. The lookups take one metadata call per 1,000 items; the reads
+one request per storage node for each wave of items (``apollo.client.batch``). Memory is bounded per process:
+a batch holds as many items read ahead of the stream as ``limits.batch_window_bytes`` takes at its largest
+item's size, and reserves that from ``limits.batch_inflight_bytes_max``, else 503 SlowDown.
 """
 
 from __future__ import annotations
@@ -121,14 +122,16 @@ async def get_batch(request: web.Request, bucket: str, key: str) -> web.StreamRe
             raise outcome
         outcomes.append((item, outcome))
     largest = max((_size(i, o) for i, o in outcomes if isinstance(o, Lookup) and o.version), default=0)
-    reserved = min(largest, limits.batch_item_bytes_max) * limits.batch_window_items
+    item_bytes = max(1, min(largest, limits.batch_item_bytes_max))
+    window = max(2, min(limits.batch_request_items_max, limits.batch_window_bytes // item_bytes))
+    reserved = item_bytes * window
     budget = request.app[BUDGET]
     if not budget.take(reserved):
         raise s3error("SlowDown", "Too many batch requests in progress; retry shortly")
     try:
         response = web.StreamResponse(headers={"Content-Type": "application/x-tar"})
         await response.prepare(request)
-        if await _stream(response, engine, outcomes, spec.names_only, spec.continue_on_error):
+        if await _stream(response, engine, outcomes, window, spec.names_only, spec.continue_on_error):
             await response.write_eof()
         elif request.protocol is not None:
             request.protocol.force_close()
@@ -170,8 +173,8 @@ def _size(item: BatchItem, lookup: Lookup) -> int:
     return lookup.member[1] if item.member is not None and lookup.member else lookup.version.size
 
 
-async def _stream(response: web.StreamResponse, engine: ObjectEngine, outcomes: list, names_only: bool,
-                  continue_on_error: bool) -> bool:  # fmt: skip
+async def _stream(response: web.StreamResponse, engine: ObjectEngine, outcomes: list, window: int,
+                  names_only: bool, continue_on_error: bool) -> bool:  # fmt: skip
     """Write the TAR; False when it had to stop short."""
 
     async def readable() -> AsyncIterator[tuple[BatchItem, Lookup]]:
@@ -179,7 +182,7 @@ async def _stream(response: web.StreamResponse, engine: ObjectEngine, outcomes: 
             if isinstance(outcome, Lookup):
                 yield item, outcome
 
-    reads = read_looked_up(engine, readable(), ordered=True, window=limits.batch_window_items)
+    reads = read_looked_up(engine, readable(), ordered=True, window=window)
     try:
         for item, outcome in outcomes:
             name = item.key if names_only else f"{item.bucket}/{item.key}"

@@ -44,12 +44,12 @@ from fsspec.callbacks import DEFAULT_CALLBACK
 from fsspec.spec import AbstractBufferedFile
 
 from apollo import errors, limits
+from apollo.client import batch
 from apollo.client.batch import BatchItem
 from apollo.client.native import AsyncClient, ObjectInfo
 
 READ_BLOCK_BYTES = limits.io_batch_bytes  # read-ahead of an open file: one read job of the client
 WRITE_BLOCK_BYTES = limits.segment_size_bytes_max  # one multipart part = one segment, spread over its own drives
-RANGES_CONCURRENCY = 64  # cat_ranges: ranges in flight at once
 LOCAL_WRITE_BYTES = limits.io_batch_bytes  # get_file hands the local file this much per write, on a thread
 
 # The one translation table of this edge (STYLE 8): Apollo errors to the built-ins fsspec users catch.
@@ -302,7 +302,8 @@ class ApolloFileSystem(AsyncFileSystem):
                           max_gap: int | None = None, batch_size: int | None = None, on_error: str = "return",
                           **kwargs: Any) -> list[bytes | Exception]:  # fmt: skip
         """Many ranges as one batch GET (``AsyncClient.get_batch``): one metadata call per 1,000 ranges and
-        at most ``RANGES_CONCURRENCY`` (or ``batch_size``) reads in flight; results in order. A range counted
+        one request per storage node for each wave of them, at most ``batch_size`` ranges held (default:
+        ``apollo.client.batch.WINDOW_DEFAULT``); results in order. A range counted
         from an object's end (negative) is read on its own, as it needs the size first. ``on_error="return"``
         gives a failed range's exception in its place, anything else raises the first."""
         starts = starts if isinstance(starts, list) else [starts] * len(paths)
@@ -324,7 +325,7 @@ class ApolloFileSystem(AsyncFileSystem):
                 continue
             if end is None or end > (start or 0):
                 batched.append((index, BatchItem(bucket, key, None, start or 0, end)))
-        window = batch_size if batch_size and batch_size > 0 else RANGES_CONCURRENCY
+        window = batch_size if batch_size and batch_size > 0 else batch.WINDOW_DEFAULT
         answers = client.get_batch([item for _, item in batched], window=window)
         for (index, _), answer in zip(batched, [a async for a in answers], strict=True):
             if answer.ok or isinstance(answer.error, errors.InvalidRequest):  # a start past the end: b"", as cat_file

@@ -7,7 +7,8 @@ Call sequence for a write (one per shard of a segment)::
     await sink.finish(footer)                                # 3) fsync + rename: now durable
     # or await sink.abort() on any failure: the temp file is removed
 
-Reads are positional (``read``) so a range GET touches only the cells it needs.
+Reads are positional (``read``) so a range GET touches only the cells it needs; ``read_many``
+takes a batch of them (a remote node in one request).
 Listing (``list_groups``, then ``list_shards`` per group) pages through a drive's
 shard files for the orphan sweep, which needs no metadata to find them.
 ``LocalStorageNode`` serves drives of this process (file I/O on threads, no
@@ -42,6 +43,18 @@ LIST_LIMIT_MAX = 1000  # groups, or segments, of one listing page: bounds a node
 _GROUP_DIR = re.compile(r"[0-9a-f]+")
 # Files Apollo writes (segment id, shard index below 32); anything else is left alone.
 _SHARD_FILE = re.compile(rf"({ids.SEGMENT_ID.pattern})\.([0-9]|[12][0-9]|3[01])")
+
+
+class ShardRead(NamedTuple):
+    """One positional read of a batch (``read_many``)."""
+
+    drive_id: str
+    shard: ShardRef
+    offset: int
+    length: int
+
+
+ReadOutcome = bytes | bytearray | memoryview | Exception  # a read's bytes (short past the end), or its own failure
 
 
 class StoredShard(NamedTuple):
@@ -95,6 +108,11 @@ class StorageNode(ABC):
     async def read(self, drive_id: str, shard: ShardRef, offset: int, length: int) -> bytes | bytearray:
         """A remote node's answer is the buffer it was received into. :raises FileNotFoundError: no such shard.
         :raises DriveError, OSError."""
+
+    async def read_many(self, reads: list[ShardRead]) -> list[ReadOutcome]:
+        """Each read's bytes or the exception it alone raised, in order: one read failing fails no other.
+        This default reads them one by one, at once; a remote node takes the whole batch in one request."""
+        return await asyncio.gather(*(self.read(*read) for read in reads), return_exceptions=True)
 
     @abstractmethod
     async def read_tail(self, drive_id: str, shard: ShardRef, length: int) -> bytes | bytearray: ...
@@ -212,6 +230,23 @@ class LocalStorageNode(StorageNode):
         data = await self.run(self._drive(drive_id).read, shard, offset, length)
         _count_io(drive_id, "read", len(data), started)
         return data
+
+    async def read_many(self, reads: list[ShardRead]) -> list[ReadOutcome]:
+        """In one hop to a drive thread: a batch's reads are small, and a hop each would cost more than the read."""
+        return await self.run(self._read_all, reads)
+
+    def _read_all(self, reads: list[ShardRead]) -> list[ReadOutcome]:
+        outcomes: list[ReadOutcome] = []
+        for drive_id, shard, offset, length in reads:
+            started = time.perf_counter()
+            try:
+                data = self._drive(drive_id).read(shard, offset, length)
+            except (OSError, DriveError, ValueError) as exc:
+                outcomes.append(exc)
+                continue
+            _count_io(drive_id, "read", len(data), started)
+            outcomes.append(data)
+        return outcomes
 
     async def read_tail(self, drive_id: str, shard: ShardRef, length: int) -> bytes:
         started = time.perf_counter()

@@ -10,6 +10,9 @@ One URL per shard: ``/_apollo/shards/{drive}/{pg}/{segment}/{index}``.
 - ``GET ?offset=&length=`` (positional read), ``GET ?tail=N`` (the last N bytes),
   ``HEAD`` (size in ``X-Apollo-Size``), ``DELETE``.
 
+``POST /_apollo/shards`` is many positional reads of any shards of the node's drives in one request, each
+with its own segment's token and its own outcome (wire format: ``apollo.proto.storage_api``).
+
 Listing, for the orphan sweep, pages through a drive (``?after=&limit=``, at most
 ``LIST_LIMIT_MAX`` groups or segments a page): ``GET /_apollo/shards/{drive}`` answers ``{"groups": [pg, ...]}``,
 ``GET /_apollo/shards/{drive}/{pg}`` answers ``{"shards": [[segment, index, age s, size], ...]}``.
@@ -26,6 +29,7 @@ turns back into the same exceptions a local node raises.
 from __future__ import annotations
 
 import errno
+import json
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -44,8 +48,9 @@ from apollo.proto.storage_api import (
     ERROR_HEADER,
     SIZE_HEADER,
     TOKEN_HEADER,
+    frame_reads,
 )
-from apollo.storage.node import LIST_LIMIT_MAX, LocalStorageNode
+from apollo.storage.node import LIST_LIMIT_MAX, LocalStorageNode, ShardRead
 from apollo.storage.shardfile import HEADER_BYTES, decode_footer, footer_start
 
 log = logging.getLogger("apollo.storage")
@@ -73,19 +78,22 @@ _STATUS: list[tuple[type[BaseException], int, str]] = [
 ]
 
 
-def _error(exc: BaseException) -> web.Response:
-    """The error as a status, ``X-Apollo-Error`` (name, also on HEAD) and a JSON body with the message."""
-    name, status, extra = "InternalError", 500, {}
+def _classified(exc: BaseException) -> tuple[int, str, str | None]:
+    """(HTTP status, wire name, errno name of a drive's ``OSError``) of an exception, by the table."""
     for exc_type, code, wire_name in _STATUS:
         if isinstance(exc, exc_type):
-            name, status = wire_name, code
-            break
-    else:
-        if isinstance(exc, OSError):  # the drive failed; the errno tells a full disk from an I/O error
-            name, extra = "OSError", {ERRNO_HEADER: errno.errorcode.get(exc.errno or errno.EIO, "EIO")}
-            status = 507 if exc.errno in (errno.ENOSPC, errno.EDQUOT) else 500
-        else:
-            log.exception("storage request failed")
+            return code, wire_name, None
+    if isinstance(exc, OSError):  # the drive failed; the errno tells a full disk from an I/O error
+        status = 507 if exc.errno in (errno.ENOSPC, errno.EDQUOT) else 500
+        return status, "OSError", errno.errorcode.get(exc.errno or errno.EIO, "EIO")
+    log.error("storage request failed", exc_info=exc)
+    return 500, "InternalError", None
+
+
+def _error(exc: BaseException) -> web.Response:
+    """The error as a status, ``X-Apollo-Error`` (name, also on HEAD) and a JSON body with the message."""
+    status, name, errno_name = _classified(exc)
+    extra = {ERRNO_HEADER: errno_name} if errno_name else {}
     return web.json_response({"message": str(exc) or repr(exc)}, status=status,
                              headers={ERROR_HEADER: name, **extra})  # fmt: skip
 
@@ -215,6 +223,71 @@ async def _delete(request: web.Request, node: LocalStorageNode, drive_id: str, s
     return web.Response(status=204 if await node.delete(drive_id, shard) else 404)
 
 
+async def _read_batch(request: web.Request) -> web.Response:
+    """Many positional reads, each opened by its own segment's token; one read refused or failed is that read's
+    outcome, not the request's. A body that is not a well-formed batch within the limits is refused whole."""
+    length = request.content_length
+    if length is None or length > limits.shard_batch_body_bytes_max:
+        raise ValueError(f"a batch of reads needs a Content-Length of at most {limits.shard_batch_body_bytes_max}")
+    with StallGuard(request.transport, limits.shard_client_stall_s, "receive") as guard:
+        body = await guard.wait(request.content.readexactly(length))
+    batch = _batch_reads(body)
+    keyring, node = request.app[KEYRING], request.app[NODE]
+    allowed: list[ShardRead] = []
+    refused: dict[int, Exception] = {}
+    for number, (token, read) in enumerate(batch):
+        try:
+            keyring.check(token, tokens.READ, read.shard.segment_id)
+        except tokens.TokenError as exc:
+            refused[number] = exc
+            continue
+        allowed.append(read)
+    done = iter(await node.read_many(allowed) if allowed else [])
+    outcomes: list[int | dict] = []
+    data: list[bytes | memoryview] = []
+    for number in range(len(batch)):
+        outcome = refused[number] if number in refused else next(done)
+        if isinstance(outcome, Exception):
+            _, name, errno_name = _classified(outcome)
+            outcomes.append({"error": name, "errno": errno_name, "message": str(outcome) or repr(outcome)})
+        else:
+            outcomes.append(len(outcome))
+            data.append(outcome)
+    metrics.shard_bytes.labels("read").inc(sum(len(piece) for piece in data))
+    return web.Response(body=frame_reads(outcomes, data), content_type="application/octet-stream")
+
+
+def _batch_reads(body: bytes) -> list[tuple[str, ShardRead]]:
+    """(token, read) of each read a batch's JSON body names, every field held to its format.
+
+    :raises ValueError: anything else, or more reads or bytes than ``limits.shard_batch_*`` allow."""
+    try:
+        document = json.loads(body)
+        given_tokens, reads = document["tokens"], document["reads"]
+    except (ValueError, TypeError, KeyError):
+        raise ValueError("a batch of reads is a JSON object with a list of tokens and a list of reads") from None
+    if not isinstance(given_tokens, list) or not isinstance(reads, list):
+        raise ValueError("a batch of reads is a JSON object with a list of tokens and a list of reads")
+    if len(reads) > limits.shard_batch_reads_max:
+        raise ValueError(f"{len(reads)} reads in one batch: at most {limits.shard_batch_reads_max}")
+    batch, total = [], 0
+    for entry in reads:
+        if not isinstance(entry, list) or len(entry) != 7:
+            raise ValueError("a read is [token number, drive, pg, segment, index, offset, length]")
+        token_number, drive, pg, segment, index, offset, length = entry
+        for value in (token_number, offset, length):
+            if type(value) is not int or value < 0:
+                raise ValueError(f"bad number in a read: {str(value)[:40]!r}")
+        if token_number >= len(given_tokens) or not isinstance(given_tokens[token_number], str):
+            raise ValueError(f"a read names token {token_number}, which the batch does not carry")
+        total += length
+        if total > limits.shard_batch_bytes_max:
+            raise ValueError(f"a batch of reads asks for more than {limits.shard_batch_bytes_max} bytes")
+        read = ShardRead(ids.drive_id(drive), ShardRef(pg, segment, index), offset, length)
+        batch.append((given_tokens[token_number], read))
+    return batch
+
+
 def _number(text: str, what: str) -> int:
     """A decimal number as Apollo writes one: no sign, spaces or underscores that ``int()`` would let by."""
     if not text.isascii() or not text.isdigit() or len(text) > 12:
@@ -262,6 +335,7 @@ def add_shard_routes(app: web.Application, node: LocalStorageNode, keyring: toke
     app.router.add_get(shard, wrap(_handler(tokens.READ, _get)), allow_head=False)
     app.router.add_head(shard, wrap(_handler(tokens.READ, _head)))
     app.router.add_delete(shard, wrap(_handler(tokens.DELETE, _delete)))
+    app.router.add_post(routes.SHARDS_PREFIX, wrap(_answered(_read_batch)))
     app.router.add_get(routes.SHARDS_PREFIX + "/{drive}", wrap(_listing(_list_groups)), allow_head=False)
     app.router.add_get(routes.SHARDS_PREFIX + "/{drive}/{pg}", wrap(_listing(_list_shards)), allow_head=False)
 

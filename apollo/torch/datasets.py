@@ -30,7 +30,7 @@ from apollo import errors
 from apollo.client import BatchItem, Client, ObjectInfo
 from apollo.torch.plan import Reader, epoch_order
 
-WINDOW_DEFAULT = 64  # samples read ahead by each reader
+WINDOW_DEFAULT = 256  # samples held by each reader: waves of 128, each one request per storage node
 
 
 @dataclass(frozen=True)

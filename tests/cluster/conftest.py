@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import itertools
 import os
+import time
+import uuid
 
 import pytest
+from storage_processes import NODES
 
+from apollo import tokens
 from apollo.testing.cluster import LocalCluster
+from apollo.testing.storage import StorageNodeProcess, write_keyring
 
 _numbers = itertools.count()
 
@@ -31,3 +36,23 @@ def make_cluster(tmp_path, postgres):
     yield factory
     for cluster in started:
         cluster.stop()
+
+
+@pytest.fixture
+def keyring(tmp_path):
+    """A token keyring, written where ``nodes`` read it."""
+    ring = tokens.Keyring([tokens.new_key(time.time() - 3600)])
+    write_keyring(tmp_path / "keyring.json", ring)
+    return ring
+
+
+@pytest.fixture
+def nodes(tmp_path, keyring):
+    """Six storage node processes of one deployment, a drive each."""
+    deployment = uuid.uuid4().hex
+    started = [StorageNodeProcess(tmp_path / f"node{i}", deployment, tmp_path / "keyring.json") for i in range(NODES)]
+    for node in started:
+        node.start()
+    yield started
+    for node in started:
+        node.stop()

@@ -14,85 +14,14 @@ import uuid
 
 import aiohttp
 import pytest
+from storage_processes import CELL, Engine, run
 
 from apollo import tokens
-from apollo.client.context import ClientContext
-from apollo.client.reader import read_range
 from apollo.client.remote_storage import RemoteStorageNode, Timeouts
-from apollo.client.writer import ObjectWriter
 from apollo.errors import InsufficientStorage
-from apollo.meta.service import MetaService
-from apollo.meta.store import SqlStore
-from apollo.proto.layout import Scheme, ShardRef
-from apollo.proto.placement import Candidate
+from apollo.proto.layout import ShardRef
 from apollo.proto.storage_api import TOKEN_HEADER
 from apollo.storage.shardfile import HEADER_BYTES, encode_footer, encode_header, seal_record
-from apollo.testing.storage import StorageNodeProcess, write_keyring
-
-CELL = 64 * 1024
-NODES = 6
-
-
-@pytest.fixture
-def keyring(tmp_path):
-    ring = tokens.Keyring([tokens.new_key(time.time() - 3600)])
-    write_keyring(tmp_path / "keyring.json", ring)
-    return ring
-
-
-@pytest.fixture
-def nodes(tmp_path, keyring):
-    deployment = uuid.uuid4().hex
-    started = [StorageNodeProcess(tmp_path / f"node{i}", deployment, tmp_path / "keyring.json") for i in range(NODES)]
-    for node in started:
-        node.start()
-    yield started
-    for node in started:
-        node.stop()
-
-
-class Engine:
-    """What a gateway or native client holds: metadata, and a remote node per drive."""
-
-    def __init__(self, tmp_path, nodes, keyring, timeouts: Timeouts):
-        self.meta = MetaService(SqlStore(tmp_path / "meta.db"))
-        self.session = aiohttp.ClientSession()
-        self.remotes: dict[str, RemoteStorageNode] = {}
-        candidates = []
-        for index, node in enumerate(nodes):
-            for drive_id in node.drive_ids():
-                remote = RemoteStorageNode(node.endpoint, [drive_id], self.token, self.session, timeouts)
-                self.remotes[drive_id] = remote
-                candidates.append(Candidate(drive_id, f"node{index}"))
-        self.keyring = keyring
-        self.meta.placement.update(candidates, self.remotes)
-        self.ctx = ClientContext(self.meta, dict(self.remotes))
-
-    def token(self, op: str, segment_id: str) -> str:
-        return self.keyring.issue(op, segment_id, tokens.TOKEN_TTL_S)
-
-    async def write(self, data: bytes):
-        async def chunks():
-            for i in range(0, len(data), 256 * 1024):
-                yield data[i : i + 256 * 1024]
-
-        writer = ObjectWriter(self.ctx, Scheme.parse("4+2"), CELL, {"bucket": "b", "key": "k"})
-        return await writer.write(chunks())
-
-    async def read(self, result, start: int = 0, end: int | None = None) -> bytes:
-        end = result.data.size if end is None else end
-        return b"".join([piece async for piece in read_range(self.ctx, result.data, start, end)])
-
-    async def close(self):
-        for remote in self.remotes.values():
-            remote.close()
-        await self.session.close()
-        self.meta.close()
-
-
-def run(coro, limit_s: float = 120.0):
-    """Run a scenario; a hang (a timeout that never fires) fails the test instead of stalling the suite."""
-    return asyncio.run(asyncio.wait_for(coro, limit_s))
 
 
 def test_write_and_read_across_six_storage_processes(tmp_path, nodes, keyring, seed):

@@ -1,0 +1,206 @@
+"""Reads of many objects batched per storage node (``POST /_apollo/shards``) over six node processes.
+
+The requests are counted at the nodes (their own metrics), the bytes compared with single reads, the
+damage done for real (flipped bytes, deleted shard files, a node killed), and the wire attacked with
+tokens of other segments and malformed batches.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import time
+import urllib.request
+import uuid
+
+import aiohttp
+import pytest
+from storage_processes import NODES, Engine, run
+
+from apollo import limits, tokens
+from apollo.client.node_batches import start_reads
+from apollo.client.remote_storage import Timeouts
+from apollo.errors import InsufficientFragments
+from apollo.proto.routes import SHARDS_PREFIX
+from apollo.proto.storage_api import ERROR_HEADER, unframe_reads
+
+
+def shard_requests(node, op: str) -> int:
+    """The node's own count of shard requests of one kind, every status."""
+    with urllib.request.urlopen(f"{node.endpoint}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    pattern = rf'^apollo_shard_requests_total\{{op="{op}",status="\d+"\}} (\S+)$'
+    return int(sum(float(value) for value in re.findall(pattern, text, re.MULTILINE)))
+
+
+def shard_file(nodes, segment, index: int):
+    """The file holding shard ``index`` of a segment, on whichever node's drive it went to."""
+    drive_id = segment.drives[index]
+    node = next(node for node in nodes if node.drive_ids() == [drive_id])
+    shard = segment.shard(index)
+    return node.drives[0] / "shards" / f"{shard.pg:04x}" / f"{shard.segment_id}.{shard.index}"
+
+
+async def written(engine: Engine, rng: random.Random, count: int) -> list[tuple[object, bytes]]:
+    objects = []
+    for _ in range(count):
+        data = rng.randbytes(rng.randrange(limits.inline_object_bytes_max + 1, 600 * 1024))  # on the drives
+        objects.append((await engine.write(data), data))
+    return objects
+
+
+def test_a_batch_of_ranges_is_one_request_per_node_and_equals_single_reads(tmp_path, nodes, keyring, seed):
+    rng = random.Random(seed)
+
+    async def scenario():
+        engine = Engine(tmp_path, nodes, keyring, Timeouts())
+        try:
+            objects = await written(engine, rng, 30)
+            ranges = []
+            for result, data in objects:
+                for _ in range(3):
+                    start = rng.randrange(len(data))
+                    ranges.append((result, data, start, rng.randrange(start, len(data)) + 1))
+            before = {op: [shard_requests(node, op) for node in nodes] for op in ("GET", "POST")}
+            reads = start_reads(engine.ctx, [(result.data, start, end) for result, _, start, end in ranges])
+            got = [await read for read in reads]
+            after = {op: [shard_requests(node, op) for node in nodes] for op in ("GET", "POST")}
+            for (result, data, start, end), answer in zip(ranges, got, strict=True):
+                assert answer == data[start:end]
+                assert answer == await engine.read(result, start, end)
+            return before, after
+        finally:
+            await engine.close()
+
+    before, after = run(scenario())
+    posts = [a - b for a, b in zip(after["POST"], before["POST"], strict=True)]
+    assert posts == [1] * NODES, f"one batch request per node, got {posts}"
+    assert after["GET"] == before["GET"], "no single shard read for a healthy batch"
+
+
+def test_a_batch_reads_past_flipped_bytes_deleted_shards_and_a_dead_node(tmp_path, nodes, keyring, seed):
+    """Each damaged range goes down the degraded path alone and is reported; one past parity is its own error."""
+    rng = random.Random(seed)
+
+    async def scenario():
+        engine = Engine(tmp_path, nodes, keyring, Timeouts(connect_s=1.0, request_s=3.0))
+        damage = []
+        engine.ctx.on_damage.append(damage.append)
+        try:
+            objects = await written(engine, rng, 12)
+            flipped, deleted, lost = (objects[n][0].data.segments[0] for n in (0, 1, 2))
+            path = shard_file(nodes, flipped, 0)
+            raw = bytearray(path.read_bytes())
+            raw[len(raw) // 3] ^= 0x40
+            path.write_bytes(bytes(raw))
+            shard_file(nodes, deleted, 1).unlink()
+            for index in range(3):  # m = 2: three shards gone is past parity
+                shard_file(nodes, lost, index).unlink()
+            dead = next(node for node in nodes if node.drive_ids() == [objects[3][0].data.segments[0].drives[0]])
+            dead.kill()
+            reads = start_reads(engine.ctx, [(result.data, 0, len(data)) for result, data in objects])
+            for number, (read, (_, data)) in enumerate(zip(reads, objects, strict=True)):
+                if number == 2:
+                    with pytest.raises(InsufficientFragments):
+                        await read
+                else:
+                    assert await read == data, number
+            return damage, (flipped.segment_id, deleted.segment_id)
+        finally:
+            await engine.close()
+
+    damage, (flipped, deleted) = run(scenario())
+    reported = {(d.segment_id, d.shard_index) for d in damage}
+    assert (flipped, 0) in reported and (deleted, 1) in reported
+    assert any("CRC32C" in d.reason for d in damage if d.segment_id == flipped)
+
+
+def test_each_read_of_a_batch_is_held_to_its_own_segments_token(tmp_path, nodes, keyring, seed):
+    """Attacks on ``POST /_apollo/shards``: another segment's token, a write token, a forged one, and
+    batches that are not well formed or ask for more than the limits; a malformed batch reads nothing."""
+    rng = random.Random(seed)
+    node = nodes[0]
+    drive = node.drive_ids()[0]
+
+    async def scenario():
+        engine = Engine(tmp_path, nodes, keyring, Timeouts())
+        try:
+            mine, other = (await written(engine, rng, 2))[0][0], (await written(engine, rng, 1))[0][0]
+        finally:
+            await engine.close()
+        mine_segment, other_segment = mine.data.segments[0], other.data.segments[0]
+        mine_index, other_index = mine_segment.drives.index(drive), other_segment.drives.index(drive)
+        mine_shard, other_shard = mine_segment.shard(mine_index), other_segment.shard(other_index)
+        genuine = keyring.issue(tokens.READ, mine_segment.segment_id, 60)
+        forged = tokens.Keyring([tokens.TokenKey(keyring.by_age()[0].key_id, rng.randbytes(32), 0.0)])
+
+        def read(token_number: int, shard, offset: int = 0, length: int = 64) -> list:
+            return [token_number, drive, shard.pg, shard.segment_id, shard.index, offset, length]
+
+        async with aiohttp.ClientSession() as session:
+
+            async def post(body: bytes | dict, **kwargs) -> aiohttp.ClientResponse:
+                data = json.dumps(body).encode() if isinstance(body, dict) else body
+                async with session.post(f"{node.endpoint}{SHARDS_PREFIX}", data=data, **kwargs) as response:
+                    response.content_bytes = await response.read()
+                    return response
+
+            tokens_given = [genuine, keyring.issue(tokens.WRITE, mine_segment.segment_id, 60),
+                            forged.issue(tokens.READ, mine_segment.segment_id, 60)]  # fmt: skip
+            reads = [read(0, mine_shard), read(0, other_shard), read(1, mine_shard), read(2, mine_shard)]
+            answer = await post({"tokens": tokens_given, "reads": reads})
+            assert answer.status == 200
+            outcomes, data = unframe_reads(answer.content_bytes)
+            assert outcomes[0] == 64 and bytes(data) == shard_file(nodes, mine_segment, mine_index).read_bytes()[:64]
+            for refused, why in zip(outcomes[1:], ("does not cover segment", "allows write", "signature"), strict=True):
+                assert refused["error"] == "TokenError" and why in refused["message"], refused
+
+            malformed = {
+                "not json": b"{reads",
+                "no token list": {"reads": [read(0, mine_shard)]},
+                "a token it does not carry": {"tokens": [genuine], "reads": [read(5, mine_shard)]},
+                "a drive path": {"tokens": [genuine], "reads": [[0, "../../etc", 0, mine_shard.segment_id, 0, 0, 9]]},
+                "a segment path": {"tokens": [genuine], "reads": [[0, drive, 0, "../passwd", 0, 0, 9]]},
+                "a negative offset": {"tokens": [genuine], "reads": [read(0, mine_shard, offset=-1)]},
+                "a text length": {"tokens": [genuine], "reads": [read(0, mine_shard, length="9")]},
+                "a short read entry": {"tokens": [genuine], "reads": [read(0, mine_shard)[:6]]},
+                "too many reads": {"tokens": [genuine],
+                                   "reads": [read(0, mine_shard)] * (limits.shard_batch_reads_max + 1)},
+                "too many bytes": {"tokens": [genuine],
+                                   "reads": [read(0, mine_shard, length=limits.shard_batch_bytes_max // 2 + 1)] * 2},
+            }  # fmt: skip
+            for name, body in malformed.items():
+                answer = await post(body)
+                assert (answer.status, answer.headers.get(ERROR_HEADER)) == (400, "BadRequest"), name
+            oversize = b" " * (limits.shard_batch_body_bytes_max + 1)
+            assert (await post(oversize)).status == 400
+            chunked = await post(_chunks(json.dumps({"tokens": [genuine], "reads": [read(0, mine_shard)]}).encode()))
+            assert chunked.status == 400, "a batch without a Content-Length is refused"
+
+    run(scenario())
+
+
+async def _chunks(body: bytes):
+    yield body
+
+
+@pytest.mark.parametrize("missing", ["shard", "drive"])
+def test_a_read_of_a_missing_shard_or_drive_fails_alone(tmp_path, nodes, keyring, missing):
+    node = nodes[0]
+    drive = node.drive_ids()[0]
+    segment = uuid.uuid4().hex
+    token = keyring.issue(tokens.READ, segment, 60)
+    wanted_drive = drive if missing == "shard" else "0123456789abcdef"
+
+    async def scenario():
+        async with aiohttp.ClientSession() as session:
+            body = {"tokens": [token], "reads": [[0, wanted_drive, 0, segment, 0, 0, 10]]}
+            async with session.post(f"{node.endpoint}{SHARDS_PREFIX}", json=body) as response:
+                assert response.status == 200
+                return unframe_reads(await response.read())[0]
+
+    started = time.monotonic()
+    (outcome,) = run(scenario())
+    assert outcome["error"] == ("FileNotFoundError" if missing == "shard" else "DriveError")
+    assert time.monotonic() - started < 10
