@@ -83,6 +83,7 @@ batch_inflight_bytes_max = 512 * 1024**2
 # larger than shard_batch_object_bytes_max is read on its own, shard by shard, as a single GET reads it.
 shard_batch_reads_max = 4096
 shard_batch_bytes_max = 32 * 1024**2
+shard_batch_wave_bytes = 32 * 1024**2  # the bytes of one wave of a batch GET
 shard_batch_body_bytes_max = 2 * 1024**2
 shard_batch_object_bytes_max = 4 * 1024**2
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from apollo import errors, limits
 from apollo.client.engine import ObjectEngine
-from apollo.client.node_batches import start_reads
+from apollo.client.node_batches import read_bytes, start_reads
 from apollo.proto import codec
 from apollo.proto.layout import ObjectData
 from apollo.proto.records import Lookup, Version
@@ -82,36 +82,41 @@ async def read_looked_up(engine: ObjectEngine, resolved: AsyncIterator[tuple[Bat
     """The reads of items already looked up (the gateway's batch decides its answer from the lookups
     before it reads a byte); ``resolved`` is closed when this ends.
 
-    Items are read in waves of up to half the window (and ``limits.shard_batch_bytes_max`` bytes), each
+    Items are read in waves of up to half the window (and ``limits.shard_batch_wave_bytes``), each
     with one request per storage node (``apollo.client.node_batches``); the next wave is read while this
     one is yielded, so at most ``window`` items are held, read or being read."""
     if window < 1:
         raise ValueError("window must be at least 1")
-    wave_items = max(1, window // 2)
-    running: deque[asyncio.Future[BatchResult]] = deque()
-    waves = _Waves(resolved, wave_items)
+    source = _Waves(resolved, max(1, window // 2))
+    waves: list[deque[asyncio.Future[BatchResult]]] = []  # each wave's results not yet yielded
     try:
         while True:
-            while not waves.exhausted and len(running) + wave_items <= max(window, wave_items):
-                running.extend(_start_wave(engine, await waves.next()))
-            if not running:
+            while not source.exhausted and len(waves) < 2:
+                wave = _start_wave(engine, await source.next())
+                if wave:
+                    waves.append(deque(wave))
+            if not waves:
                 return
             if ordered:
-                yield await running.popleft()
-                continue
-            done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
-            for task in [task for task in running if task in done]:
-                running.remove(task)
-                yield task.result()
+                result = await waves[0].popleft()
+            else:
+                await asyncio.wait([task for wave in waves for task in wave], return_when=asyncio.FIRST_COMPLETED)
+                wave = next(wave for wave in waves if any(task.done() for task in wave))
+                task = next(task for task in wave if task.done())
+                wave.remove(task)
+                result = task.result()
+            waves = [wave for wave in waves if wave]
+            yield result
     finally:
-        for task in running:
-            task.cancel()
+        for wave in waves:
+            for task in wave:
+                task.cancel()
         await resolved.aclose()
 
 
 class _Waves:
-    """Looked-up items, taken a wave at a time: at most ``items`` of them, and no more bytes than a node's
-    batch of reads takes (an item past that starts the next wave)."""
+    """Looked-up items, taken a wave at a time: at most ``items`` of them, and no more bytes to read (whole
+    cells) than ``limits.shard_batch_wave_bytes``: an item past that starts the next wave."""
 
     def __init__(self, resolved: AsyncIterator[tuple[BatchItem, Lookup]], items: int) -> None:
         self._resolved = resolved
@@ -131,8 +136,9 @@ class _Waves:
                 except StopAsyncIteration:
                     self.exhausted = True
                     break
-            weight = pair[1].version.size if pair[1].version is not None else 0
-            if wave and size + weight > limits.shard_batch_bytes_max:
+            span = _span(*pair)
+            weight = 0 if isinstance(span, BatchResult) else read_bytes(pair[1].version.data, *span)
+            if wave and size + weight > limits.shard_batch_wave_bytes:
                 self._held = pair
                 break
             wave.append(pair)

@@ -87,6 +87,19 @@ def start_reads(ctx: ClientContext, ranges: list[tuple[ObjectData, int, int]]) -
     return assembled
 
 
+def read_bytes(data: ObjectData, start: int, end: int) -> int:
+    """About the bytes a range costs to read: the whole cells it touches (each is read, and checked, whole)."""
+    if data.inline is not None:
+        return 0
+    total = 0
+    for segment in data.segments:
+        lo = max(start, segment.offset) - segment.offset
+        hi = min(end, segment.offset + segment.length) - segment.offset
+        if lo < hi:
+            total += ((hi - 1) // segment.cell_size - lo // segment.cell_size + 1) * segment.cell_size
+    return total
+
+
 def _plan(ctx: ClientContext, groups: _Groups, data: ObjectData, start: int, end: int) -> list[_Piece]:
     invariant(data.inline is None, "inline data comes with its lookup: there is nothing to read")
     pieces = []
