@@ -174,8 +174,9 @@ class ApolloIterableDataset(IterableDataset):
         self.world_size = world_size if world_size is not None else (
             torch.distributed.get_world_size() if distributed else 1)  # fmt: skip
         self.transform, self.window = transform, window
-        self.epoch = 0
-        self._start = 0  # the global position this epoch (re)starts from
+        # (epoch, the global position it (re)starts from), in shared memory: persistent DataLoader workers keep
+        # the copy of the dataset they were given, and must still see set_epoch and load_state_dict.
+        self._progress = torch.zeros(2, dtype=torch.int64).share_memory_()
         self._seen = 0  # samples this object yielded itself (no DataLoader workers)
         Reader(self.rank, self.world_size, batch_size=batch_size)  # refuses a rank outside the world
 
@@ -197,10 +198,22 @@ class ApolloIterableDataset(IterableDataset):
         """This rank's samples in a whole epoch."""
         return len(range(self.rank, len(self.source.keys), self.world_size))
 
+    @property
+    def epoch(self) -> int:
+        return int(self._progress[0])
+
+    @property
+    def _start(self) -> int:
+        return int(self._progress[1])
+
+    def _restart(self, epoch: int, start: int) -> None:
+        self._progress[0], self._progress[1] = epoch, start
+        self._seen = 0
+
     def set_epoch(self, epoch: int) -> None:
         """As ``DistributedSampler.set_epoch``: the next epoch's order; a new epoch starts at its beginning."""
         if epoch != self.epoch:
-            self.epoch, self._start, self._seen = epoch, 0, 0
+            self._restart(epoch, 0)
 
     def state_dict(self, samples_seen: int | None = None) -> dict[str, Any]:
         """Where this epoch stands, after each rank received ``samples_seen`` samples (default: what this
@@ -216,15 +229,16 @@ class ApolloIterableDataset(IterableDataset):
         theirs = (state["snapshot_id"], state["samples"], state["shuffle"], state["seed"])
         if mine != theirs:
             raise ValueError(f"the state is of another plan (snapshot, samples, shuffle, seed): {theirs} != {mine}")
-        self.epoch, self._start, self._seen = int(state["epoch"]), int(state["position"]), 0
+        self._restart(int(state["epoch"]), int(state["position"]))
 
     def __iter__(self) -> Iterator[Any]:
         worker = get_worker_info()
         reader = Reader(self.rank, self.world_size, worker.id if worker else 0, worker.num_workers if worker else 1,
                         self.batch_size)  # fmt: skip
-        order = epoch_order(len(self.source.keys), snapshot_id=self.snapshot_id, seed=self.seed, epoch=self.epoch,
+        epoch, start = self.epoch, self._start
+        order = epoch_order(len(self.source.keys), snapshot_id=self.snapshot_id, seed=self.seed, epoch=epoch,
                             shuffle=self.shuffle)  # fmt: skip
-        positions = reader.positions(len(order), self._start)
+        positions = reader.positions(len(order), start)
         for sample in self.source.read((order[position] for position in positions), self.window):
             self._seen += 1
             yield self.transform(sample) if self.transform else sample

@@ -78,6 +78,32 @@ def test_every_epoch_reads_each_sample_once_in_one_global_order_for_any_world_si
     assert first == orders[1] and sorted(second) == sorted(first) and second != first
 
 
+def test_persistent_workers_follow_set_epoch_and_a_loaded_state(samples):
+    """Persistent workers keep the dataset they were given: the epoch and the resume position still reach them."""
+    bucket, _ = samples
+    url = f"apollo://{bucket}/train/"
+    options = {"shuffle": True, "seed": 3, "batch_size": BATCH}
+    snapshot = ApolloIterableDataset.from_prefix(url).snapshot_id
+    expected = []
+    for epoch in (0, 1):
+        plain = ApolloIterableDataset.from_prefix(url, snapshot=snapshot, **options)
+        plain.set_epoch(epoch)
+        expected.append([sample.key for sample in plain])
+    dataset = ApolloIterableDataset.from_prefix(url, snapshot=snapshot, **options)
+    loader = ApolloDataLoader(dataset, batch_size=BATCH, num_workers=2, collate_fn=keys_of, persistent_workers=True)
+    got = []
+    for epoch in (0, 1):
+        dataset.set_epoch(epoch)
+        got.append([key for batch in loader for key in batch])
+    assert got == expected and got[0] != got[1]
+    dataset.load_state_dict({**loop_state(dataset, epoch=1), "position": 8 * BATCH})
+    assert [key for batch in loader for key in batch] == expected[1][8 * BATCH :]
+
+
+def loop_state(dataset: ApolloIterableDataset, epoch: int) -> dict:
+    return {**dataset.state_dict(0), "epoch": epoch}
+
+
 def test_a_run_stopped_mid_epoch_resumes_on_another_world_size_with_exactly_the_rest(samples, apollo_fs):
     bucket, data = samples
     url = f"apollo://{bucket}/train/"
