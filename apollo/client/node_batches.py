@@ -88,15 +88,19 @@ def start_reads(ctx: ClientContext, ranges: list[tuple[ObjectData, int, int]]) -
 
 
 def read_bytes(data: ObjectData, start: int, end: int) -> int:
-    """About the bytes a range costs to read: the whole cells it touches (each is read, and checked, whole)."""
+    """The bytes a range costs to read: the whole cells it touches (each is read, and checked, whole); a
+    small object's cells are small, the last stripe's being cut to its length."""
     if data.inline is not None:
         return 0
     total = 0
     for segment in data.segments:
         lo = max(start, segment.offset) - segment.offset
         hi = min(end, segment.offset + segment.length) - segment.offset
-        if lo < hi:
-            total += ((hi - 1) // segment.cell_size - lo // segment.cell_size + 1) * segment.cell_size
+        for stripe in range(lo // segment.stripe_bytes, (hi - 1) // segment.stripe_bytes + 1 if lo < hi else 0):
+            base, payload = stripe * segment.stripe_bytes, segment.cell_payload(stripe)
+            first = (max(lo, base) - base) // payload
+            last = (min(hi, base + segment.stripe_bytes) - 1 - base) // payload
+            total += (last - first + 1) * payload
     return total
 
 
