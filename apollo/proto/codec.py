@@ -117,11 +117,21 @@ def encode(value: Any) -> Any:
 
 
 def decode(value: Any) -> Any:
-    """:raises ValueError, TypeError, KeyError: a value ``encode`` would not have sent (a 400 to the caller)."""
-    if isinstance(value, list):
-        return [decode(item) for item in value]
-    if not isinstance(value, dict):
+    """:raises ValueError, TypeError, KeyError: a value ``encode`` would not have sent (a 400 to the caller).
+
+    Records first, and plain values without a call: a batch answer is tens of thousands of values."""
+    kind = type(value)
+    if kind is list:
+        return [item if type(item) in _PLAIN else decode(item) for item in value]
+    if kind is not dict:
         return value
+    name = value.get("@")
+    if name is not None:
+        cls = _TYPES.get(name) if type(name) is str else None
+        if cls is None:
+            raise ValueError(f"unknown record type on the wire: {name!r}")
+        known = _FIELDS[cls]
+        return cls(**{k: v if type(v) in _PLAIN else decode(v) for k, v in value.items() if k in known})
     if "@d" in value:
         return {k: decode(v) for k, v in _tagged(value, "@d", dict).items()}
     if "@b" in value:
@@ -143,11 +153,7 @@ def decode(value: Any) -> Any:
         return {decode(item) for item in _tagged(value, "@s", list)}
     if "@kv" in value:
         return {decode(k): decode(v) for k, v in _tagged(value, "@kv", list)}
-    cls = _TYPES.get(value.get("@", ""))
-    if cls is None:
-        raise ValueError(f"unknown record type on the wire: {value.get('@')!r}")
-    known = _FIELDS[cls]
-    return cls(**{k: decode(v) for k, v in value.items() if k in known})
+    raise ValueError(f"unknown record type on the wire: an untagged object with keys {sorted(value)[:5]!r}")
 
 
 def _tagged(value: dict, tag: str, kind: type) -> Any:
