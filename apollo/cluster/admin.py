@@ -8,6 +8,7 @@ functions here only validate and record; the work itself is the server's.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -415,15 +416,16 @@ class Status:
 
     def capacity(self) -> tuple[int, int, int, int]:
         """(used, total bytes, online drives, filesystems they are on). Directory drives that share a
-        filesystem each report its usage: on one server the admin command can see the drives' paths and
-        counts each filesystem once; a cluster's remote paths count once per drive."""
+        filesystem each report its usage, so each filesystem counts once: by the (node, filesystem) its
+        node reports; a drive whose node reported none yet (one of the version before) by its own path on
+        one server, and once per drive in a cluster."""
         online = [d for d in self.drives if d.state == "online"]
         seen: dict[object, DriveRecord] = {}
         for d in online:
-            try:
-                where: object = os.stat(d.path).st_dev if not self.clustered else d.drive_id
-            except OSError:
-                where = d.drive_id
+            where: object = (d.node, d.filesystem) if d.filesystem else d.drive_id
+            if not d.filesystem and not self.clustered:
+                with contextlib.suppress(OSError):
+                    where = os.stat(d.path).st_dev
             seen.setdefault(where, d)
         used = sum(d.total_bytes - d.free_bytes for d in seen.values())
         return used, sum(d.total_bytes for d in seen.values()), len(online), len(seen)

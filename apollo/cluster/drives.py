@@ -66,10 +66,10 @@ class DriveMonitor:
         """
         self.records = {r.drive_id: r for r in await self.meta.list_drives()}
         checks = await asyncio.to_thread(self._check_all, dict(self.node.drives))
-        self.reports = {drive_id: (health, free, total) for drive_id, (health, free, total, _) in checks.items()}
+        self.reports = {drive_id: report for drive_id, (report, _) in checks.items()}
         self._attach_or_detach(checks)
         writable = set()
-        for drive_id, (health, free, total, _) in checks.items():
+        for drive_id, ((health, free, total, _), _) in checks.items():
             record = self.records[drive_id]
             if health == "ok" and record.state == "online" and free >= self.reserve_bytes:
                 writable.add(drive_id)
@@ -88,11 +88,12 @@ class DriveMonitor:
             metrics.drives_by_state.labels(state).set(sum(r.state == state for r in self.records.values()))
 
     async def _apply_transitions(self, checks: dict, gained: bool) -> None:
-        await self.lifecycle.apply(self.records, {d: health for d, (health, _, _, _) in checks.items()}, gained)
-        await self.meta.set_drive_usage({d: (free, total) for d, (_, free, total, _) in checks.items()})
+        await self.lifecycle.apply(self.records, {d: report[0] for d, (report, _) in checks.items()}, gained)
+        await self.meta.set_drive_usage({d: tuple(report[1:]) for d, (report, _) in checks.items()})
 
-    def _check_all(self, attached: dict[str, Drive]) -> dict[str, tuple[str, int, int, Drive | None]]:
-        """Per serving drive: (health, free bytes, total bytes, the drive opened if it was not attached).
+    def _check_all(self, attached: dict[str, Drive]) -> dict[str, tuple[tuple[str, int, int, str], Drive | None]]:
+        """Per serving drive: ((health, free bytes, total bytes, filesystem), the drive opened if it was not
+        attached).
 
         Health is "ok", "gone" (no format file, or another drive's) or "unreachable" (I/O errors).
         Runs on a thread and only does I/O; attaching and detaching happen on the event loop.
@@ -107,16 +108,16 @@ class DriveMonitor:
                     drive = opened = Drive(Path(record.path), self.deployment_id)
                     if drive.drive_id != drive_id:
                         raise DriveError(f"{record.path} now holds drive {drive.drive_id}, not {drive_id}")
-                health, free, total = drive.check()
-                out[drive_id] = (health, free, total, opened if health == "ok" else None)
+                report = drive.check()
+                out[drive_id] = (report, opened if report[0] == "ok" else None)
             except DriveError:
-                out[drive_id] = ("gone", 0, 0, None)
+                out[drive_id] = (("gone", 0, 0, ""), None)
             except OSError:
-                out[drive_id] = ("unreachable", 0, 0, None)
+                out[drive_id] = (("unreachable", 0, 0, ""), None)
         return out
 
-    def _attach_or_detach(self, checks: dict[str, tuple[str, int, int, Drive | None]]) -> None:
-        for drive_id, (health, _, _, opened) in checks.items():
+    def _attach_or_detach(self, checks: dict[str, tuple[tuple[str, int, int, str], Drive | None]]) -> None:
+        for drive_id, ((health, *_), opened) in checks.items():
             path = self.records[drive_id].path
             if opened is not None:
                 self.node.attach(opened)

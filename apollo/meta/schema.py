@@ -11,7 +11,7 @@ Segments hang off a ``data_id`` so multipart completion can re-parent part
 segments onto the final version without copying bytes.
 """
 
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
 
 POLICIES_DDL = ("CREATE TABLE IF NOT EXISTS policies (name TEXT PRIMARY KEY, document TEXT NOT NULL, "
                 "created REAL NOT NULL)")  # fmt: skip
@@ -64,7 +64,8 @@ DDL = [
         drive_id TEXT PRIMARY KEY, node TEXT NOT NULL, path TEXT NOT NULL, state TEXT NOT NULL,
         weight REAL NOT NULL DEFAULT 1, added REAL NOT NULL, replaced_by TEXT NOT NULL DEFAULT '',
         state_since REAL NOT NULL DEFAULT 0, free_bytes INTEGER NOT NULL DEFAULT 0,
-        total_bytes INTEGER NOT NULL DEFAULT 0, health TEXT NOT NULL DEFAULT 'ok')""",
+        total_bytes INTEGER NOT NULL DEFAULT 0, health TEXT NOT NULL DEFAULT 'ok',
+        filesystem TEXT NOT NULL DEFAULT '')""",
     """CREATE TABLE IF NOT EXISTS buckets (
         name TEXT PRIMARY KEY, created REAL NOT NULL, versioning TEXT NOT NULL DEFAULT '',
         policy TEXT NOT NULL DEFAULT '', owner TEXT NOT NULL DEFAULT '', tags TEXT NOT NULL DEFAULT '{}')""",
@@ -167,5 +168,10 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
         "ALTER TABLE versions ADD COLUMN upload_id TEXT NOT NULL DEFAULT ''",
         # PutBucketTagging's tag set, JSON.
         "ALTER TABLE buckets ADD COLUMN tags TEXT NOT NULL DEFAULT '{}'",
+    ]),
+    (9, [
+        # The filesystem holding the drive, as its node reports it (a device number on that host): capacity
+        # counts the space of directory drives that share one once.
+        "ALTER TABLE drives ADD COLUMN filesystem TEXT NOT NULL DEFAULT ''",
     ]),
 ]  # fmt: skip

@@ -36,12 +36,13 @@ class AdminOps(UserOps):
                 db.execute("UPDATE drives SET replaced_by = ? WHERE drive_id = ?", (replaced_by, drive_id))
             return changed > 0
 
-    def set_drive_usage(self, usage: dict[str, tuple[int, int]]) -> None:
-        """Free and total bytes per drive, for ``apollo admin status`` and placement decisions elsewhere."""
+    def set_drive_usage(self, usage: dict[str, tuple[int, int, str]]) -> None:
+        """Free and total bytes and the filesystem of each of this server's drives (``Drive.check``), for
+        ``apollo admin status`` and placement decisions elsewhere."""
         with self.tx() as db:
             db.executemany(
-                "UPDATE drives SET free_bytes = ?, total_bytes = ? WHERE drive_id = ?",
-                [(free, total, drive_id) for drive_id, (free, total) in usage.items()],
+                "UPDATE drives SET free_bytes = ?, total_bytes = ?, filesystem = ? WHERE drive_id = ?",
+                [(free, total, filesystem, drive_id) for drive_id, (free, total, filesystem) in usage.items()],
             )
 
     def delete_drive(self, drive_id: str) -> None:
@@ -66,7 +67,7 @@ class AdminOps(UserOps):
         rows = self.all("SELECT * FROM drives ORDER BY path, added")
         return [
             DriveRecord(r["drive_id"], r["node"], r["path"], r["state"], r["weight"], r["replaced_by"],
-                        r["state_since"], r["free_bytes"], r["total_bytes"], r["health"])
+                        r["state_since"], r["free_bytes"], r["total_bytes"], r["health"], r["filesystem"])
             for r in rows
         ]  # fmt: skip
 

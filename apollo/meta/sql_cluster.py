@@ -8,11 +8,16 @@ heartbeats change only liveness and usage, which the map computes when it is rea
 
 from __future__ import annotations
 
+import re
+
+from apollo import errors
 from apollo.meta.sql_admin import AdminOps
 from apollo.proto.cluster_map import ClusterMap, DriveInfo, NodeInfo
 from apollo.tokens import TokenKey
 
 EPOCH_SETTING = "cluster.epoch"
+DRIVE_HEALTH = frozenset({"ok", "gone", "unreachable"})  # what a node reports of a drive (``Drive.check``)
+_FILESYSTEM = re.compile(r"[0-9a-f]{0,32}")  # a device number in hex, or "" (not known)
 
 
 class ClusterOps(AdminOps):
@@ -65,14 +70,17 @@ class ClusterOps(AdminOps):
         row = self.one("SELECT value FROM settings WHERE name = ?", (EPOCH_SETTING,))
         return 0 if row is None else int(row["value"])
 
-    def node_heartbeat(self, name: str, drives: dict[str, tuple[str, int, int]], now: float) -> int:
-        """A node is alive, with (health, free bytes, total bytes) per drive; returns the current epoch."""
+    def node_heartbeat(self, name: str, drives: dict[str, tuple[str, int, int, str]], now: float) -> int:
+        """A node is alive, with (health, free bytes, total bytes, filesystem) per drive (a node of the version
+        before sends no filesystem); returns the current epoch. :raises InvalidRequest: a malformed report."""
+        reports = [(*_drive_report(drive_id, report), drive_id, name) for drive_id, report in drives.items()]
         with self.tx() as db:
             if db.execute("UPDATE nodes SET heartbeat = ? WHERE name = ?", (now, name)).rowcount == 0:
                 raise LookupError(f"storage node {name} is not registered")
             db.executemany(
-                "UPDATE drives SET health = ?, free_bytes = ?, total_bytes = ? WHERE drive_id = ? AND node = ?",
-                [(health, free, total, drive_id, name) for drive_id, (health, free, total) in drives.items()],
+                "UPDATE drives SET health = ?, free_bytes = ?, total_bytes = ?, filesystem = ? "
+                "WHERE drive_id = ? AND node = ?",
+                reports,
             )
             # A drive of this node it no longer serves (taken off its command line, failed to open): unreachable,
             # so no new shards go there and, past the grace, its shards are rebuilt elsewhere.
@@ -120,3 +128,14 @@ class ClusterOps(AdminOps):
                 "(SELECT key_id FROM token_keys ORDER BY created DESC LIMIT 1)",
                 (created_before,),
             ).rowcount
+
+
+def _drive_report(drive_id: str, report: object) -> tuple[str, int, int, str]:
+    """A heartbeat's (health, free, total[, filesystem]) of a drive, each held to its form."""
+    if not isinstance(report, list | tuple) or len(report) not in (3, 4):
+        raise errors.InvalidRequest(f"drive {drive_id!r}: a report is [health, free bytes, total bytes, filesystem]")
+    health, free, total, filesystem = (*report, "") if len(report) == 3 else report
+    if (health not in DRIVE_HEALTH or type(free) is not int or type(total) is not int or free < 0 or total < 0
+            or not isinstance(filesystem, str) or not _FILESYSTEM.fullmatch(filesystem)):  # fmt: skip
+        raise errors.InvalidRequest(f"drive {drive_id!r}: a malformed report {str(report)[:120]}")
+    return health, free, total, filesystem

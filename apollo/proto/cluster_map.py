@@ -82,3 +82,4 @@ class DriveRecord:
     free_bytes: int = 0
     total_bytes: int = 0
     health: str = "ok"  # as its storage node last reported it (cluster mode)
+    filesystem: str = ""  # the filesystem holding it on its node, as the node reported it ("": not yet)

@@ -117,12 +117,13 @@ class StorageProcess:
         self.state.epoch = answer["epoch"]
         self.keyring.replace_from_json(answer["keys"])
 
-    def _probe(self) -> dict[str, tuple[str, int, int]]:
-        """(health, free, total) per drive; a drive whose directory no longer holds it is never touched again.
-        /metrics shows the same per drive, as the all-in-one server's probe does (the "nearly full" alert)."""
+    def _probe(self) -> dict[str, tuple[str, int, int, str]]:
+        """(health, free, total, filesystem) per drive; a drive whose directory no longer holds it is never
+        touched again. /metrics shows the same per drive, as the all-in-one server's probe does (the "nearly
+        full" alert)."""
         report = {}
         for drive_id, drive in list(self.node.drives.items()):
-            health, free, total = report[drive_id] = drive.check()
+            health, free, total, _ = report[drive_id] = drive.check()
             metrics.drive_up.labels(drive_id).set(1 if health == "ok" else 0)
             metrics.drive_free_bytes.labels(drive_id).set(free)
             metrics.drive_total_bytes.labels(drive_id).set(total)

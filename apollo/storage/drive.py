@@ -181,14 +181,18 @@ class Drive:
         stats = os.statvfs(self.root)
         return stats.f_bavail * stats.f_frsize, stats.f_blocks * stats.f_frsize
 
-    def check(self) -> tuple[str, int, int]:
-        """(health, free bytes, total bytes): what a node reports of the drive every few seconds.
+    def check(self) -> tuple[str, int, int, str]:
+        """(health, free bytes, total bytes, filesystem): what a node reports of the drive every few seconds.
 
-        Health as ``probe`` says; the space of a drive that is not "ok" is not looked at (0, 0).
+        Health as ``probe`` says; the space of a drive that is not "ok" is not looked at (0, 0, ""). The
+        filesystem is its device number on this host (hex): drives that are directories of one filesystem
+        report the same space, which capacity must count once.
         """
         try:
             health = self.probe()
-            free, total = self.usage() if health == "ok" else (0, 0)
+            if health != "ok":
+                return health, 0, 0, ""
+            free, total = self.usage()
+            return health, free, total, f"{os.stat(self.root).st_dev:x}"
         except OSError:
-            return "unreachable", 0, 0
-        return health, free, total
+            return "unreachable", 0, 0, ""

@@ -183,3 +183,29 @@ def test_the_parts_column_reads_rows_written_before_part_checksums():
     column = parts_json([5, 4], ["c1", "c2"])
     assert (part_sizes(column), part_checksums(column)) == ([5, 4], ["c1", "c2"])
     assert (part_sizes(parts_json([5, 4])), part_checksums(parts_json([5, 4]))) == ([5, 4], [])
+
+
+def test_capacity_counts_each_filesystem_of_each_node_once(store):
+    """Directory drives on one filesystem all report its space: counted once per (node, filesystem). Two
+    hosts may number their filesystems alike; a node of the version before reports none (counted per drive)."""
+    from apollo.cluster.admin import status
+
+    gib = 1 << 30
+    drives = {name: name * 16 for name in "abcdef"}
+    store.register_node("n1", "http://n1:9100", "", [(drives[x], f"/d{x}") for x in "abc"], 1.0)
+    store.register_node("n2", "http://n2:9100", "", [(drives[x], f"/d{x}") for x in "de"], 1.0)
+    store.register_node("n3", "http://n3:9100", "", [(drives["f"], "/df")], 1.0)
+    store.node_heartbeat("n1", {drives["a"]: ("ok", 4 * gib, 10 * gib, "801"),
+                                drives["b"]: ["ok", 4 * gib, 10 * gib, "801"],
+                                drives["c"]: ("ok", 1 * gib, 2 * gib, "802")}, 2.0)  # fmt: skip
+    store.node_heartbeat("n2", {drives["d"]: ("ok", 5 * gib, 10 * gib, "801"),
+                                drives["e"]: ("ok", 5 * gib, 10 * gib, "801")}, 2.0)  # fmt: skip
+    store.node_heartbeat("n3", {drives["f"]: ("ok", 1 * gib, 3 * gib)}, 2.0)  # no filesystem: an older node
+    assert {d.drive_id: d.filesystem for d in store.list_drives()}[drives["b"]] == "801"
+    used, total, online, filesystems = status(store).capacity()
+    assert (online, filesystems) == (6, 4)
+    assert (used, total) == ((6 + 1 + 5 + 2) * gib, (10 + 2 + 10 + 3) * gib)
+    for report in (("ok", 1, 2, "../x"), ("fine", 1, 2, ""), ("ok", -1, 2, ""), ("ok", "1", 2, ""), ("ok", 1),
+                   "ok", ("ok", 1, 2, "f" * 33)):  # fmt: skip
+        with pytest.raises(errors.InvalidRequest):
+            store.node_heartbeat("n3", {drives["f"]: report}, 3.0)
