@@ -1,5 +1,5 @@
-"""Event-loop plumbing shared by Apollo's processes: uvloop, periodic steps that must not die, and
-peers that stop sending or reading."""
+"""Event-loop plumbing shared by Apollo's processes: uvloop, periodic steps that must not die, peers
+that stop sending or reading, and the bytes requests in progress may hold."""
 
 from __future__ import annotations
 
@@ -95,3 +95,21 @@ class StallGuard:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+class ByteBudget:
+    """The bytes this process's requests of one kind (batch reads, batch GETs) may hold in memory at once:
+    a request that would pass it is refused (503, SlowDown) rather than queued behind the others."""
+
+    def __init__(self, bytes_max: int) -> None:
+        self.bytes_max = bytes_max
+        self.held = 0
+
+    def take(self, size: int) -> bool:
+        if self.held + size > self.bytes_max:
+            return False
+        self.held += size
+        return True
+
+    def give_back(self, size: int) -> None:
+        self.held -= size

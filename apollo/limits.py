@@ -84,6 +84,7 @@ batch_inflight_bytes_max = 512 * 1024**2
 shard_batch_reads_max = 4096
 shard_batch_bytes_max = 32 * 1024**2
 shard_batch_wave_bytes = 32 * 1024**2  # the bytes of one wave of a batch GET
+shard_batch_inflight_bytes_max = 256 * 1024**2  # a node's batches in progress hold at most this; more: 503 Busy
 shard_batch_body_bytes_max = 2 * 1024**2
 shard_batch_object_bytes_max = 4 * 1024**2
 

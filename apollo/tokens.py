@@ -38,6 +38,7 @@ ROTATE_S = 24 * 3600.0
 PUBLISH_S = limits.token_key_publish_s  # a new key signs nothing before storage nodes and services hold it
 TOKEN_TTL_S = 3600.0  # a lookup's tokens outlive any read of the version it returned
 SERVICE_TOKEN_TTL_S = 600.0
+TOKEN_CHARS_MAX = 512  # an issued token is ~150 characters; a longer one is refused before any HMAC over it
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,12 @@ def _unb64(text: str) -> bytes:
 
 def _mac(secret: bytes, signed: str) -> bytes:
     return hmac.new(secret, signed.encode(), hashlib.sha256).digest()
+
+
+def covers(segments: str, segment_id: str) -> None:
+    """:raises TokenError: a token covering ``segments`` (``Keyring.segments_of``) does not cover this one."""
+    if segments not in (segment_id, ANY_SEGMENT):
+        raise TokenError(f"capability token does not cover segment {segment_id}")
 
 
 class Keyring:
@@ -99,8 +106,17 @@ class Keyring:
 
     def check(self, token: str | None, op: str, segment_id: str, now: float | None = None) -> None:
         """:raises TokenError: saying which rule the token broke."""
+        covers(self.segments_of(token, op, now), segment_id)
+
+    def segments_of(self, token: str | None, op: str, now: float | None = None) -> str:
+        """The segment a genuine, unexpired token for ``op`` covers (``ANY_SEGMENT``: every one): what a batch
+        of reads checks once per distinct token, then per read with ``covers``.
+
+        :raises TokenError: saying which rule the token broke."""
         if not token:
             raise TokenError("no capability token: ask the metadata service for one")
+        if len(token) > TOKEN_CHARS_MAX:
+            raise TokenError("malformed capability token (too long)")
         parts = token.split(".")
         if len(parts) != 4 or parts[0] != "v1":
             raise TokenError("malformed capability token")
@@ -119,5 +135,4 @@ class Keyring:
             raise TokenError("capability token expired: look the object up again")
         if claims.get("o") != op:
             raise TokenError(f"capability token allows {claims.get('o')}, not {op}")
-        if claims.get("s") not in (segment_id, ANY_SEGMENT):
-            raise TokenError(f"capability token does not cover segment {segment_id}")
+        return str(claims.get("s"))

@@ -9,8 +9,8 @@ bound for one storage node goes in one request (``apollo.client.node_batches``).
 asked for, and the next wave read, while this one is yielded. A missing key, a refused one or a failed
 read is that item's error: the batch goes on.
 
-Results come in request order (``ordered=True``: a slow object holds back those after it, at most
-``window`` of them read ahead) or as each completes."""
+Results come in request order (``ordered=True``: a slow object holds back those after it, at most two
+waves of them read ahead) or as each completes."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from apollo import errors, limits
 from apollo.client.engine import ObjectEngine
-from apollo.client.node_batches import read_bytes, start_reads
+from apollo.client.node_batches import NodeReads, read_bytes
 from apollo.proto import codec
 from apollo.proto.layout import ObjectData
 from apollo.proto.records import Lookup, Version
@@ -82,95 +82,106 @@ async def read_looked_up(engine: ObjectEngine, resolved: AsyncIterator[tuple[Bat
     """The reads of items already looked up (the gateway's batch decides its answer from the lookups
     before it reads a byte); ``resolved`` is closed when this ends.
 
-    Items are read in waves of up to half the window (and ``limits.shard_batch_wave_bytes``), each
-    with one request per storage node (``apollo.client.node_batches``); the next wave is read while this
-    one is yielded, so at most ``window`` items are held, read or being read."""
+    Items are read in waves of up to half the window (at least one) and ``limits.shard_batch_wave_bytes``
+    of shard reads, each with one request per storage node (``apollo.client.node_batches``); the next wave
+    is read while this one is yielded, so at most two waves are held, read or being read. Whatever is still
+    being read when the caller stops is cancelled, node requests included."""
     if window < 1:
         raise ValueError("window must be at least 1")
     source = _Waves(resolved, max(1, window // 2))
-    waves: list[deque[asyncio.Future[BatchResult]]] = []  # each wave's results not yet yielded
+    waves: list[_Wave] = []
     try:
         while True:
             while not source.exhausted and len(waves) < 2:
-                wave = _start_wave(engine, await source.next())
-                if wave:
-                    waves.append(deque(wave))
+                wave = _Wave(engine, await source.next())
+                if wave.pending:
+                    waves.append(wave)
             if not waves:
                 return
             if ordered:
-                result = await waves[0].popleft()
+                results = [await waves[0].pending.popleft()]
             else:
-                await asyncio.wait([task for wave in waves for task in wave], return_when=asyncio.FIRST_COMPLETED)
-                wave = next(wave for wave in waves if any(task.done() for task in wave))
-                task = next(task for task in wave if task.done())
-                wave.remove(task)
-                result = task.result()
-            waves = [wave for wave in waves if wave]
-            yield result
+                await asyncio.wait([task for wave in waves for task in wave.pending],
+                                   return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
+                results = [result for wave in waves for result in wave.take_done()]
+            waves = [wave for wave in waves if wave.pending]
+            for result in results:
+                yield result
     finally:
         for wave in waves:
-            for task in wave:
-                task.cancel()
+            wave.cancel()
         await resolved.aclose()
 
 
+Looked = tuple[BatchItem, Lookup, "tuple[int, int] | BatchResult"]  # an item, its lookup, its span or answer
+
+
 class _Waves:
-    """Looked-up items, taken a wave at a time: at most ``items`` of them, and no more bytes to read (whole
-    cells) than ``limits.shard_batch_wave_bytes``: an item past that starts the next wave."""
+    """Looked-up items, taken a wave at a time: at most ``items`` of them, and no more bytes of shard reads
+    than ``limits.shard_batch_wave_bytes`` (an item past that starts the next wave)."""
 
     def __init__(self, resolved: AsyncIterator[tuple[BatchItem, Lookup]], items: int) -> None:
         self._resolved = resolved
         self._items = items
-        self._held: tuple[BatchItem, Lookup] | None = None
+        self._held: Looked | None = None
         self.exhausted = False
 
-    async def next(self) -> list[tuple[BatchItem, Lookup]]:
-        wave: list[tuple[BatchItem, Lookup]] = []
+    async def next(self) -> list[Looked]:
+        wave: list[Looked] = []
         size = 0
         while len(wave) < self._items:
             if self._held is not None:
-                pair, self._held = self._held, None
+                looked, self._held = self._held, None
             else:
                 try:
-                    pair = await anext(self._resolved)
+                    item, lookup = await anext(self._resolved)
                 except StopAsyncIteration:
                     self.exhausted = True
                     break
-            span = _span(*pair)
-            weight = 0 if isinstance(span, BatchResult) else read_bytes(pair[1].version.data, *span)
+                looked = (item, lookup, _span(item, lookup))
+            span = looked[2]
+            weight = 0 if isinstance(span, BatchResult) else read_bytes(looked[1].version.data, *span)
             if wave and size + weight > limits.shard_batch_wave_bytes:
-                self._held = pair
+                self._held = looked
                 break
-            wave.append(pair)
+            wave.append(looked)
             size += weight
         return wave
 
 
-def _start_wave(engine: ObjectEngine, wave: list[tuple[BatchItem, Lookup]]) -> list[asyncio.Future[BatchResult]]:
-    """Each item's result as a future, in order: those answered by their lookup already done, small ranges of
-    stored objects batched per node, a large object read on its own as a single GET reads it."""
-    answers: list[asyncio.Future[BatchResult]] = []
-    batched: list[tuple[int, BatchItem, ObjectData, int, int]] = []
-    loop = asyncio.get_running_loop()
-    for item, lookup in wave:
-        span = _span(item, lookup)
-        if isinstance(span, BatchResult):
-            answers.append(loop.create_future())
-            answers[-1].set_result(span)
-            continue
-        data, (start, end) = lookup.version.data, span
-        if data.inline is not None:
-            answers.append(loop.create_future())
-            answers[-1].set_result(BatchResult(item, bytes(data.inline[start:end])))
-        elif end - start > limits.shard_batch_object_bytes_max:
-            answers.append(asyncio.ensure_future(_read_alone(engine, item, lookup.version, start, end)))
-        else:
-            answers.append(loop.create_future())
-            batched.append((len(answers) - 1, item, data, start, end))
-    reads = start_reads(engine.ctx, [(data, start, end) for _, _, data, start, end in batched])
-    for (number, item, *_), read in zip(batched, reads, strict=True):
-        answers[number] = asyncio.ensure_future(_result(item, read))
-    return answers
+class _Wave:
+    """One wave's results as futures, in order, started at once: those answered by their lookup already done,
+    small ranges of stored objects batched per node, a large object read on its own as a single GET reads it."""
+
+    def __init__(self, engine: ObjectEngine, wave: list[Looked]) -> None:
+        loop = asyncio.get_running_loop()
+        answers: list[asyncio.Future[BatchResult]] = []
+        batched: list[tuple[int, BatchItem, ObjectData, int, int]] = []
+        for item, lookup, span in wave:
+            if isinstance(span, BatchResult) or lookup.version.data.inline is not None:
+                inline = None if isinstance(span, BatchResult) else lookup.version.data.inline
+                answers.append(loop.create_future())
+                answers[-1].set_result(span if inline is None else BatchResult(item, bytes(inline[span[0] : span[1]])))
+            elif span[1] - span[0] > limits.shard_batch_object_bytes_max:
+                answers.append(asyncio.ensure_future(_read_alone(engine, item, lookup.version, *span)))
+            else:
+                answers.append(loop.create_future())
+                batched.append((len(answers) - 1, item, lookup.version.data, *span))
+        self.reads = NodeReads(engine.ctx, [(data, start, end) for _, _, data, start, end in batched])
+        for (number, item, *_), read in zip(batched, self.reads.results, strict=True):
+            answers[number] = asyncio.ensure_future(_result(item, read))
+        self.pending: deque[asyncio.Future[BatchResult]] = deque(answers)
+
+    def take_done(self) -> list[BatchResult]:
+        """The results done, in order, out of ``pending``."""
+        done = [task for task in self.pending if task.done()]
+        self.pending = deque(task for task in self.pending if not task.done())
+        return [task.result() for task in done]
+
+    def cancel(self) -> None:
+        for task in self.pending:
+            task.cancel()
+        self.reads.cancel()
 
 
 async def _resolved(engine: ObjectEngine, items: list[BatchItem]) -> AsyncIterator[tuple[BatchItem, Lookup]]:

@@ -61,6 +61,25 @@ async def read_range(ctx: ClientContext, data: ObjectData, start: int, end: int
             task.cancel()
 
 
+def needed_shards(layout: SegmentLayout, s0: int, s1: int, start: int, end: int) -> list[int]:
+    """Data shards holding any byte of segment bytes ``[start, end)`` within stripes ``[s0, s1)``: each is
+    read over all those stripes (one positional read per shard)."""
+    if s1 - s0 > 2:
+        return list(range(layout.scheme.k))
+    needed: set[int] = set()
+    for stripe in (s0, s1 - 1):
+        base = stripe * layout.stripe_bytes
+        payload = layout.cell_payload(stripe)
+        lo, hi = max(start, base) - base, min(end, base + layout.stripe_length(stripe)) - base
+        needed.update(range(lo // payload, (hi - 1) // payload + 1))
+    return sorted(needed)
+
+
+def stripes_of(layout: SegmentLayout, start: int, end: int) -> tuple[int, int]:
+    """The stripes ``[s0, s1)`` holding segment bytes ``[start, end)``."""
+    return start // layout.stripe_bytes, (end - 1) // layout.stripe_bytes + 1
+
+
 class SegmentReader:
     def __init__(self, ctx: ClientContext, layout: SegmentLayout) -> None:
         self.ctx = ctx
@@ -76,19 +95,10 @@ class SegmentReader:
         return [(s, min(s + self.batch_stripes, last + 1)) for s in range(first, last + 1, self.batch_stripes)]
 
     def _needed_shards(self, s0: int, s1: int, start: int, end: int) -> list[int]:
-        """Data shards holding any byte of ``[start, end)`` within stripes ``[s0, s1)``."""
-        if s1 - s0 > 2:
-            return list(range(self.layout.scheme.k))
-        needed: set[int] = set()
-        for stripe in (s0, s1 - 1):
-            base = stripe * self.layout.stripe_bytes
-            payload = self.layout.cell_payload(stripe)
-            lo, hi = max(start, base) - base, min(end, base + self.layout.stripe_length(stripe)) - base
-            needed.update(range(lo // payload, (hi - 1) // payload + 1))
-        return sorted(needed)
+        return needed_shards(self.layout, s0, s1, start, end)
 
     def shard_reads(self, s0: int, s1: int, start: int, end: int) -> list[ShardRead]:
-        """The reads of a healthy ``read_batch``, for a caller that batches them (``apollo.client.batch``)
+        """The reads of a healthy ``read_batch``, for a caller that batches them (``apollo.client.node_batches``)
         and hands their outcomes back as its ``fetched``."""
         offset, length = self.geometry.span(s0, s1)
         drives, shard = self.layout.drives, self.layout.shard

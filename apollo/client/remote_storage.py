@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import json
+import logging
 import ssl
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -47,6 +48,8 @@ from apollo.storage.node import (
 )
 
 TokenSource = Callable[[str, str], str]  # (operation, segment id) -> capability token
+READ_S = 0.01  # what a batch read's timeout allows per read beyond a request's: one seek of a cold disk
+log = logging.getLogger("apollo.client")
 _WIRE_ERRORS: dict[str, Callable[[str], Exception]] = {
     "TokenError": tokens.TokenError,
     "FileNotFoundError": FileNotFoundError,
@@ -327,24 +330,30 @@ class RemoteStorageNode(StorageNode):
 
     async def _post_reads(self, reads: list[ShardRead], token_numbers: dict[str, int], wire: list[list]
                           ) -> list[ReadOutcome]:  # fmt: skip
+        """The reads in one request. A node unreachable or not answering fails each read (the reader decodes
+        from parity); a node that answers but not with outcomes (busy: 503, or of a version without batches:
+        404) is read shard by shard, since nothing says its shards are bad."""
         body = json.dumps({"tokens": list(token_numbers), "reads": wire}, separators=(",", ":")).encode()
         # The answer: the outcomes (an error's message is at most a few hundred bytes) and the bytes read.
         body_limit = sum(read.length for read in reads) + 512 * len(reads) + 64
+        timeout_s = self.timeouts.request_s + READ_S * len(reads)  # a batch of cold reads on a disk
+        self.check_reachable()
         try:
-            self.check_reachable()
             reply = await self.fetcher.request("POST", SHARDS_PREFIX, {"Content-Type": "application/json"},
-                                               self.timeouts.request_s, body_limit, body)  # fmt: skip
+                                               timeout_s, body_limit, body)  # fmt: skip
         except OSError as exc:  # TimeoutError included
             failure = _os_error(exc)
             self.suspect(failure)
             return [failure] * len(reads)
         self.saw(reply.headers.get(EPOCH_HEADER.lower()))
-        if reply.status >= 300:
-            return [_reply_error(reply)] * len(reads)
         try:
+            if reply.status >= 300:
+                raise _reply_error(reply)
             return _outcomes(reply.body, reads)
-        except ValueError as exc:
-            return [ConnectionError(errno.EPROTO, f"storage node {self.endpoint}: {exc}")] * len(reads)
+        except (ValueError, OSError, DriveError, ChecksumMismatch, tokens.TokenError) as exc:
+            log.info("storage node %s answered a batch of %d reads with %r: reading them one by one",
+                     self.endpoint, len(reads), exc)  # fmt: skip
+            return await StorageNode.read_many(self, reads)
 
     async def _fetch(self, drive_id: str, shard: ShardRef, query: str, length: int) -> bytearray:
         token = self.token_for(tokens.READ, shard.segment_id)

@@ -16,6 +16,7 @@ from aiohttp import web
 
 from apollo import limits, metrics
 from apollo.client.engine import ObjectEngine
+from apollo.eventloop import ByteBudget
 from apollo.gateway import accesslog, acl, expect, handlers_attributes, handlers_batch, sts
 from apollo.gateway import handlers_bucket as hb
 from apollo.gateway import handlers_multipart as hm
@@ -182,7 +183,7 @@ def build_app(client: ObjectEngine, domain: str | None = None, apollo_routes: Ap
     app[CLIENT_STALL_S] = client_limits.stall_s
     app[ADMISSION] = Admission(client_limits.requests_per_key_max, client_limits.requests_max)
     app[ACCESS] = access_decider(client)
-    app[handlers_batch.BUDGET] = handlers_batch.BatchBudget()
+    app[handlers_batch.BUDGET] = ByteBudget(limits.batch_inflight_bytes_max)
     accesslog.buffer_lines()
     app.cleanup_ctx.append(accesslog.flushing)
     s3 = _s3_handler()

@@ -34,6 +34,7 @@ from aiohttp import web
 from apollo import errors, limits
 from apollo.client.batch import BatchItem, find_members, read_looked_up
 from apollo.client.engine import ObjectEngine
+from apollo.eventloop import ByteBudget
 from apollo.gateway.authorize import absent_key, check
 from apollo.gateway.http import read_document
 from apollo.gateway.names import check_version_id, validate_bucket, validate_key
@@ -46,24 +47,7 @@ log = logging.getLogger("apollo.gateway.batch")
 _BLOCK = 512
 
 
-class BatchBudget:
-    """The bytes this process's batches may hold in memory at once."""
-
-    def __init__(self, bytes_max: int = limits.batch_inflight_bytes_max) -> None:
-        self.bytes_max = bytes_max
-        self.held = 0
-
-    def take(self, size: int) -> bool:
-        if self.held + size > self.bytes_max:
-            return False
-        self.held += size
-        return True
-
-    def give_back(self, size: int) -> None:
-        self.held -= size
-
-
-BUDGET = web.AppKey("batch_budget", BatchBudget)
+BUDGET = web.AppKey("batch_budget", ByteBudget)  # of limits.batch_inflight_bytes_max
 
 
 @dataclass(frozen=True)

@@ -28,14 +28,15 @@ ERRNO_HEADER = "X-Apollo-Errno"
 _FRAME = struct.Struct(">I")
 
 
-def frame_reads(outcomes: list[int | dict], data: list[bytes | memoryview]) -> bytes:
-    """A batch read's answer: the outcome of each read (its length, or its error), then the bytes read."""
+def frame_head(outcomes: list[int | dict]) -> bytes:
+    """The start of a batch read's answer: the outcome of each read (its length, or its error); the bytes
+    of the reads that succeeded follow it."""
     head = json.dumps(outcomes, separators=(",", ":")).encode()
-    return b"".join([_FRAME.pack(len(head)), head, *data])
+    return _FRAME.pack(len(head)) + head
 
 
 def unframe_reads(body: bytes | bytearray) -> tuple[list[int | dict], memoryview]:
-    """``frame_reads`` read back: the outcomes, and a view of the bytes after them.
+    """An answer read back (``frame_head`` and the bytes): the outcomes, and a view of the bytes after them.
 
     :raises ValueError: a body that is not such an answer."""
     if len(body) < _FRAME.size:

@@ -39,7 +39,7 @@ from aiohttp import web
 
 from apollo import ids, limits, metrics, tokens
 from apollo.errors import ChecksumMismatch, DriveError
-from apollo.eventloop import StallGuard
+from apollo.eventloop import ByteBudget, StallGuard
 from apollo.proto import routes
 from apollo.proto.layout import ShardRef
 from apollo.proto.storage_api import (
@@ -48,7 +48,7 @@ from apollo.proto.storage_api import (
     ERROR_HEADER,
     SIZE_HEADER,
     TOKEN_HEADER,
-    frame_reads,
+    frame_head,
 )
 from apollo.storage.node import LIST_LIMIT_MAX, LocalStorageNode, ShardRead
 from apollo.storage.shardfile import HEADER_BYTES, decode_footer, footer_start
@@ -57,8 +57,10 @@ log = logging.getLogger("apollo.storage")
 FOOTER_BYTES_MAX = 1 << 20
 WRITE_CHUNK_BYTES = 4 << 20  # records reach the drive in writes of about this size
 SENDFILE_BYTES = 64 << 10  # reads this large go from the file to the socket by sendfile, not through Python
+SHARD_BYTES_MAX = 1 << 40  # no shard file is near this: an offset or length past it is malformed, not a read
 NODE = web.AppKey("node", LocalStorageNode)
 KEYRING = web.AppKey("keyring", tokens.Keyring)
+BATCH_BUDGET = web.AppKey("batch_budget", ByteBudget)  # of limits.shard_batch_inflight_bytes_max
 
 
 @dataclass
@@ -68,8 +70,13 @@ class NodeState:
 
 STATE = web.AppKey("state", NodeState)
 
+class NodeBusy(Exception):
+    """The node holds all the batch reads it has memory for: this one is refused, and read shard by shard."""
+
+
 # Exception -> (HTTP status, wire name). The first match wins: subclasses first.
 _STATUS: list[tuple[type[BaseException], int, str]] = [
+    (NodeBusy, 503, "Busy"),
     (tokens.TokenError, 403, "TokenError"),
     (FileNotFoundError, 404, "FileNotFoundError"),
     (DriveError, 503, "DriveError"),
@@ -223,28 +230,63 @@ async def _delete(request: web.Request, node: LocalStorageNode, drive_id: str, s
     return web.Response(status=204 if await node.delete(drive_id, shard) else 404)
 
 
-async def _read_batch(request: web.Request) -> web.Response:
+async def _read_batch(request: web.Request) -> web.StreamResponse:
     """Many positional reads, each opened by its own segment's token; one read refused or failed is that read's
-    outcome, not the request's. A body that is not a well-formed batch within the limits is refused whole."""
+    outcome, not the request's. A body that is not a well-formed batch within the limits is refused whole; a
+    batch the node has no memory for now is refused whole with 503 ``Busy`` (the client reads shard by shard).
+
+    Each distinct token is verified once (signature, expiry, operation), then each read's segment is compared
+    with what it covers: a batch of 4,096 reads costs a few HMACs, not 4,096. The answer is written piece by
+    piece as the reads came off the drives, no joined copy, and a client that stops reading it is cut off."""
     length = request.content_length
     if length is None or length > limits.shard_batch_body_bytes_max:
         raise ValueError(f"a batch of reads needs a Content-Length of at most {limits.shard_batch_body_bytes_max}")
     with StallGuard(request.transport, limits.shard_client_stall_s, "receive") as guard:
         body = await guard.wait(request.content.readexactly(length))
     batch = _batch_reads(body)
-    keyring, node = request.app[KEYRING], request.app[NODE]
+    budget = request.app[BATCH_BUDGET]
+    held = sum(read.length for _, read in batch)
+    if not budget.take(held):
+        raise NodeBusy(f"batch reads in progress hold {budget.held} of {budget.bytes_max} bytes; read shard by shard")
+    try:
+        outcomes, data = await _read_allowed(request.app[KEYRING], request.app[NODE], batch)
+        head = frame_head(outcomes)
+        response = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
+        response.content_length = len(head) + sum(len(piece) for piece in data)
+        with StallGuard(request.transport, limits.shard_client_stall_s, "send") as guard:
+            await guard.wait(response.prepare(request))
+            for piece in (head, *data):
+                await guard.wait(response.write(piece))
+        metrics.shard_bytes.labels("read").inc(response.content_length - len(head))
+        return response
+    finally:
+        budget.give_back(held)
+
+
+async def _read_allowed(keyring: tokens.Keyring, node: LocalStorageNode, batch: list[tuple[str, ShardRead]]
+                        ) -> tuple[list[int | dict], list[bytes]]:  # fmt: skip
+    """Each read's outcome (its length, or its error) and the bytes of those that succeeded, in order."""
+    covered: dict[str, str | tokens.TokenError] = {}
     allowed: list[ShardRead] = []
     refused: dict[int, Exception] = {}
     for number, (token, read) in enumerate(batch):
+        if token not in covered:
+            try:
+                covered[token] = keyring.segments_of(token, tokens.READ)
+            except tokens.TokenError as exc:
+                covered[token] = exc
+        segments = covered[token]
         try:
-            keyring.check(token, tokens.READ, read.shard.segment_id)
+            if isinstance(segments, tokens.TokenError):
+                raise segments
+            tokens.covers(segments, read.shard.segment_id)
         except tokens.TokenError as exc:
             refused[number] = exc
             continue
         allowed.append(read)
     done = iter(await node.read_many(allowed) if allowed else [])
     outcomes: list[int | dict] = []
-    data: list[bytes | memoryview] = []
+    data: list[bytes] = []
     for number in range(len(batch)):
         outcome = refused[number] if number in refused else next(done)
         if isinstance(outcome, Exception):
@@ -253,8 +295,7 @@ async def _read_batch(request: web.Request) -> web.Response:
         else:
             outcomes.append(len(outcome))
             data.append(outcome)
-    metrics.shard_bytes.labels("read").inc(sum(len(piece) for piece in data))
-    return web.Response(body=frame_reads(outcomes, data), content_type="application/octet-stream")
+    return outcomes, data
 
 
 def _batch_reads(body: bytes) -> list[tuple[str, ShardRead]]:
@@ -264,7 +305,7 @@ def _batch_reads(body: bytes) -> list[tuple[str, ShardRead]]:
     try:
         document = json.loads(body)
         given_tokens, reads = document["tokens"], document["reads"]
-    except (ValueError, TypeError, KeyError):
+    except (ValueError, TypeError, KeyError, RecursionError):
         raise ValueError("a batch of reads is a JSON object with a list of tokens and a list of reads") from None
     if not isinstance(given_tokens, list) or not isinstance(reads, list):
         raise ValueError("a batch of reads is a JSON object with a list of tokens and a list of reads")
@@ -276,7 +317,7 @@ def _batch_reads(body: bytes) -> list[tuple[str, ShardRead]]:
             raise ValueError("a read is [token number, drive, pg, segment, index, offset, length]")
         token_number, drive, pg, segment, index, offset, length = entry
         for value in (token_number, offset, length):
-            if type(value) is not int or value < 0:
+            if type(value) is not int or not 0 <= value <= SHARD_BYTES_MAX:
                 raise ValueError(f"bad number in a read: {str(value)[:40]!r}")
         if token_number >= len(given_tokens) or not isinstance(given_tokens[token_number], str):
             raise ValueError(f"a read names token {token_number}, which the batch does not carry")
@@ -328,6 +369,7 @@ def add_shard_routes(app: web.Application, node: LocalStorageNode, keyring: toke
     """Serve ``node``'s shards in ``app``, each handler inside ``wrap``."""
     app[NODE] = node
     app[KEYRING] = keyring
+    app[BATCH_BUDGET] = ByteBudget(limits.shard_batch_inflight_bytes_max)
     app[STATE] = state or NodeState()
     app.on_response_prepare.append(_stamp_epoch)
     shard = routes.SHARDS_PREFIX + "/{drive}/{pg}/{segment}/{index}"

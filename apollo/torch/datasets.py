@@ -175,7 +175,8 @@ class ApolloIterableDataset(IterableDataset):
             torch.distributed.get_world_size() if distributed else 1)  # fmt: skip
         self.transform, self.window = transform, window
         # (epoch, the global position it (re)starts from), in shared memory: persistent DataLoader workers keep
-        # the copy of the dataset they were given, and must still see set_epoch and load_state_dict.
+        # the copy of the dataset they were given, and must still see set_epoch and load_state_dict. It costs a
+        # file descriptor per dataset (torch's sharing strategy), released with the dataset.
         self._progress = torch.zeros(2, dtype=torch.int64).share_memory_()
         self._seen = 0  # samples this object yielded itself (no DataLoader workers)
         Reader(self.rank, self.world_size, batch_size=batch_size)  # refuses a rank outside the world
@@ -201,6 +202,10 @@ class ApolloIterableDataset(IterableDataset):
     @property
     def epoch(self) -> int:
         return int(self._progress[0])
+
+    @epoch.setter
+    def epoch(self, epoch: int) -> None:
+        self._progress[0] = epoch
 
     @property
     def _start(self) -> int:

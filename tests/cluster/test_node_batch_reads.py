@@ -16,14 +16,25 @@ import uuid
 
 import aiohttp
 import pytest
+from aiohttp import web
 from storage_processes import NODES, Engine, run
 
 from apollo import limits, tokens
-from apollo.client.node_batches import start_reads
-from apollo.client.remote_storage import Timeouts
+from apollo.client.context import ClientContext
+from apollo.client.node_batches import NodeReads
+from apollo.client.remote_storage import RemoteStorageNode, Timeouts
+from apollo.client.writer import ObjectWriter
 from apollo.errors import InsufficientFragments
+from apollo.eventloop import ByteBudget
+from apollo.meta.service import MetaService
+from apollo.meta.store import SqlStore
+from apollo.proto.layout import Scheme
+from apollo.proto.placement import Candidate
 from apollo.proto.routes import SHARDS_PREFIX
 from apollo.proto.storage_api import ERROR_HEADER, unframe_reads
+from apollo.storage.drive import Drive, format_drive
+from apollo.storage.node import LocalStorageNode, ShardRead
+from apollo.storage.service import BATCH_BUDGET, build_storage_app
 
 
 def shard_requests(node, op: str) -> int:
@@ -63,7 +74,7 @@ def test_a_batch_of_ranges_is_one_request_per_node_and_equals_single_reads(tmp_p
                     start = rng.randrange(len(data))
                     ranges.append((result, data, start, rng.randrange(start, len(data)) + 1))
             before = {op: [shard_requests(node, op) for node in nodes] for op in ("GET", "POST")}
-            reads = start_reads(engine.ctx, [(result.data, start, end) for result, _, start, end in ranges])
+            reads = NodeReads(engine.ctx, [(result.data, start, end) for result, _, start, end in ranges]).results
             got = [await read for read in reads]
             after = {op: [shard_requests(node, op) for node in nodes] for op in ("GET", "POST")}
             for (result, data, start, end), answer in zip(ranges, got, strict=True):
@@ -99,7 +110,7 @@ def test_a_batch_reads_past_flipped_bytes_deleted_shards_and_a_dead_node(tmp_pat
                 shard_file(nodes, lost, index).unlink()
             dead = next(node for node in nodes if node.drive_ids() == [objects[3][0].data.segments[0].drives[0]])
             dead.kill()
-            reads = start_reads(engine.ctx, [(result.data, 0, len(data)) for result, data in objects])
+            reads = NodeReads(engine.ctx, [(result.data, 0, len(data)) for result, data in objects]).results
             for number, (read, (_, data)) in enumerate(zip(reads, objects, strict=True)):
                 if number == 2:
                     with pytest.raises(InsufficientFragments):
@@ -146,14 +157,18 @@ def test_each_read_of_a_batch_is_held_to_its_own_segments_token(tmp_path, nodes,
                     response.content_bytes = await response.read()
                     return response
 
+            key_id = keyring.by_age()[0].key_id  # a real key's id with a megabyte to HMAC: refused by its length
             tokens_given = [genuine, keyring.issue(tokens.WRITE, mine_segment.segment_id, 60),
-                            forged.issue(tokens.READ, mine_segment.segment_id, 60)]  # fmt: skip
-            reads = [read(0, mine_shard), read(0, other_shard), read(1, mine_shard), read(2, mine_shard)]
+                            forged.issue(tokens.READ, mine_segment.segment_id, 60),
+                            f"v1.{key_id}.{'A' * (1 << 20)}.AAAA"]  # fmt: skip
+            reads = [read(0, mine_shard), read(0, other_shard), read(1, mine_shard), read(2, mine_shard),
+                     *[read(3, mine_shard)] * 4]  # fmt: skip
             answer = await post({"tokens": tokens_given, "reads": reads})
             assert answer.status == 200
             outcomes, data = unframe_reads(answer.content_bytes)
             assert outcomes[0] == 64 and bytes(data) == shard_file(nodes, mine_segment, mine_index).read_bytes()[:64]
-            for refused, why in zip(outcomes[1:], ("does not cover segment", "allows write", "signature"), strict=True):
+            whys = ("does not cover segment", "allows write", "signature", *["too long"] * 4)
+            for refused, why in zip(outcomes[1:], whys, strict=True):
                 assert refused["error"] == "TokenError" and why in refused["message"], refused
 
             malformed = {
@@ -163,6 +178,8 @@ def test_each_read_of_a_batch_is_held_to_its_own_segments_token(tmp_path, nodes,
                 "a drive path": {"tokens": [genuine], "reads": [[0, "../../etc", 0, mine_shard.segment_id, 0, 0, 9]]},
                 "a segment path": {"tokens": [genuine], "reads": [[0, drive, 0, "../passwd", 0, 0, 9]]},
                 "a negative offset": {"tokens": [genuine], "reads": [read(0, mine_shard, offset=-1)]},
+                "an offset past any file": {"tokens": [genuine], "reads": [read(0, mine_shard, offset=1 << 63)]},
+                "nested past the parser": b'{"tokens": [], "reads": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
                 "a text length": {"tokens": [genuine], "reads": [read(0, mine_shard, length="9")]},
                 "a short read entry": {"tokens": [genuine], "reads": [read(0, mine_shard)[:6]]},
                 "too many reads": {"tokens": [genuine],
@@ -204,3 +221,50 @@ def test_a_read_of_a_missing_shard_or_drive_fails_alone(tmp_path, nodes, keyring
     (outcome,) = run(scenario())
     assert outcome["error"] == ("FileNotFoundError" if missing == "shard" else "DriveError")
     assert time.monotonic() - started < 10
+
+
+def test_a_batch_the_node_has_no_memory_for_is_read_shard_by_shard(tmp_path, keyring, seed):
+    """A node whose batch budget is spent answers 503 Busy: the client reads the same shards one by one and
+    reports no damage (nothing says a shard is bad). The node is a real app on a real socket, in process."""
+    rng = random.Random(seed)
+
+    async def scenario():
+        deployment = uuid.uuid4().hex
+        for n in range(6):
+            format_drive(tmp_path / f"d{n}", deployment)
+        drives = [Drive(tmp_path / f"d{n}", deployment) for n in range(6)]
+        local = LocalStorageNode(drives)
+        app = build_storage_app(local, keyring)
+        app[BATCH_BUDGET] = ByteBudget(1)  # spent by any batch
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]
+        session = aiohttp.ClientSession()
+        remote = RemoteStorageNode(f"http://127.0.0.1:{port}", [d.drive_id for d in drives],
+                                   lambda op, segment: keyring.issue(op, segment, 60), session)  # fmt: skip
+        meta = MetaService(SqlStore(tmp_path / "meta.db"))
+        try:
+            meta.placement.update([Candidate(d.drive_id, d.drive_id) for d in drives], {d.drive_id for d in drives})
+            writer = ObjectWriter(ClientContext(meta, dict.fromkeys(local.drive_ids(), local)), Scheme.parse("4+2"),
+                                  16 * 1024, {"bucket": "b", "key": "k"})  # fmt: skip
+            data = rng.randbytes(300_000)
+            result = await writer.write(_chunks(data))
+            reading = ClientContext(meta, dict.fromkeys(local.drive_ids(), remote))
+            damage = []
+            reading.on_damage.append(damage.append)
+            got = await NodeReads(reading, [(result.data, 10, 250_000)]).results[0]
+            assert got == data[10:250_000] and not damage
+            remote.suspect_until = suspect = time.monotonic() + 60  # a node that failed moments ago
+            with pytest.raises(ConnectionError, match="failed moments ago"):
+                await remote.read_many([ShardRead(drives[0].drive_id, result.data.segments[0].shard(0), 0, 9)])
+            assert remote.suspect_until == suspect, "a batch not sent must not extend the suspicion"
+        finally:
+            remote.close()
+            await session.close()
+            await runner.cleanup()
+            local.close()
+            meta.close()
+
+    run(scenario())

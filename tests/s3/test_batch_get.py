@@ -13,7 +13,7 @@ import pytest
 from signed_http import send
 
 from apollo import limits
-from apollo.gateway.handlers_batch import BatchBudget
+from apollo.eventloop import ByteBudget
 from apollo.testing.admin import admin
 
 
@@ -124,7 +124,7 @@ def test_an_item_above_the_batch_item_size_is_its_own_error(server, s3, bucket):
 
 
 def test_the_budget_refuses_what_would_pass_its_bytes():
-    budget = BatchBudget(bytes_max=100)
+    budget = ByteBudget(100)
     assert budget.take(60) and not budget.take(50) and budget.take(40)
     budget.give_back(60)
     assert budget.take(50) and budget.held == 90
