@@ -34,7 +34,6 @@ import errno
 import mimetypes
 import os
 import weakref
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -46,45 +45,16 @@ from fsspec.spec import AbstractBufferedFile
 from apollo import errors, limits
 from apollo.client import batch
 from apollo.client.batch import BatchItem
+from apollo.client.file_errors import translated, translated_error
 from apollo.client.native import AsyncClient, ObjectInfo
 
 READ_BLOCK_BYTES = limits.io_batch_bytes  # read-ahead of an open file: one read job of the client
 WRITE_BLOCK_BYTES = limits.segment_size_bytes_max  # one multipart part = one segment, spread over its own drives
 LOCAL_WRITE_BYTES = limits.io_batch_bytes  # get_file hands the local file this much per write, on a thread
 
-# The one translation table of this edge (STYLE 8): Apollo errors to the built-ins fsspec users catch.
-_ERRORS: tuple[tuple[type[errors.ApolloError], type[OSError], int], ...] = (
-    (errors.NotFound, FileNotFoundError, errno.ENOENT),  # bucket, object, version or upload
-    (errors.BucketExists, FileExistsError, errno.EEXIST),
-    (errors.PreconditionFailed, FileExistsError, errno.EEXIST),  # mode="create"/"xb" on an existing key
-    (errors.BucketNotEmpty, OSError, errno.ENOTEMPTY),
-    (errors.AccessDenied, PermissionError, errno.EACCES),
-    (errors.TokenError, PermissionError, errno.EACCES),
-)
-
 # Clients a forked child inherited: their sessions belong to the parent's loop and sockets, so the child
 # neither uses nor closes them (closing would run on a loop that no thread runs); kept so no finalizer runs.
 _INHERITED: list[AsyncClient] = []
-
-
-@contextlib.contextmanager
-def _translated(path: str) -> Iterator[None]:
-    try:
-        yield
-    except errors.ApolloError as exc:
-        for apollo_error, builtin, code in _ERRORS:
-            if isinstance(exc, apollo_error):
-                raise builtin(code, f"{exc} ({type(exc).__name__})", path) from exc
-        raise
-
-
-def _translated_error(path: str, exc: BaseException) -> BaseException:
-    """``exc`` as ``_translated`` would raise it, to be returned in a range's place."""
-    try:
-        with _translated(path):
-            raise exc
-    except BaseException as translated:  # noqa: BLE001 - handed back, not swallowed
-        return translated
 
 
 def _not_found(path: str) -> FileNotFoundError:
@@ -196,7 +166,7 @@ class ApolloFileSystem(AsyncFileSystem):
         if not bucket:
             return self._dir_info("")
         client = await self._client()
-        with _translated(path):
+        with translated(path):
             if not key:
                 if await client.bucket_exists(bucket):
                     return self._dir_info(bucket)
@@ -230,7 +200,7 @@ class ApolloFileSystem(AsyncFileSystem):
         path = self._strip_protocol(path)
         bucket, key = self.split_path(path)
         client = await self._client()
-        with _translated(path):
+        with translated(path):
             if not bucket:
                 entries = [self._dir_info(name) for name in await client.list_buckets()]
             else:
@@ -255,7 +225,7 @@ class ApolloFileSystem(AsyncFileSystem):
         base = key.rstrip("/") + "/" if key else ""
         client = await self._client()
         found: dict[str, dict[str, Any]] = {}
-        with _translated(path):
+        with translated(path):
             async for entry in client.list(bucket, base + prefix):
                 info = self._file_info(bucket, entry)
                 found[info["name"]] = info
@@ -286,7 +256,7 @@ class ApolloFileSystem(AsyncFileSystem):
         Only the cells of the range are read from the data shards. :raises FileNotFoundError:"""
         bucket, key = self._key_of(path)
         client = await self._client()
-        with _translated(path):
+        with translated(path):
             if (start is not None and start < 0) or (end is not None and end < 0):
                 info = await client.head(bucket, key, version_id)
                 if info is None:
@@ -331,7 +301,7 @@ class ApolloFileSystem(AsyncFileSystem):
             if answer.ok or isinstance(answer.error, errors.InvalidRequest):  # a start past the end: b"", as cat_file
                 results[index] = answer.data or b""
             else:
-                results[index] = _translated_error(paths[index], answer.error)
+                results[index] = translated_error(paths[index], answer.error)
         for index, outcome in zip(alone, await asyncio.gather(
                 *(self._cat_file(paths[i], starts[i], ends[i]) for i in alone), return_exceptions=True), strict=True):
             results[index] = outcome  # fmt: skip
@@ -348,7 +318,7 @@ class ApolloFileSystem(AsyncFileSystem):
             return
         bucket, key = self.split_path(rpath)
         client = await self._client()
-        with _translated(rpath):
+        with translated(rpath):
             info = await client.head(bucket, key) if key else None
             if info is None:
                 if (await self._info(rpath))["type"] == "directory":
@@ -380,7 +350,7 @@ class ApolloFileSystem(AsyncFileSystem):
         """One put. ``mode="create"`` fails with ``FileExistsError`` if the key exists (checked in the commit)."""
         bucket, key = self._key_of(path)
         client = await self._client()
-        with _translated(path):
+        with translated(path):
             await client.put(bucket, key, value, if_none_match=mode == "create",
                              content_type=kwargs.get("ContentType", "application/octet-stream"))  # fmt: skip
 
@@ -394,7 +364,7 @@ class ApolloFileSystem(AsyncFileSystem):
         callback.set_size(size)
         content_type = mimetypes.guess_type(lpath)[0] or "application/octet-stream"
         client = await self._client()
-        with _translated(rpath):
+        with translated(rpath):
             await client.put(bucket, key, Path(lpath), content_type=content_type, if_none_match=mode == "create")
         callback.relative_update(size)
 
@@ -407,7 +377,7 @@ class ApolloFileSystem(AsyncFileSystem):
         source_bucket, source_key = self._key_of(path1)
         bucket, key = self._key_of(path2)
         client = await self._client()
-        with _translated(path1):
+        with translated(path1):
             await client.copy(source_bucket, source_key, bucket, key)
 
     async def _mv_file(self, path1: str, path2: str, **kwargs: Any) -> None:
@@ -426,7 +396,7 @@ class ApolloFileSystem(AsyncFileSystem):
             except errors.RenameRefused:
                 pass
             except errors.ApolloError as exc:
-                raise _translated_error(path1, exc) from exc
+                raise translated_error(path1, exc) from exc
         await self._cp_file(path1, path2)
         await self._rm_file(path1)
 
@@ -444,7 +414,7 @@ class ApolloFileSystem(AsyncFileSystem):
     async def _rm_file(self, path: str, **kwargs: Any) -> None:
         bucket, key = self._key_of(path)
         client = await self._client()
-        with _translated(path):
+        with translated(path):
             await client.delete(bucket, key)
 
     async def _rm(self, path: str | list[str], recursive: bool = False, batch_size: int | None = None,
@@ -465,11 +435,11 @@ class ApolloFileSystem(AsyncFileSystem):
         failures: list[Exception] = []
         for bucket, keys in by_bucket.items():
             for start in range(0, len(keys), limits.delete_objects_keys_max):
-                with _translated(bucket):
+                with translated(bucket):
                     results = await client.delete_many(bucket, keys[start : start + limits.delete_objects_keys_max])
                 failures += [r for r in results if r is not None]
         for bucket in buckets:
-            with _translated(bucket):
+            with translated(bucket):
                 await client.delete_bucket(bucket)
         if failures:
             raise failures[0]
@@ -482,7 +452,7 @@ class ApolloFileSystem(AsyncFileSystem):
         if not bucket:
             raise PermissionError(errno.EACCES, "the root is not a bucket", path)
         client = await self._client()
-        with _translated(path):
+        with translated(path):
             if not key:
                 await client.create_bucket(bucket)
             elif not await client.bucket_exists(bucket):
@@ -501,7 +471,7 @@ class ApolloFileSystem(AsyncFileSystem):
         """Delete an empty bucket; a prefix needs nothing. :raises OSError: ENOTEMPTY, a key is under it."""
         bucket, key = self.split_path(path)
         client = await self._client()
-        with _translated(path):
+        with translated(path):
             if not key:
                 await client.delete_bucket(bucket)
             elif await self._has_children(client, bucket, key):
@@ -559,7 +529,7 @@ class ApolloFile(AbstractBufferedFile):
 
         async def run() -> Any:
             client = await self.fs._client()
-            with _translated(self.path):
+            with translated(self.path):
                 return await getattr(client, method)(*args, **kwargs)
 
         return sync(self.fs.loop, run)

@@ -19,8 +19,6 @@ re-import.
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import importlib
 import io
 import os
@@ -28,8 +26,8 @@ import threading
 from collections.abc import Iterator
 from typing import IO, Any
 
-from apollo import errors
 from apollo.client import Client
+from apollo.client.file_errors import translated
 
 __all__ = ["ShardStream", "gopen_apollo", "register", "split_url"]
 
@@ -37,11 +35,6 @@ SCHEME = "apollo"
 
 _CLIENTS: dict[tuple[int, str, str, str], Client] = {}  # (pid, endpoint, access key, secret key): this process's
 _LOCK = threading.Lock()
-# Apollo's errors as the built-ins a file's reader catches (those fsspec's apollo:// raises for the same).
-_ERRORS: tuple[tuple[type[errors.ApolloError] | tuple[type[errors.ApolloError], ...], type[OSError], int], ...] = (
-    (errors.NotFound, FileNotFoundError, errno.ENOENT),
-    ((errors.AccessDenied, errors.TokenError), PermissionError, errno.EACCES),
-)
 
 
 def register() -> bool:
@@ -80,17 +73,6 @@ def split_url(url: str) -> tuple[str, str]:
     return bucket, key
 
 
-@contextlib.contextmanager
-def _translated(url: str) -> Iterator[None]:
-    try:
-        yield
-    except errors.ApolloError as exc:
-        for apollo_error, builtin, code in _ERRORS:
-            if isinstance(exc, apollo_error):
-                raise builtin(code, f"{exc} ({type(exc).__name__})", url) from exc
-        raise
-
-
 def _client() -> Client:
     """This process's client for the environment's endpoint and keys: made on first use, again after a fork."""
     endpoint = os.environ.get("APOLLO_ENDPOINT") or os.environ.get("APOLLO_META_URL")
@@ -106,7 +88,7 @@ def _client() -> Client:
 
 class ShardStream(io.RawIOBase):
     """A read-only, forward-only file over ``Client.stream``'s pieces. The first piece is fetched at once, so
-    a missing shard fails at open; Apollo's errors become built-ins (``_ERRORS``)."""
+    a missing shard fails at open; Apollo's errors become built-ins (``apollo.client.file_errors``)."""
 
     def __init__(self, url: str, pieces: Iterator[bytes | memoryview]) -> None:
         super().__init__()
@@ -116,7 +98,7 @@ class ShardStream(io.RawIOBase):
         self._next_piece()
 
     def _next_piece(self) -> bool:
-        with _translated(self.name):
+        with translated(self.name):
             piece = next(self._pieces, None)
         self._piece = memoryview(b"") if piece is None else memoryview(piece)
         return piece is not None

@@ -2,7 +2,7 @@
 every sample once across (rank, worker), in a global order that depends only on (snapshot, seed, epoch),
 the same for world sizes 1, 2 and 4; a run stopped mid-epoch resumes on another world size with exactly the
 rest; the snapshot keeps the samples readable after they are deleted. Ranks are simulated in one process
-(``rank=``/``world_size=``); the gloo test with real processes is next."""
+(``rank=``/``world_size=``); ``test_torch_distributed.py`` runs them as processes joined by gloo."""
 
 from __future__ import annotations
 
