@@ -72,6 +72,25 @@ _FIELD_NAMES: dict[type, tuple[str, ...]] = {
     cls: tuple(field.name for field in dataclasses.fields(cls)) for cls in _TYPES.values()
 }
 _FIELDS = {cls: frozenset(names) for cls, names in _FIELD_NAMES.items()}
+_ABSENT = object()
+
+
+def _default_of(field: dataclasses.Field) -> Any:
+    """The value a field takes when a record on the wire leaves it out: its default (a factory's is made once,
+    to compare with: the empty dict or list), or ``_ABSENT`` for a field every record must carry."""
+    if field.default is not dataclasses.MISSING:
+        return field.default
+    if field.default_factory is not dataclasses.MISSING:
+        return field.default_factory()
+    return _ABSENT
+
+
+# Per record type, (field name, default): a field equal to its default is left out of the wire, and the
+# receiver's constructor puts the default back (a batch answer's 1,000 versions carry mostly empty tags,
+# headers and checksums). A peer of another version must have the same defaults, as it has the same fields.
+_FIELD_DEFAULTS: dict[type, tuple[tuple[str, Any], ...]] = {
+    cls: tuple((field.name, _default_of(field)) for field in dataclasses.fields(cls)) for cls in _TYPES.values()
+}
 _PLAIN = frozenset({type(None), bool, int, float, str})
 FRAMED = "application/x-apollo-framed"
 BLOB_MIN = 1024  # smaller bytes stay inline as base64: a blob costs a reference and a size
@@ -83,9 +102,14 @@ def encode(value: Any) -> Any:
     kind = type(value)  # exact types first: a batch answer is tens of thousands of values
     if kind in _PLAIN:
         return value
-    names = _FIELD_NAMES.get(kind)
-    if names is not None:
-        return {"@": kind.__name__, **{name: encode(getattr(value, name)) for name in names}}
+    fields = _FIELD_DEFAULTS.get(kind)
+    if fields is not None:
+        record = {"@": kind.__name__}
+        for name, default in fields:
+            field_value = getattr(value, name)
+            if default is _ABSENT or type(field_value) is not type(default) or field_value != default:
+                record[name] = field_value if type(field_value) in _PLAIN else encode(field_value)
+        return record
     if kind is list:
         return [encode(item) for item in value]
     if value is None or isinstance(value, bool | int | float | str):

@@ -99,10 +99,14 @@ def test_a_user_s_dict_that_looks_like_a_tag_stays_a_dict():
     assert attrs.user_meta == {"owner": "ana", "@": "Bucket", "@b": "aGk="}  # not a Bucket, not bytes
 
 
-def test_a_record_s_fields_are_tagged_on_the_wire():
-    sent = json.loads(codec.dumps(Bucket("b", 1.0, "")))
-    assert sent == {"@": "Bucket", "name": "b", "created": 1.0, "versioning": "", "policy": "", "owner": "",
-                    "tags": {"@d": {}}}
+def test_a_record_s_fields_are_tagged_on_the_wire_and_those_at_their_default_left_out():
+    sent = json.loads(codec.dumps(Bucket("b", 1.0, "", owner="k", tags={"a": "1"})))
+    assert sent == {"@": "Bucket", "name": "b", "created": 1.0, "versioning": "", "owner": "k",
+                    "tags": {"@d": {"a": "1"}}}  # fmt: skip
+    assert codec.loads(codec.dumps(Bucket("b", 1.0, ""))) == Bucket("b", 1.0, "")
+    # A value equal to its default but of another type (False for 0, 0 for 0.0) still goes: the type is kept.
+    sent = json.loads(codec.dumps(Lookup(error=0, member=[])))  # type: ignore[arg-type]
+    assert sent == {"@": "Lookup", "error": 0, "member": []}
 
 
 @pytest.mark.parametrize("name", ["Garbage", "RepairItem", "Path", "os.system", "", "__class__"])
