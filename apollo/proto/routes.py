@@ -33,6 +33,14 @@ def role_app(client_max_size: int) -> web.Application:
     ``client_max_size`` bounds what a handler may read whole.
     """
     app = web.Application(client_max_size=client_max_size)
-    app.router.add_get("/health/live", lambda request: web.Response(text="ok\n"))
-    app.router.add_get("/metrics", lambda request: metrics.response())
+    app.router.add_get("/health/live", _live)
+    app.router.add_get("/metrics", _metrics)
     return app
+
+
+async def _live(request: web.Request) -> web.Response:
+    return web.Response(text="ok\n")
+
+
+async def _metrics(request: web.Request) -> web.Response:
+    return metrics.response()
