@@ -28,6 +28,7 @@ turns back into the same exceptions a local node raises.
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import json
 import logging
@@ -82,6 +83,7 @@ _STATUS: list[tuple[type[BaseException], int, str]] = [
     (DriveError, 503, "DriveError"),
     (ChecksumMismatch, 400, "BadRequest"),
     (ValueError, 400, "BadRequest"),
+    (asyncio.IncompleteReadError, 400, "BadRequest"),  # a body shorter than its Content-Length
 ]
 
 

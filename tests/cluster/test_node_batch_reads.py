@@ -7,6 +7,7 @@ tokens of other segments and malformed batches.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 import re
@@ -194,6 +195,16 @@ def test_each_read_of_a_batch_is_held_to_its_own_segments_token(tmp_path, nodes,
             assert (await post(oversize)).status == 400
             chunked = await post(_chunks(json.dumps({"tokens": [genuine], "reads": [read(0, mine_shard)]}).encode()))
             assert chunked.status == 400, "a batch without a Content-Length is refused"
+            host, port = node.endpoint.removeprefix("http://").split(":")
+            reader, writer = await asyncio.open_connection(host, int(port))
+            writer.write(f"POST {SHARDS_PREFIX} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 100\r\n\r\n".encode()
+                         + b'{"tokens": [')  # fmt: skip
+            writer.write_eof()  # the body ends 88 bytes short: a 400, or the connection closed unanswered
+            status_line = await asyncio.wait_for(reader.readline(), 10)
+            writer.close()
+            assert status_line == b"" or status_line.split()[1] == b"400", status_line
+            answer = await post({"tokens": [genuine], "reads": [read(0, mine_shard)]})
+            assert answer.status == 200 and unframe_reads(answer.content_bytes)[0] == [64], "the node goes on"
 
     run(scenario())
 
