@@ -390,9 +390,10 @@ def cmd_node(args: argparse.Namespace) -> None:
         sys.exit(f"error: node {args.action} needs the node's name (`apollo admin node list` shows them)")
     try:
         if args.action == "drain":
-            drives = admin.drain_node(store, args.node, force=args.force)
-            print(f"draining {len(drives)} drives of {args.node}; they are retired once empty, then stop the node "
-                  f"and `apollo admin node remove {args.node}`")  # fmt: skip
+            drives = admin.drain_node(store, args.node, force=args.force, follow=args.wait)
+            if drives:
+                print(f"draining {len(drives)} drives of {args.node}; they are retired once empty, then stop the "
+                      f"node and `apollo admin node remove {args.node}`")  # fmt: skip
             if args.wait:
                 _follow_drives(store, [d.drive_id for d in drives], f"node {args.node}", args.timeout)
                 print(f"every drive of {args.node} is retired: stop `apollo storage` on it, then "

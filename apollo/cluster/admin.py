@@ -222,18 +222,21 @@ def _node_drives(store: SqlStore, node: str, cluster: ClusterMap) -> list[DriveR
     return drives
 
 
-def drain_node(store: SqlStore, node: str, force: bool = False) -> list[DriveRecord]:
+def drain_node(store: SqlStore, node: str, force: bool = False, follow: bool = False) -> list[DriveRecord]:
     """Copy every shard off every drive of a storage node, before the node is taken away for good.
 
     Its drives are retired once empty; then stop the node and ``remove_node`` it. Refused when the
     other nodes are fewer failure domains than the scheme's width (``_refuse_too_few_domains``;
     ``--force`` drains anyway, as evenly as the domains left allow). Returns every drive of the node
     that is draining, those a drain begun earlier started included: ``drain --wait`` run again (an
-    interrupted wait, or as ``remove_node`` advises) follows that drain rather than refusing."""
+    interrupted wait, or as ``remove_node`` advises) follows that drain rather than refusing, and with
+    ``follow`` (``--wait``) a drain that has finished meanwhile is no error: nothing is left to follow ([])."""
     cluster = store.cluster_map(time.time(), limits.node_dead_after_s, 0)
     drives = _node_drives(store, node, cluster)
     starting = [r for r in drives if r.state in ("online", "offline")]
     if drives and all(r.state == "retired" for r in drives):
+        if follow:
+            return []
         raise AdminError(f"every drive of {node} is retired already: stop `apollo storage` on it, then "
                          f"`apollo admin node remove {node}`")  # fmt: skip
     if not starting and not any(r.state == "draining" for r in drives):

@@ -47,6 +47,12 @@ def test_drain_wait_returns_once_every_drive_is_retired_so_remove_succeeds_at_on
         drives, "retired"
     )
     assert f"every drive of {leaving} is retired" in out, out
+    # Run again (as a refused remove advises) after the drain ended: nothing left to follow is no error;
+    # a drain without --wait of a node already retired still says what to do instead.
+    again = admin("node", "drain", leaving, "--wait", "--timeout", "10", database=cluster.database)
+    assert f"every drive of {leaving} is retired" in again and "draining" not in again, again
+    plain = run_admin("node", "drain", leaving, database=cluster.database)
+    assert plain.returncode != 0 and "retired already" in plain.stderr, plain.stderr
 
     cluster.nodes[3].kill()
     removed = _remove_once_silent(cluster, leaving)

@@ -227,8 +227,8 @@ def test_storage_node_publishes_its_drives_space_and_health(tmp_path: Path) -> N
     def sample(name: str) -> float | None:
         return metrics.registry.get_sample_value(name, {"drive": drive.drive_id})
 
-    health, free, total = process._probe()[drive.drive_id]
-    assert health == "ok" and 0 < free <= total
+    health, free, total, filesystem = process._probe()[drive.drive_id]
+    assert health == "ok" and 0 < free <= total and filesystem == f"{os.stat(tmp_path / 'd1').st_dev:x}"
     assert (sample("apollo_drive_up"), sample("apollo_drive_free_bytes"), sample("apollo_drive_total_bytes")) == (
         1, free, total,
     )  # fmt: skip
