@@ -135,7 +135,8 @@ def _drive_report(drive_id: str, report: object) -> tuple[str, int, int, str]:
     if not isinstance(report, list | tuple) or len(report) not in (3, 4):
         raise errors.InvalidRequest(f"drive {drive_id!r}: a report is [health, free bytes, total bytes, filesystem]")
     health, free, total, filesystem = (*report, "") if len(report) == 3 else report
-    if (health not in DRIVE_HEALTH or type(free) is not int or type(total) is not int or free < 0 or total < 0
+    if (not isinstance(health, str) or health not in DRIVE_HEALTH or type(free) is not int or free < 0
+            or type(total) is not int or total < 0
             or not isinstance(filesystem, str) or not _FILESYSTEM.fullmatch(filesystem)):  # fmt: skip
         raise errors.InvalidRequest(f"drive {drive_id!r}: a malformed report {str(report)[:120]}")
     return health, free, total, filesystem

@@ -206,6 +206,6 @@ def test_capacity_counts_each_filesystem_of_each_node_once(store):
     assert (online, filesystems) == (6, 4)
     assert (used, total) == ((6 + 1 + 5 + 2) * gib, (10 + 2 + 10 + 3) * gib)
     for report in (("ok", 1, 2, "../x"), ("fine", 1, 2, ""), ("ok", -1, 2, ""), ("ok", "1", 2, ""), ("ok", 1),
-                   "ok", ("ok", 1, 2, "f" * 33)):  # fmt: skip
+                   "ok", ("ok", 1, 2, "f" * 33), (["ok"], 1, 2, "")):  # fmt: skip
         with pytest.raises(errors.InvalidRequest):
             store.node_heartbeat("n3", {drives["f"]: report}, 3.0)
