@@ -161,7 +161,7 @@ class _Wave:
             if isinstance(span, BatchResult) or lookup.version.data.inline is not None:
                 inline = None if isinstance(span, BatchResult) else lookup.version.data.inline
                 answers.append(loop.create_future())
-                answers[-1].set_result(span if inline is None else BatchResult(item, bytes(inline[span[0] : span[1]])))
+                answers[-1].set_result(span if inline is None else BatchResult(item, _sliced(inline, *span)))
             elif span[1] - span[0] > limits.shard_batch_object_bytes_max:
                 answers.append(asyncio.ensure_future(_read_alone(engine, item, lookup.version, *span)))
             else:
@@ -257,6 +257,12 @@ def _span(item: BatchItem, lookup: Lookup) -> tuple[int, int] | BatchResult:
         outside = f"range [{item.start}, {item.end}) is outside {item.bucket}/{item.key} of {size} bytes"
         return BatchResult(item, error=errors.InvalidRequest(outside))
     return base + item.start, base + end
+
+
+def _sliced(inline: bytes, start: int, end: int) -> bytes:
+    """Bytes ``[start, end)`` of a small object's bytes, the object itself when that is all of it: a batch of
+    a thousand 10 KiB samples would otherwise copy every one once more."""
+    return inline if start == 0 and end == len(inline) and type(inline) is bytes else bytes(inline[start:end])
 
 
 async def _result(item: BatchItem, read: Awaitable[bytes]) -> BatchResult:

@@ -68,15 +68,15 @@ def _context(bound: dict, source_ip: str, secure: bool) -> dict[str, str]:
 
 
 @functools.cache
-def _signature(target: Callable) -> inspect.Signature:
+def signature_of(target: Callable) -> inspect.Signature:
     """Once per service method (bound methods of one object compare equal): a signature costs more than
-    the check it serves."""
+    the check it serves, and every metadata call binds its arguments to one."""
     return inspect.signature(target)
 
 
 def bind(target: Callable, args: list, kwargs: dict) -> dict:
     """A call's arguments by parameter name. :raises TypeError: arguments the method does not take."""
-    return _signature(target).bind_partial(*args, **kwargs).arguments
+    return signature_of(target).bind_partial(*args, **kwargs).arguments
 
 
 class CallPolicy:

@@ -17,7 +17,6 @@ segment ``allocate_segment`` hands out, read tokens for the segments of a versio
 from __future__ import annotations
 
 import asyncio
-import inspect
 import json
 import logging
 import time
@@ -28,7 +27,7 @@ from aiohttp import web
 
 from apollo import errors, ids, limits, metrics, tokens
 from apollo.keycache import SecretCache
-from apollo.meta.call_policy import CallPolicy, bind
+from apollo.meta.call_policy import CallPolicy, bind, signature_of
 from apollo.meta.service import MetaService
 from apollo.proto import codec, meta_api, routes, signing
 from apollo.proto.bucket_access import Caller
@@ -74,7 +73,7 @@ def impose(target: Callable, args: list, kwargs: dict, caller: str, service: boo
 
     :raises TypeError: arguments the method does not take.
     """
-    signature = inspect.signature(target)
+    signature = signature_of(target)
     bound = signature.bind_partial(*args, **kwargs)
     for name in signature.parameters.keys() & SERVER_OWNED.keys():
         bound.arguments[name] = SERVER_OWNED[name](bound.arguments.get(name), caller, service,

@@ -24,9 +24,10 @@ from __future__ import annotations
 
 import base64
 import dataclasses
-import json
 import threading
 from typing import Any
+
+import orjson
 
 from apollo import errors
 from apollo.proto.cluster_map import ClusterMap, DriveInfo, DriveRecord, NodeInfo
@@ -188,13 +189,13 @@ def _tagged(value: dict, tag: str, kind: type) -> Any:
 
 
 def dumps(value: Any) -> bytes:
-    return json.dumps(encode(value), separators=(",", ":")).encode()
+    return orjson.dumps(encode(value))
 
 
 def loads(body: bytes) -> Any:
     """:raises ValueError, TypeError, KeyError: a body ``dumps`` would not have sent."""
     try:
-        return decode(json.loads(body))
+        return decode(orjson.loads(body))
     except RecursionError as exc:  # "[[[[..." nested deeper than the interpreter's stack: a bad call, not a 500
         raise ValueError("a value on the wire is nested too deeply") from exc
 
@@ -207,7 +208,7 @@ def dumps_framed(value: Any) -> bytes:
         document = encode(value)
     finally:
         _frame.out = None
-    head = json.dumps({"doc": document, "sizes": [len(blob) for blob in blobs]}, separators=(",", ":")).encode()
+    head = orjson.dumps({"doc": document, "sizes": [len(blob) for blob in blobs]})
     return b"".join([_MAGIC, len(head).to_bytes(4, "big"), head, *blobs])
 
 
@@ -216,7 +217,7 @@ def loads_framed(body: bytes) -> Any:
     if body[:4] != _MAGIC or len(body) < 8:
         raise ValueError("not a framed answer")
     size = int.from_bytes(body[4:8], "big")
-    head = json.loads(body[8 : 8 + size])
+    head = orjson.loads(memoryview(body)[8 : 8 + size])
     sizes = head.get("sizes") if isinstance(head, dict) else None
     if not (isinstance(sizes, list) and all(type(n) is int and n >= 0 for n in sizes)
             and sum(sizes) == len(body) - 8 - size):  # fmt: skip
