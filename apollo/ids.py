@@ -14,6 +14,8 @@ from __future__ import annotations
 import ipaddress
 import re
 
+from apollo import limits
+
 SEGMENT_ID = re.compile(r"[0-9a-f]{32}")  # uuid4().hex (MetaService.allocate_segment)
 DRIVE_ID = re.compile(r"[0-9a-f]{16}")  # uuid4().hex[:16] (apollo.storage.drive.format_drive)
 ETAG = re.compile(r"[0-9a-f]{32}(-[0-9]{1,5})?")  # an MD5, or a digest of parts or cells and their count
@@ -23,6 +25,8 @@ PLACEMENT_GROUPS_MAX = 1 << 20
 SHARDS_PER_SEGMENT_MAX = 32  # the widest scheme (apollo.storage.ec.Scheme)
 
 
+CONSOLE_TOKEN = re.compile(r"[A-Za-z0-9_-]{43}")  # secrets.token_urlsafe(32): a console session or CSRF token
+SHA256_HEX = re.compile(r"[0-9a-f]{64}")  # hashlib.sha256(...).hexdigest(), hmac's .hex()
 BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")  # 3 to 63 characters (fullmatch: "$" takes "abc\n")
 
 
@@ -44,6 +48,27 @@ def segment_id(value: object) -> str:
 def snapshot_id(value: object) -> str:
     if not isinstance(value, str) or not SNAPSHOT_ID.fullmatch(value):
         raise BadIdentifier(f"bad snapshot id {_shown(value)}: expected 32 lowercase hex digits")
+    return value
+
+
+def console_token(value: object) -> str:
+    if not isinstance(value, str) or not CONSOLE_TOKEN.fullmatch(value):
+        raise BadIdentifier(f"bad console token {_shown(value)}: expected 43 of A-Z a-z 0-9 _ -")
+    return value
+
+
+def sha256_hex(value: object, what: str = "digest") -> str:
+    if not isinstance(value, str) or not SHA256_HEX.fullmatch(value):
+        raise BadIdentifier(f"bad {what} {_shown(value)}: expected 64 lowercase hex digits (SHA-256)")
+    return value
+
+
+def access_key(value: object) -> str:
+    """Keys are named by operators (``APOLLO_ROOT_USER``) as well as made by Apollo: any printable text,
+    of bounded length."""
+    if not isinstance(value, str) or not 0 < len(value) <= limits.access_key_chars_max or not value.isprintable():
+        raise BadIdentifier(f"bad access key {_shown(value)}: expected 1 to {limits.access_key_chars_max} printable "
+                            "characters")  # fmt: skip
     return value
 
 

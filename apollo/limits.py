@@ -100,6 +100,13 @@ drive_probe_interval_s = 2.0  # the all-in-one server's drive probe, its heartbe
 keyring_refresh_s = 5.0
 token_key_publish_s = 30.0
 
+# Web-console sessions (``apollo.console.sessions``): rows of the metadata store, one per login. A login
+# lasts a working day; a key holds at most this many live ones (its oldest go first), so a key's holder
+# who logs in in a loop cannot grow the table without bound.
+console_session_ttl_s = 12 * 3600.0
+console_sessions_per_key_max = 100
+access_key_chars_max = 256  # longer than any key Apollo makes or the environment is likely to name
+
 # The manager lease (repair, GC, rebalance, scrub run on its holder): a holder that dies is replaced
 # after at most this long; renewed every third of it.
 manager_lease_ttl_s_default = 10.0

@@ -45,6 +45,7 @@ from apollo.proto.layout import Scheme
 from apollo.proto.records import (
     Bucket,
     Conditions,
+    ConsoleSession,
     DeleteResult,
     KeyRights,
     ListPage,
@@ -411,3 +412,19 @@ class ObjectEngine:
     async def key_rights(self, access_key: str) -> KeyRights | None:
         """Secret, whether it is root, and identity policies of an access key; None when unknown."""
         return await self._meta.key_rights(access_key)
+
+    # web-console sessions (service rights: the root key of a gateway, or the server's own service) --------
+
+    async def open_console_session(self, token_digest: str, access_key: str, secret_fingerprint: str,
+                                   csrf: str) -> float:  # fmt: skip
+        """Record a console login (``apollo.meta.sql_console``); returns when it expires, on the service's
+        clock. :raises NotFound: no such access key."""
+        return await self._meta.open_console_session(token_digest, access_key, secret_fingerprint, csrf,
+                                                     self._clock())  # fmt: skip
+
+    async def console_session(self, token_digest: str) -> ConsoleSession | None:
+        """The live console session whose token has this SHA-256, or None."""
+        return await self._meta.console_session(token_digest, self._clock())
+
+    async def close_console_session(self, token_digest: str) -> None:
+        await self._meta.close_console_session(token_digest)

@@ -80,8 +80,9 @@ def add_console_routes(app: web.Application, wrap: Wrap, engine: ObjectEngine, s
                        shared_dir: Path | None = None, controls: Controls | None = None,
                        directory: DirectorySource | None = None,
                        cluster_map: Callable[[], ClusterMap] | None = None) -> Console:  # fmt: skip
-    """Serve the console in ``app``: ``engine`` for objects, ``status()`` (blocking) for the overview,
-    ``shared_dir`` for sessions every worker of a ``--workers`` server knows, ``controls`` for the
+    """Serve the console in ``app``: ``engine`` for objects and sessions (the metadata store's, so every
+    gateway and worker knows them), ``status()`` (blocking) for the overview, ``shared_dir`` for the failed
+    logins every worker of a ``--workers`` server counts together, ``controls`` for the
     background work's rates and passes, ``directory()`` (blocking) for the keys page. A gateway gives no
     status, controls or directory (it holds no database) but its ``cluster_map`` for the overview.
 

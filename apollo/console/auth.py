@@ -1,9 +1,10 @@
 """Login, logout and the guard every other console route passes through.
 
 Login checks an access key and secret key against the key store, the same lookup S3 signatures
-use; a right pair opens a session (``sessions.py``) whose id goes in an HttpOnly, SameSite=Strict
-cookie. A wrong pair gets one message whatever part was wrong, half a second late, and an address
-with five failures in a minute waits out the minute (429) before its next try is even checked.
+use; a right pair opens a session in the metadata store (``sessions.py``) whose random token goes in an
+HttpOnly, SameSite=Strict cookie, good at every gateway and worker until it expires or is logged out. A
+wrong pair gets one message whatever part was wrong, half a second late, and an address with five failures
+in a minute waits out the minute (429) before its next try is even checked.
 
 CSRF: every state-changing form carries the session's token, checked on POST (missing or wrong: 403).
 The login form, which has no session yet, carries a token also set as a cookie (double submit), so
@@ -18,6 +19,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from apollo import errors
 from apollo.console.render import PREFIX, esc, page, redirect, template, url
 from apollo.console.sessions import LOGIN_FAILURE_DELAY_S, Session
 from apollo.console.state import LOGIN_COOKIE, SESSION_COOKIE, Console, cookie_flags
@@ -75,7 +77,10 @@ async def login(console: Console, request: web.Request) -> web.StreamResponse:
     digest, rights = checked
     if rights.expires:  # no session token to present here
         return _login_page(request, TEMPORARY_KEY, 403, next_url)
-    session = console.sessions.open(access_key, digest)
+    try:
+        session = await console.sessions.open(access_key, digest)
+    except errors.NotFound:  # deleted since the key cache read it: a wrong pair now
+        return _login_page(request, WRONG_PAIR, 401, next_url)
     response = redirect(safe_next(next_url))
     response.set_cookie(SESSION_COOKIE, session.token, **cookie_flags(request, console.sessions.ttl_s))
     response.del_cookie(LOGIN_COOKIE, path=PREFIX)
@@ -83,7 +88,7 @@ async def login(console: Console, request: web.Request) -> web.StreamResponse:
 
 
 async def logout(console: Console, request: web.Request, session: Session) -> web.StreamResponse:
-    console.sessions.close(session)
+    await console.sessions.close(session)
     response = redirect(url("/login"))
     response.del_cookie(SESSION_COOKIE, path=PREFIX)
     return response

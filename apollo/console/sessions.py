@@ -1,34 +1,37 @@
 """Console sessions, CSRF tokens and the failed-login throttle.
 
-Call sequence (``apollo.console.auth`` drives it)::
+Call sequence (``apollo.console.auth`` and ``apollo.console.state`` drive it)::
 
     throttle.refused(address)            # before checking a password: seconds to wait, or 0
     throttle.failed(address)             # after a wrong pair (the caller then sleeps a little)
-    session = sessions.open(access_key, secret_digest)   # after a right pair: its token and CSRF token
-    session = sessions.get(token)        # every request: None when forged, expired or revoked
-    sessions.close(session)              # logout, or the key's secret changed
+    session = await sessions.open(access_key, secret_digest)   # after a right pair: its token and CSRF token
+    session = await sessions.get(token)  # every request: None when unknown, expired or logged out
+    session.holds(secret_digest)         # every request: False once the key's secret changed (then close)
+    await sessions.close(session)        # logout, or the key's secret changed
 
-A session is its cookie: a token signed with the server's session key (HMAC-SHA256) that says whose it
-is, its CSRF token and when it expires, so any process holding the key checks it. With ``apollo server
---workers N`` the supervisor writes one key for all workers (``shared_dir``), and a browser stays logged
-in whichever worker answers; a logout is written there too, so it ends the session on every worker.
-The token holds a keyed fingerprint of the key's secret, not the secret nor its plain hash: a changed
-or deleted key ends its sessions, and a stolen cookie says nothing testable about the secret. A restart
-makes a new key, which ends every session, as before.
+A session is a row of the metadata store (``apollo.meta.sql_console``), reached through the object engine's
+service calls (``SessionStore``): the in-process service on ``apollo server`` and each of its ``--workers``,
+``RemoteMeta`` on ``apollo gateway``. So a login holds on every gateway of a cluster and every worker of a
+server, survives their restarts, and a logout at one ends it at all of them at once: every request looks its
+session up, no cache (console traffic is a person's clicks; a lookup is one indexed row). The cookie is an
+opaque 256-bit random token; the store keeps its SHA-256, the CSRF token, the expiry
+(``limits.console_session_ttl_s``, on the metadata service's clock) and a fingerprint of the key's secret at
+login keyed with the token (``fingerprint``): a key given a new secret ends its sessions once the front door's
+key cache sees it (within 10 s; a deleted key's rows go with it), and neither the row nor a stolen cookie alone
+says anything testable about the secret. A cookie not of the form ``ids.CONSOLE_TOKEN`` never reaches a query.
 
-The throttle counts failed logins per client address; with ``--workers`` it counts them in the same
-directory (a file of failure times per address), so a guesser gets the same attempts per window whichever
-worker answers (each failure is also answered late, ``LOGIN_FAILURE_DELAY_S``). Every table here is bounded
-(STYLE "put a limit on everything").
+The throttle stays per process: it counts failed logins per client address in memory, and with ``--workers``
+in the supervisor's directory (``shared_dir``: a file of failure times per address), so a guesser gets the
+same attempts per window whichever worker answers (each failure is also answered late,
+``LOGIN_FAILURE_DELAY_S``). Behind several gateways each counts its own: a guesser gets the attempts once per
+gateway, each still late. Every table here is bounded (STYLE "put a limit on everything").
 """
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import hashlib
 import hmac
-import json
 import os
 import secrets
 import time
@@ -36,101 +39,94 @@ from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
+from apollo import ids, limits
 from apollo.invariant import invariant
+from apollo.proto.records import ConsoleSession
 
-SESSION_TTL_S = 12 * 3600.0  # a login lasts a working day, then the form asks again
-REVOKED_MAX = 10_000  # logouts remembered in memory (each until its session would have expired)
 LOGIN_FAILURES_MAX = 5  # failed logins from one address within the window before it must wait
 LOGIN_FAILURE_WINDOW_S = 60.0
 LOGIN_FAILURE_DELAY_S = 0.5  # every failed login answers this late: guessing costs time even under the cap
 THROTTLED_ADDRESSES_MAX = 10_000
-KEY_FILE = "session.key"
-REVOKED_DIR = "revoked"
 FAILED_LOGINS_DIR = "failed-logins"
 
 
-@dataclass
+class SessionStore(Protocol):
+    """Where sessions live: ``apollo.client.engine.ObjectEngine``'s service calls, over the in-process metadata
+    service or ``RemoteMeta`` (a root key's: ``apollo.proto.meta_api`` refuses them to any other key).
+
+    :raises MetadataUnavailable: from each, when the metadata service cannot be reached (the console answers 503).
+    """
+
+    async def open_console_session(self, token_digest: str, access_key: str, secret_fingerprint: str,
+                                   csrf: str) -> float: ...  # fmt: skip
+
+    async def console_session(self, token_digest: str) -> ConsoleSession | None: ...
+
+    async def close_console_session(self, token_digest: str) -> None: ...
+
+
+def digest(token: str) -> str:
+    """What names a session in the store: a copy of the database cannot present it as a cookie."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def fingerprint(token: str, secret_digest: bytes) -> str:
+    """The secret at login, keyed with the session's own token: no key to share between gateways, and a
+    fingerprint from the database cannot test a guessed secret without the cookie."""
+    return hmac.digest(token.encode(), b"secret\0" + secret_digest, "sha256").hex()
+
+
+@dataclass(frozen=True)
 class Session:
-    session_id: str  # random: names the session in the revocation list
+    token: str  # the cookie
     access_key: str
-    secret_digest: bytes  # a keyed fingerprint of the secret at login (``Sessions.fingerprint``)
+    secret_fingerprint: str  # ``fingerprint(token, digest of the secret at login)``
     csrf: str  # every state-changing form of this session carries it
-    expires: float  # wall clock: every worker reads the same
-    token: str = ""  # the cookie
+    expires: float  # on the metadata service's clock
 
     def csrf_matches(self, token: str | None) -> bool:
         """Constant-time, so the token cannot be guessed a character at a time."""
         return bool(token) and hmac.compare_digest(self.csrf.encode(), token.encode())
 
+    def holds(self, secret_digest: bytes) -> bool:
+        """Whether the key still has the secret it logged in with (``secret_digest``: its SHA-256)."""
+        return hmac.compare_digest(fingerprint(self.token, secret_digest), self.secret_fingerprint)
 
-def shared_key(shared_dir: Path) -> bytes:
-    """The supervisor's session key for its workers: made once per start, readable by the owner only."""
+
+def prepare_shared_dir(shared_dir: Path) -> None:
+    """The supervisor's directory for its workers' throttle (before they start), readable by the owner only."""
     shared_dir.mkdir(mode=0o700, exist_ok=True)
-    for name in (REVOKED_DIR, FAILED_LOGINS_DIR):
-        (shared_dir / name).mkdir(mode=0o700, exist_ok=True)
-    path = shared_dir / KEY_FILE
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(descriptor, "wb") as handle:
-        key = secrets.token_bytes(32)
-        handle.write(key)
-    return key
+    (shared_dir / FAILED_LOGINS_DIR).mkdir(mode=0o700, exist_ok=True)
 
 
 class Sessions:
-    """Signs and checks session tokens; ids and CSRF tokens are 256-bit random, never derived from the key."""
+    """Opens, finds and ends sessions in ``store``; tokens and CSRF tokens are 256-bit random."""
 
-    def __init__(self, shared_dir: Path | None = None, ttl_s: float = SESSION_TTL_S,
-                 clock: Callable[[], float] = time.time) -> None:  # fmt: skip
-        """``shared_dir``: where the supervisor put the workers' key (``shared_key``) and their logouts;
-        None: this process's own key, in memory."""
-        self.ttl_s = ttl_s
-        self._clock = clock
-        self._revoked_dir = shared_dir / REVOKED_DIR if shared_dir is not None else None
-        self._key = (shared_dir / KEY_FILE).read_bytes() if shared_dir is not None else secrets.token_bytes(32)
-        self._revoked: OrderedDict[str, float] = OrderedDict()  # session id -> when it would have expired
+    def __init__(self, store: SessionStore) -> None:
+        self.ttl_s = limits.console_session_ttl_s  # the cookie's lifetime; the store ends the session itself
+        self._store = store
 
-    def fingerprint(self, secret_digest: bytes) -> bytes:
-        return hmac.digest(self._key, b"secret\0" + secret_digest, "sha256")
+    async def open(self, access_key: str, secret_digest: bytes) -> Session:
+        """After a right login. :raises NotFound: the key was deleted since its pair was checked."""
+        token, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
+        secret = fingerprint(token, secret_digest)
+        expires = await self._store.open_console_session(digest(token), access_key, secret, csrf)
+        return Session(token, access_key, secret, csrf, expires)
 
-    def open(self, access_key: str, secret_digest: bytes) -> Session:
-        session = Session(secrets.token_urlsafe(32), access_key, self.fingerprint(secret_digest),
-                          secrets.token_urlsafe(32), self._clock() + self.ttl_s)  # fmt: skip
-        payload = json.dumps({"i": session.session_id, "k": access_key, "f": session.secret_digest.hex(),
-                              "c": session.csrf, "e": session.expires}, separators=(",", ":")).encode()  # fmt: skip
-        body = base64.urlsafe_b64encode(payload).decode().rstrip("=")
-        session.token = f"{body}.{self._sign(body)}"
-        return session
-
-    def get(self, token: str | None) -> Session | None:
-        body, _, signature = (token or "").partition(".")
-        if not body or not hmac.compare_digest(self._sign(body), signature):
+    async def get(self, token: str | None) -> Session | None:
+        """The live session of a cookie; a cookie not of the form ``open`` makes reaches no query."""
+        if not token or not ids.CONSOLE_TOKEN.fullmatch(token):
             return None
-        fields = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
-        session = Session(fields["i"], fields["k"], bytes.fromhex(fields["f"]), fields["c"], fields["e"], token)
-        if self._clock() >= session.expires or self._is_revoked(session.session_id):
+        found = await self._store.console_session(digest(token))
+        if found is None:
             return None
-        return session
+        return Session(token, found.access_key, found.secret_fingerprint, found.csrf, found.expires)
 
-    def close(self, session: Session) -> None:
-        """End ``session`` everywhere its key is known, until it would have expired anyway."""
-        now = self._clock()
-        self._revoked[session.session_id] = session.expires
-        while len(self._revoked) > REVOKED_MAX or (self._revoked and next(iter(self._revoked.values())) <= now):
-            self._revoked.popitem(last=False)
-        if self._revoked_dir is not None:
-            (self._revoked_dir / session.session_id).write_text(str(session.expires))
-            for path in self._revoked_dir.iterdir():  # rare (logouts): drop those past their expiry
-                if float(path.read_text() or 0) <= now:
-                    path.unlink(missing_ok=True)
-
-    def _is_revoked(self, session_id: str) -> bool:
-        if session_id in self._revoked:
-            return True
-        return self._revoked_dir is not None and (self._revoked_dir / session_id).exists()
-
-    def _sign(self, body: str) -> str:
-        return hmac.new(self._key, body.encode(), "sha256").hexdigest()
+    async def close(self, session: Session) -> None:
+        """End ``session`` on every gateway and worker."""
+        await self._store.close_console_session(digest(session.token))
 
 
 class LoginThrottle:

@@ -86,7 +86,8 @@ class Console:
                  cluster_map: Callable[[], ClusterMap] | None = None) -> None:  # fmt: skip
         """``status``: the overview's figures (the all-in-one server's); None on a gateway, whose overview is
         ``cluster_map()``, the map it routes by.
-        ``shared_dir``: the sessions of all ``--workers`` (``apollo.console.sessions``); None: this process's.
+        ``shared_dir``: where all ``--workers`` count failed logins (``apollo.console.sessions``); None: this
+        process counts its own. Sessions are the metadata store's, through ``engine``, whatever the host.
         ``controls``: the background work's rates and passes; None: the overview only shows them.
         ``directory``: the access keys and policies (the keys page); None: no such page."""
         self.engine = engine
@@ -95,7 +96,7 @@ class Console:
         self.controls = controls
         self._directory = directory
         self.activity = Activity()
-        self.sessions = Sessions(shared_dir)
+        self.sessions = Sessions(engine)
         self.throttle = LoginThrottle(shared_dir)
         self.keys = SecretCache(engine.key_rights)  # the lookup S3 signatures use, with its own cache
         self._decider = AccessDecider(engine.get_bucket, engine.head)
@@ -138,16 +139,18 @@ class Console:
         return digest, known
 
     async def session(self, request: web.Request) -> Session | None:
-        """The request's live session: its cookie names one, it has not expired, and its key still has the
-        secret it logged in with (a deleted or rotated key ends every console session within the cache's
-        10 s, as it ends S3 access)."""
-        session = self.sessions.get(request.cookies.get(SESSION_COOKIE))
+        """The request's live session: its cookie names one in the metadata store, it has not expired or
+        been logged out (at any gateway or worker), and its key still has the secret it logged in with (a
+        deleted or rotated key ends every console session within the key cache's 10 s, as it ends S3 access).
+
+        :raises MetadataUnavailable:
+        """
+        session = await self.sessions.get(request.cookies.get(SESSION_COOKIE))
         if session is None:
             return None
         known = await self.keys.get(session.access_key)
-        if not isinstance(known, KeyRights) or not hmac.compare_digest(
-                self.sessions.fingerprint(_digest(known.secret)), session.secret_digest):  # fmt: skip
-            self.sessions.close(session)
+        if not isinstance(known, KeyRights) or not session.holds(_digest(known.secret)):
+            await self.sessions.close(session)
             return None
         request[CALLER] = Caller.of(session.access_key, known)  # its policies as they are now (10 s cache)
         return session
@@ -179,7 +182,8 @@ class Console:
 
 
 def _digest(secret: str) -> bytes:
-    """Sessions keep this, not the secret; compared at a fixed length, whatever the secrets' lengths."""
+    """Compared instead of the secret: at a fixed length, whatever the secrets' lengths; a session keeps only
+    a fingerprint of it (``apollo.console.sessions.fingerprint``)."""
     return hashlib.sha256(secret.encode()).digest()
 
 

@@ -11,7 +11,7 @@ Segments hang off a ``data_id`` so multipart completion can re-parent part
 segments onto the final version without copying bytes.
 """
 
-SCHEMA_VERSION = 9
+SCHEMA_VERSION = 10
 
 POLICIES_DDL = ("CREATE TABLE IF NOT EXISTS policies (name TEXT PRIMARY KEY, document TEXT NOT NULL, "
                 "created REAL NOT NULL)")  # fmt: skip
@@ -20,6 +20,16 @@ SESSION_KEYS_DDL = ("CREATE TABLE IF NOT EXISTS session_keys (access_key TEXT PR
                     "created REAL NOT NULL)")  # fmt: skip
 KEY_POLICIES_DDL = ("CREATE TABLE IF NOT EXISTS key_policies (access_key TEXT NOT NULL, policy TEXT NOT NULL, "
                     "PRIMARY KEY (access_key, policy))")  # fmt: skip
+
+# Web-console logins (``apollo.meta.sql_console``): found by the SHA-256 of the cookie's token, never the token.
+# Not journaled: a metadata recovery logs everyone out, which costs a login.
+CONSOLE_SESSIONS_DDL = [
+    """CREATE TABLE IF NOT EXISTS console_sessions (
+        token_digest TEXT PRIMARY KEY, access_key TEXT NOT NULL, secret_fingerprint TEXT NOT NULL,
+        csrf TEXT NOT NULL, expires REAL NOT NULL, created REAL NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS console_sessions_by_key ON console_sessions (access_key, created)",
+    "CREATE INDEX IF NOT EXISTS console_sessions_by_expiry ON console_sessions (expires)",
+]
 
 # A version's columns after its row id and bucket: ``versions`` and ``retired_versions`` hold the same rows.
 VERSION_FIELDS_DDL = """key TEXT NOT NULL, version_id TEXT NOT NULL,
@@ -125,6 +135,7 @@ DDL = [
     """CREATE TABLE IF NOT EXISTS removed_drives (
         drive_id TEXT PRIMARY KEY, node TEXT NOT NULL, path TEXT NOT NULL, removed REAL NOT NULL)""",
     *SNAPSHOT_DDL,
+    *CONSOLE_SESSIONS_DDL,
 ]
 
 # Upgrades of databases written by older versions: (new version, statements), applied in order
@@ -174,4 +185,5 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
         # counts the space of directory drives that share one once.
         "ALTER TABLE drives ADD COLUMN filesystem TEXT NOT NULL DEFAULT ''",
     ]),
+    # 10: console_sessions, a new table only (CONSOLE_SESSIONS_DDL), which the DDL creates on every open.
 ]  # fmt: skip

@@ -111,12 +111,14 @@ class UserOps(SqlBase):
             if current is not None and self.sealer.open(current["secret_key"], f"key:{access_key}") != secret_key:
                 # A new root secret ends the sessions minted with the old one (a rotation after a leak).
                 db.execute("DELETE FROM session_keys WHERE parent = ?", (access_key,))
+                db.execute("DELETE FROM console_sessions WHERE access_key = ?", (access_key,))
             old = [r["access_key"] for r in db.execute(
                 "SELECT access_key FROM access_keys WHERE is_root = 1 AND access_key <> ?", (access_key,)
             ).fetchall()]  # fmt: skip
             db.executemany("DELETE FROM access_keys WHERE access_key = ?", [(key,) for key in old])
             db.executemany("DELETE FROM key_policies WHERE access_key = ?", [(key,) for key in old])
             db.executemany("DELETE FROM session_keys WHERE parent = ?", [(key,) for key in old])
+            db.executemany("DELETE FROM console_sessions WHERE access_key = ?", [(key,) for key in old])
             db.execute(
                 "INSERT INTO access_keys (access_key, secret_key, created, is_root) VALUES (?, ?, ?, 1) "
                 "ON CONFLICT (access_key) DO UPDATE SET secret_key = excluded.secret_key, is_root = 1",
@@ -168,10 +170,11 @@ class UserOps(SqlBase):
                 for r in rows]  # fmt: skip
 
     def delete_key(self, access_key: str) -> bool:
-        """Delete a key, its attachments and its temporary keys."""
+        """Delete a key, its attachments, its temporary keys and its console sessions."""
         with self.tx() as db:
             db.execute("DELETE FROM key_policies WHERE access_key = ?", (access_key,))
             db.execute("DELETE FROM session_keys WHERE parent = ?", (access_key,))
+            db.execute("DELETE FROM console_sessions WHERE access_key = ?", (access_key,))
             return db.execute("DELETE FROM access_keys WHERE access_key = ?", (access_key,)).rowcount > 0
 
     # identity policies -----------------------------------------------------------------------

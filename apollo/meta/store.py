@@ -13,6 +13,7 @@ Every method is blocking; the metadata service calls them on its own thread.
 from __future__ import annotations
 
 from apollo.meta.sql_cluster import ClusterOps
+from apollo.meta.sql_console import ConsoleSessionOps
 from apollo.meta.sql_leases import LeaseOps
 from apollo.meta.sql_multipart import MultipartOps
 from apollo.meta.sql_repair import RepairOps
@@ -20,5 +21,5 @@ from apollo.meta.sql_snapshots import SnapshotOps
 from apollo.meta.sql_tar import TarOps
 
 
-class SqlStore(SnapshotOps, TarOps, MultipartOps, ClusterOps, RepairOps, LeaseOps):
+class SqlStore(SnapshotOps, TarOps, MultipartOps, ClusterOps, RepairOps, LeaseOps, ConsoleSessionOps):
     """The metadata store, on SQLite (one machine) or PostgreSQL (clusters): see ``apollo.meta.engine``."""

@@ -35,6 +35,7 @@ from apollo.proto.layout import ObjectData, Scheme, SegmentLayout
 from apollo.proto.records import (
     Bucket,
     Conditions,
+    ConsoleSession,
     DeleteResult,
     KeyRights,
     Lease,
@@ -52,6 +53,7 @@ _TYPES: dict[str, type] = {
     for cls in (
         Bucket,
         KeyRights,
+        ConsoleSession,
         Conditions,
         DeleteResult,
         ListPage,

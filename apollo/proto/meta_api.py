@@ -146,6 +146,10 @@ CALLS: dict[str, Call] = {call.name: call for call in (
     Call("key_rights", R, _SERVICE, _INLINE),  # (secret, is root): gateways check signatures and root rights
     Call("get_secret", R, _SERVICE, _INLINE),
     Call("put_session", W, _SERVICE, _THREAD),  # a gateway's AssumeRole: a temporary key for its caller
+    # web-console logins (``apollo.meta.sql_console``): a front door's, on every gateway and worker alike
+    Call("open_console_session", W, _SERVICE, _THREAD),
+    Call("console_session", R, _SERVICE, _INLINE),
+    Call("close_console_session", W, _SERVICE, _THREAD, idempotent=True),
     Call("cluster_map", R, _KEY, _THREAD),
     Call("register_node", W, _SERVICE, _THREAD, idempotent=True),
     Call("node_heartbeat", W, _SERVICE, _THREAD, idempotent=True),

@@ -54,6 +54,18 @@ class KeyRights:
     expires: float = 0.0
 
 
+@dataclass(frozen=True)
+class ConsoleSession:
+    """A web-console login as the metadata store keeps it (``apollo.console.sessions``), found by the SHA-256 of
+    its token. ``secret_fingerprint`` is keyed with the token itself, so the row alone says nothing testable
+    about the secret; ``expires`` is seconds since the epoch, on the metadata service's clock."""
+
+    access_key: str
+    secret_fingerprint: str
+    csrf: str
+    expires: float
+
+
 @dataclass
 class ObjectAttrs:
     """What a writer declares about a new version besides its bytes."""

@@ -54,7 +54,7 @@ from apollo.storage.node import LocalStorageNode
 from apollo.storage.service import add_shard_routes
 
 log = logging.getLogger("apollo.server")
-CONSOLE_DIR = "console"  # under the metadata directory: the workers' console session key and logouts
+CONSOLE_DIR = "console"  # under the metadata directory: the workers' shared count of failed console logins
 
 
 def default_scheme(drive_count: int) -> Scheme:

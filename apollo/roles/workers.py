@@ -37,7 +37,7 @@ from pathlib import Path
 
 from apollo import __version__, limits
 from apollo.cluster.keys import ensure_first_key
-from apollo.console.sessions import shared_key
+from apollo.console.sessions import prepare_shared_dir
 from apollo.roles.server import (
     CONSOLE_DIR,
     ServerConfig,
@@ -88,8 +88,8 @@ class Supervisor:
         shutil.rmtree(self.metrics_dir, ignore_errors=True)  # a killed predecessor's counters
         self.metrics_dir.mkdir()
         console_dir = Path(self.config.meta_dir) / CONSOLE_DIR
-        shutil.rmtree(console_dir, ignore_errors=True)  # a new key: the last run's console sessions end
-        shared_key(console_dir)
+        shutil.rmtree(console_dir, ignore_errors=True)  # the last run's failed logins (sessions are the store's)
+        prepare_shared_dir(console_dir)
         drives = self.prepare()
         listener = socket.create_server((self.config.host, self.config.port), backlog=1024)
         listener.set_inheritable(True)

@@ -10,13 +10,16 @@ another tenant's shards; the client also chose the timestamps the server stored.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
+import secrets
 import time
 from dataclasses import replace
 from urllib.parse import quote
 
 import aiohttp
+import console_http
 import pytest
 
 from apollo import errors, tokens
@@ -368,3 +371,31 @@ def test_tar_member_ranges_are_held_to_reads_of_their_archive(cluster):
                 assert status == 400 and reply["error"]["type"] == "InvalidRequest", reply
 
     asyncio.run(scenario())
+
+
+def test_console_session_calls_are_the_front_doors_and_refused_to_a_native_clients_key(cluster):
+    """Console sessions live in the metadata store behind service calls. An ordinary key calling them itself
+    could plant a session for the victim's key under a token it chose (a console login as the victim without
+    the secret), read a live session's CSRF token, or log the victim out: each is refused before it runs."""
+
+    async def scenario():
+        async with console_http.new_http() as http, aiohttp.ClientSession() as session:
+            token = await console_http.login(http, cluster.gateways[0].endpoint, VICTIM, VICTIM_SECRET)
+            chosen = secrets.token_urlsafe(32)
+            planted = [hashlib.sha256(chosen.encode()).hexdigest(), VICTIM, "0" * 64, secrets.token_urlsafe(32),
+                       time.time()]  # fmt: skip
+            victims = hashlib.sha256(token.encode()).hexdigest()
+            for method, args in (("open_console_session", planted), ("console_session", [victims, time.time()]),
+                                 ("close_console_session", [victims])):  # fmt: skip
+                status, reply = await raw_call(session, cluster.meta_urls, method, args)
+                assert status == 403 and reply["error"]["type"] == "AccessDenied", (method, reply)
+                assert "result" not in reply
+            status, _ = await console_http.get(http, cluster.gateways[0].endpoint, "/buckets", chosen)
+            assert status == 303  # no session: to the login form
+            status, page = await console_http.get(http, cluster.gateways[0].endpoint, "/buckets", token)
+            assert status == 200 and VICTIM in page  # still logged in
+
+    asyncio.run(scenario())
+    store = SqlStore(cluster.database)
+    assert [r["access_key"] for r in store.all("SELECT access_key FROM console_sessions")] == [VICTIM]
+    store.close()

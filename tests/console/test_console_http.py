@@ -194,8 +194,8 @@ def test_failed_logins_are_capped_per_address(tmp_path, workers):
 
 
 def test_with_workers_a_login_holds_on_every_worker_and_a_logout_ends_it_on_all(tmp_path):
-    """Each connection may reach either worker: before sessions were signed tokens, about half the pages
-    after a login answered with the login form."""
+    """Each connection may reach either worker: before sessions were shared (now rows of the metadata store),
+    about half the pages after a login answered with the login form."""
     with ServerProcess(tmp_path, extra_args=["--workers", "2"]) as server:
         client = Browserless(server.endpoint)
         assert client.login().status == 303

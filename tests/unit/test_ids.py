@@ -3,6 +3,8 @@ bool for an int or a near miss is refused with a ``BadIdentifier`` (a ValueError
 
 from __future__ import annotations
 
+import hashlib
+import secrets
 import uuid
 
 import pytest
@@ -68,3 +70,18 @@ def test_the_refusal_is_a_value_error_showing_a_long_value_cut_short():
     message = str(caught.value)
     assert "x" * 76 + "..." in message and "x" * 80 not in message
     assert message.endswith("expected 32 lowercase hex digits")
+
+
+def test_console_tokens_digests_and_access_keys():
+    token, digest = secrets.token_urlsafe(32), hashlib.sha256(b"x").hexdigest()
+    assert ids.console_token(token) is token and ids.sha256_hex(digest) is digest
+    assert ids.access_key("AKIA0123") == "AKIA0123" and ids.access_key("root user") == "root user"
+    for bad in (token[:-1], token + "A", token[:-1] + "=", token[:-1] + "/", token + "\n", None, token.encode()):
+        with pytest.raises(BadIdentifier, match="bad console token"):
+            ids.console_token(bad)
+    for bad in (digest.upper(), digest[:-1], digest + "0", SEGMENT, digest + "\n", None):
+        with pytest.raises(BadIdentifier, match="bad session digest"):
+            ids.sha256_hex(bad, "session digest")
+    for bad in ("", "k" * 257, "a\nb", "a\x00b", None, 7):
+        with pytest.raises(BadIdentifier, match="bad access key"):
+            ids.access_key(bad)

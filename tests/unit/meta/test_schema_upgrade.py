@@ -63,6 +63,9 @@ def test_version_1_database_is_upgraded_with_segment_groups_filled_in(tmp_path):
         # version 7: versions remember the upload they were completed from (none for older ones)
         assert store.get_version("old", "k").etag == "e" * 32
         assert store.one("SELECT upload_id FROM versions WHERE key = 'k'")["upload_id"] == ""
+        # version 10: console sessions live in the store (none survive from before: they were in memory)
+        assert store.open_console_session("0" * 64, "AKOLD", "f" * 64, "c" * 43, 2.0) > 2.0
+        assert store.console_session("0" * 64, 3.0).access_key == "AKOLD"
     finally:
         store.close()
     SqlStore(path).close()  # opening an up-to-date database changes nothing

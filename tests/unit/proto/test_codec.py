@@ -16,6 +16,7 @@ from apollo.proto.layout import ObjectData, Scheme
 from apollo.proto.records import (
     Bucket,
     Conditions,
+    ConsoleSession,
     DeleteResult,
     Garbage,
     KeyRights,
@@ -42,6 +43,7 @@ VERSION = Version("b", "k/ü", "v1", True, False, 5000, "0" * 32, 1.7e9 + 0.123,
 SAMPLES = {
     "Bucket": Bucket("b", 1.7e9, "Enabled", '{"Statement":[]}', "AKOWNER", {"team": "ml"}),
     "KeyRights": KeyRights("secret", False, ('{"Statement":[]}',)),
+    "ConsoleSession": ConsoleSession("AKUSER", "f" * 64, "c" * 43, 1.7e9 + 0.5),
     "Conditions": Conditions(if_none_match_star=True, if_match='"abc"'),
     "DeleteResult": DeleteResult(None, True),
     "ListPage": ListPage([VERSION, dataclasses.replace(VERSION, key="k2", data=None)], ["dir/"], True, "k2", None),
