@@ -82,7 +82,8 @@ batch_inflight_bytes_max = 512 * 1024**2
 # one request and the request body (a read is ~60 bytes, each distinct token ~150 more); an object of a batch
 # larger than shard_batch_object_bytes_max is read on its own, shard by shard, as a single GET reads it.
 shard_batch_reads_max = 4096
-shard_batch_bytes_max = 32 * 1024**2
+shard_batch_bytes_max = 32 * 1024**2  # the bytes a batch of reads answers with
+shard_batch_disk_bytes_max = 512 * 1024**2  # and reads off the drives (a part of a cell costs the whole record)
 shard_batch_wave_bytes = 32 * 1024**2  # the bytes of one wave of a batch GET
 shard_batch_inflight_bytes_max = 256 * 1024**2  # a node's batches in progress hold at most this; more: 503 Busy
 shard_batch_body_bytes_max = 2 * 1024**2

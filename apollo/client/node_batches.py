@@ -16,7 +16,7 @@ import asyncio
 from dataclasses import dataclass
 
 from apollo.client.context import ClientContext
-from apollo.client.reader import SegmentReader, needed_shards, stripes_of
+from apollo.client.reader import SegmentReader, cell_parts, needed_shards, stripes_of
 from apollo.errors import ApolloError
 from apollo.invariant import invariant
 from apollo.proto.layout import ObjectData, SegmentLayout
@@ -110,13 +110,18 @@ def _failed(exc: Exception) -> asyncio.Future[bytes]:
 
 
 def read_bytes(data: ObjectData, start: int, end: int) -> int:
-    """What reading a range costs in bytes: its shard reads (whole cells, each checked by its CRC32C, of every
-    data shard the first and last stripes need), as ``SegmentReader.shard_reads`` will ask for them."""
+    """What reading a range costs in bytes: its shard reads' answers (whole cells, each checked by its CRC32C,
+    of every data shard the first and last stripes need, or the parts of cells a small range needs), as
+    ``SegmentReader.shard_reads`` will ask for them."""
     if data.inline is not None:
         return 0
     total = 0
     for segment, lo, hi in _overlaps(data, start, end):
         s0, s1 = stripes_of(segment, lo, hi)
+        parts = cell_parts(segment, s0, s1, lo, hi)
+        if parts is not None:
+            total += sum(b - a for a, b in parts)
+            continue
         cells = sum(segment.cell_payload(stripe) for stripe in range(s0, s1))
         total += len(needed_shards(segment, s0, s1, lo, hi)) * cells
     return total

@@ -75,6 +75,19 @@ def needed_shards(layout: SegmentLayout, s0: int, s1: int, start: int, end: int)
     return sorted(needed)
 
 
+def cell_parts(layout: SegmentLayout, s0: int, s1: int, start: int, end: int) -> list[tuple[int, int]] | None:
+    """For a range within one stripe that needs at most half of its cells' bytes: the bytes ``[a, b)`` of
+    each needed data cell it covers, in shard order (the range's bytes in order), for reads of a part of a
+    cell (``ShardRead.part``); None when whole cells are read (the range is larger, or spans stripes)."""
+    if s1 - s0 != 1:
+        return None
+    base, payload = s0 * layout.stripe_bytes, layout.cell_payload(s0)
+    lo, hi = start - base, min(end - base, layout.stripe_length(s0))
+    parts = [(max(lo, i * payload) - i * payload, min(hi, (i + 1) * payload) - i * payload)
+             for i in range(lo // payload, (hi - 1) // payload + 1)]  # fmt: skip
+    return parts if 2 * (hi - lo) <= len(parts) * payload else None
+
+
 def stripes_of(layout: SegmentLayout, start: int, end: int) -> tuple[int, int]:
     """The stripes ``[s0, s1)`` holding segment bytes ``[start, end)``."""
     return start // layout.stripe_bytes, (end - 1) // layout.stripe_bytes + 1
@@ -99,10 +112,17 @@ class SegmentReader:
 
     def shard_reads(self, s0: int, s1: int, start: int, end: int) -> list[ShardRead]:
         """The reads of a healthy ``read_batch``, for a caller that batches them (``apollo.client.node_batches``)
-        and hands their outcomes back as its ``fetched``."""
+        and hands their outcomes back as its ``fetched``: whole cell records, or the parts of them a small
+        range needs (``cell_parts``), each checked by the node against its record's CRC32C."""
         offset, length = self.geometry.span(s0, s1)
         drives, shard = self.layout.drives, self.layout.shard
-        return [ShardRead(drives[i], shard(i), offset, length) for i in self._needed_shards(s0, s1, start, end)]
+        needed = self._needed_shards(s0, s1, start, end)
+        parts = cell_parts(self.layout, s0, s1, start, end)
+        if parts is None:
+            return [ShardRead(drives[i], shard(i), offset, length) for i in needed]
+        header = self.codec.header_bytes
+        return [ShardRead(drives[i], shard(i), offset, length, (header + a, header + b))
+                for i, (a, b) in zip(needed, parts, strict=True)]  # fmt: skip
 
     async def _fetch(self, index: int, s0: int, s1: int) -> bytes | bytearray | memoryview | None:
         drive = self.layout.drives[index]
@@ -130,6 +150,8 @@ class SegmentReader:
         needed = self._needed_shards(s0, s1, start, end)
         if fetched is None:
             raws = await asyncio.gather(*(self._fetch(i, s0, s1) for i in needed))
+        elif (parts := cell_parts(self.layout, s0, s1, start, end)) is not None:
+            return await self._read_parts(s0, s1, start, end, needed, parts, fetched)
         else:
             length = self.geometry.span(s0, s1)[1]
             raws = [await self._checked(i, raw, length) for i, raw in zip(needed, fetched, strict=True)]
@@ -141,6 +163,21 @@ class SegmentReader:
         if bad:
             return await self._degraded(s0, s1, start, end, cells)
         return self._assemble(s0, s1, start, end, cells)  # views only: cheaper than a hop to a thread
+
+    async def _read_parts(self, s0: int, s1: int, start: int, end: int, needed: list[int],
+                          parts: list[tuple[int, int]], fetched: list[ReadOutcome]
+                          ) -> list[bytes | memoryview]:  # fmt: skip
+        """The range from the parts of cells the node checked; any part missing or wrong (a failed read, a
+        record whose CRC32C failed on the node, a part changed on the way) reads the stripe's cells whole and
+        decodes it, as a failed read of whole cells does."""
+        good = True
+        for index, (a, b), raw in zip(needed, parts, fetched, strict=True):
+            if isinstance(raw, Exception) or len(raw) != b - a:
+                await self._checked(index, raw, b - a)
+                good = False
+        if good:
+            return list(fetched)  # type: ignore[arg-type]  # no exception among them
+        return await self._degraded(s0, s1, start, end, {})
 
     def _split(self, raws: dict[int, bytes | None], s0: int, s1: int) -> dict[int, list[memoryview | None]]:
         """Every fetched shard's cells, CRC-checked (None where a cell is bad), in one worker-thread hop."""

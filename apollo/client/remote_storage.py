@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from urllib.parse import quote
 
 import aiohttp
+import crc32c
 
 from apollo import limits, tokens
 from apollo.client.fetch import Reply, ShardFetcher
@@ -105,10 +106,17 @@ def _outcomes(body: bytearray, reads: list[ShardRead]) -> list[ReadOutcome]:
             headers = {ERROR_HEADER: str(outcome.get("error")), ERRNO_HEADER: str(outcome.get("errno"))}
             results.append(_wire_error(0, headers, str(outcome.get("message"))))
             continue
-        if type(outcome) is not int or not 0 <= outcome <= read.length or position + outcome > len(data):
-            raise ValueError(f"a read's length {str(outcome)[:40]!r} does not fit the answer")
-        results.append(data[position : position + outcome])
-        position += outcome
+        length, crc = outcome if read.part is not None and isinstance(outcome, list) and len(outcome) == 2 else (
+            outcome, None)  # fmt: skip
+        if (type(length) is not int or not 0 <= length <= read.answer_bytes or position + length > len(data)
+                or (read.part is not None and type(crc) is not int)):  # fmt: skip
+            raise ValueError(f"a read's outcome {str(outcome)[:40]!r} does not fit the answer")
+        piece = data[position : position + length]
+        position += length
+        if crc is not None and crc32c.crc32c(piece) != crc:
+            results.append(ChecksumMismatch("a part of a cell record changed on its way from the storage node"))
+            continue
+        results.append(piece)
     if position != len(data):
         raise ValueError("bytes past the last read of the answer")
     return results
@@ -299,14 +307,15 @@ class RemoteStorageNode(StorageNode):
         """The reads in as few requests as the node's limits allow (``POST /_apollo/shards``), sent at once.
         Each outcome is a view of the buffer its request's answer was received into; a request that fails
         whole (the node unreachable, a timeout) is the failure of each of its reads."""
-        requests, current, size = [], [], 0
+        requests, current, size, disk = [], [], 0, 0
         for read in reads:
             if current and (len(current) == limits.shard_batch_reads_max
-                            or size + read.length > limits.shard_batch_bytes_max):  # fmt: skip
+                            or size + read.answer_bytes > limits.shard_batch_bytes_max
+                            or disk + read.length > limits.shard_batch_disk_bytes_max):  # fmt: skip
                 requests.append(current)
-                current, size = [], 0
+                current, size, disk = [], 0, 0
             current.append(read)
-            size += read.length
+            size, disk = size + read.answer_bytes, disk + read.length
         if current:
             requests.append(current)
         answers = await asyncio.gather(*(self._read_batch(batch) for batch in requests))
@@ -316,14 +325,14 @@ class RemoteStorageNode(StorageNode):
         """One request; a read this client holds no token for is refused here, the others still go."""
         token_numbers: dict[str, int] = {}
         wire, sent, unsent = [], [], {}
-        for number, (drive_id, shard, offset, length) in enumerate(reads):
+        for number, (drive_id, shard, offset, length, part) in enumerate(reads):
             try:
                 token = self.token_for(tokens.READ, shard.segment_id)
             except tokens.TokenError as exc:
                 unsent[number] = exc
                 continue
             wire.append([token_numbers.setdefault(token, len(token_numbers)), drive_id, shard.pg, shard.segment_id,
-                         shard.index, offset, length])  # fmt: skip
+                         shard.index, offset, length, *(part or ())])  # fmt: skip
             sent.append(reads[number])
         answered = iter(await self._post_reads(sent, token_numbers, wire) if sent else [])
         return [unsent[number] if number in unsent else next(answered) for number in range(len(reads))]
@@ -335,7 +344,7 @@ class RemoteStorageNode(StorageNode):
         404) is read shard by shard, since nothing says its shards are bad."""
         body = json.dumps({"tokens": list(token_numbers), "reads": wire}, separators=(",", ":")).encode()
         # The answer: the outcomes (an error's message is at most a few hundred bytes) and the bytes read.
-        body_limit = sum(read.length for read in reads) + 512 * len(reads) + 64
+        body_limit = sum(read.answer_bytes for read in reads) + 512 * len(reads) + 64
         timeout_s = self.timeouts.request_s + READ_S * len(reads)  # a batch of cold reads on a disk
         self.check_reachable()
         try:

@@ -16,6 +16,10 @@ An answer may come framed instead (``dumps_framed``, content type ``FRAMED``, wh
 small objects' bytes: base64 inside JSON made it a third larger and cost more to build and parse than
 the lookups themselves.
 
+Numbers are JSON's as orjson reads and writes them: integers within 64 bits (a wider one from the wire
+arrives as a float, which a field's own checks then refuse) and finite floats (NaN and infinities are
+refused).
+
 Errors travel as ``{"type": name, "message": text}`` and are raised again on the far side
 as the same ``apollo.errors`` class, so callers handle them as in-process ones.
 """

@@ -8,10 +8,13 @@ format on arrival); listings at ``/_apollo/shards/{drive}`` and ``/_apollo/shard
 Batches of positional reads go in one ``POST /_apollo/shards``: a training job's batch of a thousand small
 objects would otherwise cost a request per shard of each. The body is JSON,
 ``{"tokens": [token, ...], "reads": [[token number, drive, pg, segment, index, offset, length], ...]}``
-(a read's token is the one of its segment, sent once however many reads share it). The answer (200) is
-framed: a 4-byte big-endian length, a JSON list with, per read in order, its length in bytes or its error
-(``{"error": wire name, "errno": name, "message": text}``, as a single read's answer names it), then the
-bytes of the reads that succeeded, back to back. Limits: ``apollo.limits.shard_batch_*``.
+(a read's token is the one of its segment, sent once however many reads share it). A read of one cell record
+may name a part of it, ``[..., offset, length, lo, hi]``: the node checks the record's CRC32C and answers
+with its bytes ``[lo, hi)`` only (``apollo.storage.node.cut``). The answer (200) is framed: a 4-byte
+big-endian length, a JSON list with, per read in order, its length in bytes (``[length, CRC32C of the
+bytes]`` for a part) or its error (``{"error": wire name, "errno": name, "message": text}``, as a single
+read's answer names it), then the bytes of the reads that succeeded, back to back. Limits:
+``apollo.limits.shard_batch_*``.
 """
 
 from __future__ import annotations

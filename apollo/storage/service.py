@@ -36,6 +36,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+import crc32c
 from aiohttp import web
 
 from apollo import ids, limits, metrics, tokens
@@ -52,13 +53,14 @@ from apollo.proto.storage_api import (
     frame_head,
 )
 from apollo.storage.node import LIST_LIMIT_MAX, LocalStorageNode, ShardRead
-from apollo.storage.shardfile import HEADER_BYTES, decode_footer, footer_start
+from apollo.storage.shardfile import CRC_BYTES, HEADER_BYTES, decode_footer, footer_start
 
 log = logging.getLogger("apollo.storage")
 FOOTER_BYTES_MAX = 1 << 20
 WRITE_CHUNK_BYTES = 4 << 20  # records reach the drive in writes of about this size
 SENDFILE_BYTES = 64 << 10  # reads this large go from the file to the socket by sendfile, not through Python
 SHARD_BYTES_MAX = 1 << 40  # no shard file is near this: an offset or length past it is malformed, not a read
+RECORD_BYTES_MAX = limits.cell_size_bytes_max + 4096  # a cell record: the largest cell, a codec header, a CRC32C
 NODE = web.AppKey("node", LocalStorageNode)
 KEYRING = web.AppKey("keyring", tokens.Keyring)
 BATCH_BUDGET = web.AppKey("batch_budget", ByteBudget)  # of limits.shard_batch_inflight_bytes_max
@@ -247,7 +249,7 @@ async def _read_batch(request: web.Request) -> web.StreamResponse:
         body = await guard.wait(request.content.readexactly(length))
     batch = _batch_reads(body)
     budget = request.app[BATCH_BUDGET]
-    held = sum(read.length for _, read in batch)
+    held = sum(read.answer_bytes for _, read in batch)  # a part's record is let go on its drive's thread
     if not budget.take(held):
         raise NodeBusy(f"batch reads in progress hold {budget.held} of {budget.bytes_max} bytes; read shard by shard")
     try:
@@ -289,11 +291,14 @@ async def _read_allowed(keyring: tokens.Keyring, node: LocalStorageNode, batch: 
     done = iter(await node.read_many(allowed) if allowed else [])
     outcomes: list[int | dict] = []
     data: list[bytes] = []
-    for number in range(len(batch)):
+    for number, (_, read) in enumerate(batch):
         outcome = refused[number] if number in refused else next(done)
         if isinstance(outcome, Exception):
             _, name, errno_name = _classified(outcome)
             outcomes.append({"error": name, "errno": errno_name, "message": str(outcome) or repr(outcome)})
+        elif read.part is not None:  # its CRC32C: the record's was checked here, this one covers the way back
+            outcomes.append([len(outcome), crc32c.crc32c(outcome)])
+            data.append(outcome)
         else:
             outcomes.append(len(outcome))
             data.append(outcome)
@@ -313,20 +318,23 @@ def _batch_reads(body: bytes) -> list[tuple[str, ShardRead]]:
         raise ValueError("a batch of reads is a JSON object with a list of tokens and a list of reads")
     if len(reads) > limits.shard_batch_reads_max:
         raise ValueError(f"{len(reads)} reads in one batch: at most {limits.shard_batch_reads_max}")
-    batch, total = [], 0
+    batch, answer, disk = [], 0, 0
     for entry in reads:
-        if not isinstance(entry, list) or len(entry) != 7:
-            raise ValueError("a read is [token number, drive, pg, segment, index, offset, length]")
-        token_number, drive, pg, segment, index, offset, length = entry
-        for value in (token_number, offset, length):
+        if not isinstance(entry, list) or len(entry) not in (7, 9):
+            raise ValueError("a read is [token number, drive, pg, segment, index, offset, length(, lo, hi)]")
+        token_number, drive, pg, segment, index, offset, length, *part = entry
+        for value in (token_number, offset, length, *part):
             if type(value) is not int or not 0 <= value <= SHARD_BYTES_MAX:
                 raise ValueError(f"bad number in a read: {str(value)[:40]!r}")
         if token_number >= len(given_tokens) or not isinstance(given_tokens[token_number], str):
             raise ValueError(f"a read names token {token_number}, which the batch does not carry")
-        total += length
-        if total > limits.shard_batch_bytes_max:
-            raise ValueError(f"a batch of reads asks for more than {limits.shard_batch_bytes_max} bytes")
-        read = ShardRead(ids.drive_id(drive), ShardRef(pg, segment, index), offset, length)
+        if part and not (part[0] < part[1] <= length - CRC_BYTES and length <= RECORD_BYTES_MAX):
+            raise ValueError(f"a part {part} of a read of {length} bytes is not inside one cell record")
+        read = ShardRead(ids.drive_id(drive), ShardRef(pg, segment, index), offset, length, tuple(part) or None)
+        answer, disk = answer + read.answer_bytes, disk + length
+        if answer > limits.shard_batch_bytes_max or disk > limits.shard_batch_disk_bytes_max:
+            raise ValueError(f"a batch of reads asks for more than {limits.shard_batch_bytes_max} bytes, or reads "
+                             f"more than {limits.shard_batch_disk_bytes_max} off the drives")  # fmt: skip
         batch.append((given_tokens[token_number], read))
     return batch
 

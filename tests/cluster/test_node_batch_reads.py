@@ -34,6 +34,7 @@ from apollo.proto.placement import Candidate
 from apollo.proto.routes import SHARDS_PREFIX
 from apollo.proto.storage_api import ERROR_HEADER, unframe_reads
 from apollo.storage.drive import Drive, format_drive
+from apollo.storage.geometry import ShardGeometry
 from apollo.storage.node import LocalStorageNode, ShardRead
 from apollo.storage.service import BATCH_BUDGET, build_storage_app
 
@@ -109,7 +110,9 @@ def test_a_batch_reads_past_flipped_bytes_deleted_shards_and_a_dead_node(tmp_pat
             shard_file(nodes, deleted, 1).unlink()
             for index in range(3):  # m = 2: three shards gone is past parity
                 shard_file(nodes, lost, index).unlink()
-            dead = next(node for node in nodes if node.drive_ids() == [objects[3][0].data.segments[0].drives[0]])
+            spared = {flipped.drives[0], deleted.drives[1]}  # the damage done above must be read to be reported
+            dead = next(node for node in nodes if node.drive_ids()[0] in objects[3][0].data.segments[0].drives
+                        and node.drive_ids()[0] not in spared)  # fmt: skip
             dead.kill()
             reads = NodeReads(engine.ctx, [(result.data, 0, len(data)) for result, data in objects]).results
             for number, (read, (_, data)) in enumerate(zip(reads, objects, strict=True)):
@@ -126,6 +129,74 @@ def test_a_batch_reads_past_flipped_bytes_deleted_shards_and_a_dead_node(tmp_pat
     reported = {(d.segment_id, d.shard_index) for d in damage}
     assert (flipped, 0) in reported and (deleted, 1) in reported
     assert any("CRC32C" in d.reason for d in damage if d.segment_id == flipped)
+
+
+def shard_bytes_served(node) -> int:
+    with urllib.request.urlopen(f"{node.endpoint}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    return int(sum(float(v) for v in re.findall(r'^apollo_shard_bytes_total\{direction="read"\} (\S+)$', text,
+                                                  re.MULTILINE)))  # fmt: skip
+
+
+def test_small_ranges_come_back_as_parts_of_cells_the_node_checked(tmp_path, nodes, keyring, seed):
+    """1 KiB ranges of 64 KiB cells: the nodes send about the ranges' bytes, not their cells; a byte flipped in
+    a cell outside the range asked for is still caught (the node checks the whole record) and that range is
+    decoded from parity and reported; a part of a cell a hostile client draws outside its record is refused."""
+    rng = random.Random(seed)
+
+    async def scenario():
+        engine = Engine(tmp_path, nodes, keyring, Timeouts())
+        damage = []
+        engine.ctx.on_damage.append(damage.append)
+        try:
+            objects = await written(engine, rng, 20)
+            ranges = []
+            for result, data in objects:
+                start = rng.randrange(len(data) - 1024)
+                ranges.append((result, data, start, start + 1024))
+            before = sum(shard_bytes_served(node) for node in nodes)
+            got = [await read for read in NodeReads(engine.ctx, [(r.data, lo, hi) for r, _, lo, hi in ranges]).results]
+            served = sum(shard_bytes_served(node) for node in nodes) - before
+            assert got == [data[lo:hi] for _, data, lo, hi in ranges]
+            assert 20 * 1024 <= served <= 2 * 20 * 1024, f"{served} bytes served for 20 KiB of ranges"
+            assert not damage
+
+            result, data, lo, hi = ranges[0]
+            segment = result.data.segments[0]
+            stripe = lo // segment.stripe_bytes
+            index = (lo - stripe * segment.stripe_bytes) // segment.cell_payload(stripe)
+            path = shard_file(nodes, segment, index)
+            raw = bytearray(path.read_bytes())
+            record_start = ShardGeometry(segment).span(stripe, stripe + 1)[0]
+            raw[record_start + 8] ^= 0x01  # in the record's codec header: a byte no part asked for
+            path.write_bytes(bytes(raw))
+            (again,) = NodeReads(engine.ctx, [(result.data, lo, hi)]).results
+            assert await again == data[lo:hi]
+            assert [(d.segment_id, d.shard_index) for d in damage] == [(segment.segment_id, index)]
+            assert "CRC32C" in damage[0].reason, damage[0].reason
+            return segment, index
+        finally:
+            await engine.close()
+
+    segment, index = run(scenario())
+    drive = segment.drives[index]
+    node = next(node for node in nodes if node.drive_ids() == [drive])
+    shard = segment.shard(index)
+    token = keyring.issue(tokens.READ, segment.segment_id, 60)
+
+    async def attack():
+        async with aiohttp.ClientSession() as session:
+            for part in ([10, 10], [20, 10], [0, 1000], [0, "9"], [-1, 5]):
+                body = {"tokens": [token], "reads": [[0, drive, shard.pg, shard.segment_id, shard.index, 4096, 1000,
+                                                     *part]]}  # fmt: skip
+                async with session.post(f"{node.endpoint}{SHARDS_PREFIX}", json=body) as response:
+                    assert response.status == 400, part
+            huge = {"tokens": [token], "reads": [[0, drive, shard.pg, shard.segment_id, shard.index, 0,
+                                                  limits.cell_size_bytes_max + 8192, 0, 10]]}  # fmt: skip
+            async with session.post(f"{node.endpoint}{SHARDS_PREFIX}", json=huge) as response:
+                assert response.status == 400, "a part of more than one cell record"
+
+    run(attack())
 
 
 def test_each_read_of_a_batch_is_held_to_its_own_segments_token(tmp_path, nodes, keyring, seed):
@@ -267,6 +338,8 @@ def test_a_batch_the_node_has_no_memory_for_is_read_shard_by_shard(tmp_path, key
             reading.on_damage.append(damage.append)
             got = await NodeReads(reading, [(result.data, 10, 250_000)]).results[0]
             assert got == data[10:250_000] and not damage
+            part = await NodeReads(reading, [(result.data, 100_000, 101_000)]).results[0]  # a part of one cell
+            assert part == data[100_000:101_000] and not damage, "read whole and cut by the client"
             remote.suspect_until = suspect = time.monotonic() + 60  # a node that failed moments ago
             with pytest.raises(ConnectionError, match="failed moments ago"):
                 await remote.read_many([ShardRead(drives[0].drive_id, result.data.segments[0].shard(0), 0, 9)])
