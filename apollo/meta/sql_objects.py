@@ -7,6 +7,8 @@ import uuid
 from dataclasses import replace
 from typing import Any
 
+import orjson
+
 from apollo import errors, ids, limits
 from apollo.meta.listing import Cursor, walk
 from apollo.meta.sqlbase import Conn, Row, SqlBase, dumps
@@ -42,8 +44,16 @@ def new_version_id() -> str:
 
 def _json(text: str) -> Any:
     """``json.loads``, without parsing the empty collections most rows hold (a batch lookup reads
-    thousands of rows: parsing was most of its time)."""
-    return {} if text == "{}" else [] if text == "[]" else json.loads(text)
+    thousands of rows: parsing was most of its time), and with orjson for the rest, at a third of the cost.
+    A row written before orjson may hold what it refuses (a lone surrogate the standard library let by)."""
+    if text == "{}":
+        return {}
+    if text == "[]":
+        return []
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return json.loads(text)
 
 
 def attrs_from_row(row: Row) -> ObjectAttrs:
