@@ -5,6 +5,9 @@ stripes, checks every cell's CRC32C and slices the payload out: no decoding.
 Any failure (missing file, I/O error, CRC mismatch, short read) turns that
 batch into a degraded read: the other shards are fetched, each stripe is
 decoded from any k good cells, and the bad shard is reported for repair.
+A range within one stripe that needs at most half of its cells' bytes asks for
+parts of cells instead (``cell_parts``): each node checks the whole cell's CRC32C
+and sends the part with a CRC32C of its own.
 Batches are read ahead (``READ_AHEAD_BATCHES``) while earlier ones are being consumed.
 """
 
@@ -133,6 +136,15 @@ class SegmentReader:
             raw = exc
         return await self._checked(index, raw, length)
 
+    async def _fetch_part(self, read: ShardRead) -> ReadOutcome:
+        """A part of a cell (a small range GET of a large object): the node checks the whole cell and sends the
+        part, so 4 KiB of a 256 KiB cell crosses the network as 4 KiB."""
+        try:
+            (outcome,) = await self.ctx.node(read.drive_id).read_many([read])
+        except (OSError, ApolloError) as exc:
+            outcome = exc
+        return outcome
+
     async def _checked(self, index: int, raw: ReadOutcome, length: int) -> bytes | bytearray | memoryview | None:
         """A shard read's bytes, or None (reported as damage) if it failed or came up short."""
         if isinstance(raw, Exception):
@@ -148,10 +160,14 @@ class SegmentReader:
         """Segment bytes ``[start, end)`` within stripes ``[s0, s1)``; degraded from parity if need be.
         ``fetched``: the outcomes of ``shard_reads``, read by the caller; else the shards are read here."""
         needed = self._needed_shards(s0, s1, start, end)
+        parts = cell_parts(self.layout, s0, s1, start, end)
+        if parts is not None:
+            if fetched is None:
+                reads = self.shard_reads(s0, s1, start, end)
+                fetched = await asyncio.gather(*(self._fetch_part(read) for read in reads))
+            return await self._read_parts(s0, s1, start, end, needed, parts, fetched)
         if fetched is None:
             raws = await asyncio.gather(*(self._fetch(i, s0, s1) for i in needed))
-        elif (parts := cell_parts(self.layout, s0, s1, start, end)) is not None:
-            return await self._read_parts(s0, s1, start, end, needed, parts, fetched)
         else:
             length = self.geometry.span(s0, s1)[1]
             raws = [await self._checked(i, raw, length) for i, raw in zip(needed, fetched, strict=True)]

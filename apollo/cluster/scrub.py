@@ -42,7 +42,8 @@ class Scrubber(PeriodicPass):
 
     def summary(self, current: dict) -> str:
         c = current
-        return (f"{c['mode']}, at group {c['cursor_pg']}, {c['segments']}/{c['total']} segments, {c['shards']} "
+        where = "" if c["cursor_pg"] < 0 else f", at group {c['cursor_pg']}"  # -1: before the first group
+        return (f"{c['mode']}{where}, {c['segments']}/{c['total']} segments, {c['shards']} "
                 f"shards, {c['bytes']} bytes read, {c['errors']} problems")  # fmt: skip
 
     async def step(self) -> bool:

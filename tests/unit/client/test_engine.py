@@ -143,6 +143,10 @@ class _CountingNode:
         self.reads.append((shard.index, length))
         return await self._node.read(drive_id, shard, offset, length)
 
+    async def read_many(self, reads):
+        self.reads.extend((read.shard.index, read.length) for read in reads)
+        return await self._node.read_many(reads)
+
     def __getattr__(self, name):
         return getattr(self._node, name)
 
