@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -24,6 +26,50 @@ class Damage:
     reason: str
 
 
+HEDGE_AFTER_S = (0.02, 1.0)  # the hedge threshold's bounds; the upper one is also the threshold before any read
+HEDGE_SAMPLES = 256  # recent healthy shard reads the threshold is learned from
+HEDGE_PERCENTILE = 0.95
+HEDGE_FACTOR = 3.0  # a read this many times slower than the recent 95th percentile is hedged
+SLOW_FOR_S = 5.0  # a drive that made a read hedge is read around, not waited for, this long
+SLOW_DRIVES_MAX = 4096
+
+
+class ReadLatency:
+    """When to stop waiting for a shard and read parity instead (a hedge), learned from recent reads; and
+    which drives were slow lately. A node that is alive but slow (a stopped process, a saturated disk, a
+    congested link) answers late rather than failing: without a hedge every read it serves would take the
+    node's whole request timeout. Slow is not failed: nothing is reported for repair."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._samples: deque[float] = deque(maxlen=HEDGE_SAMPLES)
+        self._threshold = HEDGE_AFTER_S[1]
+        self._slow: dict[str, float] = {}  # drive id -> until when
+
+    def record(self, seconds: float) -> None:
+        """A shard read that answered, and how long it took."""
+        self._samples.append(seconds)
+        if len(self._samples) % 32 == 0:  # a percentile every 32 reads, not every read
+            ordered = sorted(self._samples)
+            recent = ordered[min(len(ordered) - 1, int(HEDGE_PERCENTILE * len(ordered)))]
+            self._threshold = min(HEDGE_AFTER_S[1], max(HEDGE_AFTER_S[0], HEDGE_FACTOR * recent))
+
+    def hedge_after(self) -> float:
+        return self._threshold
+
+    def note_slow(self, drive_id: str) -> None:
+        if len(self._slow) >= SLOW_DRIVES_MAX:
+            now = self._clock()
+            self._slow = {d: until for d, until in self._slow.items() if until > now}
+            if len(self._slow) >= SLOW_DRIVES_MAX:
+                return
+        self._slow[drive_id] = self._clock() + SLOW_FOR_S
+
+    def is_slow(self, drive_id: str) -> bool:
+        until = self._slow.get(drive_id)
+        return until is not None and until > self._clock()
+
+
 @dataclass
 class ClientContext:
     meta: MetaService
@@ -31,6 +77,7 @@ class ClientContext:
     cpu: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(4, thread_name_prefix="codec"))
     on_damage: list = field(default_factory=list)  # callbacks(Damage), e.g. metrics
     on_decode: list = field(default_factory=list)  # callbacks(stripes decoded from parity), e.g. metrics
+    latency: ReadLatency = field(default_factory=ReadLatency)  # when a read hedges, and which drives are slow
 
     @property
     def placement(self) -> Placement:

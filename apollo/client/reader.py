@@ -14,6 +14,7 @@ Batches are read ahead (``READ_AHEAD_BATCHES``) while earlier ones are being con
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
 from collections.abc import AsyncIterator
 
@@ -24,6 +25,7 @@ from apollo.storage.ec import StripeCodec
 from apollo.storage.geometry import ShardGeometry
 from apollo.storage.node import ReadOutcome, ShardRead
 
+Raw = bytes | bytearray | memoryview | None  # a shard read's bytes, or None when it failed (reported as damage)
 READ_AHEAD_BATCHES = 2  # batches in flight beyond the one being yielded, across segment boundaries
 
 
@@ -130,19 +132,25 @@ class SegmentReader:
     async def _fetch(self, index: int, s0: int, s1: int) -> bytes | bytearray | memoryview | None:
         drive = self.layout.drives[index]
         offset, length = self.geometry.span(s0, s1)
+        started = time.monotonic()
         try:
             raw = await self.ctx.node(drive).read(drive, self.layout.shard(index), offset, length)
         except (OSError, ApolloError) as exc:
             raw = exc
+        else:
+            self.ctx.latency.record(time.monotonic() - started)
         return await self._checked(index, raw, length)
 
     async def _fetch_part(self, read: ShardRead) -> ReadOutcome:
         """A part of a cell (a small range GET of a large object): the node checks the whole cell and sends the
         part, so 4 KiB of a 256 KiB cell crosses the network as 4 KiB."""
+        started = time.monotonic()
         try:
             (outcome,) = await self.ctx.node(read.drive_id).read_many([read])
         except (OSError, ApolloError) as exc:
             outcome = exc
+        if not isinstance(outcome, Exception):
+            self.ctx.latency.record(time.monotonic() - started)
         return outcome
 
     async def _checked(self, index: int, raw: ReadOutcome, length: int) -> bytes | bytearray | memoryview | None:
@@ -163,22 +171,59 @@ class SegmentReader:
         parts = cell_parts(self.layout, s0, s1, start, end)
         if parts is not None:
             if fetched is None:
-                reads = self.shard_reads(s0, s1, start, end)
-                fetched = await asyncio.gather(*(self._fetch_part(read) for read in reads))
+                fetched = await self._fetch_parts(s0, s1, start, end)
+                if fetched is None:  # slow: hedged
+                    return await self._degraded(s0, s1, start, end, {})
             return await self._read_parts(s0, s1, start, end, needed, parts, fetched)
+        running: dict[asyncio.Future, int] = {}
         if fetched is None:
-            raws = await asyncio.gather(*(self._fetch(i, s0, s1) for i in needed))
+            raws, running = await self._fetch_hedged(needed, s0, s1)
         else:
             length = self.geometry.span(s0, s1)[1]
-            raws = [await self._checked(i, raw, length) for i, raw in zip(needed, fetched, strict=True)]
-        cells = await self.ctx.cpu_run(self._split, dict(zip(needed, raws, strict=True)), s0, s1)
+            raws = {i: await self._checked(i, raw, length) for i, raw in zip(needed, fetched, strict=True)}
+        cells = await self.ctx.cpu_run(self._split, raws, s0, s1)
         for index, shard_cells in cells.items():
             if any(c is None for c in shard_cells):
                 await self._damaged(index, "cell CRC32C mismatch")
         bad = [i for i in needed if i not in cells or any(c is None for c in cells[i])]
         if bad:
-            return await self._degraded(s0, s1, start, end, cells)
+            return await self._degraded(s0, s1, start, end, cells, running)
         return self._assemble(s0, s1, start, end, cells)  # views only: cheaper than a hop to a thread
+
+    def _hedge_wait(self, drives: list[str]) -> float:
+        """How long to wait for healthy reads before reading parity too: not at all when one of the drives was
+        slow lately (read around it), else the threshold learned from recent reads."""
+        latency = self.ctx.latency
+        return 0.0 if any(latency.is_slow(d) for d in drives) else latency.hedge_after()
+
+    async def _fetch_hedged(self, needed: list[int], s0: int, s1: int
+                            ) -> tuple[dict[int, Raw], dict[asyncio.Future, int]]:  # fmt: skip
+        """The needed shards' reads that answered within the hedge threshold, and those still running (their
+        drives marked slow), for the degraded path to wait on alongside parity: whichever k answer first."""
+        tasks = {asyncio.ensure_future(self._fetch(i, s0, s1)): i for i in needed}
+        wait_s = self._hedge_wait([self.layout.drives[i] for i in needed])
+        done, running = await asyncio.wait(tasks, timeout=wait_s) if wait_s > 0 else (set(), set(tasks))
+        if running and wait_s > 0:
+            for task in running:
+                self.ctx.latency.note_slow(self.layout.drives[tasks[task]])
+        return {tasks[task]: task.result() for task in done}, {task: tasks[task] for task in running}
+
+    async def _fetch_parts(self, s0: int, s1: int, start: int, end: int) -> list[ReadOutcome] | None:
+        """The parts a small range needs; None when they did not all answer within the hedge threshold (the
+        slow drives are marked, and the caller decodes the stripe from whichever shards answer first)."""
+        reads = self.shard_reads(s0, s1, start, end)
+        tasks = [asyncio.ensure_future(self._fetch_part(read)) for read in reads]
+        wait_s = self._hedge_wait([read.drive_id for read in reads])
+        if wait_s > 0:
+            done, running = await asyncio.wait(tasks, timeout=wait_s)
+            if not running:
+                return [task.result() for task in tasks]
+        for task, read in zip(tasks, reads, strict=True):
+            if not task.done():
+                task.cancel()
+                if wait_s > 0:
+                    self.ctx.latency.note_slow(read.drive_id)
+        return None
 
     async def _read_parts(self, s0: int, s1: int, start: int, end: int, needed: list[int],
                           parts: list[tuple[int, int]], fetched: list[ReadOutcome]
@@ -213,16 +258,35 @@ class SegmentReader:
                 pieces.append(cell[max(lo, cell_lo) - cell_lo : min(hi, cell_lo + payload) - cell_lo])
         return pieces
 
-    async def _degraded(self, s0: int, s1: int, start: int, end: int, cells: dict) -> list[bytes]:
-        others = [i for i in range(self.layout.scheme.width) if i not in cells]
-        raws = await asyncio.gather(*(self._fetch(i, s0, s1) for i in others))
-        more = await self.ctx.cpu_run(self._split, dict(zip(others, raws, strict=True)), s0, s1)
-        for index, shard_cells in more.items():
-            cells[index] = shard_cells
-            if any(c is None for c in shard_cells):
-                await self._damaged(index, "cell CRC32C mismatch")
+    async def _degraded(self, s0: int, s1: int, start: int, end: int, cells: dict,
+                        running: dict[asyncio.Future, int] | None = None) -> list[bytes]:  # fmt: skip
+        """Decode the stripes from any k good cells each: the other shards are read (with the reads still
+        ``running``) until every stripe has k, and whatever is still out then is cancelled, so a hung or slow
+        node costs the hedge threshold, not its timeout."""
+        pending = dict(running or {})
+        asked = set(cells) | set(pending.values())
+        for index in range(self.layout.scheme.width):
+            if index not in asked:
+                pending[asyncio.ensure_future(self._fetch(index, s0, s1))] = index
+        try:
+            while pending and not self._decodable(cells, s1 - s0):
+                done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    index, raw = pending.pop(task), task.result()
+                    if raw is None:
+                        continue
+                    cells[index] = await self.ctx.cpu_run(self.geometry.split, raw, s0, s1)
+                    if any(c is None for c in cells[index]):
+                        await self._damaged(index, "cell CRC32C mismatch")
+        finally:
+            for task in pending:
+                task.cancel()
         self.ctx.decoded(s1 - s0)
         return await self.ctx.cpu_run(self._decode_batch, s0, s1, start, end, cells)
+
+    def _decodable(self, cells: dict, stripes: int) -> bool:
+        k = self.layout.scheme.k
+        return all(sum(c[n] is not None for c in cells.values()) >= k for n in range(stripes))
 
     def _decode_batch(self, s0: int, s1: int, start: int, end: int, cells: dict) -> list[bytes]:
         pieces = []

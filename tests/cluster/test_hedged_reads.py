@@ -1,0 +1,53 @@
+"""A storage node that is alive but does not answer (SIGSTOP: connections accepted, nothing read) must not
+set the read's latency: a read waits for it only as long as the hedge threshold learned from recent reads,
+then decodes from parity; the node is marked slow (read around at once for a while), not reported damaged.
+Six real node processes; the node's request timeout is 10 s, the reads are held to well under it."""
+
+from __future__ import annotations
+
+import random
+import time
+
+from storage_processes import Engine, run
+
+from apollo.client.remote_storage import Timeouts
+
+REQUEST_S = 10.0  # what a read of the stopped node would wait without a hedge
+
+
+def test_a_stopped_node_costs_the_hedge_threshold_not_its_timeout(tmp_path, nodes, keyring, seed):
+    rng = random.Random(seed)
+
+    async def scenario():
+        engine = Engine(tmp_path, nodes, keyring, Timeouts(request_s=REQUEST_S))
+        damage = []
+        engine.ctx.on_damage.append(damage.append)
+        try:
+            data = rng.randbytes(3 * 1024 * 1024)
+            result = await engine.write(data)
+            for _ in range(64):  # recent healthy reads teach the threshold (3x their 95th percentile)
+                start = rng.randrange(len(data) - 4096)
+                assert await engine.read(result, start, start + 4096) == data[start : start + 4096]
+            threshold = engine.ctx.latency.hedge_after()
+            assert threshold < 1.0, f"64 healthy reads should teach a threshold under the 1 s default: {threshold}"
+            segment = result.data.segments[0]
+            stopped = next(node for node in nodes if node.drive_ids()[0] == segment.drives[0])  # a data shard's
+            stopped.pause()
+            try:
+                started = time.monotonic()
+                assert await engine.read(result) == data
+                whole = time.monotonic() - started
+                small = segment.cell_size // 4  # inside data cell 0 of stripe 0: a part read of the stopped node
+                started = time.monotonic()
+                assert await engine.read(result, 100, 100 + small) == data[100 : 100 + small]
+                part = time.monotonic() - started
+            finally:
+                stopped.resume()
+            assert engine.ctx.latency.is_slow(segment.drives[0]), "the stopped node's drive is marked slow"
+            assert not damage, f"a slow node is not damaged: {damage}"
+            return whole, part
+        finally:
+            await engine.close()
+
+    whole, part = run(scenario())
+    assert whole < REQUEST_S / 2 and part < REQUEST_S / 2, (whole, part)
