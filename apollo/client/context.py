@@ -26,10 +26,10 @@ class Damage:
     reason: str
 
 
-HEDGE_AFTER_S = (0.02, 1.0)  # the hedge threshold's bounds; the upper one is also the threshold before any read
+HEDGE_AFTER_S = (0.01, 1.0)  # the hedge threshold's bounds; the upper one is also the threshold before any read
 HEDGE_SAMPLES = 256  # recent healthy shard reads the threshold is learned from
 HEDGE_PERCENTILE = 0.95
-HEDGE_FACTOR = 3.0  # a read this many times slower than the recent 95th percentile is hedged
+HEDGE_FACTOR = 2.0  # a read this many times slower than the recent 95th percentile is hedged
 SLOW_FOR_S = 5.0  # a drive that made a read hedge is read around, not waited for, this long
 SLOW_DRIVES_MAX = 4096
 

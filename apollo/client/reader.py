@@ -264,12 +264,18 @@ class SegmentReader:
         ``running``) until every stripe has k, and whatever is still out then is cancelled, so a hung or slow
         node costs the hedge threshold, not its timeout."""
         pending = dict(running or {})
-        asked = set(cells) | set(pending.values())
-        for index in range(self.layout.scheme.width):
-            if index not in asked:
-                pending[asyncio.ensure_future(self._fetch(index, s0, s1))] = index
+        unasked = [i for i in range(self.layout.scheme.width) if i not in cells and i not in pending.values()]
+        unasked.sort(key=lambda i: self.ctx.latency.is_slow(self.layout.drives[i]))  # slow drives last
         try:
-            while pending and not self._decodable(cells, s1 - s0):
+            while not self._decodable(cells, s1 - s0):
+                # As many more shards as k still needs, counting the reads out on drives not known slow: a
+                # slow data shard costs one parity read, not m.
+                hopeful = sum(not self.ctx.latency.is_slow(self.layout.drives[i]) for i in pending.values())
+                for _ in range(min(len(unasked), self.layout.scheme.k - self._good_shards(cells) - hopeful)):
+                    index = unasked.pop(0)
+                    pending[asyncio.ensure_future(self._fetch(index, s0, s1))] = index
+                if not pending:
+                    break
                 done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
                 for task in done:
                     index, raw = pending.pop(task), task.result()
@@ -283,6 +289,10 @@ class SegmentReader:
                 task.cancel()
         self.ctx.decoded(s1 - s0)
         return await self.ctx.cpu_run(self._decode_batch, s0, s1, start, end, cells)
+
+    @staticmethod
+    def _good_shards(cells: dict) -> int:
+        return sum(all(c is not None for c in shard_cells) for shard_cells in cells.values())
 
     def _decodable(self, cells: dict, stripes: int) -> bool:
         k = self.layout.scheme.k
