@@ -35,6 +35,10 @@ class SnapshotNotFound(NotFound):
     pass
 
 
+class TransactionNotFound(NotFound):
+    """No open or recently finished transaction of that id in that bucket (expired ones are dropped)."""
+
+
 class Conflict(ApolloError):
     """The request is valid but clashes with the current state."""
 
@@ -54,6 +58,11 @@ class RenameRefused(Conflict):
 
 class PreconditionFailed(Conflict):
     """A conditional write (If-Match / If-None-Match) lost inside the commit transaction."""
+
+
+class TransactionClosed(Conflict):
+    """The transaction was committed, aborted or expired: nothing more can be staged into it, and an
+    aborted or expired one cannot be committed."""
 
 
 class ConditionalRequestConflict(Conflict):

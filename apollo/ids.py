@@ -21,6 +21,7 @@ DRIVE_ID = re.compile(r"[0-9a-f]{16}")  # uuid4().hex[:16] (apollo.storage.drive
 ETAG = re.compile(r"[0-9a-f]{32}(-[0-9]{1,5})?")  # an MD5, or a digest of parts or cells and their count
 VERSION_ID = re.compile(r"null|[0-9a-f]{32}")  # NULL_VERSION, or a new version's uuid4().hex
 SNAPSHOT_ID = re.compile(r"[0-9a-f]{32}")  # uuid4().hex (SnapshotOps.create_snapshot)
+TXN_ID = re.compile(r"[0-9a-f]{32}")  # uuid4().hex (TxnOps.begin_txn)
 PLACEMENT_GROUPS_MAX = 1 << 20
 SHARDS_PER_SEGMENT_MAX = 32  # the widest scheme (apollo.storage.ec.Scheme)
 
@@ -48,6 +49,12 @@ def segment_id(value: object) -> str:
 def snapshot_id(value: object) -> str:
     if not isinstance(value, str) or not SNAPSHOT_ID.fullmatch(value):
         raise BadIdentifier(f"bad snapshot id {_shown(value)}: expected 32 lowercase hex digits")
+    return value
+
+
+def txn_id(value: object) -> str:
+    if not isinstance(value, str) or not TXN_ID.fullmatch(value):
+        raise BadIdentifier(f"bad transaction id {_shown(value)}: expected 32 lowercase hex digits")
     return value
 
 

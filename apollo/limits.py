@@ -66,6 +66,16 @@ batch_lookup_items_max = 1000
 # (about 1 s per 100,000 objects); a bucket's are listed in one answer.
 snapshot_objects_max = 2_000_000
 snapshots_per_bucket_max = 1000
+# Transactions over many objects (apollo.meta.sql_txns): keys staged in one (its commit is one SQL
+# transaction, which holds SQLite's only writer about 1 s per 20,000 keys); transactions one access key
+# holds open at once; the lifetime the service grants, whatever the client asks, within these bounds (an
+# uncommitted transaction is aborted by the garbage collector when it ends).
+txn_items_max = 100_000
+txns_open_per_key_max = 100
+txn_ttl_s_default = 3600.0
+txn_ttl_s_min = 60.0
+txn_ttl_s_max = 24 * 3600.0
+txns_expired_per_pass_max = 64  # one GC pass aborts or forgets at most this many, oldest first
 # Members of one tar archive whose index is kept (apollo.proto.tar_index): the index goes with the commit,
 # inside one metadata call (rpc_body_bytes_max), at about 60 bytes a member.
 tar_members_max = 50_000

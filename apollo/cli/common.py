@@ -78,6 +78,9 @@ def add_manager_flags(parser: argparse.ArgumentParser) -> None:
     """Flags of the processes that may hold the manager lease: ``apollo server`` and ``apollo meta``."""
     parser.add_argument("--gc-delay", type=float, default=limits.gc_deleted_data_delay_s,
                         help="seconds before data of deleted versions is removed")  # fmt: skip
+    parser.add_argument("--txn-ttl-min", type=float, default=limits.txn_ttl_s_min, metavar="SECONDS",
+                        help="the shortest lifetime granted to a transaction over many objects (default 60; "
+                             "tests use less)")  # fmt: skip
     parser.add_argument("--upload-expiry", type=float, default=limits.upload_expiry_s_default,
                         help="abort multipart uploads unfinished after this many seconds (default 7 days)")  # fmt: skip
     parser.add_argument("--drive-reserve", type=parse_size, default=limits.drive_free_bytes_min, metavar="SIZE",

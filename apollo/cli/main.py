@@ -55,7 +55,7 @@ def cmd_server(args: argparse.Namespace) -> None:
     config = ServerConfig(
         drives=drives, meta_dir=meta_dir, host=host or "127.0.0.1", port=int(port),
         scheme=Scheme.parse(args.ec) if args.ec else None, cell_size=args.cell_size, domain=args.domain,
-        root_user=user, root_password=password, gc_delay_s=args.gc_delay,
+        root_user=user, root_password=password, gc_delay_s=args.gc_delay, txn_ttl_min_s=args.txn_ttl_min,
         drive_reserve_bytes=args.drive_reserve,
         upload_expiry_s=args.upload_expiry, journal_checkpoint_interval_s=args.journal_checkpoint_interval,
         manager_lease_ttl_s=args.manager_lease, write_quorum=args.write_quorum, client_limits=client_limits(args),

@@ -44,7 +44,7 @@ def cmd_meta(args: argparse.Namespace) -> None:
     user, password = credentials(args)
     try:
         run(MetaConfig(args.database, host, port, user, password, args.drive_reserve, args.manager_lease,
-                       args.gc_delay, args.upload_expiry, certs=args.certs,
+                       args.gc_delay, args.upload_expiry, certs=args.certs, txn_ttl_min_s=args.txn_ttl_min,
                        max_connections=args.max_connections))  # fmt: skip
     except MetadataUnavailable as exc:  # the database refused or is away at start: one line, not a traceback
         sys.exit(f"apollo meta: {exc}")

@@ -3,7 +3,8 @@
 from apollo.client.batch import BatchItem, BatchResult
 from apollo.client.native import AsyncClient, Client, ObjectInfo, from_environment
 from apollo.client.tls import CertError
-from apollo.proto.records import Snapshot
+from apollo.client.transaction import StagedObject, SyncTransaction, Transaction
+from apollo.proto.records import Snapshot, TxnInfo
 
 __all__ = ["AsyncClient", "BatchItem", "BatchResult", "CertError", "Client", "ObjectInfo", "Snapshot",
-           "from_environment"]
+           "StagedObject", "SyncTransaction", "Transaction", "TxnInfo", "from_environment"]

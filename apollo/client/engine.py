@@ -53,6 +53,7 @@ from apollo.proto.records import (
     ObjectAttrs,
     Part,
     Snapshot,
+    TxnInfo,
     Upload,
     Version,
 )
@@ -319,6 +320,47 @@ class ObjectEngine:
         for first in range(0, len(keys), step):
             lookups += await self._meta.get_snapshot_versions(bucket, snapshot_id, keys[first : first + step])
         return lookups
+
+    # transactions over many objects (``apollo.meta.sql_txns``) ------------------------------------
+
+    async def begin_txn(self, bucket: str, *, ttl_s: float | None = None, if_prefix_absent: str | None = None
+                        ) -> TxnInfo:  # fmt: skip
+        """A new open transaction; the service clamps ``ttl_s`` to its bounds. :raises BucketNotFound,
+        InvalidRequest: (``limits.txns_open_per_key_max``)"""
+        return await self._meta.begin_txn(bucket, self._clock(), ttl_s=ttl_s, if_prefix_absent=if_prefix_absent)
+
+    async def get_txn(self, bucket: str, txn_id: str) -> TxnInfo:
+        """:raises TransactionNotFound, AccessDenied:"""
+        return await self._meta.get_txn(txn_id, bucket)
+
+    async def stage_put(self, txn_id: str, bucket: str, key: str, body: Body, attrs: ObjectAttrs, *,
+                        if_none_match: bool = False, md5: bool = True) -> WriteResult:  # fmt: skip
+        """Stream ``body`` to the drives as :meth:`put_object` does, then stage it (``stage_put``): no reader
+        sees it before the transaction's commit. A failure after the bytes moved hands them to GC at once.
+
+        :raises TransactionNotFound, TransactionClosed, AccessDenied, InsufficientStorage:
+        """
+        result = await self._writer({"bucket": bucket, "key": key}, None, md5=md5).write(body)
+        try:
+            attrs.checksums.update(result.checksums)
+            await self._meta.stage_put(txn_id, bucket, key, size=result.size, etag=result.etag, attrs=attrs,
+                                       data=result.data, now=self._clock(), if_none_match=if_none_match)  # fmt: skip
+        except BaseException:
+            await self._release(result)
+            raise
+        return result
+
+    async def stage_delete(self, txn_id: str, bucket: str, key: str) -> TxnInfo:
+        """:raises TransactionNotFound, TransactionClosed, AccessDenied:"""
+        return await self._meta.stage_delete(txn_id, bucket, key, self._clock())
+
+    async def commit_txn(self, txn_id: str, bucket: str) -> TxnInfo:
+        """Every staged item visible at once. :raises PreconditionFailed, TransactionClosed, AccessDenied:"""
+        return await self._meta.commit_txn(txn_id, bucket, self._clock())
+
+    async def abort_txn(self, txn_id: str, bucket: str) -> None:
+        """Staged data to GC. :raises TransactionClosed: (committed already), AccessDenied:"""
+        await self._meta.abort_txn(txn_id, bucket, self._clock())
 
     # multipart uploads -----------------------------------------------------------------------
 

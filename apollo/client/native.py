@@ -38,6 +38,7 @@ from apollo.client.engine import ObjectEngine
 from apollo.client.remote_meta import RemoteMeta
 from apollo.client.remote_storage import Timeouts
 from apollo.client.tls import client_context, environment_context
+from apollo.client.transaction import SyncTransaction, Transaction
 from apollo.client.writer import write_quorum as quorum_of
 from apollo.proto import codec
 from apollo.proto.layout import Scheme
@@ -368,6 +369,25 @@ class AsyncClient:
             marker = page.next_marker
 
 
+    # transactions over many objects (``apollo.client.transaction``) ---------------------------------
+
+    def transaction(self, bucket: str, *, ttl_s: float | None = None, if_prefix_absent: str | None = None
+                    ) -> Transaction:  # fmt: skip
+        """A new transaction, begun on entering ``async with`` (or ``await txn.begin()``): puts and deletes
+        staged into it are invisible to every reader until it commits, then all appear at once. Leaving the
+        ``async with`` normally commits it; an exception aborts it. ``txn.id`` is what other processes
+        :meth:`join_transaction` with. ``ttl_s``: how long it may stay open (the service grants
+        ``limits.txn_ttl_s_min`` to ``txn_ttl_s_max``; default 1 h); then it is aborted. ``if_prefix_absent``:
+        the commit fails (PreconditionFailed, nothing applied) if any object exists under that prefix then.
+        :raises BucketNotFound, InvalidRequest: (on begin; ``limits.txns_open_per_key_max``)"""
+        return Transaction(self._engine, _chunks, bucket, ttl_s=ttl_s, if_prefix_absent=if_prefix_absent)
+
+    def join_transaction(self, bucket: str, txn_id: str) -> Transaction:
+        """Another process's transaction, to stage into: with the same access key that began it. Leaving
+        ``async with`` never commits or aborts a joined transaction (``commit()``/``abort()`` still may).
+        :raises TransactionNotFound, TransactionClosed, AccessDenied: (on entering)"""
+        return Transaction(self._engine, _chunks, bucket, txn_id=txn_id)
+
     # snapshots -------------------------------------------------------------------------------
 
     async def snapshot(self, bucket: str, prefix: str = "") -> Snapshot:
@@ -473,6 +493,13 @@ class Client:
 
     def snapshot(self, bucket: str, prefix: str = "") -> Snapshot:
         return self._run(self._async.snapshot(bucket, prefix))
+
+    def transaction(self, bucket: str, **options: Any) -> SyncTransaction:
+        """``AsyncClient.transaction``, with ``with``: committed on leaving normally, aborted on an exception."""
+        return SyncTransaction(self._run, self._async.transaction(bucket, **options))
+
+    def join_transaction(self, bucket: str, txn_id: str) -> SyncTransaction:
+        return SyncTransaction(self._run, self._async.join_transaction(bucket, txn_id))
 
     def tar_members(self, bucket: str, key: str, version_id: str | None = None, snapshot: str | None = None
                     ) -> list[tuple[str, int, int]]:  # fmt: skip

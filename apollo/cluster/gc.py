@@ -32,6 +32,7 @@ class GarbageCollector:
         while True:
             try:
                 await self.expire_uploads()
+                await self.expire_txns()
                 while await self.collect() == BATCH_SEGMENTS:
                     pass
             except Exception:
@@ -45,6 +46,15 @@ class GarbageCollector:
         for upload in expired:
             log.info("aborted multipart upload %s of %s/%s, initiated %.0f s ago (upload expiry)",
                      upload.upload_id, upload.bucket, upload.key, now - upload.created)  # fmt: skip
+        return len(expired)
+
+    async def expire_txns(self) -> int:
+        """Abort transactions left open past their TTL (a crashed or forgetful client); their staged data
+        becomes garbage after the grace (``apollo.meta.sql_txns``)."""
+        expired = await self.meta.expire_txns(time.time(), limits.txns_expired_per_pass_max)
+        for txn in expired:
+            log.info("aborted transaction %s of %s by %s (%d keys staged): its TTL ended", txn.txn_id, txn.bucket,
+                     txn.owner, txn.items)  # fmt: skip
         return len(expired)
 
     async def collect(self) -> int:

@@ -222,10 +222,14 @@ def _repair_invariants(store: SqlStore, now: float) -> dict[str, int]:
                 "DELETE FROM garbage WHERE segment_id IN (SELECT segment_id FROM segments)").rowcount,
             "parts of vanished uploads removed": db.execute(
                 "DELETE FROM parts WHERE upload_id NOT IN (SELECT upload_id FROM uploads)").rowcount,
+            "staged items of vanished transactions removed": db.execute(
+                "DELETE FROM txn_items WHERE txn_id NOT IN (SELECT txn_id FROM txns WHERE state IN "
+                "('open', 'committing'))").rowcount,
         }  # fmt: skip
         unowned = ("data_id NOT IN (SELECT data_id FROM versions WHERE data_id IS NOT NULL) "
                    "AND data_id NOT IN (SELECT data_id FROM retired_versions WHERE data_id IS NOT NULL) "
-                   "AND data_id NOT IN (SELECT data_id FROM parts)")  # fmt: skip
+                   "AND data_id NOT IN (SELECT data_id FROM parts) "
+                   "AND data_id NOT IN (SELECT data_id FROM txn_items WHERE data_id IS NOT NULL)")  # fmt: skip
         db.execute(f"INSERT OR IGNORE INTO garbage (segment_id, layout, owner, due) "
                    f"SELECT segment_id, layout, '', ? FROM segments WHERE {unowned}", (now,))  # fmt: skip
         fixes["segments of no version or part sent to GC"] = db.execute(

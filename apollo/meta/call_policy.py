@@ -47,6 +47,12 @@ CALL_OPS: dict[str, str] = {
     "list_snapshots": "ListObjects",
     "list_snapshot": "ListObjects",
     "delete_snapshot": "ListObjects",
+    # Transactions: staging a put or a delete is held to what the put or delete itself would be; beginning
+    # one conditioned on a prefix shows whether objects exist there (a listing's right), else only that the
+    # bucket exists. Commit, abort and lookup are the beginning key's only (``TxnOps``), checked there.
+    "begin_txn": "ListObjects",
+    "stage_put": "PutObject",
+    "stage_delete": "DeleteObject",
     "create_upload": "CreateMultipartUpload",
     "get_upload": "UploadPart",
     "list_uploads": "ListMultipartUploads",
@@ -59,8 +65,8 @@ def _context(bound: dict, source_ip: str, secure: bool) -> dict[str, str]:
     """The condition keys the S3 request would carry: the global ones and, from the call's arguments, the
     listing's (``s3:prefix``, ``s3:delimiter``, ``s3:max-keys``) and ``s3:VersionId``."""
     context = request_context(source_ip, secure, time.time())
-    for name, argument in (("s3:prefix", "prefix"), ("s3:delimiter", "delimiter"), ("s3:max-keys", "max_keys"),
-                           ("s3:VersionId", "version_id")):  # fmt: skip
+    for name, argument in (("s3:prefix", "prefix"), ("s3:prefix", "if_prefix_absent"), ("s3:delimiter", "delimiter"),
+                           ("s3:max-keys", "max_keys"), ("s3:VersionId", "version_id")):  # fmt: skip
         value = bound.get(argument)
         if isinstance(value, str | int) and not isinstance(value, bool) and (value or name == "s3:prefix"):
             context[name] = str(value)
@@ -93,6 +99,8 @@ class CallPolicy:
         bucket = bound.get("bucket", bound.get("name"))
         if op == "PutBucketPolicy" and not bound.get("policy"):
             op = "DeleteBucketPolicy"
+        if method == "begin_txn" and bound.get("if_prefix_absent") is None:
+            op = "HeadBucket"
         if op == "CreateBucket":  # the gateway checks its callers' names; a native client's, here
             ids.bucket_name(bucket)
         access = await self._decider.access(bucket) if op != "CreateBucket" else None

@@ -45,6 +45,10 @@ class Engine(ABC):
     name: str
     embedded: bool  # one writer thread with group commit; point lookups may run inline on the event loop
     begin_sql: str
+    # A write transaction whose statements each see the latest commits and whose row locks queue instead of
+    # failing (PostgreSQL READ COMMITTED): for calls that serialize on one row they lock first, so that
+    # many of them at once wait their turn rather than rerun (``sql_txns``: stagings into one transaction).
+    queued_begin_sql: str
     now_sql: str  # the database's clock in seconds since the epoch: one clock for every process of a cluster
     schema_lock_sql: str = ""  # serializes schema creation between processes starting at once
 
@@ -106,6 +110,7 @@ class SqliteEngine(Engine):
     name = "sqlite"
     embedded = True
     begin_sql = "BEGIN IMMEDIATE"
+    queued_begin_sql = "BEGIN IMMEDIATE"  # one writer at a time: every transaction queues
     now_sql = "(julianday('now') - 2440587.5) * 86400.0"
 
     def __init__(self, path: str, read_only: bool = False) -> None:
@@ -203,6 +208,7 @@ class PostgresEngine(Engine):
     name = "postgresql"
     embedded = False
     begin_sql = "BEGIN ISOLATION LEVEL REPEATABLE READ"
+    queued_begin_sql = "BEGIN ISOLATION LEVEL READ COMMITTED"
     now_sql = "EXTRACT(EPOCH FROM clock_timestamp())::DOUBLE PRECISION"
     schema_lock_sql = "SELECT pg_advisory_xact_lock(1095782220)"  # any constant; this one spells APOL
 

@@ -11,7 +11,7 @@ Segments hang off a ``data_id`` so multipart completion can re-parent part
 segments onto the final version without copying bytes.
 """
 
-SCHEMA_VERSION = 10
+SCHEMA_VERSION = 11
 
 POLICIES_DDL = ("CREATE TABLE IF NOT EXISTS policies (name TEXT PRIMARY KEY, document TEXT NOT NULL, "
                 "created REAL NOT NULL)")  # fmt: skip
@@ -55,6 +55,27 @@ SNAPSHOT_DDL = [
     """CREATE TABLE IF NOT EXISTS tar_members (
         vid INTEGER NOT NULL, name TEXT NOT NULL, offset_bytes INTEGER NOT NULL, size INTEGER NOT NULL,
         PRIMARY KEY (vid, name))""",
+]
+
+# Transactions over many objects (``apollo.meta.sql_txns``): a put staged into one has its data stored
+# (``segments``, by ``data_id``) but no version row: no reader sees it until the commit turns every staged
+# item into a version in one SQL transaction. Journaled, as uploads and parts are: a recovered database
+# still has its open transactions, which commit or expire as before. ``txn_prefixes``: one row per
+# (bucket, prefix) a commit conditioned on, written by that commit so that two commits on one prefix
+# conflict on PostgreSQL (one reruns and finds the other's objects); not journaled, it holds no data.
+TXN_DDL = [
+    """CREATE TABLE IF NOT EXISTS txns (
+        txn_id TEXT PRIMARY KEY, bucket TEXT NOT NULL, owner TEXT NOT NULL, created REAL NOT NULL,
+        expires REAL NOT NULL, state TEXT NOT NULL, if_prefix_absent TEXT, items INTEGER NOT NULL DEFAULT 0)""",
+    "CREATE INDEX IF NOT EXISTS txns_by_owner ON txns (owner, state)",
+    "CREATE INDEX IF NOT EXISTS txns_by_expiry ON txns (expires)",
+    """CREATE TABLE IF NOT EXISTS txn_items (
+        txn_id TEXT NOT NULL, key TEXT NOT NULL, delete_marker INTEGER NOT NULL, size INTEGER NOT NULL,
+        etag TEXT NOT NULL, content_type TEXT NOT NULL, headers TEXT NOT NULL, checksums TEXT NOT NULL,
+        tags TEXT NOT NULL, inline_data BLOB, data_id TEXT, if_none_match INTEGER NOT NULL,
+        staged REAL NOT NULL, PRIMARY KEY (txn_id, key))""",
+    """CREATE TABLE IF NOT EXISTS txn_prefixes (
+        bucket TEXT NOT NULL, prefix TEXT NOT NULL, txn_id TEXT NOT NULL, PRIMARY KEY (bucket, prefix))""",
 ]
 
 DDL = [
@@ -136,6 +157,7 @@ DDL = [
         drive_id TEXT PRIMARY KEY, node TEXT NOT NULL, path TEXT NOT NULL, removed REAL NOT NULL)""",
     *SNAPSHOT_DDL,
     *CONSOLE_SESSIONS_DDL,
+    *TXN_DDL,
 ]
 
 # Upgrades of databases written by older versions: (new version, statements), applied in order
@@ -186,4 +208,5 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
         "ALTER TABLE drives ADD COLUMN filesystem TEXT NOT NULL DEFAULT ''",
     ]),
     # 10: console_sessions, a new table only (CONSOLE_SESSIONS_DDL), which the DDL creates on every open.
+    # 11: txns, txn_items, txn_prefixes: new tables only (TXN_DDL).
 ]  # fmt: skip

@@ -126,7 +126,8 @@ class MultipartOps(ObjectOps):
 
     def delete_bucket(self, name: str, now: float) -> None:
         """Delete a bucket without versions, delete markers or snapshots; its multipart uploads in progress go with it,
-        as on AWS (a client that crashed mid-upload must not leave a bucket nobody can delete).
+        as on AWS (a client that crashed mid-upload must not leave a bucket nobody can delete), and so do its
+        transactions (``sql_txns``), open ones aborted.
 
         :raises BucketNotFound, BucketNotEmpty:
         """
@@ -138,6 +139,12 @@ class MultipartOps(ObjectOps):
                 raise errors.BucketNotEmpty(f"bucket {name} has snapshots, which hold its data: delete them first")
             for upload in db.execute("SELECT upload_id FROM uploads WHERE bucket = ?", (name,)).fetchall():
                 self._drop_upload(db, upload["upload_id"], now)
+            # Its transactions go too, as its uploads do: open ones aborted (staged data to GC), all forgotten.
+            staged = db.execute("SELECT i.data_id FROM txns t JOIN txn_items i ON i.txn_id = t.txn_id "
+                                "WHERE t.bucket = ? AND i.data_id IS NOT NULL", (name,)).fetchall()  # fmt: skip
+            self._discard_all(db, [row["data_id"] for row in staged], now)
+            db.execute("DELETE FROM txn_items WHERE txn_id IN (SELECT txn_id FROM txns WHERE bucket = ?)", (name,))
+            db.execute("DELETE FROM txns WHERE bucket = ?", (name,))
             db.execute("DELETE FROM buckets WHERE name = ?", (name,))
 
     def abort_upload(self, bucket: str, key: str, upload_id: str, now: float) -> None:

@@ -31,7 +31,7 @@ def _snapshot(row: Row) -> Snapshot:
                     row["bytes"])  # fmt: skip
 
 
-def _key_range(prefix: str) -> tuple[str, tuple[str, ...]]:
+def key_range(prefix: str) -> tuple[str, tuple[str, ...]]:
     """SQL (on ``key``) and arguments for the keys starting with ``prefix``: an index range, not a LIKE."""
     upper = successor(prefix)
     return ("key >= ? AND key < ?", (prefix, upper)) if upper is not None else ("key >= ?", (prefix,))
@@ -48,7 +48,7 @@ class SnapshotOps(ObjectOps):
         if not isinstance(prefix, str) or len(prefix.encode()) > limits.key_length_bytes_max:
             raise errors.InvalidRequest(f"a snapshot's prefix is a key prefix of at most "
                                         f"{limits.key_length_bytes_max} bytes")  # fmt: skip
-        in_range, range_args = _key_range(prefix)
+        in_range, range_args = key_range(prefix)
         latest = f"FROM versions WHERE bucket = ? AND is_latest = 1 AND delete_marker = 0 AND {in_range}"
         snapshot_id = uuid.uuid4().hex
         with self.tx() as db:

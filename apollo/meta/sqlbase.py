@@ -96,15 +96,16 @@ class SqlBase:
             yield
 
     @contextlib.contextmanager
-    def tx(self) -> Iterator[Any]:
+    def tx(self, queued: bool = False) -> Iterator[Any]:
         """A write transaction: commits on success, rolls back on any exception.
 
         Inside ``batch()`` or another ``tx()`` it is a savepoint instead: a failing call undoes
-        only its own changes.
+        only its own changes. ``queued``: at ``Engine.queued_begin_sql``'s isolation (its caller locks
+        the row it serializes on first).
         """
         active = getattr(self._local, "conn", None)
         if active is None:
-            with self._transaction("meta.tx.before_commit") as conn:
+            with self._transaction("meta.tx.before_commit", queued) as conn:
                 yield conn
             return
         active.execute("SAVEPOINT call")
@@ -117,9 +118,9 @@ class SqlBase:
         active.execute("RELEASE call")
 
     @contextlib.contextmanager
-    def _transaction(self, fault_point: str) -> Iterator[Any]:
+    def _transaction(self, fault_point: str, queued: bool = False) -> Iterator[Any]:
         with self.engine.connect() as conn:
-            conn.execute(self.engine.begin_sql)
+            conn.execute(self.engine.queued_begin_sql if queued else self.engine.begin_sql)
             self._local.conn = conn
             try:
                 try:

@@ -6,6 +6,8 @@ Call sequence of a write, as the client library drives it::
     ...shards written to drives...
     store.commit_version(...) / commit_part(...)  # 2) one transaction: conditions, new row, pending rows gone
     # crash between 1 and 2: the pending rows become due and GC deletes the shards
+    # or, in a transaction (``sql_txns``): 2) stage_put claims the pending rows into the transaction,
+    # 3) commit_txn makes every staged item visible at once; abort or expiry hands their data to GC
 
 Every method is blocking; the metadata service calls them on its own thread.
 """
@@ -19,7 +21,8 @@ from apollo.meta.sql_multipart import MultipartOps
 from apollo.meta.sql_repair import RepairOps
 from apollo.meta.sql_snapshots import SnapshotOps
 from apollo.meta.sql_tar import TarOps
+from apollo.meta.sql_txns import TxnOps
 
 
-class SqlStore(SnapshotOps, TarOps, MultipartOps, ClusterOps, RepairOps, LeaseOps, ConsoleSessionOps):
+class SqlStore(SnapshotOps, TxnOps, TarOps, MultipartOps, ClusterOps, RepairOps, LeaseOps, ConsoleSessionOps):
     """The metadata store, on SQLite (one machine) or PostgreSQL (clusters): see ``apollo.meta.engine``."""

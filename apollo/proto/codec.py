@@ -48,6 +48,7 @@ from apollo.proto.records import (
     ObjectAttrs,
     Part,
     Snapshot,
+    TxnInfo,
     Upload,
     Version,
 )
@@ -65,6 +66,7 @@ _TYPES: dict[str, type] = {
         ObjectAttrs,
         Part,
         Snapshot,
+        TxnInfo,
         Upload,
         Version,
         ObjectData,

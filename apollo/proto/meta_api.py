@@ -98,6 +98,14 @@ CALLS: dict[str, Call] = {call.name: call for call in (
     Call("list_snapshot", R, _KEY, _THREAD),
     Call("get_snapshot_versions", R, _KEY, _BACKGROUND),  # a batch of lookups, as get_versions
     Call("delete_snapshot", W, _KEY, _THREAD),
+    # transactions over many objects: staged puts and deletes, visible at one commit (``apollo.meta.sql_txns``)
+    Call("begin_txn", W, _OWNER, _THREAD),
+    Call("get_txn", R, _OWNER, _INLINE),
+    Call("stage_put", W, _OWNER, _THREAD),
+    Call("stage_delete", W, _OWNER, _THREAD, idempotent=True),
+    Call("commit_txn", W, _OWNER, _THREAD, idempotent=True),  # a commit sent again answers the same
+    Call("abort_txn", W, _OWNER, _THREAD, idempotent=True),
+    Call("expire_txns", W, _LOCAL, _THREAD),
     # multipart uploads
     Call("create_upload", W, _KEY, _THREAD),
     Call("get_upload", R, _KEY, _INLINE),

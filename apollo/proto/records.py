@@ -121,6 +121,23 @@ class Snapshot:
 
 
 @dataclass
+class TxnInfo:
+    """A transaction over many objects (``apollo.meta.sql_txns``). ``state``: open, committing (its commit
+    began: no more stagings), committed or aborted; ``expires``: when the service aborts it if it is not
+    committed by then (its data then goes to GC); ``items``: keys staged; ``owner``: the key that began it,
+    the only one that may stage into, commit or abort it."""
+
+    txn_id: str
+    bucket: str
+    owner: str
+    created: float
+    expires: float
+    state: str
+    if_prefix_absent: str | None
+    items: int
+
+
+@dataclass
 class Conditions:
     """Conditional-write rules checked inside the commit transaction."""
 

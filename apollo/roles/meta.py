@@ -53,6 +53,7 @@ class MetaConfig:
     manager_lease_ttl_s: float = limits.manager_lease_ttl_s_default
     gc_delay_s: float = limits.gc_deleted_data_delay_s
     upload_expiry_s: float = limits.upload_expiry_s_default
+    txn_ttl_min_s: float = limits.txn_ttl_s_min  # --txn-ttl-min: the shortest transaction lifetime granted
     certs: Path | None = None  # --certs: mutual TLS (DIR/public.crt, DIR/private.key, the cluster CA in DIR/CAs)
     max_connections: int = 0  # --max-connections; 0: half the process's file-descriptor limit
 
@@ -65,6 +66,7 @@ class MetaProcess:
         self.certs = certs
         self.store = SqlStore(config.database)
         self.store.gc_delay_s = config.gc_delay_s
+        self.store.txn_ttl_s_min = config.txn_ttl_min_s
         if self.store.get_setting("deployment_id") is None:
             self.store.set_setting("deployment_id", uuid.uuid4().hex)
         ensure_first_key(self.store)

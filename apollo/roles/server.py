@@ -84,6 +84,7 @@ class ServerConfig:
     gc_delay_s: float = limits.gc_deleted_data_delay_s
     drive_reserve_bytes: int = limits.drive_free_bytes_min  # placement skips drives with less free space
     upload_expiry_s: float = limits.upload_expiry_s_default
+    txn_ttl_min_s: float = limits.txn_ttl_s_min  # --txn-ttl-min: the shortest transaction lifetime granted
     journal_checkpoint_interval_s: float = limits.journal_checkpoint_interval_s_default
     manager_lease_ttl_s: float = limits.manager_lease_ttl_s_default
     write_quorum: int | None = None  # shards durable before a write is acknowledged; None: k+1
@@ -182,6 +183,7 @@ class Server:
         self.config = config
         self.store = open_store(config.meta_dir)
         self.store.gc_delay_s = config.gc_delay_s
+        self.store.txn_ttl_s_min = config.txn_ttl_min_s
         drives, problems = attach_drives(self.store, config.drives, config.create_missing_drives)
         for problem in problems:
             log.error("%s", problem)

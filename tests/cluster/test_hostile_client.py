@@ -399,3 +399,57 @@ def test_console_session_calls_are_the_front_doors_and_refused_to_a_native_clien
     store = SqlStore(cluster.database)
     assert [r["access_key"] for r in store.all("SELECT access_key FROM console_sessions")] == [VICTIM]
     store.close()
+
+
+def test_another_keys_transaction_cannot_be_staged_into_committed_or_aborted(cluster):
+    """A transaction id is no capability: a key that learnt another key's id can neither stage into it,
+    commit it, abort it nor look at it, not even by naming itself the owner (the service sets ``owner``); a
+    key may stage only what it may put or delete; a malformed transaction id is refused before any query."""
+    store = SqlStore(cluster.database)
+    store.put_policy("no-puts-under-locked", json.dumps({"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Action": "s3:*", "Resource": ["arn:aws:s3:::*"]},
+        {"Effect": "Deny", "Action": "s3:PutObject", "Resource": ["arn:aws:s3:::txns/locked/*"]},
+        {"Effect": "Deny", "Action": "s3:DeleteObject", "Resource": ["arn:aws:s3:::txns/kept/*"]}]}),
+        time.time())  # fmt: skip
+    store.put_key("stager", "stager-secret-key", time.time(), policies=["no-puts-under-locked"])
+    with cluster.native(VICTIM, VICTIM_SECRET) as victim:
+        victim.create_bucket("txns")
+        victim.put("txns", "kept/one", b"kept")
+        txn = victim.transaction("txns").begin()
+        txn.put("ckpt/a", b"the victim's checkpoint")
+
+        async def scenario():
+            async with aiohttp.ClientSession() as session:
+                forged = {"owner": f"key:{VICTIM}", "now": 0.0}
+                put_kwargs = {**forged, **commit_args("txns", "x", wire_data(0, []), 0)[1]}
+                for method, args, kwargs in (
+                    ("commit_txn", [txn.id, "txns"], forged),
+                    ("abort_txn", [txn.id, "txns"], forged),
+                    ("get_txn", [txn.id, "txns"], {"owner": f"key:{VICTIM}"}),
+                    ("stage_delete", [txn.id, "txns", "ckpt/a"], forged),
+                    ("stage_put", [txn.id, "txns", "ckpt/a"], put_kwargs),
+                ):  # fmt: skip
+                    status, reply = await raw_call(session, cluster.meta_urls, method, args, kwargs)
+                    assert status == 403 and "another key" in reply["error"]["message"], (method, reply)
+                for bad in ("../../etc/passwd", "0" * 31, txn.id.upper(), txn.id + "\n"):
+                    status, reply = await raw_call(session, cluster.meta_urls, "commit_txn", [bad, "txns", 0.0])
+                    assert status == 400 and "bad transaction id" in reply["error"]["message"], reply
+                    status, reply = await raw_call(session, cluster.meta_urls, "stage_delete",
+                                                   [bad, "txns", "k", 0.0])  # fmt: skip
+                    assert status == 400 and "bad transaction id" in reply["error"]["message"], reply
+
+        asyncio.run(scenario())
+        assert txn.commit().items == 1
+        assert victim.get("txns", "ckpt/a") == b"the victim's checkpoint"
+    with cluster.native("stager", "stager-secret-key") as stager:
+        own = stager.transaction("txns").begin()
+        with pytest.raises(errors.AccessDenied, match="PutObject"):
+            own.put("locked/x", b"refused")
+        with pytest.raises(errors.AccessDenied, match="DeleteObject"):
+            own.delete("kept/one")
+        own.put("open/x", b"allowed")
+        own.commit()
+        assert stager.get("txns", "open/x") == b"allowed" and stager.head("txns", "locked/x") is None
+        assert stager.get("txns", "kept/one") == b"kept"
+    assert store.one("SELECT COUNT(*) AS n FROM txn_items")["n"] == 0
+    store.close()

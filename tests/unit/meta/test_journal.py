@@ -95,6 +95,16 @@ def write_everything(store: SqlStore) -> None:
     store.delete_snapshot("plain", store.create_snapshot("plain", "m", 17.6).snapshot_id, 17.7)
     store.delete_object("plain", "big", None, 17.8)  # pinned: its row moves to retired_versions
     assert kept.objects == 4
+    committed = store.begin_txn("plain", 17.9, "t1")  # a transaction: staged, then committed
+    store.stage_put(committed.txn_id, "plain", "txn/a", size=3, etag="a" * 32, attrs=ObjectAttrs(),
+                    data=ObjectData(3, inline=b"txn"), now=17.91, owner="t1")  # fmt: skip
+    store.commit_txn(committed.txn_id, "plain", 17.92, "t1")
+    staged = store.begin_txn("plain", 17.93, "t1", if_prefix_absent="later/")  # and one left open
+    part = layout()
+    store.add_pending(part, "t1", 1e12)
+    store.stage_put(staged.txn_id, "plain", "later/a", size=1000, etag="b" * 32, attrs=ObjectAttrs(),
+                    data=ObjectData(1000, segments=[part]), now=17.94, owner="t1")  # fmt: skip
+    store.stage_delete(staged.txn_id, "plain", "later/b", 17.95, "t1")
     store.put_policy("read-data", '{"Statement":[{"Effect":"Allow","Action":"s3:GetObject","Resource":"*"}]}', 18.0)
     store.put_key("AKTEST", "secret", 18.0, policies=["read-data", "writeonly"])
     store.put_key("AKGONE", "secret", 18.5, policies=["readonly"])
