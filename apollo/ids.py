@@ -40,34 +40,32 @@ def _shown(value: object) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-def segment_id(value: object) -> str:
-    if not isinstance(value, str) or not SEGMENT_ID.fullmatch(value):
-        raise BadIdentifier(f"bad segment id {_shown(value)}: expected 32 lowercase hex digits")
+def _matching(value: object, pattern: re.Pattern, what: str, expected: str) -> str:
+    """``value`` when it is a string of exactly ``pattern`` (``fullmatch``: "$" would take a trailing newline).
+    :raises BadIdentifier: anything else, naming ``what`` and the ``expected`` form."""
+    if not isinstance(value, str) or not pattern.fullmatch(value):
+        raise BadIdentifier(f"bad {what} {_shown(value)}: expected {expected}")
     return value
+
+
+def segment_id(value: object) -> str:
+    return _matching(value, SEGMENT_ID, "segment id", "32 lowercase hex digits")
 
 
 def snapshot_id(value: object) -> str:
-    if not isinstance(value, str) or not SNAPSHOT_ID.fullmatch(value):
-        raise BadIdentifier(f"bad snapshot id {_shown(value)}: expected 32 lowercase hex digits")
-    return value
+    return _matching(value, SNAPSHOT_ID, "snapshot id", "32 lowercase hex digits")
 
 
 def txn_id(value: object) -> str:
-    if not isinstance(value, str) or not TXN_ID.fullmatch(value):
-        raise BadIdentifier(f"bad transaction id {_shown(value)}: expected 32 lowercase hex digits")
-    return value
+    return _matching(value, TXN_ID, "transaction id", "32 lowercase hex digits")
 
 
 def console_token(value: object) -> str:
-    if not isinstance(value, str) or not CONSOLE_TOKEN.fullmatch(value):
-        raise BadIdentifier(f"bad console token {_shown(value)}: expected 43 of A-Z a-z 0-9 _ -")
-    return value
+    return _matching(value, CONSOLE_TOKEN, "console token", "43 of A-Z a-z 0-9 _ -")
 
 
 def sha256_hex(value: object, what: str = "digest") -> str:
-    if not isinstance(value, str) or not SHA256_HEX.fullmatch(value):
-        raise BadIdentifier(f"bad {what} {_shown(value)}: expected 64 lowercase hex digits (SHA-256)")
-    return value
+    return _matching(value, SHA256_HEX, what, "64 lowercase hex digits (SHA-256)")
 
 
 def access_key(value: object) -> str:
@@ -80,9 +78,7 @@ def access_key(value: object) -> str:
 
 
 def drive_id(value: object) -> str:
-    if not isinstance(value, str) or not DRIVE_ID.fullmatch(value):
-        raise BadIdentifier(f"bad drive id {_shown(value)}: expected 16 lowercase hex digits")
-    return value
+    return _matching(value, DRIVE_ID, "drive id", "16 lowercase hex digits")
 
 
 def placement_group(value: object) -> int:
@@ -98,9 +94,7 @@ def shard_index(value: object) -> int:
 
 
 def etag(value: object) -> str:
-    if not isinstance(value, str) or not ETAG.fullmatch(value):
-        raise BadIdentifier(f"bad ETag {_shown(value)}: expected 32 hex digits, optionally followed by -<count>")
-    return value
+    return _matching(value, ETAG, "ETag", "32 hex digits, optionally followed by -<count>")
 
 
 def bucket_name(value: object) -> str:
