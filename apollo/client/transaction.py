@@ -106,7 +106,8 @@ class Transaction:
         """Make everything staged (by every process) visible at once; sent again, the same answer.
 
         :raises PreconditionFailed: ``if_prefix_absent`` or a put's ``if_none_match`` failed: nothing is
-            applied, the transaction stays open (abort it, as ``async with`` does).
+            applied, and the transaction takes no more stagings (commit it again, or abort it, as
+            ``async with`` does).
         :raises TransactionClosed: aborted, or expired.
         """
         self.info = await self._engine.commit_txn(self.id, self.bucket)
