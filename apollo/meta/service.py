@@ -26,7 +26,7 @@ from apollo.meta.store import SqlStore
 from apollo.proto import meta_api
 from apollo.proto.layout import NO_DRIVE, Scheme, SegmentLayout
 from apollo.proto.meta_api import Runs, Who
-from apollo.proto.placement import Placement, pg_of, place_drives
+from apollo.proto.placement import Placement, pg_of
 
 PENDING_WRITE_TTL_S = 24 * 3600.0  # a live process's unfinished write is only collected after this
 
@@ -107,14 +107,13 @@ class MetaService:
     def place(self, segment_id: str, scheme: Scheme) -> tuple[int, tuple[str, ...]]:
         """Pick the group's drives, writable ones first; a write needs k+1 writable (k for replicas)."""
         pg = pg_of(segment_id, self.pg_count)
-        candidates, writable = self.placement.candidates, self.placement.writable
-        usable = sum(c.drive_id in writable for c in candidates)
+        usable = self.placement.usable
         quorum = min(scheme.width, scheme.k + 1) if scheme.kind == "ec" else 1
         if usable < quorum:
             raise InsufficientStorage(
                 f"{usable} writable drives, a {scheme} write needs at least {quorum}; free space or add drives"
             )
-        chosen = place_drives(pg, candidates, writable, scheme.width)
+        chosen = list(self.placement.drives_for(pg, scheme.width))
         # Too few drives in service: the missing shards get no drive; the write reports them for repair.
         return pg, tuple(chosen + [NO_DRIVE] * (scheme.width - len(chosen)))
 

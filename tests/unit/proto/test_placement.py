@@ -10,7 +10,7 @@ from collections import Counter
 
 import pytest
 
-from apollo.proto.placement import Candidate, pg_of, rank
+from apollo.proto.placement import Candidate, Placement, pg_of, place_drives, rank
 
 PGS = range(2000)
 
@@ -110,3 +110,22 @@ def test_placement_groups_are_used_evenly():
     counts = Counter(pg_of(uuid.UUID(int=n).hex, 64) for n in range(6400))
     assert set(counts) == set(range(64))
     assert max(counts.values()) < 150 and min(counts.values()) > 50  # 100 each on average
+
+
+def test_a_processs_placement_remembers_each_groups_drives_until_the_drives_change():
+    """``Placement.drives_for`` is ``place_drives`` remembered: the same answer, computed again only when the
+    candidates or the writable drives change (a map refresh that changes nothing keeps what it knows)."""
+    drives = [Candidate(f"{n:016x}", f"rack{n % 5}") for n in range(40)]
+    placement = Placement()
+    placement.update(drives, [d.drive_id for d in drives])
+    assert placement.usable == 40
+    for pg in range(50):
+        assert placement.drives_for(pg, 6) == place_drives(pg, drives, placement.writable, 6)
+    remembered = placement.drives_for(7, 6)
+    placement.update(list(drives), [d.drive_id for d in drives])  # the same sets, as a refresh brings them
+    assert placement.drives_for(7, 6) is remembered
+    placement.leave_out(remembered[0])  # a writer found it full
+    assert placement.usable == 39 and remembered[0] not in placement.drives_for(7, 6)
+    assert placement.drives_for(7, 6) == place_drives(7, drives, placement.writable, 6)
+    placement.update(drives[:-1], [d.drive_id for d in drives[:-1]])
+    assert all(placement.drives_for(pg, 6) == place_drives(pg, drives[:-1], placement.writable, 6) for pg in range(50))
