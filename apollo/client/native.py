@@ -35,6 +35,7 @@ from apollo.client import batch
 from apollo.client.batch import BatchItem, BatchResult
 from apollo.client.context import ClientContext
 from apollo.client.engine import ObjectEngine
+from apollo.client.files import PutStream, VersionReader
 from apollo.client.remote_meta import RemoteMeta
 from apollo.client.remote_storage import Timeouts
 from apollo.client.tls import client_context, environment_context
@@ -451,6 +452,30 @@ class Client:
 
     def put(self, bucket: str, key: str, body: Body, **options: Any) -> ObjectInfo:
         return self._run(self._async.put(bucket, key, body, **options))
+
+    def open_writer(self, bucket: str, key: str, **options: Any) -> PutStream:
+        """A writable binary file that is one streaming ``put`` (``options`` as ``put`` takes them), published
+        at ``close()``; an exception in its ``with`` block, or ``abort()``, publishes nothing
+        (``apollo.client.files``). :raises BucketNotFound: here, not in the middle of the caller's writes
+        (a serializer would report the failed write as its own error)."""
+        if not self._run(self._async.bucket_exists(bucket)):
+            raise errors.BucketNotFound(f"bucket {bucket} does not exist")
+        return PutStream(self._loop, lambda chunks: self._async.put(bucket, key, chunks, **options),
+                         f"{bucket}/{key}")  # fmt: skip
+
+    def open_reader(self, bucket: str, key: str, version_id: str | None = None,
+                    buffer_bytes: int = 8 * 1024 * 1024) -> io.BufferedReader:  # fmt: skip
+        """A seekable binary file of the latest version (or the one named), buffered ``buffer_bytes`` a read:
+        looked up once, then read from that version's cells only (``apollo.client.files``).
+        :raises ObjectNotFound, BucketNotFound:"""
+        version = self._run(self._async._engine.head(bucket, key, version_id))
+        if version is None or version.delete_marker:
+            raise errors.ObjectNotFound(f"{bucket}/{key} does not exist")
+
+        async def read_range(start: int, end: int) -> bytes:
+            return b"".join([piece async for piece in self._async._engine.read(version, start, end)])
+
+        return io.BufferedReader(VersionReader(self._run, read_range, version.size, f"{bucket}/{key}"), buffer_bytes)
 
     def get(self, bucket: str, key: str, start: int = 0, end: int | None = None, **options: Any) -> bytes:
         return self._run(self._async.get(bucket, key, start, end, **options))

@@ -21,20 +21,13 @@ from __future__ import annotations
 
 import importlib
 import io
-import os
-import threading
 from collections.abc import Iterator
 from typing import IO, Any
 
-from apollo.client import Client
 from apollo.client.file_errors import translated
+from apollo.torch.urls import SCHEME, environment_client, split_url
 
 __all__ = ["ShardStream", "gopen_apollo", "register", "split_url"]
-
-SCHEME = "apollo"
-
-_CLIENTS: dict[tuple[int, str, str, str], Client] = {}  # (pid, endpoint, access key, secret key): this process's
-_LOCK = threading.Lock()
 
 
 def register() -> bool:
@@ -61,29 +54,8 @@ def gopen_apollo(url: str, mode: str = "rb", bufsize: int = 8192, **kw: Any) -> 
         return fsspec.filesystem(SCHEME).open(f"{bucket}/{key}", "wb")
     if mode != "rb":
         raise ValueError(f"{url}: mode {mode!r}, only 'rb' and 'wb' are supported")
-    return io.BufferedReader(ShardStream(url, _client().stream(bucket, key)), max(bufsize, io.DEFAULT_BUFFER_SIZE))
-
-
-def split_url(url: str) -> tuple[str, str]:
-    """``apollo://bucket/some/key`` -> ``("bucket", "some/key")``. :raises ValueError: anything else."""
-    prefix = f"{SCHEME}://"
-    bucket, _, key = url[len(prefix) :].partition("/")
-    if not url.startswith(prefix) or not bucket or not key or key.endswith("/"):
-        raise ValueError(f"{url!r} is not an object URL: expected {SCHEME}://bucket/key")
-    return bucket, key
-
-
-def _client() -> Client:
-    """This process's client for the environment's endpoint and keys: made on first use, again after a fork."""
-    endpoint = os.environ.get("APOLLO_ENDPOINT") or os.environ.get("APOLLO_META_URL")
-    access_key, secret_key = os.environ.get("APOLLO_ACCESS_KEY"), os.environ.get("APOLLO_SECRET_KEY")
-    if not (endpoint and access_key and secret_key):
-        raise ValueError("apollo:// needs APOLLO_ENDPOINT, APOLLO_ACCESS_KEY and APOLLO_SECRET_KEY in the environment")
-    key = (os.getpid(), endpoint, access_key, secret_key)
-    with _LOCK:
-        if key not in _CLIENTS:
-            _CLIENTS[key] = Client(endpoint, access_key, secret_key)
-        return _CLIENTS[key]
+    return io.BufferedReader(ShardStream(url, environment_client().stream(bucket, key)),
+                             max(bufsize, io.DEFAULT_BUFFER_SIZE))  # fmt: skip
 
 
 class ShardStream(io.RawIOBase):
