@@ -151,8 +151,12 @@ def cmd_drive(args: argparse.Namespace) -> None:
         elif args.action == "replace":
             new_path = Path(_one(args.new_path, "replace")) if args.new_path else None
             old, new = admin.replace_drive(store, _one(args.drive, "replace"), new_path)
-            how = "copied" if old.state == "draining" else "rebuilt"
-            print(f"drive {new.drive_id} at {new.path} replaces {old.drive_id}; its shards are {how} onto it")
+            if old.state == "retired":
+                print(f"drive {old.drive_id} was retired already (its shards were rebuilt elsewhere); drive "
+                      f"{new.drive_id} at {new.path} is added in its place, and the rebalancer fills it")  # fmt: skip
+            else:
+                how = "copied" if old.state == "draining" else "rebuilt"
+                print(f"drive {new.drive_id} at {new.path} replaces {old.drive_id}; its shards are {how} onto it")
             if args.wait:
                 _follow_drives(store, [old.drive_id], f"drive {old.drive_id}", args.timeout)
         elif args.action == "drain":

@@ -90,11 +90,18 @@ def add_drives(store: SqlStore, paths: list[Path], weight: float = 1.0) -> list[
 
 
 def replace_drive(store: SqlStore, old_name: str, new_path: Path | None) -> tuple[DriveRecord, DriveRecord]:
-    """Put a new empty drive in place of ``old``: the old drive's shards are rebuilt (or copied) onto it."""
+    """Put a new empty drive in place of ``old``: the old drive's shards are rebuilt (or copied) onto it.
+
+    A failed drive may have been rebuilt elsewhere and retired before the operator swapped the disk (a small
+    drive, a fast repair): replacing it then adds the new disk as new capacity in its place, which the
+    rebalancer fills, rather than refusing a swap that is already physically done."""
     old = find_drive(store, old_name)
-    if old.state == "retired":
-        raise AdminError(f"drive {old.drive_id} is retired already; use `apollo admin drive add` for new capacity")
     path = (new_path or Path(old.path)).resolve()
+    if old.state == "retired":
+        new = add_drive(store, path, old.weight)
+        store.set_drive_state(old.drive_id, "retired", time.time(), replaced_by=new.drive_id)
+        old.replaced_by = new.drive_id
+        return old, new
     old_readable = str(path) != old.path and _still_formatted(old)
     new = add_drive(store, path, old.weight)
     now = time.time()
