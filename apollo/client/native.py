@@ -369,7 +369,6 @@ class AsyncClient:
                 return
             marker = page.next_marker
 
-
     # transactions over many objects (``apollo.client.transaction``) ---------------------------------
 
     def transaction(self, bucket: str, *, ttl_s: float | None = None, if_prefix_absent: str | None = None
