@@ -7,6 +7,7 @@ users run: the CLI entry point, real sockets, real files.
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import ssl
@@ -20,8 +21,29 @@ DEV_ACCESS_KEY = "apollo-dev"
 DEV_SECRET_KEY = "apollo-dev-secret"
 
 
+# Ports handed to processes that bind them later come from below the kernel's ephemeral range
+# (/proc/sys/net/ipv4/ip_local_port_range starts at 32768): a port the kernel picked for ``bind(0)`` can be
+# taken meanwhile as the local end of any outgoing connection (a PostgreSQL pool, an HTTP client), and the
+# role then fails with "address already in use" (CI saw it with a gateway started after seven nodes).
+_PORTS = range(20000, 32768)
+_handed: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
+    """A port nothing listens on now, outside the ephemeral range, not handed out before by this process."""
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.choice(_PORTS)
+        if port in _handed:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed.add(port)
+        return port
+    with socket.socket() as sock:  # the range is crowded: an ephemeral port, as before
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
 
