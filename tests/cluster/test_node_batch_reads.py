@@ -39,12 +39,16 @@ from apollo.storage.node import LocalStorageNode, ShardRead
 from apollo.storage.service import BATCH_BUDGET, build_storage_app
 
 
-def shard_requests(node, op: str) -> int:
-    """The node's own count of shard requests of one kind, every status."""
+def node_metric(node, pattern: str) -> int:
+    """The sum of a node's own metric samples whose line matches ``pattern`` (its value captured)."""
     with urllib.request.urlopen(f"{node.endpoint}/metrics", timeout=5) as response:
         text = response.read().decode()
-    pattern = rf'^apollo_shard_requests_total\{{op="{op}",status="\d+"\}} (\S+)$'
     return int(sum(float(value) for value in re.findall(pattern, text, re.MULTILINE)))
+
+
+def shard_requests(node, op: str) -> int:
+    """The node's own count of shard requests of one kind, every status."""
+    return node_metric(node, rf'^apollo_shard_requests_total\{{op="{op}",status="\d+"\}} (\S+)$')
 
 
 def shard_file(nodes, segment, index: int):
@@ -132,10 +136,7 @@ def test_a_batch_reads_past_flipped_bytes_deleted_shards_and_a_dead_node(tmp_pat
 
 
 def shard_bytes_served(node) -> int:
-    with urllib.request.urlopen(f"{node.endpoint}/metrics", timeout=5) as response:
-        text = response.read().decode()
-    return int(sum(float(v) for v in re.findall(r'^apollo_shard_bytes_total\{direction="read"\} (\S+)$', text,
-                                                  re.MULTILINE)))  # fmt: skip
+    return node_metric(node, r'^apollo_shard_bytes_total\{direction="read"\} (\S+)$')
 
 
 def test_small_ranges_come_back_as_parts_of_cells_the_node_checked(tmp_path, nodes, keyring, seed):
