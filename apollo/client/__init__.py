@@ -1,10 +1,10 @@
 """The native direct-path client (``AsyncClient``, ``Client``) and the engine the S3 gateway shares with it."""
 
-from apollo.client.batch import BatchItem, BatchResult
+from apollo.client.batch import BatchItem, BatchResult, Pinned
 from apollo.client.native import AsyncClient, Client, ObjectInfo, from_environment
 from apollo.client.tls import CertError
 from apollo.client.transaction import StagedObject, SyncTransaction, Transaction
 from apollo.proto.records import Snapshot, TxnInfo
 
-__all__ = ["AsyncClient", "BatchItem", "BatchResult", "CertError", "Client", "ObjectInfo", "Snapshot",
+__all__ = ["AsyncClient", "BatchItem", "BatchResult", "CertError", "Client", "ObjectInfo", "Pinned", "Snapshot",
            "StagedObject", "SyncTransaction", "Transaction", "TxnInfo", "from_environment"]

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from apollo import errors, limits
 from apollo.client.engine import ObjectEngine
@@ -29,6 +29,27 @@ from apollo.proto.records import Lookup, Version
 # Items held, read or being read: two waves of a lookup call's worth, so a batch of a thousand ranges costs
 # one metadata call and one request per storage node.
 WINDOW_DEFAULT = 2 * limits.batch_lookup_items_max
+
+
+@dataclass(frozen=True)
+class Pinned:
+    """One version of an object as a lookup found it, its layout and read tokens included
+    (``AsyncClient.pin``). Read through it (``get``, ``get_into``, ``BatchItem.pinned``), it gives the bytes
+    it found, whatever is written since, on a versioned bucket or not, with no metadata call; until the
+    garbage collector removes a version replaced since (``--gc-delay`` after), or its tokens end (an hour)."""
+
+    bucket: str
+    key: str
+    version: Version = field(repr=False, compare=False)
+
+    @property
+    def size(self) -> int:
+        return self.version.size
+
+    @property
+    def metadata(self) -> dict[str, str]:
+        """Its user metadata."""
+        return dict(self.version.attrs.user_meta)
 
 
 @dataclass(frozen=True)
@@ -44,10 +65,13 @@ class BatchItem:
     end: int | None = None
     snapshot: str | None = None
     member: str | None = None  # a member of a tar archive indexed when written: start and end are in it
+    pinned: Pinned | None = None  # the version a pin found: read with no lookup
 
     def __post_init__(self) -> None:
-        if self.version_id is not None and self.snapshot is not None:
-            raise ValueError(f"{self.bucket}/{self.key}: an item names a version or a snapshot, not both")
+        if sum(choice is not None for choice in (self.version_id, self.snapshot, self.pinned)) > 1:
+            raise ValueError(f"{self.bucket}/{self.key}: an item names one of a version, a snapshot or a pin")
+        if self.pinned is not None and (self.pinned.bucket, self.pinned.key) != (self.bucket, self.key):
+            raise ValueError(f"{self.bucket}/{self.key}: the pin is of {self.pinned.bucket}/{self.pinned.key}")
 
     @classmethod
     def of(cls, item: BatchItem | tuple) -> BatchItem:
@@ -206,19 +230,20 @@ async def _resolved(engine: ObjectEngine, items: list[BatchItem]) -> AsyncIterat
 
 
 async def _lookups(engine: ObjectEngine, items: list[BatchItem]) -> list[Lookup]:
-    """Each item's lookup, in order: those of live objects in one metadata call, each snapshot's in one more.
+    """Each item's lookup, in order: a pinned item's is its pin; those of live objects in one metadata call,
+    each snapshot's in one more.
     A snapshot that does not exist (or a key that may not list its bucket) is the error of each of its items."""
-    found: list[Lookup | None] = [None] * len(items)
-    live = [number for number, item in enumerate(items) if item.snapshot is None]
+    found: list[Lookup | None] = [Lookup(item.pinned.version) if item.pinned else None for item in items]
+    live = [number for number, item in enumerate(items) if item.snapshot is None and item.pinned is None]
     if live:
         named = [(items[n].bucket, items[n].key, items[n].version_id) for n in live]
         for number, lookup in zip(live, await engine.head_many(named), strict=True):
             found[number] = lookup
-    pinned: dict[tuple[str, str], list[int]] = {}
+    by_snapshot: dict[tuple[str, str], list[int]] = {}
     for number, item in enumerate(items):
         if item.snapshot is not None:
-            pinned.setdefault((item.bucket, item.snapshot), []).append(number)
-    for (bucket, snapshot), numbers in pinned.items():
+            by_snapshot.setdefault((item.bucket, item.snapshot), []).append(number)
+    for (bucket, snapshot), numbers in by_snapshot.items():
         try:
             lookups = await engine.head_pinned(bucket, snapshot, [items[n].key for n in numbers])
         except (errors.NotFound, errors.InvalidRequest, errors.AccessDenied) as exc:

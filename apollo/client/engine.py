@@ -184,12 +184,12 @@ class ObjectEngine:
         return await self.put_object(bucket, key, self.read(source), attrs, conditions=conditions,
                                      checksummers=checksummers)  # fmt: skip
 
-    def _writer(self, identity: dict, checksummers: dict | None, inline: bool = True, md5: bool = True
-                ) -> ObjectWriter:  # fmt: skip
+    def _writer(self, identity: dict, checksummers: dict | None, inline: bool = True, md5: bool = True,
+                txn: tuple[str, str] | None = None) -> ObjectWriter:  # fmt: skip
         return ObjectWriter(
             self.ctx, self.scheme, self.cell_size, identity,
             inline_max=limits.inline_object_bytes_max if inline else -1, checksummers=checksummers,
-            quorum=self.write_quorum, md5=md5,
+            quorum=self.write_quorum, md5=md5, txn=txn,
         )  # fmt: skip
 
     async def _release(self, result: WriteResult) -> None:
@@ -340,7 +340,7 @@ class ObjectEngine:
 
         :raises TransactionNotFound, TransactionClosed, AccessDenied, InsufficientStorage:
         """
-        result = await self._writer({"bucket": bucket, "key": key}, None, md5=md5).write(body)
+        result = await self._writer({"bucket": bucket, "key": key}, None, md5=md5, txn=(bucket, txn_id)).write(body)
         try:
             attrs.checksums.update(result.checksums)
             await self._meta.stage_put(txn_id, bucket, key, size=result.size, etag=result.etag, attrs=attrs,

@@ -23,16 +23,16 @@ import os
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, TypeVar
 
 import aiohttp
 
 from apollo import errors, limits, tokens
 from apollo.client import batch
-from apollo.client.batch import BatchItem, BatchResult
+from apollo.client.batch import BatchItem, BatchResult, Pinned
 from apollo.client.context import ClientContext
 from apollo.client.engine import ObjectEngine
 from apollo.client.files import PutStream, VersionReader
@@ -47,6 +47,7 @@ from apollo.proto.records import Conditions, ObjectAttrs, Snapshot, Version
 
 READ_CHUNK_BYTES = limits.io_batch_bytes  # a file read per encode batch: no joining
 LAYOUTS_KEPT = 10_000
+T = TypeVar("T")
 LAYOUT_TTL_S = tokens.TOKEN_TTL_S / 2  # a cached layout's read tokens must still be valid when it is used
 
 Body = bytes | bytearray | memoryview | str | Path | BinaryIO | AsyncIterable[bytes] | Iterable[bytes]
@@ -289,7 +290,25 @@ class AsyncClient:
             self._layouts.popitem(last=False)
         return version
 
-    async def _version(self, bucket: str, key: str, version_id: str | None, snapshot: str | None = None) -> Version:
+    async def pin(self, bucket: str, keys: Sequence[str]) -> list[Pinned | None]:
+        """Each key's latest version as it is now (None: no such object), for one metadata call per 1,000
+        keys: read through a pin, an object gives these bytes whatever is written since (``batch.Pinned``).
+        What a reader of several objects needs to read one consistent state of them, on any bucket (an
+        unversioned one's versions all have the id ``null``). :raises BucketNotFound:"""
+        lookups = await self._engine.head_many([(bucket, key, None) for key in keys])
+        pins: list[Pinned | None] = []
+        for key, lookup in zip(keys, lookups, strict=True):
+            if lookup.version is None and lookup.error not in ("ObjectNotFound", ""):
+                raise codec.error_from_wire({"type": lookup.error, "message": lookup.message})
+            pins.append(None if lookup.version is None else Pinned(bucket, key, lookup.version))
+        return pins
+
+    async def _version(self, bucket: str, key: str, version_id: str | None, snapshot: str | None = None,
+                       pinned: Pinned | None = None) -> Version:  # fmt: skip
+        if pinned is not None:
+            if (pinned.bucket, pinned.key) != (bucket, key) or version_id is not None or snapshot is not None:
+                raise ValueError(f"{bucket}/{key}: read through a pin of {pinned.bucket}/{pinned.key}, alone")
+            return pinned.version
         if snapshot is not None:
             lookup = (await self._engine.head_pinned(bucket, snapshot, [key]))[0]
             if lookup.version is None:
@@ -301,15 +320,16 @@ class AsyncClient:
         return version
 
     async def stream(self, bucket: str, key: str, start: int = 0, end: int | None = None,
-                     version_id: str | None = None, snapshot: str | None = None, member: str | None = None
-                     ) -> AsyncIterator[bytes | memoryview]:  # fmt: skip
+                     version_id: str | None = None, snapshot: str | None = None, member: str | None = None,
+                     pinned: Pinned | None = None) -> AsyncIterator[bytes | memoryview]:  # fmt: skip
         """Bytes ``[start, end)`` in order, read ahead from the data shards, with bounded memory; of the latest
-        version, the one named, or the one ``snapshot`` (an id from :meth:`snapshot`) pinned; of the whole
+        version, the one named, the one ``snapshot`` (an id from :meth:`snapshot`) pinned, or the one a
+        :meth:`pin` found; of the whole
         object, or of the tar ``member`` of that name (a range read: the archive was indexed when written).
 
         Pieces are read-only memoryviews of the verified cells (a cell at most each), not copies;
         ``bytes(piece)`` where a ``bytes`` is needed. :raises ObjectNotFound: (also: no such member)"""
-        version = await self._version(bucket, key, version_id, snapshot)
+        version = await self._version(bucket, key, version_id, snapshot, pinned)
         base, size = 0, version.size
         if member is not None:
             span = (await self._engine.tar_member_spans(bucket, [(key, version.seq, member)]))[0]
@@ -321,10 +341,10 @@ class AsyncClient:
             yield piece
 
     async def get(self, bucket: str, key: str, start: int = 0, end: int | None = None,
-                  version_id: str | None = None, snapshot: str | None = None, member: str | None = None
-                  ) -> bytes:  # fmt: skip
+                  version_id: str | None = None, snapshot: str | None = None, member: str | None = None,
+                  pinned: Pinned | None = None) -> bytes:  # fmt: skip
         """:meth:`stream`'s bytes, joined."""
-        pieces = self.stream(bucket, key, start, end, version_id, snapshot, member)
+        pieces = self.stream(bucket, key, start, end, version_id, snapshot, member, pinned)
         return b"".join([piece async for piece in pieces])
 
     async def tar_members(self, bucket: str, key: str, version_id: str | None = None, snapshot: str | None = None
@@ -334,11 +354,12 @@ class AsyncClient:
         return await self._engine.list_tar_members(bucket, key, version_id, snapshot)
 
     async def get_into(self, bucket: str, key: str, buffer: bytearray | memoryview, start: int = 0,
-                       version_id: str | None = None, snapshot: str | None = None) -> int:  # fmt: skip
+                       version_id: str | None = None, snapshot: str | None = None,
+                       pinned: Pinned | None = None) -> int:  # fmt: skip
         """Read into ``buffer`` (e.g. pinned host memory) from ``start``; returns the bytes written."""
         view = memoryview(buffer).cast("B")
         filled = 0
-        async for piece in self.stream(bucket, key, start, start + len(view), version_id, snapshot):
+        async for piece in self.stream(bucket, key, start, start + len(view), version_id, snapshot, pinned=pinned):
             view[filled : filled + len(piece)] = piece
             filled += len(piece)
         return filled
@@ -423,6 +444,11 @@ class Client:
 
     def _run(self, coroutine):
         return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
+
+    def run(self, work: Callable[[AsyncClient], Awaitable[T]]) -> T:
+        """``work(async_client)``, awaited on this client's loop: for callers that overlap many calls
+        (``asyncio.gather``), where each blocking method here waits for one."""
+        return self._run(work(self._async))
 
     def close(self) -> None:
         self._run(self._async.close())

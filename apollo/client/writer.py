@@ -80,9 +80,11 @@ class ObjectWriter:
         checksummers: dict | None = None,
         quorum: int | None = None,
         md5: bool = True,
+        txn: tuple[str, str] | None = None,
     ) -> None:
         """``md5=False`` skips the slowest step of a write (MD5 runs at ~0.7 GB/s a core) for callers that
-        need no S3 ETag of the content: the ETag is then a digest of the CRC32C every cell gets anyway."""
+        need no S3 ETag of the content: the ETag is then a digest of the CRC32C every cell gets anyway.
+        ``txn``: (bucket, transaction id) a staged put writes for: its segments end with the transaction."""
         self.ctx = ctx
         self.scheme = scheme
         self.cell_size = cell_size
@@ -98,6 +100,7 @@ class ObjectWriter:
         self._segments: list[SegmentLayout] = []
         self._current: _OpenSegment | None = None
         self._size = 0
+        self._allocation = {} if txn is None else {"txn": list(txn)}
 
     async def write(self, chunks: AsyncIterator[bytes]) -> WriteResult:
         try:
@@ -199,7 +202,7 @@ class ObjectWriter:
         placement could not avoid (its node died moments ago, it just filled up) costs a spare,
         not a lost shard, and the write keeps its full redundancy.
         """
-        layout = await self.ctx.meta.allocate_segment(self.scheme, self.cell_size, self._size)
+        layout = await self.ctx.meta.allocate_segment(self.scheme, self.cell_size, self._size, **self._allocation)
         segment = self._current = _OpenSegment(layout, [None] * self.scheme.width)
         self._segments.append(layout)  # from here on, failures must abandon it (and abort its open shards)
         failures = await asyncio.gather(*(self._open_shard(segment, i, layout.drives[i])

@@ -127,9 +127,16 @@ class MetaRpc:
             checksum_of=lambda upload, chosen: checksums or {},
         )  # fmt: skip
 
-    async def allocate_segment(self, scheme: Scheme, cell_size: int, offset: int, *, owner: str) -> SegmentLayout:
+    async def allocate_segment(self, scheme: Scheme, cell_size: int, offset: int, *, owner: str,
+                               txn: list[str] | None = None) -> SegmentLayout:  # fmt: skip
+        """``txn``: [bucket, transaction id], for a put staged into the caller's own open transaction.
+        :raises InvalidRequest: a malformed ``txn``."""
+        if txn is not None:
+            if not isinstance(txn, list | tuple) or len(txn) != 2:
+                raise errors.InvalidRequest("txn is [bucket, transaction id]")
+            txn = (ids.bucket_name(txn[0]), ids.txn_id(txn[1]))
         await self.cluster_map()  # placement follows the map of the last second
-        return await self.meta.allocate_segment(scheme, cell_size, offset, owner=owner)
+        return await self.meta.allocate_segment(scheme, cell_size, offset, owner=owner, txn=txn)
 
     async def report_damage(self, segment_id: str, shard_index: int, drive_id: str, reason: str, now: float) -> None:
         """A reader or writer found a bad shard. Queued only for a segment that exists (committed, with that

@@ -19,7 +19,7 @@ import time
 import uuid
 from concurrent.futures import Executor, ThreadPoolExecutor
 
-from apollo import limits
+from apollo import errors, limits
 from apollo.errors import InsufficientStorage
 from apollo.meta.groupcommit import GroupCommitExecutor
 from apollo.meta.store import SqlStore
@@ -117,16 +117,27 @@ class MetaService:
         # Too few drives in service: the missing shards get no drive; the write reports them for repair.
         return pg, tuple(chosen + [NO_DRIVE] * (scheme.width - len(chosen)))
 
-    async def allocate_segment(self, scheme: Scheme, cell_size: int, offset: int, owner: str | None = None
-                               ) -> SegmentLayout:  # fmt: skip
+    async def allocate_segment(self, scheme: Scheme, cell_size: int, offset: int, owner: str | None = None,
+                               txn: tuple[str, str] | None = None) -> SegmentLayout:  # fmt: skip
         """Choose drives for a new segment and record it as pending (GC'd unless committed).
 
         ``owner``: whose pending write it is (default this process): only the owner may abandon it.
+        ``txn``: (bucket, transaction id) of the owner's open transaction the segment is written for: it is then
+        due for GC when the transaction expires, not after ``PENDING_WRITE_TTL_S``, so the segments a killed
+        client was writing into a transaction go with the rest of it. :raises TransactionNotFound,
+        TransactionClosed, AccessDenied: (the transaction)
         """
+        owner = owner or self.owner
+        due = time.time() + PENDING_WRITE_TTL_S
+        if txn is not None:
+            info = await self.get_txn(txn[1], txn[0], owner=owner)  # checks the id's format
+            if info.state != "open" or info.expires <= time.time():
+                raise errors.TransactionClosed(f"transaction {info.txn_id} is {info.state}, or expired")
+            due = info.expires
         segment_id = uuid.uuid4().hex
         pg, drives = self.place(segment_id, scheme)
         layout = SegmentLayout(segment_id, offset, 0, scheme, cell_size, pg, drives)
-        await self.add_pending(layout, owner or self.owner, time.time() + PENDING_WRITE_TTL_S)
+        await self.add_pending(layout, owner, due)
         return layout
 
     async def repoint_segment(self, layout: SegmentLayout, owner: str | None = None) -> None:

@@ -26,12 +26,32 @@ def split_url(url: str) -> tuple[str, str]:
     return bucket, key
 
 
+def split_prefix_url(url: str) -> tuple[str, str]:
+    """``apollo://bucket/some/dir`` -> ``("bucket", "some/dir/")``: a "directory" of objects, such as a
+    distributed checkpoint. :raises ValueError: anything else."""
+    prefix = f"{SCHEME}://"
+    bucket, _, path = url[len(prefix) :].partition("/")
+    path = path.strip("/")
+    if not url.startswith(prefix) or not bucket or not path:
+        raise ValueError(f"{url!r} is not a prefix URL: expected {SCHEME}://bucket/prefix")
+    return bucket, path + "/"
+
+
 def environment_client() -> Client:
     """This process's client for the environment's endpoint and keys. :raises ValueError: one is not set."""
-    endpoint = os.environ.get("APOLLO_ENDPOINT") or os.environ.get("APOLLO_META_URL")
-    access_key, secret_key = os.environ.get("APOLLO_ACCESS_KEY"), os.environ.get("APOLLO_SECRET_KEY")
+    return client_for()
+
+
+def client_for(endpoint: str | None = None, access_key: str | None = None, secret_key: str | None = None) -> Client:
+    """This process's client for these settings, each defaulting to the environment's.
+
+    :raises ValueError: one is neither given nor set."""
+    endpoint = endpoint or os.environ.get("APOLLO_ENDPOINT") or os.environ.get("APOLLO_META_URL")
+    access_key = access_key or os.environ.get("APOLLO_ACCESS_KEY")
+    secret_key = secret_key or os.environ.get("APOLLO_SECRET_KEY")
     if not (endpoint and access_key and secret_key):
-        raise ValueError("apollo:// needs APOLLO_ENDPOINT, APOLLO_ACCESS_KEY and APOLLO_SECRET_KEY in the environment")
+        raise ValueError("apollo:// needs APOLLO_ENDPOINT, APOLLO_ACCESS_KEY and APOLLO_SECRET_KEY in the environment"
+                         " (or an endpoint and keys given)")  # fmt: skip
     key = (os.getpid(), endpoint, access_key, secret_key)
     with _LOCK:
         if key not in _CLIENTS:

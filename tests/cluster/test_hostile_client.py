@@ -403,7 +403,8 @@ def test_console_session_calls_are_the_front_doors_and_refused_to_a_native_clien
 
 def test_another_keys_transaction_cannot_be_staged_into_committed_or_aborted(cluster):
     """A transaction id is no capability: a key that learnt another key's id can neither stage into it,
-    commit it, abort it nor look at it, not even by naming itself the owner (the service sets ``owner``); a
+    commit it, abort it, look at it nor allocate segments for it, not even by naming itself the owner (the
+    service sets ``owner``); a
     key may stage only what it may put or delete; a malformed transaction id is refused before any query."""
     store = SqlStore(cluster.database)
     store.put_policy("no-puts-under-locked", json.dumps({"Version": "2012-10-17", "Statement": [
@@ -431,6 +432,13 @@ def test_another_keys_transaction_cannot_be_staged_into_committed_or_aborted(clu
                 ):  # fmt: skip
                     status, reply = await raw_call(session, cluster.meta_urls, method, args, kwargs)
                     assert status == 403 and "another key" in reply["error"]["message"], (method, reply)
+                # Segments allocated for a staged put end with its transaction: only with one of the caller's own.
+                meta = await RemoteMeta(cluster.meta_urls, ATTACKER, ATTACKER_SECRET, session).start()
+                with pytest.raises(errors.AccessDenied, match="another key"):
+                    await meta.allocate_segment(Scheme.parse("4+2"), 1 << 20, 0, txn=["txns", txn.id])
+                for bad_txn in (["txns", "../../etc/passwd"], ["../x", txn.id], "txns", ["txns", txn.id, "x"]):
+                    with pytest.raises(errors.InvalidRequest):
+                        await meta.allocate_segment(Scheme.parse("4+2"), 1 << 20, 0, txn=bad_txn)
                 for bad in ("../../etc/passwd", "0" * 31, txn.id.upper(), txn.id + "\n"):
                     status, reply = await raw_call(session, cluster.meta_urls, "commit_txn", [bad, "txns", 0.0])
                     assert status == 400 and "bad transaction id" in reply["error"]["message"], reply
