@@ -78,6 +78,8 @@ class ClientContext:
     on_damage: list = field(default_factory=list)  # callbacks(Damage), e.g. metrics
     on_decode: list = field(default_factory=list)  # callbacks(stripes decoded from parity), e.g. metrics
     latency: ReadLatency = field(default_factory=ReadLatency)  # when a read hedges, and which drives are slow
+    # A batch read's requests carry many shard reads each (``apollo.client.node_batches``): their own threshold.
+    batch_latency: ReadLatency = field(default_factory=ReadLatency)
 
     @property
     def placement(self) -> Placement:

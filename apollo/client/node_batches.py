@@ -8,11 +8,18 @@ overlapping ranges) once, and sends each node its whole group in one ``read_many
 assembled by its ``SegmentReader`` from the outcomes, CRC-checked cell by cell: a read that failed, came up
 short or holds a bad cell sends that range down the ordinary degraded path (the other shards read one by
 one, decoded from parity, the damage reported for repair), and only that range.
+
+A node that is alive but slow must not hold a whole wave: a node's request not answered within the
+threshold learned from recent batch requests (``ClientContext.batch_latency``) marks its drives slow, and
+every range waiting on it is read on its own, around the slow drives (``SegmentReader.read_batch``'s hedged
+path: parity in their place). Ranges of later waves that need a drive marked slow skip the batch and go that
+way at once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass
 
 from apollo.client.context import ClientContext
@@ -23,6 +30,9 @@ from apollo.proto.layout import ObjectData, SegmentLayout
 from apollo.storage.node import ReadOutcome, ShardRead, StorageNode
 
 _UNSERVED = -1  # the group of reads no node serves: their outcomes are known without a request
+# A node's request is hedged after the learned threshold plus its answer's bytes at this rate: a request of
+# many megabytes is not slow for taking longer than one of a few cells.
+HEDGE_BYTES_PER_S = 50e6
 
 
 @dataclass
@@ -35,7 +45,7 @@ class _Piece:
     s1: int
     lo: int
     hi: int
-    slots: list[tuple[int, int]]  # (node group, position in it), one per shard read
+    slots: list[tuple[int, int]] | None  # (node group, position in it), one per shard read; None: read alone
 
 
 class _Groups:
@@ -47,6 +57,7 @@ class _Groups:
         self.slots: dict[ShardRead, tuple[int, int]] = {}
         self.unserved: list[ReadOutcome] = []
         self.results: dict[int, asyncio.Future[list[ReadOutcome]]] = {}
+        self.deadlines: dict[int, float] = {}  # when a node's request not answered yet is given up on (hedged)
 
     def add(self, read: ShardRead) -> tuple[int, int]:
         slot = self.slots.get(read)
@@ -63,18 +74,35 @@ class _Groups:
         return slot
 
     def send(self) -> None:
+        sent, threshold = time.monotonic(), self.ctx.batch_latency.hedge_after()
         for key, (node, reads) in self.nodes.items():
-            self.results[key] = asyncio.ensure_future(_read_many(node, reads))
+            answer = sum(read.answer_bytes for read in reads)
+            self.deadlines[key] = sent + threshold + answer / HEDGE_BYTES_PER_S
+            self.results[key] = asyncio.ensure_future(self._read_many(node, reads))
 
-    async def outcomes(self, slots: list[tuple[int, int]]) -> list[ReadOutcome]:
-        return [self.unserved[at] if key == _UNSERVED else (await self.results[key])[at] for key, at in slots]
+    async def _read_many(self, node: StorageNode, reads: list[ShardRead]) -> list[ReadOutcome]:
+        started = time.monotonic()
+        try:
+            outcomes = await node.read_many(reads)
+        except (OSError, ApolloError) as exc:  # the whole request failed: every read of it did
+            return [exc] * len(reads)
+        self.ctx.batch_latency.record(time.monotonic() - started)
+        return outcomes
 
-
-async def _read_many(node: StorageNode, reads: list[ShardRead]) -> list[ReadOutcome]:
-    try:
-        return await node.read_many(reads)
-    except (OSError, ApolloError) as exc:  # the whole request failed: every read of it did
-        return [exc] * len(reads)
+    async def outcomes(self, slots: list[tuple[int, int]]) -> list[ReadOutcome] | None:
+        """The reads' outcomes; None if a node they wait on has not answered by the deadline (its drives are
+        then marked slow, for this range to be read around them)."""
+        waiting = {key for key, _ in slots if key != _UNSERVED and not self.results[key].done()}
+        if waiting:
+            left = max(0.0, max(self.deadlines[key] for key in waiting) - time.monotonic())
+            await asyncio.wait([self.results[key] for key in waiting], timeout=left)
+            late = [key for key in waiting if not self.results[key].done()]
+            if late:
+                for key in late:
+                    for read in self.nodes[key][1]:
+                        self.ctx.latency.note_slow(read.drive_id)
+                return None
+        return [self.unserved[at] if key == _UNSERVED else self.results[key].result()[at] for key, at in slots]
 
 
 class NodeReads:
@@ -144,14 +172,18 @@ def _plan(ctx: ClientContext, groups: _Groups, data: ObjectData, start: int, end
     for segment, lo, hi in _overlaps(data, start, end):
         reader = SegmentReader(ctx, segment)
         s0, s1 = stripes_of(segment, lo, hi)
-        slots = [groups.add(read) for read in reader.shard_reads(s0, s1, lo, hi)]
-        pieces.append(_Piece(reader, s0, s1, lo, hi, slots))
+        reads = reader.shard_reads(s0, s1, lo, hi)
+        if any(ctx.latency.is_slow(read.drive_id) for read in reads):  # read around it, not in its node's batch
+            pieces.append(_Piece(reader, s0, s1, lo, hi, None))
+            continue
+        pieces.append(_Piece(reader, s0, s1, lo, hi, [groups.add(read) for read in reads]))
     return pieces
 
 
 async def _assemble(groups: _Groups, pieces: list[_Piece]) -> bytes:
     parts: list[bytes | memoryview] = []
     for piece in pieces:
-        fetched = await groups.outcomes(piece.slots)
+        fetched = None if piece.slots is None else await groups.outcomes(piece.slots)
+        # None: read here, hedged around the slow drives
         parts.extend(await piece.reader.read_batch(piece.s0, piece.s1, piece.lo, piece.hi, fetched))
     return b"".join(parts)

@@ -1,7 +1,8 @@
 """A storage node that is alive but does not answer (SIGSTOP: connections accepted, nothing read) must not
 set the read's latency: a read waits for it only as long as the hedge threshold learned from recent reads,
 then decodes from parity; the node is marked slow (read around at once for a while), not reported damaged.
-Six real node processes; the node's request timeout is 10 s, the reads are held to well under it."""
+The same holds for batch reads, one request per node. Six real node processes; the node's request timeout
+is 10 s, the reads are held to well under it."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import time
 
 from storage_processes import Engine, run
 
+from apollo.client.node_batches import NodeReads
 from apollo.client.remote_storage import Timeouts
 
 REQUEST_S = 10.0  # what a read of the stopped node would wait without a hedge
@@ -51,3 +53,51 @@ def test_a_stopped_node_costs_the_hedge_threshold_not_its_timeout(tmp_path, node
 
     whole, part = run(scenario())
     assert whole < REQUEST_S / 2 and part < REQUEST_S / 2, (whole, part)
+
+
+def test_a_stopped_node_costs_a_batch_the_hedge_threshold_and_later_waves_read_around_it(tmp_path, nodes, keyring,
+                                                                                         seed):  # fmt: skip
+    """A batch read sends each node one request for all its shard reads; a stopped node's request is given up on
+    after the threshold learned from recent batch requests, and each range it held is read around it from
+    parity. The next wave does not ask it at all."""
+    rng = random.Random(seed)
+
+    async def scenario():
+        engine = Engine(tmp_path, nodes, keyring, Timeouts(request_s=REQUEST_S))
+        damage = []
+        engine.ctx.on_damage.append(damage.append)
+        try:
+            objects = []
+            for _ in range(24):
+                data = rng.randbytes(rng.randrange(40_000, 300_000))
+                objects.append((await engine.write(data), data))
+            ranges = [(result, data, 0, len(data)) for result, data in objects]
+            for result, data in objects:  # small ranges too: parts of cells
+                start = rng.randrange(len(data) - 5000)
+                ranges.append((result, data, start, start + rng.randrange(1, 5000)))
+
+            async def batch() -> float:
+                started = time.monotonic()
+                reads = NodeReads(engine.ctx, [(result.data, start, end) for result, _, start, end in ranges])
+                for (_, data, start, end), read in zip(ranges, reads.results, strict=True):
+                    assert await read == data[start:end]
+                return time.monotonic() - started
+
+            for _ in range(8):  # healthy batches teach the batch threshold
+                await batch()
+            assert engine.ctx.batch_latency.hedge_after() < 1.0
+            stopped = nodes[rng.randrange(len(nodes))]
+            stopped.pause()
+            try:
+                first = await batch()
+                assert all(engine.ctx.latency.is_slow(drive) for drive in stopped.drive_ids())
+                second = await batch()  # the stopped node's drives are read around, not asked
+            finally:
+                stopped.resume()
+            assert not damage, f"a slow node is not damaged: {damage}"
+            return first, second
+        finally:
+            await engine.close()
+
+    first, second = run(scenario())
+    assert first < REQUEST_S / 2 and second < REQUEST_S / 2, (first, second)

@@ -12,8 +12,10 @@ import pytest
 from apollo import ids
 from apollo.ids import BadIdentifier
 
-SEGMENT = uuid.uuid4().hex
-DRIVE = uuid.uuid4().hex[:16]
+# Generated as Apollo generates them (uuid4), once: parameters must be the same at every collection (pytest-xdist
+# workers each collect the suite and compare).
+SEGMENT = uuid.UUID("b52d2a09-5e58-4da6-8533-174c56b42858").hex
+DRIVE = uuid.UUID("6e1f0c3a-9d24-4b7e-a5c8-0f3e2d1b4a69").hex[:16]
 
 
 def test_generated_identifiers_pass_unchanged():
@@ -30,7 +32,7 @@ HOSTILE = ["../" * 10 + "etc/pw", "..%2F..%2Fshards", "/" + "a" * 31, "a" * 31 +
 
 @pytest.mark.parametrize("value", [
     *HOSTILE, SEGMENT.upper(), SEGMENT[:-1], SEGMENT + "0", SEGMENT[:-1] + "g", SEGMENT + "\n", "０" * 32,
-    SEGMENT.encode(), None, int(SEGMENT, 16), str(uuid.uuid4()),
+    SEGMENT.encode(), None, int(SEGMENT, 16), str(uuid.UUID(SEGMENT)),
 ])  # fmt: skip
 def test_anything_but_32_lowercase_hex_digits_is_not_a_segment_id(value):
     with pytest.raises(BadIdentifier, match="bad segment id"):
