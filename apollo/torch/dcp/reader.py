@@ -27,6 +27,7 @@ import os
 import pickle
 import uuid
 from collections import defaultdict
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -113,7 +114,7 @@ class ApolloStorageReader(StorageReader):
             raise ValueError("no checkpoint_id: give ApolloStorageReader one, or pass checkpoint_id to dcp.load")
         rank = kwargs.get("rank")
         name = METADATA if rank is None else f"__{rank}{METADATA}"
-        metadata, self._pins = self._run(self._open(name))
+        metadata, self._pins = self._run(self._open, name)
         self._save_id = metadata.storage_meta.save_id if metadata.storage_meta else None
         if metadata.storage_meta is None:
             metadata.storage_meta = StorageMeta()
@@ -137,7 +138,7 @@ class ApolloStorageReader(StorageReader):
                                "saves; load again")  # fmt: skip
         jobs = [self._job(request, planner) for request in plan.items]
         for wave in _waves(jobs):
-            fetched = self._run(self._fetch(wave))
+            fetched = self._run(self._fetch, wave)
             for job in wave:
                 self._deliver(job, fetched.get(id(job)), planner)
         future: Future[None] = Future()
@@ -182,65 +183,59 @@ class ApolloStorageReader(StorageReader):
 
     # on the client's loop ---------------------------------------------------------------------
 
-    def _run(self, work: Any) -> Any:
-        return client_for(*self._settings).run(work)
+    def _run(self, method: Callable[..., Awaitable[Any]], *args: Any) -> Any:
+        """``method(async client, *args)`` on this process's client's loop."""
+        return client_for(*self._settings).run(lambda apollo: method(apollo, *args))
 
-    def _open(self, name: str):
-        async def open_checkpoint(apollo: AsyncClient) -> tuple[Metadata, dict[str, Pinned]]:
-            for _ in range(OPEN_ATTEMPTS):  # again only when a save committed between the two pins
-                (pin,) = await apollo.pin(self.bucket, [self.prefix + name])
-                if pin is None:
-                    raise FileNotFoundError(f"{self.url} holds no checkpoint ({name} is missing)")
-                metadata: Metadata = pickle.loads(await apollo.get(self.bucket, pin.key, pinned=pin))  # noqa: S301
-                paths = sorted({location.relative_path for location in (metadata.storage_data or {}).values()})
-                found = await apollo.pin(self.bucket, [self.prefix + path for path in paths])
-                pins = dict(zip(paths, found, strict=True))
-                if _of_one_save(metadata, pins):
-                    return metadata, pins
-            missing = [path for path, found in pins.items() if found is None]
-            if missing:
-                raise FileNotFoundError(f"{self.url}: data files its .metadata names are missing: {missing[:5]}")
-            raise RuntimeError(f"{self.url} kept being saved while it was opened ({OPEN_ATTEMPTS} tries)")
+    async def _open(self, apollo: AsyncClient, name: str) -> tuple[Metadata, dict[str, Pinned]]:
+        for _ in range(OPEN_ATTEMPTS):  # again only when a save committed between the two pins
+            (pin,) = await apollo.pin(self.bucket, [self.prefix + name])
+            if pin is None:
+                raise FileNotFoundError(f"{self.url} holds no checkpoint ({name} is missing)")
+            metadata: Metadata = pickle.loads(await apollo.get(self.bucket, pin.key, pinned=pin))  # noqa: S301
+            paths = sorted({location.relative_path for location in (metadata.storage_data or {}).values()})
+            found = await apollo.pin(self.bucket, [self.prefix + path for path in paths])
+            pins = dict(zip(paths, found, strict=True))
+            if _of_one_save(metadata, pins):
+                return metadata, pins
+        missing = [path for path, found in pins.items() if found is None]
+        if missing:
+            raise FileNotFoundError(f"{self.url}: data files its .metadata names are missing: {missing[:5]}")
+        raise RuntimeError(f"{self.url} kept being saved while it was opened ({OPEN_ATTEMPTS} tries)")
 
-        return open_checkpoint
+    async def _fetch(self, apollo: AsyncClient, jobs: list[_Job]) -> dict[int, memoryview]:
+        """Every job's bytes: direct ones into their tensors (no entry), the rest coalesced and batch-read,
+        each job's entry a view of what was read for it."""
+        coalesced, fetched = _coalesced([job for job in jobs if job.direct is None]), {}
+        limit = asyncio.Semaphore(DIRECT_READS_AT_ONCE)
 
-    def _fetch(self, jobs: list[_Job]):
-        """Every job's bytes: direct ones into their tensors (their entry: None), the rest coalesced and
-        batch-read, each job's entry a view of what was read for it."""
+        async def direct(job: _Job) -> None:
+            async with limit:
+                pin = self._pins[job.relative_path]
+                got = await apollo.get_into(pin.bucket, pin.key, job.direct, job.start, pinned=pin)
+            if got != len(job.direct):
+                raise EOFError(f"{self.url}/{job.relative_path}: {got} bytes at {job.start}, "
+                               f"{len(job.direct)} expected")  # fmt: skip
 
-        async def fetch(apollo: AsyncClient) -> dict[int, memoryview | None]:
-            coalesced, fetched = _coalesced([job for job in jobs if job.direct is None]), {}
-            limit = asyncio.Semaphore(DIRECT_READS_AT_ONCE)
+        async def batched() -> None:
+            pins = [self._pins[path] for path, *_ in coalesced]
+            items = [BatchItem(pin.bucket, pin.key, start=start, end=end, pinned=pin)
+                     for pin, (_, start, end, _) in zip(pins, coalesced, strict=True)]  # fmt: skip
+            position = 0
+            async for result in apollo.get_batch(items):
+                if not result.ok:
+                    raise result.error
+                path, start, end, members = coalesced[position]
+                position += 1
+                if len(result.data) != end - start:
+                    raise EOFError(f"{self.url}/{path}: {len(result.data)} bytes at {start}, "
+                                   f"{end - start} expected")  # fmt: skip
+                view = memoryview(result.data)
+                for job in members:
+                    fetched[id(job)] = view[job.start - start : job.end - start]
 
-            async def direct(job: _Job) -> None:
-                async with limit:
-                    pin = self._pins[job.relative_path]
-                    got = await apollo.get_into(pin.bucket, pin.key, job.direct, job.start, pinned=pin)
-                if got != len(job.direct):
-                    raise EOFError(f"{self.url}/{job.relative_path}: {got} bytes at {job.start}, "
-                                   f"{len(job.direct)} expected")  # fmt: skip
-
-            async def batched() -> None:
-                pins = [self._pins[path] for path, *_ in coalesced]
-                items = [BatchItem(pin.bucket, pin.key, start=start, end=end, pinned=pin)
-                         for pin, (_, start, end, _) in zip(pins, coalesced, strict=True)]  # fmt: skip
-                position = 0
-                async for result in apollo.get_batch(items):
-                    if not result.ok:
-                        raise result.error
-                    path, start, end, members = coalesced[position]
-                    position += 1
-                    if len(result.data) != end - start:
-                        raise EOFError(f"{self.url}/{path}: {len(result.data)} bytes at {start}, "
-                                       f"{end - start} expected")  # fmt: skip
-                    view = memoryview(result.data)
-                    for job in members:
-                        fetched[id(job)] = view[job.start - start : job.end - start]
-
-            await asyncio.gather(batched(), *(direct(job) for job in jobs if job.direct is not None))
-            return fetched
-
-        return fetch
+        await asyncio.gather(batched(), *(direct(job) for job in jobs if job.direct is not None))
+        return fetched
 
 
 def _of_one_save(metadata: Metadata, pins: dict[str, Pinned | None]) -> bool:

@@ -30,7 +30,7 @@ import io
 import os
 import pickle
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from torch.distributed.checkpoint.metadata import Metadata, StorageMeta
@@ -109,12 +109,12 @@ class ApolloStorageWriter(StorageWriter):
         return StorageMeta(checkpoint_id=self.url, save_id=self.save_id)
 
     def prepare_local_plan(self, plan: SavePlan) -> SavePlan:
-        if not self.overwrite and self._run(self._prefix_holds_anything()):
+        if not self.overwrite and self._run(self._prefix_holds_anything):
             raise FileExistsError(f"{self.url} already holds a checkpoint and overwrite=False")
         return plan
 
     def prepare_global_plan(self, plans: list[SavePlan]) -> list[SavePlan]:
-        txn_id = self._run(self._begin())
+        txn_id = self._run(self._begin)
         if not self.use_collectives and self.rank is not None:  # each rank plans, and commits, alone
             return [dataclasses.replace(plans[0], storage_data=PlanData(f"__{self.rank}_", txn_id, self.save_id))]
         return [dataclasses.replace(plan, storage_data=PlanData(f"__{rank}_", txn_id, self.save_id))
@@ -124,7 +124,7 @@ class ApolloStorageWriter(StorageWriter):
         data: PlanData = plan.storage_data
         spread = _spread(plan.items, self.files_per_rank)
         files = [(f"{data.prefix}{n}{SUFFIX}", items) for n, items in enumerate(spread) if items]
-        results = self._run(self._write_files(data, files, planner))
+        results = self._run(self._write_files, data, files, planner)
         future: Future[list[WriteResult]] = Future()
         future.set_result(results)
         return future
@@ -134,42 +134,35 @@ class ApolloStorageWriter(StorageWriter):
         metadata.storage_meta = self.storage_meta()
         name = f"__{self.rank}{METADATA}" if not self.use_collectives and self.rank is not None else METADATA
         written = {location.relative_path for location in metadata.storage_data.values()} | {name}
-        self._run(self._commit(name, pickle.dumps(metadata), written))
+        self._run(self._commit, name, pickle.dumps(metadata), written)
 
     # on the client's loop ----------------------------------------------------------------------
 
-    def _run(self, work: Any) -> Any:
-        return client_for(*self._settings).run(work)
+    def _run(self, method: Callable[..., Awaitable[Any]], *args: Any) -> Any:
+        """``method(async client, *args)`` on this process's client's loop."""
+        return client_for(*self._settings).run(lambda apollo: method(apollo, *args))
 
-    def _prefix_holds_anything(self):
-        async def holds(apollo: AsyncClient) -> bool:
-            async for _ in apollo.list(self.bucket, self.prefix):
-                return True
-            return False
+    async def _prefix_holds_anything(self, apollo: AsyncClient) -> bool:
+        async for _ in apollo.list(self.bucket, self.prefix):
+            return True
+        return False
 
-        return holds
-
-    def _begin(self):
-        async def begin(apollo: AsyncClient) -> str:
-            condition = None if self.overwrite else self.prefix
-            self._txn = await apollo.transaction(self.bucket, ttl_s=self.txn_ttl_s, if_prefix_absent=condition).begin()
-            return self._txn.id
-
-        return begin
+    async def _begin(self, apollo: AsyncClient) -> str:
+        condition = None if self.overwrite else self.prefix
+        self._txn = await apollo.transaction(self.bucket, ttl_s=self.txn_ttl_s, if_prefix_absent=condition).begin()
+        return self._txn.id
 
     async def _joined(self, apollo: AsyncClient, txn_id: str) -> Transaction:
         if self._txn is None or self._txn.id != txn_id:
             self._txn = await apollo.join_transaction(self.bucket, txn_id).begin()
         return self._txn
 
-    def _write_files(self, data: PlanData, files: list[tuple[str, list[WriteItem]]], planner: SavePlanner):
-        async def write(apollo: AsyncClient) -> list[WriteResult]:
-            txn = await self._joined(apollo, data.txn_id)
-            per_file = await asyncio.gather(*(self._write_file(txn, data.save_id, name, items, planner)
-                                              for name, items in files))  # fmt: skip
-            return [result for results in per_file for result in results]
-
-        return write
+    async def _write_files(self, apollo: AsyncClient, data: PlanData, files: list[tuple[str, list[WriteItem]]],
+                           planner: SavePlanner) -> list[WriteResult]:  # fmt: skip
+        txn = await self._joined(apollo, data.txn_id)
+        per_file = await asyncio.gather(*(self._write_file(txn, data.save_id, name, items, planner)
+                                          for name, items in files))  # fmt: skip
+        return [result for results in per_file for result in results]
 
     async def _write_file(self, txn: Transaction, save_id: str, name: str, items: list[WriteItem],
                           planner: SavePlanner) -> list[WriteResult]:  # fmt: skip
@@ -195,31 +188,28 @@ class ApolloStorageWriter(StorageWriter):
         faults.point("dcp.write.after_file")
         return results
 
-    def _commit(self, metadata_name: str, metadata: bytes, written: set[str]):
-        async def commit(apollo: AsyncClient) -> None:
-            txn = self._txn
-            if txn is None:
-                raise RuntimeError("finish() on a writer that began no save: it runs on the coordinator only")
-            try:
-                if self.overwrite and self.use_collectives:  # a rank-local finish must keep the other ranks' files
-                    async for entry in apollo.list(self.bucket, self.prefix, delimiter="/"):
-                        if isinstance(entry, str):  # a "directory" below: not a file of a save
-                            continue
-                        name = entry.key[len(self.prefix) :]
-                        if _is_checkpoint_file(name) and name not in written:
-                            await txn.delete(entry.key)
-                faults.point("dcp.finish.before_metadata")
-                await txn.put(self.prefix + metadata_name, metadata)
-                faults.point("dcp.finish.before_commit")
-                await txn.commit()
-            except BaseException:
-                with contextlib.suppress(Exception):  # the caller sees why the commit failed; the TTL ends it else
-                    await txn.abort()
-                raise
-            finally:
-                self._txn = None
-
-        return commit
+    async def _commit(self, apollo: AsyncClient, metadata_name: str, metadata: bytes, written: set[str]) -> None:
+        txn = self._txn
+        if txn is None:
+            raise RuntimeError("finish() on a writer that began no save: it runs on the coordinator only")
+        try:
+            if self.overwrite and self.use_collectives:  # a rank-local finish must keep the other ranks' files
+                async for entry in apollo.list(self.bucket, self.prefix, delimiter="/"):
+                    if isinstance(entry, str):  # a "directory" below: not a file of a save
+                        continue
+                    name = entry.key[len(self.prefix) :]
+                    if _is_checkpoint_file(name) and name not in written:
+                        await txn.delete(entry.key)
+            faults.point("dcp.finish.before_metadata")
+            await txn.put(self.prefix + metadata_name, metadata)
+            faults.point("dcp.finish.before_commit")
+            await txn.commit()
+        except BaseException:
+            with contextlib.suppress(Exception):  # the caller sees why the commit failed; the TTL ends it else
+                await txn.abort()
+            raise
+        finally:
+            self._txn = None
 
 
 def _spread(items: list[WriteItem], files: int) -> list[list[WriteItem]]:
