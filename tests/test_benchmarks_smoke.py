@@ -166,3 +166,42 @@ def test_the_snapshot_benchmark_runs_and_prints_what_it_measured():
                           "sqlite"], capture_output=True, text=True, timeout=300)  # fmt: skip
     assert run.returncode == 0, run.stderr
     assert "3000 objects" in run.stdout and "sqlite: take a snapshot" in run.stdout and " ms " in run.stdout
+
+
+def test_the_scale_simulator_prints_every_row_with_sane_values_and_replays_its_seed():
+    """``scale_sim.py --quick`` (72 drives) end to end, twice with one seed: the same placement figures."""
+
+    def run() -> dict[str, list[str]]:
+        result = subprocess.run([sys.executable, str(BENCHMARKS / "scale_sim.py"), "--quick", "--seed", "7"],
+                                capture_output=True, text=True, timeout=60)  # fmt: skip
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+        assert "command: " in result.stdout and "seed 7" in result.stdout
+        cells = [[c.strip() for c in line.strip("|").split("|")] for line in result.stdout.splitlines()
+                 if line.startswith("| ")]  # fmt: skip
+        assert cells[0] == ["section", "measure", "4+2", "8+4"]
+        return {f"{c[0]}: {c[1]}": c[2:] for c in cells[1:]}
+
+    def number(cell: str) -> float:
+        return float(cell.split()[0].rstrip("%").replace(",", ""))
+
+    rows = run()
+    assert {name.split(":")[0] for name in rows} == {"placement", "data moved", "rebuild", "cluster map", "metadata",
+                                                     "limits"}  # fmt: skip
+    for name, values in rows.items():
+        if name.endswith("max/mean"):
+            assert all(number(v) >= 1 for v in values), (name, values)
+        if name.endswith("min/mean"):
+            assert all(0 <= number(v) <= 1 for v in values), (name, values)
+        if name.startswith("data moved"):
+            assert all(0 < number(v) < 100 for v in values), (name, values)
+        if name.endswith("target drives (repair worker's choice)"):
+            assert all(number(v) >= 1 for v in values), (name, values)
+    moves = [name for name in rows if name.startswith("data moved")]
+    assert len(moves) == 12 and any("remove 1 rack" in name for name in moves)
+    assert rows["metadata: 256 MiB objects: rows per object (1 version + segments)"] == ["5", "5"]
+    assert all(number(v) > 0 for v in rows["cluster map: RPC answer, codec.dumps (sent as is)"])
+    replayed = run()
+    timed = ("Placement", "placing")  # rows whose name or value is a time
+    placement = [name for name in rows if name.startswith(("placement", "data moved"))
+                 and not any(word in name for word in timed)]  # fmt: skip
+    assert [rows[name] for name in placement] == [replayed[name] for name in placement]
