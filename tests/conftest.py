@@ -22,7 +22,9 @@ def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
     """One server per metadata engine shared by the behaviour tests (each test uses its own bucket)."""
     extra_args = []
     if request.param == "postgresql":
-        extra_args = ["--meta", request.getfixturevalue("postgres").create_database(f"apollo_s3_{os.getpid()}")]
+        # A name of its own each time: pytest-xdist may set a session fixture up more than once in a worker.
+        database = request.getfixturevalue("postgres").create_database(f"apollo_s3_{os.getpid()}_{next(_databases)}")
+        extra_args = ["--meta", database]
     with ServerProcess(tmp_path_factory.mktemp("apollo"), extra_args=extra_args) as process:
         yield process
 

@@ -29,11 +29,22 @@ _PORTS = range(20000, 32768)
 _handed: set[int] = set()
 
 
+def _ports() -> range:
+    """This test worker's share of ``_PORTS``: pytest-xdist's workers (``PYTEST_XDIST_WORKER=gwN``) each hand out
+    ports of their own slice, so one cannot hand out a port another handed to a role that has not bound it yet."""
+    worker, count = os.environ.get("PYTEST_XDIST_WORKER", ""), os.environ.get("PYTEST_XDIST_WORKER_COUNT", "")
+    if not (worker.startswith("gw") and worker[2:].isdigit() and count.isdigit() and int(count) > 0):
+        return _PORTS
+    share = len(_PORTS) // int(count)
+    first = _PORTS.start + int(worker[2:]) % int(count) * share
+    return range(first, first + share)
+
+
 def free_port() -> int:
     """A port nothing listens on now, outside the ephemeral range, not handed out before by this process."""
-    rng = random.Random()
+    rng, ports = random.Random(), _ports()
     for _ in range(200):
-        port = rng.choice(_PORTS)
+        port = rng.choice(ports)
         if port in _handed:
             continue
         with socket.socket() as sock:

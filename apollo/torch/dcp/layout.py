@@ -5,15 +5,22 @@ A tensor is stored as the raw bytes of its contiguous form (row-major, native by
 and shape in the checkpoint's ``.metadata``. A load can then read any hypercube a resharded plan asks for as
 the byte range (or the span of rows) that holds it, and, when the destination is contiguous too, read it
 straight into the destination's memory: no ``torch.load`` of a zip archive per tensor, no intermediate copy.
+
+``.metadata`` is torch's ``Metadata`` written with ``torch.save`` and read with ``torch.load(weights_only=True)``
+allowing only the classes a checkpoint's metadata holds (``METADATA_CLASSES``): a ``.metadata`` planted by
+anyone who may write to the bucket cannot run code in the jobs that load it, as a plain pickle (what torch's
+own writers use) could.
 """
 
 from __future__ import annotations
 
+import io
 import math
 import warnings
 from dataclasses import dataclass
 
 import torch
+from torch.distributed.checkpoint import metadata as dcp_metadata
 
 SUFFIX = ".distcp"  # the data files, as torch names its own
 METADATA = ".metadata"
@@ -42,12 +49,40 @@ class PlanData:
     save_id: str
 
 
+# What a checkpoint's ``.metadata`` may hold besides tensors' plain containers and torch's own dtypes and sizes.
+METADATA_CLASSES = [dcp_metadata.Metadata, dcp_metadata.TensorStorageMetadata, dcp_metadata.BytesStorageMetadata,
+                    dcp_metadata.ChunkStorageMetadata, dcp_metadata.TensorProperties, dcp_metadata.MetadataIndex,
+                    dcp_metadata.StorageMeta, dcp_metadata._MEM_FORMAT_ENCODING, Location]  # fmt: skip
+
+
 @dataclass(frozen=True)
 class LoadCheck:
     """What the coordinator's global plan tells each rank of a load: the save it planned from. A rank that
     opened another (a new save of the same id committed between their opens) fails the load."""
 
     save_id: str | None
+
+
+def metadata_bytes(metadata: dcp_metadata.Metadata) -> bytes:
+    """A checkpoint's ``.metadata``, as ``metadata_of`` reads it back."""
+    buffer = io.BytesIO()
+    torch.save(metadata, buffer)
+    return buffer.getvalue()
+
+
+def metadata_of(data: bytes, name: str) -> dcp_metadata.Metadata:
+    """The ``Metadata`` in ``data``. :raises ValueError: not a ``.metadata`` ``ApolloStorageWriter`` wrote
+    (torch's own writers pickle it plainly: load those with ``dcp.load`` and no ``storage_reader``), or
+    holding anything but a checkpoint's metadata."""
+    try:
+        with torch.serialization.safe_globals(METADATA_CLASSES):
+            metadata = torch.load(io.BytesIO(data), weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - whatever torch.load refuses (unpickling, zip, format) is not one
+        why = f"{name} is not the metadata of a checkpoint ApolloStorageWriter saved: {exc}"
+        raise ValueError(why[:2000]) from None
+    if not isinstance(metadata, dcp_metadata.Metadata):
+        raise ValueError(f"{name} holds a {type(metadata).__name__}, not a checkpoint's metadata")
+    return metadata
 
 
 def raw_bytes(tensor: torch.Tensor) -> memoryview:

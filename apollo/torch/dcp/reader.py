@@ -12,10 +12,9 @@
   batch GETs (``apollo.client.batch``: one metadata call and about one request per storage node per wave),
   in waves of at most ``WAVE_BYTES`` held at once. Resharded loads read just the rows (or span) of each
   stored chunk that hold the hypercube asked for.
-- Checkpoints saved by torch's own fsspec writer to ``apollo://`` (each tensor a ``torch.save`` archive) load
-  too: those items are range reads given to ``torch.load``.
-
-``.metadata`` is a pickle, as torch's own readers take it: load only checkpoints written by jobs you trust.
+- ``.metadata`` is read with torch's weights-only loader (``layout.metadata_of``): a planted one cannot run
+  code. Checkpoints saved by torch's own fsspec writer (a plain pickle, a ``torch.save`` archive per tensor)
+  are refused with a clear error; ``dcp.load`` with no reader loads them through the ``apollo`` protocol.
 """
 
 from __future__ import annotations
@@ -24,7 +23,6 @@ import asyncio
 import dataclasses
 import io
 import os
-import pickle
 import uuid
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
@@ -47,6 +45,7 @@ from apollo.torch.dcp.layout import (
     Span,
     dtype_named,
     hypercube_in,
+    metadata_of,
     span_of,
     writable_bytes,
 )
@@ -156,8 +155,9 @@ class ApolloStorageReader(StorageReader):
         if tuple(target.size()) != tuple(request.lengths):
             raise ValueError(f"{request.storage_index.fqn}: the destination is {tuple(target.size())}, the plan "
                              f"reads {tuple(request.lengths)}")  # fmt: skip
-        if not isinstance(location, Location) or location.dtype is None:  # torch's format: a torch.save archive
-            return _Job(request, location.relative_path, start, end, target)
+        if not isinstance(location, Location) or location.dtype is None or location.shape is None:
+            raise ValueError(f"{self.url}: {request.storage_index.fqn} is not stored as ApolloStorageWriter stores "
+                             "tensors (another writer's? load it with dcp.load and no storage_reader)")  # fmt: skip
         dtype = dtype_named(location.dtype)
         span = span_of(location.shape, torch.empty((), dtype=dtype).element_size(), tuple(request.storage_offsets),
                        tuple(request.lengths))  # fmt: skip
@@ -172,13 +172,7 @@ class ApolloStorageReader(StorageReader):
             planner.load_bytes(request, io.BytesIO(data))
             return
         if job.direct is None:
-            if job.span is not None:
-                job.target.copy_(hypercube_in(data, job.dtype, job.span))
-            else:
-                stored = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-                for dim, (offset, length) in enumerate(zip(request.storage_offsets, request.lengths, strict=True)):
-                    stored = stored.narrow(dim, offset, length)
-                job.target.copy_(stored)
+            job.target.copy_(hypercube_in(data, job.dtype, job.span))
         planner.commit_tensor(request, job.target)
 
     # on the client's loop ---------------------------------------------------------------------
@@ -192,7 +186,7 @@ class ApolloStorageReader(StorageReader):
             (pin,) = await apollo.pin(self.bucket, [self.prefix + name])
             if pin is None:
                 raise FileNotFoundError(f"{self.url} holds no checkpoint ({name} is missing)")
-            metadata: Metadata = pickle.loads(await apollo.get(self.bucket, pin.key, pinned=pin))  # noqa: S301
+            metadata = metadata_of(await apollo.get(self.bucket, pin.key, pinned=pin), f"{self.url}/{name}")
             paths = sorted({location.relative_path for location in (metadata.storage_data or {}).values()})
             found = await apollo.pin(self.bucket, [self.prefix + path for path in paths])
             pins = dict(zip(paths, found, strict=True))

@@ -28,7 +28,6 @@ import contextlib
 import dataclasses
 import io
 import os
-import pickle
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -41,7 +40,7 @@ from torch.futures import Future
 from apollo import faults
 from apollo.client import AsyncClient
 from apollo.client.transaction import Transaction
-from apollo.torch.dcp.layout import METADATA, SAVE_ID_META, SUFFIX, Location, PlanData, raw_bytes
+from apollo.torch.dcp.layout import METADATA, SAVE_ID_META, SUFFIX, Location, PlanData, metadata_bytes, raw_bytes
 from apollo.torch.urls import client_for, split_prefix_url
 
 FILES_PER_RANK_DEFAULT = 2  # data files each rank streams at once: each is one staged put, in parallel
@@ -134,7 +133,7 @@ class ApolloStorageWriter(StorageWriter):
         metadata.storage_meta = self.storage_meta()
         name = f"__{self.rank}{METADATA}" if not self.use_collectives and self.rank is not None else METADATA
         written = {location.relative_path for location in metadata.storage_data.values()} | {name}
-        self._run(self._commit, name, pickle.dumps(metadata), written)
+        self._run(self._commit, name, metadata_bytes(metadata), written)
 
     # on the client's loop ----------------------------------------------------------------------
 
