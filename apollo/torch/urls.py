@@ -37,6 +37,16 @@ def split_prefix_url(url: str) -> tuple[str, str]:
     return bucket, path + "/"
 
 
+def is_prefix_url(value: object) -> bool:
+    """Whether ``value`` (a str or path-like) is what ``split_prefix_url`` takes: how torch asks a checkpoint
+    storage whether an id is its own."""
+    try:
+        split_prefix_url(os.fspath(value))
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
 def environment_client() -> Client:
     """This process's client for the environment's endpoint and keys. :raises ValueError: one is not set."""
     return client_for()

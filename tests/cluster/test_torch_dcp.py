@@ -161,6 +161,17 @@ def test_async_save_returns_at_once_and_saves_the_state_as_it_was_with_both_exec
         assert "async pending=True loaded 8" in out[0], (executor, out)
 
 
+def as_the_environment(monkeypatch, target: Target) -> None:
+    """Names the deployment to ``apollo://`` as a job's environment does (torch's fsspec path finds it so), for
+    this test only; no filesystem instance made for an earlier test's endpoint is reused."""
+    from apollo.integrations.fsspec import ApolloFileSystem
+
+    monkeypatch.setenv("APOLLO_ENDPOINT", target.meta_urls)
+    monkeypatch.setenv("APOLLO_ACCESS_KEY", USER)
+    monkeypatch.setenv("APOLLO_SECRET_KEY", SECRET)
+    ApolloFileSystem.clear_instance_cache()
+
+
 def polled_while(save, load) -> tuple[list, list]:
     """Runs ``save()`` while another thread calls ``load()`` over and over; returns what the loads returned
     and the errors they raised."""
@@ -183,7 +194,7 @@ def polled_while(save, load) -> tuple[list, list]:
     return seen, failures
 
 
-def test_a_reader_never_finds_a_torn_checkpoint_with_apollos_writer_or_with_torchs_through_fsspec(make_server):
+def test_a_reader_never_finds_a_torn_checkpoint_by_apollos_writer_or_torchs_fsspec_one(make_server, monkeypatch):
     """Apollo's writer replaces a checkpoint in one transaction, so a reader loading it over and over while it
     is saved again and again always loads one whole save. With no writer given, torch picks its fsspec writer
     for ``apollo://`` (the entry point): its final rename of ``.metadata.tmp`` is one metadata transaction, so a
@@ -234,41 +245,30 @@ def test_a_reader_never_finds_a_torn_checkpoint_with_apollos_writer_or_with_torc
     dcp.load(loaded, storage_reader=ApolloStorageReader(url, **settings), planner=SavingBetweenOpenAndRead())
     assert consistent(loaded) == 5 and load_apollo() == 6  # what was opened is what was read
 
-    environment = {"APOLLO_ENDPOINT": target.meta_urls, "APOLLO_ACCESS_KEY": USER, "APOLLO_SECRET_KEY": SECRET}
-    saved = {name: os.environ.get(name) for name in environment}
-    os.environ.update(environment)
-    ApolloFileSystem.clear_instance_cache()
-    try:
-        steps = [f"apollo://{BUCKET}/plain/step-{n}" for n in range(4)]
-        fs = ApolloFileSystem()
-        dcp.save(state(0), checkpoint_id=steps[0])
-        found: list[int] = []
+    as_the_environment(monkeypatch, target)
+    steps = [f"apollo://{BUCKET}/plain/step-{n}" for n in range(4)]
+    fs = ApolloFileSystem()
+    dcp.save(state(0), checkpoint_id=steps[0])
+    found: list[int] = []
 
-        def load_newest() -> int:
-            present = [n for n, step in enumerate(steps) if fs.exists(f"{step}/.metadata")]
-            assert present == list(range(len(present))), f"a .metadata vanished: {present}"
-            assert present[-1] >= max(found, default=0), f"the newest step went back: {present} after {found}"
-            found.append(present[-1])
-            loaded = state(-1)
-            dcp.load(loaded, checkpoint_id=steps[present[-1]])
-            assert consistent(loaded) == present[-1]
-            return present[-1]
+    def load_newest() -> int:
+        present = [n for n, step in enumerate(steps) if fs.exists(f"{step}/.metadata")]
+        assert present == list(range(len(present))), f"a .metadata vanished: {present}"
+        assert present[-1] >= max(found, default=0), f"the newest step went back: {present} after {found}"
+        found.append(present[-1])
+        loaded = state(-1)
+        dcp.load(loaded, checkpoint_id=steps[present[-1]])
+        assert consistent(loaded) == present[-1]
+        return present[-1]
 
-        def save_steps() -> None:
-            for n in range(1, 4):
-                dcp.save(state(n), checkpoint_id=steps[n])
+    def save_steps() -> None:
+        for n in range(1, 4):
+            dcp.save(state(n), checkpoint_id=steps[n])
 
-        seen, failures = polled_while(save_steps, load_newest)
-        assert not failures, failures[:3]
-        assert seen and load_newest() == 3
-        assert not fs.exists(f"{steps[3]}/.metadata.tmp")
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-        ApolloFileSystem.clear_instance_cache()
+    seen, failures = polled_while(save_steps, load_newest)
+    assert not failures, failures[:3]
+    assert seen and load_newest() == 3
+    assert not fs.exists(f"{steps[3]}/.metadata.tmp")
 
 
 def load_refused(state: dict, reader) -> str:
@@ -291,7 +291,7 @@ class RunsCode:
         return os.system, (f"touch {self.marker}",)
 
 
-def test_a_planted_metadata_runs_no_code_and_another_writers_checkpoint_is_refused_by_name(make_server, tmp_path):
+def test_a_planted_metadata_runs_no_code_and_another_writers_checkpoint_is_refused(make_server, tmp_path, monkeypatch):
     import io
     import pickle
 
@@ -315,19 +315,10 @@ def test_a_planted_metadata_runs_no_code_and_another_writers_checkpoint_is_refus
         why = load_refused({"w": torch.zeros(2)}, ApolloStorageReader(f"apollo://{BUCKET}/none", **settings))
         assert "holds no checkpoint" in why, why
     # torch's own fsspec writer pickles .metadata plainly: Apollo's reader names it rather than unpickle it.
-    environment = {"APOLLO_ENDPOINT": target.meta_urls, "APOLLO_ACCESS_KEY": USER, "APOLLO_SECRET_KEY": SECRET}
-    saved = {name: os.environ.get(name) for name in environment}
-    os.environ.update(environment)
-    try:
-        dcp.save({"w": torch.ones(4)}, checkpoint_id=f"apollo://{BUCKET}/by-torch")
-        why = load_refused({"w": torch.zeros(4)}, ApolloStorageReader(f"apollo://{BUCKET}/by-torch", **settings))
-        assert "is not the metadata of a checkpoint ApolloStorageWriter saved" in why, why
-        loaded = {"w": torch.zeros(4)}
-        dcp.load(loaded, checkpoint_id=f"apollo://{BUCKET}/by-torch")  # torch's reader, through apollo://
-        assert torch.equal(loaded["w"], torch.ones(4))
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+    as_the_environment(monkeypatch, target)
+    dcp.save({"w": torch.ones(4)}, checkpoint_id=f"apollo://{BUCKET}/by-torch")
+    why = load_refused({"w": torch.zeros(4)}, ApolloStorageReader(f"apollo://{BUCKET}/by-torch", **settings))
+    assert "is not the metadata of a checkpoint ApolloStorageWriter saved" in why, why
+    loaded = {"w": torch.zeros(4)}
+    dcp.load(loaded, checkpoint_id=f"apollo://{BUCKET}/by-torch")  # torch's reader, through apollo://
+    assert torch.equal(loaded["w"], torch.ones(4))

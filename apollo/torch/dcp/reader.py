@@ -25,7 +25,6 @@ import io
 import os
 import uuid
 from collections import defaultdict
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,7 +48,7 @@ from apollo.torch.dcp.layout import (
     span_of,
     writable_bytes,
 )
-from apollo.torch.urls import client_for, split_prefix_url
+from apollo.torch.dcp.place import CheckpointPlace
 
 DIRECT_MIN_BYTES = 1 << 20  # a contiguous range at least this large is read straight into its tensor
 COALESCE_GAP_BYTES = 256 << 10  # ranges of one file closer than this are read as one
@@ -73,16 +72,13 @@ class _Job:
     direct: memoryview | None = None  # read straight into this (the target's memory)
 
 
-class ApolloStorageReader(StorageReader):
+class ApolloStorageReader(CheckpointPlace, StorageReader):
     """A ``StorageReader`` for ``apollo://bucket/prefix`` (see the module's docstring); settings as
     ``ApolloStorageWriter`` takes them."""
 
     def __init__(self, checkpoint_id: str | os.PathLike | None = None, *, endpoint: str | None = None,
                  access_key: str | None = None, secret_key: str | None = None) -> None:  # fmt: skip
-        super().__init__()
-        self._settings = (endpoint, access_key, secret_key)
-        self.url: str | None = None
-        self.bucket = self.prefix = ""
+        CheckpointPlace.__init__(self, endpoint, access_key, secret_key)
         self.storage_data: dict[Any, Any] = {}
         self.load_id = uuid.uuid4().hex
         self._save_id: str | None = None
@@ -90,18 +86,8 @@ class ApolloStorageReader(StorageReader):
         if checkpoint_id is not None:
             self.reset(checkpoint_id)
 
-    @classmethod
-    def validate_checkpoint_id(cls, checkpoint_id: str | os.PathLike) -> bool:
-        try:
-            split_prefix_url(os.fspath(checkpoint_id))
-        except (TypeError, ValueError):
-            return False
-        return True
-
     def reset(self, checkpoint_id: str | os.PathLike | None = None) -> None:
-        if checkpoint_id is not None:
-            self.url = os.fspath(checkpoint_id)
-            self.bucket, self.prefix = split_prefix_url(self.url)
+        self._locate(checkpoint_id)
         self.storage_data = {}
         self.load_id = uuid.uuid4().hex
         self._pins = {}
@@ -176,10 +162,6 @@ class ApolloStorageReader(StorageReader):
         planner.commit_tensor(request, job.target)
 
     # on the client's loop ---------------------------------------------------------------------
-
-    def _run(self, method: Callable[..., Awaitable[Any]], *args: Any) -> Any:
-        """``method(async client, *args)`` on this process's client's loop."""
-        return client_for(*self._settings).run(lambda apollo: method(apollo, *args))
 
     async def _open(self, apollo: AsyncClient, name: str) -> tuple[Metadata, dict[str, Pinned]]:
         for _ in range(OPEN_ATTEMPTS):  # again only when a save committed between the two pins

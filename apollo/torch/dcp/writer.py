@@ -29,7 +29,7 @@ import dataclasses
 import io
 import os
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 from torch.distributed.checkpoint.metadata import Metadata, StorageMeta
@@ -41,12 +41,12 @@ from apollo import faults
 from apollo.client import AsyncClient
 from apollo.client.transaction import Transaction
 from apollo.torch.dcp.layout import METADATA, SAVE_ID_META, SUFFIX, Location, PlanData, metadata_bytes, raw_bytes
-from apollo.torch.urls import client_for, split_prefix_url
+from apollo.torch.dcp.place import CheckpointPlace
 
 FILES_PER_RANK_DEFAULT = 2  # data files each rank streams at once: each is one staged put, in parallel
 
 
-class ApolloStorageWriter(StorageWriter):
+class ApolloStorageWriter(CheckpointPlace, StorageWriter):
     """A ``StorageWriter`` for ``apollo://bucket/prefix`` (see the module's docstring).
 
     ``endpoint``, ``access_key``, ``secret_key``: default ``APOLLO_ENDPOINT``, ``APOLLO_ACCESS_KEY``,
@@ -60,15 +60,12 @@ class ApolloStorageWriter(StorageWriter):
                  access_key: str | None = None, secret_key: str | None = None,
                  files_per_rank: int = FILES_PER_RANK_DEFAULT, overwrite: bool = True,
                  txn_ttl_s: float | None = None) -> None:  # fmt: skip
-        super().__init__()
+        CheckpointPlace.__init__(self, endpoint, access_key, secret_key)
         if files_per_rank < 1:
             raise ValueError(f"files_per_rank must be at least 1, not {files_per_rank}")
-        self._settings = (endpoint, access_key, secret_key)
         self.files_per_rank = files_per_rank
         self.overwrite = overwrite
         self.txn_ttl_s = txn_ttl_s
-        self.url: str | None = None
-        self.bucket = self.prefix = ""
         self.save_id = uuid.uuid4().hex
         self.rank: int | None = None
         self.use_collectives = True
@@ -83,18 +80,8 @@ class ApolloStorageWriter(StorageWriter):
 
     # StorageWriter ----------------------------------------------------------------------------
 
-    @classmethod
-    def validate_checkpoint_id(cls, checkpoint_id: str | os.PathLike) -> bool:
-        try:
-            split_prefix_url(os.fspath(checkpoint_id))
-        except (TypeError, ValueError):
-            return False
-        return True
-
     def reset(self, checkpoint_id: str | os.PathLike | None = None) -> None:
-        if checkpoint_id is not None:
-            self.url = os.fspath(checkpoint_id)
-            self.bucket, self.prefix = split_prefix_url(self.url)
+        self._locate(checkpoint_id)
         self.save_id = uuid.uuid4().hex
         self._txn = None
 
@@ -136,10 +123,6 @@ class ApolloStorageWriter(StorageWriter):
         self._run(self._commit, name, metadata_bytes(metadata), written)
 
     # on the client's loop ----------------------------------------------------------------------
-
-    def _run(self, method: Callable[..., Awaitable[Any]], *args: Any) -> Any:
-        """``method(async client, *args)`` on this process's client's loop."""
-        return client_for(*self._settings).run(lambda apollo: method(apollo, *args))
 
     async def _prefix_holds_anything(self, apollo: AsyncClient) -> bool:
         async for _ in apollo.list(self.bucket, self.prefix):
