@@ -178,10 +178,11 @@ def _live_domains(store: SqlStore, leaving: set[str]) -> tuple[dict[str, int], s
         return {r.drive_id: 1 for r in drives}, "drives"
     cluster = store.cluster_map(time.time(), limits.node_dead_after_s, 0)
     alive = {n.name for n in cluster.nodes if n.alive}
+    domain_of = cluster.domains()
     domains: dict[str, int] = {}
     for record in drives:
         if record.node in alive:
-            domain = cluster.failure_domain(record.node)
+            domain = domain_of.get(record.node, record.node)
             domains[domain] = domains.get(domain, 0) + 1
     return domains, "failure domains"
 

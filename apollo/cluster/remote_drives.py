@@ -36,12 +36,13 @@ class ClusterDrives:
     def view(self) -> DriveView:
         """What the repair worker and the rebalancer need: states, writable drives, replacements, placement
         candidates and every drive's failure domain (its rack when racks are labelled, else its node)."""
+        domains = self.map.domains()
         return DriveView(
             states={d: r.state for d, r in self.records.items()},
             writable=self.map.writable(),
             replaced_by={d: r.replaced_by for d, r in self.records.items() if r.replaced_by},
             candidates=self.map.candidates(),
-            domain_of={d: self.map.failure_domain(r.node) for d, r in self.records.items()},
+            domain_of={d: domains.get(r.node, r.node) for d, r in self.records.items()},
         )
 
     async def step(self) -> None:
