@@ -18,8 +18,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from apollo import errors
-from apollo.cli.common import expand_braces
+from apollo.cli.common import admin_store, expand_braces, size_text, where_arguments
 from apollo.client.tls import CERTS_ENV, CertError, environment_context
 from apollo.cluster import admin
 from apollo.cluster.tuning import parse_rate
@@ -27,34 +26,6 @@ from apollo.proto.cluster_map import NODE_NAME
 
 POLL_S = 0.5
 console = Console(width=None if sys.stdout.isatty() else 160)  # logs and pipes get whole lines
-
-
-def _store(args: argparse.Namespace):
-    """The metadata store, or exit with one line saying why it cannot be opened (a PostgreSQL server that
-    asks for a password nobody gave: PGPASSWORD) rather than a page of connection-pool traceback."""
-    from apollo.roles.server import open_store
-
-    try:
-        if getattr(args, "database", None):
-            return open_store(database=args.database)
-        return open_store(Path(args.meta_dir))
-    except errors.MetadataUnavailable as exc:
-        sys.exit(f"error: {exc}")
-
-
-def _where(parser: argparse.ArgumentParser) -> None:
-    """The metadata to work on: an all-in-one server's directory, or a cluster's database."""
-    where = parser.add_mutually_exclusive_group(required=True)
-    where.add_argument("--meta-dir", help="the metadata directory of an all-in-one server")
-    where.add_argument("--database", help="a cluster's metadata database (postgresql://...)")
-
-
-def _size(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return ""
 
 
 def _when(ts: float) -> str:
@@ -137,7 +108,7 @@ def cmd_drive(args: argparse.Namespace) -> None:
         sys.exit("in a cluster, drives join with their storage node (apollo storage DIR...): start the node "
                  "with the new directory; a dead node's drives fail and are rebuilt after "
                  "drive_offline_grace_s")  # fmt: skip
-    store = _store(args)
+    store = admin_store(args)
     try:
         if args.action == "list":
             _print_drives(store)
@@ -185,7 +156,7 @@ def _print_drives(store, status: admin.Status | None = None) -> None:
     for d in status.drives:
         used = f"{100 * (1 - d.free_bytes / d.total_bytes):.1f}%" if d.total_bytes else "-"
         located = [d.node, racks.get(d.node, "")][: len(where)]
-        table.add_row(d.drive_id, *located, d.path, d.state, _when(d.state_since), used, _size(d.free_bytes),
+        table.add_row(d.drive_id, *located, d.path, d.state, _when(d.state_since), used, size_text(d.free_bytes),
                       str(status.pending_by_drive.get(d.drive_id, 0)), d.replaced_by or "")  # fmt: skip
     console.print(table)
 
@@ -235,21 +206,22 @@ def _duration(seconds: float) -> str:
 
 
 def cmd_status(args: argparse.Namespace) -> None:
-    store = _store(args)
+    store = admin_store(args)
     status = admin.status(store)
     _print_processes(status)
     versions, logical = store.stored_totals()
-    console.print(f"stored: {versions} objects (versions, delete markers not counted), {_size(logical)}; "
+    console.print(f"stored: {versions} objects (versions, delete markers not counted), {size_text(logical)}; "
                   f"scheme {status.scheme}")  # fmt: skip
     _print_drives(store, status)
     used, total, online, filesystems = status.capacity()
     shared = f" (on {filesystems} filesystems, each counted once)" if filesystems < online else ""
-    console.print(f"capacity: {_size(used)} used of {_size(total)} on {online} online drives{shared}; "
+    console.print(f"capacity: {size_text(used)} used of {size_text(total)} on {online} online drives{shared}; "
                   f"{status.segments} segments")  # fmt: skip
     repair = status.repair
     console.print(f"repair: backlog {repair['backlog_now']} shards, {repair.get('degraded_groups', 0)} degraded "
-                  f"groups, rate {_size(repair.get('bytes_per_s', 0))}/s, {_size(repair.get('bytes_total', 0))} "
-                  f"rebuilt since start (limit {_size(status.tuning.repair_bytes_per_s)}/s)")  # fmt: skip
+                  f"groups, rate {size_text(repair.get('bytes_per_s', 0))}/s, "
+                  f"{size_text(repair.get('bytes_total', 0))} "
+                  f"rebuilt since start (limit {size_text(status.tuning.repair_bytes_per_s)}/s)")  # fmt: skip
     _print_spread(status)
     for job in status.jobs:
         walking = f"walking group {job.cursor_pg}" if job.cursor_pg >= 0 else "starting its walk"
@@ -259,20 +231,20 @@ def cmd_status(args: argparse.Namespace) -> None:
     current, last = status.scrub.get("current"), status.scrub.get("last")
     if current:
         console.print(f"scrub: {current['mode']} pass started {_when(current['started'])}: "
-                      f"{current['segments']}/{current['total']} segments, {_size(current['bytes'])} read, "
+                      f"{current['segments']}/{current['total']} segments, {size_text(current['bytes'])} read, "
                       f"{current['errors']} problems")  # fmt: skip
     if last:
         console.print(f"last scrub: {last['mode']} {_when(last['started'])} - {_when(last['finished'])}: "
-                      f"{last['segments']} segments, {last['shards']} shards, {_size(last['bytes'])}, "
+                      f"{last['segments']} segments, {last['shards']} shards, {size_text(last['bytes'])}, "
                       f"{last['errors']} problems")  # fmt: skip
     console.print(f"scrub every {status.tuning.scrub_interval_s / 3600:.1f} h ({status.tuning.scrub_mode}, "
-                  f"limit {_size(status.tuning.scrub_bytes_per_s)}/s)")  # fmt: skip
+                  f"limit {size_text(status.tuning.scrub_bytes_per_s)}/s)")  # fmt: skip
     shard_bytes = round(logical * status.scheme.width / status.scheme.k)  # what a deep pass reads
     hours, behind = status.scrub_projection(shard_bytes)
     if behind:
         interval_h = status.tuning.scrub_interval_s / 3600
-        console.print(f"WARNING: a scrub pass reads about {_size(shard_bytes)} of shards: {hours:.1f} h at "
-                      f"{_size(status.tuning.scrub_bytes_per_s)}/s, longer than the {interval_h:.1f} h interval; "
+        console.print(f"WARNING: a scrub pass reads about {size_text(shard_bytes)} of shards: {hours:.1f} h at "
+                      f"{size_text(status.tuning.scrub_bytes_per_s)}/s, longer than the {interval_h:.1f} h interval; "
                       "raise the rate (`apollo admin scrub --rate ...`) or the interval")  # fmt: skip
     sweep = admin.pass_state(store, "orphans").get("last")
     if sweep:
@@ -322,10 +294,10 @@ def _request_and_follow(
 
 
 def cmd_scrub(args: argparse.Namespace) -> None:
-    store = _store(args)
+    store = admin_store(args)
     tuning = admin.set_tuning(store, scrub_bytes_per_s=args.rate, scrub_mode=args.mode, scrub_interval_s=args.interval)
     print(f"scrub: {tuning.scrub_mode}, every {tuning.scrub_interval_s:.0f} s, "
-          f"limit {_size(tuning.scrub_bytes_per_s)}/s")  # fmt: skip
+          f"limit {size_text(tuning.scrub_bytes_per_s)}/s")  # fmt: skip
     if args.now:
         last = _request_and_follow(store, "scrub", "segments", lambda s: s["total"], "segments", args)
         if last:
@@ -336,7 +308,7 @@ def cmd_sweep(args: argparse.Namespace) -> None:
     if args.admin == "gc":
         print("apollo admin gc is now apollo admin sweep (it sweeps orphan shard files; the garbage collector "
               "runs on its own): the old name will go", file=sys.stderr)  # fmt: skip
-    store = _store(args)
+    store = admin_store(args)
     tuning = admin.set_tuning(store, orphan_interval_s=args.interval, orphan_min_age_s=args.min_age)
     print(f"orphan sweep: every {tuning.orphan_interval_s:.0f} s, files younger than "
           f"{tuning.orphan_min_age_s:.0f} s are kept")  # fmt: skip
@@ -344,11 +316,11 @@ def cmd_sweep(args: argparse.Namespace) -> None:
         last = _request_and_follow(store, "orphans", "drive", lambda s: len(s["drives"]), "drives", args)
         if last:
             print(f"orphan sweep done: {last['files']} shard files checked, {last['orphans']} orphans deleted "
-                  f"({_size(last['bytes_freed'])})")  # fmt: skip
+                  f"({size_text(last['bytes_freed'])})")  # fmt: skip
 
 
 def cmd_rebalance(args: argparse.Namespace) -> None:
-    store = _store(args)
+    store = admin_store(args)
     tuning = admin.set_tuning(store, rebalance_interval_s=args.interval, rebalance_tolerance=args.tolerance)
     print(f"rebalance: every {tuning.rebalance_interval_s:.0f} s and when drives come or go, "
           f"tolerance {100 * tuning.rebalance_tolerance:.1f}%")  # fmt: skip
@@ -374,11 +346,11 @@ def _follow_backlog(store, timeout: float | None) -> None:
 
 
 def cmd_repair(args: argparse.Namespace) -> None:
-    store = _store(args)
+    store = admin_store(args)
     paused = None if args.pause is None else int(args.pause)
     tuning = admin.set_tuning(store, repair_bytes_per_s=args.rate, repair_ops_per_s=args.iops,
                               repair_parallel=args.parallel, repair_paused=paused)  # fmt: skip
-    print(f"repair: {'PAUSED, ' if tuning.repair_paused else ''}limit {_size(tuning.repair_bytes_per_s)}/s, "
+    print(f"repair: {'PAUSED, ' if tuning.repair_paused else ''}limit {size_text(tuning.repair_bytes_per_s)}/s, "
           f"{tuning.repair_ops_per_s:.0f} ops/s, {tuning.repair_parallel} segments at a time")  # fmt: skip
     if args.wait:
         _follow_backlog(store, args.timeout)
@@ -386,7 +358,7 @@ def cmd_repair(args: argparse.Namespace) -> None:
 
 def cmd_node(args: argparse.Namespace) -> None:
     """Take a storage node out of a cluster for good: drain it, stop it, remove it."""
-    store = _store(args)
+    store = admin_store(args)
     if args.action == "list":
         _print_nodes(admin.status(store))
         return
@@ -410,7 +382,7 @@ def cmd_node(args: argparse.Namespace) -> None:
 
 
 def cmd_tune(args: argparse.Namespace) -> None:
-    store = _store(args)
+    store = admin_store(args)
     values = {}
     for item in args.settings:
         name, eq, value = item.partition("=")
@@ -428,7 +400,7 @@ def cmd_tune(args: argparse.Namespace) -> None:
 def _pass_parser(admin_parsers: argparse._SubParsersAction, name: str, help_text: str, func) -> argparse.ArgumentParser:
     """A command for a periodic pass: its knobs, and --now [--wait] to run one and follow it."""
     parser = admin_parsers.add_parser(name, help=help_text)
-    _where(parser)
+    where_arguments(parser)
     parser.add_argument("--now", action="store_true", help="start a pass now")
     parser.add_argument("--wait", action="store_true", help="with --now: follow the pass until it ends")
     parser.add_argument("--timeout", type=float, help="with --wait: give up waiting after this many seconds")
@@ -443,7 +415,7 @@ def register(admin_parsers: argparse._SubParsersAction) -> None:
     drive.add_argument("drive", nargs="?", help="drive id or path (add: the new empty directory); brace ranges "
                        "like /mnt/disk{7...9} expand")  # fmt: skip
     drive.add_argument("new_path", nargs="?", help="replace: the new drive's directory (default: the old path)")
-    _where(drive)
+    where_arguments(drive)
     drive.add_argument("--weight", type=float, default=1.0, help="add: relative share of new shards")
     drive.add_argument("--force", action="store_true", help="drain even if too few drives would remain")
     drive.add_argument("--wait", action="store_true", help="replace/drain: follow the work until the drive is retired")
@@ -461,10 +433,10 @@ def register(admin_parsers: argparse._SubParsersAction) -> None:
     node.set_defaults(func=cmd_node)
     tune = admin_parsers.add_parser("tune", help="show or set background-work knobs (NAME=VALUE ...)")
     tune.add_argument("settings", nargs="*", help="e.g. drive_offline_grace_s=300 scrub_mode=shallow")
-    _where(tune)
+    where_arguments(tune)
     tune.set_defaults(func=cmd_tune)
     status = admin_parsers.add_parser("status", help="drives, capacity, repair and scrub at a glance")
-    _where(status)
+    where_arguments(status)
     status.set_defaults(func=cmd_status)
     scrub = _pass_parser(admin_parsers, "scrub", "tune the scrubber or start a pass now", cmd_scrub)
     scrub.add_argument("--rate", type=parse_rate, help="bytes read per second, e.g. 50MiB/s (0: unlimited)")
@@ -476,7 +448,7 @@ def register(admin_parsers: argparse._SubParsersAction) -> None:
     rebalance = _pass_parser(admin_parsers, "rebalance", "even out drive usage by moving shards", cmd_rebalance)
     rebalance.add_argument("--tolerance", type=float, help="allowed spread around each drive's share (0.05 = 5%%)")
     repair = admin_parsers.add_parser("repair", help="tune the repair worker, or wait for the backlog to drain")
-    _where(repair)
+    where_arguments(repair)
     repair.add_argument("--rate", type=parse_rate, help="bytes read+written per second, e.g. 200MiB/s (0: unlimited)")
     repair.add_argument("--iops", type=float, help="shard reads+writes per second (0: unlimited)")
     repair.add_argument("--parallel", type=int, help="segments repaired at once")

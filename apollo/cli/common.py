@@ -1,4 +1,5 @@
-"""What several ``apollo`` commands share: development credentials, drive patterns, sizes, the malloc setting."""
+"""What several ``apollo`` commands share: development credentials, drive patterns, sizes, the malloc setting,
+and how an admin command finds and opens the metadata."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import re
 import sys
 from pathlib import Path
 
-from apollo import limits
+from apollo import errors, limits
 
 DEV_USER = "apollo-dev"
 DEV_PASSWORD = "apollo-dev-secret"
@@ -148,3 +149,31 @@ def add_process_flags(parser: argparse.ArgumentParser, dev_help: str) -> None:
     parser.add_argument("--max-connections", type=int, default=0, metavar="N",
                         help="connections this process holds open (idle keep-alives too); more are closed as they "
                              "arrive (default: half its file-descriptor limit, which it raises to the hard limit)")
+
+
+def admin_store(args: argparse.Namespace):
+    """The metadata store, or exit with one line saying why it cannot be opened (a PostgreSQL server that
+    asks for a password nobody gave: PGPASSWORD) rather than a page of connection-pool traceback."""
+    from apollo.roles.server import open_store
+
+    try:
+        if getattr(args, "database", None):
+            return open_store(database=args.database)
+        return open_store(Path(args.meta_dir))
+    except errors.MetadataUnavailable as exc:
+        sys.exit(f"error: {exc}")
+
+
+def where_arguments(parser: argparse.ArgumentParser) -> None:
+    """The metadata to work on: an all-in-one server's directory, or a cluster's database."""
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--meta-dir", help="the metadata directory of an all-in-one server")
+    where.add_argument("--database", help="a cluster's metadata database (postgresql://...)")
+
+
+def size_text(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return ""

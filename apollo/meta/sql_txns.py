@@ -183,6 +183,21 @@ class TxnOps(ObjectOps):
             if row["state"] in LIVE:
                 self._drop_txn(db, txn_id, now)
 
+    def list_txns(self, bucket: str | None = None, *, finished: bool = False,
+                  limit: int = 1000) -> list[tuple[TxnInfo, int]]:  # fmt: skip
+        """Transactions oldest first, each with the bytes its staged puts hold: open and committing ones, and
+        with ``finished`` the committed and aborted ones not yet forgotten. For an operator (``apollo admin
+        txn list``): a crashed job's transaction holds its data until its TTL ends."""
+        states = (*LIVE, COMMITTED, ABORTED) if finished else LIVE
+        marks = ", ".join("?" * len(states))
+        where, args = f"state IN ({marks})", list(states)
+        if bucket is not None:
+            where, args = f"{where} AND bucket = ?", [*args, bucket]
+        rows = self.all(f"SELECT {TXN_COLUMNS}, (SELECT COALESCE(SUM(size), 0) FROM txn_items i "
+                        f"WHERE i.txn_id = t.txn_id) AS staged_bytes FROM txns t WHERE {where} "
+                        "ORDER BY created, txn_id LIMIT ?", (*args, limit))  # fmt: skip
+        return [(_txn(row), row["staged_bytes"]) for row in rows]
+
     def expire_txns(self, now: float, limit: int) -> list[TxnInfo]:
         """Abort up to ``limit`` open transactions past their TTL, and forget finished ones past it, oldest
         first; one SQL transaction each, re-checked inside it. Returns the ones aborted."""

@@ -322,3 +322,19 @@ def test_every_staging_acknowledged_before_a_racing_commit_is_in_it(meta_target)
     finally:
         for store in stores:
             store.close()
+
+
+def test_an_operator_lists_live_transactions_with_their_staged_bytes_and_may_abort_any(store):
+    store.create_bucket("other", 1.0)
+    first, second = begin(store), begin(store)
+    third = store.engine.run(lambda: store.begin_txn("other", time.time(), OTHER))
+    stage(store, first.txn_id, "a", b"12345")
+    stage(store, first.txn_id, "b", segments=2)
+    stage(store, second.txn_id, "c", b"x")
+    store.engine.run(lambda: store.commit_txn(second.txn_id, "b", time.time(), WRITER))
+    listed = {info.txn_id: (info.state, info.items, staged) for info, staged in store.list_txns()}
+    assert listed == {first.txn_id: ("open", 2, 25), third.txn_id: ("open", 0, 0)}
+    assert [info.txn_id for info, _ in store.list_txns("other")] == [third.txn_id]
+    assert second.txn_id in {info.txn_id for info, _ in store.list_txns(finished=True)}
+    store.engine.run(lambda: store.abort_txn(third.txn_id, "other", time.time()))  # no owner: any key's
+    assert [info.txn_id for info, _ in store.list_txns()] == [first.txn_id]
