@@ -12,9 +12,11 @@ one GET at a time and records each GET's latency, in three phases of the same ru
 
 The stopped node is alive: its connections are accepted and nothing is answered until it is continued. The
 phases print p50, p90, p99 and the worst GET, and the hedged phase's p99 against the healthy one. Every byte
-read is compared with what was written.
+read is compared with what was written. With ``--batch N`` each GET is a batch GET (``get_batch``) of N
+objects, one request per storage node, hedged per node request.
 
     .venv/bin/python benchmarks/hedge_bench.py            # 200 objects of 1 MiB, 400 GETs per phase
+    .venv/bin/python benchmarks/hedge_bench.py --batch 32 --size 102400 --objects 1000 --gets 200
 """
 
 from __future__ import annotations
@@ -80,17 +82,22 @@ def _percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
-async def _gets(client: AsyncClient, bucket: str, bodies: dict[str, bytes], count: int, rng: random.Random
-                ) -> list[float]:  # fmt: skip
+async def _gets(client: AsyncClient, bucket: str, bodies: dict[str, bytes], count: int, rng: random.Random,
+                batch: int = 0) -> list[float]:  # fmt: skip
+    """``count`` GETs one at a time (each of a batch of ``batch`` objects when it is not 0); their latencies."""
     keys = list(bodies)
     latencies = []
     for _ in range(count):
-        key = rng.choice(keys)
+        chosen = rng.sample(keys, batch) if batch else [rng.choice(keys)]
         started = time.perf_counter()
-        got = await client.get(bucket, key)
+        if batch:
+            got = [result.data async for result in client.get_batch([(bucket, key) for key in chosen])]
+        else:
+            got = [await client.get(bucket, chosen[0])]
         latencies.append(time.perf_counter() - started)
-        if got != bodies[key]:
-            raise RuntimeError(f"{key}: bytes differ from those written")
+        for key, data in zip(chosen, got, strict=True):
+            if data != bodies[key]:
+                raise RuntimeError(f"{key}: bytes differ from those written")
     return latencies
 
 
@@ -102,8 +109,9 @@ async def _run(cluster: LocalCluster, options: argparse.Namespace) -> dict[str, 
         await client.create_bucket("hedge")
         for key, body in bodies.items():
             await client.put("hedge", key, body)
-        await _gets(client, "hedge", bodies, 50, rng)  # warm-up: connections, layouts, the learned threshold
-        results["healthy"] = await _gets(client, "hedge", bodies, options.gets, rng)
+        batch = options.batch
+        await _gets(client, "hedge", bodies, 50, rng, batch)  # warm-up: connections, layouts, learned thresholds
+        results["healthy"] = await _gets(client, "hedge", bodies, options.gets, rng, batch)
         drive_counts: dict[str, int] = {}
         for key in bodies:  # the node holding the most first data shards
             version = await client._engine.head("hedge", key)
@@ -112,17 +120,18 @@ async def _run(cluster: LocalCluster, options: argparse.Namespace) -> dict[str, 
         target = max(drive_counts, key=drive_counts.get)
         serving = client._engine.ctx.node(target).endpoint
         node = next(node for node in cluster.nodes if node.endpoint == serving)
-        learned = client._engine.ctx.latency.hedge_after()
+        ctx = client._engine.ctx
+        learned = (ctx.batch_latency if batch else ctx.latency).hedge_after()
         print(f"stalling {node.endpoint} (pid {node.process.pid}), first data shard of {drive_counts[target]} of "
               f"{len(bodies)} objects; hedge threshold learned: {learned * 1000:.1f} ms")
         with _Staller(node.process.pid, options.stall_ms / 1000):
-            results["stalled, hedged"] = await _gets(client, "hedge", bodies, options.gets, rng)
-            shipped = client._engine.ctx.latency
-            client._engine.ctx.latency = _NeverHedge()
+            results["stalled, hedged"] = await _gets(client, "hedge", bodies, options.gets, rng, batch)
+            shipped = ctx.latency, ctx.batch_latency
+            ctx.latency, ctx.batch_latency = _NeverHedge(), _NeverHedge()
             try:
-                results["stalled, not hedged"] = await _gets(client, "hedge", bodies, options.gets, rng)
+                results["stalled, not hedged"] = await _gets(client, "hedge", bodies, options.gets, rng, batch)
             finally:
-                client._engine.ctx.latency = shipped
+                ctx.latency, ctx.batch_latency = shipped
     return results
 
 
@@ -132,8 +141,10 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=1024 * 1024)
     parser.add_argument("--gets", type=int, default=400, help="GETs per phase, one at a time")
     parser.add_argument("--stall-ms", type=float, default=200.0)
+    parser.add_argument("--batch", type=int, default=0, help="objects per GET: a batch GET of this many (0: single)")
     options = parser.parse_args()
-    print(f"4+2, 6 storage processes, {options.objects} objects of {options.size} bytes, {options.gets} GETs per "
+    each = f"batch GETs of {options.batch} objects" if options.batch else "GETs"
+    print(f"4+2, 6 storage processes, {options.objects} objects of {options.size} bytes, {options.gets} {each} per "
           f"phase one at a time, stalls of {options.stall_ms:.0f} ms every {2 * options.stall_ms:.0f} ms; "
           f"cpus={os.cpu_count()}")
     with tempfile.TemporaryDirectory(prefix="apollo-hedge-bench-") as root, TempPostgres(durable=True) as pg, \
