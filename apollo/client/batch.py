@@ -31,7 +31,7 @@ from apollo.proto.records import Lookup, Version
 WINDOW_DEFAULT = 2 * limits.batch_lookup_items_max
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # a pin is itself: equal (and hashed) by identity, as its version is unhashable
 class Pinned:
     """One version of an object as a lookup found it, its layout and read tokens included
     (``AsyncClient.pin``). Read through it (``get``, ``get_into``, ``BatchItem.pinned``), it gives the bytes
@@ -40,7 +40,7 @@ class Pinned:
 
     bucket: str
     key: str
-    version: Version = field(repr=False, compare=False)
+    version: Version = field(repr=False)
 
     @property
     def size(self) -> int:

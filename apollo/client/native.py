@@ -47,8 +47,8 @@ from apollo.proto.records import Conditions, ObjectAttrs, Snapshot, Version
 
 READ_CHUNK_BYTES = limits.io_batch_bytes  # a file read per encode batch: no joining
 LAYOUTS_KEPT = 10_000
-T = TypeVar("T")
 LAYOUT_TTL_S = tokens.TOKEN_TTL_S / 2  # a cached layout's read tokens must still be valid when it is used
+T = TypeVar("T")
 
 Body = bytes | bytearray | memoryview | str | Path | BinaryIO | AsyncIterable[bytes] | Iterable[bytes]
 
