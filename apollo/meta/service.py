@@ -19,9 +19,10 @@ import time
 import uuid
 from concurrent.futures import Executor, ThreadPoolExecutor
 
-from apollo import errors, limits
+from apollo import limits
 from apollo.errors import InsufficientStorage
 from apollo.meta.groupcommit import GroupCommitExecutor
+from apollo.meta.sql_txns import raise_unless_open
 from apollo.meta.store import SqlStore
 from apollo.proto import meta_api
 from apollo.proto.layout import NO_DRIVE, Scheme, SegmentLayout
@@ -131,8 +132,7 @@ class MetaService:
         due = time.time() + PENDING_WRITE_TTL_S
         if txn is not None:
             info = await self.get_txn(txn[1], txn[0], owner=owner)  # checks the id's format
-            if info.state != "open" or info.expires <= time.time():
-                raise errors.TransactionClosed(f"transaction {info.txn_id} is {info.state}, or expired")
+            raise_unless_open(info.txn_id, info.state, info.expires, time.time())
             due = info.expires
         segment_id = uuid.uuid4().hex
         pg, drives = self.place(segment_id, scheme)

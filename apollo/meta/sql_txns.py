@@ -55,6 +55,12 @@ def _txn(row: Row) -> TxnInfo:
                    row["if_prefix_absent"], row["items"])  # fmt: skip
 
 
+def raise_unless_open(txn_id: str, state: str, expires: float, now: float, states: tuple[str, ...] = (OPEN,)) -> None:
+    """:raises TransactionClosed: the transaction is not in one of ``states``, or its TTL has ended."""
+    if state not in states or expires <= now:
+        raise errors.TransactionClosed(f"transaction {txn_id} is {'expired' if state in states else state}")
+
+
 def _checked_key(key: object) -> str:
     if not isinstance(key, str) or not key or len(key.encode("utf-8", "replace")) > limits.key_length_bytes_max:
         raise errors.InvalidRequest(f"a key is 1 to {limits.key_length_bytes_max} bytes")
@@ -234,9 +240,7 @@ class TxnOps(ObjectOps):
 
     @staticmethod
     def _still_open(row: Row, now: float, states: tuple[str, ...] = (OPEN,)) -> None:
-        if row["state"] not in states or row["expires"] <= now:
-            how = "expired" if row["state"] in states else row["state"]
-            raise errors.TransactionClosed(f"transaction {row['txn_id']} is {how}")
+        raise_unless_open(row["txn_id"], row["state"], row["expires"], now, states)
 
     def _open_txn(self, db: Conn, txn_id: str, bucket: str, owner: str, now: float) -> Row:
         row = self._locked(db, txn_id, bucket, owner)

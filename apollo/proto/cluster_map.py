@@ -57,13 +57,10 @@ class ClusterMap:
     nodes: list[NodeInfo] = field(default_factory=list)
     drives: list[DriveInfo] = field(default_factory=list)
 
-    def failure_domain(self, node_name: str) -> str:
-        """Placement spreads a segment's shards over racks when racks are labelled, else over nodes."""
-        return self.domains().get(node_name, node_name)
-
     def domains(self) -> dict[str, str]:
-        """Each node's failure domain, by name: a lookup per drive, not a walk of the nodes (10,000 drives in
-        500 nodes made a client's every map refresh scan 5 million entries: ``benchmarks/scale_sim.py``)."""
+        """Each node's failure domain, by name: placement spreads a segment's shards over racks when racks are
+        labelled, else over nodes. One dict, so that each drive costs a lookup, not a walk of the nodes (10,000
+        drives in 500 nodes made every map refresh of a client scan 5 million entries: ``scale_sim.py``)."""
         return {n.name: n.rack or n.name for n in self.nodes}
 
     def candidates(self) -> list[Candidate]:
