@@ -6,8 +6,10 @@ is 10 s, the reads are held to well under it."""
 
 from __future__ import annotations
 
+import contextlib
 import random
 import time
+from collections.abc import AsyncIterator
 
 from storage_processes import Engine, run
 
@@ -17,14 +19,23 @@ from apollo.client.remote_storage import Timeouts
 REQUEST_S = 10.0  # what a read of the stopped node would wait without a hedge
 
 
+@contextlib.asynccontextmanager
+async def watched_engine(tmp_path, nodes, keyring) -> AsyncIterator[tuple[Engine, list]]:
+    """An engine over the nodes whose requests time out after ``REQUEST_S``, and the damage its reads report."""
+    engine = Engine(tmp_path, nodes, keyring, Timeouts(request_s=REQUEST_S))
+    damage = []
+    engine.ctx.on_damage.append(damage.append)
+    try:
+        yield engine, damage
+    finally:
+        await engine.close()
+
+
 def test_a_stopped_node_costs_the_hedge_threshold_not_its_timeout(tmp_path, nodes, keyring, seed):
     rng = random.Random(seed)
 
     async def scenario():
-        engine = Engine(tmp_path, nodes, keyring, Timeouts(request_s=REQUEST_S))
-        damage = []
-        engine.ctx.on_damage.append(damage.append)
-        try:
+        async with watched_engine(tmp_path, nodes, keyring) as (engine, damage):
             data = rng.randbytes(3 * 1024 * 1024)
             result = await engine.write(data)
             for _ in range(64):  # recent healthy reads teach the threshold (3x their 95th percentile)
@@ -48,8 +59,6 @@ def test_a_stopped_node_costs_the_hedge_threshold_not_its_timeout(tmp_path, node
             assert engine.ctx.latency.is_slow(segment.drives[0]), "the stopped node's drive is marked slow"
             assert not damage, f"a slow node is not damaged: {damage}"
             return whole, part
-        finally:
-            await engine.close()
 
     whole, part = run(scenario())
     assert whole < REQUEST_S / 2 and part < REQUEST_S / 2, (whole, part)
@@ -63,10 +72,7 @@ def test_a_stopped_node_costs_a_batch_the_hedge_threshold_and_later_waves_read_a
     rng = random.Random(seed)
 
     async def scenario():
-        engine = Engine(tmp_path, nodes, keyring, Timeouts(request_s=REQUEST_S))
-        damage = []
-        engine.ctx.on_damage.append(damage.append)
-        try:
+        async with watched_engine(tmp_path, nodes, keyring) as (engine, damage):
             objects = []
             for _ in range(24):
                 data = rng.randbytes(rng.randrange(40_000, 300_000))
@@ -96,8 +102,6 @@ def test_a_stopped_node_costs_a_batch_the_hedge_threshold_and_later_waves_read_a
                 stopped.resume()
             assert not damage, f"a slow node is not damaged: {damage}"
             return first, second
-        finally:
-            await engine.close()
 
     first, second = run(scenario())
     assert first < REQUEST_S / 2 and second < REQUEST_S / 2, (first, second)
