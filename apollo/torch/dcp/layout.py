@@ -8,8 +8,8 @@ straight into the destination's memory: no ``torch.load`` of a zip archive per t
 
 ``.metadata`` is torch's ``Metadata`` written with ``torch.save`` and read with ``torch.load(weights_only=True)``
 allowing only the classes a checkpoint's metadata holds (``METADATA_CLASSES``): a ``.metadata`` planted by
-anyone who may write to the bucket cannot run code in the jobs that load it, as a plain pickle (what torch's
-own writers use) could.
+anyone who may write to the bucket cannot run code when it is read, as a plain pickle (what torch's own
+writers use) could. The checkpoint's bytes items are unpickled by torch's load planner, not here.
 """
 
 from __future__ import annotations

@@ -13,8 +13,10 @@
   in waves of at most ``WAVE_BYTES`` held at once. Resharded loads read just the rows (or span) of each
   stored chunk that hold the hypercube asked for.
 - ``.metadata`` is read with torch's weights-only loader (``layout.metadata_of``): a planted one cannot run
-  code. Checkpoints saved by torch's own fsspec writer (a plain pickle, a ``torch.save`` archive per tensor)
-  are refused with a clear error; ``dcp.load`` with no reader loads them through the ``apollo`` protocol.
+  code. (Bytes items are handed to the planner, and torch's ``DefaultLoadPlanner`` unpickles them with
+  ``weights_only=False``: that is torch's, whatever the reader.) Checkpoints saved by torch's own fsspec
+  writer (a plain pickle, a ``torch.save`` archive per tensor) are refused with a clear error; ``dcp.load``
+  with no reader loads them through the ``apollo`` protocol.
 """
 
 from __future__ import annotations
