@@ -76,6 +76,10 @@ txn_ttl_s_default = 3600.0
 txn_ttl_s_min = 60.0
 txn_ttl_s_max = 24 * 3600.0
 txns_expired_per_pass_max = 64  # one GC pass aborts or forgets at most this many, oldest first
+# KV namespaces (apollo.meta.sql_kv): the bounds of a budget and a TTL; expired values one GC pass removes.
+kv_budget_bytes_max = 1 << 60
+kv_ttl_s_max = 365 * 24 * 3600.0
+kv_expired_per_pass_max = 1000
 # Members of one tar archive whose index is kept (apollo.proto.tar_index): the index goes with the commit,
 # inside one metadata call (rpc_body_bytes_max), at about 60 bytes a member.
 tar_members_max = 50_000

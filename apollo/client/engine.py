@@ -48,6 +48,7 @@ from apollo.proto.records import (
     ConsoleSession,
     DeleteResult,
     KeyRights,
+    KVNamespace,
     ListPage,
     Lookup,
     ObjectAttrs,
@@ -145,7 +146,10 @@ class ObjectEngine:
 
         :raises BucketNotFound, PreconditionFailed, ObjectNotFound, InsufficientStorage, BadDigest:
         """
-        await self._meta.get_bucket(bucket)  # fail before moving any bytes
+        try:
+            await self._meta.get_bucket(bucket)  # fail before moving any bytes
+        except errors.AccessDenied:
+            pass  # a key that may put but not list (s3:ListBucket): its commit is held to PutObject all the same
         if conditions and conditions.if_none_match_star:  # early only: the commit checks it for real
             current = await self._meta.get_version(bucket, key, with_data=False)
             if current is not None and not current.delete_marker:
@@ -320,6 +324,38 @@ class ObjectEngine:
         for first in range(0, len(keys), step):
             lookups += await self._meta.get_snapshot_versions(bucket, snapshot_id, keys[first : first + step])
         return lookups
+
+    # KV namespaces: a bucket with a byte budget, a TTL and LRU eviction (``apollo.meta.sql_kv``) ----------
+
+    async def set_kv_namespace(self, bucket: str, budget_bytes: int, ttl_s: float) -> KVNamespace:
+        """:raises BucketNotFound, InvalidRequest: (bounds; a bucket with objects or versions)"""
+        return await self._meta.set_kv_namespace(bucket, budget_bytes, ttl_s, self._clock())
+
+    async def get_kv_namespace(self, bucket: str) -> KVNamespace:
+        """:raises BucketNotFound, InvalidRequest: (not a KV namespace)"""
+        return await self._meta.get_kv_namespace(bucket)
+
+    async def kv_lookup(self, bucket: str, keys: list[str]) -> list[Lookup]:
+        """Each key's live value with its layout, as :meth:`head_many` answers, recorded as read (its recency
+        ranks eviction); ``limits.batch_lookup_items_max`` keys per metadata call. :raises BucketNotFound,
+        InvalidRequest:"""
+        lookups: list[Lookup] = []
+        step = limits.batch_lookup_items_max
+        for first in range(0, len(keys), step):
+            lookups += await self._meta.kv_lookup(bucket, keys[first : first + step], self._clock())
+        return lookups
+
+    async def kv_prefix_hits(self, bucket: str, keys: list[str]) -> int:
+        """How many of ``keys``, from the first, hold live values: one metadata call per
+        ``limits.batch_lookup_items_max`` keys, none after a miss. :raises BucketNotFound, InvalidRequest:"""
+        hits, step = 0, limits.batch_lookup_items_max
+        for first in range(0, len(keys), step):
+            chunk = keys[first : first + step]
+            found = await self._meta.kv_prefix_hits(bucket, chunk, self._clock())
+            hits += found
+            if found < len(chunk):
+                break
+        return hits
 
     # transactions over many objects (``apollo.meta.sql_txns``) ------------------------------------
 

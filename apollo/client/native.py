@@ -43,7 +43,7 @@ from apollo.client.transaction import SyncTransaction, Transaction
 from apollo.client.writer import write_quorum as quorum_of
 from apollo.proto import codec
 from apollo.proto.layout import Scheme
-from apollo.proto.records import Conditions, ObjectAttrs, Snapshot, Version
+from apollo.proto.records import Conditions, KVNamespace, Lookup, ObjectAttrs, Snapshot, Version
 
 READ_CHUNK_BYTES = limits.io_batch_bytes  # a file read per encode batch: no joining
 LAYOUTS_KEPT = 10_000
@@ -94,6 +94,17 @@ async def _chunks(body: Body) -> AsyncIterator[bytes | memoryview]:
         return
     for chunk in body:
         yield chunk
+
+
+def _pins(bucket: str, keys: Sequence[str], lookups: list[Lookup]) -> list[Pinned | None]:
+    """A pin of each key found; None for one that is not. :raises ApolloError: any other failed lookup, e.g.
+    AccessDenied (one refused key fails the call: a pin stands for a consistent state of all of them)."""
+    pins: list[Pinned | None] = []
+    for key, lookup in zip(keys, lookups, strict=True):
+        if lookup.version is None and lookup.error not in ("ObjectNotFound", ""):
+            raise codec.error_from_wire({"type": lookup.error, "message": lookup.message})
+        pins.append(None if lookup.version is None else Pinned(bucket, key, lookup.version))
+    return pins
 
 
 class AsyncClient:
@@ -295,13 +306,7 @@ class AsyncClient:
         keys: read through a pin, an object gives these bytes whatever is written since (``batch.Pinned``).
         What a reader of several objects needs to read one consistent state of them, on any bucket (an
         unversioned one's versions all have the id ``null``). :raises BucketNotFound:"""
-        lookups = await self._engine.head_many([(bucket, key, None) for key in keys])
-        pins: list[Pinned | None] = []
-        for key, lookup in zip(keys, lookups, strict=True):
-            if lookup.version is None and lookup.error not in ("ObjectNotFound", ""):
-                raise codec.error_from_wire({"type": lookup.error, "message": lookup.message})
-            pins.append(None if lookup.version is None else Pinned(bucket, key, lookup.version))
-        return pins
+        return _pins(bucket, keys, await self._engine.head_many([(bucket, key, None) for key in keys]))
 
     async def _version(self, bucket: str, key: str, version_id: str | None, snapshot: str | None = None,
                        pinned: Pinned | None = None) -> Version:  # fmt: skip
@@ -408,6 +413,28 @@ class AsyncClient:
         ``async with`` never commits or aborts a joined transaction (``commit()``/``abort()`` still may).
         :raises TransactionNotFound, TransactionClosed, AccessDenied: (on entering)"""
         return Transaction(self._engine, _chunks, bucket, txn_id=txn_id)
+
+    # KV namespaces (``apollo.kv``, ``apollo.meta.sql_kv``) -----------------------------------------
+
+    async def set_kv_namespace(self, bucket: str, budget_bytes: int, ttl_s: float = 0) -> KVNamespace:
+        """Make an empty bucket a KV namespace of at most ``budget_bytes`` of values, each gone ``ttl_s`` after it
+        was written (0: never), the least recently read evicted first; or change a namespace's budget and TTL.
+        :raises BucketNotFound, InvalidRequest, AccessDenied: (s3:PutLifecycleConfiguration)"""
+        return await self._engine.set_kv_namespace(bucket, budget_bytes, ttl_s)
+
+    async def kv_namespace(self, bucket: str) -> KVNamespace:
+        """Its budget, TTL, and the bytes and values it holds. :raises BucketNotFound, InvalidRequest:"""
+        return await self._engine.get_kv_namespace(bucket)
+
+    async def kv_lookup(self, bucket: str, keys: Sequence[str]) -> list[Pinned | None]:
+        """Each key's value in a KV namespace (None: absent, expired or evicted), as :meth:`pin` finds it, for one
+        metadata call per 1,000 keys, recorded as read. :raises BucketNotFound, InvalidRequest:"""
+        return _pins(bucket, keys, await self._engine.kv_lookup(bucket, list(keys)))
+
+    async def kv_prefix_hits(self, bucket: str, keys: Sequence[str]) -> int:
+        """How many of ``keys``, from the first, hold values in a KV namespace: one metadata call per 1,000
+        keys. :raises BucketNotFound, InvalidRequest:"""
+        return await self._engine.kv_prefix_hits(bucket, list(keys))
 
     # snapshots -------------------------------------------------------------------------------
 

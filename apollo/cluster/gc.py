@@ -33,6 +33,7 @@ class GarbageCollector:
             try:
                 await self.expire_uploads()
                 await self.expire_txns()
+                await self.expire_kv()
                 while await self.collect() == BATCH_SEGMENTS:
                     pass
             except Exception:
@@ -56,6 +57,14 @@ class GarbageCollector:
             log.info("aborted transaction %s of %s by %s (%d keys staged): its TTL ended", txn.txn_id, txn.bucket,
                      txn.owner, txn.items)  # fmt: skip
         return len(expired)
+
+    async def expire_kv(self) -> int:
+        """Remove the values of KV namespaces whose TTL ended (lookups already treat them as gone); their
+        data becomes garbage after the grace (``apollo.meta.sql_kv``)."""
+        removed = await self.meta.expire_kv(time.time(), limits.kv_expired_per_pass_max)
+        if removed:
+            log.info("removed %d expired KV values", removed)
+        return removed
 
     async def collect(self) -> int:
         """Delete the shard files of up to one batch of due garbage rows, then forget the rows."""

@@ -53,6 +53,11 @@ CALL_OPS: dict[str, str] = {
     "begin_txn": "ListObjects",
     "stage_put": "PutObject",
     "stage_delete": "DeleteObject",
+    # KV namespaces: the budget and TTL decide when objects go (a lifecycle's right); whether keys hold values
+    # is a listing's right; reading values through ``kv_lookup`` is held to GetObject item by item (``filter``).
+    "set_kv_namespace": "PutBucketLifecycleConfiguration",
+    "get_kv_namespace": "HeadBucket",
+    "kv_prefix_hits": "ListObjects",
     "create_upload": "CreateMultipartUpload",
     "get_upload": "UploadPart",
     "list_uploads": "ListMultipartUploads",
@@ -164,7 +169,7 @@ class CallPolicy:
         list, as the gateway's does (``AccessDecider.visible``); a batch lookup, the objects it may read."""
         if method == "get_bucket" and isinstance(result, Bucket):
             return await self.filter_bucket(result, caller)
-        if method in ("get_versions", "get_snapshot_versions") and isinstance(result, list) and bound:
+        if method in ("get_versions", "get_snapshot_versions", "kv_lookup") and isinstance(result, list) and bound:
             context = request_context(source_ip, secure, time.time())
             items = bound["items"] if method == "get_versions" else [(bound["bucket"], key, None)
                                                                       for key in bound["keys"]]  # fmt: skip

@@ -26,7 +26,8 @@ from dataclasses import dataclass
 # queued deletes: recovery derives what matters), repair_queue, drive_jobs and drives (rebuilt
 # from the drives), settings (the sequence counter lives there).
 JOURNALED_TABLES = ("buckets", "versions", "segments", "uploads", "parts", "access_keys", "policies", "key_policies",
-                    "snapshots", "snapshot_objects", "retired_versions", "tar_members", "txns", "txn_items")
+                    "snapshots", "snapshot_objects", "retired_versions", "tar_members", "txns", "txn_items",
+                    "kv_namespaces", "kv_entries")
 REAL_DIGITS_FORMAT = "%!.18g"
 REAL_TYPES = ("REAL", "FLOA", "DOUB")
 

@@ -156,7 +156,7 @@ class MetaRpc:
         if isinstance(result, SegmentLayout):
             return {result.segment_id: {tokens.WRITE: self.keyring.issue(tokens.WRITE, result.segment_id,
                                                                           tokens.TOKEN_TTL_S)}}  # fmt: skip
-        if method in ("get_versions", "get_snapshot_versions") and isinstance(result, list):
+        if method in ("get_versions", "get_snapshot_versions", "kv_lookup") and isinstance(result, list):
             versions = [lookup.version for lookup in result if isinstance(lookup, Lookup) and lookup.version]
         elif method == "get_version" and isinstance(result, Version):
             versions = [result]

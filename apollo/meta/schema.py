@@ -11,7 +11,7 @@ Segments hang off a ``data_id`` so multipart completion can re-parent part
 segments onto the final version without copying bytes.
 """
 
-SCHEMA_VERSION = 11
+SCHEMA_VERSION = 12
 
 POLICIES_DDL = ("CREATE TABLE IF NOT EXISTS policies (name TEXT PRIMARY KEY, document TEXT NOT NULL, "
                 "created REAL NOT NULL)")  # fmt: skip
@@ -76,6 +76,20 @@ TXN_DDL = [
         staged REAL NOT NULL, PRIMARY KEY (txn_id, key))""",
     """CREATE TABLE IF NOT EXISTS txn_prefixes (
         bucket TEXT NOT NULL, prefix TEXT NOT NULL, txn_id TEXT NOT NULL, PRIMARY KEY (bucket, prefix))""",
+]
+
+# KV namespaces (``apollo.meta.sql_kv``): a bucket with a byte budget and a TTL, whose values are evicted
+# least recently used first. ``kv_entries``: one row per live value, by the row id of its version, with
+# its size, when it was last read and when it expires. Both journaled: they are part of the namespace.
+KV_DDL = [
+    """CREATE TABLE IF NOT EXISTS kv_namespaces (
+        bucket TEXT PRIMARY KEY REFERENCES buckets (name), budget_bytes INTEGER NOT NULL, ttl_s REAL NOT NULL,
+        used_bytes INTEGER NOT NULL DEFAULT 0, entries INTEGER NOT NULL DEFAULT 0)""",
+    """CREATE TABLE IF NOT EXISTS kv_entries (
+        vid INTEGER PRIMARY KEY, bucket TEXT NOT NULL, size INTEGER NOT NULL, atime REAL NOT NULL,
+        expires REAL NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS kv_entries_by_atime ON kv_entries (bucket, atime)",
+    "CREATE INDEX IF NOT EXISTS kv_entries_by_expiry ON kv_entries (expires)",
 ]
 
 DDL = [
@@ -158,6 +172,7 @@ DDL = [
     *SNAPSHOT_DDL,
     *CONSOLE_SESSIONS_DDL,
     *TXN_DDL,
+    *KV_DDL,
 ]
 
 # Upgrades of databases written by older versions: (new version, statements), applied in order
@@ -209,4 +224,5 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
     ]),
     # 10: console_sessions, a new table only (CONSOLE_SESSIONS_DDL), which the DDL creates on every open.
     # 11: txns, txn_items, txn_prefixes: new tables only (TXN_DDL).
+    # 12: kv_namespaces, kv_entries: new tables only (KV_DDL).
 ]  # fmt: skip

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
+import logging
 import time
 import uuid
 from concurrent.futures import Executor, ThreadPoolExecutor
@@ -28,8 +29,11 @@ from apollo.proto import meta_api
 from apollo.proto.layout import NO_DRIVE, Scheme, SegmentLayout
 from apollo.proto.meta_api import Runs, Who
 from apollo.proto.placement import Placement, pg_of
+from apollo.proto.records import Lookup
 
 PENDING_WRITE_TTL_S = 24 * 3600.0  # a live process's unfinished write is only collected after this
+log = logging.getLogger("apollo.meta.service")
+KV_TOUCHES_HELD_S = 1.0  # reads of KV values are written within this (``apollo.meta.sql_kv``)
 
 
 def _on_thread(call: meta_api.Call, target: str, executor: str):
@@ -104,6 +108,28 @@ class MetaService:
         self._background_reader = store.open_reader()
         self._background_pool = ThreadPoolExecutor(1, thread_name_prefix="meta-scan")
         self.placement = placement or Placement()  # kept up to date by the drive probe or the cluster map
+        self._touches_written: asyncio.Task | None = None
+
+    _kv_find = _on_thread(meta_api.Call("kv_lookup", meta_api.Kind.READ, Who.LOCAL, Runs.BACKGROUND),
+                          "_background_reader", "_background_pool")  # fmt: skip
+
+    async def kv_lookup(self, bucket: str, keys: list[str], now: float) -> list[Lookup]:
+        """``SqlStore.kv_lookup``, off the event loop (a batch of point reads, as ``get_versions``), recording
+        each value found as read now; the reads are written by the next put's eviction, or within
+        ``KV_TOUCHES_HELD_S`` (``apollo.meta.sql_kv``). :raises BucketNotFound, InvalidRequest:"""
+        lookups = await self._kv_find(bucket, keys, now)
+        touches = self.store.kv_touches
+        touches.record([lookup.version.seq for lookup in lookups if lookup.version is not None], now)
+        if time.monotonic() - touches.since >= KV_TOUCHES_HELD_S and (
+                self._touches_written is None or self._touches_written.done()):  # fmt: skip
+            self._touches_written = asyncio.get_running_loop().create_task(self._write_touches())
+        return lookups
+
+    async def _write_touches(self) -> None:
+        try:
+            await self.apply_kv_touches()
+        except Exception:  # kept for the next try (``Touches.restore``); a lookup must not fail for it
+            log.exception("writing the reads of KV values failed")
 
     def place(self, segment_id: str, scheme: Scheme) -> tuple[int, tuple[str, ...]]:
         """Pick the group's drives, writable ones first; a write needs k+1 writable (k for replicas)."""

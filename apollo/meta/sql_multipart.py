@@ -145,6 +145,7 @@ class MultipartOps(ObjectOps):
             self._discard_all(db, [row["data_id"] for row in staged], now)
             db.execute("DELETE FROM txn_items WHERE txn_id IN (SELECT txn_id FROM txns WHERE bucket = ?)", (name,))
             db.execute("DELETE FROM txns WHERE bucket = ?", (name,))
+            db.execute("DELETE FROM kv_namespaces WHERE bucket = ?", (name,))  # its entries went with its versions
             db.execute("DELETE FROM buckets WHERE name = ?", (name,))
 
     def abort_upload(self, bucket: str, key: str, upload_id: str, now: float) -> None:
@@ -193,7 +194,7 @@ class MultipartOps(ObjectOps):
         :raises UploadNotFound, InvalidPart, InvalidPartOrder, EntityTooSmall, PreconditionFailed:
         """
         with self.tx() as db:
-            versioning = self._bucket_row(db, bucket)["versioning"]
+            bucket_row = self._bucket_row(db, bucket)
             try:
                 upload = _upload(self._upload_row(db, bucket, key, upload_id))
             except errors.UploadNotFound:
@@ -219,7 +220,7 @@ class MultipartOps(ObjectOps):
             db.execute("DELETE FROM parts WHERE upload_id = ?", (upload_id,))
             db.execute("DELETE FROM uploads WHERE upload_id = ?", (upload_id,))
             return self._insert_version(
-                db, bucket, key, versioning, now,
+                db, bucket_row, key, now,
                 size=sum(p.size for p in chosen), etag=multipart_etag([p.etag for p in chosen]),
                 attrs=upload.attrs, parts=[p.size for p in chosen], part_checksums=_part_checksums(upload, chosen),
                 inline=None, data_id=data_id, upload_id=upload_id,

@@ -130,14 +130,20 @@ class ObjectOps(SqlBase):
 
     def set_versioning(self, name: str, status: str) -> None:
         with self.tx() as db:
-            current = self._bucket_row(db, name)["versioning"]
+            row = self._bucket_row(db, name)
+            current = row["versioning"]
+            if row["kv_budget"] is not None and status != current:
+                raise errors.InvalidRequest(f"bucket {name} is a KV namespace: a key holds one value, no versions")
             if status == "Suspended" and current == "":
                 return  # suspending a never-versioned bucket changes nothing, as on AWS
             db.execute("UPDATE buckets SET versioning = ? WHERE name = ?", (status, name))
 
     @staticmethod
     def _bucket_row(db: Conn, name: str) -> Row:
-        row = db.execute("SELECT name, versioning FROM buckets WHERE name = ?", (name,)).fetchone()
+        """The bucket's name, versioning and ``kv_budget`` (its KV namespace's byte budget, ``apollo.meta.sql_kv``;
+        NULL for a plain bucket), in the one statement every write already makes."""
+        row = db.execute("SELECT name, versioning, (SELECT budget_bytes FROM kv_namespaces k WHERE k.bucket = b.name) "
+                         "AS kv_budget FROM buckets b WHERE name = ?", (name,)).fetchone()  # fmt: skip
         if row is None:
             raise errors.BucketNotFound(f"bucket {name} does not exist")
         return row
@@ -216,9 +222,10 @@ class ObjectOps(SqlBase):
                        f"FROM segments WHERE {among}", (now + self.gc_delay_s, *chunk))  # fmt: skip
             db.execute(f"DELETE FROM segments WHERE {among}", tuple(chunk))
 
-    def _remove_version(self, db: Conn, row_id: int, data_id: str | None, now: float) -> None:
+    def _remove_version(self, db: Conn, row_id: int, data_id: str | None, now: float, kv: bool = False) -> None:
         """Delete a version row, and its data unless a snapshot pins it: then the row moves to
-        ``retired_versions``, data and all, until the last snapshot naming it is deleted.
+        ``retired_versions``, data and all, until the last snapshot naming it is deleted. ``kv``: the bucket
+        is a KV namespace, whose accounting ``KVOps`` keeps (a plain bucket's removals pay no statement for it).
 
         The pin is looked up with an UPDATE, not a SELECT: on PostgreSQL it then conflicts with a snapshot
         deletion that commits meanwhile (one of the two reruns), so a version is never left retired with no
@@ -287,7 +294,7 @@ class ObjectOps(SqlBase):
         """
         checked_tags(attrs.tags, limits.tags_per_object_max)
         with self.tx() as db:
-            versioning = self._bucket_row(db, bucket)["versioning"]
+            bucket_row = self._bucket_row(db, bucket)
             latest = db.execute(
                 f"SELECT {VERSION_COLUMNS} FROM versions WHERE bucket = ? AND key = ? AND is_latest = 1",
                 (bucket, key),
@@ -295,7 +302,7 @@ class ObjectOps(SqlBase):
             check_conditions(latest, conditions or Conditions())
             data_id = self._store_data(db, data, size, etag, owner, now)
             version = self._insert_version(
-                db, bucket, key, versioning, now,
+                db, bucket_row, key, now,
                 size=size, etag=etag, attrs=attrs, parts=[], inline=data.inline, data_id=data_id,
             )  # fmt: skip
             if members:
@@ -328,9 +335,8 @@ class ObjectOps(SqlBase):
     def _insert_version(
         self,
         db: Conn,
-        bucket: str,
+        bucket_row: Row,
         key: str,
-        versioning: str,
         now: float,
         *,
         size: int,
@@ -343,6 +349,9 @@ class ObjectOps(SqlBase):
         delete_marker: bool = False,
         upload_id: str = "",
     ) -> Version:
+        """The new latest version of ``key`` in the bucket of ``bucket_row`` (``_bucket_row``); on an unversioned
+        bucket the ``null`` version it replaces goes."""
+        bucket, versioning = bucket_row["name"], bucket_row["versioning"]
         if versioning == "Enabled":
             version_id = new_version_id()
         else:
@@ -352,7 +361,7 @@ class ObjectOps(SqlBase):
                 (bucket, key, NULL_VERSION),
             ).fetchone()
             if old is not None:
-                self._remove_version(db, old["id"], old["data_id"], now)
+                self._remove_version(db, old["id"], old["data_id"], now, kv=bucket_row["kv_budget"] is not None)
         db.execute("UPDATE versions SET is_latest = 0 WHERE bucket = ? AND key = ? AND is_latest = 1", (bucket, key))
         row = db.execute(
             "INSERT INTO versions (bucket, key, version_id, is_latest, delete_marker, size, etag, last_modified, "
@@ -468,7 +477,8 @@ class ObjectOps(SqlBase):
         if dest_key == key:
             raise errors.InvalidRequest(f"{bucket}/{key} is already there")
         with self.tx() as db:
-            versioning = self._bucket_row(db, bucket)["versioning"]
+            bucket_row = self._bucket_row(db, bucket)
+            versioning = bucket_row["versioning"]
             source = db.execute("SELECT id, delete_marker FROM versions WHERE bucket = ? AND key = ? AND "
                                 "is_latest = 1", (bucket, key)).fetchone()  # fmt: skip
             if source is None or source["delete_marker"]:
@@ -482,7 +492,7 @@ class ObjectOps(SqlBase):
                                 "is_latest = 1", (bucket, dest_key)).fetchone()  # fmt: skip
             check_conditions(latest, conditions or Conditions())
             if latest is not None:
-                self._remove_version(db, latest["id"], latest["data_id"], now)
+                self._remove_version(db, latest["id"], latest["data_id"], now, kv=bucket_row["kv_budget"] is not None)
             db.execute("UPDATE versions SET key = ?, last_modified = ? WHERE id = ?", (dest_key, now, source["id"]))
             moved = db.execute(f"SELECT {VERSION_COLUMNS} FROM versions WHERE id = ?", (source["id"],)).fetchone()
             return self._version(moved, False)
@@ -490,20 +500,21 @@ class ObjectOps(SqlBase):
     def delete_object(self, bucket: str, key: str, version_id: str | None, now: float) -> DeleteResult:
         """DELETE as S3 defines it: a delete marker on versioned buckets, removal otherwise."""
         with self.tx() as db:
-            versioning = self._bucket_row(db, bucket)["versioning"]
+            bucket_row = self._bucket_row(db, bucket)
             if version_id is not None:
-                return self._delete_exact(db, bucket, key, version_id, now)
-            if versioning == "":
-                self._delete_exact(db, bucket, key, NULL_VERSION, now)
+                return self._delete_exact(db, bucket_row, key, version_id, now)
+            if bucket_row["versioning"] == "":
+                self._delete_exact(db, bucket_row, key, NULL_VERSION, now)
                 return DeleteResult(None, False)
             marker = self._insert_version(
-                db, bucket, key, versioning, now,
+                db, bucket_row, key, now,
                 size=0, etag="", attrs=ObjectAttrs(content_type=""), parts=[], inline=None, data_id=None,
                 delete_marker=True,
             )  # fmt: skip
             return DeleteResult(marker.version_id, True)
 
-    def _delete_exact(self, db: Conn, bucket: str, key: str, version_id: str, now: float) -> DeleteResult:
+    def _delete_exact(self, db: Conn, bucket_row: Row, key: str, version_id: str, now: float) -> DeleteResult:
+        bucket = bucket_row["name"]
         row = db.execute(
             "SELECT id, is_latest, delete_marker, data_id FROM versions "
             "WHERE bucket = ? AND key = ? AND version_id = ?",
@@ -511,7 +522,7 @@ class ObjectOps(SqlBase):
         ).fetchone()
         if row is None:
             return DeleteResult(version_id, False)
-        self._remove_version(db, row["id"], row["data_id"], now)
+        self._remove_version(db, row["id"], row["data_id"], now, kv=bucket_row["kv_budget"] is not None)
         if row["is_latest"]:
             db.execute(
                 "UPDATE versions SET is_latest = 1 WHERE id = "

@@ -52,7 +52,8 @@ class SnapshotOps(ObjectOps):
         latest = f"FROM versions WHERE bucket = ? AND is_latest = 1 AND delete_marker = 0 AND {in_range}"
         snapshot_id = uuid.uuid4().hex
         with self.tx() as db:
-            self._bucket_row(db, bucket)
+            if self._bucket_row(db, bucket)["kv_budget"] is not None:
+                raise errors.InvalidRequest(f"bucket {bucket} is a KV namespace: its values are evicted, not pinned")
             taken = db.execute("SELECT COUNT(*) AS n FROM snapshots WHERE bucket = ?", (bucket,)).fetchone()["n"]
             if taken >= limits.snapshots_per_bucket_max:
                 raise errors.InvalidRequest(f"bucket {bucket} has {taken} snapshots, the most it may have: delete "

@@ -159,7 +159,7 @@ class TxnOps(ObjectOps):
             if row["state"] == COMMITTED:
                 return _txn(row)
             self._still_open(row, now, (COMMITTING,))
-            versioning = self._bucket_row(db, bucket)["versioning"]
+            bucket_row = self._bucket_row(db, bucket)
             prefix = row["if_prefix_absent"]
             if prefix is not None:
                 db.execute("INSERT INTO txn_prefixes (bucket, prefix, txn_id) VALUES (?, ?, ?) "
@@ -171,7 +171,7 @@ class TxnOps(ObjectOps):
                     raise errors.PreconditionFailed(f"objects exist under {prefix!r}: transaction {txn_id} was to "
                                                     "create that prefix")  # fmt: skip
             for item in db.execute("SELECT * FROM txn_items WHERE txn_id = ? ORDER BY key", (txn_id,)).fetchall():
-                self._apply(db, bucket, versioning, item, now)
+                self._apply(db, bucket_row, item, now)
             db.execute("DELETE FROM txn_items WHERE txn_id = ?", (txn_id,))
             db.execute("UPDATE txns SET state = ? WHERE txn_id = ?", (COMMITTED, txn_id))
             return _txn(db.execute(f"SELECT {TXN_COLUMNS} FROM txns WHERE txn_id = ?", (txn_id,)).fetchone())
@@ -267,14 +267,14 @@ class TxnOps(ObjectOps):
              dumps(attrs.checksums), dumps(attrs.tags), inline, data_id, int(if_none_match), now),
         )  # fmt: skip
 
-    def _apply(self, db: Conn, bucket: str, versioning: str, item: Row, now: float) -> None:
+    def _apply(self, db: Conn, bucket_row: Row, item: Row, now: float) -> None:
         """One staged item made visible, as ``commit_version`` or ``delete_object`` would."""
-        key = item["key"]
+        bucket, key = bucket_row["name"], item["key"]
         if item["delete_marker"]:
-            if versioning == "":
-                self._delete_exact(db, bucket, key, NULL_VERSION, now)
+            if bucket_row["versioning"] == "":
+                self._delete_exact(db, bucket_row, key, NULL_VERSION, now)
             else:
-                self._insert_version(db, bucket, key, versioning, now, size=0, etag="",
+                self._insert_version(db, bucket_row, key, now, size=0, etag="",
                                      attrs=ObjectAttrs(content_type=""), parts=[], inline=None, data_id=None,
                                      delete_marker=True)  # fmt: skip
             return
@@ -284,7 +284,7 @@ class TxnOps(ObjectOps):
             check_conditions(latest, Conditions(if_none_match_star=True))
         attrs = attrs_from_row(item)
         inline = item["inline_data"]
-        self._insert_version(db, bucket, key, versioning, now, size=item["size"], etag=item["etag"], attrs=attrs,
+        self._insert_version(db, bucket_row, key, now, size=item["size"], etag=item["etag"], attrs=attrs,
                              parts=[], inline=bytes(inline) if inline is not None else None,
                              data_id=item["data_id"])  # fmt: skip
 

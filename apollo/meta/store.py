@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from apollo.meta.sql_cluster import ClusterOps
 from apollo.meta.sql_console import ConsoleSessionOps
+from apollo.meta.sql_kv import KVOps
 from apollo.meta.sql_leases import LeaseOps
 from apollo.meta.sql_multipart import MultipartOps
 from apollo.meta.sql_repair import RepairOps
@@ -24,5 +25,5 @@ from apollo.meta.sql_tar import TarOps
 from apollo.meta.sql_txns import TxnOps
 
 
-class SqlStore(SnapshotOps, TxnOps, TarOps, MultipartOps, ClusterOps, RepairOps, LeaseOps, ConsoleSessionOps):
+class SqlStore(KVOps, SnapshotOps, TxnOps, TarOps, MultipartOps, ClusterOps, RepairOps, LeaseOps, ConsoleSessionOps):
     """The metadata store, on SQLite (one machine) or PostgreSQL (clusters): see ``apollo.meta.engine``."""

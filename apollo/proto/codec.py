@@ -42,6 +42,7 @@ from apollo.proto.records import (
     ConsoleSession,
     DeleteResult,
     KeyRights,
+    KVNamespace,
     Lease,
     ListPage,
     Lookup,
@@ -58,6 +59,7 @@ _TYPES: dict[str, type] = {
     for cls in (
         Bucket,
         KeyRights,
+        KVNamespace,
         ConsoleSession,
         Conditions,
         DeleteResult,

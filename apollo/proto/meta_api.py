@@ -106,6 +106,13 @@ CALLS: dict[str, Call] = {call.name: call for call in (
     Call("commit_txn", W, _OWNER, _THREAD, idempotent=True),  # a commit sent again answers the same
     Call("abort_txn", W, _OWNER, _THREAD, idempotent=True),
     Call("expire_txns", W, _LOCAL, _THREAD),
+    # KV namespaces: a bucket with a byte budget, a TTL and LRU eviction (``apollo.meta.sql_kv``)
+    Call("set_kv_namespace", W, _KEY, _THREAD, idempotent=True),
+    Call("get_kv_namespace", R, _KEY, _INLINE),
+    Call("kv_lookup", R, _KEY, _CUSTOM),  # a batch of lookups, off the event loop, whose reads are recorded
+    Call("kv_prefix_hits", R, _KEY, _INLINE),
+    Call("apply_kv_touches", W, _LOCAL, _THREAD),
+    Call("expire_kv", W, _LOCAL, _THREAD),
     # multipart uploads
     Call("create_upload", W, _KEY, _THREAD),
     Call("get_upload", R, _KEY, _INLINE),

@@ -121,6 +121,19 @@ class Snapshot:
 
 
 @dataclass
+class KVNamespace:
+    """A bucket that is a KV namespace (``apollo.meta.sql_kv``): at most ``budget_bytes`` of values, each
+    gone ``ttl_s`` after it was written (0: never), the least recently read evicted first to make room.
+    ``used_bytes`` and ``entries``: what it holds now."""
+
+    bucket: str
+    budget_bytes: int
+    ttl_s: float
+    used_bytes: int
+    entries: int
+
+
+@dataclass
 class TxnInfo:
     """A transaction over many objects (``apollo.meta.sql_txns``). ``state``: open, committing (its commit
     began: no more stagings), committed or aborted; ``expires``: when the service aborts it if it is not

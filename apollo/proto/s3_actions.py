@@ -80,6 +80,8 @@ OPERATIONS: dict[str, tuple[Need, ...]] = {
     "GetBucketTagging": (_bucket("s3:GetBucketTagging"),),
     "PutBucketTagging": (_bucket("s3:PutBucketTagging"),),
     "DeleteBucketTagging": (_bucket("s3:PutBucketTagging"),),  # S3 has no s3:DeleteBucketTagging
+    # A KV namespace's budget and TTL (``apollo.meta.sql_kv``) decide when its objects go, as a lifecycle does.
+    "PutBucketLifecycleConfiguration": (_bucket("s3:PutLifecycleConfiguration"),),
     # objects
     "GetObject": (_obj("s3:GetObject", "s3:GetObjectVersion"),),
     "HeadObject": (_obj("s3:GetObject", "s3:GetObjectVersion"),),

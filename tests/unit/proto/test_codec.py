@@ -20,6 +20,7 @@ from apollo.proto.records import (
     DeleteResult,
     Garbage,
     KeyRights,
+    KVNamespace,
     Lease,
     ListPage,
     Lookup,
@@ -57,6 +58,7 @@ SAMPLES = {
     "DriveRecord": DriveRecord("0" * 15 + "1", "node1", "/mnt/d1", "online", 2.0, "", 1.0, 10, 20, "ok"),
     "Lease": Lease("manager", "holder#w1", 1.5, 0.5, 1.0),
     "Snapshot": Snapshot("0" * 32, "b", "data/", 1.7e9, "key:AK", 3, 12_345),
+    "KVNamespace": KVNamespace("kv", 64 << 30, 600.0, 1 << 30, 40),
     "TxnInfo": TxnInfo("1" * 32, "b", "key:AK", 1.7e9, 1.7e9 + 60, "open", "ckpt/step-1/", 7),
     "ClusterMap": ClusterMap(
         3, [NodeInfo("n1", "http://n1:9200", "r1", True, 1.0)], [DriveInfo("0" * 15 + "1", "n1", "online", True, 0.5)]

@@ -1,0 +1,247 @@
+"""KV namespaces: a bucket with a byte budget and a TTL, for an inference server's KV cache.
+
+An inference server keeps attention KV caches too large for GPU memory (a 256-token chunk of an 8B model
+is ~32 MiB) and wants a value back in milliseconds, or to hear at once that it is gone. A KV namespace is a
+bucket whose values are ordinary objects, written and read through the ordinary paths (erasure-coded on the
+drives, or inline when small), with three rules the service keeps, never the client:
+
+- **budget**: a put that takes the namespace over ``budget_bytes`` evicts the least recently read values,
+  in the same SQL transaction as its commit, so the namespace never holds more once the put returns; a
+  value larger than the budget is refused;
+- **TTL**: a value is gone ``ttl_s`` after it was written (0: never). Lookups treat it as absent at once,
+  a put's eviction takes expired values first, and the garbage collector's pass removes the rest;
+- **recency**: ``kv_lookup`` (the reads of ``apollo.kv``) records when each value was read. Reads are
+  many and must not each be a write: they gather in this process's ``Touches`` and are written in one
+  statement by the next put's eviction (before it ranks values) or within a second
+  (``MetaService.kv_lookup``). With several metadata services, an eviction ranks by the reads of its own
+  service exactly and by the others' as of their last second.
+
+``kv_entries`` holds a row per live value, by the row id of its version: the hooks ``_insert_version`` and
+``_remove_version`` keep it and the namespace's ``used_bytes`` in step with every path that adds or drops a
+version (puts, S3 PUT and DELETE, multipart completion, transaction commits, renames, evictions). A KV
+namespace is made on an empty, never-versioned bucket; versioning and snapshots are then refused (a key
+holds one value, and an evicted value must really go).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import threading
+import time
+
+from apollo import errors, limits
+from apollo.meta.sql_objects import IN_LIST_MAX, VERSION_COLUMNS_V, ObjectOps
+from apollo.meta.sqlbase import Conn, Row
+from apollo.proto.records import KVNamespace, Lookup, Version
+
+NEVER = 1e18  # the expiry of a value in a namespace without a TTL: a REAL both databases order
+VICTIMS_PER_STATEMENT = 64
+NAMESPACE_COLUMNS = "bucket, budget_bytes, ttl_s, used_bytes, entries"
+
+
+class Touches:
+    """Reads of KV values not yet written to ``kv_entries.atime``: {version row id: when last read}."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pending: dict[int, float] = {}
+        self.since = math.inf  # monotonic time of the oldest read pending
+
+    def record(self, vids: list[int], at: float) -> None:
+        with self._lock:
+            if not self._pending:
+                self.since = time.monotonic()
+            for vid in vids:
+                self._pending[vid] = at
+
+    def take(self) -> dict[int, float]:
+        with self._lock:
+            pending, self._pending, self.since = self._pending, {}, math.inf
+            return pending
+
+    def restore(self, pending: dict[int, float]) -> None:
+        """Put back what ``take`` gave a transaction that did not commit (a later read wins)."""
+        with self._lock:
+            if pending and not self._pending:
+                self.since = time.monotonic()
+            self._pending = {**pending, **self._pending}
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+
+def _namespace(row: Row) -> KVNamespace:
+    return KVNamespace(row["bucket"], row["budget_bytes"], row["ttl_s"], row["used_bytes"], row["entries"])
+
+
+def _checked_keys(keys: object) -> list[str]:
+    """:raises InvalidRequest: not a list of at most ``limits.batch_lookup_items_max`` keys."""
+    if not isinstance(keys, list) or len(keys) > limits.batch_lookup_items_max or not all(
+            isinstance(k, str) and 0 < len(k.encode("utf-8", "replace")) <= limits.key_length_bytes_max
+            for k in keys):  # fmt: skip
+        raise errors.InvalidRequest(f"a KV lookup names a list of at most {limits.batch_lookup_items_max} keys, "
+                                    f"each of 1 to {limits.key_length_bytes_max} bytes")  # fmt: skip
+    return keys
+
+
+class KVOps(ObjectOps):
+    @functools.cached_property
+    def kv_touches(self) -> Touches:
+        return Touches()
+
+    # namespaces ------------------------------------------------------------------------------
+
+    def set_kv_namespace(self, bucket: str, budget_bytes: int, ttl_s: float, now: float) -> KVNamespace:
+        """Make an empty, never-versioned bucket a KV namespace, or change a namespace's budget and TTL (a
+        smaller budget evicts at once; values written before keep the expiry they had).
+
+        :raises BucketNotFound: :raises InvalidRequest: a budget or TTL out of bounds; a bucket that holds
+            objects or snapshots, or keeps versions.
+        """
+        if type(budget_bytes) is not int or not 0 < budget_bytes <= limits.kv_budget_bytes_max:
+            raise errors.InvalidRequest(f"a KV namespace's budget is 1 to {limits.kv_budget_bytes_max} bytes")
+        if not isinstance(ttl_s, int | float) or isinstance(ttl_s, bool) or not 0 <= ttl_s <= limits.kv_ttl_s_max:
+            raise errors.InvalidRequest(f"a KV namespace's TTL is 0 (none) to {limits.kv_ttl_s_max:.0f} s")
+        with self.tx() as db:
+            row = self._bucket_row(db, bucket)
+            if row["kv_budget"] is None:
+                if row["versioning"] != "":
+                    raise errors.InvalidRequest(f"bucket {bucket} keeps versions: a KV namespace holds one value a "
+                                                "key; make it on a new bucket")  # fmt: skip
+                holds = [db.execute(f"SELECT 1 FROM {table} WHERE bucket = ? LIMIT 1", (bucket,)).fetchone()
+                         for table in ("versions", "snapshots")]  # fmt: skip
+                if any(holds):
+                    raise errors.InvalidRequest(f"bucket {bucket} is not empty: a KV namespace is made on an empty "
+                                                "bucket")  # fmt: skip
+                db.execute("INSERT INTO kv_namespaces (bucket, budget_bytes, ttl_s) VALUES (?, ?, ?)",
+                           (bucket, budget_bytes, float(ttl_s)))  # fmt: skip
+            else:
+                db.execute("UPDATE kv_namespaces SET budget_bytes = ?, ttl_s = ? WHERE bucket = ?",
+                           (budget_bytes, float(ttl_s), bucket))  # fmt: skip
+                self._make_room(db, bucket, now)
+            return _namespace(db.execute(f"SELECT {NAMESPACE_COLUMNS} FROM kv_namespaces WHERE bucket = ?",
+                                         (bucket,)).fetchone())  # fmt: skip
+
+    def get_kv_namespace(self, bucket: str) -> KVNamespace:
+        """:raises BucketNotFound: :raises InvalidRequest: the bucket is not a KV namespace."""
+        row = self.one(f"SELECT b.name AS name, {', '.join('k.' + c for c in NAMESPACE_COLUMNS.split(', '))} "
+                       "FROM buckets b LEFT JOIN kv_namespaces k ON k.bucket = b.name WHERE b.name = ?",
+                       (bucket,))  # fmt: skip
+        if row is None:
+            raise errors.BucketNotFound(f"bucket {bucket} does not exist")
+        if row["bucket"] is None:
+            raise errors.InvalidRequest(f"bucket {bucket} is not a KV namespace")
+        return _namespace(row)
+
+    # reads -----------------------------------------------------------------------------------
+
+    def kv_lookup(self, bucket: str, keys: list[str], now: float) -> list[Lookup]:
+        """Each key's value that has not expired, with its layout, in order (``ObjectNotFound`` in its own
+        ``Lookup`` for one that is absent, expired or evicted). Records no read: ``MetaService.kv_lookup``
+        does, from the answer. :raises BucketNotFound, InvalidRequest:"""
+        self.get_kv_namespace(bucket)
+        found = {version.key: version for version in self._live(bucket, _checked_keys(keys), now, with_data=True)}
+        return [Lookup(found[key]) if key in found else
+                Lookup(error="ObjectNotFound", message=f"{bucket}/{key} is not in the namespace") for key in keys]
+
+    def kv_prefix_hits(self, bucket: str, keys: list[str], now: float) -> int:
+        """How many of ``keys``, from the first, hold a value that has not expired: one statement per
+        ``IN_LIST_MAX`` keys, stopping at the first chunk with a miss. :raises BucketNotFound, InvalidRequest:"""
+        self.get_kv_namespace(bucket)
+        hits = 0
+        for first in range(0, len(_checked_keys(keys)), IN_LIST_MAX):
+            chunk = keys[first : first + IN_LIST_MAX]
+            present = {version.key for version in self._live(bucket, chunk, now, with_data=False)}
+            for key in chunk:
+                if key not in present:
+                    return hits
+                hits += 1
+        return hits
+
+    def _live(self, bucket: str, keys: list[str], now: float, with_data: bool) -> list[Version]:
+        versions = []
+        for first in range(0, len(keys), IN_LIST_MAX):
+            chunk = keys[first : first + IN_LIST_MAX]
+            rows = self.all(f"SELECT {VERSION_COLUMNS_V} FROM versions v JOIN kv_entries e ON e.vid = v.id "
+                            f"WHERE v.bucket = ? AND v.is_latest = 1 AND v.key IN ({', '.join('?' * len(chunk))}) "
+                            "AND e.expires > ?", (bucket, *chunk, now))  # fmt: skip
+            versions += [self._version(row, with_data) for row in rows]
+        return versions
+
+    # recency and expiry ----------------------------------------------------------------------
+
+    def apply_kv_touches(self) -> int:
+        """Write the reads gathered in ``kv_touches``; returns how many values they touched."""
+        with self.tx() as db:
+            return self._apply_touches(db)
+
+    def _apply_touches(self, db: Conn) -> int:
+        pending = self.kv_touches.take()
+        try:
+            db.executemany("UPDATE kv_entries SET atime = ? WHERE vid = ? AND atime < ?",
+                           [(at, vid, at) for vid, at in pending.items()])  # fmt: skip
+        except BaseException:
+            self.kv_touches.restore(pending)
+            raise
+        return len(pending)
+
+    def expire_kv(self, now: float, limit: int) -> int:
+        """Remove up to ``limit`` expired values, the longest expired first, in one transaction (their data to
+        GC after the grace); the garbage collector's pass. Returns how many went."""
+        with self.tx() as db:
+            rows = db.execute("SELECT e.vid, e.bucket, v.data_id FROM kv_entries e JOIN versions v ON v.id = e.vid "
+                              "WHERE e.expires <= ? ORDER BY e.expires LIMIT ?", (now, limit)).fetchall()  # fmt: skip
+            for row in rows:
+                self._remove_version(db, row["vid"], row["data_id"], now, kv=True)
+            return len(rows)
+
+    # the hooks on every version added and removed --------------------------------------------
+
+    def _insert_version(self, db: Conn, bucket_row: Row, key: str, now: float, **fields) -> Version:
+        version = super()._insert_version(db, bucket_row, key, now, **fields)
+        if bucket_row["kv_budget"] is not None and not version.delete_marker:
+            self._admit(db, bucket_row["name"], version.seq, version.size, now)
+        return version
+
+    def _remove_version(self, db: Conn, row_id: int, data_id: str | None, now: float, kv: bool = False) -> None:
+        if kv:
+            for gone in db.execute("DELETE FROM kv_entries WHERE vid = ? RETURNING bucket, size",
+                                   (row_id,)).fetchall():  # fmt: skip
+                db.execute("UPDATE kv_namespaces SET used_bytes = used_bytes - ?, entries = entries - 1 "
+                           "WHERE bucket = ?", (gone["size"], gone["bucket"]))  # fmt: skip
+        super()._remove_version(db, row_id, data_id, now, kv)
+
+    def _admit(self, db: Conn, bucket: str, vid: int, size: int, now: float) -> None:
+        """Account a new value, then evict until the namespace is within its budget again.
+
+        :raises EntityTooLarge: the value alone is larger than the budget (the whole commit is undone)."""
+        namespace = db.execute("SELECT budget_bytes, ttl_s FROM kv_namespaces WHERE bucket = ?", (bucket,)).fetchone()
+        if size > namespace["budget_bytes"]:
+            raise errors.EntityTooLarge(f"a value of {size} bytes is larger than KV namespace {bucket}'s budget of "
+                                        f"{namespace['budget_bytes']} bytes")  # fmt: skip
+        expires = now + namespace["ttl_s"] if namespace["ttl_s"] > 0 else NEVER
+        db.execute("INSERT INTO kv_entries (vid, bucket, size, atime, expires) VALUES (?, ?, ?, ?, ?)",
+                   (vid, bucket, size, now, expires))  # fmt: skip
+        db.execute("UPDATE kv_namespaces SET used_bytes = used_bytes + ?, entries = entries + 1 WHERE bucket = ?",
+                   (size, bucket))  # fmt: skip
+        self._make_room(db, bucket, now, keep=vid)
+
+    def _make_room(self, db: Conn, bucket: str, now: float, keep: int = -1) -> None:
+        """Evict values other than ``keep`` until the namespace is within its budget: expired ones first, then
+        the least recently read (after writing the reads gathered so far, so that the ranking is current)."""
+        self._apply_touches(db)
+        row = db.execute("SELECT budget_bytes, used_bytes FROM kv_namespaces WHERE bucket = ?", (bucket,)).fetchone()
+        over = row["used_bytes"] - row["budget_bytes"]
+        for rank, args in (("e.expires <= ? ORDER BY e.expires", (now,)), ("1 = 1 ORDER BY e.atime, e.vid", ())):
+            while over > 0:
+                victims = db.execute(f"SELECT e.vid, e.size, v.data_id FROM kv_entries e JOIN versions v ON "
+                                     f"v.id = e.vid WHERE e.bucket = ? AND e.vid <> ? AND {rank} LIMIT ?",
+                                     (bucket, keep, *args, VICTIMS_PER_STATEMENT)).fetchall()  # fmt: skip
+                for victim in victims:
+                    if over <= 0:
+                        break
+                    self._remove_version(db, victim["vid"], victim["data_id"], now, kv=True)
+                    over -= victim["size"]
+                if len(victims) < VICTIMS_PER_STATEMENT:
+                    break
