@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from apollo import __version__, limits
-from apollo.cli import admin_cluster, admin_meta, admin_txns, admin_users, devcluster, roles
+from apollo.cli import admin_cluster, admin_kv, admin_meta, admin_txns, admin_users, devcluster, roles
 from apollo.cli.common import (
     add_certs_flag,
     add_manager_flags,
@@ -114,6 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     admin_meta.register(admin)
     admin_cluster.register(admin)
     admin_txns.register(admin)
+    admin_kv.register(admin)
     return parser
 
 

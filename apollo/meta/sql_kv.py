@@ -134,6 +134,10 @@ class KVOps(ObjectOps):
             raise errors.InvalidRequest(f"bucket {bucket} is not a KV namespace")
         return _namespace(row)
 
+    def list_kv_namespaces(self) -> list[KVNamespace]:
+        """Every KV namespace, by bucket name: for an operator (``apollo admin kv list``)."""
+        return [_namespace(row) for row in self.all(f"SELECT {NAMESPACE_COLUMNS} FROM kv_namespaces ORDER BY bucket")]
+
     # reads -----------------------------------------------------------------------------------
 
     def kv_lookup(self, bucket: str, keys: list[str], now: float) -> list[Lookup]:
