@@ -24,6 +24,7 @@ ALLOWED: dict[str, set[str]] = {
     "gateway": {"client", "proto", "bottom"},  # front doors
     "integrations": {"client", "proto", "bottom"},
     "torch": {"client", "proto", "bottom"},  # PyTorch datasets: a front door like the integrations
+    "kv": {"client", "proto", "bottom"},  # the inference KV-cache tier and its LMCache connector
     "console": {"client", "proto", "bottom"},
     "roles": {"gateway", "console", "cluster", "client"} | _BELOW_CLIENT,  # processes, the all-in-one server
     "cli": {"roles", "cluster", "client", "proto", "bottom", "testing"},

@@ -1,6 +1,6 @@
-"""``apollo admin kv``: the KV namespaces (``docs/kv-cache.md``) with their budgets, TTLs and what they hold,
-and an operator's change of one's budget or TTL (a smaller budget evicts at once). Making a namespace is
-its owner's call (``KVStore.create``); an operator may also make one on an empty bucket here."""
+"""``apollo admin kv``: the KV namespaces (``docs/kv-cache.md``) with their budgets, TTLs and what they hold;
+an operator's new namespace (a new bucket, owned by root), or change of one's budget or TTL (a smaller
+budget evicts at once)."""
 
 from __future__ import annotations
 
@@ -13,11 +13,12 @@ from apollo.cli.common import admin_store, parse_size, size_text, where_argument
 
 
 def register(admin_parsers: argparse._SubParsersAction) -> None:
-    kv = admin_parsers.add_parser("kv", help="list KV namespaces, or set one's budget and TTL")
-    kv.add_argument("action", choices=["list", "set"])
-    kv.add_argument("bucket", nargs="?", help="set: the namespace's bucket")
-    kv.add_argument("--budget", type=parse_size, help="set: the byte budget (e.g. 64GiB)")
-    kv.add_argument("--ttl", type=float, default=0.0, help="set: seconds a value lives after it is written (0: no TTL)")
+    kv = admin_parsers.add_parser("kv", help="list KV namespaces, make one, or set one's budget and TTL")
+    kv.add_argument("action", choices=["list", "create", "set"])
+    kv.add_argument("bucket", nargs="?", help="create, set: the namespace's bucket")
+    kv.add_argument("--budget", type=parse_size, help="create, set: the byte budget (e.g. 64GiB)")
+    kv.add_argument("--ttl", type=float, default=None,
+                    help="create, set: seconds a value lives after it is written (0: no TTL; set: default unchanged)")
     where_arguments(kv)
     kv.set_defaults(func=cmd_kv)
 
@@ -25,10 +26,13 @@ def register(admin_parsers: argparse._SubParsersAction) -> None:
 def cmd_kv(args: argparse.Namespace) -> None:
     store = admin_store(args)
     try:
-        if args.action == "set":
+        if args.action in ("create", "set"):
             if not (args.bucket and args.budget):
-                sys.exit("error: set needs the bucket and --budget")
-            namespace = store.set_kv_namespace(args.bucket, args.budget, args.ttl, time.time())
+                sys.exit(f"error: {args.action} needs the bucket and --budget")
+            if args.action == "create":
+                namespace = store.create_kv_namespace(args.bucket, args.budget, args.ttl or 0.0, time.time())
+            else:
+                namespace = store.set_kv_namespace(args.bucket, args.budget, args.ttl, time.time())
             print(f"{namespace.bucket}: budget {size_text(namespace.budget_bytes)}, "
                   f"holds {size_text(namespace.used_bytes)} in {namespace.entries} values")  # fmt: skip
             return
@@ -41,7 +45,7 @@ def cmd_kv(args: argparse.Namespace) -> None:
             ttl = f"{ns.ttl_s:.0f} s" if ns.ttl_s else "none"
             print(f"{ns.bucket:24}  {size_text(ns.budget_bytes):>10}  {size_text(ns.used_bytes):>10}  "
                   f"{ns.used_bytes / ns.budget_bytes:5.0%}  {ns.entries:>8}  {ttl}")  # fmt: skip
-    except (errors.BucketNotFound, errors.InvalidRequest) as exc:
+    except (errors.BucketNotFound, errors.BucketExists, errors.InvalidRequest) as exc:
         sys.exit(f"error: {exc}")
     finally:
         store.close()

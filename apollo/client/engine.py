@@ -327,8 +327,13 @@ class ObjectEngine:
 
     # KV namespaces: a bucket with a byte budget, a TTL and LRU eviction (``apollo.meta.sql_kv``) ----------
 
-    async def set_kv_namespace(self, bucket: str, budget_bytes: int, ttl_s: float) -> KVNamespace:
-        """:raises BucketNotFound, InvalidRequest: (bounds; a bucket with objects or versions)"""
+    async def create_kv_namespace(self, bucket: str, budget_bytes: int, ttl_s: float, owner: str = "") -> KVNamespace:
+        """A new bucket that is a KV namespace, in one metadata transaction. ``owner``: as :meth:`create_bucket`.
+        :raises BucketExists, InvalidRequest: (bounds)"""
+        return await self._meta.create_kv_namespace(bucket, budget_bytes, ttl_s, self._clock(), owner)
+
+    async def set_kv_namespace(self, bucket: str, budget_bytes: int, ttl_s: float | None) -> KVNamespace:
+        """``ttl_s`` None: keep it. :raises BucketNotFound, InvalidRequest: (bounds; not a KV namespace)"""
         return await self._meta.set_kv_namespace(bucket, budget_bytes, ttl_s, self._clock())
 
     async def get_kv_namespace(self, bucket: str) -> KVNamespace:

@@ -416,9 +416,14 @@ class AsyncClient:
 
     # KV namespaces (``apollo.kv``, ``apollo.meta.sql_kv``) -----------------------------------------
 
-    async def set_kv_namespace(self, bucket: str, budget_bytes: int, ttl_s: float = 0) -> KVNamespace:
-        """Make an empty bucket a KV namespace of at most ``budget_bytes`` of values, each gone ``ttl_s`` after it
-        was written (0: never), the least recently read evicted first; or change a namespace's budget and TTL.
+    async def create_kv_namespace(self, bucket: str, budget_bytes: int, ttl_s: float = 0) -> KVNamespace:
+        """A new bucket that is a KV namespace: at most ``budget_bytes`` of values, each gone ``ttl_s`` after it
+        was written (0: never), the least recently read evicted first (``apollo.kv``).
+        :raises BucketExists, InvalidRequest, AccessDenied: (s3:CreateBucket)"""
+        return await self._engine.create_kv_namespace(bucket, budget_bytes, ttl_s)
+
+    async def set_kv_namespace(self, bucket: str, budget_bytes: int, ttl_s: float | None = None) -> KVNamespace:
+        """Change a namespace's budget (a smaller one evicts at once) and TTL (None: keep it).
         :raises BucketNotFound, InvalidRequest, AccessDenied: (s3:PutLifecycleConfiguration)"""
         return await self._engine.set_kv_namespace(bucket, budget_bytes, ttl_s)
 
@@ -428,7 +433,8 @@ class AsyncClient:
 
     async def kv_lookup(self, bucket: str, keys: Sequence[str]) -> list[Pinned | None]:
         """Each key's value in a KV namespace (None: absent, expired or evicted), as :meth:`pin` finds it, for one
-        metadata call per 1,000 keys, recorded as read. :raises BucketNotFound, InvalidRequest:"""
+        metadata call per 1,000 keys, recorded as read. :raises BucketNotFound, InvalidRequest: :raises
+        AccessDenied: a key the caller may not read (s3:GetObject): the lookup is refused whole, before it runs."""
         return _pins(bucket, keys, await self._engine.kv_lookup(bucket, list(keys)))
 
     async def kv_prefix_hits(self, bucket: str, keys: Sequence[str]) -> int:

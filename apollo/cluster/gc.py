@@ -61,7 +61,11 @@ class GarbageCollector:
     async def expire_kv(self) -> int:
         """Remove the values of KV namespaces whose TTL ended (lookups already treat them as gone); their
         data becomes garbage after the grace (``apollo.meta.sql_kv``)."""
-        removed = await self.meta.expire_kv(time.time(), limits.kv_expired_per_pass_max)
+        try:
+            removed = await self.meta.expire_kv(time.time(), limits.kv_expired_per_pass_max)
+        except Exception:  # the collection of the pass goes on: this one is retried next pass
+            log.exception("removing expired KV values failed")
+            return 0
         if removed:
             log.info("removed %d expired KV values", removed)
         return removed

@@ -240,6 +240,7 @@ def _repair_invariants(store: SqlStore, now: float) -> dict[str, int]:
             db.execute(f"UPDATE versions SET is_latest = 0 WHERE is_latest = 1 AND id <> {newest}").rowcount
             + db.execute(f"UPDATE versions SET is_latest = 1 WHERE is_latest = 0 AND id = {newest}").rowcount
         )
+        fixes.update(store.reconcile_kv(db, now))  # after the versions are right: it follows them
     return fixes
 
 

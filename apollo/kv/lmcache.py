@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -61,18 +62,19 @@ def chunk_metadata(memory_obj: Any) -> dict[str, str]:
             FORMAT: str(int(meta.fmt))}  # fmt: skip
 
 
-def chunk_layout(value: Pinned) -> tuple[torch.Size, torch.dtype, int] | None:
-    """(shape, dtype, format) of a value written by :func:`chunk_metadata` whose size they add up to; None for
-    anything else (written by another tool, or made up), which is then no hit."""
+def chunk_layout(value: Pinned) -> tuple[torch.Size, torch.dtype, Any] | None:
+    """(shape, dtype, memory format) of a value written by :func:`chunk_metadata` whose size they add up to;
+    None for anything else (written by another tool, or made up), which is then no hit."""
     meta = value.metadata
     try:
-        shape = torch.Size(int(n) for n in meta[SHAPE].split(","))
+        dims = [int(n) for n in meta[SHAPE].split(",")]
         dtype, fmt = DTYPES[meta[DTYPE]], int(meta[FORMAT])
+        fmt = MemoryFormat(fmt) if MemoryFormat is not None else fmt
     except (KeyError, ValueError):
         return None
-    if not 0 < len(shape) <= SHAPE_DIMS_MAX or min(shape) < 0 or shape.numel() * dtype.itemsize != value.size:
-        return None
-    return shape, dtype, fmt
+    if not 0 < len(dims) <= SHAPE_DIMS_MAX or min(dims) < 0 or math.prod(dims) * dtype.itemsize != value.size:
+        return None  # Python's integers: a product of made-up dimensions cannot wrap around
+    return torch.Size(dims), dtype, fmt
 
 
 class ApolloConnector(RemoteConnector):
@@ -159,7 +161,8 @@ class ApolloConnector(RemoteConnector):
         if not pin:
             return await store.prefix_hits(names)
         values = await store.lookup(names)
-        return next((n for n, value in enumerate(values) if value is None), len(values))
+        return next((n for n, value in enumerate(values) if value is None or chunk_layout(value) is None),
+                    len(values))  # fmt: skip
 
     def support_batched_get_non_blocking(self) -> bool:
         return True
@@ -204,11 +207,15 @@ class ApolloConnector(RemoteConnector):
             layout = chunk_layout(value) if value is not None else None
             memory_obj = None
             if layout is not None:
-                shape, dtype, fmt = layout
-                memory_obj = self.local_cpu_backend.allocate(shape, dtype, MemoryFormat(fmt) if MemoryFormat else fmt)
+                memory_obj = self.local_cpu_backend.allocate(*layout)
             if memory_obj is None and prefix:
                 break
             chosen.append(None if memory_obj is None else (value, memory_obj))
         found = [pair for pair in chosen if pair is not None]
-        await store.read_many_into([value for value, _ in found], [obj.byte_array for _, obj in found])
+        try:
+            await store.read_many_into([value for value, _ in found], [obj.byte_array for _, obj in found])
+        except BaseException:
+            for _, memory_obj in found:  # LMCache's memory goes back to its allocator
+                memory_obj.ref_count_down()
+            raise
         return [None if pair is None else pair[1] for pair in chosen]

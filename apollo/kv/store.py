@@ -42,14 +42,13 @@ class KVStore:
         self.client = client
         self.namespace = namespace
 
-    async def create(self, budget_bytes: int, ttl_s: float = 0) -> KVNamespace:
-        """Make the namespace (its bucket too, if missing), or change its budget and TTL (``ttl_s`` 0: values
-        never expire). :raises InvalidRequest: the bucket holds objects, or keeps versions; bounds."""
+    async def create(self, budget_bytes: int, ttl_s: float | None = None) -> KVNamespace:
+        """Make the namespace, a new bucket (``ttl_s`` None or 0: values never expire); or, if it exists, set its
+        budget and TTL (None: keep it). :raises InvalidRequest: the bucket exists and is not a KV namespace; bounds."""
         try:
-            await self.client.create_bucket(self.namespace)
+            return await self.client.create_kv_namespace(self.namespace, budget_bytes, ttl_s or 0)
         except errors.BucketExists:
-            pass
-        return await self.client.set_kv_namespace(self.namespace, budget_bytes, ttl_s)
+            return await self.client.set_kv_namespace(self.namespace, budget_bytes, ttl_s)
 
     async def info(self) -> KVNamespace:
         """The budget, the TTL, and what the namespace holds now."""

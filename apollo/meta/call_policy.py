@@ -16,7 +16,7 @@ import inspect
 import time
 from collections.abc import Callable
 
-from apollo import errors, ids
+from apollo import errors, ids, limits
 from apollo.meta.service import MetaService
 from apollo.proto.bucket_access import OWNER_ALWAYS, AccessDecider, Caller, keeps_policy_rights, request_context
 from apollo.proto.records import Bucket, Lookup
@@ -54,7 +54,9 @@ CALL_OPS: dict[str, str] = {
     "stage_put": "PutObject",
     "stage_delete": "DeleteObject",
     # KV namespaces: the budget and TTL decide when objects go (a lifecycle's right); whether keys hold values
-    # is a listing's right; reading values through ``kv_lookup`` is held to GetObject item by item (``filter``).
+    # is a listing's right; ``kv_lookup`` is held to GetObject on every key it names, before it runs
+    # (``_all_readable``): it ranks the values it finds as just read.
+    "create_kv_namespace": "CreateBucket",
     "set_kv_namespace": "PutBucketLifecycleConfiguration",
     "get_kv_namespace": "HeadBucket",
     "kv_prefix_hits": "ListObjects",
@@ -97,6 +99,9 @@ class CallPolicy:
     async def check(self, method: str, target: Callable, args: list, kwargs: dict, caller: Caller,
                     source_ip: str, secure: bool) -> None:  # fmt: skip
         """:raises AccessDenied: the S3 operation this call stands for is not allowed to ``caller``."""
+        if method == "kv_lookup":
+            await self._all_readable(target, args, kwargs, caller, source_ip, secure)
+            return
         op = CALL_OPS.get(method)
         if op is None:
             return
@@ -135,6 +140,22 @@ class CallPolicy:
             raise errors.AccessDenied(f"Access key {caller.principal} is not allowed {check.action} on "
                                       f"{check.resource}")  # fmt: skip
 
+    async def _all_readable(self, target: Callable, args: list, kwargs: dict, caller: Caller, source_ip: str,
+                            secure: bool) -> None:  # fmt: skip
+        """A KV lookup is refused whole, before it runs, if any key it names is not readable: it records each
+        value found as read (``MetaService.kv_lookup``), and a key must not rank values it may not read to be
+        kept from eviction. :raises AccessDenied:"""
+        bound = bind(target, args, kwargs)
+        bucket, keys = bound.get("bucket"), bound.get("keys")
+        if not (isinstance(bucket, str) and isinstance(keys, list) and len(keys) <= limits.batch_lookup_items_max
+                and all(isinstance(k, str) for k in keys)):  # fmt: skip
+            return  # the store refuses the malformed call, before any work
+        context = request_context(source_ip, secure, time.time())
+        shown = await self._readable([(bucket, key, None) for key in keys], [Lookup() for _ in keys], caller, context)
+        refused = next((lookup for lookup in shown if lookup.error), None)
+        if refused is not None:
+            raise errors.AccessDenied(refused.message)
+
     async def _readable(self, items: list, lookups: list[Lookup], caller: Caller, context: dict[str, str]
                         ) -> list[Lookup]:  # fmt: skip
         """Each item of a batch lookup held to what ``get_version`` of it alone is held to (GetObject, or
@@ -169,7 +190,7 @@ class CallPolicy:
         list, as the gateway's does (``AccessDecider.visible``); a batch lookup, the objects it may read."""
         if method == "get_bucket" and isinstance(result, Bucket):
             return await self.filter_bucket(result, caller)
-        if method in ("get_versions", "get_snapshot_versions", "kv_lookup") and isinstance(result, list) and bound:
+        if method in ("get_versions", "get_snapshot_versions") and isinstance(result, list) and bound:
             context = request_context(source_ip, secure, time.time())
             items = bound["items"] if method == "get_versions" else [(bound["bucket"], key, None)
                                                                       for key in bound["keys"]]  # fmt: skip

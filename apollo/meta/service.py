@@ -115,20 +115,22 @@ class MetaService:
 
     async def kv_lookup(self, bucket: str, keys: list[str], now: float) -> list[Lookup]:
         """``SqlStore.kv_lookup``, off the event loop (a batch of point reads, as ``get_versions``), recording
-        each value found as read now; the reads are written by the next put's eviction, or within
-        ``KV_TOUCHES_HELD_S`` (``apollo.meta.sql_kv``). :raises BucketNotFound, InvalidRequest:"""
+        each value found as read now; the reads are written by the next put's eviction, and by a transaction
+        of their own ``KV_TOUCHES_HELD_S`` later (``apollo.meta.sql_kv``). :raises BucketNotFound,
+        InvalidRequest:"""
         lookups = await self._kv_find(bucket, keys, now)
-        touches = self.store.kv_touches
-        touches.record([lookup.version.seq for lookup in lookups if lookup.version is not None], now)
-        if time.monotonic() - touches.since >= KV_TOUCHES_HELD_S and (
-                self._touches_written is None or self._touches_written.done()):  # fmt: skip
-            self._touches_written = asyncio.get_running_loop().create_task(self._write_touches())
+        found = [lookup.version.seq for lookup in lookups if lookup.version is not None]
+        if found:
+            self.store.kv_touches.record(found, now)
+            if self._touches_written is None or self._touches_written.done():
+                self._touches_written = asyncio.get_running_loop().create_task(self._write_touches())
         return lookups
 
     async def _write_touches(self) -> None:
+        await asyncio.sleep(KV_TOUCHES_HELD_S)  # the reads of the next second join these
         try:
             await self.apply_kv_touches()
-        except Exception:  # kept for the next try (``Touches.restore``); a lookup must not fail for it
+        except Exception:  # they stay gathered for the next try; a lookup must not fail for it
             log.exception("writing the reads of KV values failed")
 
     def place(self, segment_id: str, scheme: Scheme) -> tuple[int, tuple[str, ...]]:

@@ -107,6 +107,7 @@ CALLS: dict[str, Call] = {call.name: call for call in (
     Call("abort_txn", W, _OWNER, _THREAD, idempotent=True),
     Call("expire_txns", W, _LOCAL, _THREAD),
     # KV namespaces: a bucket with a byte budget, a TTL and LRU eviction (``apollo.meta.sql_kv``)
+    Call("create_kv_namespace", W, _KEY, _THREAD),
     Call("set_kv_namespace", W, _KEY, _THREAD, idempotent=True),
     Call("get_kv_namespace", R, _KEY, _INLINE),
     Call("kv_lookup", R, _KEY, _CUSTOM),  # a batch of lookups, off the event loop, whose reads are recorded

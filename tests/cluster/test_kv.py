@@ -6,6 +6,7 @@ a value larger than the budget refused with nothing left behind, and keys withou
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import time
 
@@ -178,8 +179,8 @@ def test_a_namespace_refuses_what_would_keep_evicted_values(target):
             await client.snapshot(NAMESPACE)
         await client.create_bucket("plain")
         await client.put("plain", "object", b"x")
-        with pytest.raises(errors.InvalidRequest, match="not empty"):
-            await client.set_kv_namespace("plain", BUDGET)
+        with pytest.raises(errors.InvalidRequest, match="not a KV namespace"):
+            await KVStore(client, "plain").create(BUDGET)  # a namespace is made with its bucket, never on one
         with pytest.raises(errors.InvalidRequest, match="not a KV namespace"):
             await client.kv_prefix_hits("plain", ["object"])
         with pytest.raises(errors.BucketNotFound):
@@ -206,7 +207,44 @@ def test_concurrent_puts_keep_the_namespace_within_its_budget(target, seed):
         await asyncio.gather(*(writer(n) for n in range(8)))
         info = await cache.info()
         keys = [key async for key in cache.list_keys()]
-        assert info.used_bytes <= 4 * 100_000 and info.entries == len(keys) == 4
+        assert (info.used_bytes, info.entries, len(keys)) == (4 * 100_000, 4, 4)
         assert await cache.prefix_hits(keys) == 4
 
     run(target, scenario)
+
+
+def test_a_key_cannot_keep_values_it_may_not_read_from_eviction(target):
+    """The attack: a key allowed to read only ``public/*`` looks up a private value, so that the lookup ranks it
+    as just read and the next put evicts a public value instead. The lookup is refused whole, before it runs:
+    the private value, written first and never read, is the one evicted."""
+    policy = {"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Principal": {"AWS": ["kv-peer"]}, "Action": "s3:GetObject",
+         "Resource": f"arn:aws:s3:::{NAMESPACE}/public/*"},
+        {"Effect": "Allow", "Principal": {"AWS": ["kv-peer"]}, "Action": "s3:ListBucket",
+         "Resource": f"arn:aws:s3:::{NAMESPACE}"}]}  # fmt: skip
+    store = SqlStore(target.database)
+    store.put_key("kv-peer", "kv-peer-secret-key", time.time(), policies=[])
+    store.close()
+
+    async def owner_fills(client: AsyncClient) -> None:
+        cache = KVStore(client, NAMESPACE)
+        await cache.create(2 * 5000)
+        await cache.put("private/b", b"b" * 5000)
+        await cache.put("public/a", b"a" * 5000)
+
+    async def peer(client: AsyncClient) -> None:
+        cache = KVStore(client, NAMESPACE)
+        assert await cache.get("public/a") == b"a" * 5000  # what it may do: the policy is in force
+        with pytest.raises(errors.AccessDenied):
+            await cache.lookup(["private/b"])
+
+    async def owner_puts(client: AsyncClient) -> list[str]:
+        cache = KVStore(client, NAMESPACE)
+        await cache.put("public/c", b"c" * 5000)
+        return [key async for key in cache.list_keys()]
+
+    run(target, owner_fills)
+    target.s3().put_bucket_policy(Bucket=NAMESPACE, Policy=json.dumps(policy))
+    time.sleep(2.5)  # the metadata service caches a bucket's policy for 2 s
+    run(target, peer, "kv-peer", "kv-peer-secret-key")
+    assert run(target, owner_puts) == ["public/a", "public/c"]

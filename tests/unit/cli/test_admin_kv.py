@@ -16,9 +16,8 @@ def test_list_shows_namespaces_and_set_changes_a_budget(tmp_path):
     meta_dir.mkdir()
     store = SqlStore(meta_dir / DB_FILE)
     try:
-        for bucket in ("cache", "plain"):
-            store.create_bucket(bucket, 1.0)
-        store.set_kv_namespace("cache", 4096, 600.0, 1.0)
+        store.create_bucket("plain", 1.0)
+        store.create_kv_namespace("cache", 4096, 600.0, 1.0)
         for n in range(3):
             store.commit_version("cache" if n < 2 else "plain", f"k{n}", size=1000, etag=etag(f"k{n}"),
                                  attrs=ObjectAttrs(), data=ObjectData(1000, inline=b"v" * 1000), now=2.0 + n,
@@ -30,7 +29,12 @@ def test_list_shows_namespaces_and_set_changes_a_budget(tmp_path):
     row = next(line for line in admin("kv", "list", meta_dir=meta_dir).splitlines() if line.startswith("cache"))
     assert row.split() == ["cache", "4.0", "KiB", "2.0", "KiB", "49%", "2", "600", "s"], row
     assert "holds 1000 B in 1 values" in admin("kv", "set", "cache", "--budget", "1500", meta_dir=meta_dir)
-    for args, why in ((("set", "plain", "--budget", "1GiB"), "not empty"),
+    assert "budget 1.0 GiB, holds 0 B in 0 values" in admin("kv", "create", "new", "--budget", "1GiB",
+                                                            meta_dir=meta_dir)  # fmt: skip
+    listed = admin("kv", "list", meta_dir=meta_dir)
+    assert "600 s" in listed and "none" in listed, listed  # set kept cache's TTL; new has none
+    for args, why in ((("set", "plain", "--budget", "1GiB"), "not a KV namespace"),
+                      (("create", "plain", "--budget", "1GiB"), "already exists"),
                       (("set", "missing", "--budget", "1GiB"), "does not exist"),
                       (("set", "cache"), "needs the bucket and --budget")):  # fmt: skip
         assert why in admin_refused("kv", *args, meta_dir=meta_dir)

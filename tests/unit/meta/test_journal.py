@@ -105,11 +105,11 @@ def write_everything(store: SqlStore) -> None:
     store.stage_put(staged.txn_id, "plain", "later/a", size=1000, etag="b" * 32, attrs=ObjectAttrs(),
                     data=ObjectData(1000, segments=[part]), now=17.94, owner="t1")  # fmt: skip
     store.stage_delete(staged.txn_id, "plain", "later/b", 17.95, "t1")
-    store.create_bucket("cache", 17.96)  # a KV namespace: a value evicted, one read, one kept
-    store.set_kv_namespace("cache", 8, 3600.0, 17.97)
+    store.create_kv_namespace("cache", 8, 3600.0, 17.96)  # a KV namespace: values evicted, one read, one kept
     for n, key in enumerate(("k1", "k2", "k3")):
         put(store, "cache", key, b"four", now=17.98 + n / 1000)
     store.kv_touches.record([store.kv_lookup("cache", ["k3"], 17.985)[0].version.seq], 17.985)
+    store.set_kv_namespace("cache", 16, None, 17.99)
     store.apply_kv_touches()
     store.put_policy("read-data", '{"Statement":[{"Effect":"Allow","Action":"s3:GetObject","Resource":"*"}]}', 18.0)
     store.put_key("AKTEST", "secret", 18.0, policies=["read-data", "writeonly"])

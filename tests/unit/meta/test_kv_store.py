@@ -35,8 +35,7 @@ def read(store: SqlStore, keys: list[str], now: float) -> None:
 
 @pytest.fixture
 def kv(store):
-    store.create_bucket("kv", 1.0)
-    store.set_kv_namespace("kv", 30, 0, 1.0)
+    store.create_kv_namespace("kv", 30, 0, 1.0)
     return store
 
 
@@ -66,8 +65,7 @@ def test_a_value_larger_than_the_budget_is_refused_and_changes_nothing(kv):
 
 
 def test_expired_values_are_absent_at_once_go_first_and_the_gc_pass_removes_them(store):
-    store.create_bucket("kv", 1.0)
-    store.set_kv_namespace("kv", 30, 100.0, 1.0)
+    store.create_kv_namespace("kv", 30, 100.0, 1.0)
     put(store, "old", 10, 1000.0)
     put(store, "new", 10, 1050.0)
     read(store, ["old"], 1099.0)
@@ -106,7 +104,7 @@ def test_every_path_that_adds_or_drops_a_version_keeps_the_accounting(kv):
     kv.stage_delete(txn.txn_id, "kv", "b", 16.0, WRITER)
     kv.commit_txn(txn.txn_id, "kv", 17.0, WRITER)
     assert (kv.get_kv_namespace("kv").used_bytes, kv.get_kv_namespace("kv").entries) == (26, 2)
-    kv.set_kv_namespace("kv", 20, 0, 18.0)  # a smaller budget evicts at once
+    kv.set_kv_namespace("kv", 20, None, 18.0)  # a smaller budget evicts at once
     assert (kv.get_kv_namespace("kv").used_bytes, live(kv, ["t1", "t2"], 19.0)) == (13, ["t2"])
     kv.delete_object("kv", "t2", None, 20.0)
     kv.delete_bucket("kv", 21.0)
@@ -116,22 +114,23 @@ def test_every_path_that_adds_or_drops_a_version_keeps_the_accounting(kv):
 
 def test_what_a_namespace_refuses(store):
     with pytest.raises(errors.BucketNotFound):
-        store.set_kv_namespace("missing", 10, 0, 1.0)
-    put(store, "x", 1, 1.0, bucket="b")
-    with pytest.raises(errors.InvalidRequest, match="not empty"):
-        store.set_kv_namespace("b", 10, 0, 2.0)
+        store.set_kv_namespace("missing", 10, None, 1.0)
+    with pytest.raises(errors.BucketExists):
+        store.create_kv_namespace("b", 10, 0, 1.0)  # a namespace is made with its bucket, never on one
+    with pytest.raises(errors.InvalidRequest, match="not a KV namespace"):
+        store.set_kv_namespace("b", 10, None, 2.0)
     with pytest.raises(errors.InvalidRequest, match="not a KV namespace"):
         store.kv_prefix_hits("b", ["x"], 2.0)
-    store.create_bucket("versioned", 1.0)
-    store.set_versioning("versioned", "Enabled")
-    with pytest.raises(errors.InvalidRequest, match="keeps versions"):
-        store.set_kv_namespace("versioned", 10, 0, 2.0)
-    store.create_bucket("kv", 1.0)
     for budget, ttl in ((0, 0), (-1, 0), (True, 0), ("10", 0), (1.5, 0), (limits.kv_budget_bytes_max + 1, 0),
-                        (10, -1), (10, "1"), (10, True), (10, limits.kv_ttl_s_max + 1)):  # fmt: skip
+                        (10, -1), (10, "1"), (10, True), (10, None), (10, limits.kv_ttl_s_max + 1)):  # fmt: skip
         with pytest.raises(errors.InvalidRequest):
-            store.set_kv_namespace("kv", budget, ttl, 2.0)
-    store.set_kv_namespace("kv", 10, 0, 2.0)
+            store.create_kv_namespace("kv", budget, ttl, 2.0)
+    with pytest.raises(errors.BucketNotFound):
+        store.get_bucket("kv")  # a refused namespace leaves no bucket behind
+    store.create_kv_namespace("kv", 10, 60.0, 2.0)
+    assert store.set_kv_namespace("kv", 20, None, 2.5).ttl_s == 60.0  # None keeps the TTL
+    with pytest.raises(errors.InvalidRequest):
+        store.set_kv_namespace("kv", 0, None, 2.5)
     with pytest.raises(errors.InvalidRequest, match="KV namespace"):
         store.set_versioning("kv", "Enabled")
     with pytest.raises(errors.InvalidRequest, match="KV namespace"):
@@ -140,3 +139,47 @@ def test_what_a_namespace_refuses(store):
     for keys in ("k", [1], [""], [too_long], too_many):
         with pytest.raises(errors.InvalidRequest):
             store.kv_lookup("kv", keys, 3.0)
+    assert store.kv_lookup("b", [], 3.0) == []  # nothing asked, nothing said (not even "not a namespace")
+
+
+def test_reads_gathered_stay_until_a_transaction_that_commits_writes_them(kv):
+    """A put's eviction writes the gathered reads inside its own transaction; when that transaction is undone
+    (here: a commit refused after its version was inserted), the reads are not lost with it."""
+    put(kv, "a", 10, 10.0)
+    put(kv, "b", 10, 11.0)
+    put(kv, "c", 10, 12.0)
+    read(kv, ["a"], 13.0)
+    with pytest.raises(errors.InvalidRequest, match="twice"):
+        kv.commit_version("kv", "d", size=10, etag=etag("d"), attrs=ObjectAttrs(),
+                          data=ObjectData(10, inline=b"d" * 10), now=14.0, owner=WRITER,
+                          members=[["m", 0, 1], ["m", 0, 1]])  # fmt: skip
+    assert len(kv.kv_touches) == 1
+    put(kv, "d", 10, 15.0)  # b, written at 11 and never read, goes; a's read still counts
+    assert live(kv, ["a", "b", "c", "d"], 16.0) == ["a", "c", "d"]
+    assert kv.apply_kv_touches() == 1 and len(kv.kv_touches) == 0
+
+
+def test_a_multipart_completion_is_accounted_and_evicts(kv):
+    put(kv, "a", 10, 10.0)
+    put(kv, "b", 10, 11.0)
+    upload = kv.create_upload("kv", "multi", ObjectAttrs(), "", 12.0)
+    for number in (1, 2):
+        kv.commit_part(upload, number, size=10, etag=f"{number:032x}", checksums={},
+                       data=ObjectData(10, segments=[pending(kv, length=10)]), now=12.0, owner=WRITER)  # fmt: skip
+    kv.complete_upload("kv", "multi", upload, [(1, f"{1:032x}"), (2, f"{2:032x}")], part_size_min=0, now=13.0)
+    assert live(kv, ["a", "b", "multi"], 14.0) == ["b", "multi"]
+    assert (kv.get_kv_namespace("kv").used_bytes, kv.get_kv_namespace("kv").entries) == (30, 2)
+
+
+def test_reconcile_repairs_entries_and_counts_after_a_lossy_recovery(kv):
+    put(kv, "a", 10, 10.0)
+    put(kv, "b", 10, 11.0)
+    with kv.tx() as db:  # what a journal with gaps can leave: an entry of no value, a value of no entry
+        db.execute("DELETE FROM kv_entries WHERE vid = (SELECT id FROM versions WHERE key = 'b')")
+        db.execute("INSERT INTO kv_entries (vid, bucket, size, atime, expires) VALUES (999999, 'kv', 20, 1, 1e18)")
+        db.execute("UPDATE kv_namespaces SET used_bytes = 7, entries = 9")
+    with kv.tx() as db:
+        fixes = kv.reconcile_kv(db, 20.0)
+    assert list(fixes.values()) == [1, 1]
+    assert (kv.get_kv_namespace("kv").used_bytes, kv.get_kv_namespace("kv").entries) == (20, 2)
+    assert live(kv, ["a", "b"], 21.0) == ["a", "b"]
