@@ -17,7 +17,7 @@ A miss is ``None``, not an exception: a cache's callers branch on it. ::
 
     async with AsyncClient(meta_url, access_key, secret_key) as client:
         cache = KVStore(client, "kv-llama-8b")
-        await cache.create(budget_bytes=64 << 30, ttl_s=3600)      # once; an empty bucket
+        await cache.create(budget_bytes=64 << 30, ttl_s=3600)      # a new bucket (or its budget and TTL)
         await cache.put("chunk-0", tensor_bytes, metadata={"dtype": "bfloat16"})
         hits = await cache.prefix_hits(["chunk-0", "chunk-1"])      # 1
         size = await cache.get_into("chunk-0", pinned_buffer)       # None: not cached
