@@ -146,6 +146,8 @@ class TxnOps(ObjectOps):
         :raises TransactionClosed: aborted or expired.
         :raises PreconditionFailed: an object under ``if_prefix_absent``, or a key staged with
             ``if_none_match`` exists: nothing is applied; the transaction takes no more stagings (abort it).
+        :raises EntityTooLarge: in a KV namespace (``sql_kv``), a staged value larger than its whole budget: the
+            same (nothing applied, abort it). Values the commit adds may evict each other, as puts would.
         """
         ids.txn_id(txn_id)
         with self.tx(queued=True) as db:  # 1) closed to stagings: those under way finish first, later ones fail
