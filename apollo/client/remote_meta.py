@@ -39,6 +39,7 @@ from apollo.proto.cluster_map import ClusterMap
 from apollo.proto.placement import Placement
 
 log = logging.getLogger("apollo.meta.remote")
+ACCEPT = f"{codec.FRAMED_COLUMNS}, {codec.FRAMED}"  # a service of an older version answers framed, or JSON
 RETRY_FOR_S = 30.0
 MAP_REFRESH_S = limits.cluster_map_refresh_s
 # A call waits this long for its answer: more than a metadata call takes while the database is away
@@ -113,13 +114,14 @@ class RemoteMeta:
         tls_refused = 0  # services in a row whose TLS handshake failed
         delay = 0.05
         while True:
-            headers = {**signing.sign("POST", path, body, self.access_key, self.secret_key), "Accept": codec.FRAMED}
+            headers = {**signing.sign("POST", path, body, self.access_key, self.secret_key), "Accept": ACCEPT}
             try:
                 timeout = OUTAGE_TIMEOUT if outage else CALL_TIMEOUT
                 async with self.session.post(self.endpoint + path, data=body, headers=headers, timeout=timeout,
                                              ssl=self.ssl) as response:  # fmt: skip
                     answer = await response.read()
-                    reply = codec.loads_framed(answer) if response.content_type == codec.FRAMED else codec.loads(answer)
+                    framed = response.content_type in (codec.FRAMED, codec.FRAMED_COLUMNS)
+                    reply = codec.loads_framed(answer) if framed else codec.loads(answer)
                 break
             except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
                 failure = exc

@@ -106,6 +106,10 @@ class Engine(ABC):
                 raise
 
 
+SQLITE_MMAP_BYTES = 1 << 30  # address space, not memory: pages are the OS's page cache, shared by connections
+SQLITE_CACHE_KIB = 32 * 1024  # per connection (a writer and two readers)
+
+
 class SqliteEngine(Engine):
     name = "sqlite"
     embedded = True
@@ -124,6 +128,11 @@ class SqliteEngine(Engine):
             self.conn.execute("PRAGMA synchronous=FULL")  # an acknowledged commit survives power loss
             self.conn.execute("PRAGMA foreign_keys=OFF")
         self.conn.execute("PRAGMA busy_timeout=10000")
+        # Reads of the database's pages straight from the OS's page cache, and a larger cache of its own: a batch
+        # lookup of 1,000 small objects reads their inline bytes, 10 MB of overflow pages, which SQLite's default
+        # cache (2 MB) re-read from the file on every batch (10.5 ms -> 4.6 ms for such a batch, measured).
+        self.conn.execute(f"PRAGMA mmap_size={SQLITE_MMAP_BYTES}")
+        self.conn.execute(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}")
 
     @contextlib.contextmanager
     def connect(self) -> Iterator[sqlite3.Connection]:

@@ -171,9 +171,14 @@ KEYS = web.AppKey("keys", SecretCache)
 CALL_POLICY = web.AppKey("call_policy", CallPolicy)
 
 
-def _reply(payload: dict, status: int = 200, framed: bool = False) -> web.Response:
-    """JSON, or ``codec.FRAMED`` (bytes raw after the document) for a caller that accepts it."""
-    if framed:
+def _reply(payload: dict, status: int = 200, accept: str = "") -> web.Response:
+    """JSON, or ``codec.FRAMED`` (bytes raw after the document; with ``FRAMED_COLUMNS``, lists of records as
+    columns) for a caller whose ``Accept`` names it."""
+    accepted = {kind.strip() for kind in accept.split(",")}
+    if codec.FRAMED_COLUMNS in accepted:
+        return web.Response(body=codec.dumps_framed(payload, columns=True), status=status,
+                            content_type=codec.FRAMED_COLUMNS)  # fmt: skip
+    if codec.FRAMED in accepted:
         return web.Response(body=codec.dumps_framed(payload), status=status, content_type=codec.FRAMED)
     return web.Response(body=codec.dumps(payload), status=status, content_type="application/json")
 
@@ -243,7 +248,7 @@ async def _answer(request: web.Request, method: str) -> web.Response:
         log.exception("metadata call %s failed", method)
         return _reply({"error": codec.error_to_wire(exc)}, 500)
     return _reply({"result": result, "tokens": request.app[RPC].tokens_for(method, result)},
-                  framed=request.headers.get("Accept") == codec.FRAMED)
+                  accept=request.headers.get("Accept", ""))
 
 
 def add_rpc_routes(app: web.Application, rpc: MetaRpc, wrap: routes.Wrap = routes.unwrapped) -> None:

@@ -200,3 +200,42 @@ def test_a_frame_that_does_not_add_up_is_refused(body):
 def test_a_blob_reference_outside_a_frame_is_refused():
     with pytest.raises(ValueError, match="outside a frame"):
         codec.loads(b'{"@r": 0}')
+
+
+def _columnar(value):
+    return codec.loads_framed(codec.dumps_framed(value, columns=True))
+
+
+def test_lists_of_records_go_as_columns_and_come_back_equal():
+    """A batch lookup's answer: found versions (inline bytes of many sizes, layouts, defaults and not), and
+    lookups without one among them; nested lists of records are columns in turn, blobs one range."""
+    inline = [bytes([n]) * (2000 + n) for n in range(20)]
+    versions = [dataclasses.replace(VERSION, key=f"k{n}", seq=n, data=ObjectData(len(inline[n]), inline[n], []))
+                for n in range(20)]  # fmt: skip
+    versions[3] = dataclasses.replace(VERSION, data=ObjectData(5000, segments=[SEGMENT]))
+    lookups = [Lookup(version) for version in versions] + [Lookup(error="ObjectNotFound", message="no")] * 3
+    answer = {"result": lookups, "tokens": {}, "pages": [ListPage([VERSION] * 9, [], False, None, None)]}
+    body = codec.dumps_framed(answer, columns=True)
+    assert b'"@c":"Lookup"' in body and b'"@rs"' in body and b'"@":"Version"' not in body
+    assert _columnar(answer) == answer
+    assert _columnar([None] * 5 + [SAMPLES["Bucket"]] * 8 + [None]) == [None] * 5 + [SAMPLES["Bucket"]] * 8 + [None]
+    mixed = [SAMPLES["Bucket"]] * 8 + [SAMPLES["Snapshot"]]  # not one type: one record each, as before
+    assert b'"@c"' not in codec.dumps_framed(mixed, columns=True) and _columnar(mixed) == mixed
+    assert b'"@c"' not in codec.dumps_framed(answer)  # only for a caller that asked for columns
+
+
+@pytest.mark.parametrize("document", [
+    {"@c": "Bucket", "n": 2, "f": {"name": ["a"], "created": [1, 2], "versioning": ["", ""]}},  # short column
+    {"@c": "Bucket", "n": 1, "f": {"name": "a", "created": [1], "versioning": [""]}},  # not a list
+    {"@c": "Bucket", "n": 1, "f": {"name": ["a"]}},  # a field it needs is missing
+    {"@c": "Garbage", "n": 0, "f": {}},  # an unregistered type
+    {"@c": "Bucket", "n": 1, "f": {"name": ["a"], "created": [1], "versioning": [""]}, "at": [5], "of": 2},
+    {"@c": "Bucket", "n": 0, "f": {}, "at": [], "of": 1 << 40},  # a list the decoder would have to allocate
+    {"@c": "ObjectData", "n": 1, "f": {"size": [1], "inline": {"@rs": [0, 2]}}},  # blobs the frame lacks
+    {"@c": "ObjectData", "n": 1, "f": {"size": [1], "inline": {"@rs": [-1, 1]}}},
+    {"@c": "ObjectData", "n": 2, "f": {"size": [1, 2], "inline": {"@rs": [0, 1], "at": [3], "of": 2}}},
+])  # fmt: skip
+def test_columns_that_do_not_add_up_are_refused(document):
+    head = json.dumps({"doc": document, "sizes": [3]}).encode()
+    with pytest.raises((ValueError, TypeError)):
+        codec.loads_framed(_frame(head, b"abc"))
