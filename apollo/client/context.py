@@ -69,6 +69,15 @@ class ReadLatency:
         until = self._slow.get(drive_id)
         return until is not None and until > self._clock()
 
+    def read_around(self, needed: list[str], drives: tuple[str, ...], k: int) -> bool:
+        """Whether a read of the ``needed`` drives of a segment on ``drives`` should go around slow ones: one of
+        them is slow, and at least ``k`` of the segment's drives are not. When too many are slow (a cluster
+        that is behind everywhere, or one process serving every drive while it is busy), parity sits on drives
+        as slow as the ones it would stand for: reading it adds requests and saves no time."""
+        if not any(self.is_slow(drive) for drive in needed):
+            return False
+        return sum(not self.is_slow(drive) for drive in drives) >= k
+
 
 @dataclass
 class ClientContext:

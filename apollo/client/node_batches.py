@@ -13,7 +13,8 @@ A node that is alive but slow must not hold a whole wave: a node's request not a
 threshold learned from recent batch requests (``ClientContext.batch_latency``) marks its drives slow, and
 every range waiting on it is read on its own, around the slow drives (``SegmentReader.read_batch``'s hedged
 path: parity in their place). Ranges of later waves that need a drive marked slow skip the batch and go that
-way at once.
+way at once. Only while the late nodes are at most half of the wave's (``_Groups._few_late``): when most are
+late, the whole cluster is behind, and reading every range on its own would only multiply its requests.
 """
 
 from __future__ import annotations
@@ -97,12 +98,24 @@ class _Groups:
             left = max(0.0, max(self.deadlines[key] for key in waiting) - time.monotonic())
             await asyncio.wait([self.results[key] for key in waiting], timeout=left)
             late = [key for key in waiting if not self.results[key].done()]
-            if late:
+            if late and self._few_late():
                 for key in late:
                     for read in self.nodes[key][1]:
                         self.ctx.latency.note_slow(read.drive_id)
                 return None
+            if late:  # every node is slow (a loaded cluster, or one process serving every drive): wait
+                await asyncio.wait([self.results[key] for key in late])
         return [self.unserved[at] if key == _UNSERVED else self.results[key].result()[at] for key, at in slots]
+
+    def _few_late(self) -> bool:
+        """Whether the nodes of this wave still out past their deadlines are at most half of its nodes. Only then
+        is reading around them worth it: the others answered, and the parity the reads around them need is on
+        nodes that answer. When most are late the slowness is everyone's, and reading each range on its own
+        would multiply the requests into a cluster that is already behind (on the all-in-one server, whose one
+        process serves every drive, that is every time it is busy)."""
+        now = time.monotonic()
+        late = sum(not result.done() and now >= self.deadlines[key] for key, result in self.results.items())
+        return late * 2 <= len(self.results)  # one node alone is never read around: its drives hold the parity
 
 
 class NodeReads:
@@ -173,8 +186,8 @@ def _plan(ctx: ClientContext, groups: _Groups, data: ObjectData, start: int, end
         reader = SegmentReader(ctx, segment)
         s0, s1 = stripes_of(segment, lo, hi)
         reads = reader.shard_reads(s0, s1, lo, hi)
-        if any(ctx.latency.is_slow(read.drive_id) for read in reads):  # read around it, not in its node's batch
-            pieces.append(_Piece(reader, s0, s1, lo, hi, None))
+        if ctx.latency.read_around([read.drive_id for read in reads], segment.drives, segment.scheme.k):
+            pieces.append(_Piece(reader, s0, s1, lo, hi, None))  # around the slow drive, not in its node's batch
             continue
         pieces.append(_Piece(reader, s0, s1, lo, hi, [groups.add(read) for read in reads]))
     return pieces

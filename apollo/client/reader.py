@@ -192,9 +192,10 @@ class SegmentReader:
 
     def _hedge_wait(self, drives: list[str]) -> float:
         """How long to wait for healthy reads before reading parity too: not at all when one of the drives was
-        slow lately (read around it), else the threshold learned from recent reads."""
+        slow lately and enough others are not (read around it), else the threshold learned from recent reads."""
         latency = self.ctx.latency
-        return 0.0 if any(latency.is_slow(d) for d in drives) else latency.hedge_after()
+        around = latency.read_around(drives, self.layout.drives, self.layout.scheme.k)
+        return 0.0 if around else latency.hedge_after()
 
     async def _fetch_hedged(self, needed: list[int], s0: int, s1: int
                             ) -> tuple[dict[int, Raw], dict[asyncio.Future, int]]:  # fmt: skip

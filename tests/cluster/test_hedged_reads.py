@@ -6,6 +6,7 @@ is 10 s, the reads are held to well under it."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import random
 import time
@@ -105,3 +106,35 @@ def test_a_stopped_node_costs_a_batch_the_hedge_threshold_and_later_waves_read_a
 
     first, second = run(scenario())
     assert first < REQUEST_S / 2 and second < REQUEST_S / 2, (first, second)
+
+
+def test_when_every_node_is_late_a_batch_waits_and_marks_no_drive_slow(tmp_path, nodes, keyring, seed):
+    """A cluster that is behind everywhere (here: every node stopped for a while) is no slow node to read
+    around: the parity is as late as the data. A batch waits for its requests, reads nothing on its own and
+    marks no drive slow, so later reads keep their one request per node (before, every range was read alone
+    around "slow" drives: thousands of requests into the busy cluster, a batch slower than single GETs)."""
+    rng = random.Random(seed)
+
+    async def scenario():
+        async with watched_engine(tmp_path, nodes, keyring) as (engine, damage):
+            objects = []
+            for _ in range(12):
+                data = rng.randbytes(rng.randrange(40_000, 300_000))
+                objects.append((await engine.write(data), data))
+            ranges = [(result.data, 0, len(data)) for result, data in objects]
+            for _ in range(8):  # healthy batches teach the batch threshold
+                await asyncio.gather(*NodeReads(engine.ctx, ranges).results)
+            threshold = engine.ctx.batch_latency.hedge_after()
+            assert threshold < 1.0
+            for node in nodes:
+                node.pause()
+            loop = asyncio.get_running_loop()
+            loop.call_later(threshold * 3 + 0.5, lambda: [node.resume() for node in nodes])
+            reads = NodeReads(engine.ctx, ranges)
+            got = await asyncio.gather(*reads.results)
+            assert got == [data for _, data in objects]
+            slow = [drive for node in nodes for drive in node.drive_ids() if engine.ctx.latency.is_slow(drive)]
+            assert not slow, f"no drive is slower than the others: {slow}"
+            assert not damage
+
+    run(scenario())
