@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import operator
 import threading
 from typing import Any
 
@@ -178,11 +179,12 @@ def _columns(values: list) -> dict | None:
         return None
     records = [item for item in values if item is not None]
     columns = {}
-    for name, default in fields:
-        column = [getattr(record, name) for record in records]
-        if default is not _ABSENT and all(type(v) is type(default) and v == default for v in column):
+    for name, default in fields:  # C-speed passes over each column (map, set, count): 1,000 records a batch
+        column = list(map(operator.attrgetter(name), records))
+        kinds = set(map(type, column))
+        if default is not _ABSENT and kinds == {type(default)} and column.count(default) == len(column):
             continue
-        columns[name] = column if all(type(v) in _PLAIN for v in column) else _column(column)
+        columns[name] = column if kinds <= _PLAIN else _column(column)
     answer = {"@c": kind.__name__, "n": len(records), "f": columns}
     if len(records) != len(values):
         answer["at"], answer["of"] = [n for n, item in enumerate(values) if item is not None], len(values)
