@@ -34,7 +34,7 @@ Every call on a missing bucket raises ``BucketNotFound``; on a missing upload ``
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from apollo import errors, limits
 from apollo.client.context import ClientContext
@@ -68,6 +68,17 @@ async def _fed_to(indexer: TarIndexer, body: Body) -> Body:
     async for chunk in body:
         indexer.feed(chunk)
         yield chunk
+
+
+async def _in_calls(call: Callable[[list], Awaitable[list]], items: list) -> list:
+    """``call``'s answers for ``items``, asked ``limits.batch_lookup_items_max`` at a time (the most one batch
+    lookup may name), one metadata call after another, joined in order."""
+    answers: list = []
+    step = limits.batch_lookup_items_max
+    for first in range(0, len(items), step):
+        answers += await call(items[first : first + step])
+    return answers
+
 
 Verify = Callable[[WriteResult], None]  # raises to refuse the written bytes before they are committed
 ChecksumOf = Callable[[Upload, list[Part]], dict[str, str]]
@@ -216,11 +227,7 @@ class ObjectEngine:
         """:meth:`head` of each (bucket, key, version id or None) with its layout, in
         ``limits.batch_lookup_items_max`` items per metadata call; each item's own ``Lookup`` says why it has
         no version (no bucket, no object, a delete marker, or, for a native client's key, AccessDenied)."""
-        lookups: list[Lookup] = []
-        step = limits.batch_lookup_items_max
-        for first in range(0, len(items), step):
-            lookups += await self._meta.get_versions(items[first : first + step])
-        return lookups
+        return await _in_calls(self._meta.get_versions, items)
 
     def read(self, version: Version, start: int = 0, end: int | None = None) -> AsyncIterator[bytes | memoryview]:
         """Stream bytes ``[start, end)`` of a version returned by :meth:`head`; no metadata call."""
@@ -303,11 +310,7 @@ class ObjectEngine:
     async def tar_member_spans(self, bucket: str, items: list[tuple[str, int, str]]) -> list[list[int] | None]:
         """``[offset, size]`` in its archive of each (key, ``Version.seq``, member name), or None: no such
         member, no index, or (for a native client's key) not readable. :raises BucketNotFound:"""
-        spans: list[list[int] | None] = []
-        step = limits.batch_lookup_items_max
-        for first in range(0, len(items), step):
-            spans += await self._meta.get_tar_members(bucket, [list(item) for item in items[first : first + step]])
-        return spans
+        return await _in_calls(lambda chunk: self._meta.get_tar_members(bucket, [list(item) for item in chunk]), items)
 
     async def list_tar_members(self, bucket: str, key: str, version_id: str | None = None,
                                snapshot_id: str | None = None) -> list[tuple[str, int, int]]:  # fmt: skip
@@ -319,11 +322,7 @@ class ObjectEngine:
     async def head_pinned(self, bucket: str, snapshot_id: str, keys: list[str]) -> list[Lookup]:
         """The version of each key a snapshot pinned, with its layout, as :meth:`head_many` answers.
         :raises BucketNotFound, SnapshotNotFound:"""
-        lookups: list[Lookup] = []
-        step = limits.batch_lookup_items_max
-        for first in range(0, len(keys), step):
-            lookups += await self._meta.get_snapshot_versions(bucket, snapshot_id, keys[first : first + step])
-        return lookups
+        return await _in_calls(lambda chunk: self._meta.get_snapshot_versions(bucket, snapshot_id, chunk), keys)
 
     # KV namespaces: a bucket with a byte budget, a TTL and LRU eviction (``apollo.meta.sql_kv``) ----------
 
@@ -344,11 +343,7 @@ class ObjectEngine:
         """Each key's live value with its layout, as :meth:`head_many` answers, recorded as read (its recency
         ranks eviction); ``limits.batch_lookup_items_max`` keys per metadata call. :raises BucketNotFound,
         InvalidRequest:"""
-        lookups: list[Lookup] = []
-        step = limits.batch_lookup_items_max
-        for first in range(0, len(keys), step):
-            lookups += await self._meta.kv_lookup(bucket, keys[first : first + step], self._clock())
-        return lookups
+        return await _in_calls(lambda chunk: self._meta.kv_lookup(bucket, chunk, self._clock()), keys)
 
     async def kv_prefix_hits(self, bucket: str, keys: list[str]) -> int:
         """How many of ``keys``, from the first, hold live values: one metadata call per
