@@ -185,10 +185,7 @@ def _columns(values: list) -> dict | None:
         if default is not _ABSENT and kinds == {type(default)} and column.count(default) == len(column):
             continue
         columns[name] = column if kinds <= _PLAIN else _column(column)
-    answer = {"@c": kind.__name__, "n": len(records), "f": columns}
-    if len(records) != len(values):
-        answer["at"], answer["of"] = [n for n, item in enumerate(values) if item is not None], len(values)
-    return answer
+    return {"@c": kind.__name__, "n": len(records), "f": columns, **_places(values, len(records))}
 
 
 def _column(column: list) -> Any:
@@ -198,11 +195,17 @@ def _column(column: list) -> Any:
     present = [value for value in column if value is not None]
     if blobs is None or not present or not all(type(v) is bytes and len(v) >= BLOB_MIN for v in present):
         return encode(column)
-    answer = {"@rs": [len(blobs), len(present)]}
+    answer = {"@rs": [len(blobs), len(present)], **_places(column, len(present))}
     blobs.extend(present)
-    if len(present) != len(column):
-        answer["at"], answer["of"] = [n for n, value in enumerate(column) if value is not None], len(column)
     return answer
+
+
+def _places(values: list, present: int) -> dict:
+    """Where the ``present`` values that are not None sit among ``values`` (``_placed`` puts them back): nothing
+    when there is no None."""
+    if present == len(values):
+        return {}
+    return {"at": [n for n, value in enumerate(values) if value is not None], "of": len(values)}
 
 
 def _decode_columns(value: dict) -> list:
@@ -314,7 +317,8 @@ def loads(body: bytes) -> Any:
 def dumps_framed(value: Any, columns: bool = False) -> bytes:
     """``FRAMED``: magic, the length of a JSON head {"doc": the document, "sizes": [blob sizes]}, the head,
     then the blobs, raw. ``columns``: lists of records as columns (``FRAMED_COLUMNS``)."""
-    _frame.out, _frame.columns = blobs, _ = [], columns
+    blobs: list = []
+    _frame.out, _frame.columns = blobs, columns
     try:
         document = encode(value)
     finally:
