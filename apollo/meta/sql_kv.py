@@ -78,6 +78,12 @@ def _namespace(row: Row) -> KVNamespace:
     return KVNamespace(row["bucket"], row["budget_bytes"], row["ttl_s"], row["used_bytes"], row["entries"])
 
 
+def _namespace_in(db: Conn, bucket: str) -> KVNamespace:
+    """The namespace as the transaction ``db`` sees it now."""
+    row = db.execute(f"SELECT {NAMESPACE_COLUMNS} FROM kv_namespaces WHERE bucket = ?", (bucket,)).fetchone()
+    return _namespace(row)
+
+
 def _checked_keys(keys: object) -> list[str]:
     """:raises InvalidRequest: not a list of at most ``limits.batch_lookup_items_max`` keys."""
     if not isinstance(keys, list) or len(keys) > limits.batch_lookup_items_max or not all(
@@ -114,8 +120,7 @@ class KVOps(ObjectOps):
             self.create_bucket(bucket, now, bucket_owner)  # a savepoint of this transaction
             db.execute("INSERT INTO kv_namespaces (bucket, budget_bytes, ttl_s) VALUES (?, ?, ?)",
                        (bucket, budget_bytes, float(ttl_s)))  # fmt: skip
-            return _namespace(db.execute(f"SELECT {NAMESPACE_COLUMNS} FROM kv_namespaces WHERE bucket = ?",
-                                         (bucket,)).fetchone())  # fmt: skip
+            return _namespace_in(db, bucket)
 
     def set_kv_namespace(self, bucket: str, budget_bytes: int, ttl_s: float | None, now: float) -> KVNamespace:
         """Change a namespace's budget and TTL (``ttl_s`` None: keep it). A smaller budget evicts at once; values
@@ -133,8 +138,7 @@ class KVOps(ObjectOps):
             db.execute("UPDATE kv_namespaces SET budget_bytes = ?, ttl_s = ? WHERE bucket = ?",
                        (budget_bytes, float(ttl_s), bucket))  # fmt: skip
             self._make_room(db, bucket, now)
-            return _namespace(db.execute(f"SELECT {NAMESPACE_COLUMNS} FROM kv_namespaces WHERE bucket = ?",
-                                         (bucket,)).fetchone())  # fmt: skip
+            return _namespace_in(db, bucket)
 
     def get_kv_namespace(self, bucket: str) -> KVNamespace:
         """:raises BucketNotFound: :raises InvalidRequest: the bucket is not a KV namespace."""
