@@ -16,8 +16,8 @@ from console_support import CONSOLE, check_screenshot
 
 if not os.environ.get("CI"):  # a test dependency: in CI its absence fails the import instead
     pytest.importorskip("selenium", reason="selenium not installed (pip install -e '.[test]')")
+from selenium.common.exceptions import StaleElementReferenceException, WebDriverException  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
-from selenium.webdriver.support import expected_conditions  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
 from apollo.testing.server import DEV_ACCESS_KEY, DEV_SECRET_KEY, ServerProcess
@@ -38,7 +38,21 @@ def _follow(driver, by: str, value: str) -> None:
     """Click a link or submit button and wait for the next page: a click returns before it loads."""
     old = driver.find_element(By.TAG_NAME, "html")
     driver.find_element(by, value).click()
-    WebDriverWait(driver, 30).until(expected_conditions.staleness_of(old))
+    WebDriverWait(driver, 30).until(lambda _: _gone(old))
+
+
+def _gone(element) -> bool:
+    """Whether the page that held ``element`` is gone. Chrome asked mid-navigation may answer that the node
+    "does not belong to the document" instead of calling it stale (selenium's ``staleness_of`` raises then)."""
+    try:
+        element.is_enabled()
+    except StaleElementReferenceException:
+        return True
+    except WebDriverException as exc:
+        if "does not belong to the document" not in str(exc):
+            raise
+        return True
+    return False
 
 
 def _wait(condition, timeout_s: float, what: str, step=lambda: None, seen=lambda: ""):
