@@ -32,6 +32,7 @@ from apollo.meta import journal
 from apollo.meta.backup import SHARED_MEMORY, SIDECARS, BackupError, Summary, backup, restore
 from apollo.meta.capture import Replayer
 from apollo.meta.location import DB_FILE
+from apollo.meta.shard_index import rebuild_shard_index
 from apollo.meta.store import SqlStore
 from apollo.proto.cluster_map import NODE_NAME, DriveRecord
 from apollo.proto.drive_format import read_format
@@ -234,6 +235,7 @@ def _repair_invariants(store: SqlStore, now: float) -> dict[str, int]:
                    f"SELECT segment_id, layout, '', ? FROM segments WHERE {unowned}", (now,))  # fmt: skip
         fixes["segments of no version or part sent to GC"] = db.execute(
             f"DELETE FROM segments WHERE {unowned}").rowcount  # fmt: skip
+        rebuild_shard_index(db)  # derived from the layouts, not journaled: the replay left it as the checkpoint had it
         # Clear the wrong flags first, then set the right ones: one latest row per key is a unique index.
         newest = "(SELECT MAX(v.id) FROM versions v WHERE v.bucket = versions.bucket AND v.key = versions.key)"
         fixes["latest-version flags corrected"] = (

@@ -24,7 +24,8 @@ from dataclasses import dataclass
 
 # The namespace and what it needs to be served. Not journaled: garbage (pending writes and
 # queued deletes: recovery derives what matters), repair_queue, drive_jobs and drives (rebuilt
-# from the drives), settings (the sequence counter lives there).
+# from the drives), settings (the sequence counter lives there), drive_shards (derived from the
+# layouts: recovery rebuilds it, ``apollo.meta.shard_index``).
 JOURNALED_TABLES = ("buckets", "versions", "segments", "uploads", "parts", "access_keys", "policies", "key_policies",
                     "snapshots", "snapshot_objects", "retired_versions", "tar_members", "txns", "txn_items",
                     "kv_namespaces", "kv_entries")

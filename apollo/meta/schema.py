@@ -11,7 +11,7 @@ Segments hang off a ``data_id`` so multipart completion can re-parent part
 segments onto the final version without copying bytes.
 """
 
-SCHEMA_VERSION = 12
+SCHEMA_VERSION = 13
 
 POLICIES_DDL = ("CREATE TABLE IF NOT EXISTS policies (name TEXT PRIMARY KEY, document TEXT NOT NULL, "
                 "created REAL NOT NULL)")  # fmt: skip
@@ -90,6 +90,15 @@ KV_DDL = [
         expires REAL NOT NULL)""",
     "CREATE INDEX IF NOT EXISTS kv_entries_by_atime ON kv_entries (bucket, atime)",
     "CREATE INDEX IF NOT EXISTS kv_entries_by_expiry ON kv_entries (expires)",
+]
+
+# The per-drive shard index (``apollo.meta.shard_index``): one row per shard of a committed segment, by
+# drive, in the (placement group, segment) order drive jobs walk. Derived from the layouts; not journaled.
+SHARD_INDEX_DDL = [
+    """CREATE TABLE IF NOT EXISTS drive_shards (
+        drive_id TEXT NOT NULL, pg INTEGER NOT NULL, segment_id TEXT NOT NULL, shard_index INTEGER NOT NULL,
+        PRIMARY KEY (drive_id, pg, segment_id, shard_index))""",
+    "CREATE INDEX IF NOT EXISTS drive_shards_by_segment ON drive_shards (segment_id)",
 ]
 
 DDL = [
@@ -173,7 +182,10 @@ DDL = [
     *CONSOLE_SESSIONS_DDL,
     *TXN_DDL,
     *KV_DDL,
+    *SHARD_INDEX_DDL,
 ]
+
+SHARD_INDEX_SINCE = 13  # an upgrade from before fills drive_shards from the layouts
 
 # Upgrades of databases written by older versions: (new version, statements), applied in order
 # before the DDL above. Each step is one transaction with the schema_version update.
@@ -225,4 +237,5 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
     # 10: console_sessions, a new table only (CONSOLE_SESSIONS_DDL), which the DDL creates on every open.
     # 11: txns, txn_items, txn_prefixes: new tables only (TXN_DDL).
     # 12: kv_namespaces, kv_entries: new tables only (KV_DDL).
+    # 13: drive_shards (SHARD_INDEX_DDL), filled from the layouts by ``_prepare_schema``.
 ]  # fmt: skip

@@ -11,6 +11,7 @@ import orjson
 
 from apollo import errors, ids, limits
 from apollo.meta.listing import Cursor, walk
+from apollo.meta.shard_index import index_layouts, unindex_data
 from apollo.meta.sqlbase import Conn, Row, SqlBase, dumps
 from apollo.proto.layout import ObjectData, SegmentLayout, segment_bytes_max
 from apollo.proto.policy import PolicyError, parse_policy
@@ -170,6 +171,7 @@ class ObjectOps(SqlBase):
             [(data_id, seq, s.segment_id, s.offset, s.length, dumps(s.to_json()), s.pg)
              for seq, s in enumerate(claimed)],
         )  # fmt: skip
+        index_layouts(db, claimed)
         db.executemany("DELETE FROM garbage WHERE segment_id = ?", [(s.segment_id,) for s in claimed])
         return data_id
 
@@ -220,6 +222,7 @@ class ObjectOps(SqlBase):
             among = f"data_id IN ({', '.join('?' * len(chunk))})"
             db.execute(f"INSERT INTO garbage (segment_id, layout, owner, due) SELECT segment_id, layout, '', ? "
                        f"FROM segments WHERE {among}", (now + self.gc_delay_s, *chunk))  # fmt: skip
+            unindex_data(db, among, tuple(chunk))
             db.execute(f"DELETE FROM segments WHERE {among}", tuple(chunk))
 
     def _remove_version(self, db: Conn, row_id: int, data_id: str | None, now: float, kv: bool = False) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 
+from apollo.meta.shard_index import move_shard, segments_on_drive_sql
 from apollo.meta.sqlbase import SqlBase, dumps
 from apollo.proto.layout import SegmentLayout
 from apollo.proto.records import DriveJob, RepairItem
@@ -97,6 +98,7 @@ class RepairOps(SqlBase):
             if tuple(layout["drives"]) != expected:
                 return False
             for index, drive_id in moves.items():
+                move_shard(db, segment_id, layout["pg"], index, layout["drives"][index], drive_id)
                 layout["drives"][index] = drive_id
             db.execute(
                 "UPDATE segments SET layout = ? WHERE data_id = ? AND seq = ?",
@@ -135,13 +137,14 @@ class RepairOps(SqlBase):
     # walks over committed segments -----------------------------------------------------------
 
     def segments_after(self, pg: int, segment_id: str, limit: int, drive_id: str | None = None) -> list[SegmentLayout]:
-        """The next committed segments in (placement group, segment id) order, optionally only a drive's."""
-        sql = "SELECT layout FROM segments WHERE (pg, segment_id) > (?, ?)"
-        args: tuple = (pg, segment_id)
-        if drive_id is not None:  # drive ids are unique hex strings: a substring test is exact
-            sql += " AND layout LIKE ?"
-            args += (f'%"{drive_id}"%',)
-        rows = self.all(sql + " ORDER BY pg, segment_id LIMIT ?", (*args, limit))
+        """The next committed segments in (placement group, segment id) order, optionally only those with a
+        shard on ``drive_id`` (through the per-drive shard index: O(page), not a walk of every segment)."""
+        if drive_id is not None:
+            sql, args = segments_on_drive_sql(drive_id, pg, segment_id, limit)
+        else:
+            sql = "SELECT layout FROM segments WHERE (pg, segment_id) > (?, ?) ORDER BY pg, segment_id LIMIT ?"
+            args = (pg, segment_id, limit)
+        rows = self.all(sql, args)
         return [SegmentLayout.from_json(json.loads(r["layout"])) for r in rows]
 
     def shard_references(self, segment_ids: list[str]) -> dict[str, list[tuple[str, tuple[str, ...]]]]:

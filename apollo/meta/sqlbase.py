@@ -17,7 +17,8 @@ from typing import Any, Protocol
 
 from apollo import errors, faults
 from apollo.meta.engine import Engine, SqliteEngine, open_engine
-from apollo.meta.schema import DDL, MIGRATIONS, SCHEMA_VERSION
+from apollo.meta.schema import DDL, MIGRATIONS, SCHEMA_VERSION, SHARD_INDEX_SINCE
+from apollo.meta.shard_index import rebuild_shard_index
 
 Row = Any  # sqlite3.Row or psycopg's dict row: both index by column name
 Conn = Any  # sqlite3.Connection or engine.PgConnection: execute / executemany with ``?`` parameters
@@ -83,6 +84,8 @@ class SqlBase:
                         db.execute(self.engine.ddl(statement))
             for statement in DDL:
                 db.execute(self.engine.ddl(statement))
+            if found < SHARD_INDEX_SINCE:
+                rebuild_shard_index(db)
             db.execute(
                 "INSERT INTO settings (name, value) VALUES ('schema_version', ?) "
                 "ON CONFLICT (name) DO UPDATE SET value = excluded.value",

@@ -263,6 +263,8 @@ def test_recovery_keeps_writes_committed_after_the_checkpoint_out_of_the_gc_queu
     recovered = SqlStore(meta / DB_FILE)
     assert recovered.garbage_count() == 0
     assert recovered.get_version("b", "k").data.segments[0].segment_id == seg.segment_id
+    # The shard index is not journaled: the recovery rebuilt it from the layouts the replay wrote.
+    assert [s.segment_id for s in recovered.segments_after(-1, "", 10, seg.drives[0])] == [seg.segment_id]
     assert {d.drive_id for d in recovered.list_drives()} == {d for d, _ in roots}
     assert recovered.get_setting("deployment_id") == DEPLOYMENT
     assert recovered.get_setting(journal.SEQ_SETTING) == "2"  # new commits continue the numbering

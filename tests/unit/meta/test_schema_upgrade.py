@@ -66,6 +66,9 @@ def test_version_1_database_is_upgraded_with_segment_groups_filled_in(tmp_path):
         # version 10: console sessions live in the store (none survive from before: they were in memory)
         assert store.open_console_session("0" * 64, "AKOLD", "f" * 64, "c" * 43, 2.0) > 2.0
         assert store.console_session("0" * 64, 3.0).access_key == "AKOLD"
+        # version 13: the per-drive shard index, filled from the layouts (six shards of one segment, one drive)
+        assert [s.segment_id for s in store.segments_after(-1, "", 10, DRIVE)] == [SEGMENT]
+        assert store.segments_after(-1, "", 10, DRIVES[1]) == []
     finally:
         store.close()
     SqlStore(path).close()  # opening an up-to-date database changes nothing

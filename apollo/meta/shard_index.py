@@ -1,0 +1,78 @@
+"""The per-drive shard index: which committed segments have a shard on a drive, in walk order.
+
+Draining, evacuating or removing a drive walks the segments with a shard on it. Without this index that
+walk filtered the whole ``segments`` table by a substring of each layout: every page of every drive job
+read every segment of the cluster. With it a page is an index range of (drive, placement group, segment),
+so a drive's walk costs O(shards on that drive), whatever the cluster's size.
+
+The index is derived from the layouts and kept in the same transactions that change them: a put's commit
+(``index_layouts``), a repair's commit (``move_shard``), data sent to GC (``unindex_data``). Multipart
+completion moves segment rows to a new data id but keeps their segment ids, so the index does not change.
+It is not journaled (it would add a row per shard to every commit's record): a metadata recovery, and the
+upgrade that introduced it, rebuild it from the layouts (``rebuild_shard_index``). Its table is
+``drive_shards`` (``apollo.meta.schema``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+from apollo.proto.layout import NO_DRIVE, SegmentLayout
+
+if TYPE_CHECKING:
+    from apollo.meta.sqlbase import Conn
+
+REBUILD_PAGE = 2000  # segments read per statement while rebuilding
+
+_INSERT = "INSERT INTO drive_shards (drive_id, pg, segment_id, shard_index) VALUES (?, ?, ?, ?)"
+
+
+def _rows(layout: SegmentLayout) -> list[tuple[str, int, str, int]]:
+    return [(drive, layout.pg, layout.segment_id, index) for index, drive in enumerate(layout.drives)
+            if drive != NO_DRIVE]  # fmt: skip
+
+
+def index_layouts(db: Conn, layouts: Iterable[SegmentLayout]) -> None:
+    """Index the shards of segments just committed."""
+    db.executemany(_INSERT, [row for layout in layouts for row in _rows(layout)])
+
+
+def unindex_data(db: Conn, among: str, args: tuple) -> None:
+    """Forget the shards of the segments ``WHERE among`` (a condition on ``segments``), before they go."""
+    db.execute(f"DELETE FROM drive_shards WHERE segment_id IN (SELECT segment_id FROM segments WHERE {among})", args)
+
+
+def move_shard(db: Conn, segment_id: str, pg: int, index: int, old: str, new: str) -> None:
+    """Shard ``index`` of a segment moved from drive ``old`` to drive ``new`` (a repair's commit)."""
+    db.execute("DELETE FROM drive_shards WHERE drive_id = ? AND pg = ? AND segment_id = ? AND shard_index = ?",
+               (old, pg, segment_id, index))  # fmt: skip
+    if new != NO_DRIVE:
+        db.execute(_INSERT, (new, pg, segment_id, index))
+
+
+def segments_on_drive_sql(drive_id: str, pg: int, segment_id: str, limit: int) -> tuple[str, tuple]:
+    """The statement for the next ``limit`` committed segments with a shard on ``drive_id`` after the cursor
+    (placement group, segment id), in that order: a range of the index's primary key, joined to the layouts."""
+    return (
+        "SELECT s.layout FROM segments s WHERE s.segment_id IN ("
+        " SELECT d.segment_id FROM drive_shards d WHERE d.drive_id = ? AND (d.pg, d.segment_id) > (?, ?)"
+        " ORDER BY d.pg, d.segment_id LIMIT ?) ORDER BY s.pg, s.segment_id",
+        (drive_id, pg, segment_id, limit),
+    )
+
+
+def rebuild_shard_index(db: Conn) -> int:
+    """Index every committed segment again from its layout; returns how many shards are indexed."""
+    db.execute("DELETE FROM drive_shards")
+    indexed, after = 0, ""
+    while True:
+        page = db.execute("SELECT segment_id, layout FROM segments WHERE segment_id > ? ORDER BY segment_id LIMIT ?",
+                          (after, REBUILD_PAGE)).fetchall()  # fmt: skip
+        if not page:
+            return indexed
+        rows = [row for r in page for row in _rows(SegmentLayout.from_json(json.loads(r["layout"])))]
+        db.executemany(_INSERT + " ON CONFLICT DO NOTHING", rows)  # a segment id twice: in one of its rows' data
+        indexed += len(rows)
+        after = page[-1]["segment_id"]
