@@ -9,6 +9,10 @@ straight into the ``segments`` table; the index is then built by the code the up
 metadata recovery run (``rebuild_shard_index``), and its time is printed too. One drive is walked both
 ways in pages of the drive jobs' size; the two walks must find the same segments.
 
+What the index costs writes: commits of one-segment objects through ``SqlStore.commit_version`` (what an
+object's commit runs, in-process, one at a time), with the index kept and with its insert left out (the
+baseline), alternating in rounds; the median rate of each is printed.
+
     .venv/bin/python benchmarks/drive_walk_bench.py                 # SQLite
     .venv/bin/python benchmarks/drive_walk_bench.py --postgres      # a temporary PostgreSQL
 """
@@ -19,6 +23,7 @@ import argparse
 import contextlib
 import json
 import random
+import statistics
 import sys
 import tempfile
 import time
@@ -83,6 +88,29 @@ def timed(walk, store: SqlStore, drive: str, rounds: int) -> tuple[float, list[s
     return best, found
 
 
+def commit_rates(store: SqlStore, rounds: int, per_round: int) -> tuple[float, float]:
+    """Median commits/s of one-segment objects with the shard index kept, and with its insert left out."""
+    from apollo.meta import sql_objects
+    from apollo.proto.layout import ObjectData
+    from apollo.proto.records import ObjectAttrs
+    from apollo.testing.layouts import WRITER, etag, pending
+
+    store.create_bucket("commits", 1.0)
+    kept = sql_objects.index_layouts
+    rates: dict[bool, list[float]] = {True: [], False: []}
+    for number in range(rounds * 2):
+        indexed = number % 2 == 0
+        sql_objects.index_layouts = kept if indexed else (lambda db, layouts: None)
+        segments = [pending(store, length=1 << 20, pg=n % 256) for n in range(per_round)]
+        started = time.perf_counter()
+        for n, segment in enumerate(segments):
+            store.commit_version("commits", f"k{number}-{n}", size=1 << 20, etag=etag(str(n)), attrs=ObjectAttrs(),
+                                 data=ObjectData(1 << 20, segments=[segment]), now=2.0, owner=WRITER)  # fmt: skip
+        rates[indexed].append(per_round / (time.perf_counter() - started))
+    sql_objects.index_layouts = kept
+    return statistics.median(rates[True]), statistics.median(rates[False])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="10000,40000,160000", help="committed segments, comma-separated")
@@ -117,6 +145,13 @@ def main() -> None:
                       f"{like_s * 1e3:>8.1f}ms {like_s / index_s:>6.1f}x {rebuild_s:>13.2f}s")  # fmt: skip
             finally:
                 store.close()
+        store = SqlStore(pg.create_database("commits") if args.postgres else Path(root) / "commits.db")
+        try:
+            with_index, without = commit_rates(store, args.rounds * 2, 500)
+        finally:
+            store.close()
+        print(f"commits of one-segment objects: {with_index:.0f}/s with the index kept, {without:.0f}/s without "
+              f"its insert ({with_index / without:.2f}x; median of {args.rounds * 2} rounds of 500 each)")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -171,6 +171,7 @@ _PG_TYPES = [
     (re.compile(r"\bREAL\b"), "DOUBLE PRECISION"),
     (re.compile(r"\bBLOB\b"), "BYTEA"),
     (re.compile(r"\bTEXT\b"), 'TEXT COLLATE "C"'),
+    (re.compile(r"\s*\bWITHOUT ROWID$"), ""),  # SQLite's clustered table: PostgreSQL's are heaps either way
 ]
 
 

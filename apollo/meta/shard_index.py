@@ -26,28 +26,42 @@ if TYPE_CHECKING:
 
 REBUILD_PAGE = 2000  # segments read per statement while rebuilding
 
-_INSERT = "INSERT INTO drive_shards (drive_id, pg, segment_id, shard_index) VALUES (?, ?, ?, ?)"
+INSERT_ROWS_MAX = 256  # shards per INSERT statement (4 parameters each)
+_INSERT_HEAD = "INSERT INTO drive_shards (drive_id, pg, segment_id, shard_index) VALUES "
+_INSERT = _INSERT_HEAD + "(?, ?, ?, ?)"
+_DELETE = "DELETE FROM drive_shards WHERE drive_id = ? AND pg = ? AND segment_id = ? AND shard_index = ?"
 
 
 def _rows(layout: SegmentLayout) -> list[tuple[str, int, str, int]]:
-    return [(drive, layout.pg, layout.segment_id, index) for index, drive in enumerate(layout.drives)
-            if drive != NO_DRIVE]  # fmt: skip
+    return _keys(layout.segment_id, layout.pg, layout.drives)
+
+
+def _keys(segment_id: str, pg: int, drives: Iterable[str]) -> list[tuple[str, int, str, int]]:
+    return [(drive, pg, segment_id, index) for index, drive in enumerate(drives) if drive != NO_DRIVE]
 
 
 def index_layouts(db: Conn, layouts: Iterable[SegmentLayout]) -> None:
-    """Index the shards of segments just committed."""
-    db.executemany(_INSERT, [row for layout in layouts for row in _rows(layout)])
+    """Index the shards of segments just committed: one statement per ``INSERT_ROWS_MAX`` shards (on
+    PostgreSQL a statement per row would be a round trip per shard, in every commit)."""
+    rows = [row for layout in layouts for row in _rows(layout)]
+    for first in range(0, len(rows), INSERT_ROWS_MAX):
+        chunk = rows[first : first + INSERT_ROWS_MAX]
+        db.execute(_INSERT_HEAD + ", ".join(["(?, ?, ?, ?)"] * len(chunk)), [v for row in chunk for v in row])
 
 
 def unindex_data(db: Conn, among: str, args: tuple) -> None:
-    """Forget the shards of the segments ``WHERE among`` (a condition on ``segments``), before they go."""
-    db.execute(f"DELETE FROM drive_shards WHERE segment_id IN (SELECT segment_id FROM segments WHERE {among})", args)
+    """Forget the shards of the segments ``WHERE among`` (a condition on ``segments``), before they go: by
+    their whole key, read from their layouts (the table has no index by segment for every commit to write)."""
+    keys = []
+    for row in db.execute(f"SELECT layout FROM segments WHERE {among}", args).fetchall():
+        layout = json.loads(row["layout"])
+        keys += _keys(layout["segment_id"], layout["pg"], layout["drives"])
+    db.executemany(_DELETE, keys)
 
 
 def move_shard(db: Conn, segment_id: str, pg: int, index: int, old: str, new: str) -> None:
     """Shard ``index`` of a segment moved from drive ``old`` to drive ``new`` (a repair's commit)."""
-    db.execute("DELETE FROM drive_shards WHERE drive_id = ? AND pg = ? AND segment_id = ? AND shard_index = ?",
-               (old, pg, segment_id, index))  # fmt: skip
+    db.execute(_DELETE, (old, pg, segment_id, index))
     if new != NO_DRIVE:
         db.execute(_INSERT, (new, pg, segment_id, index))
 
