@@ -87,6 +87,6 @@ def rebuild_shard_index(db: Conn) -> int:
         if not page:
             return indexed
         rows = [row for r in page for row in _rows(SegmentLayout.from_json(json.loads(r["layout"])))]
-        db.executemany(_INSERT + " ON CONFLICT DO NOTHING", rows)  # a segment id twice: in one of its rows' data
+        db.executemany(_INSERT + " ON CONFLICT DO NOTHING", rows)  # a segment id in two rows: indexed once
         indexed += len(rows)
         after = page[-1]["segment_id"]

@@ -322,3 +322,37 @@ def test_a_planted_metadata_runs_no_code_and_another_writers_checkpoint_is_refus
     loaded = {"w": torch.zeros(4)}
     dcp.load(loaded, checkpoint_id=f"apollo://{BUCKET}/by-torch")  # torch's reader, through apollo://
     assert torch.equal(loaded["w"], torch.ones(4))
+
+
+def test_a_pickle_planted_as_a_checkpoint_value_runs_no_code_on_load(make_server, tmp_path):
+    """A value that is not a tensor is saved as ``torch.save`` bytes, and torch's ``DefaultLoadPlanner`` loads it
+    with ``weights_only=False``: whoever could write one file of a checkpoint would run code in every rank that
+    loads it. Apollo's reader refuses such an item before the planner sees it; plain values still load, and a
+    reader told to trust its writers loads the planted one, which runs the command (the attack is real)."""
+    import torch.distributed.checkpoint as dcp
+
+    from apollo.torch.dcp import ApolloStorageReader, ApolloStorageWriter
+
+    target = deployed("server", None, make_server)
+    settings = {"endpoint": target.meta_urls, "access_key": USER, "secret_key": SECRET}
+    marker = tmp_path / "code-ran"
+    with target.native(USER, SECRET) as client:
+        client.create_bucket(BUCKET)
+    planted, plain = f"apollo://{BUCKET}/values/planted", f"apollo://{BUCKET}/values/plain"
+    values = {"step": 7, "run": "run-7", "losses": [0.5, 0.25]}
+    dcp.save({"w": torch.ones(4), "values": values, "hook": RunsCode(marker)},
+             storage_writer=ApolloStorageWriter(planted, **settings))  # fmt: skip
+    dcp.save({"w": torch.ones(4), "values": values}, storage_writer=ApolloStorageWriter(plain, **settings))
+    assert not marker.exists()  # saving pickles the object; nothing ran
+
+    why = load_refused({"w": torch.zeros(4), "values": {}, "hook": None}, ApolloStorageReader(planted, **settings))
+    assert "item 'hook' is a pickle torch's weights-only loader refuses" in why, why
+    assert not marker.exists(), "the planted value was unpickled"
+
+    loaded = {"w": torch.zeros(4), "values": {"step": 0, "run": "", "losses": []}}
+    dcp.load(loaded, storage_reader=ApolloStorageReader(plain, **settings))
+    assert torch.equal(loaded["w"], torch.ones(4)) and loaded["values"] == values
+
+    dcp.load({"w": torch.zeros(4), "values": {}, "hook": None},
+             storage_reader=ApolloStorageReader(planted, trust_pickles=True, **settings))  # fmt: skip
+    assert marker.exists(), "trusted, the planted value is unpickled and runs its command"

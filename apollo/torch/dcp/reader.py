@@ -13,8 +13,13 @@
   in waves of at most ``WAVE_BYTES`` held at once. Resharded loads read just the rows (or span) of each
   stored chunk that hold the hypercube asked for.
 - ``.metadata`` is read with torch's weights-only loader (``layout.metadata_of``): a planted one cannot run
-  code. (Bytes items are handed to the planner, and torch's ``DefaultLoadPlanner`` unpickles them with
-  ``weights_only=False``: that is torch's, whatever the reader.) Checkpoints saved by torch's own fsspec
+  code. Bytes items (what ``torch.save`` made of a non-tensor value) go to the planner, and torch's
+  ``DefaultLoadPlanner`` unpickles them with ``weights_only=False``: anyone who could write one file of the
+  checkpoint would run code in every rank that loads it. The reader first loads each with the weights-only
+  loader and refuses the load when that fails. Passing it proves the same bytes build only what that
+  loader allows (the planner's loader then resolves the same globals, all of them on its allow list). A
+  job whose checkpoints hold other objects (NumPy's RNG state, say) and whose writers it trusts passes
+  ``trust_pickles=True``. Checkpoints saved by torch's own fsspec
   writer (a plain pickle, a ``torch.save`` archive per tensor) are refused with a clear error; ``dcp.load``
   with no reader loads them through the ``apollo`` protocol.
 """
@@ -79,8 +84,10 @@ class ApolloStorageReader(CheckpointPlace, StorageReader):
     ``ApolloStorageWriter`` takes them."""
 
     def __init__(self, checkpoint_id: str | os.PathLike | None = None, *, endpoint: str | None = None,
-                 access_key: str | None = None, secret_key: str | None = None) -> None:  # fmt: skip
+                 access_key: str | None = None, secret_key: str | None = None,
+                 trust_pickles: bool = False) -> None:  # fmt: skip
         CheckpointPlace.__init__(self, endpoint, access_key, secret_key)
+        self.trust_pickles = trust_pickles  # hand bytes items to the planner unchecked (the module says when)
         self.storage_data: dict[Any, Any] = {}
         self.load_id = uuid.uuid4().hex
         self._save_id: str | None = None
@@ -157,11 +164,22 @@ class ApolloStorageReader(CheckpointPlace, StorageReader):
     def _deliver(self, job: _Job, data: memoryview | None, planner: LoadPlanner) -> None:
         request = job.request
         if job.target is None:
+            if not self.trust_pickles:
+                self._refuse_unsafe_pickle(request, data)
             planner.load_bytes(request, io.BytesIO(data))
             return
         if job.direct is None:
             job.target.copy_(hypercube_in(data, job.dtype, job.span))
         planner.commit_tensor(request, job.target)
+
+    def _refuse_unsafe_pickle(self, request: ReadItem, data: memoryview | None) -> None:
+        """:raises RuntimeError: the item does not load with torch's weights-only loader (the module says why)."""
+        try:
+            torch.load(io.BytesIO(data), weights_only=True)
+        except Exception as exc:
+            raise RuntimeError(f"{self.url}: item {request.dest_index.fqn!r} is a pickle torch's weights-only loader "
+                               f"refuses ({str(exc).splitlines()[0][:200]}); loading it could run code. Pass "
+                               "ApolloStorageReader(..., trust_pickles=True) if its writers are trusted") from None
 
     # on the client's loop ---------------------------------------------------------------------
 
