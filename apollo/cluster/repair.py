@@ -262,20 +262,30 @@ class RepairWorker:
         header, footer = await self._header_and_footer(layout, sources + list(copy_from))
         sinks: dict[int, ShardSink] = {}
         written = 0
+        appending: asyncio.Future | None = None  # the previous batch's appends, still going
         try:
             for index, drive in targets.items():
                 await self.ops_budget.take(1)
                 shard_header = encode_header({**header, "shard": index, "drive": drive})
                 sinks[index] = await self.ctx.node(drive).open_shard(drive, layout.shard(index), shard_header)
+            # Pipelined: a batch is read and rebuilt while the one before it is written (each shard's stream
+            # still takes its batches in order: a batch's appends start once the previous ones are done).
             for s0, s1 in geometry.batches():
                 records = await self._batch_records(layout, geometry, s0, s1, sources, targets, copy_from)
+                if appending is not None:
+                    await appending
                 await self.ops_budget.take(len(sinks))
-                await asyncio.gather(*(sinks[i].append(records[i]) for i in sinks))
+                appending = asyncio.gather(*(sinks[i].append(records[i]) for i in sinks))
                 batch_bytes = sum(len(r) for rs in records.values() for r in rs)
                 await self.bytes_budget.take(batch_bytes)
                 written += batch_bytes
+            if appending is not None:
+                await appending
             await asyncio.gather(*(sink.finish(footer) for sink in sinks.values()))
         except BaseException:
+            if appending is not None:
+                appending.cancel()
+                await asyncio.gather(appending, return_exceptions=True)
             await asyncio.gather(*(sink.abort() for sink in sinks.values()), return_exceptions=True)
             raise
         for index, drive in targets.items():  # read back what was written before pointing readers at it
