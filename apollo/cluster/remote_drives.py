@@ -37,11 +37,15 @@ class ClusterDrives:
         """What the repair worker and the rebalancer need: states, writable drives, replacements, placement
         candidates and every drive's failure domain (its rack when racks are labelled, else its node)."""
         domains = self.map.domains()
+        # The map is the service's answer of a moment ago; the records are this process's, and its own state
+        # changes land in them at once. A drive this process just failed may still be online in the map: a
+        # repair would then choose it as the target for its own lost shards, fail to open it, and back off.
+        online = {d for d, r in self.records.items() if r.state == "online"}
         return DriveView(
             states={d: r.state for d, r in self.records.items()},
-            writable=self.map.writable(),
+            writable=self.map.writable() & online,
             replaced_by={d: r.replaced_by for d, r in self.records.items() if r.replaced_by},
-            candidates=self.map.candidates(),
+            candidates=[c for c in self.map.candidates() if c.drive_id in online],
             domain_of={d: domains.get(r.node, r.node) for d, r in self.records.items()},
         )
 
