@@ -177,8 +177,9 @@ class ApolloStorageReader(CheckpointPlace, StorageReader):
         try:
             torch.load(io.BytesIO(data), weights_only=True)
         except Exception as exc:
+            why = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
             raise RuntimeError(f"{self.url}: item {request.dest_index.fqn!r} is a pickle torch's weights-only loader "
-                               f"refuses ({str(exc).splitlines()[0][:200]}); loading it could run code. Pass "
+                               f"refuses ({why}); loading it could run code. Pass "
                                "ApolloStorageReader(..., trust_pickles=True) if its writers are trusted") from None
 
     # on the client's loop ---------------------------------------------------------------------
