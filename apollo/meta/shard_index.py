@@ -60,10 +60,12 @@ def unindex_data(db: Conn, among: str, args: tuple) -> None:
 
 
 def move_shard(db: Conn, segment_id: str, pg: int, index: int, old: str, new: str) -> None:
-    """Shard ``index`` of a segment moved from drive ``old`` to drive ``new`` (a repair's commit)."""
+    """Shard ``index`` of a segment moved from drive ``old`` to drive ``new`` (a repair's commit). A row already
+    there (a layout edited by hand, behind the index's back, moved the shard away from ``new`` before) is kept:
+    a stale index must not make the repair that puts the shard back fail."""
     db.execute(_DELETE, (old, pg, segment_id, index))
     if new != NO_DRIVE:
-        db.execute(_INSERT, (new, pg, segment_id, index))
+        db.execute(_INSERT + " ON CONFLICT DO NOTHING", (new, pg, segment_id, index))
 
 
 def segments_on_drive_sql(drive_id: str, pg: int, segment_id: str, limit: int) -> tuple[str, tuple]:

@@ -93,3 +93,16 @@ def test_a_page_of_a_drive_s_walk_is_an_index_range_not_a_scan(tmp_path):
         assert any(step.startswith("SEARCH d ") and "drive_id=?" in step for step in plan), plan  # d: drive_shards
     finally:
         store.close()
+
+
+def test_a_repair_putting_a_shard_back_where_a_hand_edit_took_it_from_commits(store):
+    """A layout edited behind the index's back (an operator's SQL, an old version) leaves a stale row; the
+    repair that moves the shard back onto that drive must still commit (the rebalancer does exactly that)."""
+    segment = pending(store, drives=POOL[:6])
+    commit(store, "k", [segment])
+    moved = [POOL[6], *POOL[1:6]]  # shard 0 onto another drive, by hand
+    with store.tx() as db:
+        db.execute("UPDATE segments SET layout = replace(layout, ?, ?) WHERE segment_id = ?",
+                   (f'"{POOL[0]}"', f'"{POOL[6]}"', segment.segment_id))  # fmt: skip
+    assert store.commit_repair(segment.segment_id, tuple(moved), {0: POOL[0]})
+    assert walk(store, POOL[0], 10) == [segment.segment_id] == model(store, POOL[0])
