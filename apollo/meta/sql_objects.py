@@ -58,7 +58,8 @@ def _json(text: str) -> Any:
 
 
 def attrs_from_row(row: Row) -> ObjectAttrs:
-    headers = _json(row["headers"])
+    text = row["headers"]
+    headers = {} if text == _NO_HEADERS else _json(text)  # what most objects have: parsed for nothing
     return ObjectAttrs(
         content_type=row["content_type"],
         headers=headers.get("system", {}),
@@ -74,17 +75,19 @@ def parts_json(sizes: list[int], checksums: list[str] | None = None) -> str:
     return dumps([[size, checksum] for size, checksum in zip(sizes, checksums, strict=True)] if checksums else sizes)
 
 
-def part_sizes(column: str) -> list[int]:
-    return [item[0] if isinstance(item, list) else item for item in _json(column)]
-
-
-def part_checksums(column: str) -> list[str]:
+def parts_from_column(column: str) -> tuple[list[int], list[str]]:
+    """A parts column's part sizes and part checksums (none for an upload without a checksum algorithm)."""
     items = _json(column)
-    return [item[1] for item in items] if items and isinstance(items[0], list) else []
+    if not items or not isinstance(items[0], list):
+        return items, []
+    return [size for size, _ in items], [checksum for _, checksum in items]
 
 
 def headers_json(attrs: ObjectAttrs) -> str:
     return dumps({"system": attrs.headers, "user": attrs.user_meta})
+
+
+_NO_HEADERS = headers_json(ObjectAttrs())
 
 
 class ObjectOps(SqlBase):
@@ -255,6 +258,7 @@ class ObjectOps(SqlBase):
         return ObjectData(size=row["size"], segments=[SegmentLayout.from_json(json.loads(s["layout"])) for s in segs])
 
     def _version(self, row: Row, with_data: bool) -> Version:
+        parts, checksums = parts_from_column(row["parts"])
         return Version(
             bucket=row["bucket"],
             key=row["key"],
@@ -265,10 +269,10 @@ class ObjectOps(SqlBase):
             etag=row["etag"],
             last_modified=row["last_modified"],
             attrs=attrs_from_row(row),
-            parts=part_sizes(row["parts"]),
+            parts=parts,
             data=self._load_data(row) if with_data and not row["delete_marker"] else None,
             seq=row["id"],
-            part_checksums=part_checksums(row["parts"]),
+            part_checksums=checksums,
         )
 
     # versions --------------------------------------------------------------------------------

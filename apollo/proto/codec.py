@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import itertools
 import operator
 import threading
 from typing import Any
@@ -93,6 +94,7 @@ _FIELD_NAMES: dict[type, tuple[str, ...]] = {
     cls: tuple(field.name for field in dataclasses.fields(cls)) for cls in _TYPES.values()
 }
 _FIELDS = {cls: frozenset(names) for cls, names in _FIELD_NAMES.items()}
+_INIT_FIELDS = {cls: tuple(field for field in dataclasses.fields(cls) if field.init) for cls in _TYPES.values()}
 _ABSENT = object()
 
 
@@ -215,7 +217,7 @@ def _decode_columns(value: dict) -> list:
     if cls is None:
         raise ValueError(f"unknown record type on the wire: {name!r}")
     known = _FIELDS[cls]
-    names, decoded = [], []
+    present: dict[str, list] = {}
     for field_name, column in columns.items():
         if field_name not in known:
             continue
@@ -225,11 +227,28 @@ def _decode_columns(value: dict) -> list:
             column = [item if type(item) in _PLAIN else decode(item) for item in column]
         if type(column) is not list or len(column) != count:
             raise ValueError(f"column {field_name!r} of {name} is not a list of {count} values")
-        names.append(field_name)
-        decoded.append(column)
-    records = [cls(**dict(zip(names, row, strict=True))) for row in zip(*decoded, strict=True)] if names \
-        else [cls() for _ in range(count)]  # fmt: skip
-    return _placed(value, records)
+        present[field_name] = column
+    return _placed(value, _records(cls, count, present))
+
+
+def _records(cls: type, count: int, columns: dict[str, list]) -> list:
+    """``count`` records of ``cls`` from its columns, built with positional arguments: keyword arguments cost
+    six times as much (a third of a batch lookup's decoding). A field left out before the last one sent takes
+    its default; one with no default is an error. :raises ValueError:"""
+    positional: list = []
+    for field in _INIT_FIELDS[cls]:
+        if not columns:
+            break
+        column = columns.pop(field.name, None)
+        if column is None:
+            if field.default is not dataclasses.MISSING:
+                column = itertools.repeat(field.default, count)
+            elif field.default_factory is not dataclasses.MISSING:
+                column = [field.default_factory() for _ in range(count)]
+            else:
+                raise ValueError(f"{cls.__name__} on the wire lacks its field {field.name!r}")
+        positional.append(column)
+    return list(map(cls, *positional)) if positional else [cls() for _ in range(count)]
 
 
 def _placed(value: dict, items: list) -> list:

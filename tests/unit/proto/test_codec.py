@@ -224,10 +224,21 @@ def test_lists_of_records_go_as_columns_and_come_back_equal():
     assert b'"@c"' not in codec.dumps_framed(answer)  # only for a caller that asked for columns
 
 
+def test_fields_left_out_of_columns_take_their_defaults_each_record_its_own():
+    """Columns are built into records positionally: a field left out before one that was sent takes its
+    default, and a factory's (a dict) is made per record, not shared between them."""
+    attrs = [ObjectAttrs(tags={"n": str(n)}) for n in range(10)]
+    got = _columnar(attrs)
+    assert got == attrs and b'"headers"' not in codec.dumps_framed(attrs, columns=True)
+    got[0].headers["x"] = "y"
+    assert got[1].headers == {}
+
+
 @pytest.mark.parametrize("document", [
     {"@c": "Bucket", "n": 2, "f": {"name": ["a"], "created": [1, 2], "versioning": ["", ""]}},  # short column
     {"@c": "Bucket", "n": 1, "f": {"name": "a", "created": [1], "versioning": [""]}},  # not a list
     {"@c": "Bucket", "n": 1, "f": {"name": ["a"]}},  # a field it needs is missing
+    {"@c": "Bucket", "n": 1, "f": {"name": ["a"], "versioning": [""]}},  # ... before one that is sent
     {"@c": "Garbage", "n": 0, "f": {}},  # an unregistered type
     {"@c": "Bucket", "n": 1, "f": {"name": ["a"], "created": [1], "versioning": [""]}, "at": [5], "of": 2},
     {"@c": "Bucket", "n": 0, "f": {}, "at": [], "of": 1 << 40},  # a list the decoder would have to allocate
