@@ -216,6 +216,7 @@ def _check_removable(store: SqlStore, record: DriveRecord) -> None:
     if record.state in SERVING_STATES or (record.state == "failed" and store.pending_repairs_on(record.drive_id)):
         raise AdminError(f"drive {record.drive_id} is {record.state} and still holds shards; "
                          "drain it first and wait until it is retired")  # fmt: skip
+    store.reconcile_drive_index(record.drive_id)  # ask the layouts themselves, not only the index, before it goes
     if store.segments_after(-1, "", 1, record.drive_id):
         raise AdminError(f"segments still refer to drive {record.drive_id}; wait for its repairs to finish")
 

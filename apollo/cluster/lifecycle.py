@@ -139,9 +139,18 @@ class DriveLifecycle:
         """
         if await self.meta.pending_repairs_on(record.drive_id) or record.drive_id in self.repairs_writing():
             return
-        if await self.meta.segments_after(-1, "", 1, record.drive_id):  # committed after the walk passed it
-            await self.meta.start_drive_job(record.drive_id, "drain" if record.state == "draining" else "evacuate", now)
+        held = await self.meta.segments_after(-1, "", 1, record.drive_id)
+        if held and record.drive_id in held[0].drives:  # committed after the walk passed it
+            await self._walk_again(record, now)
             return
         if record.state == "draining" and await self.meta.garbage_on(record.drive_id):
             return
+        if await self.meta.reconcile_drive_index(record.drive_id):  # the index was wrong: its walk may have missed
+            log.warning("the shard index of drive %s disagreed with the layouts; corrected, walking it again",
+                        record.drive_id)  # fmt: skip
+            await self._walk_again(record, now)
+            return
         await self._set_state(record, "retired", now, "no segment refers to it any more")
+
+    async def _walk_again(self, record: DriveRecord, now: float) -> None:
+        await self.meta.start_drive_job(record.drive_id, "drain" if record.state == "draining" else "evacuate", now)

@@ -79,6 +79,27 @@ def segments_on_drive_sql(drive_id: str, pg: int, segment_id: str, limit: int) -
     )
 
 
+def reconcile_drive(db: Conn, drive_id: str) -> int:
+    """Make the index agree with the layouts for one drive, and return how many of its rows were wrong.
+
+    The index is only as right as the transactions that keep it; a layout changed behind its back (SQL by
+    hand, an older metadata service during an upgrade) would make a drive look empty while a shard is still
+    on it, or hold a row for a shard it no longer has. So the last check before a drive is retired or removed
+    asks the layouts themselves, once: a scan of every segment, not one per page of the drive's walk."""
+    expected: set[tuple[str, int, str, int]] = set()
+    rows = db.execute("SELECT layout FROM segments WHERE layout LIKE ?", (f'%"{drive_id}"%',)).fetchall()
+    for row in rows:
+        layout = json.loads(row["layout"])
+        expected.update(key for key in _keys(layout["segment_id"], layout["pg"], layout["drives"])
+                        if key[0] == drive_id)  # fmt: skip
+    rows = db.execute("SELECT pg, segment_id, shard_index FROM drive_shards WHERE drive_id = ?", (drive_id,)).fetchall()
+    indexed = {(drive_id, r["pg"], r["segment_id"], r["shard_index"]) for r in rows}
+    missing, stale = expected - indexed, indexed - expected
+    db.executemany(_INSERT, sorted(missing))
+    db.executemany(_DELETE, sorted(stale))
+    return len(missing) + len(stale)
+
+
 def rebuild_shard_index(db: Conn) -> int:
     """Index every committed segment again from its layout; returns how many shards are indexed."""
     db.execute("DELETE FROM drive_shards")

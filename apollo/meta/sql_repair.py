@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 
-from apollo.meta.shard_index import move_shard, segments_on_drive_sql
+from apollo.meta.shard_index import move_shard, reconcile_drive, segments_on_drive_sql
 from apollo.meta.sqlbase import SqlBase, dumps
 from apollo.proto.layout import SegmentLayout
 from apollo.proto.records import DriveJob, RepairItem
@@ -210,6 +210,12 @@ class RepairOps(SqlBase):
     def finish_drive_job(self, drive_id: str, now: float) -> None:
         with self.tx() as db:
             db.execute("UPDATE drive_jobs SET finished = ? WHERE drive_id = ?", (now, drive_id))
+
+    def reconcile_drive_index(self, drive_id: str) -> int:
+        """Correct the shard index's rows of ``drive_id`` from the layouts (``shard_index.reconcile_drive``);
+        returns how many were wrong. A scan of every segment: for the last check before a drive goes."""
+        with self.tx() as db:
+            return reconcile_drive(db, drive_id)
 
     def garbage_on(self, drive_id: str) -> int:
         """Segments in the garbage queue with a shard on ``drive_id``: writes still in flight (pending rows,

@@ -136,6 +136,7 @@ CALLS: dict[str, Call] = {call.name: call for call in (
     Call("queue_moves", W, _LOCAL, _THREAD),
     Call("queued_moves", R, _LOCAL, _BACKGROUND),
     Call("segments_after", R, _LOCAL, _BACKGROUND),
+    Call("reconcile_drive_index", W, _LOCAL, _THREAD),
     Call("segment_count", R, _LOCAL, _BACKGROUND),
     Call("shard_references", R, _LOCAL, _BACKGROUND),
     Call("pending_repairs_on", R, _LOCAL, _BACKGROUND),

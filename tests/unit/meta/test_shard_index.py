@@ -106,3 +106,21 @@ def test_a_repair_putting_a_shard_back_where_a_hand_edit_took_it_from_commits(st
                    (f'"{POOL[0]}"', f'"{POOL[6]}"', segment.segment_id))  # fmt: skip
     assert store.commit_repair(segment.segment_id, tuple(moved), {0: POOL[0]})
     assert walk(store, POOL[0], 10) == [segment.segment_id] == model(store, POOL[0])
+
+
+def test_reconciling_a_drive_finds_what_a_hand_edit_hid_from_the_index(store):
+    """After a layout is edited behind the index's back, the drive it moved a shard onto looks empty to its
+    walk and the drive it took it from does not; the last check before either goes (``reconcile_drive_index``)
+    asks the layouts, corrects both and says so, and a second one finds nothing wrong."""
+    segment = pending(store, drives=POOL[:6])
+    commit(store, "k", [segment])
+    with store.tx() as db:
+        db.execute("UPDATE segments SET layout = replace(layout, ?, ?) WHERE segment_id = ?",
+                   (f'"{POOL[0]}"', f'"{POOL[6]}"', segment.segment_id))  # fmt: skip
+    assert walk(store, POOL[6], 10) == [] and model(store, POOL[6]) == [segment.segment_id]
+    assert store.reconcile_drive_index(POOL[6]) == 1
+    assert walk(store, POOL[6], 10) == [segment.segment_id]
+    assert walk(store, POOL[0], 10) == [segment.segment_id] and model(store, POOL[0]) == []  # a stale row
+    assert store.reconcile_drive_index(POOL[0]) == 1
+    assert walk(store, POOL[0], 10) == []
+    assert [store.reconcile_drive_index(drive) for drive in POOL] == [0] * len(POOL)
