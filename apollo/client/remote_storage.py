@@ -251,6 +251,11 @@ class RemoteStorageNode(StorageNode):
             )
 
     def suspect(self, exc: BaseException) -> None:
+        """Fail reads of this node at once for a while after it failed to answer. Not after a reply this client
+        could not parse (EPROTO): the node answered, and the connection is dropped; on ``apollo server`` one
+        endpoint serves every drive, so suspecting it for one bad reply failed every read for seconds."""
+        if isinstance(exc, OSError) and exc.errno == errno.EPROTO:
+            return
         if isinstance(exc, TimeoutError | ConnectionError | aiohttp.ClientConnectorError):
             self.suspect_until = time.monotonic() + self.timeouts.suspect_s
 

@@ -19,6 +19,8 @@ import pytest
 import uvloop
 
 from apollo.client.fetch import ERROR_BODY_LIMIT, HEAD_LIMIT, Reply, ShardFetcher
+from apollo.client.remote_storage import RemoteStorageNode
+from apollo.proto.layout import ShardRef
 
 TARGET = "/_apollo/shards/d1/7/seg/0?offset=0&length=5"
 HANG_UP = object()  # in a script's writes: the node closes the connection there
@@ -271,3 +273,22 @@ def test_close_closes_idle_connections(run):
         await node.until(lambda: node.client_closed == 2)
 
     run(scenario, [[ok(b"a")]], [[ok(b"a")]])
+
+
+def test_a_reply_not_spoken_does_not_make_the_node_look_down(run):
+    """A node that answered with a reply the client refuses (EPROTO) is up: the connection is dropped, but the
+    next read goes out at once. Suspecting the node failed every read of an ``apollo server``, whose one
+    endpoint serves every drive, for seconds after one bad reply."""
+
+    async def scenario(node: Node, fetcher: ShardFetcher) -> None:
+        # Shard reads go through the fetcher alone: no aiohttp session.
+        remote = RemoteStorageNode(f"http://{fetcher.host}:{fetcher.port}", ["d1"], lambda op, segment: "t0k",
+                                   session=None)  # fmt: skip
+        remote.fetcher = fetcher
+        shard = ShardRef(pg=7, segment_id="0" * 32, index=0)
+        with pytest.raises(ConnectionError) as refused:
+            await remote.read("d1", shard, 0, 5)
+        assert refused.value.errno == errno.EPROTO
+        assert await remote.read("d1", shard, 0, 5) == b"fine"
+
+    run(scenario, [[REFUSED["head without an end"]]], [[ok(b"fine")]])
