@@ -127,12 +127,18 @@ def test_scrub_finds_every_flipped_shard_and_repair_restores_the_exact_bytes(mak
     objects.verify(s3, "data")
 
 
-def test_drained_drive_is_emptied_and_retired_with_nothing_lost(make_server):
+def _seven_drives_written(make_server, seed: int):
+    """A server of 7 drives with objects in bucket ``data``: (server, its S3 client, the objects written)."""
     server = make_server(drives=7)
     s3 = server.s3()
     s3.create_bucket(Bucket="data")
-    objects = Workload(31)
+    objects = Workload(seed)
     objects.write(s3, "data", 6)
+    return server, s3, objects
+
+
+def test_drained_drive_is_emptied_and_retired_with_nothing_lost(make_server):
+    server, s3, objects = _seven_drives_written(make_server, 31)
     leaving = server.drives[3]
     assert list((leaving / "shards").rglob("*.*"))
     admin("drive", "drain", str(leaving), "--wait", meta_dir=server.meta_dir)
@@ -150,11 +156,7 @@ def test_a_drive_the_shard_index_forgot_is_not_retired_while_it_holds_shards(mak
     """The shard index rows of a drive are lost (as an older metadata service, or SQL by hand, would leave
     them): its drain walks nothing, but the check before retiring asks the layouts, finds the shards, corrects
     the index and walks again, so the drive is emptied before it goes and nothing is lost."""
-    server = make_server(drives=7)
-    s3 = server.s3()
-    s3.create_bucket(Bucket="data")
-    objects = Workload(37)
-    objects.write(s3, "data", 6)
+    server, s3, objects = _seven_drives_written(make_server, 37)
     leaving = server.drives[3]
     (drive_id,) = query(server, "SELECT drive_id FROM drives WHERE path = ?", (str(leaving.resolve()),))[0]
     server.stop()
