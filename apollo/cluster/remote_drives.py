@@ -5,15 +5,20 @@ heartbeat; a node that stops heartbeating makes all its drives ``unreachable``. 
 reports go through the same ``DriveLifecycle`` as the all-in-one server's probes: an
 unreachable drive goes offline at once and fails after ``drive_offline_grace_s``, a
 gone one fails at once, and a failed drive's shards are queued for the repair worker.
+
+Silence counts only once the manager has been listening for a node's whole heartbeat timeout: a metadata
+database outage (a failover) stops every heartbeat at once, and the manager that takes the lease after it
+would otherwise find every node silent and take every drive offline, failing writes until the next beats.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 
-from apollo import metrics
+from apollo import limits, metrics
 from apollo.cluster.lifecycle import DriveLifecycle
 from apollo.cluster.repair import DriveView
 from apollo.proto.cluster_map import SERVING_STATES, ClusterMap, DriveRecord, DriveState
@@ -32,6 +37,7 @@ class ClusterDrives:
         self.map = ClusterMap(epoch=-1)
         self.records: dict[str, DriveRecord] = {}
         self._writable: set[str] = set()
+        self._listening_since = time.monotonic()  # since this manager last could not read the heartbeats
 
     def view(self) -> DriveView:
         """What the repair worker and the rebalancer need: states, writable drives, replacements, placement
@@ -50,13 +56,17 @@ class ClusterDrives:
         )
 
     async def step(self) -> None:
+        asked = time.monotonic()
         self.map = await self.cluster_map()
         self.records = {r.drive_id: r for r in await self.meta.list_drives()}
+        if time.monotonic() - asked > STEP_S:  # the database was away (calls retry): beats went unrecorded
+            self._listening_since = time.monotonic()
         nodes = {n.name: n.alive for n in self.map.nodes}
+        heard_long_enough = time.monotonic() - self._listening_since >= limits.node_dead_after_s
         health = {
             drive_id: record.health if nodes[record.node] else "silent"
             for drive_id, record in self.records.items()
-            if record.node in nodes and record.state in SERVING_STATES
+            if record.node in nodes and record.state in SERVING_STATES and (nodes[record.node] or heard_long_enough)
         }
         writable = self.map.writable()
         gained, self._writable = bool(writable - self._writable), writable
@@ -66,9 +76,12 @@ class ClusterDrives:
             metrics.drives_by_state.labels(state).set(sum(r.state == state for r in self.records.values()))
 
     async def run_forever(self) -> None:
+        """The manager's loop (started each time this process takes the lease)."""
+        self._listening_since = time.monotonic()
         while True:
             try:
                 await self.step()
             except Exception:
                 log.exception("cluster drive step failed")
+                self._listening_since = time.monotonic()
             await asyncio.sleep(STEP_S)
