@@ -43,7 +43,7 @@ ACCEPT = f"{codec.FRAMED_COLUMNS}, {codec.FRAMED}"  # a service of an older vers
 RETRY_FOR_S = 30.0
 MAP_REFRESH_S = limits.cluster_map_refresh_s
 # A call waits this long for its answer: more than a metadata call takes while the database is away
-# (the service retries for 30 s) before its outcome is unknown.
+# (the service retries for 45 s: a failover of its database) before its outcome is unknown.
 CALL_TIMEOUT = aiohttp.ClientTimeout(total=60.0, connect=3.0)
 # The map refresh (every MAP_REFRESH_S) is the services' health check: it tries each once within this.
 # When none answers, an outage starts: calls fail at once, instead of hanging a minute each, until one does.

@@ -33,7 +33,14 @@ from apollo import errors
 
 T = TypeVar("T")
 
-RETRY_FOR_S = 30.0  # how long a call keeps retrying an unreachable database (a PostgreSQL restart, a failover)
+# How long a call keeps retrying an unreachable database: a PostgreSQL restart, or a failover, which under
+# Patroni's default timings takes 20-30 s from a primary's death to the standby's promotion (the leader key's
+# time to live), then a moment for the pool to reach it (``POOL_RECONNECT_S``).
+RETRY_FOR_S = 45.0
+# How long the pool keeps one attempt at a new connection going, with its backoff of 1, 2, 4, 8... s. After a
+# failover the backoff had grown to waits of 8-16 s and the pool missed the promoted standby by up to 10 s;
+# an attempt given up after this is made again, from a 1 s wait, by the next call that wants a connection.
+POOL_RECONNECT_S = 2.0
 # A process that hangs inside a transaction (SIGSTOP, a stuck disk) must not hold its row locks, the
 # manager lease's among them, for ever: PostgreSQL ends such a transaction, and a call waiting on a
 # lock gives up and reruns rather than queueing behind it indefinitely.
@@ -237,6 +244,7 @@ class PostgresEngine(Engine):
         self.pool_size = pool_size
         self.pool = psycopg_pool.ConnectionPool(
             url, min_size=1, max_size=pool_size, open=False, timeout=5.0, name="apollo-meta",
+            reconnect_timeout=POOL_RECONNECT_S,
             kwargs={"autocommit": True, "row_factory": dict_row, "connect_timeout": 5, "options": SESSION_OPTIONS},
         )  # fmt: skip
         self.pool.open(wait=False)
