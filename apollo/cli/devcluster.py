@@ -1,7 +1,9 @@
 """``apollo dev-cluster``: a whole cluster on this machine in one command, stopped by Ctrl-C.
 
 With ``--postgres`` it also runs PostgreSQL from Debian's packages in a temporary
-directory; without, the metadata service keeps SQLite in the data directory. Each
+directory; with ``--postgres-ha``, three PostgreSQL servers under Patroni (one etcd), a primary
+and a synchronous standby, which the metadata services follow through a multi-host URL; without
+either, the metadata service keeps SQLite in the data directory. Each
 process logs to ``DATA/<name>.log``; the command prints the endpoints and credentials.
 With ``--tls`` it makes a throwaway cluster CA and a certificate per role in ``DATA/tls``
 (new ones at every start) and runs every role with ``--certs``: mutual TLS between the
@@ -28,21 +30,13 @@ CERT_DAYS = 30  # the throwaway CA's and certificates' lifetime: longer than any
 
 def cmd_dev_cluster(args: argparse.Namespace) -> None:
     from apollo.testing.cluster import LocalCluster
-    from apollo.testing.postgres import TempPostgres
 
     root = Path(args.data).resolve()
     if args.fresh and root.exists():
         shutil.rmtree(root)
     root.mkdir(parents=True, exist_ok=True)
-    postgres = None
-    if args.postgres:
-        try:
-            postgres = TempPostgres(durable=True).start()
-        except RuntimeError as exc:
-            sys.exit(f"dev-cluster --postgres: {exc}")
-        database = postgres.create_database("apollo")
-    else:
-        database = str(root / "meta.db")
+    postgres = _start_postgres(args)
+    database = postgres.create_database("apollo") if postgres is not None else str(root / "meta.db")
     cluster = LocalCluster(root, database, nodes=args.nodes, drives=args.drives, metas=args.metas,
                            gateways=args.gateways, ec=args.ec, tls=args.tls, cert_days=CERT_DAYS)  # fmt: skip
     stop = False
@@ -57,6 +51,10 @@ def cmd_dev_cluster(args: argparse.Namespace) -> None:
         cluster.start()
         print(f"Apollo dev cluster in {root}  (logs: {root}/*.log)")
         print(f"  metadata   {cluster.meta_urls}  ({'PostgreSQL ' + database if postgres else 'SQLite ' + database})")
+        if args.postgres_ha:
+            print(f"  Patroni    {postgres.root}  (members {', '.join(m.name for m in postgres.members)}; "
+                  f"REST http://127.0.0.1:{postgres.members[0].rest_port}/cluster; patronictl -c "
+                  f"{postgres.members[0].config} list)")  # fmt: skip
         for node in cluster.nodes:
             print(f"  storage    {node.endpoint}  {node.name}")
         for gateway in cluster.gateways:
@@ -78,6 +76,19 @@ def cmd_dev_cluster(args: argparse.Namespace) -> None:
         print("dev cluster stopped")
 
 
+def _start_postgres(args: argparse.Namespace):
+    """The metadata database server the flags ask for (one PostgreSQL, or three under Patroni), or None."""
+    if not (args.postgres or args.postgres_ha):
+        return None
+    from apollo.testing.patroni import TempPatroniCluster
+    from apollo.testing.postgres import TempPostgres
+
+    try:
+        return TempPatroniCluster(members=3).start() if args.postgres_ha else TempPostgres(durable=True).start()
+    except RuntimeError as exc:
+        sys.exit(f"dev-cluster {'--postgres-ha' if args.postgres_ha else '--postgres'}: {exc}")
+
+
 def _print_clients(cluster: LocalCluster) -> None:
     """How a native client (and, under TLS, an S3 client) connects."""
     keys = f"{cluster.meta_urls!r}, {DEV_ACCESS_KEY!r}, {DEV_SECRET_KEY!r}"
@@ -96,10 +107,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("dev-cluster", help="run a whole local cluster (meta, storage nodes, gateway) until Ctrl-C")
     parser.add_argument("--nodes", type=int, default=6, help="storage nodes (default 6)")
     parser.add_argument("--drives", type=int, default=2, help="directory drives per node (default 2)")
-    parser.add_argument("--metas", type=int, default=1, help="metadata services (more need --postgres)")
+    parser.add_argument("--metas", type=int, default=1, help="metadata services (more need PostgreSQL)")
     parser.add_argument("--gateways", type=int, default=1)
     parser.add_argument("--ec", default="4+2")
     parser.add_argument("--postgres", action="store_true", help="metadata in a throwaway PostgreSQL server")
+    parser.add_argument("--postgres-ha", action="store_true",
+                        help="metadata in 3 PostgreSQL servers under Patroni, one a synchronous standby")  # fmt: skip
     parser.add_argument("--data", default="apollo-dev-cluster", help="directory for drives and logs")
     parser.add_argument("--fresh", action="store_true", help="delete the data directory first")
     parser.add_argument("--tls", action="store_true",
