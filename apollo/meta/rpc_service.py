@@ -37,6 +37,7 @@ from apollo.proto.records import Conditions, Lookup, Version
 
 log = logging.getLogger("apollo.meta.rpc")
 MAP_TTL_S = 1.0
+UNRECORDED_AFTER_S = 2.0  # a map that took longer waited for an unreachable database (its calls retry)
 DAMAGE_REASON_CHARS_MAX = 500
 
 
@@ -92,11 +93,38 @@ class MetaRpc:
     # server places by its own drive probes, where every drive is a failure domain of its own.
     places: bool = True
     _map: tuple[float, ClusterMap] | None = field(default=None, repr=False)
+    # Wall-clock span in which this service could not reach its database, so no heartbeat was recorded:
+    # (first failure or slow answer, its end); ``_blind_since`` while it lasts.
+    _unrecorded: tuple[float, float] | None = field(default=None, repr=False)
+    _blind_since: float | None = field(default=None, repr=False)
+
+    def liveness_clock(self, now: float) -> float:
+        """The time node heartbeats are judged against: ``now``, less the span of a database outage that ended
+        less than a heartbeat timeout ago. No beat could be recorded then; judged against ``now``, every node
+        would look dead at once when the database came back (a failover), and no write could be placed until
+        each had beaten again. A node that died during the outage is found a heartbeat timeout later."""
+        if self._unrecorded is None:
+            return now
+        began, ended = self._unrecorded
+        if now > ended + limits.node_dead_after_s:
+            self._unrecorded = None
+            return now
+        return now - (ended - began)
 
     async def cluster_map(self) -> ClusterMap:
         now = time.monotonic()
         if self._map is None or now - self._map[0] > MAP_TTL_S:
-            fresh = await self.meta.cluster_map(time.time(), limits.node_dead_after_s, self.reserve_bytes)
+            asked = time.time()
+            try:
+                fresh = await self.meta.cluster_map(self.liveness_clock(asked), limits.node_dead_after_s,
+                                                    self.reserve_bytes)  # fmt: skip
+            except errors.MetadataUnavailable:
+                self._blind_since = self._blind_since or asked
+                raise
+            answered = time.time()
+            if self._blind_since is not None or answered - asked > UNRECORDED_AFTER_S:  # it waited for the database
+                self._unrecorded = (self._blind_since or asked, answered)
+                self._blind_since = None
             if self.places:
                 self.meta.placement.update(fresh.candidates(), fresh.writable())
             for alive in (True, False):
