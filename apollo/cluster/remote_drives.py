@@ -8,7 +8,8 @@ gone one fails at once, and a failed drive's shards are queued for the repair wo
 
 Silence counts only once the manager has been listening for a node's whole heartbeat timeout: a metadata
 database outage (a failover) stops every heartbeat at once, and the manager that takes the lease after it
-would otherwise find every node silent and take every drive offline, failing writes until the next beats.
+(or whose steps failed during it) would otherwise find every node silent and take every drive offline,
+failing writes until the next beats.
 """
 
 from __future__ import annotations
@@ -56,11 +57,8 @@ class ClusterDrives:
         )
 
     async def step(self) -> None:
-        asked = time.monotonic()
-        self.map = await self.cluster_map()
+        self.map = await self.cluster_map()  # judged with the outages of the database allowed for (MetaRpc)
         self.records = {r.drive_id: r for r in await self.meta.list_drives()}
-        if time.monotonic() - asked > STEP_S:  # the database was away (calls retry): beats went unrecorded
-            self._listening_since = time.monotonic()
         nodes = {n.name: n.alive for n in self.map.nodes}
         heard_long_enough = time.monotonic() - self._listening_since >= limits.node_dead_after_s
         health = {

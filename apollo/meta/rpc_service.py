@@ -37,7 +37,8 @@ from apollo.proto.records import Conditions, Lookup, Version
 
 log = logging.getLogger("apollo.meta.rpc")
 MAP_TTL_S = 1.0
-UNRECORDED_AFTER_S = 2.0  # a map that took longer waited for an unreachable database (its calls retry)
+# A map that took longer waited for an unreachable database (calls retry): beats went unrecorded meanwhile.
+UNRECORDED_AFTER_S = limits.node_dead_after_s / 2
 DAMAGE_REASON_CHARS_MAX = 500
 
 
