@@ -34,7 +34,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch.utils.data import get_worker_info
 
-from apollo.client.native import AsyncClient, Client
+from apollo.client.blocking import Client
+from apollo.client.native import AsyncClient
 from apollo.testing.server import DEV_ACCESS_KEY, DEV_SECRET_KEY, ServerProcess, free_port
 from apollo.torch import ApolloDataLoader, ApolloIterableDataset, ApolloSample
 from apollo.torch.plan import epoch_order

@@ -15,7 +15,7 @@ import uuid
 import pytest
 from signed_http import send, sign
 
-from apollo.client.native import Client
+from apollo.client.blocking import Client
 from apollo.testing.s3calls import get_bytes, md5_etag, put_bytes, response_headers
 from apollo.testing.s3error import s3_error
 from apollo.testing.server import DEV_ACCESS_KEY, DEV_SECRET_KEY
