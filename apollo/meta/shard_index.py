@@ -29,6 +29,7 @@ REBUILD_PAGE = 2000  # segments read per statement while rebuilding
 INSERT_ROWS_MAX = 256  # shards per INSERT statement (4 parameters each)
 _INSERT_HEAD = "INSERT INTO drive_shards (drive_id, pg, segment_id, shard_index) VALUES "
 _INSERT = _INSERT_HEAD + "(?, ?, ?, ?)"
+_INSERT_KEEPING = _INSERT + " ON CONFLICT DO NOTHING"  # a row already there stays
 _DELETE = "DELETE FROM drive_shards WHERE drive_id = ? AND pg = ? AND segment_id = ? AND shard_index = ?"
 
 
@@ -65,7 +66,7 @@ def move_shard(db: Conn, segment_id: str, pg: int, index: int, old: str, new: st
     a stale index must not make the repair that puts the shard back fail."""
     db.execute(_DELETE, (old, pg, segment_id, index))
     if new != NO_DRIVE:
-        db.execute(_INSERT + " ON CONFLICT DO NOTHING", (new, pg, segment_id, index))
+        db.execute(_INSERT_KEEPING, (new, pg, segment_id, index))
 
 
 def segments_on_drive_sql(drive_id: str, pg: int, segment_id: str, limit: int) -> tuple[str, tuple]:
@@ -110,6 +111,6 @@ def rebuild_shard_index(db: Conn) -> int:
         if not page:
             return indexed
         rows = [row for r in page for row in _rows(SegmentLayout.from_json(json.loads(r["layout"])))]
-        db.executemany(_INSERT + " ON CONFLICT DO NOTHING", rows)  # a segment id in two rows: indexed once
+        db.executemany(_INSERT_KEEPING, rows)  # a segment id in two rows: indexed once
         indexed += len(rows)
         after = page[-1]["segment_id"]
