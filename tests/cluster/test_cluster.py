@@ -296,9 +296,12 @@ def test_scrub_finds_a_flipped_byte_and_repair_restores_the_shard_and_a_new_node
         time.sleep(0.3)
 
     new = cluster.add_node()  # a new node: its drive joins, the rebalancer moves a share of shards onto it
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 90  # a pass waits while a drive is offline: a loaded suite's missed beats
     while not list((cluster.root / new.name).rglob("shards/*/*.[0-9]")):
-        assert time.monotonic() < deadline, "nothing was moved onto the new node"
+        if time.monotonic() > deadline:
+            log = cluster.metas[0].log_tail(400).splitlines()
+            said = [line for line in log if "rebalance" in line or "drive " in line]
+            pytest.fail("nothing was moved onto the new node; the manager said:\n" + "\n".join(said[-30:]))
         time.sleep(0.5)
     for n in range(12):
         assert len(s3.get_object(Bucket=BUCKET, Key=f"o{n}")["Body"].read()) == 2_000_000
