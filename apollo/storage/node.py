@@ -35,7 +35,7 @@ from apollo import ids, metrics
 from apollo.errors import ChecksumMismatch, DriveError
 from apollo.proto.layout import ShardRef
 from apollo.storage.drive import Drive, ShardFileWriter
-from apollo.storage.sendfile import send_range
+from apollo.storage.sendfile import send_owned
 from apollo.storage.shardfile import open_record
 
 log = logging.getLogger(__name__)
@@ -306,8 +306,7 @@ class LocalStorageNode(StorageNode):
         """``count`` bytes of an ``opened`` shard from ``offset`` to a socket, on a send thread. Its time counts
         as the drive's, though a slow reader makes it longer: a send is a read the kernel does for us."""
         started = time.perf_counter()
-        await asyncio.get_running_loop().run_in_executor(self._senders, send_range, sock_fd, fd, offset, count,
-                                                         stall_s)  # fmt: skip
+        await send_owned(self._senders, sock_fd, fd, offset, count, stall_s)
         _count_io(drive_id, "read", count, started)
 
     async def size(self, drive_id: str, shard: ShardRef) -> int:
