@@ -93,7 +93,6 @@ class TempPatroniCluster:
         self.etcd_port, self.etcd_peer_port = free_port(), free_port()
         self.etcd: subprocess.Popen | None = None
         self.members = [Member(i, f"m{i}", self.root / f"m{i}", free_port(), free_port()) for i in range(members)]
-        self.startup_seconds: float | None = None
 
     # ---------------------------------------------------------------------------------- addresses
 
@@ -102,13 +101,9 @@ class TempPatroniCluster:
         hosts = ",".join(f"127.0.0.1:{m.pg_port}" for m in self.members)
         return f"postgresql://{ROLE}@{hosts}/{database}?target_session_attrs=read-write"
 
-    def member_url(self, index: int, database: str = "postgres") -> str:
-        return f"postgresql://{ROLE}@127.0.0.1:{self.members[index].pg_port}/{database}"
-
     # ------------------------------------------------------------------------------------- start
 
     def start(self, timeout: float = 120.0) -> TempPatroniCluster:
-        began = time.monotonic()
         self._start_etcd()
         for member in self.members:
             member.dir.mkdir()
@@ -124,7 +119,6 @@ class TempPatroniCluster:
             self._start_member(member)
         self.wait_ready(require_sync=len(self.members) > 1, timeout=timeout)
         self.wait_writable(timeout)
-        self.startup_seconds = time.monotonic() - began
         return self
 
     def _start_etcd(self) -> None:
@@ -230,18 +224,18 @@ class TempPatroniCluster:
         raise RuntimeError(f"no leader{' and sync standby' if require_sync else ''} after {timeout} s: "
                            f"{self.cluster_state()}\n{logs}")  # fmt: skip
 
-    def wait_writable(self, timeout: float = 120.0) -> float:
+    def wait_writable(self, timeout: float = 120.0) -> None:
         """Until ``url()`` reaches a server that takes writes (Patroni names the new leader a moment before
-        its promotion ends); returns the seconds waited."""
+        its promotion ends)."""
         import psycopg
 
-        began = time.monotonic()
+        deadline = time.monotonic() + timeout
         while True:
             try:
                 with psycopg.connect(self.url(), autocommit=True, connect_timeout=5):
-                    return time.monotonic() - began
+                    return
             except psycopg.OperationalError:
-                if time.monotonic() - began > timeout:
+                if time.monotonic() > deadline:
                     raise
                 time.sleep(0.1)
 
@@ -301,20 +295,6 @@ class TempPatroniCluster:
         return list(dict.fromkeys(pids))
 
     # ------------------------------------------------------------------------------------ stop
-
-    def stop(self, timeout: float = 30.0) -> None:
-        """Patroni stops its PostgreSQL when it gets SIGTERM; whatever still runs after ``timeout`` is killed."""
-        for member in self.members:
-            if member.process is not None and member.process.poll() is None:
-                for pid in _descendants(member.process.pid):  # Patroni itself, not only runuser
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        for member in self.members:
-            if member.process is not None:
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    member.process.wait(timeout=max(0.1, deadline - time.monotonic()))
-        self._kill_everything()
 
     def destroy(self) -> None:
         self._kill_everything()
