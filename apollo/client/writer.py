@@ -23,7 +23,8 @@ import crc32c
 
 from apollo import faults, limits
 from apollo.client.context import ClientContext, Damage
-from apollo.errors import InsufficientStorage
+from apollo.client.replace import rebuild_lost
+from apollo.errors import InsufficientFragments, InsufficientStorage
 from apollo.proto.layout import ObjectData, Scheme, SegmentLayout, batch_bytes, segment_bytes_max
 from apollo.proto.placement import FailureDomains, rank, spares
 from apollo.storage.ec import codec_for
@@ -187,7 +188,7 @@ class ObjectWriter:
         segment = self._current or await self._open_segment()
         _, buffers = await asyncio.gather(self.ctx.cpu_run(self._hash, batch), self.ctx.cpu_run(self._encode, batch))
         await asyncio.gather(*(self._append(segment, i, [buffers[i]]) for i in range(self.scheme.width)))
-        self._require_quorum(segment)
+        self._require_quorum(segment, self.scheme.k)  # lost shards are rebuilt at the end while k remain
         segment.length += len(batch)
         segment.stripes += -(-len(batch) // (self.scheme.k * self.cell_size))
         self._size += len(batch)
@@ -226,11 +227,12 @@ class ObjectWriter:
         self._require_quorum(segment)
         return segment
 
-    def _spares(self, layout: SegmentLayout, index: int) -> list[str]:
+    def _spares(self, layout: SegmentLayout, index: int, avoid: frozenset[str] = frozenset()) -> list[str]:
         """Writable drives that may take shard ``index`` instead, best first (``placement.spares``: the spread
-        rule first, the refusing drive's own domain last, over-limit domains only rather than lose it)."""
+        rule first, the refusing drive's own domain last, over-limit domains only rather than lose it).
+        ``avoid``: drives that failed this segment already, though no longer in its layout."""
         candidates, writable = self.ctx.placement.candidates, self.ctx.placement.writable
-        ranked = [c.drive_id for c in rank(layout.pg, candidates) if c.drive_id in writable]
+        ranked = [c.drive_id for c in rank(layout.pg, candidates) if c.drive_id in writable and c.drive_id not in avoid]
         return spares(layout.drives, index, FailureDomains.of(candidates), ranked, SPARES_TRIED)
 
     async def _open_shard(self, segment: _OpenSegment, index: int, drive: str) -> str | None:
@@ -281,11 +283,12 @@ class ObjectWriter:
         layout = segment.layout
         await self.ctx.report(Damage(layout.segment_id, index, layout.drives[index], reason))
 
-    def _require_quorum(self, segment: _OpenSegment) -> None:
-        alive = sum(sink is not None for sink in segment.sinks)
-        if alive < self.quorum:
+    def _require_quorum(self, segment: _OpenSegment, need: int | None = None) -> None:
+        """``need`` shards still being written (the write quorum unless given), else the write fails."""
+        alive, need = sum(sink is not None for sink in segment.sinks), need or self.quorum
+        if alive < need:
             raise InsufficientStorage(
-                f"only {alive} of {self.scheme.width} shards writable, need {self.quorum} ({'; '.join(segment.lost)})"
+                f"only {alive} of {self.scheme.width} shards writable, need {need} ({'; '.join(segment.lost)})"
             )
 
     async def _finish_segment(self) -> None:
@@ -305,11 +308,42 @@ class ObjectWriter:
                 await self._failed(segment, index, "finish", exc)
 
         await asyncio.gather(*(finish_one(i) for i in range(self.scheme.width)))
+        segment.layout = replace(segment.layout, length=segment.length)
+        lost = [i for i, sink in enumerate(segment.sinks) if sink is None]
+        if lost and len(lost) <= self.scheme.m:
+            await self._replace_lost(segment, lost, footer)
         self._require_quorum(segment)
-        done = segment.layout
-        self._segments[-1] = SegmentLayout(
-            done.segment_id, done.offset, segment.length, done.scheme, done.cell_size, done.pg, done.drives
-        )
+        self._segments[-1] = segment.layout
+
+    async def _replace_lost(self, segment: _OpenSegment, lost: list[int], footer: bytes) -> None:
+        """Rebuild the shards this write lost on spare drives, from the finished ones (``apollo.client.replace``),
+        and point the pending segment at them; a shard no spare took stays lost (queued for repair)."""
+        failed = frozenset(segment.layout.drives[i] for i in lost)
+
+        async def open_spare(index: int) -> tuple[str, ShardSink] | None:
+            for spare in self._spares(segment.layout, index, failed):
+                if await self._open_shard(segment, index, spare) is None:
+                    drives = list(segment.layout.drives)
+                    drives[index] = spare
+                    segment.layout = replace(segment.layout, drives=tuple(drives))
+                    return spare, segment.sinks[index]
+            return None
+
+        try:
+            placed = await rebuild_lost(self.ctx, segment.layout, lost, open_spare, footer)
+        except InsufficientFragments as exc:
+            log.warning("lost shards of segment %s not rebuilt: %s", segment.layout.segment_id, exc)
+            placed = {}
+        drives = list(segment.layout.drives)
+        for index in lost:
+            if index not in placed:  # opened on a spare whose stream then failed: still lost
+                segment.sinks[index] = None
+                drives[index] = self._segments[-1].drives[index]
+        segment.layout = replace(segment.layout, drives=tuple(drives))
+        if placed:
+            log.info("segment %s: shards %s rebuilt on spares %s", segment.layout.segment_id, sorted(placed),
+                     sorted(placed.values()))  # fmt: skip
+            await self.ctx.meta.repoint_segment(replace(self._segments[-1], drives=segment.layout.drives))
 
     async def _abandon(self) -> None:
         """Remove temp files now; finished shards are collected by GC right away."""

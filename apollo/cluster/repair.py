@@ -357,27 +357,9 @@ class RepairWorker:
                 *(self._read_cells(layout, geometry, i, layout.drives[i], s0, s1) for i in batch)
             )  # fmt: skip
             cells.update({i: g for i, g in zip(batch, got, strict=True) if g is not None})
-        rebuilt = await self.ctx.cpu_run(self._rebuild_cells, geometry, cells, missing, stripes, layout)
+        rebuilt = await self.ctx.cpu_run(geometry.rebuild_records, cells, missing, stripes)
         records.update(rebuilt)
         return records
-
-    @staticmethod
-    def _rebuild_cells(
-        geometry: ShardGeometry, cells: dict[int, list], missing: list[int], stripes: int, layout: SegmentLayout
-    ) -> dict[int, list[bytes]]:
-        out: dict[int, list[bytes]] = {index: [] for index in missing}
-        for n in range(stripes):
-            good = {i: bytes(c[n]) for i, c in cells.items() if c[n] is not None}
-            if len(good) < layout.scheme.k:
-                raise InsufficientFragments(
-                    f"segment {layout.segment_id}: only {len(good)} good cells in a stripe, need {layout.scheme.k}"
-                )
-            lost = [i for i in missing if i not in good]  # a moving shard's good cells are kept as they are
-            chosen = dict(list(good.items())[: layout.scheme.k])
-            fragments = {**{i: good[i] for i in missing if i in good}, **geometry.codec.rebuild(chosen, lost)}
-            for index in missing:
-                out[index].append(seal_record(fragments[index]))
-        return out
 
     async def _delete_old_copies(self, layout: SegmentLayout, targets: dict[int, str]) -> None:
         for index, new_drive in targets.items():

@@ -182,9 +182,9 @@ class MetaRpc:
 
     def tokens_for(self, method: str, result: object) -> dict[str, dict[str, str]]:
         """{segment id: {operation: token}} for the segments ``result`` hands to the caller."""
-        if isinstance(result, SegmentLayout):
-            return {result.segment_id: {tokens.WRITE: self.keyring.issue(tokens.WRITE, result.segment_id,
-                                                                          tokens.TOKEN_TTL_S)}}  # fmt: skip
+        if isinstance(result, SegmentLayout):  # just allocated: to write, and to read back to rebuild a lost shard
+            return {result.segment_id: {op: self.keyring.issue(op, result.segment_id, tokens.TOKEN_TTL_S)
+                                        for op in (tokens.WRITE, tokens.READ)}}  # fmt: skip
         if method in ("get_versions", "get_snapshot_versions", "kv_lookup") and isinstance(result, list):
             versions = [lookup.version for lookup in result if isinstance(lookup, Lookup) and lookup.version]
         elif method == "get_version" and isinstance(result, Version):

@@ -8,10 +8,10 @@ of a segment may be shorter. Readers, the scrubber and the repairer all use this
 from __future__ import annotations
 
 from apollo import limits
-from apollo.errors import ChecksumMismatch
+from apollo.errors import ChecksumMismatch, InsufficientFragments
 from apollo.proto.layout import SegmentLayout
 from apollo.storage.ec import codec_for
-from apollo.storage.shardfile import CRC_BYTES, HEADER_BYTES, open_record
+from apollo.storage.shardfile import CRC_BYTES, HEADER_BYTES, open_record, seal_record
 
 
 class ShardGeometry:
@@ -49,4 +49,26 @@ class ShardGeometry:
             except ChecksumMismatch:
                 out.append(None)
             pos += size
+        return out
+
+    def rebuild_records(self, cells: dict[int, list], missing: list[int], stripes: int) -> dict[int, list[bytes]]:
+        """Cell records of shards ``missing`` for ``stripes`` stripes, from ``cells`` (shard -> verified fragment
+        per stripe, None where one failed). A shard in both keeps its good cells as they are (a move copies
+        what it can) and only its bad ones are decoded, from any k good cells of the stripe.
+
+        :raises InsufficientFragments: a stripe with fewer than k good cells.
+        """
+        k = self.layout.scheme.k
+        out: dict[int, list[bytes]] = {index: [] for index in missing}
+        for n in range(stripes):
+            good = {i: bytes(c[n]) for i, c in cells.items() if c[n] is not None}
+            if len(good) < k:
+                raise InsufficientFragments(
+                    f"segment {self.layout.segment_id}: only {len(good)} good cells in a stripe, need {k}"
+                )
+            lost = [i for i in missing if i not in good]
+            chosen = dict(list(good.items())[:k])
+            fragments = {**{i: good[i] for i in missing if i in good}, **self.codec.rebuild(chosen, lost)}
+            for index in missing:
+                out[index].append(seal_record(fragments[index]))
         return out

@@ -1,5 +1,5 @@
 """The repair worker's pure steps (``apollo.cluster.repair``): where each bad shard goes (``_choose_targets``) and
-how its cells are rebuilt from the survivors (``_rebuild_cells``). No process, no drive, no database; the
+how its cells are rebuilt from the survivors (``ShardGeometry.rebuild_records``). No process, no drive, no database; the
 spread rule itself is tests/unit/cluster/test_spread_rule.py's and test_rebalance_spread.py's."""
 
 from __future__ import annotations
@@ -111,7 +111,7 @@ def test_lost_shards_are_rebuilt_record_for_record():
     expected = cell_records(LAYOUT, DATA)
     for lost in ([0], [5], [0, 5], [2, 3]):
         cells = read_cells(i for i in range(6) if i not in lost)
-        rebuilt = RepairWorker._rebuild_cells(ShardGeometry(LAYOUT), cells, lost, LAYOUT.stripe_count, LAYOUT)
+        rebuilt = ShardGeometry(LAYOUT).rebuild_records(cells, lost, LAYOUT.stripe_count)
         assert rebuilt == {i: expected[i] for i in lost}, lost
 
 
@@ -120,7 +120,7 @@ def test_a_moving_shard_keeps_its_good_cells_and_only_its_bad_ones_are_decoded()
     cells = read_cells([1, 2, 3, 4, 5])
     cells[5][1] = None  # the moving shard's stripe 1 failed its CRC on the way
     cells[2][3] = None  # and another source has a bad cell elsewhere
-    rebuilt = RepairWorker._rebuild_cells(ShardGeometry(LAYOUT), cells, [0, 5], LAYOUT.stripe_count, LAYOUT)
+    rebuilt = ShardGeometry(LAYOUT).rebuild_records(cells, [0, 5], LAYOUT.stripe_count)
     assert rebuilt == {0: expected[0], 5: expected[5]}
 
 
@@ -128,4 +128,4 @@ def test_a_stripe_with_fewer_than_k_good_cells_cannot_be_rebuilt():
     cells = read_cells([2, 3, 4, 5])
     cells[4][2] = None  # stripe 2: three good cells for a 4+2 segment
     with pytest.raises(InsufficientFragments, match=f"segment {LAYOUT.segment_id}: only 3 good cells"):
-        RepairWorker._rebuild_cells(ShardGeometry(LAYOUT), cells, [0, 1], LAYOUT.stripe_count, LAYOUT)
+        ShardGeometry(LAYOUT).rebuild_records(cells, [0, 1], LAYOUT.stripe_count)
