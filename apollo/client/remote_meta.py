@@ -104,6 +104,16 @@ class RemoteMeta:
             raise errors.MetadataUnavailable(UNAVAILABLE)
         return await self._send(method, args, kwargs, patient=True)
 
+    async def call_briefly(self, method: str, *args, **kwargs):
+        """``call``, but each service is tried once, within ``OUTAGE_TIMEOUT``: for a call repeated on a timer
+        (a storage node's heartbeat), where the next one is worth more than waiting on this one. A patient call
+        on a connection whose peer went silent waits its whole ``CALL_TIMEOUT``, and TCP's retransmission
+        backoff delays it further after the link heals: a node's heartbeats stopped for a minute and came back
+        20 s after its rack's link did.
+
+        :raises MetadataUnavailable: no service answered in time."""
+        return await self._send(method, args, kwargs, patient=False)
+
     async def _send(self, method: str, args: tuple, kwargs: dict, *, patient: bool):
         """``patient``: retry unreachable services for ``RETRY_FOR_S``; else try each once, briefly."""
         path = routes.RPC_PREFIX + method

@@ -113,7 +113,7 @@ class StorageProcess:
 
     async def _heartbeat(self, meta: RemoteMeta) -> None:
         drives = await asyncio.to_thread(self._probe)
-        answer = await meta.node_heartbeat(self.config.name, drives)
+        answer = await meta.call_briefly("node_heartbeat", self.config.name, drives)
         self.state.epoch = answer["epoch"]
         self.keyring.replace_from_json(answer["keys"])
 

@@ -11,7 +11,7 @@ from apollo.meta.store import SqlStore
 from apollo.proto import meta_api
 from apollo.proto.meta_api import CALLS, REMOTE, Runs, Who
 
-STUB_OWN = {"start", "refresh", "call", "close"}  # RemoteMeta's own workings, not metadata calls
+STUB_OWN = {"start", "refresh", "call", "call_briefly", "close"}  # RemoteMeta's own workings, not metadata calls
 
 
 def coroutines(cls: type) -> set[str]:
