@@ -18,6 +18,7 @@ import urllib.request
 from pathlib import Path
 
 from apollo.testing.certs import ClusterCerts
+from apollo.testing.netns import Host, Network
 from apollo.testing.server import DEV_ACCESS_KEY, DEV_SECRET_KEY, free_port
 
 
@@ -25,20 +26,27 @@ class RoleProcess:
     """One ``apollo <role>`` process: start, wait for its health endpoint, kill -9, SIGSTOP, restart."""
 
     def __init__(self, name: str, args: list[str], port: int, log_path: Path, module: str = "apollo",
-                 ssl_context: ssl.SSLContext | None = None) -> None:  # fmt: skip
+                 ssl_context: ssl.SSLContext | None = None, host: Host | None = None) -> None:  # fmt: skip
         """``python -m module *args``; the ``apollo`` command gets ``--dev`` (the development key).
-        ``ssl_context``: the process serves HTTPS, and the harness calls it with this context."""
+        ``ssl_context``: the process serves HTTPS, and the harness calls it with this context.
+        ``host``: the process runs in that host's network namespace, at its address (else on loopback)."""
         self.name = name
         self.args = args
         self.port = port
         self.log_path = log_path
         self.module = module
         self.ssl_context = ssl_context
+        self.host = host
         self.process: subprocess.Popen | None = None
 
     @property
+    def address(self) -> str:
+        """``ip:port`` the process listens on (``--address``)."""
+        return f"{self.host.address if self.host else '127.0.0.1'}:{self.port}"
+
+    @property
     def endpoint(self) -> str:
-        return f"{'https' if self.ssl_context else 'http'}://127.0.0.1:{self.port}"
+        return f"{'https' if self.ssl_context else 'http'}://{self.address}"
 
     def fetch(self, path: str, timeout_s: float = 5.0) -> bytes:
         """GET ``path`` (``/metrics``, ``/health/ready``) as a scraper or probe does; raises on no 2xx."""
@@ -49,8 +57,10 @@ class RoleProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
             dev = ["--dev"] if self.module == "apollo" else []
-            self.process = subprocess.Popen([sys.executable, "-m", self.module, *self.args, *dev], stdout=log,
-                                            stderr=subprocess.STDOUT)  # fmt: skip
+            argv = [sys.executable, "-m", self.module, *self.args, *dev]
+            if self.host:
+                argv = self.host.command(argv)  # `ip netns exec` execs the command: the pid stays the role's
+            self.process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -97,19 +107,29 @@ class LocalCluster:
 
     ``tls``: every role with ``--certs`` (``certs``: the cluster CA and a directory per role under
     ``root/tls``), so the roles speak mutual TLS to each other and S3 clients reach the gateways over HTTPS.
+    ``network``: every role on a host of its own in that network; storage node ``i`` in rack
+    ``i % racks`` (its ``--rack`` label too), metadata services and gateways in a rack of their own
+    (``SERVICES_RACK``), so cutting a storage rack never cuts them. The database must then be reachable
+    from the hosts (``TempPostgres.socket_url``: a Unix socket crosses network namespaces).
     """
+
+    SERVICES_RACK = 200
 
     def __init__(
         self, root: Path, database: str, nodes: int = 6, drives: int = 1, metas: int = 1, gateways: int = 1,
         ec: str = "4+2", racks: int = 0, meta_args: tuple[str, ...] = (), tls: bool = False, cert_days: int = 2,
+        network: Network | None = None,
     ) -> None:  # fmt: skip
+        if tls and network:
+            raise ValueError("the throwaway certificates name 127.0.0.1 only: no TLS on a network of hosts")
         self.root = Path(root)
         self.database = database
+        self.network = network
         self.certs = ClusterCerts.create(self.root / "tls", cert_days) if tls else None
         self.ssl_context = self.certs.client_context() if self.certs else None
-        self.metas = [self._role(f"meta{i}", []) for i in range(metas)]
+        self.metas = [self._role(f"meta{i}", self.SERVICES_RACK) for i in range(metas)]
         for meta in self.metas:
-            meta.args = ["meta", "--database", database, "--address", f"127.0.0.1:{meta.port}", *meta_args,
+            meta.args = ["meta", "--database", database, "--address", meta.address, *meta_args,
                          *self._certs_args(meta.name)]  # fmt: skip
         self.meta_urls = ",".join(meta.endpoint for meta in self.metas)
         self.drives_per_node, self.racks = drives, racks
@@ -117,13 +137,14 @@ class LocalCluster:
         self.nodes = [self._node_process(i) for i in range(nodes)]
         self.gateways = []
         for i in range(gateways):
-            gateway = self._role(f"gateway{i}", [])
-            gateway.args = ["gateway", "--meta", self.meta_urls, "--address", f"127.0.0.1:{gateway.port}", "--ec", ec,
+            gateway = self._role(f"gateway{i}", self.SERVICES_RACK)
+            gateway.args = ["gateway", "--meta", self.meta_urls, "--address", gateway.address, "--ec", ec,
                             *self._certs_args(gateway.name)]  # fmt: skip
             self.gateways.append(gateway)
 
-    def _role(self, name: str, args: list[str]) -> RoleProcess:
-        return RoleProcess(name, args, free_port(), self.root / f"{name}.log", ssl_context=self.ssl_context)
+    def _role(self, name: str, rack: int) -> RoleProcess:
+        host = self.network.add_host(name, rack) if self.network else None
+        return RoleProcess(name, [], free_port(), self.root / f"{name}.log", ssl_context=self.ssl_context, host=host)
 
     def _certs_args(self, name: str) -> list[str]:
         """``--certs`` with a new certificate for ``name`` from the cluster CA; nothing without TLS."""
@@ -143,9 +164,9 @@ class LocalCluster:
         drive_dirs = [self.root / f"node{i}" / f"drive{d}" for d in range(self.drives_per_node)]
         self.node_drives[f"node{i}"] = drive_dirs
         rack = ["--rack", f"rack{i % self.racks}"] if self.racks else []
-        node = self._role(f"node{i}", [])
-        node.args = ["storage", *map(str, drive_dirs), "--meta", self.meta_urls, "--address",
-                     f"127.0.0.1:{node.port}", "--name", node.name, *rack, *self._certs_args(node.name)]  # fmt: skip
+        node = self._role(f"node{i}", i % self.racks if self.racks else 0)
+        node.args = ["storage", *map(str, drive_dirs), "--meta", self.meta_urls, "--address", node.address,
+                     "--name", node.name, *rack, *self._certs_args(node.name)]  # fmt: skip
         return node
 
     def _start_node(self, node: RoleProcess) -> RoleProcess:

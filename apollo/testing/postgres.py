@@ -50,6 +50,12 @@ class TempPostgres:
     def url(self, database: str = "postgres") -> str:
         return f"postgresql://{ROLE}@127.0.0.1:{self.port}/{database}"
 
+    def socket_url(self, url: str) -> str:
+        """``url`` (one of this server's) through its Unix socket: what a process in another network
+        namespace reaches the server by, since a socket file crosses namespaces and loopback does not."""
+        database = url.rsplit("/", 1)[1]
+        return f"postgresql://{ROLE}@/{database}?host={self.root}&port={self.port}"
+
     def _run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         command = [str(self.bindir / args[0]), *args[1:]]
         if self._user:
