@@ -59,7 +59,8 @@ def cmd_storage(args: argparse.Namespace) -> None:
     access, secret = _service_key(args)
     config = StorageConfig(drives, args.meta, access, secret, host, port, rack=args.rack,
                            advertise=args.advertise or "", certs=args.certs,
-                           max_connections=args.max_connections)  # fmt: skip
+                           max_connections=args.max_connections, scrub_bytes_per_s=args.scrub_rate * 1024**2,
+                           scrub_interval_s=args.scrub_interval)  # fmt: skip
     if args.name:
         config.name = args.name
     run(config)
@@ -99,6 +100,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                                               "https://ADDRESS with --certs)")  # fmt: skip
     storage.add_argument("--name", help="node name, unique in the cluster (default: the host name)")
     storage.add_argument("--rack", default="", help="failure domain above the node: shards spread over racks")
+    storage.add_argument("--scrub-rate", type=float, default=32.0, metavar="MIB_PER_S",
+                         help="MiB/s this node reads to verify every cell of its own drives' shards (0: no local "
+                              "scrub); damaged shards are queued for repair (default 32)")  # fmt: skip
+    storage.add_argument("--scrub-interval", type=float, default=7 * 24 * 3600.0, metavar="SECONDS",
+                         help="a local scrub pass starts this long after the previous one started (default 7 days)")
     add_certs_flag(storage, "role")
     storage.set_defaults(func=cmd_storage)
 

@@ -4,7 +4,8 @@ At start it asks the metadata service for the deployment, formats new empty driv
 it, registers itself (name, endpoint, rack) with its drives, then heartbeats every
 ``limits.node_heartbeat_interval_s`` with each drive's free space; every heartbeat answer carries the token
 keys, so the node checks capability tokens with no call of its own. A node that
-cannot reach the metadata service keeps serving with the keys it has.
+cannot reach the metadata service keeps serving with the keys it has. It also scrubs its own
+drives at ``--scrub-rate`` (``apollo.cluster.node_scrub``), reporting damaged shards for repair.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from aiohttp import web
 
 from apollo import __version__, limits, metrics, tokens
 from apollo.client.remote_meta import RemoteMeta
+from apollo.cluster.node_scrub import NodeScrubber
 from apollo.errors import ApolloError
 from apollo.eventloop import every, install_uvloop
 from apollo.roles import log_shutdown
@@ -46,6 +48,8 @@ class StorageConfig:
     advertise: str = ""  # the endpoint others use to reach this node; default http(s)://host:port
     certs: Path | None = None  # --certs: mutual TLS (DIR/public.crt, DIR/private.key, the cluster CA in DIR/CAs)
     max_connections: int = 0  # --max-connections; 0: half the process's file-descriptor limit
+    scrub_bytes_per_s: float = 32 * 1024**2  # --scrub-rate: the node's own drives, checked locally; 0: none
+    scrub_interval_s: float = 7 * 24 * 3600.0  # --scrub-interval: a pass starts this long after the last began
 
 
 def endpoint(config: StorageConfig) -> str:
@@ -86,10 +90,14 @@ class StorageProcess:
             await session.close()
             raise SystemExit(f"apollo storage: cannot join the cluster: {exc}") from None
         beat = every(limits.node_heartbeat_interval_s, lambda: self._heartbeat(meta), "heartbeat to meta")
-        heartbeat = asyncio.create_task(beat)
+        tasks = [asyncio.create_task(beat)]
+        if self.config.scrub_bytes_per_s > 0:
+            scrubber = NodeScrubber(meta, self.node, self.config.scrub_bytes_per_s, self.config.scrub_interval_s)
+            tasks.append(asyncio.create_task(scrubber.run_forever()))
         yield
-        heartbeat.cancel()
-        await asyncio.gather(heartbeat, return_exceptions=True)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         await session.close()
         self.node.close()
 

@@ -118,7 +118,7 @@ class LocalCluster:
     def __init__(
         self, root: Path, database: str, nodes: int = 6, drives: int = 1, metas: int = 1, gateways: int = 1,
         ec: str = "4+2", racks: int = 0, meta_args: tuple[str, ...] = (), tls: bool = False, cert_days: int = 2,
-        network: Network | None = None,
+        network: Network | None = None, node_args: tuple[str, ...] = (),
     ) -> None:  # fmt: skip
         if tls and network:
             raise ValueError("the throwaway certificates name 127.0.0.1 only: no TLS on a network of hosts")
@@ -132,7 +132,7 @@ class LocalCluster:
             meta.args = ["meta", "--database", database, "--address", meta.address, *meta_args,
                          *self._certs_args(meta.name)]  # fmt: skip
         self.meta_urls = ",".join(meta.endpoint for meta in self.metas)
-        self.drives_per_node, self.racks = drives, racks
+        self.drives_per_node, self.racks, self.node_args = drives, racks, node_args
         self.node_drives: dict[str, list[Path]] = {}
         self.nodes = [self._node_process(i) for i in range(nodes)]
         self.gateways = []
@@ -166,7 +166,7 @@ class LocalCluster:
         rack = ["--rack", f"rack{i % self.racks}"] if self.racks else []
         node = self._role(f"node{i}", i % self.racks if self.racks else 0)
         node.args = ["storage", *map(str, drive_dirs), "--meta", self.meta_urls, "--address", node.address,
-                     "--name", node.name, *rack, *self._certs_args(node.name)]  # fmt: skip
+                     "--name", node.name, *rack, *self.node_args, *self._certs_args(node.name)]  # fmt: skip
         return node
 
     def _start_node(self, node: RoleProcess) -> RoleProcess:

@@ -1,0 +1,120 @@
+"""Node-local scrub: a storage node verifies its own drives' shard files at a pace, and reports the damaged ones.
+
+The lease holder's scrub (``apollo.cluster.scrub``) reads every shard of the cluster over the network:
+one process's pace bounds the whole cluster's, and every byte crosses the network to be thrown away.
+Here each ``apollo storage`` walks its own drives (placement group by group, as the files lie) and
+checks each shard file as the deep scrub does (``shardcheck``: the header names the file, the footer
+follows the last record, every cell's CRC32C), paced in bytes per second per node, so the cluster's
+scrub rate grows with its nodes. A damaged shard is reported to the metadata service, whose repair
+queue takes it as it takes a reader's report; one the metadata does not place on this drive (an
+orphan, or a shard moved since) is refused there and left to the orphan sweep.
+
+A shard's geometry comes from its own file: the name gives the segment, shard and group, the header
+the scheme, cell size and offset, the footer the length. A header or footer that cannot be read is
+itself the damage reported.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from apollo import errors, metrics
+from apollo.client.context import ClientContext
+from apollo.client.remote_meta import RemoteMeta
+from apollo.cluster.ratelimit import RateLimiter
+from apollo.cluster.shardcheck import check_shard
+from apollo.proto.layout import NO_DRIVE, Scheme, SegmentLayout, ShardRef
+from apollo.storage.node import StorageNode, StoredShard
+from apollo.storage.shardfile import HEADER_BYTES, decode_footer, decode_header
+
+log = logging.getLogger("apollo.scrub")
+PAGE = 256  # groups, or segments, listed at a time
+FOOTER_READ_BYTES = 4096
+MISSING = "shard file missing"  # shardcheck's word for a file gone meanwhile (GC, repair): nothing to report
+
+
+@dataclass
+class PassCounts:
+    shards: int = 0
+    bytes: int = 0
+    damaged: int = 0
+
+
+class NodeScrubber:
+    """Passes over ``node``'s drives (those it serves when a pass starts), each ``interval_s`` after the last
+    one started; ``meta`` takes the damage reports."""
+
+    def __init__(self, meta: RemoteMeta, node: StorageNode, bytes_per_s: float, interval_s: float) -> None:
+        self.node = node
+        self.ctx = ClientContext(meta, node.serving(), cpu=ThreadPoolExecutor(1, thread_name_prefix="scrub"))
+        self.budget = RateLimiter(bytes_per_s)
+        self.interval_s = interval_s
+
+    async def run_forever(self) -> None:
+        while True:
+            started = time.monotonic()
+            try:
+                counts = await self.scrub_pass()
+                log.info("node scrub pass done in %.1f s: %d shards, %d bytes read, %d damaged",
+                         time.monotonic() - started, counts.shards, counts.bytes, counts.damaged)  # fmt: skip
+            except Exception:
+                log.exception("node scrub pass failed")
+            await asyncio.sleep(max(1.0, started + self.interval_s - time.monotonic()))
+
+    async def scrub_pass(self) -> PassCounts:
+        counts = PassCounts()
+        self.ctx.nodes = self.node.serving()  # drives attach and detach while the node runs
+        for drive_id in list(self.ctx.nodes):
+            node = self.ctx.node(drive_id)
+            after_pg = -1
+            while groups := await node.list_groups(drive_id, after_pg, PAGE):
+                for pg in groups:
+                    after = ""
+                    while shards := await node.list_shards(drive_id, pg, after, PAGE):
+                        for shard in shards:
+                            await self._scrub_shard(drive_id, pg, shard, counts)
+                        after = shards[-1].segment_id
+                after_pg = groups[-1]
+        return counts
+
+    async def _pace(self, size: int) -> None:
+        await self.budget.take(size)
+        metrics.scrub_bytes.inc(size)
+
+    async def _scrub_shard(self, drive_id: str, pg: int, shard: StoredShard, counts: PassCounts) -> None:
+        counts.shards += 1
+        counts.bytes += shard.size
+        problem = await self.check(drive_id, pg, shard)
+        if problem is None or problem == MISSING:
+            return
+        counts.damaged += 1
+        metrics.scrub_errors.inc()
+        log.warning("node scrub: shard %d of segment %s on drive %s: %s", shard.index, shard.segment_id, drive_id,
+                    problem)  # fmt: skip
+        try:
+            await self.ctx.meta.report_damage(shard.segment_id, shard.index, drive_id, problem, time.time())
+        except errors.InvalidRequest:
+            log.info("segment %s is not placed on drive %s: an orphan, left to the orphan sweep", shard.segment_id,
+                     drive_id)  # fmt: skip
+        except errors.ApolloError as exc:
+            log.warning("could not report the damaged shard: %s", exc)
+
+    async def check(self, drive_id: str, pg: int, shard: StoredShard) -> str | None:
+        """None when the shard file is whole, ``MISSING`` when it went meanwhile, else what is wrong with it."""
+        node, ref = self.ctx.node(drive_id), ShardRef(pg, shard.segment_id, shard.index)
+        try:
+            await self._pace(HEADER_BYTES + FOOTER_READ_BYTES)
+            header = decode_header(await node.read(drive_id, ref, 0, HEADER_BYTES))
+            footer = decode_footer(await node.read_tail(drive_id, ref, FOOTER_READ_BYTES))
+            scheme = Scheme.parse(header["scheme"])
+            layout = SegmentLayout(shard.segment_id, int(header["offset"]), int(footer["length"]), scheme,
+                                   int(header["cell_size"]), pg, (NO_DRIVE,) * scheme.width)  # fmt: skip
+        except FileNotFoundError:
+            return MISSING
+        except (OSError, errors.ApolloError, ValueError, KeyError, TypeError) as exc:
+            return f"header or footer unreadable: {exc.__class__.__name__}: {exc}"
+        return await check_shard(self.ctx, layout, shard.index, drive_id, deep=True, pace=self._pace)
