@@ -25,6 +25,13 @@ PostgreSQL).
     .venv/bin/python benchmarks/cluster_bench.py            # full sizes
     .venv/bin/python benchmarks/cluster_bench.py --quick    # small sizes, a smoke run
     .venv/bin/python benchmarks/cluster_bench.py --tls      # every role with --certs: mutual TLS, HTTPS for S3
+    .venv/bin/python benchmarks/cluster_bench.py --host-mbit 1000   # as root: every role on a host of its own
+
+``--host-mbit N`` puts every role on a host of its own (a network namespace, ``apollo.testing.netns``)
+whose link is capped at N Mbit/s each way, as a storage node's or a gateway's NIC is; the writers and
+readers stay in the root namespace, on the switch uncapped, as a job spread over many client hosts.
+The network, not loopback, is then the limit, and the native path's advantage is what a real one
+would show: its bytes cross each node's link once, the gateway's cross the gateway's link twice.
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import concurrent.futures
+import contextlib
 import hashlib
 import json
 import math
@@ -61,6 +69,7 @@ from apollo.proto.layout import ObjectData, ShardRef  # noqa: E402
 from apollo.proto.records import ObjectAttrs  # noqa: E402
 from apollo.storage.shardfile import HEADER_BYTES, encode_footer  # noqa: E402
 from apollo.testing.cluster import LocalCluster  # noqa: E402
+from apollo.testing.netns import Network  # noqa: E402
 from apollo.testing.postgres import TempPostgres  # noqa: E402
 from apollo.testing.server import DEV_ACCESS_KEY, DEV_SECRET_KEY  # noqa: E402
 
@@ -272,6 +281,9 @@ def main() -> None:
     parser.add_argument("--split-cpus", action="store_true",
                         help="the cluster (PostgreSQL, meta, nodes, gateway) on CPU 0 and the writers and readers on "
                              "CPU 1, as a client host and the storage hosts are separate machines")  # fmt: skip
+    parser.add_argument("--host-mbit", type=float,
+                        help="every role on a host (network namespace) of its own, its link capped at this many "
+                             "Mbit/s each way; needs root")  # fmt: skip
     args = parser.parse_args()
     if args.quick:
         args.object_mib, args.writers, args.checkpoint_mib, args.meta_seconds, args.rounds = 16, 2, 16, 1.0, 1
@@ -288,18 +300,30 @@ def main() -> None:
         client_cpus = {client_cpu}
         os.sched_setaffinity(0, {cluster_cpu})  # PostgreSQL and every role process started below inherit it
     placement = f"cluster on CPU {cluster_cpu}, clients on CPU {client_cpu}" if client_cpus else "all CPUs shared"
+    links = f"each role on its own host, links capped at {args.host_mbit:g} Mbit/s" if args.host_mbit else "loopback"
     print(f"config: 6 storage processes x 1 directory drive, 4+2, object {args.object_mib} MiB, checkpoint "
           f"{args.writers} x {args.checkpoint_mib} MiB, {args.rounds} rounds, {os.cpu_count()} cores ({placement}), "
-          f"{'mutual TLS' if args.tls else 'plain HTTP'}", flush=True)  # fmt: skip
+          f"{'mutual TLS' if args.tls else 'plain HTTP'}, {links}", flush=True)  # fmt: skip
     rows: list[dict] = []
-    with tempfile.TemporaryDirectory(prefix="apollo-cluster-bench-") as tmp, TempPostgres(durable=True) as pg:
-        with LocalCluster(Path(tmp) / "cluster", pg.create_database("bench"), nodes=6, tls=args.tls) as cluster:
-            rows += transfer_rows(cluster, args.object_mib * MiB, args.writers, args.checkpoint_mib * MiB, args.rounds,
-                                  client_cpus)  # fmt: skip
-            os.sched_setaffinity(0, all_cpus)  # the metadata clients below run where they like
-            certs = cluster.client_certs and str(cluster.client_certs)
-            rows += asyncio.run(metadata_rows("", "apollo meta RPC, PostgreSQL", args.meta_seconds, args.concurrency,
-                                              cluster.meta_urls, certs))  # fmt: skip
+    with contextlib.ExitStack() as stack:
+        tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="apollo-cluster-bench-"))
+        pg = stack.enter_context(TempPostgres(durable=True))
+        network = stack.enter_context(Network()) if args.host_mbit else None
+        database = pg.create_database("bench")
+        if network:
+            database = pg.socket_url(database)  # a Unix socket reaches the database from every host
+        cluster = LocalCluster(Path(tmp) / "cluster", database, nodes=6, tls=args.tls, network=network)
+        stack.callback(cluster.stop)  # before the network goes (the stack unwinds in reverse)
+        cluster.start()
+        for host in network.hosts.values() if network else ():
+            network.cap(host, args.host_mbit)
+        rows += transfer_rows(cluster, args.object_mib * MiB, args.writers, args.checkpoint_mib * MiB, args.rounds,
+                              client_cpus)  # fmt: skip
+        os.sched_setaffinity(0, all_cpus)  # the metadata clients below run where they like
+        certs = cluster.client_certs and str(cluster.client_certs)
+        rows += asyncio.run(metadata_rows("", "apollo meta RPC, PostgreSQL", args.meta_seconds, args.concurrency,
+                                          cluster.meta_urls, certs))  # fmt: skip
+        cluster.stop()  # idle roles left running would still take CPU from the in-process rows
         rows += asyncio.run(metadata_rows(str(Path(tmp) / "ops.db"), "in-process, SQLite", args.meta_seconds,
                                           args.concurrency, None))  # fmt: skip
         rows += asyncio.run(metadata_rows(pg.create_database("ops"), "in-process, PostgreSQL", args.meta_seconds,

@@ -169,8 +169,13 @@ class Network:
             self._del_rule(host, _PREF_RACK_INSIDE, f"{self.prefix}.{rack}.0/24")
 
     def cap(self, host: Host, mbit: float) -> None:
-        """At most ``mbit`` Mbit/s each way on ``host``'s link (a ``tbf`` on both of its ends)."""
-        shape = ["root", "tbf", "rate", f"{mbit}mbit", "burst", "256kb", "latency", "100ms"]
+        """At most ``mbit`` Mbit/s each way on ``host``'s link (a ``tbf`` on both of its ends).
+
+        The bucket holds a fiftieth of a second's bytes: a tbf refills once a kernel tick, so a bucket
+        smaller than a tick's worth (1/250 s here) caps the rate below what was asked (256 KiB gave
+        64 MB/s at any rate above it)."""
+        burst = max(64 * 1024, int(mbit * 1e6 / 8 / 50))
+        shape = ["root", "tbf", "rate", f"{mbit}mbit", "burst", str(burst), "latency", "50ms"]
         _tc("qdisc", "replace", "dev", host.link, *shape)
         _tc("qdisc", "replace", "dev", _INTERFACE, *shape, namespace=host.namespace)
 
