@@ -12,15 +12,23 @@ orphan, or a shard moved since) is refused there and left to the orphan sweep.
 A shard's geometry comes from its own file: the name gives the segment, shard and group, the header
 the scheme, cell size and offset, the footer the length. A header or footer that cannot be read is
 itself the damage reported.
+
+Each drive keeps its own scrub state in ``scrub-state.json`` at its root: when its last pass started
+and finished, and the last group done in a pass under way. A node that restarts resumes an unfinished
+pass where it stopped and starts none before the interval has run: restarts do not make a node read
+its drives again from the start, and a drive carries its state when it moves to another node.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import os
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
 from apollo import errors, metrics
 from apollo.client.context import ClientContext
@@ -28,13 +36,18 @@ from apollo.client.remote_meta import RemoteMeta
 from apollo.cluster.ratelimit import RateLimiter
 from apollo.cluster.shardcheck import check_shard
 from apollo.proto.layout import NO_DRIVE, Scheme, SegmentLayout, ShardRef
-from apollo.storage.node import StorageNode, StoredShard
+from apollo.storage.node import LocalStorageNode, StoredShard
 from apollo.storage.shardfile import HEADER_BYTES, decode_footer, decode_header
 
 log = logging.getLogger("apollo.scrub")
 PAGE = 256  # groups, or segments, listed at a time
 FOOTER_READ_BYTES = 4096
 MISSING = "shard file missing"  # shardcheck's word for a file gone meanwhile (GC, repair): nothing to report
+
+
+STATE_FILE = "scrub-state.json"
+SAVE_EVERY_S = 10.0  # how often a pass under way records its place on the drive
+CHECK_EVERY_S = 30.0  # how often the node looks for a drive whose pass is due (or the interval, if shorter)
 
 
 @dataclass
@@ -44,11 +57,36 @@ class PassCounts:
     damaged: int = 0
 
 
-class NodeScrubber:
-    """Passes over ``node``'s drives (those it serves when a pass starts), each ``interval_s`` after the last
-    one started; ``meta`` takes the damage reports."""
+@dataclass
+class DriveScrubState:
+    """One drive's scrub schedule, kept on the drive (wall-clock times)."""
 
-    def __init__(self, meta: RemoteMeta, node: StorageNode, bytes_per_s: float, interval_s: float) -> None:
+    started: float = 0.0  # the current or last pass began
+    finished: float = 0.0  # the last whole pass ended (before ``started``: a pass is under way)
+    cursor_pg: int = -1  # the pass under way has checked every group up to this one
+
+    @classmethod
+    def load(cls, root: Path) -> DriveScrubState:
+        try:
+            raw = json.loads((root / STATE_FILE).read_text())
+            return cls(float(raw["started"]), float(raw["finished"]), int(raw["cursor_pg"]))
+        except (OSError, ValueError, KeyError, TypeError):  # none yet, or unreadable: scrub from the start
+            return cls()
+
+    def save(self, root: Path) -> None:
+        temp = root / (STATE_FILE + ".tmp")
+        temp.write_text(json.dumps(asdict(self)))
+        os.replace(temp, root / STATE_FILE)
+
+    def under_way(self) -> bool:
+        return self.finished < self.started
+
+
+class NodeScrubber:
+    """A pass over each of ``node``'s drives every ``interval_s`` (from the pass's start); ``meta`` takes the
+    damage reports."""
+
+    def __init__(self, meta: RemoteMeta, node: LocalStorageNode, bytes_per_s: float, interval_s: float) -> None:
         self.node = node
         self.ctx = ClientContext(meta, node.serving(), cpu=ThreadPoolExecutor(1, thread_name_prefix="scrub"))
         self.budget = RateLimiter(bytes_per_s)
@@ -56,29 +94,49 @@ class NodeScrubber:
 
     async def run_forever(self) -> None:
         while True:
-            started = time.monotonic()
             try:
-                counts = await self.scrub_pass()
-                log.info("node scrub pass done in %.1f s: %d shards, %d bytes read, %d damaged",
-                         time.monotonic() - started, counts.shards, counts.bytes, counts.damaged)  # fmt: skip
+                await self.scrub_due()
             except Exception:
-                log.exception("node scrub pass failed")
-            await asyncio.sleep(max(1.0, started + self.interval_s - time.monotonic()))
+                log.exception("node scrub failed")
+            await asyncio.sleep(min(CHECK_EVERY_S, self.interval_s))
 
-    async def scrub_pass(self) -> PassCounts:
-        counts = PassCounts()
+    async def scrub_due(self) -> PassCounts:
+        """Go on with every drive whose pass is under way or due; the drives' counts, summed."""
+        total = PassCounts()
         self.ctx.nodes = self.node.serving()  # drives attach and detach while the node runs
         for drive_id in list(self.ctx.nodes):
-            node = self.ctx.node(drive_id)
-            after_pg = -1
-            while groups := await node.list_groups(drive_id, after_pg, PAGE):
-                for pg in groups:
-                    after = ""
-                    while shards := await node.list_shards(drive_id, pg, after, PAGE):
-                        for shard in shards:
-                            await self._scrub_shard(drive_id, pg, shard, counts)
-                        after = shards[-1].segment_id
-                after_pg = groups[-1]
+            drive = self.node.drives.get(drive_id)
+            if drive is None:
+                continue
+            state = await asyncio.to_thread(DriveScrubState.load, drive.root)
+            if not state.under_way() and time.time() < state.started + self.interval_s:
+                continue
+            counts = await self._scrub_drive(drive_id, drive.root, state)
+            total.shards, total.bytes, total.damaged = (total.shards + counts.shards, total.bytes + counts.bytes,
+                                                        total.damaged + counts.damaged)  # fmt: skip
+        return total
+
+    async def _scrub_drive(self, drive_id: str, root: Path, state: DriveScrubState) -> PassCounts:
+        if not state.under_way():
+            state = DriveScrubState(started=time.time(), finished=state.finished)
+        resumed, counts = state.cursor_pg, PassCounts()
+        node, saved = self.ctx.node(drive_id), time.monotonic()
+        while groups := await node.list_groups(drive_id, state.cursor_pg, PAGE):
+            for pg in groups:
+                after = ""
+                while shards := await node.list_shards(drive_id, pg, after, PAGE):
+                    for shard in shards:
+                        await self._scrub_shard(drive_id, pg, shard, counts)
+                    after = shards[-1].segment_id
+                state.cursor_pg = pg
+                if time.monotonic() - saved > SAVE_EVERY_S:
+                    await asyncio.to_thread(state.save, root)
+                    saved = time.monotonic()
+        state.finished, state.cursor_pg = time.time(), -1
+        await asyncio.to_thread(state.save, root)
+        log.info("node scrub of drive %s done in %.1f s%s: %d shards, %d bytes read, %d damaged", drive_id,
+                 state.finished - state.started, f" (resumed after group {resumed})" if resumed >= 0 else "",
+                 counts.shards, counts.bytes, counts.damaged)  # fmt: skip
         return counts
 
     async def _pace(self, size: int) -> None:
