@@ -36,12 +36,13 @@ def written(tmp_path, seed):
     ctx = ClientContext(meta, {d: node for d in node.drive_ids()})
     rng = random.Random(seed)
 
+    async def body(data: bytes):
+        yield data
+
     async def write() -> None:
         for n in range(3):
-            async def body(data=rng.randbytes(2 * 1024**2)):
-                yield data
-
-            await ObjectWriter(ctx, Scheme.parse("4+2"), CELL, {"bucket": "b", "key": f"k{n}"}).write(body())
+            writer = ObjectWriter(ctx, Scheme.parse("4+2"), CELL, {"bucket": "b", "key": f"k{n}"})
+            await writer.write(body(rng.randbytes(2 * 1024**2)))
 
     asyncio.run(write())
     yield meta, node, roots
