@@ -142,7 +142,9 @@ OWNED_BY_ROLE: dict[str, frozenset[str]] = {
         "apollo_s3_refused_requests", "apollo_meta_reachable"}),
     "storage": frozenset(_EVERY_ROLE | {
         "apollo_shard_requests", "apollo_shard_bytes", "apollo_drive_up", "apollo_drive_free_bytes",
-        "apollo_drive_total_bytes", "apollo_drive_io_bytes", "apollo_drive_io_seconds"}),
+        "apollo_drive_total_bytes", "apollo_drive_io_bytes", "apollo_drive_io_seconds",
+        # its own share of the cluster's repairs (the manager's rebuild jobs) and its local scrub
+        "apollo_repaired_shards", "apollo_repair_bytes", "apollo_scrub_bytes", "apollo_scrub_errors"}),
     "meta": frozenset(_EVERY_ROLE | _READERS | {
         "apollo_meta_rpc", "apollo_meta_rpc_seconds", "apollo_manager_lease_held", "apollo_storage_nodes",
         "apollo_drives", "apollo_repair_backlog", "apollo_degraded_groups", "apollo_segments_at_risk",

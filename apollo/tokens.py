@@ -33,6 +33,9 @@ from apollo.errors import TokenError
 
 READ, WRITE, DELETE, LIST = "read", "write", "delete", "list"
 OPS = (READ, WRITE, DELETE, LIST)
+# A storage node rebuilds shards of a segment for the manager (``/_apollo/rebuild``): only the metadata
+# service's own tokens carry it, never those it hands to gateways or clients (``OPS``).
+REPAIR = "repair"
 ANY_SEGMENT = "*"
 ROTATE_S = 24 * 3600.0
 PUBLISH_S = limits.token_key_publish_s  # a new key signs nothing before storage nodes and services hold it

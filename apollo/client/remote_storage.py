@@ -28,8 +28,8 @@ import crc32c
 from apollo import limits, tokens
 from apollo.client.fetch import Reply, ShardFetcher
 from apollo.errors import ChecksumMismatch, DriveError
-from apollo.proto.layout import ShardRef
-from apollo.proto.routes import SHARDS_PREFIX
+from apollo.proto.layout import SegmentLayout, ShardRef
+from apollo.proto.routes import REBUILD, SHARDS_PREFIX
 from apollo.proto.storage_api import (
     EPOCH_HEADER,
     ERRNO_HEADER,
@@ -67,6 +67,9 @@ class Timeouts:
     # After a node failed to connect or answer in time, requests to it fail at once for this long:
     # a hung node costs one timeout, not one per stripe, and reads go straight to parity meanwhile.
     suspect_s: float = 5.0
+
+
+REBUILD_TIMEOUT_S = 600.0  # a whole segment read from k nodes and written: far longer than one request
 
 
 def _os_error(exc: BaseException) -> OSError:
@@ -392,6 +395,29 @@ class RemoteStorageNode(StorageNode):
 
     async def delete(self, drive_id: str, shard: ShardRef) -> bool:
         return bool(await self._call("DELETE", drive_id, shard, tokens.DELETE, want="status"))
+
+    async def rebuild(self, layout: SegmentLayout, targets: dict[int, str], copy_from: dict[int, str]) -> int:
+        """Have this node rebuild shards ``targets`` (index -> drive) of ``layout`` from the surviving ones
+        (``copy_from``: moving shards it may copy as they are), write and verify them; the bytes written.
+        The manager's call (a ``repair`` token): the rebuild reads k shards over the node's own link, so a
+        failed drive's rebuild is spread over the nodes that take its shards.
+
+        :raises ApolloError: as the node's rebuild raised it. :raises OSError: the node did not answer in time.
+        """
+        body = json.dumps({"layout": layout.to_json(), "targets": targets, "copy_from": copy_from}).encode()
+        token = self.token_for(tokens.REPAIR, layout.segment_id)
+        timeout = aiohttp.ClientTimeout(total=REBUILD_TIMEOUT_S, connect=self.timeouts.connect_s)
+        self.check_reachable()
+        try:
+            async with self.session.post(self.endpoint + REBUILD, data=body, timeout=timeout, ssl=self.ssl,
+                                         headers={TOKEN_HEADER: token, "Content-Type": "application/json"}
+                                         ) as response:  # fmt: skip
+                await _raise_for(response)
+                return int((await response.json())["written"])
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            failure = _os_error(exc)
+            self.suspect(failure)
+            raise failure from exc
 
     async def _listing(self, path: str, params: dict) -> dict:
         token = self.token_for(tokens.LIST, tokens.ANY_SEGMENT)

@@ -24,28 +24,19 @@ from dataclasses import dataclass, field
 
 from apollo import metrics
 from apollo.client.context import ClientContext
+from apollo.client.remote_storage import RemoteStorageNode
 from apollo.cluster.passes import request_setting
 from apollo.cluster.ratelimit import RateLimiter
+from apollo.cluster.rebuild import ShardRebuilder
 from apollo.cluster.shardcheck import check_shard
-from apollo.errors import ApolloError, InsufficientFragments
+from apollo.errors import ApolloError
 from apollo.proto.layout import SegmentLayout
 from apollo.proto.placement import Candidate, FailureDomains, rank
 from apollo.proto.records import RepairItem
-from apollo.storage.geometry import ShardGeometry
-from apollo.storage.node import ShardSink
-from apollo.storage.shardfile import (
-    HEADER_BYTES,
-    decode_footer,
-    decode_header,
-    encode_footer,
-    encode_header,
-    seal_record,
-)
 
 log = logging.getLogger("apollo.repair")
 RETRY_BASE_S = 5.0
 RETRY_MAX_S = 600.0
-FOOTER_READ_BYTES = 4096
 OFFLINE_RECHECK_S = 30.0
 IDLE_POLL_S = 0.25  # an idle worker looks at the queue this often (one indexed query)
 MOVE_REASONS = ("drain", "rebalance")  # the shard is fine: copy it when its drive is readable
@@ -90,6 +81,7 @@ class RepairWorker:
         self.drives = drives
         self.bytes_budget = RateLimiter(0)
         self.ops_budget = RateLimiter(0)
+        self.rebuilder = ShardRebuilder(ctx, self.bytes_budget, self.ops_budget)
         self.parallel = 4
         self.paused = False
         self.repaired_bytes = 0  # rebuilt or copied bytes written, for the status rate
@@ -117,10 +109,14 @@ class RepairWorker:
         """Repair the segments that are due now; returns how many were looked at."""
         if self.paused:
             return 0
-        due = await self.meta.due_repairs(time.time(), self.parallel * 4)
+        # In a cluster each node rebuilds the shards that land on it (``_rebuild``): ``parallel`` segments per
+        # node at once, so a failed drive's rebuild speeds up as nodes are added.
+        nodes = {id(node) for node in self.ctx.nodes.values() if isinstance(node, RemoteStorageNode)}
+        at_once = self.parallel * max(1, len(nodes))
+        due = await self.meta.due_repairs(time.time(), at_once * 4)
         if not due:
             return 0
-        gate = asyncio.Semaphore(self.parallel)
+        gate = asyncio.Semaphore(at_once)
         failed: dict[str, list[tuple[str, str, float]]] = {}  # reason -> [(segment, message, retry delay)]
 
         async def one(segment_id: str, items: list[RepairItem]) -> None:
@@ -206,6 +202,18 @@ class RepairWorker:
         await self._delete_old_copies(layout, targets)
         return True
 
+    async def _rebuild(self, layout: SegmentLayout, targets: dict[int, str], copy_from: dict[int, str]) -> int:
+        """Bytes written rebuilding ``targets``. In a cluster, by the storage node of the first target: the
+        survivors cross its link, not this process's, and its drives take the writes. Here otherwise (the
+        all-in-one server, whose drives are all local): paced by the budgets as it goes."""
+        node = self.ctx.node(next(iter(targets.values())))
+        if isinstance(node, RemoteStorageNode):
+            await self.ops_budget.take(len(targets))
+            written = await node.rebuild(layout, targets, copy_from)
+            await self.bytes_budget.take(written)  # paced after the fact: the next rebuild waits for these bytes
+            return written
+        return await self.rebuilder.rebuild(layout, targets, copy_from)
+
     async def _drop_stale_moves(self, layout: SegmentLayout, items: list[RepairItem], view: DriveView) -> list:
         """Planned moves whose shard moved meanwhile, or whose target cannot take it now (not writable, in the
         layout, or in a domain the move would crowd), are forgotten (the rebalancer plans again from fresh
@@ -254,112 +262,6 @@ class RepairWorker:
                 targets[index] = choice
                 drives[index] = choice
         return targets
-
-    async def _rebuild(self, layout: SegmentLayout, targets: dict[int, str], copy_from: dict[int, str]) -> int:
-        """Write shards ``targets`` (index -> drive) from the surviving ones; returns bytes written."""
-        geometry = ShardGeometry(layout)
-        sources = [i for i in range(layout.scheme.width) if i not in targets]
-        header, footer = await self._header_and_footer(layout, sources + list(copy_from))
-        sinks: dict[int, ShardSink] = {}
-        written = 0
-        appending: asyncio.Future | None = None  # the previous batch's appends, still going
-        try:
-            for index, drive in targets.items():
-                await self.ops_budget.take(1)
-                shard_header = encode_header({**header, "shard": index, "drive": drive})
-                sinks[index] = await self.ctx.node(drive).open_shard(drive, layout.shard(index), shard_header)
-            # Pipelined: a batch is read and rebuilt while the one before it is written (each shard's stream
-            # still takes its batches in order: a batch's appends start once the previous ones are done).
-            for s0, s1 in geometry.batches():
-                records = await self._batch_records(layout, geometry, s0, s1, sources, targets, copy_from)
-                if appending is not None:
-                    await appending
-                await self.ops_budget.take(len(sinks))
-                appending = asyncio.gather(*(sinks[i].append(records[i]) for i in sinks))
-                batch_bytes = sum(len(r) for rs in records.values() for r in rs)
-                await self.bytes_budget.take(batch_bytes)
-                written += batch_bytes
-            if appending is not None:
-                await appending
-            await asyncio.gather(*(sink.finish(footer) for sink in sinks.values()))
-        except BaseException:
-            if appending is not None:
-                appending.cancel()
-                await asyncio.gather(appending, return_exceptions=True)
-            await asyncio.gather(*(sink.abort() for sink in sinks.values()), return_exceptions=True)
-            raise
-        for index, drive in targets.items():  # read back what was written before pointing readers at it
-            problem = await check_shard(self.ctx, layout, index, drive, deep=True, pace=self.bytes_budget.take)
-            if problem is not None:
-                moved = {i: d for i, d in targets.items() if d != layout.drives[i]}
-                await self._discard_rebuilt(layout.segment_id, layout, moved)
-                raise ApolloError(f"rebuilt shard {index} on {drive} does not verify: {problem}")
-        return written
-
-    async def _header_and_footer(self, layout: SegmentLayout, sources: list[int]) -> tuple[dict, bytes]:
-        """The header fields and the footer bytes, taken from the first shard that yields them intact."""
-        problems = []
-        for index in sources:
-            drive = layout.drives[index]
-            try:
-                node = self.ctx.node(drive)
-                header = decode_header(await node.read(drive, layout.shard(index), 0, HEADER_BYTES))
-                footer = decode_footer(await node.read_tail(drive, layout.shard(index), FOOTER_READ_BYTES))
-                return header, encode_footer(footer)
-            except (OSError, ApolloError, ValueError) as exc:
-                problems.append(f"shard {index}: {exc}")
-        raise InsufficientFragments(f"no intact shard header/footer in segment {layout.segment_id}: {problems}")
-
-    async def _read_cells(
-        self, layout: SegmentLayout, geometry: ShardGeometry, index: int, drive: str, s0: int, s1: int
-    ) -> list | None:
-        offset, length = geometry.span(s0, s1)
-        await self.ops_budget.take(1)
-        await self.bytes_budget.take(length)
-        try:
-            raw = await self.ctx.node(drive).read(drive, layout.shard(index), offset, length)
-        except (OSError, ApolloError):
-            return None
-        return await self.ctx.cpu_run(geometry.split, raw, s0, s1)
-
-    async def _batch_records(
-        self,
-        layout: SegmentLayout,
-        geometry: ShardGeometry,
-        s0: int,
-        s1: int,
-        sources: list[int],
-        targets: dict[int, str],
-        copy_from: dict[int, str],
-    ) -> dict[int, list[bytes]]:
-        """Cell records of stripes ``[s0, s1)`` for every target shard: copied where possible, else rebuilt.
-
-        Shards being moved still read fine, so their cells also count as decode sources: a segment
-        with a lost shard and two planned moves must not run short of k sources.
-        """
-        stripes = s1 - s0
-        moved = await asyncio.gather(*(self._read_cells(layout, geometry, i, d, s0, s1) for i, d in copy_from.items()))
-        cells = {i: got for i, got in zip(copy_from, moved, strict=True) if got is not None}
-        records = {i: [seal_record(c) for c in got] for i, got in cells.items() if all(c is not None for c in got)}
-        missing = [i for i in targets if i not in records]
-        if not missing:
-            return records
-        k = layout.scheme.k
-
-        def enough() -> bool:
-            return all(sum(c[n] is not None for c in cells.values()) >= k for n in range(stripes))
-
-        pending = [i for i in sources if i not in cells]  # data shards first
-        while pending and not enough():
-            wanted = max(1, k - len(cells))  # read as many as could suffice, all at once
-            batch, pending = pending[:wanted], pending[wanted:]
-            got = await asyncio.gather(
-                *(self._read_cells(layout, geometry, i, layout.drives[i], s0, s1) for i in batch)
-            )  # fmt: skip
-            cells.update({i: g for i, g in zip(batch, got, strict=True) if g is not None})
-        rebuilt = await self.ctx.cpu_run(geometry.rebuild_records, cells, missing, stripes)
-        records.update(rebuilt)
-        return records
 
     async def _delete_old_copies(self, layout: SegmentLayout, targets: dict[int, str]) -> None:
         for index, new_drive in targets.items():

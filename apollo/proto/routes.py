@@ -17,6 +17,8 @@ from apollo import metrics
 INTERNAL_PREFIX = "/_apollo"
 RPC_PREFIX = INTERNAL_PREFIX + "/rpc/"  # POST + <call name>: the metadata API (apollo.proto.meta_api)
 SHARDS_PREFIX = INTERNAL_PREFIX + "/shards"  # + /{drive}/{pg}/{segment}/{index}: a storage node's shards
+REBUILD = INTERNAL_PREFIX + "/rebuild"  # POST: a storage node rebuilds shards of a segment for the manager
+REBUILD_BODY_BYTES_MAX = 16 * 1024  # a layout and two small maps: far less
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

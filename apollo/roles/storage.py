@@ -14,23 +14,29 @@ import asyncio
 import logging
 import signal
 import socket
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
 from aiohttp import web
 
-from apollo import __version__, limits, metrics, tokens
+from apollo import __version__, errors, limits, metrics, tokens
+from apollo.client.context import ClientContext
+from apollo.client.directory import NodeDirectory
 from apollo.client.remote_meta import RemoteMeta
+from apollo.client.remote_storage import Timeouts
 from apollo.cluster.node_scrub import NodeScrubber
+from apollo.cluster.rebuild import ShardRebuilder
 from apollo.errors import ApolloError
 from apollo.eventloop import every, install_uvloop
+from apollo.proto.layout import SegmentLayout
 from apollo.roles import log_shutdown
 from apollo.roles.serving import serve
 from apollo.roles.tls import ServingCerts, check_https, serving_certs
 from apollo.storage.attach import attach_drives, clear_interrupted
 from apollo.storage.node import LocalStorageNode
-from apollo.storage.service import NodeState, build_storage_app
+from apollo.storage.service import NodeState, add_rebuild_route, build_storage_app
 
 log = logging.getLogger("apollo.storage")
 
@@ -76,6 +82,8 @@ class StorageProcess:
         self.state = NodeState()
         self.node = LocalStorageNode([])
         self.app = build_storage_app(self.node, self.keyring, self.state)
+        add_rebuild_route(self.app, self._rebuild)
+        self.rebuilder: ShardRebuilder | None = None  # once joined: the cluster's nodes, for the survivors
         self.app.cleanup_ctx.append(self._lifecycle)
         if certs is not None:
             certs.install(self.app)
@@ -89,6 +97,12 @@ class StorageProcess:
         except ApolloError as exc:  # a wrong key, the service unreachable for long: say so, no traceback
             await session.close()
             raise SystemExit(f"apollo storage: cannot join the cluster: {exc}") from None
+        directory = NodeDirectory(session, self._service_token, Timeouts(),
+                                  ssl_context=self.certs.client if self.certs else None)  # fmt: skip
+        self.rebuilder = ShardRebuilder(
+            ClientContext(meta, {}, cpu=ThreadPoolExecutor(2, thread_name_prefix="rebuild"))
+        )
+        self._rebuild_map = (meta, directory, -1)
         beat = every(limits.node_heartbeat_interval_s, lambda: self._heartbeat(meta), "heartbeat to meta")
         tasks = [asyncio.create_task(beat)]
         if self.config.scrub_bytes_per_s > 0:
@@ -98,8 +112,29 @@ class StorageProcess:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        directory.close()
         await session.close()
         self.node.close()
+
+    def _service_token(self, op: str, segment_id: str) -> str:
+        """A token for this node's own calls to its peers (reading a rebuild's survivors): it holds the keys."""
+        return self.keyring.issue(op, tokens.ANY_SEGMENT, tokens.SERVICE_TOKEN_TTL_S)
+
+    async def _rebuild(self, layout: SegmentLayout, targets: dict[int, str], copy_from: dict[int, str]) -> int:
+        """The manager's rebuild job (``add_rebuild_route``): survivors read from the peers (the cluster map's
+        nodes, fetched again when a heartbeat brought a new epoch) or from this node's own drives directly."""
+        if self.rebuilder is None:
+            raise errors.MetadataUnavailable("this storage node has not joined its cluster yet")
+        meta, directory, epoch = self._rebuild_map
+        if epoch != self.state.epoch:
+            cluster = await meta.call_briefly("cluster_map")
+            directory.update(cluster)
+            self._rebuild_map = (meta, directory, cluster.epoch)
+        self.rebuilder.ctx.nodes = {**directory.nodes, **self.node.serving()}
+        written = await self.rebuilder.rebuild(layout, targets, copy_from)
+        metrics.repaired_shards.inc(len(targets))  # this node's share of the cluster's repairs
+        metrics.repair_bytes.inc(written)
+        return written
 
     async def _join(self, meta: RemoteMeta) -> None:
         """Register, attach the drives by the rules of ``apollo.storage.attach`` (never formatting a missing

@@ -43,7 +43,7 @@ from apollo import ids, limits, metrics, tokens
 from apollo.errors import ChecksumMismatch, DriveError
 from apollo.eventloop import ByteBudget, StallGuard
 from apollo.proto import routes
-from apollo.proto.layout import ShardRef
+from apollo.proto.layout import SegmentLayout, ShardRef
 from apollo.proto.storage_api import (
     EPOCH_HEADER,
     ERRNO_HEADER,
@@ -72,6 +72,7 @@ class NodeState:
 
 
 STATE = web.AppKey("state", NodeState)
+
 
 class NodeBusy(Exception):
     """The node holds all the batch reads it has memory for: this one is refused, and read shard by shard."""
@@ -390,6 +391,48 @@ def add_shard_routes(app: web.Application, node: LocalStorageNode, keyring: toke
     app.router.add_post(routes.SHARDS_PREFIX, wrap(_answered(_read_batch)))
     app.router.add_get(routes.SHARDS_PREFIX + "/{drive}", wrap(_listing(_list_groups)), allow_head=False)
     app.router.add_get(routes.SHARDS_PREFIX + "/{drive}/{pg}", wrap(_listing(_list_shards)), allow_head=False)
+
+
+Rebuild = Callable[[SegmentLayout, dict[int, str], dict[int, str]], Awaitable[int]]
+
+
+def _drive_map(raw: object, width: int) -> dict[int, str]:
+    """{shard index: drive id} from the wire, every part held to its format."""
+    if not isinstance(raw, dict) or len(raw) > width:
+        raise ValueError("a rebuild names at most a drive per shard")
+    out = {}
+    for index, drive in raw.items():
+        number = _number(str(index), "shard index")
+        if number >= width or not isinstance(drive, str):
+            raise ValueError(f"bad shard {index!r} of a {width}-wide segment")
+        out[number] = ids.drive_id(drive)
+    return out
+
+
+def add_rebuild_route(app: web.Application, rebuild: Rebuild) -> None:
+    """``POST /_apollo/rebuild``: rebuild shards of one segment (``rebuild``, the role's) and answer the bytes
+    written. Only a ``repair`` token for the segment opens it: the metadata service holding the manager lease
+    sends the job, having chosen the targets; the node reads the survivors and writes the new shards."""
+
+    async def route(request: web.Request) -> web.Response:
+        size = request.content_length
+        if size is None or size > routes.REBUILD_BODY_BYTES_MAX:
+            raise ValueError(f"a rebuild job is a JSON body of at most {routes.REBUILD_BODY_BYTES_MAX} bytes")
+        job = json.loads(await request.content.readexactly(size))
+        if not isinstance(job, dict):
+            raise ValueError("a rebuild job is {layout, targets, copy_from}")
+        try:
+            layout = SegmentLayout.from_json(job["layout"])
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise ValueError(f"a rebuild job's layout is malformed: {exc!r}") from None
+        request.app[KEYRING].check(request.headers.get(TOKEN_HEADER), tokens.REPAIR, layout.segment_id)
+        targets = _drive_map(job.get("targets"), layout.scheme.width)
+        copy_from = _drive_map(job.get("copy_from", {}), layout.scheme.width)
+        if not targets:
+            raise ValueError("a rebuild names at least one target")
+        return web.json_response({"written": await rebuild(layout, targets, copy_from)})
+
+    app.router.add_post(routes.REBUILD, _answered(route))
 
 
 def build_storage_app(node: LocalStorageNode, keyring: tokens.Keyring, state: NodeState | None = None

@@ -461,3 +461,37 @@ def test_another_keys_transaction_cannot_be_staged_into_committed_or_aborted(clu
         assert stager.get("txns", "kept/one") == b"kept"
     assert store.one("SELECT COUNT(*) AS n FROM txn_items")["n"] == 0
     store.close()
+
+
+def test_a_clients_tokens_cannot_make_a_storage_node_rebuild_shards(cluster):
+    """``/_apollo/rebuild`` makes a node read a segment's survivors and write shards where the job says: only a
+    ``repair`` token opens it, which the metadata service mints for itself alone. The attacker holds read and
+    write tokens of a segment of its own, and tries them (and none, and a forged one) on the victim's."""
+    with cluster.native(VICTIM, VICTIM_SECRET) as victim:
+        victim.create_bucket("victim")
+        victim.put("victim", "k", os.urandom(1 << 20))
+    store = SqlStore(cluster.database)
+    (row,) = store.all("SELECT layout FROM segments")
+    layout = json.loads(row["layout"])
+    node_of = {r.drive_id: r.node for r in store.list_drives()}
+    store.close()
+    before = {p: p.read_bytes() for p in cluster.shard_files()}
+    target = layout["drives"][1]  # asked to write shard 0 beside shard 1: refused before anything is read
+    endpoint = next(n.endpoint for n in cluster.nodes if n.name == node_of[target])
+
+    async def scenario():
+        async with aiohttp.ClientSession() as session:
+            meta = await RemoteMeta(cluster.meta_urls, ATTACKER, ATTACKER_SECRET, session).start()
+            own = await meta.allocate_segment(Scheme.parse("4+2"), 1 << 20, 0)
+            offered = [meta.token_for(tokens.WRITE, own.segment_id), meta.token_for(tokens.READ, own.segment_id),
+                       "", "v1.00000000.e30.AAAA"]  # fmt: skip
+            for job_layout in (layout, own.to_json()):  # the victim's segment, and its own
+                for token in offered:
+                    body = json.dumps({"layout": job_layout, "targets": {"0": target}, "copy_from": {}})
+                    async with session.post(endpoint + "/_apollo/rebuild", data=body,
+                                            headers={"X-Apollo-Token": token}) as response:  # fmt: skip
+                        assert response.status == 403, (token[:20], response.status, await response.text())
+            await meta.close()
+
+    asyncio.run(scenario())
+    assert {p: p.read_bytes() for p in cluster.shard_files()} == before  # nothing written, nothing changed
