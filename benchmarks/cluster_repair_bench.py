@@ -10,16 +10,22 @@ from the failure's timestamp in the drives table (read while the drive is failed
 again) until the per-drive shard index holds no shard of the drive and the repair queue no row for it.
 Every object is then read back and compared.
 
-Today one repair worker (on the metadata service holding the manager lease) rebuilds every shard, so the
-time should not fall as nodes are added; declustered repair (issue 15, item 3) is what would change that.
+The lease holder plans every repair, and the storage node taking a rebuilt shard does the rebuild (it
+reads the survivors over its own link): the rebuild of a failed drive is spread over the nodes.
+
+``--host-mbit N`` (as root) puts every role on a host of its own whose link is capped at N Mbit/s each way
+(``apollo.testing.netns``), so the network, not two shared cores, is what a rebuild waits for.
+``--objects-per-node`` keeps about the same data on every drive whatever the cluster's size.
 
     .venv/bin/python benchmarks/cluster_repair_bench.py                     # 7 and 12 nodes
     .venv/bin/python benchmarks/cluster_repair_bench.py --nodes 7 --objects 8
+    .venv/bin/python benchmarks/cluster_repair_bench.py --nodes 3,6,12 --drives 3 --objects-per-node 4 --host-mbit 200
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import sys
@@ -32,13 +38,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from apollo.meta.store import SqlStore  # noqa: E402
 from apollo.testing.admin import admin  # noqa: E402
 from apollo.testing.cluster import LocalCluster  # noqa: E402
+from apollo.testing.netns import Network  # noqa: E402
 from apollo.testing.postgres import TempPostgres  # noqa: E402
 
 MIB = 1 << 20
 
 
-def rebuild(root: Path, database: str, nodes: int, objects: int, object_mib: int, timeout_s: float) -> dict:
-    with LocalCluster(root, database, nodes=nodes) as cluster:
+def rebuild(root: Path, database: str, nodes: int, objects: int, object_mib: int, timeout_s: float,
+            drives: int = 1, network: Network | None = None, mbit: float = 0.0) -> dict:  # fmt: skip
+    with LocalCluster(root, database, nodes=nodes, drives=drives, network=network) as cluster:
+        for host in network.hosts.values() if network else ():
+            network.cap(host, mbit)
         admin("repair", "--rate", "0", "--iops", "0", database=cluster.database)
         written = {}
         with cluster.native() as client:
@@ -83,16 +93,26 @@ def main() -> None:
     parser.add_argument("--objects", type=int, default=24)
     parser.add_argument("--object-mib", type=int, default=16)
     parser.add_argument("--timeout", type=float, default=600.0)
+    parser.add_argument("--drives", type=int, default=1, help="drives per node")
+    parser.add_argument("--objects-per-node", type=int, help="objects written per node (instead of --objects)")
+    parser.add_argument("--host-mbit", type=float, help="every role on a host of its own, its link capped at this "
+                                                         "many Mbit/s each way; needs root")  # fmt: skip
     args = parser.parse_args()
     sizes = [int(n) for n in args.nodes.split(",")]
-    print(f"rebuild of one lost drive: 4+2, one drive per node, {args.objects} x {args.object_mib} MiB objects, "
-          f"repair unpaced; cpus={os.cpu_count()}")  # fmt: skip
+    count = f"{args.objects_per_node} per node" if args.objects_per_node else str(args.objects)
+    links = f"hosts with links capped at {args.host_mbit:g} Mbit/s" if args.host_mbit else "loopback"
+    print(f"rebuild of one lost drive: 4+2, {args.drives} drive(s) per node, {count} x {args.object_mib} MiB "
+          f"objects, repair unpaced, {links}; cpus={os.cpu_count()}")  # fmt: skip
     print(f"{'nodes':>6} {'shards lost':>12} {'MiB lost':>9} {'wiped -> failed':>16} {'failed -> rebuilt':>18} "
           f"{'MiB/s':>8}")  # fmt: skip
     with tempfile.TemporaryDirectory(dir=".") as root, TempPostgres(durable=True) as pg:
         for nodes in sizes:
-            got = rebuild(Path(root) / f"c{nodes}", pg.create_database(f"rebuild{nodes}"), nodes, args.objects,
-                          args.object_mib, args.timeout)  # fmt: skip
+            objects = args.objects_per_node * nodes if args.objects_per_node else args.objects
+            database = pg.create_database(f"rebuild{nodes}")
+            with Network() if args.host_mbit else contextlib.nullcontext() as network:
+                url = pg.socket_url(database) if network else database  # a Unix socket crosses namespaces
+                got = rebuild(Path(root) / f"c{nodes}", url, nodes, objects, args.object_mib, args.timeout,
+                              args.drives, network, args.host_mbit or 0)  # fmt: skip
             mib = got["bytes"] / MIB
             print(f"{nodes:>6} {got['shards']:>12} {mib:>9.1f} {got['detected']:>14.2f} s {got['seconds']:>16.2f} s "
                   f"{mib / got['seconds']:>8.1f}")  # fmt: skip
