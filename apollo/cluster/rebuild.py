@@ -7,7 +7,7 @@ returns. It decides nothing about the metadata: the repair worker chooses the ta
 
 It runs wherever the bytes should flow: on the metadata service holding the manager lease (the
 all-in-one server, where every drive is local anyway), or, in a cluster, on the storage node that
-holds a target drive (``roles/storage_rebuild.py``), so the rebuild of a failed drive is spread over
+holds a target drive (``roles/storage.py``), so the rebuild of a failed drive is spread over
 the nodes that take its shards instead of passing through one process's network link.
 """
 
