@@ -31,6 +31,7 @@ from apollo.client.remote_storage import Timeouts
 from apollo.cluster.duties import ManagerDuties
 from apollo.cluster.keys import TokenKeys, ensure_first_key, install_root_key
 from apollo.cluster.remote_drives import ClusterDrives
+from apollo.cluster.tuning import SETTING_PREFIX
 from apollo.eventloop import every, install_uvloop
 from apollo.meta.rpc_service import MetaRpc, build_meta_app
 from apollo.meta.service import MetaService
@@ -39,6 +40,9 @@ from apollo.roles import log_shutdown
 from apollo.roles.serving import serve
 from apollo.roles.tls import ServingCerts, serving_certs
 
+# A cluster's own default: the lease holder's pass checks that every shard the metadata names is present and
+# whole (no cell crosses the network), while each storage node reads every cell of its drives.
+SCRUB_MODE = SETTING_PREFIX + "scrub_mode"
 log = logging.getLogger("apollo.meta")
 
 
@@ -70,6 +74,8 @@ class MetaProcess:
         if self.store.get_setting("deployment_id") is None:
             self.store.set_setting("deployment_id", uuid.uuid4().hex)
         ensure_first_key(self.store)
+        if self.store.get_setting(SCRUB_MODE) is None:  # storage nodes deep-scrub their own drives, locally
+            self.store.set_setting(SCRUB_MODE, "shallow")
         if config.root_user:
             install_root_key(self.store, config.root_user, config.root_password)
         self.meta = MetaService(self.store)

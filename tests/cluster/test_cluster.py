@@ -288,7 +288,8 @@ def test_scrub_finds_a_flipped_byte_and_repair_restores_the_shard_and_a_new_node
     damaged = bytearray(original)
     damaged[len(damaged) // 2] ^= 0x55
     victim.write_bytes(bytes(damaged))
-    scrub = admin("scrub", "--now", "--wait", "--timeout", "60", database=cluster.database)
+    # A cluster's own pass is shallow (the nodes read their cells, weekly); a deep one on demand reads them all.
+    scrub = admin("scrub", "--now", "--wait", "--mode", "deep", "--timeout", "60", database=cluster.database)
     assert "1 problems" in scrub, scrub
     deadline = time.monotonic() + 30
     while victim.read_bytes() != original:  # rebuilt in place, byte for byte
