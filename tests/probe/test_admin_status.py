@@ -30,8 +30,15 @@ def test_status_says_who_answers_what_is_stored_and_what_to_do_next(make_server)
     wiped = server.drives[1]
     shutil.rmtree(wiped)
     wait_until(lambda: drive_state(server, wiped) == "failed", 20, "the wiped drive to be marked failed")
-    out = " ".join(admin("status", meta_dir=server.meta_dir).split())  # rich wraps lines at 80 columns
     (drive_id,) = query(server, "SELECT drive_id FROM drives WHERE path = ?", (str(wiped.resolve()),))[0]
+    shown: list[str] = []
+
+    def repair_waits() -> bool:  # once the failed drive's walk has queued its shards (under a loaded suite, later)
+        shown[:] = [" ".join(admin("status", meta_dir=server.meta_dir).split())]  # rich wraps lines at 80 columns
+        return "NEXT: repair is waiting" in shown[0]
+
+    wait_until(repair_waits, 20, "status to say that repair waits for a spare drive")
+    out = shown[0]
     assert (f"NEXT: drive {drive_id} ({wiped.resolve()}) failed: replace it: mount a new disk at "
             f"{wiped.resolve()}, then `apollo admin drive replace {wiped.resolve()} --wait`") in out, out  # fmt: skip
     assert "NEXT: repair is waiting: 5 online drives for 6-wide segments leave no spare drive" in out, out
