@@ -82,13 +82,7 @@ class ShardRebuilder:
             raise
         for index, drive in targets.items():  # read back what was written before pointing readers at it
             problem = await check_shard(self.ctx, layout, index, drive, deep=True, pace=self.bytes_budget.take)
-            if problem is not None:
-                moved = [(i, d) for i, d in targets.items() if d != layout.drives[i]]
-                for i, d in moved:  # a file no layout names yet, and that one at least is bad: not left behind
-                    try:
-                        await self.ctx.node(d).delete(d, layout.shard(i))
-                    except (OSError, ApolloError):
-                        pass  # the orphan sweep removes it
+            if problem is not None:  # what was written is the repair worker's to discard: it knows what is in use
                 raise RebuiltBadly(f"rebuilt shard {index} on {drive} does not verify: {problem}")
         return written
 

@@ -189,7 +189,15 @@ class RepairWorker:
     async def _write_and_commit(self, layout: SegmentLayout, targets: dict[int, str], copy_from: dict[int, str]
                                 ) -> bool:  # fmt: skip
         """Write the shards, then point the layout at them; False (and nothing left behind) when it changed."""
-        written = await self._rebuild(layout, targets, copy_from)
+        try:
+            written = await self._rebuild(layout, targets, copy_from)
+        except Exception:
+            # A target may hold a finished file (its read-back failed, or the job broke after a finish): removed
+            # unless the current layout uses it. A remote job's failure does not say how far it got.
+            moved = {i: d for i, d in targets.items() if d != layout.drives[i]}
+            if moved:
+                await self._discard_rebuilt(layout.segment_id, layout, moved)
+            raise
         if not await self.meta.commit_repair(layout.segment_id, layout.drives, targets):
             await self._discard_rebuilt(layout.segment_id, layout, targets)
             return False
