@@ -278,12 +278,14 @@ class RemoteStorageNode(StorageNode):
         token = self.token_for(op, shard.segment_id)
         return await self._request(method, self._url(drive_id, shard), token, params, want)
 
-    async def _request(self, method: str, url: str, token: str, params: dict | None, want: str
+    async def _request(self, method: str, url: str, token: str, params: dict | None, want: str,
+                       data: bytes | None = None, total_s: float | None = None
                        ) -> bytes | str | int | dict:  # fmt: skip
-        timeout = aiohttp.ClientTimeout(total=self.timeouts.request_s, connect=self.timeouts.connect_s)
+        """``total_s``: the whole request's limit, when it is not one step's (``Timeouts.request_s``)."""
+        timeout = aiohttp.ClientTimeout(total=total_s or self.timeouts.request_s, connect=self.timeouts.connect_s)
         self.check_reachable()
         try:
-            async with self.session.request(method, url, params=params, headers={TOKEN_HEADER: token},
+            async with self.session.request(method, url, params=params, data=data, headers={TOKEN_HEADER: token},
                                             timeout=timeout, ssl=self.ssl) as response:  # fmt: skip
                 self.saw(response.headers.get(EPOCH_HEADER))
                 if method == "DELETE" and response.status == 404:
@@ -406,18 +408,8 @@ class RemoteStorageNode(StorageNode):
         """
         body = json.dumps({"layout": layout.to_json(), "targets": targets, "copy_from": copy_from}).encode()
         token = self.token_for(tokens.REPAIR, layout.segment_id)
-        timeout = aiohttp.ClientTimeout(total=REBUILD_TIMEOUT_S, connect=self.timeouts.connect_s)
-        self.check_reachable()
-        try:
-            async with self.session.post(self.endpoint + REBUILD, data=body, timeout=timeout, ssl=self.ssl,
-                                         headers={TOKEN_HEADER: token, "Content-Type": "application/json"}
-                                         ) as response:  # fmt: skip
-                await _raise_for(response)
-                return int((await response.json())["written"])
-        except (TimeoutError, aiohttp.ClientError) as exc:
-            failure = _os_error(exc)
-            self.suspect(failure)
-            raise failure from exc
+        reply = await self._request("POST", self.endpoint + REBUILD, token, None, "json", body, REBUILD_TIMEOUT_S)
+        return int(reply["written"])
 
     async def _listing(self, path: str, params: dict) -> dict:
         token = self.token_for(tokens.LIST, tokens.ANY_SEGMENT)

@@ -16,7 +16,7 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from apollo.client.context import ClientContext
-from apollo.errors import ApolloError, InsufficientFragments
+from apollo.errors import ApolloError
 from apollo.proto.layout import SegmentLayout
 from apollo.storage.geometry import ShardGeometry
 from apollo.storage.node import ShardSink
@@ -34,7 +34,7 @@ async def rebuild_lost(ctx: ClientContext, layout: SegmentLayout, lost: list[int
     A shard whose spares all refuse, or whose new stream fails too, is left out (the caller counts
     what it has); too few readable sources fail the whole rebuild.
 
-    :raises InsufficientFragments: fewer than k of the finished shards could be read.
+    :raises InsufficientFragments: a stripe of which fewer than k finished shards could be read.
     """
     geometry = ShardGeometry(layout)
     sources = [i for i in range(layout.scheme.width) if i not in lost]
@@ -70,9 +70,26 @@ async def _drop_failed(sinks: dict[int, ShardSink], placed: dict[int, str], outc
                 await asyncio.gather(sink.abort(), return_exceptions=True)
 
 
+async def decodable_cells(read: Callable[[int], Awaitable[list | None]], sources: list[int], cells: dict[int, list],
+                          k: int, stripes: int) -> dict[int, list]:  # fmt: skip
+    """``cells`` (shard -> verified fragment per stripe, None where one failed) topped up with ``read`` of
+    ``sources`` in order, until every one of ``stripes`` stripes has k good cells or no source is left: as
+    many read at once as could suffice, more only where some failed. The writer's rebuild of a lost shard
+    and the repair's both read survivors this way."""
+    pending = [i for i in sources if i not in cells]
+    while pending and not all(sum(c[n] is not None for c in cells.values()) >= k for n in range(stripes)):
+        wanted = max(1, k - len(cells))
+        batch, pending = pending[:wanted], pending[wanted:]
+        got = await asyncio.gather(*(read(i) for i in batch))
+        cells.update({i: g for i, g in zip(batch, got, strict=True) if g is not None})
+    return cells
+
+
 async def _rebuilt_batch(ctx: ClientContext, layout: SegmentLayout, geometry: ShardGeometry, sources: list[int],
                          missing: list[int], s0: int, s1: int) -> dict[int, list[bytes]]:  # fmt: skip
-    """Cell records of stripes ``[s0, s1)`` for shards ``missing``: k sources read at once, more if some fail."""
+    """Cell records of stripes ``[s0, s1)`` for shards ``missing``, from the finished ones.
+
+    :raises InsufficientFragments: a stripe with fewer than k good cells (``rebuild_records``)."""
     offset, length = geometry.span(s0, s1)
 
     async def cells_of(index: int) -> list | None:
@@ -83,11 +100,5 @@ async def _rebuilt_batch(ctx: ClientContext, layout: SegmentLayout, geometry: Sh
             return None
         return await ctx.cpu_run(geometry.split, raw, s0, s1)
 
-    k, cells, pending = layout.scheme.k, {}, list(sources)
-    while pending and not all(sum(c[n] is not None for c in cells.values()) >= k for n in range(s1 - s0)):
-        batch, pending = pending[: max(1, k - len(cells))], pending[max(1, k - len(cells)) :]
-        got = await asyncio.gather(*(cells_of(i) for i in batch))
-        cells.update({i: g for i, g in zip(batch, got, strict=True) if g is not None})
-    if len(cells) < k:
-        raise InsufficientFragments(f"segment {layout.segment_id}: only {len(cells)} finished shards readable")
+    cells = await decodable_cells(cells_of, sources, {}, layout.scheme.k, s1 - s0)
     return await ctx.cpu_run(geometry.rebuild_records, cells, missing, s1 - s0)

@@ -34,14 +34,13 @@ from apollo import errors, metrics
 from apollo.client.context import ClientContext
 from apollo.client.remote_meta import RemoteMeta
 from apollo.cluster.ratelimit import RateLimiter
-from apollo.cluster.shardcheck import check_shard
+from apollo.cluster.shardcheck import FOOTER_READ_BYTES, check_shard, header_and_footer
 from apollo.proto.layout import NO_DRIVE, Scheme, SegmentLayout, ShardRef
 from apollo.storage.node import LocalStorageNode, StoredShard
-from apollo.storage.shardfile import HEADER_BYTES, decode_footer, decode_header
+from apollo.storage.shardfile import HEADER_BYTES
 
 log = logging.getLogger("apollo.scrub")
 PAGE = 256  # groups, or segments, listed at a time
-FOOTER_READ_BYTES = 4096
 MISSING = "shard file missing"  # shardcheck's word for a file gone meanwhile (GC, repair): nothing to report
 
 
@@ -55,6 +54,10 @@ class PassCounts:
     shards: int = 0
     bytes: int = 0
     damaged: int = 0
+
+    def add(self, other: PassCounts) -> None:
+        self.shards, self.bytes, self.damaged = (self.shards + other.shards, self.bytes + other.bytes,
+                                                 self.damaged + other.damaged)  # fmt: skip
 
 
 @dataclass
@@ -111,9 +114,7 @@ class NodeScrubber:
             state = await asyncio.to_thread(DriveScrubState.load, drive.root)
             if not state.under_way() and time.time() < state.started + self.interval_s:
                 continue
-            counts = await self._scrub_drive(drive_id, drive.root, state)
-            total.shards, total.bytes, total.damaged = (total.shards + counts.shards, total.bytes + counts.bytes,
-                                                        total.damaged + counts.damaged)  # fmt: skip
+            total.add(await self._scrub_drive(drive_id, drive.root, state))
         return total
 
     async def _scrub_drive(self, drive_id: str, root: Path, state: DriveScrubState) -> PassCounts:
@@ -166,8 +167,7 @@ class NodeScrubber:
         node, ref = self.ctx.node(drive_id), ShardRef(pg, shard.segment_id, shard.index)
         try:
             await self._pace(HEADER_BYTES + FOOTER_READ_BYTES)
-            header = decode_header(await node.read(drive_id, ref, 0, HEADER_BYTES))
-            footer = decode_footer(await node.read_tail(drive_id, ref, FOOTER_READ_BYTES))
+            header, footer = await header_and_footer(node, drive_id, ref)
             scheme = Scheme.parse(header["scheme"])
             layout = SegmentLayout(shard.segment_id, int(header["offset"]), int(footer["length"]), scheme,
                                    int(header["cell_size"]), pg, (NO_DRIVE,) * scheme.width)  # fmt: skip

@@ -14,24 +14,17 @@ the nodes that take its shards instead of passing through one process's network 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable
 
 from apollo.client.context import ClientContext
+from apollo.client.replace import decodable_cells
 from apollo.cluster.ratelimit import RateLimiter
-from apollo.cluster.shardcheck import check_shard
+from apollo.cluster.shardcheck import check_shard, header_and_footer
 from apollo.errors import ApolloError, InsufficientFragments
 from apollo.proto.layout import SegmentLayout
 from apollo.storage.geometry import ShardGeometry
 from apollo.storage.node import ShardSink
-from apollo.storage.shardfile import (
-    HEADER_BYTES,
-    decode_footer,
-    decode_header,
-    encode_footer,
-    encode_header,
-    seal_record,
-)
-
-FOOTER_READ_BYTES = 4096
+from apollo.storage.shardfile import encode_footer, encode_header, seal_record
 
 
 class RebuiltBadly(ApolloError):
@@ -92,9 +85,7 @@ class ShardRebuilder:
         for index in sources:
             drive = layout.drives[index]
             try:
-                node = self.ctx.node(drive)
-                header = decode_header(await node.read(drive, layout.shard(index), 0, HEADER_BYTES))
-                footer = decode_footer(await node.read_tail(drive, layout.shard(index), FOOTER_READ_BYTES))
+                header, footer = await header_and_footer(self.ctx.node(drive), drive, layout.shard(index))
                 return header, encode_footer(footer)
             except (OSError, ApolloError, ValueError) as exc:
                 problems.append(f"shard {index}: {exc}")
@@ -134,19 +125,11 @@ class ShardRebuilder:
         missing = [i for i in targets if i not in records]
         if not missing:
             return records
-        k = layout.scheme.k
 
-        def enough() -> bool:
-            return all(sum(c[n] is not None for c in cells.values()) >= k for n in range(stripes))
+        def read(index: int) -> Awaitable[list | None]:
+            return self._read_cells(layout, geometry, index, layout.drives[index], s0, s1)
 
-        pending = [i for i in sources if i not in cells]  # data shards first
-        while pending and not enough():
-            wanted = max(1, k - len(cells))  # read as many as could suffice, all at once
-            batch, pending = pending[:wanted], pending[wanted:]
-            got = await asyncio.gather(
-                *(self._read_cells(layout, geometry, i, layout.drives[i], s0, s1) for i in batch)
-            )  # fmt: skip
-            cells.update({i: g for i, g in zip(batch, got, strict=True) if g is not None})
+        await decodable_cells(read, sources, cells, layout.scheme.k, stripes)  # data shards first
         rebuilt = await self.ctx.cpu_run(geometry.rebuild_records, cells, missing, stripes)
         records.update(rebuilt)
         return records

@@ -13,8 +13,9 @@ from collections.abc import Awaitable, Callable
 
 from apollo.client.context import ClientContext
 from apollo.errors import ApolloError, ChecksumMismatch
-from apollo.proto.layout import SegmentLayout
+from apollo.proto.layout import SegmentLayout, ShardRef
 from apollo.storage.geometry import ShardGeometry
+from apollo.storage.node import StorageNode
 from apollo.storage.shardfile import (
     HEADER_BYTES,
     decode_footer,
@@ -24,6 +25,17 @@ from apollo.storage.shardfile import (
 )
 
 Pace = Callable[[int], Awaitable[None]]  # called with the bytes about to be read
+FOOTER_READ_BYTES = 4096  # the tail read for a footer: its JSON is a few dozen bytes
+
+
+async def header_and_footer(node: StorageNode, drive_id: str, shard: ShardRef) -> tuple[dict, dict]:
+    """A shard file's header and footer fields, each decoded and checked (two small reads).
+
+    :raises FileNotFoundError: no such file. :raises ChecksumMismatch, ValueError: either is damaged.
+    :raises OSError, ApolloError: the drive or its node failed.
+    """
+    header = decode_header(await node.read(drive_id, shard, 0, HEADER_BYTES))
+    return header, decode_footer(await node.read_tail(drive_id, shard, FOOTER_READ_BYTES))
 
 
 async def _no_pace(_: int) -> None:

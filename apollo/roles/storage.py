@@ -83,7 +83,9 @@ class StorageProcess:
         self.node = LocalStorageNode([])
         self.app = build_storage_app(self.node, self.keyring, self.state)
         add_rebuild_route(self.app, self._rebuild)
-        self.rebuilder: ShardRebuilder | None = None  # once joined: the cluster's nodes, for the survivors
+        self.rebuilder: ShardRebuilder | None = None  # once joined: the metadata service, for the cluster map
+        self.peers: NodeDirectory | None = None  # the cluster's nodes, a rebuild's survivors, as of ``peers_epoch``
+        self.peers_epoch = -1
         self.app.cleanup_ctx.append(self._lifecycle)
         if certs is not None:
             certs.install(self.app)
@@ -97,12 +99,11 @@ class StorageProcess:
         except ApolloError as exc:  # a wrong key, the service unreachable for long: say so, no traceback
             await session.close()
             raise SystemExit(f"apollo storage: cannot join the cluster: {exc}") from None
-        directory = NodeDirectory(session, self._service_token, Timeouts(),
-                                  ssl_context=self.certs.client if self.certs else None)  # fmt: skip
+        self.peers = NodeDirectory(session, self._service_token, Timeouts(),
+                                   ssl_context=self.certs.client if self.certs else None)  # fmt: skip
         self.rebuilder = ShardRebuilder(
             ClientContext(meta, {}, cpu=ThreadPoolExecutor(2, thread_name_prefix="rebuild"))
         )
-        self._rebuild_map = (meta, directory, -1)
         beat = every(limits.node_heartbeat_interval_s, lambda: self._heartbeat(meta), "heartbeat to meta")
         tasks = [asyncio.create_task(beat)]
         if self.config.scrub_bytes_per_s > 0:
@@ -112,7 +113,7 @@ class StorageProcess:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        directory.close()
+        self.peers.close()
         await session.close()
         self.node.close()
 
@@ -123,14 +124,13 @@ class StorageProcess:
     async def _rebuild(self, layout: SegmentLayout, targets: dict[int, str], copy_from: dict[int, str]) -> int:
         """The manager's rebuild job (``add_rebuild_route``): survivors read from the peers (the cluster map's
         nodes, fetched again when a heartbeat brought a new epoch) or from this node's own drives directly."""
-        if self.rebuilder is None:
+        if self.rebuilder is None or self.peers is None:
             raise errors.MetadataUnavailable("this storage node has not joined its cluster yet")
-        meta, directory, epoch = self._rebuild_map
-        if epoch != self.state.epoch:
-            cluster = await meta.call_briefly("cluster_map")
-            directory.update(cluster)
-            self._rebuild_map = (meta, directory, cluster.epoch)
-        self.rebuilder.ctx.nodes = {**directory.nodes, **self.node.serving()}
+        if self.peers_epoch != self.state.epoch:
+            cluster = await self.rebuilder.ctx.meta.call_briefly("cluster_map")
+            self.peers.update(cluster)
+            self.peers_epoch = cluster.epoch
+        self.rebuilder.ctx.nodes = {**self.peers.nodes, **self.node.serving()}
         written = await self.rebuilder.rebuild(layout, targets, copy_from)
         metrics.repaired_shards.inc(len(targets))  # this node's share of the cluster's repairs
         metrics.repair_bytes.inc(written)
