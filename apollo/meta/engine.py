@@ -89,6 +89,11 @@ class Engine(ABC):
     @abstractmethod
     def close(self) -> None: ...
 
+    @abstractmethod
+    def erase_replaced(self, tables: tuple[str, ...]) -> None:
+        """Overwrite what remains of rows replaced in ``tables`` (old page images, dead row versions), so a
+        secret rewritten sealed does not stay readable in clear in the database's files."""
+
     def run(self, call: Callable[[], T]) -> T:
         """Run ``call`` (one store method), again from the start while it loses a conflict or the database is away."""
         deadline = time.monotonic() + RETRY_FOR_S
@@ -134,6 +139,9 @@ class SqliteEngine(Engine):
             self.conn.execute("PRAGMA journal_mode=WAL")
             self.conn.execute("PRAGMA synchronous=FULL")  # an acknowledged commit survives power loss
             self.conn.execute("PRAGMA foreign_keys=OFF")
+            # A deleted or rewritten row's bytes zeroed in its page when that costs no extra write (a secret
+            # rewritten sealed leaves no clear copy in the page it moved out of).
+            self.conn.execute("PRAGMA secure_delete=FAST")
         self.conn.execute("PRAGMA busy_timeout=10000")
         # Reads of the database's pages straight from the OS's page cache, and a larger cache of its own: a batch
         # lookup of 1,000 small objects reads their inline bytes, 10 MB of overflow pages, which SQLite's default
@@ -160,6 +168,14 @@ class SqliteEngine(Engine):
 
     def full(self, exc: BaseException) -> bool:
         return isinstance(exc, sqlite3.Error) and exc.sqlite_errorcode == sqlite3.SQLITE_FULL
+
+    def erase_replaced(self, tables: tuple[str, ...]) -> None:
+        """The WAL keeps every page image written since its last reset, the replaced ones too: copy the
+        latest into the database file and cut the WAL to nothing. The file's freed cells were zeroed as they
+        were freed (``secure_delete``)."""
+        busy, _, _ = self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        if busy:
+            raise RuntimeError(f"{self.path}: the WAL could not be emptied (a reader holds it); start again")
 
     def reader(self) -> SqliteEngine:
         """WAL lets a second connection read while the writer commits; each statement sees the latest commit."""
@@ -281,6 +297,12 @@ class PostgresEngine(Engine):
 
     def full(self, exc: BaseException) -> bool:
         return isinstance(exc, self._psycopg.errors.DiskFull)
+
+    def erase_replaced(self, tables: tuple[str, ...]) -> None:
+        """A replaced row is a dead tuple in the table's heap until vacuumed (PostgreSQL's WAL segments are
+        recycled on its own schedule, and its backups are the operator's)."""
+        with self.connect() as db:
+            db.execute(f"VACUUM {', '.join(tables)}")
 
     def reader(self) -> PostgresEngine:
         return self

@@ -19,6 +19,8 @@ from apollo.meta.sqlbase import SqlBase
 from apollo.proto.identity import BUILTIN_POLICIES, POLICIES_PER_KEY_MAX
 from apollo.proto.records import KeyRights
 
+SECRET_TABLES = ("access_keys", "session_keys", "token_keys")  # the rows ``reseal_secrets`` rewrites
+
 
 @dataclass(frozen=True)
 class KeyInfo:
@@ -152,6 +154,8 @@ class UserOps(SqlBase):
                     db.execute("UPDATE token_keys SET secret = ? WHERE key_id = ?",
                                (self.sealer.seal_bytes(secret, row), r["key_id"]))  # fmt: skip
                     resealed += 1
+        if resealed:
+            self.engine.erase_replaced(SECRET_TABLES)
         return resealed
 
     def _refuse_clear_among_sealed(self, db) -> None:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
 from apollo import errors
+from apollo.meta.sealing import Sealer
 from apollo.proto.identity import BUILTIN_POLICIES, POLICIES_PER_KEY_MAX
 
 READ = json.dumps({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:GetObject",
@@ -86,3 +88,24 @@ def test_a_bucket_remembers_who_created_it(store):
     store.create_bucket("owned", 1.0, "AKUSER")
     assert store.get_bucket("owned").owner == "AKUSER"
     assert {b.name: b.owner for b in store.list_buckets()} == {"b": "", "owned": "AKUSER"}
+
+
+def test_resealing_a_clear_secret_leaves_it_readable_only_through_the_key(store):
+    """The first start with a key rewrites the clear secrets sealed, then erases the replaced rows' copies
+    (SQLite: the WAL emptied; PostgreSQL: the dead tuples vacuumed), which must run on both engines."""
+    store.put_key("AKUSER", "s3cret", 1.0)
+    store.sealer = Sealer([os.urandom(32)])
+    assert store.reseal_secrets() == 1
+    assert store.key_rights("AKUSER").secret == "s3cret"
+    stored = store.engine.run(lambda: _stored_secret(store, "AKUSER"))
+    assert stored.startswith("sealed1:") and "s3cret" not in stored
+    if store.path:
+        assert os.path.getsize(store.path + "-wal") == 0
+    assert store.reseal_secrets() == 0  # sealed with the current key: nothing to do, nothing erased
+
+
+def _stored_secret(store, access_key: str) -> str:
+    with store.engine.connect() as db:
+        return db.execute("SELECT secret_key FROM access_keys WHERE access_key = ?", (access_key,)).fetchone()[
+            "secret_key"
+        ]
