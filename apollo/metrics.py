@@ -102,6 +102,9 @@ drives_by_state = Gauge("apollo_drives", "Drives by lifecycle state", ["state"],
 # Cluster roles.
 rpc_total = Counter("apollo_meta_rpc_total", "Metadata service calls by method and outcome", ["method", "outcome"],
                     registry=registry)  # fmt: skip
+standby_reads = Counter("apollo_meta_standby_reads_total", "Reads offered to PostgreSQL standbys, by who "
+                        "answered: standby, or primary and why (behind, not_found, failed)", ["answered"],
+                        registry=registry)  # fmt: skip
 rpc_seconds = Histogram(
     "apollo_meta_rpc_seconds", "Metadata service call latency by method", ["method"], registry=registry,
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
@@ -146,7 +149,8 @@ OWNED_BY_ROLE: dict[str, frozenset[str]] = {
         # its own share of the cluster's repairs (the manager's rebuild jobs) and its local scrub
         "apollo_repaired_shards", "apollo_repair_bytes", "apollo_scrub_bytes", "apollo_scrub_errors"}),
     "meta": frozenset(_EVERY_ROLE | _READERS | {
-        "apollo_meta_rpc", "apollo_meta_rpc_seconds", "apollo_manager_lease_held", "apollo_storage_nodes",
+        "apollo_meta_rpc", "apollo_meta_rpc_seconds", "apollo_meta_standby_reads",
+        "apollo_manager_lease_held", "apollo_storage_nodes",
         "apollo_drives", "apollo_repair_backlog", "apollo_degraded_groups", "apollo_segments_at_risk",
         "apollo_repaired_shards", "apollo_repair_bytes", "apollo_repair_failures", "apollo_scrub_bytes",
         "apollo_scrub_errors", "apollo_scrub_progress_ratio", "apollo_scrub_next_pass_due_timestamp_seconds",

@@ -45,7 +45,7 @@ def cmd_meta(args: argparse.Namespace) -> None:
     try:
         run(MetaConfig(args.database, host, port, user, password, args.drive_reserve, args.manager_lease,
                        args.gc_delay, args.upload_expiry, certs=args.certs, txn_ttl_min_s=args.txn_ttl_min,
-                       max_connections=args.max_connections))  # fmt: skip
+                       max_connections=args.max_connections, standby_reads=args.standby_reads))  # fmt: skip
     except MetadataUnavailable as exc:  # the database refused or is away at start: one line, not a traceback
         sys.exit(f"apollo meta: {exc}")
 
@@ -88,6 +88,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     meta = sub.add_parser("meta", help="run a metadata service of a cluster")
     meta.add_argument("--database", required=True, help="postgresql://user@host:port/db (or a SQLite file)")
     meta.add_argument("--address", default="127.0.0.1:9100")
+    meta.add_argument("--standby-reads", action="store_true",
+                      help="answer lookups and listings from the PostgreSQL standbys among the URL's hosts when they "
+                           "have replayed the caller's last write (read-your-writes; docs/deploy.md)")  # fmt: skip
     add_manager_flags(meta)
     add_certs_flag(meta, "role")
     meta.set_defaults(func=cmd_meta)

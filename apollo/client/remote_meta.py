@@ -34,7 +34,7 @@ from apollo.client.directory import NodeDirectory
 from apollo.client.remote_storage import Timeouts
 from apollo.client.tls import CERTS_ENV, refuses_us, tls_failure
 from apollo.eventloop import every
-from apollo.proto import codec, meta_api, routes, signing
+from apollo.proto import codec, meta_api, read_after, routes, signing
 from apollo.proto.cluster_map import ClusterMap
 from apollo.proto.placement import Placement
 
@@ -92,6 +92,9 @@ class RemoteMeta:
         self._service = False
         self._catching_up: asyncio.Task | None = None
         self.outage_since: float | None = None  # monotonic; set while no metadata service answers
+        # The highest WAL position our writes reached, sent with every call: a service that reads from standbys
+        # answers our reads from one that has replayed that far (``apollo.proto.read_after``).
+        self.written_at: str | None = None
         self.on_availability: Callable[[bool], None] = lambda available: None  # told as an outage starts, ends
 
     # calls -----------------------------------------------------------------------------------
@@ -125,11 +128,14 @@ class RemoteMeta:
         delay = 0.05
         while True:
             headers = {**signing.sign("POST", path, body, self.access_key, self.secret_key), "Accept": ACCEPT}
+            if self.written_at is not None:
+                headers[read_after.READ_AFTER] = self.written_at
             try:
                 timeout = OUTAGE_TIMEOUT if outage else CALL_TIMEOUT
                 async with self.session.post(self.endpoint + path, data=body, headers=headers, timeout=timeout,
                                              ssl=self.ssl) as response:  # fmt: skip
                     answer = await response.read()
+                    self._saw_position(response.headers.get(read_after.WRITTEN_AT))
                     framed = response.content_type in (codec.FRAMED, codec.FRAMED_COLUMNS)
                     reply = codec.loads_framed(answer) if framed else codec.loads(answer)
                 break
@@ -162,6 +168,15 @@ class RemoteMeta:
         while len(self._tokens) > TOKENS_KEPT:
             self._tokens.popitem(last=False)
         return reply["result"]
+
+    def _saw_position(self, written_at: str | None) -> None:
+        """Keep the highest WAL position our writes reached. A header that does not parse is ignored: sent
+        back, it would only get our calls refused."""
+        if written_at is None:
+            return
+        with contextlib.suppress(errors.InvalidRequest):
+            if self.written_at is None or read_after.parse(written_at) > read_after.parse(self.written_at):
+                self.written_at = written_at
 
     async def _tls_refusal(self, failure: Exception) -> str | None:
         """What went wrong with TLS, when a call failed over it: a certificate refused either way (ours by

@@ -29,7 +29,8 @@ from apollo import errors, ids, limits, metrics, tokens
 from apollo.keycache import SecretCache
 from apollo.meta.call_policy import CallPolicy, bind, signature_of
 from apollo.meta.service import MetaService
-from apollo.proto import codec, meta_api, routes, signing
+from apollo.meta.standby import READ_AFTER, WRITTEN_AT
+from apollo.proto import codec, meta_api, read_after, routes, signing
 from apollo.proto.bucket_access import Caller
 from apollo.proto.cluster_map import ClusterMap
 from apollo.proto.layout import Scheme, SegmentLayout
@@ -215,7 +216,11 @@ def _reply(payload: dict, status: int = 200, accept: str = "") -> web.Response:
 async def _call(request: web.Request) -> web.Response:
     method = request.match_info["method"]
     started = time.perf_counter()
+    WRITTEN_AT.set(None)  # a connection's requests may share one context: nothing carries over
     response = await _answer(request, method)
+    written = WRITTEN_AT.get()
+    if written is not None:
+        response.headers[read_after.WRITTEN_AT] = read_after.format_lsn(written)
     if method in meta_api.REMOTE:  # not a label per made-up method name
         outcome = "ok" if response.status == 200 else request.get("error_type", str(response.status))
         metrics.rpc_total.labels(method, outcome).inc()
@@ -248,6 +253,8 @@ async def _answer(request: web.Request, method: str) -> web.Response:
         signing.verify("POST", request.path, request.headers, body, rights.secret if rights else None)
         if meta_api.allowed(method, service_key=rights.is_root) is None:
             raise errors.AccessDenied(f"{method} is not a metadata call this key may make")
+        after = request.headers.get(read_after.READ_AFTER)
+        READ_AFTER.set(read_after.parse(after) if after else None)
         call = codec.loads(body)
         if not (isinstance(call, dict) and isinstance(call.get("args", []), list)
                 and isinstance(call.get("kwargs", {}), dict)):  # else a 500 (AttributeError) below

@@ -13,6 +13,7 @@ on a third connection and thread, so a long scan never delays a commit.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import inspect
 import logging
@@ -24,6 +25,7 @@ from apollo import limits
 from apollo.errors import InsufficientStorage
 from apollo.meta.groupcommit import GroupCommitExecutor
 from apollo.meta.sql_txns import raise_unless_open
+from apollo.meta.standby import WRITTEN_AT, StandbyReads, written_position
 from apollo.meta.store import SqlStore
 from apollo.proto import meta_api
 from apollo.proto.layout import NO_DRIVE, Scheme, SegmentLayout
@@ -67,6 +69,35 @@ def _inline(call: meta_api.Call):
     return method
 
 
+def _standby_first(call: meta_api.Call, run):
+    """A read offered to a standby first, when the service has them (``apollo.meta.standby``)."""
+
+    async def method(self: MetaService, *args, **kwargs):
+        if self.standby is not None:
+            answered, result = await self.standby.answer(call.name, args, kwargs)
+            if answered:
+                return result
+        return await run(self, *args, **kwargs)
+
+    return method
+
+
+def _noting_position(run):
+    """A write whose caller is told the primary's WAL position after it, when standbys answer reads: its
+    next reads wait for a standby that has replayed that far (``apollo.proto.read_after``)."""
+
+    async def method(self: MetaService, *args, **kwargs):
+        result = await run(self, *args, **kwargs)
+        if self.standby is not None:
+            engine = self.store.engine
+            with contextlib.suppress(Exception):  # committed: a failed look at the position fails no write
+                at = await asyncio.get_running_loop().run_in_executor(self._executor, written_position, engine)
+                WRITTEN_AT.set(max(at, WRITTEN_AT.get() or 0))
+        return result
+
+    return method
+
+
 def _expose(call: meta_api.Call):
     """The service's coroutine for a table call, carrying the store method's signature (the RPC service
     binds a remote caller's arguments to it). A call on the caller's own pending writes that names no
@@ -77,6 +108,10 @@ def _expose(call: meta_api.Call):
         run = _on_thread(call, "store", "_executor")
     else:  # long scans on the background reader's own thread never delay a commit
         run = _on_thread(call, "_background_reader", "_background_pool")
+    if call.standby:
+        run = _standby_first(call, run)
+    elif call.kind is meta_api.Kind.WRITE and call.who in (Who.KEY, Who.OWNER):  # what clients write
+        run = _noting_position(run)
     store_method = getattr(SqlStore, call.name)
     if call.who is not Who.OWNER:
         return functools.wraps(store_method)(run)
@@ -93,9 +128,11 @@ def _expose(call: meta_api.Call):
 class MetaService:
     def __init__(
         self, store: SqlStore, pg_count: int = limits.placement_groups_default, owner: str | None = None,
-        placement: Placement | None = None,
-    ) -> None:
+        placement: Placement | None = None, standby: StandbyReads | None = None,
+    ) -> None:  # fmt: skip
+        """``standby``: reads the API marks so are offered to PostgreSQL standbys first (``--standby-reads``)."""
         self.store = store
+        self.standby = standby
         self.reader = store.open_reader()  # used only from the event loop thread
         self.pg_count = pg_count
         self.owner = owner or uuid.uuid4().hex[:12]  # this process's identity for pending-write GC rows
@@ -178,6 +215,8 @@ class MetaService:
     def close(self) -> None:
         self._executor.shutdown(wait=True)
         self._background_pool.shutdown(wait=True)
+        if self.standby is not None:
+            self.standby.close()
         self._background_reader.close()
         self.reader.close()
         self.store.close()

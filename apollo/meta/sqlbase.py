@@ -155,10 +155,10 @@ class SqlBase:
         if sealed is not None:
             self.journal.publish(sealed)
 
-    def open_reader(self) -> SqlBase:
-        """A store for reads on its own connection(s); see ``Engine.reader``."""
+    def open_reader(self, engine: Engine | None = None) -> SqlBase:
+        """A store for reads on its own connection(s) (see ``Engine.reader``), or on ``engine``'s."""
         reader = object.__new__(type(self))
-        reader.engine = self.engine.reader()
+        reader.engine = engine or self.engine.reader()
         reader._owns_engine = reader.engine is not self.engine
         reader._local = threading.local()
         return reader

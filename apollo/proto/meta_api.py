@@ -53,6 +53,7 @@ class Call:
     who: Who
     runs: Runs
     idempotent: bool = False  # a write that may run twice with the same outcome
+    standby: bool = False  # a read a PostgreSQL standby may answer (``apollo.meta.standby``)
 
     @property
     def remote(self) -> bool:
@@ -71,7 +72,7 @@ _INLINE, _THREAD, _BACKGROUND, _CUSTOM = Runs.INLINE, Runs.THREAD, Runs.BACKGROU
 CALLS: dict[str, Call] = {call.name: call for call in (
     # buckets
     Call("create_bucket", W, _KEY, _THREAD),
-    Call("get_bucket", R, _KEY, _INLINE),
+    Call("get_bucket", R, _KEY, _INLINE, standby=True),
     Call("list_buckets", R, _KEY, _THREAD),
     Call("delete_bucket", W, _KEY, _THREAD),
     Call("set_bucket_policy", W, _KEY, _THREAD, idempotent=True),
@@ -82,15 +83,15 @@ CALLS: dict[str, Call] = {call.name: call for call in (
     Call("repoint_segment", W, _OWNER, _CUSTOM, idempotent=True),
     Call("abandon_segments", W, _OWNER, _THREAD, idempotent=True),
     Call("commit_version", W, _OWNER, _THREAD),
-    Call("get_version", R, _KEY, _INLINE),
-    Call("get_versions", R, _KEY, _BACKGROUND),  # a batch of lookups: many point reads off the event loop
+    Call("get_version", R, _KEY, _INLINE, standby=True),
+    Call("get_versions", R, _KEY, _BACKGROUND, standby=True),  # a batch of lookups: many point reads off the event loop
     Call("delete_object", W, _KEY, _THREAD),
     Call("rename_object", W, _KEY, _THREAD),
-    Call("get_tar_members", R, _KEY, _BACKGROUND),  # member ranges of tar archives, a batch's at once
-    Call("list_tar_members", R, _KEY, _THREAD),
+    Call("get_tar_members", R, _KEY, _BACKGROUND, standby=True),  # member ranges of tar archives, a batch's at once
+    Call("list_tar_members", R, _KEY, _THREAD, standby=True),
     Call("set_tags", W, _KEY, _THREAD, idempotent=True),
-    Call("list_objects", R, _KEY, _THREAD),
-    Call("list_versions", R, _KEY, _THREAD),
+    Call("list_objects", R, _KEY, _THREAD, standby=True),
+    Call("list_versions", R, _KEY, _THREAD, standby=True),
     # snapshots: the versions under a prefix at one instant, pinned (``apollo.meta.sql_snapshots``)
     Call("create_snapshot", W, _KEY, _THREAD),
     Call("get_snapshot", R, _KEY, _INLINE),

@@ -33,8 +33,10 @@ from apollo.cluster.keys import TokenKeys, ensure_first_key, install_root_key
 from apollo.cluster.remote_drives import ClusterDrives
 from apollo.cluster.tuning import SETTING_PREFIX
 from apollo.eventloop import every, install_uvloop
+from apollo.meta.engine import PostgresEngine
 from apollo.meta.rpc_service import MetaRpc, build_meta_app
 from apollo.meta.service import MetaService
+from apollo.meta.standby import PostgresStandbyEngine, StandbyReads
 from apollo.meta.store import SqlStore
 from apollo.roles import log_shutdown
 from apollo.roles.serving import serve
@@ -60,6 +62,7 @@ class MetaConfig:
     txn_ttl_min_s: float = limits.txn_ttl_s_min  # --txn-ttl-min: the shortest transaction lifetime granted
     certs: Path | None = None  # --certs: mutual TLS (DIR/public.crt, DIR/private.key, the cluster CA in DIR/CAs)
     max_connections: int = 0  # --max-connections; 0: half the process's file-descriptor limit
+    standby_reads: bool = False  # --standby-reads: lookups and listings offered to PostgreSQL standbys first
 
 
 class MetaProcess:
@@ -78,7 +81,7 @@ class MetaProcess:
             self.store.set_setting(SCRUB_MODE, "shallow")
         if config.root_user:
             install_root_key(self.store, config.root_user, config.root_password)
-        self.meta = MetaService(self.store)
+        self.meta = MetaService(self.store, standby=self._standby_reads(config))
         self.keyring = tokens.Keyring(self.store.token_keys())
         self.keys = TokenKeys(self.meta, self.keyring)
         self.rpc = MetaRpc(self.meta, self.keyring, config.drive_reserve_bytes)
@@ -86,6 +89,13 @@ class MetaProcess:
         self.app.cleanup_ctx.append(self._background)
         if certs is not None:
             certs.install(self.app)
+
+    def _standby_reads(self, config: MetaConfig) -> StandbyReads | None:
+        if not config.standby_reads:
+            return None
+        if not isinstance(self.store.engine, PostgresEngine):
+            raise SystemExit("apollo meta: --standby-reads needs a PostgreSQL database (a postgresql:// URL)")
+        return StandbyReads(self.store, PostgresStandbyEngine(config.database, self.store.engine.pool_size))
 
     async def _background(self, app: web.Application):
         session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
