@@ -230,9 +230,31 @@ class ObjectEngine:
         return await _in_calls(self._meta.get_versions, items)
 
     def read(self, version: Version, start: int = 0, end: int | None = None) -> AsyncIterator[bytes | memoryview]:
-        """Stream bytes ``[start, end)`` of a version returned by :meth:`head`; no metadata call."""
+        """Stream bytes ``[start, end)`` of a version returned by :meth:`head`; no metadata call, unless its
+        layout has gone stale (:meth:`_read_following_moves`)."""
         invariant(version.data is not None, "read() needs a version loaded with its data")
-        return read_range(self.ctx, version.data, start, version.size if end is None else end)
+        return self._read_following_moves(version, start, version.size if end is None else end)
+
+    async def _read_following_moves(self, version: Version, start: int, end: int) -> AsyncIterator[bytes | memoryview]:
+        """``read_range``, resumed once from where it stopped with the version looked up again, when a segment
+        had too few readable shards and its layout has changed since ``version`` was read: the repair worker
+        moves healthy shards (drains, rebalancing) and deletes the old copy once the move is committed, so a
+        reader holding the layout from before (a cached one, or one read a moment earlier) finds it gone,
+        which alone costs nothing, but beside unreachable shards can leave fewer than k.
+
+        :raises InsufficientFragments: also with the current layout, or when it has not changed."""
+        position = start
+        try:
+            async for piece in read_range(self.ctx, version.data, start, end):
+                position += len(piece)
+                yield piece
+            return
+        except errors.InsufficientFragments:
+            current = await self._meta.get_version(version.bucket, version.key, version.version_id)
+            if current is None or current.data is None or current.data.segments == version.data.segments:
+                raise
+        async for piece in read_range(self.ctx, current.data, position, end):
+            yield piece
 
     async def delete_object(self, bucket: str, key: str, version_id: str | None = None) -> DeleteResult:
         """S3's DELETE: without a version id, a delete marker on a versioned bucket and removal otherwise;
