@@ -97,6 +97,9 @@ class ObjectEngine:
         self.cell_size = cell_size
         self.write_quorum = write_quorum
         self._clock = clock
+        # Told of a version looked up again because its layout had changed under a read: a caller that caches
+        # layouts (the native client) replaces its copy, or every read of it would find the old one first.
+        self.on_relayout: Callable[[Version], None] = lambda version: None
 
     # buckets ---------------------------------------------------------------------------------
 
@@ -253,6 +256,7 @@ class ObjectEngine:
             current = await self._meta.get_version(version.bucket, version.key, version.version_id)
             if current is None or current.data is None or current.data.segments == version.data.segments:
                 raise
+            self.on_relayout(current)
         async for piece in read_range(self.ctx, current.data, position, end):
             yield piece
 

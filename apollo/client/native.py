@@ -144,6 +144,7 @@ class AsyncClient:
             raise
         ctx = ClientContext(self._meta, self._meta.nodes)
         self._engine = ObjectEngine(ctx, self._scheme, self._cell_size, self._write_quorum)
+        self._engine.on_relayout = self._relayout
         return self
 
     async def close(self) -> None:
@@ -297,6 +298,12 @@ class AsyncClient:
         while len(self._layouts) > LAYOUTS_KEPT:
             self._layouts.popitem(last=False)
         return version
+
+    def _relayout(self, version: Version) -> None:
+        """A version whose shards moved since we cached it: the cache takes its new layout."""
+        cache_key = (version.bucket, version.key, version.version_id)
+        if cache_key in self._layouts:
+            self._layouts[cache_key] = (time.monotonic(), version)
 
     async def pin(self, bucket: str, keys: Sequence[str]) -> list[Pinned | None]:
         """Each key's latest version as it is now (None: no such object), for one metadata call per 1,000

@@ -78,11 +78,14 @@ def test_a_layout_read_before_a_move_reads_through_the_new_one(engine, seed):
     _put(engine, data)
     before = asyncio.run(engine.head("b", "k"))
     (layout,) = before.data.segments
-    _move_shard(engine, node, layout, 0)
+    spare = _move_shard(engine, node, layout, 0)
     for index in (1, 2):  # unreachable in the layout from before and in the new one alike
         node.drives[layout.drives[index]].shard_path(layout.shard(index)).unlink()
+    relaid: list = []
+    engine.on_relayout = relaid.append  # the native client's layout cache takes the new one
     # From before the move, 3 shards of 4+2 remain where it says; now, 4 do.
     assert _read(engine, before) == data
+    assert [v.data.segments[0].drives[0] for v in relaid] == [spare]
     assert _read(engine, before, start=1_000_000) == data[1_000_000:]
 
 
