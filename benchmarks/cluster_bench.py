@@ -26,12 +26,20 @@ PostgreSQL).
     .venv/bin/python benchmarks/cluster_bench.py --quick    # small sizes, a smoke run
     .venv/bin/python benchmarks/cluster_bench.py --tls      # every role with --certs: mutual TLS, HTTPS for S3
     .venv/bin/python benchmarks/cluster_bench.py --host-mbit 1000   # as root: every role on a host of its own
+    .venv/bin/python benchmarks/cluster_bench.py --host-mbit 1000 --host-rtt-ms 1   # and 1 ms more per round trip
 
 ``--host-mbit N`` puts every role on a host of its own (a network namespace, ``apollo.testing.netns``)
 whose link is capped at N Mbit/s each way, as a storage node's or a gateway's NIC is; the writers and
 readers stay in the root namespace, on the switch uncapped, as a job spread over many client hosts.
 The network, not loopback, is then the limit, and the native path's advantage is what a real one
 would show: its bytes cross each node's link once, the gateway's cross the gateway's link twice.
+
+``--host-rtt-ms N`` (with ``--host-mbit`` or alone) adds N ms to the round trip of every TCP connection
+into every role's host: a link proxy in each host holds every byte N/2 ms each way
+(``Network.delay``). Every connection of the run ends at a role, the writers' and readers' to the nodes
+and the gateway, the gateway's to the nodes and the meta, so each has N ms more. The delays are put on
+before the roles start, so their own connections go through them too. The proxies' work is on the
+same cores as everything else.
 """
 
 from __future__ import annotations
@@ -284,6 +292,10 @@ def main() -> None:
     parser.add_argument("--host-mbit", type=float,
                         help="every role on a host (network namespace) of its own, its link capped at this many "
                              "Mbit/s each way; needs root")  # fmt: skip
+    parser.add_argument("--host-rtt-ms", type=float,
+                        help="every role on a host of its own, each adding this many ms to the round trip of "
+                             "every connection into it (a link proxy per host); combines with --host-mbit; needs "
+                             "root and iptables")  # fmt: skip
     args = parser.parse_args()
     if args.quick:
         args.object_mib, args.writers, args.checkpoint_mib, args.meta_seconds, args.rounds = 16, 2, 16, 1.0, 1
@@ -300,7 +312,7 @@ def main() -> None:
         client_cpus = {client_cpu}
         os.sched_setaffinity(0, {cluster_cpu})  # PostgreSQL and every role process started below inherit it
     placement = f"cluster on CPU {cluster_cpu}, clients on CPU {client_cpu}" if client_cpus else "all CPUs shared"
-    links = f"each role on its own host, links capped at {args.host_mbit:g} Mbit/s" if args.host_mbit else "loopback"
+    links = _links(args.host_mbit, args.host_rtt_ms)
     print(f"config: 6 storage processes x 1 directory drive, 4+2, object {args.object_mib} MiB, checkpoint "
           f"{args.writers} x {args.checkpoint_mib} MiB, {args.rounds} rounds, {os.cpu_count()} cores ({placement}), "
           f"{'mutual TLS' if args.tls else 'plain HTTP'}, {links}", flush=True)  # fmt: skip
@@ -308,14 +320,16 @@ def main() -> None:
     with contextlib.ExitStack() as stack:
         tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="apollo-cluster-bench-"))
         pg = stack.enter_context(TempPostgres(durable=True))
-        network = stack.enter_context(Network()) if args.host_mbit else None
+        network = stack.enter_context(Network()) if args.host_mbit or args.host_rtt_ms else None
         database = pg.create_database("bench")
         if network:
             database = pg.socket_url(database)  # a Unix socket reaches the database from every host
         cluster = LocalCluster(Path(tmp) / "cluster", database, nodes=6, tls=args.tls, network=network)
         stack.callback(cluster.stop)  # before the network goes (the stack unwinds in reverse)
+        for host in network.hosts.values() if args.host_rtt_ms else ():
+            network.delay(host, args.host_rtt_ms)  # before the roles start: only new connections are delayed
         cluster.start()
-        for host in network.hosts.values() if network else ():
+        for host in network.hosts.values() if args.host_mbit else ():
             network.cap(host, args.host_mbit)
         rows += transfer_rows(cluster, args.object_mib * MiB, args.writers, args.checkpoint_mib * MiB, args.rounds,
                               client_cpus)  # fmt: skip
@@ -331,6 +345,14 @@ def main() -> None:
     summarize(rows)
     if args.output:
         Path(args.output).write_text(json.dumps(rows, indent=1))
+
+
+def _links(mbit: float | None, rtt_ms: float | None) -> str:
+    """The config line's words for the network: loopback, or hosts with their links' cap and added round trip."""
+    if not mbit and not rtt_ms:
+        return "loopback"
+    cap = f"links capped at {mbit:g} Mbit/s" if mbit else "links uncapped"
+    return f"each role on its own host, {cap}" + (f", +{rtt_ms:g} ms round trip into each" if rtt_ms else "")
 
 
 def summarize(rows: list[dict]) -> None:

@@ -11,6 +11,7 @@ import pytest
 from storage_processes import NODES
 
 from apollo import tokens
+from apollo.testing import netns
 from apollo.testing.cluster import LocalCluster
 from apollo.testing.storage import StorageNodeProcess, write_keyring
 
@@ -32,6 +33,34 @@ def make_cluster(tmp_path, postgres):
         except Exception:
             cluster.stop()
             raise
+
+    yield factory
+    for cluster in started:
+        cluster.stop()
+
+
+@pytest.fixture
+def network():
+    """A network of hosts (``apollo.testing.netns``): root only, so skipped elsewhere, and a failure in CI."""
+    if why := netns.available():
+        if os.environ.get("CI"):
+            pytest.fail(f"CI runs as root with `ip netns`: {why}")
+        pytest.skip(why)
+    with netns.Network() as net:
+        yield net
+
+
+@pytest.fixture
+def hosts_cluster(tmp_path, postgres, network):
+    """A started cluster of hosts: ``hosts_cluster(nodes=6, racks=3, drives=2)``; stopped before the network goes."""
+    started: list[LocalCluster] = []
+
+    def factory(**kwargs) -> LocalCluster:
+        url = postgres.create_database(f"apollo_hosts_{os.getpid()}_{next(_numbers)}")
+        cluster = LocalCluster(tmp_path / f"cluster{len(started)}", postgres.socket_url(url), network=network,
+                               **kwargs)  # fmt: skip
+        started.append(cluster)
+        return cluster.start()
 
     yield factory
     for cluster in started:

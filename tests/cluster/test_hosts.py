@@ -8,9 +8,7 @@ refusal, no reset), so every fault is first met as a timeout, as across a dead s
 
 from __future__ import annotations
 
-import itertools
 import json
-import os
 import time
 from collections import Counter
 
@@ -18,40 +16,11 @@ import pytest
 
 from apollo.errors import ApolloError
 from apollo.meta.store import SqlStore
-from apollo.testing import netns
 from apollo.testing.cluster import LocalCluster
 from apollo.testing.workload import Workload
 
 MIB = 1024**2
-_databases = itertools.count()
 PACE_S = 0.25
-
-
-@pytest.fixture
-def network():
-    if why := netns.available():
-        if os.environ.get("CI"):
-            pytest.fail(f"CI runs as root with `ip netns`: {why}")
-        pytest.skip(why)
-    with netns.Network() as net:
-        yield net
-
-
-@pytest.fixture
-def hosts_cluster(tmp_path, postgres, network):
-    """A started cluster of hosts: ``hosts_cluster(nodes=6, racks=3, drives=2)``; stopped before the network goes."""
-    started: list[LocalCluster] = []
-
-    def factory(**kwargs) -> LocalCluster:
-        url = postgres.create_database(f"apollo_hosts_{os.getpid()}_{next(_databases)}")
-        cluster = LocalCluster(tmp_path / f"cluster{len(started)}", postgres.socket_url(url), network=network,
-                               **kwargs)  # fmt: skip
-        started.append(cluster)
-        return cluster.start()
-
-    yield factory
-    for cluster in started:
-        cluster.stop()
 
 
 def _drive_states(cluster: LocalCluster) -> dict[str, str]:
