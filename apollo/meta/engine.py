@@ -82,6 +82,11 @@ class Engine(ABC):
         """The database's disk is full."""
         return False
 
+    def in_list(self, column: str, values: list) -> tuple[str, tuple]:
+        """``column IN (?, ?, ...)`` with its arguments: one SQL text per list length, which SQLite compiles
+        in microseconds."""
+        return f"{column} IN ({', '.join('?' * len(values))})", tuple(values)
+
     @abstractmethod
     def reader(self) -> Engine:
         """An engine for read-only connections to the same database (may be this one)."""
@@ -297,6 +302,12 @@ class PostgresEngine(Engine):
 
     def full(self, exc: BaseException) -> bool:
         return isinstance(exc, self._psycopg.errors.DiskFull)
+
+    def in_list(self, column: str, values: list) -> tuple[str, tuple]:
+        """``column = ANY(?)`` with one array: one SQL text whatever the list's length, so a batch lookup's
+        statement is planned once per connection (prepared), not once per list length (planning an IN list
+        of 16 keys cost PostgreSQL 95 µs a key, measured through the service)."""
+        return f"{column} = ANY(?)", (list(values),)
 
     def erase_replaced(self, tables: tuple[str, ...]) -> None:
         """A replaced row is a dead tuple in the table's heap until vacuumed (PostgreSQL's WAL segments are

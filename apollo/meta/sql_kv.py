@@ -186,9 +186,10 @@ class KVOps(ObjectOps):
         versions = []
         for first in range(0, len(keys), IN_LIST_MAX):
             chunk = keys[first : first + IN_LIST_MAX]
+            among, args = self.engine.in_list("v.key", chunk)
             rows = self.all(f"SELECT {VERSION_COLUMNS_V} FROM versions v JOIN kv_entries e ON e.vid = v.id "
-                            f"WHERE v.bucket = ? AND v.is_latest = 1 AND v.key IN ({', '.join('?' * len(chunk))}) "
-                            "AND e.expires > ?", (bucket, *chunk, now))  # fmt: skip
+                            f"WHERE v.bucket = ? AND v.is_latest = 1 AND {among} AND e.expires > ?",
+                            (bucket, *args, now))  # fmt: skip
             versions += [self._version(row, with_data) for row in rows]
         return versions
 

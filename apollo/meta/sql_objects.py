@@ -462,8 +462,9 @@ class ObjectOps(SqlBase):
                 continue
             for first in range(0, len(keys), IN_LIST_MAX):
                 chunk = keys[first : first + IN_LIST_MAX]
-                rows = self.all(f"SELECT {VERSION_COLUMNS} FROM versions WHERE bucket = ? AND is_latest = 1 AND "
-                                f"key IN ({', '.join('?' * len(chunk))})", (bucket, *chunk))  # fmt: skip
+                among, args = self.engine.in_list("key", chunk)
+                rows = self.all(f"SELECT {VERSION_COLUMNS} FROM versions WHERE bucket = ? AND is_latest = 1 "
+                                f"AND {among}", (bucket, *args))  # fmt: skip
                 found.update({(bucket, row["key"]): self._version(row, with_data) for row in rows})
         return found
 

@@ -149,7 +149,8 @@ class SnapshotOps(ObjectOps):
         distinct = sorted(set(keys))
         for first in range(0, len(distinct), IN_LIST_MAX):
             chunk = distinct[first : first + IN_LIST_MAX]
-            rows = self._pinned(f"key IN ({', '.join('?' * len(chunk))})", (snapshot_id, *chunk))
+            among, args = self.engine.in_list("key", chunk)
+            rows = self._pinned(among, (snapshot_id, *args))
             versions.update((key, self._version(row, True)) for key, row in rows.items())
         return [Lookup(versions[key]) if key in versions else
                 Lookup(error="ObjectNotFound", message=f"{bucket}/{key} is not in snapshot {snapshot_id}")
@@ -182,8 +183,8 @@ class SnapshotOps(ObjectOps):
         found: dict[int, Row] = {}
         for first in range(0, len(retired), IN_LIST_MAX):
             chunk = retired[first : first + IN_LIST_MAX]
+            among, args = self.engine.in_list("id", chunk)
             found.update((row["id"], row) for row in self.all(
-                f"SELECT {VERSION_COLUMNS} FROM retired_versions WHERE id IN ({', '.join('?' * len(chunk))})",
-                tuple(chunk)))  # fmt: skip
+                f"SELECT {VERSION_COLUMNS} FROM retired_versions WHERE {among}", args))  # fmt: skip
         pinned = {row["pinned_key"]: row if row["id"] is not None else found.get(row["pinned_vid"]) for row in rows}
         return {key: row for key, row in pinned.items() if row is not None}
