@@ -24,6 +24,7 @@ PostgreSQL).
 
     .venv/bin/python benchmarks/cluster_bench.py            # full sizes
     .venv/bin/python benchmarks/cluster_bench.py --quick    # small sizes, a smoke run
+    .venv/bin/python benchmarks/cluster_bench.py --meta-only    # the metadata rows alone
     .venv/bin/python benchmarks/cluster_bench.py --tls      # every role with --certs: mutual TLS, HTTPS for S3
     .venv/bin/python benchmarks/cluster_bench.py --host-mbit 1000   # as root: every role on a host of its own
     .venv/bin/python benchmarks/cluster_bench.py --host-mbit 1000 --host-rtt-ms 1   # and 1 ms more per round trip
@@ -296,6 +297,8 @@ def main() -> None:
                         help="every role on a host of its own, each adding this many ms to the round trip of "
                              "every connection into it (a link proxy per host); combines with --host-mbit; needs "
                              "root and iptables")  # fmt: skip
+    parser.add_argument("--meta-only", action="store_true",
+                        help="only the metadata rows: commits and lookups through apollo meta and in process")  # fmt: skip
     args = parser.parse_args()
     if args.quick:
         args.object_mib, args.writers, args.checkpoint_mib, args.meta_seconds, args.rounds = 16, 2, 16, 1.0, 1
@@ -331,8 +334,9 @@ def main() -> None:
         cluster.start()
         for host in network.hosts.values() if args.host_mbit else ():
             network.cap(host, args.host_mbit)
-        rows += transfer_rows(cluster, args.object_mib * MiB, args.writers, args.checkpoint_mib * MiB, args.rounds,
-                              client_cpus)  # fmt: skip
+        if not args.meta_only:
+            rows += transfer_rows(cluster, args.object_mib * MiB, args.writers, args.checkpoint_mib * MiB,
+                                  args.rounds, client_cpus)  # fmt: skip
         os.sched_setaffinity(0, all_cpus)  # the metadata clients below run where they like
         certs = cluster.client_certs and str(cluster.client_certs)
         rows += asyncio.run(metadata_rows("", "apollo meta RPC, PostgreSQL", args.meta_seconds, args.concurrency,

@@ -31,6 +31,7 @@ import aiohttp
 
 from apollo import errors, limits, tokens
 from apollo.client.directory import NodeDirectory
+from apollo.client.lookups import LatestLookups
 from apollo.client.remote_storage import Timeouts
 from apollo.client.tls import CERTS_ENV, refuses_us, tls_failure
 from apollo.eventloop import every
@@ -96,6 +97,7 @@ class RemoteMeta:
         # answers our reads from one that has replayed that far (``apollo.proto.read_after``).
         self.written_at: str | None = None
         self.on_availability: Callable[[bool], None] = lambda available: None  # told as an outage starts, ends
+        self._latest = LatestLookups(self.call)
 
     # calls -----------------------------------------------------------------------------------
 
@@ -275,6 +277,12 @@ class RemoteMeta:
 
     # what the client library and the gateway call --------------------------------------------
 
+    async def get_version(self, bucket: str, key: str, version_id: str | None = None, with_data: bool = True):
+        """The lookup of every GET: concurrent ones of a latest version share calls (``apollo.client.lookups``)."""
+        if version_id is None and with_data is True:
+            return await self._latest.get(bucket, key)
+        return await self.call("get_version", bucket, key, version_id, with_data=with_data)
+
     async def complete_upload(self, bucket: str, key: str, upload_id: str, requested: list[tuple[int, str]], *,
                               checksum_of=None, **kwargs):  # fmt: skip
         """``checksum_of`` runs here, on the parts as listed now: the commit names each part by its ETag,
@@ -298,5 +306,5 @@ class RemoteMeta:
 
 
 for _name in meta_api.REMOTE:
-    if not hasattr(RemoteMeta, _name):  # complete_upload is written out above
+    if not hasattr(RemoteMeta, _name):  # get_version and complete_upload are written out above
         setattr(RemoteMeta, _name, _remote(_name))
