@@ -87,6 +87,12 @@ class Engine(ABC):
         in microseconds."""
         return f"{column} IN ({', '.join('?' * len(values))})", tuple(values)
 
+    def latest_rows(self, columns_v: str, bucket: str, keys: list[str]) -> tuple[str, tuple]:
+        """The statement (and its arguments) that reads ``columns_v`` of the latest versions (as ``v``) of
+        ``keys`` in ``bucket``: the batch lookup of every batch GET."""
+        among, args = self.in_list("v.key", keys)
+        return f"SELECT {columns_v} FROM versions v WHERE v.bucket = ? AND v.is_latest = 1 AND {among}", (bucket, *args)
+
     @abstractmethod
     def reader(self) -> Engine:
         """An engine for read-only connections to the same database (may be this one)."""
@@ -308,6 +314,16 @@ class PostgresEngine(Engine):
         statement is planned once per connection (prepared), not once per list length (planning an IN list
         of 16 keys cost PostgreSQL 95 µs a key, measured through the service)."""
         return f"{column} = ANY(?)", (list(values),)
+
+    def latest_rows(self, columns_v: str, bucket: str, keys: list[str]) -> tuple[str, tuple]:
+        """One index probe per key, whatever the table's statistics. As ``bucket = ? AND key = ANY(?)``,
+        a bucket the statistics do not know yet (one just filled, before autovacuum analyzes it: a dataset
+        read right after it was written) is planned as a scan of the whole bucket filtered by the keys,
+        3,200 rows for 16 keys in a test; ``OFFSET 0`` keeps the per-key subquery from being flattened into
+        that plan."""
+        return (f"SELECT {columns_v} FROM unnest(CAST(? AS TEXT[])) AS wanted(key) JOIN LATERAL (SELECT * FROM "
+                "versions WHERE bucket = ? AND key = wanted.key AND is_latest = 1 OFFSET 0) v ON TRUE",
+                (list(keys), bucket))  # fmt: skip
 
     def erase_replaced(self, tables: tuple[str, ...]) -> None:
         """A replaced row is a dead tuple in the table's heap until vacuumed (PostgreSQL's WAL segments are

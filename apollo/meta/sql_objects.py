@@ -462,9 +462,7 @@ class ObjectOps(SqlBase):
                 continue
             for first in range(0, len(keys), IN_LIST_MAX):
                 chunk = keys[first : first + IN_LIST_MAX]
-                among, args = self.engine.in_list("key", chunk)
-                rows = self.all(f"SELECT {VERSION_COLUMNS} FROM versions WHERE bucket = ? AND is_latest = 1 "
-                                f"AND {among}", (bucket, *args))  # fmt: skip
+                rows = self.all(*self.engine.latest_rows(VERSION_COLUMNS_V, bucket, chunk))
                 found.update({(bucket, row["key"]): self._version(row, with_data) for row in rows})
         return found
 
