@@ -311,8 +311,8 @@ class PostgresEngine(Engine):
 
     def in_list(self, column: str, values: list) -> tuple[str, tuple]:
         """``column = ANY(?)`` with one array: one SQL text whatever the list's length, so a batch lookup's
-        statement is planned once per connection (prepared), not once per list length (planning an IN list
-        of 16 keys cost PostgreSQL 95 µs a key, measured through the service)."""
+        statement is prepared once per connection, not planned once per list length (16-key batch lookups
+        in process, on an analyzed table: 42.6k -> 51.1k items/s)."""
         return f"{column} = ANY(?)", (list(values),)
 
     def latest_rows(self, columns_v: str, bucket: str, keys: list[str]) -> tuple[str, tuple]:
