@@ -297,8 +297,11 @@ def main() -> None:
                         help="every role on a host of its own, each adding this many ms to the round trip of "
                              "every connection into it (a link proxy per host); combines with --host-mbit; needs "
                              "root and iptables")  # fmt: skip
-    parser.add_argument("--meta-only", action="store_true",
-                        help="only the metadata rows: commits and lookups through apollo meta and in process")  # fmt: skip
+    parser.add_argument(
+        "--meta-only",
+        action="store_true",
+        help="only the metadata rows: commits and lookups, through apollo meta and in process",
+    )
     args = parser.parse_args()
     if args.quick:
         args.object_mib, args.writers, args.checkpoint_mib, args.meta_seconds, args.rounds = 16, 2, 16, 1.0, 1
