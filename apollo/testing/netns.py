@@ -68,11 +68,15 @@ def available() -> str | None:
     return None
 
 
-def _ip(*args: str, namespace: str | None = None) -> None:
-    command = ["ip", *(["-n", namespace] if namespace else []), *args]
+def _run(command: list[str]) -> None:
+    """:raises NetnsUnavailable: the command failed, with what it said."""
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode != 0:
         raise NetnsUnavailable(f"{' '.join(command)}: {result.stderr.strip()}")
+
+
+def _ip(*args: str, namespace: str | None = None) -> None:
+    _run(["ip", *(["-n", namespace] if namespace else []), *args])
 
 
 def delay_available() -> str | None:
@@ -83,10 +87,7 @@ def delay_available() -> str | None:
 
 
 def _iptables(host: Host, *args: str) -> None:
-    command = host.command(["iptables", "-w", *args])
-    result = subprocess.run(command, capture_output=True, text=True)
-    if result.returncode != 0:
-        raise NetnsUnavailable(f"{' '.join(command)}: {result.stderr.strip()}")
+    _run(host.command(["iptables", "-w", *args]))
 
 
 def _keep_conntrack(host: Host) -> None:
@@ -103,10 +104,7 @@ def _keep_conntrack(host: Host) -> None:
 
 
 def _tc(*args: str, namespace: str | None = None) -> None:
-    command = ["ip", "netns", "exec", namespace, "tc", *args] if namespace else ["tc", *args]
-    result = subprocess.run(command, capture_output=True, text=True)
-    if result.returncode != 0:
-        raise NetnsUnavailable(f"{' '.join(command)}: {result.stderr.strip()}")
+    _run(["ip", "netns", "exec", namespace, "tc", *args] if namespace else ["tc", *args])
 
 
 def _drop_program(percent: float) -> str:
