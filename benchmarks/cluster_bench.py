@@ -231,46 +231,153 @@ def transfer_rows(cluster: LocalCluster, object_size: int, writers: int, ckpt_si
     return rows
 
 
-async def metadata_rows(database: str, label: str, seconds: float, concurrency: int, remote: str | None,
-                        certs: str | None = None) -> list[dict]:  # fmt: skip
-    """Lookups (get_version) and commits (commit_version of a small inline object) per second."""
-    if remote is None:
-        meta = MetaService(SqlStore(database))
+async def _call_loop(meta, op: str, prefix: str, deadline: float) -> int:
+    """One caller: commits (``commit_version`` of a small inline object) or lookups (``get_version``) of its
+    own 200 keys until ``deadline``; how many it made."""
+    n = 0
+    while time.perf_counter() < deadline:
+        key = f"{prefix}-{n % 200}"
+        if op == "commit":
+            await meta.commit_version("ops", key, size=8, etag=INLINE_ETAG, attrs=ObjectAttrs(),
+                                      data=ObjectData(8, inline=b"12345678"), now=time.time())  # fmt: skip
+        else:
+            await meta.get_version("ops", key)
+        n += 1
+    return n
+
+
+async def _calls(meta, op: str, prefix: str, seconds: float, concurrency: int) -> tuple[int, float]:
+    """``concurrency`` callers at once for ``seconds``: the calls made, and the time they took."""
+    started = time.perf_counter()
+    deadline = started + seconds
+    done = await asyncio.gather(*(_call_loop(meta, op, f"{prefix}{slot}", deadline) for slot in range(concurrency)))
+    return sum(done), time.perf_counter() - started
+
+
+async def _remote_calls(endpoint: str, certs: str | None, op: str, prefix: str, seconds: float, concurrency: int,
+                        ready) -> dict:  # fmt: skip
+    """One client process's share of an RPC row: connect, make one call, wait at ``ready``, then call."""
+    async with aiohttp.ClientSession() as session:
+        meta = RemoteMeta(endpoint, DEV_ACCESS_KEY, DEV_SECRET_KEY, session, ssl_context=_tls({"certs": certs}))
+        await meta.get_bucket("ops")
+        await asyncio.to_thread(ready.wait)
+        cpu = time.process_time()
+        ops, seconds = await _calls(meta, op, prefix, seconds, concurrency)
+        return {"ops": ops, "seconds": seconds, "cpu_s": time.process_time() - cpu}
+
+
+def _meta_client_main(*args) -> dict:
+    uvloop.install()
+    return asyncio.run(_remote_calls(*args))
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """CPU time (user and system) used so far by these processes and by their children that ended: a
+    PostgreSQL backend's time moves to the postmaster's when the backend exits."""
+    total = 0
+    for pid in pids:
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += sum(int(f) for f in fields[11:15])  # utime, stime, cutime, cstime
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def postgres_pids(postmaster: int) -> list[int]:
+    """The postmaster and its live children (backends, WAL writer, checkpointer)."""
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError):
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == postmaster:
+                children.append(int(stat.parent.name))
+    return [postmaster, *children]
+
+
+def _row(label: str, services: int, op: str, concurrency: int, ops: int, seconds: float,
+         cpu: dict[str, float]) -> dict:  # fmt: skip
+    """A metadata row: the rate, and the cores each tier kept busy on average over the run."""
+    row = {"metadata": label, "services": services, "op": op, "concurrency": concurrency, "ops": ops,
+           "ops_per_s": round(ops / seconds)}  # fmt: skip
+    row.update({f"{tier}_cores": round(used / seconds, 2) for tier, used in cpu.items()})
+    if "postgres" in cpu and ops:
+        row["postgres_us_per_op"] = round(cpu["postgres"] / ops * 1e6)
+    print(json.dumps(row), flush=True)
+    return row
+
+
+def rpc_metadata_rows(pg: TempPostgres, services: int, seconds: float, concurrency: int,
+                      tls: bool) -> list[dict]:  # fmt: skip
+    """Commits and lookups through ``services`` metadata services on one database, with nothing else running:
+    a client process of ``concurrency`` callers per service, each process on one service (as the clients of
+    a cluster spread over its services)."""
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="apollo-meta-bench-") as tmp:
+        cluster = LocalCluster(Path(tmp), pg.create_database(f"rpc{services}"), nodes=0, metas=services,
+                               gateways=0, tls=tls)  # fmt: skip
+        with cluster:
+            certs = cluster.client_certs and str(cluster.client_certs)
+            asyncio.run(_create_bucket(cluster.meta_urls, certs))
+            spawn = multiprocessing.get_context("spawn")
+            with spawn.Manager() as manager, concurrent.futures.ProcessPoolExecutor(services, mp_context=spawn) as pool:
+                for op in ("commit", "lookup"):
+                    ready = manager.Barrier(services + 1)
+                    runs = [pool.submit(_meta_client_main, meta.endpoint, certs, op, f"p{i}-", seconds, concurrency,
+                                        ready) for i, meta in enumerate(cluster.metas)]  # fmt: skip
+                    ready.wait()
+                    metas = [meta.process.pid for meta in cluster.metas]
+                    before = {"meta": cpu_seconds(metas), "postgres": cpu_seconds(postgres_pids(pg.pid()))}
+                    results = [run.result() for run in runs]
+                    elapsed = max(result["seconds"] for result in results)
+                    cpu = {"meta": cpu_seconds(metas) - before["meta"],
+                           "postgres": cpu_seconds(postgres_pids(pg.pid())) - before["postgres"],
+                           "client": sum(result["cpu_s"] for result in results)}  # fmt: skip
+                    rows.append(_row("apollo meta RPC, PostgreSQL", services, op, concurrency * services,
+                                     sum(result["ops"] for result in results), elapsed, cpu))  # fmt: skip
+    return rows
+
+
+async def _create_bucket(endpoint: str, certs: str | None) -> None:
+    async with aiohttp.ClientSession() as session:
+        meta = RemoteMeta(endpoint, DEV_ACCESS_KEY, DEV_SECRET_KEY, session, ssl_context=_tls({"certs": certs}))
         await meta.create_bucket("ops", time.time())
-    else:
-        session = aiohttp.ClientSession()
-        meta = RemoteMeta(remote, DEV_ACCESS_KEY, DEV_SECRET_KEY, session, ssl_context=_tls({"certs": certs}))
-        await meta.create_bucket("ops", time.time())
+
+
+async def local_metadata_rows(database: str, label: str, seconds: float, concurrency: int,
+                              pg: TempPostgres | None = None) -> list[dict]:  # fmt: skip
+    """Commits and lookups on an in-process ``MetaService``: no RPC, the store's own threads."""
+    meta = MetaService(SqlStore(database))
+    await meta.create_bucket("ops", time.time())
     rows = []
     try:
         for op in ("commit", "lookup"):
-            done = 0
-            deadline = time.perf_counter() + seconds
-
-            async def worker(slot: int, op: str = op, deadline: float = deadline) -> None:
-                nonlocal done
-                n = 0
-                while time.perf_counter() < deadline:
-                    key = f"k{slot}-{n % 200}"
-                    if op == "commit":
-                        await meta.commit_version("ops", key, size=8, etag=INLINE_ETAG, attrs=ObjectAttrs(),
-                                                  data=ObjectData(8, inline=b"12345678"), now=time.time())  # fmt: skip
-                    else:
-                        await meta.get_version("ops", key)
-                    n += 1
-                    done += 1
-
-            started = time.perf_counter()
-            await asyncio.gather(*(worker(i) for i in range(concurrency)))
-            elapsed = time.perf_counter() - started
-            rows.append({"metadata": label, "op": op, "concurrency": concurrency, "ops": done,
-                         "ops_per_s": round(done / elapsed)})  # fmt: skip
-            print(json.dumps(rows[-1]), flush=True)
+            postgres = pg and postgres_pids(pg.pid())
+            before = (time.process_time(), postgres and cpu_seconds(postgres))
+            ops, elapsed = await _calls(meta, op, "k", seconds, concurrency)
+            cpu = {"process": time.process_time() - before[0]}
+            if postgres:
+                cpu["postgres"] = cpu_seconds(postgres_pids(pg.pid())) - before[1]
+            rows.append(_row(label, 0, op, concurrency, ops, elapsed, cpu))
     finally:
-        if remote is None:
-            meta.close()
-        else:
-            await session.close()
+        meta.close()
+    return rows
+
+
+def transfer_rows_on_a_cluster(stack: contextlib.ExitStack, tmp: Path, pg: TempPostgres, network: Network | None,
+                               args: argparse.Namespace, client_cpus: set[int] | None) -> list[dict]:  # fmt: skip
+    """The transfer rows on a cluster of six storage nodes (on hosts of their own with ``network``), stopped
+    after them: idle roles left running would take CPU from the metadata rows."""
+    database = pg.create_database("bench")
+    if network:
+        database = pg.socket_url(database)  # a Unix socket reaches the database from every host
+    cluster = LocalCluster(tmp / "cluster", database, nodes=6, tls=args.tls, network=network)
+    stack.callback(cluster.stop)  # before the network goes (the stack unwinds in reverse)
+    for host in network.hosts.values() if args.host_rtt_ms else ():
+        network.delay(host, args.host_rtt_ms)  # before the roles start: only new connections are delayed
+    cluster.start()
+    for host in network.hosts.values() if args.host_mbit else ():
+        network.cap(host, args.host_mbit)
+    rows = transfer_rows(cluster, args.object_mib * MiB, args.writers, args.checkpoint_mib * MiB, args.rounds,
+                         client_cpus)  # fmt: skip
+    cluster.stop()
     return rows
 
 
@@ -302,6 +409,9 @@ def main() -> None:
         action="store_true",
         help="only the metadata rows: commits and lookups, through apollo meta and in process",
     )
+    parser.add_argument("--metas", type=lambda text: [int(n) for n in text.split(",")], default=[1],
+                        help="the RPC metadata rows with each of these numbers of metadata services on one database, "
+                             "e.g. 1,2,4 (default 1); callers: --concurrency per service")  # fmt: skip
     args = parser.parse_args()
     if args.quick:
         args.object_mib, args.writers, args.checkpoint_mib, args.meta_seconds, args.rounds = 16, 2, 16, 1.0, 1
@@ -327,28 +437,15 @@ def main() -> None:
         tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="apollo-cluster-bench-"))
         pg = stack.enter_context(TempPostgres(durable=True))
         network = stack.enter_context(Network()) if args.host_mbit or args.host_rtt_ms else None
-        database = pg.create_database("bench")
-        if network:
-            database = pg.socket_url(database)  # a Unix socket reaches the database from every host
-        cluster = LocalCluster(Path(tmp) / "cluster", database, nodes=6, tls=args.tls, network=network)
-        stack.callback(cluster.stop)  # before the network goes (the stack unwinds in reverse)
-        for host in network.hosts.values() if args.host_rtt_ms else ():
-            network.delay(host, args.host_rtt_ms)  # before the roles start: only new connections are delayed
-        cluster.start()
-        for host in network.hosts.values() if args.host_mbit else ():
-            network.cap(host, args.host_mbit)
         if not args.meta_only:
-            rows += transfer_rows(cluster, args.object_mib * MiB, args.writers, args.checkpoint_mib * MiB,
-                                  args.rounds, client_cpus)  # fmt: skip
-        os.sched_setaffinity(0, all_cpus)  # the metadata clients below run where they like
-        certs = cluster.client_certs and str(cluster.client_certs)
-        rows += asyncio.run(metadata_rows("", "apollo meta RPC, PostgreSQL", args.meta_seconds, args.concurrency,
-                                          cluster.meta_urls, certs))  # fmt: skip
-        cluster.stop()  # idle roles left running would still take CPU from the in-process rows
-        rows += asyncio.run(metadata_rows(str(Path(tmp) / "ops.db"), "in-process, SQLite", args.meta_seconds,
-                                          args.concurrency, None))  # fmt: skip
-        rows += asyncio.run(metadata_rows(pg.create_database("ops"), "in-process, PostgreSQL", args.meta_seconds,
-                                          args.concurrency, None))  # fmt: skip
+            rows += transfer_rows_on_a_cluster(stack, Path(tmp), pg, network, args, client_cpus)
+        os.sched_setaffinity(0, all_cpus)  # the metadata rows run where they like
+        for services in args.metas:
+            rows += rpc_metadata_rows(pg, services, args.meta_seconds, args.concurrency, args.tls)
+        rows += asyncio.run(local_metadata_rows(str(Path(tmp) / "ops.db"), "in-process, SQLite", args.meta_seconds,
+                                                args.concurrency))  # fmt: skip
+        rows += asyncio.run(local_metadata_rows(pg.create_database("ops"), "in-process, PostgreSQL",
+                                                args.meta_seconds, args.concurrency, pg))  # fmt: skip
     summarize(rows)
     if args.output:
         Path(args.output).write_text(json.dumps(rows, indent=1))
@@ -378,11 +475,15 @@ def summarize(rows: list[dict]) -> None:
                 versus_baseline = math.floor(speed["native"] / speed["baseline"] * 100)
                 print(f"| {pattern} | {op} | {speed['baseline']} | {speed['native']} | {speed['gateway']} | "
                       f"{versus_gateway:.2f}x | {versus_baseline}% | {len(runs['native'])} |")  # fmt: skip
-    print("\n| metadata | op | ops/s |")
-    print("|---|---|---|")
+    print("\n| metadata | services | op | callers | ops/s | cores: clients | meta | PostgreSQL | PostgreSQL µs/op |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for row in rows:
         if "metadata" in row:
-            print(f"| {row['metadata']} | {row['op']} | {row['ops_per_s']} |")
+            clients = row.get("client_cores", row.get("process_cores", ""))
+            meta = row.get("meta_cores", "in the process")
+            print(f"| {row['metadata']} | {row['services'] or '-'} | {row['op']} | {row['concurrency']} | "
+                  f"{row['ops_per_s']} | {clients} | {meta} | {row.get('postgres_cores', '-')} | "
+                  f"{row.get('postgres_us_per_op', '-')} |")  # fmt: skip
 
 
 if __name__ == "__main__":
