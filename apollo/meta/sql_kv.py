@@ -251,14 +251,15 @@ class KVOps(ObjectOps):
             self._admit(db, bucket_row["name"], version.seq, version.size, now)
         return version
 
-    def _remove_version(self, db: Conn, row_id: int, data_id: str | None, now: float, kv: bool = False) -> None:
+    def _remove_version(self, db: Conn, row_id: int, data_id: str | None, now: float, kv: bool = False,
+                        **flags: bool) -> None:  # fmt: skip
         if kv:  # the namespace's row first, as every KV write locks it: no two of them wait on each other
             gone = db.execute("SELECT bucket, size FROM kv_entries WHERE vid = ?", (row_id,)).fetchone()
             if gone is not None:
                 db.execute("UPDATE kv_namespaces SET used_bytes = used_bytes - ?, entries = entries - 1 "
                            "WHERE bucket = ?", (gone["size"], gone["bucket"]))  # fmt: skip
                 db.execute("DELETE FROM kv_entries WHERE vid = ?", (row_id,))
-        super()._remove_version(db, row_id, data_id, now, kv)
+        super()._remove_version(db, row_id, data_id, now, kv, **flags)
 
     def _admit(self, db: Conn, bucket: str, vid: int, size: int, now: float) -> None:
         """Account a new value, then evict until the namespace is within its budget again.

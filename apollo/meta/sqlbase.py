@@ -124,7 +124,7 @@ class SqlBase:
     def _transaction(self, fault_point: str, queued: bool = False) -> Iterator[Any]:
         with self.engine.connect() as conn:
             conn.execute(self.engine.queued_begin_sql if queued else self.engine.begin_sql)
-            self._local.conn = conn
+            self._local.conn, self._local.queued = conn, queued
             try:
                 try:
                     yield conn
@@ -134,7 +134,12 @@ class SqlBase:
                     raise
                 self._commit(conn, fault_point)
             finally:
-                self._local.conn = None
+                self._local.conn, self._local.queued = None, False
+
+    @property
+    def queued(self) -> bool:
+        """Whether this thread's transaction is a queued one (``tx(queued=True)``: READ COMMITTED on PostgreSQL)."""
+        return getattr(self._local, "queued", False)
 
     def _commit(self, conn: Any, fault_point: str) -> None:
         """COMMIT the open transaction; with a journal, number its changes inside it and append them after."""
