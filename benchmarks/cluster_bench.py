@@ -20,11 +20,15 @@ same way: connections opened to every node, TCP windows grown, as in a long-runn
 gateway), then start together at a barrier; a rate is the bytes moved over the time from that
 start to the last one's finish. Then metadata lookups and commits per
 second, on SQLite and PostgreSQL (in-process ``MetaService``) and through ``apollo meta`` (RPC,
-PostgreSQL).
+PostgreSQL): through 1 service, or each of ``--metas`` (a cluster of that many services on one database
+and nothing else, a client process of ``--concurrency`` callers per service). Each metadata row also
+says how many cores the clients, the services and PostgreSQL kept busy, PostgreSQL's CPU per operation,
+and so the rate at which PostgreSQL alone would fill every core of the machine: where it becomes the limit.
 
     .venv/bin/python benchmarks/cluster_bench.py            # full sizes
     .venv/bin/python benchmarks/cluster_bench.py --quick    # small sizes, a smoke run
     .venv/bin/python benchmarks/cluster_bench.py --meta-only    # the metadata rows alone
+    .venv/bin/python benchmarks/cluster_bench.py --meta-only --metas 1,2,4   # through 1, 2 and 4 metadata services
     .venv/bin/python benchmarks/cluster_bench.py --tls      # every role with --certs: mutual TLS, HTTPS for S3
     .venv/bin/python benchmarks/cluster_bench.py --host-mbit 1000   # as root: every role on a host of its own
     .venv/bin/python benchmarks/cluster_bench.py --host-mbit 1000 --host-rtt-ms 1   # and 1 ms more per round trip
@@ -298,8 +302,9 @@ def _row(label: str, services: int, op: str, concurrency: int, ops: int, seconds
     row = {"metadata": label, "services": services, "op": op, "concurrency": concurrency, "ops": ops,
            "ops_per_s": round(ops / seconds)}  # fmt: skip
     row.update({f"{tier}_cores": round(used / seconds, 2) for tier, used in cpu.items()})
-    if "postgres" in cpu and ops:
+    if cpu.get("postgres") and ops:  # and the rate at which PostgreSQL alone would fill every core of this box
         row["postgres_us_per_op"] = round(cpu["postgres"] / ops * 1e6)
+        row["postgres_ceiling_per_s"] = round(os.cpu_count() * ops / cpu["postgres"])
     print(json.dumps(row), flush=True)
     return row
 
@@ -475,15 +480,16 @@ def summarize(rows: list[dict]) -> None:
                 versus_baseline = math.floor(speed["native"] / speed["baseline"] * 100)
                 print(f"| {pattern} | {op} | {speed['baseline']} | {speed['native']} | {speed['gateway']} | "
                       f"{versus_gateway:.2f}x | {versus_baseline}% | {len(runs['native'])} |")  # fmt: skip
-    print("\n| metadata | services | op | callers | ops/s | cores: clients | meta | PostgreSQL | PostgreSQL µs/op |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print(f"\n| metadata | services | op | callers | ops/s | cores: clients | meta | PostgreSQL | PostgreSQL µs/op | "
+          f"PostgreSQL alone on {os.cpu_count()} cores, ops/s |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for row in rows:
         if "metadata" in row:
             clients = row.get("client_cores", row.get("process_cores", ""))
             meta = row.get("meta_cores", "in the process")
             print(f"| {row['metadata']} | {row['services'] or '-'} | {row['op']} | {row['concurrency']} | "
                   f"{row['ops_per_s']} | {clients} | {meta} | {row.get('postgres_cores', '-')} | "
-                  f"{row.get('postgres_us_per_op', '-')} |")  # fmt: skip
+                  f"{row.get('postgres_us_per_op', '-')} | {row.get('postgres_ceiling_per_s', '-')} |")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -147,7 +147,8 @@ def test_repair_bench_measures_every_target_and_rebuilds_all_that_was_lost(tmp_p
 def test_cluster_bench_measures_every_path_and_metadata_engine(tmp_path):
     """The cluster benchmark end to end at tiny sizes: every row is measured, none is missing or zero."""
     out = tmp_path / "cluster.json"
-    tiny = ["--object-mib", "4", "--writers", "2", "--checkpoint-mib", "4", "--meta-seconds", "0.3", "--rounds", "2"]
+    tiny = ["--object-mib", "4", "--writers", "2", "--checkpoint-mib", "4", "--meta-seconds", "0.3", "--rounds", "2",
+            "--metas", "1,2"]  # fmt: skip
     command = [sys.executable, str(BENCHMARKS / "cluster_bench.py"), *tiny, "--output", str(out)]
     result = subprocess.run(command, capture_output=True, text=True, timeout=240)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -156,8 +157,11 @@ def test_cluster_bench_measures_every_path_and_metadata_engine(tmp_path):
     assert len(transfers) == 2 * 12  # every pattern, way and op in each round
     assert set(transfers) == {(p, w, o) for p in ("object", "checkpoint") for w in ("baseline", "native", "gateway")
                          for o in ("PUT", "GET")}  # fmt: skip
-    metadata = {(r["metadata"], r["op"]) for r in rows if "metadata" in r and r["ops_per_s"] > 0}
-    assert len(metadata) == 6
+    metadata = {(r["metadata"], r["services"], r["op"]) for r in rows if "metadata" in r and r["ops_per_s"] > 0}
+    assert len(metadata) == 8  # through 1 and 2 services, in process on SQLite and PostgreSQL; commits and lookups
+    for row in rows:  # every tier's CPU was measured, PostgreSQL's where it ran
+        if row.get("services"):
+            assert row["meta_cores"] > 0 and row["client_cores"] > 0 and row["postgres_us_per_op"] > 0, row
     assert "| checkpoint | PUT |" in result.stdout and " | 2 |" in result.stdout  # medians of both rounds
 
 
