@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import ssl
 import time
 from collections import OrderedDict
@@ -75,9 +76,11 @@ class RemoteMeta:
         """``ssl_context``: the TLS context of every call to an ``https://`` metadata service or storage node
         (``apollo.client.tls``: the cluster CA and, under mutual TLS, this process's client certificate);
         None: aiohttp's defaults."""
-        # Several metadata services (comma-separated): a call that cannot connect moves on to the next.
+        # Several metadata services (comma-separated): a call that cannot connect moves on to the next. Each
+        # process starts at one picked at random, so the clients, gateways and nodes of a cluster spread their
+        # calls over the services instead of all calling the first one listed.
         self.endpoints = [e.strip().rstrip("/") for e in endpoint.split(",") if e.strip()]
-        self._current = 0
+        self._current = random.randrange(len(self.endpoints)) if self.endpoints else 0
         self.access_key = access_key
         self.secret_key = secret_key
         self.session = session

@@ -6,19 +6,23 @@ afterwards every acknowledged object must read back byte-exact.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import random
 import threading
 import time
 
+import aiohttp
 import pytest
 from botocore.exceptions import ClientError
 
+from apollo.client.remote_meta import RemoteMeta
 from apollo.cluster.tuning import SETTING_PREFIX
 from apollo.meta.store import SqlStore
 from apollo.testing.admin import admin
 from apollo.testing.s3error import error_of, s3_error
+from apollo.testing.server import DEV_ACCESS_KEY, DEV_SECRET_KEY
 
 BUCKET = "cluster"
 
@@ -148,6 +152,21 @@ def test_a_hung_node_costs_one_timeout_then_reads_and_writes_go_around_it(make_c
         assert s3.get_object(Bucket=BUCKET, Key="during")["Body"].read() == objects["k0"][::-1]
     finally:
         cluster.nodes[0].resume()
+
+
+def test_clients_spread_their_calls_over_the_metadata_services(make_cluster):
+    """Every client process of a cluster is given every metadata service; each starts at one picked at
+    random, so 24 clients call both of two services, not all the first one listed."""
+    cluster = make_cluster(nodes=0, metas=2, gateways=0)
+
+    async def clients() -> None:
+        async with aiohttp.ClientSession() as session:
+            for _ in range(24):
+                await RemoteMeta(cluster.meta_urls, DEV_ACCESS_KEY, DEV_SECRET_KEY, session).call("list_buckets")
+
+    asyncio.run(clients())
+    answered = [meta.fetch("/metrics").decode() for meta in cluster.metas]
+    assert all('apollo_meta_rpc_total{method="list_buckets",outcome="ok"}' in text for text in answered)
 
 
 def test_two_gateways_racing_conditional_puts_have_exactly_one_winner(make_cluster):
