@@ -26,12 +26,14 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from apollo.testing import leftovers
 from apollo.testing.postgres import ROLE, find_bindir
 from apollo.testing.server import free_port
 
 REPLICATION_ROLE = "replicator"
 PATRONI = "/usr/bin/patroni"  # Debian's: a script on the system's Python, with Debian's python3-etcd, psycopg2
 ETCD = "/usr/bin/etcd"
+ROOT_PREFIX = "apollo-patroni-"  # every cluster's temp directory: its data, configuration and logs
 # A standby whose upstream vanished retries every wal_retrieve_retry_interval (5 s by default): in strict
 # synchronous mode the new primary's first commit waits for that retry, so a shorter one shortens a failover
 # (promotion to first write: 1.9 s with 1 s, 1.3-1.5 s with 200 ms; the rest is Patroni creating the
@@ -89,7 +91,9 @@ class TempPatroniCluster:
         self.timings = {"ttl": ttl, "loop_wait": loop_wait, "retry_timeout": retry_timeout}
         self.parameters = {**DEFAULT_PARAMETERS, **(parameters or {})}
         self.scope = f"apollo-{uuid.uuid4().hex[:12]}"  # etcd keys /apollo-test/<scope>/...: one cluster each
-        self.root = Path(tempfile.mkdtemp(prefix="apollo-patroni-"))
+        leftovers.reap(ROOT_PREFIX)  # clusters of killed test runs
+        self.root = Path(tempfile.mkdtemp(prefix=ROOT_PREFIX))
+        leftovers.claim(self.root)
         self._user = "postgres" if os.geteuid() == 0 else None
         self._chown(self.root)
         self.etcd_port, self.etcd_peer_port = free_port(), free_port()
@@ -277,7 +281,7 @@ class TempPatroniCluster:
                 os.kill(pid, signal.SIGKILL)
         if member.process is not None:
             member.process.wait(timeout=10)
-        self._wait_gone(pids)
+        leftovers.wait_gone(pids)
 
     def restart_member(self, index: int) -> None:
         """The host is back: Patroni starts, rewinds the old primary's data if it diverged, and follows."""
@@ -289,11 +293,11 @@ class TempPatroniCluster:
         pids: list[int] = []
         if member.process is not None and member.process.poll() is None:
             pids.append(member.process.pid)
-            pids += _descendants(member.process.pid)
+            pids += leftovers.descendants(member.process.pid)
         postmaster = member.postmaster_pid()
-        if postmaster is not None and _cmdline(postmaster).startswith(str(self.bindir)):
+        if postmaster is not None and leftovers.cmdline(postmaster).startswith(str(self.bindir)):
             pids.append(postmaster)
-            pids += _descendants(postmaster)
+            pids += leftovers.descendants(postmaster)
         return list(dict.fromkeys(pids))
 
     # ------------------------------------------------------------------------------------ stop
@@ -307,19 +311,10 @@ class TempPatroniCluster:
         temp dir (a postmaster outlives its Patroni), with their descendants."""
         for member in self.members:
             self.kill_member(member.index)
-        pids = []
-        for pid in _all_pids():
-            if str(self.root) in _cmdline(pid):
-                pids += [pid, *_descendants(pid)]
-        if self.etcd is not None:
-            pids.append(self.etcd.pid)
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        if self.etcd is not None:
+        leftovers.kill(leftovers.naming(self.root) + ([self.etcd.pid] if self.etcd is not None else []))
+        if self.etcd is not None:  # our child: reaped here, a zombie until then
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.etcd.wait(timeout=10)
-        self._wait_gone(pids)
 
     def __enter__(self) -> TempPatroniCluster:
         try:
@@ -360,44 +355,3 @@ class TempPatroniCluster:
         except FileNotFoundError:
             return ""
 
-    @staticmethod
-    def _wait_gone(pids: list[int], timeout: float = 10.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and any(_alive(p) for p in pids):
-            time.sleep(0.05)
-
-
-def _all_pids() -> list[int]:
-    return [int(p) for p in os.listdir("/proc") if p.isdigit()]
-
-
-def _cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return ""
-
-
-def _alive(pid: int) -> bool:
-    """Running (a zombie has done dying: its parent reaps it)."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
-
-
-def _descendants(pid: int) -> list[int]:
-    """Children, grandchildren... of ``pid`` (from /proc: pgrep -P one level at a time)."""
-    parents: dict[int, list[int]] = {}
-    for child in _all_pids():
-        try:
-            ppid = int(Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        parents.setdefault(ppid, []).append(child)
-    found, queue = [], [pid]
-    while queue:
-        for child in parents.get(queue.pop(), []):
-            found.append(child)
-            queue.append(child)
-    return found

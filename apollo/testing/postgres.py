@@ -19,9 +19,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from apollo.testing import leftovers
 from apollo.testing.server import free_port
 
 ROLE = "apollo"
+ROOT_PREFIX = "apollo-pg-"  # every server's temp directory: its data, socket and log
 
 
 def find_bindir() -> Path | None:
@@ -39,7 +41,9 @@ class TempPostgres:
         self.bindir = bindir
         self.durable = durable
         self.port = port or free_port()
-        self.root = Path(tempfile.mkdtemp(prefix="apollo-pg-"))
+        leftovers.reap(ROOT_PREFIX)  # servers of killed test runs
+        self.root = Path(tempfile.mkdtemp(prefix=ROOT_PREFIX))
+        leftovers.claim(self.root)
         self.data = self.root / "data"
         self.log = self.root / "server.log"
         self._user = "postgres" if os.geteuid() == 0 else None
