@@ -106,7 +106,7 @@ class ManagerDuties:
         """What every deployment's holder runs over the drives ``serving()`` maps to their nodes (this server's
         own, or a cluster's storage nodes): scrub, rebalance, the orphan sweep and the garbage collector."""
         self.add_pass(Scrubber(ctx, lambda: set(serving())))
-        self.add_pass(Rebalancer(ctx.meta, self.drives.view))
+        self.add_pass(Rebalancer(ctx.meta, self.drives.view, lambda: self.repair.paused))
         self.add_pass(OrphanSweeper(ctx.meta, serving))
         self.add(GarbageCollector(ctx.meta, serving, upload_expiry_s).run_forever)
 

@@ -58,9 +58,11 @@ def shard_bytes(layout: SegmentLayout) -> int:
 class Rebalancer(PeriodicPass):
     name = "rebalance"
 
-    def __init__(self, meta: MetaService, drives: Callable[[], DriveView]) -> None:
+    def __init__(self, meta: MetaService, drives: Callable[[], DriveView],
+                 repair_paused: Callable[[], bool] = lambda: False) -> None:  # fmt: skip
         super().__init__(meta, interval_s=6 * 3600.0)
         self.drives = drives
+        self.repair_paused = repair_paused
         self.tolerance = 0.05  # each drive's share may be off its target by half this, either way
 
     def tune(self, interval_s: float, tolerance: float) -> None:
@@ -145,12 +147,13 @@ class Rebalancer(PeriodicPass):
     async def _busy(self, current: dict) -> bool:
         """Wait before measuring: for the previous pass's moves (measure what they left, not what they
         will), and for repairs, which go first (at most ``REPAIR_WAIT_MAX_S``: one stuck repair must
-        not stop rebalancing for good)."""
+        not stop rebalancing for good). Not for repairs while an operator has paused them: none would end
+        meanwhile, and the count of segments at risk is what they may be looking at."""
         moves = await self.meta.queued_moves()
         if moves:
             return True
         waiting = time.time() - current.get("measure_from", current["started"]) < REPAIR_WAIT_MAX_S
-        return waiting and await self.meta.repair_backlog() > 0
+        return waiting and not self.repair_paused() and await self.meta.repair_backlog() > 0
 
     async def _measure(self, current: dict, view: DriveView) -> bool:
         page = await self.meta.segments_after(current["cursor_pg"], current["cursor_segment"], PAGE_SEGMENTS)

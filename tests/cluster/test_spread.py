@@ -24,10 +24,15 @@ def status(cluster) -> str:
     return " ".join(admin("status", database=cluster.database, timeout=120).split())
 
 
-def wait_for(condition: Callable[[], object], timeout_s: float, what: str) -> None:
+def wait_for(condition: Callable[[], object], timeout_s: float, what: str, cluster=None) -> None:
+    """Until ``condition()``; a timeout says what the manager logged about rebalancing, repair and drives."""
     deadline = time.monotonic() + timeout_s
     while not condition():
-        assert time.monotonic() < deadline, f"timed out after {timeout_s} s waiting for {what}"
+        if time.monotonic() > deadline:
+            said = [line for meta in (cluster.metas if cluster else ()) for line in meta.log_tail(400).splitlines()
+                    if "rebalance" in line or "repair" in line or "drive " in line]  # fmt: skip
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}; the manager said:\n"
+                                 + "\n".join(said[-30:]))  # fmt: skip
         time.sleep(0.5)
 
 
@@ -78,15 +83,15 @@ def test_a_segment_crowded_onto_one_node_is_counted_then_moved_back_to_2_2_2_and
     assert spread(store, segment) == [3, 2, 1]
 
     admin("rebalance", "--now", database=cluster.database)
-    wait_for(lambda: "spread: 1 segments at risk" in status(cluster), 60, "the segment to be counted")
+    wait_for(lambda: "spread: 1 segments at risk" in status(cluster), 90, "the segment to be counted", cluster)
     assert metric(cluster, "apollo_segments_at_risk") == 1
     moves = store.all("SELECT drive_id, target FROM repair_queue WHERE segment_id = ? AND reason = 'rebalance'",
                       (segment,))  # fmt: skip
     assert moves, "no move was planned for the segment at risk"
 
     admin("repair", "--resume", database=cluster.database)
-    wait_for(lambda: spread(store, segment) == [2, 2, 2], 60, "the move off the crowded node")
-    wait_for(lambda: "spread: 0 segments at risk" in status(cluster), 60, "the count to drop to 0")
+    wait_for(lambda: spread(store, segment) == [2, 2, 2], 90, "the move off the crowded node", cluster)
+    wait_for(lambda: "spread: 0 segments at risk" in status(cluster), 90, "the count to drop to 0", cluster)
     assert metric(cluster, "apollo_segments_at_risk") == 0
     store.close()
 

@@ -182,6 +182,30 @@ def test_the_rebalancer_waits_out_an_offline_drive_and_keeps_the_request(meta, m
     assert meta.store.queued_moves() == 1
 
 
+@pytest.mark.parametrize("paused", [False, True], ids=["repairing", "repair-paused"])
+def test_the_rebalancer_waits_for_repairs_unless_they_are_paused(meta, paused):
+    """Repairs go first: with one queued, the rebalancer waits before measuring, unless an operator paused
+    repair; then nothing would end meanwhile and the count of segments at risk is wanted now (a CI run saw
+    the count wait on a repair queued while repair was paused)."""
+    crowded = add_segment(meta.store, CROWDED, 0)
+    meta.store.report_damage(crowded.segment_id, 5, CROWDED[5], "a shard went missing", time.time())
+    assert meta.store.repair_backlog() == 1
+    managed = Drives(meta)
+    rebalancer = Rebalancer(meta, managed.view, lambda: paused)
+    rebalancer.tolerance = 100.0
+
+    async def scenario() -> dict:
+        for _ in range(3):
+            await rebalancer.step()
+        return rebalancer.state.get("current") or rebalancer.state["last"]
+
+    state = asyncio.run(scenario())
+    if paused:
+        assert state["at_risk"] == 1 and "measured" in state
+    else:
+        assert state["segments"] == 0 and "measured" not in state
+
+
 def test_usage_moves_keep_the_spread_legal():
     """Balancing usage never makes a segment at risk: a move leaves a domain only for one with room."""
     rebalancer = Rebalancer(None, lambda: None)
