@@ -62,6 +62,9 @@ rpc_body_read_s = 10.0
 # A batch lookup (``get_versions``, behind the native client's ``get_batch``) names at most this many
 # objects: an answer of 1,000 inline objects of 16 KiB is ~22 MiB of JSON. A client splits larger batches.
 batch_lookup_items_max = 1000
+# Commits sharing one call and one transaction (``commit_versions``, apollo.meta.sql_shared_commits): what
+# queued behind the calls in flight; inline objects of 16 KiB make such a call ~1.4 MiB of JSON at most.
+commits_per_call_max = 64
 # Snapshots (apollo.meta.sql_snapshots): one is taken in one transaction, which holds SQLite's only writer
 # (about 1 s per 100,000 objects); a bucket's are listed in one answer.
 snapshot_objects_max = 2_000_000

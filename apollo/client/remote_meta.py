@@ -31,6 +31,7 @@ from collections.abc import Callable
 import aiohttp
 
 from apollo import errors, limits, tokens
+from apollo.client.commits import SEGMENTS_SHARED_MAX, SharedCommits
 from apollo.client.directory import NodeDirectory
 from apollo.client.lookups import LatestLookups
 from apollo.client.remote_storage import Timeouts
@@ -101,6 +102,7 @@ class RemoteMeta:
         self.written_at: str | None = None
         self.on_availability: Callable[[bool], None] = lambda available: None  # told as an outage starts, ends
         self._latest = LatestLookups(self.call)
+        self._commits = SharedCommits(self.call)
 
     # calls -----------------------------------------------------------------------------------
 
@@ -286,6 +288,16 @@ class RemoteMeta:
             return await self._latest.get(bucket, key)
         return await self.call("get_version", bucket, key, version_id, with_data=with_data)
 
+    async def commit_version(self, bucket: str, key: str, *, size: int, etag: str, attrs, data, now=None,
+                             conditions=None, members=None, **kwargs):  # fmt: skip
+        """The commit of every PUT: concurrent unconditional ones share calls (``apollo.client.commits``).
+        ``now`` is the service's to decide: not sent."""
+        if conditions is not None or members is not None or kwargs or len(data.segments) > SEGMENTS_SHARED_MAX:
+            return await self.call("commit_version", bucket, key, size=size, etag=etag, attrs=attrs, data=data,
+                                   conditions=conditions, members=members, **kwargs)  # fmt: skip
+        return await self._commits.commit({"bucket": bucket, "key": key, "size": size, "etag": etag, "attrs": attrs,
+                                           "data": data})  # fmt: skip
+
     async def complete_upload(self, bucket: str, key: str, upload_id: str, requested: list[tuple[int, str]], *,
                               checksum_of=None, **kwargs):  # fmt: skip
         """``checksum_of`` runs here, on the parts as listed now: the commit names each part by its ETag,
@@ -309,5 +321,5 @@ class RemoteMeta:
 
 
 for _name in meta_api.REMOTE:
-    if not hasattr(RemoteMeta, _name):  # get_version and complete_upload are written out above
+    if not hasattr(RemoteMeta, _name):  # get_version, commit_version and complete_upload are written out above
         setattr(RemoteMeta, _name, _remote(_name))

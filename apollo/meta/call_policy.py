@@ -18,6 +18,7 @@ from collections.abc import Callable
 
 from apollo import errors, ids, limits
 from apollo.meta.service import MetaService
+from apollo.meta.sql_shared_commits import COMMIT_FIELDS
 from apollo.proto.bucket_access import OWNER_ALWAYS, AccessDecider, Caller, keeps_policy_rights, request_context
 from apollo.proto.records import Bucket, Lookup
 from apollo.proto.s3_actions import OPERATIONS, Target, object_arn, required
@@ -94,6 +95,7 @@ def bind(target: Callable, args: list, kwargs: dict) -> dict:
 
 class CallPolicy:
     def __init__(self, meta: MetaService) -> None:
+        self._meta = meta
         self._decider = AccessDecider(meta.get_bucket, meta.get_version)
 
     async def check(self, method: str, target: Callable, args: list, kwargs: dict, caller: Caller,
@@ -101,6 +103,12 @@ class CallPolicy:
         """:raises AccessDenied: the S3 operation this call stands for is not allowed to ``caller``."""
         if method == "kv_lookup":
             await self._all_readable(target, args, kwargs, caller, source_ip, secure)
+            return
+        if method == "commit_versions":
+            for commit in bind(target, args, kwargs).get("commits") or ():
+                if isinstance(commit, dict) and commit.keys() <= COMMIT_FIELDS:  # else the store refuses the batch
+                    await self.check("commit_version", self._meta.commit_version, [], commit, caller, source_ip,
+                                     secure)  # fmt: skip
             return
         op = CALL_OPS.get(method)
         if op is None:

@@ -111,6 +111,9 @@ class SqlBase:
             with self._transaction("meta.tx.before_commit", queued) as conn:
                 yield conn
             return
+        if getattr(self._local, "all_or_nothing", False):
+            yield active
+            return
         active.execute("SAVEPOINT call")
         try:
             yield active
@@ -119,6 +122,18 @@ class SqlBase:
             active.execute("RELEASE call")
             raise
         active.execute("RELEASE call")
+
+    @contextlib.contextmanager
+    def all_or_nothing(self) -> Iterator[Any]:
+        """One transaction (or savepoint) around several calls whose own ``tx()`` then adds no savepoint:
+        the first call that raises undoes them all. Two round trips fewer per call than ``batch()``, for
+        callers that run the calls again one by one when any fails (``SharedCommitOps``)."""
+        with self.tx() as conn:
+            self._local.all_or_nothing = True
+            try:
+                yield conn
+            finally:
+                self._local.all_or_nothing = False
 
     @contextlib.contextmanager
     def _transaction(self, fault_point: str, queued: bool = False) -> Iterator[Any]:

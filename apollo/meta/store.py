@@ -20,10 +20,22 @@ from apollo.meta.sql_kv import KVOps
 from apollo.meta.sql_leases import LeaseOps
 from apollo.meta.sql_multipart import MultipartOps
 from apollo.meta.sql_repair import RepairOps
+from apollo.meta.sql_shared_commits import SharedCommitOps
 from apollo.meta.sql_snapshots import SnapshotOps
 from apollo.meta.sql_tar import TarOps
 from apollo.meta.sql_txns import TxnOps
 
 
-class SqlStore(KVOps, SnapshotOps, TxnOps, TarOps, MultipartOps, ClusterOps, RepairOps, LeaseOps, ConsoleSessionOps):
+class SqlStore(
+    SharedCommitOps,
+    KVOps,
+    SnapshotOps,
+    TxnOps,
+    TarOps,
+    MultipartOps,
+    ClusterOps,
+    RepairOps,
+    LeaseOps,
+    ConsoleSessionOps,
+):
     """The metadata store, on SQLite (one machine) or PostgreSQL (clusters): see ``apollo.meta.engine``."""

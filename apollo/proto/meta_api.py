@@ -83,6 +83,7 @@ CALLS: dict[str, Call] = {call.name: call for call in (
     Call("repoint_segment", W, _OWNER, _CUSTOM, idempotent=True),
     Call("abandon_segments", W, _OWNER, _THREAD, idempotent=True),
     Call("commit_version", W, _OWNER, _THREAD),
+    Call("commit_versions", W, _OWNER, _THREAD),  # commits that queued up in a client, in one transaction
     Call("get_version", R, _KEY, _INLINE, standby=True),
     Call("get_versions", R, _KEY, _BACKGROUND, standby=True),  # a batch of lookups: many point reads off the event loop
     Call("delete_object", W, _KEY, _THREAD),

@@ -27,7 +27,8 @@ from apollo.client.remote_meta import RemoteMeta
 from apollo.meta.store import SqlStore
 from apollo.proto import codec, signing
 from apollo.proto.bucket_access import BUCKET_TTL_S
-from apollo.proto.layout import Scheme
+from apollo.proto.layout import ObjectData, Scheme
+from apollo.proto.records import ObjectAttrs
 
 VICTIM, VICTIM_SECRET = "victim-user", "victim-user-secret-key"
 ATTACKER, ATTACKER_SECRET = "attacker-user", "attacker-user-secret-key"
@@ -138,6 +139,51 @@ def test_another_keys_segments_cannot_be_committed_so_their_deletion_cannot_dest
 
     asyncio.run(scenario())
     assert store.one("SELECT COUNT(*) AS n FROM garbage WHERE segment_id = ?", (layout.segment_id,))["n"] == 0
+    with cluster.native(VICTIM, VICTIM_SECRET) as victim:
+        assert victim.get("victim-bucket", "weights") == payload
+    store.close()
+
+
+def inline_commit(bucket: str, key: str, body: bytes, **extra) -> dict:
+    """One commit of a ``commit_versions`` batch: a small object, inline."""
+    return {"bucket": bucket, "key": key, "size": len(body), "etag": hashlib.md5(body).hexdigest(),
+            "attrs": ObjectAttrs(), "data": ObjectData(len(body), inline=body), **extra}  # fmt: skip
+
+
+def test_a_batch_of_commits_is_held_to_what_each_commit_alone_is(cluster):
+    """Commits sharing a call (``commit_versions``): one into a bucket whose policy denies the key refuses the
+    whole batch, so nothing of it lands; the service's own arguments (``now``, ``owner``) cannot be named per
+    commit; another key's segments are refused to that commit alone, and the others of the batch land."""
+    payload = os.urandom(3 * 1024 * 1024 + 11)
+    with cluster.native(VICTIM, VICTIM_SECRET) as victim:
+        victim.create_bucket("victim-bucket")
+        victim.put("victim-bucket", "weights", payload)
+    deny_attacker(cluster, "victim-bucket")
+    store = SqlStore(cluster.database)
+    stolen = store.get_version("victim-bucket", "weights").data
+
+    async def scenario():
+        async with aiohttp.ClientSession() as session:
+            meta = await RemoteMeta(cluster.meta_urls, ATTACKER, ATTACKER_SECRET, session).start()
+            await meta.create_bucket("attacker-bucket", 0.0)
+            with pytest.raises(errors.AccessDenied, match="PutObject"):
+                await meta.call("commit_versions", [inline_commit("attacker-bucket", "mine", b"mine"),
+                                                    inline_commit("victim-bucket", "weights", b"overwritten")])
+            for field in ({"now": 1.0}, {"owner": f"key:{VICTIM}"}):
+                with pytest.raises(errors.InvalidRequest, match="names a bucket, a key and at most"):
+                    await meta.call("commit_versions", [inline_commit("attacker-bucket", "dated", b"x", **field)])
+            theft = {**inline_commit("attacker-bucket", "decoy", b""), "size": stolen.size, "data": stolen}
+            outcomes = await meta.call("commit_versions", [inline_commit("attacker-bucket", "mine", b"mine"), theft])
+            assert outcomes[0].version is not None and outcomes[0].version.key == "mine"
+            assert outcomes[1].version is None and outcomes[1].error == "AccessDenied", outcomes[1]
+            assert abs(outcomes[0].version.last_modified - time.time()) < 60  # the service's clock
+            await meta.close()
+
+    asyncio.run(scenario())
+    assert [v.key for v in store.list_objects("attacker-bucket", "", "", "", 10).entries] == ["mine"]
+    assert store.get_version("attacker-bucket", "dated") is None
+    garbage = store.one("SELECT COUNT(*) AS n FROM garbage WHERE segment_id = ?", (stolen.segments[0].segment_id,))
+    assert garbage["n"] == 0
     with cluster.native(VICTIM, VICTIM_SECRET) as victim:
         assert victim.get("victim-bucket", "weights") == payload
     store.close()
