@@ -287,7 +287,14 @@ def test_the_manager_lease_moves_to_another_meta_service_when_its_holder_dies(ma
     s3 = cluster.s3(retries={"max_attempts": 5, "mode": "standard"})
     s3.create_bucket(Bucket=BUCKET)
     s3.put_object(Bucket=BUCKET, Key="doomed", Body=os.urandom(2_000_000))
-    assert len(cluster.shard_files()) == 6
+    # Six shards, at once or after a repair: a shard write lost to a loaded suite right after the failover
+    # (seen once) is queued for repair, which the new holder runs.
+    deadline = time.monotonic() + 30
+    while len(cluster.shard_files()) != 6:
+        if time.monotonic() > deadline:
+            pytest.fail(f"{len(cluster.shard_files())} shards of 6, repair backlog {store.repair_backlog()}:\n"
+                        + "\n".join(f"--- {r.name}\n{r.log_tail()}" for r in cluster.processes))  # fmt: skip
+        time.sleep(0.3)
     s3.delete_object(Bucket=BUCKET, Key="doomed")
     deadline = time.monotonic() + 30  # the new holder's garbage collector removes the shards
     while cluster.shard_files():
