@@ -70,6 +70,7 @@ import uvloop
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import loadgen  # noqa: E402
+import procstat  # noqa: E402
 
 from apollo import limits  # noqa: E402
 from apollo.cli.common import MALLOC_TUNING  # noqa: E402
@@ -275,25 +276,10 @@ def _meta_client_main(*args) -> dict:
     return asyncio.run(_remote_calls(*args))
 
 
-def cpu_seconds(pids: list[int]) -> float:
-    """CPU time (user and system) used so far by these processes and by their children that ended: a
-    PostgreSQL backend's time moves to the postmaster's when the backend exits."""
-    total = 0
-    for pid in pids:
-        with contextlib.suppress(FileNotFoundError, ProcessLookupError):
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            total += sum(int(f) for f in fields[11:15])  # utime, stime, cutime, cstime
-    return total / os.sysconf("SC_CLK_TCK")
-
-
-def postgres_pids(postmaster: int) -> list[int]:
-    """The postmaster and its live children (backends, WAL writer, checkpointer)."""
-    children = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        with contextlib.suppress(OSError, IndexError):
-            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == postmaster:
-                children.append(int(stat.parent.name))
-    return [postmaster, *children]
+def postgres_cpu_seconds(pg: TempPostgres) -> float:
+    """CPU time used so far by the server: the postmaster, its live children (backends, WAL writer,
+    checkpointer) and those that ended."""
+    return procstat.cpu_seconds(procstat.tree(pg.pid()), reaped=True)
 
 
 def _row(label: str, services: int, op: str, concurrency: int, ops: int, seconds: float,
@@ -329,11 +315,11 @@ def rpc_metadata_rows(pg: TempPostgres, services: int, seconds: float, concurren
                                         ready) for i, meta in enumerate(cluster.metas)]  # fmt: skip
                     ready.wait()
                     metas = [meta.process.pid for meta in cluster.metas]
-                    before = {"meta": cpu_seconds(metas), "postgres": cpu_seconds(postgres_pids(pg.pid()))}
+                    before = {"meta": procstat.cpu_seconds(metas), "postgres": postgres_cpu_seconds(pg)}
                     results = [run.result() for run in runs]
                     elapsed = max(result["seconds"] for result in results)
-                    cpu = {"meta": cpu_seconds(metas) - before["meta"],
-                           "postgres": cpu_seconds(postgres_pids(pg.pid())) - before["postgres"],
+                    cpu = {"meta": procstat.cpu_seconds(metas) - before["meta"],
+                           "postgres": postgres_cpu_seconds(pg) - before["postgres"],
                            "client": sum(result["cpu_s"] for result in results)}  # fmt: skip
                     rows.append(_row("apollo meta RPC, PostgreSQL", services, op, concurrency * services,
                                      sum(result["ops"] for result in results), elapsed, cpu))  # fmt: skip
@@ -354,12 +340,11 @@ async def local_metadata_rows(database: str, label: str, seconds: float, concurr
     rows = []
     try:
         for op in ("commit", "lookup"):
-            postgres = pg and postgres_pids(pg.pid())
-            before = (time.process_time(), postgres and cpu_seconds(postgres))
+            before = (time.process_time(), pg and postgres_cpu_seconds(pg))
             ops, elapsed = await _calls(meta, op, "k", seconds, concurrency)
             cpu = {"process": time.process_time() - before[0]}
-            if postgres:
-                cpu["postgres"] = cpu_seconds(postgres_pids(pg.pid())) - before[1]
+            if pg:
+                cpu["postgres"] = postgres_cpu_seconds(pg) - before[1]
             rows.append(_row(label, 0, op, concurrency, ops, elapsed, cpu))
     finally:
         meta.close()

@@ -34,13 +34,14 @@ def tree(pid: int) -> list[int]:
     return out
 
 
-def cpu_seconds(pids: list[int]) -> float:
-    """user+sys CPU seconds consumed so far by ``pids`` (all their threads)."""
+def cpu_seconds(pids: list[int], reaped: bool = False) -> float:
+    """user+sys CPU seconds consumed so far by ``pids`` (all their threads); ``reaped``: and by their children
+    that ended and were waited for (a PostgreSQL backend's time moves to the postmaster's when it exits)."""
     total = 0
     for pid in pids:
         fields = _stat_fields(pid)
-        if fields:
-            total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+        if fields:  # utime, stime (fields 14 and 15 of stat), then cutime, cstime
+            total += sum(int(f) for f in fields[11:15 if reaped else 13])
     return total / CLOCK_TICKS
 
 
