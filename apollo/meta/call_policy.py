@@ -18,7 +18,7 @@ from collections.abc import Callable
 
 from apollo import errors, ids, limits
 from apollo.meta.service import MetaService
-from apollo.meta.sql_shared_commits import COMMIT_FIELDS
+from apollo.meta.sql_shared_commits import checked_commits
 from apollo.proto.bucket_access import OWNER_ALWAYS, AccessDecider, Caller, keeps_policy_rights, request_context
 from apollo.proto.records import Bucket, Lookup
 from apollo.proto.s3_actions import OPERATIONS, Target, object_arn, required
@@ -104,11 +104,9 @@ class CallPolicy:
         if method == "kv_lookup":
             await self._all_readable(target, args, kwargs, caller, source_ip, secure)
             return
-        if method == "commit_versions":
-            for commit in bind(target, args, kwargs).get("commits") or ():
-                if isinstance(commit, dict) and commit.keys() <= COMMIT_FIELDS:  # else the store refuses the batch
-                    await self.check("commit_version", self._meta.commit_version, [], commit, caller, source_ip,
-                                     secure)  # fmt: skip
+        if method == "commit_versions":  # each commit as if alone; a malformed batch is refused first
+            for commit in checked_commits(bind(target, args, kwargs).get("commits")):
+                await self.check("commit_version", self._meta.commit_version, [], commit, caller, source_ip, secure)
             return
         op = CALL_OPS.get(method)
         if op is None:

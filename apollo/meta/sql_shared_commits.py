@@ -20,6 +20,21 @@ from apollo.proto.records import Lookup
 COMMIT_FIELDS = frozenset({"bucket", "key", "size", "etag", "attrs", "data", "conditions", "members"})
 
 
+def checked_commits(commits: object) -> list[dict]:
+    """``commits`` if it is a batch ``commit_versions`` takes: checked before any policy or SQL work.
+
+    :raises InvalidRequest: not a list of at most ``limits.commits_per_call_max`` dicts of ``COMMIT_FIELDS``,
+        each naming a bucket and a key.
+    """
+    if not isinstance(commits, list) or len(commits) > limits.commits_per_call_max:
+        raise errors.InvalidRequest(f"a batch of commits is a list of at most {limits.commits_per_call_max}")
+    for commit in commits:
+        if not (isinstance(commit, dict) and commit.keys() <= COMMIT_FIELDS and {"bucket", "key"} <= commit.keys()):
+            raise errors.InvalidRequest(f"a commit of a batch names a bucket, a key and at most "
+                                        f"{', '.join(sorted(COMMIT_FIELDS - {'bucket', 'key'}))}")  # fmt: skip
+    return commits
+
+
 class SharedCommitOps(ObjectOps):
     def commit_versions(self, commits: list[dict], *, owner: str, now: float) -> list[Lookup]:
         """``commit_version(**commit, owner=owner, now=now)`` of each, in order, in one transaction when none
@@ -31,12 +46,7 @@ class SharedCommitOps(ObjectOps):
         :raises MetadataUnavailable: the shared transaction's COMMIT was cut off: whether it committed is
             unknown, and making the commits again could make them twice.
         """
-        if not isinstance(commits, list) or len(commits) > limits.commits_per_call_max:
-            raise errors.InvalidRequest(f"a batch of commits is a list of at most {limits.commits_per_call_max}")
-        for commit in commits:
-            if not (isinstance(commit, dict) and commit.keys() <= COMMIT_FIELDS and {"bucket", "key"} <= commit.keys()):
-                raise errors.InvalidRequest(f"a commit of a batch names a bucket, a key and at most "
-                                            f"{', '.join(sorted(COMMIT_FIELDS - {'bucket', 'key'}))}")  # fmt: skip
+        checked_commits(commits)
         try:
             with self.all_or_nothing():
                 return [Lookup(self.commit_version(**commit, owner=owner, now=now)) for commit in commits]
