@@ -1,19 +1,18 @@
-"""Buckets, versions and listings: the namespace half of the SQL store."""
+"""Buckets, versions and listings: the namespace half of the SQL store (its data: ``apollo.meta.sql_data``)."""
 
 from __future__ import annotations
 
 import json
 import uuid
-from dataclasses import replace
 from typing import Any
 
 import orjson
 
-from apollo import errors, ids, limits
+from apollo import errors, limits
 from apollo.meta.listing import Cursor, walk
-from apollo.meta.shard_index import index_layouts, unindex_data
-from apollo.meta.sqlbase import Conn, Row, SqlBase, dumps
-from apollo.proto.layout import ObjectData, SegmentLayout, segment_bytes_max
+from apollo.meta.sql_data import IN_LIST_MAX, DataOps
+from apollo.meta.sqlbase import Conn, Row, dumps
+from apollo.proto.layout import ObjectData
 from apollo.proto.policy import PolicyError, parse_policy
 from apollo.proto.records import (
     NULL_VERSION,
@@ -34,7 +33,6 @@ VERSION_COLUMNS = (
 # Whether a version row has a tar member index: read with the row it may remove (``_remove_version``).
 MEMBERS_FLAG = "EXISTS (SELECT 1 FROM tar_members t WHERE t.vid = versions.id) AS members"
 UNREAD: Any = object()  # ``_insert_version``'s ``latest`` when its caller did not read it
-IN_LIST_MAX = 500  # keys in one IN (...) list: far below SQLite's and PostgreSQL's limits on parameters
 VERSION_COLUMNS_V = ", ".join(f"v.{column.strip()}" for column in VERSION_COLUMNS.split(","))
 
 
@@ -93,9 +91,7 @@ def headers_json(attrs: ObjectAttrs) -> str:
 _NO_HEADERS = headers_json(ObjectAttrs())
 
 
-class ObjectOps(SqlBase):
-    gc_delay_s: float = 30.0
-
+class ObjectOps(DataOps):
     # buckets ---------------------------------------------------------------------------------
 
     def create_bucket(self, name: str, now: float, bucket_owner: str = "") -> None:
@@ -157,82 +153,6 @@ class ObjectOps(SqlBase):
             raise errors.BucketNotFound(f"bucket {name} does not exist")
         return row
 
-    # object data -----------------------------------------------------------------------------
-
-    def _store_data(self, db: Conn, data: ObjectData, size: int, etag: str, owner: str, now: float) -> str | None:
-        """Attach the writer's segments to a new data id; their pending-write GC rows go in the same
-        transaction. What is stored is the service's layout of each segment (``_claim``), not the writer's.
-
-        :raises InvalidRequest: ``size`` is not the data's size; ``etag`` is not of a form Apollo makes.
-        :raises AccessDenied: a segment that is not a pending write of ``owner``.
-        """
-        ids.etag(etag)
-        claimed = self._claim(db, data, owner, now)
-        if size != data.size or (data.inline is not None and len(data.inline) != size):
-            raise errors.InvalidRequest(f"size {size} is not the size of the data written ({data.size})")
-        if not claimed:
-            return None
-        data_id = uuid.uuid4().hex
-        db.executemany(
-            "INSERT INTO segments (data_id, seq, segment_id, offset_bytes, length, layout, pg) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?)",
-            [(data_id, seq, s.segment_id, s.offset, s.length, dumps(s.to_json()), s.pg)
-             for seq, s in enumerate(claimed)],
-        )  # fmt: skip
-        index_layouts(db, claimed)
-        db.executemany("DELETE FROM garbage WHERE segment_id = ?", [(s.segment_id,) for s in claimed])
-        return data_id
-
-    def _claim(self, db: Conn, data: ObjectData, owner: str, now: float) -> list[SegmentLayout]:
-        """The layouts this service allocated to ``owner`` for the segments a writer finished.
-
-        A writer names its segments and how many bytes went into each. Everything else of a
-        layout (drives, group, scheme, cell size) is what the service recorded when it allocated
-        the segment (``add_pending``; ``repoint_pending`` for a spare drive), never what the writer
-        sends: a layout made up by a client could name another tenant's shards, or a file outside
-        the drives, for readers and the garbage collector to act on. Offsets follow from the lengths.
-
-        :raises AccessDenied: a segment not allocated to ``owner``, abandoned, or expired.
-        :raises InvalidRequest: a length the segment cannot have, a segment named twice, oversized inline data.
-        """
-        if data.inline is not None and (data.segments or len(data.inline) > limits.inline_object_bytes_max):
-            raise errors.InvalidRequest("inline data is for small objects without segments")
-        if len({s.segment_id for s in data.segments}) != len(data.segments):
-            raise errors.InvalidRequest("a segment is named twice")
-        claimed: list[SegmentLayout] = []
-        offset = 0
-        for given in data.segments:
-            row = db.execute("SELECT layout, owner, due FROM garbage WHERE segment_id = ?",
-                             (given.segment_id,)).fetchone()  # fmt: skip
-            if row is None or row["owner"] != owner or row["due"] <= now:
-                raise errors.AccessDenied(
-                    f"segment {given.segment_id} is not a write in progress of this caller (never allocated "
-                    "to it, already committed, abandoned or expired)"
-                )
-            allocated = SegmentLayout.from_json(json.loads(row["layout"]))
-            if not 0 < given.length <= segment_bytes_max(allocated.stripe_bytes):
-                raise errors.InvalidRequest(f"segment {given.segment_id} cannot hold {given.length} bytes")
-            claimed.append(replace(allocated, offset=offset, length=given.length))
-            offset += given.length
-        if data.segments and offset != data.size:
-            raise errors.InvalidRequest(f"segments hold {offset} bytes, the data claims {data.size}")
-        return claimed
-
-    def _discard_data(self, db: Conn, data_id: str | None, now: float) -> None:
-        """Queue a data id's segments for GC after a grace period for in-flight readers."""
-        if data_id is not None:
-            self._discard_all(db, [data_id], now)
-
-    def _discard_all(self, db: Conn, data_ids: list[str], now: float) -> None:
-        """``_discard_data`` of each, a statement per ``IN_LIST_MAX``."""
-        for first in range(0, len(data_ids), IN_LIST_MAX):
-            chunk = data_ids[first : first + IN_LIST_MAX]
-            among = f"data_id IN ({', '.join('?' * len(chunk))})"
-            db.execute(f"INSERT INTO garbage (segment_id, layout, owner, due) SELECT segment_id, layout, '', ? "
-                       f"FROM segments WHERE {among}", (now + self.gc_delay_s, *chunk))  # fmt: skip
-            unindex_data(db, among, tuple(chunk))
-            db.execute(f"DELETE FROM segments WHERE {among}", tuple(chunk))
-
     def _remove_version(self, db: Conn, row_id: int, data_id: str | None, now: float, kv: bool = False, *,
                         pinnable: bool = True, members: bool = True) -> None:  # fmt: skip
         """Delete a version row, and its data unless a snapshot pins it: then the row moves to
@@ -263,12 +183,6 @@ class ObjectOps(SqlBase):
     def _pinned_by_snapshot(db: Conn, row_id: int) -> bool:
         """Whether a snapshot names this version row; asked with an UPDATE (``_remove_version`` says why)."""
         return db.execute("UPDATE snapshot_objects SET vid = vid WHERE vid = ?", (row_id,)).rowcount > 0
-
-    def _load_data(self, row: Row) -> ObjectData:
-        if row["data_id"] is None:
-            return ObjectData(size=row["size"], inline=row["inline_data"] or b"")
-        segs = self.all("SELECT layout FROM segments WHERE data_id = ? ORDER BY seq", (row["data_id"],))
-        return ObjectData(size=row["size"], segments=[SegmentLayout.from_json(json.loads(s["layout"])) for s in segs])
 
     def _version(self, row: Row, with_data: bool) -> Version:
         parts, checksums = parts_from_column(row["parts"])
@@ -391,7 +305,7 @@ class ObjectOps(SqlBase):
             if old is not None:
                 self._remove_version(db, old["id"], old["data_id"], now, kv=bucket_row["kv_budget"] is not None,
                                      pinnable=bool(bucket_row["snapshots"]), members=bool(old["members"]))  # fmt: skip
-                demote = demote and not (known and old is latest)  # the latest was the null version: it is gone
+                demote = demote and old is not latest  # the latest was the null version: it is gone
         if demote:
             db.execute("UPDATE versions SET is_latest = 0 WHERE bucket = ? AND key = ? AND is_latest = 1",
                        (bucket, key))  # fmt: skip
