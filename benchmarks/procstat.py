@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import threading
 
+from apollo.testing import leftovers
+
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -20,18 +22,7 @@ def _stat_fields(pid: int) -> list[str] | None:
 
 def tree(pid: int) -> list[int]:
     """``pid`` and every live descendant."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            fields = _stat_fields(int(entry))
-            if fields:
-                children.setdefault(int(fields[1]), []).append(int(entry))
-    out, todo = [], [pid]
-    while todo:
-        current = todo.pop()
-        out.append(current)
-        todo.extend(children.get(current, []))
-    return out
+    return [pid, *leftovers.descendants(pid)]
 
 
 def cpu_seconds(pids: list[int], reaped: bool = False) -> float:
