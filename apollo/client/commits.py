@@ -24,7 +24,7 @@ from apollo.client.sharing import SharedCalls, Waiting, answer
 from apollo.proto import codec
 from apollo.proto.records import Version
 
-IN_FLIGHT_MAX = 4  # calls at once before commits wait to share one
+IN_FLIGHT_MAX = 2  # calls at once before commits wait to share one: about 8 a call at 16 concurrent commits
 SEGMENTS_SHARED_MAX = 4  # 64 commits of 4 layouts each are ~0.2 MiB of a call's 4 MiB
 
 

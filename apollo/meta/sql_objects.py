@@ -36,6 +36,21 @@ UNREAD: Any = object()  # ``_insert_version``'s ``latest`` when its caller did n
 VERSION_COLUMNS_V = ", ".join(f"v.{column.strip()}" for column in VERSION_COLUMNS.split(","))
 
 
+# A new latest version's row (``_insert_version``; ``SharedCommitOps`` inserts many at once).
+NEW_VERSION_COLUMNS = ("bucket, key, version_id, is_latest, delete_marker, size, etag, last_modified, content_type, "
+                       "headers, checksums, tags, parts, inline_data, data_id, upload_id")  # fmt: skip
+NEW_VERSION_SLOTS = "?, ?, ?, 1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?"
+
+
+def new_version_values(bucket: str, key: str, version_id: str, now: float, *, size: int, etag: str,
+                       attrs: ObjectAttrs, parts: list[int], part_checksums: list[str] | None, inline: bytes | None,
+                       data_id: str | None, delete_marker: bool, upload_id: str) -> tuple:  # fmt: skip
+    """The arguments of ``NEW_VERSION_SLOTS``."""
+    return (bucket, key, version_id, int(delete_marker), size, etag, now, attrs.content_type, headers_json(attrs),
+            dumps(attrs.checksums), dumps(attrs.tags), parts_json(parts, part_checksums), inline, data_id,
+            upload_id)  # fmt: skip
+
+
 def _bucket(row: Row) -> Bucket:
     return Bucket(row["name"], row["created"], row["versioning"], row["policy"], row["owner"], json.loads(row["tags"]))
 
@@ -179,6 +194,17 @@ class ObjectOps(DataOps):
                 db.execute("DELETE FROM tar_members WHERE vid = ?", (row_id,))
         db.execute("DELETE FROM versions WHERE id = ?", (row_id,))
 
+    def _remove_unpinned(self, db: Conn, rows: list[Row], now: float) -> None:
+        """``_remove_version`` of each row (``id``, ``data_id``, ``members``) of a plain bucket that no snapshot
+        pins, a statement per table for them all."""
+        self._discard_all(db, [row["data_id"] for row in rows if row["data_id"] is not None], now)
+        if indexed := [row["id"] for row in rows if row["members"]]:
+            among, args = self.engine.in_list("vid", indexed)
+            db.execute(f"DELETE FROM tar_members WHERE {among}", args)
+        if rows:
+            among, args = self.engine.in_list("id", [row["id"] for row in rows])
+            db.execute(f"DELETE FROM versions WHERE {among}", args)
+
     @staticmethod
     def _pinned_by_snapshot(db: Conn, row_id: int) -> bool:
         """Whether a snapshot names this version row; asked with an UPDATE (``_remove_version`` says why)."""
@@ -310,26 +336,10 @@ class ObjectOps(DataOps):
             db.execute("UPDATE versions SET is_latest = 0 WHERE bucket = ? AND key = ? AND is_latest = 1",
                        (bucket, key))  # fmt: skip
         row = db.execute(
-            "INSERT INTO versions (bucket, key, version_id, is_latest, delete_marker, size, etag, last_modified, "
-            "content_type, headers, checksums, tags, parts, inline_data, data_id, upload_id) "
-            "VALUES (?, ?, ?, 1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
-            (
-                bucket,
-                key,
-                version_id,
-                int(delete_marker),
-                size,
-                etag,
-                now,
-                attrs.content_type,
-                headers_json(attrs),
-                dumps(attrs.checksums),
-                dumps(attrs.tags),
-                parts_json(parts, part_checksums),
-                inline,
-                data_id,
-                upload_id,
-            ),
+            f"INSERT INTO versions ({NEW_VERSION_COLUMNS}) VALUES ({NEW_VERSION_SLOTS}) RETURNING id",
+            new_version_values(bucket, key, version_id, now, size=size, etag=etag, attrs=attrs, parts=parts,
+                               part_checksums=part_checksums, inline=inline, data_id=data_id,
+                               delete_marker=delete_marker, upload_id=upload_id),
         ).fetchall()[0]  # fmt: skip (all rows: a RETURNING statement must finish before COMMIT)
         return Version(bucket, key, version_id, True, delete_marker, size, etag, now, attrs, parts, None, row["id"],
                        list(part_checksums or []))  # fmt: skip

@@ -7,13 +7,20 @@ files) sends the commits that queue up behind the ones in flight together (``apo
 the service makes them in one transaction with no savepoint per commit. If any of them raises, the
 transaction is rolled back whole and each is made again on its own, so each caller gets exactly what its
 own ``commit_version`` answers: its version, or the error that call alone raises.
+
+The commonest batch, small objects written inline into one plain, never-versioned bucket under distinct
+keys, is made with a statement per table for the whole batch (``_commit_together``): the rows they replace
+read, removed and the new ones inserted at once: six round trips to PostgreSQL for 16 commits, where one by
+one takes 66.
 """
 
 from __future__ import annotations
 
 from apollo import errors, limits
-from apollo.meta.sql_objects import ObjectOps
-from apollo.proto.records import Lookup
+from apollo.meta.sql_objects import MEMBERS_FLAG, NEW_VERSION_COLUMNS, NEW_VERSION_SLOTS, ObjectOps, new_version_values
+from apollo.meta.sqlbase import Conn
+from apollo.proto.layout import ObjectData
+from apollo.proto.records import NULL_VERSION, Lookup, Version, checked_tags
 
 # What one commit of a batch may name: ``commit_version``'s arguments but those the service imposes (``owner``,
 # ``now``), which the batch takes once for every commit.
@@ -48,13 +55,55 @@ class SharedCommitOps(ObjectOps):
         """
         checked_commits(commits)
         try:
-            with self.all_or_nothing():
+            with self.all_or_nothing() as db:
+                if (together := self._commit_together(db, commits, owner, now)) is not None:
+                    return [Lookup(version) for version in together]
                 return [Lookup(self.commit_version(**commit, owner=owner, now=now)) for commit in commits]
         except errors.MetadataUnavailable:
             raise
         except Exception:  # rolled back whole: nothing of it is visible; each alone says what went wrong
             pass
         return [self._alone(commit, owner, now) for commit in commits]
+
+    def _commit_together(self, db: Conn, commits: list[dict], owner: str, now: float) -> list[Version] | None:
+        """The versions of ``commits`` made with a statement per table for them all, when every one is
+        unconditional inline data into the same plain bucket that was never versioned and has no snapshot,
+        each under a key of its own; None, having changed nothing, for any other batch.
+
+        Each commit is checked as ``commit_version`` checks it and ends as it would: the key's null version (its
+        only version in such a bucket) removed with its data, the new one inserted as the latest, row ids in
+        the batch's order. Anything raised rolls the batch back, and the caller makes each commit alone.
+        """
+        bucket, keys = commits[0]["bucket"], [commit["key"] for commit in commits]
+        if len(set(keys)) != len(keys) or not all(
+            commit["bucket"] == bucket and commit.get("conditions") is None and not commit.get("members")
+            and isinstance(commit.get("data"), ObjectData) and commit["data"].inline is not None
+            for commit in commits
+        ):  # fmt: skip
+            return None
+        bucket_row = self._bucket_row(db, bucket)
+        if bucket_row["versioning"] or bucket_row["kv_budget"] is not None or bucket_row["snapshots"]:
+            return None
+        among, args = self.engine.in_list("key", keys)
+        replaced = db.execute(f"SELECT id, key, version_id, is_latest, data_id, {MEMBERS_FLAG} FROM versions "
+                              f"WHERE bucket = ? AND {among} AND (is_latest = 1 OR version_id = ?)",
+                              (bucket, *args, NULL_VERSION)).fetchall()  # fmt: skip
+        if not all(row["version_id"] == NULL_VERSION and row["is_latest"] for row in replaced):
+            return None  # a history a never-versioned bucket cannot have: left to commit_version to handle
+        for commit in commits:
+            checked_tags(commit["attrs"].tags, limits.tags_per_object_max)
+            self._store_data(db, commit["data"], commit["size"], commit["etag"], owner, now)  # inline: checks only
+        self._remove_unpinned(db, replaced, now)
+        rows = [new_version_values(bucket, commit["key"], NULL_VERSION, now, size=commit["size"], etag=commit["etag"],
+                                   attrs=commit["attrs"], parts=[], part_checksums=None,
+                                   inline=commit["data"].inline, data_id=None, delete_marker=False, upload_id="")
+                for commit in commits]  # fmt: skip
+        slots = ", ".join([f"({NEW_VERSION_SLOTS})"] * len(rows))
+        inserted = db.execute(f"INSERT INTO versions ({NEW_VERSION_COLUMNS}) VALUES {slots} RETURNING id, key",
+                              [value for row in rows for value in row]).fetchall()  # fmt: skip
+        row_ids = {row["key"]: row["id"] for row in inserted}
+        return [Version(bucket, commit["key"], NULL_VERSION, True, False, commit["size"], commit["etag"], now,
+                        commit["attrs"], [], None, row_ids[commit["key"]], []) for commit in commits]  # fmt: skip
 
     def _alone(self, commit: dict, owner: str, now: float) -> Lookup:
         try:

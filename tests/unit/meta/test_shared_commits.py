@@ -4,10 +4,12 @@ land together, and when any fails each gets exactly what its own ``commit_versio
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 import pytest
 
 from apollo import errors, faults, limits
+from apollo.meta.sql_shared_commits import SharedCommitOps
 from apollo.meta.sqlbase import SqlBase
 from apollo.meta.store import SqlStore
 from apollo.proto.layout import ObjectData
@@ -90,3 +92,99 @@ def test_a_shared_commit_that_fails_makes_nothing_visible(store: SqlStore):
     with faults.enabled(meta__tx__before_commit="error"), pytest.raises(faults.InjectedFault):
         store.commit_versions([commit("a"), commit("b")], owner=WRITER, now=time.time())
     assert store.list_objects("b", "", "", "", 10).entries == []
+
+
+@pytest.fixture
+def together(monkeypatch) -> list[bool]:
+    """For each shared commit, whether it was made a statement per table for the whole batch."""
+    made = []
+    real = SharedCommitOps._commit_together
+
+    def spied(self, *args):
+        made.append(False)  # until it returns versions
+        versions = real(self, *args)
+        made[-1] = versions is not None
+        return versions
+
+    monkeypatch.setattr(SharedCommitOps, "_commit_together", spied)
+    return made
+
+
+def _history(store: SqlStore, bucket: str) -> None:
+    """Versions of every kind a plain batch may replace: inline, on segments, with a tar index."""
+    now = time.time()
+    store.commit_version(**commit("inline", bucket=bucket), now=now, owner=WRITER)
+    segmented = ObjectData(10, segments=[pending(store, length=10)])
+    store.commit_version(**{**commit("segmented", bucket=bucket), "size": 10, "data": segmented}, now=now, owner=WRITER)
+    store.commit_version(**commit("archive", b"tar-bytes", bucket=bucket), members=[["member", 0, 3]], now=now,
+                         owner=WRITER)  # fmt: skip
+
+
+def _state(store: SqlStore, bucket: str) -> dict:
+    """What a reader or the garbage collector can tell of a bucket's keys."""
+    keys = ("inline", "segmented", "archive", "new1", "new2")
+    versions = {v.key: (v.version_id, v.is_latest, v.size, v.etag, v.data.inline, v.data.segments)
+                for v in (store.get_version(bucket, key) for key in keys)}  # fmt: skip
+    rows = store.all("SELECT count(*) AS n FROM versions WHERE bucket = ?", (bucket,))[0]["n"]
+    listed = [entry.key for entry in store.list_objects(bucket, "", "", "", 10).entries]
+    return {"versions": versions, "rows": rows, "listed": listed}
+
+
+def test_a_plain_batch_is_made_at_once_and_ends_as_one_by_one(store: SqlStore, together):
+    for bucket in ("fast", "slow"):
+        store.create_bucket(bucket, 1.0)
+        _history(store, bucket)
+    queued_for_gc = len(store.all("SELECT segment_id FROM garbage WHERE owner = ''"))
+    batch = [commit(key, f"{key}-after".encode()) for key in ("archive", "new1", "inline", "segmented", "new2")]
+    now = time.time()
+    outcomes = store.commit_versions([{**c, "bucket": "fast"} for c in batch], owner=WRITER, now=now)
+    one_by_one = [store.commit_version(**{**c, "bucket": "slow"}, owner=WRITER, now=now) for c in batch]
+    assert together == [True]
+    assert [o.version.key for o in outcomes] == [c["key"] for c in batch] and not any(o.error for o in outcomes)
+    seqs = [o.version.seq for o in outcomes]
+    assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)  # row ids in the batch's order, as one by one
+    assert [replace(o.version, bucket="", seq=0) for o in outcomes] == [replace(v, bucket="", seq=0)
+                                                                         for v in one_by_one]  # fmt: skip
+    assert _state(store, "fast") == _state(store, "slow")
+    assert _state(store, "fast")["versions"]["segmented"][4] == b"segmented-after"
+    # Each bucket's replaced segment went to the garbage collector; no tar index of a replaced version is left.
+    assert len(store.all("SELECT segment_id FROM garbage WHERE owner = ''")) == queued_for_gc + 2
+    assert store.all("SELECT count(*) AS n FROM tar_members")[0]["n"] == 0
+
+
+@pytest.mark.parametrize("case", ["versioned", "snapshot", "kv", "same-key", "conditional", "segments", "two-buckets"])
+def test_any_other_batch_is_made_one_by_one(store: SqlStore, together, case):
+    _history(store, "b")
+    batch = [commit("inline", b"after"), commit("new1")]
+    if case == "versioned":
+        store.set_versioning("b", "Enabled")
+    elif case == "snapshot":
+        store.create_snapshot("b", "", time.time())
+    elif case == "kv":
+        store.create_kv_namespace("kv", 1 << 20, 3600.0, time.time())
+        batch = [{**c, "bucket": "kv"} for c in batch]
+    elif case == "same-key":
+        batch.append(commit("inline", b"last"))
+    elif case == "conditional":
+        batch[1]["conditions"] = Conditions(if_none_match_star=True)
+    elif case == "segments":
+        batch.append({**commit("big"), "size": 10, "data": ObjectData(10, segments=[pending(store, length=10)])})
+    else:
+        store.create_bucket("c", 1.0)
+        batch.append(commit("new2", bucket="c"))
+    outcomes = store.commit_versions(batch, owner=WRITER, now=time.time())
+    assert not any(o.error for o in outcomes) and together in ([], [False])
+    bucket = batch[0]["bucket"]
+    assert store.get_version(bucket, "inline").data.inline == (b"last" if case == "same-key" else b"after")
+    if case == "versioned":  # the first version stays, as the noncurrent one
+        assert len(store.all("SELECT id FROM versions WHERE bucket = 'b' AND key = 'inline'")) == 2
+
+
+def test_a_plain_batch_with_a_bad_commit_gives_each_its_own_answer(store: SqlStore, together):
+    too_many_tags = ObjectAttrs(tags={f"t{n}": "v" for n in range(limits.tags_per_object_max + 1)})
+    batch = [commit("a"), {**commit("bad"), "etag": "not-an-etag"}, commit("c"),
+             {**commit("tags"), "attrs": too_many_tags}]  # fmt: skip
+    outcomes = store.commit_versions(batch, owner=WRITER, now=time.time())
+    assert together == [False]  # it raised: rolled back, then each alone
+    assert [o.error for o in outcomes] == ["", "InvalidRequest", "", "InvalidRequest"]
+    assert store.get_version("b", "a") is not None and store.get_version("b", "bad") is None
