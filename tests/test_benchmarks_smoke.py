@@ -172,6 +172,17 @@ def test_the_snapshot_benchmark_runs_and_prints_what_it_measured():
     assert "3000 objects" in run.stdout and "sqlite: take a snapshot" in run.stdout and " ms " in run.stdout
 
 
+def test_the_commit_batch_benchmark_commits_every_batch_and_says_what_each_cost():
+    run = subprocess.run([sys.executable, str(BENCHMARKS / "commit_batch_bench.py"), "--batches", "1,16", "--rounds",
+                          "1", "--seconds", "0.3"], capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    rows = [json.loads(line) for line in run.stdout.splitlines() if line.startswith("{")]
+    assert [row["batch"] for row in rows] == [1, 16]
+    for row in rows:
+        assert row["commits"] >= row["batch"] and row["commits"] % row["batch"] == 0
+        assert row["commits_per_s"] > 0 and row["process_us_per_commit"] > 0 and row["postgres_us_per_commit"] > 0
+
+
 def test_the_scale_simulator_prints_every_row_with_sane_values_and_replays_its_seed():
     """``scale_sim.py --quick`` (72 drives) end to end, twice with one seed: the same placement figures."""
 
