@@ -97,8 +97,20 @@ class DataOps(SqlBase):
             unindex_data(db, among, tuple(chunk))
             db.execute(f"DELETE FROM segments WHERE {among}", tuple(chunk))
 
-    def _load_data(self, row: Row) -> ObjectData:
+    def _load_data(self, row: Row, layouts: dict[str, list[SegmentLayout]] | None = None) -> ObjectData:
+        """A version row's data; its segments from ``layouts`` (``_segment_layouts``) when given."""
         if row["data_id"] is None:
             return ObjectData(size=row["size"], inline=row["inline_data"] or b"")
-        segs = self.all("SELECT layout FROM segments WHERE data_id = ? ORDER BY seq", (row["data_id"],))
-        return ObjectData(size=row["size"], segments=[SegmentLayout.from_json(json.loads(s["layout"])) for s in segs])
+        if layouts is None:
+            layouts = self._segment_layouts([row["data_id"]])
+        return ObjectData(size=row["size"], segments=layouts[row["data_id"]])
+
+    def _segment_layouts(self, data_ids: list[str]) -> dict[str, list[SegmentLayout]]:
+        """The segments of each data id, in order: a statement per ``IN_LIST_MAX`` of them."""
+        found: dict[str, list[SegmentLayout]] = {data_id: [] for data_id in data_ids}
+        distinct = list(found)
+        for first in range(0, len(distinct), IN_LIST_MAX):
+            among, args = self.engine.in_list("data_id", distinct[first : first + IN_LIST_MAX])
+            for row in self.all(f"SELECT data_id, layout FROM segments WHERE {among} ORDER BY data_id, seq", args):
+                found[row["data_id"]].append(SegmentLayout.from_json(json.loads(row["layout"])))
+        return found

@@ -190,7 +190,7 @@ class KVOps(ObjectOps):
             rows = self.all(f"SELECT {VERSION_COLUMNS_V} FROM versions v JOIN kv_entries e ON e.vid = v.id "
                             f"WHERE v.bucket = ? AND v.is_latest = 1 AND {among} AND e.expires > ?",
                             (bucket, *args, now))  # fmt: skip
-            versions += [self._version(row, with_data) for row in rows]
+            versions += self._versions(rows, with_data)
         return versions
 
     # recency and expiry ----------------------------------------------------------------------

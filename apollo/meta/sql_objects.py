@@ -12,7 +12,7 @@ from apollo import errors, limits
 from apollo.meta.listing import Cursor, walk
 from apollo.meta.sql_data import IN_LIST_MAX, DataOps
 from apollo.meta.sqlbase import Conn, Row, dumps
-from apollo.proto.layout import ObjectData
+from apollo.proto.layout import ObjectData, SegmentLayout
 from apollo.proto.policy import PolicyError, parse_policy
 from apollo.proto.records import (
     NULL_VERSION,
@@ -210,7 +210,17 @@ class ObjectOps(DataOps):
         """Whether a snapshot names this version row; asked with an UPDATE (``_remove_version`` says why)."""
         return db.execute("UPDATE snapshot_objects SET vid = vid WHERE vid = ?", (row_id,)).rowcount > 0
 
-    def _version(self, row: Row, with_data: bool) -> Version:
+    def _versions(self, rows: list[Row], with_data: bool) -> list[Version]:
+        """``_version`` of each row, with the segments of all of them read in a statement per ``IN_LIST_MAX``,
+        not one per row: a batch lookup of 16 objects on segments took 18 round trips to the database."""
+        if not with_data:
+            return [self._version(row, False) for row in rows]
+        layouts = self._segment_layouts([row["data_id"] for row in rows
+                                         if row["data_id"] is not None and not row["delete_marker"]])  # fmt: skip
+        return [self._version(row, True, layouts) for row in rows]
+
+    def _version(self, row: Row, with_data: bool, layouts: dict[str, list[SegmentLayout]] | None = None) -> Version:
+        """``layouts``: the segments of the row's data if read already (``_versions``)."""
         parts, checksums = parts_from_column(row["parts"])
         return Version(
             bucket=row["bucket"],
@@ -223,7 +233,7 @@ class ObjectOps(DataOps):
             last_modified=row["last_modified"],
             attrs=attrs_from_row(row),
             parts=parts,
-            data=self._load_data(row) if with_data and not row["delete_marker"] else None,
+            data=self._load_data(row, layouts) if with_data and not row["delete_marker"] else None,
             seq=row["id"],
             part_checksums=checksums,
         )
@@ -412,7 +422,7 @@ class ObjectOps(DataOps):
             for first in range(0, len(keys), IN_LIST_MAX):
                 chunk = keys[first : first + IN_LIST_MAX]
                 rows = self.all(*self.engine.latest_rows(VERSION_COLUMNS_V, bucket, chunk))
-                found.update({(bucket, row["key"]): self._version(row, with_data) for row in rows})
+                found.update({(bucket, version.key): version for version in self._versions(rows, with_data)})
         return found
 
     def rename_object(self, bucket: str, key: str, dest_key: str, now: float,

@@ -151,7 +151,7 @@ class SnapshotOps(ObjectOps):
             chunk = distinct[first : first + IN_LIST_MAX]
             among, args = self.engine.in_list("key", chunk)
             rows = self._pinned(among, (snapshot_id, *args))
-            versions.update((key, self._version(row, True)) for key, row in rows.items())
+            versions.update((version.key, version) for version in self._versions(list(rows.values()), True))
         return [Lookup(versions[key]) if key in versions else
                 Lookup(error="ObjectNotFound", message=f"{bucket}/{key} is not in snapshot {snapshot_id}")
                 for key in keys]  # fmt: skip
