@@ -107,26 +107,44 @@ class Engine(ABC):
 
     def run(self, call: Callable[[], T]) -> T:
         """Run ``call`` (one store method), again from the start while it loses a conflict or the database is away."""
-        deadline = time.monotonic() + RETRY_FOR_S
-        delay, conflicts = 0.01, 0
+        attempts = Attempts(self)
         while True:
             try:
                 return call()
             except Exception as exc:
-                if self.conflict(exc) and conflicts < CONFLICT_ATTEMPTS:
-                    conflicts += 1
-                    time.sleep(delay * conflicts / 4)
-                    continue
-                if self.full(exc):
-                    raise errors.InsufficientStorage(f"the metadata database's disk is full: {exc}") from exc
-                if self.unreachable(exc):
-                    if time.monotonic() < deadline:
-                        time.sleep(delay)
-                        delay = min(delay * 2, 1.0)
-                        continue
-                    raise errors.MetadataUnavailable(f"metadata database unreachable for {RETRY_FOR_S:.0f} s: "
-                                                     f"{exc}") from exc  # fmt: skip
-                raise
+                wait = attempts.wait_after(exc)
+                if wait is None:
+                    raise
+                time.sleep(wait)
+
+
+class Attempts:
+    """When a call that raised runs again, for ``Engine.run`` and the service's reads on its event loop
+    (``apollo.meta.async_reads``) alike: after a lost conflict, and while the database is unreachable for
+    less than ``RETRY_FOR_S``."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.deadline = time.monotonic() + RETRY_FOR_S
+        self.delay, self.conflicts = 0.01, 0
+
+    def wait_after(self, exc: Exception) -> float | None:
+        """Seconds to wait before the next attempt, or None: ``exc`` is the call's answer.
+
+        :raises InsufficientStorage: the database's disk is full.
+        :raises MetadataUnavailable: the database stayed unreachable for ``RETRY_FOR_S``.
+        """
+        if self.engine.conflict(exc) and self.conflicts < CONFLICT_ATTEMPTS:
+            self.conflicts += 1
+            return self.delay * self.conflicts / 4
+        if self.engine.full(exc):
+            raise errors.InsufficientStorage(f"the metadata database's disk is full: {exc}") from exc
+        if not self.engine.unreachable(exc):
+            return None
+        if time.monotonic() >= self.deadline:
+            raise errors.MetadataUnavailable(f"metadata database unreachable for {RETRY_FOR_S:.0f} s: {exc}") from exc
+        wait, self.delay = self.delay, min(self.delay * 2, 1.0)
+        return wait
 
 
 SQLITE_MMAP_BYTES = 1 << 30  # address space, not memory: pages are the OS's page cache, shared by connections
@@ -218,6 +236,11 @@ def _pg_args(args: tuple | list) -> tuple:
     return tuple(int(a) if isinstance(a, bool) else a for a in args)  # flags are INTEGER columns, as in SQLite
 
 
+def pg_statement(sql: str, args: tuple | list = ()) -> tuple[str, tuple]:
+    """The store's ``?`` SQL and its arguments as psycopg takes them."""
+    return _pg_sql(sql), _pg_args(args)
+
+
 class PgConnection:
     """A psycopg connection that takes the store's ``?`` SQL and parameters."""
 
@@ -225,7 +248,7 @@ class PgConnection:
         self.raw = conn
 
     def execute(self, sql: str, args: tuple | list = ()) -> Any:
-        return self.raw.execute(_pg_sql(sql), _pg_args(args))
+        return self.raw.execute(*pg_statement(sql, args))
 
     def executemany(self, sql: str, rows: list) -> Any:
         cursor = self.raw.cursor()
@@ -269,10 +292,12 @@ class PostgresEngine(Engine):
         except psycopg.Error as exc:
             raise errors.MetadataUnavailable(_cannot_open(url, exc)) from exc
         self.pool_size = pool_size
+        # What every connection to the database is opened with (the service's event-loop reads' too).
+        self.connection_options = {"autocommit": True, "row_factory": dict_row, "connect_timeout": 5,
+                                   "options": SESSION_OPTIONS}  # fmt: skip
         self.pool = psycopg_pool.ConnectionPool(
             url, min_size=1, max_size=pool_size, open=False, timeout=5.0, name="apollo-meta",
-            reconnect_timeout=POOL_RECONNECT_S,
-            kwargs={"autocommit": True, "row_factory": dict_row, "connect_timeout": 5, "options": SESSION_OPTIONS},
+            reconnect_timeout=POOL_RECONNECT_S, kwargs=self.connection_options,
         )  # fmt: skip
         self.pool.open(wait=False)
 

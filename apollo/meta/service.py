@@ -23,6 +23,7 @@ from concurrent.futures import Executor, ThreadPoolExecutor
 
 from apollo import limits
 from apollo.errors import InsufficientStorage
+from apollo.meta.async_reads import AsyncReads
 from apollo.meta.groupcommit import GroupCommitExecutor
 from apollo.meta.sql_txns import raise_unless_open
 from apollo.meta.standby import WRITTEN_AT, StandbyReads, written_position
@@ -69,6 +70,19 @@ def _inline(call: meta_api.Call):
     return method
 
 
+def _planned(call: meta_api.Call, run):
+    """A read written as a plan: on the service's event loop when it has ``async_reads`` (PostgreSQL), else
+    as ``run``."""
+    plan = getattr(SqlStore, f"{call.name}_plan")
+
+    async def method(self: MetaService, *args, **kwargs):
+        if self.async_reads is not None:
+            return await self.async_reads.run(lambda: plan(self.reader, *args, **kwargs))
+        return await run(self, *args, **kwargs)
+
+    return method
+
+
 def _standby_first(call: meta_api.Call, run):
     """A read offered to a standby first, when the service has them (``apollo.meta.standby``)."""
 
@@ -108,6 +122,8 @@ def _expose(call: meta_api.Call):
         run = _on_thread(call, "store", "_executor")
     else:  # long scans on the background reader's own thread never delay a commit
         run = _on_thread(call, "_background_reader", "_background_pool")
+    if call.planned:
+        run = _planned(call, run)
     if call.standby:
         run = _standby_first(call, run)
     elif call.kind is meta_api.Kind.WRITE and call.who in (Who.KEY, Who.OWNER):  # what clients write
@@ -129,10 +145,14 @@ class MetaService:
     def __init__(
         self, store: SqlStore, pg_count: int = limits.placement_groups_default, owner: str | None = None,
         placement: Placement | None = None, standby: StandbyReads | None = None,
+        async_reads: AsyncReads | None = None,
     ) -> None:  # fmt: skip
-        """``standby``: reads the API marks so are offered to PostgreSQL standbys first (``--standby-reads``)."""
+        """``standby``: reads the API marks so are offered to PostgreSQL standbys first (``--standby-reads``).
+        ``async_reads``: where the reads the API marks ``planned`` run, on the event loop (PostgreSQL; closed by
+        ``aclose``)."""
         self.store = store
         self.standby = standby
+        self.async_reads = async_reads
         self.reader = store.open_reader()  # used only from the event loop thread
         self.pg_count = pg_count
         self.owner = owner or uuid.uuid4().hex[:12]  # this process's identity for pending-write GC rows
@@ -211,6 +231,12 @@ class MetaService:
         :raises AccessDenied, InvalidRequest: (``SqlStore.repoint_pending``)
         """
         await self.repoint_pending(layout, owner=owner or self.owner)
+
+    async def aclose(self) -> None:
+        """``close``, and the event loop's connections first."""
+        if self.async_reads is not None:
+            await self.async_reads.close()
+        self.close()
 
     def close(self) -> None:
         self._executor.shutdown(wait=True)

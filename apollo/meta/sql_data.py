@@ -14,7 +14,7 @@ from dataclasses import replace
 
 from apollo import errors, ids, limits
 from apollo.meta.shard_index import index_layouts, unindex_data
-from apollo.meta.sqlbase import Conn, Row, SqlBase, dumps
+from apollo.meta.sqlbase import Conn, Plan, Row, SqlBase, dumps
 from apollo.proto.layout import ObjectData, SegmentLayout, segment_bytes_max
 
 IN_LIST_MAX = 500  # keys in one IN (...) list: far below SQLite's and PostgreSQL's limits on parameters
@@ -98,19 +98,19 @@ class DataOps(SqlBase):
             db.execute(f"DELETE FROM segments WHERE {among}", tuple(chunk))
 
     def _load_data(self, row: Row, layouts: dict[str, list[SegmentLayout]] | None = None) -> ObjectData:
-        """A version row's data; its segments from ``layouts`` (``_segment_layouts``) when given."""
+        """A version row's data; its segments from ``layouts`` (``_layouts_plan``) when given."""
         if row["data_id"] is None:
             return ObjectData(size=row["size"], inline=row["inline_data"] or b"")
         if layouts is None:
-            layouts = self._segment_layouts([row["data_id"]])
+            layouts = self.drive(self._layouts_plan([row["data_id"]]))
         return ObjectData(size=row["size"], segments=layouts[row["data_id"]])
 
-    def _segment_layouts(self, data_ids: list[str]) -> dict[str, list[SegmentLayout]]:
+    def _layouts_plan(self, data_ids: list[str]) -> Plan[dict[str, list[SegmentLayout]]]:
         """The segments of each data id, in order: a statement per ``IN_LIST_MAX`` of them."""
         found: dict[str, list[SegmentLayout]] = {data_id: [] for data_id in data_ids}
         distinct = list(found)
         for first in range(0, len(distinct), IN_LIST_MAX):
             among, args = self.engine.in_list("data_id", distinct[first : first + IN_LIST_MAX])
-            for row in self.all(f"SELECT data_id, layout FROM segments WHERE {among} ORDER BY data_id, seq", args):
+            for row in (yield f"SELECT data_id, layout FROM segments WHERE {among} ORDER BY data_id, seq", args):
                 found[row["data_id"]].append(SegmentLayout.from_json(json.loads(row["layout"])))
         return found

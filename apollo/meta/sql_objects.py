@@ -11,7 +11,7 @@ import orjson
 from apollo import errors, limits
 from apollo.meta.listing import Cursor, walk
 from apollo.meta.sql_data import IN_LIST_MAX, DataOps
-from apollo.meta.sqlbase import Conn, Row, dumps
+from apollo.meta.sqlbase import Conn, Plan, Row, dumps
 from apollo.proto.layout import ObjectData, SegmentLayout
 from apollo.proto.policy import PolicyError, parse_policy
 from apollo.proto.records import (
@@ -211,13 +211,17 @@ class ObjectOps(DataOps):
         return db.execute("UPDATE snapshot_objects SET vid = vid WHERE vid = ?", (row_id,)).rowcount > 0
 
     def _versions(self, rows: list[Row], with_data: bool) -> list[Version]:
+        """``_version`` of each row (``_versions_plan``)."""
+        return self.drive(self._versions_plan(rows, with_data))
+
+    def _versions_plan(self, rows: list[Row], with_data: bool) -> Plan[list[Version]]:
         """``_version`` of each row, with the segments of all of them read in a statement per ``IN_LIST_MAX``,
         not one per row: a batch lookup of 16 objects on segments took 18 round trips to the database."""
-        if not with_data:
-            return [self._version(row, False) for row in rows]
-        layouts = self._segment_layouts([row["data_id"] for row in rows
-                                         if row["data_id"] is not None and not row["delete_marker"]])  # fmt: skip
-        return [self._version(row, True, layouts) for row in rows]
+        layouts = None
+        if with_data:
+            data_ids = [row["data_id"] for row in rows if row["data_id"] is not None and not row["delete_marker"]]
+            layouts = yield from self._layouts_plan(data_ids)
+        return [self._version(row, with_data, layouts) for row in rows]
 
     def _version(self, row: Row, with_data: bool, layouts: dict[str, list[SegmentLayout]] | None = None) -> Version:
         """``layouts``: the segments of the row's data if read already (``_versions``)."""
@@ -361,16 +365,20 @@ class ObjectOps(DataOps):
 
         One statement checks the bucket and finds the version: this is the lookup of every GET.
         """
+        return self.drive(self.get_version_plan(bucket, key, version_id, with_data))
+
+    def get_version_plan(self, bucket: str, key: str, version_id: str | None = None,
+                         with_data: bool = True) -> Plan[Version | None]:  # fmt: skip
+        """``get_version`` as a plan (``SqlBase.drive``; the service runs it on its event loop on PostgreSQL)."""
         which = "v.is_latest = 1" if version_id is None else "v.version_id = ?"
         args = (key,) if version_id is None else (key, version_id)
-        row = self.one(
-            f"SELECT b.name AS bucket_name, {VERSION_COLUMNS_V} FROM buckets b LEFT JOIN versions v "
-            f"ON v.bucket = b.name AND v.key = ? AND {which} WHERE b.name = ?",
-            (*args, bucket),
-        )  # fmt: skip
-        if row is None:
+        rows = yield (f"SELECT b.name AS bucket_name, {VERSION_COLUMNS_V} FROM buckets b LEFT JOIN versions v "
+                      f"ON v.bucket = b.name AND v.key = ? AND {which} WHERE b.name = ?", (*args, bucket))  # fmt: skip
+        if not rows:
             raise errors.BucketNotFound(f"bucket {bucket} does not exist")
-        return None if row["id"] is None else self._version(row, with_data)
+        if rows[0]["id"] is None:
+            return None
+        return (yield from self._versions_plan(rows[:1], with_data))[0]
 
     def get_versions(self, items: list[tuple[str, str, str | None]], with_data: bool = True) -> list[Lookup]:
         """``get_version`` of each (bucket, key, version id or None), in order; an item with no object (or
@@ -378,6 +386,11 @@ class ObjectOps(DataOps):
 
         :raises InvalidRequest: more than ``limits.batch_lookup_items_max`` items, or one not of that form.
         """
+        return self.drive(self.get_versions_plan(items, with_data))
+
+    def get_versions_plan(self, items: list[tuple[str, str, str | None]],
+                          with_data: bool = True) -> Plan[list[Lookup]]:  # fmt: skip
+        """``get_versions`` as a plan (``get_version_plan``)."""
         if not isinstance(items, list) or len(items) > limits.batch_lookup_items_max:
             raise errors.InvalidRequest(f"a batch lookup names a list of at most {limits.batch_lookup_items_max} "
                                         "objects")  # fmt: skip
@@ -385,13 +398,15 @@ class ObjectOps(DataOps):
             if not (isinstance(item, list | tuple) and len(item) == 3 and isinstance(item[0], str)
                     and isinstance(item[1], str) and (item[2] is None or isinstance(item[2], str))):  # fmt: skip
                 raise errors.InvalidRequest("a batch lookup item is [bucket, key, version id or null]")
-        latest = self._latest_versions({(bucket, key) for bucket, key, version_id in items if version_id is None},
-                                       with_data)  # fmt: skip
+        latest_of = {(bucket, key) for bucket, key, version_id in items if version_id is None}
+        latest = yield from self._latest_plan(latest_of, with_data)
         lookups = []
         for bucket, key, version_id in items:
             try:
-                version = latest[(bucket, key)] if version_id is None else self.get_version(bucket, key, version_id,
-                                                                                            with_data)  # fmt: skip
+                if version_id is None:
+                    version = latest[(bucket, key)]
+                else:
+                    version = yield from self.get_version_plan(bucket, key, version_id, with_data)
                 if isinstance(version, errors.BucketNotFound):
                     raise version
             except errors.BucketNotFound as exc:
@@ -406,8 +421,8 @@ class ObjectOps(DataOps):
                 lookups.append(Lookup(version))
         return lookups
 
-    def _latest_versions(self, names: set[tuple[str, str]], with_data: bool
-                         ) -> dict[tuple[str, str], Version | None | errors.BucketNotFound]:  # fmt: skip
+    def _latest_plan(self, names: set[tuple[str, str]], with_data: bool
+                     ) -> Plan[dict[tuple[str, str], Version | None | errors.BucketNotFound]]:  # fmt: skip
         """The latest version (or None, or BucketNotFound) of each (bucket, key): a statement per bucket and
         ``IN_LIST_MAX`` keys, not one per key (a batch lookup of 1,000 small objects took twice as long)."""
         found: dict[tuple[str, str], Version | None | errors.BucketNotFound] = dict.fromkeys(names)
@@ -415,14 +430,14 @@ class ObjectOps(DataOps):
         for bucket, key in names:
             by_bucket.setdefault(bucket, []).append(key)
         for bucket, keys in by_bucket.items():
-            if self.one("SELECT name FROM buckets WHERE name = ?", (bucket,)) is None:
+            if not (yield "SELECT name FROM buckets WHERE name = ?", (bucket,)):
                 missing = errors.BucketNotFound(f"bucket {bucket} does not exist")
                 found.update({(bucket, key): missing for key in keys})
                 continue
             for first in range(0, len(keys), IN_LIST_MAX):
-                chunk = keys[first : first + IN_LIST_MAX]
-                rows = self.all(*self.engine.latest_rows(VERSION_COLUMNS_V, bucket, chunk))
-                found.update({(bucket, version.key): version for version in self._versions(rows, with_data)})
+                rows = yield self.engine.latest_rows(VERSION_COLUMNS_V, bucket, keys[first : first + IN_LIST_MAX])
+                versions = yield from self._versions_plan(rows, with_data)
+                found.update({(bucket, version.key): version for version in versions})
         return found
 
     def rename_object(self, bucket: str, key: str, dest_key: str, now: float,

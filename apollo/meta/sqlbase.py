@@ -4,6 +4,10 @@ A store object may be used from several threads (PostgreSQL: the metadata servic
 pool of threads) or from one (SQLite: the single writer thread). Each thread's open
 transaction lives in a thread-local, so nested ``tx()`` calls find it and become
 savepoints; statements outside a transaction take a connection for themselves.
+
+The hottest reads (a GET's lookup, a batch lookup) are written once as a *plan*: a generator that yields each
+statement and is sent its rows, with no connection of its own. ``SqlBase.drive`` runs a plan on the store's
+connection; the metadata service runs the same plan on its event loop (``apollo.meta.async_reads``).
 """
 
 from __future__ import annotations
@@ -11,9 +15,9 @@ from __future__ import annotations
 import contextlib
 import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from apollo import errors, faults
 from apollo.meta.engine import Engine, SqliteEngine, open_engine
@@ -22,6 +26,9 @@ from apollo.meta.shard_index import rebuild_shard_index
 
 Row = Any  # sqlite3.Row or psycopg's dict row: both index by column name
 Conn = Any  # sqlite3.Connection or engine.PgConnection: execute / executemany with ``?`` parameters
+T = TypeVar("T")
+Statement = tuple[str, tuple]  # SQL with ``?`` parameters, and its arguments
+Plan = Generator[Statement, list[Row], T]  # yields statements, is sent each one's rows, returns the answer
 
 
 def dumps(value: object) -> str:
@@ -192,6 +199,21 @@ class SqlBase:
             return
         with self.engine.connect() as conn:
             yield conn
+
+    def drive(self, plan: Plan[T]) -> T:
+        """A plan's answer, its statements run on this thread's transaction or on one connection taken for them
+        (none for a plan that needs no statement)."""
+        try:
+            statement = next(plan)
+        except StopIteration as done:
+            return done.value
+        with self._statement() as conn:
+            while True:
+                rows = conn.execute(*statement).fetchall()
+                try:
+                    statement = plan.send(rows)
+                except StopIteration as done:
+                    return done.value
 
     def one(self, sql: str, args: tuple = ()) -> Any:
         with self._statement() as conn:

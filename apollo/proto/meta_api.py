@@ -54,6 +54,9 @@ class Call:
     runs: Runs
     idempotent: bool = False  # a write that may run twice with the same outcome
     standby: bool = False  # a read a PostgreSQL standby may answer (``apollo.meta.standby``)
+    # A read the store also writes as a plan (``<name>_plan``), which the service runs on its event loop on
+    # PostgreSQL (``apollo.meta.async_reads``); on SQLite it runs as ``runs`` says.
+    planned: bool = False
 
     @property
     def remote(self) -> bool:
@@ -84,8 +87,9 @@ CALLS: dict[str, Call] = {call.name: call for call in (
     Call("abandon_segments", W, _OWNER, _THREAD, idempotent=True),
     Call("commit_version", W, _OWNER, _THREAD),
     Call("commit_versions", W, _OWNER, _THREAD),  # commits that queued up in a client, in one transaction
-    Call("get_version", R, _KEY, _INLINE, standby=True),
-    Call("get_versions", R, _KEY, _BACKGROUND, standby=True),  # a batch of lookups: many point reads off the event loop
+    Call("get_version", R, _KEY, _INLINE, standby=True, planned=True),
+    # a batch of lookups: many point reads, off the event loop on SQLite
+    Call("get_versions", R, _KEY, _BACKGROUND, standby=True, planned=True),
     Call("delete_object", W, _KEY, _THREAD),
     Call("rename_object", W, _KEY, _THREAD),
     Call("get_tar_members", R, _KEY, _BACKGROUND, standby=True),  # member ranges of tar archives, a batch's at once

@@ -26,7 +26,7 @@ def _put(store: SqlStore, bucket: str, key: str, segments: int) -> None:
 
 @pytest.fixture
 def statements(monkeypatch) -> list[str]:
-    """Every statement the store makes outside a transaction (``SqlBase.one`` and ``all``)."""
+    """Every statement the store makes outside a transaction: ``SqlBase.one`` and ``all``, and a plan's."""
     made = []
     for name in ("one", "all"):
         real = getattr(SqlBase, name)
@@ -36,6 +36,18 @@ def statements(monkeypatch) -> list[str]:
             return real(self, sql, args)
 
         monkeypatch.setattr(SqlBase, name, counted)
+    drive = SqlBase.drive
+
+    def recorded(plan):
+        try:
+            statement = next(plan)
+            while True:
+                made.append(statement[0])
+                statement = plan.send((yield statement))
+        except StopIteration as done:
+            return done.value
+
+    monkeypatch.setattr(SqlBase, "drive", lambda self, plan: drive(self, recorded(plan)))
     return made
 
 

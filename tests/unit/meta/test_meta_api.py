@@ -12,6 +12,7 @@ from apollo.proto import meta_api
 from apollo.proto.meta_api import CALLS, REMOTE, Runs, Who
 
 STUB_OWN = {"start", "refresh", "call", "call_briefly", "close"}  # RemoteMeta's own workings, not metadata calls
+SERVICE_OWN = {"aclose"}  # MetaService's
 
 
 def coroutines(cls: type) -> set[str]:
@@ -20,7 +21,15 @@ def coroutines(cls: type) -> set[str]:
 
 
 def test_the_in_process_service_offers_exactly_the_table():
-    assert coroutines(MetaService) == {name for name, call in CALLS.items() if call.runs is not Runs.RPC}
+    assert coroutines(MetaService) - SERVICE_OWN == {name for name, call in CALLS.items() if call.runs is not Runs.RPC}
+
+
+def test_every_planned_call_has_a_plan_taking_what_the_method_takes():
+    planned = [name for name, call in CALLS.items() if call.planned]
+    assert planned
+    for name in planned:
+        plan = getattr(SqlStore, f"{name}_plan")
+        assert list(inspect.signature(plan).parameters) == list(inspect.signature(getattr(SqlStore, name)).parameters)
 
 
 def test_every_table_call_the_service_derives_runs_a_store_method_of_that_name():
