@@ -11,7 +11,7 @@ import orjson
 from apollo import errors, limits
 from apollo.meta.listing import Cursor, walk
 from apollo.meta.sql_data import IN_LIST_MAX, DataOps
-from apollo.meta.sqlbase import Conn, Plan, Row, dumps
+from apollo.meta.sqlbase import Conn, Plan, Row, Statement, dumps
 from apollo.proto.layout import ObjectData, SegmentLayout
 from apollo.proto.policy import PolicyError, parse_policy
 from apollo.proto.records import (
@@ -49,6 +49,21 @@ def new_version_values(bucket: str, key: str, version_id: str, now: float, *, si
     return (bucket, key, version_id, int(delete_marker), size, etag, now, attrs.content_type, headers_json(attrs),
             dumps(attrs.checksums), dumps(attrs.tags), parts_json(parts, part_checksums), inline, data_id,
             upload_id)  # fmt: skip
+
+
+def _version_statement(bucket: str, key: str, version_id: str | None) -> Statement:
+    """The bucket's row joined to the key's latest version, or to the one named: ``get_version``'s one statement."""
+    which = "v.is_latest = 1" if version_id is None else "v.version_id = ?"
+    args = (key,) if version_id is None else (key, version_id)
+    return (f"SELECT b.name AS bucket_name, {VERSION_COLUMNS_V} FROM buckets b LEFT JOIN versions v "
+            f"ON v.bucket = b.name AND v.key = ? AND {which} WHERE b.name = ?", (*args, bucket))  # fmt: skip
+
+
+def _found(row: Row | None, bucket: str) -> Row | None:
+    """The version row of ``_version_statement``'s answer, or None. :raises BucketNotFound:"""
+    if row is None:
+        raise errors.BucketNotFound(f"bucket {bucket} does not exist")
+    return None if row["id"] is None else row
 
 
 def _bucket(row: Row) -> Bucket:
@@ -363,22 +378,22 @@ class ObjectOps(DataOps):
     ) -> Version | None:
         """The latest version (which may be a delete marker) or a given one; None when absent.
 
-        One statement checks the bucket and finds the version: this is the lookup of every GET.
+        One statement checks the bucket and finds the version: this is the lookup of every GET. Its plan
+        (``get_version_plan``) is not driven here: on SQLite's event loop the generator would cost 5% of it.
         """
-        return self.drive(self.get_version_plan(bucket, key, version_id, with_data))
+        row = _found(self.one(*_version_statement(bucket, key, version_id)), bucket)
+        return None if row is None else self._version(row, with_data)
 
     def get_version_plan(self, bucket: str, key: str, version_id: str | None = None,
                          with_data: bool = True) -> Plan[Version | None]:  # fmt: skip
         """``get_version`` as a plan (``SqlBase.drive``; the service runs it on its event loop on PostgreSQL)."""
-        which = "v.is_latest = 1" if version_id is None else "v.version_id = ?"
-        args = (key,) if version_id is None else (key, version_id)
-        rows = yield (f"SELECT b.name AS bucket_name, {VERSION_COLUMNS_V} FROM buckets b LEFT JOIN versions v "
-                      f"ON v.bucket = b.name AND v.key = ? AND {which} WHERE b.name = ?", (*args, bucket))  # fmt: skip
-        if not rows:
-            raise errors.BucketNotFound(f"bucket {bucket} does not exist")
-        if rows[0]["id"] is None:
+        rows = yield _version_statement(bucket, key, version_id)
+        row = _found(rows[0] if rows else None, bucket)
+        if row is None:
             return None
-        return (yield from self._versions_plan(rows[:1], with_data))[0]
+        if row["data_id"] is None or not with_data:  # no segments to read
+            return self._version(row, with_data)
+        return (yield from self._versions_plan([row], with_data))[0]
 
     def get_versions(self, items: list[tuple[str, str, str | None]], with_data: bool = True) -> list[Lookup]:
         """``get_version`` of each (bucket, key, version id or None), in order; an item with no object (or
