@@ -89,9 +89,11 @@ class Engine(ABC):
 
     def latest_rows(self, columns_v: str, bucket: str, keys: list[str]) -> tuple[str, tuple]:
         """The statement (and its arguments) that reads ``columns_v`` of the latest versions (as ``v``) of
-        ``keys`` in ``bucket``: the batch lookup of every batch GET."""
+        ``keys`` in ``bucket``, the batch lookup of every batch GET, and checks the bucket in the same round
+        trip: no row when it does not exist, one row of NULL ``v`` columns when it holds none of the keys."""
         among, args = self.in_list("v.key", keys)
-        return f"SELECT {columns_v} FROM versions v WHERE v.bucket = ? AND v.is_latest = 1 AND {among}", (bucket, *args)
+        return (f"SELECT {columns_v} FROM buckets b LEFT JOIN versions v ON v.bucket = b.name AND v.is_latest = 1 "
+                f"AND {among} WHERE b.name = ?", (*args, bucket))  # fmt: skip
 
     @abstractmethod
     def reader(self) -> Engine:
@@ -346,8 +348,9 @@ class PostgresEngine(Engine):
         read right after it was written) is planned as a scan of the whole bucket filtered by the keys,
         3,200 rows for 16 keys in a test; ``OFFSET 0`` keeps the per-key subquery from being flattened into
         that plan."""
-        return (f"SELECT {columns_v} FROM unnest(CAST(? AS TEXT[])) AS wanted(key) JOIN LATERAL (SELECT * FROM "
-                "versions WHERE bucket = ? AND key = wanted.key AND is_latest = 1 OFFSET 0) v ON TRUE",
+        return (f"SELECT {columns_v} FROM buckets b LEFT JOIN LATERAL (SELECT found.* FROM unnest(CAST(? AS TEXT[])) "
+                "AS wanted(key) JOIN LATERAL (SELECT * FROM versions WHERE bucket = b.name AND key = wanted.key "
+                "AND is_latest = 1 OFFSET 0) found ON TRUE) v ON TRUE WHERE b.name = ?",
                 (list(keys), bucket))  # fmt: skip
 
     def erase_replaced(self, tables: tuple[str, ...]) -> None:

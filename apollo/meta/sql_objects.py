@@ -439,19 +439,20 @@ class ObjectOps(DataOps):
     def _latest_plan(self, names: set[tuple[str, str]], with_data: bool
                      ) -> Plan[dict[tuple[str, str], Version | None | errors.BucketNotFound]]:  # fmt: skip
         """The latest version (or None, or BucketNotFound) of each (bucket, key): a statement per bucket and
-        ``IN_LIST_MAX`` keys, not one per key (a batch lookup of 1,000 small objects took twice as long)."""
+        ``IN_LIST_MAX`` keys, not one per key (a batch lookup of 1,000 small objects took twice as long), which
+        checks the bucket too (``Engine.latest_rows``)."""
         found: dict[tuple[str, str], Version | None | errors.BucketNotFound] = dict.fromkeys(names)
         by_bucket: dict[str, list[str]] = {}
         for bucket, key in names:
             by_bucket.setdefault(bucket, []).append(key)
         for bucket, keys in by_bucket.items():
-            if not (yield "SELECT name FROM buckets WHERE name = ?", (bucket,)):
-                missing = errors.BucketNotFound(f"bucket {bucket} does not exist")
-                found.update({(bucket, key): missing for key in keys})
-                continue
             for first in range(0, len(keys), IN_LIST_MAX):
                 rows = yield self.engine.latest_rows(VERSION_COLUMNS_V, bucket, keys[first : first + IN_LIST_MAX])
-                versions = yield from self._versions_plan(rows, with_data)
+                if not rows:  # the statement checks the bucket too
+                    missing = errors.BucketNotFound(f"bucket {bucket} does not exist")
+                    found.update({(bucket, key): missing for key in keys})
+                    break
+                versions = yield from self._versions_plan([row for row in rows if row["id"] is not None], with_data)
                 found.update({(bucket, version.key): version for version in versions})
         return found
 

@@ -74,4 +74,4 @@ def test_a_batch_reads_the_segments_of_all_its_versions_in_one_statement(store: 
     lookups = store.get_versions([("b", f"k{n}", None) for n in range(16)])
     assert all(len(lookup.version.data.segments) == 2 for lookup in lookups)
     assert len([sql for sql in statements if "FROM segments" in sql]) == 1
-    assert len(statements) == 3  # the bucket, the latest versions, their segments
+    assert len(statements) == 2  # the bucket and the latest versions, their segments
