@@ -147,13 +147,15 @@ class Rebalancer(PeriodicPass):
     async def _busy(self, current: dict) -> bool:
         """Wait before measuring: for the previous pass's moves (measure what they left, not what they
         will), and for repairs, which go first (at most ``REPAIR_WAIT_MAX_S``: one stuck repair must
-        not stop rebalancing for good). Not for repairs while an operator has paused them: none would end
-        meanwhile, and the count of segments at risk is what they may be looking at."""
-        moves = await self.meta.queued_moves()
-        if moves:
+        not stop rebalancing for good). Not while an operator has paused repairs, which carry the moves too:
+        none would end meanwhile, and the count of segments at risk is what they may be looking at (a pass
+        that planned moves just before a pause then measured nothing until the resume)."""
+        if self.repair_paused():
+            return False
+        if await self.meta.queued_moves():
             return True
         waiting = time.time() - current.get("measure_from", current["started"]) < REPAIR_WAIT_MAX_S
-        return waiting and not self.repair_paused() and await self.meta.repair_backlog() > 0
+        return waiting and await self.meta.repair_backlog() > 0
 
     async def _measure(self, current: dict, view: DriveView) -> bool:
         page = await self.meta.segments_after(current["cursor_pg"], current["cursor_segment"], PAGE_SEGMENTS)

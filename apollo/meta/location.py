@@ -6,6 +6,7 @@ every admin command keep taking ``--meta-dir`` whichever engine holds the metada
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -44,8 +45,10 @@ def make_private(directory: Path) -> None:
         return
     directory.chmod(0o700)
     for path in directory.iterdir():
-        if path.is_file():
-            path.chmod(0o600)
+        # A file another process removes meanwhile (a worker's checkpoint temp file) has nothing to protect.
+        with contextlib.suppress(FileNotFoundError):
+            if path.is_file():
+                path.chmod(0o600)
 
 
 def refuse_postgres(meta_dir: Path, command: str) -> None:

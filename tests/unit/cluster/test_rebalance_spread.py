@@ -182,13 +182,18 @@ def test_the_rebalancer_waits_out_an_offline_drive_and_keeps_the_request(meta, m
     assert meta.store.queued_moves() == 1
 
 
+@pytest.mark.parametrize("queued", ["repair", "move"])
 @pytest.mark.parametrize("paused", [False, True], ids=["repairing", "repair-paused"])
-def test_the_rebalancer_waits_for_repairs_unless_they_are_paused(meta, paused):
-    """Repairs go first: with one queued, the rebalancer waits before measuring, unless an operator paused
-    repair; then nothing would end meanwhile and the count of segments at risk is wanted now (a CI run saw
-    the count wait on a repair queued while repair was paused)."""
+def test_the_rebalancer_waits_for_repairs_and_moves_unless_repair_is_paused(meta, paused, queued):
+    """Repairs go first, and a pass measures what the previous pass's moves left: with one queued, the
+    rebalancer waits before measuring, unless an operator paused repair (which makes the moves too); then
+    nothing would end meanwhile and the count of segments at risk is wanted now (CI runs saw the count wait
+    on a repair queued while repair was paused, and on moves a pass planned just before the pause)."""
     crowded = add_segment(meta.store, CROWDED, 0)
-    meta.store.report_damage(crowded.segment_id, 5, CROWDED[5], "a shard went missing", time.time())
+    if queued == "repair":
+        meta.store.report_damage(crowded.segment_id, 5, CROWDED[5], "a shard went missing", time.time())
+    else:
+        meta.store.queue_moves([(crowded.segment_id, 0, CROWDED[0], drive("c1"))], time.time())
     assert meta.store.repair_backlog() == 1
     managed = Drives(meta)
     rebalancer = Rebalancer(meta, managed.view, lambda: paused)
