@@ -90,24 +90,24 @@ def timed(walk, store: SqlStore, drive: str, rounds: int) -> tuple[float, list[s
 
 def commit_rates(store: SqlStore, rounds: int, per_round: int) -> tuple[float, float]:
     """Median commits/s of one-segment objects with the shard index kept, and with its insert left out."""
-    from apollo.meta import sql_objects
+    from apollo.meta import sql_data
     from apollo.proto.layout import ObjectData
     from apollo.proto.records import ObjectAttrs
     from apollo.testing.layouts import WRITER, etag, pending
 
     store.create_bucket("commits", 1.0)
-    kept = sql_objects.index_layouts
+    kept = sql_data.index_layouts
     rates: dict[bool, list[float]] = {True: [], False: []}
     for number in range(rounds * 2):
         indexed = number % 2 == 0
-        sql_objects.index_layouts = kept if indexed else (lambda db, layouts: None)
+        sql_data.index_layouts = kept if indexed else (lambda db, layouts: None)
         segments = [pending(store, length=1 << 20, pg=n % 256) for n in range(per_round)]
         started = time.perf_counter()
         for n, segment in enumerate(segments):
             store.commit_version("commits", f"k{number}-{n}", size=1 << 20, etag=etag(str(n)), attrs=ObjectAttrs(),
                                  data=ObjectData(1 << 20, segments=[segment]), now=2.0, owner=WRITER)  # fmt: skip
         rates[indexed].append(per_round / (time.perf_counter() - started))
-    sql_objects.index_layouts = kept
+    sql_data.index_layouts = kept
     return statistics.median(rates[True]), statistics.median(rates[False])
 
 
