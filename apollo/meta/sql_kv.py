@@ -33,8 +33,9 @@ import functools
 import threading
 
 from apollo import errors, limits
-from apollo.meta.sql_objects import IN_LIST_MAX, VERSION_COLUMNS_V, ObjectOps
+from apollo.meta.sql_objects import IN_LIST_MAX, ObjectOps
 from apollo.meta.sqlbase import Conn, Row
+from apollo.meta.version_rows import VERSION_COLUMNS_V
 from apollo.proto.records import KVNamespace, Lookup, Version
 
 NEVER = 1e18  # the expiry of a value in a namespace without a TTL: a REAL both databases order

@@ -9,8 +9,9 @@ from collections.abc import Callable
 
 from apollo import errors, limits
 from apollo.meta.listing import Cursor, walk
-from apollo.meta.sql_objects import VERSION_COLUMNS, ObjectOps, attrs_from_row, check_conditions, headers_json
+from apollo.meta.sql_objects import ObjectOps, check_conditions
 from apollo.meta.sqlbase import Conn, Row, dumps
+from apollo.meta.version_rows import VERSION_COLUMNS, attrs_from_row, headers_json
 from apollo.proto.layout import ObjectData, SegmentLayout
 from apollo.proto.records import Conditions, ListPage, ObjectAttrs, Part, Upload, Version, checked_tags
 

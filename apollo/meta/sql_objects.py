@@ -6,12 +6,20 @@ import json
 import uuid
 from typing import Any
 
-import orjson
-
 from apollo import errors, limits
 from apollo.meta.listing import Cursor, walk
 from apollo.meta.sql_data import IN_LIST_MAX, DataOps
 from apollo.meta.sqlbase import Conn, Plan, Row, Statement, dumps
+from apollo.meta.version_rows import (
+    MEMBERS_FLAG,
+    NEW_VERSION_COLUMNS,
+    NEW_VERSION_SLOTS,
+    VERSION_COLUMNS,
+    VERSION_COLUMNS_V,
+    attrs_from_row,
+    new_version_values,
+    parts_from_column,
+)
 from apollo.proto.layout import ObjectData, SegmentLayout
 from apollo.proto.policy import PolicyError, parse_policy
 from apollo.proto.records import (
@@ -26,29 +34,7 @@ from apollo.proto.records import (
     checked_tags,
 )
 
-VERSION_COLUMNS = (
-    "id, bucket, key, version_id, is_latest, delete_marker, size, etag, last_modified, "
-    "content_type, headers, checksums, tags, parts, inline_data, data_id"
-)
-# Whether a version row has a tar member index: read with the row it may remove (``_remove_version``).
-MEMBERS_FLAG = "EXISTS (SELECT 1 FROM tar_members t WHERE t.vid = versions.id) AS members"
 UNREAD: Any = object()  # ``_insert_version``'s ``latest`` when its caller did not read it
-VERSION_COLUMNS_V = ", ".join(f"v.{column.strip()}" for column in VERSION_COLUMNS.split(","))
-
-
-# A new latest version's row (``_insert_version``; ``SharedCommitOps`` inserts many at once).
-NEW_VERSION_COLUMNS = ("bucket, key, version_id, is_latest, delete_marker, size, etag, last_modified, content_type, "
-                       "headers, checksums, tags, parts, inline_data, data_id, upload_id")  # fmt: skip
-NEW_VERSION_SLOTS = "?, ?, ?, 1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?"
-
-
-def new_version_values(bucket: str, key: str, version_id: str, now: float, *, size: int, etag: str,
-                       attrs: ObjectAttrs, parts: list[int], part_checksums: list[str] | None, inline: bytes | None,
-                       data_id: str | None, delete_marker: bool, upload_id: str) -> tuple:  # fmt: skip
-    """The arguments of ``NEW_VERSION_SLOTS``."""
-    return (bucket, key, version_id, int(delete_marker), size, etag, now, attrs.content_type, headers_json(attrs),
-            dumps(attrs.checksums), dumps(attrs.tags), parts_json(parts, part_checksums), inline, data_id,
-            upload_id)  # fmt: skip
 
 
 def _version_statement(bucket: str, key: str, version_id: str | None) -> Statement:
@@ -72,53 +58,6 @@ def _bucket(row: Row) -> Bucket:
 
 def new_version_id() -> str:
     return uuid.uuid4().hex
-
-
-def _json(text: str) -> Any:
-    """``json.loads``, without parsing the empty collections most rows hold (a batch lookup reads
-    thousands of rows: parsing was most of its time), and with orjson for the rest, at a third of the cost.
-    A row written before orjson may hold what it refuses (a lone surrogate the standard library let by)."""
-    if text == "{}":
-        return {}
-    if text == "[]":
-        return []
-    try:
-        return orjson.loads(text)
-    except orjson.JSONDecodeError:
-        return json.loads(text)
-
-
-def attrs_from_row(row: Row) -> ObjectAttrs:
-    text = row["headers"]
-    headers = {} if text == _NO_HEADERS else _json(text)  # what most objects have: parsed for nothing
-    return ObjectAttrs(
-        content_type=row["content_type"],
-        headers=headers.get("system", {}),
-        user_meta=headers.get("user", {}),
-        tags=_json(row["tags"]),
-        checksums=_json(row["checksums"]),
-    )
-
-
-def parts_json(sizes: list[int], checksums: list[str] | None = None) -> str:
-    """A multipart object's parts column: its part sizes, or [size, checksum] pairs when the upload had a
-    checksum algorithm (older rows hold sizes only, and read as before)."""
-    return dumps([[size, checksum] for size, checksum in zip(sizes, checksums, strict=True)] if checksums else sizes)
-
-
-def parts_from_column(column: str) -> tuple[list[int], list[str]]:
-    """A parts column's part sizes and part checksums (none for an upload without a checksum algorithm)."""
-    items = _json(column)
-    if not items or not isinstance(items[0], list):
-        return items, []
-    return [size for size, _ in items], [checksum for _, checksum in items]
-
-
-def headers_json(attrs: ObjectAttrs) -> str:
-    return dumps({"system": attrs.headers, "user": attrs.user_meta})
-
-
-_NO_HEADERS = headers_json(ObjectAttrs())
 
 
 class ObjectOps(DataOps):
@@ -203,15 +142,14 @@ class ObjectOps(DataOps):
         if (pinnable or self.queued) and self._pinned_by_snapshot(db, row_id):
             db.execute(f"INSERT INTO retired_versions ({VERSION_COLUMNS}, upload_id) "
                        f"SELECT {VERSION_COLUMNS}, upload_id FROM versions WHERE id = ?", (row_id,))  # fmt: skip
+            db.execute("DELETE FROM versions WHERE id = ?", (row_id,))
         else:
-            self._discard_data(db, data_id, now)
-            if members:
-                db.execute("DELETE FROM tar_members WHERE vid = ?", (row_id,))
-        db.execute("DELETE FROM versions WHERE id = ?", (row_id,))
+            self._remove_unpinned(db, [{"id": row_id, "data_id": data_id, "members": members}], now)
 
     def _remove_unpinned(self, db: Conn, rows: list[Row], now: float) -> None:
-        """``_remove_version`` of each row (``id``, ``data_id``, ``members``) of a plain bucket that no snapshot
-        pins, a statement per table for them all."""
+        """Version rows (``id``, ``data_id``, ``members``: whether it has a tar index) that no snapshot pins,
+        removed with their data (to GC) and tar indexes: a statement per table, for one row
+        (``_remove_version``) or a whole batch's (``SharedCommitOps``)."""
         self._discard_all(db, [row["data_id"] for row in rows if row["data_id"] is not None], now)
         if indexed := [row["id"] for row in rows if row["members"]]:
             among, args = self.engine.in_list("vid", indexed)
@@ -391,8 +329,6 @@ class ObjectOps(DataOps):
         row = _found(rows[0] if rows else None, bucket)
         if row is None:
             return None
-        if row["data_id"] is None or not with_data:  # no segments to read
-            return self._version(row, with_data)
         return (yield from self._versions_plan([row], with_data))[0]
 
     def get_versions(self, items: list[tuple[str, str, str | None]], with_data: bool = True) -> list[Lookup]:

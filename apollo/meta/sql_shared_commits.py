@@ -17,8 +17,9 @@ one takes 66.
 from __future__ import annotations
 
 from apollo import errors, limits
-from apollo.meta.sql_objects import MEMBERS_FLAG, NEW_VERSION_COLUMNS, NEW_VERSION_SLOTS, ObjectOps, new_version_values
+from apollo.meta.sql_objects import ObjectOps
 from apollo.meta.sqlbase import Conn
+from apollo.meta.version_rows import MEMBERS_FLAG, NEW_VERSION_COLUMNS, NEW_VERSION_SLOTS, new_version_values
 from apollo.proto.layout import ObjectData
 from apollo.proto.records import NULL_VERSION, Lookup, Version, checked_tags
 

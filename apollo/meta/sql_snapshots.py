@@ -19,8 +19,9 @@ import uuid
 
 from apollo import errors, ids, limits
 from apollo.meta.listing import Cursor, successor, walk
-from apollo.meta.sql_objects import IN_LIST_MAX, VERSION_COLUMNS, VERSION_COLUMNS_V, ObjectOps
+from apollo.meta.sql_objects import IN_LIST_MAX, ObjectOps
 from apollo.meta.sqlbase import Row
+from apollo.meta.version_rows import VERSION_COLUMNS, VERSION_COLUMNS_V
 from apollo.proto.records import ListPage, Lookup, Snapshot, Version
 
 SNAPSHOT_COLUMNS = "snapshot_id, bucket, prefix, created, owner, objects, bytes"

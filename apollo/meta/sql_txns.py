@@ -39,9 +39,10 @@ from __future__ import annotations
 import uuid
 
 from apollo import errors, ids, limits
-from apollo.meta.sql_objects import VERSION_COLUMNS, ObjectOps, attrs_from_row, check_conditions, headers_json
+from apollo.meta.sql_objects import ObjectOps, check_conditions
 from apollo.meta.sql_snapshots import key_range
 from apollo.meta.sqlbase import Conn, Row, dumps
+from apollo.meta.version_rows import VERSION_COLUMNS, attrs_from_row, headers_json
 from apollo.proto.layout import ObjectData
 from apollo.proto.records import NULL_VERSION, Conditions, ObjectAttrs, TxnInfo, checked_tags
 

@@ -176,7 +176,7 @@ def test_a_removed_drive_is_never_registered_again(store):
 
 def test_the_parts_column_reads_rows_written_before_part_checksums():
     """Older multipart rows hold part sizes only; newer ones [size, checksum] pairs (GetObjectAttributes)."""
-    from apollo.meta.sql_objects import parts_from_column, parts_json
+    from apollo.meta.version_rows import parts_from_column, parts_json
 
     assert parts_from_column("[5, 4]") == ([5, 4], [])
     assert parts_from_column("[]") == ([], [])
