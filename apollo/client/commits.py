@@ -2,10 +2,9 @@
 
 Every PUT ends in a commit, a signed HTTP call to a metadata service that the service answered with a pool
 thread and a PostgreSQL transaction of its own. A gateway serving many PUTs, or a job writing many small
-objects, makes many at once. So, as lookups do (``apollo.client.lookups``), up to ``IN_FLIGHT_MAX`` commits
-go out as they come, and those that arrive while that many are in flight wait and go together, in one
-``commit_versions`` call, when the next one answers (``apollo.client.sharing``): the service makes them in
-one transaction (``apollo.meta.sql_shared_commits``).
+objects, makes many at once. So, as lookups do (``apollo.client.lookups``), commits made together go
+together, in ``commit_versions`` calls, at most ``IN_FLIGHT_MAX`` at once (``apollo.client.sharing``): the
+service makes each call's commits in one transaction (``apollo.meta.sql_shared_commits``).
 
 Each commit gets what ``commit_version`` alone answers: the service makes every commit of a batch again on
 its own when any of them fails. A batch refused whole (a policy that refuses one of its commits, a
@@ -24,7 +23,7 @@ from apollo.client.sharing import SharedCalls, Waiting, answer
 from apollo.proto import codec
 from apollo.proto.records import Version
 
-IN_FLIGHT_MAX = 2  # calls at once before commits wait to share one: about 8 a call at 16 concurrent commits
+IN_FLIGHT_MAX = 2  # calls at once: about 8 commits a call at 16 concurrent commits
 SEGMENTS_SHARED_MAX = 4  # 64 commits of 4 layouts each are ~0.2 MiB of a call's 4 MiB
 
 

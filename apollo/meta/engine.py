@@ -44,7 +44,9 @@ POOL_RECONNECT_S = 2.0
 # A process that hangs inside a transaction (SIGSTOP, a stuck disk) must not hold its row locks, the
 # manager lease's among them, for ever: PostgreSQL ends such a transaction, and a call waiting on a
 # lock gives up and reruns rather than queueing behind it indefinitely.
-SESSION_OPTIONS = "-c idle_in_transaction_session_timeout=15000 -c lock_timeout=10000"
+# What every session of the service's is opened with, whatever the driver: psycopg's take them as ``options``.
+SESSION_SETTINGS = {"idle_in_transaction_session_timeout": "15000", "lock_timeout": "10000"}
+SESSION_OPTIONS = " ".join(f"-c {name}={value}" for name, value in SESSION_SETTINGS.items())
 CONFLICT_ATTEMPTS = 20  # reruns of a call that keeps losing to concurrent transactions
 
 

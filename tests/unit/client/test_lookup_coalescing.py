@@ -81,9 +81,17 @@ def test_concurrent_lookups_share_calls_and_each_gets_what_it_alone_would(meta):
     expected, got = asyncio.run(both())
     assert got == expected
     assert got[-3:] == [None, got[-2], errors.BucketNotFound] and got[-2].delete_marker
-    batches = [n for method, n in recorded.calls if method == "get_versions"]
-    assert batches and sum(batches) >= len(names) - IN_FLIGHT_MAX  # all but the first few shared calls
-    assert len(recorded.calls) < len(names)
+    # Made together, they went together, split evenly over the calls that may be in flight at once; the
+    # missing object, the delete marker and the missing bucket were then each asked alone.
+    shared = [n for method, n in recorded.calls if method == "get_versions"]
+    assert shared == [-(-len(names) // IN_FLIGHT_MAX), len(names) // IN_FLIGHT_MAX]
+    assert [method for method, _ in recorded.calls].count("get_version") == 3
+
+
+def test_a_lone_lookup_is_asked_alone(meta):
+    recorded = Recorded(meta)
+    version = asyncio.run(LatestLookups(recorded).get("b", "k3"))
+    assert version.data.inline == b"x3" and recorded.calls == [("get_version", 1)]
 
 
 def test_a_failed_shared_call_fails_each_of_its_lookups(meta):
@@ -95,5 +103,25 @@ def test_a_failed_shared_call_fails_each_of_its_lookups(meta):
         return await asyncio.gather(*(lookups.get("b", f"k{n}") for n in range(10)), return_exceptions=True)
 
     outcomes = asyncio.run(run())
-    assert [o.data.inline for o in outcomes[:IN_FLIGHT_MAX]] == [b"x0", b"x1"][:IN_FLIGHT_MAX]  # sent alone
-    assert all(isinstance(o, errors.MetadataUnavailable) for o in outcomes[IN_FLIGHT_MAX:])
+    assert all(isinstance(o, errors.MetadataUnavailable) for o in outcomes)
+    assert {method for method, _ in recorded.calls} == {"get_versions"}
+
+
+def test_callers_that_keep_looking_up_share_calls_evenly_turn_after_turn(meta):
+    """16 callers, each making a lookup as soon as its last answered (a data loader's workers): the callers a
+    call answers wake together and go together, and each call takes its share, so every call carries about half
+    of them. (Sending the first of them at once made a call of 1 and one of 15, turn after turn.)"""
+    recorded = Recorded(meta)
+    lookups = LatestLookups(recorded)
+
+    async def caller(n: int) -> None:
+        for turn in range(10):
+            assert (await lookups.get("b", f"k{(n + turn) % 20}")).key == f"k{(n + turn) % 20}"
+
+    async def run():
+        await asyncio.gather(*(caller(n) for n in range(16)))
+
+    asyncio.run(run())
+    sizes = [n for _, n in recorded.calls]
+    assert sum(sizes) == 160 and max(sizes) <= 16 // IN_FLIGHT_MAX  # no call carries more than its share
+    assert sum(n for n in sizes if n >= 6) >= 0.75 * 160, sizes  # and most carry about that
