@@ -124,7 +124,7 @@ class Engine(ABC):
 
 class Attempts:
     """When a call that raised runs again, for ``Engine.run`` and the service's reads on its event loop
-    (``apollo.meta.async_reads``) alike: after a lost conflict, and while the database is unreachable for
+    (``apollo.meta.async_sql``) alike: after a lost conflict, and while the database is unreachable for
     less than ``RETRY_FOR_S``."""
 
     def __init__(self, engine: Engine) -> None:

@@ -23,7 +23,7 @@ from concurrent.futures import Executor, ThreadPoolExecutor
 
 from apollo import limits
 from apollo.errors import InsufficientStorage
-from apollo.meta.async_reads import AsyncReads
+from apollo.meta.async_sql import AsyncSql
 from apollo.meta.groupcommit import GroupCommitExecutor
 from apollo.meta.sql_txns import raise_unless_open
 from apollo.meta.standby import WRITTEN_AT, StandbyReads, written_position
@@ -71,16 +71,24 @@ def _inline(call: meta_api.Call):
 
 
 def _planned(call: meta_api.Call, run):
-    """A read written as a plan: on the service's event loop when it has ``async_reads`` (PostgreSQL), else
-    as ``run``."""
+    """A call written as a plan: on the service's event loop when it has ``async_sql`` (PostgreSQL), else as
+    ``run``. A write's plan makes the commonest kind of the call, in a transaction of its own; any other
+    (its plan answers None), or one that failed there before its COMMIT, is made as ``run``."""
     plan = getattr(SqlStore, f"{call.name}_plan")
 
-    async def method(self: MetaService, *args, **kwargs):
-        if self.async_reads is not None:
-            return await self.async_reads.run(lambda: plan(self.reader, *args, **kwargs))
+    async def read(self: MetaService, *args, **kwargs):
+        if self.async_sql is not None:
+            return await self.async_sql.run(lambda: plan(self.reader, *args, **kwargs))
         return await run(self, *args, **kwargs)
 
-    return method
+    async def write(self: MetaService, *args, **kwargs):
+        if self.async_sql is not None:
+            made = await self.async_sql.write(plan(self.store, *args, **kwargs))
+            if made is not None:
+                return made
+        return await run(self, *args, **kwargs)
+
+    return read if call.kind is meta_api.Kind.READ else write
 
 
 def _standby_first(call: meta_api.Call, run):
@@ -145,14 +153,14 @@ class MetaService:
     def __init__(
         self, store: SqlStore, pg_count: int = limits.placement_groups_default, owner: str | None = None,
         placement: Placement | None = None, standby: StandbyReads | None = None,
-        async_reads: AsyncReads | None = None,
+        async_sql: AsyncSql | None = None,
     ) -> None:  # fmt: skip
         """``standby``: reads the API marks so are offered to PostgreSQL standbys first (``--standby-reads``).
-        ``async_reads``: where the reads the API marks ``planned`` run, on the event loop (PostgreSQL; closed by
+        ``async_sql``: where the reads the API marks ``planned`` run, on the event loop (PostgreSQL; closed by
         ``aclose``)."""
         self.store = store
         self.standby = standby
-        self.async_reads = async_reads
+        self.async_sql = async_sql
         self.reader = store.open_reader()  # used only from the event loop thread
         self.pg_count = pg_count
         self.owner = owner or uuid.uuid4().hex[:12]  # this process's identity for pending-write GC rows
@@ -234,8 +242,8 @@ class MetaService:
 
     async def aclose(self) -> None:
         """``close``, and the event loop's connections first."""
-        if self.async_reads is not None:
-            await self.async_reads.close()
+        if self.async_sql is not None:
+            await self.async_sql.close()
         self.close()
 
     def close(self) -> None:

@@ -19,6 +19,7 @@ import json
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
+from apollo.meta.plans import Many, Plan
 from apollo.proto.layout import NO_DRIVE, SegmentLayout
 
 if TYPE_CHECKING:
@@ -50,14 +51,15 @@ def index_layouts(db: Conn, layouts: Iterable[SegmentLayout]) -> None:
         db.execute(_INSERT_HEAD + ", ".join(["(?, ?, ?, ?)"] * len(chunk)), [v for row in chunk for v in row])
 
 
-def unindex_data(db: Conn, among: str, args: tuple) -> None:
+def unindex_data_plan(among: str, args: tuple) -> Plan[None]:
     """Forget the shards of the segments ``WHERE among`` (a condition on ``segments``), before they go: by
     their whole key, read from their layouts (the table has no index by segment for every commit to write)."""
     keys = []
-    for row in db.execute(f"SELECT layout FROM segments WHERE {among}", args).fetchall():
+    for row in (yield f"SELECT layout FROM segments WHERE {among}", args):
         layout = json.loads(row["layout"])
         keys += _keys(layout["segment_id"], layout["pg"], layout["drives"])
-    db.executemany(_DELETE, keys)
+    if keys:
+        yield Many((_DELETE, keys))
 
 
 def move_shard(db: Conn, segment_id: str, pg: int, index: int, old: str, new: str) -> None:

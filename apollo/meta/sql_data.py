@@ -13,7 +13,8 @@ import uuid
 from dataclasses import replace
 
 from apollo import errors, ids, limits
-from apollo.meta.shard_index import index_layouts, unindex_data
+from apollo.meta.plans import run_plan
+from apollo.meta.shard_index import index_layouts, unindex_data_plan
 from apollo.meta.sqlbase import Conn, Plan, Row, SqlBase, dumps
 from apollo.proto.layout import ObjectData, SegmentLayout, segment_bytes_max
 
@@ -89,13 +90,17 @@ class DataOps(SqlBase):
 
     def _discard_all(self, db: Conn, data_ids: list[str], now: float) -> None:
         """``_discard_data`` of each, a statement per ``IN_LIST_MAX``."""
+        run_plan(db, self._discard_all_plan(data_ids, now))
+
+    def _discard_all_plan(self, data_ids: list[str], now: float) -> Plan[None]:
+        """``_discard_all`` as a plan (``apollo.meta.plans``)."""
         for first in range(0, len(data_ids), IN_LIST_MAX):
             chunk = data_ids[first : first + IN_LIST_MAX]
             among = f"data_id IN ({', '.join('?' * len(chunk))})"
-            db.execute(f"INSERT INTO garbage (segment_id, layout, owner, due) SELECT segment_id, layout, '', ? "
-                       f"FROM segments WHERE {among}", (now + self.gc_delay_s, *chunk))  # fmt: skip
-            unindex_data(db, among, tuple(chunk))
-            db.execute(f"DELETE FROM segments WHERE {among}", tuple(chunk))
+            yield (f"INSERT INTO garbage (segment_id, layout, owner, due) SELECT segment_id, layout, '', ? "
+                   f"FROM segments WHERE {among}", (now + self.gc_delay_s, *chunk))  # fmt: skip
+            yield from unindex_data_plan(among, tuple(chunk))
+            yield f"DELETE FROM segments WHERE {among}", tuple(chunk)
 
     def _load_data(self, row: Row, layouts: dict[str, list[SegmentLayout]] | None = None) -> ObjectData:
         """A version row's data; its segments from ``layouts`` (``_layouts_plan``) when given."""

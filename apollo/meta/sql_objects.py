@@ -8,6 +8,7 @@ from typing import Any
 
 from apollo import errors, limits
 from apollo.meta.listing import Cursor, walk
+from apollo.meta.plans import run_plan
 from apollo.meta.sql_data import IN_LIST_MAX, DataOps
 from apollo.meta.sqlbase import Conn, Plan, Row, Statement, dumps
 from apollo.meta.version_rows import (
@@ -115,12 +116,17 @@ class ObjectOps(DataOps):
         """The bucket's name, versioning, ``kv_budget`` (its KV namespace's byte budget, ``apollo.meta.sql_kv``;
         NULL for a plain bucket) and ``snapshots`` (whether any snapshot of it exists: without one, a removed
         version needs no pin lookup, ``_remove_version``), in the one statement every write already makes."""
-        row = db.execute("SELECT name, versioning, (SELECT budget_bytes FROM kv_namespaces k WHERE k.bucket = b.name) "
-                         "AS kv_budget, EXISTS (SELECT 1 FROM snapshots s WHERE s.bucket = b.name) AS snapshots "
-                         "FROM buckets b WHERE name = ?", (name,)).fetchone()  # fmt: skip
-        if row is None:
+        return run_plan(db, ObjectOps._bucket_row_plan(name))
+
+    @staticmethod
+    def _bucket_row_plan(name: str) -> Plan[Row]:
+        """``_bucket_row`` as a plan (``apollo.meta.plans``). :raises BucketNotFound:"""
+        rows = yield ("SELECT name, versioning, (SELECT budget_bytes FROM kv_namespaces k WHERE k.bucket = b.name) "
+                      "AS kv_budget, EXISTS (SELECT 1 FROM snapshots s WHERE s.bucket = b.name) AS snapshots "
+                      "FROM buckets b WHERE name = ?", (name,))  # fmt: skip
+        if not rows:
             raise errors.BucketNotFound(f"bucket {name} does not exist")
-        return row
+        return rows[0]
 
     def _remove_version(self, db: Conn, row_id: int, data_id: str | None, now: float, kv: bool = False, *,
                         pinnable: bool = True, members: bool = True) -> None:  # fmt: skip
@@ -150,13 +156,17 @@ class ObjectOps(DataOps):
         """Version rows (``id``, ``data_id``, ``members``: whether it has a tar index) that no snapshot pins,
         removed with their data (to GC) and tar indexes: a statement per table, for one row
         (``_remove_version``) or a whole batch's (``SharedCommitOps``)."""
-        self._discard_all(db, [row["data_id"] for row in rows if row["data_id"] is not None], now)
+        run_plan(db, self._remove_unpinned_plan(rows, now))
+
+    def _remove_unpinned_plan(self, rows: list[Row], now: float) -> Plan[None]:
+        """``_remove_unpinned`` as a plan (``apollo.meta.plans``)."""
+        yield from self._discard_all_plan([row["data_id"] for row in rows if row["data_id"] is not None], now)
         if indexed := [row["id"] for row in rows if row["members"]]:
             among, args = self.engine.in_list("vid", indexed)
-            db.execute(f"DELETE FROM tar_members WHERE {among}", args)
+            yield f"DELETE FROM tar_members WHERE {among}", args
         if rows:
             among, args = self.engine.in_list("id", [row["id"] for row in rows])
-            db.execute(f"DELETE FROM versions WHERE {among}", args)
+            yield f"DELETE FROM versions WHERE {among}", args
 
     @staticmethod
     def _pinned_by_snapshot(db: Conn, row_id: int) -> bool:

@@ -17,11 +17,12 @@ one takes 66.
 from __future__ import annotations
 
 from apollo import errors, limits
+from apollo.meta.plans import run_plan
 from apollo.meta.sql_objects import ObjectOps
-from apollo.meta.sqlbase import Conn
+from apollo.meta.sqlbase import Conn, Plan
 from apollo.meta.version_rows import MEMBERS_FLAG, NEW_VERSION_COLUMNS, NEW_VERSION_SLOTS, new_version_values
 from apollo.proto.layout import ObjectData
-from apollo.proto.records import NULL_VERSION, Lookup, Version, checked_tags
+from apollo.proto.records import NULL_VERSION, Conditions, Lookup, ObjectAttrs, Version, checked_tags
 
 # What one commit of a batch may name: ``commit_version``'s arguments but those the service imposes (``owner``,
 # ``now``), which the batch takes once for every commit.
@@ -66,7 +67,29 @@ class SharedCommitOps(ObjectOps):
             pass
         return [self._alone(commit, owner, now) for commit in commits]
 
+    def commit_versions_plan(self, commits: list[dict], *, owner: str, now: float) -> Plan[list[Lookup] | None]:
+        """``commit_versions`` of a batch ``_commit_together_plan`` makes, as a plan the service runs in a
+        transaction of its own on its event loop (``apollo.meta.async_sql``); None, having changed nothing, for
+        any other batch, and anything raised rolls it back: the service then makes the call on a thread.
+        :raises InvalidRequest: as ``commit_versions``."""
+        together = yield from self._commit_together_plan(checked_commits(commits), owner, now)
+        return None if together is None else [Lookup(version) for version in together]
+
+    def commit_version_plan(self, bucket: str, key: str, *, size: int, etag: str, attrs: ObjectAttrs,
+                            data: ObjectData, now: float, owner: str, conditions: Conditions | None = None,
+                            members: list | None = None) -> Plan[Version | None]:  # fmt: skip
+        """``commit_version`` of the kind ``_commit_together_plan`` makes (a lone small PUT), as a plan for the
+        service's event loop as ``commit_versions_plan``; None for any other."""
+        commit = {"bucket": bucket, "key": key, "size": size, "etag": etag, "attrs": attrs, "data": data,
+                  "conditions": conditions, "members": members}  # fmt: skip
+        together = yield from self._commit_together_plan([commit], owner, now)
+        return None if together is None else together[0]
+
     def _commit_together(self, db: Conn, commits: list[dict], owner: str, now: float) -> list[Version] | None:
+        """``_commit_together_plan`` on the open transaction."""
+        return run_plan(db, self._commit_together_plan(commits, owner, now))
+
+    def _commit_together_plan(self, commits: list[dict], owner: str, now: float) -> Plan[list[Version] | None]:
         """The versions of ``commits`` made with a statement per table for them all, when every one is
         unconditional inline data into the same plain bucket that was never versioned and has no snapshot,
         each under a key of its own; None, having changed nothing, for any other batch.
@@ -75,6 +98,8 @@ class SharedCommitOps(ObjectOps):
         only version in such a bucket) removed with its data, the new one inserted as the latest, row ids in
         the batch's order. Anything raised rolls the batch back, and the caller makes each commit alone.
         """
+        if not commits:
+            return []
         bucket, keys = commits[0]["bucket"], [commit["key"] for commit in commits]
         if len(set(keys)) != len(keys) or not all(
             commit["bucket"] == bucket and commit.get("conditions") is None and not commit.get("members")
@@ -82,26 +107,26 @@ class SharedCommitOps(ObjectOps):
             for commit in commits
         ):  # fmt: skip
             return None
-        bucket_row = self._bucket_row(db, bucket)
+        bucket_row = yield from self._bucket_row_plan(bucket)
         if bucket_row["versioning"] or bucket_row["kv_budget"] is not None or bucket_row["snapshots"]:
             return None
         among, args = self.engine.in_list("key", keys)
-        replaced = db.execute(f"SELECT id, key, version_id, is_latest, data_id, {MEMBERS_FLAG} FROM versions "
-                              f"WHERE bucket = ? AND {among} AND (is_latest = 1 OR version_id = ?)",
-                              (bucket, *args, NULL_VERSION)).fetchall()  # fmt: skip
+        replaced = yield (f"SELECT id, key, version_id, is_latest, data_id, {MEMBERS_FLAG} FROM versions "
+                          f"WHERE bucket = ? AND {among} AND (is_latest = 1 OR version_id = ?)",
+                          (bucket, *args, NULL_VERSION))  # fmt: skip
         if not all(row["version_id"] == NULL_VERSION and row["is_latest"] for row in replaced):
             return None  # a history a never-versioned bucket cannot have: left to commit_version to handle
         for commit in commits:
             checked_tags(commit["attrs"].tags, limits.tags_per_object_max)
-            self._store_data(db, commit["data"], commit["size"], commit["etag"], owner, now)  # inline: checks only
-        self._remove_unpinned(db, replaced, now)
+            self._store_data(None, commit["data"], commit["size"], commit["etag"], owner, now)  # inline: no statement
+        yield from self._remove_unpinned_plan(replaced, now)
         rows = [new_version_values(bucket, commit["key"], NULL_VERSION, now, size=commit["size"], etag=commit["etag"],
                                    attrs=commit["attrs"], parts=[], part_checksums=None,
                                    inline=commit["data"].inline, data_id=None, delete_marker=False, upload_id="")
                 for commit in commits]  # fmt: skip
         slots = ", ".join([f"({NEW_VERSION_SLOTS})"] * len(rows))
-        inserted = db.execute(f"INSERT INTO versions ({NEW_VERSION_COLUMNS}) VALUES {slots} RETURNING id, key",
-                              [value for row in rows for value in row]).fetchall()  # fmt: skip
+        inserted = yield (f"INSERT INTO versions ({NEW_VERSION_COLUMNS}) VALUES {slots} RETURNING id, key",
+                          tuple(value for row in rows for value in row))  # fmt: skip
         row_ids = {row["key"]: row["id"] for row in inserted}
         return [Version(bucket, commit["key"], NULL_VERSION, True, False, commit["size"], commit["etag"], now,
                         commit["attrs"], [], None, row_ids[commit["key"]], []) for commit in commits]  # fmt: skip

@@ -5,9 +5,10 @@ pool of threads) or from one (SQLite: the single writer thread). Each thread's o
 transaction lives in a thread-local, so nested ``tx()`` calls find it and become
 savepoints; statements outside a transaction take a connection for themselves.
 
-The hottest reads (a GET's lookup, a batch lookup) are written once as a *plan*: a generator that yields each
-statement and is sent its rows, with no connection of its own. ``SqlBase.drive`` runs a plan on the store's
-connection; the metadata service runs the same plan on its event loop (``apollo.meta.async_reads``).
+The hottest calls (a GET's lookup, a batch lookup, a batch of small commits) are written once as a *plan*: a
+generator that yields each statement and is sent its rows, with no connection of its own. ``SqlBase.drive``
+runs a plan on the store's connection; the metadata service runs the same plan on its event loop
+(``apollo.meta.async_sql``).
 """
 
 from __future__ import annotations
@@ -15,20 +16,18 @@ from __future__ import annotations
 import contextlib
 import json
 import threading
-from collections.abc import Generator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from apollo import errors, faults
 from apollo.meta.engine import Engine, SqliteEngine, open_engine
+from apollo.meta.plans import Conn, Plan, Row, Statement, run_from
 from apollo.meta.schema import DDL, MIGRATIONS, SCHEMA_VERSION, SHARD_INDEX_SINCE
 from apollo.meta.shard_index import rebuild_shard_index
 
-Row = Any  # sqlite3.Row or psycopg's dict row: both index by column name
-Conn = Any  # sqlite3.Connection or engine.PgConnection: execute / executemany with ``?`` parameters
 T = TypeVar("T")
-Statement = tuple[str, tuple]  # SQL with ``?`` parameters, and its arguments
-Plan = Generator[Statement, list[Row], T]  # yields statements, is sent each one's rows, returns the answer
+__all__ = ["CommitHook", "Conn", "Plan", "Row", "SqlBase", "Statement", "dumps"]  # what the store's modules import
 
 
 def dumps(value: object) -> str:
@@ -208,12 +207,7 @@ class SqlBase:
         except StopIteration as done:
             return done.value
         with self._statement() as conn:
-            while True:
-                rows = conn.execute(*statement).fetchall()
-                try:
-                    statement = plan.send(rows)
-                except StopIteration as done:
-                    return done.value
+            return run_from(conn, plan, statement)
 
     def one(self, sql: str, args: tuple = ()) -> Any:
         with self._statement() as conn:

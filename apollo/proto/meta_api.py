@@ -54,8 +54,9 @@ class Call:
     runs: Runs
     idempotent: bool = False  # a write that may run twice with the same outcome
     standby: bool = False  # a read a PostgreSQL standby may answer (``apollo.meta.standby``)
-    # A read the store also writes as a plan (``<name>_plan``), which the service runs on its event loop on
-    # PostgreSQL (``apollo.meta.async_reads``); on SQLite it runs as ``runs`` says.
+    # A call the store also writes as a plan (``<name>_plan``), which the service runs on its event loop on
+    # PostgreSQL (``apollo.meta.async_sql``); on SQLite it runs as ``runs`` says, and so does a write whose
+    # plan answers None (it makes only the commonest kind of the call).
     planned: bool = False
 
     @property
@@ -85,8 +86,8 @@ CALLS: dict[str, Call] = {call.name: call for call in (
     Call("allocate_segment", W, _OWNER, _CUSTOM),
     Call("repoint_segment", W, _OWNER, _CUSTOM, idempotent=True),
     Call("abandon_segments", W, _OWNER, _THREAD, idempotent=True),
-    Call("commit_version", W, _OWNER, _THREAD),
-    Call("commit_versions", W, _OWNER, _THREAD),  # commits that queued up in a client, in one transaction
+    Call("commit_version", W, _OWNER, _THREAD, planned=True),
+    Call("commit_versions", W, _OWNER, _THREAD, planned=True),  # commits made together by a client, one transaction
     Call("get_version", R, _KEY, _INLINE, standby=True, planned=True),
     # a batch of lookups: many point reads, off the event loop on SQLite
     Call("get_versions", R, _KEY, _BACKGROUND, standby=True, planned=True),

@@ -33,7 +33,7 @@ from apollo.cluster.keys import TokenKeys, ensure_first_key, install_root_key
 from apollo.cluster.remote_drives import ClusterDrives
 from apollo.cluster.tuning import SETTING_PREFIX
 from apollo.eventloop import every, install_uvloop
-from apollo.meta.async_reads import AsyncReads
+from apollo.meta.async_sql import AsyncSql
 from apollo.meta.engine import PostgresEngine
 from apollo.meta.rpc_service import MetaRpc, build_meta_app
 from apollo.meta.service import MetaService
@@ -82,9 +82,9 @@ class MetaProcess:
             self.store.set_setting(SCRUB_MODE, "shallow")
         if config.root_user:
             install_root_key(self.store, config.root_user, config.root_password)
-        # Lookups on PostgreSQL run on the event loop, not a thread per call (``apollo.meta.async_reads``).
-        async_reads = AsyncReads(self.store.engine) if isinstance(self.store.engine, PostgresEngine) else None
-        self.meta = MetaService(self.store, standby=self._standby_reads(config), async_reads=async_reads)
+        # Lookups on PostgreSQL run on the event loop, not a thread per call (``apollo.meta.async_sql``).
+        async_sql = AsyncSql(self.store.engine) if isinstance(self.store.engine, PostgresEngine) else None
+        self.meta = MetaService(self.store, standby=self._standby_reads(config), async_sql=async_sql)
         self.keyring = tokens.Keyring(self.store.token_keys())
         self.keys = TokenKeys(self.meta, self.keyring)
         self.rpc = MetaRpc(self.meta, self.keyring, config.drive_reserve_bytes)

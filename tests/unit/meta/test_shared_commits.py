@@ -1,20 +1,26 @@
-"""Commits sharing one call and one transaction (``SqlStore.commit_versions``), on SQLite and PostgreSQL: they
-land together, and when any fails each gets exactly what its own ``commit_version`` answers."""
+"""Commits sharing one call and one transaction (``SqlStore.commit_versions``), on SQLite and PostgreSQL, and
+on the metadata service's event loop on PostgreSQL (``apollo.meta.async_sql``): they land together, and when
+any fails each gets exactly what its own ``commit_version`` answers."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import replace
 
 import pytest
 
 from apollo import errors, faults, limits
+from apollo.meta.async_sql import AsyncSql
+from apollo.meta.service import MetaService
+from apollo.meta.sql_objects import ObjectOps
 from apollo.meta.sql_shared_commits import SharedCommitOps
 from apollo.meta.sqlbase import SqlBase
 from apollo.meta.store import SqlStore
 from apollo.proto.layout import ObjectData
 from apollo.proto.records import Conditions, ObjectAttrs
 from apollo.testing.layouts import WRITER, etag, pending
+from apollo.testing.postgres import TempPostgres
 
 
 def commit(key: str, body: bytes = b"", *, bucket: str = "b", **extra) -> dict:
@@ -188,3 +194,105 @@ def test_a_plain_batch_with_a_bad_commit_gives_each_its_own_answer(store: SqlSto
     assert together == [False]  # it raised: rolled back, then each alone
     assert [o.error for o in outcomes] == ["", "InvalidRequest", "", "InvalidRequest"]
     assert store.get_version("b", "a") is not None and store.get_version("b", "bad") is None
+
+
+# On the metadata service's event loop (PostgreSQL): the same batch, made by the plan in a transaction of its own.
+
+
+@pytest.fixture
+def threaded(monkeypatch) -> list[int]:
+    """A 1 for each shared commit the store made on a thread (not on the service's event loop)."""
+    made = []
+    real = SharedCommitOps.commit_versions
+    monkeypatch.setattr(SharedCommitOps, "commit_versions",
+                        lambda self, *args, **kwargs: made.append(1) or real(self, *args, **kwargs))  # fmt: skip
+    return made
+
+
+def on_the_loop(store: SqlStore, *batches: list[dict]) -> list[list]:
+    """The outcomes of each batch made by a service on PostgreSQL that runs shared commits on its event loop."""
+
+    async def made():
+        service = MetaService(store, async_sql=AsyncSql(store.engine))
+        try:
+            return [await service.commit_versions(batch, owner=WRITER, now=time.time()) for batch in batches]
+        finally:
+            await service.aclose()
+
+    return asyncio.run(made())
+
+
+def test_on_the_loop_a_plain_batch_is_made_there_and_ends_as_one_by_one(postgres, threaded):
+    store = SqlStore(postgres.create_database("loop_commits_plain"))
+    for bucket in ("fast", "slow"):
+        store.create_bucket(bucket, 1.0)
+        _history(store, bucket)
+    queued_for_gc = len(store.all("SELECT segment_id FROM garbage WHERE owner = ''"))
+    batch = [commit(key, f"{key}-after".encode()) for key in ("archive", "new1", "inline", "segmented", "new2")]
+    one_by_one = [store.commit_version(**{**c, "bucket": "slow"}, owner=WRITER, now=time.time()) for c in batch]
+    [outcomes] = on_the_loop(store, [{**c, "bucket": "fast"} for c in batch])
+    assert threaded == []
+    assert [replace(o.version, bucket="", seq=0, last_modified=0) for o in outcomes] == [
+        replace(v, bucket="", seq=0, last_modified=0) for v in one_by_one]  # fmt: skip
+    store = SqlStore(store.engine.url)
+    assert _state(store, "fast") == _state(store, "slow")
+    assert len(store.all("SELECT segment_id FROM garbage WHERE owner = ''")) == queued_for_gc + 2
+    assert store.all("SELECT count(*) AS n FROM tar_members")[0]["n"] == 0
+    store.close()
+
+
+def test_on_the_loop_a_batch_the_plan_declines_or_that_fails_is_made_on_a_thread(postgres, threaded):
+    store = SqlStore(postgres.create_database("loop_commits_declined"))
+    store.create_bucket("b", 1.0)
+    store.create_bucket("v", 1.0)
+    store.set_versioning("v", "Enabled")
+    bad = [commit("x"), {**commit("bad"), "etag": "not-an-etag"}, commit("y")]
+    versioned, outcomes = on_the_loop(store, [commit("a", bucket="v"), commit("b", bucket="v")], bad)
+    assert [o.version.key for o in versioned] == ["a", "b"]
+    assert [o.error for o in outcomes] == ["", "InvalidRequest", ""]  # rolled back on the loop, then each alone
+    assert threaded == [1, 1]
+    store = SqlStore(store.engine.url)
+    assert store.get_version("b", "x") is not None and store.get_version("b", "bad") is None
+    store.close()
+
+
+def test_on_the_loop_a_commit_cut_off_is_unknown_and_one_failing_before_it_shows_nothing(monkeypatch):
+    with TempPostgres(durable=False) as pg:
+        url = pg.create_database("loop_commit_cut")
+        store = SqlStore(url)
+        store.create_bucket("b", 1.0)
+        with faults.enabled(meta__tx__before_commit="error"), pytest.raises(faults.InjectedFault):
+            on_the_loop(store, [commit("a"), commit("b")])
+        store = SqlStore(url)
+        assert store.get_version("b", "a") is None and store.get_version("b", "b") is None
+        # The database goes away just before the COMMIT is sent: nobody can tell whether it committed.
+        monkeypatch.setattr(faults, "point", lambda name: pg.stop("immediate"))
+        with pytest.raises(errors.MetadataUnavailable, match="outcome unknown"):
+            on_the_loop(store, [commit("a"), commit("b")])
+        monkeypatch.undo()
+        pg.start()
+        store = SqlStore(url)
+        assert store.get_version("b", "a") is None  # it had not committed, and was not made again on a thread
+        store.close()
+
+
+def test_on_the_loop_a_lone_plain_commit_is_made_there_and_a_conditional_one_on_a_thread(postgres, monkeypatch):
+    store = SqlStore(postgres.create_database("loop_commit_alone"))
+    store.create_bucket("b", 1.0)
+    threaded = []
+    real = ObjectOps.commit_version
+    monkeypatch.setattr(ObjectOps, "commit_version",
+                        lambda self, *args, **kwargs: threaded.append(1) or real(self, *args, **kwargs))  # fmt: skip
+
+    async def made():
+        service = MetaService(store, async_sql=AsyncSql(store.engine))
+        try:
+            plain = await service.commit_version(**commit("plain"), owner=WRITER, now=time.time())
+            conditional = await service.commit_version(**commit("plain", b"again"), owner=WRITER, now=time.time(),
+                                                       conditions=Conditions(if_match=plain.etag))  # fmt: skip
+            return plain, conditional
+        finally:
+            await service.aclose()
+
+    plain, conditional = asyncio.run(made())
+    assert threaded == [1] and plain.key == "plain" and conditional.size == len(b"again")  # the conditional one

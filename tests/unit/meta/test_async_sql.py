@@ -1,4 +1,4 @@
-"""Lookups run on the service's event loop on PostgreSQL (``apollo.meta.async_reads``), against a real server:
+"""Lookups run on the service's event loop on PostgreSQL (``apollo.meta.async_sql``), against a real server:
 the plan answers what the store's own method answers, errors are the same, and a database that goes away
 and comes back mid-lookup costs a wait, not an error."""
 
@@ -10,7 +10,7 @@ import time
 import pytest
 
 from apollo import errors
-from apollo.meta.async_reads import AsyncReads
+from apollo.meta.async_sql import AsyncSql
 from apollo.meta.service import MetaService
 from apollo.meta.store import SqlStore
 from apollo.proto.layout import ObjectData
@@ -35,11 +35,11 @@ def _filled(url: str) -> SqlStore:
 
 
 def test_a_lookup_on_the_event_loop_answers_what_the_store_does(postgres):
-    store = _filled(postgres.create_database("async_reads_same"))
+    store = _filled(postgres.create_database("async_sql_same"))
     items = [("b", f"k{n}", None) for n in range(6)] + [("b", "missing", None), ("nope", "k0", None)]
 
     async def lookups():
-        reads = AsyncReads(store.engine)
+        reads = AsyncSql(store.engine)
         try:
             one = await reads.run(lambda: store.get_version_plan("b", "k1"))
             batch = await reads.run(lambda: store.get_versions_plan(items))
@@ -57,14 +57,14 @@ def test_a_lookup_on_the_event_loop_answers_what_the_store_does(postgres):
     store.close()
 
 
-def test_the_service_runs_its_lookups_on_the_loop_when_given_async_reads(postgres):
-    store = _filled(postgres.create_database("async_reads_service"))
+def test_the_service_runs_its_lookups_on_the_loop_when_given_async_sql(postgres):
+    store = _filled(postgres.create_database("async_sql_service"))
 
     async def lookups():
-        meta = MetaService(store, async_reads=AsyncReads(store.engine))
+        meta = MetaService(store, async_sql=AsyncSql(store.engine))
         ran = []
-        real = meta.async_reads.run
-        meta.async_reads.run = lambda make_plan: ran.append(1) or real(make_plan)
+        real = meta.async_sql.run
+        meta.async_sql.run = lambda make_plan: ran.append(1) or real(make_plan)
         try:
             return await meta.get_version("b", "k3"), await meta.get_versions([("b", "k0", None)]), ran
         finally:
@@ -76,10 +76,10 @@ def test_the_service_runs_its_lookups_on_the_loop_when_given_async_reads(postgre
 
 def test_a_lookup_waits_out_a_database_restart():
     with TempPostgres(durable=False) as pg:
-        store = _filled(pg.create_database("async_reads_restart"))
+        store = _filled(pg.create_database("async_sql_restart"))
 
         async def scenario():
-            reads = AsyncReads(store.engine)
+            reads = AsyncSql(store.engine)
             try:
                 assert (await reads.run(lambda: store.get_version_plan("b", "k0"))).key == "k0"
                 pg.stop("immediate")  # the pooled connection is now broken
