@@ -97,6 +97,13 @@ class Engine(ABC):
         return (f"SELECT {columns_v} FROM buckets b LEFT JOIN versions v ON v.bucket = b.name AND v.is_latest = 1 "
                 f"AND {among} WHERE b.name = ?", (*args, bucket))  # fmt: skip
 
+    def versions_of_keys(self, columns: str, bucket: str, keys: list[str], where: str,
+                         args: tuple) -> tuple[str, tuple]:  # fmt: skip
+        """The statement (and its arguments) that reads ``columns`` of the rows of ``versions`` of ``keys`` in
+        ``bucket`` that also meet ``where`` (its ``?`` taking ``args``): a batch of commits' rows to replace."""
+        among, key_args = self.in_list("key", keys)
+        return f"SELECT {columns} FROM versions WHERE bucket = ? AND {among} AND ({where})", (bucket, *key_args, *args)
+
     @abstractmethod
     def reader(self) -> Engine:
         """An engine for read-only connections to the same database (may be this one)."""
@@ -354,6 +361,15 @@ class PostgresEngine(Engine):
                 "AS wanted(key) JOIN LATERAL (SELECT * FROM versions WHERE bucket = b.name AND key = wanted.key "
                 "AND is_latest = 1 OFFSET 0) found ON TRUE) v ON TRUE WHERE b.name = ?",
                 (list(keys), bucket))  # fmt: skip
+
+    def versions_of_keys(self, columns: str, bucket: str, keys: list[str], where: str,
+                         args: tuple) -> tuple[str, tuple]:  # fmt: skip
+        """One index probe per key, as ``latest_rows``: as ``key = ANY(?)``, a batch of 8 commits into a bucket
+        of 3,200 keys never analyzed read all of them (0.39 ms; 0.64 ms a statement under 16 callers, the
+        most costly of the commit), against 0.016 ms."""
+        return (f"SELECT found.* FROM unnest(CAST(? AS TEXT[])) AS wanted(key) JOIN LATERAL (SELECT {columns} "
+                f"FROM versions WHERE bucket = ? AND key = wanted.key AND ({where}) OFFSET 0) found ON TRUE",
+                (list(keys), bucket, *args))  # fmt: skip
 
     def erase_replaced(self, tables: tuple[str, ...]) -> None:
         """A replaced row is a dead tuple in the table's heap until vacuumed (PostgreSQL's WAL segments are

@@ -110,10 +110,9 @@ class SharedCommitOps(ObjectOps):
         bucket_row = yield from self._bucket_row_plan(bucket)
         if bucket_row["versioning"] or bucket_row["kv_budget"] is not None or bucket_row["snapshots"]:
             return None
-        among, args = self.engine.in_list("key", keys)
-        replaced = yield (f"SELECT id, key, version_id, is_latest, data_id, {MEMBERS_FLAG} FROM versions "
-                          f"WHERE bucket = ? AND {among} AND (is_latest = 1 OR version_id = ?)",
-                          (bucket, *args, NULL_VERSION))  # fmt: skip
+        replaced = yield self.engine.versions_of_keys(f"id, key, version_id, is_latest, data_id, {MEMBERS_FLAG}",
+                                                      bucket, keys, "is_latest = 1 OR version_id = ?",
+                                                      (NULL_VERSION,))  # fmt: skip
         if not all(row["version_id"] == NULL_VERSION and row["is_latest"] for row in replaced):
             return None  # a history a never-versioned bucket cannot have: left to commit_version to handle
         for commit in commits:
