@@ -10,7 +10,7 @@ import time
 import pytest
 
 from apollo import errors
-from apollo.client.commits import IN_FLIGHT_MAX, SharedCommits
+from apollo.client.commits import SharedCommits
 from apollo.meta.service import MetaService
 from apollo.meta.store import SqlStore
 from apollo.proto.layout import ObjectData
@@ -60,10 +60,12 @@ async def outcomes(commits: SharedCommits, batch: list[dict]) -> list:
 def test_concurrent_commits_share_calls_and_each_gets_its_own_answer(meta):
     recorded = Recorded(meta)
     batch = [commit(f"k{n}") for n in range(20)] + [commit("lost", bucket="no-such-bucket"), commit("k20")]
-    got = asyncio.run(outcomes(SharedCommits(recorded), batch))
+    commits = SharedCommits(recorded)
+    got = asyncio.run(outcomes(commits, batch))
     assert got == [f"k{n}" for n in range(20)] + [errors.BucketNotFound, "k20"]
-    # Made together, they went together: split evenly over the calls that may be in flight at once.
-    assert recorded.calls == [("commit_versions", len(batch) // IN_FLIGHT_MAX)] * IN_FLIGHT_MAX
+    # Made together, they went together: a call of ``share_min`` commits and one of the rest.
+    assert [n for _, n in recorded.calls] == [commits.share_min, len(batch) - commits.share_min]
+    assert {method for method, _ in recorded.calls} == {"commit_versions"}
     listed = asyncio.run(meta.list_objects("b", "", "", "", 100)).entries
     assert sorted(v.key for v in listed) == sorted(f"k{n}" for n in range(21))
 

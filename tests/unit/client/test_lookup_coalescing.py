@@ -81,10 +81,10 @@ def test_concurrent_lookups_share_calls_and_each_gets_what_it_alone_would(meta):
     expected, got = asyncio.run(both())
     assert got == expected
     assert got[-3:] == [None, got[-2], errors.BucketNotFound] and got[-2].delete_marker
-    # Made together, they went together, split evenly over the calls that may be in flight at once; the
-    # missing object, the delete marker and the missing bucket were then each asked alone.
+    # Made together, they went together: a call of ``share_min`` and one of the rest; the missing object, the
+    # delete marker and the missing bucket were then each asked alone.
     shared = [n for method, n in recorded.calls if method == "get_versions"]
-    assert shared == [-(-len(names) // IN_FLIGHT_MAX), len(names) // IN_FLIGHT_MAX]
+    assert shared == [lookups.share_min, len(names) - lookups.share_min]
     assert [method for method, _ in recorded.calls].count("get_version") == 3
 
 
@@ -108,9 +108,9 @@ def test_a_failed_shared_call_fails_each_of_its_lookups(meta):
 
 
 def test_callers_that_keep_looking_up_share_calls_evenly_turn_after_turn(meta):
-    """16 callers, each making a lookup as soon as its last answered (a data loader's workers): the callers a
+    """32 callers, each making a lookup as soon as its last answered (a data loader's workers): the callers a
     call answers wake together and go together, and each call takes its share, so every call carries about half
-    of them. (Sending the first of them at once made a call of 1 and one of 15, turn after turn.)"""
+    of them. (Sending the first of them at once made a call of 1 and one of 31, turn after turn.)"""
     recorded = Recorded(meta)
     lookups = LatestLookups(recorded)
 
@@ -119,9 +119,9 @@ def test_callers_that_keep_looking_up_share_calls_evenly_turn_after_turn(meta):
             assert (await lookups.get("b", f"k{(n + turn) % 20}")).key == f"k{(n + turn) % 20}"
 
     async def run():
-        await asyncio.gather(*(caller(n) for n in range(16)))
+        await asyncio.gather(*(caller(n) for n in range(32)))
 
     asyncio.run(run())
     sizes = [n for _, n in recorded.calls]
-    assert sum(sizes) == 160 and max(sizes) <= 16 // IN_FLIGHT_MAX  # no call carries more than its share
-    assert sum(n for n in sizes if n >= 6) >= 0.75 * 160, sizes  # and most carry about that
+    assert sum(sizes) == 320 and max(sizes) <= 32 // IN_FLIGHT_MAX  # no call carries more than its share
+    assert sum(n for n in sizes if n >= 12) >= 0.75 * 320, sizes  # and most carry about that
