@@ -17,6 +17,7 @@ segment ``allocate_segment`` hands out, read tokens for the segments of a versio
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import time
@@ -72,16 +73,48 @@ SERVER_OWNED: dict[str, Callable[[object, str, bool, str], object]] = {
 
 def impose(target: Callable, args: list, kwargs: dict, caller: str, service: bool = False,
            principal: str | None = None) -> tuple[tuple, dict]:  # fmt: skip
-    """A remote call's arguments, bound to ``target``'s signature, with ``SERVER_OWNED`` ones replaced.
+    """A remote call's arguments, bound to ``target``'s signature, with ``SERVER_OWNED`` ones replaced. A method
+    that takes none of them gets its arguments as they came, once checked against its parameters (a lookup:
+    binding them cost 3% of the service's time on lookups).
 
     :raises TypeError: arguments the method does not take.
     """
-    signature = signature_of(target)
-    bound = signature.bind_partial(*args, **kwargs)
-    for name in signature.parameters.keys() & SERVER_OWNED.keys():
+    parameters = _parameters_of(target)
+    if not parameters.owned:
+        parameters.check(args, kwargs)
+        return tuple(args), kwargs
+    bound = signature_of(target).bind_partial(*args, **kwargs)
+    for name in parameters.owned:
         bound.arguments[name] = SERVER_OWNED[name](bound.arguments.get(name), caller, service,
                                                    principal or caller.removeprefix("key:"))  # fmt: skip
     return bound.args, bound.kwargs
+
+
+@dataclass(frozen=True)
+class _Parameters:
+    """What ``impose`` needs of a service method's signature, read once per method (as ``signature_of``)."""
+
+    positional: tuple[str, ...]  # the names arguments given by position take, in order
+    named: frozenset[str]  # the names it takes by keyword
+    owned: frozenset[str]  # its ``SERVER_OWNED`` parameters
+
+    def check(self, args: list, kwargs: dict) -> None:
+        """What ``Signature.bind_partial`` refuses: too many positional arguments, an unknown or repeated name.
+        :raises TypeError:"""
+        if len(args) > len(self.positional):
+            raise TypeError(f"too many positional arguments ({len(args)})")
+        if unknown := kwargs.keys() - self.named:
+            raise TypeError(f"unexpected keyword arguments {sorted(unknown)}")
+        if repeated := kwargs.keys() & set(self.positional[: len(args)]):
+            raise TypeError(f"multiple values for {sorted(repeated)}")
+
+
+@functools.cache
+def _parameters_of(target: Callable) -> _Parameters:
+    parameters = signature_of(target).parameters.values()
+    positional = tuple(p.name for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD))
+    named = frozenset(p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY))
+    return _Parameters(positional, named, frozenset(named & SERVER_OWNED.keys()))
 
 
 @dataclass

@@ -58,9 +58,14 @@ def test_limits_are_the_services():
     assert kwargs["part_size_min"] == limits.part_size_bytes_min
 
 
-def test_arguments_a_method_does_not_take_are_refused():
+@pytest.mark.parametrize("method, first", [("get_bucket", "name"), ("get_versions", "items"),
+                                           ("commit_version", "bucket")])  # fmt: skip (the last has imposed ones)
+@pytest.mark.parametrize("args, kwargs", [([None, "b"], {"sql": "DROP TABLE buckets"}), ([None] * 9, {}),
+                                          ([None, "b"], {"first": "c"})])  # fmt: skip (unknown, too many, twice)
+def test_arguments_a_method_does_not_take_are_refused_before_it_runs(method, first, args, kwargs):
+    kwargs = {first if name == "first" else name: value for name, value in kwargs.items()}
     with pytest.raises(TypeError):
-        impose(target("get_bucket"), [None, "b"], {"sql": "DROP TABLE buckets"}, "key:me")
+        impose(target(method), args, kwargs, "key:me")
 
 
 def test_an_owner_the_service_imposes_reaches_the_store_once_whatever_its_position(store):
