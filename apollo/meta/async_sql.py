@@ -33,7 +33,7 @@ import asyncpg
 
 from apollo import errors, faults
 from apollo.meta.engine import SESSION_SETTINGS, Attempts, PostgresEngine
-from apollo.meta.plans import Many, Plan
+from apollo.meta.plans import Many, Plan, Statement
 
 T = TypeVar("T")
 # Calls at once on the loop: a lookup is a round trip or three; a shared commit holds its connection for a
@@ -60,7 +60,7 @@ class _Declined(Exception):
     """The plan answered None: it cannot make this call, and changed nothing."""
 
 
-async def _run_from(conn: asyncpg.Connection, plan: Plan[T], statement) -> T:
+async def _run_from(conn: asyncpg.Connection, plan: Plan[T], statement: Statement | Many) -> T:
     """The plan's answer from its first statement on, each run on ``conn``."""
     while True:
         sql, args = statement

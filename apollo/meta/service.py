@@ -156,7 +156,7 @@ class MetaService:
         async_sql: AsyncSql | None = None,
     ) -> None:  # fmt: skip
         """``standby``: reads the API marks so are offered to PostgreSQL standbys first (``--standby-reads``).
-        ``async_sql``: where the reads the API marks ``planned`` run, on the event loop (PostgreSQL; closed by
+        ``async_sql``: where the calls the API marks ``planned`` run, on the event loop (PostgreSQL; closed by
         ``aclose``)."""
         self.store = store
         self.standby = standby

@@ -82,7 +82,7 @@ class MetaProcess:
             self.store.set_setting(SCRUB_MODE, "shallow")
         if config.root_user:
             install_root_key(self.store, config.root_user, config.root_password)
-        # Lookups on PostgreSQL run on the event loop, not a thread per call (``apollo.meta.async_sql``).
+        # Lookups and small commits on PostgreSQL run on the event loop, not a thread each (``apollo.meta.async_sql``).
         async_sql = AsyncSql(self.store.engine) if isinstance(self.store.engine, PostgresEngine) else None
         self.meta = MetaService(self.store, standby=self._standby_reads(config), async_sql=async_sql)
         self.keyring = tokens.Keyring(self.store.token_keys())
