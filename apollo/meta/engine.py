@@ -100,7 +100,8 @@ class Engine(ABC):
     def versions_of_keys(self, columns: str, bucket: str, keys: list[str], where: str,
                          args: tuple) -> tuple[str, tuple]:  # fmt: skip
         """The statement (and its arguments) that reads ``columns`` of the rows of ``versions`` of ``keys`` in
-        ``bucket`` that also meet ``where`` (its ``?`` taking ``args``): a batch of commits' rows to replace."""
+        ``bucket`` that also meet ``where`` (its ``?`` taking ``args``): the rows a batch of commits replaces, the
+        live values of a KV batch lookup."""
         among, key_args = self.in_list("key", keys)
         return f"SELECT {columns} FROM versions WHERE bucket = ? AND {among} AND ({where})", (bucket, *key_args, *args)
 

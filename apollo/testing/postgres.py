@@ -12,6 +12,7 @@ import contextlib
 import glob
 import os
 import pwd
+import re
 import shutil
 import signal
 import subprocess
@@ -127,3 +128,22 @@ class TempPostgres:
 
     def __exit__(self, *exc: object) -> None:
         self.destroy()
+
+
+def rows_filtered_out(url: str, sql: str, args: tuple) -> tuple[int, str]:
+    """How many rows PostgreSQL read and dropped (``Rows Removed by Filter``) running the store's ``?`` statement
+    with ``args``, planned generically as the metadata service's event loop plans its statements; and the plan.
+    A statement meant to probe an index per key that scans a whole bucket instead shows here."""
+    import psycopg
+
+    from apollo.meta.async_sql import numbered
+
+    kinds = {str: "text", list: "text[]", float: "float8", int: "int8"}
+    types = ", ".join(kinds[type(arg)] for arg in args)
+    # Simple queries (ClientCursor): a PREPARE sent with the extended protocol would take its $n as its own.
+    with psycopg.connect(url, autocommit=True, options="-c plan_cache_mode=force_generic_plan",
+                         cursor_factory=psycopg.ClientCursor) as conn:  # fmt: skip
+        conn.execute(f"PREPARE probed({types}) AS {numbered(sql)}")
+        slots = ", ".join(["%s"] * len(args))
+        plan = "\n".join(row[0] for row in conn.execute(f"EXPLAIN ANALYZE EXECUTE probed({slots})", args))
+    return sum(int(n) for n in re.findall(r"Rows Removed by Filter: (\d+)", plan)), plan
