@@ -99,8 +99,10 @@ class _Parameters:
     owned: frozenset[str]  # its ``SERVER_OWNED`` parameters
 
     def check(self, args: list, kwargs: dict) -> None:
-        """What ``Signature.bind_partial`` refuses: too many positional arguments, an unknown or repeated name.
-        :raises TypeError:"""
+        """What ``Signature.bind_partial`` refuses: arguments not a list and a dict, too many positional ones, an
+        unknown or repeated name. :raises TypeError:"""
+        if not isinstance(args, list | tuple) or not isinstance(kwargs, dict):
+            raise TypeError("a call's arguments are a list and its named ones a dict")
         if len(args) > len(self.positional):
             raise TypeError(f"too many positional arguments ({len(args)})")
         if unknown := kwargs.keys() - self.named:

@@ -174,8 +174,10 @@ def as_the_environment(monkeypatch, target: Target) -> None:
 
 def polled_while(save, load) -> tuple[list, list]:
     """Runs ``save()`` while another thread calls ``load()`` over and over; returns what the loads returned
-    and the errors they raised."""
-    stop, seen, failures = threading.Event(), [], []
+    and the errors they raised. One load ends before ``save()`` starts and one begins after it ends, so the
+    loads see the state before the saves and the one after them, however the threads are scheduled (on a
+    busy machine a load could outlast every save, and a check that they saw two states failed)."""
+    stop, seen, failures, finished = threading.Event(), [], [], []
 
     def poll() -> None:
         while not stop.is_set():
@@ -183,11 +185,19 @@ def polled_while(save, load) -> tuple[list, list]:
                 seen.append(load())
             except Exception as error:  # noqa: BLE001 - every failure is a finding
                 failures.append(repr(error))
+            finished.append(1)
+
+    def loads_finished(count: int) -> None:
+        deadline = time.monotonic() + 60
+        while len(finished) < count and reader.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.01)
 
     reader = threading.Thread(target=poll)
     reader.start()
     try:
+        loads_finished(1)
         save()
+        loads_finished(len(finished) + 2)  # the one under way, then one begun after the last save
     finally:
         stop.set()
         reader.join(timeout=60)
