@@ -32,7 +32,7 @@ from typing import TypeVar
 import asyncpg
 
 from apollo import errors, faults
-from apollo.meta.engine import SESSION_SETTINGS, Attempts, PostgresEngine
+from apollo.meta.engine import SESSION_SETTINGS, Attempts, PostgresEngine, pg_args
 from apollo.meta.plans import Many, Plan, Statement
 
 T = TypeVar("T")
@@ -65,18 +65,14 @@ async def _run_from(conn: asyncpg.Connection, plan: Plan[T], statement: Statemen
     while True:
         sql, args = statement
         if isinstance(statement, Many):
-            await conn.executemany(numbered(sql), [_values(row) for row in args])
+            await conn.executemany(numbered(sql), [pg_args(row) for row in args])
             rows = []
         else:
-            rows = await conn.fetch(numbered(sql), *_values(args))
+            rows = await conn.fetch(numbered(sql), *pg_args(args))
         try:
             statement = plan.send(rows)
         except StopIteration as done:
             return done.value
-
-
-def _values(args: tuple | list) -> tuple:
-    return tuple(int(a) if isinstance(a, bool) else a for a in args)  # flags are INTEGER columns, as in SQLite
 
 
 class AsyncSql:

@@ -244,13 +244,13 @@ def _pg_sql(sql: str) -> str:
     return sql.replace("%", "%%").replace("?", "%s")
 
 
-def _pg_args(args: tuple | list) -> tuple:
+def pg_args(args: tuple | list) -> tuple:
     return tuple(int(a) if isinstance(a, bool) else a for a in args)  # flags are INTEGER columns, as in SQLite
 
 
 def pg_statement(sql: str, args: tuple | list = ()) -> tuple[str, tuple]:
     """The store's ``?`` SQL and its arguments as psycopg takes them."""
-    return _pg_sql(sql), _pg_args(args)
+    return _pg_sql(sql), pg_args(args)
 
 
 class PgConnection:
@@ -264,7 +264,7 @@ class PgConnection:
 
     def executemany(self, sql: str, rows: list) -> Any:
         cursor = self.raw.cursor()
-        cursor.executemany(_pg_sql(sql), [_pg_args(r) for r in rows])
+        cursor.executemany(_pg_sql(sql), [pg_args(r) for r in rows])
         return cursor
 
 
