@@ -311,3 +311,24 @@ def test_a_batch_reads_the_rows_it_replaces_by_key_even_in_a_bucket_never_analyz
     store.close()
     removed, plan = rows_filtered_out(url, sql, args)
     assert "actual time" in plan and removed < 100, plan
+
+
+def test_a_bucket_whose_row_declined_a_batch_is_not_read_again_for_the_next(store: SqlStore):
+    """The next batch into a versioned bucket is declined before any statement (on the service's loop, each decline
+    cost a transaction of its own), for ``DECLINED_HELD_S``; a plain bucket's batches are not held."""
+    store.create_bucket("v", 1.0)
+    store.set_versioning("v", "Enabled")
+
+    def first_statement(bucket: str):
+        plan = store._commit_together_plan([commit("a", bucket=bucket), commit("b", bucket=bucket)], WRITER, 1.0)
+        try:
+            return next(plan)
+        except StopIteration as declined:
+            return declined.value
+
+    assert first_statement("v") is not None  # the bucket's row is read once...
+    store.commit_versions([commit("a", bucket="v"), commit("b", bucket="v")], owner=WRITER, now=time.time())
+    assert first_statement("v") is None  # ...and the decline held
+    assert first_statement("b") is not None
+    store._declined_buckets["v"] = time.monotonic() - 1  # held no longer
+    assert first_statement("v") is not None
